@@ -1,0 +1,54 @@
+/* GPU helpers that need no CUDA headers in the caller: presence, memory, pattern and checksum
+ * kernels used to verify data integrity end to end. All return CUIPC_ERR_NO_GPU when no driver
+ * or device is present (tests map that to exit code 77). */
+#ifndef CUIPC_GPU_H
+#define CUIPC_GPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuipc/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Number of usable CUDA devices (0 when no driver or no device; never fails). */
+int cuipc_gpu_count(void);
+
+typedef struct cuipc_gpu_info {
+    char name[128];
+    char pci_bus_id[32];
+    int driver_version;  /* e.g. 13000 */
+    int runtime_version;
+    uint64_t total_bytes;
+    uint64_t free_bytes;
+} cuipc_gpu_info;
+
+cuipc_status cuipc_gpu_info_get(int device, cuipc_gpu_info *out);
+
+/* Device memory helpers for tests, harness and benchmarks. */
+cuipc_status cuipc_gpu_malloc(int device, size_t n, void **out);
+cuipc_status cuipc_gpu_free(void *p);
+cuipc_status cuipc_gpu_stream_create(int device, void **stream_out);
+cuipc_status cuipc_gpu_stream_destroy(void *stream);
+cuipc_status cuipc_gpu_stream_sync(void *stream);
+cuipc_status cuipc_gpu_memcpy(void *dst, const void *src, size_t n, void *stream); /* any direction, async */
+
+/* Fill n bytes with a pattern derived from (seed, byte index); works on device or host memory
+ * reachable by the device. */
+cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, void *stream);
+
+/* Order-sensitive 64-bit checksum of n bytes at p (device memory), computed by a kernel;
+ * waits for the stream. Equals cuipc_host_checksum over the same bytes. */
+cuipc_status cuipc_gpu_checksum(const void *p, size_t n, void *stream, uint64_t *out);
+
+/* The same pattern and checksum on the host. */
+void cuipc_host_fill_pattern(void *p, size_t n, uint64_t seed);
+uint64_t cuipc_host_checksum(const void *p, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

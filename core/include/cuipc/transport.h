@@ -1,0 +1,162 @@
+/* Producer and consumers: one producer process wraps value trees (tensors -> proxies), encodes
+ * them and broadcasts them to every attached consumer over a shared-memory ring each. Consumers
+ * attach through a Unix socket (file descriptors passed with SCM_RIGHTS, peers identified by
+ * their credentials); the socket also tells each side when the other one died. */
+#ifndef CUIPC_TRANSPORT_H
+#define CUIPC_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cuipc/pool.h"
+#include "cuipc/value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A cudaStream_t, kept opaque so this header needs no CUDA headers. NULL = legacy stream. */
+typedef void *cuipc_stream;
+
+typedef enum cuipc_mode {
+    CUIPC_MODE_DEFAULT = 0,       /* tensor bytes staged in the host shared-memory pool */
+    CUIPC_MODE_CUDA_IPC = 1,      /* the tensor's own allocation exported (sender retains it) */
+    CUIPC_MODE_CUDA_IPC_POOL = 2, /* copied into the recycled GPU pool, slice exported */
+} cuipc_mode;
+
+const char *cuipc_mode_name(cuipc_mode m);
+cuipc_status cuipc_mode_from_name(const char *name, cuipc_mode *out);
+
+/* What the producer does when the pool has no room for a tensor. */
+typedef enum cuipc_full_policy {
+    CUIPC_FULL_FAIL = 0,     /* return CUIPC_ERR_POOL_FULL at once */
+    CUIPC_FULL_WAIT = 1,     /* wait for releases up to full_timeout_ns, then CUIPC_ERR_TIMEOUT */
+    CUIPC_FULL_FALLBACK = 2, /* GPU pool full: stage through the host pool (default mode) */
+} cuipc_full_policy;
+
+typedef struct cuipc_producer_config {
+    cuipc_mode mode;
+    uint64_t gpu_pool_bytes;  /* cuda_ipc_pool arena (0: no GPU pool) */
+    uint64_t host_pool_bytes; /* default-mode arena and fallback (0: none) */
+    int32_t device;           /* CUDA device of the GPU pool */
+    uint32_t max_consumers;   /* 1..CUIPC_MAX_CONSUMERS */
+    uint32_t slots;           /* chunks in flight per pool */
+    uint64_t ring_bytes;      /* per-consumer message ring */
+    uint64_t alignment;
+    cuipc_fit fit;
+    cuipc_full_policy full_policy;
+    int64_t full_timeout_ns;
+    const char *socket_path;  /* where consumers attach; NULL: a private path is made */
+} cuipc_producer_config;
+
+void cuipc_producer_config_init(cuipc_producer_config *cfg);
+
+typedef struct cuipc_producer cuipc_producer;
+
+cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_producer **out);
+
+/* Socket path consumers pass to cuipc_consumer_attach. */
+const char *cuipc_producer_socket_path(const cuipc_producer *p);
+
+/* Accept consumers until n are attached (or timeout). */
+cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeout_ns);
+
+uint32_t cuipc_producer_consumer_count(const cuipc_producer *p); /* attached and alive */
+
+/* Replace every tensor of tree by a proxy (copying into a pool as the mode says). The result
+ * is a new tree; tensor data is already in place (or ordered on stream) when this returns. */
+cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
+                                 cuipc_value **wrapped);
+
+/* Encode a wrapped tree and put it on every live consumer's ring (waits up to timeout_ns for
+ * ring space). A consumer that died is skipped and its chunks are reclaimed. */
+cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
+                                         int64_t timeout_ns);
+
+/* wrap + send_wrapped; on failure nothing stays allocated. */
+cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
+                                 int64_t timeout_ns);
+
+typedef struct cuipc_producer_stats {
+    cuipc_pool_stats gpu_pool;
+    cuipc_pool_stats host_pool;
+    uint64_t messages_sent;
+    uint64_t bytes_sent;        /* tensor bytes */
+    uint64_t fallbacks;         /* tensors staged through the host pool because the GPU pool was full */
+    uint64_t ipc_exports;       /* cuda_ipc: allocations exported */
+    uint64_t ipc_retained_bytes; /* cuda_ipc: bytes kept alive for consumers (the reference's leak) */
+    uint32_t consumers_attached;
+    uint32_t consumers_dead;
+} cuipc_producer_stats;
+
+void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
+
+/* Tell consumers no more messages come (their recv returns CUIPC_ERR_CLOSED once drained). */
+void cuipc_producer_close(cuipc_producer *p);
+
+/* Wait until every chunk in flight is recycled (or timeout). */
+cuipc_status cuipc_producer_drain(cuipc_producer *p, int64_t timeout_ns);
+
+void cuipc_producer_destroy(cuipc_producer *p);
+
+/* ------------------------------------------------------------------ consumers */
+
+typedef struct cuipc_consumer cuipc_consumer;
+
+cuipc_status cuipc_consumer_attach(const char *socket_path, int64_t timeout_ns,
+                                   cuipc_consumer **out);
+uint32_t cuipc_consumer_index(const cuipc_consumer *c);
+
+typedef struct cuipc_message cuipc_message;
+
+/* Next message (spins briefly, then sleeps). CUIPC_ERR_CLOSED once the producer closed and the
+ * ring is empty; CUIPC_ERR_PEER_DEAD if the producer died. */
+cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out);
+
+typedef enum cuipc_unwrap_kind {
+    CUIPC_UNWRAP_COPY = 0,   /* copy out into memory the consumer owns; chunk released after copy */
+    CUIPC_UNWRAP_BORROW = 1, /* zero copy: tensors point into the mapping until release */
+} cuipc_unwrap_kind;
+
+#define CUIPC_DEVICE_SAME (-2) /* copy-out target: where the data already is */
+
+typedef struct cuipc_unwrap_options {
+    cuipc_unwrap_kind kind;
+    int32_t device;      /* copy target: CUIPC_DEVICE_HOST, ordinal, or CUIPC_DEVICE_SAME */
+    cuipc_stream stream; /* ordering for GPU copies, waits and releases */
+} cuipc_unwrap_options;
+
+void cuipc_unwrap_options_init(cuipc_unwrap_options *o);
+
+/* The decoded tree as received (proxies). */
+const cuipc_value *cuipc_message_value(const cuipc_message *m);
+
+/* Reconstruct tensors. Every proxy is validated against the pool's sync table first (pool id,
+ * slot, generation, extent): a forged or stale proxy gives CUIPC_ERR_CORRUPT / STALE /
+ * UNKNOWN_POOL and nothing is mapped. */
+cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *opt,
+                                  cuipc_value **out);
+
+/* Release every chunk of the message still held (borrow). With a stream, the release is
+ * ordered after the work queued on it. Idempotent. */
+cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream);
+
+/* Releases whatever is still held, then frees. */
+void cuipc_message_free(cuipc_message *m);
+
+typedef struct cuipc_consumer_stats {
+    uint64_t messages;
+    uint64_t bytes;
+    uint64_t handle_opens;   /* cudaIpcOpenMemHandle calls (cache misses) */
+    uint64_t handle_hits;    /* proxies served from the handle cache */
+    uint64_t rejected;       /* proxies that failed validation */
+} cuipc_consumer_stats;
+
+void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
+
+void cuipc_consumer_detach(cuipc_consumer *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

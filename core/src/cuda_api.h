@@ -1,0 +1,55 @@
+/* Thin checked layer over the CUDA runtime (linked statically) and the few driver functions we
+ * need, looked up at run time with cudaGetDriverEntryPointByVersion so that binaries start on
+ * machines without a driver. Every function sets the error message on failure and returns
+ * CUIPC_ERR_NO_GPU when no usable device exists. Only C: no CUDA headers leak out of here. */
+#ifndef CUIPC_CUDA_API_H
+#define CUIPC_CUDA_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuipc/proxy.h"
+#include "cuipc/status.h"
+
+/* Device count > 0 (cached after the first call; never fails). */
+bool cuipc_cuda_present(void);
+
+cuipc_status cuipc_cuda_set_device(int device);
+
+/* Where a pointer lives: CUIPC_DEVICE_HOST for host memory (pageable or pinned), else the
+ * device ordinal of a device allocation. */
+cuipc_status cuipc_cuda_pointer_device(const void *p, int *device);
+
+/* Base and size of the cudaMalloc allocation holding p (driver cuMemGetAddressRange). */
+cuipc_status cuipc_cuda_alloc_range(const void *p, void **base, size_t *size);
+
+cuipc_status cuipc_cuda_ipc_get(void *base, uint8_t handle[CUIPC_IPC_HANDLE_BYTES]);
+cuipc_status cuipc_cuda_ipc_open(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int device,
+                                 void **ptr);
+cuipc_status cuipc_cuda_ipc_close(void *ptr);
+
+cuipc_status cuipc_cuda_malloc(int device, size_t n, void **out);
+cuipc_status cuipc_cuda_free(void *p);
+
+/* Pin host memory (portable, mapped) and return its device address. */
+cuipc_status cuipc_cuda_host_register(void *p, size_t n, void **dev_ptr);
+cuipc_status cuipc_cuda_host_unregister(void *p);
+
+cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, void *stream);
+cuipc_status cuipc_cuda_stream_sync(void *stream);
+
+/* Stream memory operations on 32-bit words (device memory or registered host memory given by
+ * its device address): write value after prior work; make later work wait until *addr == value. */
+cuipc_status cuipc_cuda_stream_write_u32(void *stream, void *dev_addr, uint32_t value);
+cuipc_status cuipc_cuda_stream_wait_u32(void *stream, void *dev_addr, uint32_t value);
+
+/* Run fn(arg) on a CUDA thread once prior work on the stream is done. */
+cuipc_status cuipc_cuda_launch_host_func(void *stream, void (*fn)(void *), void *arg);
+
+/* Peer access between two devices (enabled once; already-enabled is fine). */
+cuipc_status cuipc_cuda_enable_peer(int device, int peer);
+
+cuipc_status cuipc_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes);
+
+#endif

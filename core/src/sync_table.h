@@ -1,0 +1,84 @@
+/* The sync table: ONE shared-memory region per pool with a slot per chunk in flight.
+ * Lock-free C11 atomics; a generation per slot so stale releases are rejected; one ack word per
+ * consumer so N consumers (tp_size) complete independently, from the CPU (CAS) or from a GPU
+ * stream (cuStreamWriteValue32 of the generation into the ack word). */
+#ifndef CUIPC_SYNC_TABLE_H
+#define CUIPC_SYNC_TABLE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cuipc/pool.h"
+#include "cuipc/status.h"
+
+#define CUIPC_SYNC_MAGIC 0x4355495053594e43ull /* "CUIPSYNC" */
+#define CUIPC_SYNC_VERSION 1
+
+typedef struct cuipc_sync_slot {
+    _Atomic uint32_t generation; /* bumped by the producer when the slot is reused; never 0 */
+    _Atomic uint32_t ready;      /* == generation once the chunk's data is in place */
+    _Atomic uint64_t consumer_mask; /* consumers that must release this generation */
+    _Atomic uint64_t offset;     /* extent published for this generation (proxy validation) */
+    _Atomic uint64_t size;
+    _Atomic uint32_t ack[CUIPC_MAX_CONSUMERS]; /* == generation once consumer i is done */
+} __attribute__((aligned(64))) cuipc_sync_slot;
+
+typedef struct cuipc_sync_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t n_slots;
+    uint32_t max_consumers;
+    uint32_t reserved_;
+    uint64_t pool_id;
+    uint64_t pool_size;
+    _Atomic uint32_t wake_seq;  /* futex word: bumped by every release */
+    _Atomic uint32_t waiters;   /* > 0 while someone sleeps on wake_seq */
+    _Atomic uint64_t releases;
+    _Atomic uint64_t stale_releases;
+    _Atomic uint64_t duplicate_releases;
+} __attribute__((aligned(64))) cuipc_sync_header;
+
+typedef struct cuipc_sync_table cuipc_sync_table;
+
+/* Producer: a new memfd-backed table. */
+cuipc_status cuipc_sync_table_create(uint32_t n_slots, uint32_t max_consumers, uint64_t pool_id,
+                                     uint64_t pool_size, cuipc_sync_table **out);
+/* Consumer: map a table received as fd (ownership of fd is taken, also on failure); header
+ * checked (magic, version, pool id, size matches slot count). */
+cuipc_status cuipc_sync_table_attach(int fd, uint64_t expected_pool_id, cuipc_sync_table **out);
+void cuipc_sync_table_destroy(cuipc_sync_table *t);
+
+int cuipc_sync_table_fd(const cuipc_sync_table *t);
+void *cuipc_sync_table_base(const cuipc_sync_table *t);
+uint64_t cuipc_sync_table_bytes(const cuipc_sync_table *t);
+cuipc_sync_header *cuipc_sync_table_header(const cuipc_sync_table *t);
+uint32_t cuipc_sync_table_slots(const cuipc_sync_table *t);
+cuipc_sync_slot *cuipc_sync_table_slot(const cuipc_sync_table *t, uint32_t i);
+
+/* Producer: start a new generation of slot for [offset, offset+size) sent to consumer_mask.
+ * Returns the new generation (never 0). */
+uint32_t cuipc_sync_begin(cuipc_sync_table *t, uint32_t slot, uint64_t offset, uint64_t size,
+                          uint64_t consumer_mask);
+/* Producer: the data is in place (CPU path; GPU path writes ready on a stream). */
+void cuipc_sync_set_ready(cuipc_sync_table *t, uint32_t slot, uint32_t generation);
+/* Producer: every consumer of the slot's mask that is in live_mask has acked the generation. */
+bool cuipc_sync_done(const cuipc_sync_table *t, uint32_t slot, uint64_t live_mask);
+
+/* Consumer: validate a proxy's (slot, generation, offset, size) for consumer c:
+ * CUIPC_ERR_CORRUPT (slot out of range, extent differs, c not in the mask),
+ * CUIPC_ERR_STALE (generation moved on), CUIPC_ERR_DUPLICATE (c already released it). */
+cuipc_status cuipc_sync_check(const cuipc_sync_table *t, uint32_t slot, uint32_t generation,
+                              uint64_t offset, uint64_t size, uint32_t consumer);
+/* Consumer c is done with (slot, generation): CAS of its ack word; STALE / DUPLICATE rejected
+ * and counted in the header; wakes the producer if it waits. */
+cuipc_status cuipc_sync_release(cuipc_sync_table *t, uint32_t slot, uint32_t generation,
+                                uint32_t consumer);
+
+/* Sleep until a release happens after *seq was read (or timeout). */
+uint32_t cuipc_sync_wake_seq(const cuipc_sync_table *t);
+cuipc_status cuipc_sync_wait(cuipc_sync_table *t, uint32_t seen_seq, int64_t timeout_ns);
+/* Bump wake_seq and wake sleepers (used after GPU-side acks). */
+void cuipc_sync_wake(cuipc_sync_table *t);
+
+#endif
