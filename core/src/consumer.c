@@ -1,1 +1,618 @@
-/* placeholder: implemented in progress */
+/* The consumer: attaches to a producer (ring, arena and sync-table descriptors over the Unix
+ * socket), receives messages, validates every proxy against the pool's sync table, and turns
+ * proxies back into tensors: copied out (the chunk is released once the copy is done, on the GPU
+ * when the copy runs there) or borrowed in place (released explicitly). */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cuda_api.h"
+#include "cuipc/codec.h"
+#include "error_internal.h"
+#include "handle_cache.h"
+#include "shm.h"
+#include "socket.h"
+#include "transport_internal.h"
+
+#define MAX_OPENED 256
+
+typedef struct pool_view {
+    bool present;
+    cuipc_memory_kind memory;
+    int32_t device;
+    uint64_t pool_id;
+    uint64_t size;
+    uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
+    void *base;          /* host arena mapping */
+    void *host_dev_base; /* the arena registered with CUDA (lazily, for fast device copies) */
+    cuipc_sync_table *sync;
+    void *sync_dev_base; /* the sync table registered with CUDA (lazily, for stream waits/acks) */
+} pool_view;
+
+typedef struct opened_handle {
+    uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
+    int device;
+} opened_handle;
+
+struct cuipc_consumer {
+    int sock;
+    uint32_t index;
+    uint32_t max_consumers;
+    pid_t producer_pid;
+    uint64_t producer_id;
+    cuipc_ring *ring;
+    pool_view host;
+    pool_view gpu;
+    pthread_mutex_t lock; /* lazy registrations, opened list, stats */
+    opened_handle opened[MAX_OPENED];
+    uint32_t n_opened;
+    cuipc_consumer_stats stats;
+};
+
+typedef struct held_chunk {
+    pool_view *view;
+    uint32_t slot;
+    uint32_t generation;
+    bool released;
+} held_chunk;
+
+struct cuipc_message {
+    cuipc_consumer *c;
+    cuipc_value *tree;
+    held_chunk *held;
+    uint32_t n_held;
+};
+
+/* ------------------------------------------------------------------ attach */
+
+static cuipc_status map_view(pool_view *v, const cuipc_hello_pool *h, int mem_fd, int sync_fd) {
+    v->present = true;
+    v->memory = (cuipc_memory_kind)h->memory;
+    v->device = h->device;
+    v->pool_id = h->pool_id;
+    v->size = h->size;
+    memcpy(v->handle, h->ipc_handle, CUIPC_IPC_HANDLE_BYTES);
+    if (v->memory != CUIPC_MEMORY_HOST && v->memory != CUIPC_MEMORY_CUDA) {
+        if (mem_fd >= 0)
+            close(mem_fd);
+        close(sync_fd);
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "producer described a pool of memory kind %u",
+                          h->memory);
+    }
+    cuipc_status s = cuipc_sync_table_attach(sync_fd, h->pool_id, &v->sync);
+    if (s != CUIPC_OK) {
+        if (mem_fd >= 0)
+            close(mem_fd);
+        return s;
+    }
+    if (mem_fd >= 0) {
+        uint64_t got = cuipc_fd_size(mem_fd);
+        if (got != h->size) {
+            close(mem_fd);
+            return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "host arena is %llu bytes, producer said %llu",
+                              (unsigned long long)got, (unsigned long long)h->size);
+        }
+        v->base = cuipc_shm_map(mem_fd, h->size);
+        close(mem_fd); /* the mapping keeps the memory; no fd left to leak */
+        if (!v->base)
+            return CUIPC_ERR_SYSTEM;
+    }
+    return CUIPC_OK;
+}
+
+static void unmap_view(pool_view *v) {
+    if (!v->present)
+        return;
+    if (v->host_dev_base)
+        cuipc_cuda_host_unregister(v->base);
+    if (v->base)
+        cuipc_shm_unmap(v->base, v->size);
+    if (v->sync_dev_base)
+        cuipc_cuda_host_unregister(cuipc_sync_table_base(v->sync));
+    cuipc_sync_table_destroy(v->sync);
+    memset(v, 0, sizeof *v);
+}
+
+static cuipc_status take_hello(cuipc_consumer *c, const cuipc_hello *h, int *fds, int nfds) {
+    int want = 1 + (h->host.present ? 2 : 0) + (h->gpu.present ? 1 : 0);
+    if (h->magic != CUIPC_HELLO_MAGIC)
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "not a cuipc producer (magic 0x%llx)",
+                          (unsigned long long)h->magic);
+    if (h->version != CUIPC_HELLO_VERSION)
+        return CUIPC_FAIL(CUIPC_ERR_VERSION, "producer speaks attach version %u, we speak %u",
+                          h->version, CUIPC_HELLO_VERSION);
+    if (nfds != want || h->consumer_index >= h->max_consumers ||
+        h->max_consumers > CUIPC_MAX_CONSUMERS)
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "hello with %d fds (want %d), index %u of %u", nfds,
+                          want, h->consumer_index, h->max_consumers);
+    c->index = h->consumer_index;
+    c->max_consumers = h->max_consumers;
+    c->producer_pid = h->producer_pid;
+    c->producer_id = h->producer_id;
+    int k = 0;
+    int ring_fd = fds[k];
+    fds[k++] = -1;
+    CUIPC_TRY(cuipc_ring_attach(ring_fd, &c->ring));
+    cuipc_ring_set_peer_check(c->ring, cuipc_socket_peer_alive_ctx, (void *)(intptr_t)c->sock);
+    if (h->host.present) {
+        int mem = fds[k], syn = fds[k + 1];
+        fds[k] = fds[k + 1] = -1;
+        k += 2;
+        CUIPC_TRY(map_view(&c->host, &h->host, mem, syn));
+    }
+    if (h->gpu.present) {
+        int syn = fds[k];
+        fds[k++] = -1;
+        CUIPC_TRY(map_view(&c->gpu, &h->gpu, -1, syn));
+    }
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_consumer_attach(const char *path, int64_t timeout_ns, cuipc_consumer **out) {
+    *out = NULL;
+    cuipc_consumer *c = calloc(1, sizeof *c);
+    if (!c)
+        return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "consumer struct");
+    pthread_mutex_init(&c->lock, NULL);
+    c->sock = -1;
+    cuipc_status s = cuipc_socket_connect(path, timeout_ns, &c->sock);
+    cuipc_hello h;
+    int fds[CUIPC_SOCKET_MAX_FDS], nfds = 0;
+    if (s == CUIPC_OK)
+        s = cuipc_socket_recv(c->sock, &h, sizeof h, fds, &nfds, CUIPC_SOCKET_MAX_FDS,
+                              timeout_ns < 0 ? -1 : timeout_ns);
+    if (s == CUIPC_OK) {
+        s = take_hello(c, &h, fds, nfds);
+        for (int i = 0; i < nfds; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        char msg[512];
+        strncpy(msg, cuipc_last_error(), sizeof msg - 1);
+        msg[sizeof msg - 1] = '\0';
+        cuipc_hello_ack ack = {.magic = CUIPC_HELLO_MAGIC,
+                               .consumer_index = h.consumer_index,
+                               .status = (int32_t)s};
+        cuipc_status sent = cuipc_socket_send(c->sock, &ack, sizeof ack, NULL, 0);
+        if (s != CUIPC_OK)
+            CUIPC_FAIL(s, "%s", msg);
+        else
+            s = sent;
+    }
+    if (s != CUIPC_OK) {
+        cuipc_consumer_detach(c);
+        return s;
+    }
+    *out = c;
+    return CUIPC_OK;
+}
+
+uint32_t cuipc_consumer_index(const cuipc_consumer *c) {
+    return c->index;
+}
+
+/* ------------------------------------------------------------------ receive and validate */
+
+typedef struct adopt_ctx {
+    cuipc_consumer *c;
+    cuipc_message *m;
+    uint32_t cap;
+} adopt_ctx;
+
+static pool_view *view_for(cuipc_consumer *c, const cuipc_proxy *x) {
+    if (c->host.present && c->host.pool_id == x->u.pool.pool_id)
+        return &c->host;
+    if (c->gpu.present && c->gpu.pool_id == x->u.pool.pool_id)
+        return &c->gpu;
+    return NULL;
+}
+
+static cuipc_status check_pool_proxy(cuipc_consumer *c, const cuipc_proxy *x, pool_view **out) {
+    pool_view *v = view_for(c, x);
+    if (!v)
+        return CUIPC_FAIL(CUIPC_ERR_UNKNOWN_POOL,
+                          "proxy names pool 0x%llx, which this consumer is not attached to",
+                          (unsigned long long)x->u.pool.pool_id);
+    if (x->u.pool.memory != v->memory)
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "proxy says memory kind %d, pool 0x%llx is %d",
+                          (int)x->u.pool.memory, (unsigned long long)v->pool_id, (int)v->memory);
+    if (x->u.pool.offset > v->size || x->nbytes > v->size - x->u.pool.offset)
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "slice [%llu, +%llu) outside the %llu-byte pool",
+                          (unsigned long long)x->u.pool.offset, (unsigned long long)x->nbytes,
+                          (unsigned long long)v->size);
+    CUIPC_TRY(cuipc_sync_check(v->sync, x->u.pool.slot, x->u.pool.generation, x->u.pool.offset,
+                               x->nbytes, c->index));
+    if (v->memory == CUIPC_MEMORY_HOST) {
+        /* Host chunks are filled before they are sent: not ready means forged or recycled. */
+        uint32_t ready = atomic_load_explicit(&cuipc_sync_table_slot(v->sync, x->u.pool.slot)->ready,
+                                              memory_order_acquire);
+        if (ready != x->u.pool.generation)
+            return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u: data of generation %u is not in place",
+                              x->u.pool.slot, x->u.pool.generation);
+    }
+    *out = v;
+    return CUIPC_OK;
+}
+
+static cuipc_status adopt_one(cuipc_value *node, void *arg) {
+    adopt_ctx *a = arg;
+    const cuipc_proxy *x = cuipc_value_as_proxy(node);
+    if (!x)
+        return CUIPC_OK;
+    if (x->kind == CUIPC_PROXY_IPC) {
+        if (x->u.ipc.producer_id != a->c->producer_id)
+            return CUIPC_FAIL(CUIPC_ERR_UNKNOWN_POOL,
+                              "IPC proxy from producer 0x%llx, we are attached to 0x%llx",
+                              (unsigned long long)x->u.ipc.producer_id,
+                              (unsigned long long)a->c->producer_id);
+        if (x->u.ipc.offset > x->u.ipc.alloc_size ||
+            x->nbytes > x->u.ipc.alloc_size - x->u.ipc.offset)
+            return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "IPC slice [%llu, +%llu) outside its %llu-byte allocation",
+                              (unsigned long long)x->u.ipc.offset, (unsigned long long)x->nbytes,
+                              (unsigned long long)x->u.ipc.alloc_size);
+        return CUIPC_OK;
+    }
+    if (x->nbytes == 0)
+        return CUIPC_OK;
+    pool_view *v = NULL;
+    CUIPC_TRY(check_pool_proxy(a->c, x, &v));
+    if (a->m->n_held == a->cap) {
+        uint32_t cap = a->cap ? a->cap * 2 : 8;
+        held_chunk *grown = realloc(a->m->held, cap * sizeof *grown);
+        if (!grown)
+            return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "held chunk list of %u", cap);
+        a->m->held = grown;
+        a->cap = cap;
+    }
+    a->m->held[a->m->n_held++] =
+        (held_chunk){.view = v, .slot = x->u.pool.slot, .generation = x->u.pool.generation};
+    return CUIPC_OK;
+}
+
+static void release_cpu(cuipc_consumer *c, held_chunk *h) {
+    if (h->released)
+        return;
+    h->released = true;
+    cuipc_sync_release(h->view->sync, h->slot, h->generation, c->index);
+}
+
+cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len,
+                                  cuipc_message **out) {
+    *out = NULL;
+    cuipc_message *m = calloc(1, sizeof *m);
+    if (!m)
+        return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "message struct");
+    m->c = c;
+    cuipc_status s = cuipc_decode(buf, len, &m->tree);
+    if (s == CUIPC_OK) {
+        adopt_ctx a = {.c = c, .m = m};
+        s = cuipc_value_visit(m->tree, adopt_one, &a);
+    }
+    if (s != CUIPC_OK) {
+        char msg[512];
+        strncpy(msg, cuipc_last_error(), sizeof msg - 1);
+        msg[sizeof msg - 1] = '\0';
+        /* The valid chunks of a rejected message are still ours to give back. */
+        for (uint32_t i = 0; i < m->n_held; i++)
+            release_cpu(c, &m->held[i]);
+        cuipc_value_free(m->tree);
+        free(m->held);
+        free(m);
+        pthread_mutex_lock(&c->lock);
+        c->stats.rejected++;
+        pthread_mutex_unlock(&c->lock);
+        return CUIPC_FAIL(s, "message rejected: %s", msg);
+    }
+    pthread_mutex_lock(&c->lock);
+    c->stats.messages++;
+    pthread_mutex_unlock(&c->lock);
+    *out = m;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
+    *out = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    cuipc_status s = cuipc_ring_recv(c->ring, &buf, &len, timeout_ns);
+    if (s == CUIPC_ERR_PEER_DEAD)
+        return CUIPC_FAIL(s, "producer (pid %d) died", (int)c->producer_pid);
+    if (s != CUIPC_OK)
+        return s;
+    s = cuipc_consumer_adopt(c, buf, len, out);
+    free(buf);
+    return s;
+}
+
+const cuipc_value *cuipc_message_value(const cuipc_message *m) {
+    return m->tree;
+}
+
+/* ------------------------------------------------------------------ unwrap */
+
+void cuipc_unwrap_options_init(cuipc_unwrap_options *o) {
+    o->kind = CUIPC_UNWRAP_COPY;
+    o->device = CUIPC_DEVICE_SAME;
+    o->stream = NULL;
+}
+
+typedef struct unwrap_ctx {
+    cuipc_message *m;
+    const cuipc_unwrap_options *opt;
+} unwrap_ctx;
+
+static held_chunk *find_held(cuipc_message *m, const cuipc_proxy *x) {
+    for (uint32_t i = 0; i < m->n_held; i++)
+        if (m->held[i].slot == x->u.pool.slot && m->held[i].generation == x->u.pool.generation &&
+            m->held[i].view->pool_id == x->u.pool.pool_id)
+            return &m->held[i];
+    return NULL;
+}
+
+/* Map an exported allocation on device (once per process) and remember it for detach. */
+static cuipc_status open_handle(cuipc_consumer *c, const uint8_t *handle, int device, void **ptr) {
+    bool hit = false;
+    CUIPC_TRY(cuipc_handle_cache_open(handle, device, ptr, &hit));
+    pthread_mutex_lock(&c->lock);
+    if (hit) {
+        c->stats.handle_hits++;
+    } else {
+        c->stats.handle_opens++;
+        if (c->n_opened < MAX_OPENED) {
+            memcpy(c->opened[c->n_opened].handle, handle, CUIPC_IPC_HANDLE_BYTES);
+            c->opened[c->n_opened++].device = device;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return CUIPC_OK;
+}
+
+/* Register the sync table with CUDA once, so streams can wait on ready words and write acks. */
+static cuipc_status sync_device_base(cuipc_consumer *c, pool_view *v, void **out) {
+    pthread_mutex_lock(&c->lock);
+    cuipc_status s = CUIPC_OK;
+    if (!v->sync_dev_base)
+        s = cuipc_cuda_host_register(cuipc_sync_table_base(v->sync),
+                                     cuipc_sync_table_bytes(v->sync), &v->sync_dev_base);
+    *out = v->sync_dev_base;
+    pthread_mutex_unlock(&c->lock);
+    return s;
+}
+
+/* Pin the host arena once when its data is copied up to a device (pageable copies are ~6x slower). */
+static void pin_host_view(cuipc_consumer *c, pool_view *v) {
+    pthread_mutex_lock(&c->lock);
+    if (!v->host_dev_base && cuipc_cuda_host_register(v->base, v->size, &v->host_dev_base) != CUIPC_OK)
+        v->host_dev_base = NULL; /* still correct, only slower */
+    pthread_mutex_unlock(&c->lock);
+}
+
+static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int target,
+                             void *stream, void **dst, cuipc_tensor_owner *owner) {
+    if (target == CUIPC_DEVICE_HOST) {
+        void *d = malloc(n);
+        if (!d)
+            return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "copy-out buffer of %llu bytes",
+                              (unsigned long long)n);
+        cuipc_status s = CUIPC_OK;
+        if (src_is_host) {
+            memcpy(d, src, n);
+        } else {
+            s = cuipc_cuda_memcpy_async(d, src, n, stream);
+            if (s == CUIPC_OK)
+                s = cuipc_cuda_stream_sync(stream);
+        }
+        if (s != CUIPC_OK) {
+            free(d);
+            return s;
+        }
+        *dst = d;
+        *owner = CUIPC_OWNER_HOST;
+        return CUIPC_OK;
+    }
+    void *d = NULL;
+    CUIPC_TRY(cuipc_cuda_malloc(target, n, &d));
+    cuipc_status s = cuipc_cuda_memcpy_async(d, src, n, stream);
+    if (s == CUIPC_OK && src_is_host)
+        s = cuipc_cuda_stream_sync(stream); /* the host chunk is released right after */
+    if (s != CUIPC_OK) {
+        cuipc_cuda_free(d);
+        return s;
+    }
+    *dst = d;
+    *owner = CUIPC_OWNER_DEVICE;
+    return CUIPC_OK;
+}
+
+static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tensor *t,
+                                cuipc_tensor_owner *owner) {
+    cuipc_consumer *c = u->m->c;
+    const cuipc_unwrap_options *o = u->opt;
+    held_chunk *h = find_held(u->m, x);
+    if (!h)
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "slot %u generation %u is not part of this message",
+                          x->u.pool.slot, x->u.pool.generation);
+    if (h->released)
+        return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u generation %u was already released",
+                          x->u.pool.slot, x->u.pool.generation);
+    pool_view *v = h->view;
+    if (v->memory == CUIPC_MEMORY_HOST) {
+        void *src = (char *)v->base + x->u.pool.offset;
+        int target = o->device == CUIPC_DEVICE_SAME ? CUIPC_DEVICE_HOST : o->device;
+        if (o->kind == CUIPC_UNWRAP_BORROW) {
+            t->data = src;
+            t->device = CUIPC_DEVICE_HOST;
+            *owner = CUIPC_OWNER_BORROW;
+            return CUIPC_OK;
+        }
+        if (target != CUIPC_DEVICE_HOST)
+            pin_host_view(c, v);
+        CUIPC_TRY(copy_out(src, x->nbytes, 1, target, o->stream, &t->data, owner));
+        t->device = target;
+        release_cpu(c, h);
+        return CUIPC_OK;
+    }
+    /* GPU pool: map on the device the data is wanted on (peer access when it differs). */
+    int target = o->device == CUIPC_DEVICE_SAME ? v->device : o->device;
+    int map_dev = target == CUIPC_DEVICE_HOST ? v->device : target;
+    void *base = NULL, *sync_dev = NULL;
+    CUIPC_TRY(open_handle(c, v->handle, map_dev, &base));
+    CUIPC_TRY(sync_device_base(c, v, &sync_dev));
+    /* Nothing on this stream reads the slice before the producer's copy wrote it. */
+    CUIPC_TRY(cuipc_cuda_stream_wait_u32(o->stream, cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot),
+                                         x->u.pool.generation));
+    void *src = (char *)base + x->u.pool.offset;
+    if (o->kind == CUIPC_UNWRAP_BORROW) {
+        t->data = src;
+        t->device = map_dev;
+        *owner = CUIPC_OWNER_BORROW;
+        return CUIPC_OK;
+    }
+    CUIPC_TRY(copy_out(src, x->nbytes, 0, target, o->stream, &t->data, owner));
+    t->device = target;
+    if (target == CUIPC_DEVICE_HOST) {
+        release_cpu(c, h); /* copy_out already waited for the stream */
+        return CUIPC_OK;
+    }
+    /* Ack on the GPU after the copy: the producer may reuse the slice once it has been read. */
+    void *ack = cuipc_sync_ack_device_addr(sync_dev, v->sync, x->u.pool.slot, c->index);
+    CUIPC_TRY(cuipc_cuda_stream_write_u32(o->stream, ack, x->u.pool.generation));
+    h->released = true;
+    return CUIPC_OK;
+}
+
+static cuipc_status unwrap_ipc(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tensor *t,
+                               cuipc_tensor_owner *owner) {
+    const cuipc_unwrap_options *o = u->opt;
+    int target = o->device == CUIPC_DEVICE_SAME ? x->u.ipc.device : o->device;
+    int map_dev = target == CUIPC_DEVICE_HOST ? x->u.ipc.device : target;
+    void *base = NULL;
+    CUIPC_TRY(open_handle(u->m->c, x->u.ipc.handle, map_dev, &base));
+    void *src = (char *)base + x->u.ipc.offset;
+    if (o->kind == CUIPC_UNWRAP_BORROW) {
+        t->data = src;
+        t->device = map_dev;
+        *owner = CUIPC_OWNER_BORROW;
+        return CUIPC_OK;
+    }
+    CUIPC_TRY(copy_out(src, x->nbytes, 0, target, o->stream, &t->data, owner));
+    t->device = target;
+    return CUIPC_OK;
+}
+
+static cuipc_status unwrap_one(cuipc_value *node, void *arg) {
+    unwrap_ctx *u = arg;
+    const cuipc_proxy *xp = cuipc_value_as_proxy(node);
+    if (!xp)
+        return CUIPC_OK;
+    cuipc_proxy x = *xp; /* node is rewritten below */
+    cuipc_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = x.layout.dtype;
+    t.ndim = x.layout.ndim;
+    for (int i = 0; i < x.layout.ndim; i++) {
+        t.shape[i] = x.layout.shape[i];
+        t.strides[i] = x.layout.strides[i];
+    }
+    cuipc_tensor_owner owner = CUIPC_OWNER_NONE;
+    cuipc_status s = CUIPC_OK;
+    if (x.nbytes == 0) {
+        t.data = NULL;
+        t.device = u->opt->device == CUIPC_DEVICE_SAME ? x.layout.src_device : u->opt->device;
+    } else if (x.kind == CUIPC_PROXY_POOL) {
+        s = unwrap_pool(u, &x, &t, &owner);
+    } else {
+        s = unwrap_ipc(u, &x, &t, &owner);
+    }
+    if (s != CUIPC_OK)
+        return s;
+    uint64_t n = x.nbytes;
+    pthread_mutex_lock(&u->m->c->lock);
+    u->m->c->stats.bytes += n;
+    pthread_mutex_unlock(&u->m->c->lock);
+    return cuipc_value_set_tensor(node, &t, owner);
+}
+
+cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *opt,
+                                  cuipc_value **out) {
+    *out = NULL;
+    cuipc_unwrap_options defaults;
+    if (!opt) {
+        cuipc_unwrap_options_init(&defaults);
+        opt = &defaults;
+    }
+    if (opt->kind != CUIPC_UNWRAP_COPY && opt->kind != CUIPC_UNWRAP_BORROW)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap kind %d", (int)opt->kind);
+    if (opt->device < CUIPC_DEVICE_SAME)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap device %d", opt->device);
+    cuipc_value *copy = cuipc_value_clone(m->tree);
+    if (!copy)
+        return CUIPC_ERR_NO_MEMORY;
+    unwrap_ctx u = {.m = m, .opt = opt};
+    cuipc_status s = cuipc_value_visit(copy, unwrap_one, &u);
+    if (s != CUIPC_OK) {
+        cuipc_value_free(copy); /* frees the copies already made; borrows stay held until release */
+        return s;
+    }
+    *out = copy;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {
+    cuipc_consumer *c = m->c;
+    cuipc_status first = CUIPC_OK;
+    for (uint32_t i = 0; i < m->n_held; i++) {
+        held_chunk *h = &m->held[i];
+        if (h->released)
+            continue;
+        if (stream && h->view->memory == CUIPC_MEMORY_CUDA) {
+            /* After everything already queued on the stream (the borrower's reads). */
+            void *sync_dev = NULL;
+            cuipc_status s = sync_device_base(c, h->view, &sync_dev);
+            if (s == CUIPC_OK)
+                s = cuipc_cuda_stream_write_u32(
+                    stream, cuipc_sync_ack_device_addr(sync_dev, h->view->sync, h->slot, c->index),
+                    h->generation);
+            if (s == CUIPC_OK) {
+                h->released = true;
+                continue;
+            }
+            if (first == CUIPC_OK)
+                first = s;
+            cuipc_cuda_stream_sync(stream); /* fall back to a host release after the reads */
+        }
+        h->released = true;
+        cuipc_status s = cuipc_sync_release(h->view->sync, h->slot, h->generation, c->index);
+        if (s != CUIPC_OK && first == CUIPC_OK)
+            first = s;
+    }
+    return first;
+}
+
+void cuipc_message_free(cuipc_message *m) {
+    if (!m)
+        return;
+    cuipc_message_release(m, NULL);
+    cuipc_value_free(m->tree);
+    free(m->held);
+    free(m);
+}
+
+void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out) {
+    pthread_mutex_lock(&c->lock);
+    *out = c->stats;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cuipc_consumer_detach(cuipc_consumer *c) {
+    if (!c)
+        return;
+    for (uint32_t i = 0; i < c->n_opened; i++)
+        cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
+    unmap_view(&c->host);
+    unmap_view(&c->gpu);
+    cuipc_ring_destroy(c->ring);
+    if (c->sock >= 0)
+        close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}

@@ -1,1 +1,499 @@
-/* placeholder: implemented in progress */
+/* The recycled pool: arena memory (host memfd, one CUDA allocation, or none for planning), the
+ * allocator that carves it, the shared sync table that tracks each chunk in flight, and the
+ * recycler thread that frees a chunk as soon as every consumer it was sent to has released it.
+ * Releases wake the recycler through the sync table's futex; an allocation that misses reclaims
+ * on the spot before it waits or fails, so a full pool is never a matter of recycler timing. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "allocator.h"
+#include "cuda_api.h"
+#include "error_internal.h"
+#include "pool_internal.h"
+#include "shm.h"
+
+/* Host releases wake the recycler through the futex. GPU-side acks are stream writes that wake
+ * nobody (a host callback would stall the consumer's stream), so chunks of a CUDA pool are also
+ * polled: every GPU_POLL_NS by a blocked allocation, every GPU_RECYCLE_NS by the recycler. */
+#define RECYCLER_PERIOD_NS (20 * 1000 * 1000)
+#define GPU_POLL_NS (100 * 1000)
+#define GPU_RECYCLE_NS (1000 * 1000)
+
+typedef struct slot_state {
+    uint64_t offset;
+    uint64_t size;
+    uint32_t busy_pos; /* index in busy[] while busy */
+    bool busy;
+} slot_state;
+
+struct cuipc_pool {
+    cuipc_pool_config cfg;
+    uint64_t id;
+
+    void *base;
+    int mem_fd;
+    void *host_dev_base; /* registered host arena: its device address */
+    uint8_t ipc_handle[CUIPC_IPC_HANDLE_BYTES];
+
+    cuipc_sync_table *sync;
+    void *sync_dev_base;
+
+    pthread_mutex_t lock; /* allocator, slot lists, stats */
+    cuipc_allocator *alloc;
+    slot_state *slots;
+    uint32_t *free_slots;
+    uint32_t n_free_slots;
+    uint32_t *busy; /* slots in flight, dense */
+    uint32_t n_busy;
+    cuipc_pool_stats stats;
+
+    pthread_t recycler;
+    bool recycler_running;
+    _Atomic bool stopping;
+};
+
+void cuipc_pool_config_init(cuipc_pool_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->memory = CUIPC_MEMORY_HOST;
+    cfg->size = 64ull << 20;
+    cfg->device = 0;
+    cfg->max_consumers = 1;
+    cfg->slots = 4096;
+    cfg->alignment = 256;
+    cfg->fit = CUIPC_FIT_BEST;
+    cfg->recycler_thread = true;
+    cfg->pin_host = true;
+}
+
+static cuipc_status validate_config(const cuipc_pool_config *c) {
+    if (c->memory != CUIPC_MEMORY_HOST && c->memory != CUIPC_MEMORY_CUDA &&
+        c->memory != CUIPC_MEMORY_VIRTUAL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "memory kind %d is not host, cuda or virtual",
+                          c->memory);
+    if (c->size == 0)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "pool size is 0");
+    if (c->max_consumers < 1 || c->max_consumers > CUIPC_MAX_CONSUMERS)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "max_consumers %u not in 1..%d",
+                          c->max_consumers, CUIPC_MAX_CONSUMERS);
+    if (c->slots < 1 || c->slots > (1u << 24))
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "slots %u not in 1..%u", c->slots, 1u << 24);
+    if (c->alignment < 8 || (c->alignment & (c->alignment - 1)))
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "alignment %llu is not a power of two >= 8",
+                          (unsigned long long)c->alignment);
+    if (c->size < c->alignment)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "pool size %llu is smaller than alignment %llu",
+                          (unsigned long long)c->size, (unsigned long long)c->alignment);
+    return CUIPC_OK;
+}
+
+static cuipc_status map_memory(cuipc_pool *p) {
+    p->mem_fd = -1;
+    if (p->cfg.memory == CUIPC_MEMORY_VIRTUAL)
+        return CUIPC_OK;
+    if (p->cfg.memory == CUIPC_MEMORY_CUDA) {
+        CUIPC_TRY(cuipc_cuda_malloc(p->cfg.device, p->cfg.size, &p->base));
+        /* Exported once for the pool's lifetime: receivers open it once and reuse the mapping. */
+        cuipc_status s = cuipc_cuda_ipc_get(p->base, p->ipc_handle);
+        if (s != CUIPC_OK) {
+            cuipc_cuda_free(p->base);
+            p->base = NULL;
+        }
+        return s;
+    }
+    p->mem_fd = cuipc_memfd_create("cuipc-pool", p->cfg.size);
+    if (p->mem_fd < 0)
+        return CUIPC_ERR_SYSTEM;
+    p->base = cuipc_shm_map(p->mem_fd, p->cfg.size);
+    if (!p->base)
+        return CUIPC_ERR_SYSTEM;
+    /* Pinned once per pool (never per message) so device<->host copies run at full speed. */
+    if (p->cfg.pin_host && cuipc_cuda_present())
+        CUIPC_TRY(cuipc_cuda_host_register(p->base, p->cfg.size, &p->host_dev_base));
+    return CUIPC_OK;
+}
+
+static void unmap_memory(cuipc_pool *p) {
+    if (p->cfg.memory == CUIPC_MEMORY_CUDA) {
+        if (p->base)
+            cuipc_cuda_free(p->base);
+    } else if (p->cfg.memory == CUIPC_MEMORY_HOST) {
+        if (p->host_dev_base)
+            cuipc_cuda_host_unregister(p->base);
+        if (p->base)
+            cuipc_shm_unmap(p->base, p->cfg.size);
+        if (p->mem_fd >= 0)
+            close(p->mem_fd);
+    }
+    p->base = NULL;
+}
+
+/* Give the block and slot of busy[i] back. Caller holds the lock. */
+static void free_busy_locked(cuipc_pool *p, uint32_t i) {
+    uint32_t slot = p->busy[i];
+    slot_state *st = &p->slots[slot];
+    cuipc_allocator_free(p->alloc, st->offset);
+    st->busy = false;
+    uint32_t last = p->busy[--p->n_busy];
+    p->busy[i] = last;
+    p->slots[last].busy_pos = i;
+    p->free_slots[p->n_free_slots++] = slot;
+}
+
+/* Return every busy slot whose consumers are all done. Caller holds the lock. */
+static uint32_t reclaim_locked(cuipc_pool *p) {
+    uint32_t n = 0;
+    uint64_t now = 0;
+    for (uint32_t i = 0; i < p->n_busy;) {
+        if (!cuipc_sync_done(p->sync, p->busy[i], ~0ull)) {
+            i++;
+            continue;
+        }
+        free_busy_locked(p, i);
+        if (!now)
+            now = cuipc_now_ns();
+        /* Lag: the latest release (the one that completed this chunk, or a later one) to now. */
+        uint64_t released = atomic_load_explicit(&cuipc_sync_table_header(p->sync)->last_release_ns,
+                                                 memory_order_relaxed);
+        if (released && released <= now) {
+            uint64_t lag = now - released;
+            p->stats.recycle_lag_ns_total += lag;
+            if (lag > p->stats.recycle_lag_ns_max)
+                p->stats.recycle_lag_ns_max = lag;
+        }
+        p->stats.recycled++;
+        n++;
+    }
+    return n;
+}
+
+static void *recycler_main(void *arg) {
+    cuipc_pool *p = arg;
+    while (!atomic_load(&p->stopping)) {
+        uint32_t seq = cuipc_sync_wake_seq(p->sync);
+        pthread_mutex_lock(&p->lock);
+        uint32_t busy = p->n_busy;
+        if (busy)
+            reclaim_locked(p);
+        pthread_mutex_unlock(&p->lock);
+        /* Sleep until a release; a long sleep when nothing is in flight. */
+        int64_t period = p->cfg.memory == CUIPC_MEMORY_CUDA ? GPU_RECYCLE_NS : RECYCLER_PERIOD_NS;
+        cuipc_sync_wait(p->sync, seq, busy ? period : 10 * RECYCLER_PERIOD_NS);
+    }
+    return NULL;
+}
+
+cuipc_status cuipc_pool_create(const cuipc_pool_config *cfg, cuipc_pool **out) {
+    *out = NULL;
+    CUIPC_TRY(validate_config(cfg));
+    if (cfg->memory == CUIPC_MEMORY_CUDA && !cuipc_cuda_present())
+        return CUIPC_FAIL(CUIPC_ERR_NO_GPU, "a CUDA pool needs a GPU and none is usable");
+    cuipc_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "pool struct");
+    p->cfg = *cfg;
+    p->id = cuipc_random_u64() | 1; /* never 0: 0 means "no pool" on the wire */
+    p->mem_fd = -1;
+    pthread_mutex_init(&p->lock, NULL);
+    p->stats.size = cfg->size;
+    cuipc_status s = CUIPC_OK;
+    p->slots = calloc(cfg->slots, sizeof *p->slots);
+    p->free_slots = malloc(cfg->slots * sizeof *p->free_slots);
+    p->busy = malloc(cfg->slots * sizeof *p->busy);
+    if (!p->slots || !p->free_slots || !p->busy) {
+        s = CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "slot arrays for %u slots", cfg->slots);
+        goto fail;
+    }
+    /* Hand out low slot numbers first: keeps the table's hot part small. */
+    for (uint32_t i = 0; i < cfg->slots; i++)
+        p->free_slots[i] = cfg->slots - 1 - i;
+    p->n_free_slots = cfg->slots;
+    s = cuipc_allocator_create(cfg->size, cfg->alignment, cfg->fit, &p->alloc);
+    if (s != CUIPC_OK)
+        goto fail;
+    s = cuipc_sync_table_create(cfg->slots, cfg->max_consumers, p->id, cfg->size, &p->sync);
+    if (s != CUIPC_OK)
+        goto fail;
+    s = map_memory(p);
+    if (s != CUIPC_OK)
+        goto fail;
+    /* The GPU writes ready words (after copies) into the table: register it for device access. */
+    if (cfg->memory == CUIPC_MEMORY_CUDA) {
+        s = cuipc_cuda_host_register(cuipc_sync_table_base(p->sync),
+                                     cuipc_sync_table_bytes(p->sync), &p->sync_dev_base);
+        if (s != CUIPC_OK)
+            goto fail;
+    }
+    if (cfg->recycler_thread) {
+        if (pthread_create(&p->recycler, NULL, recycler_main, p) != 0) {
+            s = CUIPC_FAIL(CUIPC_ERR_SYSTEM, "cannot start the recycler thread");
+            goto fail;
+        }
+        p->recycler_running = true;
+    }
+    *out = p;
+    return CUIPC_OK;
+fail:
+    cuipc_pool_destroy(p);
+    return s;
+}
+
+void cuipc_pool_destroy(cuipc_pool *p) {
+    if (!p)
+        return;
+    if (p->recycler_running) {
+        atomic_store(&p->stopping, true);
+        cuipc_sync_wake(p->sync);
+        pthread_join(p->recycler, NULL);
+    }
+    if (p->sync_dev_base)
+        cuipc_cuda_host_unregister(cuipc_sync_table_base(p->sync));
+    unmap_memory(p);
+    cuipc_sync_table_destroy(p->sync);
+    cuipc_allocator_destroy(p->alloc);
+    free(p->slots);
+    free(p->free_slots);
+    free(p->busy);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static void update_usage_locked(cuipc_pool *p) {
+    cuipc_allocator_stats a;
+    cuipc_allocator_stats_get(p->alloc, &a);
+    if (a.used > p->stats.high_water_bytes)
+        p->stats.high_water_bytes = a.used;
+    if (p->n_busy > p->stats.in_flight_high_water)
+        p->stats.in_flight_high_water = p->n_busy;
+}
+
+/* One attempt: a slot and a block, or POOL_FULL. Caller holds the lock. */
+static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask,
+                                     cuipc_chunk *out) {
+    if (p->n_free_slots == 0)
+        return CUIPC_FAIL(CUIPC_ERR_POOL_FULL, "all %u sync slots are in flight", p->cfg.slots);
+    uint64_t offset;
+    CUIPC_TRY(cuipc_allocator_alloc(p->alloc, size, &offset));
+    uint32_t slot = p->free_slots[--p->n_free_slots];
+    slot_state *st = &p->slots[slot];
+    st->offset = offset;
+    st->size = size;
+    st->busy = true;
+    st->busy_pos = p->n_busy;
+    p->busy[p->n_busy++] = slot;
+    out->offset = offset;
+    out->size = size;
+    out->slot = slot;
+    out->generation = cuipc_sync_begin(p->sync, slot, offset, size, mask);
+    out->ptr = p->base ? (char *)p->base + offset : NULL;
+    p->stats.allocs++;
+    update_usage_locked(p);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_pool_alloc(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
+                              int64_t timeout_ns, cuipc_chunk *out) {
+    if (size == 0)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "size 0: empty tensors need no chunk");
+    if (size > p->cfg.size)
+        return CUIPC_FAIL(CUIPC_ERR_POOL_FULL, "%llu bytes can never fit a pool of %llu bytes",
+                          (unsigned long long)size, (unsigned long long)p->cfg.size);
+    uint64_t valid = p->cfg.max_consumers >= 64 ? ~0ull : (1ull << p->cfg.max_consumers) - 1;
+    if (consumer_mask == 0 || (consumer_mask & ~valid))
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "consumer mask 0x%llx is empty or beyond %u consumers",
+                          (unsigned long long)consumer_mask, p->cfg.max_consumers);
+    uint64_t start = 0;
+    pthread_mutex_lock(&p->lock);
+    cuipc_status s = try_alloc_locked(p, size, consumer_mask, out);
+    if (s == CUIPC_ERR_POOL_FULL) {
+        p->stats.full_events++;
+        p->stats.on_demand_reclaims++;
+        if (reclaim_locked(p))
+            s = try_alloc_locked(p, size, consumer_mask, out);
+    }
+    while (s == CUIPC_ERR_POOL_FULL && timeout_ns > 0) {
+        if (!start)
+            start = cuipc_now_ns();
+        uint64_t waited = cuipc_now_ns() - start;
+        if (waited >= (uint64_t)timeout_ns) {
+            s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
+                           "no room for %llu bytes after waiting %lld ms (%u chunks in flight)",
+                           (unsigned long long)size, (long long)(timeout_ns / 1000000), p->n_busy);
+            break;
+        }
+        uint32_t seq = cuipc_sync_wake_seq(p->sync);
+        /* Re-check after reading seq so a release between the check and the sleep is not lost. */
+        if (reclaim_locked(p)) {
+            s = try_alloc_locked(p, size, consumer_mask, out);
+            continue;
+        }
+        pthread_mutex_unlock(&p->lock);
+        int64_t left = timeout_ns - (int64_t)waited;
+        int64_t slice = p->cfg.memory == CUIPC_MEMORY_CUDA ? GPU_POLL_NS : RECYCLER_PERIOD_NS;
+        cuipc_sync_wait(p->sync, seq, left < slice ? left : slice);
+        pthread_mutex_lock(&p->lock);
+        reclaim_locked(p);
+        s = try_alloc_locked(p, size, consumer_mask, out);
+    }
+    if (start)
+        p->stats.wait_ns_total += cuipc_now_ns() - start;
+    if (s != CUIPC_OK)
+        p->stats.full_failures++;
+    pthread_mutex_unlock(&p->lock);
+    return s;
+}
+
+void cuipc_pool_mark_ready(cuipc_pool *p, const cuipc_chunk *c) {
+    cuipc_sync_set_ready(p->sync, c->slot, c->generation);
+}
+
+static slot_state *busy_slot(cuipc_pool *p, uint32_t slot, uint32_t generation) {
+    if (slot >= p->cfg.slots || !p->slots[slot].busy)
+        return NULL;
+    if (atomic_load(&cuipc_sync_table_slot(p->sync, slot)->generation) != generation)
+        return NULL;
+    return &p->slots[slot];
+}
+
+cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
+    pthread_mutex_lock(&p->lock);
+    slot_state *st = busy_slot(p, c->slot, c->generation);
+    if (!st) {
+        pthread_mutex_unlock(&p->lock);
+        return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u generation %u is not in flight", c->slot,
+                          c->generation);
+    }
+    /* Ack for every consumer so the table agrees the slot is free, then free it now. */
+    cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, c->slot);
+    for (uint32_t i = 0; i < p->cfg.max_consumers; i++)
+        atomic_store(&ss->ack[i], c->generation);
+    free_busy_locked(p, st->busy_pos);
+    p->stats.cancelled++;
+    pthread_mutex_unlock(&p->lock);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_pool_release(cuipc_pool *p, uint32_t slot, uint32_t generation,
+                                uint32_t consumer) {
+    if (consumer >= p->cfg.max_consumers)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "consumer %u >= max_consumers %u", consumer,
+                          p->cfg.max_consumers);
+    if (slot >= p->cfg.slots)
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "slot %u >= %u slots", slot, p->cfg.slots);
+    cuipc_status s = cuipc_sync_release(p->sync, slot, generation, consumer);
+    pthread_mutex_lock(&p->lock);
+    if (s == CUIPC_ERR_STALE)
+        p->stats.stale_releases++;
+    else if (s == CUIPC_ERR_DUPLICATE)
+        p->stats.duplicate_releases++;
+    pthread_mutex_unlock(&p->lock);
+    return s;
+}
+
+void cuipc_pool_release_on_behalf(cuipc_pool *p, uint32_t slot, uint32_t generation,
+                                  uint32_t consumer) {
+    if (slot >= p->cfg.slots || consumer >= p->cfg.max_consumers)
+        return;
+    cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, slot);
+    uint32_t expected = atomic_load(&ss->ack[consumer]);
+    if (expected != generation && atomic_load(&ss->generation) == generation)
+        atomic_compare_exchange_strong(&ss->ack[consumer], &expected, generation);
+    cuipc_sync_wake(p->sync);
+}
+
+void cuipc_pool_consumer_dead(cuipc_pool *p, uint32_t consumer) {
+    if (consumer >= p->cfg.max_consumers)
+        return;
+    pthread_mutex_lock(&p->lock);
+    /* Ack on behalf of the dead consumer for everything sent to it, then recycle. */
+    for (uint32_t i = 0; i < p->n_busy; i++) {
+        uint32_t slot = p->busy[i];
+        cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, slot);
+        uint32_t gen = atomic_load(&ss->generation);
+        if (!(atomic_load(&ss->consumer_mask) & (1ull << consumer)))
+            continue;
+        uint32_t ack = atomic_load(&ss->ack[consumer]);
+        if (ack != gen && atomic_compare_exchange_strong(&ss->ack[consumer], &ack, gen))
+            p->stats.dead_consumer_reclaims++;
+    }
+    reclaim_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    cuipc_sync_wake(p->sync);
+}
+
+uint32_t cuipc_pool_reclaim(cuipc_pool *p) {
+    pthread_mutex_lock(&p->lock);
+    uint32_t n = reclaim_locked(p);
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void cuipc_pool_stats_get(cuipc_pool *p, cuipc_pool_stats *out) {
+    pthread_mutex_lock(&p->lock);
+    cuipc_allocator_stats a;
+    cuipc_allocator_stats_get(p->alloc, &a);
+    *out = p->stats;
+    out->size = p->cfg.size;
+    out->used_bytes = a.used;
+    out->largest_free = a.largest_free;
+    out->free_blocks = a.free_blocks;
+    out->fragmentation = a.free ? 1.0 - (double)a.largest_free / (double)a.free : 0.0;
+    out->in_flight = p->n_busy;
+    cuipc_sync_header *h = cuipc_sync_table_header(p->sync);
+    /* Rejections counted by consumers in the shared header, plus local ones. */
+    out->stale_releases = atomic_load(&h->stale_releases);
+    out->duplicate_releases = atomic_load(&h->duplicate_releases);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void cuipc_pool_fill_proxy(const cuipc_pool *p, const cuipc_chunk *c, cuipc_proxy *x) {
+    x->kind = CUIPC_PROXY_POOL;
+    x->u.pool.pool_id = p->id;
+    x->u.pool.memory = p->cfg.memory == CUIPC_MEMORY_CUDA ? CUIPC_MEMORY_CUDA : CUIPC_MEMORY_HOST;
+    x->u.pool.pool_device = p->cfg.memory == CUIPC_MEMORY_CUDA ? p->cfg.device : CUIPC_DEVICE_HOST;
+    x->u.pool.slot = c->slot;
+    x->u.pool.generation = c->generation;
+    x->u.pool.offset = c->offset;
+}
+
+uint64_t cuipc_pool_id(const cuipc_pool *p) {
+    return p->id;
+}
+
+const cuipc_pool_config *cuipc_pool_get_config(const cuipc_pool *p) {
+    return &p->cfg;
+}
+
+void *cuipc_pool_base(const cuipc_pool *p) {
+    return p->base;
+}
+
+int cuipc_pool_memory_fd(const cuipc_pool *p) {
+    return p->mem_fd;
+}
+
+const uint8_t *cuipc_pool_ipc_handle(const cuipc_pool *p) {
+    return p->ipc_handle;
+}
+
+cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *p) {
+    return p->sync;
+}
+
+void *cuipc_pool_sync_device_base(const cuipc_pool *p) {
+    return p->sync_dev_base;
+}
+
+void *cuipc_sync_ready_device_addr(void *dev_base, const cuipc_sync_table *t, uint32_t slot) {
+    char *host_base = cuipc_sync_table_base(t);
+    char *word = (char *)&cuipc_sync_table_slot(t, slot)->ready;
+    return (char *)dev_base + (word - host_base);
+}
+
+void *cuipc_sync_ack_device_addr(void *dev_base, const cuipc_sync_table *t, uint32_t slot,
+                                 uint32_t consumer) {
+    char *host_base = cuipc_sync_table_base(t);
+    char *word = (char *)&cuipc_sync_table_slot(t, slot)->ack[consumer];
+    return (char *)dev_base + (word - host_base);
+}

@@ -1,1 +1,207 @@
-/* placeholder: implemented in progress */
+/* Unix-socket attach channel: seqpacket messages with SCM_RIGHTS and peer credentials. */
+#include "socket.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "error_internal.h"
+#include "shm.h"
+
+static cuipc_status make_addr(const char *path, struct sockaddr_un *a) {
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    if (!path || !*path || strlen(path) >= sizeof a->sun_path)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "socket path '%s' is empty or longer than %zu",
+                          path ? path : "(null)", sizeof a->sun_path - 1);
+    strcpy(a->sun_path, path);
+    return CUIPC_OK;
+}
+
+/* Wait for events on fd up to timeout_ns (< 0: forever). */
+static cuipc_status wait_fd(int fd, short events, int64_t timeout_ns, const char *what) {
+    uint64_t deadline = timeout_ns < 0 ? 0 : cuipc_now_ns() + (uint64_t)timeout_ns;
+    for (;;) {
+        int ms = -1;
+        if (timeout_ns >= 0) {
+            uint64_t now = cuipc_now_ns();
+            if (now >= deadline)
+                ms = 0;
+            else
+                ms = (int)((deadline - now + 999999) / 1000000);
+        }
+        struct pollfd p = {.fd = fd, .events = events};
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return CUIPC_OK;
+        if (r == 0)
+            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%s: timed out after %lld ms", what,
+                              (long long)(timeout_ns / 1000000));
+        if (errno != EINTR)
+            return CUIPC_FAIL_ERRNO("%s: poll", what);
+    }
+}
+
+cuipc_status cuipc_socket_listen(const char *path, int *listen_fd) {
+    struct sockaddr_un a;
+    CUIPC_TRY(make_addr(path, &a));
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return CUIPC_FAIL_ERRNO("socket(AF_UNIX, SOCK_SEQPACKET)");
+    /* Owner-only from the first moment: umask narrows the mode bind() gives the file. */
+    mode_t old = umask(077);
+    int r = bind(fd, (struct sockaddr *)&a, sizeof a);
+    umask(old);
+    if (r != 0 || listen(fd, 64) != 0) {
+        cuipc_status s = CUIPC_FAIL_ERRNO("bind/listen on %s", path);
+        close(fd);
+        return s;
+    }
+    *listen_fd = fd;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_socket_accept(int listen_fd, int64_t timeout_ns, int *conn_fd, pid_t *peer_pid) {
+    CUIPC_TRY(wait_fd(listen_fd, POLLIN, timeout_ns, "waiting for a consumer to attach"));
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return CUIPC_FAIL_ERRNO("accept");
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        cuipc_status s = CUIPC_FAIL_ERRNO("SO_PEERCRED");
+        close(fd);
+        return s;
+    }
+    if (cred.uid != getuid()) {
+        close(fd);
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "rejected a consumer of uid %u (we are uid %u)",
+                          (unsigned)cred.uid, (unsigned)getuid());
+    }
+    *conn_fd = fd;
+    *peer_pid = cred.pid;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_socket_connect(const char *path, int64_t timeout_ns, int *out) {
+    struct sockaddr_un a;
+    CUIPC_TRY(make_addr(path, &a));
+    uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return CUIPC_FAIL_ERRNO("socket(AF_UNIX, SOCK_SEQPACKET)");
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+            *out = fd;
+            return CUIPC_OK;
+        }
+        int err = errno;
+        close(fd);
+        /* The producer may not be listening yet: retry those two, fail on anything else. */
+        if (err != ENOENT && err != ECONNREFUSED && err != EAGAIN) {
+            errno = err;
+            return CUIPC_FAIL_ERRNO("connect to %s", path);
+        }
+        if (cuipc_now_ns() >= deadline)
+            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "no producer listening on %s within %lld ms",
+                              path, (long long)(timeout_ns / 1000000));
+        usleep(2000);
+    }
+}
+
+cuipc_status cuipc_socket_send(int fd, const void *buf, size_t len, const int *fds, int nfds) {
+    if (nfds < 0 || nfds > CUIPC_SOCKET_MAX_FDS)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "%d fds (max %d)", nfds, CUIPC_SOCKET_MAX_FDS);
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CUIPC_SOCKET_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.buf;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n;
+    do {
+        n = sendmsg(fd, &m, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EPIPE || errno == ECONNRESET)
+            return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "peer closed the socket");
+        return CUIPC_FAIL_ERRNO("sendmsg");
+    }
+    if ((size_t)n != len)
+        return CUIPC_FAIL(CUIPC_ERR_SYSTEM, "sendmsg sent %zd of %zu bytes", n, len);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_socket_recv(int fd, void *buf, size_t expected_len, int *fds, int *nfds,
+                               int max_fds, int64_t timeout_ns) {
+    *nfds = 0;
+    CUIPC_TRY(wait_fd(fd, POLLIN, timeout_ns, "waiting for the peer's message"));
+    struct iovec iov = {.iov_base = buf, .iov_len = expected_len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * CUIPC_SOCKET_MAX_FDS)];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+    ssize_t n;
+    do {
+        n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return CUIPC_FAIL_ERRNO("recvmsg");
+    int got = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *in = (int *)CMSG_DATA(c);
+        for (int i = 0; i < k; i++) {
+            if (got < max_fds)
+                fds[got++] = in[i];
+            else
+                close(in[i]);
+        }
+    }
+    if (n == 0) {
+        for (int i = 0; i < got; i++)
+            close(fds[i]);
+        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "peer closed the socket");
+    }
+    if ((size_t)n != expected_len || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        for (int i = 0; i < got; i++)
+            close(fds[i]);
+        return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "message of %zd bytes (flags 0x%x), expected %zu", n,
+                          m.msg_flags, expected_len);
+    }
+    *nfds = got;
+    return CUIPC_OK;
+}
+
+bool cuipc_socket_peer_alive(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    int r = poll(&p, 1, 0);
+    if (r <= 0)
+        return true;
+    if (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL))
+        return false;
+    return true;
+}
+
+bool cuipc_socket_peer_alive_ctx(void *ctx) {
+    return cuipc_socket_peer_alive((int)(intptr_t)ctx);
+}

@@ -35,6 +35,7 @@ typedef struct cuipc_sync_header {
     _Atomic uint32_t wake_seq;  /* futex word: bumped by every release */
     _Atomic uint32_t waiters;   /* > 0 while someone sleeps on wake_seq */
     _Atomic uint64_t releases;
+    _Atomic uint64_t last_release_ns; /* CLOCK_MONOTONIC of the latest accepted release */
     _Atomic uint64_t stale_releases;
     _Atomic uint64_t duplicate_releases;
 } __attribute__((aligned(64))) cuipc_sync_header;

@@ -56,7 +56,8 @@ pid_t cuipc_test_fork(int (*fn)(void *), void *arg);
  * timeout. */
 int cuipc_test_wait(pid_t pid, int timeout_ms);
 
-/* Exit 77 from a GPU test when no GPU is present (prints why). */
+/* Exit 77 from a GPU test when no GPU is present (prints why). Leaves CUDA uninitialised in
+ * the calling process, so it may fork CUDA-using children afterwards. */
 void cuipc_test_require_gpu(void);
 
 /* Deterministic xorshift generator for property tests. */

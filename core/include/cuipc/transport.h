@@ -73,6 +73,9 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
 
+/* Give back the chunks of a wrapped tree that will not be sent. */
+cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
+
 /* wrap + send_wrapped; on failure nothing stays allocated. */
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
@@ -112,6 +115,11 @@ typedef struct cuipc_message cuipc_message;
 /* Next message (spins briefly, then sleeps). CUIPC_ERR_CLOSED once the producer closed and the
  * ring is empty; CUIPC_ERR_PEER_DEAD if the producer died. */
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out);
+
+/* A message that reached this consumer through another channel (e.g. the application's own
+ * queue carrying the bytes of cuipc_encode(wrapped tree)): decoded and validated like recv. */
+cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len,
+                                  cuipc_message **out);
 
 typedef enum cuipc_unwrap_kind {
     CUIPC_UNWRAP_COPY = 0,   /* copy out into memory the consumer owns; chunk released after copy */

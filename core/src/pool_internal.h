@@ -1,0 +1,27 @@
+/* What the producer and the consumer-side code need from a pool beyond the public API. */
+#ifndef CUIPC_POOL_INTERNAL_H
+#define CUIPC_POOL_INTERNAL_H
+
+#include "cuipc/pool.h"
+#include "sync_table.h"
+
+/* Memory of the arena: host mapping or device pointer (NULL for a virtual pool). */
+void *cuipc_pool_base(const cuipc_pool *pool);
+/* memfd of a host arena (-1 otherwise). */
+int cuipc_pool_memory_fd(const cuipc_pool *pool);
+/* IPC handle of a CUDA arena. */
+const uint8_t *cuipc_pool_ipc_handle(const cuipc_pool *pool);
+cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
+/* Device address of the sync table (registered host memory) or NULL when no GPU is used. */
+void *cuipc_pool_sync_device_base(const cuipc_pool *pool);
+
+/* Release on behalf of consumer c for one chunk (it never got the message). */
+void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,
+                                  uint32_t consumer);
+
+/* Device address of a slot's ready word / consumer ack word, given the table's device base. */
+void *cuipc_sync_ready_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot);
+void *cuipc_sync_ack_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot,
+                                 uint32_t consumer);
+
+#endif

@@ -1,0 +1,37 @@
+/* Unix-socket plumbing for attaching consumers: SOCK_SEQPACKET messages carrying file
+ * descriptors (SCM_RIGHTS), peer credentials, bounded waits. The connection stays open for the
+ * consumer's lifetime: its hang-up is how each side learns that the other one died. */
+#ifndef CUIPC_SOCKET_H
+#define CUIPC_SOCKET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cuipc/status.h"
+
+#define CUIPC_SOCKET_MAX_FDS 8
+
+/* Bind and listen on path (must not exist yet; mode 0600). */
+cuipc_status cuipc_socket_listen(const char *path, int *listen_fd);
+
+/* Accept one connection within timeout_ns; rejects peers of another user. */
+cuipc_status cuipc_socket_accept(int listen_fd, int64_t timeout_ns, int *conn_fd, pid_t *peer_pid);
+
+/* Connect, retrying while the listener is not there yet, up to timeout_ns. */
+cuipc_status cuipc_socket_connect(const char *path, int64_t timeout_ns, int *fd);
+
+cuipc_status cuipc_socket_send(int fd, const void *buf, size_t len, const int *fds, int nfds);
+
+/* One message (and up to max_fds descriptors, close-on-exec) within timeout_ns. A message of
+ * another size than expected_len is CUIPC_ERR_CORRUPT (its fds are closed). */
+cuipc_status cuipc_socket_recv(int fd, void *buf, size_t expected_len, int *fds, int *nfds,
+                               int max_fds, int64_t timeout_ns);
+
+/* false once the peer closed its end or died. Never blocks. */
+bool cuipc_socket_peer_alive(int fd);
+/* The same with the fd passed as (intptr_t)ctx: fits cuipc_peer_alive_fn. */
+bool cuipc_socket_peer_alive_ctx(void *ctx);
+
+#endif

@@ -1,0 +1,98 @@
+/* State shared by producer.c, wrap.c and consumer.c, and the attach handshake layout. */
+#ifndef CUIPC_TRANSPORT_INTERNAL_H
+#define CUIPC_TRANSPORT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "cuipc/transport.h"
+#include "pool_internal.h"
+#include "ring.h"
+
+#define CUIPC_HELLO_MAGIC 0x4355495048454c4full /* "CUIPHELO" */
+#define CUIPC_HELLO_VERSION 1
+
+/* One pool as the producer describes it to an attaching consumer. */
+typedef struct cuipc_hello_pool {
+    uint32_t present;
+    uint32_t memory; /* cuipc_memory_kind */
+    int32_t device;
+    uint32_t slots;
+    uint64_t pool_id;
+    uint64_t size;
+    uint8_t ipc_handle[CUIPC_IPC_HANDLE_BYTES];
+} cuipc_hello_pool;
+
+/* Producer -> consumer, with fds in this order: ring, [host arena, host sync], [gpu sync]. */
+typedef struct cuipc_hello {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t consumer_index;
+    uint32_t max_consumers;
+    int32_t producer_pid;
+    uint64_t producer_id;
+    cuipc_hello_pool host;
+    cuipc_hello_pool gpu;
+} cuipc_hello;
+
+/* Consumer -> producer once everything is mapped. */
+typedef struct cuipc_hello_ack {
+    uint64_t magic;
+    uint32_t consumer_index;
+    int32_t status; /* CUIPC_OK or why the consumer gives up */
+} cuipc_hello_ack;
+
+typedef struct cuipc_consumer_conn {
+    bool attached;
+    int sock;
+    pid_t pid;
+    cuipc_ring *ring;
+} cuipc_consumer_conn;
+
+typedef struct cuipc_ipc_export {
+    void *base;
+    size_t size;
+    uint64_t id;
+    uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
+} cuipc_ipc_export;
+
+struct cuipc_producer {
+    cuipc_producer_config cfg;
+    char socket_path[108];
+    char private_dir[64];
+    uint64_t id;
+    int listen_fd;
+    cuipc_pool *gpu_pool;
+    cuipc_pool *host_pool;
+
+    pthread_mutex_t lock; /* conns, live mask, stats, exports */
+    pthread_mutex_t send_lock; /* one writer per ring at a time */
+    cuipc_consumer_conn conns[CUIPC_MAX_CONSUMERS];
+    uint64_t live_mask;
+    cuipc_ring **retired_rings; /* rings of departed consumers, freed at destroy */
+    uint32_t n_retired;
+
+    int wake_pipe[2];
+    pthread_t monitor;
+    bool monitor_running;
+    _Atomic bool stopping;
+    bool closed;
+
+    cuipc_ipc_export *exports;
+    uint32_t n_exports, cap_exports;
+    cuipc_producer_stats stats;
+};
+
+/* Producer side (producer.c). */
+uint64_t cuipc_producer_live_mask(cuipc_producer *p);
+cuipc_pool *cuipc_producer_pool_by_id(cuipc_producer *p, uint64_t pool_id);
+/* Record a cuda_ipc export (deduplicated by handle); fills the proxy's ipc fields. */
+cuipc_status cuipc_producer_export(cuipc_producer *p, void *base, size_t size, cuipc_proxy *x);
+
+/* Walk every pool proxy of a wrapped tree. */
+typedef void (*cuipc_chunk_fn)(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx);
+void cuipc_producer_for_each_chunk(cuipc_producer *p, const cuipc_value *wrapped, cuipc_chunk_fn fn,
+                                   void *ctx);
+
+#endif

@@ -1,0 +1,450 @@
+/* End-to-end transport across real processes, default mode with host tensors (runs in CI):
+ * nested trees, copy and borrow, N consumers, recycling under a small pool, full-pool policies,
+ * dead consumers and producers, forged and stale proxies. The producer runs in the parent; the
+ * consumers are forked before it exists and attach through its socket. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cuipc/cuipc.h"
+#include "test_util.h"
+
+#define SEC 1000000000ll
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static char sock_path[128];
+
+static void make_sock_path(void) {
+    static char dir[] = "/tmp/cuipc-test-XXXXXX";
+    static int made = 0;
+    if (!made) {
+        REQUIRE(mkdtemp(dir));
+        made = 1;
+    }
+    static int n = 0;
+    snprintf(sock_path, sizeof sock_path, "%s/s%d.sock", dir, n++);
+}
+
+/* Tensor i of message seq: shape and dtype vary; one is strided, one empty. */
+static void tensor_shape(uint64_t seq, int i, cuipc_tensor *t, void *data) {
+    int64_t shape[3] = {(int64_t)(1 + (seq * 7 + (uint64_t)i) % 13), (int64_t)(1 + seq % 5), 16};
+    if (i == 2)
+        shape[0] = 0; /* empty */
+    cuipc_tensor_init(t, data, CUIPC_DEVICE_HOST, i == 1 ? CUIPC_DTYPE_F16 : CUIPC_DTYPE_F32, 3,
+                      shape);
+    if (i == 1) {
+        /* Non-contiguous: every other row (stride 2x along dim 0). */
+        t->strides[0] *= 2;
+    }
+}
+
+static cuipc_value *make_message(uint64_t seq, void *bufs[3]) {
+    cuipc_value *root = cuipc_value_dict();
+    cuipc_dict_set(root, "seq", cuipc_value_int((int64_t)seq));
+    cuipc_dict_set(root, "prompt", cuipc_value_string("describe the image"));
+    cuipc_value *list = cuipc_value_list();
+    for (int i = 0; i < 3; i++) {
+        cuipc_tensor t;
+        tensor_shape(seq, i, &t, NULL);
+        size_t n = 1;
+        for (int d = 0; d < t.ndim; d++)
+            n += (size_t)(t.shape[d] ? t.shape[d] - 1 : 0) * (size_t)t.strides[d];
+        n *= cuipc_dtype_size(t.dtype);
+        bufs[i] = malloc(n + 1);
+        cuipc_host_fill_pattern(bufs[i], n, seq * 3 + (uint64_t)i);
+        t.data = bufs[i];
+        cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE));
+    }
+    cuipc_dict_set(root, "features", list);
+    return root;
+}
+
+/* Check a received tree against what make_message built. */
+static int verify_message(const cuipc_value *v, uint64_t *seq_out) {
+    const cuipc_value *seqv = cuipc_dict_get(v, "seq");
+    if (!seqv)
+        return 0;
+    uint64_t seq = (uint64_t)cuipc_value_as_int(seqv);
+    *seq_out = seq;
+    if (strcmp(cuipc_value_as_string(cuipc_dict_get(v, "prompt")), "describe the image") != 0)
+        return 0;
+    const cuipc_value *list = cuipc_dict_get(v, "features");
+    if (!list || cuipc_value_len(list) != 3)
+        return 0;
+    for (int i = 0; i < 3; i++) {
+        const cuipc_tensor *t = cuipc_value_as_tensor(cuipc_list_get(list, (size_t)i));
+        if (!t)
+            return 0;
+        cuipc_tensor want;
+        tensor_shape(seq, i, &want, NULL);
+        if (t->dtype != want.dtype || t->ndim != want.ndim || t->device != CUIPC_DEVICE_HOST)
+            return 0;
+        for (int d = 0; d < t->ndim; d++)
+            if (t->shape[d] != want.shape[d] || t->strides[d] != want.strides[d])
+                return 0;
+        uint64_t n = cuipc_tensor_span_bytes(t);
+        if (n == 0)
+            continue;
+        void *ref = malloc(n);
+        cuipc_host_fill_pattern(ref, n, seq * 3 + (uint64_t)i);
+        int same = cuipc_host_checksum(ref, n) == cuipc_host_checksum(t->data, n);
+        free(ref);
+        if (!same)
+            return 0;
+    }
+    return 1;
+}
+
+typedef struct consumer_args {
+    int kind;      /* cuipc_unwrap_kind */
+    int expect;    /* messages to expect, -1: until closed */
+    int hold_last; /* keep the last borrowed message unreleased, then sleep (to be killed) */
+} consumer_args;
+
+static int consumer_main(void *arg) {
+    consumer_args *a = arg;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK) {
+        fprintf(stderr, "consumer attach: %s\n", cuipc_last_error());
+        return 10;
+    }
+    int got = 0, bad = 0;
+    uint64_t last_seq = 0;
+    for (;;) {
+        cuipc_message *m = NULL;
+        cuipc_status s = cuipc_consumer_recv(c, 20 * SEC, &m);
+        if (s == CUIPC_ERR_CLOSED)
+            break;
+        if (s != CUIPC_OK) {
+            fprintf(stderr, "consumer %u recv: %s\n", cuipc_consumer_index(c), cuipc_last_error());
+            return 11;
+        }
+        cuipc_unwrap_options o;
+        cuipc_unwrap_options_init(&o);
+        o.kind = (cuipc_unwrap_kind)a->kind;
+        cuipc_value *v = NULL;
+        if (cuipc_message_unwrap(m, &o, &v) != CUIPC_OK) {
+            fprintf(stderr, "unwrap: %s\n", cuipc_last_error());
+            return 12;
+        }
+        uint64_t seq = 0;
+        if (!verify_message(v, &seq) || (got > 0 && seq != last_seq + 1))
+            bad++;
+        last_seq = seq;
+        got++;
+        cuipc_value_free(v);
+        if (a->hold_last && got == a->expect) {
+            pause(); /* killed here, holding a borrowed chunk */
+        }
+        if (cuipc_message_release(m, NULL) != CUIPC_OK)
+            bad++;
+        cuipc_message_free(m);
+        if (a->expect >= 0 && got == a->expect)
+            break;
+    }
+    cuipc_consumer_detach(c);
+    if (a->expect >= 0 && got != a->expect)
+        return 13;
+    return bad ? 14 : 0;
+}
+
+static cuipc_producer *start_producer(uint32_t consumers, uint64_t pool_bytes,
+                                      cuipc_full_policy policy) {
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.mode = CUIPC_MODE_DEFAULT;
+    cfg.host_pool_bytes = pool_bytes;
+    cfg.max_consumers = consumers;
+    cfg.full_policy = policy;
+    cfg.full_timeout_ns = 10 * SEC;
+    cfg.socket_path = sock_path;
+    cfg.ring_bytes = 1 << 16;
+    cuipc_producer *p = NULL;
+    REQUIRE(cuipc_producer_create(&cfg, &p) == CUIPC_OK);
+    REQUIRE(cuipc_producer_accept(p, consumers, 10 * SEC) == CUIPC_OK);
+    return p;
+}
+
+static cuipc_status send_seq(cuipc_producer *p, uint64_t seq) {
+    void *bufs[3];
+    cuipc_value *v = make_message(seq, bufs);
+    cuipc_status s = cuipc_producer_send(p, v, NULL, 10 * SEC);
+    cuipc_value_free(v);
+    for (int i = 0; i < 3; i++)
+        free(bufs[i]);
+    return s;
+}
+
+/* Four consumers (copy and borrow), a pool small enough that chunks must be recycled. */
+static void test_broadcast_and_recycle(void) {
+    make_sock_path();
+    enum { N = 4, MSGS = 300 };
+    consumer_args args[N];
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (consumer_args){.kind = i % 2, .expect = -1};
+        pids[i] = cuipc_test_fork(consumer_main, &args[i]);
+    }
+    cuipc_producer *p = start_producer(N, 64 << 10, CUIPC_FULL_WAIT);
+    for (uint64_t s = 1; s <= MSGS; s++)
+        CHECK_OK(send_seq(p, s));
+    cuipc_producer_close(p);
+    for (int i = 0; i < N; i++)
+        CHECK(cuipc_test_wait(pids[i], 30000) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.messages_sent == MSGS);
+    CHECK(st.host_pool.in_flight == 0);
+    CHECK(st.host_pool.used_bytes == 0);
+    /* Two non-empty tensors a message, every one recycled: nothing leaked or double-freed. */
+    CHECK(st.host_pool.allocs == 2 * MSGS);
+    CHECK(st.host_pool.recycled == 2 * MSGS);
+    CHECK(st.host_pool.high_water_bytes <= 64 << 10);
+    cuipc_producer_destroy(p);
+}
+
+/* FAIL policy: a consumer that holds its borrow makes the pool full; the error says so. */
+static int holder_main(void *arg) {
+    (void)arg;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
+        return 10;
+    cuipc_message *m = NULL;
+    if (cuipc_consumer_recv(c, 10 * SEC, &m) != CUIPC_OK)
+        return 11;
+    /* Hold the first chunk until the next message arrives: the producer meanwhile finds the
+     * pool full. */
+    cuipc_message *m2 = NULL;
+    cuipc_status s = cuipc_consumer_recv(c, 10 * SEC, &m2);
+    if (s != CUIPC_OK)
+        return 12;
+    if (cuipc_message_release(m, NULL) != CUIPC_OK)
+        return 13;
+    cuipc_message_free(m);
+    cuipc_message_free(m2);
+    cuipc_message *m3 = NULL;
+    s = cuipc_consumer_recv(c, 10 * SEC, &m3);
+    cuipc_message_free(m3);
+    cuipc_consumer_detach(c);
+    return s == CUIPC_ERR_CLOSED ? 0 : 14;
+}
+
+static cuipc_status send_bytes(cuipc_producer *p, size_t n) {
+    void *buf = malloc(n);
+    memset(buf, 7, n);
+    cuipc_tensor t;
+    int64_t shape[1] = {(int64_t)n};
+    cuipc_tensor_init(&t, buf, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape);
+    cuipc_value *v = cuipc_value_tensor(&t, CUIPC_OWNER_NONE);
+    cuipc_status s = cuipc_producer_send(p, v, NULL, SEC);
+    cuipc_value_free(v);
+    free(buf);
+    return s;
+}
+
+static void test_pool_full_fail(void) {
+    make_sock_path();
+    pid_t pid = cuipc_test_fork(holder_main, NULL);
+    cuipc_producer *p = start_producer(1, 64 << 10, CUIPC_FULL_FAIL);
+    CHECK_OK(send_bytes(p, 48 << 10));
+    cuipc_status s = send_bytes(p, 48 << 10);
+    CHECK(s == CUIPC_ERR_POOL_FULL);
+    CHECK(strstr(cuipc_last_error(), "49152") != NULL); /* names the size asked */
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.full_failures == 1);
+    CHECK(st.host_pool.in_flight == 1);     /* the failed send left nothing behind */
+    CHECK_OK(send_bytes(p, 8 << 10)); /* small ones still fit; consumer releases the first */
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(pid, 20000) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    CHECK_STATUS(send_bytes(p, 48 << 10), CUIPC_ERR_CLOSED);
+    cuipc_producer_destroy(p);
+}
+
+/* A consumer killed while holding a borrowed chunk: the producer reclaims it, the others go on. */
+static void test_consumer_killed(void) {
+    make_sock_path();
+    consumer_args victim = {.kind = CUIPC_UNWRAP_BORROW, .expect = 5, .hold_last = 1};
+    consumer_args other = {.kind = CUIPC_UNWRAP_COPY, .expect = -1};
+    pid_t vp = cuipc_test_fork(consumer_main, &victim);
+    pid_t op = cuipc_test_fork(consumer_main, &other);
+    cuipc_producer *p = start_producer(2, 256 << 10, CUIPC_FULL_WAIT);
+    for (uint64_t s = 1; s <= 5; s++)
+        CHECK_OK(send_seq(p, s));
+    usleep(200 * 1000); /* the victim now holds message 5 */
+    kill(vp, SIGKILL);
+    CHECK(cuipc_test_wait(vp, 5000) == -SIGKILL);
+    /* Sends go on to the survivor; the victim's chunks come back. */
+    uint64_t t0 = now_ns();
+    while (cuipc_producer_consumer_count(p) != 1 && now_ns() - t0 < 2ull * SEC)
+        usleep(1000);
+    CHECK(cuipc_producer_consumer_count(p) == 1);
+    for (uint64_t s = 6; s <= 50; s++)
+        CHECK_OK(send_seq(p, s));
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(op, 20000) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.consumers_dead >= 1);
+    CHECK(st.host_pool.dead_consumer_reclaims >= 1);
+    CHECK(st.host_pool.in_flight == 0);
+    cuipc_producer_destroy(p);
+}
+
+/* The producer dies: a consumer blocked in recv gets PEER_DEAD promptly, not a hang. */
+static int orphan_main(void *arg) {
+    (void)arg;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
+        return 10;
+    cuipc_message *m = NULL;
+    cuipc_status s = cuipc_consumer_recv(c, 20 * SEC, &m);
+    cuipc_consumer_detach(c);
+    return s == CUIPC_ERR_PEER_DEAD ? 0 : 20 + (int)s;
+}
+
+static int doomed_producer_main(void *arg) {
+    (void)arg;
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.host_pool_bytes = 1 << 20;
+    cfg.socket_path = sock_path;
+    cuipc_producer *p = NULL;
+    if (cuipc_producer_create(&cfg, &p) != CUIPC_OK || cuipc_producer_accept(p, 1, 10 * SEC) != CUIPC_OK)
+        return 10;
+    pause();
+    return 0;
+}
+
+static void test_producer_killed(void) {
+    make_sock_path();
+    pid_t pp = cuipc_test_fork(doomed_producer_main, NULL);
+    pid_t cp = cuipc_test_fork(orphan_main, NULL);
+    usleep(300 * 1000);
+    kill(pp, SIGKILL);
+    CHECK(cuipc_test_wait(pp, 5000) == -SIGKILL);
+    CHECK(cuipc_test_wait(cp, 5000) == 0);
+    unlink(sock_path);
+}
+
+/* Forged and stale proxies through cuipc_consumer_adopt. */
+static int forger_main(void *arg) {
+    (void)arg;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
+        return 10;
+    cuipc_message *m = NULL;
+    if (cuipc_consumer_recv(c, 10 * SEC, &m) != CUIPC_OK)
+        return 11;
+    int bad = 0;
+    const cuipc_value *orig = cuipc_message_value(m);
+    static uint8_t buf[4096];
+    size_t len;
+    /* Variants of the valid proxy, each must be rejected with the right code. */
+    struct {
+        int field;
+        cuipc_status want;
+    } cases[] = {{0, CUIPC_ERR_UNKNOWN_POOL}, {1, CUIPC_ERR_CORRUPT}, {2, CUIPC_ERR_STALE},
+                 {3, CUIPC_ERR_CORRUPT},      {4, CUIPC_ERR_CORRUPT}};
+    for (unsigned k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        cuipc_value *v = cuipc_value_clone(orig);
+        cuipc_proxy x = *cuipc_value_as_proxy(v);
+        switch (cases[k].field) {
+        case 0: x.u.pool.pool_id ^= 0x5a5a; break;
+        case 1: x.u.pool.slot = 1u << 30; break;
+        case 2: x.u.pool.generation += 7; break;
+        case 3: x.u.pool.offset += 256; break;
+        case 4: x.u.pool.offset = 1ull << 40; break; /* beyond the pool */
+        }
+        cuipc_value_set_proxy(v, &x);
+        if (cuipc_encode(v, buf, sizeof buf, &len) != CUIPC_OK) {
+            fprintf(stderr, "encode case %d: %s\n", cases[k].field, cuipc_last_error());
+            bad++;
+        }
+        cuipc_message *f = NULL;
+        cuipc_status s = cuipc_consumer_adopt(c, buf, len, &f);
+        if (s != cases[k].want) {
+            fprintf(stderr, "forged case %d: got %s (%s)\n", cases[k].field, cuipc_status_name(s),
+                    cuipc_last_error());
+            bad++;
+        }
+        cuipc_value_free(v);
+    }
+    /* Garbage bytes. */
+    memset(buf, 0xAB, 64);
+    cuipc_message *f = NULL;
+    cuipc_status gs = cuipc_consumer_adopt(c, buf, 64, &f);
+    if (gs != CUIPC_ERR_CORRUPT) {
+        fprintf(stderr, "garbage: got %s (%s)\n", cuipc_status_name(gs), cuipc_last_error());
+        bad++;
+    }
+    /* The genuine message, re-sent after release: DUPLICATE. */
+    if (cuipc_encode(orig, buf, sizeof buf, &len) != CUIPC_OK)
+        bad++;
+    cuipc_message_release(m, NULL);
+    cuipc_status ds = cuipc_consumer_adopt(c, buf, len, &f);
+    if (ds != CUIPC_ERR_DUPLICATE) {
+        fprintf(stderr, "replay: got %s (%s)\n", cuipc_status_name(ds), cuipc_last_error());
+        bad++;
+    }
+    cuipc_consumer_stats cs;
+    cuipc_consumer_stats_get(c, &cs);
+    if (cs.rejected != 7) {
+        fprintf(stderr, "rejected %llu, expected 7\n", (unsigned long long)cs.rejected);
+        bad++;
+    }
+    cuipc_message_free(m);
+    cuipc_consumer_detach(c);
+    return bad ? 30 + bad : 0;
+}
+
+static void test_forged_proxies(void) {
+    make_sock_path();
+    pid_t pid = cuipc_test_fork(forger_main, NULL);
+    cuipc_producer *p = start_producer(1, 1 << 20, CUIPC_FULL_FAIL);
+    CHECK_OK(send_bytes(p, 4096));
+    int rc = cuipc_test_wait(pid, 20000);
+    if (rc != 0)
+        fprintf(stderr, "forger exited %d\n", rc);
+    CHECK(rc == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_destroy(p);
+}
+
+/* Bad configuration is refused with a message naming the value. */
+static void test_bad_config(void) {
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.max_consumers = 0;
+    cuipc_producer *p = NULL;
+    CHECK_STATUS(cuipc_producer_create(&cfg, &p), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "max_consumers 0") != NULL);
+    cuipc_producer_config_init(&cfg);
+    cfg.mode = CUIPC_MODE_CUDA_IPC_POOL;
+    CHECK_STATUS(cuipc_producer_create(&cfg, &p), CUIPC_ERR_INVALID_ARG);
+    cuipc_consumer *c = NULL;
+    CHECK_STATUS(cuipc_consumer_attach("/nonexistent/cuipc.sock", 50 * 1000 * 1000, &c),
+                 CUIPC_ERR_TIMEOUT);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    test_bad_config();
+    test_broadcast_and_recycle();
+    test_pool_full_fail();
+    test_consumer_killed();
+    test_producer_killed();
+    test_forged_proxies();
+    return cuipc_test_finish("test_transport");
+}

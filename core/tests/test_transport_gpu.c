@@ -1,0 +1,275 @@
+/* The GPU modes end to end across real processes: cuda_ipc_pool (copy-out and zero-copy borrow),
+ * cuda_ipc (the tensor's own allocation; retained bytes accounted), default mode with device
+ * tensors (staged through pinned shared memory), 1 to 8 consumers, recycling under a pool smaller
+ * than the traffic, and data integrity of every tensor checked by a checksum kernel, with
+ * non-contiguous and empty tensors. The parent never touches CUDA: it only forks and waits. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cuipc/cuipc.h"
+#include "test_util.h"
+
+#define SEC 1000000000ll
+
+static char sock_path[128];
+
+typedef struct gpu_case {
+    const char *name;
+    cuipc_mode mode;
+    int consumers;
+    int messages;
+    uint64_t tensor_bytes;
+    uint64_t gpu_pool_bytes;
+    int borrow_mask; /* consumer i borrows when bit i is set, else copies out */
+    int copy_to_host; /* copy-out consumers copy to host memory instead of the device */
+} gpu_case;
+
+static const gpu_case *cur;
+
+/* Tensor 0: a contiguous [rows, 256] f32 block of about tensor_bytes; tensor 1: every other row
+ * of a second block (non-contiguous view); tensor 2: empty. */
+static void make_layouts(uint64_t bytes, cuipc_tensor t[3]) {
+    int64_t rows = (int64_t)(bytes / 1024);
+    if (rows < 1)
+        rows = 1;
+    int64_t s0[2] = {rows, 256};
+    cuipc_tensor_init(&t[0], NULL, 0, CUIPC_DTYPE_F32, 2, s0);
+    int64_t s1[2] = {(rows + 1) / 2, 256};
+    cuipc_tensor_init(&t[1], NULL, 0, CUIPC_DTYPE_BF16, 2, s1);
+    t[1].strides[0] = 512;
+    int64_t s2[2] = {0, 256};
+    cuipc_tensor_init(&t[2], NULL, 0, CUIPC_DTYPE_F32, 2, s2);
+}
+
+static int producer_main(void *arg) {
+    (void)arg;
+    const gpu_case *k = cur;
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.mode = k->mode;
+    cfg.gpu_pool_bytes = k->gpu_pool_bytes;
+    cfg.host_pool_bytes = k->mode == CUIPC_MODE_DEFAULT ? 3 * k->tensor_bytes + (1 << 20) : 1 << 20;
+    cfg.max_consumers = (uint32_t)k->consumers;
+    cfg.full_policy = CUIPC_FULL_WAIT;
+    cfg.full_timeout_ns = 20 * SEC;
+    cfg.socket_path = sock_path;
+    cuipc_producer *p = NULL;
+    if (cuipc_producer_create(&cfg, &p) != CUIPC_OK) {
+        fprintf(stderr, "[%s] producer: %s\n", k->name, cuipc_last_error());
+        return 10;
+    }
+    if (cuipc_producer_accept(p, (uint32_t)k->consumers, 30 * SEC) != CUIPC_OK) {
+        fprintf(stderr, "[%s] accept: %s\n", k->name, cuipc_last_error());
+        return 11;
+    }
+    void *stream = NULL;
+    if (cuipc_gpu_stream_create(0, &stream) != CUIPC_OK)
+        return 12;
+    cuipc_tensor t[3];
+    make_layouts(k->tensor_bytes, t);
+    /* Pool modes copy the tensor before send returns (in stream order), so one buffer pair is
+     * reused. cuda_ipc consumers read the producer's memory in place with no flow control: as in
+     * the reference, every message needs its own allocation, kept alive (the leak it documents). */
+    int nbuf = k->mode == CUIPC_MODE_CUDA_IPC ? k->messages : 1;
+    void *(*buf)[2] = calloc((size_t)nbuf, sizeof *buf);
+    uint64_t span[2] = {cuipc_tensor_span_bytes(&t[0]), cuipc_tensor_span_bytes(&t[1])};
+    for (int b = 0; b < nbuf; b++)
+        for (int i = 0; i < 2; i++)
+            if (cuipc_gpu_malloc(0, span[i], &buf[b][i]) != CUIPC_OK)
+                return 13;
+    int rc = 0;
+    for (int m = 0; m < k->messages && !rc; m++) {
+        cuipc_value *root = cuipc_value_dict();
+        cuipc_dict_set(root, "seq", cuipc_value_int(m));
+        cuipc_value *feats = cuipc_value_list();
+        for (int i = 0; i < 3; i++) {
+            cuipc_tensor x = t[i];
+            if (i < 2) {
+                x.data = buf[m % nbuf][i];
+                uint64_t seed = (uint64_t)m * 16 + (uint64_t)i;
+                uint64_t sum = 0;
+                if (cuipc_gpu_fill_pattern(x.data, span[i], seed, stream) != CUIPC_OK ||
+                    cuipc_gpu_checksum(x.data, span[i], stream, &sum) != CUIPC_OK)
+                    rc = 14;
+                char key[16];
+                snprintf(key, sizeof key, "sum%d", i);
+                cuipc_dict_set(root, key, cuipc_value_int((int64_t)sum));
+            }
+            cuipc_list_append(feats, cuipc_value_tensor(&x, CUIPC_OWNER_NONE));
+        }
+        cuipc_dict_set(root, "features", feats);
+        if (!rc && cuipc_producer_send(p, root, stream, 20 * SEC) != CUIPC_OK) {
+            fprintf(stderr, "[%s] send %d: %s\n", k->name, m, cuipc_last_error());
+            rc = 15;
+        }
+        cuipc_value_free(root);
+    }
+    cuipc_producer_close(p);
+    if (!rc && cuipc_producer_drain(p, 30 * SEC) != CUIPC_OK) {
+        fprintf(stderr, "[%s] drain: %s\n", k->name, cuipc_last_error());
+        rc = 16;
+    }
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    const cuipc_pool_stats *ps = k->mode == CUIPC_MODE_CUDA_IPC_POOL ? &st.gpu_pool : &st.host_pool;
+    printf("[%s] sent %llu, pool allocs %llu recycled %llu high water %llu B full events %llu, "
+           "ipc exports %llu retained %llu B\n",
+           k->name, (unsigned long long)st.messages_sent, (unsigned long long)ps->allocs,
+           (unsigned long long)ps->recycled, (unsigned long long)ps->high_water_bytes,
+           (unsigned long long)ps->full_events, (unsigned long long)st.ipc_exports,
+           (unsigned long long)st.ipc_retained_bytes);
+    if (!rc && st.messages_sent != (uint64_t)k->messages)
+        rc = 17;
+    if (!rc && k->mode != CUIPC_MODE_CUDA_IPC && (ps->in_flight || ps->recycled != ps->allocs))
+        rc = 18;
+    if (!rc && k->mode == CUIPC_MODE_CUDA_IPC &&
+        st.ipc_retained_bytes < (uint64_t)k->messages * (span[0] + span[1]))
+        rc = 19; /* every exported allocation is accounted as retained */
+    /* Consumers must have detached before the memory they mapped goes away. */
+    for (int i = 0; i < 200 && cuipc_producer_consumer_count(p); i++)
+        usleep(10000);
+    cuipc_producer_destroy(p);
+    for (int b = 0; b < nbuf; b++)
+        for (int i = 0; i < 2; i++)
+            cuipc_gpu_free(buf[b][i]);
+    free(buf);
+    cuipc_gpu_stream_destroy(stream);
+    return rc;
+}
+
+static int consumer_main(void *arg) {
+    int me = (int)(intptr_t)arg;
+    const gpu_case *k = cur;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 30 * SEC, &c) != CUIPC_OK) {
+        fprintf(stderr, "[%s] consumer attach: %s\n", k->name, cuipc_last_error());
+        return 20;
+    }
+    void *stream = NULL;
+    if (cuipc_gpu_stream_create(0, &stream) != CUIPC_OK)
+        return 21;
+    bool borrow = (k->borrow_mask >> me) & 1;
+    int got = 0, bad = 0;
+    for (;;) {
+        cuipc_message *m = NULL;
+        cuipc_status s = cuipc_consumer_recv(c, 30 * SEC, &m);
+        if (s == CUIPC_ERR_CLOSED)
+            break;
+        if (s != CUIPC_OK) {
+            fprintf(stderr, "[%s] recv: %s\n", k->name, cuipc_last_error());
+            return 22;
+        }
+        cuipc_unwrap_options o;
+        cuipc_unwrap_options_init(&o);
+        o.kind = borrow ? CUIPC_UNWRAP_BORROW : CUIPC_UNWRAP_COPY;
+        o.stream = stream;
+        if (!borrow && k->copy_to_host)
+            o.device = CUIPC_DEVICE_HOST;
+        cuipc_value *v = NULL;
+        if (cuipc_message_unwrap(m, &o, &v) != CUIPC_OK) {
+            fprintf(stderr, "[%s] unwrap: %s\n", k->name, cuipc_last_error());
+            return 23;
+        }
+        int seq = (int)cuipc_value_as_int(cuipc_dict_get(v, "seq"));
+        if (seq != got)
+            bad++;
+        cuipc_tensor want[3];
+        make_layouts(k->tensor_bytes, want);
+        const cuipc_value *feats = cuipc_dict_get(v, "features");
+        for (int i = 0; i < 3; i++) {
+            const cuipc_tensor *t = cuipc_value_as_tensor(cuipc_list_get(feats, (size_t)i));
+            if (!t || t->dtype != want[i].dtype || t->ndim != 2 ||
+                t->shape[0] != want[i].shape[0] || t->strides[0] != want[i].strides[0]) {
+                bad++;
+                continue;
+            }
+            uint64_t n = cuipc_tensor_span_bytes(t);
+            if (i == 2) {
+                bad += n != 0;
+                continue;
+            }
+            char key[16];
+            snprintf(key, sizeof key, "sum%d", i);
+            uint64_t expect = (uint64_t)cuipc_value_as_int(cuipc_dict_get(v, key));
+            uint64_t sum = 0;
+            if (t->device == CUIPC_DEVICE_HOST)
+                sum = cuipc_host_checksum(t->data, n);
+            else if (cuipc_gpu_checksum(t->data, n, stream, &sum) != CUIPC_OK)
+                bad++;
+            if (sum != expect) {
+                fprintf(stderr, "[%s] consumer %d message %d tensor %d: checksum mismatch\n",
+                        k->name, me, seq, i);
+                bad++;
+            }
+        }
+        cuipc_value_free(v);
+        if (cuipc_message_release(m, stream) != CUIPC_OK)
+            bad++;
+        cuipc_message_free(m);
+        got++;
+    }
+    cuipc_gpu_stream_sync(stream);
+    cuipc_consumer_stats cs;
+    cuipc_consumer_stats_get(c, &cs);
+    /* One pool mapping per process; cuda_ipc: one per distinct exported allocation. */
+    uint64_t max_opens = k->mode == CUIPC_MODE_CUDA_IPC ? 2 * (uint64_t)k->messages : 1;
+    if (k->mode != CUIPC_MODE_DEFAULT && (cs.handle_opens == 0 || cs.handle_opens > max_opens)) {
+        fprintf(stderr, "[%s] %llu handle opens\n", k->name, (unsigned long long)cs.handle_opens);
+        bad++;
+    }
+    cuipc_consumer_detach(c);
+    cuipc_gpu_stream_destroy(stream);
+    if (got != k->messages)
+        return 24;
+    return bad ? 25 : 0;
+}
+
+static void run_case(const gpu_case *k) {
+    cur = k;
+    static char dir[] = "/tmp/cuipc-gpu-XXXXXX";
+    static int made = 0;
+    if (!made) {
+        REQUIRE(mkdtemp(dir));
+        made = 1;
+    }
+    static int n = 0;
+    snprintf(sock_path, sizeof sock_path, "%s/s%d.sock", dir, n++);
+    pid_t cons[8];
+    for (int i = 0; i < k->consumers; i++)
+        cons[i] = cuipc_test_fork(consumer_main, (void *)(intptr_t)i);
+    pid_t prod = cuipc_test_fork(producer_main, NULL);
+    int prc = cuipc_test_wait(prod, 120000);
+    int bad = prc != 0;
+    for (int i = 0; i < k->consumers; i++) {
+        int rc = cuipc_test_wait(cons[i], 30000);
+        if (rc != 0) {
+            fprintf(stderr, "[%s] consumer %d exited %d\n", k->name, i, rc);
+            bad = 1;
+        }
+    }
+    if (prc != 0)
+        fprintf(stderr, "[%s] producer exited %d\n", k->name, prc);
+    CHECK(!bad);
+    printf("[%s] %s\n", k->name, bad ? "FAILED" : "ok");
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    cuipc_test_require_gpu();
+    static const gpu_case cases[] = {
+        {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0},
+        {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0},
+        /* Pool smaller than the traffic: chunks must be recycled for the run to finish. */
+        {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0},
+        {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1},
+        {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0},
+        {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0},
+        {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_case(&cases[i]);
+    return cuipc_test_finish("test_transport_gpu");
+}
