@@ -1,1 +1,422 @@
-/* placeholder: implemented in progress */
+/* Checked wrappers over the statically linked CUDA runtime, plus the three driver functions the
+ * runtime lacks, looked up once at run time (never -lcuda: such a binary cannot even start
+ * where no driver is installed). Without a driver or device every call returns NO_GPU. */
+#include "cuda_api.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cuda.h> /* types and constants only: nothing from libcuda is linked */
+
+#include "cuda_internal.h"
+#include "error_internal.h"
+
+/* ---- presence, cached once per process ---- */
+
+static pthread_once_t presence_once = PTHREAD_ONCE_INIT;
+static int device_count;
+static cudaError_t device_count_error = cudaSuccess;
+/* Set in a child fork()ed after this process initialised CUDA: the child cannot use CUDA, and
+ * the resulting errors are cryptic, so messages say why. */
+static volatile int forked_after_cuda_init;
+
+static void mark_forked_child(void) {
+    forked_after_cuda_init = 1;
+}
+
+static void presence_init(void) {
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+        device_count_error = err;
+        n = 0;
+        (void)cudaGetLastError(); /* do not let the failed query leak into later calls */
+    }
+    device_count = n;
+    pthread_atfork(NULL, NULL, mark_forked_child);
+}
+
+bool cuipc_cuda_present(void) {
+    pthread_once(&presence_once, presence_init);
+    return device_count > 0;
+}
+
+int cuipc_cuda_device_count(void) {
+    pthread_once(&presence_once, presence_init);
+    return device_count;
+}
+
+cuipc_status cuipc_cuda_no_gpu(const char *where) {
+    if (device_count_error != cudaSuccess)
+        return cuipc_error_set(
+            CUIPC_ERR_NO_GPU, where, "no usable CUDA device (cudaGetDeviceCount: %s: %s)",
+            cudaGetErrorName(device_count_error), cudaGetErrorString(device_count_error));
+    return cuipc_error_set(CUIPC_ERR_NO_GPU, where,
+                           "no usable CUDA device (cudaGetDeviceCount found 0 devices)");
+}
+
+cuipc_status cuipc_cuda_fail(const char *where, cudaError_t err, const char *call,
+                             const char *args_fmt, ...) {
+    char args[200];
+    va_list ap;
+    va_start(ap, args_fmt);
+    vsnprintf(args, sizeof args, args_fmt, ap);
+    va_end(ap);
+    (void)cudaGetLastError(); /* clear the non-sticky error so the next call starts clean */
+    cuipc_status code = (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver)
+                            ? CUIPC_ERR_NO_GPU
+                            : CUIPC_ERR_CUDA;
+    return cuipc_error_set(code, where, "%s(%s) failed: %s: %s%s", call, args,
+                           cudaGetErrorName(err), cudaGetErrorString(err),
+                           forked_after_cuda_init
+                               ? " (this process was fork()ed after its parent initialised "
+                                 "CUDA; initialise CUDA only after fork)"
+                               : "");
+}
+
+/* ---- driver entry points, fetched once ---- */
+
+typedef CUresult (*cuipc_pfn_get_error_name)(CUresult error, const char **str);
+typedef CUresult (*cuipc_pfn_mem_get_address_range)(CUdeviceptr *base, size_t *size,
+                                                    CUdeviceptr ptr);
+typedef CUresult (*cuipc_pfn_stream_value32)(CUstream stream, CUdeviceptr addr, cuuint32_t value,
+                                             unsigned int flags);
+
+static struct {
+    pthread_once_t once;
+    cuipc_pfn_get_error_name get_error_name;
+    cuipc_pfn_mem_get_address_range mem_get_address_range;
+    cuipc_pfn_stream_value32 stream_write_value32;
+    cuipc_pfn_stream_value32 stream_wait_value32;
+    char failure[256]; /* why a lookup failed, reported by every later call that needs it */
+} driver = {.once = PTHREAD_ONCE_INIT};
+
+/* ABI version asked for: 12.0 gives the _v2 stream memory operations and
+ * cuMemGetAddressRange_v2 (64-bit sizes), the versions cuda.h of CUDA 12+ maps the names to. */
+#define CUIPC_DRIVER_ABI_VERSION 12000
+
+static void lookup(const char *symbol, void **fn) {
+    enum cudaDriverEntryPointQueryResult query = cudaDriverEntryPointSymbolNotFound;
+    cudaError_t err = cudaGetDriverEntryPointByVersion(symbol, fn, CUIPC_DRIVER_ABI_VERSION,
+                                                       cudaEnableDefault, &query);
+    if (err == cudaSuccess && query == cudaDriverEntryPointSuccess && *fn)
+        return;
+    *fn = NULL;
+    (void)cudaGetLastError();
+    if (driver.failure[0] == '\0')
+        snprintf(driver.failure, sizeof driver.failure,
+                 "cudaGetDriverEntryPointByVersion(\"%s\", version %d) failed: %s: %s "
+                 "(query result %d: 1 = symbol not found, 2 = driver too old)",
+                 symbol, CUIPC_DRIVER_ABI_VERSION, cudaGetErrorName(err), cudaGetErrorString(err),
+                 (int)query);
+}
+
+static void driver_init(void) {
+    lookup("cuGetErrorName", (void **)&driver.get_error_name);
+    lookup("cuMemGetAddressRange", (void **)&driver.mem_get_address_range);
+    lookup("cuStreamWriteValue32", (void **)&driver.stream_write_value32);
+    lookup("cuStreamWaitValue32", (void **)&driver.stream_wait_value32);
+}
+
+static void driver_load(void) {
+    pthread_once(&driver.once, driver_init);
+}
+
+static cuipc_status driver_missing(const char *where, const char *symbol) {
+    return cuipc_error_set(CUIPC_ERR_UNSUPPORTED, where, "driver function %s unavailable: %s",
+                           symbol, driver.failure);
+}
+
+static cuipc_status driver_fail(const char *where, CUresult res, const char *call,
+                                const char *args_fmt, ...) {
+    char args[200];
+    va_list ap;
+    va_start(ap, args_fmt);
+    vsnprintf(args, sizeof args, args_fmt, ap);
+    va_end(ap);
+    const char *name = NULL;
+    if (driver.get_error_name == NULL || driver.get_error_name(res, &name) != CUDA_SUCCESS ||
+        name == NULL)
+        name = "unknown CUresult";
+    return cuipc_error_set(
+        CUIPC_ERR_CUDA, where, "%s(%s) failed: %s (%d)%s", call, args, name, (int)res,
+        forked_after_cuda_init ? " (this process was fork()ed after its parent initialised "
+                                 "CUDA; initialise CUDA only after fork)"
+                               : "");
+}
+
+/* ---- runtime wrappers ---- */
+
+/* Functions taking a device make it current and leave it current: restoring the previous one
+ * would create a context on it (cudaSetDevice initialises it since CUDA 12), which costs
+ * hundreds of MiB on a GPU this process may never use. */
+cuipc_status cuipc_cuda_set_device(int device) {
+    CUIPC_REQUIRE_GPU();
+    if (device < 0 || device >= device_count)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "device %d out of range (%d device(s))", device,
+                          device_count);
+    cudaError_t err = cudaSetDevice(device);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaSetDevice", "device %d", device);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_pointer_device(const void *p, int *device) {
+    CUIPC_REQUIRE_GPU();
+    if (p == NULL || device == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "p=%p device=%p: both required", p,
+                          (void *)device);
+    struct cudaPointerAttributes attr;
+    cudaError_t err = cudaPointerGetAttributes(&attr, p);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaPointerGetAttributes", "ptr %p", p);
+    switch (attr.type) {
+    case cudaMemoryTypeUnregistered: /* plain malloc/mmap memory: CUDA knows nothing of it */
+    case cudaMemoryTypeHost:         /* pinned or registered host memory */
+        *device = CUIPC_DEVICE_HOST;
+        return CUIPC_OK;
+    case cudaMemoryTypeDevice:
+    case cudaMemoryTypeManaged: /* managed: the device it was allocated for */
+        *device = attr.device;
+        return CUIPC_OK;
+    }
+    return CUIPC_FAIL(CUIPC_ERR_CUDA, "cudaPointerGetAttributes(ptr %p) gave memory type %d", p,
+                      (int)attr.type);
+}
+
+cuipc_status cuipc_cuda_alloc_range(const void *p, void **base, size_t *size) {
+    CUIPC_REQUIRE_GPU();
+    if (p == NULL || base == NULL || size == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "p=%p base=%p size=%p: all required", p,
+                          (void *)base, (void *)size);
+    driver_load();
+    if (driver.mem_get_address_range == NULL)
+        return driver_missing(__func__, "cuMemGetAddressRange");
+    CUdeviceptr b = 0;
+    size_t n = 0;
+    CUresult res = driver.mem_get_address_range(&b, &n, (CUdeviceptr)(uintptr_t)p);
+    if (res != CUDA_SUCCESS)
+        return driver_fail(__func__, res, "cuMemGetAddressRange", "ptr %p", p);
+    *base = (void *)(uintptr_t)b;
+    *size = n;
+    return CUIPC_OK;
+}
+
+_Static_assert(sizeof(cudaIpcMemHandle_t) == CUIPC_IPC_HANDLE_BYTES,
+               "CUIPC_IPC_HANDLE_BYTES must match cudaIpcMemHandle_t");
+
+cuipc_status cuipc_cuda_ipc_get(void *base, uint8_t handle[CUIPC_IPC_HANDLE_BYTES]) {
+    CUIPC_REQUIRE_GPU();
+    if (base == NULL || handle == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "base=%p handle=%p: both required", base,
+                          (void *)handle);
+    cudaIpcMemHandle_t h;
+    cudaError_t err = cudaIpcGetMemHandle(&h, base);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaIpcGetMemHandle", "ptr %p", base);
+    memcpy(handle, &h, sizeof h);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_ipc_open(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int device,
+                                 void **ptr) {
+    CUIPC_REQUIRE_GPU();
+    if (handle == NULL || ptr == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "handle=%p ptr=%p: both required",
+                          (const void *)handle, (void *)ptr);
+    CUIPC_TRY(cuipc_cuda_set_device(device));
+    cudaIpcMemHandle_t h;
+    memcpy(&h, handle, sizeof h);
+    void *p = NULL;
+    /* Lazy peer access: the allocation may live on another GPU than the one opening it. */
+    cudaError_t err = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaIpcOpenMemHandle",
+                               "device %d, handle %02x%02x%02x%02x..., lazy peer access", device,
+                               handle[0], handle[1], handle[2], handle[3]);
+    *ptr = p;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_ipc_close(void *ptr) {
+    CUIPC_REQUIRE_GPU();
+    if (ptr == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ptr is NULL");
+    cudaError_t err = cudaIpcCloseMemHandle(ptr);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaIpcCloseMemHandle", "ptr %p", ptr);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_malloc(int device, size_t n, void **out) {
+    CUIPC_REQUIRE_GPU();
+    if (n == 0 || out == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "n=%zu out=%p: need n > 0 and out", n,
+                          (void *)out);
+    CUIPC_TRY(cuipc_cuda_set_device(device));
+    void *p = NULL;
+    cudaError_t err = cudaMalloc(&p, n);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaMalloc", "device %d, %zu bytes", device, n);
+    *out = p;
+    return CUIPC_OK;
+}
+
+/* free(NULL) is a no-op, with or without a GPU, so cleanup paths need no special case. */
+cuipc_status cuipc_cuda_free(void *p) {
+    if (p == NULL)
+        return CUIPC_OK;
+    CUIPC_REQUIRE_GPU();
+    cudaError_t err = cudaFree(p);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaFree", "ptr %p", p);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_host_register(void *p, size_t n, void **dev_ptr) {
+    CUIPC_REQUIRE_GPU();
+    if (p == NULL || n == 0 || dev_ptr == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "p=%p n=%zu dev_ptr=%p: all required", p, n,
+                          (void *)dev_ptr);
+    /* Portable: pinned for every context, not only the current one; Mapped: the device can
+     * address it, which stream memory operations and kernels on host memory need. */
+    cudaError_t err = cudaHostRegister(p, n, cudaHostRegisterPortable | cudaHostRegisterMapped);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaHostRegister", "ptr %p, %zu bytes, portable|mapped", p, n);
+    void *d = NULL;
+    err = cudaHostGetDevicePointer(&d, p, 0);
+    if (err != cudaSuccess) {
+        cuipc_status s = CUIPC_CUDA_FAIL(err, "cudaHostGetDevicePointer", "ptr %p", p);
+        (void)cudaHostUnregister(p); /* undo: the caller sees one failure, no half state */
+        (void)cudaGetLastError();
+        return s;
+    }
+    *dev_ptr = d;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_host_unregister(void *p) {
+    CUIPC_REQUIRE_GPU();
+    if (p == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "p is NULL");
+    cudaError_t err = cudaHostUnregister(p);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaHostUnregister", "ptr %p", p);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, void *stream) {
+    CUIPC_REQUIRE_GPU();
+    if (n == 0)
+        return CUIPC_OK;
+    if (dst == NULL || src == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "dst=%p src=%p n=%zu: both pointers required", dst,
+                          src, n);
+    /* Default: unified addressing tells the direction, so one call serves H2D, D2H, D2D, P2P. */
+    cudaError_t err = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, (cudaStream_t)stream);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaMemcpyAsync", "dst %p, src %p, %zu bytes, stream %p", dst,
+                               src, n, stream);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_stream_sync(void *stream) {
+    CUIPC_REQUIRE_GPU();
+    cudaError_t err = cudaStreamSynchronize((cudaStream_t)stream);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaStreamSynchronize", "stream %p", stream);
+    return CUIPC_OK;
+}
+
+/* Stream memory operations need 4-byte aligned device addresses. */
+static cuipc_status check_word_address(const char *where, void *dev_addr) {
+    if (dev_addr == NULL || ((uintptr_t)dev_addr & 3u) != 0)
+        return cuipc_error_set(CUIPC_ERR_INVALID_ARG, where,
+                               "address %p must be non-NULL and 4-byte aligned", dev_addr);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_stream_write_u32(void *stream, void *dev_addr, uint32_t value) {
+    CUIPC_REQUIRE_GPU();
+    CUIPC_TRY(check_word_address(__func__, dev_addr));
+    driver_load();
+    if (driver.stream_write_value32 == NULL)
+        return driver_missing(__func__, "cuStreamWriteValue32");
+    /* Default flags keep the memory barrier: all prior work on the stream (e.g. the copy the
+     * word announces) is visible before the word is, so a reader seeing the value may read the
+     * data. NO_MEMORY_BARRIER would let the flag overtake the data. */
+    CUresult res = driver.stream_write_value32((CUstream)stream, (CUdeviceptr)(uintptr_t)dev_addr,
+                                               value, CU_STREAM_WRITE_VALUE_DEFAULT);
+    if (res != CUDA_SUCCESS)
+        return driver_fail(__func__, res, "cuStreamWriteValue32_v2",
+                           "stream %p, address %p, value %u", stream, dev_addr, value);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_stream_wait_u32(void *stream, void *dev_addr, uint32_t value) {
+    CUIPC_REQUIRE_GPU();
+    CUIPC_TRY(check_word_address(__func__, dev_addr));
+    driver_load();
+    if (driver.stream_wait_value32 == NULL)
+        return driver_missing(__func__, "cuStreamWaitValue32");
+    /* EQ, not GEQ: the words we wait on carry exact values (slot generations, states) that
+     * may wrap or move both ways, so "at least" would release on the wrong value. */
+    CUresult res = driver.stream_wait_value32((CUstream)stream, (CUdeviceptr)(uintptr_t)dev_addr,
+                                              value, CU_STREAM_WAIT_VALUE_EQ);
+    if (res != CUDA_SUCCESS)
+        return driver_fail(__func__, res, "cuStreamWaitValue32_v2",
+                           "stream %p, address %p, value %u, EQ", stream, dev_addr, value);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_launch_host_func(void *stream, void (*fn)(void *), void *arg) {
+    CUIPC_REQUIRE_GPU();
+    if (fn == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "fn is NULL");
+    cudaError_t err = cudaLaunchHostFunc((cudaStream_t)stream, fn, arg);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaLaunchHostFunc", "stream %p, arg %p", stream, arg);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_enable_peer(int device, int peer) {
+    CUIPC_REQUIRE_GPU();
+    if (peer < 0 || peer >= device_count)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "peer %d out of range (%d device(s))", peer,
+                          device_count);
+    CUIPC_TRY(cuipc_cuda_set_device(device));
+    if (device == peer)
+        return CUIPC_OK;
+    int can = 0;
+    cudaError_t err = cudaDeviceCanAccessPeer(&can, device, peer);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaDeviceCanAccessPeer", "device %d, peer %d", device, peer);
+    if (!can)
+        return CUIPC_FAIL(CUIPC_ERR_UNSUPPORTED, "device %d cannot access peer %d", device, peer);
+    err = cudaDeviceEnablePeerAccess(peer, 0);
+    if (err == cudaErrorPeerAccessAlreadyEnabled) {
+        (void)cudaGetLastError();
+        return CUIPC_OK;
+    }
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaDeviceEnablePeerAccess", "device %d, peer %d", device,
+                               peer);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes) {
+    CUIPC_REQUIRE_GPU();
+    if (free_bytes == NULL || total_bytes == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "free_bytes=%p total_bytes=%p: both required",
+                          (void *)free_bytes, (void *)total_bytes);
+    CUIPC_TRY(cuipc_cuda_set_device(device));
+    size_t f = 0, t = 0;
+    cudaError_t err = cudaMemGetInfo(&f, &t);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaMemGetInfo", "device %d", device);
+    *free_bytes = f;
+    *total_bytes = t;
+    return CUIPC_OK;
+}
