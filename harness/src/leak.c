@@ -1,0 +1,156 @@
+/* Leak sampler: readings from /proc and statvfs, decimation when the buffer fills, slope. */
+#include "leak.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "stats.h"
+#include "util.h"
+
+const char *cuipc_leak_metric_name(cuipc_leak_metric m) {
+    static const char *names[] = {"rss_bytes", "fds", "shm_bytes", "gpu_used_bytes",
+                                  "gpu_process_bytes"};
+    return (unsigned)m < CUIPC_LEAK_METRICS ? names[m] : "invalid";
+}
+
+double cuipc_read_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return NAN;
+    unsigned long size, resident;
+    int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return got == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : NAN;
+}
+
+double cuipc_read_fd_count(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return NAN;
+    double n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory stream itself */
+}
+
+double cuipc_read_shm_used_bytes(void) {
+    struct statvfs v;
+    if (statvfs("/dev/shm", &v) != 0)
+        return NAN;
+    return (double)(v.f_blocks - v.f_bfree) * (double)v.f_frsize;
+}
+
+bool cuipc_leak_sampler_init(cuipc_leak_sampler *s, uint32_t cap, uint32_t interval_ms,
+                             const bool enabled[CUIPC_LEAK_METRICS], cuipc_gpu_sample_fn gpu,
+                             void *gpu_ctx) {
+    memset(s, 0, sizeof *s);
+    s->cap = cap < 16 ? 16 : cap;
+    s->t = calloc(s->cap, sizeof(double));
+    bool ok = s->t != NULL;
+    for (int m = 0; m < CUIPC_LEAK_METRICS; m++) {
+        s->enabled[m] = enabled[m];
+        s->v[m] = calloc(s->cap, sizeof(double));
+        ok = ok && s->v[m] != NULL;
+    }
+    if (!ok) {
+        cuipc_leak_sampler_free(s);
+        return false;
+    }
+    /* calloc may hand back untouched zero pages: touch them now, not during the run. */
+    memset(s->t, 1, s->cap * sizeof(double));
+    for (int m = 0; m < CUIPC_LEAK_METRICS; m++)
+        memset(s->v[m], 1, s->cap * sizeof(double));
+    s->interval_ns = (uint64_t)interval_ms * 1000000ull;
+    s->gpu = gpu;
+    s->gpu_ctx = gpu_ctx;
+    s->t0_ns = cuipc_h_now_ns();
+    s->next_ns = s->t0_ns;
+    return true;
+}
+
+void cuipc_leak_sampler_free(cuipc_leak_sampler *s) {
+    free(s->t);
+    for (int m = 0; m < CUIPC_LEAK_METRICS; m++)
+        free(s->v[m]);
+    memset(s, 0, sizeof *s);
+}
+
+/* Keep every other sample and sample half as often: bounded memory for any run length. */
+static void decimate(cuipc_leak_sampler *s) {
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->n; i += 2, k++) {
+        s->t[k] = s->t[i];
+        for (int m = 0; m < CUIPC_LEAK_METRICS; m++)
+            s->v[m][k] = s->v[m][i];
+    }
+    s->n = k;
+    s->interval_ns *= 2;
+}
+
+void cuipc_leak_sample_now(cuipc_leak_sampler *s) {
+    if (s->t == NULL)
+        return;
+    if (s->n == s->cap)
+        decimate(s);
+    uint64_t now = cuipc_h_now_ns();
+    uint32_t i = s->n++;
+    s->t[i] = (double)(now - s->t0_ns) / 1e9;
+    s->v[CUIPC_LEAK_RSS][i] = s->enabled[CUIPC_LEAK_RSS] ? cuipc_read_rss_bytes() : NAN;
+    s->v[CUIPC_LEAK_FDS][i] = s->enabled[CUIPC_LEAK_FDS] ? cuipc_read_fd_count() : NAN;
+    s->v[CUIPC_LEAK_SHM][i] = s->enabled[CUIPC_LEAK_SHM] ? cuipc_read_shm_used_bytes() : NAN;
+    double used = NAN, process = NAN;
+    bool have_used = false, have_process = false;
+    if (s->gpu != NULL && (s->enabled[CUIPC_LEAK_GPU_USED] || s->enabled[CUIPC_LEAK_GPU_PROCESS]))
+        s->gpu(s->gpu_ctx, &used, &have_used, &process, &have_process);
+    s->v[CUIPC_LEAK_GPU_USED][i] = s->enabled[CUIPC_LEAK_GPU_USED] && have_used ? used : NAN;
+    s->v[CUIPC_LEAK_GPU_PROCESS][i] =
+        s->enabled[CUIPC_LEAK_GPU_PROCESS] && have_process ? process : NAN;
+    s->next_ns = now + s->interval_ns;
+}
+
+void cuipc_leak_maybe_sample(cuipc_leak_sampler *s) {
+    if (s->t != NULL && cuipc_h_now_ns() >= s->next_ns)
+        cuipc_leak_sample_now(s);
+}
+
+void cuipc_leak_verdict_get(const cuipc_leak_sampler *s, cuipc_leak_metric m,
+                            double warmup_fraction, double tolerance, cuipc_leak_verdict *out) {
+    memset(out, 0, sizeof *out);
+    out->tolerance = tolerance;
+    if (s->n < 2 || !s->enabled[m])
+        return;
+    double t_start = s->t[0], t_end = s->t[s->n - 1];
+    double t_warm = t_start + warmup_fraction * (t_end - t_start);
+    double *x = malloc(s->n * sizeof(double)), *y = malloc(s->n * sizeof(double));
+    if (x == NULL || y == NULL) {
+        free(x);
+        free(y);
+        return;
+    }
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < s->n; i++) {
+        if (s->t[i] >= t_warm && !isnan(s->v[m][i])) {
+            x[k] = s->t[i];
+            y[k] = s->v[m][i];
+            k++;
+        }
+    }
+    /* Three points at least: two always define a line, noise or not. */
+    if (k >= 3) {
+        out->have = true;
+        out->samples = k;
+        out->slope_per_s = cuipc_slope(x, y, k);
+        out->growth = out->slope_per_s * (x[k - 1] - x[0]);
+        out->first = y[0];
+        out->last = y[k - 1];
+        out->leak = out->growth > tolerance;
+    }
+    free(x);
+    free(y);
+}

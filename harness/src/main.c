@@ -1,0 +1,47 @@
+/* cuipc-harness: run scenarios, validate them, compare results (and plan, when built in). */
+#include <stdio.h>
+#include <string.h>
+
+#include "results.h"
+#include "run.h"
+
+/* The planner lives in plan*.c, added separately; until it is linked this symbol is NULL. */
+__attribute__((weak)) int cuipc_plan_main(int argc, char **argv);
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cuipc-harness COMMAND ...\n"
+            "  run SCENARIO.json... [--out DIR]   run scenarios, write results, print a summary\n"
+            "  validate SCENARIO.json...          check scenarios without running them\n"
+            "  compare BASE NEW                   exit 1 on a regression beyond tolerance\n"
+            "  plan ...                           size a pool for a workload (when built in)\n"
+            "exit codes: 0 ok, 1 failed or regressed, 2 bad input or usage\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return cuipc_run_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "validate") == 0)
+        return cuipc_validate_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "compare") == 0)
+        return cuipc_compare_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "plan") == 0) {
+        if (cuipc_plan_main == NULL) {
+            fprintf(stderr, "cuipc-harness: plan is not built into this binary\n");
+            return 2;
+        }
+        return cuipc_plan_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "cuipc-harness: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,129 @@
+/* Shared role helpers. */
+#include "role_common.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+json_t *cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device) {
+    cuipc_binding_result b;
+    const char *cpus = producer ? s->binding.producer_cpus : s->binding.consumer_cpus[consumer];
+    cuipc_bind_self(s->binding.policy, cpus, s->needs_gpu ? device : -1,
+                    producer ? 0 : consumer + 1, &b);
+    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:s}", "how", b.how, "requested", b.requested,
+                     "cpuset", b.cpuset, "nodeset", b.nodeset, "cpu_bound", b.cpu_bound,
+                     "mem_bound", b.mem_bound, "warnings", b.warnings);
+}
+
+static bool gpu_sample(void *ctx, double *used, bool *have_used, double *process,
+                       bool *have_process) {
+    cuipc_gpu_probe_ctx *g = ctx;
+    cuipc_gpu_info info;
+    if (cuipc_gpu_info_get(g->device, &info) == CUIPC_OK) {
+        *used = (double)(info.total_bytes - info.free_bytes);
+        *have_used = true;
+        if (g->pci_bus_id[0] == '\0')
+            snprintf(g->pci_bus_id, sizeof g->pci_bus_id, "%s", info.pci_bus_id);
+    }
+    *have_process = cuipc_nvml_process_bytes(g->pci_bus_id, g->pid, process);
+    return *have_used || *have_process;
+}
+
+bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_probe_ctx *gctx,
+                              cuipc_leak_sampler *ls) {
+    memset(ls, 0, sizeof *ls);
+    if (!s->leak.enabled)
+        return true;
+    bool on[CUIPC_LEAK_METRICS] = {false};
+    on[CUIPC_LEAK_RSS] = on[CUIPC_LEAK_FDS] = true;
+    on[CUIPC_LEAK_GPU_USED] = on[CUIPC_LEAK_GPU_PROCESS] = device >= 0;
+    gctx->device = device;
+    gctx->pid = (int)getpid();
+    gctx->pci_bus_id[0] = '\0';
+    return cuipc_leak_sampler_init(ls, 4096, s->leak.interval_ms, on,
+                                   device >= 0 ? gpu_sample : NULL, gctx);
+}
+
+json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *ls) {
+    json_t *arr = json_array();
+    if (!s->leak.enabled || ls->t == NULL)
+        return arr;
+    const double tol[CUIPC_LEAK_METRICS] = {
+        [CUIPC_LEAK_RSS] = (double)s->leak.tolerance_rss_bytes,
+        [CUIPC_LEAK_FDS] = (double)s->leak.tolerance_fds,
+        [CUIPC_LEAK_SHM] = (double)s->leak.tolerance_shm_bytes,
+        [CUIPC_LEAK_GPU_USED] = (double)s->leak.tolerance_gpu_bytes,
+        [CUIPC_LEAK_GPU_PROCESS] = (double)s->leak.tolerance_gpu_bytes,
+    };
+    for (int m = 0; m < CUIPC_LEAK_METRICS; m++) {
+        if (!ls->enabled[m])
+            continue;
+        cuipc_leak_verdict v;
+        cuipc_leak_verdict_get(ls, (cuipc_leak_metric)m, s->leak.warmup_fraction, tol[m], &v);
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b}", "metric",
+                                        cuipc_leak_metric_name((cuipc_leak_metric)m), "measured",
+                                        v.have, "samples", (json_int_t)v.samples, "slope_per_s",
+                                        v.slope_per_s, "growth", v.growth, "first", v.first, "last",
+                                        v.last, "tolerance", v.tolerance, "leak", v.leak));
+    }
+    return arr;
+}
+
+json_t *cuipc_pool_stats_json(const cuipc_pool_stats *p) {
+    json_t *o = json_object();
+#define U(f) json_object_set_new(o, #f, json_integer((json_int_t)p->f))
+    U(size);
+    U(used_bytes);
+    U(high_water_bytes);
+    U(largest_free);
+    U(free_blocks);
+    U(in_flight);
+    U(in_flight_high_water);
+    U(allocs);
+    U(recycled);
+    U(cancelled);
+    U(full_events);
+    U(full_failures);
+    U(on_demand_reclaims);
+    U(dead_consumer_reclaims);
+    U(stale_releases);
+    U(duplicate_releases);
+    U(wait_ns_total);
+    U(recycle_lag_ns_max);
+    U(recycle_lag_ns_total);
+#undef U
+    json_object_set_new(o, "fragmentation", json_real(p->fragmentation));
+    json_object_set_new(
+        o, "recycle_lag_us_mean",
+        json_real(p->recycled ? (double)p->recycle_lag_ns_total / (double)p->recycled / 1000.0
+                              : 0.0));
+    return o;
+}
+
+json_t *cuipc_status_json(cuipc_status st) {
+    char buf[1200];
+    snprintf(buf, sizeof buf, "%s: %s", cuipc_status_name(st), cuipc_last_error());
+    return json_string(buf);
+}
+
+bool cuipc_role_write(const char *run_dir, const char *role, uint32_t index, json_t *obj) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s-%u.json", run_dir, role, index);
+    if (json_dump_file(obj, path, JSON_COMPACT | JSON_REAL_PRECISION(10)) != 0) {
+        fprintf(stderr, "cuipc-harness: %s %u cannot write %s\n", role, index, path);
+        return false;
+    }
+    return true;
+}
+
+void cuipc_count_status(json_t *obj, const char *key, cuipc_status st) {
+    json_t *counts = json_object_get(obj, key);
+    if (counts == NULL) {
+        counts = json_object();
+        json_object_set_new(obj, key, counts);
+    }
+    const char *name = cuipc_status_name(st);
+    json_t *v = json_object_get(counts, name);
+    json_object_set_new(counts, name, json_integer(v ? json_integer_value(v) + 1 : 1));
+}

@@ -1,0 +1,39 @@
+/* Pieces every role process uses: pinning, the leak sampler wired to the GPU, JSON output. */
+#ifndef CUIPC_HARNESS_ROLE_COMMON_H
+#define CUIPC_HARNESS_ROLE_COMMON_H
+
+#include <jansson.h>
+
+#include "binding.h"
+#include "cuipc/cuipc.h"
+#include "leak.h"
+#include "roles.h"
+
+typedef struct cuipc_gpu_probe_ctx {
+    int device;
+    int pid;
+    char pci_bus_id[32];
+} cuipc_gpu_probe_ctx;
+
+/* Pin (before any CUDA use) and return the binding as JSON. */
+json_t *cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device);
+
+/* Start the sampler for this role (GPU metrics when device >= 0). */
+bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_probe_ctx *gctx,
+                              cuipc_leak_sampler *ls);
+
+/* Verdicts of the role's metrics (rss, fds, gpu) as a JSON array. */
+json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *ls);
+
+json_t *cuipc_pool_stats_json(const cuipc_pool_stats *p);
+
+/* "STATUS: message" of the last cuipc failure. */
+json_t *cuipc_status_json(cuipc_status st);
+
+/* Write obj to run_dir/<role>-<index>.json; returns false (and says so on stderr) on error. */
+bool cuipc_role_write(const char *run_dir, const char *role, uint32_t index, json_t *obj);
+
+/* Count of status names -> n in obj[key]. */
+void cuipc_count_status(json_t *obj, const char *key, cuipc_status st);
+
+#endif

@@ -1,0 +1,265 @@
+/* A consumer process: attaches, receives every message, unwraps it (copy or borrow), measures
+ * end-to-end latency, verifies checksums, holds, releases; reports counts and latencies. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "role_common.h"
+#include "util.h"
+
+#define RECV_TIMEOUT_NS (200 * 1000000ll)
+
+typedef struct consumer_state {
+    const cuipc_scenario *s;
+    uint32_t index;
+    cuipc_stream stream;
+    uint64_t *lat;
+    size_t n_lat, cap_lat;
+    uint64_t seen; /* latency samples offered (for reservoir sampling) */
+    uint64_t rng;
+    uint64_t messages, bytes, checked, mismatches, rejected, unwrap_errors;
+    json_t *out;
+} consumer_state;
+
+static uint64_t tensor_bytes(const cuipc_tensor *t) {
+    return cuipc_tensor_span_bytes(t);
+}
+
+/* Returns mismatches found in the tree (checksums[j] vs tensors[j]). */
+static uint64_t verify(consumer_state *cs, const cuipc_value *tree, uint64_t *bytes) {
+    const cuipc_value *tensors = cuipc_dict_get(tree, "tensors");
+    const cuipc_value *sums = cuipc_dict_get(tree, "checksums");
+    uint64_t bad = 0;
+    *bytes = 0;
+    size_t n = tensors ? cuipc_value_len(tensors) : 0;
+    if (tensors == NULL || sums == NULL || cuipc_value_len(sums) != n)
+        return 1; /* a message without its checks is itself a mismatch */
+    for (size_t j = 0; j < n; j++) {
+        const cuipc_tensor *t = cuipc_value_as_tensor(cuipc_list_get(tensors, j));
+        if (t == NULL) {
+            bad++;
+            continue;
+        }
+        uint64_t len = tensor_bytes(t);
+        *bytes += len;
+        if (!cs->s->validation.enabled)
+            continue;
+        uint64_t sum = 0;
+        if (t->device == CUIPC_DEVICE_HOST)
+            sum = cuipc_host_checksum(t->data, len);
+        else if (cuipc_gpu_checksum(t->data, len, cs->stream, &sum) != CUIPC_OK)
+            sum = ~(uint64_t)cuipc_value_as_int(cuipc_list_get(sums, j));
+        cs->checked++;
+        bad += sum != (uint64_t)cuipc_value_as_int(cuipc_list_get(sums, j));
+    }
+    return bad;
+}
+
+static void record_latency(consumer_state *cs, uint64_t ns) {
+    cs->seen++;
+    if (cs->n_lat < cs->cap_lat) {
+        cs->lat[cs->n_lat++] = ns;
+        return;
+    }
+    /* Reservoir: every sample keeps an equal chance when a long run overflows the buffer. */
+    cs->rng ^= cs->rng << 13;
+    cs->rng ^= cs->rng >> 7;
+    cs->rng ^= cs->rng << 17;
+    uint64_t k = cs->rng % cs->seen;
+    if (k < cs->cap_lat)
+        cs->lat[k] = ns;
+}
+
+static bool is_rejection(cuipc_status st) {
+    return st == CUIPC_ERR_STALE || st == CUIPC_ERR_DUPLICATE || st == CUIPC_ERR_CORRUPT ||
+           st == CUIPC_ERR_UNKNOWN_POOL;
+}
+
+static bool fault_expected(const cuipc_scenario *s) {
+    return s->fault.kind == CUIPC_FAULT_STALE_RELEASE ||
+           s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE ||
+           s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL;
+}
+
+/* One received message: unwrap, time, verify, hold, release. false on a hard error. */
+static bool handle(consumer_state *cs, cuipc_message *m) {
+    const cuipc_scenario *s = cs->s;
+    const cuipc_value *raw = cuipc_message_value(m);
+    uint64_t seq = (uint64_t)cuipc_value_as_int(cuipc_dict_get(raw, "seq"));
+    uint64_t send_ns = (uint64_t)cuipc_value_as_int(cuipc_dict_get(raw, "send_ns"));
+    bool targeted = cs->index == s->fault.consumer && seq >= s->fault.at_message;
+    if (targeted && s->fault.kind == CUIPC_FAULT_KILL_CONSUMER)
+        raise(SIGKILL); /* mid-read: the chunk is received and not released */
+    if (targeted && s->fault.kind == CUIPC_FAULT_CRASH_CONSUMER)
+        raise(SIGSEGV);
+    cuipc_unwrap_options opt;
+    cuipc_unwrap_options_init(&opt);
+    opt.kind = s->consumers.unwrap;
+    opt.device = s->consumers.copy_to;
+    opt.stream = cs->stream;
+    cuipc_value *tree = NULL;
+    cuipc_status st = cuipc_message_unwrap(m, &opt, &tree);
+    if (st != CUIPC_OK) {
+        cuipc_count_status(cs->out, "unwrap_status", st);
+        if (is_rejection(st) && fault_expected(s)) {
+            cs->rejected++;
+            return true;
+        }
+        cs->unwrap_errors++;
+        json_object_set_new(cs->out, "error", cuipc_status_json(st));
+        return false;
+    }
+    if (cs->stream)
+        cuipc_gpu_stream_sync(cs->stream);
+    uint64_t now = cuipc_h_now_ns();
+    if (seq >= s->run.warmup_iterations && now >= send_ns)
+        record_latency(cs, now - send_ns);
+    uint64_t bytes;
+    uint64_t bad = verify(cs, tree, &bytes);
+    cs->mismatches += bad;
+    if (bad && json_object_get(cs->out, "first_mismatch_seq") == NULL)
+        json_object_set_new(cs->out, "first_mismatch_seq", json_integer((json_int_t)seq));
+    if (s->consumers.hold_ns)
+        cuipc_h_sleep_ns(s->consumers.hold_ns);
+    cuipc_status rst = cuipc_message_release(m, cs->stream);
+    if (rst != CUIPC_OK)
+        cuipc_count_status(cs->out, "release_status", rst);
+    if (s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE && cs->index == s->fault.consumer) {
+        /* A second release of the same message must change nothing (idempotent). */
+        cuipc_status again = cuipc_message_release(m, cs->stream);
+        cuipc_count_status(cs->out, "second_release_status", again);
+    }
+    cuipc_value_free(tree);
+    cs->messages++;
+    cs->bytes += bytes;
+    return true;
+}
+
+static cuipc_status attach(const cuipc_scenario *s, const char *path, cuipc_consumer **c) {
+    uint64_t deadline = cuipc_h_now_ns() + (uint64_t)(s->run.attach_timeout_s * 1e9);
+    cuipc_status st;
+    /* The producer may not have made its socket yet: retry until the attach deadline. */
+    while ((st = cuipc_consumer_attach(path, 100 * 1000000ll, c)) != CUIPC_OK &&
+           cuipc_h_now_ns() < deadline)
+        cuipc_h_sleep_ns(10 * 1000000ull);
+    return st;
+}
+
+static int write_latencies(const char *run_dir, uint32_t index, const uint64_t *lat, size_t n) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/consumer-%u.lat", run_dir, index);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return 1;
+    size_t w = fwrite(lat, sizeof *lat, n, f);
+    return fclose(f) == 0 && w == n ? 0 : 1;
+}
+
+int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
+    const cuipc_role_args *a = arg;
+    const cuipc_scenario *s = a->s;
+    uint32_t i = ctx->index;
+    consumer_state cs = {.s = s, .index = i, .rng = 0x9e3779b97f4a7c15ull ^ i};
+    cs.out = json_object();
+    json_object_set_new(cs.out, "role", json_string("consumer"));
+    json_object_set_new(cs.out, "index", json_integer(i));
+    json_object_set_new(cs.out, "pid", json_integer(getpid()));
+    json_object_set_new(cs.out, "binding", cuipc_role_bind(s, false, i, s->consumers.devices[i]));
+    int device = s->needs_gpu ? s->consumers.devices[i] : -1;
+
+    /* Latency buffer sized and touched before timing starts (RSS stays flat). */
+    cs.cap_lat = s->run.iterations ? s->run.iterations : 1u << 21;
+    if (cs.cap_lat > (1u << 21))
+        cs.cap_lat = 1u << 21;
+    cs.lat = malloc(cs.cap_lat * sizeof *cs.lat);
+    if (cs.lat == NULL)
+        return 1;
+    memset(cs.lat, 0, cs.cap_lat * sizeof *cs.lat);
+
+    cuipc_consumer *c = NULL;
+    cuipc_status st = attach(s, a->socket_path, &c);
+    int rc = 0;
+    if (st != CUIPC_OK) {
+        json_object_set_new(cs.out, "error", cuipc_status_json(st));
+        cuipc_role_write(a->run_dir, "consumer", i, cs.out);
+        return 1;
+    }
+    json_object_set_new(cs.out, "transport_index", json_integer(cuipc_consumer_index(c)));
+    if (device >= 0 && (st = cuipc_gpu_stream_create(device, &cs.stream)) != CUIPC_OK) {
+        json_object_set_new(cs.out, "error", cuipc_status_json(st));
+        cuipc_consumer_detach(c);
+        cuipc_role_write(a->run_dir, "consumer", i, cs.out);
+        return 1;
+    }
+    cuipc_gpu_probe_ctx gctx;
+    cuipc_leak_sampler ls;
+    cuipc_role_sampler_start(s, device, &gctx, &ls);
+    cuipc_role_ready(ctx);
+    if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000)) {
+        cuipc_consumer_detach(c);
+        return 1;
+    }
+    uint64_t t0 = cuipc_h_now_ns(), t_end = t0;
+    bool producer_dead = false, closed = false;
+    while (rc == 0) {
+        cuipc_message *m = NULL;
+        st = cuipc_consumer_recv(c, RECV_TIMEOUT_NS, &m);
+        if (st == CUIPC_OK) {
+            if (!handle(&cs, m))
+                rc = 1;
+            cuipc_message_free(m);
+            atomic_store(&a->shared->received[i], cs.messages + cs.rejected);
+            t_end = cuipc_h_now_ns();
+        } else if (is_rejection(st) && fault_expected(s)) {
+            /* The transport refused the injected message before handing it over. */
+            cuipc_count_status(cs.out, "recv_status", st);
+            cs.rejected++;
+            atomic_store(&a->shared->received[i], cs.messages + cs.rejected);
+        } else if (st == CUIPC_ERR_CLOSED) {
+            closed = true;
+            break;
+        } else if (st == CUIPC_ERR_PEER_DEAD) {
+            producer_dead = true;
+            json_object_set_new(cs.out, "producer_dead_error", cuipc_status_json(st));
+            rc = s->fault.kind == CUIPC_FAULT_KILL_PRODUCER ? 0 : 1;
+            break;
+        } else if (st != CUIPC_ERR_TIMEOUT) {
+            json_object_set_new(cs.out, "error", cuipc_status_json(st));
+            rc = 1;
+        }
+        if (ls.t != NULL)
+            cuipc_leak_maybe_sample(&ls);
+    }
+    if (ls.t != NULL)
+        cuipc_leak_sample_now(&ls);
+    double seconds = (double)(t_end - t0) / 1e9;
+    cuipc_consumer_stats cst;
+    cuipc_consumer_stats_get(c, &cst);
+    json_object_set_new(cs.out, "messages", json_integer((json_int_t)cs.messages));
+    json_object_set_new(cs.out, "bytes", json_integer((json_int_t)cs.bytes));
+    json_object_set_new(cs.out, "seconds", json_real(seconds));
+    json_object_set_new(cs.out, "checked", json_integer((json_int_t)cs.checked));
+    json_object_set_new(cs.out, "mismatches", json_integer((json_int_t)cs.mismatches));
+    json_object_set_new(cs.out, "rejected", json_integer((json_int_t)cs.rejected));
+    json_object_set_new(cs.out, "closed_cleanly", json_boolean(closed));
+    json_object_set_new(cs.out, "producer_dead_detected", json_boolean(producer_dead));
+    json_object_set_new(cs.out, "latency_samples", json_integer((json_int_t)cs.n_lat));
+    json_object_set_new(cs.out, "stats",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)cst.messages,
+                                  "bytes", (json_int_t)cst.bytes, "handle_opens",
+                                  (json_int_t)cst.handle_opens, "handle_hits",
+                                  (json_int_t)cst.handle_hits, "rejected",
+                                  (json_int_t)cst.rejected));
+    json_object_set_new(cs.out, "leak", cuipc_role_leak_json(s, &ls));
+    cuipc_leak_sampler_free(&ls);
+    cuipc_consumer_detach(c);
+    if (cs.stream)
+        cuipc_gpu_stream_destroy(cs.stream);
+    rc |= write_latencies(a->run_dir, i, cs.lat, cs.n_lat);
+    free(cs.lat);
+    rc |= !cuipc_role_write(a->run_dir, "consumer", i, cs.out);
+    json_decref(cs.out);
+    return rc;
+}

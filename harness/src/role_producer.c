@@ -1,0 +1,386 @@
+/* The producer process: creates the cuipc_producer, waits for every consumer, then sends the
+ * scenario's messages {seq, send_ns, tensors: [...], checksums: [...]} and reports its stats. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "role_common.h"
+#include "util.h"
+
+#define SEND_TIMEOUT_NS (10 * 1000000000ll)
+
+typedef struct producer_state {
+    const cuipc_scenario *s;
+    cuipc_producer *p;
+    cuipc_stream stream;
+    bool gpu;
+    void *buffers[64]; /* reused tensor memory when not fresh_per_message */
+    void **retained;   /* cuda_ipc: every tensor ever sent stays alive (the reference's leak) */
+    size_t n_retained, cap_retained;
+    json_t *out;
+} producer_state;
+
+static void *tensor_alloc(producer_state *ps, uint64_t bytes, cuipc_status *st) {
+    void *p = NULL;
+    if (ps->gpu) {
+        *st = cuipc_gpu_malloc(ps->s->producer_device, bytes, &p);
+    } else {
+        p = malloc(bytes);
+        *st = p ? CUIPC_OK : CUIPC_ERR_NO_MEMORY;
+        if (p)
+            memset(p, 0, bytes); /* touched now, so RSS does not grow later */
+    }
+    return *st == CUIPC_OK ? p : NULL;
+}
+
+static void tensor_free(producer_state *ps, void *p) {
+    if (ps->gpu)
+        cuipc_gpu_free(p);
+    else
+        free(p);
+}
+
+/* Fill and checksum one tensor; seed = message index * per_message + j. */
+static cuipc_status fill(producer_state *ps, void *data, uint64_t bytes, uint64_t seed,
+                         uint64_t *sum) {
+    if (!ps->gpu) {
+        cuipc_host_fill_pattern(data, bytes, seed);
+        *sum = cuipc_host_checksum(data, bytes);
+        return CUIPC_OK;
+    }
+    cuipc_status st = cuipc_gpu_fill_pattern(data, bytes, seed, ps->stream);
+    return st == CUIPC_OK ? cuipc_gpu_checksum(data, bytes, ps->stream, sum) : st;
+}
+
+/* Build message i; fresh tensors allocated for it go to fresh[]. */
+static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out, void **fresh,
+                          uint64_t *bytes_out) {
+    const cuipc_scenario *s = ps->s;
+    cuipc_value *tree = cuipc_value_dict(), *tensors = cuipc_value_list(),
+                *sums = cuipc_value_list();
+    cuipc_status st = tree && tensors && sums ? CUIPC_OK : CUIPC_ERR_NO_MEMORY;
+    *bytes_out = 0;
+    for (uint32_t j = 0; j < s->tensors.per_message && st == CUIPC_OK; j++) {
+        int dtype;
+        uint64_t bytes = cuipc_scenario_tensor_bytes(s, i, j, &dtype);
+        void *data = ps->buffers[j];
+        if (s->tensors.fresh_per_message) {
+            data = fresh[j] = tensor_alloc(ps, bytes, &st);
+            if (data == NULL)
+                break;
+        }
+        uint64_t sum = 0;
+        if (s->validation.enabled || s->tensors.fresh_per_message)
+            st = fill(ps, data, bytes, i * s->tensors.per_message + j, &sum);
+        cuipc_tensor t;
+        int64_t shape[1] = {(int64_t)(bytes / cuipc_h_dtype_size(dtype))};
+        if (st == CUIPC_OK)
+            st = cuipc_tensor_init(&t, data, ps->gpu ? s->producer_device : CUIPC_DEVICE_HOST,
+                                   (cuipc_dtype)dtype, 1, shape);
+        if (st == CUIPC_OK)
+            st = cuipc_list_append(tensors, cuipc_value_tensor(&t, CUIPC_OWNER_NONE));
+        if (st == CUIPC_OK)
+            st = cuipc_list_append(sums, cuipc_value_int((int64_t)sum));
+        *bytes_out += bytes;
+    }
+    if (st == CUIPC_OK)
+        st = cuipc_dict_set(tree, "seq", cuipc_value_int((int64_t)i));
+    if (st == CUIPC_OK) {
+        st = cuipc_dict_set(tree, "tensors", tensors);
+        tensors = NULL;
+    }
+    if (st == CUIPC_OK) {
+        st = cuipc_dict_set(tree, "checksums", sums);
+        sums = NULL;
+    }
+    cuipc_value_free(tensors);
+    cuipc_value_free(sums);
+    if (st != CUIPC_OK) {
+        cuipc_value_free(tree);
+        tree = NULL;
+    }
+    *tree_out = tree;
+    return st;
+}
+
+/* A proxy naming a pool that existed briefly and is gone: consumers must reject it. */
+static cuipc_status send_unknown_pool(producer_state *ps, uint64_t seq) {
+    cuipc_pool_config cfg;
+    cuipc_pool_config_init(&cfg);
+    cfg.memory = CUIPC_MEMORY_HOST;
+    cfg.size = 1u << 20;
+    cfg.max_consumers = ps->s->consumers.count;
+    cfg.recycler_thread = false;
+    cfg.pin_host = false;
+    cuipc_pool *pool;
+    cuipc_status created = cuipc_pool_create(&cfg, &pool);
+    if (created != CUIPC_OK)
+        return created;
+    cuipc_chunk chunk;
+    cuipc_status st = cuipc_pool_alloc(pool, 4096, 1, 0, &chunk);
+    cuipc_proxy proxy;
+    memset(&proxy, 0, sizeof proxy);
+    if (st == CUIPC_OK) {
+        cuipc_pool_fill_proxy(pool, &chunk, &proxy);
+        proxy.layout.dtype = CUIPC_DTYPE_U8;
+        proxy.layout.ndim = 1;
+        proxy.layout.src_device = CUIPC_DEVICE_HOST;
+        proxy.layout.shape[0] = 4096;
+        proxy.layout.strides[0] = 1;
+        proxy.nbytes = 4096;
+    }
+    cuipc_pool_destroy(pool);
+    if (st != CUIPC_OK)
+        return st;
+    cuipc_value *tree = cuipc_value_dict(), *tensors = cuipc_value_list(),
+                *sums = cuipc_value_list();
+    if (tree == NULL || tensors == NULL || sums == NULL) {
+        cuipc_value_free(tree);
+        cuipc_value_free(tensors);
+        cuipc_value_free(sums);
+        return CUIPC_ERR_NO_MEMORY;
+    }
+    cuipc_list_append(tensors, cuipc_value_proxy(&proxy));
+    cuipc_list_append(sums, cuipc_value_int(0));
+    cuipc_dict_set(tree, "seq", cuipc_value_int((int64_t)seq));
+    cuipc_dict_set(tree, "fault", cuipc_value_bool(true));
+    cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)cuipc_h_now_ns()));
+    cuipc_dict_set(tree, "tensors", tensors);
+    cuipc_dict_set(tree, "checksums", sums);
+    st = cuipc_producer_send_wrapped(ps->p, tree, SEND_TIMEOUT_NS);
+    cuipc_value_free(tree);
+    return st;
+}
+
+/* Chain of deliberately leaked blocks: reachable, so the compiler cannot drop them. */
+static void *volatile cuipc_leaked_head;
+
+static void inject_leak(const cuipc_scenario *s) {
+    uint64_t n = s->leak.inject_rss_bytes_per_message;
+    if (n >= sizeof(void *)) {
+        void **p = malloc(n);
+        if (p != NULL) {
+            memset(p, 0x5a, n); /* never freed: on purpose */
+            *p = cuipc_leaked_head;
+            cuipc_leaked_head = p;
+        }
+    }
+    for (uint64_t k = 0; k < s->leak.inject_fds_per_message; k++)
+        (void)open("/dev/null", O_RDONLY); /* never closed: on purpose */
+}
+
+static int finish(producer_state *ps, const char *run_dir, int rc, const char *error,
+                  cuipc_status st) {
+    if (error != NULL) {
+        char buf[1400];
+        snprintf(buf, sizeof buf, "%s: %s: %s", error, cuipc_status_name(st), cuipc_last_error());
+        json_object_set_new(ps->out, "error", json_string(buf));
+    }
+    cuipc_role_write(run_dir, "producer", 0, ps->out);
+    json_decref(ps->out);
+    return rc;
+}
+
+int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
+    const cuipc_role_args *a = arg;
+    const cuipc_scenario *s = a->s;
+    producer_state ps = {.s = s, .gpu = s->tensors.location == CUIPC_LOCATION_DEVICE};
+    atomic_store(&a->shared->producer_pid, (int)getpid());
+    ps.out = json_object();
+    json_object_set_new(ps.out, "role", json_string("producer"));
+    json_object_set_new(ps.out, "pid", json_integer(getpid()));
+    json_object_set_new(ps.out, "binding", cuipc_role_bind(s, true, 0, s->producer_device));
+
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.mode = s->mode;
+    cfg.gpu_pool_bytes = s->pool.gpu_bytes;
+    cfg.host_pool_bytes = s->pool.host_bytes;
+    cfg.device = s->producer_device;
+    cfg.max_consumers = s->consumers.count;
+    cfg.slots = s->pool.slots;
+    cfg.ring_bytes = s->pool.ring_bytes;
+    cfg.alignment = s->pool.alignment;
+    cfg.fit = s->pool.fit;
+    cfg.full_policy = s->pool.full_policy;
+    cfg.full_timeout_ns = s->pool.full_timeout_ns;
+    cfg.socket_path = a->socket_path;
+    cuipc_status st = cuipc_producer_create(&cfg, &ps.p);
+    if (st != CUIPC_OK)
+        return finish(&ps, a->run_dir, 1, "cuipc_producer_create", st);
+    st = cuipc_producer_accept(ps.p, s->consumers.count, (int64_t)(s->run.attach_timeout_s * 1e9));
+    if (st != CUIPC_OK) {
+        cuipc_producer_destroy(ps.p);
+        return finish(&ps, a->run_dir, 1, "cuipc_producer_accept", st);
+    }
+    if (ps.gpu && (st = cuipc_gpu_stream_create(s->producer_device, &ps.stream)) != CUIPC_OK) {
+        cuipc_producer_destroy(ps.p);
+        return finish(&ps, a->run_dir, 1, "cuipc_gpu_stream_create", st);
+    }
+    for (uint32_t j = 0; j < s->tensors.per_message && !s->tensors.fresh_per_message; j++) {
+        ps.buffers[j] = tensor_alloc(&ps, s->tensors.max_bytes, &st);
+        if (ps.buffers[j] == NULL) {
+            cuipc_producer_destroy(ps.p);
+            return finish(&ps, a->run_dir, 1, "tensor buffer allocation", st);
+        }
+    }
+    cuipc_gpu_probe_ctx gctx;
+    cuipc_leak_sampler ls;
+    cuipc_role_sampler_start(s, ps.gpu ? s->producer_device : -1, &gctx, &ls);
+
+    cuipc_role_ready(ctx);
+    if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000)) {
+        cuipc_producer_destroy(ps.p);
+        return finish(&ps, a->run_dir, 1, "no go from the supervisor", CUIPC_ERR_TIMEOUT);
+    }
+
+    uint64_t t0 = cuipc_h_now_ns();
+    uint64_t end_ns = s->run.iterations ? UINT64_MAX : t0 + (uint64_t)(s->run.duration_s * 1e9);
+    uint64_t sent = 0, failed = 0, bytes_total = 0;
+    cuipc_value *kept = NULL; /* wrapped message re-sent by the stale/duplicate faults */
+    uint64_t kept_seq = 0;
+    int rc = 0;
+    for (uint64_t i = 0; s->run.iterations ? i < s->run.iterations : cuipc_h_now_ns() < end_ns;
+         i++) {
+        uint64_t stamp = cuipc_h_now_ns();
+        if (s->run.open_loop) {
+            /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
+            stamp = t0 + (uint64_t)((double)i / s->run.rate_hz * 1e9);
+            uint64_t now = cuipc_h_now_ns();
+            if (stamp > now)
+                cuipc_h_sleep_ns(stamp - now);
+        }
+        if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && i == s->fault.at_message)
+            raise(SIGKILL);
+        void *fresh[64] = {NULL};
+        cuipc_value *tree;
+        uint64_t bytes;
+        st = build(&ps, i, &tree, fresh, &bytes);
+        if (st == CUIPC_OK) {
+            if (!s->run.open_loop)
+                stamp = cuipc_h_now_ns();
+            st = cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)stamp));
+        }
+        if (st != CUIPC_OK) {
+            json_object_set_new(ps.out, "error", cuipc_status_json(st));
+            rc = 1;
+            for (uint32_t j = 0; j < s->tensors.per_message; j++)
+                if (fresh[j])
+                    tensor_free(&ps, fresh[j]);
+            break;
+        }
+        atomic_fetch_add(&a->shared->attempted, 1);
+        bool keep = (s->fault.kind == CUIPC_FAULT_STALE_RELEASE ||
+                     s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE) &&
+                    i == s->fault.at_message;
+        if (keep) {
+            cuipc_value *wrapped = NULL;
+            st = cuipc_producer_wrap(ps.p, tree, ps.stream, &wrapped);
+            if (st == CUIPC_OK) {
+                st = cuipc_producer_send_wrapped(ps.p, wrapped, SEND_TIMEOUT_NS);
+                kept = cuipc_value_clone(wrapped);
+                kept_seq = i;
+                cuipc_value_free(wrapped);
+            }
+        } else {
+            st = cuipc_producer_send(ps.p, tree, ps.stream, SEND_TIMEOUT_NS);
+        }
+        if (st == CUIPC_OK) {
+            sent++;
+            bytes_total += bytes;
+            atomic_store(&a->shared->sent, sent);
+        } else if (st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT) {
+            failed++;
+            cuipc_count_status(ps.out, "send_failures", st);
+        } else {
+            json_object_set_new(ps.out, "error", cuipc_status_json(st));
+            rc = 1;
+        }
+        if (ps.gpu && ps.stream)
+            cuipc_gpu_stream_sync(ps.stream);
+        cuipc_value_free(tree);
+        for (uint32_t j = 0; j < s->tensors.per_message; j++) {
+            if (fresh[j] == NULL)
+                continue;
+            if (s->mode == CUIPC_MODE_CUDA_IPC) { /* like PyTorch: the export pins it */
+                if (ps.n_retained == ps.cap_retained) {
+                    size_t cap = ps.cap_retained ? 2 * ps.cap_retained : 256;
+                    void **more = realloc(ps.retained, cap * sizeof *more);
+                    if (more == NULL) {
+                        tensor_free(&ps, fresh[j]);
+                        continue;
+                    }
+                    ps.retained = more;
+                    ps.cap_retained = cap;
+                }
+                ps.retained[ps.n_retained++] = fresh[j];
+            } else {
+                tensor_free(&ps, fresh[j]);
+            }
+        }
+        if (rc != 0)
+            break;
+        inject_leak(s);
+        /* Faults that re-send a kept wrapped message (same slot and generation). */
+        bool resend =
+            kept != NULL &&
+            ((s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE && i == kept_seq + 1) ||
+             (s->fault.kind == CUIPC_FAULT_STALE_RELEASE && i == kept_seq + s->fault.stale_after));
+        if (resend) {
+            cuipc_status fst = cuipc_producer_send_wrapped(ps.p, kept, SEND_TIMEOUT_NS);
+            json_object_set_new(ps.out, "fault_send_status", json_string(cuipc_status_name(fst)));
+            json_object_set_new(ps.out, "fault_resent", json_boolean(fst == CUIPC_OK));
+            cuipc_value_free(kept);
+            kept = NULL;
+        }
+        if (s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL && i == s->fault.at_message) {
+            cuipc_status fst = send_unknown_pool(&ps, i);
+            json_object_set_new(ps.out, "fault_send_status", json_string(cuipc_status_name(fst)));
+            json_object_set_new(ps.out, "fault_resent", json_boolean(fst == CUIPC_OK));
+        }
+        if (ls.t != NULL)
+            cuipc_leak_maybe_sample(&ls);
+    }
+    cuipc_value_free(kept);
+    double seconds = (double)(cuipc_h_now_ns() - t0) / 1e9;
+    cuipc_producer_close(ps.p);
+    cuipc_status drain = cuipc_producer_drain(ps.p, (int64_t)10 * 1000000000ll);
+    if (ls.t != NULL)
+        cuipc_leak_sample_now(&ls);
+
+    cuipc_producer_stats pst;
+    cuipc_producer_stats_get(ps.p, &pst);
+    json_object_set_new(ps.out, "role", json_string("producer"));
+    json_object_set_new(ps.out, "messages_attempted", json_integer((json_int_t)(sent + failed)));
+    json_object_set_new(ps.out, "messages_sent", json_integer((json_int_t)sent));
+    json_object_set_new(ps.out, "send_failed", json_integer((json_int_t)failed));
+    json_object_set_new(ps.out, "bytes_sent", json_integer((json_int_t)bytes_total));
+    json_object_set_new(ps.out, "seconds", json_real(seconds));
+    json_object_set_new(ps.out, "drain_status", json_string(cuipc_status_name(drain)));
+    json_t *stats = json_object();
+    json_object_set_new(stats, "gpu_pool", cuipc_pool_stats_json(&pst.gpu_pool));
+    json_object_set_new(stats, "host_pool", cuipc_pool_stats_json(&pst.host_pool));
+    json_object_set_new(stats, "messages_sent", json_integer((json_int_t)pst.messages_sent));
+    json_object_set_new(stats, "bytes_sent", json_integer((json_int_t)pst.bytes_sent));
+    json_object_set_new(stats, "fallbacks", json_integer((json_int_t)pst.fallbacks));
+    json_object_set_new(stats, "ipc_exports", json_integer((json_int_t)pst.ipc_exports));
+    json_object_set_new(stats, "ipc_retained_bytes",
+                        json_integer((json_int_t)pst.ipc_retained_bytes));
+    json_object_set_new(stats, "consumers_attached", json_integer(pst.consumers_attached));
+    json_object_set_new(stats, "consumers_dead", json_integer(pst.consumers_dead));
+    json_object_set_new(ps.out, "stats", stats);
+    json_object_set_new(ps.out, "leak", cuipc_role_leak_json(s, &ls));
+    cuipc_leak_sampler_free(&ls);
+    cuipc_producer_destroy(ps.p);
+    for (size_t k = 0; k < ps.n_retained; k++)
+        tensor_free(&ps, ps.retained[k]);
+    free(ps.retained);
+    for (uint32_t j = 0; j < 64; j++)
+        if (ps.buffers[j])
+            tensor_free(&ps, ps.buffers[j]);
+    if (ps.stream)
+        cuipc_gpu_stream_destroy(ps.stream);
+    return finish(&ps, a->run_dir, rc, NULL, CUIPC_OK);
+}

@@ -1,0 +1,599 @@
+/* run: load every scenario first (bad input -> exit 2 before anything runs), probe the GPU in a
+ * child, then per scenario fork producer + consumers under the supervisor, merge what they wrote
+ * into one results file, judge it, and print a summary table. */
+#include "run.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "leak.h"
+#include "results.h"
+#include "roles.h"
+#include "stats.h"
+#include "util.h"
+
+#ifndef CUIPC_HARNESS_COMMIT
+#define CUIPC_HARNESS_COMMIT "unknown"
+#endif
+
+typedef struct run_opts {
+    const char *out_dir;
+    bool progress;
+    bool keep;
+} run_opts;
+
+/* ------------------------------------------------------------------ run directory */
+
+static void remove_run_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d != NULL) {
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            if (e->d_name[0] == '.')
+                continue;
+            char p[1200];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static bool make_run_dir(char *dir, size_t cap) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, cap, "%s/cuipc-harness-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    return mkdtemp(dir) != NULL; /* mode 0700: only we may attach to the socket inside */
+}
+
+static json_t *load_role(const char *dir, const char *role, uint32_t index) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/%s-%u.json", dir, role, index);
+    return json_load_file(p, 0, NULL);
+}
+
+/* ------------------------------------------------------------------ environment */
+
+static json_t *probe_gpu(void) {
+    char dir[1024];
+    if (!make_run_dir(dir, sizeof dir))
+        return json_pack("{s:b, s:i, s:s}", "present", 0, "count", 0, "error", strerror(errno));
+    cuipc_role_args args = {.run_dir = dir};
+    cuipc_child_spec spec = {.role = "probe", .fn = cuipc_role_probe, .arg = &args};
+    cuipc_supervisor_opts o;
+    cuipc_supervisor_opts_init(&o);
+    o.ready_timeout_s = 60;
+    o.run_timeout_s = 70;
+    cuipc_child_result r;
+    cuipc_supervise_outcome out;
+    cuipc_supervise(&spec, 1, &o, &r, &out);
+    json_t *gpu = load_role(dir, "probe", 0);
+    remove_run_dir(dir);
+    if (gpu == NULL) {
+        char d[96];
+        gpu = json_pack("{s:b, s:i, s:s}", "present", 0, "count", 0, "error",
+                        cuipc_child_describe(&r, d, sizeof d));
+    }
+    return gpu;
+}
+
+static json_t *environment(json_t *gpu) {
+    struct utsname u;
+    uname(&u);
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    const char *commit = getenv("CUIPC_COMMIT");
+    return json_pack("{s:s, s:s, s:s, s:i, s:O, s:s, s:s}", "hostname", host, "kernel", u.release,
+                     "machine", u.machine, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN), "gpu", gpu,
+                     "commit", commit && *commit ? commit : CUIPC_HARNESS_COMMIT, "harness_version",
+                     "0.1.0");
+}
+
+/* ------------------------------------------------------------------ progress */
+
+typedef struct tick_state {
+    const cuipc_scenario *s;
+    cuipc_run_shared *shared;
+    cuipc_leak_sampler shm;
+    bool progress;
+    uint64_t t0, last_draw;
+    bool drawn;
+} tick_state;
+
+static void tick(void *ctx) {
+    tick_state *t = ctx;
+    if (t->shm.t != NULL)
+        cuipc_leak_maybe_sample(&t->shm);
+    uint64_t now = cuipc_h_now_ns();
+    /* Only for long runs, and at most 10 frames a second. */
+    if (!t->progress || now - t->t0 < 1000000000ull || now - t->last_draw < 100000000ull)
+        return;
+    t->last_draw = now;
+    double elapsed = (double)(now - t->t0) / 1e9;
+    uint64_t sent = atomic_load(&t->shared->sent);
+    double frac = t->s->run.iterations ? (double)sent / (double)t->s->run.iterations
+                                       : elapsed / t->s->run.duration_s;
+    frac = frac > 1 ? 1 : frac;
+    char bar[31];
+    int fill = (int)(frac * 30);
+    for (int i = 0; i < 30; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[30] = '\0';
+    fprintf(stderr, "\r%-24.24s [%s] %3.0f%% %llu msgs %.1f s", t->s->name, bar, frac * 100,
+            (unsigned long long)sent, elapsed);
+    t->drawn = true;
+}
+
+/* ------------------------------------------------------------------ judging */
+
+typedef struct judge {
+    json_t *failures;
+} judge;
+
+__attribute__((format(printf, 2, 3))) static void failure(judge *j, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    json_array_append_new(j->failures, json_string(buf));
+}
+
+static json_int_t geti(const json_t *o, const char *k) {
+    return json_integer_value(json_object_get(o, k));
+}
+
+static json_t *latency_json(const cuipc_latency_summary *l) {
+    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "count", (json_int_t)l->count,
+                     "mean", l->mean_us, "min", l->min_us, "p50", l->p50_us, "p90", l->p90_us,
+                     "p99", l->p99_us, "p999", l->p999_us, "max", l->max_us);
+}
+
+static uint64_t *read_latencies(const char *dir, uint32_t i, size_t *n) {
+    char p[1200];
+    snprintf(p, sizeof p, "%s/consumer-%u.lat", dir, i);
+    size_t len = 0;
+    char *raw = cuipc_h_read_file(p, &len);
+    *n = raw ? len / sizeof(uint64_t) : 0;
+    return (uint64_t *)raw;
+}
+
+static void threshold(judge *j, json_t *arr, const char *metric, double limit, double value,
+                      bool upper) {
+    if (limit < 0)
+        return;
+    bool ok = upper ? value <= limit : value >= limit;
+    json_array_append_new(arr,
+                          json_pack("{s:s, s:f, s:f, s:s, s:b}", "metric", metric, "limit", limit,
+                                    "value", value, "kind", upper ? "max" : "min", "passed", ok));
+    if (!ok)
+        failure(j, "%s %.3f is %s the threshold %.3f", metric, value, upper ? "above" : "below",
+                limit);
+}
+
+/* Leak verdicts of every role plus the supervisor's /dev/shm series and the transport's own
+ * accounting (bytes cuda_ipc keeps alive). */
+static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, json_t *shm,
+                           const json_t *producer) {
+    json_t *metrics = json_array();
+    bool any_leak = false, measured = false;
+    size_t idx;
+    json_t *role;
+    json_array_foreach(roles, idx, role) {
+        json_t *leak = json_object_get(json_object_get(role, "report"), "leak");
+        size_t k;
+        json_t *v;
+        json_array_foreach(leak, k, v) {
+            json_t *copy = json_deep_copy(v);
+            json_object_set(copy, "role", json_object_get(role, "role"));
+            json_object_set(copy, "index", json_object_get(role, "index"));
+            json_array_append_new(metrics, copy);
+            any_leak = any_leak || json_is_true(json_object_get(v, "leak"));
+            measured = measured || json_is_true(json_object_get(v, "measured"));
+        }
+    }
+    if (shm != NULL) {
+        json_object_set_new(shm, "role", json_string("supervisor"));
+        json_object_set_new(shm, "index", json_integer(0));
+        any_leak = any_leak || json_is_true(json_object_get(shm, "leak"));
+        measured = measured || json_is_true(json_object_get(shm, "measured"));
+        json_array_append_new(metrics, shm);
+    }
+    json_t *pstats = json_object_get(producer, "stats");
+    if (s->leak.enabled && pstats != NULL) {
+        json_int_t retained = geti(pstats, "ipc_retained_bytes");
+        bool leak = (uint64_t)retained > s->leak.tolerance_gpu_bytes;
+        json_array_append_new(metrics,
+                              json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:b}", "metric",
+                                        "ipc_retained_bytes", "role", "producer", "index", 0,
+                                        "measured", 1, "last", retained, "tolerance",
+                                        (json_int_t)s->leak.tolerance_gpu_bytes, "leak", leak));
+        any_leak = any_leak || leak;
+    }
+    const char *verdict = !s->leak.enabled ? "not_checked"
+                          : any_leak       ? "leak"
+                          : measured       ? "clean"
+                                           : "not_measured";
+    if (s->leak.enabled && s->leak.expect_leak && !any_leak)
+        failure(j, "positive control: the leak was not detected");
+    if (s->leak.enabled && !s->leak.expect_leak && any_leak)
+        failure(j, "leak detected");
+    return json_pack("{s:s, s:s, s:b, s:o}", "verdict", verdict, "expected",
+                     s->leak.expect_leak ? "leak" : "clean", "passed",
+                     s->leak.enabled ? any_leak == s->leak.expect_leak : 1, "metrics", metrics);
+}
+
+/* Merge role reports into res and judge them. */
+static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
+                  const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
+                  const cuipc_supervise_outcome *out, json_t *shm_verdict) {
+    judge j = {.failures = json_array()};
+    json_t *roles = json_array();
+    json_t *producer = NULL;
+    json_t *consumers[CUIPC_MAX_CONSUMERS] = {NULL};
+    for (size_t i = 0; i < n; i++) {
+        char desc[128];
+        json_t *rep = load_role(dir, specs[i].role, specs[i].index);
+        json_t *r = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:f}", "role", specs[i].role, "index",
+                              (int)specs[i].index, "pid", (int)cr[i].pid, "end",
+                              cuipc_child_describe(&cr[i], desc, sizeof desc), "expected",
+                              cr[i].expected, "ready", cr[i].ready, "end_s", cr[i].end_s);
+        if (cr[i].exited)
+            json_object_set_new(r, "exit_code", json_integer(cr[i].exit_code));
+        if (cr[i].signal) {
+            char sig[32];
+            json_object_set_new(r, "signal", json_integer(cr[i].signal));
+            json_object_set_new(r, "signal_name",
+                                json_string(cuipc_h_signal_name(cr[i].signal, sig, sizeof sig)));
+        }
+        if (rep != NULL) {
+            json_object_set(r, "binding", json_object_get(rep, "binding"));
+            json_object_set_new(r, "report", rep);
+            const char *err = json_string_value(json_object_get(rep, "error"));
+            if (err != NULL)
+                failure(&j, "%s %u: %s", specs[i].role, specs[i].index, err);
+        }
+        if (!cr[i].expected)
+            failure(&j, "%s %u: %s", specs[i].role, specs[i].index, desc);
+        if (strcmp(specs[i].role, "producer") == 0)
+            producer = rep;
+        else
+            consumers[specs[i].index] = rep;
+        json_array_append_new(roles, r);
+    }
+    if (!out->ok && out->message[0])
+        failure(&j, "%s", out->message);
+
+    /* Latency and throughput. */
+    uint64_t *all = NULL;
+    size_t n_all = 0;
+    json_t *per = json_array();
+    double agg_bytes = 0, agg_msgs = 0, agg_secs = 0;
+    uint64_t mismatches = 0, rejected = 0;
+    for (uint32_t i = 0; i < s->consumers.count; i++) {
+        size_t nl;
+        uint64_t *lat = read_latencies(dir, i, &nl);
+        uint64_t *grown = lat ? realloc(all, (n_all + nl) * sizeof *all) : NULL;
+        if (grown != NULL) {
+            all = grown;
+            memcpy(all + n_all, lat, nl * sizeof *lat);
+            n_all += nl;
+        }
+        cuipc_latency_summary ls;
+        cuipc_latency_summarize(lat, lat ? nl : 0, &ls);
+        free(lat);
+        json_t *c = consumers[i];
+        double secs = json_number_value(json_object_get(c, "seconds"));
+        double bytes = (double)geti(c, "bytes"), msgs = (double)geti(c, "messages");
+        mismatches += (uint64_t)geti(c, "mismatches");
+        rejected += (uint64_t)geti(c, "rejected");
+        agg_bytes += bytes;
+        agg_msgs += msgs;
+        agg_secs = secs > agg_secs ? secs : agg_secs;
+        json_array_append_new(per, json_pack("{s:i, s:f, s:f, s:I, s:o}", "consumer", (int)i,
+                                             "gbps", secs > 0 ? bytes / secs / 1e9 : 0.0,
+                                             "msgs_per_s", secs > 0 ? msgs / secs : 0.0, "messages",
+                                             (json_int_t)msgs, "latency_us", latency_json(&ls)));
+    }
+    cuipc_latency_summary agg;
+    cuipc_latency_summarize(all, n_all, &agg);
+    free(all);
+    double gbps = agg_secs > 0 ? agg_bytes / agg_secs / 1e9 : 0;
+    double mps = agg_secs > 0 ? agg_msgs / agg_secs : 0;
+    json_object_set_new(res, "latency_us", latency_json(&agg));
+    json_object_set_new(res, "throughput",
+                        json_pack("{s:{s:f, s:f, s:f, s:f, s:f}, s:o}", "aggregate", "gbps", gbps,
+                                  "msgs_per_s", mps, "bytes", agg_bytes, "messages", agg_msgs,
+                                  "seconds", agg_secs, "per_consumer", per));
+    json_object_set_new(res, "validation",
+                        json_pack("{s:b, s:I}", "enabled", s->validation.enabled, "mismatches",
+                                  (json_int_t)mismatches));
+    if ((int64_t)mismatches > s->thresholds.max_mismatches)
+        failure(&j, "%llu checksum mismatch(es)", (unsigned long long)mismatches);
+
+    /* Pool stats and what was lost. */
+    json_t *pstats = json_object_get(producer, "stats");
+    json_object_set(res, "pool",
+                    pstats ? json_pack("{s:O, s:O}", "gpu", json_object_get(pstats, "gpu_pool"),
+                                       "host", json_object_get(pstats, "host_pool"))
+                           : json_null());
+    /* A re-sent fault message counts as one more message every consumer must see. */
+    json_int_t sent = producer ? geti(producer, "messages_sent") +
+                                     json_is_true(json_object_get(producer, "fault_resent"))
+                               : 0;
+    json_int_t lost_messages = 0, lost_chunks = 0;
+    bool killed_producer = s->fault.kind == CUIPC_FAULT_KILL_PRODUCER;
+    for (uint32_t i = 0; i < s->consumers.count && producer != NULL; i++) {
+        bool dead_on_purpose = (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER ||
+                                s->fault.kind == CUIPC_FAULT_CRASH_CONSUMER) &&
+                               i == s->fault.consumer;
+        if (dead_on_purpose || consumers[i] == NULL)
+            continue;
+        json_int_t got = geti(consumers[i], "messages") + geti(consumers[i], "rejected");
+        if (got < sent)
+            lost_messages += sent - got;
+    }
+    if (pstats != NULL)
+        lost_chunks = geti(json_object_get(pstats, "gpu_pool"), "in_flight") +
+                      geti(json_object_get(pstats, "host_pool"), "in_flight");
+    if (lost_messages > 0)
+        failure(&j, "%lld message(s) sent but not received", (long long)lost_messages);
+    if (lost_chunks > 0)
+        failure(&j, "%lld chunk(s) still in flight after the drain", (long long)lost_chunks);
+    if (producer != NULL) {
+        const char *drain = json_string_value(json_object_get(producer, "drain_status"));
+        if (drain && strcmp(drain, "OK") != 0)
+            failure(&j, "producer drain ended with %s", drain);
+        if (geti(producer, "send_failed") > s->thresholds.max_send_failures)
+            failure(&j, "%lld send(s) failed (allowed %lld)",
+                    (long long)geti(producer, "send_failed"),
+                    (long long)s->thresholds.max_send_failures);
+    } else if (!killed_producer) {
+        failure(&j, "the producer wrote no report");
+    }
+    json_t *fault = json_pack("{s:s, s:I, s:I, s:I}", "kind", cuipc_fault_kind_name(s->fault.kind),
+                              "lost_messages", lost_messages, "lost_chunks", lost_chunks,
+                              "rejected_by_consumers", (json_int_t)rejected);
+    if (producer && json_object_get(producer, "fault_send_status"))
+        json_object_set(fault, "fault_send_status", json_object_get(producer, "fault_send_status"));
+    if (pstats)
+        json_object_set_new(
+            fault, "dead_consumer_reclaims",
+            json_integer(geti(json_object_get(pstats, "gpu_pool"), "dead_consumer_reclaims") +
+                         geti(json_object_get(pstats, "host_pool"), "dead_consumer_reclaims")));
+    if (killed_producer) {
+        for (uint32_t i = 0; i < s->consumers.count; i++)
+            if (!json_is_true(json_object_get(consumers[i], "producer_dead_detected")))
+                failure(&j, "consumer %u did not report the producer's death", i);
+    }
+    if (s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL && producer &&
+        json_is_true(json_object_get(producer, "fault_resent")) && rejected < s->consumers.count)
+        failure(&j, "a proxy for a destroyed pool was not rejected by every consumer");
+    json_object_set_new(res, "faults", fault);
+
+    json_t *thr = json_array();
+    threshold(&j, thr, "latency_p50_us", s->thresholds.p50_us, agg.p50_us, true);
+    threshold(&j, thr, "latency_p99_us", s->thresholds.p99_us, agg.p99_us, true);
+    threshold(&j, thr, "latency_max_us", s->thresholds.max_us, agg.max_us, true);
+    threshold(&j, thr, "throughput_gbps", s->thresholds.min_gbps, gbps, false);
+    threshold(&j, thr, "throughput_msgs_per_s", s->thresholds.min_msgs_per_s, mps, false);
+    json_object_set_new(res, "thresholds", thr);
+    json_object_set_new(res, "leaks", judge_leaks(&j, s, roles, shm_verdict, producer));
+    json_object_set_new(res, "roles", roles);
+    json_object_set_new(res, "supervisor",
+                        json_pack("{s:b, s:b, s:f, s:s}", "all_ready", out->all_ready, "timed_out",
+                                  out->timed_out, "wall_s", out->wall_s, "message", out->message));
+    bool passed = json_array_size(j.failures) == 0;
+    json_object_set_new(res, "status", json_string(passed ? "passed" : "failed"));
+    if (!passed)
+        json_object_set(res, "reason", json_array_get(j.failures, 0));
+    json_object_set_new(res, "failures", j.failures);
+}
+
+/* ------------------------------------------------------------------ one scenario */
+
+static json_t *scenario_json(const cuipc_scenario *s) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:s}", "name", s->name, "file", s->path,
+                     "description", s->description, "mode", cuipc_h_mode_name(s->mode), "consumers",
+                     (int)s->consumers.count, "needs_gpu", s->needs_gpu, "fault",
+                     cuipc_fault_kind_name(s->fault.kind), "unwrap",
+                     s->consumers.unwrap == CUIPC_UNWRAP_BORROW ? "borrow" : "copy");
+}
+
+static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro) {
+    json_t *res = json_object();
+    char started[64];
+    time_t now = time(NULL);
+    strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    json_object_set_new(res, "schema_version", json_integer(CUIPC_RESULTS_SCHEMA_VERSION));
+    json_object_set_new(res, "scenario", scenario_json(s));
+    json_object_set_new(res, "started_at", json_string(started));
+    json_object_set(res, "environment", env);
+    int gpus = (int)json_integer_value(json_object_get(json_object_get(env, "gpu"), "count"));
+    int need = s->producer_device;
+    for (uint32_t i = 0; i < s->consumers.count; i++)
+        need = s->consumers.devices[i] > need ? s->consumers.devices[i] : need;
+    if (s->needs_gpu && need >= gpus) {
+        char why[128];
+        if (gpus == 0)
+            snprintf(why, sizeof why, "skipped: no GPU");
+        else
+            snprintf(why, sizeof why, "skipped: needs GPU %d, this host has %d", need, gpus);
+        json_object_set_new(res, "status", json_string("skipped"));
+        json_object_set_new(res, "reason", json_string(why));
+        return res;
+    }
+    char dir[1024], sock[1100];
+    cuipc_run_shared *shared =
+        mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (!make_run_dir(dir, sizeof dir) || shared == MAP_FAILED) {
+        json_object_set_new(res, "status", json_string("failed"));
+        json_object_set_new(res, "reason", json_string(strerror(errno)));
+        return res;
+    }
+    snprintf(sock, sizeof sock, "%s/producer.sock", dir);
+    cuipc_role_args args = {.s = s, .run_dir = dir, .socket_path = sock, .shared = shared};
+    size_t n = 1 + s->consumers.count;
+    cuipc_child_spec specs[1 + CUIPC_MAX_CONSUMERS];
+    cuipc_child_result cr[1 + CUIPC_MAX_CONSUMERS];
+    specs[0] = (cuipc_child_spec){.role = "producer", .fn = cuipc_role_producer, .arg = &args};
+    if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER)
+        specs[0].expected_signal = SIGKILL;
+    for (uint32_t i = 0; i < s->consumers.count; i++) {
+        specs[1 + i] = (cuipc_child_spec){
+            .role = "consumer", .index = i, .fn = cuipc_role_consumer, .arg = &args};
+        if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && i == s->fault.consumer)
+            specs[1 + i].expected_signal = SIGKILL;
+    }
+    cuipc_supervisor_opts o;
+    cuipc_supervisor_opts_init(&o);
+    o.ready_timeout_s = s->run.attach_timeout_s + 30.0; /* CUDA start-up is slow on big hosts */
+    o.run_timeout_s = s->run.timeout_s + o.ready_timeout_s;
+    tick_state ts = {.s = s, .shared = shared, .progress = ro->progress, .t0 = cuipc_h_now_ns()};
+    bool shm_on[CUIPC_LEAK_METRICS] = {[CUIPC_LEAK_SHM] = true};
+    if (s->leak.enabled)
+        cuipc_leak_sampler_init(&ts.shm, 4096, s->leak.interval_ms, shm_on, NULL, NULL);
+    o.tick = tick;
+    o.tick_ctx = &ts;
+    cuipc_supervise_outcome out;
+    cuipc_supervise(specs, n, &o, cr, &out);
+    if (ts.drawn)
+        fprintf(stderr, "\r%*s\r", 80, "");
+    json_t *shm = NULL;
+    if (ts.shm.t != NULL) {
+        cuipc_leak_sample_now(&ts.shm);
+        cuipc_leak_verdict v;
+        cuipc_leak_verdict_get(&ts.shm, CUIPC_LEAK_SHM, s->leak.warmup_fraction,
+                               (double)s->leak.tolerance_shm_bytes, &v);
+        shm = json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b}", "metric", "shm_bytes",
+                        "measured", v.have, "samples", (int)v.samples, "slope_per_s", v.slope_per_s,
+                        "growth", v.growth, "first", v.first, "last", v.last, "tolerance",
+                        v.tolerance, "leak", v.leak);
+        cuipc_leak_sampler_free(&ts.shm);
+    }
+    merge(res, s, dir, specs, cr, n, &out, shm);
+    if (ro->keep)
+        json_object_set_new(res, "run_dir", json_string(dir));
+    else
+        remove_run_dir(dir);
+    munmap(shared, sizeof *shared);
+    return res;
+}
+
+/* ------------------------------------------------------------------ commands */
+
+static bool load_all(int argc, char **argv, int first, cuipc_scenario **out, size_t *n) {
+    *n = (size_t)(argc - first);
+    *out = calloc(*n ? *n : 1, sizeof **out);
+    bool ok = *out != NULL;
+    for (size_t i = 0; i < *n && *out; i++) {
+        char err[CUIPC_SCN_ERR_MAX];
+        if (!cuipc_scenario_load(argv[first + (int)i], &(*out)[i], err, sizeof err)) {
+            fprintf(stderr, "cuipc-harness: %s\n", err);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+int cuipc_validate_main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: cuipc-harness validate SCENARIO.json...\n");
+        return 2;
+    }
+    cuipc_scenario *sc;
+    size_t n;
+    bool ok = load_all(argc, argv, 1, &sc, &n);
+    for (size_t i = 0; i < n && sc; i++) {
+        if (sc[i].name[0])
+            printf("ok %s (%s, mode %s, %u consumer(s)%s)\n", argv[1 + i], sc[i].name,
+                   cuipc_h_mode_name(sc[i].mode), sc[i].consumers.count,
+                   sc[i].needs_gpu ? ", needs a GPU" : "");
+        cuipc_scenario_free(&sc[i]);
+    }
+    free(sc);
+    return ok ? 0 : 2;
+}
+
+int cuipc_run_main(int argc, char **argv) {
+    run_opts ro = {.progress = isatty(2)};
+    static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
+                                             {"no-progress", no_argument, NULL, 'q'},
+                                             {"keep", no_argument, NULL, 'k'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+        if (ch == 'o')
+            ro.out_dir = optarg;
+        else if (ch == 'q')
+            ro.progress = false;
+        else if (ch == 'k')
+            ro.keep = true;
+        else if (ch == 'h') {
+            printf("usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] "
+                   "SCENARIO.json...\n"
+                   "exit 0: all passed (or skipped), 1: some failed, 2: bad input\n");
+            return 0;
+        } else
+            return 2;
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "usage: cuipc-harness run [--out DIR] SCENARIO.json...\n");
+        return 2;
+    }
+    cuipc_scenario *sc;
+    size_t n;
+    if (!load_all(argc, argv, optind, &sc, &n)) {
+        for (size_t i = 0; i < n && sc; i++)
+            cuipc_scenario_free(&sc[i]);
+        free(sc);
+        return 2;
+    }
+    char out_dir[1024];
+    if (ro.out_dir == NULL) {
+        char stamp[32];
+        time_t now = time(NULL);
+        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", gmtime(&now));
+        snprintf(out_dir, sizeof out_dir, "results/runs/%s", stamp);
+    } else {
+        snprintf(out_dir, sizeof out_dir, "%s", ro.out_dir);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    json_t *env = environment(probe_gpu());
+    json_t **results = calloc(n, sizeof *results);
+    int rc = results ? 0 : 1;
+    for (size_t i = 0; i < n && results; i++) {
+        results[i] = run_one(&sc[i], env, &ro);
+        char err[512];
+        if (!cuipc_results_write(results[i], out_dir, err, sizeof err)) {
+            fprintf(stderr, "cuipc-harness: %s\n", err);
+            rc = 1;
+        }
+        const char *st = json_string_value(json_object_get(results[i], "status"));
+        if (strcmp(st, "failed") == 0)
+            rc = 1;
+    }
+    if (results) {
+        cuipc_results_print_summary(stdout, results, n);
+        printf("results: %s\n", out_dir);
+        for (size_t i = 0; i < n; i++)
+            json_decref(results[i]);
+    }
+    free(results);
+    json_decref(env);
+    for (size_t i = 0; i < n; i++)
+        cuipc_scenario_free(&sc[i]);
+    free(sc);
+    return rc;
+}

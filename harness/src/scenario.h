@@ -1,0 +1,165 @@
+/* A scenario: one runnable case, parsed strictly from JSON (see scenarios/README.md).
+ * Parsing never touches CUDA: modes and dtypes are checked by name here. */
+#ifndef CUIPC_HARNESS_SCENARIO_H
+#define CUIPC_HARNESS_SCENARIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuipc/pool.h"
+#include "cuipc/transport.h"
+
+#define CUIPC_SCN_NAME_MAX 64
+#define CUIPC_SCN_MAX_DTYPES 16
+#define CUIPC_SCN_CPUSET_MAX 128
+#define CUIPC_SCN_ERR_MAX 1024
+
+typedef enum cuipc_size_kind {
+    CUIPC_SIZES_LIST = 0,  /* cycle through explicit byte sizes */
+    CUIPC_SIZES_RANGE,     /* min, min+step, ... max, then again */
+    CUIPC_SIZES_UNIFORM,   /* uniform random in [min, max] */
+    CUIPC_SIZES_LOGNORMAL, /* exp(N(ln median, sigma)) clamped to [min, max] */
+    CUIPC_SIZES_TRACE,     /* one size per line of a text file, cycled */
+} cuipc_size_kind;
+
+typedef enum cuipc_fault_kind {
+    CUIPC_FAULT_NONE = 0,
+    CUIPC_FAULT_KILL_CONSUMER,     /* consumer dies by SIGKILL mid-read, holding a chunk */
+    CUIPC_FAULT_KILL_PRODUCER,     /* producer dies by SIGKILL; consumers must notice */
+    CUIPC_FAULT_CRASH_CONSUMER,    /* consumer dies by SIGSEGV, unexpected: the run must fail */
+    CUIPC_FAULT_STALE_RELEASE,     /* consumer re-unwraps a message released long ago */
+    CUIPC_FAULT_DUPLICATE_RELEASE, /* consumer releases twice and re-unwraps at once */
+    CUIPC_FAULT_UNKNOWN_POOL,      /* consumer unwraps a message after the producer is gone */
+    CUIPC_FAULT_COUNT_
+} cuipc_fault_kind;
+
+typedef enum cuipc_binding_policy {
+    CUIPC_BIND_AUTO = 0, /* near the GPU, else a NUMA node / core by index */
+    CUIPC_BIND_NONE,     /* leave the process where the OS put it */
+    CUIPC_BIND_EXPLICIT, /* CPU lists given in the scenario */
+} cuipc_binding_policy;
+
+#define CUIPC_LOCATION_HOST 0
+#define CUIPC_LOCATION_DEVICE 1
+
+typedef struct cuipc_scenario {
+    char name[CUIPC_SCN_NAME_MAX];
+    char description[512];
+    char path[1024];
+    cuipc_mode mode;
+    bool needs_gpu; /* derived: mode or tensor location needs CUDA */
+
+    struct {
+        uint64_t gpu_bytes;
+        uint64_t host_bytes;
+        uint32_t slots;
+        uint64_t alignment;
+        cuipc_fit fit;
+        cuipc_full_policy full_policy;
+        int64_t full_timeout_ns;
+        uint64_t ring_bytes;
+    } pool;
+
+    struct {
+        cuipc_size_kind kind;
+        uint64_t *sizes; /* list or trace (owned) */
+        size_t n_sizes;
+        uint64_t min, max, step, median;
+        double sigma;
+        char trace_file[1024];
+        int dtypes[CUIPC_SCN_MAX_DTYPES]; /* cuipc_dtype values */
+        size_t n_dtypes;
+        uint32_t per_message;
+        int location;           /* CUIPC_LOCATION_HOST / DEVICE */
+        bool fresh_per_message; /* allocate a new tensor per message (cuda_ipc: always) */
+        uint64_t seed;
+        uint64_t max_bytes; /* derived: the largest tensor the generator can produce */
+    } tensors;
+
+    struct {
+        uint32_t count;
+        int32_t devices[CUIPC_MAX_CONSUMERS]; /* per consumer */
+        cuipc_unwrap_kind unwrap;
+        int32_t copy_to; /* CUIPC_DEVICE_HOST, CUIPC_DEVICE_SAME or an ordinal */
+        uint64_t hold_ns;
+    } consumers;
+
+    int32_t producer_device;
+
+    struct {
+        uint64_t iterations; /* 0 when duration_s is used */
+        double duration_s;
+        uint64_t warmup_iterations;
+        bool open_loop;
+        double rate_hz;
+        double timeout_s;
+        double attach_timeout_s;
+    } run;
+
+    struct {
+        bool enabled;
+    } validation;
+
+    struct {
+        bool enabled;
+        uint32_t interval_ms;
+        double warmup_fraction;
+        uint64_t tolerance_gpu_bytes;
+        uint64_t tolerance_rss_bytes;
+        uint64_t tolerance_shm_bytes;
+        uint64_t tolerance_fds;
+        bool expect_leak; /* positive control: the run passes only if a leak is flagged */
+        uint64_t inject_rss_bytes_per_message;
+        uint64_t inject_fds_per_message;
+    } leak;
+
+    struct {
+        cuipc_binding_policy policy;
+        char producer_cpus[CUIPC_SCN_CPUSET_MAX];
+        char consumer_cpus[CUIPC_MAX_CONSUMERS][CUIPC_SCN_CPUSET_MAX];
+    } binding;
+
+    struct { /* negative: not set */
+        double p50_us;
+        double p99_us;
+        double max_us;
+        double min_gbps;
+        double min_msgs_per_s;
+        int64_t max_mismatches;
+        int64_t max_send_failures;
+    } thresholds;
+
+    struct {
+        cuipc_fault_kind kind;
+        uint32_t consumer;
+        uint64_t at_message;
+        uint32_t stale_after; /* stale_release: messages to wait before re-unwrapping */
+    } fault;
+} cuipc_scenario;
+
+/* Parse and check a scenario file. On failure returns false and err says
+ * "FILE:LINE:COL: $.key.path: what is wrong" (line/column where the value is known). */
+bool cuipc_scenario_load(const char *path, cuipc_scenario *out, char *err, size_t errcap);
+
+/* Same from a string (file is used in messages and to resolve a trace file). */
+bool cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *out, char *err,
+                          size_t errcap);
+
+void cuipc_scenario_free(cuipc_scenario *s);
+
+const char *cuipc_fault_kind_name(cuipc_fault_kind k);
+const char *cuipc_h_mode_name(cuipc_mode m);
+const char *cuipc_h_dtype_name(int dtype);
+size_t cuipc_h_dtype_size(int dtype);
+
+/* Messages to send, or 0 for a duration run. */
+static inline bool cuipc_scenario_is_duration(const cuipc_scenario *s) {
+    return s->run.iterations == 0;
+}
+
+/* Byte size of tensor j of message i (deterministic; multiple of the dtype size, >= 1 element).
+ * *dtype receives the cuipc_dtype. */
+uint64_t cuipc_scenario_tensor_bytes(const cuipc_scenario *s, uint64_t msg, uint32_t j, int *dtype);
+
+#endif

@@ -1,0 +1,140 @@
+/* Small helpers shared by the harness. */
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t cuipc_h_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void cuipc_h_sleep_ns(uint64_t ns) {
+    struct timespec req = {.tv_sec = (time_t)(ns / 1000000000ull),
+                           .tv_nsec = (long)(ns % 1000000000ull)};
+    while (nanosleep(&req, &req) != 0 && errno == EINTR) {
+    }
+}
+
+bool cuipc_h_parse_size(const char *s, uint64_t *out) {
+    static const struct {
+        const char *suffix;
+        double scale;
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"KiB", 1024.0},
+                 {"MiB", 1048576.0},
+                 {"GiB", 1073741824.0},
+                 {"TiB", 1099511627776.0},
+                 {"KB", 1e3},
+                 {"MB", 1e6},
+                 {"GB", 1e9},
+                 {"TB", 1e12}};
+    if (s == NULL || *s == '\0')
+        return false;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || !(v >= 0) || !isfinite(v))
+        return false;
+    while (*end == ' ')
+        end++;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].suffix) == 0) {
+            double bytes = v * units[i].scale;
+            /* Sizes are whole bytes; 2^63 keeps every later sum and product checkable. */
+            if (bytes >= 9.2e18 || bytes != floor(bytes))
+                return false;
+            *out = (uint64_t)bytes;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *cuipc_h_format_size(uint64_t bytes, char *buf, size_t cap) {
+    static const char *names[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%llu B", (unsigned long long)bytes);
+    else if (v == floor(v))
+        snprintf(buf, cap, "%.0f %s", v, names[u]);
+    else
+        snprintf(buf, cap, "%.2f %s", v, names[u]);
+    return buf;
+}
+
+const char *cuipc_h_signal_name(int sig, char *buf, size_t cap) {
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev != NULL)
+        snprintf(buf, cap, "SIG%s", abbrev);
+    else
+        snprintf(buf, cap, "SIG%d", sig);
+    return buf;
+}
+
+bool cuipc_h_write_all(int fd, const void *p, size_t len) {
+    const char *c = p;
+    while (len > 0) {
+        ssize_t n = write(fd, c, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        c += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+char *cuipc_h_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+        if (n + 1 == cap) {
+            char *bigger = realloc(buf, cap * 2);
+            if (bigger == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+    }
+    int err = ferror(f) ? EIO : 0;
+    fclose(f);
+    if (buf == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (err) {
+        free(buf);
+        errno = err;
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}

@@ -1,0 +1,30 @@
+/* Small helpers shared by the harness: monotonic time, byte sizes, signal names. */
+#ifndef CUIPC_HARNESS_UTIL_H
+#define CUIPC_HARNESS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* CLOCK_MONOTONIC in nanoseconds: comparable across processes of one host. */
+uint64_t cuipc_h_now_ns(void);
+
+/* Sleep for ns (restarts after signals so hold times are honoured). */
+void cuipc_h_sleep_ns(uint64_t ns);
+
+/* "64MiB", "1.5GB", "4096" -> bytes. Returns false on a malformed or overflowing string. */
+bool cuipc_h_parse_size(const char *s, uint64_t *out);
+
+/* Human-readable size into buf ("64 MiB", "1.50 GiB", "512 B"). */
+const char *cuipc_h_format_size(uint64_t bytes, char *buf, size_t cap);
+
+/* "SIGSEGV" for 11; "SIG<n>" when unknown (buf must hold 16 bytes). */
+const char *cuipc_h_signal_name(int sig, char *buf, size_t cap);
+
+/* Write all of len bytes to fd (restarting on EINTR); false on error. */
+bool cuipc_h_write_all(int fd, const void *p, size_t len);
+
+/* Read a whole file into a NUL-terminated malloc'd buffer; NULL on error (errno set). */
+char *cuipc_h_read_file(const char *path, size_t *len);
+
+#endif

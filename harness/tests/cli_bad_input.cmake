@@ -1,0 +1,29 @@
+# cuipc-harness on bad input: exit code 2 and a message naming the file and the problem,
+# before anything runs. Args: HARNESS, SRC (this directory), WORK.
+function(expect_exit code pattern)
+  execute_process(COMMAND ${HARNESS} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                  ERROR_VARIABLE err TIMEOUT 30)
+  if(NOT rc EQUAL ${code})
+    message(FATAL_ERROR "cuipc-harness ${ARGN}: exit ${rc}, expected ${code}\n${out}\n${err}")
+  endif()
+  if(NOT "${out}${err}" MATCHES "${pattern}")
+    message(FATAL_ERROR "cuipc-harness ${ARGN}: output lacks '${pattern}':\n${out}\n${err}")
+  endif()
+endfunction()
+
+file(REMOVE_RECURSE ${WORK})
+expect_exit(2 "bad/unknown_key.json:5:[0-9]+: \\$\\.consumers\\.hold_ms: unknown key"
+            validate ${SRC}/bad/unknown_key.json)
+expect_exit(2 "\\$\\.consumers\\.count: 0 is out of range" validate ${SRC}/bad/zero_consumers.json)
+expect_exit(2 "smaller than the largest tensor" validate ${SRC}/bad/pool_too_small.json)
+expect_exit(2 "malformed.json:3:" validate ${SRC}/bad/malformed.json)
+expect_exit(2 "cannot read" validate ${SRC}/bad/does_not_exist.json)
+# run refuses bad input before running anything, and writes no results.
+expect_exit(2 "unknown key" run --out ${WORK} ${SRC}/bad/unknown_key.json)
+if(EXISTS ${WORK})
+  message(FATAL_ERROR "run with a bad scenario wrote ${WORK}")
+endif()
+expect_exit(2 "unknown command" frobnicate)
+expect_exit(2 "usage" run)
+expect_exit(2 "usage" compare onlyone)
+expect_exit(0 "usage" --help)

@@ -1,0 +1,269 @@
+/* Scenario parser: strictness, error locations, impossible values, the size generator, and
+ * every example scenario shipped in scenarios/. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "scenario.h"
+#include "test_util.h"
+
+static char err[CUIPC_SCN_ERR_MAX];
+
+static bool parse(const char *text, cuipc_scenario *s) {
+    err[0] = '\0';
+    return cuipc_scenario_parse(text, "t.json", s, err, sizeof err);
+}
+
+/* Expect failure with every needle in the message. */
+static void expect_error(const char *text, const char *n1, const char *n2) {
+    cuipc_scenario s;
+    bool ok = parse(text, &s);
+    CHECK(!ok);
+    if (ok) {
+        cuipc_scenario_free(&s);
+        return;
+    }
+    if (strstr(err, n1) == NULL || (n2 && strstr(err, n2) == NULL)) {
+        fprintf(stderr, "error '%s' lacks '%s' / '%s'\n", err, n1, n2 ? n2 : "");
+        cuipc_test_failures++;
+    }
+}
+
+#define BASE_HEAD "{\"name\": \"t\", \"mode\": \"default\",\n"
+#define BASE_TAIL                                                                                  \
+    "\"tensors\": {\"sizes\": {\"list\": [4096, \"64KiB\"]}},\n"                                   \
+    "\"consumers\": {\"count\": 2},\n"                                                             \
+    "\"run\": {\"iterations\": 10}}"
+
+static void test_valid_defaults(void) {
+    cuipc_scenario s;
+    REQUIRE(parse(BASE_HEAD BASE_TAIL, &s));
+    CHECK(strcmp(s.name, "t") == 0);
+    CHECK(s.mode == CUIPC_MODE_DEFAULT);
+    CHECK(s.consumers.count == 2);
+    CHECK(s.tensors.n_sizes == 2 && s.tensors.sizes[1] == 65536);
+    CHECK(s.tensors.max_bytes == 65536);
+    CHECK(s.pool.host_bytes == 64u << 20);
+    CHECK(s.pool.gpu_bytes == 0);
+    CHECK(!s.needs_gpu);
+    CHECK(s.tensors.location == CUIPC_LOCATION_HOST);
+    CHECK(s.run.iterations == 10);
+    CHECK(s.run.timeout_s > 0);
+    CHECK(s.validation.enabled);
+    CHECK(!s.leak.enabled);
+    CHECK(s.thresholds.p50_us < 0);
+    cuipc_scenario_free(&s);
+
+    REQUIRE(parse("{\"name\": \"g\", \"mode\": \"cuda_ipc_pool\", \"pool\": {\"gpu_bytes\": "
+                  "\"1GiB\", \"full_policy\": \"fallback\", \"host_bytes\": \"16MiB\"},"
+                  "\"tensors\": {\"sizes\": {\"lognormal\": {\"median\": \"1MiB\", \"sigma\": "
+                  "1.0, \"min\": 256, \"max\": \"8MiB\"}}, \"dtypes\": [\"bf16\", \"f32\"]},"
+                  "\"consumers\": {\"count\": 4, \"devices\": [0, 1, 2, 3], \"unwrap\": "
+                  "\"borrow\", \"hold_us\": 50},"
+                  "\"run\": {\"duration_s\": 2.5, \"loop\": \"open\", \"rate_hz\": 1000},"
+                  "\"leak_check\": {\"tolerance\": {\"gpu_bytes\": \"1MiB\"}}}",
+                  &s));
+    CHECK(s.needs_gpu);
+    CHECK(s.tensors.location == CUIPC_LOCATION_DEVICE);
+    CHECK(s.pool.gpu_bytes == 1ull << 30);
+    CHECK(s.pool.full_policy == CUIPC_FULL_FALLBACK);
+    CHECK(s.consumers.devices[3] == 3);
+    CHECK(s.consumers.unwrap == CUIPC_UNWRAP_BORROW);
+    CHECK(s.consumers.hold_ns == 50000);
+    CHECK(s.run.open_loop && s.run.rate_hz == 1000);
+    CHECK(cuipc_scenario_is_duration(&s));
+    CHECK(s.leak.enabled && s.leak.tolerance_gpu_bytes == 1u << 20);
+    CHECK(s.tensors.max_bytes == 8u << 20);
+    cuipc_scenario_free(&s);
+}
+
+static void test_strictness(void) {
+    /* Unknown key: named with its path and located (line 2, where "sizee" sits). */
+    expect_error(BASE_HEAD "\"pool\": {\"sizee\": 5},\n" BASE_TAIL, "$.pool.sizee", "unknown key");
+    expect_error(BASE_HEAD "\"pool\": {\"sizee\": 5},\n" BASE_TAIL, "t.json:2:19:", NULL);
+    expect_error(BASE_HEAD "\"extra\": 1,\n" BASE_TAIL, "$.extra", "allowed:");
+    /* Type errors carry line:column of the value. */
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},\n"
+                           "\"consumers\": {\"count\": \"two\"},\n"
+                           "\"run\": {\"iterations\": 10}}",
+                 "t.json:3:24: $.consumers.count", "expected an integer");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096, true]}},\n"
+                           "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10}}",
+                 "$.tensors.sizes.list[1]", "expected a size");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [\"12 parsecs\"]}},\n"
+                           "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10}}",
+                 "t.json:2:32:", "not a size");
+    expect_error(BASE_HEAD "\"validation\": {\"enabled\": 1},\n" BASE_TAIL, "$.validation.enabled",
+                 "true or false");
+    expect_error("{\"name\": \"t\", \"mode\": \"warp\"}", "$.mode", "not one of");
+    expect_error("{\"name\": \"t\",\n \"mode\": }", "t.json:2:", NULL); /* malformed JSON */
+    expect_error("{\"name\": \"t\", \"name\": \"u\"}", "t.json:1:", "duplicate");
+    expect_error("[1, 2]", "$", "expected an object");
+    expect_error("{\"mode\": \"default\"}", "missing required key 'name'", NULL);
+    expect_error("{\"name\": \"a/b\", \"mode\": \"default\"}", "$.name", "may only hold");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [1]}, \"dtypes\": [\"f33\"]},\n"
+                           "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10}}",
+                 "$.tensors.dtypes[0]", "'f33' is not one of");
+}
+
+static void test_impossible(void) {
+    expect_error(BASE_HEAD "\"pool\": {\"host_bytes\": \"32KiB\"},\n" BASE_TAIL,
+                 "$.pool.host_bytes", "smaller than the largest tensor");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},\n"
+                           "\"consumers\": {\"count\": 0}, \"run\": {\"iterations\": 10}}",
+                 "$.consumers.count", "out of range [1, 64]");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},\n"
+                           "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10, "
+                           "\"duration_s\": 1}}",
+                 "$.run", "exactly one");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},\n"
+                           "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10, "
+                           "\"loop\": \"open\"}}",
+                 "$.run", "needs 'rate_hz'");
+    expect_error(BASE_HEAD "\"fault\": {\"kind\": \"kill_consumer\", \"consumer\": 2},\n" BASE_TAIL,
+                 "$.fault.consumer", "does not exist");
+    expect_error(BASE_HEAD
+                 "\"fault\": {\"kind\": \"kill_producer\", \"at_message\": 10},\n" BASE_TAIL,
+                 "$.fault.at_message", "never sent");
+    expect_error("{\"name\": \"t\", \"mode\": \"cuda_ipc\", \"tensors\": {\"sizes\": {\"list\": "
+                 "[4096]}, \"location\": \"host\"}, \"consumers\": {\"count\": 1}, \"run\": "
+                 "{\"iterations\": 10}}",
+                 "$.tensors.location", "must be \"device\"");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"range\": {\"min\": 10, \"max\": 5}}},\n"
+                           "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10}}",
+                 "$.tensors.sizes.range.min", "larger than max");
+    expect_error(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096], \"trace\": \"x\"}},\n"
+                           "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10}}",
+                 "$.tensors.sizes", "exactly one");
+    expect_error(BASE_HEAD "\"pool\": {\"alignment\": 100},\n" BASE_TAIL, "$.pool.alignment",
+                 "power of two");
+    expect_error(BASE_HEAD "\"pool\": {\"full_policy\": \"fallback\"},\n" BASE_TAIL,
+                 "$.pool.full_policy", "cuda_ipc_pool");
+    expect_error(BASE_HEAD
+                 "\"tensors\": {\"sizes\": {\"list\": [\"40MiB\"]}, \"per_message\": 2},\n"
+                 "\"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 10}}",
+                 "$.pool.host_bytes", "cannot hold one message");
+    expect_error(BASE_HEAD
+                 "\"run\": {\"iterations\": 10, \"warmup_iterations\": 10},\n"
+                 "\"tensors\": {\"sizes\": {\"list\": [1]}}, \"consumers\": {\"count\": 1}}",
+                 "$.run.warmup_iterations", "no measured");
+    expect_error(BASE_HEAD "\"binding\": {\"policy\": \"explicit\"},\n" BASE_TAIL, "$.binding",
+                 "needs producer_cpus");
+}
+
+static void test_generator(void) {
+    cuipc_scenario s;
+    REQUIRE(parse("{\"name\": \"g\", \"mode\": \"default\", \"tensors\": {\"sizes\": "
+                  "{\"uniform\": {\"min\": 100, \"max\": 5000}}, \"dtypes\": [\"f32\", \"f64\"], "
+                  "\"per_message\": 3}, \"consumers\": {\"count\": 1}, \"run\": {\"iterations\": "
+                  "5}}",
+                  &s));
+    bool varied = false;
+    uint64_t first = 0;
+    for (uint64_t m = 0; m < 200; m++) {
+        for (uint32_t j = 0; j < 3; j++) {
+            int dt, dt2;
+            uint64_t b = cuipc_scenario_tensor_bytes(&s, m, j, &dt);
+            CHECK(b == cuipc_scenario_tensor_bytes(&s, m, j, &dt2) && dt == dt2);
+            CHECK(dt == CUIPC_DTYPE_F32 || dt == CUIPC_DTYPE_F64);
+            CHECK(b % cuipc_h_dtype_size(dt) == 0);
+            CHECK(b >= 96 && b <= 5000);
+            if (m == 0 && j == 0)
+                first = b;
+            varied = varied || b != first;
+        }
+    }
+    CHECK(varied);
+    cuipc_scenario_free(&s);
+
+    REQUIRE(parse("{\"name\": \"r\", \"mode\": \"default\", \"tensors\": {\"sizes\": "
+                  "{\"range\": {\"min\": 1024, \"max\": 4096, \"step\": 1024}}}, \"consumers\": "
+                  "{\"count\": 1}, \"run\": {\"iterations\": 5}}",
+                  &s));
+    int dt;
+    CHECK(cuipc_scenario_tensor_bytes(&s, 0, 0, &dt) == 1024);
+    CHECK(cuipc_scenario_tensor_bytes(&s, 3, 0, &dt) == 4096);
+    CHECK(cuipc_scenario_tensor_bytes(&s, 4, 0, &dt) == 1024);
+    cuipc_scenario_free(&s);
+}
+
+static void test_trace(void) {
+    char dir[] = "/tmp/cuipc-scn-test-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    char trace[256], scn[256];
+    snprintf(trace, sizeof trace, "%s/sizes.txt", dir);
+    snprintf(scn, sizeof scn, "%s/s.json", dir);
+    FILE *f = fopen(trace, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "# sizes\n4096\n\n 1MiB  # a big one\n512\n");
+    fclose(f);
+    f = fopen(scn, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "{\"name\": \"tr\", \"mode\": \"default\", \"tensors\": {\"sizes\": {\"trace\": "
+               "\"sizes.txt\"}}, \"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 3}}");
+    fclose(f);
+    cuipc_scenario s;
+    bool ok = cuipc_scenario_load(scn, &s, err, sizeof err);
+    CHECK(ok);
+    if (ok) {
+        CHECK(s.tensors.n_sizes == 3);
+        CHECK(s.tensors.max_bytes == 1u << 20);
+        cuipc_scenario_free(&s);
+    }
+    f = fopen(trace, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, "4096\nlots\n");
+    fclose(f);
+    CHECK(!cuipc_scenario_load(scn, &s, err, sizeof err));
+    CHECK(strstr(err, "sizes.txt:2") != NULL);
+    unlink(trace);
+    CHECK(!cuipc_scenario_load(scn, &s, err, sizeof err));
+    CHECK(strstr(err, "cannot read trace file") != NULL);
+    unlink(scn);
+    rmdir(dir);
+}
+
+/* Every *.json under dir (recursively) must validate. */
+static int validate_tree(const char *dir) {
+    int count = 0;
+    DIR *d = opendir(dir);
+    REQUIRE(d != NULL);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+            count += validate_tree(p);
+            continue;
+        }
+        size_t len = strlen(p);
+        if (len < 5 || strcmp(p + len - 5, ".json") != 0)
+            continue;
+        cuipc_scenario s;
+        if (!cuipc_scenario_load(p, &s, err, sizeof err)) {
+            fprintf(stderr, "example scenario does not validate: %s\n", err);
+            cuipc_test_failures++;
+        } else {
+            cuipc_scenario_free(&s);
+        }
+        count++;
+    }
+    closedir(d);
+    return count;
+}
+
+int main(int argc, char **argv) {
+    test_valid_defaults();
+    test_strictness();
+    test_impossible();
+    test_generator();
+    test_trace();
+    if (argc > 1)
+        CHECK(validate_tree(argv[1]) >= 5);
+    return cuipc_test_finish("harness_scenario_test");
+}
