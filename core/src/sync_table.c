@@ -79,7 +79,7 @@ cuipc_status cuipc_sync_table_create(uint32_t n_slots, uint32_t max_consumers, u
     int fd = cuipc_memfd_create("cuipc-sync", bytes);
     if (fd < 0)
         return CUIPC_ERR_SYSTEM;
-    cuipc_sync_table *t;
+    cuipc_sync_table *t = NULL;
     cuipc_status s = map_table(fd, bytes, &t);
     if (s != CUIPC_OK) {
         close(fd);
@@ -108,7 +108,7 @@ static cuipc_status attach_validate(int fd, uint64_t expected_pool_id, cuipc_syn
     if (file_bytes < sizeof(cuipc_sync_header))
         return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "file size %llu smaller than the %zu-byte header",
                           (unsigned long long)file_bytes, sizeof(cuipc_sync_header));
-    cuipc_sync_table *t;
+    cuipc_sync_table *t = NULL;
     CUIPC_TRY(map_table(fd, file_bytes, &t));
     /* Read each header field once: the checks and the private copies must agree. */
     const cuipc_sync_header *h = t->header;

@@ -31,8 +31,10 @@ static void layout_of(const cuipc_tensor *t, cuipc_proxy *x) {
     x->nbytes = cuipc_tensor_span_bytes(t);
 }
 
+/* How long a host-pool allocation may wait: under "wait", and under "fallback" too, since the
+ * host pool is then the last resort. */
 static int64_t full_timeout(const cuipc_producer *p) {
-    return p->cfg.full_policy == CUIPC_FULL_WAIT ? p->cfg.full_timeout_ns : 0;
+    return p->cfg.full_policy == CUIPC_FULL_FAIL ? 0 : p->cfg.full_timeout_ns;
 }
 
 /* Copy into the host pool (from host memory, or down from a device). */

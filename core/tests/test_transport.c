@@ -303,11 +303,15 @@ static void test_consumer_killed(void) {
 }
 
 /* The producer dies: a consumer blocked in recv gets PEER_DEAD promptly, not a hang. */
+static int attached_pipe[2];
+
 static int orphan_main(void *arg) {
     (void)arg;
     cuipc_consumer *c = NULL;
     if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
         return 10;
+    if (write(attached_pipe[1], "a", 1) != 1)
+        return 11;
     cuipc_message *m = NULL;
     cuipc_status s = cuipc_consumer_recv(c, 20 * SEC, &m);
     cuipc_consumer_detach(c);
@@ -329,12 +333,17 @@ static int doomed_producer_main(void *arg) {
 
 static void test_producer_killed(void) {
     make_sock_path();
+    REQUIRE(pipe(attached_pipe) == 0);
     pid_t pp = cuipc_test_fork(doomed_producer_main, NULL);
     pid_t cp = cuipc_test_fork(orphan_main, NULL);
-    usleep(300 * 1000);
+    char b;
+    CHECK(read(attached_pipe[0], &b, 1) == 1); /* the consumer is attached and about to block */
+    usleep(50 * 1000);
     kill(pp, SIGKILL);
     CHECK(cuipc_test_wait(pp, 5000) == -SIGKILL);
     CHECK(cuipc_test_wait(cp, 5000) == 0);
+    close(attached_pipe[0]);
+    close(attached_pipe[1]);
     unlink(sock_path);
 }
 
@@ -441,10 +450,12 @@ static void test_bad_config(void) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     test_bad_config();
+    /* First: its producer runs in a child, which must not inherit CUDA state from this process
+     * (on a GPU host the producers below initialise CUDA here to pin their host pools). */
+    test_producer_killed();
     test_broadcast_and_recycle();
     test_pool_full_fail();
     test_consumer_killed();
-    test_producer_killed();
     test_forged_proxies();
     return cuipc_test_finish("test_transport");
 }
