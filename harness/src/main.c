@@ -1,12 +1,11 @@
-/* cuipc-harness: run scenarios, validate them, compare results (and plan, when built in). */
+/* cuipc-harness: run scenarios, validate them, compare results, plan pool sizes. */
 #include <stdio.h>
 #include <string.h>
 
 #include "results.h"
 #include "run.h"
 
-/* The planner lives in plan*.c, added separately; until it is linked this symbol is NULL. */
-__attribute__((weak)) int cuipc_plan_main(int argc, char **argv);
+#include "plan.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -14,7 +13,7 @@ static void usage(FILE *f) {
             "  run SCENARIO.json... [--out DIR]   run scenarios, write results, print a summary\n"
             "  validate SCENARIO.json...          check scenarios without running them\n"
             "  compare BASE NEW                   exit 1 on a regression beyond tolerance\n"
-            "  plan ...                           size a pool for a workload (when built in)\n"
+            "  plan WORKLOAD.json [options]       size a pool for a workload\n"
             "exit codes: 0 ok, 1 failed or regressed, 2 bad input or usage\n");
 }
 
@@ -30,13 +29,8 @@ int main(int argc, char **argv) {
         return cuipc_validate_main(argc - 1, argv + 1);
     if (strcmp(cmd, "compare") == 0)
         return cuipc_compare_main(argc - 1, argv + 1);
-    if (strcmp(cmd, "plan") == 0) {
-        if (cuipc_plan_main == NULL) {
-            fprintf(stderr, "cuipc-harness: plan is not built into this binary\n");
-            return 2;
-        }
+    if (strcmp(cmd, "plan") == 0)
         return cuipc_plan_main(argc - 1, argv + 1);
-    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

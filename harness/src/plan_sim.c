@@ -2,6 +2,7 @@
  * thread). Arrivals come in trace order; consumer releases sit in a binary heap keyed by time.
  * Releases at a time are applied before arrivals at the same time, and a chunk is reclaimed as
  * soon as its last consumer released it: the production recycler is woken by that release. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -110,7 +111,7 @@ static cuipc_status try_serve(sim *s, uint64_t i, uint64_t now_ns, bool *served)
         return st;
     uint64_t copy_ns = 0;
     if (w->copy_bytes_per_s > 0)
-        copy_ns = (uint64_t)((double)w->req[i].bytes / w->copy_bytes_per_s * 1e9);
+        copy_ns = (uint64_t)llround((double)w->req[i].bytes / w->copy_bytes_per_s * 1e9);
     s->acks_left[c.slot] = w->consumers;
     for (uint32_t k = 0; k < w->consumers; k++) {
         release_event ev = {now_ns + copy_ns + w->hold_ns[i * w->consumers + k], c.slot,
@@ -159,8 +160,8 @@ static cuipc_status run(sim *s, const cuipc_plan_options *o) {
     uint64_t queue = 0; /* wait policy: requests [queue, next) are waiting, FIFO */
     uint64_t aligned_size = s->r->size;
     while (next < w->n || s->heap.n) {
-        bool release_first = s->heap.n && (next >= w->n || s->heap.e[0].time_ns <=
-                                                               w->req[next].arrival_ns);
+        bool release_first =
+            s->heap.n && (next >= w->n || s->heap.e[0].time_ns <= w->req[next].arrival_ns);
         if (release_first) {
             uint64_t now = s->heap.e[0].time_ns;
             bool recycled = false;
@@ -259,7 +260,8 @@ cuipc_status cuipc_plan_replay(const cuipc_plan_workload *w, const cuipc_plan_op
                         ps.in_flight);
 done:
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    out->replay_ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    out->replay_ms =
+        (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     free(s.heap.e);
     free(s.acks_left);
     free(s.wait_ns);

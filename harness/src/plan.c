@@ -1,0 +1,428 @@
+/* `cuipc-harness plan`: find the smallest pool size that meets a target for a workload by
+ * replaying it (plan_sim.c) at sizes chosen by doubling then bisection over aligned sizes,
+ * verify the answer at that size and 10% below, and report it with headroom. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "plan.h"
+
+#define EXIT_UNMET 1
+#define EXIT_BAD_INPUT 2
+#define MAX_TRIES 256
+#define DEFAULT_MAX_BYTES (1ull << 40) /* 1 TiB: far above any real GPU */
+
+typedef struct plan_args {
+    const char *workload;
+    const char *out_dir;
+    bool target_p99;
+    double p99_wait_us;
+    bool policy_given;
+    cuipc_plan_options opt;
+    uint64_t min_bytes, max_bytes;
+    double headroom;
+} plan_args;
+
+typedef struct plan_try {
+    const char *phase; /* "search", "verify", "verify-10%", "recommended" */
+    cuipc_plan_result r;
+    bool met;
+} plan_try;
+
+typedef struct plan_state {
+    const plan_args *a;
+    const cuipc_plan_workload *w;
+    plan_try tries[MAX_TRIES];
+    size_t n_tries;
+} plan_state;
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: cuipc-harness plan WORKLOAD.json [options]\n"
+               "  Replays the workload through the real pool allocator and sync table on a\n"
+               "  simulated clock and reports the smallest pool size meeting the target.\n"
+               "  --target zero-full|p99-wait-us=X  default zero-full (p99 implies --policy wait)\n"
+               "  --policy fail|wait     what a request does when the pool is full (default fail)\n"
+               "  --alignment B          pool alignment, power of two (default 256)\n"
+               "  --slots N              sync slots = chunks in flight at most (default 4096)\n"
+               "  --fit best|first       allocator fit (default best)\n"
+               "  --min B / --max B      search range in bytes (KiB/MiB/GiB suffixes allowed)\n"
+               "  --headroom F           recommended = found * (1 + F) (default 0.2)\n"
+               "  --out DIR              write DIR/plan.json and DIR/occupancy.csv\n"
+               "  exit: 0 recommendation made, 1 target unreachable, 2 bad input\n");
+}
+
+static bool parse_bytes(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    double mult = 1;
+    if (strcmp(end, "KiB") == 0)
+        mult = 1024.0;
+    else if (strcmp(end, "MiB") == 0)
+        mult = 1048576.0;
+    else if (strcmp(end, "GiB") == 0)
+        mult = 1073741824.0;
+    else if (*end && strcmp(end, "B") != 0)
+        return false;
+    if (end == s || errno || !(x > 0) || x * mult > 1.8e19)
+        return false;
+    *out = (uint64_t)llround(x * mult);
+    return true;
+}
+
+static int parse_args(int argc, char **argv, plan_args *a) {
+    memset(a, 0, sizeof *a);
+    cuipc_plan_options_init(&a->opt);
+    a->headroom = 0.2;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
+            usage(stdout);
+            return -1;
+        }
+        if (o[0] != '-') {
+            if (a->workload) {
+                fprintf(stderr, "plan: one workload only (got %s and %s)\n", a->workload, o);
+                return EXIT_BAD_INPUT;
+            }
+            a->workload = o;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "plan: %s needs a value\n", o);
+            return EXIT_BAD_INPUT;
+        }
+        const char *v = argv[++i];
+        bool ok = true;
+        char *end;
+        if (strcmp(o, "--target") == 0) {
+            if (strcmp(v, "zero-full") == 0) {
+                a->target_p99 = false;
+            } else if (strncmp(v, "p99-wait-us=", 12) == 0) {
+                a->target_p99 = true;
+                a->p99_wait_us = strtod(v + 12, &end);
+                ok = end != v + 12 && !*end && a->p99_wait_us >= 0;
+            } else {
+                ok = false;
+            }
+        } else if (strcmp(o, "--policy") == 0) {
+            a->policy_given = true;
+            ok = strcmp(v, "fail") == 0 || strcmp(v, "wait") == 0;
+            a->opt.policy = strcmp(v, "wait") == 0 ? CUIPC_PLAN_WAIT : CUIPC_PLAN_FAIL;
+        } else if (strcmp(o, "--alignment") == 0) {
+            ok = parse_bytes(v, &a->opt.alignment) && a->opt.alignment >= 8 &&
+                 !(a->opt.alignment & (a->opt.alignment - 1));
+        } else if (strcmp(o, "--slots") == 0) {
+            unsigned long n = strtoul(v, &end, 10);
+            ok = end != v && !*end && n >= 1 && n <= (1ul << 24);
+            a->opt.slots = (uint32_t)n;
+        } else if (strcmp(o, "--fit") == 0) {
+            ok = strcmp(v, "best") == 0 || strcmp(v, "first") == 0;
+            a->opt.fit = strcmp(v, "first") == 0 ? CUIPC_FIT_FIRST : CUIPC_FIT_BEST;
+        } else if (strcmp(o, "--min") == 0) {
+            ok = parse_bytes(v, &a->min_bytes);
+        } else if (strcmp(o, "--max") == 0) {
+            ok = parse_bytes(v, &a->max_bytes);
+        } else if (strcmp(o, "--headroom") == 0) {
+            a->headroom = strtod(v, &end);
+            ok = end != v && !*end && a->headroom >= 0 && a->headroom <= 10;
+        } else if (strcmp(o, "--out") == 0) {
+            a->out_dir = v;
+        } else {
+            fprintf(stderr, "plan: unknown option %s\n", o);
+            usage(stderr);
+            return EXIT_BAD_INPUT;
+        }
+        if (!ok) {
+            fprintf(stderr, "plan: bad value for %s: %s\n", o, v);
+            return EXIT_BAD_INPUT;
+        }
+    }
+    if (!a->workload) {
+        usage(stderr);
+        return EXIT_BAD_INPUT;
+    }
+    if (a->target_p99 && a->policy_given && a->opt.policy == CUIPC_PLAN_FAIL) {
+        fprintf(stderr, "plan: --target p99-wait-us needs --policy wait (fail never waits)\n");
+        return EXIT_BAD_INPUT;
+    }
+    if (a->target_p99)
+        a->opt.policy = CUIPC_PLAN_WAIT;
+    if (a->min_bytes && a->max_bytes && a->min_bytes > a->max_bytes) {
+        fprintf(stderr, "plan: --min %llu is above --max %llu\n", (unsigned long long)a->min_bytes,
+                (unsigned long long)a->max_bytes);
+        return EXIT_BAD_INPUT;
+    }
+    return 0;
+}
+
+static uint64_t align_up(uint64_t x, uint64_t al) {
+    return (x + al - 1) & ~(al - 1);
+}
+
+static bool target_met(const plan_args *a, const cuipc_plan_workload *w,
+                       const cuipc_plan_result *r) {
+    if (r->served != w->n)
+        return false; /* a fallback (or an impossible request) misses any target */
+    if (a->target_p99)
+        return r->p99_wait_us <= a->p99_wait_us;
+    return r->full_events == 0;
+}
+
+static int try_size(plan_state *st, const char *phase, uint64_t size, FILE *occupancy,
+                    plan_try **out) {
+    if (st->n_tries == MAX_TRIES) {
+        fprintf(stderr, "plan: more than %d replays; narrow --min/--max\n", MAX_TRIES);
+        return EXIT_BAD_INPUT;
+    }
+    plan_try *t = &st->tries[st->n_tries];
+    if (cuipc_plan_replay(st->w, &st->a->opt, size, occupancy, &t->r) != CUIPC_OK) {
+        fprintf(stderr, "plan: replay at %llu bytes failed: %s\n", (unsigned long long)size,
+                cuipc_last_error());
+        return EXIT_BAD_INPUT;
+    }
+    t->phase = phase;
+    t->met = target_met(st->a, st->w, &t->r);
+    st->n_tries++;
+    *out = t;
+    return 0;
+}
+
+static void print_row(const plan_try *t) {
+    const cuipc_plan_result *r = &t->r;
+    printf("%-11s %14llu %9.2f %8llu %10.1f %10.1f %9.2f %7u %6.3f %7.1f  %s\n", t->phase,
+           (unsigned long long)r->size, (double)r->size / 1048576.0,
+           (unsigned long long)r->full_events, r->p99_wait_us, r->max_wait_us,
+           (double)r->peak_used / 1048576.0, r->peak_in_flight, r->peak_fragmentation, r->replay_ms,
+           t->met ? "yes" : "no");
+}
+
+static json_t *result_json(const plan_try *t) {
+    const cuipc_plan_result *r = &t->r;
+    return json_pack("{ss sI sI sI sI sI sf sf sf sf sI sI sf sf sb}", "phase", t->phase,
+                     "size_bytes", (json_int_t)r->size, "served", (json_int_t)r->served,
+                     "full_events", (json_int_t)r->full_events, "never_fit",
+                     (json_int_t)r->never_fit, "slot_limited", (json_int_t)r->slot_limited,
+                     "p50_wait_us", r->p50_wait_us, "p99_wait_us", r->p99_wait_us, "max_wait_us",
+                     r->max_wait_us, "mean_wait_us", r->mean_wait_us, "peak_used_bytes",
+                     (json_int_t)r->peak_used, "peak_in_flight", (json_int_t)r->peak_in_flight,
+                     "peak_fragmentation", r->peak_fragmentation, "replay_ms", r->replay_ms,
+                     "target_met", t->met);
+}
+
+static int write_plan_json(const plan_state *st, const char *path, const plan_try *found,
+                           const plan_try *below, const plan_try *rec) {
+    const plan_args *a = st->a;
+    const cuipc_plan_workload *w = st->w;
+    json_t *tries = json_array();
+    for (size_t i = 0; i < st->n_tries; i++)
+        json_array_append_new(tries, result_json(&st->tries[i]));
+    json_t *target =
+        a->target_p99 ? json_pack("{ss sf}", "kind", "p99-wait-us", "p99_wait_us", a->p99_wait_us)
+                      : json_pack("{ss}", "kind", "zero-full");
+    double span_s = w->n ? (double)w->req[w->n - 1].arrival_ns / 1e9 : 0;
+    json_t *inputs =
+        json_pack("{ss sI sI sI sf so ss sI sI ss sf sI sI sf}", "workload", w->source, "consumers",
+                  (json_int_t)w->consumers, "tensors", (json_int_t)w->n, "messages",
+                  (json_int_t)w->messages, "arrival_span_s", span_s, "target", target, "policy",
+                  a->opt.policy == CUIPC_PLAN_WAIT ? "wait" : "fail", "alignment",
+                  (json_int_t)a->opt.alignment, "slots", (json_int_t)a->opt.slots, "fit",
+                  a->opt.fit == CUIPC_FIT_FIRST ? "first" : "best", "headroom", a->headroom,
+                  "min_bytes", (json_int_t)a->min_bytes, "max_bytes", (json_int_t)a->max_bytes,
+                  "copy_gb_per_s", w->copy_bytes_per_s / 1e9);
+    json_t *recj = json_pack(
+        "{sI sI sf sI sI so so so sb}", "found_bytes", (json_int_t)found->r.size,
+        "recommended_bytes", (json_int_t)rec->r.size, "headroom", a->headroom,
+        "peak_used_at_recommended_bytes", (json_int_t)rec->r.peak_used, "spare_at_peak_bytes",
+        (json_int_t)(rec->r.size - rec->r.peak_used), "verify_at_found", result_json(found),
+        "verify_at_minus_10pct", result_json(below), "at_recommended", result_json(rec),
+        "minus_10pct_misses_target", !below->met);
+    json_t *root = json_pack("{si so so so}", "schema_version", 1, "inputs", inputs,
+                             "recommendation", recj, "tries", tries);
+    int rc = root && json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS) == 0
+                 ? 0
+                 : EXIT_BAD_INPUT;
+    if (rc)
+        fprintf(stderr, "plan: cannot write %s\n", path);
+    json_decref(root);
+    return rc;
+}
+
+/* Doubling from the smallest possible size until the target is met, then bisection in
+ * alignment steps. Returns the passing try, or NULL (rc set) when --max does not suffice. */
+static int search(plan_state *st, uint64_t lo, uint64_t hi, plan_try **found) {
+    const uint64_t al = st->a->opt.alignment;
+    plan_try *t;
+    uint64_t bad = 0, size = lo;
+    *found = NULL;
+    for (;;) {
+        int rc = try_size(st, "search", size, NULL, &t);
+        if (rc)
+            return rc;
+        if (t->met)
+            break;
+        bad = size;
+        if (size >= hi)
+            return 0;
+        size = size > hi / 2 ? hi : align_up(size * 2, al);
+    }
+    uint64_t good = size;
+    plan_try *good_try = t;
+    while (bad && good - bad > al) {
+        uint64_t mid = (bad + (good - bad) / 2) & ~(al - 1);
+        if (mid <= bad)
+            mid = bad + al;
+        int rc = try_size(st, "search", mid, NULL, &t);
+        if (rc)
+            return rc;
+        if (t->met) {
+            good = mid;
+            good_try = t;
+        } else {
+            bad = mid;
+        }
+    }
+    *found = good_try;
+    return 0;
+}
+
+/* mkdir -p */
+static bool make_dirs(const char *dir) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/')
+            continue;
+        *c = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return false;
+        *c = '/';
+    }
+    return mkdir(p, 0755) == 0 || errno == EEXIST;
+}
+
+static void print_header(void) {
+    printf("%-11s %14s %9s %8s %10s %10s %9s %7s %6s %7s  %s\n", "phase", "size_bytes", "MiB",
+           "full", "p99_us", "max_wait", "peak_MiB", "chunks", "frag", "ms", "met");
+}
+
+int cuipc_plan_main(int argc, char **argv) {
+    plan_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    cuipc_plan_workload w;
+    if (cuipc_plan_workload_load(a.workload, &w) != CUIPC_OK) {
+        fprintf(stderr, "plan: %s\n", cuipc_last_error());
+        return EXIT_BAD_INPUT;
+    }
+    plan_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        cuipc_plan_workload_free(&w);
+        return EXIT_BAD_INPUT;
+    }
+    st->a = &a;
+    st->w = &w;
+    const uint64_t al = a.opt.alignment;
+    /* No size below the largest tensor can serve it; no size above every tensor at once is
+     * needed (unless slot-limited). */
+    uint64_t largest = 0, total = 0;
+    for (uint64_t i = 0; i < w.n; i++) {
+        uint64_t b = align_up(w.req[i].bytes, al);
+        largest = b > largest ? b : largest;
+        total = total + b < total ? UINT64_MAX : total + b;
+    }
+    uint64_t lo = align_up(a.min_bytes > largest ? a.min_bytes : largest, al);
+    uint64_t hi = a.max_bytes ? a.max_bytes & ~(al - 1)
+                              : align_up(total < DEFAULT_MAX_BYTES ? total : DEFAULT_MAX_BYTES, al);
+    if (hi < lo)
+        hi = lo;
+    printf("workload %s: %llu tensors (%llu messages), %u consumers, policy %s, target %s",
+           w.source, (unsigned long long)w.n, (unsigned long long)w.messages, w.consumers,
+           a.opt.policy == CUIPC_PLAN_WAIT ? "wait" : "fail",
+           a.target_p99 ? "p99-wait-us" : "zero-full");
+    if (a.target_p99)
+        printf("=%g", a.p99_wait_us);
+    printf("\nsearch range %llu..%llu bytes, alignment %llu, %u slots\n", (unsigned long long)lo,
+           (unsigned long long)hi, (unsigned long long)al, a.opt.slots);
+    print_header();
+    plan_try *found = NULL;
+    /* Create --out before the search so a bad directory fails at once. */
+    if (a.out_dir && !make_dirs(a.out_dir)) {
+        fprintf(stderr, "plan: cannot create %s: %s\n", a.out_dir, strerror(errno));
+        rc = EXIT_BAD_INPUT;
+        goto done;
+    }
+    rc = search(st, lo, hi, &found);
+    for (size_t i = 0; i < st->n_tries; i++)
+        print_row(&st->tries[i]);
+    if (rc || !found) {
+        if (!rc) {
+            const plan_try *last = &st->tries[st->n_tries - 1];
+            printf("target NOT met at the largest size tried (%llu bytes)%s\n",
+                   (unsigned long long)last->r.size,
+                   last->r.slot_limited ? ": all sync slots were in flight (raise --slots)"
+                                        : ": raise --max or relax the target");
+            rc = EXIT_UNMET;
+        }
+        goto done;
+    }
+    /* Verify: the answer must pass when replayed again, and 10% less should not. */
+    plan_try *again, *below, *rec;
+    uint64_t minus = (uint64_t)((double)found->r.size * 0.9) & ~(al - 1);
+    if (minus < al)
+        minus = al;
+    FILE *occ = NULL;
+    char path[1200];
+    if (a.out_dir) {
+        snprintf(path, sizeof path, "%s/occupancy.csv", a.out_dir);
+        occ = fopen(path, "w");
+        if (!occ) {
+            fprintf(stderr, "plan: cannot write %s: %s\n", path, strerror(errno));
+            rc = EXIT_BAD_INPUT;
+            goto done;
+        }
+    }
+    uint64_t recommended = align_up((uint64_t)ceil((double)found->r.size * (1.0 + a.headroom)), al);
+    size_t first_verify = st->n_tries;
+    rc = try_size(st, "verify", found->r.size, NULL, &again);
+    if (!rc)
+        rc = try_size(st, "verify-10%", minus, NULL, &below);
+    if (!rc)
+        rc = try_size(st, "recommended", recommended, occ, &rec);
+    if (occ)
+        fclose(occ);
+    if (rc)
+        goto done;
+    for (size_t i = first_verify; i < st->n_tries; i++)
+        print_row(&st->tries[i]);
+    if (!again->met) {
+        printf("verification FAILED: the found size did not meet the target on a replay\n");
+        rc = EXIT_UNMET;
+        goto done;
+    }
+    printf("smallest size meeting the target: %llu bytes (%.2f MiB); at %llu bytes (-10%%) the "
+           "target is %s\n",
+           (unsigned long long)found->r.size, (double)found->r.size / 1048576.0,
+           (unsigned long long)minus,
+           below->met ? "STILL met (outcome not monotone here: bisection may be loose)"
+                      : "missed as expected");
+    printf("recommended pool size: %llu bytes (%.2f MiB) = found x %.2f; peak use there %.2f "
+           "MiB, %.2f MiB spare at peak\n",
+           (unsigned long long)rec->r.size, (double)rec->r.size / 1048576.0, 1.0 + a.headroom,
+           (double)rec->r.peak_used / 1048576.0,
+           (double)(rec->r.size - rec->r.peak_used) / 1048576.0);
+    if (a.out_dir) {
+        snprintf(path, sizeof path, "%s/plan.json", a.out_dir);
+        rc = write_plan_json(st, path, again, below, rec);
+        if (!rc)
+            printf("wrote %s and %s/occupancy.csv\n", path, a.out_dir);
+    }
+done:
+    free(st);
+    cuipc_plan_workload_free(&w);
+    return rc;
+}
