@@ -255,7 +255,7 @@ static cuipc_value *random_value(uint64_t *s, int level, int *budget) {
     default: {
         cuipc_value *dict = cuipc_value_dict();
         for (uint64_t i = 0, n = rnd(s, 6); i < n; i++) {
-            char key[40];
+            char key[64];
             random_text(s, text, 12);
             snprintf(key, sizeof key, "%llu%s", (unsigned long long)i, text); /* unique */
             REQUIRE(cuipc_dict_set(dict, key, random_value(s, level + 1, budget)) == CUIPC_OK);
