@@ -169,9 +169,8 @@ cuipc_status cuipc_consumer_attach(const char *path, int64_t timeout_ns, cuipc_c
         char msg[512];
         strncpy(msg, cuipc_last_error(), sizeof msg - 1);
         msg[sizeof msg - 1] = '\0';
-        cuipc_hello_ack ack = {.magic = CUIPC_HELLO_MAGIC,
-                               .consumer_index = h.consumer_index,
-                               .status = (int32_t)s};
+        cuipc_hello_ack ack = {
+            .magic = CUIPC_HELLO_MAGIC, .consumer_index = h.consumer_index, .status = (int32_t)s};
         cuipc_status sent = cuipc_socket_send(c->sock, &ack, sizeof ack, NULL, 0);
         if (s != CUIPC_OK)
             CUIPC_FAIL(s, "%s", msg);
@@ -223,8 +222,8 @@ static cuipc_status check_pool_proxy(cuipc_consumer *c, const cuipc_proxy *x, po
                                x->nbytes, c->index));
     if (v->memory == CUIPC_MEMORY_HOST) {
         /* Host chunks are filled before they are sent: not ready means forged or recycled. */
-        uint32_t ready = atomic_load_explicit(&cuipc_sync_table_slot(v->sync, x->u.pool.slot)->ready,
-                                              memory_order_acquire);
+        uint32_t ready = atomic_load_explicit(
+            &cuipc_sync_table_slot(v->sync, x->u.pool.slot)->ready, memory_order_acquire);
         if (ready != x->u.pool.generation)
             return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u: data of generation %u is not in place",
                               x->u.pool.slot, x->u.pool.generation);
@@ -240,13 +239,13 @@ static cuipc_status adopt_one(cuipc_value *node, void *arg) {
         return CUIPC_OK;
     if (x->kind == CUIPC_PROXY_IPC) {
         if (x->u.ipc.producer_id != a->c->producer_id)
-            return CUIPC_FAIL(CUIPC_ERR_UNKNOWN_POOL,
-                              "IPC proxy from producer 0x%llx, we are attached to 0x%llx",
-                              (unsigned long long)x->u.ipc.producer_id,
-                              (unsigned long long)a->c->producer_id);
+            return CUIPC_FAIL(
+                CUIPC_ERR_UNKNOWN_POOL, "IPC proxy from producer 0x%llx, we are attached to 0x%llx",
+                (unsigned long long)x->u.ipc.producer_id, (unsigned long long)a->c->producer_id);
         if (x->u.ipc.offset > x->u.ipc.alloc_size ||
             x->nbytes > x->u.ipc.alloc_size - x->u.ipc.offset)
-            return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "IPC slice [%llu, +%llu) outside its %llu-byte allocation",
+            return CUIPC_FAIL(CUIPC_ERR_CORRUPT,
+                              "IPC slice [%llu, +%llu) outside its %llu-byte allocation",
                               (unsigned long long)x->u.ipc.offset, (unsigned long long)x->nbytes,
                               (unsigned long long)x->u.ipc.alloc_size);
         return CUIPC_OK;
@@ -378,16 +377,18 @@ static cuipc_status sync_device_base(cuipc_consumer *c, pool_view *v, void **out
     return s;
 }
 
-/* Pin the host arena once when its data is copied up to a device (pageable copies are ~6x slower). */
+/* Pin the host arena once when its data is copied up to a device (pageable copies are ~6x slower).
+ */
 static void pin_host_view(cuipc_consumer *c, pool_view *v) {
     pthread_mutex_lock(&c->lock);
-    if (!v->host_dev_base && cuipc_cuda_host_register(v->base, v->size, &v->host_dev_base) != CUIPC_OK)
+    if (!v->host_dev_base &&
+        cuipc_cuda_host_register(v->base, v->size, &v->host_dev_base) != CUIPC_OK)
         v->host_dev_base = NULL; /* still correct, only slower */
     pthread_mutex_unlock(&c->lock);
 }
 
-static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int target,
-                             void *stream, void **dst, cuipc_tensor_owner *owner) {
+static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int target, void *stream,
+                             void **dst, cuipc_tensor_owner *owner) {
     if (target == CUIPC_DEVICE_HOST) {
         void *d = malloc(n);
         if (!d)
@@ -423,6 +424,28 @@ static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int t
     return CUIPC_OK;
 }
 
+/* Copy target for data whose home is `home`, and the device its mapping is opened on (the
+ * target itself, for peer access, or home when the copy goes to host memory). */
+static void resolve_devices(const cuipc_unwrap_options *o, int home, int *target, int *map_dev) {
+    *target = o->device == CUIPC_DEVICE_SAME ? home : o->device;
+    *map_dev = *target == CUIPC_DEVICE_HOST ? home : *target;
+}
+
+/* Borrow src in place (as seen from map_dev), or copy it out to target. */
+static cuipc_status borrow_or_copy(const cuipc_unwrap_options *o, void *src, uint64_t n,
+                                   int src_is_host, int map_dev, int target, cuipc_tensor *t,
+                                   cuipc_tensor_owner *owner) {
+    if (o->kind == CUIPC_UNWRAP_BORROW) {
+        t->data = src;
+        t->device = map_dev;
+        *owner = CUIPC_OWNER_BORROW;
+        return CUIPC_OK;
+    }
+    CUIPC_TRY(copy_out(src, n, src_is_host, target, o->stream, &t->data, owner));
+    t->device = target;
+    return CUIPC_OK;
+}
+
 static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tensor *t,
                                 cuipc_tensor_owner *owner) {
     cuipc_consumer *c = u->m->c;
@@ -438,37 +461,27 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     if (v->memory == CUIPC_MEMORY_HOST) {
         void *src = (char *)v->base + x->u.pool.offset;
         int target = o->device == CUIPC_DEVICE_SAME ? CUIPC_DEVICE_HOST : o->device;
-        if (o->kind == CUIPC_UNWRAP_BORROW) {
-            t->data = src;
-            t->device = CUIPC_DEVICE_HOST;
-            *owner = CUIPC_OWNER_BORROW;
-            return CUIPC_OK;
-        }
-        if (target != CUIPC_DEVICE_HOST)
+        if (o->kind == CUIPC_UNWRAP_COPY && target != CUIPC_DEVICE_HOST)
             pin_host_view(c, v);
-        CUIPC_TRY(copy_out(src, x->nbytes, 1, target, o->stream, &t->data, owner));
-        t->device = target;
-        release_cpu(c, h);
+        CUIPC_TRY(borrow_or_copy(o, src, x->nbytes, 1, CUIPC_DEVICE_HOST, target, t, owner));
+        if (o->kind == CUIPC_UNWRAP_COPY)
+            release_cpu(c, h);
         return CUIPC_OK;
     }
     /* GPU pool: map on the device the data is wanted on (peer access when it differs). */
-    int target = o->device == CUIPC_DEVICE_SAME ? v->device : o->device;
-    int map_dev = target == CUIPC_DEVICE_HOST ? v->device : target;
+    int target, map_dev;
+    resolve_devices(o, v->device, &target, &map_dev);
     void *base = NULL, *sync_dev = NULL;
     CUIPC_TRY(open_handle(c, v->handle, map_dev, &base));
     CUIPC_TRY(sync_device_base(c, v, &sync_dev));
     /* Nothing on this stream reads the slice before the producer's copy wrote it. */
-    CUIPC_TRY(cuipc_cuda_stream_wait_u32(o->stream, cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot),
-                                         x->u.pool.generation));
+    CUIPC_TRY(cuipc_cuda_stream_wait_u32(
+        o->stream, cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot),
+        x->u.pool.generation));
     void *src = (char *)base + x->u.pool.offset;
-    if (o->kind == CUIPC_UNWRAP_BORROW) {
-        t->data = src;
-        t->device = map_dev;
-        *owner = CUIPC_OWNER_BORROW;
+    CUIPC_TRY(borrow_or_copy(o, src, x->nbytes, 0, map_dev, target, t, owner));
+    if (o->kind == CUIPC_UNWRAP_BORROW)
         return CUIPC_OK;
-    }
-    CUIPC_TRY(copy_out(src, x->nbytes, 0, target, o->stream, &t->data, owner));
-    t->device = target;
     if (target == CUIPC_DEVICE_HOST) {
         release_cpu(c, h); /* copy_out already waited for the stream */
         return CUIPC_OK;
@@ -482,21 +495,12 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
 
 static cuipc_status unwrap_ipc(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tensor *t,
                                cuipc_tensor_owner *owner) {
-    const cuipc_unwrap_options *o = u->opt;
-    int target = o->device == CUIPC_DEVICE_SAME ? x->u.ipc.device : o->device;
-    int map_dev = target == CUIPC_DEVICE_HOST ? x->u.ipc.device : target;
+    int target, map_dev;
+    resolve_devices(u->opt, x->u.ipc.device, &target, &map_dev);
     void *base = NULL;
     CUIPC_TRY(open_handle(u->m->c, x->u.ipc.handle, map_dev, &base));
-    void *src = (char *)base + x->u.ipc.offset;
-    if (o->kind == CUIPC_UNWRAP_BORROW) {
-        t->data = src;
-        t->device = map_dev;
-        *owner = CUIPC_OWNER_BORROW;
-        return CUIPC_OK;
-    }
-    CUIPC_TRY(copy_out(src, x->nbytes, 0, target, o->stream, &t->data, owner));
-    t->device = target;
-    return CUIPC_OK;
+    return borrow_or_copy(u->opt, (char *)base + x->u.ipc.offset, x->nbytes, 0, map_dev, target, t,
+                          owner);
 }
 
 static cuipc_status unwrap_one(cuipc_value *node, void *arg) {

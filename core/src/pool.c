@@ -381,14 +381,8 @@ cuipc_status cuipc_pool_release(cuipc_pool *p, uint32_t slot, uint32_t generatio
                           p->cfg.max_consumers);
     if (slot >= p->cfg.slots)
         return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "slot %u >= %u slots", slot, p->cfg.slots);
-    cuipc_status s = cuipc_sync_release(p->sync, slot, generation, consumer);
-    pthread_mutex_lock(&p->lock);
-    if (s == CUIPC_ERR_STALE)
-        p->stats.stale_releases++;
-    else if (s == CUIPC_ERR_DUPLICATE)
-        p->stats.duplicate_releases++;
-    pthread_mutex_unlock(&p->lock);
-    return s;
+    /* Stale and duplicate releases are counted in the shared header (stats read them there). */
+    return cuipc_sync_release(p->sync, slot, generation, consumer);
 }
 
 void cuipc_pool_release_on_behalf(cuipc_pool *p, uint32_t slot, uint32_t generation,
@@ -441,7 +435,7 @@ void cuipc_pool_stats_get(cuipc_pool *p, cuipc_pool_stats *out) {
     out->fragmentation = a.free ? 1.0 - (double)a.largest_free / (double)a.free : 0.0;
     out->in_flight = p->n_busy;
     cuipc_sync_header *h = cuipc_sync_table_header(p->sync);
-    /* Rejections counted by consumers in the shared header, plus local ones. */
+    /* Rejections are counted where every process sees them: the shared header. */
     out->stale_releases = atomic_load(&h->stale_releases);
     out->duplicate_releases = atomic_load(&h->duplicate_releases);
     pthread_mutex_unlock(&p->lock);

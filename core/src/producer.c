@@ -309,11 +309,7 @@ cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeou
 }
 
 uint32_t cuipc_producer_consumer_count(const cuipc_producer *p) {
-    cuipc_producer *mp = (cuipc_producer *)p;
-    pthread_mutex_lock(&mp->lock);
-    uint32_t n = (uint32_t)__builtin_popcountll(mp->live_mask);
-    pthread_mutex_unlock(&mp->lock);
-    return n;
+    return (uint32_t)__builtin_popcountll(cuipc_producer_live_mask((cuipc_producer *)p));
 }
 
 uint64_t cuipc_producer_live_mask(cuipc_producer *p) {

@@ -103,8 +103,7 @@ static cuipc_status to_ipc_export(wrap_ctx *w, const cuipc_tensor *t, cuipc_prox
                           (unsigned long long)x->nbytes, (unsigned long long)offset, size);
     /* Consumers read the tensor itself: its producing work must be finished first. */
     CUIPC_TRY(cuipc_cuda_stream_sync(w->stream));
-    cuipc_proxy_kind keep = CUIPC_PROXY_IPC;
-    x->kind = keep;
+    x->kind = CUIPC_PROXY_IPC;
     CUIPC_TRY(cuipc_producer_export(w->p, base, size, x));
     x->u.ipc.offset = offset;
     x->u.ipc.device = t->device;

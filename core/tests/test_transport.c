@@ -23,14 +23,7 @@ static uint64_t now_ns(void) {
 static char sock_path[128];
 
 static void make_sock_path(void) {
-    static char dir[] = "/tmp/cuipc-test-XXXXXX";
-    static int made = 0;
-    if (!made) {
-        REQUIRE(mkdtemp(dir));
-        made = 1;
-    }
-    static int n = 0;
-    snprintf(sock_path, sizeof sock_path, "%s/s%d.sock", dir, n++);
+    cuipc_test_socket_path(sock_path, sizeof sock_path);
 }
 
 /* Tensor i of message seq: shape and dtype vary; one is strided, one empty. */

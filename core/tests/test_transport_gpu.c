@@ -229,14 +229,7 @@ static int consumer_main(void *arg) {
 
 static void run_case(const gpu_case *k) {
     cur = k;
-    static char dir[] = "/tmp/cuipc-gpu-XXXXXX";
-    static int made = 0;
-    if (!made) {
-        REQUIRE(mkdtemp(dir));
-        made = 1;
-    }
-    static int n = 0;
-    snprintf(sock_path, sizeof sock_path, "%s/s%d.sock", dir, n++);
+    cuipc_test_socket_path(sock_path, sizeof sock_path);
     pid_t cons[8];
     for (int i = 0; i < k->consumers; i++)
         cons[i] = cuipc_test_fork(consumer_main, (void *)(intptr_t)i);

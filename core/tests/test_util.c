@@ -50,6 +50,25 @@ int cuipc_test_wait(pid_t pid, int timeout_ms) {
     }
 }
 
+static char socket_dir[] = "/tmp/cuipc-test-XXXXXX";
+static pid_t socket_dir_owner;
+
+static void remove_socket_dir(void) {
+    /* atexit also runs in children that exit(): only the process that made the dir removes it. */
+    if (getpid() == socket_dir_owner)
+        rmdir(socket_dir);
+}
+
+void cuipc_test_socket_path(char *buf, size_t n) {
+    static int count;
+    if (!socket_dir_owner) {
+        REQUIRE(mkdtemp(socket_dir) != NULL);
+        socket_dir_owner = getpid();
+        atexit(remove_socket_dir);
+    }
+    snprintf(buf, n, "%s/s%d.sock", socket_dir, count++);
+}
+
 uint64_t cuipc_test_rand(uint64_t *s) {
     uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
     x ^= x << 13;

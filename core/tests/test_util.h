@@ -60,6 +60,9 @@ int cuipc_test_wait(pid_t pid, int timeout_ms);
  * the calling process, so it may fork CUDA-using children afterwards. */
 void cuipc_test_require_gpu(void);
 
+/* A fresh socket path in a private directory made on first use (and removed at exit). */
+void cuipc_test_socket_path(char *buf, size_t n);
+
 /* Deterministic xorshift generator for property tests. */
 uint64_t cuipc_test_rand(uint64_t *state);
 
