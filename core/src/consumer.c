@@ -10,6 +10,7 @@
 #include "cuipc/codec.h"
 #include "error_internal.h"
 #include "handle_cache.h"
+#include "value_internal.h"
 #include "shm.h"
 #include "socket.h"
 #include "transport_internal.h"
@@ -187,6 +188,10 @@ cuipc_status cuipc_consumer_attach(const char *path, int64_t timeout_ns, cuipc_c
 
 uint32_t cuipc_consumer_index(const cuipc_consumer *c) {
     return c->index;
+}
+
+void cuipc_consumer_set_spin_ns(cuipc_consumer *c, uint64_t spin_ns) {
+    cuipc_ring_set_spin_ns(c->ring, spin_ns);
 }
 
 /* ------------------------------------------------------------------ receive and validate */
@@ -411,12 +416,12 @@ static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int t
         return CUIPC_OK;
     }
     void *d = NULL;
-    CUIPC_TRY(cuipc_cuda_malloc(target, n, &d));
+    CUIPC_TRY(cuipc_cuda_malloc_async(target, n, stream, &d));
     cuipc_status s = cuipc_cuda_memcpy_async(d, src, n, stream);
     if (s == CUIPC_OK && src_is_host)
         s = cuipc_cuda_stream_sync(stream); /* the host chunk is released right after */
     if (s != CUIPC_OK) {
-        cuipc_cuda_free(d);
+        cuipc_cuda_free_async(d, stream);
         return s;
     }
     *dst = d;
@@ -533,6 +538,8 @@ static cuipc_status unwrap_one(cuipc_value *node, void *arg) {
     pthread_mutex_lock(&u->m->c->lock);
     u->m->c->stats.bytes += n;
     pthread_mutex_unlock(&u->m->c->lock);
+    if (owner == CUIPC_OWNER_DEVICE)
+        return cuipc_value_set_stream_ordered_tensor(node, &t, u->opt->stream);
     return cuipc_value_set_tensor(node, &t, owner);
 }
 
@@ -617,6 +624,7 @@ void cuipc_consumer_detach(cuipc_consumer *c) {
     cuipc_ring_destroy(c->ring);
     if (c->sock >= 0)
         close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
+    cuipc_cuda_copy_pools_trim(); /* copy-out buffers already freed go back to the driver */
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

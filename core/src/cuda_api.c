@@ -275,6 +275,87 @@ cuipc_status cuipc_cuda_free(void *p) {
     return CUIPC_OK;
 }
 
+/* One stream-ordered pool per device for copy-out buffers. It keeps freed memory for reuse
+ * (release threshold: unlimited), so a steady stream of copies costs no cudaMalloc/cudaFree:
+ * cudaFree synchronises the whole device and would stall every copy behind it. */
+#define CUIPC_MAX_POOL_DEVICES 64
+static pthread_mutex_t copy_pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static cudaMemPool_t copy_pools[CUIPC_MAX_POOL_DEVICES];
+
+static cuipc_status copy_pool_get(int device, cudaMemPool_t *out) {
+    if (device < 0 || device >= device_count || device >= CUIPC_MAX_POOL_DEVICES)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "device %d out of range (%d device(s))", device,
+                          device_count);
+    pthread_mutex_lock(&copy_pools_lock);
+    cuipc_status s = CUIPC_OK;
+    if (copy_pools[device] == NULL) {
+        struct cudaMemPoolProps props;
+        memset(&props, 0, sizeof props);
+        props.allocType = cudaMemAllocationTypePinned;
+        props.location.type = cudaMemLocationTypeDevice;
+        props.location.id = device;
+        cudaMemPool_t pool = NULL;
+        cudaError_t err = cudaMemPoolCreate(&pool, &props);
+        if (err != cudaSuccess) {
+            s = CUIPC_CUDA_FAIL(err, "cudaMemPoolCreate", "device %d", device);
+        } else {
+            uint64_t keep = UINT64_MAX;
+            err = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+            if (err != cudaSuccess) {
+                s = CUIPC_CUDA_FAIL(err, "cudaMemPoolSetAttribute", "release threshold, device %d",
+                                    device);
+                (void)cudaMemPoolDestroy(pool);
+            } else {
+                copy_pools[device] = pool;
+            }
+        }
+    }
+    *out = copy_pools[device];
+    pthread_mutex_unlock(&copy_pools_lock);
+    return s;
+}
+
+cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **out) {
+    CUIPC_REQUIRE_GPU();
+    if (n == 0 || out == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "n=%zu out=%p: need n > 0 and out", n,
+                          (void *)out);
+    cudaMemPool_t pool = NULL;
+    CUIPC_TRY(copy_pool_get(device, &pool));
+    void *p = NULL;
+    cudaError_t err = cudaMallocFromPoolAsync(&p, n, pool, (cudaStream_t)stream);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaMallocFromPoolAsync", "device %d, %zu bytes, stream %p",
+                               device, n, stream);
+    *out = p;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_free_async(void *p, void *stream) {
+    if (p == NULL)
+        return CUIPC_OK;
+    CUIPC_REQUIRE_GPU();
+    cudaError_t err = cudaFreeAsync(p, (cudaStream_t)stream);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaFreeAsync", "ptr %p, stream %p", p, stream);
+    return CUIPC_OK;
+}
+
+/* Touches CUDA only when a pool exists, so host-only processes stay CUDA-free. */
+cuipc_status cuipc_cuda_copy_pools_trim(void) {
+    cuipc_status first = CUIPC_OK;
+    pthread_mutex_lock(&copy_pools_lock);
+    for (int d = 0; d < CUIPC_MAX_POOL_DEVICES; d++) {
+        if (copy_pools[d] == NULL)
+            continue;
+        cudaError_t err = cudaMemPoolTrimTo(copy_pools[d], 0);
+        if (err != cudaSuccess && first == CUIPC_OK)
+            first = CUIPC_CUDA_FAIL(err, "cudaMemPoolTrimTo", "device %d", d);
+    }
+    pthread_mutex_unlock(&copy_pools_lock);
+    return first;
+}
+
 cuipc_status cuipc_cuda_host_register(void *p, size_t n, void **dev_ptr) {
     CUIPC_REQUIRE_GPU();
     if (p == NULL || n == 0 || dev_ptr == NULL)

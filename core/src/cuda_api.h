@@ -32,6 +32,13 @@ cuipc_status cuipc_cuda_ipc_close(void *ptr);
 cuipc_status cuipc_cuda_malloc(int device, size_t n, void **out);
 cuipc_status cuipc_cuda_free(void *p);
 
+/* Stream-ordered copy-out buffers from a per-device pool that keeps freed memory for reuse.
+ * The free is ordered after all work queued on `stream` before it. */
+cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **out);
+cuipc_status cuipc_cuda_free_async(void *p, void *stream);
+/* Give the pools' unused memory back to the driver (memory still in use is untouched). */
+cuipc_status cuipc_cuda_copy_pools_trim(void);
+
 /* Pin host memory (portable, mapped) and return its device address. */
 cuipc_status cuipc_cuda_host_register(void *p, size_t n, void **dev_ptr);
 cuipc_status cuipc_cuda_host_unregister(void *p);

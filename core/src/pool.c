@@ -16,8 +16,12 @@
 
 /* Host releases wake the recycler through the futex. GPU-side acks are stream writes that wake
  * nobody (a host callback would stall the consumer's stream), so chunks of a CUDA pool are also
- * polled: every GPU_POLL_NS by a blocked allocation, every GPU_RECYCLE_NS by the recycler. */
+ * polled: by a blocked allocation, busily for its first GPU_SPIN_NS (a streaming producer waits
+ * about one copy time for the oldest chunk, tens of microseconds, and a sleep would overshoot
+ * that by the kernel's 50 us timer slack), then every GPU_POLL_NS; and every GPU_RECYCLE_NS by
+ * the recycler. */
 #define RECYCLER_PERIOD_NS (20 * 1000 * 1000)
+#define GPU_SPIN_NS (1000 * 1000)
 #define GPU_POLL_NS (100 * 1000)
 #define GPU_RECYCLE_NS (1000 * 1000)
 
@@ -330,8 +334,14 @@ cuipc_status cuipc_pool_alloc(cuipc_pool *p, uint64_t size, uint64_t consumer_ma
         }
         pthread_mutex_unlock(&p->lock);
         int64_t left = timeout_ns - (int64_t)waited;
-        int64_t slice = p->cfg.memory == CUIPC_MEMORY_CUDA ? GPU_POLL_NS : RECYCLER_PERIOD_NS;
-        cuipc_sync_wait(p->sync, seq, left < slice ? left : slice);
+        bool gpu = p->cfg.memory == CUIPC_MEMORY_CUDA;
+        if (gpu && waited < GPU_SPIN_NS) {
+            for (int i = 0; i < 64; i++)
+                cuipc_cpu_relax();
+        } else {
+            int64_t slice = gpu ? GPU_POLL_NS : RECYCLER_PERIOD_NS;
+            cuipc_sync_wait(p->sync, seq, left < slice ? left : slice);
+        }
         pthread_mutex_lock(&p->lock);
         reclaim_locked(p);
         s = try_alloc_locked(p, size, consumer_mask, out);

@@ -12,6 +12,7 @@
 #include "cuda_api.h"
 #include "cuipc/value.h"
 #include "error_internal.h"
+#include "value_internal.h"
 
 #define CUIPC_DICT_INDEX_MIN 16 /* below this a linear scan beats hashing */
 
@@ -47,6 +48,8 @@ struct cuipc_value {
         struct {
             cuipc_tensor *desc; /* out of line: keeps every node small */
             cuipc_tensor_owner owner;
+            bool stream_ordered; /* device memory from cuipc_cuda_malloc_async on `stream` */
+            void *stream;
         } tensor;
         cuipc_proxy *proxy;
     } u;
@@ -219,11 +222,15 @@ cuipc_value *cuipc_value_proxy(const cuipc_proxy *p) {
 
 /* ---- freeing --------------------------------------------------------------------------- */
 
-static void free_tensor_memory(cuipc_tensor *t, cuipc_tensor_owner owner) {
-    if (owner == CUIPC_OWNER_HOST)
+/* A failure is already in the error message; there is nothing to undo. */
+static void free_tensor_memory(const cuipc_value *v) {
+    cuipc_tensor *t = v->u.tensor.desc;
+    if (v->u.tensor.owner == CUIPC_OWNER_HOST)
         free(t->data);
-    else if (owner == CUIPC_OWNER_DEVICE && t->data)
-        cuipc_cuda_free(t->data); /* a failure is already in the error message; nothing to undo */
+    else if (v->u.tensor.owner == CUIPC_OWNER_DEVICE && t->data && v->u.tensor.stream_ordered)
+        cuipc_cuda_free_async(t->data, v->u.tensor.stream);
+    else if (v->u.tensor.owner == CUIPC_OWNER_DEVICE && t->data)
+        cuipc_cuda_free(t->data);
 }
 
 /* Release what the node's payload owns, leaving the node itself allocated. */
@@ -247,7 +254,7 @@ static void release_payload(cuipc_value *v) {
         free(v->u.dict.index);
         break;
     case CUIPC_VALUE_TENSOR:
-        free_tensor_memory(v->u.tensor.desc, v->u.tensor.owner);
+        free_tensor_memory(v);
         free(v->u.tensor.desc);
         break;
     case CUIPC_VALUE_PROXY:
@@ -640,6 +647,14 @@ cuipc_status cuipc_value_set_tensor(cuipc_value *v, const cuipc_tensor *t,
     v->kind = CUIPC_VALUE_TENSOR;
     v->u.tensor.desc = desc;
     v->u.tensor.owner = owner;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_value_set_stream_ordered_tensor(cuipc_value *v, const cuipc_tensor *t,
+                                                  void *stream) {
+    CUIPC_TRY(cuipc_value_set_tensor(v, t, CUIPC_OWNER_DEVICE));
+    v->u.tensor.stream_ordered = true;
+    v->u.tensor.stream = stream;
     return CUIPC_OK;
 }
 

@@ -42,6 +42,57 @@ static void tensor_free(producer_state *ps, void *p) {
         free(p);
 }
 
+/* Pool occupancy over time, bounded: when the buffer is full every other sample is dropped and
+ * the interval doubles, so any run length ends with 1024..2048 evenly spaced samples. */
+#define OCC_CAP 2048
+typedef struct occupancy {
+    uint64_t t0, interval_ns, next_ns;
+    size_t n;
+    double t_s[OCC_CAP];
+    uint64_t used[2][OCC_CAP], in_flight[2][OCC_CAP]; /* [0] GPU pool, [1] host pool */
+} occupancy;
+
+static void occupancy_sample(occupancy *o, cuipc_producer *p, uint64_t now) {
+    if (now < o->next_ns)
+        return;
+    if (o->n == OCC_CAP) {
+        for (size_t k = 0; k < OCC_CAP / 2; k++) {
+            o->t_s[k] = o->t_s[2 * k];
+            for (int q = 0; q < 2; q++) {
+                o->used[q][k] = o->used[q][2 * k];
+                o->in_flight[q][k] = o->in_flight[q][2 * k];
+            }
+        }
+        o->n = OCC_CAP / 2;
+        o->interval_ns *= 2;
+    }
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    o->t_s[o->n] = (double)(now - o->t0) / 1e9;
+    o->used[0][o->n] = st.gpu_pool.used_bytes;
+    o->in_flight[0][o->n] = st.gpu_pool.in_flight;
+    o->used[1][o->n] = st.host_pool.used_bytes;
+    o->in_flight[1][o->n] = st.host_pool.in_flight;
+    o->n++;
+    o->next_ns = now + o->interval_ns;
+}
+
+static json_t *occupancy_json(const occupancy *o, const cuipc_producer_stats *st) {
+    json_t *t = json_array(), *a[2][2] = {{json_array(), json_array()}, {json_array(), json_array()}};
+    for (size_t k = 0; k < o->n; k++) {
+        json_array_append_new(t, json_real(o->t_s[k]));
+        for (int q = 0; q < 2; q++) {
+            json_array_append_new(a[q][0], json_integer((json_int_t)o->used[q][k]));
+            json_array_append_new(a[q][1], json_integer((json_int_t)o->in_flight[q][k]));
+        }
+    }
+    return json_pack("{s:f, s:o, s:o, s:o, s:o, s:o, s:I, s:I}", "interval_ms",
+                     (double)o->interval_ns / 1e6, "t_s", t, "gpu_used_bytes", a[0][0],
+                     "gpu_in_flight", a[0][1], "host_used_bytes", a[1][0], "host_in_flight",
+                     a[1][1], "gpu_size", (json_int_t)st->gpu_pool.size, "host_size",
+                     (json_int_t)st->host_pool.size);
+}
+
 /* Fill and checksum one tensor; seed = message index * per_message + j. */
 static cuipc_status fill(producer_state *ps, void *data, uint64_t bytes, uint64_t seed,
                          uint64_t *sum) {
@@ -72,7 +123,9 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
                 break;
         }
         uint64_t sum = 0;
-        if (s->validation.enabled || s->tensors.fresh_per_message)
+        /* Unchecked messages reuse the buffer as it is: their checksum entry is never read. */
+        bool checked = s->validation.enabled && i % s->validation.every == 0;
+        if (checked || s->tensors.fresh_per_message)
             st = fill(ps, data, bytes, i * s->tensors.per_message + j, &sum);
         cuipc_tensor t;
         int64_t shape[1] = {(int64_t)(bytes / cuipc_h_dtype_size(dtype))};
@@ -237,6 +290,14 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     }
 
     uint64_t t0 = cuipc_h_now_ns();
+    occupancy *occ = calloc(1, sizeof *occ); /* ~80 KiB: off the stack */
+    if (occ == NULL) {
+        cuipc_producer_destroy(ps.p);
+        return finish(&ps, a->run_dir, 1, "occupancy buffer", CUIPC_ERR_NO_MEMORY);
+    }
+    occ->t0 = t0;
+    occ->interval_ns = 1000000; /* 1 ms to start with */
+    occupancy_sample(occ, ps.p, t0);
     uint64_t end_ns = s->run.iterations ? UINT64_MAX : t0 + (uint64_t)(s->run.duration_s * 1e9);
     uint64_t sent = 0, failed = 0, bytes_total = 0;
     cuipc_value *kept = NULL; /* wrapped message re-sent by the stale/duplicate faults */
@@ -244,25 +305,24 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     int rc = 0;
     for (uint64_t i = 0; s->run.iterations ? i < s->run.iterations : cuipc_h_now_ns() < end_ns;
          i++) {
-        uint64_t stamp = cuipc_h_now_ns();
-        if (s->run.open_loop) {
-            /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = t0 + (uint64_t)((double)i / s->run.rate_hz * 1e9);
-            uint64_t now = cuipc_h_now_ns();
-            if (stamp > now)
-                cuipc_h_sleep_ns(stamp - now);
-        }
         if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && i == s->fault.at_message)
             raise(SIGKILL);
         void *fresh[64] = {NULL};
         cuipc_value *tree;
         uint64_t bytes;
+        /* The message (test pattern and its checksum) is made before its time comes: making
+         * the data is the application's work, not the transport's. */
         st = build(&ps, i, &tree, fresh, &bytes);
-        if (st == CUIPC_OK) {
-            if (!s->run.open_loop)
-                stamp = cuipc_h_now_ns();
-            st = cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)stamp));
+        uint64_t stamp;
+        if (s->run.open_loop) {
+            /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
+            stamp = t0 + (uint64_t)((double)i / s->run.rate_hz * 1e9);
+            cuipc_h_sleep_until_ns(stamp);
+        } else {
+            stamp = cuipc_h_now_ns();
         }
+        if (st == CUIPC_OK)
+            st = cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)stamp));
         if (st != CUIPC_OK) {
             json_object_set_new(ps.out, "error", cuipc_status_json(st));
             rc = 1;
@@ -298,7 +358,9 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
             json_object_set_new(ps.out, "error", cuipc_status_json(st));
             rc = 1;
         }
-        if (ps.gpu && ps.stream)
+        /* The send is stream-ordered (the next fill of a reused buffer queues behind its copy
+         * into the pool), so only tensors about to be freed need their copies finished. */
+        if (ps.gpu && ps.stream && s->tensors.fresh_per_message)
             cuipc_gpu_stream_sync(ps.stream);
         cuipc_value_free(tree);
         for (uint32_t j = 0; j < s->tensors.per_message; j++) {
@@ -342,6 +404,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         }
         if (ls.t != NULL)
             cuipc_leak_maybe_sample(&ls);
+        occupancy_sample(occ, ps.p, cuipc_h_now_ns());
     }
     cuipc_value_free(kept);
     double seconds = (double)(cuipc_h_now_ns() - t0) / 1e9;
@@ -371,6 +434,10 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(stats, "consumers_attached", json_integer(pst.consumers_attached));
     json_object_set_new(stats, "consumers_dead", json_integer(pst.consumers_dead));
     json_object_set_new(ps.out, "stats", stats);
+    occ->next_ns = 0; /* the state after the drain, whatever the interval */
+    occupancy_sample(occ, ps.p, cuipc_h_now_ns());
+    json_object_set_new(ps.out, "occupancy", occupancy_json(occ, &pst));
+    free(occ);
     json_object_set_new(ps.out, "leak", cuipc_role_leak_json(s, &ls));
     cuipc_leak_sampler_free(&ls);
     cuipc_producer_destroy(ps.p);

@@ -326,6 +326,8 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                     pstats ? json_pack("{s:O, s:O}", "gpu", json_object_get(pstats, "gpu_pool"),
                                        "host", json_object_get(pstats, "host_pool"))
                            : json_null());
+    if (producer != NULL && json_object_get(producer, "occupancy") != NULL)
+        json_object_set(res, "occupancy", json_object_get(producer, "occupancy"));
     /* A re-sent fault message counts as one more message every consumer must see. */
     json_int_t sent = producer ? geti(producer, "messages_sent") +
                                      json_is_true(json_object_get(producer, "fault_resent"))
@@ -402,11 +404,17 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
 /* ------------------------------------------------------------------ one scenario */
 
 static json_t *scenario_json(const cuipc_scenario *s) {
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:s}", "name", s->name, "file", s->path,
-                     "description", s->description, "mode", cuipc_h_mode_name(s->mode), "consumers",
-                     (int)s->consumers.count, "needs_gpu", s->needs_gpu, "fault",
-                     cuipc_fault_kind_name(s->fault.kind), "unwrap",
-                     s->consumers.unwrap == CUIPC_UNWRAP_BORROW ? "borrow" : "copy");
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:s, s:s, s:I, s:i, s:i}", "name",
+                          s->name, "file", s->path, "description", s->description, "mode",
+                          cuipc_h_mode_name(s->mode), "consumers", (int)s->consumers.count,
+                          "needs_gpu", s->needs_gpu, "fault", cuipc_fault_kind_name(s->fault.kind),
+                          "unwrap", s->consumers.unwrap == CUIPC_UNWRAP_BORROW ? "borrow" : "copy",
+                          "loop", s->run.open_loop ? "open" : "closed", "tensor_bytes",
+                          (json_int_t)s->tensors.max_bytes, "validation_every",
+                          (int)s->validation.every, "sync_every", (int)s->consumers.sync_every);
+    if (s->run.open_loop)
+        json_object_set_new(o, "rate_hz", json_real(s->run.rate_hz));
+    return o;
 }
 
 static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro) {

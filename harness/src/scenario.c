@@ -549,7 +549,13 @@ static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
     if (!get_uint(c, o, "hold_us", false, 0, 60000000, &hold_us))
         return false;
     s->consumers.hold_ns = hold_us * 1000;
-    return true;
+    if (json_object_get(o, "spin_us") != NULL) {
+        uint64_t spin_us = 0;
+        if (!get_uint(c, o, "spin_us", false, 0, 10000000, &spin_us))
+            return false;
+        s->consumers.spin_ns = (int64_t)spin_us * 1000;
+    }
+    return get_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every);
 }
 
 static bool parse_run(pctx *c, const json_t *o, cuipc_scenario *s) {
@@ -781,6 +787,9 @@ static void set_defaults(cuipc_scenario *s) {
     s->consumers.copy_to = CUIPC_DEVICE_SAME;
     s->run.attach_timeout_s = 10.0;
     s->validation.enabled = true;
+    s->validation.every = 1;
+    s->consumers.spin_ns = -1;
+    s->consumers.sync_every = 1;
     s->leak.interval_ms = 50;
     s->leak.warmup_fraction = 0.25;
     s->leak.tolerance_gpu_bytes = 4u << 20;
@@ -853,7 +862,8 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
         return false;
     pop(c);
     if ((o = enter(c, root, "consumers", true,
-                   KEYS("count", "devices", "unwrap", "copy_to", "hold_us"), &bad)) == NULL ||
+                   KEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every"),
+                   &bad)) == NULL ||
         !parse_consumers(c, o, s))
         return false;
     pop(c);
@@ -864,8 +874,9 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
         !parse_run(c, o, s))
         return false;
     pop(c);
-    if ((o = enter(c, root, "validation", false, KEYS("enabled"), &bad)) != NULL) {
-        if (!get_bool(c, o, "enabled", &s->validation.enabled))
+    if ((o = enter(c, root, "validation", false, KEYS("enabled", "every"), &bad)) != NULL) {
+        if (!get_bool(c, o, "enabled", &s->validation.enabled) ||
+            !get_u32(c, o, "every", false, 1, 1000000000, &s->validation.every))
             return false;
         pop(c);
     }

@@ -83,6 +83,8 @@ typedef struct cuipc_scenario {
         cuipc_unwrap_kind unwrap;
         int32_t copy_to; /* CUIPC_DEVICE_HOST, CUIPC_DEVICE_SAME or an ordinal */
         uint64_t hold_ns;
+        int64_t spin_ns;     /* recv busy-wait before sleeping; -1: the library's default */
+        uint32_t sync_every; /* host-synchronise (and sample latency) every Nth message */
     } consumers;
 
     int32_t producer_device;
@@ -99,6 +101,7 @@ typedef struct cuipc_scenario {
 
     struct {
         bool enabled;
+        uint32_t every; /* fill and check every Nth message (seq % every == 0) */
     } validation;
 
     struct {

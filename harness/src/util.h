@@ -11,6 +11,8 @@ uint64_t cuipc_h_now_ns(void);
 
 /* Sleep for ns (restarts after signals so hold times are honoured). */
 void cuipc_h_sleep_ns(uint64_t ns);
+/* Sleep until CLOCK_MONOTONIC reaches target_ns, within ~1 us (spins the last 80 us). */
+void cuipc_h_sleep_until_ns(uint64_t target_ns);
 
 /* "64MiB", "1.5GB", "4096" -> bytes. Returns false on a malformed or overflowing string. */
 bool cuipc_h_parse_size(const char *s, uint64_t *out);

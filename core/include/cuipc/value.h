@@ -32,7 +32,10 @@ typedef enum cuipc_value_kind {
 typedef enum cuipc_tensor_owner {
     CUIPC_OWNER_NONE = 0,   /* caller's memory: never freed by cuipc */
     CUIPC_OWNER_HOST,       /* malloc'd by cuipc (copy-out to host) */
-    CUIPC_OWNER_DEVICE,     /* cudaMalloc'd by cuipc (copy-out to a device) */
+    CUIPC_OWNER_DEVICE,     /* device memory cuipc frees. A copy-out buffer is stream-ordered on
+                             * the unwrap stream: allocated there and freed there when the value is
+                             * freed, so work on other streams must be ordered before the free.
+                             * Memory given with this owner through the API is cudaFree'd. */
     CUIPC_OWNER_BORROW,     /* points into a pool or IPC mapping; valid until the message is released */
 } cuipc_tensor_owner;
 

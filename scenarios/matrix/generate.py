@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Write the benchmark matrix: every mode x unwrap x size x consumer count, once open loop
+(latency without queueing) and once closed loop (throughput). `generate.py --check` exits 1
+when the committed files differ from what this script writes (a CTest test runs it).
+
+Latency runs busy-poll in the consumers (spin_us longer than the send interval): the figure is
+the transport's, not the kernel's wake-up of an idle core. Throughput runs check and time one
+message in 16 (validation.every, consumers.sync_every): like a real consumer, the others are
+only queued on the GPU stream, so the figure is not a chain of host round trips."""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZES = [("4kib", "4KiB", 4 << 10), ("1mib", "1MiB", 1 << 20), ("64mib", "64MiB", 64 << 20)]
+CONSUMERS = [1, 4]
+# (file tag, mode, unwrap): default mode stages device tensors through pinned host memory,
+# so its consumers copy back up to the device; borrowing would hand them host memory.
+MODES = [("pool", "cuda_ipc_pool", "borrow"), ("pool", "cuda_ipc_pool", "copy"),
+         ("ipc", "cuda_ipc", "borrow"), ("ipc", "cuda_ipc", "copy"), ("default", "default", "copy")]
+WHAT = {"cuda_ipc_pool": "GPU pool slice, one copy in by the producer",
+        "cuda_ipc": "the tensor's own allocation exported (a fresh tensor a message, retained)",
+        "default": "staged through the pinned host pool"}
+
+
+def scenario(loop, tag, mode, unwrap, size_tag, size, nbytes, consumers):
+    big = nbytes >= (64 << 20)
+    name = f"{loop}_{tag}_{size_tag}_c{consumers}_{unwrap}"
+    pool = {}
+    if mode == "cuda_ipc_pool":
+        pool["gpu_bytes"] = "1GiB" if big else "256MiB"
+    elif mode == "default":
+        pool["host_bytes"] = "1GiB" if big else "256MiB"
+    s = {"name": name}
+    consumers_obj = {"count": consumers, "unwrap": unwrap}
+    if mode == "default":
+        consumers_obj["copy_to"] = 0
+    if loop == "lat":
+        rate = 100 if big else 500
+        # cuda_ipc retains every tensor it sent: bounded GPU memory for 64 MiB.
+        iterations = 100 if (big and mode == "cuda_ipc") else (300 if big else 1000)
+        consumers_obj["spin_us"] = int(2e6 / rate)
+        run = {"iterations": iterations, "warmup_iterations": 20, "loop": "open", "rate_hz": rate}
+        how = f"open loop at {rate} Hz, busy-polling consumers: latency without queueing"
+        validation = {"enabled": True}
+    else:
+        iterations = {4 << 10: 5000, 1 << 20: 3000}.get(nbytes, 300)
+        if mode == "cuda_ipc":
+            iterations = 100 if big else 1000
+        consumers_obj["sync_every"] = 16
+        run = {"iterations": iterations, "warmup_iterations": 32}
+        how = "closed loop (back to back): throughput; one message in 16 checked and timed"
+        validation = {"enabled": True, "every": 16}
+    s["description"] = (f"{mode} ({WHAT[mode]}): one {size} bf16 device tensor a message, "
+                        f"{consumers} consumer(s), {unwrap}; {how}.")
+    s["mode"] = mode
+    if pool:
+        s["pool"] = pool
+    s["tensors"] = {"sizes": {"list": [size]}, "dtypes": ["bf16"], "location": "device"}
+    s["consumers"] = consumers_obj
+    s["run"] = run
+    s["validation"] = validation
+    return name, s
+
+
+def render():
+    out = {}
+    for loop in ("lat", "tput"):
+        for tag, mode, unwrap in MODES:
+            for size_tag, size, nbytes in SIZES:
+                for c in CONSUMERS:
+                    name, s = scenario(loop, tag, mode, unwrap, size_tag, size, nbytes, c)
+                    out[name + ".json"] = json.dumps(s, indent=2) + "\n"
+    return out
+
+
+def main():
+    check = sys.argv[1:] == ["--check"]
+    if sys.argv[1:] and not check:
+        print("usage: generate.py [--check]", file=sys.stderr)
+        return 2
+    files = render()
+    present = {f for f in os.listdir(HERE) if f.endswith(".json")}
+    if check:
+        bad = sorted(present ^ set(files))
+        bad += sorted(f for f in files if f in present and
+                      open(os.path.join(HERE, f)).read() != files[f])
+        for f in bad:
+            print(f"scenarios/matrix/{f}: differs from generate.py (run scenarios/matrix/generate.py)",
+                  file=sys.stderr)
+        return 1 if bad else 0
+    for f in present - set(files):
+        os.remove(os.path.join(HERE, f))
+    for f, text in files.items():
+        with open(os.path.join(HERE, f), "w") as fh:
+            fh.write(text)
+    print(f"wrote {len(files)} scenarios to scenarios/matrix/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
