@@ -79,8 +79,8 @@ static cuipc_status validate_config(const cuipc_pool_config *c) {
     if (c->size == 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "pool size is 0");
     if (c->max_consumers < 1 || c->max_consumers > CUIPC_MAX_CONSUMERS)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "max_consumers %u not in 1..%d",
-                          c->max_consumers, CUIPC_MAX_CONSUMERS);
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "max_consumers %u not in 1..%d", c->max_consumers,
+                          CUIPC_MAX_CONSUMERS);
     if (c->slots < 1 || c->slots > (1u << 24))
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "slots %u not in 1..%u", c->slots, 1u << 24);
     if (c->alignment < 8 || (c->alignment & (c->alignment - 1)))
@@ -97,9 +97,14 @@ static cuipc_status map_memory(cuipc_pool *p) {
     if (p->cfg.memory == CUIPC_MEMORY_VIRTUAL)
         return CUIPC_OK;
     if (p->cfg.memory == CUIPC_MEMORY_CUDA) {
-        CUIPC_TRY(cuipc_cuda_malloc(p->cfg.device, p->cfg.size, &p->base));
-        /* Exported once for the pool's lifetime: receivers open it once and reuse the mapping. */
-        cuipc_status s = cuipc_cuda_ipc_get(p->base, p->ipc_handle);
+        uint64_t ready_off = cuipc_pool_ready_area_offset(p->cfg.size);
+        uint64_t ready_bytes = (uint64_t)p->cfg.slots * sizeof(uint32_t);
+        CUIPC_TRY(cuipc_cuda_malloc(p->cfg.device, ready_off + ready_bytes, &p->base));
+        /* Generation 0 is never live: a zeroed word is "not ready" for every slot. Exported once
+         * for the pool's lifetime: receivers open it once and reuse the mapping. */
+        cuipc_status s = cuipc_cuda_memset((char *)p->base + ready_off, 0, ready_bytes);
+        if (s == CUIPC_OK)
+            s = cuipc_cuda_ipc_get(p->base, p->ipc_handle);
         if (s != CUIPC_OK) {
             cuipc_cuda_free(p->base);
             p->base = NULL;
@@ -286,6 +291,10 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
     st->busy = true;
     st->busy_pos = p->n_busy;
     p->busy[p->n_busy++] = slot;
+    /* The recycler of a CUDA pool sleeps long while nothing is in flight and no GPU ack will
+     * wake it: the first chunk in flight wakes it into polling. */
+    if (p->n_busy == 1 && p->cfg.memory == CUIPC_MEMORY_CUDA && p->recycler_running)
+        cuipc_sync_wake(p->sync);
     out->offset = offset;
     out->size = size;
     out->slot = slot;
@@ -305,7 +314,8 @@ cuipc_status cuipc_pool_alloc(cuipc_pool *p, uint64_t size, uint64_t consumer_ma
                           (unsigned long long)size, (unsigned long long)p->cfg.size);
     uint64_t valid = p->cfg.max_consumers >= 64 ? ~0ull : (1ull << p->cfg.max_consumers) - 1;
     if (consumer_mask == 0 || (consumer_mask & ~valid))
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "consumer mask 0x%llx is empty or beyond %u consumers",
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                          "consumer mask 0x%llx is empty or beyond %u consumers",
                           (unsigned long long)consumer_mask, p->cfg.max_consumers);
     uint64_t start = 0;
     pthread_mutex_lock(&p->lock);
@@ -487,6 +497,21 @@ cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *p) {
 
 void *cuipc_pool_sync_device_base(const cuipc_pool *p) {
     return p->sync_dev_base;
+}
+
+uint64_t cuipc_pool_ready_area_offset(uint64_t pool_size) {
+    return (pool_size + 255u) & ~(uint64_t)255u;
+}
+
+cuipc_status cuipc_pool_publish_ready(cuipc_pool *p, void *stream, const cuipc_chunk *c) {
+    if (p->cfg.memory != CUIPC_MEMORY_CUDA || c->slot >= p->cfg.slots)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "slot %u of a %s pool with %u slots", c->slot,
+                          p->cfg.memory == CUIPC_MEMORY_CUDA ? "CUDA" : "non-CUDA", p->cfg.slots);
+    char *device_word =
+        (char *)p->base + cuipc_pool_ready_area_offset(p->cfg.size) + 4u * (uint64_t)c->slot;
+    CUIPC_TRY(cuipc_cuda_stream_write_u32(stream, device_word, c->generation));
+    return cuipc_cuda_stream_write_u32(
+        stream, cuipc_sync_ready_device_addr(p->sync_dev_base, p->sync, c->slot), c->generation);
 }
 
 void *cuipc_sync_ready_device_addr(void *dev_base, const cuipc_sync_table *t, uint32_t slot) {

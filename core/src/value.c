@@ -651,7 +651,7 @@ cuipc_status cuipc_value_set_tensor(cuipc_value *v, const cuipc_tensor *t,
 }
 
 cuipc_status cuipc_value_set_stream_ordered_tensor(cuipc_value *v, const cuipc_tensor *t,
-                                                  void *stream) {
+                                                   void *stream) {
     CUIPC_TRY(cuipc_value_set_tensor(v, t, CUIPC_OWNER_DEVICE));
     v->u.tensor.stream_ordered = true;
     v->u.tensor.stream = stream;

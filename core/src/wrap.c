@@ -77,10 +77,7 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     s = cuipc_cuda_memcpy_async(c.ptr, t->data, x->nbytes, w->stream);
     if (s == CUIPC_OK) {
         /* ready := generation, after the copy, on the same stream: consumers wait for it there. */
-        cuipc_pool *pool = p->gpu_pool;
-        void *ready = cuipc_sync_ready_device_addr(cuipc_pool_sync_device_base(pool),
-                                                   cuipc_pool_sync(pool), c.slot);
-        s = cuipc_cuda_stream_write_u32(w->stream, ready, c.generation);
+        s = cuipc_pool_publish_ready(p->gpu_pool, w->stream, &c);
     }
     if (s != CUIPC_OK) {
         /* The copy may still be queued: let it finish before the chunk can be reused. */

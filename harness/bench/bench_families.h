@@ -12,6 +12,8 @@ void cuipc_bench_register_sync(void);
 void cuipc_bench_register_codec(void);
 void cuipc_bench_register_ring(void);
 void cuipc_bench_register_gpu(void);
+void cuipc_bench_register_signal(void);
+void cuipc_bench_signal_teardown(void);
 
 /* The ring peer is fork()ed before anything touches CUDA (a CUDA context does not survive
  * fork); stop ends it and reaps it. */

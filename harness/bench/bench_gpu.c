@@ -199,9 +199,7 @@ static cuipc_status time_pool_copy(copy_kind k, cuipc_pool *pool, size_t n, doub
         return s;
     s = cuipc_cuda_memcpy_async(c.ptr, g.d_src, n, g.stream);
     if (s == CUIPC_OK && k == COPY_POOL_IN) {
-        void *ready = cuipc_sync_ready_device_addr(cuipc_pool_sync_device_base(pool),
-                                                   cuipc_pool_sync(pool), c.slot);
-        s = cuipc_cuda_stream_write_u32(g.stream, ready, c.generation);
+        s = cuipc_pool_publish_ready(pool, g.stream, &c);
     }
     if (s == CUIPC_OK && (e = cudaEventRecord(g.stop, g.stream)) != cudaSuccess)
         s = cuda_failed(e, "cudaEventRecord(stop)");

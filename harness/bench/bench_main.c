@@ -32,9 +32,11 @@ int main(int argc, char **argv) {
     cuipc_bench_register_codec();
     cuipc_bench_register_ring();
     cuipc_bench_register_gpu();
+    cuipc_bench_register_signal();
     add_gpu_context();
     cuipc_bench_gpu_setup();
     int rc = cuipc_bench_run(argc, argv);
+    cuipc_bench_signal_teardown();
     cuipc_bench_gpu_teardown();
     cuipc_bench_ring_peer_stop();
     return rc;

@@ -1,0 +1,187 @@
+/* The floor under a small message's end-to-end latency on this machine, measured with no
+ * transport at all:
+ *   gpu_signal/wait_word:<where>/idle_us  a stream waits (cuStreamWaitValue32) on a word that
+ *       another stream then writes; time from the host enqueueing the write to the host seeing
+ *       the waiting stream's completion flag. <where> is the word's memory: device memory or
+ *       mapped host memory (where a GPU re-polls slowly once a wait has started).
+ *   gpu_signal/copy_4k_after_idle/idle_us  a 4 KiB device copy and a stream sync, after the GPU
+ *       had nothing to do for idle_us: what any GPU work costs at a low message rate.
+ * Times are wall clock from the host (manual time), one sample per iteration. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <cuda_runtime_api.h>
+
+#include "bench_families.h"
+#include "cuda_api.h"
+#include "cuipc/gpu.h"
+#include "error_internal.h"
+#include "gbench_shim.h"
+
+#define SPIN_LIMIT_NS 1000000000ull /* a flag not seen within 1 s is an error, not a hang */
+
+typedef enum word_memory { WORD_DEVICE = 0, WORD_HOST = 1 } word_memory;
+
+static struct signal_bench {
+    bool tried, ok;
+    bool stuck; /* a wait never released: its stream cannot be synchronised or destroyed */
+    char error[256];
+    cudaStream_t writer, waiter;
+    uint32_t *device_word;
+    uint32_t *host_words; /* [0] the host-memory word, [1] the completion flag */
+    void *host_words_dev;
+    void *copy_src, *copy_dst;
+} g;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void idle_for_us(int64_t us) {
+    if (us <= 0)
+        return;
+    struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static bool failed(const char *what, cudaError_t e) {
+    snprintf(g.error, sizeof g.error, "%s: %s", what, cudaGetErrorString(e));
+    return false;
+}
+
+static bool setup(void) {
+    if (g.tried)
+        return g.ok;
+    g.tried = true;
+    if (cuipc_gpu_count() == 0) {
+        snprintf(g.error, sizeof g.error, "no GPU");
+        return false;
+    }
+    cudaError_t e;
+    if ((e = cudaSetDevice(0)) != cudaSuccess)
+        return failed("cudaSetDevice(0)", e);
+    if ((e = cudaStreamCreateWithFlags(&g.writer, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&g.waiter, cudaStreamNonBlocking)) != cudaSuccess)
+        return failed("cudaStreamCreateWithFlags", e);
+    if ((e = cudaMalloc((void **)&g.device_word, 256)) != cudaSuccess ||
+        (e = cudaMemset(g.device_word, 0, 256)) != cudaSuccess)
+        return failed("cudaMalloc/cudaMemset(device word)", e);
+    if ((e = cudaMalloc(&g.copy_src, 4096)) != cudaSuccess ||
+        (e = cudaMalloc(&g.copy_dst, 4096)) != cudaSuccess)
+        return failed("cudaMalloc(copy buffers)", e);
+    if ((e = cudaHostAlloc((void **)&g.host_words, 4096,
+                           cudaHostAllocMapped | cudaHostAllocPortable)) != cudaSuccess)
+        return failed("cudaHostAlloc(mapped words)", e);
+    memset(g.host_words, 0, 4096);
+    if ((e = cudaHostGetDevicePointer(&g.host_words_dev, g.host_words, 0)) != cudaSuccess)
+        return failed("cudaHostGetDevicePointer", e);
+    if ((e = cudaDeviceSynchronize()) != cudaSuccess)
+        return failed("cudaDeviceSynchronize", e);
+    g.ok = true;
+    return true;
+}
+
+/* Spin until the host-visible flag reads `value`; false after SPIN_LIMIT_NS. */
+static bool wait_flag(uint32_t value) {
+    volatile uint32_t *flag = &g.host_words[1];
+    uint64_t start = now_ns();
+    while (*flag != value)
+        if (now_ns() - start > SPIN_LIMIT_NS) {
+            snprintf(g.error, sizeof g.error, "completion flag not seen within 1 s");
+            return false;
+        }
+    return true;
+}
+
+static void bench_wait_word(cuipc_bench_state *s, void *ctx) {
+    word_memory where = *(const word_memory *)ctx;
+    int64_t idle_us = cuipc_bench_range(s, 0);
+    if (!setup()) {
+        cuipc_bench_skip_with_error(s, g.error);
+        return;
+    }
+    void *word = where == WORD_DEVICE ? (void *)g.device_word : g.host_words_dev;
+    void *flag = (char *)g.host_words_dev + sizeof(uint32_t);
+    static uint32_t value;
+    bool ok = true;
+    while (ok && cuipc_bench_keep_running(s)) {
+        value = value + 1 ? value + 1 : 1;
+        /* The wait is queued first and starts polling before the word is written, as a
+         * consumer's wait does when it receives the message before the producer's copy ends. */
+        ok = cuipc_cuda_stream_wait_u32(g.waiter, word, value) == CUIPC_OK &&
+             cuipc_cuda_stream_write_u32(g.waiter, flag, value) == CUIPC_OK;
+        idle_for_us(idle_us);
+        uint64_t t0 = now_ns();
+        ok = ok && cuipc_cuda_stream_write_u32(g.writer, word, value) == CUIPC_OK &&
+             wait_flag(value);
+        uint64_t t1 = now_ns();
+        cuipc_bench_set_iteration_time(s, (double)(t1 - t0) / 1e9);
+    }
+    if (!ok) {
+        g.stuck = true;
+        cuipc_bench_skip_with_error(s, g.error[0] ? g.error : cuipc_last_error());
+    }
+}
+
+static void bench_copy_after_idle(cuipc_bench_state *s, void *ctx) {
+    (void)ctx;
+    int64_t idle_us = cuipc_bench_range(s, 0);
+    if (!setup()) {
+        cuipc_bench_skip_with_error(s, g.error);
+        return;
+    }
+    bool ok = true;
+    while (ok && cuipc_bench_keep_running(s)) {
+        idle_for_us(idle_us);
+        uint64_t t0 = now_ns();
+        cudaError_t e =
+            cudaMemcpyAsync(g.copy_dst, g.copy_src, 4096, cudaMemcpyDeviceToDevice, g.writer);
+        if (e == cudaSuccess)
+            e = cudaStreamSynchronize(g.writer);
+        uint64_t t1 = now_ns();
+        ok = e == cudaSuccess || failed("4 KiB copy", e);
+        cuipc_bench_set_iteration_time(s, (double)(t1 - t0) / 1e9);
+    }
+    if (!ok)
+        cuipc_bench_skip_with_error(s, g.error);
+}
+
+void cuipc_bench_signal_teardown(void) {
+    if (!g.ok || g.stuck)
+        return; /* process exit reclaims it all */
+    cudaStreamSynchronize(g.waiter);
+    cudaStreamSynchronize(g.writer);
+    cudaStreamDestroy(g.waiter);
+    cudaStreamDestroy(g.writer);
+    cudaFree(g.device_word);
+    cudaFree(g.copy_src);
+    cudaFree(g.copy_dst);
+    cudaFreeHost(g.host_words);
+    g.ok = false;
+}
+
+void cuipc_bench_register_signal(void) {
+    static const word_memory where[] = {WORD_DEVICE, WORD_HOST};
+    static const char *names[] = {"gpu_signal/wait_word:device", "gpu_signal/wait_word:host"};
+    static const int64_t idle[] = {0, 50, 2000};
+    for (int k = 0; k < 2; k++) {
+        cuipc_bench *b = cuipc_bench_register(names[k], bench_wait_word, (void *)&where[k]);
+        cuipc_bench_arg_name(b, "idle_us");
+        cuipc_bench_arg_list(b, idle, 3);
+        cuipc_bench_use_manual_time(b);
+        cuipc_bench_time_unit(b, CUIPC_BENCH_US);
+        cuipc_bench_iterations(b, 400);
+    }
+    static const int64_t gaps[] = {0, 100, 2000, 10000};
+    cuipc_bench *b =
+        cuipc_bench_register("gpu_signal/copy_4k_after_idle", bench_copy_after_idle, NULL);
+    cuipc_bench_arg_name(b, "idle_us");
+    cuipc_bench_arg_list(b, gaps, 4);
+    cuipc_bench_use_manual_time(b);
+    cuipc_bench_time_unit(b, CUIPC_BENCH_US);
+    cuipc_bench_iterations(b, 200);
+}
