@@ -337,6 +337,7 @@ void cuipc_unwrap_options_init(cuipc_unwrap_options *o) {
     o->kind = CUIPC_UNWRAP_COPY;
     o->device = CUIPC_DEVICE_SAME;
     o->stream = NULL;
+    o->host_wait_ns = 2000000;
 }
 
 typedef struct unwrap_ctx {
@@ -451,6 +452,27 @@ static cuipc_status borrow_or_copy(const cuipc_unwrap_options *o, void *src, uin
     return CUIPC_OK;
 }
 
+/* Spin until the producer's stream has written the slot's host ready word (after its copy), at
+ * most wait_ns. The word is written by the GPU: an acquire load that sees it sees a finished
+ * copy, so later work of any context reads the data. */
+static bool host_saw_ready(const pool_view *v, uint32_t slot, uint32_t generation,
+                           int64_t wait_ns) {
+    _Atomic uint32_t *ready = &cuipc_sync_table_slot(v->sync, slot)->ready;
+    if (atomic_load_explicit(ready, memory_order_acquire) == generation)
+        return true;
+    if (wait_ns <= 0)
+        return false;
+    uint64_t end = cuipc_now_ns() + (uint64_t)wait_ns;
+    do {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(ready, memory_order_acquire) == generation)
+                return true;
+            cuipc_cpu_relax();
+        }
+    } while (cuipc_now_ns() < end);
+    return false;
+}
+
 static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tensor *t,
                                 cuipc_tensor_owner *owner) {
     cuipc_consumer *c = u->m->c;
@@ -479,12 +501,16 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     void *base = NULL, *sync_dev = NULL;
     CUIPC_TRY(open_handle(c, v->handle, map_dev, &base));
     CUIPC_TRY(sync_device_base(c, v, &sync_dev));
-    /* Nothing on this stream reads the slice before the producer's copy wrote it. On the pool's
-     * own device the ready word in device memory is polled; from another device, the host one. */
-    void *ready = map_dev == v->device
-                      ? (char *)base + cuipc_pool_ready_area_offset(v->size) + 4u * x->u.pool.slot
-                      : cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot);
-    CUIPC_TRY(cuipc_cuda_stream_wait_u32(o->stream, ready, x->u.pool.generation));
+    /* Nothing on this stream reads the slice before the producer's copy wrote it: either the
+     * host saw the ready word, or the stream waits for it (on the pool's own device the word in
+     * device memory, from another device the host one). */
+    if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, o->host_wait_ns)) {
+        void *ready =
+            map_dev == v->device
+                ? (char *)base + cuipc_pool_ready_area_offset(v->size) + 4u * x->u.pool.slot
+                : cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot);
+        CUIPC_TRY(cuipc_cuda_stream_wait_u32(o->stream, ready, x->u.pool.generation));
+    }
     void *src = (char *)base + x->u.pool.offset;
     CUIPC_TRY(borrow_or_copy(o, src, x->nbytes, 0, map_dev, target, t, owner));
     if (o->kind == CUIPC_UNWRAP_BORROW)

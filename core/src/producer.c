@@ -176,11 +176,11 @@ cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_produ
     for (uint32_t c = 0; c < CUIPC_MAX_CONSUMERS; c++)
         p->conns[c].sock = -1;
     cuipc_status s = CUIPC_OK;
-    if (cfg->gpu_pool_bytes && (s = make_pool(cfg, CUIPC_MEMORY_CUDA, cfg->gpu_pool_bytes,
-                                              &p->gpu_pool)) != CUIPC_OK)
+    if (cfg->gpu_pool_bytes &&
+        (s = make_pool(cfg, CUIPC_MEMORY_CUDA, cfg->gpu_pool_bytes, &p->gpu_pool)) != CUIPC_OK)
         goto fail;
-    if (cfg->host_pool_bytes && (s = make_pool(cfg, CUIPC_MEMORY_HOST, cfg->host_pool_bytes,
-                                               &p->host_pool)) != CUIPC_OK)
+    if (cfg->host_pool_bytes &&
+        (s = make_pool(cfg, CUIPC_MEMORY_HOST, cfg->host_pool_bytes, &p->host_pool)) != CUIPC_OK)
         goto fail;
     p->cfg.socket_path = cfg->socket_path;
     s = setup_socket(p);
@@ -420,7 +420,7 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         rings[c] = p->conns[c].ring;
     pthread_mutex_unlock(&p->lock);
 
-    uint64_t delivered = 0;
+    uint64_t delivered = 0, died = 0;
     cuipc_status first_error = CUIPC_OK;
     char first_msg[256] = "";
     for (uint32_t c = 0; c < p->cfg.max_consumers && !closed; c++) {
@@ -431,11 +431,16 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
             delivered |= 1ull << c;
             continue;
         }
-        if (first_error == CUIPC_OK) {
+        /* A consumer that died during the send (its ring reports the dead peer, or the monitor
+         * already dropped it and closed its ring) is skipped like one that died before. */
+        bool dead = r == CUIPC_ERR_PEER_DEAD || r == CUIPC_ERR_CLOSED;
+        if (dead)
+            died |= 1ull << c;
+        if (!dead && first_error == CUIPC_OK) {
             first_error = r;
             snprintf(first_msg, sizeof first_msg, "consumer %u: %s", c, cuipc_last_error());
         }
-        if (r == CUIPC_ERR_PEER_DEAD || r == CUIPC_ERR_CLOSED || r == CUIPC_ERR_CORRUPT) {
+        if (dead || r == CUIPC_ERR_CORRUPT) {
             pthread_mutex_lock(&p->lock);
             if (p->conns[c].ring == rings[c])
                 drop_consumer_locked(p, c);
@@ -455,7 +460,7 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     pthread_mutex_unlock(&p->lock);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
-    if (!targets)
+    if (!targets || died == targets)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
     if (first_error != CUIPC_OK)
         return CUIPC_FAIL(first_error, "%s (delivered to %d of %d consumers)", first_msg,

@@ -136,6 +136,12 @@ typedef struct cuipc_unwrap_options {
     cuipc_unwrap_kind kind;
     int32_t device;      /* copy target: CUIPC_DEVICE_HOST, ordinal, or CUIPC_DEVICE_SAME */
     cuipc_stream stream; /* ordering for GPU copies, waits and releases */
+    /* GPU pool: how long unwrap spins on the host for the producer's copy to finish (default
+     * 2 ms) before it queues a GPU-side wait instead. A GPU wait on another process's work
+     * blocks this process's context until the GPU switches contexts, ~150 us on an H100
+     * without MPS, while the host sees the ready word within a microsecond. 0: always the GPU
+     * wait (unwrap never blocks). */
+    int64_t host_wait_ns;
 } cuipc_unwrap_options;
 
 void cuipc_unwrap_options_init(cuipc_unwrap_options *o);
