@@ -14,6 +14,7 @@
 #define EXIT_BAD_INPUT 2
 #define MAX_TRIES 256
 #define DEFAULT_MAX_BYTES (1ull << 40) /* 1 TiB: far above any real GPU */
+#define MAX_EVAL_SIZES 64
 
 typedef struct plan_args {
     const char *workload;
@@ -24,6 +25,8 @@ typedef struct plan_args {
     cuipc_plan_options opt;
     uint64_t min_bytes, max_bytes;
     double headroom;
+    uint64_t sizes[MAX_EVAL_SIZES]; /* --sizes: evaluate exactly these, no search */
+    size_t n_sizes;
 } plan_args;
 
 typedef struct plan_try {
@@ -50,6 +53,8 @@ static void usage(FILE *f) {
                "  --fit best|first       allocator fit (default best)\n"
                "  --min B / --max B      search range in bytes (KiB/MiB/GiB suffixes allowed)\n"
                "  --headroom F           recommended = found * (1 + F) (default 0.2)\n"
+               "  --sizes B1,B2,...      no search: replay at these sizes (rounded up to the\n"
+               "                         alignment) and report each (plan.json \"evaluated\")\n"
                "  --out DIR              write DIR/plan.json and DIR/occupancy.csv\n"
                "  exit: 0 recommendation made, 1 target unreachable, 2 bad input\n");
 }
@@ -129,6 +134,14 @@ static int parse_args(int argc, char **argv, plan_args *a) {
         } else if (strcmp(o, "--headroom") == 0) {
             a->headroom = strtod(v, &end);
             ok = end != v && !*end && a->headroom >= 0 && a->headroom <= 10;
+        } else if (strcmp(o, "--sizes") == 0) {
+            a->n_sizes = 0;
+            char list[1024];
+            snprintf(list, sizeof list, "%s", v);
+            char *save = NULL;
+            for (char *t = strtok_r(list, ",", &save); t && ok; t = strtok_r(NULL, ",", &save))
+                ok = a->n_sizes < MAX_EVAL_SIZES && parse_bytes(t, &a->sizes[a->n_sizes++]);
+            ok = ok && a->n_sizes > 0 && strlen(v) < sizeof list;
         } else if (strcmp(o, "--out") == 0) {
             a->out_dir = v;
         } else {
@@ -151,6 +164,10 @@ static int parse_args(int argc, char **argv, plan_args *a) {
     }
     if (a->target_p99)
         a->opt.policy = CUIPC_PLAN_WAIT;
+    if (a->n_sizes && (a->min_bytes || a->max_bytes)) {
+        fprintf(stderr, "plan: --sizes replaces the search: drop --min/--max\n");
+        return EXIT_BAD_INPUT;
+    }
     if (a->min_bytes && a->max_bytes && a->min_bytes > a->max_bytes) {
         fprintf(stderr, "plan: --min %llu is above --max %llu\n", (unsigned long long)a->min_bytes,
                 (unsigned long long)a->max_bytes);
@@ -213,13 +230,9 @@ static json_t *result_json(const plan_try *t) {
                      "target_met", t->met);
 }
 
-static int write_plan_json(const plan_state *st, const char *path, const plan_try *found,
-                           const plan_try *below, const plan_try *rec) {
+static json_t *inputs_json(const plan_state *st) {
     const plan_args *a = st->a;
     const cuipc_plan_workload *w = st->w;
-    json_t *tries = json_array();
-    for (size_t i = 0; i < st->n_tries; i++)
-        json_array_append_new(tries, result_json(&st->tries[i]));
     json_t *target =
         a->target_p99 ? json_pack("{ss sf}", "kind", "p99-wait-us", "p99_wait_us", a->p99_wait_us)
                       : json_pack("{ss}", "kind", "zero-full");
@@ -233,6 +246,26 @@ static int write_plan_json(const plan_state *st, const char *path, const plan_tr
                   a->opt.fit == CUIPC_FIT_FIRST ? "first" : "best", "headroom", a->headroom,
                   "min_bytes", (json_int_t)a->min_bytes, "max_bytes", (json_int_t)a->max_bytes,
                   "copy_gb_per_s", w->copy_bytes_per_s / 1e9);
+    return inputs;
+}
+
+static int dump_json(json_t *root, const char *path) {
+    int rc = root && json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS) == 0
+                 ? 0
+                 : EXIT_BAD_INPUT;
+    if (rc)
+        fprintf(stderr, "plan: cannot write %s\n", path);
+    json_decref(root);
+    return rc;
+}
+
+static int write_plan_json(const plan_state *st, const char *path, const plan_try *found,
+                           const plan_try *below, const plan_try *rec) {
+    const plan_args *a = st->a;
+    json_t *tries = json_array();
+    for (size_t i = 0; i < st->n_tries; i++)
+        json_array_append_new(tries, result_json(&st->tries[i]));
+    json_t *inputs = inputs_json(st);
     json_t *recj = json_pack(
         "{sI sI sf sI sI so so so sb}", "found_bytes", (json_int_t)found->r.size,
         "recommended_bytes", (json_int_t)rec->r.size, "headroom", a->headroom,
@@ -242,12 +275,33 @@ static int write_plan_json(const plan_state *st, const char *path, const plan_tr
         "minus_10pct_misses_target", !below->met);
     json_t *root = json_pack("{si so so so}", "schema_version", 1, "inputs", inputs,
                              "recommendation", recj, "tries", tries);
-    int rc = root && json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS) == 0
-                 ? 0
-                 : EXIT_BAD_INPUT;
-    if (rc)
-        fprintf(stderr, "plan: cannot write %s\n", path);
-    json_decref(root);
+    return dump_json(root, path);
+}
+
+/* --sizes: replay at each given size (no search, no recommendation). */
+static int evaluate(plan_state *st) {
+    const plan_args *a = st->a;
+    json_t *evaluated = json_array();
+    int rc = 0;
+    for (size_t i = 0; i < a->n_sizes && !rc; i++) {
+        plan_try *t;
+        rc = try_size(st, "evaluate", align_up(a->sizes[i], a->opt.alignment), NULL, &t);
+        if (!rc) {
+            print_row(t);
+            json_array_append_new(evaluated, result_json(t));
+        }
+    }
+    if (!rc && a->out_dir) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/plan.json", a->out_dir);
+        rc = dump_json(json_pack("{si so so}", "schema_version", 1, "inputs", inputs_json(st),
+                                 "evaluated", evaluated),
+                       path);
+        evaluated = NULL;
+        if (!rc)
+            printf("wrote %s\n", path);
+    }
+    json_decref(evaluated);
     return rc;
 }
 
@@ -346,14 +400,22 @@ int cuipc_plan_main(int argc, char **argv) {
            a.target_p99 ? "p99-wait-us" : "zero-full");
     if (a.target_p99)
         printf("=%g", a.p99_wait_us);
-    printf("\nsearch range %llu..%llu bytes, alignment %llu, %u slots\n", (unsigned long long)lo,
-           (unsigned long long)hi, (unsigned long long)al, a.opt.slots);
+    if (a.n_sizes)
+        printf("\nevaluating %zu size(s), alignment %llu, %u slots\n", a.n_sizes,
+               (unsigned long long)al, a.opt.slots);
+    else
+        printf("\nsearch range %llu..%llu bytes, alignment %llu, %u slots\n",
+               (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)al, a.opt.slots);
     print_header();
     plan_try *found = NULL;
     /* Create --out before the search so a bad directory fails at once. */
     if (a.out_dir && !make_dirs(a.out_dir)) {
         fprintf(stderr, "plan: cannot create %s: %s\n", a.out_dir, strerror(errno));
         rc = EXIT_BAD_INPUT;
+        goto done;
+    }
+    if (a.n_sizes) {
+        rc = evaluate(st);
         goto done;
     }
     rc = search(st, lo, hi, &found);

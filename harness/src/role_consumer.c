@@ -11,6 +11,13 @@
 
 #define RECV_TIMEOUT_NS (200 * 1000000ll)
 
+/* A replayed workload's message, held until its own release time (holds overlap). */
+typedef struct held_message {
+    cuipc_message *m;
+    cuipc_value *tree;
+    uint64_t release_ns;
+} held_message;
+
 typedef struct consumer_state {
     const cuipc_scenario *s;
     uint32_t index;
@@ -20,6 +27,8 @@ typedef struct consumer_state {
     uint64_t seen; /* latency samples offered (for reservoir sampling) */
     uint64_t rng;
     uint64_t messages, bytes, checked, mismatches, rejected, unwrap_errors;
+    held_message *held;
+    size_t n_held, cap_held;
     json_t *out;
 } consumer_state;
 
@@ -83,8 +92,54 @@ static bool fault_expected(const cuipc_scenario *s) {
            s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL;
 }
 
-/* One received message: unwrap, time, verify, hold, release. false on a hard error. */
-static bool handle(consumer_state *cs, cuipc_message *m) {
+static void release(consumer_state *cs, cuipc_message *m, cuipc_value *tree) {
+    const cuipc_scenario *s = cs->s;
+    cuipc_status rst = cuipc_message_release(m, cs->stream);
+    if (rst != CUIPC_OK)
+        cuipc_count_status(cs->out, "release_status", rst);
+    if (s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE && cs->index == s->fault.consumer) {
+        /* A second release of the same message must change nothing (idempotent). */
+        cuipc_status again = cuipc_message_release(m, cs->stream);
+        cuipc_count_status(cs->out, "second_release_status", again);
+    }
+    cuipc_value_free(tree);
+}
+
+/* Release (and free) held messages whose time has come, or all of them; returns the time until
+ * the next release is due, at most RECV_TIMEOUT_NS. */
+static int64_t release_held(consumer_state *cs, bool all) {
+    uint64_t now = cuipc_h_now_ns(), next = now + RECV_TIMEOUT_NS;
+    for (size_t k = 0; k < cs->n_held;) {
+        held_message *h = &cs->held[k];
+        if (all || h->release_ns <= now) {
+            release(cs, h->m, h->tree);
+            cuipc_message_free(h->m);
+            *h = cs->held[--cs->n_held];
+            continue;
+        }
+        next = h->release_ns < next ? h->release_ns : next;
+        k++;
+    }
+    return (int64_t)(next - now);
+}
+
+static bool hold_until(consumer_state *cs, cuipc_message *m, cuipc_value *tree,
+                       uint64_t release_ns) {
+    if (cs->n_held == cs->cap_held) {
+        size_t cap = cs->cap_held ? 2 * cs->cap_held : 64;
+        held_message *more = realloc(cs->held, cap * sizeof *more);
+        if (more == NULL)
+            return false;
+        cs->held = more;
+        cs->cap_held = cap;
+    }
+    cs->held[cs->n_held++] = (held_message){m, tree, release_ns};
+    return true;
+}
+
+/* One received message: unwrap, time, verify, hold, release. Takes m (*kept: m is held for
+ * later release). false on a hard error. */
+static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
     const cuipc_scenario *s = cs->s;
     const cuipc_value *raw = cuipc_message_value(m);
     uint64_t seq = (uint64_t)cuipc_value_as_int(cuipc_dict_get(raw, "seq"));
@@ -126,19 +181,24 @@ static bool handle(consumer_state *cs, cuipc_message *m) {
     cs->mismatches += bad;
     if (bad && json_object_get(cs->out, "first_mismatch_seq") == NULL)
         json_object_set_new(cs->out, "first_mismatch_seq", json_integer((json_int_t)seq));
-    if (s->consumers.hold_ns)
-        cuipc_h_sleep_ns(s->consumers.hold_ns);
-    cuipc_status rst = cuipc_message_release(m, cs->stream);
-    if (rst != CUIPC_OK)
-        cuipc_count_status(cs->out, "release_status", rst);
-    if (s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE && cs->index == s->fault.consumer) {
-        /* A second release of the same message must change nothing (idempotent). */
-        cuipc_status again = cuipc_message_release(m, cs->stream);
-        cuipc_count_status(cs->out, "second_release_status", again);
-    }
-    cuipc_value_free(tree);
     cs->messages++;
     cs->bytes += bytes;
+    if (cuipc_scenario_replays(s)) {
+        /* The planner's model: every message is held for its own time from its receipt,
+         * overlapping the next ones, so the receive loop releases it later. */
+        const cuipc_plan_workload *w = &s->workload.w;
+        uint64_t hold = w->hold_ns[(seq % w->n) * w->consumers + cs->index];
+        if (!hold_until(cs, m, tree, now + hold)) {
+            json_object_set_new(cs->out, "error", json_string("out of memory holding messages"));
+            cuipc_value_free(tree);
+            return false;
+        }
+        *kept = true;
+        return true;
+    }
+    if (s->consumers.hold_ns)
+        cuipc_h_sleep_ns(s->consumers.hold_ns);
+    release(cs, m, tree);
     return true;
 }
 
@@ -212,11 +272,13 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     bool producer_dead = false, closed = false;
     while (rc == 0) {
         cuipc_message *m = NULL;
-        st = cuipc_consumer_recv(c, RECV_TIMEOUT_NS, &m);
+        st = cuipc_consumer_recv(c, release_held(&cs, false), &m);
         if (st == CUIPC_OK) {
-            if (!handle(&cs, m))
+            bool kept = false;
+            if (!handle(&cs, m, &kept))
                 rc = 1;
-            cuipc_message_free(m);
+            if (!kept)
+                cuipc_message_free(m);
             atomic_store(&a->shared->received[i], cs.messages + cs.rejected);
             t_end = cuipc_h_now_ns();
         } else if (is_rejection(st) && fault_expected(s)) {
@@ -239,6 +301,10 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
         if (ls.t != NULL)
             cuipc_leak_maybe_sample(&ls);
     }
+    /* Held messages: after a clean close each keeps its hold; otherwise let go at once. */
+    for (int64_t wait; (wait = release_held(&cs, !closed || rc != 0)) > 0 && cs.n_held;)
+        cuipc_h_sleep_ns((uint64_t)wait);
+    free(cs.held);
     if (ls.t != NULL)
         cuipc_leak_sample_now(&ls);
     double seconds = (double)(t_end - t0) / 1e9;

@@ -78,7 +78,8 @@ static void occupancy_sample(occupancy *o, cuipc_producer *p, uint64_t now) {
 }
 
 static json_t *occupancy_json(const occupancy *o, const cuipc_producer_stats *st) {
-    json_t *t = json_array(), *a[2][2] = {{json_array(), json_array()}, {json_array(), json_array()}};
+    json_t *t = json_array(),
+           *a[2][2] = {{json_array(), json_array()}, {json_array(), json_array()}};
     for (size_t k = 0; k < o->n; k++) {
         json_array_append_new(t, json_real(o->t_s[k]));
         for (int q = 0; q < 2; q++) {
@@ -316,7 +317,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         uint64_t stamp;
         if (s->run.open_loop) {
             /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = t0 + (uint64_t)((double)i / s->run.rate_hz * 1e9);
+            stamp = t0 + (cuipc_scenario_replays(s) ? s->workload.w.req[i].arrival_ns
+                                                    : (uint64_t)((double)i / s->run.rate_hz * 1e9));
             cuipc_h_sleep_until_ns(stamp);
         } else {
             stamp = cuipc_h_now_ns();

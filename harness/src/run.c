@@ -414,6 +414,8 @@ static json_t *scenario_json(const cuipc_scenario *s) {
                           (int)s->validation.every, "sync_every", (int)s->consumers.sync_every);
     if (s->run.open_loop)
         json_object_set_new(o, "rate_hz", json_real(s->run.rate_hz));
+    if (cuipc_scenario_replays(s)) /* arrivals, sizes and holds came from this planner file */
+        json_object_set_new(o, "workload", json_string(s->workload.file));
     return o;
 }
 

@@ -9,6 +9,7 @@
 
 #include "cuipc/pool.h"
 #include "cuipc/transport.h"
+#include "plan.h"
 
 #define CUIPC_SCN_NAME_MAX 64
 #define CUIPC_SCN_MAX_DTYPES 16
@@ -123,6 +124,13 @@ typedef struct cuipc_scenario {
         char consumer_cpus[CUIPC_MAX_CONSUMERS][CUIPC_SCN_CPUSET_MAX];
     } binding;
 
+    /* "workload": replay a planner workload. Request i is message i (one u8 tensor), sent at
+     * t0 + arrival_ns; consumer c releases it hold_ns[i * consumers + c] after receiving it. */
+    struct {
+        char file[1024]; /* resolved path; empty when the scenario replays no workload */
+        cuipc_plan_workload w;
+    } workload;
+
     struct { /* negative: not set */
         double p50_us;
         double p99_us;
@@ -155,6 +163,10 @@ const char *cuipc_fault_kind_name(cuipc_fault_kind k);
 const char *cuipc_h_mode_name(cuipc_mode m);
 const char *cuipc_h_dtype_name(int dtype);
 size_t cuipc_h_dtype_size(int dtype);
+
+static inline bool cuipc_scenario_replays(const cuipc_scenario *s) {
+    return s->workload.file[0] != '\0';
+}
 
 /* Messages to send, or 0 for a duration run. */
 static inline bool cuipc_scenario_is_duration(const cuipc_scenario *s) {
