@@ -1,7 +1,9 @@
 /* Shared role helpers. */
 #include "role_common.h"
+#include "stats.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -115,6 +117,27 @@ bool cuipc_role_write(const char *run_dir, const char *role, uint32_t index, jso
         return false;
     }
     return true;
+}
+
+bool cuipc_stage_init(cuipc_stage_samples *st, size_t cap) {
+    st->n = 0;
+    st->cap = cap;
+    st->ns = calloc(cap, sizeof *st->ns); /* touched now: RSS stays flat while timing */
+    return st->ns != NULL;
+}
+
+void cuipc_stage_add(cuipc_stage_samples *st, uint64_t ns) {
+    if (st->n < st->cap)
+        st->ns[st->n++] = ns;
+}
+
+json_t *cuipc_stage_json_free(cuipc_stage_samples *st) {
+    cuipc_latency_summary l;
+    cuipc_latency_summarize(st->ns, st->n, &l);
+    free(st->ns);
+    st->ns = NULL;
+    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f}", "count", (json_int_t)l.count, "mean",
+                     l.mean_us, "p50", l.p50_us, "p90", l.p90_us, "p99", l.p99_us, "max", l.max_us);
 }
 
 void cuipc_count_status(json_t *obj, const char *key, cuipc_status st) {

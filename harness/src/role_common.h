@@ -33,6 +33,17 @@ json_t *cuipc_status_json(cuipc_status st);
 /* Write obj to run_dir/<role>-<index>.json; returns false (and says so on stderr) on error. */
 bool cuipc_role_write(const char *run_dir, const char *role, uint32_t index, json_t *obj);
 
+/* Durations of one stage of a message's path (first `cap` samples): where latency goes. */
+typedef struct cuipc_stage_samples {
+    uint64_t *ns;
+    size_t n, cap;
+} cuipc_stage_samples;
+
+bool cuipc_stage_init(cuipc_stage_samples *st, size_t cap);
+void cuipc_stage_add(cuipc_stage_samples *st, uint64_t ns);
+/* {count, mean, p50, p90, p99, max} in microseconds (sorts the samples), and frees them. */
+json_t *cuipc_stage_json_free(cuipc_stage_samples *st);
+
 /* Count of status names -> n in obj[key]. */
 void cuipc_count_status(json_t *obj, const char *key, cuipc_status st);
 

@@ -30,6 +30,8 @@ typedef struct consumer_state {
     held_message *held;
     size_t n_held, cap_held;
     json_t *out;
+    /* Timed messages, stage by stage: send stamp -> received, -> unwrapped, -> data ready. */
+    cuipc_stage_samples deliver, unwrap, ready;
 } consumer_state;
 
 static uint64_t tensor_bytes(const cuipc_tensor *t) {
@@ -141,6 +143,7 @@ static bool hold_until(consumer_state *cs, cuipc_message *m, cuipc_value *tree,
  * later release). false on a hard error. */
 static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
     const cuipc_scenario *s = cs->s;
+    uint64_t t_recv = cuipc_h_now_ns();
     const cuipc_value *raw = cuipc_message_value(m);
     uint64_t seq = (uint64_t)cuipc_value_as_int(cuipc_dict_get(raw, "seq"));
     uint64_t send_ns = (uint64_t)cuipc_value_as_int(cuipc_dict_get(raw, "send_ns"));
@@ -166,15 +169,20 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
         json_object_set_new(cs->out, "error", cuipc_status_json(st));
         return false;
     }
+    uint64_t t_unwrap = cuipc_h_now_ns();
     /* A GPU consumer's work is stream-ordered: like a real one it does not wait for the data
      * on the host, except on the messages it times (and the last, so throughput counts it). */
-    bool timed = seq % s->consumers.sync_every == 0 ||
-                 (s->run.iterations && seq + 1 == s->run.iterations);
+    bool timed =
+        seq % s->consumers.sync_every == 0 || (s->run.iterations && seq + 1 == s->run.iterations);
     if (cs->stream && timed)
         cuipc_gpu_stream_sync(cs->stream);
     uint64_t now = cuipc_h_now_ns();
-    if (timed && seq >= s->run.warmup_iterations && now >= send_ns)
+    if (timed && seq >= s->run.warmup_iterations && now >= send_ns) {
         record_latency(cs, now - send_ns);
+        cuipc_stage_add(&cs->deliver, t_recv >= send_ns ? t_recv - send_ns : 0);
+        cuipc_stage_add(&cs->unwrap, t_unwrap - t_recv);
+        cuipc_stage_add(&cs->ready, now - t_unwrap);
+    }
     uint64_t bytes;
     bool check = s->validation.enabled && seq % s->validation.every == 0;
     uint64_t bad = verify(cs, tree, check, &bytes);
@@ -242,6 +250,10 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     if (cs.lat == NULL)
         return 1;
     memset(cs.lat, 0, cs.cap_lat * sizeof *cs.lat);
+    size_t stage_cap = cs.cap_lat < 65536 ? cs.cap_lat : 65536;
+    if (!cuipc_stage_init(&cs.deliver, stage_cap) || !cuipc_stage_init(&cs.unwrap, stage_cap) ||
+        !cuipc_stage_init(&cs.ready, stage_cap))
+        return 1;
 
     cuipc_consumer *c = NULL;
     cuipc_status st = attach(s, a->socket_path, &c);
@@ -319,6 +331,10 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(cs.out, "closed_cleanly", json_boolean(closed));
     json_object_set_new(cs.out, "producer_dead_detected", json_boolean(producer_dead));
     json_object_set_new(cs.out, "latency_samples", json_integer((json_int_t)cs.n_lat));
+    json_object_set_new(cs.out, "stages_us",
+                        json_pack("{s:o, s:o, s:o}", "deliver", cuipc_stage_json_free(&cs.deliver),
+                                  "unwrap", cuipc_stage_json_free(&cs.unwrap), "ready",
+                                  cuipc_stage_json_free(&cs.ready)));
     json_object_set_new(cs.out, "stats",
                         json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)cst.messages,
                                   "bytes", (json_int_t)cst.bytes, "handle_opens",

@@ -297,6 +297,12 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         return finish(&ps, a->run_dir, 1, "occupancy buffer", CUIPC_ERR_NO_MEMORY);
     }
     occ->t0 = t0;
+    cuipc_stage_samples send_time; /* how long cuipc_producer_send takes (wrap + deliver) */
+    if (!cuipc_stage_init(&send_time, 65536)) {
+        free(occ);
+        cuipc_producer_destroy(ps.p);
+        return finish(&ps, a->run_dir, 1, "send time buffer", CUIPC_ERR_NO_MEMORY);
+    }
     occ->interval_ns = 1000000; /* 1 ms to start with */
     occupancy_sample(occ, ps.p, t0);
     uint64_t end_ns = s->run.iterations ? UINT64_MAX : t0 + (uint64_t)(s->run.duration_s * 1e9);
@@ -347,7 +353,10 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
                 cuipc_value_free(wrapped);
             }
         } else {
+            uint64_t t_send = cuipc_h_now_ns();
             st = cuipc_producer_send(ps.p, tree, ps.stream, SEND_TIMEOUT_NS);
+            if (i >= s->run.warmup_iterations)
+                cuipc_stage_add(&send_time, cuipc_h_now_ns() - t_send);
         }
         if (st == CUIPC_OK) {
             sent++;
@@ -439,6 +448,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     occ->next_ns = 0; /* the state after the drain, whatever the interval */
     occupancy_sample(occ, ps.p, cuipc_h_now_ns());
     json_object_set_new(ps.out, "occupancy", occupancy_json(occ, &pst));
+    json_object_set_new(ps.out, "send_us", cuipc_stage_json_free(&send_time));
     free(occ);
     json_object_set_new(ps.out, "leak", cuipc_role_leak_json(s, &ls));
     cuipc_leak_sampler_free(&ls);
