@@ -14,6 +14,9 @@ void cuipc_bench_register_ring(void);
 void cuipc_bench_register_gpu(void);
 void cuipc_bench_register_signal(void);
 void cuipc_bench_signal_teardown(void);
+/* The GPU peer process of gpu_signal: forked, like the ring peer, before CUDA is touched. */
+void cuipc_bench_gpu_peer_start(void);
+void cuipc_bench_gpu_peer_stop(void);
 
 /* The ring peer is fork()ed before anything touches CUDA (a CUDA context does not survive
  * fork); stop ends it and reaps it. */

@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
     if (cuipc_bench_ring_peer_start() != CUIPC_OK)
         fprintf(stderr, "cuipc-bench: ring peer not started (%s): ring benchmarks will fail\n",
                 cuipc_last_error());
+    cuipc_bench_gpu_peer_start();
     cuipc_bench_register_allocator();
     cuipc_bench_register_sync();
     cuipc_bench_register_codec();
@@ -39,5 +40,6 @@ int main(int argc, char **argv) {
     cuipc_bench_signal_teardown();
     cuipc_bench_gpu_teardown();
     cuipc_bench_ring_peer_stop();
+    cuipc_bench_gpu_peer_stop();
     return rc;
 }

@@ -6,11 +6,19 @@
  *       mapped host memory (where a GPU re-polls slowly once a wait has started).
  *   gpu_signal/copy_4k_after_idle/idle_us  a 4 KiB device copy and a stream sync, after the GPU
  *       had nothing to do for idle_us: what any GPU work costs at a low message rate.
+ *   gpu_signal/copy_4k_after_peer_context  the same copy right after another process ran GPU
+ *       work (a 4-byte memset) in its own context: the GPU switches contexts between processes
+ *       (no MPS), which a producer and a consumer sharing one GPU pay at every hand-off.
  * Times are wall clock from the host (manual time), one sample per iteration. */
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 
@@ -34,6 +42,73 @@ static struct signal_bench {
     void *host_words_dev;
     void *copy_src, *copy_dst;
 } g;
+
+/* The peer process: forked before this process touches CUDA, it makes its own context on its
+ * first command and runs one tiny GPU operation per command. */
+typedef struct peer_shared {
+    _Atomic uint32_t cmd, done, stop;
+    _Atomic int32_t error; /* cudaError_t of the peer's last operation */
+} peer_shared;
+
+static peer_shared *g_peer_shm;
+static pid_t g_peer_pid = -1;
+
+static void peer_main(pid_t parent) {
+    peer_shared *sh = g_peer_shm;
+    void *buf = NULL;
+    cudaStream_t stream = NULL;
+    uint32_t seen = 0;
+    while (!atomic_load(&sh->stop) && getppid() == parent) {
+        uint32_t cmd = atomic_load(&sh->cmd);
+        if (cmd == seen) {
+            struct timespec ts = {0, 2000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        cudaError_t e = cudaSuccess;
+        if (buf == NULL && (e = cudaSetDevice(0)) == cudaSuccess &&
+            (e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)) == cudaSuccess)
+            e = cudaMalloc(&buf, 256);
+        if (e == cudaSuccess &&
+            (e = cudaMemsetAsync(buf, (int)(cmd & 0xff), 4, stream)) == cudaSuccess)
+            e = cudaStreamSynchronize(stream);
+        atomic_store(&sh->error, (int32_t)e);
+        seen = cmd;
+        atomic_store(&sh->done, cmd);
+    }
+    _exit(0);
+}
+
+void cuipc_bench_gpu_peer_start(void) {
+    g_peer_shm =
+        mmap(NULL, sizeof *g_peer_shm, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_peer_shm == MAP_FAILED) {
+        g_peer_shm = NULL;
+        return;
+    }
+    memset(g_peer_shm, 0, sizeof *g_peer_shm);
+    pid_t parent = getpid();
+    fflush(NULL);
+    g_peer_pid = fork();
+    if (g_peer_pid == 0)
+        peer_main(parent);
+}
+
+void cuipc_bench_gpu_peer_stop(void) {
+    if (g_peer_pid > 0) {
+        atomic_store(&g_peer_shm->stop, 1);
+        for (int i = 0; i < 200 && waitpid(g_peer_pid, NULL, WNOHANG) == 0; i++)
+            usleep(10000);
+        if (kill(g_peer_pid, 0) == 0) {
+            kill(g_peer_pid, SIGKILL);
+            waitpid(g_peer_pid, NULL, 0);
+        }
+        g_peer_pid = -1;
+    }
+    if (g_peer_shm != NULL)
+        munmap(g_peer_shm, sizeof *g_peer_shm);
+    g_peer_shm = NULL;
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -150,6 +225,49 @@ static void bench_copy_after_idle(cuipc_bench_state *s, void *ctx) {
         cuipc_bench_skip_with_error(s, g.error);
 }
 
+/* Have the peer run its GPU operation and wait for it (bounded). */
+static bool peer_run(void) {
+    if (g_peer_pid <= 0 || g_peer_shm == NULL) {
+        snprintf(g.error, sizeof g.error, "GPU peer process is not running");
+        return false;
+    }
+    uint32_t cmd = atomic_load(&g_peer_shm->cmd) + 1;
+    atomic_store(&g_peer_shm->cmd, cmd);
+    uint64_t start = now_ns();
+    while (atomic_load(&g_peer_shm->done) != cmd) {
+        if (now_ns() - start > 5 * SPIN_LIMIT_NS) {
+            snprintf(g.error, sizeof g.error, "GPU peer did not answer within 5 s");
+            return false;
+        }
+        struct timespec ts = {0, 1000};
+        nanosleep(&ts, NULL);
+    }
+    cudaError_t e = (cudaError_t)atomic_load(&g_peer_shm->error);
+    return e == cudaSuccess || failed("GPU peer operation", e);
+}
+
+static void bench_copy_after_peer(cuipc_bench_state *s, void *ctx) {
+    (void)ctx;
+    if (!setup()) {
+        cuipc_bench_skip_with_error(s, g.error);
+        return;
+    }
+    bool ok = true;
+    while (ok && cuipc_bench_keep_running(s)) {
+        ok = peer_run();
+        uint64_t t0 = now_ns();
+        cudaError_t e =
+            cudaMemcpyAsync(g.copy_dst, g.copy_src, 4096, cudaMemcpyDeviceToDevice, g.writer);
+        if (e == cudaSuccess)
+            e = cudaStreamSynchronize(g.writer);
+        uint64_t t1 = now_ns();
+        ok = ok && (e == cudaSuccess || failed("4 KiB copy", e));
+        cuipc_bench_set_iteration_time(s, (double)(t1 - t0) / 1e9);
+    }
+    if (!ok)
+        cuipc_bench_skip_with_error(s, g.error);
+}
+
 void cuipc_bench_signal_teardown(void) {
     if (!g.ok || g.stuck)
         return; /* process exit reclaims it all */
@@ -181,6 +299,10 @@ void cuipc_bench_register_signal(void) {
         cuipc_bench_register("gpu_signal/copy_4k_after_idle", bench_copy_after_idle, NULL);
     cuipc_bench_arg_name(b, "idle_us");
     cuipc_bench_arg_list(b, gaps, 4);
+    cuipc_bench_use_manual_time(b);
+    cuipc_bench_time_unit(b, CUIPC_BENCH_US);
+    cuipc_bench_iterations(b, 200);
+    b = cuipc_bench_register("gpu_signal/copy_4k_after_peer_context", bench_copy_after_peer, NULL);
     cuipc_bench_use_manual_time(b);
     cuipc_bench_time_unit(b, CUIPC_BENCH_US);
     cuipc_bench_iterations(b, 200);

@@ -96,12 +96,16 @@ static bool fault_expected(const cuipc_scenario *s) {
 
 static void release(consumer_state *cs, cuipc_message *m, cuipc_value *tree) {
     const cuipc_scenario *s = cs->s;
-    cuipc_status rst = cuipc_message_release(m, cs->stream);
+    /* This consumer never leaves GPU reads of the data queued (its checksums synchronise), so
+     * by default it releases on the host; "stream" acks on its stream like a consumer whose
+     * kernels read the borrowed data, a GPU operation in this process's context. */
+    cuipc_stream on = s->consumers.release_on_stream ? cs->stream : NULL;
+    cuipc_status rst = cuipc_message_release(m, on);
     if (rst != CUIPC_OK)
         cuipc_count_status(cs->out, "release_status", rst);
     if (s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE && cs->index == s->fault.consumer) {
         /* A second release of the same message must change nothing (idempotent). */
-        cuipc_status again = cuipc_message_release(m, cs->stream);
+        cuipc_status again = cuipc_message_release(m, on);
         cuipc_count_status(cs->out, "second_release_status", again);
     }
     cuipc_value_free(tree);

@@ -412,6 +412,7 @@ static json_t *scenario_json(const cuipc_scenario *s) {
                           "loop", s->run.open_loop ? "open" : "closed", "tensor_bytes",
                           (json_int_t)s->tensors.max_bytes, "validation_every",
                           (int)s->validation.every, "sync_every", (int)s->consumers.sync_every);
+    json_object_set_new(o, "release", json_string(s->consumers.release_on_stream ? "stream" : "host"));
     if (s->run.open_loop)
         json_object_set_new(o, "rate_hz", json_real(s->run.rate_hz));
     if (cuipc_scenario_replays(s)) /* arrivals, sizes and holds came from this planner file */

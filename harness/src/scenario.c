@@ -607,6 +607,10 @@ static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
             return false;
         s->consumers.spin_ns = (int64_t)spin_us * 1000;
     }
+    int release = s->consumers.release_on_stream ? 1 : 0;
+    if (!get_enum(c, o, "release", false, NAMES("host", "stream"), 2, &release))
+        return false;
+    s->consumers.release_on_stream = release == 1;
     return get_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every);
 }
 
@@ -927,7 +931,8 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     if (o != NULL)
         pop(c);
     o = enter(c, root, "consumers", need,
-              KEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every"),
+              KEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every",
+                   "release"),
               &bad);
     if (bad || (o != NULL && !parse_consumers(c, o, s)))
         return false;

@@ -4,9 +4,14 @@
 when the committed files differ from what this script writes (a CTest test runs it).
 
 Latency runs busy-poll in the consumers (spin_us longer than the send interval): the figure is
-the transport's, not the kernel's wake-up of an idle core. Throughput runs check and time one
-message in 16 (validation.every, consumers.sync_every): like a real consumer, the others are
-only queued on the GPU stream, so the figure is not a chain of host round trips."""
+the transport's, not the kernel's wake-up of an idle core. Runs check one message in 16
+(validation.every) and throughput runs also time one in 16 (consumers.sync_every): like a real
+consumer, the others are only queued on the GPU stream, so the figure is not a chain of host
+round trips. Borrowing consumers release on the host (they leave no GPU reads queued).
+
+On one GPU shared by producer and consumers every hand-off between their processes' GPU work
+is a GPU context switch (no MPS): the *_consumer_gpu_work variants make the consumer run GPU
+work on every message (a checksum kernel, a stream-ordered release) to show that cost."""
 import json
 import os
 import sys
@@ -42,7 +47,7 @@ def scenario(loop, tag, mode, unwrap, size_tag, size, nbytes, consumers):
         consumers_obj["spin_us"] = int(2e6 / rate)
         run = {"iterations": iterations, "warmup_iterations": 20, "loop": "open", "rate_hz": rate}
         how = f"open loop at {rate} Hz, busy-polling consumers: latency without queueing"
-        validation = {"enabled": True}
+        validation = {"enabled": True, "every": 16}
     else:
         iterations = {4 << 10: 5000, 1 << 20: 3000}.get(nbytes, 300)
         if mode == "cuda_ipc":
@@ -63,6 +68,20 @@ def scenario(loop, tag, mode, unwrap, size_tag, size, nbytes, consumers):
     return name, s
 
 
+def consumer_gpu_work(loop, size_tag, size, nbytes):
+    """The pool borrow case with a consumer that checks every message on the GPU and releases
+    on its stream: a GPU context switch to the consumer and back per message."""
+    name, s = scenario(loop, "pool", "cuda_ipc_pool", "borrow", size_tag, size, nbytes, 1)
+    name += "_consumer_gpu_work"
+    s["name"] = name
+    s["description"] = s["description"].replace("one message in 16 checked and timed",
+                                                "one message in 16 timed").rstrip(".") + (
+        "; the consumer checksums every message on the GPU and releases on its stream.")
+    s["consumers"]["release"] = "stream"
+    s["validation"] = {"enabled": True}
+    return name, s
+
+
 def render():
     out = {}
     for loop in ("lat", "tput"):
@@ -71,6 +90,9 @@ def render():
                 for c in CONSUMERS:
                     name, s = scenario(loop, tag, mode, unwrap, size_tag, size, nbytes, c)
                     out[name + ".json"] = json.dumps(s, indent=2) + "\n"
+    for loop, (size_tag, size, nbytes) in (("lat", SIZES[0]), ("tput", SIZES[2])):
+        name, s = consumer_gpu_work(loop, size_tag, size, nbytes)
+        out[name + ".json"] = json.dumps(s, indent=2) + "\n"
     return out
 
 
