@@ -32,6 +32,9 @@ typedef struct consumer_state {
     json_t *out;
     /* Timed messages, stage by stage: send stamp -> received, -> unwrapped, -> data ready. */
     cuipc_stage_samples deliver, unwrap, ready;
+    /* Throughput after the warm-up messages (the first ones map the pool, warm caches): from
+     * the receipt of the first later message to the end. */
+    uint64_t steady_t0, steady_bytes, steady_messages;
 } consumer_state;
 
 static uint64_t tensor_bytes(const cuipc_tensor *t) {
@@ -195,6 +198,12 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
         json_object_set_new(cs->out, "first_mismatch_seq", json_integer((json_int_t)seq));
     cs->messages++;
     cs->bytes += bytes;
+    if (seq >= s->run.warmup_iterations) {
+        if (cs->steady_t0 == 0)
+            cs->steady_t0 = t_recv;
+        cs->steady_bytes += bytes;
+        cs->steady_messages++;
+    }
     if (cuipc_scenario_replays(s)) {
         /* The planner's model: every message is held for its own time from its receipt,
          * overlapping the next ones, so the receive loop releases it later. */
@@ -329,6 +338,12 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(cs.out, "messages", json_integer((json_int_t)cs.messages));
     json_object_set_new(cs.out, "bytes", json_integer((json_int_t)cs.bytes));
     json_object_set_new(cs.out, "seconds", json_real(seconds));
+    json_object_set_new(cs.out, "steady",
+                        json_pack("{s:I, s:I, s:f}", "messages", (json_int_t)cs.steady_messages,
+                                  "bytes", (json_int_t)cs.steady_bytes, "seconds",
+                                  cs.steady_t0 && t_end > cs.steady_t0
+                                      ? (double)(t_end - cs.steady_t0) / 1e9
+                                      : 0.0));
     json_object_set_new(cs.out, "checked", json_integer((json_int_t)cs.checked));
     json_object_set_new(cs.out, "mismatches", json_integer((json_int_t)cs.mismatches));
     json_object_set_new(cs.out, "rejected", json_integer((json_int_t)cs.rejected));

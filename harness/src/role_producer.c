@@ -325,7 +325,11 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
             /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
             stamp = t0 + (cuipc_scenario_replays(s) ? s->workload.w.req[i].arrival_ns
                                                     : (uint64_t)((double)i / s->run.rate_hz * 1e9));
-            cuipc_h_sleep_until_ns(stamp);
+            if (s->run.producer_spin)
+                while (cuipc_h_now_ns() < stamp) {
+                }
+            else
+                cuipc_h_sleep_until_ns(stamp);
         } else {
             stamp = cuipc_h_now_ns();
         }

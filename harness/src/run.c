@@ -294,6 +294,15 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
         json_t *c = consumers[i];
         double secs = json_number_value(json_object_get(c, "seconds"));
         double bytes = (double)geti(c, "bytes"), msgs = (double)geti(c, "messages");
+        /* Steady state when there is one: the warm-up messages (pool mapping, first touches)
+         * are left out of throughput as they are of latency. */
+        json_t *steady = json_object_get(c, "steady");
+        if (steady != NULL && geti(steady, "messages") >= 2 &&
+            json_number_value(json_object_get(steady, "seconds")) > 0) {
+            secs = json_number_value(json_object_get(steady, "seconds"));
+            bytes = (double)geti(steady, "bytes");
+            msgs = (double)geti(steady, "messages");
+        }
         mismatches += (uint64_t)geti(c, "mismatches");
         rejected += (uint64_t)geti(c, "rejected");
         agg_bytes += bytes;
@@ -412,7 +421,8 @@ static json_t *scenario_json(const cuipc_scenario *s) {
                           "loop", s->run.open_loop ? "open" : "closed", "tensor_bytes",
                           (json_int_t)s->tensors.max_bytes, "validation_every",
                           (int)s->validation.every, "sync_every", (int)s->consumers.sync_every);
-    json_object_set_new(o, "release", json_string(s->consumers.release_on_stream ? "stream" : "host"));
+    json_object_set_new(o, "release",
+                        json_string(s->consumers.release_on_stream ? "stream" : "host"));
     if (s->run.open_loop)
         json_object_set_new(o, "rate_hz", json_real(s->run.rate_hz));
     if (cuipc_scenario_replays(s)) /* arrivals, sizes and holds came from this planner file */
@@ -510,6 +520,8 @@ static bool load_all(int argc, char **argv, int first, cuipc_scenario **out, siz
         char err[CUIPC_SCN_ERR_MAX];
         if (!cuipc_scenario_load(argv[first + (int)i], &(*out)[i], err, sizeof err)) {
             fprintf(stderr, "cuipc-harness: %s\n", err);
+            /* A rejected scenario keeps nothing (the parser freed it): no "ok" line for it. */
+            memset(&(*out)[i], 0, sizeof(*out)[i]);
             ok = false;
         }
     }

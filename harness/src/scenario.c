@@ -637,6 +637,12 @@ static bool parse_run(pctx *c, const json_t *o, cuipc_scenario *s) {
         push_key(c, "rate_hz");
         return fail(c, "rate_hz applies to an open loop only (set \"loop\": \"open\")");
     }
+    if (!get_bool(c, o, "producer_spin", &s->run.producer_spin))
+        return false;
+    if (s->run.producer_spin && !s->run.open_loop) {
+        push_key(c, "producer_spin");
+        return fail(c, "producer_spin applies to an open loop only (a closed loop never waits)");
+    }
     if (s->run.iterations != 0 && s->run.warmup_iterations >= s->run.iterations) {
         push_key(c, "warmup_iterations");
         return fail(c, "warm-up (%llu) leaves no measured iterations of %llu",
@@ -943,7 +949,7 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
             s->consumers.devices[i] = s->producer_device;
     o = enter(c, root, "run", need,
               KEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz", "timeout_s",
-                   "attach_timeout_s"),
+                   "attach_timeout_s", "producer_spin"),
               &bad);
     if (bad || (o != NULL && !parse_run(c, o, s)))
         return false;

@@ -84,8 +84,8 @@ typedef struct cuipc_scenario {
         cuipc_unwrap_kind unwrap;
         int32_t copy_to; /* CUIPC_DEVICE_HOST, CUIPC_DEVICE_SAME or an ordinal */
         uint64_t hold_ns;
-        int64_t spin_ns;     /* recv busy-wait before sleeping; -1: the library's default */
-        uint32_t sync_every; /* host-synchronise (and sample latency) every Nth message */
+        int64_t spin_ns;        /* recv busy-wait before sleeping; -1: the library's default */
+        uint32_t sync_every;    /* host-synchronise (and sample latency) every Nth message */
         bool release_on_stream; /* borrowed chunks acked on the consumer's stream, not the host */
     } consumers;
 
@@ -96,6 +96,7 @@ typedef struct cuipc_scenario {
         double duration_s;
         uint64_t warmup_iterations;
         bool open_loop;
+        bool producer_spin; /* open loop: wait for each send time busily, not asleep */
         double rate_hz;
         double timeout_s;
         double attach_timeout_s;
