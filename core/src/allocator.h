@@ -13,7 +13,7 @@ typedef struct cuipc_allocator cuipc_allocator;
 
 typedef struct cuipc_allocator_stats {
     uint64_t arena;
-    uint64_t used;          /* bytes in allocated blocks (aligned sizes) */
+    uint64_t used; /* bytes in allocated blocks (aligned sizes) */
     uint64_t free;
     uint64_t largest_free;
     uint64_t free_blocks;

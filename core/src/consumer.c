@@ -502,15 +502,11 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     CUIPC_TRY(open_handle(c, v->handle, map_dev, &base));
     CUIPC_TRY(sync_device_base(c, v, &sync_dev));
     /* Nothing on this stream reads the slice before the producer's copy wrote it: either the
-     * host saw the ready word, or the stream waits for it (on the pool's own device the word in
-     * device memory, from another device the host one). */
-    if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, o->host_wait_ns)) {
-        void *ready =
-            map_dev == v->device
-                ? (char *)base + cuipc_pool_ready_area_offset(v->size) + 4u * x->u.pool.slot
-                : cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot);
-        CUIPC_TRY(cuipc_cuda_stream_wait_u32(o->stream, ready, x->u.pool.generation));
-    }
+     * host saw the ready word, or the stream waits for it. */
+    if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, o->host_wait_ns))
+        CUIPC_TRY(cuipc_cuda_stream_wait_u32(
+            o->stream, cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot),
+            x->u.pool.generation));
     void *src = (char *)base + x->u.pool.offset;
     CUIPC_TRY(borrow_or_copy(o, src, x->nbytes, 0, map_dev, target, t, owner));
     if (o->kind == CUIPC_UNWRAP_BORROW)

@@ -388,18 +388,6 @@ cuipc_status cuipc_cuda_host_unregister(void *p) {
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_cuda_memset(void *p, int value, size_t n) {
-    CUIPC_REQUIRE_GPU();
-    if (p == NULL || n == 0)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "p=%p n=%zu: need memory", p, n);
-    cudaError_t err = cudaMemset(p, value, n);
-    if (err == cudaSuccess)
-        err = cudaDeviceSynchronize(); /* cudaMemset may return before the fill is done */
-    if (err != cudaSuccess)
-        return CUIPC_CUDA_FAIL(err, "cudaMemset", "ptr %p, value %d, %zu bytes", p, value, n);
-    return CUIPC_OK;
-}
-
 cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, void *stream) {
     CUIPC_REQUIRE_GPU();
     if (n == 0)

@@ -43,8 +43,6 @@ cuipc_status cuipc_cuda_copy_pools_trim(void);
 cuipc_status cuipc_cuda_host_register(void *p, size_t n, void **dev_ptr);
 cuipc_status cuipc_cuda_host_unregister(void *p);
 
-/* Synchronous fill of device memory (set-up only). */
-cuipc_status cuipc_cuda_memset(void *p, int value, size_t n);
 cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, void *stream);
 cuipc_status cuipc_cuda_stream_sync(void *stream);
 

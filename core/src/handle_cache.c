@@ -22,7 +22,8 @@ static uint32_t n_entries, cap_entries;
  * most-recent entries sit at the end where the scan starts. */
 static entry *find(const uint8_t *handle, int device) {
     for (uint32_t i = n_entries; i-- > 0;)
-        if (entries[i].device == device && !memcmp(entries[i].handle, handle, CUIPC_IPC_HANDLE_BYTES))
+        if (entries[i].device == device &&
+            !memcmp(entries[i].handle, handle, CUIPC_IPC_HANDLE_BYTES))
             return &entries[i];
     return NULL;
 }

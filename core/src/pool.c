@@ -97,14 +97,9 @@ static cuipc_status map_memory(cuipc_pool *p) {
     if (p->cfg.memory == CUIPC_MEMORY_VIRTUAL)
         return CUIPC_OK;
     if (p->cfg.memory == CUIPC_MEMORY_CUDA) {
-        uint64_t ready_off = cuipc_pool_ready_area_offset(p->cfg.size);
-        uint64_t ready_bytes = (uint64_t)p->cfg.slots * sizeof(uint32_t);
-        CUIPC_TRY(cuipc_cuda_malloc(p->cfg.device, ready_off + ready_bytes, &p->base));
-        /* Generation 0 is never live: a zeroed word is "not ready" for every slot. Exported once
-         * for the pool's lifetime: receivers open it once and reuse the mapping. */
-        cuipc_status s = cuipc_cuda_memset((char *)p->base + ready_off, 0, ready_bytes);
-        if (s == CUIPC_OK)
-            s = cuipc_cuda_ipc_get(p->base, p->ipc_handle);
+        CUIPC_TRY(cuipc_cuda_malloc(p->cfg.device, p->cfg.size, &p->base));
+        /* Exported once for the pool's lifetime: receivers open it once and reuse the mapping. */
+        cuipc_status s = cuipc_cuda_ipc_get(p->base, p->ipc_handle);
         if (s != CUIPC_OK) {
             cuipc_cuda_free(p->base);
             p->base = NULL;
@@ -499,17 +494,10 @@ void *cuipc_pool_sync_device_base(const cuipc_pool *p) {
     return p->sync_dev_base;
 }
 
-uint64_t cuipc_pool_ready_area_offset(uint64_t pool_size) {
-    return (pool_size + 255u) & ~(uint64_t)255u;
-}
-
 cuipc_status cuipc_pool_publish_ready(cuipc_pool *p, void *stream, const cuipc_chunk *c) {
     if (p->cfg.memory != CUIPC_MEMORY_CUDA || c->slot >= p->cfg.slots)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "slot %u of a %s pool with %u slots", c->slot,
                           p->cfg.memory == CUIPC_MEMORY_CUDA ? "CUDA" : "non-CUDA", p->cfg.slots);
-    char *device_word =
-        (char *)p->base + cuipc_pool_ready_area_offset(p->cfg.size) + 4u * (uint64_t)c->slot;
-    CUIPC_TRY(cuipc_cuda_stream_write_u32(stream, device_word, c->generation));
     return cuipc_cuda_stream_write_u32(
         stream, cuipc_sync_ready_device_addr(p->sync_dev_base, p->sync, c->slot), c->generation);
 }

@@ -15,12 +15,10 @@ cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
 /* Device address of the sync table (registered host memory) or NULL when no GPU is used. */
 void *cuipc_pool_sync_device_base(const cuipc_pool *pool);
 
-/* A CUDA arena ends with one ready word per slot in device memory, at this offset: consumers on
- * the pool's device wait on it there, since a GPU polls its own memory within a microsecond and
- * host memory only every ~100 us once a wait has started before the word was written. */
-uint64_t cuipc_pool_ready_area_offset(uint64_t pool_size);
 /* Queue "ready := generation" for chunk c on stream, after the work queued before it (the copy
- * into the chunk): the device word, and the sync table's word for consumers on other devices. */
+ * into the chunk), in the sync table: consumers see it on the host (or wait for it on a stream).
+ * Host memory serves both: a stream waits on it as fast as on device memory (cuipc-bench
+ * gpu_signal/wait_word: 6.9 vs 6.8 us on an H100). */
 cuipc_status cuipc_pool_publish_ready(cuipc_pool *pool, void *stream, const cuipc_chunk *c);
 
 /* Release on behalf of consumer c for one chunk (it never got the message). */

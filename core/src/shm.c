@@ -61,7 +61,8 @@ cuipc_status cuipc_futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t
         ts.tv_nsec = (long)(timeout_ns % 1000000000);
         tsp = &ts;
     }
-    /* Shared futex (no FUTEX_PRIVATE_FLAG): the word lives in memory mapped by several processes. */
+    /* Shared futex (no FUTEX_PRIVATE_FLAG): the word lives in memory mapped by several processes.
+     */
     long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, expected, tsp, NULL, 0);
     if (r == 0 || errno == EAGAIN || errno == EINTR)
         return CUIPC_OK;

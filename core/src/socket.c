@@ -108,8 +108,8 @@ cuipc_status cuipc_socket_connect(const char *path, int64_t timeout_ns, int *out
             return CUIPC_FAIL_ERRNO("connect to %s", path);
         }
         if (cuipc_now_ns() >= deadline)
-            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "no producer listening on %s within %lld ms",
-                              path, (long long)(timeout_ns / 1000000));
+            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "no producer listening on %s within %lld ms", path,
+                              (long long)(timeout_ns / 1000000));
         usleep(2000);
     }
 }
@@ -156,8 +156,8 @@ cuipc_status cuipc_socket_recv(int fd, void *buf, size_t expected_len, int *fds,
         char buf[CMSG_SPACE(sizeof(int) * CUIPC_SOCKET_MAX_FDS)];
         struct cmsghdr align;
     } ctl;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = sizeof ctl.buf};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     ssize_t n;
     do {
         n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);

@@ -16,10 +16,10 @@
 #define CUIPC_SYNC_VERSION 1
 
 typedef struct cuipc_sync_slot {
-    _Atomic uint32_t generation; /* bumped by the producer when the slot is reused; never 0 */
-    _Atomic uint32_t ready;      /* == generation once the chunk's data is in place */
+    _Atomic uint32_t generation;    /* bumped by the producer when the slot is reused; never 0 */
+    _Atomic uint32_t ready;         /* == generation once the chunk's data is in place */
     _Atomic uint64_t consumer_mask; /* consumers that must release this generation */
-    _Atomic uint64_t offset;     /* extent published for this generation (proxy validation) */
+    _Atomic uint64_t offset;        /* extent published for this generation (proxy validation) */
     _Atomic uint64_t size;
     _Atomic uint32_t ack[CUIPC_MAX_CONSUMERS]; /* == generation once consumer i is done */
 } __attribute__((aligned(64))) cuipc_sync_slot;
@@ -32,8 +32,8 @@ typedef struct cuipc_sync_header {
     uint32_t reserved_;
     uint64_t pool_id;
     uint64_t pool_size;
-    _Atomic uint32_t wake_seq;  /* futex word: bumped by every release */
-    _Atomic uint32_t waiters;   /* > 0 while someone sleeps on wake_seq */
+    _Atomic uint32_t wake_seq; /* futex word: bumped by every release */
+    _Atomic uint32_t waiters;  /* > 0 while someone sleeps on wake_seq */
     _Atomic uint64_t releases;
     _Atomic uint64_t last_release_ns; /* CLOCK_MONOTONIC of the latest accepted release */
     _Atomic uint64_t stale_releases;

@@ -66,7 +66,7 @@ struct cuipc_producer {
     cuipc_pool *gpu_pool;
     cuipc_pool *host_pool;
 
-    pthread_mutex_t lock; /* conns, live mask, stats, exports */
+    pthread_mutex_t lock;      /* conns, live mask, stats, exports */
     pthread_mutex_t send_lock; /* one writer per ring at a time */
     cuipc_consumer_conn conns[CUIPC_MAX_CONSUMERS];
     uint64_t live_mask;
@@ -91,7 +91,8 @@ cuipc_pool *cuipc_producer_pool_by_id(cuipc_producer *p, uint64_t pool_id);
 cuipc_status cuipc_producer_export(cuipc_producer *p, void *base, size_t size, cuipc_proxy *x);
 
 /* Walk every pool proxy of a wrapped tree. */
-typedef void (*cuipc_chunk_fn)(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx);
+typedef void (*cuipc_chunk_fn)(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x,
+                               void *ctx);
 void cuipc_producer_for_each_chunk(cuipc_producer *p, const cuipc_value *wrapped, cuipc_chunk_fn fn,
                                    void *ctx);
 

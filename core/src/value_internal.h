@@ -7,6 +7,6 @@
 /* Replace v with a tensor whose device memory came from cuipc_cuda_malloc_async on `stream`:
  * freeing the value frees it stream-ordered on that stream, after the work queued there. */
 cuipc_status cuipc_value_set_stream_ordered_tensor(cuipc_value *v, const cuipc_tensor *t,
-                                                  void *stream);
+                                                   void *stream);
 
 #endif

@@ -23,8 +23,9 @@ typedef struct gpu_case {
     int messages;
     uint64_t tensor_bytes;
     uint64_t gpu_pool_bytes;
-    int borrow_mask; /* consumer i borrows when bit i is set, else copies out */
+    int borrow_mask;  /* consumer i borrows when bit i is set, else copies out */
     int copy_to_host; /* copy-out consumers copy to host memory instead of the device */
+    int gpu_wait;     /* unwrap never waits on the host: the stream waits for the ready word */
 } gpu_case;
 
 static const gpu_case *cur;
@@ -166,6 +167,8 @@ static int consumer_main(void *arg) {
         cuipc_unwrap_options_init(&o);
         o.kind = borrow ? CUIPC_UNWRAP_BORROW : CUIPC_UNWRAP_COPY;
         o.stream = stream;
+        if (k->gpu_wait)
+            o.host_wait_ns = 0;
         if (!borrow && k->copy_to_host)
             o.device = CUIPC_DEVICE_HOST;
         cuipc_value *v = NULL;
@@ -253,14 +256,16 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     cuipc_test_require_gpu();
     static const gpu_case cases[] = {
-        {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0},
-        {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0},
+        {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0, 0},
+        {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0, 0},
         /* Pool smaller than the traffic: chunks must be recycled for the run to finish. */
-        {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0},
-        {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1},
-        {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0},
-        {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0},
-        {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0},
+        {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0, 0},
+        {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1, 0},
+        {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0, 0},
+        /* Ordering on the GPU alone: every read waits for the producer's copy on the stream. */
+        {"pool-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 8 << 20, 32 << 20, 0x1, 0, 1},
+        {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0, 0},
+        {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);

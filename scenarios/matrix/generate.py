@@ -6,7 +6,8 @@ when the committed files differ from what this script writes (a CTest test runs 
 Latency runs busy-poll in the consumers (spin_us longer than the send interval) and in the
 producer (run.producer_spin): the figure is the transport's, not the wake-up of an idle core.
 Latency runs check one message in 16 (validation.every); throughput runs check and time one
-in 100 (consumers.sync_every): like a real consumer, the others are only queued on the GPU
+in 250 (consumers.sync_every; every check is GPU work in the consumer's process, two GPU context
+switches on a shared GPU): like a real consumer, the others are only queued on the GPU
 stream, so the figure is not a chain of host round trips, and throughput counts the steady
 state after the warm-up messages. Borrowing consumers release on the host (they leave no GPU
 reads queued).
@@ -53,7 +54,7 @@ def scenario(loop, tag, mode, unwrap, size_tag, size, nbytes, consumers):
         validation = {"enabled": True, "every": 16}
     else:
         iterations = {4 << 10: 10000, 1 << 20: 5000}.get(nbytes, 1000)
-        every = 100
+        every = 250
         if mode == "cuda_ipc":  # a fresh allocation a message, retained: fewer of them
             iterations, every = (100 if big else 1000), 10
         consumers_obj["sync_every"] = every
