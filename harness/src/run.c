@@ -335,8 +335,11 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                     pstats ? json_pack("{s:O, s:O}", "gpu", json_object_get(pstats, "gpu_pool"),
                                        "host", json_object_get(pstats, "host_pool"))
                            : json_null());
-    if (producer != NULL && json_object_get(producer, "occupancy") != NULL)
+    if (producer != NULL && json_object_get(producer, "occupancy") != NULL) {
+        /* Moved, not copied: the series is the larger part of a results file. */
         json_object_set(res, "occupancy", json_object_get(producer, "occupancy"));
+        json_object_del(producer, "occupancy");
+    }
     /* A re-sent fault message counts as one more message every consumer must see. */
     json_int_t sent = producer ? geti(producer, "messages_sent") +
                                      json_is_true(json_object_get(producer, "fault_resent"))
