@@ -202,6 +202,17 @@ static void bench_wait_word(cuipc_bench_state *s, void *ctx) {
     }
 }
 
+/* One 4 KiB device copy and a stream sync, timed from the host as this iteration's time. */
+static bool timed_copy_4k(cuipc_bench_state *s) {
+    uint64_t t0 = now_ns();
+    cudaError_t e =
+        cudaMemcpyAsync(g.copy_dst, g.copy_src, 4096, cudaMemcpyDeviceToDevice, g.writer);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(g.writer);
+    cuipc_bench_set_iteration_time(s, (double)(now_ns() - t0) / 1e9);
+    return e == cudaSuccess || failed("4 KiB copy", e);
+}
+
 static void bench_copy_after_idle(cuipc_bench_state *s, void *ctx) {
     (void)ctx;
     int64_t idle_us = cuipc_bench_range(s, 0);
@@ -212,14 +223,7 @@ static void bench_copy_after_idle(cuipc_bench_state *s, void *ctx) {
     bool ok = true;
     while (ok && cuipc_bench_keep_running(s)) {
         idle_for_us(idle_us);
-        uint64_t t0 = now_ns();
-        cudaError_t e =
-            cudaMemcpyAsync(g.copy_dst, g.copy_src, 4096, cudaMemcpyDeviceToDevice, g.writer);
-        if (e == cudaSuccess)
-            e = cudaStreamSynchronize(g.writer);
-        uint64_t t1 = now_ns();
-        ok = e == cudaSuccess || failed("4 KiB copy", e);
-        cuipc_bench_set_iteration_time(s, (double)(t1 - t0) / 1e9);
+        ok = timed_copy_4k(s);
     }
     if (!ok)
         cuipc_bench_skip_with_error(s, g.error);
@@ -255,14 +259,7 @@ static void bench_copy_after_peer(cuipc_bench_state *s, void *ctx) {
     bool ok = true;
     while (ok && cuipc_bench_keep_running(s)) {
         ok = peer_run();
-        uint64_t t0 = now_ns();
-        cudaError_t e =
-            cudaMemcpyAsync(g.copy_dst, g.copy_src, 4096, cudaMemcpyDeviceToDevice, g.writer);
-        if (e == cudaSuccess)
-            e = cudaStreamSynchronize(g.writer);
-        uint64_t t1 = now_ns();
-        ok = ok && (e == cudaSuccess || failed("4 KiB copy", e));
-        cuipc_bench_set_iteration_time(s, (double)(t1 - t0) / 1e9);
+        ok = timed_copy_4k(s) && ok;
     }
     if (!ok)
         cuipc_bench_skip_with_error(s, g.error);

@@ -77,6 +77,11 @@ void cuipc_fuzz_sandbox_write(const char *rel, const void *data, size_t len) {
     close(fd);
 }
 
+bool cuipc_fuzz_verbose(void) {
+    const char *v = getenv("CUIPC_FUZZ_VERBOSE");
+    return v != NULL && *v != '\0' && *v != '0';
+}
+
 void cuipc_fuzz_sandbox_init(const cuipc_fuzz_fixture *fixtures, size_t n) {
     const char *tmp = getenv("TMPDIR");
     char templ[PATH_MAX];

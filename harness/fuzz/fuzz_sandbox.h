@@ -18,6 +18,9 @@ typedef struct cuipc_fuzz_fixture {
  * Aborts on failure: a fuzzer without its fixtures would test nothing useful. */
 void cuipc_fuzz_sandbox_init(const cuipc_fuzz_fixture *fixtures, size_t n);
 
+/* CUIPC_FUZZ_VERBOSE=1: the fuzzers say what became of each input (for reading reproducers). */
+bool cuipc_fuzz_verbose(void);
+
 /* Absolute, symlink-free path of the sandbox directory. */
 const char *cuipc_fuzz_sandbox_dir(void);
 

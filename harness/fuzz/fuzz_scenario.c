@@ -52,12 +52,10 @@ static const cuipc_fuzz_fixture fixtures[] = {
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* CUIPC_FUZZ_VERBOSE=1: say what became of each input (for reading reproducers). */
 static bool verbose;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    const char *v = getenv("CUIPC_FUZZ_VERBOSE");
-    verbose = v != NULL && *v != '\0' && *v != '0';
+    verbose = cuipc_fuzz_verbose();
     cuipc_fuzz_sandbox_init(fixtures, sizeof fixtures / sizeof fixtures[0]);
     snprintf(scenario_path, sizeof scenario_path, "%s/%s", cuipc_fuzz_sandbox_dir(), SCENARIO_REL);
     return 0;

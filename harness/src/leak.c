@@ -18,14 +18,20 @@ const char *cuipc_leak_metric_name(cuipc_leak_metric m) {
     return (unsigned)m < CUIPC_LEAK_METRICS ? names[m] : "invalid";
 }
 
+/* Private resident memory (resident minus shared in statm, i.e. RssAnon): what a leak grows.
+ * Pages of the shared pools and rings are left out: they are fixed-size mappings whose pages
+ * fault in as the allocator first uses them, which is growth but not a leak (their objects are
+ * judged by the fds and /dev/shm metrics). */
 double cuipc_read_rss_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
     if (f == NULL)
         return NAN;
-    unsigned long size, resident;
-    int got = fscanf(f, "%lu %lu", &size, &resident);
+    unsigned long size, resident, shared;
+    int got = fscanf(f, "%lu %lu %lu", &size, &resident, &shared);
     fclose(f);
-    return got == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : NAN;
+    return got == 3 && resident >= shared
+               ? (double)(resident - shared) * (double)sysconf(_SC_PAGESIZE)
+               : NAN;
 }
 
 double cuipc_read_fd_count(void) {

@@ -262,7 +262,7 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     cs.lat = malloc(cs.cap_lat * sizeof *cs.lat);
     if (cs.lat == NULL)
         return 1;
-    memset(cs.lat, 0, cs.cap_lat * sizeof *cs.lat);
+    cuipc_h_touch(cs.lat, cs.cap_lat * sizeof *cs.lat);
     size_t stage_cap = cs.cap_lat < 65536 ? cs.cap_lat : 65536;
     if (!cuipc_stage_init(&cs.deliver, stage_cap) || !cuipc_stage_init(&cs.unwrap, stage_cap) ||
         !cuipc_stage_init(&cs.ready, stage_cap))

@@ -30,7 +30,7 @@ static void *tensor_alloc(producer_state *ps, uint64_t bytes, cuipc_status *st) 
         p = malloc(bytes);
         *st = p ? CUIPC_OK : CUIPC_ERR_NO_MEMORY;
         if (p)
-            memset(p, 0, bytes); /* touched now, so RSS does not grow later */
+            cuipc_h_touch(p, bytes); /* so RSS does not grow later */
     }
     return *st == CUIPC_OK ? p : NULL;
 }

@@ -25,6 +25,10 @@ void cuipc_h_sleep_ns(uint64_t ns) {
     }
 }
 
+void cuipc_h_touch(void *p, size_t n) {
+    memset(p, 0xa5, n);
+}
+
 /* The kernel's default 50 us timer slack, plus a wake-up from an idle core, would be counted as
  * latency by an open loop that stamps the scheduled time: sleep short of the target with no
  * slack, then spin the rest. */

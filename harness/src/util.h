@@ -11,6 +11,10 @@ uint64_t cuipc_h_now_ns(void);
 
 /* Sleep for ns (restarts after signals so hold times are honoured). */
 void cuipc_h_sleep_ns(uint64_t ns);
+/* Fault every page of [p, p+n) in now, so that RSS does not grow when the buffer fills later.
+ * (A zero memset after malloc is not enough: the compiler may turn the pair into calloc, which
+ * leaves fresh pages untouched.) */
+void cuipc_h_touch(void *p, size_t n);
 /* Sleep until CLOCK_MONOTONIC reaches target_ns, within ~1 us (spins the last 80 us). */
 void cuipc_h_sleep_until_ns(uint64_t target_ns);
 

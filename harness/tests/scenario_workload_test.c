@@ -6,12 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "scenario.h"
-#include "test_util.h"
+#include "scenario_expect.h"
 
 static char dir[] = "/tmp/cuipc-scn-workload-XXXXXX";
 static char scenario_file[256];
-static char err[CUIPC_SCN_ERR_MAX];
 
 static void write_file(const char *name, const char *text) {
     char path[512];
@@ -20,26 +18,6 @@ static void write_file(const char *name, const char *text) {
     REQUIRE(f != NULL);
     fputs(text, f);
     fclose(f);
-}
-
-static bool parse(const char *text, cuipc_scenario *s) {
-    err[0] = '\0';
-    return cuipc_scenario_parse(text, scenario_file, s, err, sizeof err);
-}
-
-/* Expect failure with every needle in the message. */
-static void expect_error(const char *text, const char *n1, const char *n2) {
-    cuipc_scenario s;
-    bool ok = parse(text, &s);
-    CHECK(!ok);
-    if (ok) {
-        cuipc_scenario_free(&s);
-        return;
-    }
-    if (strstr(err, n1) == NULL || (n2 && strstr(err, n2) == NULL)) {
-        fprintf(stderr, "error '%s' lacks '%s' / '%s'\n", err, n1, n2 ? n2 : "");
-        cuipc_test_failures++;
-    }
 }
 
 /* Trace rows: arrival_us,bytes,hold_us;hold_us (3 requests, 2 consumers). */
@@ -133,6 +111,7 @@ static void test_bad_workloads(void) {
 int main(void) {
     REQUIRE(mkdtemp(dir) != NULL);
     snprintf(scenario_file, sizeof scenario_file, "%s/scenario.json", dir);
+    cuipc_expect_file = scenario_file;
     write_file("wl.trace.csv", TRACE);
     write_file("wl.json", "{\"trace\": \"wl.trace.csv\"}");
     write_file("tp2.json", "{\"consumers\": 3, \"duration_s\": 1, \"tensors_per_message\": 2,"
