@@ -194,7 +194,7 @@ static cuipc_status copy_proxy(const cuipc_proxy *p, cuipc_proxy **out) {
 }
 
 cuipc_value *cuipc_value_tensor(const cuipc_tensor *t, cuipc_tensor_owner owner) {
-    cuipc_tensor *desc;
+    cuipc_tensor *desc = NULL;
     if (copy_tensor(t, owner, &desc) != CUIPC_OK)
         return NULL;
     cuipc_value *v = new_node(CUIPC_VALUE_TENSOR);
@@ -208,7 +208,7 @@ cuipc_value *cuipc_value_tensor(const cuipc_tensor *t, cuipc_tensor_owner owner)
 }
 
 cuipc_value *cuipc_value_proxy(const cuipc_proxy *p) {
-    cuipc_proxy *copy;
+    cuipc_proxy *copy = NULL;
     if (copy_proxy(p, &copy) != CUIPC_OK)
         return NULL;
     cuipc_value *v = new_node(CUIPC_VALUE_PROXY);
@@ -641,7 +641,7 @@ static cuipc_status check_replaceable(const cuipc_value *v) {
 cuipc_status cuipc_value_set_tensor(cuipc_value *v, const cuipc_tensor *t,
                                     cuipc_tensor_owner owner) {
     CUIPC_TRY(check_replaceable(v));
-    cuipc_tensor *desc;
+    cuipc_tensor *desc = NULL;
     CUIPC_TRY(copy_tensor(t, owner, &desc));
     release_payload(v);
     v->kind = CUIPC_VALUE_TENSOR;
@@ -660,7 +660,7 @@ cuipc_status cuipc_value_set_stream_ordered_tensor(cuipc_value *v, const cuipc_t
 
 cuipc_status cuipc_value_set_proxy(cuipc_value *v, const cuipc_proxy *p) {
     CUIPC_TRY(check_replaceable(v));
-    cuipc_proxy *copy;
+    cuipc_proxy *copy = NULL;
     CUIPC_TRY(copy_proxy(p, &copy));
     release_payload(v);
     v->kind = CUIPC_VALUE_PROXY;

@@ -275,7 +275,7 @@ static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan
         "bytes", "hold_us",     "tensors_per_message", "copy_gb_per_s", NULL};
     static const char *const arrival_keys[] = {"kind", "rate_per_s", NULL};
     CUIPC_TRY(check_keys(c, root, "", keys));
-    double consumers, duration, seed = 1, per_msg = 1, rate;
+    double consumers = 0, duration = 0, seed = 1, per_msg = 1, rate = 0;
     CUIPC_TRY(
         get_number(c, root, "", "consumers", true, false, 1, CUIPC_MAX_CONSUMERS, &consumers));
     CUIPC_TRY(get_number(c, root, "", "duration_s", true, false, 1e-6, 1e6, &duration));

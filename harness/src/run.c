@@ -40,9 +40,8 @@ static void remove_run_dir(const char *dir) {
         for (struct dirent *e; (e = readdir(d)) != NULL;) {
             if (e->d_name[0] == '.')
                 continue;
-            char p[1200];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
+            /* unlinkat: no path to build (and none to truncate) */
+            unlinkat(dirfd(d), e->d_name, 0);
         }
         closedir(d);
     }
