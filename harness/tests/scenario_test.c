@@ -199,6 +199,24 @@ static void test_trace(void) {
     unlink(trace);
     CHECK(!cuipc_scenario_load(scn, &s, err, sizeof err));
     CHECK(strstr(err, "cannot read trace file") != NULL);
+    /* Not regular files: refused at once, neither read forever (/dev/zero) nor waited on (a
+     * FIFO nobody writes, whose open alone would block). */
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    const char *bad[] = {"/dev/zero", "fifo"};
+    for (int i = 0; i < 2; i++) {
+        f = fopen(scn, "w");
+        REQUIRE(f != NULL);
+        fprintf(f,
+                "{\"name\": \"tr\", \"mode\": \"default\", \"tensors\": {\"sizes\": {\"trace\": "
+                "\"%s\"}}, \"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 3}}",
+                bad[i]);
+        fclose(f);
+        CHECK(!cuipc_scenario_load(scn, &s, err, sizeof err));
+        CHECK(strstr(err, "Invalid argument") != NULL);
+    }
+    unlink(fifo);
     unlink(scn);
     rmdir(dir);
 }
