@@ -490,10 +490,6 @@ cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *p) {
     return p->sync;
 }
 
-void *cuipc_pool_sync_device_base(const cuipc_pool *p) {
-    return p->sync_dev_base;
-}
-
 cuipc_status cuipc_pool_publish_ready(cuipc_pool *p, void *stream, const cuipc_chunk *c) {
     if (p->cfg.memory != CUIPC_MEMORY_CUDA || c->slot >= p->cfg.slots)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "slot %u of a %s pool with %u slots", c->slot,

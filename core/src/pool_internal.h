@@ -12,8 +12,6 @@ int cuipc_pool_memory_fd(const cuipc_pool *pool);
 /* IPC handle of a CUDA arena. */
 const uint8_t *cuipc_pool_ipc_handle(const cuipc_pool *pool);
 cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
-/* Device address of the sync table (registered host memory) or NULL when no GPU is used. */
-void *cuipc_pool_sync_device_base(const cuipc_pool *pool);
 
 /* Queue "ready := generation" for chunk c on stream, after the work queued before it (the copy
  * into the chunk), in the sync table: consumers see it on the host (or wait for it on a stream).
