@@ -161,14 +161,9 @@ static cuipc_status cuipc_ring_validate_header(const cuipc_ring_header *h, int f
 }
 
 cuipc_status cuipc_ring_attach(int fd, cuipc_ring **out) {
-    if (!out) {
-        if (fd >= 0)
-            close(fd);
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "out is NULL");
-    }
-    *out = NULL;
-    if (fd < 0)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "fd %d", fd);
+    if (out)
+        *out = NULL;
+    CUIPC_TRY(cuipc_attach_args(__func__, fd, out != NULL));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         cuipc_status s = CUIPC_FAIL_ERRNO("fstat(fd %d)", fd);

@@ -45,6 +45,17 @@ void cuipc_shm_unmap(void *p, uint64_t size) {
         munmap(p, size);
 }
 
+cuipc_status cuipc_attach_args(const char *where, int fd, bool have_out) {
+    if (!have_out) {
+        if (fd >= 0)
+            close(fd);
+        return cuipc_error_set(CUIPC_ERR_INVALID_ARG, where, "out is NULL");
+    }
+    if (fd < 0)
+        return cuipc_error_set(CUIPC_ERR_INVALID_ARG, where, "fd %d", fd);
+    return CUIPC_OK;
+}
+
 uint64_t cuipc_fd_size(int fd) {
     struct stat st;
     if (fstat(fd, &st) != 0) {

@@ -17,6 +17,10 @@ int cuipc_memfd_create(const char *debug_name, uint64_t size);
 void *cuipc_shm_map(int fd, uint64_t size);
 void cuipc_shm_unmap(void *p, uint64_t size);
 
+/* Argument checks of an attach that takes ownership of fd (`where` names it in the message):
+ * without an out pointer fd is closed, since nobody else will; a negative fd is refused. */
+cuipc_status cuipc_attach_args(const char *where, int fd, bool have_out);
+
 /* Size of the object behind fd (fstat), or 0 with the error set. */
 uint64_t cuipc_fd_size(int fd);
 

@@ -143,14 +143,9 @@ static cuipc_status attach_validate(int fd, uint64_t expected_pool_id, cuipc_syn
 }
 
 cuipc_status cuipc_sync_table_attach(int fd, uint64_t expected_pool_id, cuipc_sync_table **out) {
-    if (!out) {
-        if (fd >= 0)
-            close(fd);
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "out is NULL");
-    }
-    *out = NULL;
-    if (fd < 0)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "fd %d", fd);
+    if (out)
+        *out = NULL;
+    CUIPC_TRY(cuipc_attach_args(__func__, fd, out != NULL));
     cuipc_status s = attach_validate(fd, expected_pool_id, out);
     if (s != CUIPC_OK)
         close(fd); /* ownership was taken: also on failure */
