@@ -114,16 +114,25 @@ static cuipc_status recv_reply(size_t expect_len) {
     return s;
 }
 
-static void bench_oneway(cuipc_bench_state *s, void *ctx) {
-    size_t size = (size_t)cuipc_bench_range(s, 0);
+/* A request of size bytes whose first byte tells the peer what to do ('S' sink, 'E' echo);
+ * NULL (the run skipped with the reason) when the peer is gone or memory is short. */
+static char *request(cuipc_bench_state *s, size_t size, char kind) {
     if (!peer_ready(s))
-        return;
+        return NULL;
     char *msg = calloc(1, size);
     if (!msg) {
         cuipc_bench_skip_with_error(s, "out of memory");
-        return;
+        return NULL;
     }
-    msg[0] = 'S';
+    msg[0] = kind;
+    return msg;
+}
+
+static void bench_oneway(cuipc_bench_state *s, void *ctx) {
+    size_t size = (size_t)cuipc_bench_range(s, 0);
+    char *msg = request(s, size, 'S');
+    if (!msg)
+        return;
     cuipc_status st = CUIPC_OK;
     while (st == CUIPC_OK && cuipc_bench_keep_running(s)) {
         for (int i = 0; st == CUIPC_OK && i < BATCH; i++)
@@ -146,14 +155,9 @@ static void bench_oneway(cuipc_bench_state *s, void *ctx) {
 
 static void bench_roundtrip(cuipc_bench_state *s, void *ctx) {
     size_t size = (size_t)cuipc_bench_range(s, 0);
-    if (!peer_ready(s))
+    char *msg = request(s, size, 'E');
+    if (!msg)
         return;
-    char *msg = calloc(1, size);
-    if (!msg) {
-        cuipc_bench_skip_with_error(s, "out of memory");
-        return;
-    }
-    msg[0] = 'E';
     cuipc_status st = CUIPC_OK;
     double total_ns = 0;
     while (st == CUIPC_OK && cuipc_bench_keep_running(s)) {
