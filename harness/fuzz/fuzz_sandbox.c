@@ -77,6 +77,13 @@ void cuipc_fuzz_sandbox_write(const char *rel, const void *data, size_t len) {
     close(fd);
 }
 
+void cuipc_fuzz_require(const char *fuzzer, bool ok, const char *rule, const char *detail) {
+    if (!ok) {
+        fprintf(stderr, "%s: broken rule: %s (%s)\n", fuzzer, rule, detail);
+        abort();
+    }
+}
+
 bool cuipc_fuzz_verbose(void) {
     const char *v = getenv("CUIPC_FUZZ_VERBOSE");
     return v != NULL && *v != '\0' && *v != '0';

@@ -18,6 +18,10 @@ typedef struct cuipc_fuzz_fixture {
  * Aborts on failure: a fuzzer without its fixtures would test nothing useful. */
 void cuipc_fuzz_sandbox_init(const cuipc_fuzz_fixture *fixtures, size_t n);
 
+/* A rule every input must keep: when it is broken, say which (fuzzer, rule, detail) and abort,
+ * so libFuzzer keeps the input as a reproducer. */
+void cuipc_fuzz_require(const char *fuzzer, bool ok, const char *rule, const char *detail);
+
 /* CUIPC_FUZZ_VERBOSE=1: the fuzzers say what became of each input (for reading reproducers). */
 bool cuipc_fuzz_verbose(void);
 

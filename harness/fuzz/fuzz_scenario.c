@@ -61,14 +61,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static void require(bool ok, const char *rule, const char *detail) {
-    if (!ok) {
-        fprintf(stderr, "fuzz_scenario: broken rule: %s (%s)\n", rule, detail);
-        abort();
-    }
-}
-
-#define REQUIRE_RULE(cond, detail) require((cond), #cond, (detail))
+#define REQUIRE_RULE(cond, detail) cuipc_fuzz_require("fuzz_scenario", (cond), #cond, (detail))
 
 static void check_error(const char *err, size_t cap) {
     REQUIRE_RULE(memchr(err, '\0', cap) != NULL, "error not NUL-terminated");

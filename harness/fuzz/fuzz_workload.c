@@ -51,14 +51,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-static void require(bool ok, const char *rule, const char *detail) {
-    if (!ok) {
-        fprintf(stderr, "fuzz_workload: broken rule: %s (%s)\n", rule, detail);
-        abort();
-    }
-}
-
-#define REQUIRE_RULE(cond, detail) require((cond), #cond, (detail))
+#define REQUIRE_RULE(cond, detail) cuipc_fuzz_require("fuzz_workload", (cond), #cond, (detail))
 
 static void check_workload(const cuipc_plan_workload *w) {
     const char *n = w->source;
