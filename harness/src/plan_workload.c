@@ -11,7 +11,9 @@
 
 #include "error_internal.h"
 #include "plan.h"
+#include "read_file.h"
 
+#define WORKLOAD_MAX_BYTES (16ull << 20)   /* a workload JSON; traces are separate files */
 #define MAX_REQUESTS (20u * 1000u * 1000u) /* keeps a replay within memory and seconds */
 
 #define BAD(ctx, path, ...) plan_bad((ctx), (path), __VA_ARGS__)
@@ -376,7 +378,8 @@ static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan
 /* A trace row: arrival_us,bytes,hold_us[;hold_us...] (one hold per consumer). */
 static cuipc_status parse_trace(const char *trace_path, cuipc_plan_workload *w,
                                 double consumers_hint) {
-    FILE *f = fopen(trace_path, "r");
+    /* Lines are read as they come, so no size bound; only regular files (a FIFO would block). */
+    FILE *f = cuipc_h_open_regular(trace_path, "r", UINT64_MAX);
     if (!f)
         return CUIPC_FAIL_ERRNO("%s: trace %s cannot be opened", w->source, trace_path);
     size_t cap = 1024, n = 0, hcap = 1024 * 8;
@@ -557,45 +560,19 @@ cuipc_status cuipc_plan_workload_parse(const char *text, const char *name, const
 
 cuipc_status cuipc_plan_workload_load(const char *path, cuipc_plan_workload *w) {
     memset(w, 0, sizeof *w);
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *text = cuipc_h_read_file_max(path, WORKLOAD_MAX_BYTES, NULL);
+    if (!text && errno == EFBIG)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "workload %s is larger than 16 MiB", path);
+    if (!text)
         return CUIPC_FAIL_ERRNO("workload %s cannot be opened", path);
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    cuipc_status s = CUIPC_OK;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (16u << 20)) {
-                s = CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "workload %s is larger than 16 MiB", path);
-                break;
-            }
-            char *more = realloc(text, cap);
-            if (!more) {
-                s = CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "reading %s", path);
-                break;
-            }
-            text = more;
-        }
-        size_t got = fread(text + len, 1, 4096, f);
-        len += got;
-        if (got < 4096)
-            break;
-    }
-    if (s == CUIPC_OK && ferror(f))
-        s = CUIPC_FAIL_ERRNO("reading workload %s", path);
-    fclose(f);
-    if (s == CUIPC_OK) {
-        text[len] = 0;
-        char dir[1024];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash)
-            *slash = 0;
-        else
-            snprintf(dir, sizeof dir, ".");
-        s = cuipc_plan_workload_parse(text, path, dir, w);
-    }
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
+    cuipc_status s = cuipc_plan_workload_parse(text, path, dir, w);
     free(text);
     return s;
 }

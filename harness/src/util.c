@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,58 +121,4 @@ bool cuipc_h_write_all(int fd, const void *p, size_t len) {
         len -= (size_t)n;
     }
     return true;
-}
-
-char *cuipc_h_read_file(const char *path, size_t *len) {
-    /* Only regular files, and bounded: a scenario naming /dev/zero or a pipe must fail, not
-     * read forever (or block in open, which a FIFO does: hence stat before open). */
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return NULL;
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > CUIPC_H_READ_MAX) {
-        errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
-        return NULL;
-    }
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0)
-            break;
-        if (n > CUIPC_H_READ_MAX) { /* grew while read */
-            free(buf);
-            fclose(f);
-            errno = EFBIG;
-            return NULL;
-        }
-        if (n + 1 == cap) {
-            char *bigger = realloc(buf, cap * 2);
-            if (bigger == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-    }
-    int err = ferror(f) ? EIO : 0;
-    fclose(f);
-    if (buf == NULL) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    if (err) {
-        free(buf);
-        errno = err;
-        return NULL;
-    }
-    buf[n] = '\0';
-    if (len)
-        *len = n;
-    return buf;
 }

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "read_file.h"
+
 /* CLOCK_MONOTONIC in nanoseconds: comparable across processes of one host. */
 uint64_t cuipc_h_now_ns(void);
 
@@ -31,9 +33,5 @@ const char *cuipc_h_signal_name(int sig, char *buf, size_t cap);
 bool cuipc_h_write_all(int fd, const void *p, size_t len);
 
 /* Read a whole file into a NUL-terminated malloc'd buffer; NULL on error (errno set). */
-/* Whole regular file, NUL-terminated (NULL with errno: EINVAL not a regular file, EFBIG over
- * CUIPC_H_READ_MAX). */
-#define CUIPC_H_READ_MAX (256ull << 20)
-char *cuipc_h_read_file(const char *path, size_t *len);
 
 #endif

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "plan.h"
 #include "test_util.h"
@@ -181,6 +182,18 @@ static void test_malformed(void) {
     write_file("bad_holds.csv", "0,1048576,100;200\n10,1048576,100\n");
     expect_error("{\"trace\": \"bad_holds.csv\"}", "bad_holds.csv:2");
     expect_error("{\"trace\": \"does_not_exist.csv\"}", "does_not_exist.csv");
+    /* Not regular files: refused at once, not read forever nor waited on (opening a FIFO with
+     * no writer blocks). */
+    char fifo[1200];
+    snprintf(fifo, sizeof fifo, "%s/trace.fifo", scratch);
+    unlink(fifo);
+    REQUIRE(mkfifo(fifo, 0600) == 0);
+    expect_error("{\"trace\": \"trace.fifo\"}", "trace.fifo cannot be opened");
+    cuipc_plan_workload w;
+    CHECK(cuipc_plan_workload_load(fifo, &w) != CUIPC_OK);
+    CHECK(strstr(cuipc_last_error(), "cannot be opened") != NULL);
+    unlink(fifo);
+    expect_error("{\"trace\": \"/dev/zero\"}", "/dev/zero cannot be opened");
 }
 
 /* Synthetic: deterministic by seed, the right number of arrivals, and a fast replay. */
