@@ -13,11 +13,20 @@ int cuipc_pool_memory_fd(const cuipc_pool *pool);
 const uint8_t *cuipc_pool_ipc_handle(const cuipc_pool *pool);
 cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
 
-/* Queue "ready := generation" for chunk c on stream, after the work queued before it (the copy
- * into the chunk), in the sync table: consumers see it on the host (or wait for it on a stream).
- * Host memory serves both: a stream waits on it as fast as on device memory (cuipc-bench
- * gpu_signal/wait_word: 6.9 vs 6.8 us on an H100). */
-cuipc_status cuipc_pool_publish_ready(cuipc_pool *pool, void *stream, const cuipc_chunk *c);
+/* cuipc_pool_alloc without its last step, cuipc_pool_kick_recycler, which the caller then owes
+ * (a producer calls it once the message is delivered, off the latency path). */
+cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
+                                       int64_t timeout_ns, cuipc_chunk *out);
+/* Wake the recycler if an allocation since the last call put a CUDA pool's first chunk in
+ * flight. Cheap when there is nothing to do. */
+void cuipc_pool_kick_recycler(cuipc_pool *pool);
+
+/* Queue the copy of n bytes from src into chunk c on stream, and after it "ready := generation"
+ * in the sync table: consumers see it on the host (or wait for it on a
+ * stream). Host memory serves both: a stream waits on it as fast as on device memory
+ * (cuipc-bench gpu_signal/wait_word: 6.9 vs 6.8 us on an H100). */
+cuipc_status cuipc_pool_copy_in(cuipc_pool *pool, void *stream, const cuipc_chunk *c,
+                                const void *src, uint64_t n);
 
 /* Release on behalf of consumer c for one chunk (it never got the message). */
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,

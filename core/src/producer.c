@@ -449,6 +449,9 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     }
     pthread_mutex_unlock(&p->send_lock);
     free(buf);
+    /* The recycler wake owed by the allocations, now that the consumers have the message. */
+    if (p->gpu_pool)
+        cuipc_pool_kick_recycler(p->gpu_pool);
 
     /* Every consumer a chunk waits for but that did not get this message is acked for. */
     uint64_t missed = ~delivered;

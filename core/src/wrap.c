@@ -67,18 +67,15 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     cuipc_producer *p = w->p;
     cuipc_chunk c;
     int64_t wait = p->cfg.full_policy == CUIPC_FULL_WAIT ? p->cfg.full_timeout_ns : 0;
-    cuipc_status s = cuipc_pool_alloc(p->gpu_pool, x->nbytes, w->mask, wait, &c);
+    cuipc_status s = cuipc_pool_alloc_unkicked(p->gpu_pool, x->nbytes, w->mask, wait, &c);
     if (s == CUIPC_ERR_POOL_FULL && p->cfg.full_policy == CUIPC_FULL_FALLBACK) {
         w->fallbacks++;
         return to_host_pool(w, t, x);
     }
     if (s != CUIPC_OK)
         return s;
-    s = cuipc_cuda_memcpy_async(c.ptr, t->data, x->nbytes, w->stream);
-    if (s == CUIPC_OK) {
-        /* ready := generation, after the copy, on the same stream: consumers wait for it there. */
-        s = cuipc_pool_publish_ready(p->gpu_pool, w->stream, &c);
-    }
+    /* The copy, then ready := generation on the same stream: consumers wait for that word. */
+    s = cuipc_pool_copy_in(p->gpu_pool, w->stream, &c, t->data, x->nbytes);
     if (s != CUIPC_OK) {
         /* The copy may still be queued: let it finish before the chunk can be reused. */
         cuipc_cuda_stream_sync(w->stream);

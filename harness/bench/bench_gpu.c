@@ -197,10 +197,10 @@ static cuipc_status time_pool_copy(copy_kind k, cuipc_pool *pool, size_t n, doub
     cuipc_status s = cuipc_pool_alloc(pool, n, 1, 0, &c);
     if (s != CUIPC_OK)
         return s;
-    s = cuipc_cuda_memcpy_async(c.ptr, g.d_src, n, g.stream);
-    if (s == CUIPC_OK && k == COPY_POOL_IN) {
-        s = cuipc_pool_publish_ready(pool, g.stream, &c);
-    }
+    if (k == COPY_POOL_IN)
+        s = cuipc_pool_copy_in(pool, g.stream, &c, g.d_src, n);
+    else
+        s = cuipc_cuda_memcpy_async(c.ptr, g.d_src, n, g.stream);
     if (s == CUIPC_OK && (e = cudaEventRecord(g.stop, g.stream)) != cudaSuccess)
         s = cuda_failed(e, "cudaEventRecord(stop)");
     if (s == CUIPC_OK && (e = cudaEventSynchronize(g.stop)) != cudaSuccess)
