@@ -62,6 +62,7 @@ struct cuipc_message {
     cuipc_value *tree;
     held_chunk *held;
     uint32_t n_held;
+    bool stream_ordered; /* the last unwrap queued work on its stream */
 };
 
 /* ------------------------------------------------------------------ attach */
@@ -438,9 +439,10 @@ static void resolve_devices(const cuipc_unwrap_options *o, int home, int *target
 }
 
 /* Borrow src in place (as seen from map_dev), or copy it out to target. */
-static cuipc_status borrow_or_copy(const cuipc_unwrap_options *o, void *src, uint64_t n,
-                                   int src_is_host, int map_dev, int target, cuipc_tensor *t,
+static cuipc_status borrow_or_copy(unwrap_ctx *u, void *src, uint64_t n, int src_is_host,
+                                   int map_dev, int target, cuipc_tensor *t,
                                    cuipc_tensor_owner *owner) {
+    const cuipc_unwrap_options *o = u->opt;
     if (o->kind == CUIPC_UNWRAP_BORROW) {
         t->data = src;
         t->device = map_dev;
@@ -449,6 +451,8 @@ static cuipc_status borrow_or_copy(const cuipc_unwrap_options *o, void *src, uin
     }
     CUIPC_TRY(copy_out(src, n, src_is_host, target, o->stream, &t->data, owner));
     t->device = target;
+    if (target != CUIPC_DEVICE_HOST) /* copy_out waits for a host target itself */
+        u->m->stream_ordered = true;
     return CUIPC_OK;
 }
 
@@ -490,7 +494,7 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
         int target = o->device == CUIPC_DEVICE_SAME ? CUIPC_DEVICE_HOST : o->device;
         if (o->kind == CUIPC_UNWRAP_COPY && target != CUIPC_DEVICE_HOST)
             pin_host_view(c, v);
-        CUIPC_TRY(borrow_or_copy(o, src, x->nbytes, 1, CUIPC_DEVICE_HOST, target, t, owner));
+        CUIPC_TRY(borrow_or_copy(u, src, x->nbytes, 1, CUIPC_DEVICE_HOST, target, t, owner));
         if (o->kind == CUIPC_UNWRAP_COPY)
             release_cpu(c, h);
         return CUIPC_OK;
@@ -503,12 +507,14 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     CUIPC_TRY(sync_device_base(c, v, &sync_dev));
     /* Nothing on this stream reads the slice before the producer's copy wrote it: either the
      * host saw the ready word, or the stream waits for it. */
-    if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, o->host_wait_ns))
+    if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, o->host_wait_ns)) {
         CUIPC_TRY(cuipc_cuda_stream_wait_u32(
             o->stream, cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot),
             x->u.pool.generation));
+        u->m->stream_ordered = true;
+    }
     void *src = (char *)base + x->u.pool.offset;
-    CUIPC_TRY(borrow_or_copy(o, src, x->nbytes, 0, map_dev, target, t, owner));
+    CUIPC_TRY(borrow_or_copy(u, src, x->nbytes, 0, map_dev, target, t, owner));
     if (o->kind == CUIPC_UNWRAP_BORROW)
         return CUIPC_OK;
     if (target == CUIPC_DEVICE_HOST) {
@@ -528,7 +534,7 @@ static cuipc_status unwrap_ipc(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tensor
     resolve_devices(u->opt, x->u.ipc.device, &target, &map_dev);
     void *base = NULL;
     CUIPC_TRY(open_handle(u->m->c, x->u.ipc.handle, map_dev, &base));
-    return borrow_or_copy(u->opt, (char *)base + x->u.ipc.offset, x->nbytes, 0, map_dev, target, t,
+    return borrow_or_copy(u, (char *)base + x->u.ipc.offset, x->nbytes, 0, map_dev, target, t,
                           owner);
 }
 
@@ -583,6 +589,7 @@ cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *
     if (!copy)
         return CUIPC_ERR_NO_MEMORY;
     unwrap_ctx u = {.m = m, .opt = opt};
+    m->stream_ordered = false;
     cuipc_status s = cuipc_value_visit(copy, unwrap_one, &u);
     if (s != CUIPC_OK) {
         cuipc_value_free(copy); /* frees the copies already made; borrows stay held until release */
@@ -590,6 +597,10 @@ cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *
     }
     *out = copy;
     return CUIPC_OK;
+}
+
+bool cuipc_message_stream_ordered(const cuipc_message *m) {
+    return m->stream_ordered;
 }
 
 cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {

@@ -179,6 +179,19 @@ static int consumer_main(void *arg) {
         int seq = (int)cuipc_value_as_int(cuipc_dict_get(v, "seq"));
         if (seq != got)
             bad++;
+        /* Work left on the stream: copies to a device, and GPU-side waits. Outside the GPU pool,
+         * borrows and copies to the host leave none. In it, a host wait for the ready word
+         * that times out (slow hosts, sanitizers) queues a GPU wait, so those are not checked. */
+        bool pool = k->mode == CUIPC_MODE_CUDA_IPC_POOL;
+        bool to_device = !borrow && !k->copy_to_host;
+        bool gpu_waits = borrow && k->gpu_wait && pool;
+        bool host_ready = !pool && (borrow || k->copy_to_host);
+        bool ordered = cuipc_message_stream_ordered(m);
+        if (((to_device || gpu_waits) && !ordered) || (host_ready && ordered)) {
+            fprintf(stderr, "[%s] consumer %d message %d: stream_ordered %d is wrong\n", k->name,
+                    me, seq, ordered);
+            bad++;
+        }
         cuipc_tensor want[3];
         make_layouts(k->tensor_bytes, want);
         const cuipc_value *feats = cuipc_dict_get(v, "features");

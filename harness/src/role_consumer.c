@@ -178,10 +178,11 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
     }
     uint64_t t_unwrap = cuipc_h_now_ns();
     /* A GPU consumer's work is stream-ordered: like a real one it does not wait for the data
-     * on the host, except on the messages it times (and the last, so throughput counts it). */
+     * on the host, except on the messages it times (and the last, so throughput counts it),
+     * and only when unwrap left work on the stream (else the data is there already). */
     bool timed =
         seq % s->consumers.sync_every == 0 || (s->run.iterations && seq + 1 == s->run.iterations);
-    if (cs->stream && timed)
+    if (cs->stream && timed && cuipc_message_stream_ordered(m))
         cuipc_gpu_stream_sync(cs->stream);
     uint64_t now = cuipc_h_now_ns();
     if (timed && seq >= s->run.warmup_iterations && now >= send_ns) {

@@ -155,6 +155,11 @@ const cuipc_value *cuipc_message_value(const cuipc_message *m);
 cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *opt,
                                   cuipc_value **out);
 
+/* After an unwrap: true when it queued work on its stream (a GPU wait for the producer's copy,
+ * a copy out to a device), so the tensors are ready in that stream's order only; false when they
+ * are ready for any reader, host or GPU, as unwrap returns. */
+bool cuipc_message_stream_ordered(const cuipc_message *m);
+
 /* Release every chunk of the message still held (borrow). With a stream, the release is
  * ordered after the work queued on it. Idempotent. */
 cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream);
