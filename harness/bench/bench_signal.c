@@ -9,6 +9,12 @@
  *   gpu_signal/copy_4k_after_peer_context  the same copy right after another process ran GPU
  *       work (a 4-byte memset) in its own context: the GPU switches contexts between processes
  *       (no MPS), which a producer and a consumer sharing one GPU pay at every hand-off.
+ *   gpu_signal/publish:<kind>/bytes/idle_us  a producer's copy into a pool slice and its ready
+ *       word (cudaMemcpyAsync, cuStreamWriteValue32), after idle_us without GPU work, from the
+ *       host starting the enqueue to the host seeing the word. <kind> is the copy's
+ *       cudaMemcpyKind: default (inferred from the pointers, as cuipc_cuda_memcpy_async) or d2d.
+ *       Counter enqueue_us is the host time of the two enqueue calls alone, which a message's
+ *       latency pays in full.
  * Times are wall clock from the host (manual time), one sample per iteration. */
 #include <signal.h>
 #include <stdatomic.h>
@@ -41,7 +47,10 @@ static struct signal_bench {
     uint32_t *host_words; /* [0] the host-memory word, [1] the completion flag */
     void *host_words_dev;
     void *copy_src, *copy_dst;
+    void *pub_src, *pub_dst; /* PUBLISH_MAX_BYTES each */
 } g;
+
+#define PUBLISH_MAX_BYTES (1 << 20)
 
 /* The peer process: forked before this process touches CUDA, it makes its own context on its
  * first command and runs one tiny GPU operation per command. */
@@ -148,6 +157,10 @@ static bool setup(void) {
     if ((e = cudaMalloc(&g.copy_src, 4096)) != cudaSuccess ||
         (e = cudaMalloc(&g.copy_dst, 4096)) != cudaSuccess)
         return failed("cudaMalloc(copy buffers)", e);
+    if ((e = cudaMalloc(&g.pub_src, PUBLISH_MAX_BYTES)) != cudaSuccess ||
+        (e = cudaMalloc(&g.pub_dst, PUBLISH_MAX_BYTES)) != cudaSuccess ||
+        (e = cudaMemset(g.pub_src, 0x5a, PUBLISH_MAX_BYTES)) != cudaSuccess)
+        return failed("cudaMalloc/cudaMemset(publish buffers)", e);
     if ((e = cudaHostAlloc((void **)&g.host_words, 4096,
                            cudaHostAllocMapped | cudaHostAllocPortable)) != cudaSuccess)
         return failed("cudaHostAlloc(mapped words)", e);
@@ -265,6 +278,46 @@ static void bench_copy_after_peer(cuipc_bench_state *s, void *ctx) {
         cuipc_bench_skip_with_error(s, g.error);
 }
 
+static void bench_publish(cuipc_bench_state *s, void *ctx) {
+    enum cudaMemcpyKind kind = *(const enum cudaMemcpyKind *)ctx;
+    size_t n = (size_t)cuipc_bench_range(s, 0);
+    int64_t idle_us = cuipc_bench_range(s, 1);
+    if (!setup()) {
+        cuipc_bench_skip_with_error(s, g.error);
+        return;
+    }
+    if (n == 0 || n > PUBLISH_MAX_BYTES) {
+        cuipc_bench_skip_with_error(s, "bytes out of range");
+        return;
+    }
+    volatile uint32_t *word = &g.host_words[2];
+    void *word_dev = (char *)g.host_words_dev + 2 * sizeof(uint32_t);
+    static uint32_t value;
+    double enqueue_s = 0;
+    bool ok = true;
+    while (ok && cuipc_bench_keep_running(s)) {
+        value = value + 1 ? value + 1 : 1;
+        idle_for_us(idle_us);
+        uint64_t t0 = now_ns();
+        cudaError_t e = cudaMemcpyAsync(g.pub_dst, g.pub_src, n, kind, g.writer);
+        ok = (e == cudaSuccess || failed("cudaMemcpyAsync", e)) &&
+             cuipc_cuda_stream_write_u32(g.writer, word_dev, value) == CUIPC_OK;
+        uint64_t t1 = now_ns();
+        while (ok && *word != value)
+            if (now_ns() - t0 > SPIN_LIMIT_NS) {
+                snprintf(g.error, sizeof g.error, "ready word not seen within 1 s");
+                ok = false;
+            }
+        cuipc_bench_set_iteration_time(s, (double)(now_ns() - t0) / 1e9);
+        enqueue_s += (double)(t1 - t0) / 1e9;
+    }
+    if (!ok) {
+        cuipc_bench_skip_with_error(s, g.error[0] ? g.error : cuipc_last_error());
+        return;
+    }
+    cuipc_bench_counter(s, "enqueue_us", enqueue_s * 1e6, CUIPC_COUNTER_PER_ITERATION);
+}
+
 void cuipc_bench_signal_teardown(void) {
     if (!g.ok || g.stuck)
         return; /* process exit reclaims it all */
@@ -275,6 +328,8 @@ void cuipc_bench_signal_teardown(void) {
     cudaFree(g.device_word);
     cudaFree(g.copy_src);
     cudaFree(g.copy_dst);
+    cudaFree(g.pub_src);
+    cudaFree(g.pub_dst);
     cudaFreeHost(g.host_words);
     g.ok = false;
 }
@@ -299,6 +354,19 @@ void cuipc_bench_register_signal(void) {
     cuipc_bench_use_manual_time(b);
     cuipc_bench_time_unit(b, CUIPC_BENCH_US);
     cuipc_bench_iterations(b, 200);
+    static const enum cudaMemcpyKind kinds[] = {cudaMemcpyDefault, cudaMemcpyDeviceToDevice};
+    static const char *kind_names[] = {"gpu_signal/publish:default", "gpu_signal/publish:d2d"};
+    for (int k = 0; k < 2; k++) {
+        b = cuipc_bench_register(kind_names[k], bench_publish, (void *)&kinds[k]);
+        static const int64_t bytes[] = {4096, 1048576}, idles[] = {0, 2000};
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+                cuipc_bench_args2(b, bytes[i], idles[j]);
+        cuipc_bench_arg_names2(b, "bytes", "idle_us");
+        cuipc_bench_use_manual_time(b);
+        cuipc_bench_time_unit(b, CUIPC_BENCH_US);
+        cuipc_bench_iterations(b, 400);
+    }
     b = cuipc_bench_register("gpu_signal/copy_4k_after_peer_context", bench_copy_after_peer, NULL);
     cuipc_bench_use_manual_time(b);
     cuipc_bench_time_unit(b, CUIPC_BENCH_US);

@@ -42,6 +42,14 @@ void cuipc_bench_arg_name(cuipc_bench *b, const char *name) {
     bench_of(b)->ArgName(name);
 }
 
+void cuipc_bench_args2(cuipc_bench *b, int64_t arg0, int64_t arg1) {
+    bench_of(b)->Args({arg0, arg1});
+}
+
+void cuipc_bench_arg_names2(cuipc_bench *b, const char *name0, const char *name1) {
+    bench_of(b)->ArgNames({name0, name1});
+}
+
 void cuipc_bench_use_manual_time(cuipc_bench *b) {
     bench_of(b)->UseManualTime();
 }

@@ -35,6 +35,9 @@ void cuipc_bench_arg(cuipc_bench *b, int64_t arg);
 /* One run per entry of args (n entries) for argument 0: a short way to list sizes. */
 void cuipc_bench_arg_list(cuipc_bench *b, const int64_t *args, size_t n);
 void cuipc_bench_arg_name(cuipc_bench *b, const char *name);
+/* Two-argument benchmarks: one run per call to args2, arguments named by arg_names2. */
+void cuipc_bench_args2(cuipc_bench *b, int64_t arg0, int64_t arg1);
+void cuipc_bench_arg_names2(cuipc_bench *b, const char *name0, const char *name1);
 void cuipc_bench_use_manual_time(cuipc_bench *b);
 /* Time by the wall clock (for work done by other processes) rather than this thread's CPU. */
 void cuipc_bench_use_real_time(cuipc_bench *b);
