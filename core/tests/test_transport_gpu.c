@@ -6,15 +6,22 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cuda_api.h"
 #include "cuipc/cuipc.h"
 #include "test_util.h"
 
 #define SEC 1000000000ll
 
 static char sock_path[128];
+/* gpu_wait cases: gates[i] = seq + 1 once consumer i has unwrapped message seq. The producer's
+ * stream waits for every gate before its copy, so each consumer's unwrap runs before the copy and
+ * must order the reads on the GPU; shared, anonymous, made before any fork. */
+static uint32_t *gates;
+#define GATES_BYTES 4096
 
 typedef struct gpu_case {
     const char *name;
@@ -69,6 +76,11 @@ static int producer_main(void *arg) {
     void *stream = NULL;
     if (cuipc_gpu_stream_create(0, &stream) != CUIPC_OK)
         return 12;
+    void *gates_dev = NULL;
+    if (k->gpu_wait && cuipc_cuda_host_register(gates, GATES_BYTES, &gates_dev) != CUIPC_OK) {
+        fprintf(stderr, "[%s] register gates: %s\n", k->name, cuipc_last_error());
+        return 12;
+    }
     cuipc_tensor t[3];
     make_layouts(k->tensor_bytes, t);
     /* Pool modes copy the tensor before send returns (in stream order), so one buffer pair is
@@ -102,6 +114,10 @@ static int producer_main(void *arg) {
             cuipc_list_append(feats, cuipc_value_tensor(&x, CUIPC_OWNER_NONE));
         }
         cuipc_dict_set(root, "features", feats);
+        for (int i = 0; k->gpu_wait && i < k->consumers && !rc; i++)
+            if (cuipc_cuda_stream_wait_u32(stream, (uint32_t *)gates_dev + i, (uint32_t)m + 1) !=
+                CUIPC_OK)
+                rc = 15;
         if (!rc && cuipc_producer_send(p, root, stream, 20 * SEC) != CUIPC_OK) {
             fprintf(stderr, "[%s] send %d: %s\n", k->name, m, cuipc_last_error());
             rc = 15;
@@ -137,6 +153,8 @@ static int producer_main(void *arg) {
         for (int i = 0; i < 2; i++)
             cuipc_gpu_free(buf[b][i]);
     free(buf);
+    if (gates_dev)
+        cuipc_cuda_host_unregister(gates);
     cuipc_gpu_stream_destroy(stream);
     return rc;
 }
@@ -179,9 +197,12 @@ static int consumer_main(void *arg) {
         int seq = (int)cuipc_value_as_int(cuipc_dict_get(v, "seq"));
         if (seq != got)
             bad++;
-        /* Work left on the stream: copies to a device, and GPU-side waits. Outside the GPU pool,
-         * borrows and copies to the host leave none. In it, a host wait for the ready word
-         * that times out (slow hosts, sanitizers) queues a GPU wait, so those are not checked. */
+        if (k->gpu_wait) /* unwrapped: let the producer's copy run */
+            __atomic_store_n(&gates[me], (uint32_t)seq + 1, __ATOMIC_RELEASE);
+        /* Work left on the stream: copies to a device, and GPU-side waits (gpu_wait cases: the
+         * copy waits for the gates, so it cannot be done yet). Outside the GPU pool, borrows and
+         * copies to the host leave none. In it, a host wait for the ready word that times out
+         * (slow hosts, sanitizers) queues a GPU wait, so those are not checked. */
         bool pool = k->mode == CUIPC_MODE_CUDA_IPC_POOL;
         bool to_device = !borrow && !k->copy_to_host;
         bool gpu_waits = borrow && k->gpu_wait && pool;
@@ -245,6 +266,7 @@ static int consumer_main(void *arg) {
 
 static void run_case(const gpu_case *k) {
     cur = k;
+    memset(gates, 0, GATES_BYTES);
     cuipc_test_socket_path(sock_path, sizeof sock_path);
     pid_t cons[8];
     for (int i = 0; i < k->consumers; i++)
@@ -268,6 +290,8 @@ static void run_case(const gpu_case *k) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     cuipc_test_require_gpu();
+    gates = mmap(NULL, GATES_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(gates != MAP_FAILED);
     static const gpu_case cases[] = {
         {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0, 0},
         {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0, 0},
@@ -275,7 +299,8 @@ int main(void) {
         {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0, 0},
         {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1, 0},
         {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0, 0},
-        /* Ordering on the GPU alone: every read waits for the producer's copy on the stream. */
+        /* Ordering on the GPU alone: every unwrap comes before the producer's copy (gates), and
+         * every read waits for that copy on the consumer's stream. */
         {"pool-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 8 << 20, 32 << 20, 0x1, 0, 1},
         {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0, 0},
         {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0},

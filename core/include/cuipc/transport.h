@@ -139,8 +139,8 @@ typedef struct cuipc_unwrap_options {
     /* GPU pool: how long unwrap spins on the host for the producer's copy to finish (default
      * 2 ms) before it queues a GPU-side wait instead. A GPU wait on another process's work
      * blocks this process's context until the GPU switches contexts, ~150 us on an H100
-     * without MPS, while the host sees the ready word within a microsecond. 0: always the GPU
-     * wait (unwrap never blocks). */
+     * without MPS, while the host sees the ready word within a microsecond. 0: unwrap never
+     * spins (the stream waits for the word unless it is already there). */
     int64_t host_wait_ns;
 } cuipc_unwrap_options;
 
