@@ -201,12 +201,14 @@ static int consumer_main(void *arg) {
             __atomic_store_n(&gates[me], (uint32_t)seq + 1, __ATOMIC_RELEASE);
         /* Work left on the stream: copies to a device, and GPU-side waits (gpu_wait cases: the
          * copy waits for the gates, so it cannot be done yet). Outside the GPU pool, borrows and
-         * copies to the host leave none. In it, a host wait for the ready word that times out
-         * (slow hosts, sanitizers) queues a GPU wait, so those are not checked. */
+         * copies to the host leave none (default mode copies to where its data is: the host).
+         * In it, a host wait for the ready word that times out (slow hosts, sanitizers) queues a
+         * GPU wait, so those are not checked. */
         bool pool = k->mode == CUIPC_MODE_CUDA_IPC_POOL;
-        bool to_device = !borrow && !k->copy_to_host;
+        bool host_data = k->mode == CUIPC_MODE_DEFAULT;
+        bool to_device = !borrow && !k->copy_to_host && !host_data;
         bool gpu_waits = borrow && k->gpu_wait && pool;
-        bool host_ready = !pool && (borrow || k->copy_to_host);
+        bool host_ready = !pool && (borrow || k->copy_to_host || host_data);
         bool ordered = cuipc_message_stream_ordered(m);
         if (((to_device || gpu_waits) && !ordered) || (host_ready && ordered)) {
             fprintf(stderr, "[%s] consumer %d message %d: stream_ordered %d is wrong\n", k->name,
