@@ -14,7 +14,12 @@ reads queued).
 
 On one GPU shared by producer and consumers every hand-off between their processes' GPU work
 is a GPU context switch (no MPS): the *_consumer_gpu_work variants make the consumer run GPU
-work on every message (a checksum kernel, a stream-ordered release) to show that cost."""
+work on every message (a checksum kernel, a stream-ordered release) to show that cost.
+
+A message rate is part of a small message's latency: GPU work submitted after the GPU idled
+(2 ms at 500 Hz) costs more to enqueue and to run (cuipc-bench gpu_signal/publish and
+copy_4k_after_idle), so the 4 KiB pool borrow latency is also measured at 2 and 5 kHz
+(the *_<rate>hz variants)."""
 import json
 import os
 import sys
@@ -86,6 +91,18 @@ def consumer_gpu_work(loop, size_tag, size, nbytes):
     return name, s
 
 
+def rate_variant(rate):
+    """The 4 KiB pool borrow latency run at another open-loop rate (same duration, 2 s)."""
+    name, s = scenario("lat", "pool", "cuda_ipc_pool", "borrow", "4kib", "4KiB", 4 << 10, 1)
+    name += f"_{rate}hz"
+    s["name"] = name
+    s["description"] = s["description"].replace("at 500 Hz", f"at {rate} Hz")
+    s["consumers"]["spin_us"] = int(2e6 / rate)
+    s["run"]["rate_hz"] = rate
+    s["run"]["iterations"] = 2 * rate
+    return name, s
+
+
 def render():
     out = {}
     for loop in ("lat", "tput"):
@@ -96,6 +113,9 @@ def render():
                     out[name + ".json"] = json.dumps(s, indent=2) + "\n"
     for loop, (size_tag, size, nbytes) in (("lat", SIZES[0]), ("tput", SIZES[2])):
         name, s = consumer_gpu_work(loop, size_tag, size, nbytes)
+        out[name + ".json"] = json.dumps(s, indent=2) + "\n"
+    for rate in (2000, 5000):
+        name, s = rate_variant(rate)
         out[name + ".json"] = json.dumps(s, indent=2) + "\n"
     return out
 
