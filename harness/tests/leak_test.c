@@ -82,7 +82,9 @@ static void test_fds_and_decimation(void) {
     CHECK(ls.interval_ns > 1000000); /* doubled at least once */
     cuipc_leak_verdict v;
     cuipc_leak_verdict_get(&ls, CUIPC_LEAK_FDS, 0.0, 4, &v);
-    CHECK(v.have && v.leak && v.growth > 30);
+    /* The fitted growth depends on when each sample was taken (a preempted test spaces them
+     * unevenly); the first and last kept samples do not. */
+    CHECK(v.have && v.leak && v.last - v.first > 30);
     for (int i = 0; i < 40; i++)
         close(fds[i]);
     cuipc_leak_sampler_free(&ls);
