@@ -210,15 +210,24 @@ static void test_broadcast_and_recycle(void) {
     cuipc_producer_destroy(p);
 }
 
+/* A consumer child's first steps: attach, then receive the first message. 0, or the child's
+ * exit code: 10 attach failed, 11 nothing received. */
+static int attach_and_receive(cuipc_consumer **c, cuipc_message **m) {
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, c) != CUIPC_OK)
+        return 10;
+    if (cuipc_consumer_recv(*c, 10 * SEC, m) != CUIPC_OK)
+        return 11;
+    return 0;
+}
+
 /* FAIL policy: a consumer that holds its borrow makes the pool full; the error says so. */
 static int holder_main(void *arg) {
     (void)arg;
     cuipc_consumer *c = NULL;
-    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
-        return 10;
     cuipc_message *m = NULL;
-    if (cuipc_consumer_recv(c, 10 * SEC, &m) != CUIPC_OK)
-        return 11;
+    int rc = attach_and_receive(&c, &m);
+    if (rc)
+        return rc;
     /* Hold the first chunk until the next message arrives: the producer meanwhile finds the
      * pool full. */
     cuipc_message *m2 = NULL;
@@ -349,11 +358,10 @@ static void test_producer_killed(void) {
 static int forger_main(void *arg) {
     (void)arg;
     cuipc_consumer *c = NULL;
-    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
-        return 10;
     cuipc_message *m = NULL;
-    if (cuipc_consumer_recv(c, 10 * SEC, &m) != CUIPC_OK)
-        return 11;
+    int rc = attach_and_receive(&c, &m);
+    if (rc)
+        return rc;
     int bad = 0;
     const cuipc_value *orig = cuipc_message_value(m);
     static uint8_t buf[4096];
