@@ -58,24 +58,24 @@ json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *
         [CUIPC_LEAK_GPU_USED] = (double)s->leak.tolerance_gpu_bytes,
         [CUIPC_LEAK_GPU_PROCESS] = (double)s->leak.tolerance_gpu_bytes,
     };
+    cuipc_leak_verdict v[CUIPC_LEAK_METRICS];
+    for (int m = 0; m < CUIPC_LEAK_METRICS; m++)
+        cuipc_leak_verdict_get(ls, (cuipc_leak_metric)m, s->leak.warmup_fraction, tol[m], &v[m]);
     /* The device-wide used memory moves with every process on the GPU (the other roles' pools
      * and copy-out buffers, the driver's own): a process's growth is judged on its own bytes
      * when the driver reports them, and the device-wide series is then only shown. */
-    cuipc_leak_verdict own;
-    cuipc_leak_verdict_get(ls, CUIPC_LEAK_GPU_PROCESS, s->leak.warmup_fraction,
-                           tol[CUIPC_LEAK_GPU_PROCESS], &own);
+    bool own_gpu = v[CUIPC_LEAK_GPU_PROCESS].have;
     for (int m = 0; m < CUIPC_LEAK_METRICS; m++) {
         if (!ls->enabled[m])
             continue;
-        cuipc_leak_verdict v;
-        cuipc_leak_verdict_get(ls, (cuipc_leak_metric)m, s->leak.warmup_fraction, tol[m], &v);
-        bool judged = !(m == CUIPC_LEAK_GPU_USED && own.have);
+        bool judged = !(m == CUIPC_LEAK_GPU_USED && own_gpu);
         json_array_append_new(
             arr, json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b, s:b}", "metric",
-                           cuipc_leak_metric_name((cuipc_leak_metric)m), "measured", v.have,
-                           "samples", (json_int_t)v.samples, "slope_per_s", v.slope_per_s,
-                           "growth", v.growth, "first", v.first, "last", v.last, "tolerance",
-                           v.tolerance, "judged", judged, "leak", judged && v.leak));
+                           cuipc_leak_metric_name((cuipc_leak_metric)m), "measured", v[m].have,
+                           "samples", (json_int_t)v[m].samples, "slope_per_s", v[m].slope_per_s,
+                           "growth", v[m].growth, "first", v[m].first, "last", v[m].last,
+                           "tolerance", v[m].tolerance, "judged", judged, "leak",
+                           judged && v[m].leak));
     }
     return arr;
 }
