@@ -9,12 +9,13 @@
  *   gpu_signal/copy_4k_after_peer_context  the same copy right after another process ran GPU
  *       work (a 4-byte memset) in its own context: the GPU switches contexts between processes
  *       (no MPS), which a producer and a consumer sharing one GPU pay at every hand-off.
- *   gpu_signal/publish:<kind>/bytes/idle_us  a producer's copy into a pool slice and its ready
- *       word (cudaMemcpyAsync, cuStreamWriteValue32), after idle_us without GPU work, from the
- *       host starting the enqueue to the host seeing the word. <kind> is the copy's
- *       cudaMemcpyKind: default (inferred from the pointers, as cuipc_cuda_memcpy_async) or d2d.
- *       Counter enqueue_us is the host time of the two enqueue calls alone, which a message's
- *       latency pays in full.
+ *   gpu_signal/publish:<api>/bytes/idle_us  a producer's copy into a pool slice and its ready
+ *       word (a copy, cuStreamWriteValue32), after idle_us without GPU work, from the host
+ *       starting the enqueue to the host seeing the word. <api> is the copy's call:
+ *       default (cudaMemcpyAsync, kind inferred from the pointers), d2d (cudaMemcpyAsync,
+ *       cudaMemcpyDeviceToDevice), or write_only (no copy: the word alone, the floor under the
+ *       other two). Counter enqueue_us is the host time of the enqueue calls alone, which a
+ *       message's latency pays in full.
  * Times are wall clock from the host (manual time), one sample per iteration. */
 #include <signal.h>
 #include <stdatomic.h>
@@ -278,8 +279,23 @@ static void bench_copy_after_peer(cuipc_bench_state *s, void *ctx) {
         cuipc_bench_skip_with_error(s, g.error);
 }
 
+typedef enum publish_api {
+    PUBLISH_RUNTIME_DEFAULT,
+    PUBLISH_RUNTIME_D2D,
+    PUBLISH_WRITE_ONLY,
+} publish_api;
+
+static bool publish_copy(publish_api api, size_t n) {
+    if (api == PUBLISH_WRITE_ONLY)
+        return true;
+    enum cudaMemcpyKind kind =
+        api == PUBLISH_RUNTIME_D2D ? cudaMemcpyDeviceToDevice : cudaMemcpyDefault;
+    cudaError_t e = cudaMemcpyAsync(g.pub_dst, g.pub_src, n, kind, g.writer);
+    return e == cudaSuccess || failed("cudaMemcpyAsync", e);
+}
+
 static void bench_publish(cuipc_bench_state *s, void *ctx) {
-    enum cudaMemcpyKind kind = *(const enum cudaMemcpyKind *)ctx;
+    publish_api api = *(const publish_api *)ctx;
     size_t n = (size_t)cuipc_bench_range(s, 0);
     int64_t idle_us = cuipc_bench_range(s, 1);
     if (!setup()) {
@@ -299,8 +315,7 @@ static void bench_publish(cuipc_bench_state *s, void *ctx) {
         value = value + 1 ? value + 1 : 1;
         idle_for_us(idle_us);
         uint64_t t0 = now_ns();
-        cudaError_t e = cudaMemcpyAsync(g.pub_dst, g.pub_src, n, kind, g.writer);
-        ok = (e == cudaSuccess || failed("cudaMemcpyAsync", e)) &&
+        ok = publish_copy(api, n) &&
              cuipc_cuda_stream_write_u32(g.writer, word_dev, value) == CUIPC_OK;
         uint64_t t1 = now_ns();
         while (ok && *word != value)
@@ -354,12 +369,14 @@ void cuipc_bench_register_signal(void) {
     cuipc_bench_use_manual_time(b);
     cuipc_bench_time_unit(b, CUIPC_BENCH_US);
     cuipc_bench_iterations(b, 200);
-    static const enum cudaMemcpyKind kinds[] = {cudaMemcpyDefault, cudaMemcpyDeviceToDevice};
-    static const char *kind_names[] = {"gpu_signal/publish:default", "gpu_signal/publish:d2d"};
-    for (int k = 0; k < 2; k++) {
-        b = cuipc_bench_register(kind_names[k], bench_publish, (void *)&kinds[k]);
+    static const publish_api apis[] = {PUBLISH_RUNTIME_DEFAULT, PUBLISH_RUNTIME_D2D,
+                                       PUBLISH_WRITE_ONLY};
+    static const char *api_names[] = {"gpu_signal/publish:default", "gpu_signal/publish:d2d",
+                                      "gpu_signal/publish:write_only"};
+    for (int k = 0; k < 3; k++) {
+        b = cuipc_bench_register(api_names[k], bench_publish, (void *)&apis[k]);
         static const int64_t bytes[] = {4096, 1048576}, idles[] = {0, 2000};
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < (apis[k] == PUBLISH_WRITE_ONLY ? 1 : 2); i++)
             for (int j = 0; j < 2; j++)
                 cuipc_bench_args2(b, bytes[i], idles[j]);
         cuipc_bench_arg_names2(b, "bytes", "idle_us");
