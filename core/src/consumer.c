@@ -573,6 +573,39 @@ static cuipc_status unwrap_one(cuipc_value *node, void *arg) {
     return cuipc_value_set_tensor(node, &t, owner);
 }
 
+static cuipc_status check_unwrap_options(const cuipc_unwrap_options *opt) {
+    if (opt->kind != CUIPC_UNWRAP_COPY && opt->kind != CUIPC_UNWRAP_BORROW)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap kind %d", (int)opt->kind);
+    if (opt->device < CUIPC_DEVICE_SAME)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap device %d", opt->device);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_options *opt) {
+    cuipc_unwrap_options defaults;
+    if (!opt) {
+        cuipc_unwrap_options_init(&defaults);
+        opt = &defaults;
+    }
+    CUIPC_TRY(check_unwrap_options(opt));
+    bool copy = opt->kind == CUIPC_UNWRAP_COPY;
+    if (c->gpu.present) { /* the same steps, on the same devices, as unwrap_pool */
+        int target, map_dev;
+        resolve_devices(opt, c->gpu.device, &target, &map_dev);
+        void *base = NULL, *sync_dev = NULL;
+        CUIPC_TRY(open_handle(c, c->gpu.handle, map_dev, &base));
+        CUIPC_TRY(sync_device_base(c, &c->gpu, &sync_dev));
+        if (copy && target != CUIPC_DEVICE_HOST)
+            CUIPC_TRY(cuipc_cuda_copy_pool_prepare(target));
+    }
+    if (copy && opt->device >= 0) { /* host-pool and cuda_ipc data copied to this device */
+        if (c->host.present)
+            pin_host_view(c, &c->host);
+        CUIPC_TRY(cuipc_cuda_copy_pool_prepare(opt->device));
+    }
+    return CUIPC_OK;
+}
+
 cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *opt,
                                   cuipc_value **out) {
     *out = NULL;
@@ -581,10 +614,7 @@ cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *
         cuipc_unwrap_options_init(&defaults);
         opt = &defaults;
     }
-    if (opt->kind != CUIPC_UNWRAP_COPY && opt->kind != CUIPC_UNWRAP_BORROW)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap kind %d", (int)opt->kind);
-    if (opt->device < CUIPC_DEVICE_SAME)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap device %d", opt->device);
+    CUIPC_TRY(check_unwrap_options(opt));
     cuipc_value *copy = cuipc_value_clone(m->tree);
     if (!copy)
         return CUIPC_ERR_NO_MEMORY;

@@ -331,6 +331,12 @@ cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **
     return CUIPC_OK;
 }
 
+cuipc_status cuipc_cuda_copy_pool_prepare(int device) {
+    CUIPC_REQUIRE_GPU();
+    cudaMemPool_t pool = NULL;
+    return copy_pool_get(device, &pool);
+}
+
 cuipc_status cuipc_cuda_free_async(void *p, void *stream) {
     if (p == NULL)
         return CUIPC_OK;

@@ -111,6 +111,20 @@ static int consumer_main(void *arg) {
     }
     int got = 0, bad = 0;
     uint64_t last_seq = 0;
+    cuipc_unwrap_options o;
+    cuipc_unwrap_options_init(&o);
+    o.kind = (cuipc_unwrap_kind)7;
+    if (cuipc_consumer_prepare(c, &o) != CUIPC_ERR_INVALID_ARG ||
+        strstr(cuipc_last_error(), "unwrap kind 7") == NULL) {
+        fprintf(stderr, "prepare with unwrap kind 7: %s\n", cuipc_last_error());
+        bad++;
+    }
+    /* Host pool, host targets: nothing to set up, and no GPU needed to say so. */
+    o.kind = (cuipc_unwrap_kind)a->kind;
+    if (cuipc_consumer_prepare(c, &o) != CUIPC_OK) {
+        fprintf(stderr, "prepare: %s\n", cuipc_last_error());
+        bad++;
+    }
     for (;;) {
         cuipc_message *m = NULL;
         cuipc_status s = cuipc_consumer_recv(c, 20 * SEC, &m);
@@ -120,9 +134,6 @@ static int consumer_main(void *arg) {
             fprintf(stderr, "consumer %u recv: %s\n", cuipc_consumer_index(c), cuipc_last_error());
             return 11;
         }
-        cuipc_unwrap_options o;
-        cuipc_unwrap_options_init(&o);
-        o.kind = (cuipc_unwrap_kind)a->kind;
         cuipc_value *v = NULL;
         if (cuipc_message_unwrap(m, &o, &v) != CUIPC_OK) {
             fprintf(stderr, "unwrap: %s\n", cuipc_last_error());

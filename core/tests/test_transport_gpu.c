@@ -172,6 +172,26 @@ static int consumer_main(void *arg) {
         return 21;
     bool borrow = (k->borrow_mask >> me) & 1;
     int got = 0, bad = 0;
+    cuipc_unwrap_options o;
+    cuipc_unwrap_options_init(&o);
+    o.kind = borrow ? CUIPC_UNWRAP_BORROW : CUIPC_UNWRAP_COPY;
+    o.stream = stream;
+    if (k->gpu_wait)
+        o.host_wait_ns = 0;
+    if (!borrow && k->copy_to_host)
+        o.device = CUIPC_DEVICE_HOST;
+    /* The one-time set-up before the first message: for the GPU pool, its mapping. */
+    if (cuipc_consumer_prepare(c, &o) != CUIPC_OK) {
+        fprintf(stderr, "[%s] prepare: %s\n", k->name, cuipc_last_error());
+        return 26;
+    }
+    cuipc_consumer_stats before;
+    cuipc_consumer_stats_get(c, &before);
+    if (before.handle_opens != (k->mode == CUIPC_MODE_CUDA_IPC_POOL ? 1u : 0u)) {
+        fprintf(stderr, "[%s] %llu handle opens after prepare\n", k->name,
+                (unsigned long long)before.handle_opens);
+        bad++;
+    }
     for (;;) {
         cuipc_message *m = NULL;
         cuipc_status s = cuipc_consumer_recv(c, 30 * SEC, &m);
@@ -181,14 +201,6 @@ static int consumer_main(void *arg) {
             fprintf(stderr, "[%s] recv: %s\n", k->name, cuipc_last_error());
             return 22;
         }
-        cuipc_unwrap_options o;
-        cuipc_unwrap_options_init(&o);
-        o.kind = borrow ? CUIPC_UNWRAP_BORROW : CUIPC_UNWRAP_COPY;
-        o.stream = stream;
-        if (k->gpu_wait)
-            o.host_wait_ns = 0;
-        if (!borrow && k->copy_to_host)
-            o.device = CUIPC_DEVICE_HOST;
         cuipc_value *v = NULL;
         if (cuipc_message_unwrap(m, &o, &v) != CUIPC_OK) {
             fprintf(stderr, "[%s] unwrap: %s\n", k->name, cuipc_last_error());
@@ -253,7 +265,8 @@ static int consumer_main(void *arg) {
     cuipc_gpu_stream_sync(stream);
     cuipc_consumer_stats cs;
     cuipc_consumer_stats_get(c, &cs);
-    /* One pool mapping per process; cuda_ipc: one per distinct exported allocation. */
+    /* One pool mapping per process (made by prepare); cuda_ipc: one per distinct exported
+     * allocation. */
     uint64_t max_opens = k->mode == CUIPC_MODE_CUDA_IPC ? 2 * (uint64_t)k->messages : 1;
     if (k->mode != CUIPC_MODE_DEFAULT && (cs.handle_opens == 0 || cs.handle_opens > max_opens)) {
         fprintf(stderr, "[%s] %llu handle opens\n", k->name, (unsigned long long)cs.handle_opens);

@@ -146,6 +146,15 @@ typedef struct cuipc_unwrap_options {
 
 void cuipc_unwrap_options_init(cuipc_unwrap_options *o);
 
+/* Do now the one-time set-up that the first unwraps with these options would otherwise pay
+ * inside their latency, milliseconds each: map the GPU pool (its IPC handle, opened once per
+ * process) on the device it will be read on, register the pool's sync table with CUDA, pin the
+ * host pool when copies go up to a device, and create the target device's copy-out buffer pool.
+ * Optional and idempotent; call it after attach, before the first message. cuda_ipc messages
+ * carry their own allocations, which are still mapped when first seen. Needs no GPU when
+ * nothing in these options does (host pool, copies to the host). */
+cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_options *opt);
+
 /* The decoded tree as received (proxies). */
 const cuipc_value *cuipc_message_value(const cuipc_message *m);
 
