@@ -208,6 +208,20 @@ static cuipc_status send_unknown_pool(producer_state *ps, uint64_t seq) {
     return st;
 }
 
+/* The warm-up messages pay the first-use costs of both sides (kernel loads, first copies on a
+ * stream, caches), which can take milliseconds. Before the first timed message, wait (at most
+ * SETTLE_MAX_NS) until every consumer has taken every warm-up message, and return the time the
+ * timed schedule starts from: a warm-up backlog must not spill into the timed messages. */
+#define SETTLE_MAX_NS (1000 * 1000000ull)
+static uint64_t settle_after_warmup(const cuipc_role_args *a, const cuipc_scenario *s) {
+    uint64_t deadline = cuipc_h_now_ns() + SETTLE_MAX_NS;
+    for (uint32_t k = 0; k < s->consumers.count; k++)
+        while (atomic_load(&a->shared->received[k]) < s->run.warmup_iterations &&
+               cuipc_h_now_ns() < deadline)
+            cuipc_h_sleep_ns(20 * 1000);
+    return cuipc_h_now_ns();
+}
+
 /* Chain of deliberately leaked blocks: reachable, so the compiler cannot drop them. */
 static void *volatile cuipc_leaked_head;
 
@@ -307,6 +321,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     occupancy_sample(occ, ps.p, t0);
     uint64_t end_ns = s->run.iterations ? UINT64_MAX : t0 + (uint64_t)(s->run.duration_s * 1e9);
     uint64_t sent = 0, failed = 0, bytes_total = 0;
+    uint64_t sched0 = t0; /* origin of the open-loop schedule */
     cuipc_value *kept = NULL; /* wrapped message re-sent by the stale/duplicate faults */
     uint64_t kept_seq = 0;
     int rc = 0;
@@ -321,10 +336,14 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
          * the data is the application's work, not the transport's. */
         st = build(&ps, i, &tree, fresh, &bytes);
         uint64_t stamp;
+        if (s->run.open_loop && !cuipc_scenario_replays(s) && i > 0 &&
+            i == s->run.warmup_iterations)
+            sched0 = settle_after_warmup(a, s) - (uint64_t)((double)i / s->run.rate_hz * 1e9);
         if (s->run.open_loop) {
             /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = t0 + (cuipc_scenario_replays(s) ? s->workload.w.req[i].arrival_ns
-                                                    : (uint64_t)((double)i / s->run.rate_hz * 1e9));
+            stamp = sched0 + (cuipc_scenario_replays(s)
+                                  ? s->workload.w.req[i].arrival_ns
+                                  : (uint64_t)((double)i / s->run.rate_hz * 1e9));
             if (s->run.producer_spin)
                 while (cuipc_h_now_ns() < stamp) {
                 }
