@@ -331,6 +331,16 @@ cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **
     return CUIPC_OK;
 }
 
+cuipc_status cuipc_cuda_stream_device(void *stream, int *device) {
+    CUIPC_REQUIRE_GPU();
+    cudaError_t err = stream ? cudaStreamGetDevice((cudaStream_t)stream, device)
+                             : cudaGetDevice(device);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, stream ? "cudaStreamGetDevice" : "cudaGetDevice", "stream %p",
+                               stream);
+    return CUIPC_OK;
+}
+
 cuipc_status cuipc_cuda_copy_pool_prepare(int device) {
     CUIPC_REQUIRE_GPU();
     cudaMemPool_t pool = NULL;

@@ -36,6 +36,8 @@ cuipc_status cuipc_cuda_free(void *p);
  * The free is ordered after all work queued on `stream` before it. */
 cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **out);
 cuipc_status cuipc_cuda_free_async(void *p, void *stream);
+/* The device a stream's work runs on (NULL: the current device's default stream). */
+cuipc_status cuipc_cuda_stream_device(void *stream, int *device);
 /* Create the device's pool now (idempotent), so the first copy-out does not pay for it. */
 cuipc_status cuipc_cuda_copy_pool_prepare(int device);
 /* Give the pools' unused memory back to the driver (memory still in use is untouched). */

@@ -117,14 +117,16 @@ cuipc_status cuipc_gpu_checksum(const void *p, size_t n, void *stream, uint64_t 
         *out = cuipc_checksum_length_term(0);
         return CUIPC_OK;
     }
-    /* The accumulator is stream-ordered memory: no device-wide sync as cudaFree would do. */
+    /* The accumulator comes from the device's copy pool, which keeps its memory: the default
+     * pool gives memory back at every synchronisation and maps it again at the next call,
+     * which put p99 of validated 4 KiB messages at 5 kHz at 275-333 us against 151 us. */
     unsigned long long *dev_sum = NULL;
     unsigned long long sum = 0;
-    cudaError_t err = cudaMallocAsync((void **)&dev_sum, sizeof *dev_sum, s);
-    if (err != cudaSuccess)
-        return CUIPC_CUDA_FAIL(err, "cudaMallocAsync", "8 bytes, stream %p", stream);
+    int device = 0;
+    CUIPC_TRY(cuipc_cuda_stream_device(stream, &device));
+    CUIPC_TRY(cuipc_cuda_malloc_async(device, sizeof *dev_sum, stream, (void **)&dev_sum));
     cuipc_status st = CUIPC_OK;
-    err = cudaMemsetAsync(dev_sum, 0, sizeof *dev_sum, s);
+    cudaError_t err = cudaMemsetAsync(dev_sum, 0, sizeof *dev_sum, s);
     if (err != cudaSuccess) {
         st = CUIPC_CUDA_FAIL(err, "cudaMemsetAsync", "ptr %p, 8 bytes, stream %p", (void *)dev_sum,
                              stream);
