@@ -26,6 +26,10 @@ typedef struct consumer_state {
     uint64_t *lat;
     size_t n_lat, cap_lat;
     uint64_t seen; /* latency samples offered (for reservoir sampling) */
+    struct {
+        uint64_t seq, ns;
+    } worst[CUIPC_WORST_SAMPLES]; /* the slowest timed messages, slowest first */
+    size_t n_worst;
     uint64_t rng;
     uint64_t messages, bytes, checked, mismatches, rejected, unwrap_errors;
     held_message *held;
@@ -72,7 +76,23 @@ static uint64_t verify(consumer_state *cs, const cuipc_value *tree, bool check, 
     return bad;
 }
 
-static void record_latency(consumer_state *cs, uint64_t ns) {
+/* Keep the slowest messages with their sequence numbers: where a tail comes from (the first
+ * messages, a period, one burst) is what a percentile cannot say. */
+static void keep_if_worst(consumer_state *cs, uint64_t seq, uint64_t ns) {
+    size_t i = cs->n_worst < CUIPC_WORST_SAMPLES ? cs->n_worst++ : CUIPC_WORST_SAMPLES;
+    if (i == CUIPC_WORST_SAMPLES) {
+        if (ns <= cs->worst[i - 1].ns)
+            return;
+        i--;
+    }
+    for (; i > 0 && cs->worst[i - 1].ns < ns; i--)
+        cs->worst[i] = cs->worst[i - 1];
+    cs->worst[i].seq = seq;
+    cs->worst[i].ns = ns;
+}
+
+static void record_latency(consumer_state *cs, uint64_t seq, uint64_t ns) {
+    keep_if_worst(cs, seq, ns);
     cs->seen++;
     if (cs->n_lat < cs->cap_lat) {
         cs->lat[cs->n_lat++] = ns;
@@ -182,7 +202,7 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
         cuipc_gpu_stream_sync(cs->stream);
     uint64_t now = cuipc_h_now_ns();
     if (timed && seq >= s->run.warmup_iterations && now >= send_ns) {
-        record_latency(cs, now - send_ns);
+        record_latency(cs, seq, now - send_ns);
         cuipc_stage_add(&cs->deliver, t_recv >= send_ns ? t_recv - send_ns : 0);
         cuipc_stage_add(&cs->unwrap, t_unwrap - t_recv);
         cuipc_stage_add(&cs->ready, now - t_unwrap);
@@ -375,6 +395,11 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(cs.out, "closed_cleanly", json_boolean(closed));
     json_object_set_new(cs.out, "producer_dead_detected", json_boolean(producer_dead));
     json_object_set_new(cs.out, "latency_samples", json_integer((json_int_t)cs.n_lat));
+    json_t *worst = json_array();
+    for (size_t k = 0; k < cs.n_worst; k++)
+        json_array_append_new(worst, json_pack("{s:I, s:f}", "seq", (json_int_t)cs.worst[k].seq,
+                                               "us", (double)cs.worst[k].ns / 1e3));
+    json_object_set_new(cs.out, "worst_us", worst);
     json_object_set_new(cs.out, "stages_us",
                         json_pack("{s:o, s:o, s:o}", "deliver", cuipc_stage_json_free(&cs.deliver),
                                   "unwrap", cuipc_stage_json_free(&cs.unwrap), "ready",

@@ -12,6 +12,9 @@
 #include "scenario.h"
 #include "supervisor.h"
 
+/* How many of its slowest messages a consumer reports (worst_us: seq and latency). */
+#define CUIPC_WORST_SAMPLES 8
+
 /* One anonymous shared page, mapped before fork: progress for the bar, the producer's pid. */
 typedef struct cuipc_run_shared {
     _Atomic uint64_t sent;      /* messages the producer sent successfully */

@@ -157,6 +157,26 @@ static json_t *latency_json(const cuipc_latency_summary *l) {
                      "p99", l->p99_us, "p999", l->p999_us, "max", l->max_us);
 }
 
+/* Merge one consumer's slowest messages into the run's (slowest first, at most
+ * CUIPC_WORST_SAMPLES), each tagged with its consumer. */
+static void add_worst(json_t *all, const json_t *mine, uint32_t consumer) {
+    size_t k;
+    const json_t *w;
+    json_array_foreach(mine, k, w) {
+        double us = json_number_value(json_object_get(w, "us"));
+        size_t at = json_array_size(all);
+        while (at > 0 && json_number_value(json_object_get(json_array_get(all, at - 1), "us")) < us)
+            at--;
+        if (at >= CUIPC_WORST_SAMPLES)
+            continue;
+        json_array_insert_new(all, at,
+                              json_pack("{s:i, s:O, s:f}", "consumer", (int)consumer, "seq",
+                                        json_object_get(w, "seq"), "us", us));
+        if (json_array_size(all) > CUIPC_WORST_SAMPLES)
+            json_array_remove(all, CUIPC_WORST_SAMPLES);
+    }
+}
+
 static uint64_t *read_latencies(const char *dir, uint32_t i, size_t *n) {
     char p[1200];
     snprintf(p, sizeof p, "%s/consumer-%u.lat", dir, i);
@@ -275,7 +295,7 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     /* Latency and throughput. */
     uint64_t *all = NULL;
     size_t n_all = 0;
-    json_t *per = json_array();
+    json_t *per = json_array(), *worst_all = json_array();
     double agg_bytes = 0, agg_msgs = 0, agg_secs = 0;
     uint64_t mismatches = 0, rejected = 0;
     for (uint32_t i = 0; i < s->consumers.count; i++) {
@@ -307,17 +327,25 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
         agg_bytes += bytes;
         agg_msgs += msgs;
         agg_secs = secs > agg_secs ? secs : agg_secs;
+        json_t *lat_json = latency_json(&ls);
+        json_t *worst = json_object_get(c, "worst_us");
+        if (json_is_array(worst)) {
+            json_object_set(lat_json, "worst", worst);
+            add_worst(worst_all, worst, i);
+        }
         json_array_append_new(per, json_pack("{s:i, s:f, s:f, s:I, s:o}", "consumer", (int)i,
                                              "gbps", secs > 0 ? bytes / secs / 1e9 : 0.0,
                                              "msgs_per_s", secs > 0 ? msgs / secs : 0.0, "messages",
-                                             (json_int_t)msgs, "latency_us", latency_json(&ls)));
+                                             (json_int_t)msgs, "latency_us", lat_json));
     }
     cuipc_latency_summary agg;
     cuipc_latency_summarize(all, n_all, &agg);
     free(all);
+    json_t *agg_json = latency_json(&agg);
+    json_object_set_new(agg_json, "worst", worst_all);
     double gbps = agg_secs > 0 ? agg_bytes / agg_secs / 1e9 : 0;
     double mps = agg_secs > 0 ? agg_msgs / agg_secs : 0;
-    json_object_set_new(res, "latency_us", latency_json(&agg));
+    json_object_set_new(res, "latency_us", agg_json);
     json_object_set_new(res, "throughput",
                         json_pack("{s:{s:f, s:f, s:f, s:f, s:f}, s:o}", "aggregate", "gbps", gbps,
                                   "msgs_per_s", mps, "bytes", agg_bytes, "messages", agg_msgs,
