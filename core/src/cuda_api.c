@@ -435,37 +435,38 @@ static cuipc_status check_word_address(const char *where, void *dev_addr) {
     return CUIPC_OK;
 }
 
+/* One stream memory operation on a 32-bit word, checked: the write and the wait differ only in
+ * the driver function, its flags and their names in messages. */
+static cuipc_status stream_value32(const char *where, cuipc_pfn_stream_value32 fn,
+                                   const char *symbol, void *stream, void *dev_addr,
+                                   uint32_t value, unsigned flags, const char *flags_name) {
+    CUIPC_TRY(check_word_address(where, dev_addr));
+    if (fn == NULL)
+        return driver_missing(where, symbol);
+    CUresult res = fn((CUstream)stream, (CUdeviceptr)(uintptr_t)dev_addr, value, flags);
+    if (res != CUDA_SUCCESS)
+        return driver_fail(where, res, symbol, "stream %p, address %p, value %u, %s", stream,
+                           dev_addr, value, flags_name);
+    return CUIPC_OK;
+}
+
 cuipc_status cuipc_cuda_stream_write_u32(void *stream, void *dev_addr, uint32_t value) {
     CUIPC_REQUIRE_GPU();
-    CUIPC_TRY(check_word_address(__func__, dev_addr));
     driver_load();
-    if (driver.stream_write_value32 == NULL)
-        return driver_missing(__func__, "cuStreamWriteValue32");
     /* Default flags keep the memory barrier: all prior work on the stream (e.g. the copy the
      * word announces) is visible before the word is, so a reader seeing the value may read the
      * data. NO_MEMORY_BARRIER would let the flag overtake the data. */
-    CUresult res = driver.stream_write_value32((CUstream)stream, (CUdeviceptr)(uintptr_t)dev_addr,
-                                               value, CU_STREAM_WRITE_VALUE_DEFAULT);
-    if (res != CUDA_SUCCESS)
-        return driver_fail(__func__, res, "cuStreamWriteValue32_v2",
-                           "stream %p, address %p, value %u", stream, dev_addr, value);
-    return CUIPC_OK;
+    return stream_value32(__func__, driver.stream_write_value32, "cuStreamWriteValue32_v2", stream,
+                          dev_addr, value, CU_STREAM_WRITE_VALUE_DEFAULT, "with memory barrier");
 }
 
 cuipc_status cuipc_cuda_stream_wait_u32(void *stream, void *dev_addr, uint32_t value) {
     CUIPC_REQUIRE_GPU();
-    CUIPC_TRY(check_word_address(__func__, dev_addr));
     driver_load();
-    if (driver.stream_wait_value32 == NULL)
-        return driver_missing(__func__, "cuStreamWaitValue32");
     /* EQ, not GEQ: the words we wait on carry exact values (slot generations, states) that
      * may wrap or move both ways, so "at least" would release on the wrong value. */
-    CUresult res = driver.stream_wait_value32((CUstream)stream, (CUdeviceptr)(uintptr_t)dev_addr,
-                                              value, CU_STREAM_WAIT_VALUE_EQ);
-    if (res != CUDA_SUCCESS)
-        return driver_fail(__func__, res, "cuStreamWaitValue32_v2",
-                           "stream %p, address %p, value %u, EQ", stream, dev_addr, value);
-    return CUIPC_OK;
+    return stream_value32(__func__, driver.stream_wait_value32, "cuStreamWaitValue32_v2", stream,
+                          dev_addr, value, CU_STREAM_WAIT_VALUE_EQ, "EQ");
 }
 
 cuipc_status cuipc_cuda_launch_host_func(void *stream, void (*fn)(void *), void *arg) {

@@ -174,13 +174,12 @@ static bool setup(void) {
     return true;
 }
 
-/* Spin until the host-visible flag reads `value`; false after SPIN_LIMIT_NS. */
-static bool wait_flag(uint32_t value) {
-    volatile uint32_t *flag = &g.host_words[1];
-    uint64_t start = now_ns();
-    while (*flag != value)
+/* Spin until the host-visible word reads `value`; false after SPIN_LIMIT_NS from `start`. */
+static bool wait_host_word(volatile uint32_t *word, uint32_t value, uint64_t start,
+                           const char *what) {
+    while (*word != value)
         if (now_ns() - start > SPIN_LIMIT_NS) {
-            snprintf(g.error, sizeof g.error, "completion flag not seen within 1 s");
+            snprintf(g.error, sizeof g.error, "%s not seen within 1 s", what);
             return false;
         }
     return true;
@@ -206,7 +205,7 @@ static void bench_wait_word(cuipc_bench_state *s, void *ctx) {
         idle_for_us(idle_us);
         uint64_t t0 = now_ns();
         ok = ok && cuipc_cuda_stream_write_u32(g.writer, word, value) == CUIPC_OK &&
-             wait_flag(value);
+             wait_host_word(&g.host_words[1], value, t0, "completion flag");
         uint64_t t1 = now_ns();
         cuipc_bench_set_iteration_time(s, (double)(t1 - t0) / 1e9);
     }
@@ -318,11 +317,7 @@ static void bench_publish(cuipc_bench_state *s, void *ctx) {
         ok = publish_copy(api, n) &&
              cuipc_cuda_stream_write_u32(g.writer, word_dev, value) == CUIPC_OK;
         uint64_t t1 = now_ns();
-        while (ok && *word != value)
-            if (now_ns() - t0 > SPIN_LIMIT_NS) {
-                snprintf(g.error, sizeof g.error, "ready word not seen within 1 s");
-                ok = false;
-            }
+        ok = ok && wait_host_word(word, value, t0, "ready word");
         cuipc_bench_set_iteration_time(s, (double)(now_ns() - t0) / 1e9);
         enqueue_s += (double)(t1 - t0) / 1e9;
     }
