@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cuipc/status.h"
 
@@ -14,6 +15,9 @@ void cuipc_bench_register_ring(void);
 void cuipc_bench_register_gpu(void);
 void cuipc_bench_register_signal(void);
 void cuipc_bench_signal_teardown(void);
+/* Reap a peer process that was told to stop: wait up to 2 s for it to exit, then kill it. */
+void cuipc_bench_reap_peer(pid_t pid);
+
 /* The GPU peer process of gpu_signal: forked, like the ring peer, before CUDA is touched. */
 void cuipc_bench_gpu_peer_start(void);
 void cuipc_bench_gpu_peer_stop(void);

@@ -1,10 +1,22 @@
 /* cuipc-bench: the micro-benchmarks of cuipc on Google Benchmark (flags: --benchmark_filter,
  * --benchmark_min_time, --benchmark_out=FILE --benchmark_out_format=json, ...). */
+#include <signal.h>
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "bench_families.h"
 #include "cuipc/gpu.h"
 #include "gbench_shim.h"
+
+void cuipc_bench_reap_peer(pid_t pid) {
+    for (int i = 0; i < 200 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+        usleep(10000);
+    if (kill(pid, 0) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
 
 static void add_gpu_context(void) {
     cuipc_gpu_info info;

@@ -82,13 +82,7 @@ cuipc_status cuipc_bench_ring_peer_start(void) {
 void cuipc_bench_ring_peer_stop(void) {
     if (g_peer > 0) {
         cuipc_ring_close(g_request);
-        /* Bounded wait for the peer to see the close, then make sure it is gone. */
-        for (int i = 0; i < 200 && waitpid(g_peer, NULL, WNOHANG) == 0; i++)
-            usleep(10000);
-        if (kill(g_peer, 0) == 0) {
-            kill(g_peer, SIGKILL);
-            waitpid(g_peer, NULL, 0);
-        }
+        cuipc_bench_reap_peer(g_peer); /* it exits once it sees the close */
         g_peer = -1;
     }
     cuipc_ring_destroy(g_request);

@@ -17,13 +17,11 @@
  *       other two). Counter enqueue_us is the host time of the enqueue calls alone, which a
  *       message's latency pays in full.
  * Times are wall clock from the host (manual time), one sample per iteration. */
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,12 +105,7 @@ void cuipc_bench_gpu_peer_start(void) {
 void cuipc_bench_gpu_peer_stop(void) {
     if (g_peer_pid > 0) {
         atomic_store(&g_peer_shm->stop, 1);
-        for (int i = 0; i < 200 && waitpid(g_peer_pid, NULL, WNOHANG) == 0; i++)
-            usleep(10000);
-        if (kill(g_peer_pid, 0) == 0) {
-            kill(g_peer_pid, SIGKILL);
-            waitpid(g_peer_pid, NULL, 0);
-        }
+        cuipc_bench_reap_peer(g_peer_pid);
         g_peer_pid = -1;
     }
     if (g_peer_shm != NULL)
