@@ -321,14 +321,22 @@ static const json_t *enter(pctx *c, const json_t *obj, const char *key, bool req
 
 /* ------------------------------------------------------------------ sections */
 
-static bool load_trace(pctx *c, cuipc_scenario *s, const char *file) {
+/* A file the scenario names (what: "trace", "workload"): absolute, or relative to the
+ * scenario file's directory. */
+static bool resolve_beside(pctx *c, const char *what, const char *file, char *out, size_t cap) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s", c->file);
+    int len = file[0] == '/' ? snprintf(out, cap, "%s", file)
+                             : snprintf(out, cap, "%s/%s", dirname(dir), file);
+    if (len < 0 || (size_t)len >= cap)
+        return fail(c, "%s file path is too long", what);
+    return true;
+}
+
+static bool load_trace(pctx *c, cuipc_scenario *s, const char *file) {
     char resolved[sizeof s->tensors.trace_file];
-    int len = file[0] == '/' ? snprintf(resolved, sizeof resolved, "%s", file)
-                             : snprintf(resolved, sizeof resolved, "%s/%s", dirname(dir), file);
-    if (len < 0 || (size_t)len >= sizeof resolved)
-        return fail(c, "trace file path is too long");
+    if (!resolve_beside(c, "trace", file, resolved, sizeof resolved))
+        return false;
     char *text = cuipc_h_read_file(resolved, NULL);
     if (text == NULL)
         return fail(c, "cannot read trace file %s: %s", resolved, strerror(errno));
@@ -390,13 +398,9 @@ static bool load_workload(pctx *c, const json_t *root, cuipc_scenario *s) {
     push_key(c, "workload");
     if (!json_is_string(v) || json_string_length(v) == 0)
         return fail(c, "expected a planner workload file name, got %s", type_name(v));
-    const char *file = json_string_value(v);
-    char dir[1024], resolved[sizeof s->workload.file];
-    snprintf(dir, sizeof dir, "%s", c->file);
-    int len = file[0] == '/' ? snprintf(resolved, sizeof resolved, "%s", file)
-                             : snprintf(resolved, sizeof resolved, "%s/%s", dirname(dir), file);
-    if (len < 0 || (size_t)len >= sizeof resolved)
-        return fail(c, "workload file path is too long");
+    char resolved[sizeof s->workload.file];
+    if (!resolve_beside(c, "workload", json_string_value(v), resolved, sizeof resolved))
+        return false;
     cuipc_plan_workload *w = &s->workload.w;
     if (cuipc_plan_workload_load(resolved, w) != CUIPC_OK)
         return fail(c, "%s", cuipc_last_error());
