@@ -477,6 +477,15 @@ static bool host_saw_ready(const pool_view *v, uint32_t slot, uint32_t generatio
     return false;
 }
 
+/* The GPU pool as seen from the device its data is read on (peer access when that is not the
+ * pool's), and its sync table for stream waits and acks: mapped once per process. */
+static cuipc_status map_gpu_view(cuipc_consumer *c, pool_view *v, const cuipc_unwrap_options *o,
+                                 int *target, int *map_dev, void **base, void **sync_dev) {
+    resolve_devices(o, v->device, target, map_dev);
+    CUIPC_TRY(open_handle(c, v->handle, *map_dev, base));
+    return sync_device_base(c, v, sync_dev);
+}
+
 static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tensor *t,
                                 cuipc_tensor_owner *owner) {
     cuipc_consumer *c = u->m->c;
@@ -499,12 +508,9 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
             release_cpu(c, h);
         return CUIPC_OK;
     }
-    /* GPU pool: map on the device the data is wanted on (peer access when it differs). */
     int target, map_dev;
-    resolve_devices(o, v->device, &target, &map_dev);
     void *base = NULL, *sync_dev = NULL;
-    CUIPC_TRY(open_handle(c, v->handle, map_dev, &base));
-    CUIPC_TRY(sync_device_base(c, v, &sync_dev));
+    CUIPC_TRY(map_gpu_view(c, v, o, &target, &map_dev, &base, &sync_dev));
     /* Nothing on this stream reads the slice before the producer's copy wrote it: either the
      * host saw the ready word, or the stream waits for it. */
     if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, o->host_wait_ns)) {
@@ -573,28 +579,28 @@ static cuipc_status unwrap_one(cuipc_value *node, void *arg) {
     return cuipc_value_set_tensor(node, &t, owner);
 }
 
-static cuipc_status check_unwrap_options(const cuipc_unwrap_options *opt) {
-    if (opt->kind != CUIPC_UNWRAP_COPY && opt->kind != CUIPC_UNWRAP_BORROW)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap kind %d", (int)opt->kind);
-    if (opt->device < CUIPC_DEVICE_SAME)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap device %d", opt->device);
+/* The options in force (the defaults for NULL, filled into *defaults), checked. */
+static cuipc_status unwrap_options(const cuipc_unwrap_options **opt,
+                                   cuipc_unwrap_options *defaults) {
+    if (!*opt) {
+        cuipc_unwrap_options_init(defaults);
+        *opt = defaults;
+    }
+    if ((*opt)->kind != CUIPC_UNWRAP_COPY && (*opt)->kind != CUIPC_UNWRAP_BORROW)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap kind %d", (int)(*opt)->kind);
+    if ((*opt)->device < CUIPC_DEVICE_SAME)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap device %d", (*opt)->device);
     return CUIPC_OK;
 }
 
 cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_options *opt) {
     cuipc_unwrap_options defaults;
-    if (!opt) {
-        cuipc_unwrap_options_init(&defaults);
-        opt = &defaults;
-    }
-    CUIPC_TRY(check_unwrap_options(opt));
+    CUIPC_TRY(unwrap_options(&opt, &defaults));
     bool copy = opt->kind == CUIPC_UNWRAP_COPY;
-    if (c->gpu.present) { /* the same steps, on the same devices, as unwrap_pool */
+    if (c->gpu.present) { /* the mapping unwrap_pool makes, on the same devices */
         int target, map_dev;
-        resolve_devices(opt, c->gpu.device, &target, &map_dev);
         void *base = NULL, *sync_dev = NULL;
-        CUIPC_TRY(open_handle(c, c->gpu.handle, map_dev, &base));
-        CUIPC_TRY(sync_device_base(c, &c->gpu, &sync_dev));
+        CUIPC_TRY(map_gpu_view(c, &c->gpu, opt, &target, &map_dev, &base, &sync_dev));
         if (copy && target != CUIPC_DEVICE_HOST)
             CUIPC_TRY(cuipc_cuda_copy_pool_prepare(target));
     }
@@ -610,11 +616,7 @@ cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *
                                   cuipc_value **out) {
     *out = NULL;
     cuipc_unwrap_options defaults;
-    if (!opt) {
-        cuipc_unwrap_options_init(&defaults);
-        opt = &defaults;
-    }
-    CUIPC_TRY(check_unwrap_options(opt));
+    CUIPC_TRY(unwrap_options(&opt, &defaults));
     cuipc_value *copy = cuipc_value_clone(m->tree);
     if (!copy)
         return CUIPC_ERR_NO_MEMORY;
