@@ -213,6 +213,13 @@ static cuipc_status send_unknown_pool(producer_state *ps, uint64_t seq) {
  * SETTLE_MAX_NS) until every consumer has taken every warm-up message, and return the time the
  * timed schedule starts from: a warm-up backlog must not spill into the timed messages. */
 #define SETTLE_MAX_NS (1000 * 1000000ull)
+
+/* When message i is due in an open loop, from the schedule's origin. */
+static uint64_t due_offset_ns(const cuipc_scenario *s, uint64_t i) {
+    return cuipc_scenario_replays(s) ? s->workload.w.req[i].arrival_ns
+                                     : (uint64_t)((double)i / s->run.rate_hz * 1e9);
+}
+
 static uint64_t settle_after_warmup(const cuipc_role_args *a, const cuipc_scenario *s) {
     uint64_t deadline = cuipc_h_now_ns() + SETTLE_MAX_NS;
     for (uint32_t k = 0; k < s->consumers.count; k++)
@@ -338,12 +345,10 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         uint64_t stamp;
         if (s->run.open_loop && !cuipc_scenario_replays(s) && i > 0 &&
             i == s->run.warmup_iterations)
-            sched0 = settle_after_warmup(a, s) - (uint64_t)((double)i / s->run.rate_hz * 1e9);
+            sched0 = settle_after_warmup(a, s) - due_offset_ns(s, i);
         if (s->run.open_loop) {
             /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = sched0 + (cuipc_scenario_replays(s)
-                                  ? s->workload.w.req[i].arrival_ns
-                                  : (uint64_t)((double)i / s->run.rate_hz * 1e9));
+            stamp = sched0 + due_offset_ns(s, i);
             if (s->run.producer_spin)
                 while (cuipc_h_now_ns() < stamp) {
                 }
