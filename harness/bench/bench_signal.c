@@ -119,11 +119,23 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void idle_for_us(int64_t us) {
+/* The GPU idles for `us`; the calling thread sleeps through it (its core may enter a deep
+ * C-state) unless it spins, as a latency-bound producer that polls for work does. */
+static void idle_for_us_spinning(int64_t us, bool spin) {
     if (us <= 0)
         return;
+    if (spin) {
+        uint64_t end = now_ns() + (uint64_t)us * 1000u;
+        while (now_ns() < end) {
+        }
+        return;
+    }
     struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000};
     nanosleep(&ts, NULL);
+}
+
+static void idle_for_us(int64_t us) {
+    idle_for_us_spinning(us, false);
 }
 
 static bool failed(const char *what, cudaError_t e) {
@@ -286,8 +298,14 @@ static bool publish_copy(publish_api api, size_t n) {
     return e == cudaSuccess || failed("cudaMemcpyAsync", e);
 }
 
+typedef struct publish_case {
+    publish_api api;
+    bool spin_idle; /* the host spins through the idle time instead of sleeping */
+} publish_case;
+
 static void bench_publish(cuipc_bench_state *s, void *ctx) {
-    publish_api api = *(const publish_api *)ctx;
+    const publish_case *pc = ctx;
+    publish_api api = pc->api;
     size_t n = (size_t)cuipc_bench_range(s, 0);
     int64_t idle_us = cuipc_bench_range(s, 1);
     if (!setup()) {
@@ -305,7 +323,7 @@ static void bench_publish(cuipc_bench_state *s, void *ctx) {
     bool ok = true;
     while (ok && cuipc_bench_keep_running(s)) {
         value = value + 1 ? value + 1 : 1;
-        idle_for_us(idle_us);
+        idle_for_us_spinning(idle_us, pc->spin_idle);
         uint64_t t0 = now_ns();
         ok = publish_copy(api, n) &&
              cuipc_cuda_stream_write_u32(g.writer, word_dev, value) == CUIPC_OK;
@@ -357,16 +375,23 @@ void cuipc_bench_register_signal(void) {
     cuipc_bench_use_manual_time(b);
     cuipc_bench_time_unit(b, CUIPC_BENCH_US);
     cuipc_bench_iterations(b, 200);
-    static const publish_api apis[] = {PUBLISH_RUNTIME_DEFAULT, PUBLISH_RUNTIME_D2D,
-                                       PUBLISH_WRITE_ONLY};
-    static const char *api_names[] = {"gpu_signal/publish:default", "gpu_signal/publish:d2d",
-                                      "gpu_signal/publish:write_only"};
-    for (int k = 0; k < 3; k++) {
-        b = cuipc_bench_register(api_names[k], bench_publish, (void *)&apis[k]);
-        static const int64_t bytes[] = {4096, 1048576}, idles[] = {0, 2000};
-        for (int i = 0; i < (apis[k] == PUBLISH_WRITE_ONLY ? 1 : 2); i++)
+    /* idle_us: the GPU idles that long before each publish. The spin_idle variant tells the
+     * cost of the GPU's idle from the cost of the host thread's sleep. */
+    static const publish_case cases[] = {{PUBLISH_RUNTIME_DEFAULT, false},
+                                         {PUBLISH_RUNTIME_D2D, false},
+                                         {PUBLISH_WRITE_ONLY, false},
+                                         {PUBLISH_RUNTIME_DEFAULT, true}};
+    static const char *case_names[] = {"gpu_signal/publish:default", "gpu_signal/publish:d2d",
+                                       "gpu_signal/publish:write_only",
+                                       "gpu_signal/publish:default,spin_idle"};
+    for (int k = 0; k < 4; k++) {
+        b = cuipc_bench_register(case_names[k], bench_publish, (void *)&cases[k]);
+        static const int64_t bytes[] = {4096, 1048576}, idles[] = {0, 2000},
+                             spin_idles[] = {200, 2000};
+        bool one_size = cases[k].api == PUBLISH_WRITE_ONLY || cases[k].spin_idle;
+        for (int i = 0; i < (one_size ? 1 : 2); i++)
             for (int j = 0; j < 2; j++)
-                cuipc_bench_args2(b, bytes[i], idles[j]);
+                cuipc_bench_args2(b, bytes[i], cases[k].spin_idle ? spin_idles[j] : idles[j]);
         cuipc_bench_arg_names2(b, "bytes", "idle_us");
         cuipc_bench_use_manual_time(b);
         cuipc_bench_time_unit(b, CUIPC_BENCH_US);
