@@ -30,6 +30,7 @@ typedef struct slot_state {
     uint64_t size;
     uint32_t busy_pos; /* index in busy[] while busy */
     bool busy;
+    bool held; /* an application's buffer not yet sent: never reclaimed */
 } slot_state;
 
 struct cuipc_pool {
@@ -49,8 +50,9 @@ struct cuipc_pool {
     slot_state *slots;
     uint32_t *free_slots;
     uint32_t n_free_slots;
-    uint32_t *busy; /* slots in flight, dense */
+    uint32_t *busy; /* slots allocated (held or in flight), dense */
     uint32_t n_busy;
+    uint32_t n_held; /* of which held: allocated for an application to fill, not yet sent */
     cuipc_pool_stats stats;
 
     pthread_t recycler;
@@ -140,6 +142,10 @@ static void free_busy_locked(cuipc_pool *p, uint32_t i) {
     slot_state *st = &p->slots[slot];
     cuipc_allocator_free(p->alloc, st->offset);
     st->busy = false;
+    if (st->held) {
+        st->held = false;
+        p->n_held--;
+    }
     uint32_t last = p->busy[--p->n_busy];
     p->busy[i] = last;
     p->slots[last].busy_pos = i;
@@ -151,7 +157,7 @@ static uint32_t reclaim_locked(cuipc_pool *p) {
     uint32_t n = 0;
     uint64_t now = 0;
     for (uint32_t i = 0; i < p->n_busy;) {
-        if (!cuipc_sync_done(p->sync, p->busy[i], ~0ull)) {
+        if (p->slots[p->busy[i]].held || !cuipc_sync_done(p->sync, p->busy[i], ~0ull)) {
             i++;
             continue;
         }
@@ -178,7 +184,7 @@ static void *recycler_main(void *arg) {
     while (!atomic_load(&p->stopping)) {
         uint32_t seq = cuipc_sync_wake_seq(p->sync);
         pthread_mutex_lock(&p->lock);
-        uint32_t busy = p->n_busy;
+        uint32_t busy = p->n_busy - p->n_held;
         if (busy)
             reclaim_locked(p);
         pthread_mutex_unlock(&p->lock);
@@ -269,12 +275,21 @@ static void update_usage_locked(cuipc_pool *p) {
     cuipc_allocator_stats_get(p->alloc, &a);
     if (a.used > p->stats.high_water_bytes)
         p->stats.high_water_bytes = a.used;
-    if (p->n_busy > p->stats.in_flight_high_water)
-        p->stats.in_flight_high_water = p->n_busy;
+    if (p->n_busy - p->n_held > p->stats.in_flight_high_water)
+        p->stats.in_flight_high_water = p->n_busy - p->n_held;
 }
 
-/* One attempt: a slot and a block, or POOL_FULL. Caller holds the lock. */
-static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask,
+/* The first chunk in flight of a CUDA pool owes the recycler a wake: it sleeps long while
+ * nothing is in flight and no GPU ack will wake it. cuipc_pool_kick_recycler pays it (a futex
+ * wake costs ~3 us: not under the lock, and a producer does it after delivery). */
+static void owe_kick_locked(cuipc_pool *p) {
+    if (p->n_busy - p->n_held == 1 && p->cfg.memory == CUIPC_MEMORY_CUDA && p->recycler_running)
+        atomic_store_explicit(&p->kick_pending, true, memory_order_relaxed);
+}
+
+/* One attempt: a slot and a block, or POOL_FULL. A held chunk's slot waits for no consumer
+ * (mask 0) until it is published. Caller holds the lock. */
+static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask, bool held,
                                      cuipc_chunk *out) {
     if (p->n_free_slots == 0)
         return CUIPC_FAIL(CUIPC_ERR_POOL_FULL, "all %u sync slots are in flight", p->cfg.slots);
@@ -287,15 +302,15 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
     st->busy = true;
     st->busy_pos = p->n_busy;
     p->busy[p->n_busy++] = slot;
-    /* The recycler of a CUDA pool sleeps long while nothing is in flight and no GPU ack will
-     * wake it: the first chunk in flight wakes it into polling, through cuipc_pool_kick_recycler
-     * (a futex wake costs ~3 us: not under the lock, and a producer does it after delivery). */
-    if (p->n_busy == 1 && p->cfg.memory == CUIPC_MEMORY_CUDA && p->recycler_running)
-        atomic_store_explicit(&p->kick_pending, true, memory_order_relaxed);
+    st->held = held;
+    if (held)
+        p->n_held++;
+    else
+        owe_kick_locked(p);
     out->offset = offset;
     out->size = size;
     out->slot = slot;
-    out->generation = cuipc_sync_begin(p->sync, slot, offset, size, mask);
+    out->generation = cuipc_sync_begin(p->sync, slot, offset, size, held ? 0 : mask);
     out->ptr = p->base ? (char *)p->base + offset : NULL;
     p->stats.allocs++;
     update_usage_locked(p);
@@ -315,26 +330,32 @@ cuipc_status cuipc_pool_alloc(cuipc_pool *p, uint64_t size, uint64_t consumer_ma
     return s;
 }
 
-cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
-                                       int64_t timeout_ns, cuipc_chunk *out) {
-    if (size == 0)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "size 0: empty tensors need no chunk");
-    if (size > p->cfg.size)
-        return CUIPC_FAIL(CUIPC_ERR_POOL_FULL, "%llu bytes can never fit a pool of %llu bytes",
-                          (unsigned long long)size, (unsigned long long)p->cfg.size);
+static cuipc_status check_mask(const cuipc_pool *p, uint64_t consumer_mask) {
     uint64_t valid = p->cfg.max_consumers >= 64 ? ~0ull : (1ull << p->cfg.max_consumers) - 1;
     if (consumer_mask == 0 || (consumer_mask & ~valid))
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
                           "consumer mask 0x%llx is empty or beyond %u consumers",
                           (unsigned long long)consumer_mask, p->cfg.max_consumers);
+    return CUIPC_OK;
+}
+
+static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_mask, bool held,
+                                int64_t timeout_ns, cuipc_chunk *out) {
+    if (size == 0)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "size 0: empty tensors need no chunk");
+    if (size > p->cfg.size)
+        return CUIPC_FAIL(CUIPC_ERR_POOL_FULL, "%llu bytes can never fit a pool of %llu bytes",
+                          (unsigned long long)size, (unsigned long long)p->cfg.size);
+    if (!held)
+        CUIPC_TRY(check_mask(p, consumer_mask));
     uint64_t start = 0;
     pthread_mutex_lock(&p->lock);
-    cuipc_status s = try_alloc_locked(p, size, consumer_mask, out);
+    cuipc_status s = try_alloc_locked(p, size, consumer_mask, held, out);
     if (s == CUIPC_ERR_POOL_FULL) {
         p->stats.full_events++;
         p->stats.on_demand_reclaims++;
         if (reclaim_locked(p))
-            s = try_alloc_locked(p, size, consumer_mask, out);
+            s = try_alloc_locked(p, size, consumer_mask, held, out);
     }
     while (s == CUIPC_ERR_POOL_FULL && timeout_ns > 0) {
         if (!start)
@@ -349,7 +370,7 @@ cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t co
         uint32_t seq = cuipc_sync_wake_seq(p->sync);
         /* Re-check after reading seq so a release between the check and the sleep is not lost. */
         if (reclaim_locked(p)) {
-            s = try_alloc_locked(p, size, consumer_mask, out);
+            s = try_alloc_locked(p, size, consumer_mask, held, out);
             continue;
         }
         pthread_mutex_unlock(&p->lock);
@@ -364,7 +385,7 @@ cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t co
         }
         pthread_mutex_lock(&p->lock);
         reclaim_locked(p);
-        s = try_alloc_locked(p, size, consumer_mask, out);
+        s = try_alloc_locked(p, size, consumer_mask, held, out);
     }
     if (start)
         p->stats.wait_ns_total += cuipc_now_ns() - start;
@@ -372,6 +393,16 @@ cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t co
         p->stats.full_failures++;
     pthread_mutex_unlock(&p->lock);
     return s;
+}
+
+cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
+                                       int64_t timeout_ns, cuipc_chunk *out) {
+    return alloc_chunk(p, size, consumer_mask, false, timeout_ns, out);
+}
+
+cuipc_status cuipc_pool_alloc_held(cuipc_pool *p, uint64_t size, int64_t timeout_ns,
+                                   cuipc_chunk *out) {
+    return alloc_chunk(p, size, 0, true, timeout_ns, out);
 }
 
 void cuipc_pool_mark_ready(cuipc_pool *p, const cuipc_chunk *c) {
@@ -402,6 +433,37 @@ cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
     p->stats.cancelled++;
     pthread_mutex_unlock(&p->lock);
     return CUIPC_OK;
+}
+
+cuipc_status cuipc_pool_publish_held(cuipc_pool *p, cuipc_chunk *c, uint64_t offset, uint64_t size,
+                                     uint64_t consumer_mask) {
+    CUIPC_TRY(check_mask(p, consumer_mask));
+    pthread_mutex_lock(&p->lock);
+    slot_state *st = busy_slot(p, c->slot, c->generation);
+    cuipc_status s = CUIPC_OK;
+    if (!st || !st->held)
+        s = CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u generation %u is not a held buffer", c->slot,
+                       c->generation);
+    else if (size == 0 || offset < c->offset || size > c->size ||
+             offset - c->offset > c->size - size)
+        s = CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                       "[%llu, +%llu) is not inside the buffer [%llu, +%llu)",
+                       (unsigned long long)offset, (unsigned long long)size,
+                       (unsigned long long)c->offset, (unsigned long long)c->size);
+    if (s == CUIPC_OK) {
+        st->held = false;
+        p->n_held--;
+        owe_kick_locked(p);
+        /* A new generation: the extent consumers check is the tensor's, the mask the
+         * consumers it goes to. */
+        c->generation = cuipc_sync_begin(p->sync, c->slot, offset, size, consumer_mask);
+        c->offset = offset;
+        c->size = size;
+        c->ptr = p->base ? (char *)p->base + offset : NULL;
+        update_usage_locked(p);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return s;
 }
 
 cuipc_status cuipc_pool_release(cuipc_pool *p, uint32_t slot, uint32_t generation,
@@ -463,7 +525,8 @@ void cuipc_pool_stats_get(cuipc_pool *p, cuipc_pool_stats *out) {
     out->largest_free = a.largest_free;
     out->free_blocks = a.free_blocks;
     out->fragmentation = a.free ? 1.0 - (double)a.largest_free / (double)a.free : 0.0;
-    out->in_flight = p->n_busy;
+    out->in_flight = p->n_busy - p->n_held;
+    out->held = p->n_held;
     cuipc_sync_header *h = cuipc_sync_table_header(p->sync);
     /* Rejections are counted where every process sees them: the shared header. */
     out->stale_releases = atomic_load(&h->stale_releases);
@@ -513,6 +576,14 @@ cuipc_status cuipc_pool_copy_in(cuipc_pool *p, void *stream, const cuipc_chunk *
                           (unsigned long long)n, c->slot, (unsigned long long)c->size,
                           p->cfg.memory == CUIPC_MEMORY_CUDA ? "CUDA" : "non-CUDA", p->cfg.slots);
     CUIPC_TRY(cuipc_cuda_memcpy_async(c->ptr, src, n, stream));
+    return cuipc_pool_ready_on_stream(p, stream, c);
+}
+
+cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *p, void *stream, const cuipc_chunk *c) {
+    if (p->cfg.memory != CUIPC_MEMORY_CUDA || c->slot >= p->cfg.slots)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ready word of slot %u of a %s pool with %u slots",
+                          c->slot, p->cfg.memory == CUIPC_MEMORY_CUDA ? "CUDA" : "non-CUDA",
+                          p->cfg.slots);
     return cuipc_cuda_stream_write_u32(
         stream, cuipc_sync_ready_device_addr(p->sync_dev_base, p->sync, c->slot), c->generation);
 }

@@ -17,6 +17,17 @@ cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
  * (a producer calls it once the message is delivered, off the latency path). */
 cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
                                        int64_t timeout_ns, cuipc_chunk *out);
+/* A chunk for an application to fill before it is sent (a producer's buffer): held, it waits
+ * for no consumer and is never reclaimed, until cuipc_pool_publish_held puts it in flight or
+ * cuipc_pool_cancel gives it back. */
+cuipc_status cuipc_pool_alloc_held(cuipc_pool *pool, uint64_t size, int64_t timeout_ns,
+                                   cuipc_chunk *out);
+/* Put held chunk c in flight to the consumers in consumer_mask, as the extent [offset, +size)
+ * inside it (what the proxy describes and consumers check): a new generation, written to c. The
+ * caller then marks it ready (host) or writes the ready word on a stream. Owes the recycler
+ * kick like cuipc_pool_alloc_unkicked. STALE if c is not a held chunk. */
+cuipc_status cuipc_pool_publish_held(cuipc_pool *pool, cuipc_chunk *c, uint64_t offset,
+                                     uint64_t size, uint64_t consumer_mask);
 /* Wake the recycler if an allocation since the last call put a CUDA pool's first chunk in
  * flight. Cheap when there is nothing to do. */
 void cuipc_pool_kick_recycler(cuipc_pool *pool);
@@ -27,6 +38,9 @@ void cuipc_pool_kick_recycler(cuipc_pool *pool);
  * (cuipc-bench gpu_signal/wait_word: 6.9 vs 6.8 us on an H100). */
 cuipc_status cuipc_pool_copy_in(cuipc_pool *pool, void *stream, const cuipc_chunk *c,
                                 const void *src, uint64_t n);
+/* Queue only "ready := generation" on stream: the chunk's data is written by work already
+ * queued there (a held buffer the application filled). */
+cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, void *stream, const cuipc_chunk *c);
 
 /* Release on behalf of consumer c for one chunk (it never got the message). */
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,

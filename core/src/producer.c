@@ -554,6 +554,7 @@ void cuipc_producer_destroy(cuipc_producer *p) {
     cuipc_pool_destroy(p->gpu_pool);
     cuipc_pool_destroy(p->host_pool);
     free(p->exports);
+    free(p->buffers); /* their memory went with the pools */
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->send_lock);
     free(p);

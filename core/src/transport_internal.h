@@ -50,6 +50,12 @@ typedef struct cuipc_consumer_conn {
     cuipc_ring *ring;
 } cuipc_consumer_conn;
 
+/* A pool buffer the application holds to fill and send (cuipc_producer_buffer_alloc). */
+typedef struct cuipc_held_buffer {
+    cuipc_pool *pool;
+    cuipc_chunk chunk; /* chunk.ptr: the address the application was given */
+} cuipc_held_buffer;
+
 typedef struct cuipc_ipc_export {
     void *base;
     size_t size;
@@ -81,6 +87,8 @@ struct cuipc_producer {
 
     cuipc_ipc_export *exports;
     uint32_t n_exports, cap_exports;
+    cuipc_held_buffer *buffers; /* held by the application, not yet sent */
+    uint32_t n_buffers, cap_buffers;
     cuipc_producer_stats stats;
 };
 
@@ -89,6 +97,13 @@ uint64_t cuipc_producer_live_mask(cuipc_producer *p);
 cuipc_pool *cuipc_producer_pool_by_id(cuipc_producer *p, uint64_t pool_id);
 /* Record a cuda_ipc export (deduplicated by handle); fills the proxy's ipc fields. */
 cuipc_status cuipc_producer_export(cuipc_producer *p, void *base, size_t size, cuipc_proxy *x);
+
+/* For wrap: if tensor t lies in a held buffer, take that buffer out of the held list (*found):
+ * it belongs to this send from now on. Errors: t lies in a pool arena but in no held buffer
+ * (STALE: sent or freed already), runs past its buffer, or names the wrong device; the buffer
+ * then stays held. */
+cuipc_status cuipc_producer_take_buffer(cuipc_producer *p, const cuipc_tensor *t, uint64_t nbytes,
+                                        cuipc_held_buffer *out, bool *found);
 
 /* Walk every pool proxy of a wrapped tree. */
 typedef void (*cuipc_chunk_fn)(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x,

@@ -3,6 +3,8 @@
  *   cuda_ipc       the tensor's own allocation, exported (host tensors go through the host pool)
  *   cuda_ipc_pool  GPU pool slice; copy and "ready" are ordered on the caller's stream, so the
  *                  producer never waits for the copy and a consumer never reads before it is done
+ * A tensor in a pool buffer the application filled (cuipc_producer_buffer_alloc) is published
+ * as it is, in any mode: no copy.
  * Tensors that fail midway leave nothing allocated: chunks taken so far are cancelled. */
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +106,29 @@ static cuipc_status to_ipc_export(wrap_ctx *w, const cuipc_tensor *t, cuipc_prox
     return CUIPC_OK;
 }
 
+/* Publish a buffer the application filled: no copy, only a new generation and "ready" (on the
+ * stream, after the work that wrote it, for the GPU pool). The buffer is this send's now: on
+ * failure it is given back. */
+static cuipc_status from_buffer(wrap_ctx *w, const cuipc_tensor *t, cuipc_held_buffer *b,
+                                cuipc_proxy *x) {
+    cuipc_chunk *c = &b->chunk;
+    uint64_t offset = c->offset + (uint64_t)((const char *)t->data - (const char *)c->ptr);
+    cuipc_status s = cuipc_pool_publish_held(b->pool, c, offset, x->nbytes, w->mask);
+    bool gpu = cuipc_pool_get_config(b->pool)->memory == CUIPC_MEMORY_CUDA;
+    if (s == CUIPC_OK && gpu)
+        s = cuipc_pool_ready_on_stream(b->pool, w->stream, c);
+    else if (s == CUIPC_OK)
+        cuipc_pool_mark_ready(b->pool, c);
+    if (s != CUIPC_OK) {
+        if (gpu)
+            cuipc_cuda_stream_sync(w->stream); /* nothing queued may still write it */
+        cuipc_pool_cancel(b->pool, c);
+        return s;
+    }
+    cuipc_pool_fill_proxy(b->pool, c, x);
+    return CUIPC_OK;
+}
+
 static cuipc_status wrap_one(cuipc_value *node, void *arg) {
     wrap_ctx *w = arg;
     if (cuipc_value_kind_of(node) != CUIPC_VALUE_TENSOR)
@@ -115,7 +140,13 @@ static cuipc_status wrap_one(cuipc_value *node, void *arg) {
     cuipc_proxy x;
     layout_of(t, &x);
     cuipc_status s;
-    if (x.nbytes == 0) {
+    cuipc_held_buffer b;
+    bool from_held = false;
+    if (x.nbytes > 0)
+        CUIPC_TRY(cuipc_producer_take_buffer(w->p, t, x.nbytes, &b, &from_held));
+    if (from_held) {
+        s = from_buffer(w, t, &b, &x);
+    } else if (x.nbytes == 0) {
         /* Empty tensors carry only their layout: no pool, no slot. */
         x.kind = CUIPC_PROXY_POOL;
         x.u.pool.memory = CUIPC_MEMORY_HOST;

@@ -1,5 +1,6 @@
 /* End-to-end transport across real processes, default mode with host tensors (runs in CI):
- * nested trees, copy and borrow, N consumers, recycling under a small pool, full-pool policies,
+ * nested trees, copy and borrow, N consumers, recycling under a small pool, buffers the producer
+ * fills in place (zero-copy produce), full-pool policies,
  * dead consumers and producers, forged and stale proxies. The producer runs in the parent; the
  * consumers are forked before it exists and attach through its socket. */
 #include <signal.h>
@@ -448,6 +449,133 @@ static void test_forged_proxies(void) {
     cuipc_producer_destroy(p);
 }
 
+/* Message seq of make_message, with its two non-empty tensors written straight into producer
+ * buffers (zero-copy produce): tensor 0 at the start of its buffer, the strided tensor 1 at an
+ * offset inside a larger one. NULL if a buffer cannot be had (the status is then in *st). */
+static cuipc_value *make_buffered_message(cuipc_producer *p, uint64_t seq, cuipc_status *st) {
+    cuipc_value *root = cuipc_value_dict();
+    cuipc_dict_set(root, "seq", cuipc_value_int((int64_t)seq));
+    cuipc_dict_set(root, "prompt", cuipc_value_string("describe the image"));
+    cuipc_value *list = cuipc_value_list();
+    *st = CUIPC_OK;
+    for (int i = 0; i < 3 && *st == CUIPC_OK; i++) {
+        cuipc_tensor t;
+        tensor_shape(seq, i, &t, NULL);
+        uint64_t n = cuipc_tensor_span_bytes(&t);
+        if (n > 0) {
+            uint64_t lead = i == 1 ? 64 : 0;
+            void *buf = NULL;
+            *st = cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, lead + n + 32, 10 * SEC, &buf);
+            if (*st != CUIPC_OK)
+                break;
+            t.data = (char *)buf + lead;
+            cuipc_host_fill_pattern(t.data, n, seq * 3 + (uint64_t)i);
+        }
+        cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE));
+    }
+    cuipc_dict_set(root, "features", list);
+    if (*st != CUIPC_OK) {
+        cuipc_value_free(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* One host tensor of n bytes at data. */
+static cuipc_value *host_tensor(void *data, uint64_t n) {
+    cuipc_tensor t;
+    int64_t shape[1] = {(int64_t)n};
+    cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape);
+    return cuipc_value_tensor(&t, CUIPC_OWNER_NONE);
+}
+
+/* Zero-copy produce through host buffers: two consumers (copy, borrow) get every message intact
+ * from a pool small enough to recycle; misuse is refused by name and loses nothing. */
+static void test_buffers(void) {
+    make_sock_path();
+    enum { N = 2, MSGS = 200 };
+    consumer_args args[N];
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (consumer_args){.kind = i % 2, .expect = -1};
+        pids[i] = cuipc_test_fork(consumer_main, &args[i]);
+    }
+    cuipc_producer *p = start_producer(N, 64 << 10, CUIPC_FULL_WAIT);
+    void *buf = NULL;
+    CHECK_STATUS(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 0, 0, &buf),
+                 CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_CUDA, 4096, 0, &buf),
+                 CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "no GPU pool") != NULL);
+    CHECK(buf == NULL);
+    int local = 0;
+    CHECK_STATUS(cuipc_producer_buffer_free(p, &local), CUIPC_ERR_INVALID_ARG);
+
+    for (uint64_t seq = 1; seq <= MSGS; seq++) {
+        cuipc_status st;
+        cuipc_value *v = make_buffered_message(p, seq, &st);
+        CHECK_OK(st);
+        if (v)
+            CHECK_OK(cuipc_producer_send(p, v, NULL, 10 * SEC));
+        if (seq % 50 != 0) {
+            cuipc_value_free(v);
+            continue;
+        }
+        /* The same tree again: its buffers were taken by the send above. */
+        CHECK_STATUS(cuipc_producer_send(p, v, NULL, 10 * SEC), CUIPC_ERR_STALE);
+        CHECK(strstr(cuipc_last_error(), "sent or freed already") != NULL);
+        cuipc_value_free(v);
+    }
+
+    /* Nothing in flight from here on: the pool's room is exactly what the buffers take. */
+    CHECK_OK(cuipc_producer_drain(p, 10 * SEC));
+    /* A tensor past its buffer's end is refused and the buffer stays held. */
+    REQUIRE(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 1000, 0, &buf) == CUIPC_OK);
+    cuipc_value *v = host_tensor((char *)buf + 8, 1000);
+    CHECK_STATUS(cuipc_producer_send(p, v, NULL, SEC), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "runs past its buffer of 1000 bytes") != NULL);
+    cuipc_value_free(v);
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.held == 1);
+    /* Held buffers are not in flight: drain does not wait for them. */
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    /* Two tensors of one message in one buffer: the second finds it taken; the first's chunk
+     * is given back with the failed send. */
+    cuipc_value *two = cuipc_value_list();
+    cuipc_list_append(two, host_tensor(buf, 100));
+    cuipc_list_append(two, host_tensor((char *)buf + 200, 100));
+    CHECK_STATUS(cuipc_producer_send(p, two, NULL, SEC), CUIPC_ERR_STALE);
+    cuipc_value_free(two);
+    CHECK_STATUS(cuipc_producer_buffer_free(p, buf), CUIPC_ERR_INVALID_ARG); /* taken */
+
+    /* Held buffers fill the pool like chunks in flight; freeing them makes room. */
+    void *held[2] = {NULL, NULL};
+    REQUIRE(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 40 << 10, 0, &held[0]) == CUIPC_OK);
+    CHECK_STATUS(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 40 << 10, 0, &held[1]),
+                 CUIPC_ERR_POOL_FULL);
+    CHECK(held[1] == NULL);
+    CHECK_OK(cuipc_producer_buffer_free(p, held[0]));
+    CHECK_STATUS(cuipc_producer_buffer_free(p, held[0]), CUIPC_ERR_INVALID_ARG);
+    REQUIRE(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 40 << 10, 0, &held[1]) == CUIPC_OK);
+    CHECK_OK(cuipc_producer_buffer_free(p, held[1]));
+
+    cuipc_producer_close(p);
+    CHECK_STATUS(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 64, 0, &buf), CUIPC_ERR_CLOSED);
+    for (int i = 0; i < N; i++)
+        CHECK(cuipc_test_wait(pids[i], 30000) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.messages_sent == MSGS);
+    CHECK(st.host_pool.in_flight == 0);
+    CHECK(st.host_pool.held == 0);
+    CHECK(st.host_pool.used_bytes == 0);
+    /* Every buffer came back: recycled after its consumers, or cancelled. */
+    CHECK(st.host_pool.allocs == st.host_pool.recycled + st.host_pool.cancelled);
+    CHECK(st.host_pool.recycled == 2 * MSGS);
+    cuipc_producer_destroy(p);
+}
+
 /* Bad configuration is refused with a message naming the value. */
 static void test_bad_config(void) {
     cuipc_producer_config cfg;
@@ -471,6 +599,7 @@ int main(void) {
      * (on a GPU host the producers below initialise CUDA here to pin their host pools). */
     test_producer_killed();
     test_broadcast_and_recycle();
+    test_buffers();
     test_pool_full_fail();
     test_consumer_killed();
     test_forged_proxies();

@@ -2,7 +2,8 @@
  * cuda_ipc (the tensor's own allocation; retained bytes accounted), default mode with device
  * tensors (staged through pinned shared memory), 1 to 8 consumers, recycling under a pool smaller
  * than the traffic, and data integrity of every tensor checked by a checksum kernel, with
- * non-contiguous and empty tensors. The parent never touches CUDA: it only forks and waits. */
+ * non-contiguous and empty tensors, also when the producer writes them straight into its pool
+ * buffers (zero-copy produce). The parent never touches CUDA: it only forks and waits. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ typedef struct gpu_case {
     int borrow_mask;  /* consumer i borrows when bit i is set, else copies out */
     int copy_to_host; /* copy-out consumers copy to host memory instead of the device */
     int gpu_wait;     /* unwrap never waits on the host: the stream waits for the ready word */
+    int in_buffers;   /* tensors are written into producer buffers in the pool: no copy */
 } gpu_case;
 
 static const gpu_case *cur;
@@ -94,14 +96,45 @@ static int producer_main(void *arg) {
             if (cuipc_gpu_malloc(0, span[i], &buf[b][i]) != CUIPC_OK)
                 return 13;
     int rc = 0;
+    if (k->in_buffers) {
+        /* A GPU buffer passed off as a host tensor is refused by name and stays held. */
+        void *b = NULL;
+        cuipc_tensor h = t[0];
+        h.device = CUIPC_DEVICE_HOST;
+        if (cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_CUDA, span[0], SEC, &b) != CUIPC_OK)
+            rc = 20;
+        h.data = b;
+        cuipc_value *v = cuipc_value_tensor(&h, CUIPC_OWNER_NONE);
+        if (!rc && (cuipc_producer_send(p, v, stream, SEC) != CUIPC_ERR_INVALID_ARG ||
+                    strstr(cuipc_last_error(), "lies in the GPU pool") == NULL)) {
+            fprintf(stderr, "[%s] host-labelled GPU buffer: %s\n", k->name, cuipc_last_error());
+            rc = 20;
+        }
+        cuipc_value_free(v);
+        if (!rc && cuipc_producer_buffer_free(p, b) != CUIPC_OK)
+            rc = 20;
+    }
     for (int m = 0; m < k->messages && !rc; m++) {
         cuipc_value *root = cuipc_value_dict();
         cuipc_dict_set(root, "seq", cuipc_value_int(m));
         cuipc_value *feats = cuipc_value_list();
         for (int i = 0; i < 3; i++) {
             cuipc_tensor x = t[i];
-            if (i < 2) {
+            if (i < 2 && k->in_buffers) {
+                /* The strided tensor sits at an offset inside a larger buffer. */
+                uint64_t lead = i == 1 ? 256 : 0;
+                void *b = NULL;
+                if (cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_CUDA, lead + span[i] + 512,
+                                                20 * SEC, &b) != CUIPC_OK) {
+                    fprintf(stderr, "[%s] buffer %d: %s\n", k->name, m, cuipc_last_error());
+                    rc = 21;
+                    break;
+                }
+                x.data = (char *)b + lead;
+            } else if (i < 2) {
                 x.data = buf[m % nbuf][i];
+            }
+            if (i < 2) {
                 uint64_t seed = (uint64_t)m * 16 + (uint64_t)i;
                 uint64_t sum = 0;
                 if (cuipc_gpu_fill_pattern(x.data, span[i], seed, stream) != CUIPC_OK ||
@@ -140,7 +173,8 @@ static int producer_main(void *arg) {
            (unsigned long long)st.ipc_retained_bytes);
     if (!rc && st.messages_sent != (uint64_t)k->messages)
         rc = 17;
-    if (!rc && k->mode != CUIPC_MODE_CUDA_IPC && (ps->in_flight || ps->recycled != ps->allocs))
+    if (!rc && k->mode != CUIPC_MODE_CUDA_IPC &&
+        (ps->in_flight || ps->held || ps->recycled + ps->cancelled != ps->allocs))
         rc = 18;
     if (!rc && k->mode == CUIPC_MODE_CUDA_IPC &&
         st.ipc_retained_bytes < (uint64_t)k->messages * (span[0] + span[1]))
@@ -308,17 +342,23 @@ int main(void) {
     gates = mmap(NULL, GATES_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(gates != MAP_FAILED);
     static const gpu_case cases[] = {
-        {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0, 0},
-        {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0, 0},
+        {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0, 0, 0},
+        {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0, 0, 0},
         /* Pool smaller than the traffic: chunks must be recycled for the run to finish. */
-        {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0, 0},
-        {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1, 0},
-        {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0, 0},
+        {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0, 0,
+         0},
+        {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1, 0, 0},
+        {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0, 0, 0},
         /* Ordering on the GPU alone: every unwrap comes before the producer's copy (gates), and
          * every read waits for that copy on the consumer's stream. */
-        {"pool-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 8 << 20, 32 << 20, 0x1, 0, 1},
-        {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0, 0},
-        {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0},
+        {"pool-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 8 << 20, 32 << 20, 0x1, 0, 1, 0},
+        /* Zero-copy produce: tensors written into pool buffers, 150 MiB through an 8 MiB pool;
+         * then with every unwrap before the ready word (GPU-side ordering of the buffer path). */
+        {"pool-buffers-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 100, 1 << 20, 8 << 20, 0x1, 0, 0, 1},
+        {"pool-buffers-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 1 << 20, 8 << 20, 0x2, 0, 1,
+         1},
+        {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0},
+        {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);

@@ -53,7 +53,8 @@ typedef struct cuipc_pool_stats {
     uint64_t largest_free;
     uint64_t free_blocks;
     double fragmentation;      /* 1 - largest_free / free bytes; 0 when nothing is free */
-    uint32_t in_flight;        /* chunks allocated and not yet recycled */
+    uint32_t in_flight;        /* chunks sent (or being sent) and not yet recycled */
+    uint32_t held;             /* buffers an application holds to fill, not yet sent */
     uint32_t in_flight_high_water;
     uint64_t allocs;
     uint64_t recycled;         /* chunks returned after every consumer released */

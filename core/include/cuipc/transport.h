@@ -80,6 +80,23 @@ cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value 
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
 
+/* Zero-copy produce: a buffer inside the producer's pool for the application to fill itself
+ * (its kernels write their output there), then send as a tensor like any other. The send only
+ * publishes it, with no copy into the pool: on the GPU, one stream write ordered after the work
+ * queued on the send's stream. memory CUIPC_MEMORY_CUDA: the GPU pool (mode cuda_ipc_pool);
+ * CUIPC_MEMORY_HOST: the host pool (a host tensor). Waits up to timeout_ns for room (0: fails
+ * at once with CUIPC_ERR_POOL_FULL). Rules: a tensor sent from a buffer lies inside it; one
+ * buffer backs one tensor of one message; once a send takes it, the buffer belongs to the
+ * transport (recycled after the consumers release it, or at once if the send fails) and the
+ * application must not write it again. A send that rejects the tensor (past the buffer's end,
+ * wrong device) leaves it held. A tensor in pool memory that is not a held buffer (sent or freed
+ * already) is refused with CUIPC_ERR_STALE. */
+cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind memory,
+                                         uint64_t nbytes, int64_t timeout_ns, void **data);
+
+/* Give back a buffer that will not be sent. */
+cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data);
+
 typedef struct cuipc_producer_stats {
     cuipc_pool_stats gpu_pool;
     cuipc_pool_stats host_pool;
