@@ -89,6 +89,7 @@ json_t *cuipc_pool_stats_json(const cuipc_pool_stats *p) {
     U(largest_free);
     U(free_blocks);
     U(in_flight);
+    U(held);
     U(in_flight_high_water);
     U(allocs);
     U(recycled);

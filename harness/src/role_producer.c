@@ -106,9 +106,17 @@ static cuipc_status fill(producer_state *ps, void *data, uint64_t bytes, uint64_
     return st == CUIPC_OK ? cuipc_gpu_checksum(data, bytes, ps->stream, sum) : st;
 }
 
-/* Build message i; fresh tensors allocated for it go to fresh[]. */
+/* Give back the pool buffers of a message that was not sent; those a failed send took are
+ * refused (the transport gave them back already). */
+static void give_back_buffers(producer_state *ps, void **held) {
+    for (uint32_t j = 0; j < ps->s->tensors.per_message; j++)
+        if (held[j])
+            cuipc_producer_buffer_free(ps->p, held[j]);
+}
+
+/* Build message i; fresh tensors allocated for it go to fresh[], pool buffers to held[]. */
 static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out, void **fresh,
-                          uint64_t *bytes_out) {
+                          void **held, uint64_t *bytes_out) {
     const cuipc_scenario *s = ps->s;
     cuipc_value *tree = cuipc_value_dict(), *tensors = cuipc_value_list(),
                 *sums = cuipc_value_list();
@@ -118,13 +126,22 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
         int dtype;
         uint64_t bytes = cuipc_scenario_tensor_bytes(s, i, j, &dtype);
         void *data = ps->buffers[j];
-        if (s->tensors.fresh_per_message) {
+        if (s->tensors.source == CUIPC_SOURCE_POOL_BUFFER) {
+            /* Written in place: the room a copy would take is asked for before the data exists. */
+            int64_t wait = s->pool.full_policy == CUIPC_FULL_WAIT ? s->pool.full_timeout_ns : 0;
+            st = cuipc_producer_buffer_alloc(ps->p, ps->gpu ? CUIPC_MEMORY_CUDA : CUIPC_MEMORY_HOST,
+                                             bytes, wait, &held[j]);
+            if (st != CUIPC_OK)
+                break;
+            data = held[j];
+        } else if (s->tensors.fresh_per_message) {
             data = fresh[j] = tensor_alloc(ps, bytes, &st);
             if (data == NULL)
                 break;
         }
         uint64_t sum = 0;
-        /* Unchecked messages reuse the buffer as it is: their checksum entry is never read. */
+        /* Unchecked messages reuse the buffer (or take a pool buffer) as it is: their checksum
+         * entry is never read. */
         bool checked = s->validation.enabled && i % s->validation.every == 0;
         if (checked || s->tensors.fresh_per_message)
             st = fill(ps, data, bytes, i * s->tensors.per_message + j, &sum);
@@ -294,7 +311,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         cuipc_producer_destroy(ps.p);
         return finish(&ps, a->run_dir, 1, "cuipc_gpu_stream_create", st);
     }
-    for (uint32_t j = 0; j < s->tensors.per_message && !s->tensors.fresh_per_message; j++) {
+    bool own = !s->tensors.fresh_per_message && s->tensors.source == CUIPC_SOURCE_OWN;
+    for (uint32_t j = 0; j < s->tensors.per_message && own; j++) {
         ps.buffers[j] = tensor_alloc(&ps, s->tensors.max_bytes, &st);
         if (ps.buffers[j] == NULL) {
             cuipc_producer_destroy(ps.p);
@@ -336,12 +354,20 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
          i++) {
         if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && i == s->fault.at_message)
             raise(SIGKILL);
-        void *fresh[64] = {NULL};
+        void *fresh[64] = {NULL}, *held[64] = {NULL};
         cuipc_value *tree;
         uint64_t bytes;
         /* The message (test pattern and its checksum) is made before its time comes: making
          * the data is the application's work, not the transport's. */
-        st = build(&ps, i, &tree, fresh, &bytes);
+        st = build(&ps, i, &tree, fresh, held, &bytes);
+        if (st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT) {
+            /* No room for its pool buffers: the message fails as a send into a full pool does. */
+            atomic_fetch_add(&a->shared->attempted, 1);
+            give_back_buffers(&ps, held);
+            failed++;
+            cuipc_count_status(ps.out, "send_failures", st);
+            continue;
+        }
         uint64_t stamp;
         if (s->run.open_loop && !cuipc_scenario_replays(s) && i > 0 &&
             i == s->run.warmup_iterations)
@@ -365,6 +391,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
             for (uint32_t j = 0; j < s->tensors.per_message; j++)
                 if (fresh[j])
                     tensor_free(&ps, fresh[j]);
+            give_back_buffers(&ps, held);
             break;
         }
         atomic_fetch_add(&a->shared->attempted, 1);
@@ -386,6 +413,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
             if (i >= s->run.warmup_iterations)
                 cuipc_stage_add(&send_time, cuipc_h_now_ns() - t_send);
         }
+        if (st != CUIPC_OK)
+            give_back_buffers(&ps, held);
         if (st == CUIPC_OK) {
             sent++;
             bytes_total += bytes;

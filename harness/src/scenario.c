@@ -529,9 +529,12 @@ static bool parse_tensors(pctx *c, const json_t *t, cuipc_scenario *s) {
         pop(c);
     }
     int location = s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
+    int source = CUIPC_SOURCE_OWN;
     return get_u32(c, t, "per_message", false, 1, 64, &s->tensors.per_message) &&
            get_enum(c, t, "location", false, NAMES("host", "device"), 2, &location) &&
            (s->tensors.location = location, true) &&
+           get_enum(c, t, "source", false, NAMES("own", "pool_buffer"), 2, &source) &&
+           (s->tensors.source = source, true) &&
            get_bool(c, t, "fresh_per_message", &s->tensors.fresh_per_message) &&
            get_uint(c, t, "seed", false, 0, UINT64_MAX >> 1, &s->tensors.seed);
 }
@@ -815,6 +818,24 @@ static bool check_whole(pctx *c, const json_t *root, cuipc_scenario *s) {
         return fail(c, "mode %s sends device tensors: location must be \"device\"",
                     mode_names[s->mode]);
     }
+    if (s->tensors.source == CUIPC_SOURCE_POOL_BUFFER) {
+        const char *why = NULL;
+        if (s->mode == CUIPC_MODE_CUDA_IPC)
+            why = "mode cuda_ipc sends each tensor's own allocation: pool buffers need mode "
+                  "default or cuda_ipc_pool";
+        else if (s->mode == CUIPC_MODE_DEFAULT && s->tensors.location != CUIPC_LOCATION_HOST)
+            why = "the buffers of mode default are host memory: location must be \"host\"";
+        else if (s->tensors.fresh_per_message)
+            why = "pool buffers are fresh for every message: fresh_per_message says nothing more";
+        else if (s->pool.full_policy == CUIPC_FULL_FALLBACK)
+            why = "\"fallback\" stages copies through the host pool, and pool buffers are not "
+                  "copied: use \"wait\" or \"fail\"";
+        if (why) {
+            push_key(c, "tensors");
+            push_key(c, "source");
+            return fail(c, "%s", why);
+        }
+    }
     if (s->mode == CUIPC_MODE_DEFAULT && !pool_fits(c, s, "host_bytes", s->pool.host_bytes))
         return false;
     if (s->mode == CUIPC_MODE_CUDA_IPC_POOL && !pool_fits(c, s, "gpu_bytes", s->pool.gpu_bytes))
@@ -934,7 +955,8 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     s->tensors.location =
         s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
     o = enter(c, root, "tensors", need,
-              KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed"),
+              KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed",
+                   "source"),
               &bad);
     if (bad || (o != NULL && !parse_tensors(c, o, s)))
         return false;

@@ -43,6 +43,10 @@ typedef enum cuipc_binding_policy {
 
 #define CUIPC_LOCATION_HOST 0
 #define CUIPC_LOCATION_DEVICE 1
+/* Where the producer's tensors live: its own memory, copied in by the transport, or buffers of
+ * the transport's pool that it writes in place (zero-copy produce). */
+#define CUIPC_SOURCE_OWN 0
+#define CUIPC_SOURCE_POOL_BUFFER 1
 
 typedef struct cuipc_scenario {
     char name[CUIPC_SCN_NAME_MAX];
@@ -74,6 +78,7 @@ typedef struct cuipc_scenario {
         uint32_t per_message;
         int location;           /* CUIPC_LOCATION_HOST / DEVICE */
         bool fresh_per_message; /* allocate a new tensor per message (cuda_ipc: always) */
+        int source;             /* CUIPC_SOURCE_OWN / POOL_BUFFER */
         uint64_t seed;
         uint64_t max_bytes; /* derived: the largest tensor the generator can produce */
     } tensors;

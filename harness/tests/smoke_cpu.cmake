@@ -70,3 +70,13 @@ foreach(k RANGE 1 ${last})
   endif()
   set(prev ${us})
 endforeach()
+# Zero-copy produce: every pool buffer the producer wrote went out and came back.
+file(READ ${WORK}/smoke_default_pool_buffers.json res)
+string(JSON held GET "${res}" pool host held)
+string(JSON allocs GET "${res}" pool host allocs)
+string(JSON recycled GET "${res}" pool host recycled)
+string(JSON mismatches GET "${res}" validation mismatches)
+if(NOT held EQUAL 0 OR NOT allocs EQUAL 1200 OR NOT recycled EQUAL 1200 OR NOT mismatches EQUAL 0)
+  message(FATAL_ERROR "pool buffers: held ${held}, allocs ${allocs}, recycled ${recycled}, "
+                      "mismatches ${mismatches}")
+endif()

@@ -24,7 +24,12 @@ between the producer's and the consumer's contexts). On the H100, one copying co
 A message rate is part of a small message's latency: GPU work submitted after the GPU idled
 (2 ms at 500 Hz) costs more to enqueue and to run (cuipc-bench gpu_signal/publish and
 copy_4k_after_idle), so the 4 KiB pool borrow latency is also measured at 2 and 5 kHz
-(the *_<rate>hz variants)."""
+(the *_<rate>hz variants).
+
+The *_buffers variants write the producer's tensors straight into pool buffers
+(tensors.source "pool_buffer", cuipc_producer_buffer_alloc): the send publishes them with one
+stream write and no copy, so a small message skips the copy's enqueue, and a large one leaves
+the GPU's bandwidth to the consumers."""
 import json
 import os
 import sys
@@ -108,6 +113,24 @@ def rate_variant(rate):
     return name, s
 
 
+def buffers_variant(loop, unwrap, size_tag, size, nbytes, consumers, rate=None):
+    """A GPU pool case with the tensors written into pool buffers (zero-copy produce)."""
+    name, s = scenario(loop, "pool", "cuda_ipc_pool", unwrap, size_tag, size, nbytes, consumers)
+    name += "_buffers"
+    s["description"] = s["description"].replace(
+        "GPU pool slice, one copy in by the producer",
+        "the producer writes its tensors into GPU pool buffers: no copy in")
+    if rate:
+        name += f"_{rate}hz"
+        s["description"] = s["description"].replace("at 500 Hz", f"at {rate} Hz")
+        s["consumers"]["spin_us"] = int(2e6 / rate)
+        s["run"]["rate_hz"] = rate
+        s["run"]["iterations"] = 2 * rate
+    s["name"] = name
+    s["tensors"]["source"] = "pool_buffer"
+    return name, s
+
+
 def render():
     out = {}
     for loop in ("lat", "tput"):
@@ -121,6 +144,13 @@ def render():
         out[name + ".json"] = json.dumps(s, indent=2) + "\n"
     for rate in (2000, 5000):
         name, s = rate_variant(rate)
+        out[name + ".json"] = json.dumps(s, indent=2) + "\n"
+    small, big = SIZES[0], SIZES[2]
+    for args in (("lat", "borrow", *small, 1), ("lat", "borrow", *small, 1, 2000),
+                 ("lat", "borrow", *small, 1, 5000), ("lat", "borrow", *big, 1),
+                 ("tput", "borrow", *small, 1), ("tput", "copy", *big, 1),
+                 ("tput", "copy", *big, 4)):
+        name, s = buffers_variant(*args)
         out[name + ".json"] = json.dumps(s, indent=2) + "\n"
     return out
 
