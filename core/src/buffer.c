@@ -31,7 +31,9 @@ cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind me
                           memory == CUIPC_MEMORY_CUDA ? "mode cuda_ipc_pool has one"
                                                       : "host_pool_bytes is 0");
     cuipc_chunk c;
-    CUIPC_TRY(cuipc_pool_alloc_held(pool, nbytes, timeout_ns < 0 ? 0 : timeout_ns, &c));
+    if (timeout_ns < 0) /* as the producer's pool-full policy says (a buffer has no fallback) */
+        timeout_ns = p->cfg.full_policy == CUIPC_FULL_FAIL ? 0 : p->cfg.full_timeout_ns;
+    CUIPC_TRY(cuipc_pool_alloc_held(pool, nbytes, timeout_ns, &c));
     pthread_mutex_lock(&p->lock);
     cuipc_status s = p->closed ? CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed") : CUIPC_OK;
     if (s == CUIPC_OK && p->n_buffers == p->cap_buffers) {

@@ -282,6 +282,10 @@ static void test_pool_full_fail(void) {
     cuipc_producer_stats_get(p, &st);
     CHECK(st.host_pool.full_failures == 1);
     CHECK(st.host_pool.in_flight == 1);     /* the failed send left nothing behind */
+    /* A buffer with a negative timeout follows the policy: fail at once. */
+    void *b = NULL;
+    CHECK_STATUS(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 48 << 10, -1, &b),
+                 CUIPC_ERR_POOL_FULL);
     CHECK_OK(send_bytes(p, 8 << 10)); /* small ones still fit; consumer releases the first */
     cuipc_producer_close(p);
     CHECK(cuipc_test_wait(pid, 20000) == 0);

@@ -85,7 +85,8 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
  * publishes it, with no copy into the pool: on the GPU, one stream write ordered after the work
  * queued on the send's stream. memory CUIPC_MEMORY_CUDA: the GPU pool (mode cuda_ipc_pool);
  * CUIPC_MEMORY_HOST: the host pool (a host tensor). Waits up to timeout_ns for room (0: fails
- * at once with CUIPC_ERR_POOL_FULL). Rules: a tensor sent from a buffer lies inside it; one
+ * at once with CUIPC_ERR_POOL_FULL; < 0: as the pool-full policy says, the fallback policy
+ * waiting like "wait"). Rules: a tensor sent from a buffer lies inside it; one
  * buffer backs one tensor of one message; once a send takes it, the buffer belongs to the
  * transport (recycled after the consumers release it, or at once if the send fails) and the
  * application must not write it again. A send that rejects the tensor (past the buffer's end,
