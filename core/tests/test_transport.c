@@ -193,17 +193,23 @@ static cuipc_status send_seq(cuipc_producer *p, uint64_t seq) {
     return s;
 }
 
+/* n consumers until closed, copying and borrowing in turn, and their producer with a 64 KiB
+ * pool (small enough that chunks must be recycled) and the wait policy. */
+static cuipc_producer *start_with_consumers(int n, consumer_args *args, pid_t *pids) {
+    for (int i = 0; i < n; i++) {
+        args[i] = (consumer_args){.kind = i % 2, .expect = -1};
+        pids[i] = cuipc_test_fork(consumer_main, &args[i]);
+    }
+    return start_producer((uint32_t)n, 64 << 10, CUIPC_FULL_WAIT);
+}
+
 /* Four consumers (copy and borrow), a pool small enough that chunks must be recycled. */
 static void test_broadcast_and_recycle(void) {
     make_sock_path();
     enum { N = 4, MSGS = 300 };
     consumer_args args[N];
     pid_t pids[N];
-    for (int i = 0; i < N; i++) {
-        args[i] = (consumer_args){.kind = i % 2, .expect = -1};
-        pids[i] = cuipc_test_fork(consumer_main, &args[i]);
-    }
-    cuipc_producer *p = start_producer(N, 64 << 10, CUIPC_FULL_WAIT);
+    cuipc_producer *p = start_with_consumers(N, args, pids);
     for (uint64_t s = 1; s <= MSGS; s++)
         CHECK_OK(send_seq(p, s));
     cuipc_producer_close(p);
@@ -500,11 +506,7 @@ static void test_buffers(void) {
     enum { N = 2, MSGS = 200 };
     consumer_args args[N];
     pid_t pids[N];
-    for (int i = 0; i < N; i++) {
-        args[i] = (consumer_args){.kind = i % 2, .expect = -1};
-        pids[i] = cuipc_test_fork(consumer_main, &args[i]);
-    }
-    cuipc_producer *p = start_producer(N, 64 << 10, CUIPC_FULL_WAIT);
+    cuipc_producer *p = start_with_consumers(N, args, pids);
     void *buf = NULL;
     CHECK_STATUS(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 0, 0, &buf),
                  CUIPC_ERR_INVALID_ARG);
