@@ -249,7 +249,8 @@ static uint64_t settle_after_warmup(const cuipc_role_args *a, const cuipc_scenar
 /* Chain of deliberately leaked blocks: reachable, so the compiler cannot drop them. */
 static void *volatile cuipc_leaked_head;
 
-static void inject_leak(const cuipc_scenario *s) {
+static void inject_leak(producer_state *ps) {
+    const cuipc_scenario *s = ps->s;
     uint64_t n = s->leak.inject_rss_bytes_per_message;
     if (n >= sizeof(void *)) {
         void **p = malloc(n);
@@ -261,6 +262,11 @@ static void inject_leak(const cuipc_scenario *s) {
     }
     for (uint64_t k = 0; k < s->leak.inject_fds_per_message; k++)
         (void)open("/dev/null", O_RDONLY); /* never closed: on purpose */
+    for (uint64_t k = 0; k < s->leak.inject_held_buffers_per_message; k++) {
+        void *b; /* never sent nor freed: on purpose */
+        (void)cuipc_producer_buffer_alloc(ps->p, ps->gpu ? CUIPC_MEMORY_CUDA : CUIPC_MEMORY_HOST,
+                                          4096, 0, &b);
+    }
 }
 
 static int finish(producer_state *ps, const char *run_dir, int rc, const char *error,
@@ -452,7 +458,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         }
         if (rc != 0)
             break;
-        inject_leak(s);
+        inject_leak(&ps);
         /* Faults that re-send a kept wrapped message (same slot and generation). */
         bool resend =
             kept != NULL &&

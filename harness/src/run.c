@@ -390,6 +390,12 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
         failure(&j, "%lld message(s) sent but not received", (long long)lost_messages);
     if (lost_chunks > 0)
         failure(&j, "%lld chunk(s) still in flight after the drain", (long long)lost_chunks);
+    json_int_t held = pstats ? geti(json_object_get(pstats, "gpu_pool"), "held") +
+                                   geti(json_object_get(pstats, "host_pool"), "held")
+                             : 0;
+    if (held > 0)
+        failure(&j, "%lld pool buffer(s) still held at the end: allocated, never sent nor freed",
+                (long long)held);
     if (producer != NULL) {
         const char *drain = json_string_value(json_object_get(producer, "drain_status"));
         if (drain && strcmp(drain, "OK") != 0)

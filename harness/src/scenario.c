@@ -683,13 +683,16 @@ static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
         pop(c);
     }
     const json_t *inj =
-        enter(c, o, "inject", false, KEYS("rss_bytes_per_message", "fds_per_message"), &bad);
+        enter(c, o, "inject", false,
+              KEYS("rss_bytes_per_message", "fds_per_message", "held_buffers_per_message"), &bad);
     if (bad)
         return false;
     if (inj != NULL) {
         if (!get_size(c, inj, "rss_bytes_per_message", false, 0,
                       &s->leak.inject_rss_bytes_per_message) ||
-            !get_uint(c, inj, "fds_per_message", false, 0, 16, &s->leak.inject_fds_per_message))
+            !get_uint(c, inj, "fds_per_message", false, 0, 16, &s->leak.inject_fds_per_message) ||
+            !get_uint(c, inj, "held_buffers_per_message", false, 0, 16,
+                      &s->leak.inject_held_buffers_per_message))
             return false;
         pop(c);
     }

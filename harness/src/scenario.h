@@ -123,6 +123,7 @@ typedef struct cuipc_scenario {
         bool expect_leak; /* positive control: the run passes only if a leak is flagged */
         uint64_t inject_rss_bytes_per_message;
         uint64_t inject_fds_per_message;
+        uint64_t inject_held_buffers_per_message;
     } leak;
 
     struct {

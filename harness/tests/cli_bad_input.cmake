@@ -1,5 +1,6 @@
 # cuipc-harness on bad input: exit code 2 and a message naming the file and the problem,
-# before anything runs. Args: HARNESS, SRC (this directory), WORK.
+# before anything runs; and a run that must fail: exit code 1 and the failure named.
+# Args: HARNESS, SRC (this directory), WORK.
 function(expect_exit code pattern)
   execute_process(COMMAND ${HARNESS} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                   ERROR_VARIABLE err TIMEOUT 30)
@@ -27,3 +28,6 @@ expect_exit(2 "unknown command" frobnicate)
 expect_exit(2 "usage" run)
 expect_exit(2 "usage" compare onlyone)
 expect_exit(0 "usage" --help)
+# A run whose producer keeps pool buffers it never sends nor frees fails, naming them.
+expect_exit(1 "20 pool buffer\\(s\\) still held at the end"
+            run --no-progress --out ${WORK}/held ${SRC}/fixtures/runs/held_buffer_leak.json)

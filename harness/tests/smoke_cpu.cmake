@@ -80,3 +80,9 @@ if(NOT held EQUAL 0 OR NOT allocs EQUAL 1200 OR NOT recycled EQUAL 1200 OR NOT m
   message(FATAL_ERROR "pool buffers: held ${held}, allocs ${allocs}, recycled ${recycled}, "
                       "mismatches ${mismatches}")
 endif()
+file(READ ${WORK}/smoke_leak_pool_buffers_host.json res)
+string(JSON verdict GET "${res}" leaks verdict)
+string(JSON held GET "${res}" pool host held)
+if(NOT verdict STREQUAL "clean" OR NOT held EQUAL 0)
+  message(FATAL_ERROR "pool buffers leak verdict: ${verdict}, ${held} buffers still held")
+endif()
