@@ -114,14 +114,16 @@ static void give_back_buffers(producer_state *ps, void **held) {
             cuipc_producer_buffer_free(ps->p, held[j]);
 }
 
-/* Build message i; fresh tensors allocated for it go to fresh[], pool buffers to held[]. */
+/* Build message i; fresh tensors allocated for it go to fresh[], pool buffers to held[].
+ * *fill_ns: the time spent writing the data (the application's work). */
 static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out, void **fresh,
-                          void **held, uint64_t *bytes_out) {
+                          void **held, uint64_t *bytes_out, uint64_t *fill_ns) {
     const cuipc_scenario *s = ps->s;
     cuipc_value *tree = cuipc_value_dict(), *tensors = cuipc_value_list(),
                 *sums = cuipc_value_list();
     cuipc_status st = tree && tensors && sums ? CUIPC_OK : CUIPC_ERR_NO_MEMORY;
     *bytes_out = 0;
+    *fill_ns = 0;
     for (uint32_t j = 0; j < s->tensors.per_message && st == CUIPC_OK; j++) {
         int dtype;
         uint64_t bytes = cuipc_scenario_tensor_bytes(s, i, j, &dtype);
@@ -143,8 +145,11 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
         /* Unchecked messages reuse the buffer (or take a pool buffer) as it is: their checksum
          * entry is never read. */
         bool checked = s->validation.enabled && i % s->validation.every == 0;
-        if (checked || s->tensors.fresh_per_message)
+        if (checked || s->tensors.fresh_per_message) {
+            uint64_t t0 = cuipc_h_now_ns();
             st = fill(ps, data, bytes, i * s->tensors.per_message + j, &sum);
+            *fill_ns += cuipc_h_now_ns() - t0;
+        }
         cuipc_tensor t;
         int64_t shape[1] = {(int64_t)(bytes / cuipc_h_dtype_size(dtype))};
         if (st == CUIPC_OK)
@@ -244,6 +249,21 @@ static uint64_t settle_after_warmup(const cuipc_role_args *a, const cuipc_scenar
                cuipc_h_now_ns() < deadline)
             cuipc_h_sleep_ns(20 * 1000);
     return cuipc_h_now_ns();
+}
+
+/* Open loop: wait until message i is due (after the warm-up settle, which moves *sched0) and
+ * return its due time. */
+static uint64_t wait_until_due(const cuipc_role_args *a, const cuipc_scenario *s, uint64_t i,
+                               uint64_t *sched0) {
+    if (!cuipc_scenario_replays(s) && i > 0 && i == s->run.warmup_iterations)
+        *sched0 = settle_after_warmup(a, s) - due_offset_ns(s, i);
+    uint64_t due = *sched0 + due_offset_ns(s, i);
+    if (s->run.producer_spin)
+        while (cuipc_h_now_ns() < due) {
+        }
+    else
+        cuipc_h_sleep_until_ns(due);
+    return due;
 }
 
 /* Chain of deliberately leaked blocks: reachable, so the compiler cannot drop them. */
@@ -364,8 +384,12 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         cuipc_value *tree;
         uint64_t bytes;
         /* The message (test pattern and its checksum) is made before its time comes: making
-         * the data is the application's work, not the transport's. */
-        st = build(&ps, i, &tree, fresh, held, &bytes);
+         * the data is the application's work, not the transport's. Pool buffers are the
+         * transport's room, taken when the message is due; the time spent writing them is then
+         * added to its stamp. */
+        bool due_first = s->run.open_loop && s->tensors.source == CUIPC_SOURCE_POOL_BUFFER;
+        uint64_t due = due_first ? wait_until_due(a, s, i, &sched0) : 0, fill_ns;
+        st = build(&ps, i, &tree, fresh, held, &bytes, &fill_ns);
         if (st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT) {
             /* No room for its pool buffers: the message fails as a send into a full pool does. */
             atomic_fetch_add(&a->shared->attempted, 1);
@@ -375,17 +399,9 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
             continue;
         }
         uint64_t stamp;
-        if (s->run.open_loop && !cuipc_scenario_replays(s) && i > 0 &&
-            i == s->run.warmup_iterations)
-            sched0 = settle_after_warmup(a, s) - due_offset_ns(s, i);
         if (s->run.open_loop) {
             /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = sched0 + due_offset_ns(s, i);
-            if (s->run.producer_spin)
-                while (cuipc_h_now_ns() < stamp) {
-                }
-            else
-                cuipc_h_sleep_until_ns(stamp);
+            stamp = due_first ? due + fill_ns : wait_until_due(a, s, i, &sched0);
         } else {
             stamp = cuipc_h_now_ns();
         }
