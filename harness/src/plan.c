@@ -246,6 +246,7 @@ static json_t *inputs_json(const plan_state *st) {
                   a->opt.fit == CUIPC_FIT_FIRST ? "first" : "best", "headroom", a->headroom,
                   "min_bytes", (json_int_t)a->min_bytes, "max_bytes", (json_int_t)a->max_bytes,
                   "copy_gb_per_s", w->copy_bytes_per_s / 1e9);
+    json_object_set_new(inputs, "fill_us", json_real((double)w->fill_ns / 1e3));
     return inputs;
 }
 

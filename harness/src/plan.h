@@ -31,6 +31,7 @@ typedef struct cuipc_plan_workload {
     cuipc_plan_request *req; /* n, sorted by arrival */
     uint64_t *hold_ns;       /* n * consumers: hold of request i by consumer c at [i*consumers+c] */
     double copy_bytes_per_s; /* 0: copies take no time */
+    uint64_t fill_ns;        /* zero-copy produce: a buffer is written this long before it is sent */
     uint64_t messages;       /* synthetic: messages generated; trace: rows */
 } cuipc_plan_workload;
 

@@ -114,8 +114,9 @@ static cuipc_status try_serve(sim *s, uint64_t i, uint64_t now_ns, bool *served)
         copy_ns = (uint64_t)llround((double)w->req[i].bytes / w->copy_bytes_per_s * 1e9);
     s->acks_left[c.slot] = w->consumers;
     for (uint32_t k = 0; k < w->consumers; k++) {
-        release_event ev = {now_ns + copy_ns + w->hold_ns[i * w->consumers + k], c.slot,
-                            c.generation, k};
+        /* A pool buffer is written (fill) before it is sent; a copy in runs after the send. */
+        release_event ev = {now_ns + w->fill_ns + copy_ns + w->hold_ns[i * w->consumers + k],
+                            c.slot, c.generation, k};
         if (!heap_push(&s->heap, ev))
             return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "release heap of %zu events", s->heap.n);
     }

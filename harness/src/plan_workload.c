@@ -274,7 +274,7 @@ static cuipc_status alloc_requests(cuipc_plan_workload *w, uint64_t n) {
 static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan_workload *w) {
     static const char *const keys[] = {
         "name",  "description", "consumers",           "duration_s",    "seed", "arrivals",
-        "bytes", "hold_us",     "tensors_per_message", "copy_gb_per_s", NULL};
+        "bytes", "hold_us",     "tensors_per_message", "copy_gb_per_s", "fill_us", NULL};
     static const char *const arrival_keys[] = {"kind", "rate_per_s", NULL};
     CUIPC_TRY(check_keys(c, root, "", keys));
     double consumers = 0, duration = 0, seed = 1, per_msg = 1, rate = 0;
@@ -513,8 +513,8 @@ static cuipc_status parse_trace(const char *trace_path, cuipc_plan_workload *w,
 
 static cuipc_status parse_trace_spec(const parse_ctx *c, json_t *root, const char *base_dir,
                                      cuipc_plan_workload *w) {
-    static const char *const keys[] = {"name",      "description",   "trace",
-                                       "consumers", "copy_gb_per_s", NULL};
+    static const char *const keys[] = {"name",      "description",   "trace",  "consumers",
+                                       "copy_gb_per_s", "fill_us", NULL};
     CUIPC_TRY(check_keys(c, root, "", keys));
     json_t *t = json_object_get(root, "trace");
     if (!json_is_string(t) || !*json_string_value(t))
@@ -552,6 +552,10 @@ cuipc_status cuipc_plan_workload_parse(const char *text, const char *name, const
     if (s == CUIPC_OK)
         s = get_number(&c, root, "", "copy_gb_per_s", false, false, 1e-6, 1e6, &gbps);
     w->copy_bytes_per_s = gbps * 1e9;
+    double fill_us = 0;
+    if (s == CUIPC_OK)
+        s = get_number(&c, root, "", "fill_us", false, false, 0, 3.6e9, &fill_us);
+    w->fill_ns = (uint64_t)llround(fill_us * 1e3);
     json_decref(root);
     if (s != CUIPC_OK)
         cuipc_plan_workload_free(w);

@@ -225,7 +225,9 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
         /* The planner's model: every message is held for its own time from its receipt,
          * overlapping the next ones, so the receive loop releases it later. */
         const cuipc_plan_workload *w = &s->workload.w;
-        uint64_t hold = w->hold_ns[(seq % w->n) * w->consumers + cs->index];
+        /* fill_us: the data is written behind the send (stream-ordered) and the hold starts
+         * once it is ready; the buffer is taken all that time. */
+        uint64_t hold = w->fill_ns + w->hold_ns[(seq % w->n) * w->consumers + cs->index];
         if (!hold_until(cs, m, tree, now + hold)) {
             json_object_set_new(cs->out, "error", json_string("out of memory holding messages"));
             cuipc_value_free(tree);

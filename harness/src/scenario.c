@@ -821,6 +821,12 @@ static bool check_whole(pctx *c, const json_t *root, cuipc_scenario *s) {
         return fail(c, "mode %s sends device tensors: location must be \"device\"",
                     mode_names[s->mode]);
     }
+    if (cuipc_scenario_replays(s) && s->workload.w.fill_ns &&
+        s->tensors.source != CUIPC_SOURCE_POOL_BUFFER) {
+        push_key(c, "workload");
+        return fail(c, "the workload's fill_us is the time a pool buffer is written before it is "
+                       "sent: it needs tensors.source \"pool_buffer\"");
+    }
     if (s->tensors.source == CUIPC_SOURCE_POOL_BUFFER) {
         const char *why = NULL;
         if (s->mode == CUIPC_MODE_CUDA_IPC)

@@ -19,57 +19,77 @@ endif()
 # ---- script mode. Args: HARNESS, SCRIPT, WORK.
 # 3 s at 40 messages/s of 64-256 KiB tensors to 2 consumers holding 150-250 ms: ~8 chunks in
 # flight, so 0.3 x the zero-full size is far too small and 1.2 x leaves room for scheduling
-# delays of a loaded 2-core machine (holds run from receipt, as in a real consumer).
+# delays of a loaded 2-core machine (holds run from receipt, as in a real consumer). The same
+# with fill_us (zero-copy produce: each buffer is taken 100 ms before its data is ready) must
+# need a larger pool, and is replayed through pool buffers.
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
-file(WRITE ${WORK}/tiny.json [=[
-{"name": "tiny", "consumers": 2, "duration_s": 3, "seed": 5,
+set(tiny_spec [=["consumers": 2, "duration_s": 3, "seed": 5,
  "arrivals": {"kind": "poisson", "rate_per_s": 40},
  "bytes": {"kind": "uniform", "min": "64KiB", "max": "256KiB"},
- "hold_us": {"kind": "uniform", "min": 150000, "max": 250000}}
-]=])
-execute_process(COMMAND ${SCRIPT} --memory host --harness ${HARNESS} --out ${WORK}/out
-                        ${WORK}/tiny.json 0.3 1.2
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 55)
-message("${out}")
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "ci/validate-plan: exit ${rc}\n${err}")
-endif()
-file(READ ${WORK}/out/validate.json doc)
-string(JSON n LENGTH "${doc}" rows)
-if(NOT n EQUAL 2)
-  message(FATAL_ERROR "validate.json has ${n} rows, expected 2")
-endif()
-foreach(i 0 1)
-  string(JSON fraction GET "${doc}" rows ${i} fraction)
-  string(JSON predicted GET "${doc}" rows ${i} predicted full_events)
-  string(JSON measured GET "${doc}" rows ${i} measured full_failures)
-  string(JSON failed GET "${doc}" rows ${i} measured send_failures)
-  string(JSON sent GET "${doc}" rows ${i} measured messages_sent)
-  string(JSON attempted GET "${doc}" rows ${i} measured messages_attempted)
-  string(JSON requests GET "${doc}" rows ${i} requests)
-  string(JSON status GET "${doc}" rows ${i} run_status)
-  if(NOT status STREQUAL "passed")
-    message(FATAL_ERROR "fraction ${fraction}: the harness run ${status}")
+ "hold_us": {"kind": "uniform", "min": 150000, "max": 250000}]=])
+file(WRITE ${WORK}/tiny.json "{\"name\": \"tiny\", ${tiny_spec}}")
+file(WRITE ${WORK}/tiny_fill.json "{\"name\": \"tiny_fill\", ${tiny_spec}, \"fill_us\": 100000}")
+
+# Validate workload NAME at 0.3 and 1.2 x its zero-full size; sets found_<NAME> (bytes).
+function(validate name)
+  set(out ${WORK}/${name})
+  execute_process(COMMAND ${SCRIPT} --memory host --harness ${HARNESS} --out ${out}
+                          ${WORK}/${name}.json 0.3 1.2
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE log ERROR_VARIABLE err TIMEOUT 55)
+  message("${log}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "ci/validate-plan ${name}: exit ${rc}\n${err}")
   endif()
-  # Every request was tried once; each pool-full failure is one failed send (policy fail).
-  math(EXPR total "${sent} + ${failed}")
-  if(NOT attempted EQUAL requests OR NOT total EQUAL requests OR NOT failed EQUAL measured)
-    message(FATAL_ERROR "fraction ${fraction}: ${requests} requests, ${attempted} attempted, "
-                        "${sent} sent, ${failed} failed, ${measured} pool-full failures")
+  file(READ ${out}/validate.json doc)
+  string(JSON n LENGTH "${doc}" rows)
+  if(NOT n EQUAL 2)
+    message(FATAL_ERROR "${name}: validate.json has ${n} rows, expected 2")
   endif()
-  if(fraction LESS 1)
-    if(NOT predicted GREATER 0 OR NOT measured GREATER 0)
-      message(FATAL_ERROR "fraction ${fraction}: predicted ${predicted} and measured ${measured} "
-                          "full events, both expected > 0")
+  foreach(i 0 1)
+    string(JSON fraction GET "${doc}" rows ${i} fraction)
+    string(JSON predicted GET "${doc}" rows ${i} predicted full_events)
+    string(JSON measured GET "${doc}" rows ${i} measured full_failures)
+    string(JSON failed GET "${doc}" rows ${i} measured send_failures)
+    string(JSON sent GET "${doc}" rows ${i} measured messages_sent)
+    string(JSON attempted GET "${doc}" rows ${i} measured messages_attempted)
+    string(JSON requests GET "${doc}" rows ${i} requests)
+    string(JSON status GET "${doc}" rows ${i} run_status)
+    if(NOT status STREQUAL "passed")
+      message(FATAL_ERROR "${name} fraction ${fraction}: the harness run ${status}")
     endif()
-  elseif(NOT measured EQUAL 0 OR NOT predicted EQUAL 0)
-    message(FATAL_ERROR "fraction ${fraction}: predicted ${predicted}, measured ${measured} full "
-                        "events, expected 0 above the zero-full size")
+    # Every request was tried once; each pool-full failure is one failed send (policy fail).
+    math(EXPR total "${sent} + ${failed}")
+    if(NOT attempted EQUAL requests OR NOT total EQUAL requests OR NOT failed EQUAL measured)
+      message(FATAL_ERROR "${name} fraction ${fraction}: ${requests} requests, ${attempted} "
+                          "attempted, ${sent} sent, ${failed} failed, ${measured} pool-full failures")
+    endif()
+    if(fraction LESS 1)
+      if(NOT predicted GREATER 0 OR NOT measured GREATER 0)
+        message(FATAL_ERROR "${name} fraction ${fraction}: predicted ${predicted} and measured "
+                            "${measured} full events, both expected > 0")
+      endif()
+    elseif(NOT measured EQUAL 0 OR NOT predicted EQUAL 0)
+      message(FATAL_ERROR "${name} fraction ${fraction}: predicted ${predicted}, measured "
+                          "${measured} full events, expected 0 above the zero-full size")
+    endif()
+  endforeach()
+  file(READ ${out}/runs/validate_${name}_host_f0.30.json res)
+  string(JSON wl GET "${res}" scenario workload)
+  if(NOT wl MATCHES "${name}.json$")
+    message(FATAL_ERROR "the results do not name the replayed workload: ${wl}")
   endif()
-endforeach()
-file(READ ${WORK}/out/runs/validate_tiny_host_f0.30.json res)
-string(JSON wl GET "${res}" scenario workload)
-if(NOT wl MATCHES "tiny.json$")
-  message(FATAL_ERROR "the results do not name the replayed workload: ${wl}")
+  string(JSON found GET "${doc}" zero_full_bytes)
+  set(found_${name} ${found} PARENT_SCOPE)
+endfunction()
+
+validate(tiny)
+validate(tiny_fill)
+if(NOT found_tiny_fill GREATER found_tiny)
+  message(FATAL_ERROR "fill_us: zero-full size ${found_tiny_fill} bytes, not above ${found_tiny}")
+endif()
+file(READ ${WORK}/tiny_fill/scenarios/validate_tiny_fill_host_f0.30.json scn)
+string(JSON source GET "${scn}" tensors source)
+if(NOT source STREQUAL "pool_buffer")
+  message(FATAL_ERROR "a fill_us workload is replayed with tensors.source ${source}")
 endif()
