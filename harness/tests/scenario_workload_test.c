@@ -106,6 +106,16 @@ static void test_bad_workloads(void) {
     expect_error(HEAD "\"run\": {\"warmup_iterations\": 3}}", "$.run.warmup_iterations", NULL);
     expect_error(HEAD "\"fault\": {\"kind\": \"kill_consumer\", \"consumer\": 2}}",
                  "$.fault.consumer", NULL);
+    /* fill_us is the time a pool buffer is written: its replay needs pool buffers. */
+    const char *fill = "{\"name\": \"w\", \"mode\": \"default\", \"workload\": \"fill.json\"";
+    char text[512];
+    snprintf(text, sizeof text, "%s}", fill);
+    expect_error(text, "$.workload", "tensors.source \"pool_buffer\"");
+    cuipc_scenario s;
+    snprintf(text, sizeof text, "%s, \"tensors\": {\"source\": \"pool_buffer\"}}", fill);
+    REQUIRE(parse(text, &s));
+    CHECK(s.workload.w.fill_ns == 2500000 && s.tensors.source == CUIPC_SOURCE_POOL_BUFFER);
+    cuipc_scenario_free(&s);
 }
 
 int main(void) {
@@ -118,6 +128,7 @@ int main(void) {
                            "\"arrivals\": {\"kind\": \"constant\", \"rate_per_s\": 10},"
                            "\"bytes\": {\"kind\": \"constant\", \"value\": 4096},"
                            "\"hold_us\": {\"kind\": \"constant\", \"value\": 10}}");
+    write_file("fill.json", "{\"trace\": \"wl.trace.csv\", \"fill_us\": 2500}");
     write_file("unknown_key.json", "{\"trace\": \"wl.trace.csv\", \"colour\": 1}");
     char row[1024] = "0,100,1";
     for (int i = 0; i < 64; i++)
@@ -133,8 +144,8 @@ int main(void) {
     test_replay();
     test_conflicts();
     test_bad_workloads();
-    const char *names[] = {"wl.trace.csv", "wl.json",   "tp2.json",  "unknown_key.json",
-                           "many.csv",     "many.json", "empty.json"};
+    const char *names[] = {"wl.trace.csv", "wl.json",   "tp2.json",   "unknown_key.json",
+                           "many.csv",     "many.json", "empty.json", "fill.json"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
