@@ -115,15 +115,15 @@ static void give_back_buffers(producer_state *ps, void **held) {
 }
 
 /* Build message i; fresh tensors allocated for it go to fresh[], pool buffers to held[].
- * *fill_ns: the time spent writing the data (the application's work). */
+ * *take_ns: the time spent taking pool buffers (the transport's part of it). */
 static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out, void **fresh,
-                          void **held, uint64_t *bytes_out, uint64_t *fill_ns) {
+                          void **held, uint64_t *bytes_out, uint64_t *take_ns) {
     const cuipc_scenario *s = ps->s;
     cuipc_value *tree = cuipc_value_dict(), *tensors = cuipc_value_list(),
                 *sums = cuipc_value_list();
     cuipc_status st = tree && tensors && sums ? CUIPC_OK : CUIPC_ERR_NO_MEMORY;
     *bytes_out = 0;
-    *fill_ns = 0;
+    *take_ns = 0;
     for (uint32_t j = 0; j < s->tensors.per_message && st == CUIPC_OK; j++) {
         int dtype;
         uint64_t bytes = cuipc_scenario_tensor_bytes(s, i, j, &dtype);
@@ -131,8 +131,10 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
         if (s->tensors.source == CUIPC_SOURCE_POOL_BUFFER) {
             /* Written in place: the room a copy would take is asked for before the data exists. */
             int64_t wait = s->pool.full_policy == CUIPC_FULL_WAIT ? s->pool.full_timeout_ns : 0;
+            uint64_t t0 = cuipc_h_now_ns();
             st = cuipc_producer_buffer_alloc(ps->p, ps->gpu ? CUIPC_MEMORY_CUDA : CUIPC_MEMORY_HOST,
                                              bytes, wait, &held[j]);
+            *take_ns += cuipc_h_now_ns() - t0;
             if (st != CUIPC_OK)
                 break;
             data = held[j];
@@ -145,11 +147,8 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
         /* Unchecked messages reuse the buffer (or take a pool buffer) as it is: their checksum
          * entry is never read. */
         bool checked = s->validation.enabled && i % s->validation.every == 0;
-        if (checked || s->tensors.fresh_per_message) {
-            uint64_t t0 = cuipc_h_now_ns();
+        if (checked || s->tensors.fresh_per_message)
             st = fill(ps, data, bytes, i * s->tensors.per_message + j, &sum);
-            *fill_ns += cuipc_h_now_ns() - t0;
-        }
         cuipc_tensor t;
         int64_t shape[1] = {(int64_t)(bytes / cuipc_h_dtype_size(dtype))};
         if (st == CUIPC_OK)
@@ -385,11 +384,13 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         uint64_t bytes;
         /* The message (test pattern and its checksum) is made before its time comes: making
          * the data is the application's work, not the transport's. Pool buffers are the
-         * transport's room, taken when the message is due; the time spent writing them is then
-         * added to its stamp. */
+         * transport's room, taken when the message is due: the rest of the making (writing
+         * them, the message tree) is then added to its stamp. */
         bool due_first = s->run.open_loop && s->tensors.source == CUIPC_SOURCE_POOL_BUFFER;
-        uint64_t due = due_first ? wait_until_due(a, s, i, &sched0) : 0, fill_ns;
-        st = build(&ps, i, &tree, fresh, held, &bytes, &fill_ns);
+        uint64_t due = due_first ? wait_until_due(a, s, i, &sched0) : 0, take_ns;
+        uint64_t t_build = cuipc_h_now_ns();
+        st = build(&ps, i, &tree, fresh, held, &bytes, &take_ns);
+        uint64_t make_ns = cuipc_h_now_ns() - t_build - take_ns;
         if (st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT) {
             /* No room for its pool buffers: the message fails as a send into a full pool does. */
             atomic_fetch_add(&a->shared->attempted, 1);
@@ -401,7 +402,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         uint64_t stamp;
         if (s->run.open_loop) {
             /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = due_first ? due + fill_ns : wait_until_due(a, s, i, &sched0);
+            stamp = due_first ? due + make_ns : wait_until_due(a, s, i, &sched0);
         } else {
             stamp = cuipc_h_now_ns();
         }
