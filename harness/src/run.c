@@ -85,13 +85,14 @@ static json_t *probe_gpu(void) {
     return gpu;
 }
 
+/* Takes gpu. */
 static json_t *environment(json_t *gpu) {
     struct utsname u;
     uname(&u);
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     const char *commit = getenv("CUIPC_COMMIT");
-    return json_pack("{s:s, s:s, s:s, s:i, s:O, s:s, s:s}", "hostname", host, "kernel", u.release,
+    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:s, s:s}", "hostname", host, "kernel", u.release,
                      "machine", u.machine, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN), "gpu", gpu,
                      "commit", commit && *commit ? commit : CUIPC_HARNESS_COMMIT, "harness_version",
                      "0.1.0");
@@ -358,10 +359,10 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
 
     /* Pool stats and what was lost. */
     json_t *pstats = json_object_get(producer, "stats");
-    json_object_set(res, "pool",
-                    pstats ? json_pack("{s:O, s:O}", "gpu", json_object_get(pstats, "gpu_pool"),
-                                       "host", json_object_get(pstats, "host_pool"))
-                           : json_null());
+    json_object_set_new(res, "pool",
+                        pstats ? json_pack("{s:O, s:O}", "gpu", json_object_get(pstats, "gpu_pool"),
+                                           "host", json_object_get(pstats, "host_pool"))
+                               : json_null());
     if (producer != NULL && json_object_get(producer, "occupancy") != NULL) {
         /* Moved, not copied: the series is the larger part of a results file. */
         json_object_set(res, "occupancy", json_object_get(producer, "occupancy"));
