@@ -152,12 +152,25 @@ static void free_busy_locked(cuipc_pool *p, uint32_t i) {
     p->free_slots[p->n_free_slots++] = slot;
 }
 
+/* A chunk of a CUDA pool is free to reuse only once the GPU has written its ready word: acks
+ * given on a consumer's behalf (it died, or never got the message) can come before the writes
+ * queued into the chunk (a copy in, an application's kernels) have run. */
+static bool gpu_writes_done(cuipc_pool *p, uint32_t slot) {
+    if (p->cfg.memory != CUIPC_MEMORY_CUDA)
+        return true;
+    cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, slot);
+    return atomic_load_explicit(&ss->ready, memory_order_acquire) ==
+           atomic_load_explicit(&ss->generation, memory_order_relaxed);
+}
+
 /* Return every busy slot whose consumers are all done. Caller holds the lock. */
 static uint32_t reclaim_locked(cuipc_pool *p) {
     uint32_t n = 0;
     uint64_t now = 0;
     for (uint32_t i = 0; i < p->n_busy;) {
-        if (p->slots[p->busy[i]].held || !cuipc_sync_done(p->sync, p->busy[i], ~0ull)) {
+        uint32_t slot = p->busy[i];
+        if (p->slots[slot].held || !cuipc_sync_done(p->sync, slot, ~0ull) ||
+            !gpu_writes_done(p, slot)) {
             i++;
             continue;
         }
@@ -363,8 +376,10 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
         uint64_t waited = cuipc_now_ns() - start;
         if (waited >= (uint64_t)timeout_ns) {
             s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
-                           "no room for %llu bytes after waiting %lld ms (%u chunks in flight)",
-                           (unsigned long long)size, (long long)(timeout_ns / 1000000), p->n_busy);
+                           "no room for %llu bytes after waiting %lld ms (%u chunks in flight, "
+                           "%u buffers held)",
+                           (unsigned long long)size, (long long)(timeout_ns / 1000000),
+                           p->n_busy - p->n_held, p->n_held);
             break;
         }
         uint32_t seq = cuipc_sync_wake_seq(p->sync);
@@ -432,6 +447,7 @@ cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
     free_busy_locked(p, st->busy_pos);
     p->stats.cancelled++;
     pthread_mutex_unlock(&p->lock);
+    cuipc_sync_wake(p->sync); /* room for an allocation waiting (a freed buffer, mostly) */
     return CUIPC_OK;
 }
 

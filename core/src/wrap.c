@@ -115,10 +115,16 @@ static cuipc_status from_buffer(wrap_ctx *w, const cuipc_tensor *t, cuipc_held_b
     uint64_t offset = c->offset + (uint64_t)((const char *)t->data - (const char *)c->ptr);
     cuipc_status s = cuipc_pool_publish_held(b->pool, c, offset, x->nbytes, w->mask);
     bool gpu = cuipc_pool_get_config(b->pool)->memory == CUIPC_MEMORY_CUDA;
-    if (s == CUIPC_OK && gpu)
+    if (s == CUIPC_OK && gpu) {
         s = cuipc_pool_ready_on_stream(b->pool, w->stream, c);
-    else if (s == CUIPC_OK)
-        cuipc_pool_mark_ready(b->pool, c);
+    } else if (s == CUIPC_OK) {
+        /* A host buffer may be written by a copy queued on the stream (it is pinned for
+         * that): host readers need the bytes now. */
+        if (w->stream)
+            s = cuipc_cuda_stream_sync(w->stream);
+        if (s == CUIPC_OK)
+            cuipc_pool_mark_ready(b->pool, c);
+    }
     if (s != CUIPC_OK) {
         if (gpu)
             cuipc_cuda_stream_sync(w->stream); /* nothing queued may still write it */

@@ -3,7 +3,8 @@
  * tensors (staged through pinned shared memory), 1 to 8 consumers, recycling under a pool smaller
  * than the traffic, and data integrity of every tensor checked by a checksum kernel, with
  * non-contiguous and empty tensors, also when the producer writes them straight into its pool
- * buffers (zero-copy produce). The parent never touches CUDA: it only forks and waits. */
+ * buffers (zero-copy produce, GPU and host), and no reuse of a chunk before the GPU's writes
+ * into it ran. The parent never touches CUDA: it only forks and waits. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 
 #include "cuda_api.h"
 #include "cuipc/cuipc.h"
+#include "pool_internal.h"
 #include "test_util.h"
 
 #define SEC 1000000000ll
@@ -96,7 +98,7 @@ static int producer_main(void *arg) {
             if (cuipc_gpu_malloc(0, span[i], &buf[b][i]) != CUIPC_OK)
                 return 13;
     int rc = 0;
-    if (k->in_buffers) {
+    if (k->in_buffers && k->mode == CUIPC_MODE_CUDA_IPC_POOL) {
         /* A GPU buffer passed off as a host tensor is refused by name and stays held. */
         void *b = NULL;
         cuipc_tensor h = t[0];
@@ -120,17 +122,25 @@ static int producer_main(void *arg) {
         cuipc_value *feats = cuipc_value_list();
         for (int i = 0; i < 3; i++) {
             cuipc_tensor x = t[i];
+            /* Host buffers (mode default) are written by a copy down queued on the stream. */
+            bool host_buffer = k->in_buffers && k->mode == CUIPC_MODE_DEFAULT;
+            void *host_dst = NULL;
             if (i < 2 && k->in_buffers) {
                 /* The strided tensor sits at an offset inside a larger buffer. */
                 uint64_t lead = i == 1 ? 256 : 0;
                 void *b = NULL;
-                if (cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_CUDA, lead + span[i] + 512,
-                                                20 * SEC, &b) != CUIPC_OK) {
+                if (cuipc_producer_buffer_alloc(p, host_buffer ? CUIPC_MEMORY_HOST
+                                                               : CUIPC_MEMORY_CUDA,
+                                                lead + span[i] + 512, 20 * SEC, &b) != CUIPC_OK) {
                     fprintf(stderr, "[%s] buffer %d: %s\n", k->name, m, cuipc_last_error());
                     rc = 21;
                     break;
                 }
                 x.data = (char *)b + lead;
+                if (host_buffer) {
+                    host_dst = x.data;
+                    x.data = buf[0][i];
+                }
             } else if (i < 2) {
                 x.data = buf[m % nbuf][i];
             }
@@ -140,6 +150,12 @@ static int producer_main(void *arg) {
                 if (cuipc_gpu_fill_pattern(x.data, span[i], seed, stream) != CUIPC_OK ||
                     cuipc_gpu_checksum(x.data, span[i], stream, &sum) != CUIPC_OK)
                     rc = 14;
+                if (host_dst) {
+                    if (cuipc_cuda_memcpy_async(host_dst, x.data, span[i], stream) != CUIPC_OK)
+                        rc = 14;
+                    x.data = host_dst;
+                    x.device = CUIPC_DEVICE_HOST;
+                }
                 char key[16];
                 snprintf(key, sizeof key, "sum%d", i);
                 cuipc_dict_set(root, key, cuipc_value_int((int64_t)sum));
@@ -313,6 +329,51 @@ static int consumer_main(void *arg) {
     return bad ? 25 : 0;
 }
 
+/* A chunk whose consumers have all acked (as a dead consumer's acks are given on its behalf)
+ * is not reused while the copy queued into it has not run: the stream is held by a gate. */
+static int reuse_waits_for_gpu_main(void *arg) {
+    (void)arg;
+    cuipc_pool_config cfg;
+    cuipc_pool_config_init(&cfg);
+    cfg.memory = CUIPC_MEMORY_CUDA;
+    cfg.size = 1 << 20;
+    cfg.recycler_thread = false; /* reclaims only when this test asks */
+    cuipc_pool *pool = NULL;
+    void *stream = NULL, *src = NULL, *gate_dev = NULL;
+    uint32_t *gate = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (gate == MAP_FAILED || cuipc_pool_create(&cfg, &pool) != CUIPC_OK ||
+        cuipc_gpu_stream_create(0, &stream) != CUIPC_OK ||
+        cuipc_gpu_malloc(0, 4096, &src) != CUIPC_OK ||
+        cuipc_cuda_host_register(gate, 4096, &gate_dev) != CUIPC_OK) {
+        fprintf(stderr, "[reuse-waits-for-gpu] set-up: %s\n", cuipc_last_error());
+        return 10;
+    }
+    *gate = 0;
+    cuipc_chunk c;
+    int rc = 0;
+    if (cuipc_pool_alloc(pool, 4096, 1, 0, &c) != CUIPC_OK ||
+        cuipc_cuda_stream_wait_u32(stream, gate_dev, 1) != CUIPC_OK ||
+        cuipc_pool_copy_in(pool, stream, &c, src, 4096) != CUIPC_OK ||
+        cuipc_pool_release(pool, c.slot, c.generation, 0) != CUIPC_OK)
+        rc = 11;
+    if (!rc && cuipc_pool_reclaim(pool) != 0) {
+        fprintf(stderr, "[reuse-waits-for-gpu] reclaimed before the queued copy ran\n");
+        rc = 12;
+    }
+    __atomic_store_n(gate, 1, __ATOMIC_RELEASE); /* the copy and its ready word run now */
+    if (!rc && (cuipc_cuda_stream_sync(stream) != CUIPC_OK || cuipc_pool_reclaim(pool) != 1)) {
+        fprintf(stderr, "[reuse-waits-for-gpu] not reclaimed once the copy ran\n");
+        rc = 13;
+    }
+    cuipc_cuda_stream_sync(stream);
+    cuipc_cuda_host_unregister(gate);
+    cuipc_gpu_free(src);
+    cuipc_gpu_stream_destroy(stream);
+    cuipc_pool_destroy(pool);
+    printf("[reuse-waits-for-gpu] %s\n", rc ? "FAILED" : "ok");
+    return rc;
+}
+
 static void run_case(const gpu_case *k) {
     cur = k;
     memset(gates, 0, GATES_BYTES);
@@ -357,10 +418,13 @@ int main(void) {
         {"pool-buffers-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 100, 1 << 20, 8 << 20, 0x1, 0, 0, 1},
         {"pool-buffers-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 1 << 20, 8 << 20, 0x2, 0, 1,
          1},
+        /* Host buffers written by a copy queued on the send's stream: ready only after it. */
+        {"default-host-buffers-2", CUIPC_MODE_DEFAULT, 2, 30, 1 << 20, 0, 0x1, 0, 0, 1},
         {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0},
         {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);
+    CHECK(cuipc_test_wait(cuipc_test_fork(reuse_waits_for_gpu_main, NULL), 60000) == 0);
     return cuipc_test_finish("test_transport_gpu");
 }

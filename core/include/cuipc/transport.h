@@ -84,18 +84,21 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
  * (its kernels write their output there), then send as a tensor like any other. The send only
  * publishes it, with no copy into the pool: on the GPU, one stream write ordered after the work
  * queued on the send's stream. memory CUIPC_MEMORY_CUDA: the GPU pool (mode cuda_ipc_pool);
- * CUIPC_MEMORY_HOST: the host pool (a host tensor). Waits up to timeout_ns for room (0: fails
+ * CUIPC_MEMORY_HOST: the host pool (a host tensor; a send with a stream waits for the work
+ * queued on it, so a copy into the buffer may be queued there). Waits up to timeout_ns for room (0: fails
  * at once with CUIPC_ERR_POOL_FULL; < 0: as the pool-full policy says, the fallback policy
  * waiting like "wait"). Rules: a tensor sent from a buffer lies inside it; one
  * buffer backs one tensor of one message; once a send takes it, the buffer belongs to the
  * transport (recycled after the consumers release it, or at once if the send fails) and the
- * application must not write it again. A send that rejects the tensor (past the buffer's end,
- * wrong device) leaves it held. A tensor in pool memory that is not a held buffer (sent or freed
- * already) is refused with CUIPC_ERR_STALE. */
+ * application must not write it again. A send that rejects a tensor (past its buffer's end,
+ * wrong device) leaves that tensor's buffer held; the buffers of tensors it had taken before are
+ * given back. A tensor in pool memory that is not a held buffer (sent or freed already) is
+ * refused with CUIPC_ERR_STALE. */
 cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind memory,
                                          uint64_t nbytes, int64_t timeout_ns, void **data);
 
-/* Give back a buffer that will not be sent. */
+/* Give back a buffer that will not be sent. It is free for reuse at once: no work that writes it
+ * may still be queued (synchronise its stream first). */
 cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data);
 
 typedef struct cuipc_producer_stats {
