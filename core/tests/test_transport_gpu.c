@@ -370,7 +370,6 @@ static int reuse_waits_for_gpu_main(void *arg) {
     cuipc_gpu_free(src);
     cuipc_gpu_stream_destroy(stream);
     cuipc_pool_destroy(pool);
-    printf("[reuse-waits-for-gpu] %s\n", rc ? "FAILED" : "ok");
     return rc;
 }
 
@@ -425,6 +424,8 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);
-    CHECK(cuipc_test_wait(cuipc_test_fork(reuse_waits_for_gpu_main, NULL), 60000) == 0);
+    int rc = cuipc_test_wait(cuipc_test_fork(reuse_waits_for_gpu_main, NULL), 60000);
+    CHECK(rc == 0);
+    printf("[reuse-waits-for-gpu] %s\n", rc ? "FAILED" : "ok");
     return cuipc_test_finish("test_transport_gpu");
 }
