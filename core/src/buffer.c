@@ -57,14 +57,17 @@ cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind me
     return CUIPC_OK;
 }
 
+/* Whether data lies in the n bytes from base. */
+static bool lies_within(const void *base, uint64_t n, const void *data) {
+    return (const char *)data >= (const char *)base &&
+           (uint64_t)((const char *)data - (const char *)base) < n;
+}
+
 /* Index of the held buffer whose bytes include data, or -1. Caller holds the lock. */
 static int64_t find_locked(const cuipc_producer *p, const void *data) {
-    for (uint32_t i = 0; i < p->n_buffers; i++) {
-        const cuipc_chunk *c = &p->buffers[i].chunk;
-        if ((const char *)data >= (const char *)c->ptr &&
-            (uint64_t)((const char *)data - (const char *)c->ptr) < c->size)
+    for (uint32_t i = 0; i < p->n_buffers; i++)
+        if (lies_within(p->buffers[i].chunk.ptr, p->buffers[i].chunk.size, data))
             return i;
-    }
     return -1;
 }
 
@@ -88,11 +91,8 @@ cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data) {
 }
 
 static bool in_arena(cuipc_pool *pool, const void *data) {
-    if (!pool || !cuipc_pool_base(pool))
-        return false;
-    const char *base = cuipc_pool_base(pool);
-    return (const char *)data >= base &&
-           (uint64_t)((const char *)data - base) < cuipc_pool_get_config(pool)->size;
+    return pool && cuipc_pool_base(pool) &&
+           lies_within(cuipc_pool_base(pool), cuipc_pool_get_config(pool)->size, data);
 }
 
 cuipc_status cuipc_producer_take_buffer(cuipc_producer *p, const cuipc_tensor *t, uint64_t nbytes,

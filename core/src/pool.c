@@ -152,6 +152,12 @@ static void free_busy_locked(cuipc_pool *p, uint32_t i) {
     p->free_slots[p->n_free_slots++] = slot;
 }
 
+/* Chunks sent (or being sent) and not yet recycled: the allocated ones but the held buffers.
+ * Caller holds the lock. */
+static uint32_t in_flight_locked(const cuipc_pool *p) {
+    return p->n_busy - p->n_held;
+}
+
 /* A chunk of a CUDA pool is free to reuse only once the GPU has written its ready word: acks
  * given on a consumer's behalf (it died, or never got the message) can come before the writes
  * queued into the chunk (a copy in, an application's kernels) have run. */
@@ -197,7 +203,7 @@ static void *recycler_main(void *arg) {
     while (!atomic_load(&p->stopping)) {
         uint32_t seq = cuipc_sync_wake_seq(p->sync);
         pthread_mutex_lock(&p->lock);
-        uint32_t busy = p->n_busy - p->n_held;
+        uint32_t busy = in_flight_locked(p);
         if (busy)
             reclaim_locked(p);
         pthread_mutex_unlock(&p->lock);
@@ -288,15 +294,15 @@ static void update_usage_locked(cuipc_pool *p) {
     cuipc_allocator_stats_get(p->alloc, &a);
     if (a.used > p->stats.high_water_bytes)
         p->stats.high_water_bytes = a.used;
-    if (p->n_busy - p->n_held > p->stats.in_flight_high_water)
-        p->stats.in_flight_high_water = p->n_busy - p->n_held;
+    if (in_flight_locked(p) > p->stats.in_flight_high_water)
+        p->stats.in_flight_high_water = in_flight_locked(p);
 }
 
 /* The first chunk in flight of a CUDA pool owes the recycler a wake: it sleeps long while
  * nothing is in flight and no GPU ack will wake it. cuipc_pool_kick_recycler pays it (a futex
  * wake costs ~3 us: not under the lock, and a producer does it after delivery). */
 static void owe_kick_locked(cuipc_pool *p) {
-    if (p->n_busy - p->n_held == 1 && p->cfg.memory == CUIPC_MEMORY_CUDA && p->recycler_running)
+    if (in_flight_locked(p) == 1 && p->cfg.memory == CUIPC_MEMORY_CUDA && p->recycler_running)
         atomic_store_explicit(&p->kick_pending, true, memory_order_relaxed);
 }
 
@@ -379,7 +385,7 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
                            "no room for %llu bytes after waiting %lld ms (%u chunks in flight, "
                            "%u buffers held)",
                            (unsigned long long)size, (long long)(timeout_ns / 1000000),
-                           p->n_busy - p->n_held, p->n_held);
+                           in_flight_locked(p), p->n_held);
             break;
         }
         uint32_t seq = cuipc_sync_wake_seq(p->sync);
@@ -541,7 +547,7 @@ void cuipc_pool_stats_get(cuipc_pool *p, cuipc_pool_stats *out) {
     out->largest_free = a.largest_free;
     out->free_blocks = a.free_blocks;
     out->fragmentation = a.free ? 1.0 - (double)a.largest_free / (double)a.free : 0.0;
-    out->in_flight = p->n_busy - p->n_held;
+    out->in_flight = in_flight_locked(p);
     out->held = p->n_held;
     cuipc_sync_header *h = cuipc_sync_table_header(p->sync);
     /* Rejections are counted where every process sees them: the shared header. */
