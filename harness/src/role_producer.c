@@ -129,11 +129,11 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
         uint64_t bytes = cuipc_scenario_tensor_bytes(s, i, j, &dtype);
         void *data = ps->buffers[j];
         if (s->tensors.source == CUIPC_SOURCE_POOL_BUFFER) {
-            /* Written in place: the room a copy would take is asked for before the data exists. */
-            int64_t wait = s->pool.full_policy == CUIPC_FULL_WAIT ? s->pool.full_timeout_ns : 0;
+            /* Written in place: the room a copy would take is asked for before the data exists,
+             * waiting as the scenario's pool-full policy (the producer's) says. */
             uint64_t t0 = cuipc_h_now_ns();
             st = cuipc_producer_buffer_alloc(ps->p, ps->gpu ? CUIPC_MEMORY_CUDA : CUIPC_MEMORY_HOST,
-                                             bytes, wait, &held[j]);
+                                             bytes, -1, &held[j]);
             *take_ns += cuipc_h_now_ns() - t0;
             if (st != CUIPC_OK)
                 break;
@@ -371,7 +371,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     occupancy_sample(occ, ps.p, t0);
     uint64_t end_ns = s->run.iterations ? UINT64_MAX : t0 + (uint64_t)(s->run.duration_s * 1e9);
     uint64_t sent = 0, failed = 0, bytes_total = 0;
-    uint64_t sched0 = t0; /* origin of the open-loop schedule */
+    uint64_t sched0 = t0;     /* origin of the open-loop schedule */
     cuipc_value *kept = NULL; /* wrapped message re-sent by the stale/duplicate faults */
     uint64_t kept_seq = 0;
     int rc = 0;

@@ -152,6 +152,12 @@ static json_int_t geti(const json_t *o, const char *k) {
     return json_integer_value(json_object_get(o, k));
 }
 
+/* A pool counter of the producer's stats, GPU and host pools together. */
+static json_int_t both_pools(const json_t *pstats, const char *k) {
+    return geti(json_object_get(pstats, "gpu_pool"), k) +
+           geti(json_object_get(pstats, "host_pool"), k);
+}
+
 static json_t *latency_json(const cuipc_latency_summary *l) {
     return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "count", (json_int_t)l->count,
                      "mean", l->mean_us, "min", l->min_us, "p50", l->p50_us, "p90", l->p90_us,
@@ -385,15 +391,12 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
             lost_messages += sent - got;
     }
     if (pstats != NULL)
-        lost_chunks = geti(json_object_get(pstats, "gpu_pool"), "in_flight") +
-                      geti(json_object_get(pstats, "host_pool"), "in_flight");
+        lost_chunks = both_pools(pstats, "in_flight");
     if (lost_messages > 0)
         failure(&j, "%lld message(s) sent but not received", (long long)lost_messages);
     if (lost_chunks > 0)
         failure(&j, "%lld chunk(s) still in flight after the drain", (long long)lost_chunks);
-    json_int_t held = pstats ? geti(json_object_get(pstats, "gpu_pool"), "held") +
-                                   geti(json_object_get(pstats, "host_pool"), "held")
-                             : 0;
+    json_int_t held = pstats ? both_pools(pstats, "held") : 0;
     if (held > 0)
         failure(&j, "%lld pool buffer(s) still held at the end: allocated, never sent nor freed",
                 (long long)held);
