@@ -417,6 +417,15 @@ static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int t
         *owner = CUIPC_OWNER_HOST;
         return CUIPC_OK;
     }
+    /* The copy is queued on the caller's stream: a stream of another GPU cannot do it (CUDA
+     * answers a bare "invalid argument" for that). */
+    int stream_dev = -1;
+    CUIPC_TRY(cuipc_cuda_stream_device(stream, &stream_dev));
+    if (stream_dev != target)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                          "copy-out to device %d with an unwrap stream of device %d: give a stream "
+                          "of the target device (unwrap options' stream and device)",
+                          target, stream_dev);
     void *d = NULL;
     CUIPC_TRY(cuipc_cuda_malloc_async(target, n, stream, &d));
     cuipc_status s = cuipc_cuda_memcpy_async(d, src, n, stream);

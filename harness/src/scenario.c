@@ -600,8 +600,10 @@ static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
             s->consumers.copy_to = CUIPC_DEVICE_HOST;
         else if (json_is_string(to) && strcmp(json_string_value(to), "same") == 0)
             s->consumers.copy_to = CUIPC_DEVICE_SAME;
+        else if (json_is_string(to) && strcmp(json_string_value(to), "consumer") == 0)
+            s->consumers.copy_to = CUIPC_H_COPY_TO_CONSUMER;
         else
-            return fail(c, "expected \"host\", \"same\" or a device ordinal");
+            return fail(c, "expected \"host\", \"same\", \"consumer\" or a device ordinal");
         pop(c);
     }
     uint64_t hold_us = s->consumers.hold_ns / 1000;
@@ -791,7 +793,7 @@ static void derive(cuipc_scenario *s) {
                   : max;
     s->tensors.max_bytes = max;
     s->needs_gpu = s->mode != CUIPC_MODE_DEFAULT || s->tensors.location == CUIPC_LOCATION_DEVICE ||
-                   s->consumers.copy_to >= 0;
+                   s->consumers.copy_to >= 0 || s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER;
     if (s->mode == CUIPC_MODE_CUDA_IPC)
         s->tensors.fresh_per_message = true; /* a model makes a new tensor per message */
 }

@@ -15,6 +15,9 @@
 #define CUIPC_SCN_MAX_DTYPES 16
 #define CUIPC_SCN_CPUSET_MAX 128
 #define CUIPC_SCN_ERR_MAX 1024
+/* consumers.copy_to "consumer": each consumer copies onto its own GPU (consumers.devices[i]), the
+ * tensor-parallel worker's case. */
+#define CUIPC_H_COPY_TO_CONSUMER (-3)
 
 typedef enum cuipc_size_kind {
     CUIPC_SIZES_LIST = 0,  /* cycle through explicit byte sizes */
@@ -87,7 +90,8 @@ typedef struct cuipc_scenario {
         uint32_t count;
         int32_t devices[CUIPC_MAX_CONSUMERS]; /* per consumer */
         cuipc_unwrap_kind unwrap;
-        int32_t copy_to; /* CUIPC_DEVICE_HOST, CUIPC_DEVICE_SAME or an ordinal */
+        int32_t copy_to; /* CUIPC_DEVICE_HOST, CUIPC_DEVICE_SAME, CUIPC_H_COPY_TO_CONSUMER or an
+                          * ordinal */
         uint64_t hold_ns;
         int64_t spin_ns;        /* recv busy-wait before sleeping; -1: the library's default */
         uint32_t sync_every;    /* host-synchronise (and sample latency) every Nth message */

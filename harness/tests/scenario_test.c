@@ -55,6 +55,19 @@ static void test_valid_defaults(void) {
     CHECK(s.leak.enabled && s.leak.tolerance_gpu_bytes == 1u << 20);
     CHECK(s.tensors.max_bytes == 8u << 20);
     cuipc_scenario_free(&s);
+
+    /* copy_to "consumer": each tensor-parallel worker copies onto its own GPU. */
+    REQUIRE(parse(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},"
+                  "\"consumers\": {\"count\": 2, \"devices\": [0, 1], \"copy_to\": \"consumer\"},"
+                  "\"run\": {\"iterations\": 10}}",
+                  &s));
+    CHECK(s.consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER);
+    CHECK(s.needs_gpu);
+    cuipc_scenario_free(&s);
+    CHECK(!parse(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},"
+                 "\"consumers\": {\"count\": 1, \"copy_to\": \"mine\"},"
+                 "\"run\": {\"iterations\": 10}}",
+                 &s));
 }
 
 static void test_strictness(void) {

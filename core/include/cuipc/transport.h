@@ -155,8 +155,13 @@ typedef enum cuipc_unwrap_kind {
 
 typedef struct cuipc_unwrap_options {
     cuipc_unwrap_kind kind;
-    int32_t device;      /* copy target: CUIPC_DEVICE_HOST, ordinal, or CUIPC_DEVICE_SAME */
-    cuipc_stream stream; /* ordering for GPU copies, waits and releases */
+    /* Copy target: CUIPC_DEVICE_HOST, ordinal, or CUIPC_DEVICE_SAME. A GPU pool is mapped on
+     * this device (peer access) when it is not the pool's own, also for a borrow: a worker on
+     * its own GPU names that GPU. */
+    int32_t device;
+    /* Ordering for GPU copies, waits and releases. A copy to a device is queued here, so the
+     * stream must belong to that device (else CUIPC_ERR_INVALID_ARG). */
+    cuipc_stream stream;
     /* GPU pool: how long unwrap spins on the host for the producer's copy to finish (default
      * 2 ms) before it queues a GPU-side wait instead. A GPU wait on another process's work
      * blocks this process's context until the GPU switches contexts, ~150 us on an H100
