@@ -327,8 +327,9 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     cs.opt.device = s->consumers.copy_to;
     /* A consumer on a GPU other than the pool's reads it through peer access: the mapping is
      * opened, and a copy-out lands, on the consumer's own GPU, whose stream does the work. */
-    if (device >= 0 && (s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER ||
-                        (s->consumers.unwrap == CUIPC_UNWRAP_BORROW && device != s->producer_device)))
+    if (device >= 0 &&
+        (s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER ||
+         (s->consumers.unwrap == CUIPC_UNWRAP_BORROW && device != s->producer_device)))
         cs.opt.device = device;
     cs.opt.stream = cs.stream;
     if ((st = prepare(&cs, c, device)) != CUIPC_OK) {

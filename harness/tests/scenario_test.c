@@ -57,7 +57,8 @@ static void test_valid_defaults(void) {
     cuipc_scenario_free(&s);
 
     /* copy_to "consumer": each tensor-parallel worker copies onto its own GPU. */
-    REQUIRE(parse(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},"
+    REQUIRE(parse(BASE_HEAD
+                  "\"tensors\": {\"sizes\": {\"list\": [4096]}},"
                   "\"consumers\": {\"count\": 2, \"devices\": [0, 1], \"copy_to\": \"consumer\"},"
                   "\"run\": {\"iterations\": 10}}",
                   &s));
@@ -65,8 +66,8 @@ static void test_valid_defaults(void) {
     CHECK(s.needs_gpu);
     cuipc_scenario_free(&s);
     CHECK(!parse(BASE_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},"
-                 "\"consumers\": {\"count\": 1, \"copy_to\": \"mine\"},"
-                 "\"run\": {\"iterations\": 10}}",
+                           "\"consumers\": {\"count\": 1, \"copy_to\": \"mine\"},"
+                           "\"run\": {\"iterations\": 10}}",
                  &s));
 }
 
