@@ -965,10 +965,10 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     bool need = !cuipc_scenario_replays(s);
     s->tensors.location =
         s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
-    o = enter(
-        c, root, "tensors", need,
-        KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed", "source"),
-        &bad);
+    o = enter(c, root, "tensors", need,
+              KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed",
+                   "source"),
+              &bad);
     if (bad || (o != NULL && !parse_tensors(c, o, s)))
         return false;
     if (o != NULL)
