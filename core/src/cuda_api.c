@@ -4,6 +4,7 @@
 #include "cuda_api.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -250,6 +251,22 @@ cuipc_status cuipc_cuda_ipc_close(void *ptr) {
     return CUIPC_OK;
 }
 
+/* Bytes this process holds from cudaMalloc, per device: the process's own GPU memory where the
+ * driver cannot report it per process (under MPS every client's memory is the MPS server's).
+ * Both sides count the allocation's size as the driver records it (cuMemGetAddressRange), so a
+ * free takes back exactly what its allocation added. */
+#define CUIPC_MAX_ACCOUNTED_DEVICES 64
+static _Atomic int64_t malloc_bytes[CUIPC_MAX_ACCOUNTED_DEVICES];
+
+static void account(int device, const void *p, size_t fallback, int sign) {
+    void *base = NULL;
+    size_t size = fallback;
+    if (cuipc_cuda_alloc_range(p, &base, &size) != CUIPC_OK)
+        size = fallback;
+    if (device >= 0 && device < CUIPC_MAX_ACCOUNTED_DEVICES)
+        atomic_fetch_add(&malloc_bytes[device], sign * (int64_t)size);
+}
+
 cuipc_status cuipc_cuda_malloc(int device, size_t n, void **out) {
     CUIPC_REQUIRE_GPU();
     if (n == 0 || out == NULL)
@@ -260,6 +277,7 @@ cuipc_status cuipc_cuda_malloc(int device, size_t n, void **out) {
     cudaError_t err = cudaMalloc(&p, n);
     if (err != cudaSuccess)
         return CUIPC_CUDA_FAIL(err, "cudaMalloc", "device %d, %zu bytes", device, n);
+    account(device, p, n, 1);
     *out = p;
     return CUIPC_OK;
 }
@@ -269,9 +287,16 @@ cuipc_status cuipc_cuda_free(void *p) {
     if (p == NULL)
         return CUIPC_OK;
     CUIPC_REQUIRE_GPU();
+    int device = -1;
+    bool accounted = cuipc_cuda_pointer_device(p, &device) == CUIPC_OK && device >= 0;
+    if (accounted)
+        account(device, p, 0, -1);
     cudaError_t err = cudaFree(p);
-    if (err != cudaSuccess)
+    if (err != cudaSuccess) {
+        if (accounted) /* still allocated */
+            account(device, p, 0, 1);
         return CUIPC_CUDA_FAIL(err, "cudaFree", "ptr %p", p);
+    }
     return CUIPC_OK;
 }
 
@@ -370,6 +395,39 @@ cuipc_status cuipc_cuda_copy_pools_trim(void) {
     }
     pthread_mutex_unlock(&copy_pools_lock);
     return first;
+}
+
+cuipc_status cuipc_cuda_allocated_bytes(int device, uint64_t *out) {
+    CUIPC_REQUIRE_GPU();
+    if (out == NULL || device < 0 || device >= device_count ||
+        device >= CUIPC_MAX_ACCOUNTED_DEVICES)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "device %d (%d device(s)), out %p", device,
+                          device_count, (void *)out);
+    int64_t held = atomic_load(&malloc_bytes[device]);
+    uint64_t reserved = 0;
+    pthread_mutex_lock(&copy_pools_lock);
+    cudaMemPool_t pool = device < CUIPC_MAX_POOL_DEVICES ? copy_pools[device] : NULL;
+    cudaError_t err = pool ? cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent,
+                                                     &reserved)
+                           : cudaSuccess;
+    pthread_mutex_unlock(&copy_pools_lock);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaMemPoolGetAttribute", "reserved memory, device %d",
+                               device);
+    *out = (uint64_t)(held > 0 ? held : 0) + reserved;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_mps_enabled(int device, bool *out) {
+    CUIPC_REQUIRE_GPU();
+    if (out == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "out is NULL");
+    int on = 0;
+    cudaError_t err = cudaDeviceGetAttribute(&on, cudaDevAttrMpsEnabled, device);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaDeviceGetAttribute", "MpsEnabled, device %d", device);
+    *out = on != 0;
+    return CUIPC_OK;
 }
 
 cuipc_status cuipc_cuda_host_register(void *p, size_t n, void **dev_ptr) {

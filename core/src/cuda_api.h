@@ -61,6 +61,12 @@ cuipc_status cuipc_cuda_launch_host_func(void *stream, void (*fn)(void *), void 
 /* Peer access between two devices (enabled once; already-enabled is fine). */
 cuipc_status cuipc_cuda_enable_peer(int device, int peer);
 
+/* Device memory this process holds through this layer on `device`: live cudaMalloc bytes plus
+ * what the copy-out pool has reserved (see cuipc_gpu_allocated_bytes). */
+cuipc_status cuipc_cuda_allocated_bytes(int device, uint64_t *out);
+/* Whether this process's contexts on `device` are shared through MPS (cudaDevAttrMpsEnabled). */
+cuipc_status cuipc_cuda_mps_enabled(int device, bool *out);
+
 cuipc_status cuipc_cuda_mem_info(int device, uint64_t *free_bytes, uint64_t *total_bytes);
 
 #endif

@@ -46,6 +46,16 @@ cuipc_status cuipc_gpu_info_get(int device, cuipc_gpu_info *out) {
     return CUIPC_OK;
 }
 
+cuipc_status cuipc_gpu_allocated_bytes(int device, uint64_t *out) {
+    CUIPC_REQUIRE_GPU(); /* so the message names this function */
+    return cuipc_cuda_allocated_bytes(device, out);
+}
+
+cuipc_status cuipc_gpu_mps_client(int device, bool *out) {
+    CUIPC_REQUIRE_GPU(); /* so the message names this function */
+    return cuipc_cuda_mps_enabled(device, out);
+}
+
 cuipc_status cuipc_gpu_malloc(int device, size_t n, void **out) {
     CUIPC_REQUIRE_GPU(); /* so the message names this function */
     return cuipc_cuda_malloc(device, n, out);

@@ -342,6 +342,36 @@ static void test_pointer_queries(void) {
     CHECK_OK(cuipc_gpu_free(d));
 }
 
+/* The process's own GPU memory count follows its allocations and frees (the leak checks judge
+ * it under MPS, where the driver has no per-process figure), and the copy-out pool's reserve. */
+static void test_allocated_bytes(void *stream) {
+    uint64_t before = 0, during = 0, after = 0, pooled = 0;
+    CHECK_OK(cuipc_gpu_allocated_bytes(0, &before));
+    void *d = NULL;
+    REQUIRE(cuipc_gpu_malloc(0, 3 * MIB + 1, &d) == CUIPC_OK);
+    CHECK_OK(cuipc_gpu_allocated_bytes(0, &during));
+    CHECK(during >= before + 3 * MIB + 1);
+    CHECK(during - before < 4 * MIB); /* the allocation's own size, not a multiple of it */
+    CHECK_OK(cuipc_gpu_free(d));
+    CHECK_OK(cuipc_gpu_allocated_bytes(0, &after));
+    CHECK(after == before);
+    void *c = NULL;
+    CHECK_OK(cuipc_cuda_malloc_async(0, 8 * MIB, stream, &c));
+    CHECK_OK(cuipc_cuda_free_async(c, stream));
+    CHECK_OK(cuipc_gpu_stream_sync(stream));
+    CHECK_OK(cuipc_gpu_allocated_bytes(0, &pooled)); /* kept for reuse: still this process's */
+    CHECK(pooled >= after + 8 * MIB);
+    CHECK_OK(cuipc_cuda_copy_pools_trim());
+    CHECK_OK(cuipc_gpu_allocated_bytes(0, &pooled));
+    CHECK(pooled == after);
+    bool mps = true;
+    CHECK_OK(cuipc_gpu_mps_client(0, &mps));
+    printf("allocated bytes: %llu -> %llu -> %llu; MPS client: %s\n",
+           (unsigned long long)before, (unsigned long long)during, (unsigned long long)after,
+           mps ? "yes" : "no");
+    CHECK(cuipc_gpu_allocated_bytes(-1, &after) == CUIPC_ERR_INVALID_ARG);
+}
+
 /* A stream write to a registered host word becomes visible to the host, after the copy issued
  * before it (default flags keep the memory barrier). */
 static void test_stream_write(void *stream) {
@@ -500,6 +530,7 @@ int main(void) {
     test_fill_and_checksum(NULL); /* legacy default stream too */
     test_fill_registered_host(stream);
     test_pointer_queries();
+    test_allocated_bytes(stream);
     test_stream_write(stream);
     test_stream_wait(stream);
     test_host_func(stream);

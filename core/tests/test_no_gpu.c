@@ -77,6 +77,9 @@ int main(void) {
     CHECK_NO_GPU(cuipc_cuda_launch_host_func, NULL, host_func, NULL);
     CHECK_NO_GPU(cuipc_cuda_enable_peer, 0, 0);
     CHECK_NO_GPU(cuipc_cuda_mem_info, 0, &a, &b);
+    CHECK_NO_GPU(cuipc_cuda_allocated_bytes, 0, &a);
+    bool mps = false;
+    CHECK_NO_GPU(cuipc_cuda_mps_enabled, 0, &mps);
 
     CHECK_NO_GPU(cuipc_gpu_info_get, 0, &info);
     CHECK_NO_GPU(cuipc_gpu_malloc, 0, 4096, &ptr);
@@ -87,6 +90,8 @@ int main(void) {
     CHECK_NO_GPU(cuipc_gpu_memcpy, host, host + 32, 16, NULL);
     CHECK_NO_GPU(cuipc_gpu_fill_pattern, host, sizeof host, 1, NULL);
     CHECK_NO_GPU(cuipc_gpu_checksum, host, sizeof host, NULL, &a);
+    CHECK_NO_GPU(cuipc_gpu_allocated_bytes, 0, &a);
+    CHECK_NO_GPU(cuipc_gpu_mps_client, 0, &mps);
 
     printf("example message: %s\n", cuipc_last_error());
 

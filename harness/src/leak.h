@@ -13,14 +13,16 @@ typedef enum cuipc_leak_metric {
     CUIPC_LEAK_SHM,         /* bytes used in /dev/shm (host-wide) */
     CUIPC_LEAK_GPU_USED,    /* device memory in use (device-wide, cudaMemGetInfo) */
     CUIPC_LEAK_GPU_PROCESS, /* device memory of this process (NVML) */
+    CUIPC_LEAK_GPU_ALLOCATED, /* device memory this process holds through cuipc (its own count:
+                                 NVML has none per client under MPS) */
     CUIPC_LEAK_METRICS
 } cuipc_leak_metric;
 
 const char *cuipc_leak_metric_name(cuipc_leak_metric m);
 
-/* Fills whichever of used/process it can; returns false if neither. */
+/* Fills whichever of used/process/allocated it can; returns false if none. */
 typedef bool (*cuipc_gpu_sample_fn)(void *ctx, double *used, bool *have_used, double *process,
-                                    bool *have_process);
+                                    bool *have_process, double *allocated, bool *have_allocated);
 
 typedef struct cuipc_leak_sampler {
     uint32_t cap, n;

@@ -19,7 +19,7 @@ json_t *cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consume
 }
 
 static bool gpu_sample(void *ctx, double *used, bool *have_used, double *process,
-                       bool *have_process) {
+                       bool *have_process, double *allocated, bool *have_allocated) {
     cuipc_gpu_probe_ctx *g = ctx;
     cuipc_gpu_info info;
     if (cuipc_gpu_info_get(g->device, &info) == CUIPC_OK) {
@@ -29,22 +29,44 @@ static bool gpu_sample(void *ctx, double *used, bool *have_used, double *process
             snprintf(g->pci_bus_id, sizeof g->pci_bus_id, "%s", info.pci_bus_id);
     }
     *have_process = cuipc_nvml_process_bytes(g->pci_bus_id, g->pid, process);
-    return *have_used || *have_process;
+    uint64_t mine = 0;
+    *have_allocated = cuipc_gpu_allocated_bytes(g->device, &mine) == CUIPC_OK;
+    *allocated = (double)mine;
+    return *have_used || *have_process || *have_allocated;
 }
 
 bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_probe_ctx *gctx,
                               cuipc_leak_sampler *ls) {
     memset(ls, 0, sizeof *ls);
+    memset(gctx, 0, sizeof *gctx);
+    gctx->device = device;
+    gctx->pid = (int)getpid();
+    gctx->mps_known = device >= 0 && cuipc_gpu_mps_client(device, &gctx->mps_client) == CUIPC_OK;
     if (!s->leak.enabled)
         return true;
     bool on[CUIPC_LEAK_METRICS] = {false};
     on[CUIPC_LEAK_RSS] = on[CUIPC_LEAK_FDS] = true;
-    on[CUIPC_LEAK_GPU_USED] = on[CUIPC_LEAK_GPU_PROCESS] = device >= 0;
-    gctx->device = device;
-    gctx->pid = (int)getpid();
-    gctx->pci_bus_id[0] = '\0';
+    on[CUIPC_LEAK_GPU_USED] = on[CUIPC_LEAK_GPU_PROCESS] = on[CUIPC_LEAK_GPU_ALLOCATED] =
+        device >= 0;
     return cuipc_leak_sampler_init(ls, 4096, s->leak.interval_ms, on,
                                    device >= 0 ? gpu_sample : NULL, gctx);
+}
+
+json_t *cuipc_role_mps_json(const cuipc_gpu_probe_ctx *gctx) {
+    return gctx->device >= 0 ? json_boolean(gctx->mps_known && gctx->mps_client) : json_null();
+}
+
+/* Which GPU series decides a role's verdict. The device-wide used memory moves with every
+ * process on the GPU (the other roles' pools and copy-out buffers, the driver's own): a
+ * process's growth is judged on its own bytes. Those are the driver's per-process figure
+ * (NVML) where it has one; under MPS the clients' memory is the MPS server's, so the process's
+ * own count of what it holds through cuipc is judged and the others are only shown. */
+static bool gpu_series_judged(cuipc_leak_metric m, const cuipc_leak_verdict *v, bool mps) {
+    if (mps)
+        return m != CUIPC_LEAK_GPU_USED && m != CUIPC_LEAK_GPU_PROCESS;
+    if (m == CUIPC_LEAK_GPU_ALLOCATED)
+        return false;
+    return !(m == CUIPC_LEAK_GPU_USED && v[CUIPC_LEAK_GPU_PROCESS].have);
 }
 
 json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *ls) {
@@ -57,18 +79,17 @@ json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *
         [CUIPC_LEAK_SHM] = (double)s->leak.tolerance_shm_bytes,
         [CUIPC_LEAK_GPU_USED] = (double)s->leak.tolerance_gpu_bytes,
         [CUIPC_LEAK_GPU_PROCESS] = (double)s->leak.tolerance_gpu_bytes,
+        [CUIPC_LEAK_GPU_ALLOCATED] = (double)s->leak.tolerance_gpu_bytes,
     };
     cuipc_leak_verdict v[CUIPC_LEAK_METRICS];
     for (int m = 0; m < CUIPC_LEAK_METRICS; m++)
         cuipc_leak_verdict_get(ls, (cuipc_leak_metric)m, s->leak.warmup_fraction, tol[m], &v[m]);
-    /* The device-wide used memory moves with every process on the GPU (the other roles' pools
-     * and copy-out buffers, the driver's own): a process's growth is judged on its own bytes
-     * when the driver reports them, and the device-wide series is then only shown. */
-    bool own_gpu = v[CUIPC_LEAK_GPU_PROCESS].have;
+    const cuipc_gpu_probe_ctx *g = ls->gpu_ctx;
+    bool mps = g != NULL && g->mps_client;
     for (int m = 0; m < CUIPC_LEAK_METRICS; m++) {
         if (!ls->enabled[m])
             continue;
-        bool judged = !(m == CUIPC_LEAK_GPU_USED && own_gpu);
+        bool judged = gpu_series_judged((cuipc_leak_metric)m, v, mps);
         json_array_append_new(
             arr, json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b, s:b}", "metric",
                            cuipc_leak_metric_name((cuipc_leak_metric)m), "measured", v[m].have,

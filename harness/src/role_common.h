@@ -13,14 +13,21 @@ typedef struct cuipc_gpu_probe_ctx {
     int device;
     int pid;
     char pci_bus_id[32];
+    bool mps_client; /* this process's GPU work runs through MPS (cudaDevAttrMpsEnabled) */
+    bool mps_known;  /* the driver answered that */
 } cuipc_gpu_probe_ctx;
 
 /* Pin (before any CUDA use) and return the binding as JSON. */
 json_t *cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device);
 
-/* Start the sampler for this role (GPU metrics when device >= 0). */
+/* Start the sampler for this role (GPU metrics when device >= 0). Fills gctx, MPS client or
+ * not included, whether or not the leak check is on. */
 bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_probe_ctx *gctx,
                               cuipc_leak_sampler *ls);
+
+/* "mps_client" of a role's report: for a GPU role true when it runs as an MPS client (false
+ * also when the driver did not say), null for a host-only role. */
+json_t *cuipc_role_mps_json(const cuipc_gpu_probe_ctx *gctx);
 
 /* Verdicts of the role's metrics (rss, fds, gpu) as a JSON array. */
 json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *ls);

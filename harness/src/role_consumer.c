@@ -341,6 +341,7 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     cuipc_gpu_probe_ctx gctx;
     cuipc_leak_sampler ls;
     cuipc_role_sampler_start(s, device, &gctx, &ls);
+    json_object_set_new(cs.out, "mps_client", cuipc_role_mps_json(&gctx));
     cuipc_role_ready(ctx);
     if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000)) {
         cuipc_consumer_detach(c);

@@ -347,6 +347,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     cuipc_gpu_probe_ctx gctx;
     cuipc_leak_sampler ls;
     cuipc_role_sampler_start(s, ps.gpu ? s->producer_device : -1, &gctx, &ls);
+    json_object_set_new(ps.out, "mps_client", cuipc_role_mps_json(&gctx));
 
     cuipc_role_ready(ctx);
     if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000)) {

@@ -16,7 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "command.h"
 #include "leak.h"
+#include "mps.h"
 #include "results.h"
 #include "roles.h"
 #include "stats.h"
@@ -30,6 +32,7 @@ typedef struct run_opts {
     const char *out_dir;
     bool progress;
     bool keep;
+    bool mps; /* --mps: every scenario that uses a GPU runs under MPS */
 } run_opts;
 
 /* ------------------------------------------------------------------ run directory */
@@ -85,6 +88,16 @@ static json_t *probe_gpu(void) {
     return gpu;
 }
 
+/* The GPUs' link matrix (NVLink, PCIe switches, CPU affinity) as nvidia-smi prints it; null
+ * where there is no nvidia-smi or it fails (no driver). */
+static json_t *gpu_topology(void) {
+    static char out[16384];
+    const char *argv[] = {"nvidia-smi", "topo", "-m", NULL};
+    if (cuipc_h_run_capture(argv, NULL, NULL, out, sizeof out, 20000) != 0 || out[0] == '\0')
+        return json_null();
+    return json_string(out);
+}
+
 /* Takes gpu. */
 static json_t *environment(json_t *gpu) {
     struct utsname u;
@@ -92,10 +105,90 @@ static json_t *environment(json_t *gpu) {
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     const char *commit = getenv("CUIPC_COMMIT");
-    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:s, s:s}", "hostname", host, "kernel", u.release,
-                     "machine", u.machine, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN), "gpu", gpu,
-                     "commit", commit && *commit ? commit : CUIPC_HARNESS_COMMIT, "harness_version",
+    bool any_gpu = json_integer_value(json_object_get(gpu, "count")) > 0;
+    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:s, s:s}", "hostname", host, "kernel",
+                     u.release, "machine", u.machine, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN),
+                     "gpu", gpu, "gpu_topology", any_gpu ? gpu_topology() : json_null(), "commit",
+                     commit && *commit ? commit : CUIPC_HARNESS_COMMIT, "harness_version",
                      "0.1.0");
+}
+
+/* ------------------------------------------------------------------ MPS */
+
+/* The MPS of a run: started for the first scenario that wants it, kept for the ones after it
+ * that want it too, stopped before one that does not and at the end. */
+typedef struct mps_run {
+    cuipc_mps m;
+    bool want; /* the current scenario asked for it */
+    char why[512];
+} mps_run;
+
+static bool mps_wanted(const cuipc_scenario *s, const run_opts *ro) {
+    return s->needs_gpu && (s->gpu.mps || ro->mps);
+}
+
+/* Before a scenario: MPS up when it wants it, down when it does not (an MPS the host runs
+ * stays: its clients are every CUDA process of this user, ours included). False with why when
+ * it is wanted and cannot be had. */
+static bool mps_prepare(mps_run *r, bool want) {
+    r->want = want;
+    r->why[0] = '\0';
+    if (!want) {
+        if (r->m.ours)
+            cuipc_mps_stop(&r->m);
+        if (!r->m.active) {
+            int pid = 0;
+            r->m.active = cuipc_mps_host_active(r->m.pipe_dir, sizeof r->m.pipe_dir, &pid);
+            r->m.daemon_pid = pid;
+            if (r->m.active)
+                cuipc_mps_find_control(r->m.control, sizeof r->m.control);
+        }
+        return true;
+    }
+    if (r->m.ours)
+        return true;
+    return cuipc_mps_start(&r->m, r->why, sizeof r->why);
+}
+
+/* environment.mps of one result, with the MPS servers the control daemon knows after the run
+ * (one serves this user's clients on each GPU; started by the first client). */
+static json_t *mps_json(const mps_run *r) {
+    json_t *o = cuipc_mps_json(&r->m, r->want);
+    char out[1024];
+    if (r->m.active && cuipc_mps_command(&r->m, "get_server_list", out, sizeof out)) {
+        json_t *servers = json_array();
+        for (char *save = NULL, *tok = strtok_r(out, " \t\r\n", &save); tok != NULL;
+             tok = strtok_r(NULL, " \t\r\n", &save))
+            json_array_append_new(servers, json_integer(atoi(tok)));
+        json_object_set_new(o, "servers", servers);
+    }
+    return o;
+}
+
+/* Under MPS every GPU role must say it ran as an MPS client (cudaDevAttrMpsEnabled in the role
+ * itself): a client that could not reach the daemon silently runs without it. */
+static json_t *mps_clients_check(json_t *failures, json_t *roles) {
+    json_t *clients = json_array();
+    size_t i;
+    json_t *role;
+    json_array_foreach(roles, i, role) {
+        json_t *c = json_object_get(json_object_get(role, "report"), "mps_client");
+        if (c == NULL || json_is_null(c))
+            continue; /* stopped before CUDA (its failure is named already), or host-only */
+        const char *name = json_string_value(json_object_get(role, "role"));
+        int index = (int)json_integer_value(json_object_get(role, "index"));
+        if (!json_is_true(c)) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "%s %d did not run as an MPS client (cudaDevAttrMpsEnabled is 0 or "
+                     "unanswered)",
+                     name, index);
+            json_array_append_new(failures, json_string(msg));
+        } else {
+            json_array_append_new(clients, json_pack("{s:s, s:i}", "role", name, "index", index));
+        }
+    }
+    return clients;
 }
 
 /* ------------------------------------------------------------------ progress */
@@ -261,7 +354,7 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, jso
 /* Merge role reports into res and judge them. */
 static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                   const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
-                  const cuipc_supervise_outcome *out, json_t *shm_verdict) {
+                  const cuipc_supervise_outcome *out, json_t *shm_verdict, bool mps_required) {
     judge j = {.failures = json_array()};
     json_t *roles = json_array();
     json_t *producer = NULL;
@@ -298,6 +391,9 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     }
     if (!out->ok && out->message[0])
         failure(&j, "%s", out->message);
+    if (mps_required)
+        json_object_set_new(json_object_get(json_object_get(res, "environment"), "mps"),
+                            "clients", mps_clients_check(j.failures, roles));
 
     /* Latency and throughput. */
     uint64_t *all = NULL;
@@ -470,7 +566,7 @@ static json_t *scenario_json(const cuipc_scenario *s) {
     return o;
 }
 
-static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro) {
+static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro, mps_run *mps) {
     json_t *res = json_object();
     char started[64];
     time_t now = time(NULL);
@@ -478,19 +574,39 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro)
     json_object_set_new(res, "schema_version", json_integer(CUIPC_RESULTS_SCHEMA_VERSION));
     json_object_set_new(res, "scenario", scenario_json(s));
     json_object_set_new(res, "started_at", json_string(started));
-    json_object_set(res, "environment", env);
+    json_t *env_here = json_copy(env); /* shallow: only mps differs between scenarios */
+    json_object_set_new(res, "environment", env_here);
+    bool want_mps = mps_wanted(s, ro);
     int gpus = (int)json_integer_value(json_object_get(json_object_get(env, "gpu"), "count"));
     int need = s->producer_device;
     for (uint32_t i = 0; i < s->consumers.count; i++)
         need = s->consumers.devices[i] > need ? s->consumers.devices[i] : need;
-    if (s->needs_gpu && need >= gpus) {
-        char why[128];
-        if (gpus == 0)
-            snprintf(why, sizeof why, "skipped: no GPU");
+    char control[1024];
+    if ((want_mps && !cuipc_mps_find_control(control, sizeof control)) ||
+        (s->needs_gpu && need >= gpus)) {
+        char why[1200];
+        if (want_mps && !cuipc_mps_find_control(control, sizeof control))
+            snprintf(why, sizeof why,
+                     "skipped: MPS requested, and %s is not there (looked for it on PATH; "
+                     "CUIPC_MPS_CONTROL names another)",
+                     control);
+        else if (gpus == 0)
+            snprintf(why, sizeof why, "skipped: no GPU%s", want_mps ? " (MPS requested)" : "");
         else
             snprintf(why, sizeof why, "skipped: needs GPU %d, this host has %d", need, gpus);
+        json_object_set_new(env_here, "mps", cuipc_mps_json(&(cuipc_mps){0}, want_mps));
         json_object_set_new(res, "status", json_string("skipped"));
         json_object_set_new(res, "reason", json_string(why));
+        return res;
+    }
+    bool mps_ok = !s->needs_gpu || mps_prepare(mps, want_mps);
+    json_object_set_new(env_here, "mps",
+                        s->needs_gpu ? cuipc_mps_json(&mps->m, want_mps)
+                                     : cuipc_mps_json(&(cuipc_mps){0}, false));
+    if (!mps_ok) {
+        json_object_set_new(res, "status", json_string("failed"));
+        json_object_set_new(res, "reason", json_string(mps->why));
+        json_object_set_new(res, "failures", json_pack("[s]", mps->why));
         return res;
     }
     char dir[1024], sock[1100];
@@ -541,7 +657,9 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro)
                         v.tolerance, "leak", v.leak);
         cuipc_leak_sampler_free(&ts.shm);
     }
-    merge(res, s, dir, specs, cr, n, &out, shm);
+    if (s->needs_gpu && mps->m.active) /* now, while the servers of this run are up */
+        json_object_set_new(env_here, "mps", mps_json(mps));
+    merge(res, s, dir, specs, cr, n, &out, shm, s->needs_gpu && mps->m.active);
     if (ro->keep)
         json_object_set_new(res, "run_dir", json_string(dir));
     else
@@ -592,6 +710,7 @@ int cuipc_run_main(int argc, char **argv) {
     static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
                                              {"no-progress", no_argument, NULL, 'q'},
                                              {"keep", no_argument, NULL, 'k'},
+                                             {"mps", no_argument, NULL, 'm'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     optind = 1;
@@ -603,9 +722,13 @@ int cuipc_run_main(int argc, char **argv) {
             ro.progress = false;
         else if (ch == 'k')
             ro.keep = true;
+        else if (ch == 'm')
+            ro.mps = true;
         else if (ch == 'h') {
-            printf("usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] "
+            printf("usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] [--mps] "
                    "SCENARIO.json...\n"
+                   "--mps: every scenario that uses a GPU runs under the CUDA Multi-Process "
+                   "Service (as with \"gpu\": {\"mps\": true})\n"
                    "exit 0: all passed (or skipped), 1: some failed, 2: bad input\n");
             return 0;
         } else
@@ -636,8 +759,9 @@ int cuipc_run_main(int argc, char **argv) {
     json_t *env = environment(probe_gpu());
     json_t **results = calloc(n, sizeof *results);
     int rc = results ? 0 : 1;
+    mps_run mps = {.m = {.lifeline_fd = -1}};
     for (size_t i = 0; i < n && results; i++) {
-        results[i] = run_one(&sc[i], env, &ro);
+        results[i] = run_one(&sc[i], env, &ro, &mps);
         char err[512];
         if (!cuipc_results_write(results[i], out_dir, err, sizeof err)) {
             fprintf(stderr, "cuipc-harness: %s\n", err);
@@ -647,6 +771,7 @@ int cuipc_run_main(int argc, char **argv) {
         if (strcmp(st, "failed") == 0)
             rc = 1;
     }
+    cuipc_mps_stop(&mps.m);
     if (results) {
         cuipc_results_print_summary(stdout, results, n);
         printf("results: %s\n", out_dir);

@@ -861,6 +861,12 @@ static bool check_whole(pctx *c, const json_t *root, cuipc_scenario *s) {
         if (!pool_fits(c, s, "host_bytes", s->pool.host_bytes))
             return false;
     }
+    if (s->gpu.mps && !s->needs_gpu) {
+        push_key(c, "gpu");
+        push_key(c, "mps");
+        return fail(c, "MPS shares a GPU between processes, and this scenario uses none (mode "
+                       "default with host tensors)");
+    }
     if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && s->leak.expect_leak) {
         push_key(c, "leak_check");
         return fail(c, "a killed producer leaves no end-of-run stats: expect \"clean\"");
@@ -907,7 +913,7 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     if (!check_object(c, root,
                       KEYS("name", "description", "comment", "mode", "pool", "tensors", "consumers",
                            "producer", "run", "validation", "leak_check", "binding", "thresholds",
-                           "fault", "workload")))
+                           "fault", "workload", "gpu")))
         return false;
     if (!get_string(c, root, "name", true, s->name, sizeof s->name) ||
         !get_string(c, root, "description", false, s->description, sizeof s->description))
@@ -945,6 +951,13 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
         if (!get_uint(c, o, "device", false, 0, 1023, &dev))
             return false;
         s->producer_device = (int32_t)dev;
+        pop(c);
+    }
+    if (bad)
+        return false;
+    if ((o = enter(c, root, "gpu", false, KEYS("mps"), &bad)) != NULL) {
+        if (!get_bool(c, o, "mps", &s->gpu.mps))
+            return false;
         pop(c);
     }
     if (bad)

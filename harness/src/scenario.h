@@ -101,6 +101,10 @@ typedef struct cuipc_scenario {
     int32_t producer_device;
 
     struct {
+        bool mps; /* run the roles as clients of the CUDA Multi-Process Service */
+    } gpu;
+
+    struct {
         uint64_t iterations; /* 0 when duration_s is used */
         double duration_s;
         uint64_t warmup_iterations;

@@ -145,6 +145,28 @@ static void test_impossible(void) {
                  "needs producer_cpus");
 }
 
+/* gpu.mps: a boolean, only in a scenario that uses a GPU; off by default. */
+static void test_gpu_mps(void) {
+#define GPU_HEAD "{\"name\": \"t\", \"mode\": \"cuda_ipc_pool\",\n"
+    cuipc_scenario s;
+    REQUIRE(parse(GPU_HEAD BASE_TAIL, &s));
+    CHECK(!s.gpu.mps);
+    cuipc_scenario_free(&s);
+    REQUIRE(parse(GPU_HEAD "\"gpu\": {\"mps\": true},\n" BASE_TAIL, &s));
+    CHECK(s.gpu.mps);
+    cuipc_scenario_free(&s);
+    expect_error(GPU_HEAD "\"gpu\": {\"mps\": \"yes\"},\n" BASE_TAIL, "t.json:2:16: $.gpu.mps",
+                 "expected true or false");
+    expect_error(GPU_HEAD "\"gpu\": {\"mps\": 1},\n" BASE_TAIL, "$.gpu.mps",
+                 "expected true or false");
+    expect_error(GPU_HEAD "\"gpu\": {\"mps\": true, \"limit\": 5},\n" BASE_TAIL, "$.gpu.limit",
+                 "unknown key");
+    expect_error(GPU_HEAD "\"gpu\": true,\n" BASE_TAIL, "$.gpu", "expected an object");
+    expect_error(BASE_HEAD "\"gpu\": {\"mps\": true},\n" BASE_TAIL, "$.gpu.mps",
+                 "uses none");
+#undef GPU_HEAD
+}
+
 static void test_generator(void) {
     cuipc_scenario s;
     REQUIRE(parse("{\"name\": \"g\", \"mode\": \"default\", \"tensors\": {\"sizes\": "
@@ -272,6 +294,7 @@ int main(int argc, char **argv) {
     test_valid_defaults();
     test_strictness();
     test_impossible();
+    test_gpu_mps();
     test_generator();
     test_trace();
     if (argc > 1)

@@ -28,6 +28,16 @@ typedef struct cuipc_gpu_info {
 
 cuipc_status cuipc_gpu_info_get(int device, cuipc_gpu_info *out);
 
+/* Device memory this process holds through cuipc on `device` (cuipc_gpu_malloc and the pools'
+ * cudaMalloc arenas, plus the reserve of the copy-out buffer pool). The driver's per-process
+ * figure (NVML) is not there under MPS, where all clients' memory belongs to the MPS server,
+ * and cudaMemGetInfo is device-wide: this is the process's own count. */
+cuipc_status cuipc_gpu_allocated_bytes(int device, uint64_t *out);
+
+/* True when this process's work on `device` runs as a client of the CUDA Multi-Process
+ * Service (decided when CUDA starts in the process). */
+cuipc_status cuipc_gpu_mps_client(int device, bool *out);
+
 /* Device memory helpers for tests, harness and benchmarks. */
 cuipc_status cuipc_gpu_malloc(int device, size_t n, void **out);
 cuipc_status cuipc_gpu_free(void *p);
