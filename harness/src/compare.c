@@ -37,6 +37,11 @@ int cuipc_compare_one(const json_t *base, const json_t *cur, const cuipc_compare
         fprintf(report, "%s: skipped (base %s, new %s)\n", name, bs, cs);
         return 0;
     }
+    char why[256];
+    if (cuipc_compare_mps_differs(base, cur, why, sizeof why)) {
+        fprintf(report, "%s: REFUSED %s\n", name, why);
+        return 1;
+    }
     int regressions = 0;
     if (strcmp(bs, "passed") == 0 && strcmp(cs, "passed") != 0) {
         const char *reason = json_string_value(json_object_get(cur, "reason"));

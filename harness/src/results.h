@@ -33,6 +33,10 @@ void cuipc_compare_opts_init(cuipc_compare_opts *o);
 int cuipc_compare_one(const json_t *base, const json_t *cur, const cuipc_compare_opts *o,
                       FILE *report);
 
+/* True (and why says so) when one of the two ran under MPS and the other did not: such a pair
+ * is refused, never compared as if one were a regression of the other. */
+bool cuipc_compare_mps_differs(const json_t *base, const json_t *cur, char *why, size_t cap);
+
 /* `cuipc-harness compare [flags] BASE NEW` (files or directories of results):
  * 0 no regression, 1 regression, 2 bad input. */
 int cuipc_compare_main(int argc, char **argv);

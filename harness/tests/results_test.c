@@ -41,6 +41,36 @@ static void test_compare_one(void) {
     CHECK(compare(make("a", "skipped", 0, 0, 0, 0), make("a", "passed", 99, 99, 0, 0)) == 0);
 }
 
+static json_t *with_mps(json_t *res, bool enabled) {
+    json_object_set_new(res, "environment",
+                        json_pack("{s:{s:b, s:s}}", "mps", "enabled", enabled, "source",
+                                  enabled ? "harness" : "none"));
+    return res;
+}
+
+/* MPS against no MPS is refused and counted (the figures would differ for a reason that is not
+ * a regression, in either direction); same-kind pairs compare as before, and a file without
+ * environment.mps ran without it. */
+static void test_compare_mps(void) {
+    char why[256];
+    json_t *a = with_mps(make("a", "passed", 10, 20, 5, 1000), true);
+    json_t *b = make("a", "passed", 10, 20, 5, 1000);
+    CHECK(cuipc_compare_mps_differs(b, a, why, sizeof why));
+    CHECK(strstr(why, "base ran without MPS") != NULL && strstr(why, "under it") != NULL);
+    CHECK(!cuipc_compare_mps_differs(a, a, why, sizeof why));
+    json_decref(a);
+    json_decref(b);
+    /* Same figures, still refused: one count, never a silent pass. */
+    CHECK(compare(with_mps(make("a", "passed", 40, 80, 5, 1000), true),
+                  make("a", "passed", 40, 80, 5, 1000)) == 1);
+    CHECK(compare(with_mps(make("a", "passed", 300, 600, 5, 1000), false),
+                  with_mps(make("a", "passed", 40, 80, 5, 1000), true)) == 1);
+    CHECK(compare(with_mps(make("a", "passed", 40, 80, 5, 1000), true),
+                  with_mps(make("a", "passed", 40, 80, 5, 1000), true)) == 0);
+    CHECK(compare(with_mps(make("a", "passed", 40, 80, 5, 1000), false),
+                  make("a", "passed", 40, 80, 5, 1000)) == 0);
+}
+
 static void test_write_and_check(const char *dir) {
     char err[256];
     json_t *r = make("write_me", "passed", 1, 2, 3, 4);
@@ -139,6 +169,7 @@ int main(void) {
     char dir[] = "/tmp/cuipc-results-test-XXXXXX";
     REQUIRE(mkdtemp(dir) != NULL);
     test_compare_one();
+    test_compare_mps();
     test_write_and_check(dir);
     test_compare_main(dir);
     test_summary();
