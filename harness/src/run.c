@@ -513,10 +513,13 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     if (producer && json_object_get(producer, "fault_send_status"))
         json_object_set(fault, "fault_send_status", json_object_get(producer, "fault_send_status"));
     if (pstats)
-        json_object_set_new(
-            fault, "dead_consumer_reclaims",
-            json_integer(geti(json_object_get(pstats, "gpu_pool"), "dead_consumer_reclaims") +
-                         geti(json_object_get(pstats, "host_pool"), "dead_consumer_reclaims")));
+        json_object_set_new(fault, "dead_consumer_reclaims",
+                            json_integer(both_pools(pstats, "dead_consumer_reclaims")));
+    /* The killed consumer held a chunk when it died: the pool must have taken it back. */
+    if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && pstats &&
+        both_pools(pstats, "dead_consumer_reclaims") == 0)
+        failure(&j, "consumer %u was killed holding a chunk, and no chunk was reclaimed for it",
+                s->fault.consumer);
     if (killed_producer) {
         for (uint32_t i = 0; i < s->consumers.count; i++)
             if (!json_is_true(json_object_get(consumers[i], "producer_dead_detected")))

@@ -29,7 +29,15 @@ copy_4k_after_idle), so the 4 KiB pool borrow latency is also measured at 2 and 
 The *_buffers variants write the producer's tensors straight into pool buffers
 (tensors.source "pool_buffer", cuipc_producer_buffer_alloc): the send publishes them with one
 stream write and no copy, so a small message skips the copy's enqueue, and a large one leaves
-the GPU's bandwidth to the consumers."""
+the GPU's bandwidth to the consumers.
+
+The *_mps variants run the shared-GPU cases of the GPU pool (borrow, copy) and of the default
+mode under the CUDA Multi-Process Service ("gpu": {"mps": true}): the processes share the GPU
+without a context switch per hand-off.
+
+The *_peer variants are the GPU pool cases with every consumer on GPU 1 and the producer on
+GPU 0 (a 2-GPU host; skipped on one GPU): the tensor-parallel case, where consumers read the
+producer's pool over the peer link, and copy-out lands in the consumer's own GPU."""
 import json
 import os
 import sys
@@ -131,6 +139,27 @@ def buffers_variant(loop, unwrap, size_tag, size, nbytes, consumers, rate=None):
     return name, s
 
 
+def mps_variant(name, s):
+    """The same case under MPS: one GPU shared without context switches between the processes."""
+    s = dict(s)
+    s["name"] = name + "_mps"
+    s["description"] = s["description"].rstrip(".") + "; under MPS."
+    s = {k: s[k] for k in ("name", "description", "mode")} | {"gpu": {"mps": True}} | {
+        k: v for k, v in s.items() if k not in ("name", "description", "mode")}
+    return s["name"], s
+
+
+def peer_variant(loop, unwrap, size_tag, size, nbytes, consumers):
+    """A GPU pool case with the consumers on GPU 1 and the producer on GPU 0."""
+    name, s = scenario(loop, "pool", "cuda_ipc_pool", unwrap, size_tag, size, nbytes, consumers)
+    name += "_peer"
+    s["name"] = name
+    s["description"] = s["description"].replace(
+        f"{consumers} consumer(s)", f"{consumers} consumer(s) on GPU 1, the producer on GPU 0")
+    s["consumers"]["devices"] = [1]
+    return name, s
+
+
 def render():
     out = {}
     for loop in ("lat", "tput"):
@@ -152,6 +181,20 @@ def render():
                  ("tput", "copy", *big, 4)):
         name, s = buffers_variant(*args)
         out[name + ".json"] = json.dumps(s, indent=2) + "\n"
+    for loop in ("lat", "tput"):
+        for tag, mode, unwrap in MODES:
+            if mode == "cuda_ipc":  # retains every tensor: its figures are not a deployment's
+                continue
+            for size_tag, size, nbytes in SIZES:
+                for c in CONSUMERS:
+                    name, s = mps_variant(*scenario(loop, tag, mode, unwrap, size_tag, size,
+                                                    nbytes, c))
+                    out[name + ".json"] = json.dumps(s, indent=2) + "\n"
+        for unwrap in ("borrow", "copy"):
+            for size_tag, size, nbytes in SIZES:
+                for c in CONSUMERS:
+                    name, s = peer_variant(loop, unwrap, size_tag, size, nbytes, c)
+                    out[name + ".json"] = json.dumps(s, indent=2) + "\n"
     return out
 
 
