@@ -13,6 +13,8 @@ void cuipc_bench_register_sync(void);
 void cuipc_bench_register_codec(void);
 void cuipc_bench_register_ring(void);
 void cuipc_bench_register_gpu(void);
+/* gpu/limit_p2p_memcpy_64mib: the peer copy limit between GPU 0 and GPU 1 (bench_peer.c). */
+void cuipc_bench_register_peer(void);
 void cuipc_bench_register_signal(void);
 void cuipc_bench_signal_teardown(void);
 /* Reap a peer process that was told to stop: wait up to 2 s for it to exit, then kill it. */

@@ -45,6 +45,7 @@ int main(int argc, char **argv) {
     cuipc_bench_register_codec();
     cuipc_bench_register_ring();
     cuipc_bench_register_gpu();
+    cuipc_bench_register_peer();
     cuipc_bench_register_signal();
     add_gpu_context();
     cuipc_bench_gpu_setup();
