@@ -407,9 +407,9 @@ cuipc_status cuipc_cuda_allocated_bytes(int device, uint64_t *out) {
     uint64_t reserved = 0;
     pthread_mutex_lock(&copy_pools_lock);
     cudaMemPool_t pool = device < CUIPC_MAX_POOL_DEVICES ? copy_pools[device] : NULL;
-    cudaError_t err = pool ? cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent,
-                                                     &reserved)
-                           : cudaSuccess;
+    cudaError_t err =
+        pool ? cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved)
+             : cudaSuccess;
     pthread_mutex_unlock(&copy_pools_lock);
     if (err != cudaSuccess)
         return CUIPC_CUDA_FAIL(err, "cudaMemPoolGetAttribute", "reserved memory, device %d",

@@ -366,9 +366,8 @@ static void test_allocated_bytes(void *stream) {
     CHECK(pooled == after);
     bool mps = true;
     CHECK_OK(cuipc_gpu_mps_client(0, &mps));
-    printf("allocated bytes: %llu -> %llu -> %llu; MPS client: %s\n",
-           (unsigned long long)before, (unsigned long long)during, (unsigned long long)after,
-           mps ? "yes" : "no");
+    printf("allocated bytes: %llu -> %llu -> %llu; MPS client: %s\n", (unsigned long long)before,
+           (unsigned long long)during, (unsigned long long)after, mps ? "yes" : "no");
     CHECK(cuipc_gpu_allocated_bytes(-1, &after) == CUIPC_ERR_INVALID_ARG);
 }
 

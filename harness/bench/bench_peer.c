@@ -62,13 +62,13 @@ static void peer_teardown(peer_copy *p) {
 static bool time_peer(peer_copy *p, size_t n, double *seconds, char *why, size_t cap) {
     cudaStream_t st = (cudaStream_t)p->stream;
     float ms = 0;
-    bool ok = peer_ok(cudaEventRecord(p->start, st), "cudaEventRecord", why, cap) &&
-              peer_ok(cudaMemcpyPeerAsync(p->d_dst, p->dst, p->d_src, p->src, n, st),
-                      "cudaMemcpyPeerAsync", why, cap) &&
-              peer_ok(cudaEventRecord(p->stop, st), "cudaEventRecord", why, cap) &&
-              peer_ok(cudaEventSynchronize(p->stop), "cudaEventSynchronize", why, cap) &&
-              peer_ok(cudaEventElapsedTime(&ms, p->start, p->stop), "cudaEventElapsedTime", why,
-                      cap);
+    bool ok =
+        peer_ok(cudaEventRecord(p->start, st), "cudaEventRecord", why, cap) &&
+        peer_ok(cudaMemcpyPeerAsync(p->d_dst, p->dst, p->d_src, p->src, n, st),
+                "cudaMemcpyPeerAsync", why, cap) &&
+        peer_ok(cudaEventRecord(p->stop, st), "cudaEventRecord", why, cap) &&
+        peer_ok(cudaEventSynchronize(p->stop), "cudaEventSynchronize", why, cap) &&
+        peer_ok(cudaEventElapsedTime(&ms, p->start, p->stop), "cudaEventElapsedTime", why, cap);
     *seconds = ms * 1e-3;
     return ok;
 }

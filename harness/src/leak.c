@@ -13,8 +13,8 @@
 #include "util.h"
 
 const char *cuipc_leak_metric_name(cuipc_leak_metric m) {
-    static const char *names[] = {"rss_bytes",      "fds",
-                                  "shm_bytes",      "gpu_used_bytes",
+    static const char *names[] = {"rss_bytes",         "fds",
+                                  "shm_bytes",         "gpu_used_bytes",
                                   "gpu_process_bytes", "gpu_allocated_bytes"};
     return (unsigned)m < CUIPC_LEAK_METRICS ? names[m] : "invalid";
 }
@@ -115,8 +115,7 @@ void cuipc_leak_sample_now(cuipc_leak_sampler *s) {
     bool have_used = false, have_process = false, have_allocated = false;
     if (s->gpu != NULL && (s->enabled[CUIPC_LEAK_GPU_USED] || s->enabled[CUIPC_LEAK_GPU_PROCESS] ||
                            s->enabled[CUIPC_LEAK_GPU_ALLOCATED]))
-        s->gpu(s->gpu_ctx, &used, &have_used, &process, &have_process, &allocated,
-               &have_allocated);
+        s->gpu(s->gpu_ctx, &used, &have_used, &process, &have_process, &allocated, &have_allocated);
     s->v[CUIPC_LEAK_GPU_USED][i] = s->enabled[CUIPC_LEAK_GPU_USED] && have_used ? used : NAN;
     s->v[CUIPC_LEAK_GPU_PROCESS][i] =
         s->enabled[CUIPC_LEAK_GPU_PROCESS] && have_process ? process : NAN;

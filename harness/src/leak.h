@@ -13,8 +13,9 @@ typedef enum cuipc_leak_metric {
     CUIPC_LEAK_SHM,         /* bytes used in /dev/shm (host-wide) */
     CUIPC_LEAK_GPU_USED,    /* device memory in use (device-wide, cudaMemGetInfo) */
     CUIPC_LEAK_GPU_PROCESS, /* device memory of this process (NVML) */
-    CUIPC_LEAK_GPU_ALLOCATED, /* device memory this process holds through cuipc (its own count:
-                                 NVML has none per client under MPS) */
+    /* device memory this process holds through cuipc (its own count: NVML has none per
+     * client under MPS) */
+    CUIPC_LEAK_GPU_ALLOCATED,
     CUIPC_LEAK_METRICS
 } cuipc_leak_metric;
 

@@ -96,8 +96,7 @@ static int run_control(const char *control, const char *pipe_dir, const char *lo
 bool cuipc_mps_command(const cuipc_mps *m, const char *cmd, char *out, size_t cap) {
     char line[256];
     snprintf(line, sizeof line, "%s\n", cmd);
-    return m->active &&
-           run_control(m->control, m->pipe_dir, m->log_dir, NULL, line, out, cap) == 0;
+    return m->active && run_control(m->control, m->pipe_dir, m->log_dir, NULL, line, out, cap) == 0;
 }
 
 static void remove_tree(const char *dir) {
@@ -148,10 +147,29 @@ static void guard_main(const cuipc_mps *m, int lifeline_r) {
     _exit(0);
 }
 
-static void set_client_env(const cuipc_mps *m) {
-    setenv("CUDA_MPS_PIPE_DIRECTORY", m->pipe_dir, 1);
+static const char *const client_vars[2] = {"CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"};
+
+static void set_client_env(cuipc_mps *m) {
+    for (int i = 0; i < 2; i++) {
+        const char *was = getenv(client_vars[i]);
+        m->saved_env[i] = was ? strdup(was) : NULL;
+    }
+    setenv(client_vars[0], m->pipe_dir, 1);
     if (m->log_dir[0])
-        setenv("CUDA_MPS_LOG_DIRECTORY", m->log_dir, 1);
+        setenv(client_vars[1], m->log_dir, 1);
+    m->env_set = true;
+}
+
+static void restore_client_env(cuipc_mps *m) {
+    for (int i = 0; i < 2 && m->env_set; i++) {
+        if (m->saved_env[i])
+            setenv(client_vars[i], m->saved_env[i], 1);
+        else
+            unsetenv(client_vars[i]);
+        free(m->saved_env[i]);
+        m->saved_env[i] = NULL;
+    }
+    m->env_set = false;
 }
 
 bool cuipc_mps_start(cuipc_mps *m, char *why, size_t cap) {
@@ -229,8 +247,7 @@ bool cuipc_mps_start(cuipc_mps *m, char *why, size_t cap) {
 void cuipc_mps_stop(cuipc_mps *m) {
     if (!m->active)
         return;
-    unsetenv("CUDA_MPS_PIPE_DIRECTORY");
-    unsetenv("CUDA_MPS_LOG_DIRECTORY");
+    restore_client_env(m);
     if (m->ours) {
         close(m->lifeline_fd); /* the guard quits the daemon now */
         int status;
@@ -242,8 +259,10 @@ void cuipc_mps_stop(cuipc_mps *m) {
 }
 
 json_t *cuipc_mps_json(const cuipc_mps *m, bool requested) {
-    json_t *o = json_pack("{s:b, s:s, s:b}", "enabled", m->active,
-                          "source", m->ours ? "harness" : m->active ? "host" : "none",
+    json_t *o = json_pack("{s:b, s:s, s:b}", "enabled", m->active, "source",
+                          m->ours     ? "harness"
+                          : m->active ? "host"
+                                      : "none",
                           "requested", requested);
     if (m->active) {
         json_object_set_new(o, "pipe_directory", json_string(m->pipe_dir));

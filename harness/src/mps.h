@@ -15,16 +15,18 @@
 #define CUIPC_MPS_DEFAULT_PIPE_DIR "/tmp/nvidia-mps"
 
 typedef struct cuipc_mps {
-    bool active;          /* a control daemon is there for the roles to use */
-    bool ours;            /* started by us (stopped by us), else the host's */
-    char control[1024];   /* nvidia-cuda-mps-control */
-    char pipe_dir[1024];  /* CUDA_MPS_PIPE_DIRECTORY the roles get */
-    char log_dir[1024];   /* CUDA_MPS_LOG_DIRECTORY (ours only) */
-    char base_dir[960];   /* private directory holding both (ours only) */
-    int daemon_pid;       /* the control daemon */
-    int guard_pid;        /* quits our daemon once every holder of the lifeline is gone */
-    int lifeline_fd;      /* write end of the guard's pipe; -1 when none */
-    double start_s;       /* how long starting took */
+    bool active;         /* a control daemon is there for the roles to use */
+    bool ours;           /* started by us (stopped by us), else the host's */
+    char control[1024];  /* nvidia-cuda-mps-control */
+    char pipe_dir[1024]; /* CUDA_MPS_PIPE_DIRECTORY the roles get */
+    char log_dir[1024];  /* CUDA_MPS_LOG_DIRECTORY (ours only) */
+    char base_dir[960];  /* private directory holding both (ours only) */
+    int daemon_pid;      /* the control daemon */
+    int guard_pid;       /* quits our daemon once every holder of the lifeline is gone */
+    int lifeline_fd;     /* write end of the guard's pipe; -1 when none */
+    double start_s;      /* how long starting took */
+    bool env_set;        /* start set the clients' variables */
+    char *saved_env[2];  /* CUDA_MPS_PIPE/LOG_DIRECTORY before that (malloc'd; NULL: unset) */
 } cuipc_mps;
 
 /* The control program: $CUIPC_MPS_CONTROL when set, else nvidia-cuda-mps-control on PATH.
@@ -40,8 +42,8 @@ bool cuipc_mps_host_active(char *pipe_dir, size_t cap, int *daemon_pid);
  * in this process's environment for the roles. False with why filled when it cannot. */
 bool cuipc_mps_start(cuipc_mps *m, char *why, size_t cap);
 
-/* Clients gone, quit our daemon (waits for it; the host's is left alone) and take the MPS
- * variables out of the environment. Safe to call on an inactive m. */
+/* Clients gone, quit our daemon (waits for it; the host's is left alone) and give the MPS
+ * variables back the values they had before start. Safe to call on an inactive m. */
 void cuipc_mps_stop(cuipc_mps *m);
 
 /* pid is a live process (a zombie is not). */

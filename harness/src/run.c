@@ -109,8 +109,7 @@ static json_t *environment(json_t *gpu) {
     return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:s, s:s}", "hostname", host, "kernel",
                      u.release, "machine", u.machine, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN),
                      "gpu", gpu, "gpu_topology", any_gpu ? gpu_topology() : json_null(), "commit",
-                     commit && *commit ? commit : CUIPC_HARNESS_COMMIT, "harness_version",
-                     "0.1.0");
+                     commit && *commit ? commit : CUIPC_HARNESS_COMMIT, "harness_version", "0.1.0");
 }
 
 /* ------------------------------------------------------------------ MPS */
@@ -145,7 +144,7 @@ static bool mps_prepare(mps_run *r, bool want) {
         }
         return true;
     }
-    if (r->m.ours)
+    if (r->m.active) /* ours, kept from the scenario before, or the host's */
         return true;
     return cuipc_mps_start(&r->m, r->why, sizeof r->why);
 }
@@ -165,8 +164,9 @@ static json_t *mps_json(const mps_run *r) {
     return o;
 }
 
-/* Under MPS every GPU role must say it ran as an MPS client (cudaDevAttrMpsEnabled in the role
- * itself): a client that could not reach the daemon silently runs without it. */
+/* The GPU roles that ran as MPS clients (cudaDevAttrMpsEnabled, asked in the role itself).
+ * When the scenario asked for MPS (failures given), each GPU role must be one: a client that
+ * could not reach the daemon silently runs without it. */
 static json_t *mps_clients_check(json_t *failures, json_t *roles) {
     json_t *clients = json_array();
     size_t i;
@@ -177,14 +177,14 @@ static json_t *mps_clients_check(json_t *failures, json_t *roles) {
             continue; /* stopped before CUDA (its failure is named already), or host-only */
         const char *name = json_string_value(json_object_get(role, "role"));
         int index = (int)json_integer_value(json_object_get(role, "index"));
-        if (!json_is_true(c)) {
+        if (!json_is_true(c) && failures != NULL) {
             char msg[160];
             snprintf(msg, sizeof msg,
                      "%s %d did not run as an MPS client (cudaDevAttrMpsEnabled is 0 or "
                      "unanswered)",
                      name, index);
             json_array_append_new(failures, json_string(msg));
-        } else {
+        } else if (json_is_true(c)) {
             json_array_append_new(clients, json_pack("{s:s, s:i}", "role", name, "index", index));
         }
     }
@@ -354,7 +354,8 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, jso
 /* Merge role reports into res and judge them. */
 static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                   const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
-                  const cuipc_supervise_outcome *out, json_t *shm_verdict, bool mps_required) {
+                  const cuipc_supervise_outcome *out, json_t *shm_verdict,
+                  const mps_run *under_mps) {
     judge j = {.failures = json_array()};
     json_t *roles = json_array();
     json_t *producer = NULL;
@@ -391,9 +392,15 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     }
     if (!out->ok && out->message[0])
         failure(&j, "%s", out->message);
-    if (mps_required)
-        json_object_set_new(json_object_get(json_object_get(res, "environment"), "mps"),
-                            "clients", mps_clients_check(j.failures, roles));
+    if (under_mps != NULL) {
+        /* A host's MPS serves scenarios that did not ask for it too, when it serves this user:
+         * enabled says whether it did. */
+        json_t *env_mps = json_object_get(json_object_get(res, "environment"), "mps");
+        json_t *clients = mps_clients_check(under_mps->want ? j.failures : NULL, roles);
+        if (!under_mps->want)
+            json_object_set_new(env_mps, "enabled", json_boolean(json_array_size(clients) > 0));
+        json_object_set_new(env_mps, "clients", clients);
+    }
 
     /* Latency and throughput. */
     uint64_t *all = NULL;
@@ -662,7 +669,7 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     }
     if (s->needs_gpu && mps->m.active) /* now, while the servers of this run are up */
         json_object_set_new(env_here, "mps", mps_json(mps));
-    merge(res, s, dir, specs, cr, n, &out, shm, s->needs_gpu && mps->m.active);
+    merge(res, s, dir, specs, cr, n, &out, shm, s->needs_gpu && mps->m.active ? mps : NULL);
     if (ro->keep)
         json_object_set_new(res, "run_dir", json_string(dir));
     else
@@ -710,12 +717,10 @@ int cuipc_validate_main(int argc, char **argv) {
 
 int cuipc_run_main(int argc, char **argv) {
     run_opts ro = {.progress = isatty(2)};
-    static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
-                                             {"no-progress", no_argument, NULL, 'q'},
-                                             {"keep", no_argument, NULL, 'k'},
-                                             {"mps", no_argument, NULL, 'm'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"out", required_argument, NULL, 'o'}, {"no-progress", no_argument, NULL, 'q'},
+        {"keep", no_argument, NULL, 'k'},      {"mps", no_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {

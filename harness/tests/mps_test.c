@@ -108,6 +108,8 @@ static void test_host_daemon(void) {
     json_decref(j);
     cuipc_mps_stop(&m);
     CHECK(alive(host));
+    /* The clients' variable has its value from before start again. */
+    CHECK(getenv("CUDA_MPS_PIPE_DIRECTORY") && strcmp(getenv("CUDA_MPS_PIPE_DIRECTORY"), dir) == 0);
     kill(host, SIGKILL);
     waitpid(host, NULL, 0);
     unlink(pidfile);

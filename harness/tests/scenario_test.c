@@ -162,8 +162,7 @@ static void test_gpu_mps(void) {
     expect_error(GPU_HEAD "\"gpu\": {\"mps\": true, \"limit\": 5},\n" BASE_TAIL, "$.gpu.limit",
                  "unknown key");
     expect_error(GPU_HEAD "\"gpu\": true,\n" BASE_TAIL, "$.gpu", "expected an object");
-    expect_error(BASE_HEAD "\"gpu\": {\"mps\": true},\n" BASE_TAIL, "$.gpu.mps",
-                 "uses none");
+    expect_error(BASE_HEAD "\"gpu\": {\"mps\": true},\n" BASE_TAIL, "$.gpu.mps", "uses none");
 #undef GPU_HEAD
 }
 
