@@ -30,33 +30,33 @@ function(read_result dir name status_var reason_var)
   set(gpus ${gpus} PARENT_SCOPE)
 endfunction()
 
+# Run with the given environment (NAME=value...) and arguments; exit 0 wanted, then the MPS
+# scenario's result must be skipped with a reason matching `expected`.
+function(run_skipped label expected out_dir)
+  cmake_parse_arguments(R "" "" "ENV;ARGS" ${ARGN})
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env ${R_ENV}
+                          ${HARNESS} run --no-progress --out ${out_dir} ${R_ARGS}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "run ${label}: exit ${rc}\n${out}\n${err}")
+  endif()
+  read_result(${out_dir} leak_pool_cuda_ipc_pool_mps st reason)
+  if(NOT st STREQUAL "skipped" OR NOT reason MATCHES "${expected}")
+    message(FATAL_ERROR "${label}: ${st} (${reason})")
+  endif()
+  set(gpus ${gpus} PARENT_SCOPE)
+endfunction()
+
 # No control program: an empty PATH and CUIPC_MPS_CONTROL naming nothing.
-execute_process(COMMAND ${CMAKE_COMMAND} -E env PATH=${WORK}/empty
-                        CUIPC_MPS_CONTROL=
-                        ${HARNESS} run --no-progress --out ${WORK}/nocontrol ${mps}
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "run without MPS control: exit ${rc}\n${out}\n${err}")
-endif()
-read_result(${WORK}/nocontrol leak_pool_cuda_ipc_pool_mps st reason)
-if(NOT st STREQUAL "skipped" OR NOT reason MATCHES "MPS requested, and nvidia-cuda-mps-control is not there")
-  message(FATAL_ERROR "without MPS control: ${st} (${reason})")
-endif()
+run_skipped("without MPS control" "MPS requested, and nvidia-cuda-mps-control is not there"
+            ${WORK}/nocontrol ENV PATH=${WORK}/empty CUIPC_MPS_CONTROL= ARGS ${mps})
 
 # A control program (a stand-in) but no GPU: skipped for want of a GPU, MPS named; a host-only
 # scenario runs as ever under --mps. (With a GPU the stand-in would be tried for real.)
 if(gpus EQUAL 0)
-  execute_process(COMMAND ${CMAKE_COMMAND} -E env CUIPC_MPS_CONTROL=${SRC}/fake-mps-control
-                          ${HARNESS} run --mps --no-progress --out ${WORK}/nogpu ${mps}
-                          ${SCENARIOS}/smoke/default_copy.json
-                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "run --mps without a GPU: exit ${rc}\n${out}\n${err}")
-  endif()
-  read_result(${WORK}/nogpu leak_pool_cuda_ipc_pool_mps st reason)
-  if(NOT st STREQUAL "skipped" OR NOT reason STREQUAL "skipped: no GPU (MPS requested)")
-    message(FATAL_ERROR "MPS without a GPU: ${st} (${reason})")
-  endif()
+  run_skipped("--mps without a GPU" "^skipped: no GPU \\(MPS requested\\)$" ${WORK}/nogpu
+              ENV CUIPC_MPS_CONTROL=${SRC}/fake-mps-control
+              ARGS --mps ${mps} ${SCENARIOS}/smoke/default_copy.json)
   file(READ ${WORK}/nogpu/smoke_default_copy.json res)
   string(JSON st GET "${res}" status)
   string(JSON requested GET "${res}" environment mps requested)
