@@ -332,6 +332,8 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
          (s->consumers.unwrap == CUIPC_UNWRAP_BORROW && device != s->producer_device)))
         cs.opt.device = device;
     cs.opt.stream = cs.stream;
+    if (s->consumers.host_wait_ns >= 0)
+        cs.opt.host_wait_ns = s->consumers.host_wait_ns;
     if ((st = prepare(&cs, c, device)) != CUIPC_OK) {
         json_object_set_new(cs.out, "error", cuipc_status_json(st));
         cuipc_consumer_detach(c);

@@ -571,6 +571,9 @@ static json_t *scenario_json(const cuipc_scenario *s) {
                         json_string(s->consumers.release_on_stream ? "stream" : "host"));
     if (s->run.open_loop)
         json_object_set_new(o, "rate_hz", json_real(s->run.rate_hz));
+    json_object_set_new(o, "mps", json_boolean(s->gpu.mps));
+    if (s->consumers.host_wait_ns >= 0)
+        json_object_set_new(o, "host_wait_us", json_integer(s->consumers.host_wait_ns / 1000));
     if (cuipc_scenario_replays(s)) /* arrivals, sizes and holds came from this planner file */
         json_object_set_new(o, "workload", json_string(s->workload.file));
     return o;

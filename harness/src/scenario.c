@@ -616,6 +616,12 @@ static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
             return false;
         s->consumers.spin_ns = (int64_t)spin_us * 1000;
     }
+    if (json_object_get(o, "host_wait_us") != NULL) {
+        uint64_t wait_us = 0;
+        if (!get_uint(c, o, "host_wait_us", false, 0, 10000000, &wait_us))
+            return false;
+        s->consumers.host_wait_ns = (int64_t)wait_us * 1000;
+    }
     int release = s->consumers.release_on_stream ? 1 : 0;
     if (!get_enum(c, o, "release", false, NAMES("host", "stream"), 2, &release))
         return false;
@@ -895,6 +901,7 @@ static void set_defaults(cuipc_scenario *s) {
     s->validation.enabled = true;
     s->validation.every = 1;
     s->consumers.spin_ns = -1;
+    s->consumers.host_wait_ns = -1;
     s->consumers.sync_every = 1;
     s->leak.interval_ms = 50;
     s->leak.warmup_fraction = 0.25;
@@ -988,7 +995,7 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
         pop(c);
     o = enter(c, root, "consumers", need,
               KEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every",
-                   "release"),
+                   "release", "host_wait_us"),
               &bad);
     if (bad || (o != NULL && !parse_consumers(c, o, s)))
         return false;

@@ -94,6 +94,7 @@ typedef struct cuipc_scenario {
                           * ordinal */
         uint64_t hold_ns;
         int64_t spin_ns;        /* recv busy-wait before sleeping; -1: the library's default */
+        int64_t host_wait_ns;   /* unwrap's host spin on the ready word; -1: library default */
         uint32_t sync_every;    /* host-synchronise (and sample latency) every Nth message */
         bool release_on_stream; /* borrowed chunks acked on the consumer's stream, not the host */
     } consumers;

@@ -154,7 +154,18 @@ static void test_gpu_mps(void) {
     cuipc_scenario_free(&s);
     REQUIRE(parse(GPU_HEAD "\"gpu\": {\"mps\": true},\n" BASE_TAIL, &s));
     CHECK(s.gpu.mps);
+    CHECK(s.consumers.host_wait_ns == -1); /* the library's default */
     cuipc_scenario_free(&s);
+    REQUIRE(parse(GPU_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},\n"
+                           "\"consumers\": {\"count\": 1, \"host_wait_us\": 0},\n"
+                           "\"run\": {\"iterations\": 10}}",
+                  &s));
+    CHECK(s.consumers.host_wait_ns == 0);
+    cuipc_scenario_free(&s);
+    expect_error(GPU_HEAD "\"tensors\": {\"sizes\": {\"list\": [4096]}},\n"
+                          "\"consumers\": {\"count\": 1, \"host_wait_us\": -5},\n"
+                          "\"run\": {\"iterations\": 10}}",
+                 "$.consumers.host_wait_us", "out of range");
     expect_error(GPU_HEAD "\"gpu\": {\"mps\": \"yes\"},\n" BASE_TAIL, "t.json:2:16: $.gpu.mps",
                  "expected true or false");
     expect_error(GPU_HEAD "\"gpu\": {\"mps\": 1},\n" BASE_TAIL, "$.gpu.mps",

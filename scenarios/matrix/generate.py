@@ -35,6 +35,10 @@ The *_mps variants run the shared-GPU cases of the GPU pool (borrow, copy) and o
 mode under the CUDA Multi-Process Service ("gpu": {"mps": true}): the processes share the GPU
 without a context switch per hand-off.
 
+The *_mps_host_wait_0 variants queue the consumer's wait for the producer's copy on its GPU
+stream at once (consumers.host_wait_us 0) instead of spinning the host for it first: under MPS
+that wait costs no context switch, and the consumer's core is free.
+
 The *_peer variants are the GPU pool cases with every consumer on GPU 1 and the producer on
 GPU 0 (a 2-GPU host; skipped on one GPU): the tensor-parallel case, where consumers read the
 producer's pool over the peer link, and copy-out lands in the consumer's own GPU."""
@@ -190,6 +194,15 @@ def render():
                     name, s = mps_variant(*scenario(loop, tag, mode, unwrap, size_tag, size,
                                                     nbytes, c))
                     out[name + ".json"] = json.dumps(s, indent=2) + "\n"
+        for size_tag, size, nbytes in (SIZES[0], SIZES[2]):
+            name, s = mps_variant(*scenario(loop, "pool", "cuda_ipc_pool", "copy", size_tag, size,
+                                            nbytes, 1))
+            name += "_host_wait_0"
+            s["name"] = name
+            s["description"] = s["description"].rstrip(".") + (
+                ", the consumer waiting for the producer's copy on its stream (host_wait_us 0).")
+            s["consumers"]["host_wait_us"] = 0
+            out[name + ".json"] = json.dumps(s, indent=2) + "\n"
         for unwrap in ("borrow", "copy"):
             for size_tag, size, nbytes in SIZES:
                 for c in CONSUMERS:
