@@ -161,6 +161,8 @@ def peer_variant(loop, unwrap, size_tag, size, nbytes, consumers):
     s["description"] = s["description"].replace(
         f"{consumers} consumer(s)", f"{consumers} consumer(s) on GPU 1, the producer on GPU 0")
     s["consumers"]["devices"] = [1]
+    if unwrap == "copy":  # onto the consumer's own GPU, as a tensor-parallel worker does
+        s["consumers"]["copy_to"] = "consumer"
     return name, s
 
 
