@@ -595,10 +595,10 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     for (uint32_t i = 0; i < s->consumers.count; i++)
         need = s->consumers.devices[i] > need ? s->consumers.devices[i] : need;
     char control[1024];
-    if ((want_mps && !cuipc_mps_find_control(control, sizeof control)) ||
-        (s->needs_gpu && need >= gpus)) {
+    bool no_control = want_mps && !cuipc_mps_find_control(control, sizeof control);
+    if (no_control || (s->needs_gpu && need >= gpus)) {
         char why[1200];
-        if (want_mps && !cuipc_mps_find_control(control, sizeof control))
+        if (no_control)
             snprintf(why, sizeof why,
                      "skipped: MPS requested, and %s is not there (looked for it on PATH; "
                      "CUIPC_MPS_CONTROL names another)",
