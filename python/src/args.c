@@ -1,0 +1,110 @@
+/* Conversions of the arguments Python callers pass: timeouts, streams, unwrap kinds, devices. */
+#include <string.h>
+
+#include "ext.h"
+
+int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns) {
+    if (!o || o == Py_None) {
+        *ns = fallback;
+        return 0;
+    }
+    double s = PyFloat_AsDouble(o);
+    if (s == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "timeout must be a number of seconds or None, not %s",
+                           Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    if (!(s >= 0) || s > 9e9) {
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "timeout must be >= 0 seconds (or None: no limit), not %R", o);
+        return -1;
+    }
+    *ns = (int64_t)(s * 1e9);
+    return 0;
+}
+
+int cuipc_py_stream(PyObject *o, cuipc_stream *out) {
+    *out = NULL;
+    if (!o || o == Py_None)
+        return 0;
+    PyObject *handle = NULL;
+    if (PyLong_Check(o)) {
+        handle = Py_NewRef(o);
+    } else if (PyObject_HasAttrString(o, "cuda_stream")) {
+        handle = PyObject_GetAttrString(o, "cuda_stream"); /* torch.cuda.Stream, cupy.cuda.Stream */
+        if (!handle)
+            return -1;
+    }
+    if (!handle || !PyLong_Check(handle)) {
+        Py_XDECREF(handle);
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "stream must be None, a CUDA stream handle (int) or a stream object "
+                           "with .cuda_stream (torch.cuda.Stream), not %s",
+                           Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(handle);
+    Py_DECREF(handle);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "stream handle %R is not a valid address", o);
+        return -1;
+    }
+    *out = (cuipc_stream)(uintptr_t)v;
+    return 0;
+}
+
+int cuipc_py_unwrap_kind(const char *kind, cuipc_unwrap_kind *out) {
+    if (!kind || !strcmp(kind, "copy")) {
+        *out = CUIPC_UNWRAP_COPY;
+        return 0;
+    }
+    if (!strcmp(kind, "borrow")) {
+        *out = CUIPC_UNWRAP_BORROW;
+        return 0;
+    }
+    cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "kind must be \"copy\" or \"borrow\", not \"%s\"", kind);
+    return -1;
+}
+
+int cuipc_py_device(PyObject *o, int32_t fallback, int32_t *out) {
+    if (!o || o == Py_None) {
+        *out = fallback;
+        return 0;
+    }
+    if (PyLong_Check(o)) {
+        long d = PyLong_AsLong(o);
+        if (d == -1 && !PyErr_Occurred()) {
+            *out = CUIPC_DEVICE_HOST;
+            return 0;
+        }
+        if (d >= 0 && d < 1024) {
+            *out = (int32_t)d;
+            return 0;
+        }
+        PyErr_Clear();
+    } else if (PyUnicode_Check(o)) {
+        const char *s = PyUnicode_AsUTF8(o);
+        int d;
+        char end;
+        if (s && !strcmp(s, "cpu")) {
+            *out = CUIPC_DEVICE_HOST;
+            return 0;
+        }
+        if (s && (!strcmp(s, "cuda") || sscanf(s, "cuda:%d%c", &d, &end) == 1)) {
+            *out = strcmp(s, "cuda") ? d : 0;
+            if (*out >= 0)
+                return 0;
+        }
+    } else if (PyObject_HasAttrString(o, "type") && PyObject_HasAttrString(o, "index")) {
+        /* torch.device */
+        PyObject *str = PyObject_Str(o);
+        int r = str ? cuipc_py_device(str, fallback, out) : -1;
+        Py_XDECREF(str);
+        return r;
+    }
+    PyErr_Clear();
+    cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                       "device must be None, \"cpu\" (or -1), a CUDA ordinal or \"cuda:N\", not %R", o);
+    return -1;
+}

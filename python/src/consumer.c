@@ -1,0 +1,317 @@
+/* cuipc.Consumer and cuipc.Message: attach to a producer, receive (or adopt bytes carried by the
+ * application), unwrap as copies or borrows, release. A consumer is detached only once all of
+ * its messages are gone, and a message is freed only once the tensors unwrapped from it are. */
+#include <string.h>
+
+#include "ext.h"
+
+#define DEFAULT_ATTACH_TIMEOUT_NS (10ll * 1000 * 1000 * 1000)
+
+static void consumer_detach_if_done(ConsumerObject *self) {
+    if (!self->closing || self->live_messages || !self->c)
+        return;
+    cuipc_consumer *c = self->c;
+    self->c = NULL;
+    Py_BEGIN_ALLOW_THREADS cuipc_consumer_detach(c);
+    Py_END_ALLOW_THREADS
+}
+
+static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"socket_path", "timeout", "spin_us", NULL};
+    const char *path;
+    PyObject *timeout = Py_None;
+    double spin_us = -1;
+    if (self->c)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "Consumer is already attached"), -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|Od", names, &path, &timeout, &spin_us))
+        return -1;
+    int64_t ns;
+    if (cuipc_py_timeout(timeout, DEFAULT_ATTACH_TIMEOUT_NS, &ns) < 0)
+        return -1;
+    cuipc_status s;
+    Py_BEGIN_ALLOW_THREADS s = cuipc_consumer_attach(path, ns, &self->c);
+    Py_END_ALLOW_THREADS if (s != CUIPC_OK) {
+        self->c = NULL;
+        cuipc_py_raise(s);
+        return -1;
+    }
+    if (spin_us >= 0)
+        cuipc_consumer_set_spin_ns(self->c, (uint64_t)(spin_us * 1000));
+    return 0;
+}
+
+static void consumer_dealloc(ConsumerObject *self) {
+    /* No message is alive: each holds a reference to its consumer. */
+    self->closing = true;
+    consumer_detach_if_done(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static bool consumer_open(ConsumerObject *self) {
+    if (self->c && !self->closing)
+        return true;
+    cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "the consumer is closed");
+    return false;
+}
+
+static PyObject *message_new(ConsumerObject *consumer, cuipc_message *m) {
+    MessageObject *msg = PyObject_New(MessageObject, &MessageType);
+    if (!msg) {
+        cuipc_message_free(m);
+        return NULL;
+    }
+    msg->consumer = (ConsumerObject *)Py_NewRef((PyObject *)consumer);
+    msg->m = m;
+    msg->released = false;
+    consumer->live_messages++;
+    return (PyObject *)msg;
+}
+
+static PyObject *consumer_recv(ConsumerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    int64_t ns;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &timeout) || !consumer_open(self) ||
+        cuipc_py_timeout(timeout, -1, &ns) < 0)
+        return NULL;
+    cuipc_message *m = NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self, s, cuipc_consumer_recv(self->c, ns, &m));
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    return message_new(self, m);
+}
+
+static PyObject *consumer_adopt(ConsumerObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (!consumer_open(self))
+        return NULL;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "adopt takes the bytes of Producer.wrap, not %s",
+                                  Py_TYPE(arg)->tp_name);
+    }
+    cuipc_message *m = NULL;
+    cuipc_status s = cuipc_consumer_adopt(self->c, b.buf, (size_t)b.len, &m);
+    PyBuffer_Release(&b);
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    return message_new(self, m);
+}
+
+/* Unwrap options from (kind, device, stream, host_wait_us). */
+static int unwrap_options(const char *kind, PyObject *device, PyObject *stream, double host_wait_us,
+                          cuipc_unwrap_options *o) {
+    cuipc_unwrap_options_init(o);
+    if (cuipc_py_unwrap_kind(kind, &o->kind) < 0 || cuipc_py_device(device, CUIPC_DEVICE_SAME, &o->device) < 0 ||
+        cuipc_py_stream(stream, &o->stream) < 0)
+        return -1;
+    if (host_wait_us >= 0)
+        o->host_wait_ns = (int64_t)(host_wait_us * 1000);
+    return 0;
+}
+
+static PyObject *consumer_prepare(ConsumerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"kind", "device", "stream", "host_wait_us", NULL};
+    const char *kind = "copy";
+    PyObject *device = Py_None, *stream = Py_None;
+    double host_wait_us = -1;
+    cuipc_unwrap_options o;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &device, &stream, &host_wait_us) ||
+        !consumer_open(self) || unwrap_options(kind, device, stream, host_wait_us, &o) < 0)
+        return NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self, s, cuipc_consumer_prepare(self->c, &o));
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *consumer_stats(ConsumerObject *self, PyObject *unused) {
+    if (!consumer_open(self))
+        return NULL;
+    cuipc_consumer_stats st;
+    cuipc_consumer_stats_get(self->c, &st);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K}", "messages", st.messages, "bytes", st.bytes,
+                         "handle_opens", st.handle_opens, "handle_hits", st.handle_hits, "rejected",
+                         st.rejected);
+}
+
+static PyObject *consumer_close(ConsumerObject *self, PyObject *unused) {
+    if (self->in_calls)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "close: another thread is still inside a call on this consumer");
+    self->closing = true;
+    consumer_detach_if_done(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *consumer_index(ConsumerObject *self, void *unused) {
+    if (!consumer_open(self))
+        return NULL;
+    return PyLong_FromUnsignedLong(cuipc_consumer_index(self->c));
+}
+
+static PyObject *ctx_enter(PyObject *self, PyObject *unused) {
+    return Py_NewRef(self);
+}
+
+static PyObject *consumer_exit(ConsumerObject *self, PyObject *args) {
+    PyObject *r = consumer_close(self, NULL);
+    Py_XDECREF(r);
+    return r ? Py_NewRef(Py_False) : NULL;
+}
+
+static PyMethodDef consumer_methods[] = {
+    {"recv", (PyCFunction)(void (*)(void))consumer_recv, METH_VARARGS | METH_KEYWORDS,
+     "recv(timeout=None) -> Message. Closed once the producer closed, PeerDead if it died."},
+    {"adopt", (PyCFunction)consumer_adopt, METH_O,
+     "adopt(bytes) -> Message: a message that came on the application's own channel (Producer.wrap)."},
+    {"prepare", (PyCFunction)(void (*)(void))consumer_prepare, METH_VARARGS | METH_KEYWORDS,
+     "prepare(kind=\"copy\", device=None, stream=None, host_wait_us=-1): one-time set-up before the first message."},
+    {"stats", (PyCFunction)consumer_stats, METH_NOARGS, "Counters of this consumer (dict)."},
+    {"close", (PyCFunction)consumer_close, METH_NOARGS,
+     "Detach (at once, or when the last message of this consumer is freed)."},
+    {"__enter__", ctx_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)consumer_exit, METH_VARARGS, NULL},
+    {NULL}};
+
+static PyGetSetDef consumer_getset[] = {
+    {"index", (getter)consumer_index, NULL, "this consumer's place at the producer (0..max_consumers-1)", NULL},
+    {NULL}};
+
+PyTypeObject ConsumerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cuipc.Consumer",
+    .tp_basicsize = sizeof(ConsumerObject),
+    .tp_dealloc = (destructor)consumer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Consumer(socket_path, timeout=10.0, spin_us=-1): attach to a producer.",
+    .tp_methods = consumer_methods,
+    .tp_getset = consumer_getset,
+    .tp_init = (initproc)consumer_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ------------------------------------------------------------------ messages */
+
+static void message_dealloc(MessageObject *self) {
+    cuipc_message *m = self->m;
+    self->m = NULL;
+    if (m) {
+        Py_BEGIN_ALLOW_THREADS cuipc_message_free(m);
+        Py_END_ALLOW_THREADS
+    }
+    ConsumerObject *c = self->consumer;
+    c->live_messages--;
+    consumer_detach_if_done(c);
+    Py_DECREF(c);
+    PyObject_Free(self);
+}
+
+static PyObject *message_unwrap(MessageObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"kind", "stream", "device", "host_wait_us", NULL};
+    const char *kind = "copy";
+    PyObject *device = Py_None, *stream = Py_None;
+    double host_wait_us = -1;
+    cuipc_unwrap_options o;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &stream, &device, &host_wait_us) ||
+        unwrap_options(kind, device, stream, host_wait_us, &o) < 0)
+        return NULL;
+    if (self->released)
+        return cuipc_py_raise_msg(CUIPC_ERR_STALE, "unwrap: the message was released already");
+    cuipc_value *tree = NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self->consumer, s, cuipc_message_unwrap(self->m, &o, &tree));
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    TreeObject *owner = PyObject_New(TreeObject, &TreeType);
+    if (!owner) {
+        cuipc_value_free(tree);
+        return NULL;
+    }
+    owner->tree = tree;
+    owner->message = (MessageObject *)Py_NewRef((PyObject *)self);
+    owner->stream = o.stream;
+    owner->stream_ordered = cuipc_message_stream_ordered(self->m);
+    PyObject *r = cuipc_py_from_value(tree, owner, o.kind == CUIPC_UNWRAP_BORROW ? TENSOR_BORROW : TENSOR_COPY);
+    Py_DECREF(owner);
+    return r;
+}
+
+static PyObject *message_release(MessageObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"stream", NULL};
+    PyObject *stream_obj = Py_None;
+    cuipc_stream stream;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &stream_obj) ||
+        cuipc_py_stream(stream_obj, &stream) < 0)
+        return NULL;
+    if (self->released)
+        Py_RETURN_NONE;
+    cuipc_status s;
+    CUIPC_PY_CALL(self->consumer, s, cuipc_message_release(self->m, stream));
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    self->released = true;
+    Py_RETURN_NONE;
+}
+
+static PyObject *message_exit(MessageObject *self, PyObject *args) {
+    PyObject *r = message_release(self, PyTuple_New(0), NULL);
+    Py_XDECREF(r);
+    return r ? Py_NewRef(Py_False) : NULL;
+}
+
+static PyObject *message_stream_ordered(MessageObject *self, void *unused) {
+    return PyBool_FromLong(cuipc_message_stream_ordered(self->m));
+}
+
+static PyObject *message_released(MessageObject *self, void *unused) {
+    return PyBool_FromLong(self->released);
+}
+
+static PyMethodDef message_methods[] = {
+    {"unwrap", (PyCFunction)(void (*)(void))message_unwrap, METH_VARARGS | METH_KEYWORDS,
+     "unwrap(kind=\"copy\", stream=None, device=None, host_wait_us=-1) -> the tree, tensors as cuipc.Tensor."},
+    {"release", (PyCFunction)(void (*)(void))message_release, METH_VARARGS | METH_KEYWORDS,
+     "release(stream=None): give the chunks back (after the work queued on stream). Idempotent."},
+    {"__enter__", ctx_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)message_exit, METH_VARARGS, NULL},
+    {NULL}};
+
+static PyGetSetDef message_getset[] = {
+    {"stream_ordered", (getter)message_stream_ordered, NULL,
+     "True when the last unwrap queued work on its stream (tensors ready in that stream's order)", NULL},
+    {"released", (getter)message_released, NULL, "True after release()", NULL},
+    {NULL}};
+
+PyTypeObject MessageType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cuipc.Message",
+    .tp_basicsize = sizeof(MessageObject),
+    .tp_dealloc = (destructor)message_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A received message. Use it as a context manager: it is released on exit.",
+    .tp_methods = message_methods,
+    .tp_getset = message_getset,
+};
+
+/* ------------------------------------------------------------------ unwrapped trees */
+
+static void tree_dealloc(TreeObject *self) {
+    cuipc_value *tree = self->tree;
+    self->tree = NULL;
+    /* Copy-outs on the GPU are freed stream-ordered; borrows free nothing. */
+    if (tree) {
+        Py_BEGIN_ALLOW_THREADS cuipc_value_free(tree);
+        Py_END_ALLOW_THREADS
+    }
+    Py_XDECREF(self->message);
+    PyObject_Free(self);
+}
+
+PyTypeObject TreeType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cuipc._Tree",
+    .tp_basicsize = sizeof(TreeObject),
+    .tp_dealloc = (destructor)tree_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Owner of an unwrapped tree's memory (internal).",
+};

@@ -1,0 +1,323 @@
+/* Python trees <-> cuipc value trees. Tensors come in through DLPack (torch, numpy, cupy, jax,
+ * cuipc.Tensor) and go out as cuipc.Tensor. Errors name where in the tree the bad item is. */
+#include <string.h>
+
+#include "ext.h"
+
+/* A consumed DLPack tensor, given back (its deleter called) when this capsule is freed. */
+typedef struct taken {
+    void *managed;
+    bool versioned;
+} taken;
+
+static void taken_destructor(PyObject *cap) {
+    taken *t = PyCapsule_GetPointer(cap, "cuipc.taken");
+    if (!t)
+        return;
+    if (t->versioned) {
+        DLManagedTensorVersioned *m = t->managed;
+        if (m->deleter)
+            m->deleter(m);
+    } else {
+        DLManagedTensor *m = t->managed;
+        if (m->deleter)
+            m->deleter(m);
+    }
+    PyMem_Free(t);
+}
+
+static int keep_taken(PyObject *keep, void *managed, bool versioned) {
+    taken *t = PyMem_Malloc(sizeof *t);
+    if (!t) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->managed = managed;
+    t->versioned = versioned;
+    PyObject *cap = PyCapsule_New(t, "cuipc.taken", taken_destructor);
+    if (!cap) {
+        PyMem_Free(t);
+        return -1;
+    }
+    int r = PyList_Append(keep, cap);
+    Py_DECREF(cap);
+    return r;
+}
+
+/* obj.__dlpack__(stream=..., max_version=(1, 0)), falling back to the pre-1.0 signature. */
+static PyObject *call_dlpack(PyObject *obj, PyObject *stream) {
+    PyObject *meth = PyObject_GetAttrString(obj, "__dlpack__");
+    if (!meth)
+        return NULL;
+    PyObject *empty = PyTuple_New(0);
+    PyObject *kw = Py_BuildValue("{s:O,s:(ii)}", "stream", stream, "max_version", 1, 0);
+    PyObject *cap = empty && kw ? PyObject_Call(meth, empty, kw) : NULL;
+    if (!cap && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        Py_DECREF(kw);
+        kw = Py_BuildValue("{s:O}", "stream", stream);
+        cap = kw ? PyObject_Call(meth, empty, kw) : NULL;
+    }
+    Py_XDECREF(kw);
+    Py_XDECREF(empty);
+    Py_DECREF(meth);
+    return cap;
+}
+
+static bool is_contiguous(const DLTensor *dl) {
+    if (!dl->strides)
+        return true;
+    int64_t expect = 1;
+    for (int i = dl->ndim - 1; i >= 0; i--) {
+        if (dl->shape[i] != 1 && dl->strides[i] != expect)
+            return false;
+        expect *= dl->shape[i];
+    }
+    return true;
+}
+
+static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream stream, PyObject *keep) {
+    /* Where the tensor lives decides the stream argument: CUDA tensors order their pending
+     * work before our stream (1: the legacy default stream, which a NULL stream is). */
+    PyObject *dev = PyObject_CallMethod(obj, "__dlpack_device__", NULL);
+    int dev_type = 0, dev_id = 0;
+    if (!dev || !PyArg_ParseTuple(dev, "ii", &dev_type, &dev_id)) {
+        Py_XDECREF(dev);
+        PyErr_Clear();
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)", path),
+               NULL;
+    }
+    Py_DECREF(dev);
+    PyObject *stream_arg = dev_type == kDLCUDA ? PyLong_FromUnsignedLongLong(stream ? (uintptr_t)stream : 1)
+                                               : Py_NewRef(Py_None);
+    PyObject *cap = stream_arg ? call_dlpack(obj, stream_arg) : NULL;
+    Py_XDECREF(stream_arg);
+    if (!cap) {
+        /* Keep the exporter's own message (e.g. numpy on a non-writable or odd array). */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack__ failed: %S", path,
+                           value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    bool versioned = PyCapsule_IsValid(cap, "dltensor_versioned");
+    if (!versioned && !PyCapsule_IsValid(cap, "dltensor")) {
+        Py_DECREF(cap);
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack__ returned no DLPack capsule", path),
+               NULL;
+    }
+    void *managed = PyCapsule_GetPointer(cap, versioned ? "dltensor_versioned" : "dltensor");
+    /* Consumed: the capsule must not free it any more; keep_taken does, after the send. */
+    PyCapsule_SetName(cap, versioned ? "used_dltensor_versioned" : "used_dltensor");
+    Py_DECREF(cap);
+    if (keep_taken(keep, managed, versioned) < 0)
+        return NULL;
+    const DLTensor *dl = versioned ? &((DLManagedTensorVersioned *)managed)->dl_tensor
+                                   : &((DLManagedTensor *)managed)->dl_tensor;
+    if (versioned && ((DLManagedTensorVersioned *)managed)->version.major > DLPACK_MAJOR_VERSION)
+        return cuipc_py_raise_msg(CUIPC_ERR_VERSION, "%s: DLPack %u.x is newer than 1.x", path,
+                                  ((DLManagedTensorVersioned *)managed)->version.major),
+               NULL;
+    cuipc_tensor t;
+    memset(&t, 0, sizeof t);
+    if (dl->device.device_type == kDLCPU || dl->device.device_type == kDLCUDAHost)
+        t.device = CUIPC_DEVICE_HOST;
+    else if (dl->device.device_type == kDLCUDA)
+        t.device = dl->device.device_id;
+    else
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "%s: tensors on DLPack device type %d are not supported (CPU or CUDA only)",
+                                  path, dl->device.device_type),
+               NULL;
+    t.dtype = cuipc_py_dtype_from_dl(dl->dtype);
+    if (t.dtype == CUIPC_DTYPE_INVALID)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: dtype (code %d, %d bits, %d lanes) is not supported",
+                                  path, dl->dtype.code, dl->dtype.bits, dl->dtype.lanes),
+               NULL;
+    if (dl->ndim < 0 || dl->ndim > CUIPC_MAX_DIMS)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %d dimensions (at most %d)", path,
+                                  dl->ndim, CUIPC_MAX_DIMS),
+               NULL;
+    if (!is_contiguous(dl))
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "%s: the tensor is not contiguous: send .contiguous() (or "
+                                  "numpy.ascontiguousarray) of it",
+                                  path),
+               NULL;
+    t.data = (char *)dl->data + dl->byte_offset;
+    t.ndim = dl->ndim;
+    int64_t stride = 1;
+    for (int i = dl->ndim - 1; i >= 0; i--) {
+        t.shape[i] = dl->shape[i];
+        t.strides[i] = stride;
+        stride *= dl->shape[i];
+    }
+    if (cuipc_tensor_validate(&t) != CUIPC_OK)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %s", path, cuipc_last_error()), NULL;
+    cuipc_value *v = cuipc_value_tensor(&t, CUIPC_OWNER_NONE);
+    if (!v)
+        cuipc_py_raise(CUIPC_ERR_NO_MEMORY);
+    return v;
+}
+
+static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream, PyObject *keep);
+
+static cuipc_value *add_child(cuipc_value *parent, const char *key, PyObject *item, const char *path,
+                              int depth, cuipc_stream stream, PyObject *keep) {
+    char sub[256];
+    if (key)
+        snprintf(sub, sizeof sub, "%s[%.64s]", path, key);
+    else
+        snprintf(sub, sizeof sub, "%s[%zu]", path, cuipc_value_len(parent));
+    cuipc_value *child = convert(item, sub, depth + 1, stream, keep);
+    if (!child)
+        return NULL;
+    cuipc_status s = key ? cuipc_dict_set(parent, key, child) : cuipc_list_append(parent, child);
+    if (s != CUIPC_OK)
+        return cuipc_py_raise_msg(s, "%s: %s", sub, cuipc_last_error()), NULL;
+    return parent;
+}
+
+static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream, PyObject *keep) {
+    if (depth > CUIPC_VALUE_MAX_DEPTH)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: nested deeper than %d levels", path,
+                                  CUIPC_VALUE_MAX_DEPTH),
+               NULL;
+    cuipc_value *v = NULL;
+    if (o == Py_None) {
+        v = cuipc_value_null();
+    } else if (PyBool_Check(o)) {
+        v = cuipc_value_bool(o == Py_True);
+    } else if (PyLong_Check(o)) {
+        long long i = PyLong_AsLongLong(o);
+        if (i == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: integer %R does not fit in 64 bits", path, o),
+                   NULL;
+        }
+        v = cuipc_value_int(i);
+    } else if (PyFloat_Check(o)) {
+        v = cuipc_value_float(PyFloat_AS_DOUBLE(o));
+    } else if (PyUnicode_Check(o)) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+        if (!s)
+            return NULL;
+        if ((size_t)n != strlen(s))
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: strings may not hold NUL characters", path),
+                   NULL;
+        if ((size_t)n > CUIPC_VALUE_MAX_STRING)
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: string of %zd bytes (at most %u)", path,
+                                      n, CUIPC_VALUE_MAX_STRING),
+                   NULL;
+        v = cuipc_value_string(s);
+    } else if (PyBytes_Check(o) || PyByteArray_Check(o)) {
+        const char *p = PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
+        Py_ssize_t n = PyBytes_Check(o) ? PyBytes_GET_SIZE(o) : PyByteArray_GET_SIZE(o);
+        if ((size_t)n > CUIPC_VALUE_MAX_STRING)
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                      "%s: bytes of %zd (at most %u; send large data as a tensor)", path,
+                                      n, CUIPC_VALUE_MAX_STRING),
+                   NULL;
+        v = cuipc_value_bytes(p, (size_t)n);
+    } else if (PyDict_Check(o)) {
+        v = cuipc_value_dict();
+        PyObject *key, *item;
+        Py_ssize_t pos = 0;
+        while (v && PyDict_Next(o, &pos, &key, &item)) {
+            const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+            if (!k) {
+                PyErr_Clear();
+                cuipc_value_free(v);
+                return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: dict keys must be str, not %s",
+                                          path, Py_TYPE(key)->tp_name),
+                       NULL;
+            }
+            if (!add_child(v, k, item, path, depth, stream, keep)) {
+                cuipc_value_free(v);
+                return NULL;
+            }
+        }
+    } else if (PyList_Check(o) || PyTuple_Check(o)) {
+        v = cuipc_value_list();
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
+        for (Py_ssize_t i = 0; v && i < n; i++) {
+            if (!add_child(v, NULL, PySequence_Fast_GET_ITEM(o, i), path, depth, stream, keep)) {
+                cuipc_value_free(v);
+                return NULL;
+            }
+        }
+    } else if (PyObject_HasAttrString(o, "__dlpack__")) {
+        return tensor_value(o, path, stream, keep);
+    } else {
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "%s: %s cannot be sent (dict, list, tuple, str, bytes, int, float, "
+                                  "bool, None or a tensor with __dlpack__)",
+                                  path, Py_TYPE(o)->tp_name),
+               NULL;
+    }
+    if (!v && !PyErr_Occurred())
+        cuipc_py_raise(CUIPC_ERR_NO_MEMORY);
+    return v;
+}
+
+cuipc_value *cuipc_py_to_value(PyObject *tree, cuipc_stream stream, PyObject *keep) {
+    return convert(tree, "tree", 0, stream, keep);
+}
+
+PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin) {
+    switch (cuipc_value_kind_of(v)) {
+    case CUIPC_VALUE_NULL:
+        Py_RETURN_NONE;
+    case CUIPC_VALUE_BOOL:
+        return PyBool_FromLong(cuipc_value_as_bool(v));
+    case CUIPC_VALUE_INT:
+        return PyLong_FromLongLong(cuipc_value_as_int(v));
+    case CUIPC_VALUE_FLOAT:
+        return PyFloat_FromDouble(cuipc_value_as_float(v));
+    case CUIPC_VALUE_STRING:
+        return PyUnicode_DecodeUTF8(cuipc_value_as_string(v), (Py_ssize_t)strlen(cuipc_value_as_string(v)),
+                                    "replace");
+    case CUIPC_VALUE_BYTES: {
+        size_t n = 0;
+        const void *p = cuipc_value_as_bytes(v, &n);
+        return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    }
+    case CUIPC_VALUE_LIST: {
+        size_t n = cuipc_value_len(v);
+        PyObject *l = PyList_New((Py_ssize_t)n);
+        for (size_t i = 0; l && i < n; i++) {
+            PyObject *item = cuipc_py_from_value(cuipc_list_get(v, i), owner, origin);
+            if (!item) {
+                Py_DECREF(l);
+                return NULL;
+            }
+            PyList_SET_ITEM(l, (Py_ssize_t)i, item);
+        }
+        return l;
+    }
+    case CUIPC_VALUE_DICT: {
+        size_t n = cuipc_value_len(v);
+        PyObject *d = PyDict_New();
+        for (size_t i = 0; d && i < n; i++) {
+            PyObject *item = cuipc_py_from_value(cuipc_dict_value_at(v, i), owner, origin);
+            if (!item || PyDict_SetItemString(d, cuipc_dict_key_at(v, i), item) < 0) {
+                Py_XDECREF(item);
+                Py_DECREF(d);
+                return NULL;
+            }
+            Py_DECREF(item);
+        }
+        return d;
+    }
+    case CUIPC_VALUE_TENSOR:
+        return cuipc_py_tensor_new(cuipc_value_as_tensor(v), origin, (PyObject *)owner);
+    case CUIPC_VALUE_PROXY:
+        break;
+    }
+    return cuipc_py_raise_msg(CUIPC_ERR_CORRUPT, "unwrapped tree still holds a %s node",
+                              cuipc_value_kind_name(cuipc_value_kind_of(v)));
+}

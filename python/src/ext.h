@@ -1,0 +1,99 @@
+/* Shared declarations of the _cuipc extension: the Python types over producers, consumers,
+ * messages and tensors, the error classes, and the conversions between Python trees and cuipc
+ * value trees. */
+#ifndef CUIPC_PY_EXT_H
+#define CUIPC_PY_EXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdbool.h>
+
+#include <cuipc/cuipc.h>
+
+#include "dlpack.h"
+
+/* ---- errors (errors.c) */
+int cuipc_py_errors_init(PyObject *module);
+/* Raise the class named after s with cuipc_last_error()'s text; returns NULL. */
+PyObject *cuipc_py_raise(cuipc_status s);
+/* Raise the class of s with a message of our own (bad input caught before the core). */
+PyObject *cuipc_py_raise_msg(cuipc_status s, const char *fmt, ...);
+
+/* ---- argument helpers (args.c) */
+/* None -> fallback; a number of seconds -> nanoseconds. */
+int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns);
+/* None, an int handle, or an object with .cuda_stream (torch.cuda.Stream, cupy). */
+int cuipc_py_stream(PyObject *o, cuipc_stream *out);
+int cuipc_py_unwrap_kind(const char *kind, cuipc_unwrap_kind *out);
+/* None -> CUIPC_DEVICE_SAME (or fallback), "cpu"/-1 -> host, an int or "cuda:N" -> ordinal. */
+int cuipc_py_device(PyObject *o, int32_t fallback, int32_t *out);
+
+/* ---- objects */
+typedef struct ProducerObject {
+    PyObject_HEAD
+    cuipc_producer *p;
+    cuipc_mode mode;
+    int32_t device;
+    int in_calls;        /* calls running with the GIL released (close waits for none) */
+    PyObject *retained;  /* cuda_ipc: the senders' DLPack tensors kept alive, as the mode needs */
+} ProducerObject;
+
+typedef struct ConsumerObject {
+    PyObject_HEAD
+    cuipc_consumer *c;
+    Py_ssize_t live_messages; /* messages not yet freed: detach waits for them */
+    bool closing;
+    int in_calls;
+} ConsumerObject;
+
+typedef struct MessageObject {
+    PyObject_HEAD
+    ConsumerObject *consumer;
+    cuipc_message *m;
+    bool released;
+} MessageObject;
+
+/* An unwrapped tree: owns the value tree (and so the copy-out memory of its tensors). */
+typedef struct TreeObject {
+    PyObject_HEAD
+    cuipc_value *tree;
+    MessageObject *message;
+    cuipc_stream stream;   /* the unwrap's stream */
+    bool stream_ordered;   /* its tensors are ready in that stream's order only */
+} TreeObject;
+
+typedef enum { TENSOR_COPY, TENSOR_BORROW, TENSOR_BUFFER } tensor_origin;
+
+typedef struct TensorObject {
+    PyObject_HEAD
+    cuipc_tensor t;
+    tensor_origin origin;
+    PyObject *owner; /* TreeObject (copy, borrow) or ProducerObject (buffer) */
+} TensorObject;
+
+extern PyTypeObject ProducerType, ConsumerType, MessageType, TreeType, TensorType;
+
+/* Tensor of an unwrapped tree or a pool buffer (tensor.c). */
+PyObject *cuipc_py_tensor_new(const cuipc_tensor *t, tensor_origin origin, PyObject *owner);
+/* Not usable any more (message released, producer closed): raises and returns false. */
+bool cuipc_py_tensor_usable(TensorObject *t);
+
+/* ---- trees (convert.c) */
+/* Python tree -> value tree; tensors are taken through __dlpack__ (stream: the send's). The
+ * DLPack tensors taken go into the list keep, which gives them back when it is freed. */
+cuipc_value *cuipc_py_to_value(PyObject *tree, cuipc_stream stream, PyObject *keep);
+/* Unwrapped value tree -> Python, tensors as cuipc.Tensor owned by owner. */
+PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin);
+
+/* dtype <-> DLPack (tensor.c) */
+bool cuipc_py_dtype_to_dl(cuipc_dtype d, DLDataType *out);
+cuipc_dtype cuipc_py_dtype_from_dl(DLDataType t);
+
+#define CUIPC_PY_CALL(obj, status_var, call)                                                       \
+    do {                                                                                           \
+        (obj)->in_calls++;                                                                         \
+        Py_BEGIN_ALLOW_THREADS status_var = (call);                                                \
+        Py_END_ALLOW_THREADS(obj)->in_calls--;                                                     \
+    } while (0)
+
+#endif

@@ -1,0 +1,59 @@
+/* The _cuipc extension module: types, error classes, a few module functions. */
+#include "ext.h"
+
+static PyObject *gpu_count(PyObject *m, PyObject *unused) {
+    int n;
+    Py_BEGIN_ALLOW_THREADS n = cuipc_gpu_count();
+    Py_END_ALLOW_THREADS return PyLong_FromLong(n);
+}
+
+static PyObject *status_name(PyObject *m, PyObject *arg) {
+    long s = PyLong_AsLong(arg);
+    if (s == -1 && PyErr_Occurred())
+        return NULL;
+    return PyUnicode_FromString(cuipc_status_name((cuipc_status)s));
+}
+
+/* The class a status raises, with the core's own message: lets tests check every mapping. */
+static PyObject *raise_status(PyObject *m, PyObject *args) {
+    int s;
+    const char *msg;
+    if (!PyArg_ParseTuple(args, "is", &s, &msg))
+        return NULL;
+    if (s <= 0 || s >= CUIPC_STATUS_COUNT_)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "no status %d", s);
+    return cuipc_py_raise_msg((cuipc_status)s, "%s", msg);
+}
+
+static PyMethodDef module_methods[] = {
+    {"gpu_count", gpu_count, METH_NOARGS, "Usable CUDA devices (0 without a driver or device)."},
+    {"status_name", status_name, METH_O, "Short name of a cuipc status code."},
+    {"_raise_status", raise_status, METH_VARARGS, "Raise the error class of a status (tests)."},
+    {NULL}};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "cuipc._cuipc",
+    .m_doc = "cuipc's C extension (use the cuipc package).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__cuipc(void) {
+    PyTypeObject *types[] = {&ProducerType, &ConsumerType, &MessageType, &TreeType, &TensorType};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (PyType_Ready(types[i]) < 0)
+            return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m)
+        return NULL;
+    if (cuipc_py_errors_init(m) < 0 || PyModule_AddObjectRef(m, "Producer", (PyObject *)&ProducerType) < 0 ||
+        PyModule_AddObjectRef(m, "Consumer", (PyObject *)&ConsumerType) < 0 ||
+        PyModule_AddObjectRef(m, "Message", (PyObject *)&MessageType) < 0 ||
+        PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0 ||
+        PyModule_AddIntConstant(m, "STATUS_COUNT", CUIPC_STATUS_COUNT_) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,387 @@
+/* cuipc.Producer: owns the pools, accepts consumers, sends trees (or wraps them into bytes for
+ * the application's own channel), hands out pool buffers to fill. */
+#include <string.h>
+
+#include "ext.h"
+
+static int parse_policy(const char *s, cuipc_full_policy *out) {
+    if (!strcmp(s, "wait"))
+        *out = CUIPC_FULL_WAIT;
+    else if (!strcmp(s, "fail"))
+        *out = CUIPC_FULL_FAIL;
+    else if (!strcmp(s, "fallback"))
+        *out = CUIPC_FULL_FALLBACK;
+    else {
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "full_policy must be \"wait\", \"fail\" or \"fallback\", not \"%s\"", s);
+        return -1;
+    }
+    return 0;
+}
+
+static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"mode", "gpu_pool_bytes", "host_pool_bytes", "max_consumers", "device",
+                            "full_policy", "full_timeout", "slots", "ring_bytes", "socket_path", NULL};
+    const char *mode = "default", *policy = "wait", *socket_path = NULL;
+    PyObject *gpu_bytes = Py_None, *full_timeout = Py_None;
+    unsigned long long host_bytes = 64ull << 20, ring_bytes = 1ull << 20;
+    unsigned int max_consumers = 1, slots = 4096;
+    int device = 0;
+    if (self->p)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "Producer is already initialised"), -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOKIisOIKz", names, &mode, &gpu_bytes, &host_bytes,
+                                     &max_consumers, &device, &policy, &full_timeout, &slots,
+                                     &ring_bytes, &socket_path))
+        return -1;
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    if (cuipc_mode_from_name(mode, &cfg.mode) != CUIPC_OK)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "mode must be \"default\", \"cuda_ipc\" or \"cuda_ipc_pool\", not \"%s\"", mode),
+               -1;
+    if (parse_policy(policy, &cfg.full_policy) < 0 ||
+        cuipc_py_timeout(full_timeout, cfg.full_timeout_ns, &cfg.full_timeout_ns) < 0)
+        return -1;
+    /* A GPU pool only where the mode uses one; 256 MiB unless told. */
+    cfg.gpu_pool_bytes = cfg.mode == CUIPC_MODE_CUDA_IPC_POOL ? 256ull << 20 : 0;
+    if (gpu_bytes != Py_None) {
+        cfg.gpu_pool_bytes = PyLong_AsUnsignedLongLong(gpu_bytes);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    cfg.host_pool_bytes = host_bytes;
+    cfg.max_consumers = max_consumers;
+    cfg.device = device;
+    cfg.slots = slots;
+    cfg.ring_bytes = ring_bytes;
+    cfg.socket_path = socket_path;
+    cuipc_status s;
+    Py_BEGIN_ALLOW_THREADS s = cuipc_producer_create(&cfg, &self->p);
+    Py_END_ALLOW_THREADS if (s != CUIPC_OK) {
+        self->p = NULL;
+        cuipc_py_raise(s);
+        return -1;
+    }
+    self->mode = cfg.mode;
+    self->device = device;
+    self->retained = PyList_New(0);
+    return self->retained ? 0 : -1;
+}
+
+static bool open_or_raise(ProducerObject *self) {
+    if (self->p)
+        return true;
+    cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "the producer is closed");
+    return false;
+}
+
+static void producer_destroy(ProducerObject *self) {
+    cuipc_producer *p = self->p;
+    self->p = NULL;
+    if (!p)
+        return;
+    Py_BEGIN_ALLOW_THREADS cuipc_producer_close(p);
+    cuipc_producer_destroy(p);
+    Py_END_ALLOW_THREADS
+}
+
+static void producer_dealloc(ProducerObject *self) {
+    producer_destroy(self);
+    Py_XDECREF(self->retained);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *producer_close(ProducerObject *self, PyObject *unused) {
+    if (self->in_calls)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "close: another thread is still inside a call on this producer");
+    producer_destroy(self);
+    /* The cuda_ipc senders' tensors were kept for the consumers; the pool is gone now. */
+    if (self->retained)
+        PyList_SetSlice(self->retained, 0, PyList_GET_SIZE(self->retained), NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *producer_accept(ProducerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"n", "timeout", NULL};
+    PyObject *n_obj = Py_None, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO", names, &n_obj, &timeout) || !open_or_raise(self))
+        return NULL;
+    int64_t ns;
+    if (cuipc_py_timeout(timeout, -1, &ns) < 0)
+        return NULL;
+    unsigned long n = n_obj == Py_None ? 1 : PyLong_AsUnsignedLong(n_obj);
+    if (PyErr_Occurred())
+        return NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self, s, cuipc_producer_accept(self->p, (uint32_t)n, ns));
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    return PyLong_FromUnsignedLong(cuipc_producer_consumer_count(self->p));
+}
+
+/* Convert the tree; for cuda_ipc the DLPack tensors stay with the producer (the mode exports the
+ * senders' own allocations), otherwise they go back once the call returns. */
+static cuipc_value *take_tree(ProducerObject *self, PyObject *tree, cuipc_stream stream, PyObject **keep) {
+    *keep = PyList_New(0);
+    if (!*keep)
+        return NULL;
+    cuipc_value *v = cuipc_py_to_value(tree, stream, *keep);
+    if (!v)
+        Py_CLEAR(*keep);
+    return v;
+}
+
+static int settle_keep(ProducerObject *self, PyObject *keep, cuipc_status s) {
+    int r = 0;
+    if (s == CUIPC_OK && self->mode == CUIPC_MODE_CUDA_IPC)
+        r = PyList_SetSlice(self->retained, PyList_GET_SIZE(self->retained),
+                            PyList_GET_SIZE(self->retained), keep);
+    Py_DECREF(keep);
+    return r;
+}
+
+static PyObject *producer_send(ProducerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"tree", "stream", "timeout", NULL};
+    PyObject *tree, *stream_obj = Py_None, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", names, &tree, &stream_obj, &timeout) ||
+        !open_or_raise(self))
+        return NULL;
+    cuipc_stream stream;
+    int64_t ns;
+    if (cuipc_py_stream(stream_obj, &stream) < 0 || cuipc_py_timeout(timeout, -1, &ns) < 0)
+        return NULL;
+    PyObject *keep;
+    cuipc_value *v = take_tree(self, tree, stream, &keep);
+    if (!v)
+        return NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self, s, cuipc_producer_send(self->p, v, stream, ns));
+    cuipc_value_free(v);
+    if (settle_keep(self, keep, s) < 0)
+        return NULL;
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    Py_RETURN_NONE;
+}
+
+/* The encoding of a wrapped tree: what the application carries on its own channel. */
+static PyObject *encode_bytes(const cuipc_value *wrapped) {
+    size_t len = 0;
+    cuipc_status s = cuipc_encoded_size(wrapped, &len);
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+    if (!b)
+        return NULL;
+    s = cuipc_encode(wrapped, PyBytes_AS_STRING(b), len, &len);
+    if (s != CUIPC_OK) {
+        Py_DECREF(b);
+        return cuipc_py_raise(s);
+    }
+    return b;
+}
+
+static PyObject *producer_wrap(ProducerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"tree", "stream", NULL};
+    PyObject *tree, *stream_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", names, &tree, &stream_obj) || !open_or_raise(self))
+        return NULL;
+    cuipc_stream stream;
+    if (cuipc_py_stream(stream_obj, &stream) < 0)
+        return NULL;
+    PyObject *keep;
+    cuipc_value *v = take_tree(self, tree, stream, &keep);
+    if (!v)
+        return NULL;
+    cuipc_value *wrapped = NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self, s, cuipc_producer_wrap(self->p, v, stream, &wrapped));
+    cuipc_value_free(v);
+    PyObject *out = NULL;
+    if (s == CUIPC_OK) {
+        out = encode_bytes(wrapped);
+        if (!out)
+            cuipc_producer_cancel_wrapped(self->p, wrapped);
+    } else {
+        cuipc_py_raise(s);
+    }
+    cuipc_value_free(wrapped);
+    if (settle_keep(self, keep, out ? CUIPC_OK : s) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+static PyObject *producer_cancel(ProducerObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (!open_or_raise(self) || PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    cuipc_value *v = NULL;
+    cuipc_status s = cuipc_decode(b.buf, (size_t)b.len, &v);
+    PyBuffer_Release(&b);
+    if (s == CUIPC_OK)
+        s = cuipc_producer_cancel_wrapped(self->p, v);
+    cuipc_value_free(v);
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"nbytes", "device", "timeout", NULL};
+    unsigned long long nbytes;
+    PyObject *device_obj = Py_None, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "K|OO", names, &nbytes, &device_obj, &timeout) ||
+        !open_or_raise(self))
+        return NULL;
+    int32_t fallback = self->mode == CUIPC_MODE_CUDA_IPC_POOL ? self->device : CUIPC_DEVICE_HOST;
+    int32_t device;
+    int64_t ns;
+    if (cuipc_py_device(device_obj, fallback, &device) < 0 || cuipc_py_timeout(timeout, -1, &ns) < 0)
+        return NULL;
+    if (device != CUIPC_DEVICE_HOST && device != self->device)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "buffer on cuda:%d: the producer's GPU pool is on cuda:%d", device,
+                                  self->device);
+    cuipc_memory_kind memory = device == CUIPC_DEVICE_HOST ? CUIPC_MEMORY_HOST : CUIPC_MEMORY_CUDA;
+    void *data = NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self, s, cuipc_producer_buffer_alloc(self->p, memory, nbytes, ns, &data));
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    cuipc_tensor t;
+    int64_t shape[1] = {(int64_t)nbytes};
+    cuipc_tensor_init(&t, data, device, CUIPC_DTYPE_U8, 1, shape);
+    PyObject *tensor = cuipc_py_tensor_new(&t, TENSOR_BUFFER, (PyObject *)self);
+    if (!tensor)
+        cuipc_producer_buffer_free(self->p, data);
+    return tensor;
+}
+
+static PyObject *producer_free_buffer(ProducerObject *self, PyObject *arg) {
+    if (!open_or_raise(self))
+        return NULL;
+    if (!PyObject_TypeCheck(arg, &TensorType) || ((TensorObject *)arg)->origin != TENSOR_BUFFER ||
+        ((TensorObject *)arg)->owner != (PyObject *)self)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "free_buffer takes a buffer of this producer");
+    cuipc_status s = cuipc_producer_buffer_free(self->p, ((TensorObject *)arg)->t.data);
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *producer_drain(ProducerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    int64_t ns;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &timeout) || !open_or_raise(self) ||
+        cuipc_py_timeout(timeout, -1, &ns) < 0)
+        return NULL;
+    cuipc_status s;
+    CUIPC_PY_CALL(self, s, cuipc_producer_drain(self->p, ns));
+    if (s != CUIPC_OK)
+        return cuipc_py_raise(s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *pool_stats_dict(const cuipc_pool_stats *s) {
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:d,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "size",
+        s->size, "used_bytes", s->used_bytes, "high_water_bytes", s->high_water_bytes,
+        "largest_free", s->largest_free, "free_blocks", s->free_blocks, "fragmentation",
+        s->fragmentation, "in_flight", s->in_flight, "held", s->held, "in_flight_high_water",
+        s->in_flight_high_water, "allocs", s->allocs, "recycled", s->recycled, "cancelled",
+        s->cancelled, "full_events", s->full_events, "full_failures", s->full_failures,
+        "on_demand_reclaims", s->on_demand_reclaims, "dead_consumer_reclaims",
+        s->dead_consumer_reclaims, "stale_releases", s->stale_releases, "duplicate_releases",
+        s->duplicate_releases, "wait_ns_total", s->wait_ns_total, "recycle_lag_ns_max",
+        s->recycle_lag_ns_max);
+}
+
+static PyObject *producer_stats(ProducerObject *self, PyObject *unused) {
+    if (!open_or_raise(self))
+        return NULL;
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(self->p, &st);
+    PyObject *gpu = pool_stats_dict(&st.gpu_pool), *host = pool_stats_dict(&st.host_pool);
+    PyObject *r = gpu && host ? Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O,s:O}", "messages_sent",
+                                              st.messages_sent, "bytes_sent", st.bytes_sent, "fallbacks",
+                                              st.fallbacks, "ipc_exports", st.ipc_exports,
+                                              "ipc_retained_bytes", st.ipc_retained_bytes,
+                                              "consumers_attached", st.consumers_attached,
+                                              "consumers_dead", st.consumers_dead, "gpu_pool", gpu,
+                                              "host_pool", host)
+                              : NULL;
+    Py_XDECREF(gpu);
+    Py_XDECREF(host);
+    return r;
+}
+
+static PyObject *producer_socket_path(ProducerObject *self, void *unused) {
+    if (!open_or_raise(self))
+        return NULL;
+    return PyUnicode_FromString(cuipc_producer_socket_path(self->p));
+}
+
+static PyObject *producer_consumer_count(ProducerObject *self, void *unused) {
+    return PyLong_FromUnsignedLong(self->p ? cuipc_producer_consumer_count(self->p) : 0);
+}
+
+static PyObject *producer_mode(ProducerObject *self, void *unused) {
+    return PyUnicode_FromString(cuipc_mode_name(self->mode));
+}
+
+static PyObject *producer_closed(ProducerObject *self, void *unused) {
+    return PyBool_FromLong(self->p == NULL);
+}
+
+static PyObject *producer_enter(PyObject *self, PyObject *unused) {
+    return Py_NewRef(self);
+}
+
+static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
+    PyObject *r = producer_close(self, NULL);
+    Py_XDECREF(r);
+    return r ? Py_NewRef(Py_False) : NULL;
+}
+
+static PyMethodDef producer_methods[] = {
+    {"accept", (PyCFunction)(void (*)(void))producer_accept, METH_VARARGS | METH_KEYWORDS,
+     "accept(n=1, timeout=None) -> consumers attached. Wait until n consumers are attached."},
+    {"send", (PyCFunction)(void (*)(void))producer_send, METH_VARARGS | METH_KEYWORDS,
+     "send(tree, stream=None, timeout=None): wrap the tree's tensors and broadcast it to every consumer."},
+    {"wrap", (PyCFunction)(void (*)(void))producer_wrap, METH_VARARGS | METH_KEYWORDS,
+     "wrap(tree, stream=None) -> bytes for the application's own channel (Consumer.adopt)."},
+    {"cancel", (PyCFunction)producer_cancel, METH_O,
+     "cancel(wrapped_bytes): give back the chunks of wrapped bytes that will never be delivered."},
+    {"buffer", (PyCFunction)(void (*)(void))producer_buffer, METH_VARARGS | METH_KEYWORDS,
+     "buffer(nbytes, device=None, timeout=None) -> writable u8 Tensor inside the pool (zero-copy produce)."},
+    {"free_buffer", (PyCFunction)producer_free_buffer, METH_O, "Give back a buffer that will not be sent."},
+    {"drain", (PyCFunction)(void (*)(void))producer_drain, METH_VARARGS | METH_KEYWORDS,
+     "drain(timeout=None): wait until every chunk in flight was released."},
+    {"stats", (PyCFunction)producer_stats, METH_NOARGS, "Counters of the producer and its pools (dict)."},
+    {"close", (PyCFunction)producer_close, METH_NOARGS, "Tell the consumers no more comes; free the pools."},
+    {"__enter__", producer_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)producer_exit, METH_VARARGS, NULL},
+    {NULL}};
+
+static PyGetSetDef producer_getset[] = {
+    {"socket_path", (getter)producer_socket_path, NULL, "where consumers attach", NULL},
+    {"consumer_count", (getter)producer_consumer_count, NULL, "consumers attached and alive", NULL},
+    {"mode", (getter)producer_mode, NULL, "transport mode", NULL},
+    {"closed", (getter)producer_closed, NULL, "True after close()", NULL},
+    {NULL}};
+
+PyTypeObject ProducerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cuipc.Producer",
+    .tp_basicsize = sizeof(ProducerObject),
+    .tp_dealloc = (destructor)producer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Producer(mode=\"default\", gpu_pool_bytes=None, host_pool_bytes=64 MiB, max_consumers=1, "
+              "device=0, full_policy=\"wait\", full_timeout=None, slots=4096, ring_bytes=1 MiB, "
+              "socket_path=None)",
+    .tp_methods = producer_methods,
+    .tp_getset = producer_getset,
+    .tp_init = (initproc)producer_init,
+    .tp_new = PyType_GenericNew,
+};

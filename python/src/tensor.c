@@ -1,0 +1,346 @@
+/* cuipc.Tensor: a tensor handed out by the transport (unwrapped copy or borrow, or a pool buffer
+ * to fill), exported without a copy through DLPack (__dlpack__ / __dlpack_device__). */
+#include <cuda_runtime_api.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ext.h"
+
+static const struct {
+    cuipc_dtype d;
+    DLDataType dl;
+} dtypes[] = {
+    {CUIPC_DTYPE_BOOL, {kDLBool, 8, 1}},   {CUIPC_DTYPE_U8, {kDLUInt, 8, 1}},
+    {CUIPC_DTYPE_I8, {kDLInt, 8, 1}},      {CUIPC_DTYPE_I16, {kDLInt, 16, 1}},
+    {CUIPC_DTYPE_U16, {kDLUInt, 16, 1}},   {CUIPC_DTYPE_I32, {kDLInt, 32, 1}},
+    {CUIPC_DTYPE_U32, {kDLUInt, 32, 1}},   {CUIPC_DTYPE_I64, {kDLInt, 64, 1}},
+    {CUIPC_DTYPE_U64, {kDLUInt, 64, 1}},   {CUIPC_DTYPE_F16, {kDLFloat, 16, 1}},
+    {CUIPC_DTYPE_BF16, {kDLBfloat, 16, 1}}, {CUIPC_DTYPE_F32, {kDLFloat, 32, 1}},
+    {CUIPC_DTYPE_F64, {kDLFloat, 64, 1}},
+};
+
+bool cuipc_py_dtype_to_dl(cuipc_dtype d, DLDataType *out) {
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (dtypes[i].d == d) {
+            *out = dtypes[i].dl;
+            return true;
+        }
+    return false;
+}
+
+cuipc_dtype cuipc_py_dtype_from_dl(DLDataType t) {
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (dtypes[i].dl.code == t.code && dtypes[i].dl.bits == t.bits && t.lanes == 1)
+            return dtypes[i].d;
+    return CUIPC_DTYPE_INVALID;
+}
+
+PyObject *cuipc_py_tensor_new(const cuipc_tensor *t, tensor_origin origin, PyObject *owner) {
+    TensorObject *self = PyObject_New(TensorObject, &TensorType);
+    if (!self)
+        return NULL;
+    self->t = *t;
+    self->origin = origin;
+    self->owner = Py_NewRef(owner);
+    return (PyObject *)self;
+}
+
+static void tensor_dealloc(TensorObject *self) {
+    Py_XDECREF(self->owner);
+    PyObject_Free(self);
+}
+
+bool cuipc_py_tensor_usable(TensorObject *self) {
+    if (self->origin == TENSOR_BUFFER) {
+        ProducerObject *p = (ProducerObject *)self->owner;
+        if (!p->p) {
+            cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "pool buffer used after its producer was closed");
+            return false;
+        }
+        return true;
+    }
+    TreeObject *tree = (TreeObject *)self->owner;
+    if (self->origin == TENSOR_BORROW && (!tree->message || tree->message->released)) {
+        cuipc_py_raise_msg(CUIPC_ERR_STALE,
+                           "borrowed tensor used after its message was released (unwrap with "
+                           "kind=\"copy\" to keep the data)");
+        return false;
+    }
+    return true;
+}
+
+/* ---- DLPack export */
+
+typedef struct export_ctx {
+    PyObject *tensor; /* kept alive while the consumer holds the DLPack tensor */
+    int64_t shape[CUIPC_MAX_DIMS];
+    int64_t strides[CUIPC_MAX_DIMS];
+    union {
+        DLManagedTensor legacy;
+        DLManagedTensorVersioned versioned;
+    } m;
+} export_ctx;
+
+static void export_release(export_ctx *ctx) {
+    if (!ctx)
+        return;
+    /* Deleters may run on any thread, with or without the GIL. */
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_XDECREF(ctx->tensor);
+    PyGILState_Release(g);
+    free(ctx);
+}
+
+static void legacy_deleter(DLManagedTensor *m) {
+    export_release(m->manager_ctx);
+}
+
+static void versioned_deleter(DLManagedTensorVersioned *m) {
+    export_release(m->manager_ctx);
+}
+
+/* An unconsumed capsule frees its tensor itself (DLPack's rule for the producer side). */
+static void legacy_capsule_destructor(PyObject *cap) {
+    if (PyCapsule_IsValid(cap, "dltensor")) {
+        DLManagedTensor *m = PyCapsule_GetPointer(cap, "dltensor");
+        if (m && m->deleter)
+            m->deleter(m);
+    }
+    PyErr_Clear();
+}
+
+static void versioned_capsule_destructor(PyObject *cap) {
+    if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
+        DLManagedTensorVersioned *m = PyCapsule_GetPointer(cap, "dltensor_versioned");
+        if (m && m->deleter)
+            m->deleter(m);
+    }
+    PyErr_Clear();
+}
+
+/* DLPack's stream argument for CUDA: 1 the legacy default stream, 2 per-thread, else a handle. */
+static cudaStream_t dl_stream(long long s) {
+    if (s == 1)
+        return cudaStreamLegacy;
+    if (s == 2)
+        return cudaStreamPerThread;
+    return (cudaStream_t)(uintptr_t)s;
+}
+
+/* Make the consumer's stream wait for the unwrap's queued work (copy-out, GPU-side wait). */
+static int order_after_unwrap(TensorObject *self, PyObject *stream) {
+    if (self->origin == TENSOR_BUFFER || self->t.device == CUIPC_DEVICE_HOST)
+        return 0;
+    TreeObject *tree = (TreeObject *)self->owner;
+    if (!tree->stream_ordered)
+        return 0;
+    long long s = 1; /* None: the consumer reads on the legacy default stream */
+    if (stream && stream != Py_None) {
+        s = PyLong_AsLongLong(stream);
+        if (s == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "__dlpack__: stream must be an int or None");
+            return -1;
+        }
+        if (s == -1)
+            return 0; /* the consumer asked for no synchronisation */
+    }
+    cudaStream_t target = dl_stream(s);
+    if (target == (cudaStream_t)tree->stream)
+        return 0;
+    int prev = 0;
+    cudaError_t e = cudaGetDevice(&prev);
+    cudaEvent_t ev = NULL;
+    if (e == cudaSuccess)
+        e = cudaSetDevice(self->t.device);
+    if (e == cudaSuccess)
+        e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e == cudaSuccess)
+        e = cudaEventRecord(ev, (cudaStream_t)tree->stream);
+    if (e == cudaSuccess)
+        e = cudaStreamWaitEvent(target, ev, 0);
+    if (ev)
+        cudaEventDestroy(ev);
+    cudaSetDevice(prev);
+    if (e != cudaSuccess) {
+        cuipc_py_raise_msg(CUIPC_ERR_CUDA, "__dlpack__: ordering the reader's stream after the unwrap: %s",
+                           cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+static void fill_dl(TensorObject *self, export_ctx *ctx, DLTensor *dl) {
+    memcpy(ctx->shape, self->t.shape, sizeof ctx->shape);
+    memcpy(ctx->strides, self->t.strides, sizeof ctx->strides);
+    dl->data = self->t.data;
+    if (self->t.device == CUIPC_DEVICE_HOST)
+        dl->device = (DLDevice){kDLCPU, 0};
+    else
+        dl->device = (DLDevice){kDLCUDA, self->t.device};
+    dl->ndim = self->t.ndim;
+    cuipc_py_dtype_to_dl(self->t.dtype, &dl->dtype);
+    dl->shape = ctx->shape;
+    dl->strides = ctx->strides;
+    dl->byte_offset = 0;
+}
+
+static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"stream", "max_version", "dl_device", "copy", NULL};
+    PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOO", names, &stream, &max_version, &dl_device,
+                                     &copy))
+        return NULL;
+    if (!cuipc_py_tensor_usable(self))
+        return NULL;
+    if (copy == Py_True)
+        return cuipc_py_raise_msg(CUIPC_ERR_UNSUPPORTED,
+                                  "__dlpack__(copy=True): cuipc exports in place only");
+    if (dl_device != Py_None) {
+        int type = 0, id = 0;
+        if (!PyArg_ParseTuple(dl_device, "ii", &type, &id))
+            return NULL;
+        bool same = self->t.device == CUIPC_DEVICE_HOST ? type == kDLCPU
+                                                        : type == kDLCUDA && id == self->t.device;
+        if (!same)
+            return cuipc_py_raise_msg(CUIPC_ERR_UNSUPPORTED,
+                                      "__dlpack__: the tensor lives on another device than %R", dl_device);
+    }
+    if (order_after_unwrap(self, stream) < 0)
+        return NULL;
+    bool versioned = false;
+    if (max_version != Py_None) {
+        long major = 0;
+        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) < 1 ||
+            ((major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0))) == -1 && PyErr_Occurred()))
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "__dlpack__: max_version must be a (major, minor) tuple");
+        versioned = major >= DLPACK_MAJOR_VERSION;
+    }
+    export_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return PyErr_NoMemory();
+    ctx->tensor = Py_NewRef((PyObject *)self);
+    PyObject *cap;
+    if (versioned) {
+        DLManagedTensorVersioned *m = &ctx->m.versioned;
+        m->version = (DLPackVersion){DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION};
+        m->manager_ctx = ctx;
+        m->deleter = versioned_deleter;
+        /* A borrowed tensor is the pool's memory, read by every consumer: read-only. */
+        m->flags = self->origin == TENSOR_BORROW ? DLPACK_FLAG_BITMASK_READ_ONLY : 0;
+        fill_dl(self, ctx, &m->dl_tensor);
+        cap = PyCapsule_New(m, "dltensor_versioned", versioned_capsule_destructor);
+    } else {
+        DLManagedTensor *m = &ctx->m.legacy;
+        m->manager_ctx = ctx;
+        m->deleter = legacy_deleter;
+        fill_dl(self, ctx, &m->dl_tensor);
+        cap = PyCapsule_New(m, "dltensor", legacy_capsule_destructor);
+    }
+    if (!cap)
+        export_release(ctx);
+    return cap;
+}
+
+static PyObject *tensor_dlpack_device(TensorObject *self, PyObject *unused) {
+    if (self->t.device == CUIPC_DEVICE_HOST)
+        return Py_BuildValue("(ii)", kDLCPU, 0);
+    return Py_BuildValue("(ii)", kDLCUDA, self->t.device);
+}
+
+static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
+    PyObject *torch = PyImport_ImportModule("torch");
+    if (!torch)
+        return NULL;
+    PyObject *r = PyObject_CallMethod(torch, "from_dlpack", "O", (PyObject *)self);
+    Py_DECREF(torch);
+    return r;
+}
+
+static PyObject *tensor_shape(TensorObject *self, void *unused) {
+    PyObject *t = PyTuple_New(self->t.ndim);
+    for (int i = 0; t && i < self->t.ndim; i++)
+        PyTuple_SET_ITEM(t, i, PyLong_FromLongLong(self->t.shape[i]));
+    return t;
+}
+
+static PyObject *tensor_strides(TensorObject *self, void *unused) {
+    PyObject *t = PyTuple_New(self->t.ndim);
+    for (int i = 0; t && i < self->t.ndim; i++)
+        PyTuple_SET_ITEM(t, i, PyLong_FromLongLong(self->t.strides[i]));
+    return t;
+}
+
+static PyObject *tensor_dtype(TensorObject *self, void *unused) {
+    return PyUnicode_FromString(cuipc_dtype_name(self->t.dtype));
+}
+
+static PyObject *tensor_device(TensorObject *self, void *unused) {
+    if (self->t.device == CUIPC_DEVICE_HOST)
+        return PyUnicode_FromString("cpu");
+    return PyUnicode_FromFormat("cuda:%d", (int)self->t.device);
+}
+
+static PyObject *tensor_nbytes(TensorObject *self, void *unused) {
+    return PyLong_FromUnsignedLongLong(cuipc_tensor_span_bytes(&self->t));
+}
+
+static PyObject *tensor_data_ptr(TensorObject *self, void *unused) {
+    return PyLong_FromVoidPtr(self->t.data);
+}
+
+static PyObject *tensor_kind(TensorObject *self, void *unused) {
+    static const char *kinds[] = {"copy", "borrow", "buffer"};
+    return PyUnicode_FromString(kinds[self->origin]);
+}
+
+static PyObject *tensor_valid(TensorObject *self, void *unused) {
+    bool ok = cuipc_py_tensor_usable(self);
+    PyErr_Clear();
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *tensor_repr(TensorObject *self) {
+    PyObject *shape = tensor_shape(self, NULL);
+    PyObject *dev = tensor_device(self, NULL);
+    PyObject *kind = tensor_kind(self, NULL);
+    PyObject *r = shape && dev && kind
+                      ? PyUnicode_FromFormat("cuipc.Tensor(shape=%R, dtype=%s, device=%U, kind=%U)",
+                                             shape, cuipc_dtype_name(self->t.dtype), dev, kind)
+                      : NULL;
+    Py_XDECREF(shape);
+    Py_XDECREF(dev);
+    Py_XDECREF(kind);
+    return r;
+}
+
+static PyMethodDef tensor_methods[] = {
+    {"__dlpack__", (PyCFunction)(void (*)(void))tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
+     "DLPack capsule over the tensor's memory (no copy). stream: the reader's CUDA stream."},
+    {"__dlpack_device__", (PyCFunction)tensor_dlpack_device, METH_NOARGS, "(device_type, device_id)"},
+    {"to_torch", (PyCFunction)tensor_to_torch, METH_NOARGS,
+     "torch.from_dlpack(self): a torch.Tensor over the same memory."},
+    {NULL}};
+
+static PyGetSetDef tensor_getset[] = {
+    {"shape", (getter)tensor_shape, NULL, "shape (tuple of ints)", NULL},
+    {"strides", (getter)tensor_strides, NULL, "strides in elements", NULL},
+    {"dtype", (getter)tensor_dtype, NULL, "cuipc dtype name: f32, bf16, u8, ...", NULL},
+    {"device", (getter)tensor_device, NULL, "\"cpu\" or \"cuda:N\"", NULL},
+    {"nbytes", (getter)tensor_nbytes, NULL, "bytes spanned", NULL},
+    {"data_ptr", (getter)tensor_data_ptr, NULL, "address of element 0", NULL},
+    {"kind", (getter)tensor_kind, NULL, "\"copy\", \"borrow\" or \"buffer\"", NULL},
+    {"valid", (getter)tensor_valid, NULL, "False once a borrowed tensor's message was released", NULL},
+    {NULL}};
+
+PyTypeObject TensorType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cuipc.Tensor",
+    .tp_basicsize = sizeof(TensorObject),
+    .tp_dealloc = (destructor)tensor_dealloc,
+    .tp_repr = (reprfunc)tensor_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A tensor received (copy or borrow) or a pool buffer. Read it through DLPack: "
+              "torch.from_dlpack(t), numpy.from_dlpack(t), or t.to_torch().",
+    .tp_methods = tensor_methods,
+    .tp_getset = tensor_getset,
+};
