@@ -69,6 +69,7 @@ typedef struct TensorObject {
     cuipc_tensor t;
     tensor_origin origin;
     PyObject *owner; /* TreeObject (copy, borrow) or ProducerObject (buffer) */
+    Py_ssize_t byte_strides[CUIPC_MAX_DIMS]; /* the buffer protocol's view of t.strides */
 } TensorObject;
 
 extern PyTypeObject ProducerType, ConsumerType, MessageType, TreeType, TensorType;

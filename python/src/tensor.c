@@ -314,6 +314,64 @@ static PyObject *tensor_repr(TensorObject *self) {
     return r;
 }
 
+/* ---- buffer protocol: host tensors as memoryview / numpy.asarray without DLPack; writable
+ * unless borrowed (the pool's memory, read by every consumer). */
+static const char *buffer_format(cuipc_dtype d) {
+    switch (d) {
+    case CUIPC_DTYPE_BOOL: return "?";
+    case CUIPC_DTYPE_U8: return "B";
+    case CUIPC_DTYPE_I8: return "b";
+    case CUIPC_DTYPE_I16: return "h";
+    case CUIPC_DTYPE_U16: return "H";
+    case CUIPC_DTYPE_BF16: return "H"; /* no struct code: the raw 16-bit words */
+    case CUIPC_DTYPE_I32: return "i";
+    case CUIPC_DTYPE_U32: return "I";
+    case CUIPC_DTYPE_I64: return "q";
+    case CUIPC_DTYPE_U64: return "Q";
+    case CUIPC_DTYPE_F16: return "e";
+    case CUIPC_DTYPE_F32: return "f";
+    case CUIPC_DTYPE_F64: return "d";
+    default: return NULL;
+    }
+}
+
+static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags) {
+    if (self->t.device != CUIPC_DEVICE_HOST) {
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "a tensor on cuda:%d has no host buffer: read it through DLPack", (int)self->t.device);
+        return -1;
+    }
+    if (!cuipc_py_tensor_usable(self))
+        return -1;
+    bool readonly = self->origin == TENSOR_BORROW;
+    if ((flags & PyBUF_WRITABLE) && readonly) {
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "a borrowed tensor is read-only (unwrap with kind=\"copy\" to write)");
+        return -1;
+    }
+    size_t item = cuipc_dtype_size(self->t.dtype);
+    view->buf = self->t.data;
+    view->obj = Py_NewRef((PyObject *)self);
+    view->len = (Py_ssize_t)(cuipc_tensor_numel(&self->t) * item);
+    view->readonly = readonly;
+    view->itemsize = (Py_ssize_t)item;
+    view->format = (flags & PyBUF_FORMAT) ? (char *)buffer_format(self->t.dtype) : NULL;
+    view->ndim = self->t.ndim;
+    _Static_assert(sizeof(Py_ssize_t) == sizeof(int64_t), "shape is handed out as Py_ssize_t");
+    view->shape = (flags & PyBUF_ND) ? (Py_ssize_t *)self->t.shape : NULL;
+    view->strides = NULL;
+    if (flags & PyBUF_STRIDES) {
+        /* Element strides -> byte strides, kept beside the descriptor. */
+        for (int i = 0; i < self->t.ndim; i++)
+            self->byte_strides[i] = (Py_ssize_t)(self->t.strides[i] * (int64_t)item);
+        view->strides = self->byte_strides;
+    }
+    view->suboffsets = NULL;
+    view->internal = NULL;
+    return 0;
+}
+
+static PyBufferProcs tensor_as_buffer = {.bf_getbuffer = (getbufferproc)tensor_getbuffer};
+
 static PyMethodDef tensor_methods[] = {
     {"__dlpack__", (PyCFunction)(void (*)(void))tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
      "DLPack capsule over the tensor's memory (no copy). stream: the reader's CUDA stream."},
@@ -339,6 +397,7 @@ PyTypeObject TensorType = {
     .tp_dealloc = (destructor)tensor_dealloc,
     .tp_repr = (reprfunc)tensor_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_as_buffer = &tensor_as_buffer,
     .tp_doc = "A tensor received (copy or borrow) or a pool buffer. Read it through DLPack: "
               "torch.from_dlpack(t), numpy.from_dlpack(t), or t.to_torch().",
     .tp_methods = tensor_methods,
