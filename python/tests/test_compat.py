@@ -1,0 +1,74 @@
+"""cuipc.compat: the reference's API, wrapped objects pickled through the application's own
+multiprocessing queue to spawned receivers (host pool: the same path without a GPU)."""
+import pickle
+
+import numpy as np
+import pytest
+
+import cuipc
+from cuipc import compat
+import workers
+
+
+def mm_inputs(i):
+    return {"pixel_values": np.full((8, 16), i, dtype=np.float32),
+            "image_sizes": [(8, 16)], "grid": (np.arange(3, dtype=np.int64) + i, "thw"), "id": i}
+
+
+def expected(i):
+    return {"pixel_values": ("tensor", "float32", (8, 16), 128.0 * i), "image_sizes": [(8, 16)],
+            "grid": (("tensor", "int64", (3,), 3.0 + 3 * i), "thw"), "id": i}
+
+
+def test_default_mode_returns_the_tree_unchanged():
+    tree = mm_inputs(1)
+    assert compat.wrap_mm_inputs_for_ipc(tree, "default") is tree
+    assert compat.wrap_mm_inputs_for_ipc(None, "cuda_ipc_pool") is None
+    assert compat.unwrap_mm_inputs_from_ipc(None) is None
+
+
+def test_pool_mode_needs_a_pool_and_a_known_mode():
+    with pytest.raises(cuipc.InvalidArgument, match="needs a MmItemMemoryPool"):
+        compat.wrap_mm_inputs_for_ipc({"x": np.ones(2)}, "cuda_ipc_pool")
+    with pytest.raises(cuipc.InvalidArgument, match="transport_mode must be"):
+        compat.wrap_mm_inputs_for_ipc({"x": np.ones(2)}, "shm")
+
+
+def test_by_value_until_receivers_attach():
+    with compat.MmItemMemoryPool(1 << 20, num_consumers=1, device="cpu") as pool:
+        wrapped = compat.wrap_mm_inputs_for_ipc(mm_inputs(2), "cuda_ipc_pool", pool)
+        proxy = wrapped["pixel_values"]
+        assert isinstance(proxy, compat.CudaIpcTensorTransportProxy)
+        assert proxy.wire is None and proxy.socket_path == pool.socket_path
+        again = pickle.loads(pickle.dumps(wrapped))
+        assert again["image_sizes"] == [(8, 16)] and again["id"] == 2
+        assert pool.stats()["by_value"] == 2
+
+
+@pytest.mark.parametrize("num_consumers", [1, 2])
+def test_receivers_through_a_multiprocessing_queue(spawn, num_consumers):
+    n_items = 6
+    results = spawn.ctx.Queue()
+    inboxes = [spawn.ctx.Queue() for _ in range(num_consumers)]
+    with compat.MmItemMemoryPool(4 << 20, num_consumers=num_consumers, device="cpu") as pool:
+        for q in inboxes:
+            spawn(workers.compat_worker, q, results)
+        got = []
+        for i in range(n_items):
+            wrapped = compat.wrap_mm_inputs_for_ipc(mm_inputs(i), "cuda_ipc_pool", pool)
+            for q in inboxes:
+                q.put(wrapped)  # the queue pickles it, as the reference's TensorQueue does
+            for _ in inboxes:
+                status, *payload = results.get(timeout=30)
+                assert status == "ok", payload
+                got.append((i, payload[0]))
+        for q in inboxes:
+            q.put(None)
+        for i, payload in got:
+            assert payload == expected(i)
+        pool.producer.drain(timeout=10)
+        st = pool.stats()
+        # The first item goes by value (nobody attached yet); the rest through the pool.
+        assert pool.ready() and st["by_value"] >= 2
+        assert st["host_pool"]["recycled"] >= 2 and st["host_pool"]["in_flight"] == 0
+        assert st["host_pool"]["recycled"] + st["by_value"] == 2 * n_items

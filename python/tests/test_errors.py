@@ -1,0 +1,184 @@
+"""Every error class: each status maps to its class, carrying the library's message; each one the
+API can meet without a GPU is provoked for real; bad input from Python is a clear error."""
+import numpy as np
+import pytest
+
+import cuipc
+from cuipc import _cuipc
+import workers
+
+CLASSES = {
+    "INVALID_ARG": cuipc.InvalidArgument, "NO_MEMORY": cuipc.NoMemory, "POOL_FULL": cuipc.PoolFull,
+    "TIMEOUT": cuipc.Timeout, "STALE": cuipc.Stale, "DUPLICATE": cuipc.Duplicate,
+    "CORRUPT": cuipc.Corrupt, "UNKNOWN_POOL": cuipc.UnknownPool, "CUDA": cuipc.CudaError,
+    "NO_GPU": cuipc.NoGpu, "SYSTEM": cuipc.SystemFailure, "PEER_DEAD": cuipc.PeerDead,
+    "CLOSED": cuipc.Closed, "UNSUPPORTED": cuipc.Unsupported, "VERSION": cuipc.VersionMismatch,
+}
+
+
+@pytest.mark.parametrize("code", range(1, _cuipc.STATUS_COUNT))
+def test_every_status_has_its_class(code):
+    name = cuipc._cuipc.status_name(code)
+    cls = CLASSES[name]
+    assert issubclass(cls, cuipc.Error) and cls.status == name
+    with pytest.raises(cls, match=f"message for {name}") as info:
+        _cuipc._raise_status(code, f"message for {name}")
+    assert info.value.status == name
+
+
+def test_builtin_bases():
+    assert issubclass(cuipc.InvalidArgument, ValueError)
+    assert issubclass(cuipc.Timeout, TimeoutError)
+    assert issubclass(cuipc.NoMemory, MemoryError)
+
+
+def test_invalid_argument():
+    with pytest.raises(cuipc.InvalidArgument, match="mode must be"):
+        cuipc.Producer(mode="shared_memory")
+    with pytest.raises(cuipc.InvalidArgument, match="full_policy"):
+        cuipc.Producer(full_policy="drop")
+
+
+def test_pool_full_and_timeout(pair):
+    p, _ = pair(host_pool_bytes=64 << 10, full_policy="fail")
+    p.send({"a": np.ones(40 << 10, np.uint8)})  # not released: the pool stays occupied
+    with pytest.raises(cuipc.PoolFull, match="no free block for 40960 bytes"):
+        p.send({"a": np.ones(40 << 10, np.uint8)})
+    q, _ = pair(host_pool_bytes=64 << 10, full_policy="wait", full_timeout=0.05)
+    q.send({"a": np.ones(40 << 10, np.uint8)})
+    with pytest.raises(cuipc.Timeout, match="after waiting 50 ms"):
+        q.send({"a": np.ones(40 << 10, np.uint8)})
+
+
+def test_recv_timeout(pair):
+    _, c = pair()
+    with pytest.raises(cuipc.Timeout, match="nothing after"):
+        c.recv(timeout=0.05)
+
+
+def test_duplicate_release(pair):
+    p, c = pair()
+    wire = p.wrap({"x": np.ones(100, np.float32)})
+    first, second = c.adopt(wire), c.adopt(wire)
+    first.release()
+    with pytest.raises(cuipc.Duplicate, match="already released"):
+        second.release()
+
+
+def test_corrupt_and_version(pair):
+    p, c = pair()
+    with pytest.raises(cuipc.Corrupt, match="bad magic"):
+        c.adopt(b"x" * 64)
+    wire = bytearray(p.wrap({"x": np.ones(4)}))
+    good = bytes(wire)
+    wire[4] ^= 0xFF
+    with pytest.raises(cuipc.VersionMismatch, match="wire version"):
+        c.adopt(bytes(wire))
+    wire = bytearray(good)
+    wire[-1] ^= 0xFF
+    with pytest.raises(cuipc.Corrupt):
+        c.adopt(bytes(wire))
+    with pytest.raises(cuipc.InvalidArgument, match="adopt takes"):
+        c.adopt(12)
+    p.cancel(good)
+
+
+def test_unknown_pool(pair):
+    _, c = pair()
+    other, _ = pair()
+    wire = other.wrap({"x": np.ones(4)})
+    with pytest.raises(cuipc.UnknownPool, match="not attached to"):
+        c.adopt(wire)
+    other.cancel(wire)
+
+
+def test_no_gpu():
+    if cuipc.gpu_count() > 0:
+        pytest.skip("a GPU is present")
+    with pytest.raises(cuipc.NoGpu, match="needs a GPU"):
+        cuipc.Producer(mode="cuda_ipc_pool")
+
+
+def test_system_failure():
+    with pytest.raises(cuipc.SystemFailure, match="No such file or directory"):
+        cuipc.Producer(socket_path="/nonexistent-dir/cuipc.sock")
+
+
+def test_peer_dead_without_consumers():
+    with cuipc.Producer() as p:
+        with pytest.raises(cuipc.PeerDead, match="no consumer is attached"):
+            p.send({"x": np.ones(4)})
+
+
+def test_peer_dead_when_producer_process_exits(spawn):
+    results, go, ready, out = (spawn.ctx.Queue() for _ in range(4))
+    producer = spawn(workers.producer_then_die, results, go)
+    path = results.get(timeout=30)
+    spawn(workers.wait_then_recv, path, ready, out)
+    assert ready.get(timeout=30) == "attached"
+    go.put("die")
+    producer.join(30)
+    name, status, msg = out.get(timeout=30)
+    assert (name, status) == ("PeerDead", "PEER_DEAD"), msg
+
+
+def test_closed(spawn):
+    ready, out = spawn.ctx.Queue(), spawn.ctx.Queue()
+    p = cuipc.Producer()
+    spawn(workers.wait_then_recv, p.socket_path, ready, out)
+    p.accept(1, timeout=30)
+    assert ready.get(timeout=30) == "attached"
+    p.close()
+    name, status, _ = out.get(timeout=30)
+    assert (name, status) == ("Closed", "CLOSED")
+    with pytest.raises(cuipc.Closed, match="closed"):
+        p.send({})
+    assert p.closed
+
+
+def test_stale_buffer_and_borrow(pair):
+    p, c = pair()
+    buf = p.buffer(64)
+    p.send({"b": buf})
+    with pytest.raises(cuipc.Stale, match="sent or freed already"):
+        p.send({"b": buf})
+
+
+def test_unsupported(pair):
+    p, c = pair()
+    p.send({"x": np.ones(4)})
+    with c.recv(timeout=5) as m:
+        with pytest.raises(cuipc.Unsupported, match="copy=True"):
+            m.unwrap()["x"].__dlpack__(copy=True)
+
+
+@pytest.mark.parametrize("tree, match", [
+    ({"a": {1, 2}}, r"tree\[a\]: set cannot be sent"),
+    ({1: 2}, "dict keys must be str"),
+    ({"a": 1 << 70}, "does not fit in 64 bits"),
+    ({"a": "nul\x00inside"}, "NUL"),
+    ({"a": np.ones((4, 4))[:, ::2]}, r"tree\[a\]: the tensor is not contiguous"),
+    ({"a": np.ones(4)[::-1]}, "not contiguous"),
+    ({"a": np.ones(2, dtype=np.complex64)}, "not supported"),
+    ([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]], "nested deeper"),
+])
+def test_bad_trees_are_refused_by_name(pair, tree, match):
+    p, c = pair()
+    with pytest.raises(cuipc.InvalidArgument, match=match):
+        p.send(tree)
+    assert p.stats()["host_pool"]["in_flight"] == 0  # nothing stayed allocated
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda p, c: p.send({}, stream="s0"), "stream must be"),
+    (lambda p, c: p.send({}, timeout=-1), "timeout must be"),
+    (lambda p, c: p.send({}, timeout="1s"), "timeout must be"),
+    (lambda p, c: p.buffer(16, device="tpu"), "device must be"),
+    (lambda p, c: p.buffer(16, device=3), "GPU pool is on"),
+    (lambda p, c: p.free_buffer(np.ones(2)), "free_buffer takes"),
+    (lambda p, c: c.prepare(kind="steal"), "kind must be"),
+])
+def test_bad_arguments_are_refused_by_name(pair, call, match):
+    p, c = pair()
+    with pytest.raises(cuipc.InvalidArgument, match=match):
+        call(p, c)

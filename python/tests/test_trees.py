@@ -1,0 +1,173 @@
+"""Trees through the default (host) mode: nested values, copy and borrow, spawned consumers,
+out of band, pool buffers. Runs without a GPU and without torch (numpy through DLPack)."""
+import numpy as np
+import pytest
+
+import cuipc
+import workers
+
+TREE_SCALARS = {"s": "image", "b": b"\x00\x01raw", "i": -(2**62), "f": 2.5, "t": True, "n": None}
+
+
+def nested_tree():
+    return {
+        "pixel_values": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        "meta": dict(TREE_SCALARS),
+        "items": [np.full(5, 7, dtype=np.int64), ("x", 1), [[np.ones((2, 2), dtype=np.float16)]]],
+        "empty": np.zeros((0, 3), dtype=np.uint8),
+    }
+
+
+def check_nested(out):
+    assert out["meta"] == TREE_SCALARS
+    pv = out["pixel_values"]
+    assert isinstance(pv, cuipc.Tensor)
+    assert (pv.shape, pv.dtype, pv.device) == ((2, 3, 4), "f32", "cpu")
+    assert np.array_equal(np.from_dlpack(pv), np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    assert np.array_equal(np.asarray(out["items"][0]), np.full(5, 7))
+    assert out["items"][1] == ["x", 1]  # tuples come back as lists
+    assert np.asarray(out["items"][2][0][0]).dtype == np.float16
+    assert out["empty"].shape == (0, 3)
+
+
+@pytest.mark.parametrize("kind", ["copy", "borrow"])
+def test_nested_tree_in_process(pair, kind):
+    p, c = pair()
+    p.send(nested_tree())
+    with c.recv(timeout=5) as m:
+        check_nested(m.unwrap(kind=kind))
+    p.drain(timeout=5)
+    st = p.stats()["host_pool"]
+    assert st["in_flight"] == 0 and st["used_bytes"] == 0 and st["recycled"] >= 3
+
+
+def test_copy_outlives_release_and_borrow_does_not(pair):
+    p, c = pair()
+    p.send({"x": np.arange(10, dtype=np.int32)})
+    p.send({"x": np.arange(10, dtype=np.int32)})
+    with c.recv(timeout=5) as m:
+        copied = m.unwrap(kind="copy")["x"]
+    with c.recv(timeout=5) as m:
+        borrowed = m.unwrap(kind="borrow")["x"]
+        assert not np.asarray(borrowed).flags.writeable
+        assert borrowed.valid
+    assert np.array_equal(np.asarray(copied), np.arange(10))
+    np.asarray(copied)[0] = 42  # a copy is the consumer's own memory
+    assert not borrowed.valid
+    with pytest.raises(cuipc.Stale, match="after its message was released"):
+        np.from_dlpack(borrowed)
+    with pytest.raises(cuipc.Stale):
+        memoryview(borrowed)
+    p.drain(timeout=5)
+
+
+def test_unwrap_after_release_is_refused(pair):
+    p, c = pair()
+    p.send({"x": np.ones(3)})
+    m = c.recv(timeout=5)
+    m.release()
+    assert m.released
+    with pytest.raises(cuipc.Stale):
+        m.unwrap()
+
+
+@pytest.mark.parametrize("kind", ["copy", "borrow"])
+def test_spawned_consumers_receive_every_message(spawn, kind):
+    n_consumers, n_messages = 2, 5
+    results = spawn.ctx.Queue()
+    with cuipc.Producer(max_consumers=n_consumers, host_pool_bytes=8 << 20) as p:
+        for _ in range(n_consumers):
+            spawn(workers.recv_loop, p.socket_path, kind, n_messages, results)
+        assert p.accept(n_consumers, timeout=30) == n_consumers
+        for i in range(n_messages):
+            p.send({"i": i, "x": np.full((64, 64), i, dtype=np.float32), "tags": ["a", i]})
+        seen = {}
+        for _ in range(n_consumers * (n_messages + 1)):
+            status, index, payload = results.get(timeout=30)
+            assert status != "error", f"consumer failed: {index}: {payload}"
+            if status == "ok":
+                seen.setdefault(index, []).append(payload)
+        assert sorted(seen) == list(range(n_consumers))
+        for got in seen.values():
+            assert [g["i"] for g in got] == list(range(n_messages))
+            for g in got:
+                assert g["x"] == ("tensor", "f32", (64, 64), 64 * 64 * g["i"])
+                assert g["tags"] == ["a", g["i"]]
+        p.drain(timeout=10)
+        st = p.stats()
+        assert st["messages_sent"] == n_messages
+        assert st["host_pool"]["recycled"] == n_messages and st["host_pool"]["in_flight"] == 0
+
+
+def test_out_of_band_through_the_applications_queue(spawn):
+    results, inbox = spawn.ctx.Queue(), spawn.ctx.Queue()
+    with cuipc.Producer(max_consumers=1) as p:
+        spawn(workers.adopt_loop, p.socket_path, "borrow", inbox, results)
+        p.accept(1, timeout=30)
+        assert results.get(timeout=30)[0] == "attached"
+        for i in range(3):
+            wire = p.wrap({"x": np.arange(100, dtype=np.uint16) * i, "i": i})
+            assert isinstance(wire, bytes)
+            inbox.put(wire)
+        inbox.put(None)
+        got = [results.get(timeout=30) for _ in range(3)]
+        for i, (status, _, payload) in enumerate(got):
+            assert status == "ok", payload
+            assert payload == {"x": ("tensor", "u16", (100,), float(np.arange(100).sum() * i)), "i": i}
+        p.drain(timeout=10)
+        assert p.stats()["host_pool"]["recycled"] == 3
+
+
+def test_cancel_gives_back_undelivered_wrapped_bytes(pair):
+    p, c = pair()
+    wire = p.wrap({"x": np.ones(1000, dtype=np.float32)})
+    assert p.stats()["host_pool"]["in_flight"] == 1
+    p.cancel(wire)
+    st = p.stats()["host_pool"]
+    assert st["in_flight"] == 0 and st["cancelled"] == 1
+
+
+def test_pool_buffer_zero_copy_produce(pair):
+    p, c = pair()
+    buf = p.buffer(4096)
+    assert buf.kind == "buffer" and buf.device == "cpu" and buf.nbytes == 4096
+    view = np.asarray(buf)
+    view[:] = np.arange(4096) % 251
+    assert p.stats()["host_pool"]["held"] == 1
+    p.send({"out": buf})
+    with c.recv(timeout=5) as m:
+        got = np.asarray(m.unwrap(kind="borrow")["out"])
+        assert np.array_equal(got, np.arange(4096) % 251)
+    with pytest.raises(cuipc.Stale):
+        p.send({"out": buf})  # a buffer goes out once
+    spare = p.buffer(256)
+    p.free_buffer(spare)
+    p.drain(timeout=5)
+    assert p.stats()["host_pool"]["held"] == 0
+
+
+def test_consumer_close_waits_for_its_messages(pair):
+    p, c = pair()
+    p.send({"x": np.arange(4, dtype=np.int8)})
+    m = c.recv(timeout=5)
+    tree = m.unwrap(kind="borrow")
+    c.close()  # detaches once the message and its tensors are gone
+    with pytest.raises(cuipc.Closed):
+        c.recv(timeout=0)
+    assert np.array_equal(np.asarray(tree["x"]), np.arange(4))
+    m.release()
+    del m, tree
+    p.drain(timeout=5)
+
+
+def test_dtypes_round_trip(pair):
+    # numpy exports no bool through DLPack before 1.25: bool is covered with torch (GPU tests).
+    p, c = pair()
+    dtypes = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64,
+              np.uint64, np.float16, np.float32, np.float64]
+    p.send({np.dtype(d).name: np.arange(6).astype(d).reshape(2, 3) for d in dtypes})
+    with c.recv(timeout=5) as m:
+        out = m.unwrap()
+    for d in dtypes:
+        a = np.from_dlpack(out[np.dtype(d).name])
+        assert a.dtype == np.dtype(d) and np.array_equal(a, np.arange(6).astype(d).reshape(2, 3))

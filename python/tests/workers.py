@@ -1,0 +1,92 @@
+"""Bodies of the consumer processes the tests spawn (importable by the spawn start method)."""
+import numpy as np
+
+import cuipc
+
+
+def summarise(tree):
+    """What a consumer saw: the tree with each tensor replaced by (dtype, shape, sum)."""
+    if isinstance(tree, dict):
+        return {k: summarise(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [summarise(v) for v in tree]
+    if isinstance(tree, cuipc.Tensor):
+        a = np.asarray(tree)
+        return ("tensor", tree.dtype, tuple(a.shape), float(a.astype(np.float64).sum()))
+    return tree
+
+
+def recv_loop(path, kind, count, results):
+    """Attach, receive count messages, unwrap each with kind, report what arrived."""
+    try:
+        with cuipc.Consumer(path, timeout=20) as c:
+            for _ in range(count):
+                with c.recv(timeout=20) as m:
+                    results.put(("ok", c.index, summarise(m.unwrap(kind=kind))))
+            results.put(("stats", c.index, c.stats()))
+    except Exception as e:  # reported to the test, which fails with it
+        results.put(("error", type(e).__name__, str(e)))
+
+
+def adopt_loop(path, kind, inbox, results):
+    """Attach, then adopt the wrapped bytes the test puts on inbox (None ends)."""
+    try:
+        with cuipc.Consumer(path, timeout=20) as c:
+            results.put(("attached", c.index, None))
+            while True:
+                wire = inbox.get(timeout=20)
+                if wire is None:
+                    break
+                with c.adopt(wire) as m:
+                    results.put(("ok", c.index, summarise(m.unwrap(kind=kind))))
+    except Exception as e:
+        results.put(("error", type(e).__name__, str(e)))
+
+
+def wait_then_recv(path, ready, results):
+    """Attach, say so, then block in recv until the producer closes or dies."""
+    try:
+        c = cuipc.Consumer(path, timeout=20)
+        ready.put("attached")
+        c.recv(timeout=20)
+        results.put(("no error", "", ""))
+    except cuipc.Error as e:
+        results.put((type(e).__name__, e.status, str(e)))
+
+
+def producer_then_die(results, go):
+    """A producer that lets one consumer attach, then exits without closing."""
+    import os
+    p = cuipc.Producer()
+    results.put(p.socket_path)
+    p.accept(1, timeout=20)
+    go.get(timeout=20)
+    os._exit(0)
+
+
+def compat_worker(inbox, results, device_index=None):
+    """The reference's receiving side: get from the queue, unwrap, touch, report."""
+    from cuipc.compat import unwrap_mm_inputs_from_ipc
+    try:
+        while True:
+            item = inbox.get(timeout=30)
+            if item is None:
+                break
+            out = unwrap_mm_inputs_from_ipc(item, device_index)
+            results.put(("ok", summarise_any(out)))
+    except Exception as e:
+        results.put(("error", type(e).__name__, str(e)))
+
+
+def summarise_any(tree):
+    if isinstance(tree, dict):
+        return {k: summarise_any(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(summarise_any(v) for v in tree)
+    if hasattr(tree, "__dlpack__"):
+        if type(tree).__module__.startswith("torch"):
+            t = tree.cpu()
+            return ("tensor", str(t.dtype), tuple(t.shape), float(t.double().sum()))
+        a = np.asarray(tree)
+        return ("tensor", str(a.dtype), tuple(a.shape), float(a.astype(np.float64).sum()))
+    return tree
