@@ -226,8 +226,12 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
         m->version = (DLPackVersion){DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION};
         m->manager_ctx = ctx;
         m->deleter = versioned_deleter;
-        /* A borrowed tensor is the pool's memory, read by every consumer: read-only. */
-        m->flags = self->origin == TENSOR_BORROW ? DLPACK_FLAG_BITMASK_READ_ONLY : 0;
+        /* A borrowed tensor is the pool's memory, read by every consumer: read-only. Host
+         * only: a reader such as torch may refuse read-only tensors; a GPU borrow is documented as
+         * not to be written. */
+        m->flags = self->origin == TENSOR_BORROW && self->t.device == CUIPC_DEVICE_HOST
+                       ? DLPACK_FLAG_BITMASK_READ_ONLY
+                       : 0;
         fill_dl(self, ctx, &m->dl_tensor);
         cap = PyCapsule_New(m, "dltensor_versioned", versioned_capsule_destructor);
     } else {

@@ -90,3 +90,31 @@ def summarise_any(tree):
         a = np.asarray(tree)
         return ("tensor", str(a.dtype), tuple(a.shape), float(a.astype(np.float64).sum()))
     return tree
+
+
+def gpu_recv(path, kind, count, results, use_stream):
+    """GPU consumer: torch tensors out of each message, checked on the GPU, summarised."""
+    import torch
+    try:
+        torch.cuda.init()
+        stream = torch.cuda.Stream() if use_stream else None
+        with cuipc.Consumer(path, timeout=30) as c:
+            c.prepare(kind=kind, stream=stream)
+            results.put(("attached", c.index, None))
+            for _ in range(count):
+                with c.recv(timeout=30) as m:
+                    tree = m.unwrap(kind=kind, stream=stream)
+                    with torch.cuda.stream(stream) if stream else torch.cuda.stream(torch.cuda.current_stream()):
+                        out = {}
+                        for k, v in tree.items():
+                            if isinstance(v, cuipc.Tensor):
+                                t = v.to_torch()
+                                out[k] = ("tensor", str(t.dtype), tuple(t.shape), str(t.device),
+                                          float(t.double().sum().item()))
+                            else:
+                                out[k] = v
+                    m.release(stream=stream)
+                    results.put(("ok", c.index, out))
+    except Exception as e:
+        import traceback
+        results.put(("error", type(e).__name__, traceback.format_exc()))

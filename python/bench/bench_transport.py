@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Python transport benchmark: one producer and N consumer processes on one GPU with torch
+tensors, the reference's usage pattern (wrap, queue, unwrap, synchronize, touch), measured like
+the C harness's matrix (scenarios/matrix: same sizes, rates, message counts and pools) so the two
+can be read side by side from one run.
+
+Per (variant, size, consumers, channel) it runs an open loop (latency: send stamp = the
+scheduled send time, to after unwrap + stream synchronize, all consumers merged; the touch that
+follows reads one element and checks it) and a closed loop (throughput: back to back, GB/s per
+consumer and aggregate over the messages after warm-up).
+
+Variants: pool_copy, pool_borrow (cuda_ipc_pool), default (host pool; copied back to the GPU).
+Channels: queue (Producer.wrap -> multiprocessing queue -> Consumer.adopt: the reference's
+pattern) and ring (Producer.send -> Consumer.recv: cuipc's own channel, the C harness's path).
+
+    python3 python/bench/bench_transport.py --out results.json
+    python3 python/bench/bench_transport.py --out r.json --compare-harness OUT/harness
+"""
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+
+SCHEMA_VERSION = 1
+SIZES = {"4KiB": 4 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20}
+VARIANTS = {  # name: (mode, unwrap kind, harness scenario stem)
+    "pool_copy": ("cuda_ipc_pool", "copy", "pool_{size}_c{n}_copy"),
+    "pool_borrow": ("cuda_ipc_pool", "borrow", "pool_{size}_c{n}_borrow"),
+    "default": ("default", "copy", "default_{size}_c{n}_copy"),
+}
+MATRIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scenarios", "matrix")
+
+
+def parse_bytes(s):
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for u, f in units.items():
+        if s.endswith(u):
+            return int(float(s[: -len(u)]) * f)
+    return int(s)
+
+
+def scenario(loop, variant, size, n):
+    """The C matrix scenario this run mirrors (rate, iterations, warm-up, pool)."""
+    stem = VARIANTS[variant][2].format(size=size.lower(), n=n)
+    path = os.path.join(MATRIX, f"{'lat' if loop == 'open' else 'tput'}_{stem}.json")
+    with open(path) as f:
+        s = json.load(f)
+    run, pool = s["run"], s.get("pool", {})
+    return {
+        "name": s["name"],
+        "iterations": run["iterations"],
+        "warmup": run.get("warmup_iterations", 0),
+        "rate_hz": run.get("rate_hz") if run.get("loop") == "open" else None,
+        "gpu_bytes": parse_bytes(pool.get("gpu_bytes", "256MiB")),
+        "host_bytes": parse_bytes(pool.get("host_bytes", "64MiB")),
+        "spin_us": s.get("consumers", {}).get("spin_us", -1),
+    }
+
+
+def percentile(sorted_us, q):
+    if not sorted_us:
+        return None
+    k = min(len(sorted_us) - 1, max(0, math.ceil(q / 100 * len(sorted_us)) - 1))
+    return sorted_us[k]
+
+
+def consumer_main(cfg, inbox, results, ready):
+    """A worker: attach, then per message get, unwrap, synchronize (timed), touch, release."""
+    import torch
+
+    import cuipc
+
+    torch.cuda.set_device(0)
+    stream = torch.cuda.Stream()
+    lat_ns, ready_ns, bad = [], [], 0
+    try:
+        c = cuipc.Consumer(cfg["path"], timeout=60, spin_us=cfg["spin_us"])
+        c.prepare(kind=cfg["kind"], device=0, stream=stream)
+        ready.put(c.index)
+        for _ in range(cfg["messages"]):
+            if cfg["channel"] == "queue":
+                wire, i, stamp = inbox.get(timeout=120)
+                m = c.adopt(wire)
+            else:
+                m = c.recv(timeout=120)
+            tree = m.unwrap(kind=cfg["kind"], stream=stream, device=0)
+            if cfg["channel"] == "ring":
+                i, stamp = tree["i"], tree["stamp"]
+            with torch.cuda.stream(stream):
+                t = tree["x"].to_torch()
+            stream.synchronize()
+            now = time.perf_counter_ns()
+            lat_ns.append(now - stamp)
+            ready_ns.append(now)
+            with torch.cuda.stream(stream):  # touch: the data is there and is this message's
+                bad += int(t.view(torch.uint8)[0].item()) != i % 251
+            m.release(stream=stream)
+            del t, tree, m
+        results.put({"index": c.index, "lat_ns": lat_ns, "ready_ns": ready_ns, "bad": bad,
+                     "stats": c.stats()})
+        c.close()
+    except Exception as e:
+        import traceback
+        results.put({"error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"})
+
+
+def run_case(variant, size_name, n, channel, loop):
+    import torch
+
+    import cuipc
+
+    mode, kind, _ = VARIANTS[variant]
+    sc = scenario(loop, variant, size_name, n)
+    size = SIZES[size_name]
+    messages = sc["iterations"] + sc["warmup"]
+    ctx = mp.get_context("spawn")
+    results, ready = ctx.Queue(), ctx.Queue()
+    inboxes = [ctx.Queue() for _ in range(n)]
+    p = cuipc.Producer(mode=mode, gpu_pool_bytes=sc["gpu_bytes"] if mode != "default" else 0,
+                       host_pool_bytes=sc["host_bytes"] if mode == "default" else 0,
+                       max_consumers=n, device=0, full_policy="wait", full_timeout=30)
+    cfg = {"path": p.socket_path, "kind": kind, "channel": channel, "messages": messages,
+           "spin_us": sc["spin_us"] if loop == "open" else -1}
+    procs = [ctx.Process(target=consumer_main, args=(cfg, inboxes[k], results, ready)) for k in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        p.accept(n, timeout=120)
+        for _ in range(n):
+            ready.get(timeout=120)
+        stream = torch.cuda.Stream()
+        # One source tensor per slot in flight, bf16 like the harness; byte 0 carries the index.
+        with torch.cuda.stream(stream):
+            srcs = [torch.randn(size // 2, device="cuda").to(torch.bfloat16) for _ in range(4)]
+        stream.synchronize()
+        period_ns = int(1e9 / sc["rate_hz"]) if loop == "open" else 0
+        start = time.perf_counter_ns() + 50_000_000
+        send_ns = []
+        for i in range(messages):
+            x = srcs[i % len(srcs)]
+            with torch.cuda.stream(stream):
+                x.view(torch.uint8)[0] = i % 251
+            if loop == "open":
+                due = start + i * period_ns
+                while time.perf_counter_ns() < due:
+                    pass
+                stamp = due
+            else:
+                stream.synchronize()
+                stamp = time.perf_counter_ns()
+            t0 = time.perf_counter_ns()
+            if channel == "queue":
+                wire = p.wrap({"x": x}, stream=stream)
+                for q in inboxes:
+                    q.put((wire, i, stamp))
+            else:
+                p.send({"x": x, "i": i, "stamp": stamp}, stream=stream)
+            send_ns.append(time.perf_counter_ns() - t0)
+        got = [results.get(timeout=600) for _ in range(n)]
+        errors = [g["error"] for g in got if "error" in g]
+        if errors:
+            raise RuntimeError("consumer failed: " + errors[0])
+        p.drain(timeout=60)
+        stats = p.stats()
+    finally:
+        for proc in procs:
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+        p.close()
+
+    warm = sc["warmup"]
+    lat_us = sorted(ns / 1000 for g in got for ns in g["lat_ns"][warm:])
+    per_consumer = []
+    for g in got:
+        r = g["ready_ns"][warm:]
+        secs = (r[-1] - r[0]) / 1e9 if len(r) > 1 else float("nan")
+        per_consumer.append({"consumer": g["index"], "gbps": (len(r) - 1) * size / secs / 1e9,
+                             "msgs_per_s": (len(r) - 1) / secs})
+    sends = sorted(ns / 1000 for ns in send_ns[warm:])
+    return {
+        "variant": variant, "mode": mode, "unwrap": kind, "size": size_name, "size_bytes": size,
+        "consumers": n, "channel": channel, "loop": loop, "rate_hz": sc["rate_hz"],
+        "messages": messages, "warmup": warm, "harness_scenario": sc["name"],
+        "latency_us": {"count": len(lat_us), "p50": percentile(lat_us, 50), "p90": percentile(lat_us, 90),
+                       "p99": percentile(lat_us, 99), "max": lat_us[-1] if lat_us else None,
+                       "mean": sum(lat_us) / len(lat_us) if lat_us else None},
+        "send_us": {"p50": percentile(sends, 50), "p99": percentile(sends, 99)},
+        "throughput": {"aggregate_gbps": sum(c["gbps"] for c in per_consumer), "per_consumer": per_consumer},
+        "validation_failures": sum(g["bad"] for g in got),
+        "pool": stats["gpu_pool"] if mode != "default" else stats["host_pool"],
+    }
+
+
+def harness_figures(directory, name):
+    path = os.path.join(directory, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        r = json.load(f)
+    lat = r.get("latency_us") or {}
+    tput = (r.get("throughput") or {}).get("per_consumer") or []
+    return {"status": r.get("status"), "p50_us": lat.get("p50"), "p99_us": lat.get("p99"),
+            "per_consumer_gbps": [c.get("gbps") for c in tput]}
+
+
+def environment():
+    import torch
+
+    import cuipc
+    env = {"hostname": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
+           "cuipc": cuipc.__version__, "gpus": cuipc.gpu_count()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--sizes", default="4KiB,1MiB,64MiB")
+    ap.add_argument("--consumers", default="1,4")
+    ap.add_argument("--variants", default="pool_copy,pool_borrow,default")
+    ap.add_argument("--channels", default="queue,ring")
+    ap.add_argument("--loops", default="open,closed")
+    ap.add_argument("--compare-harness", metavar="DIR",
+                    help="C harness results of the same run (cuipc-harness run --out DIR)")
+    args = ap.parse_args()
+    import cuipc
+    if cuipc.gpu_count() == 0:
+        print("bench_transport: no GPU: nothing measured", file=sys.stderr)
+        return 77
+    out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-bench", "environment": environment(),
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": []}
+    failed = False
+    for variant in args.variants.split(","):
+        for size in args.sizes.split(","):
+            for n in map(int, args.consumers.split(",")):
+                for channel in args.channels.split(","):
+                    for loop in args.loops.split(","):
+                        try:
+                            r = run_case(variant, size, n, channel, loop)
+                        except Exception as e:
+                            failed = True
+                            r = {"variant": variant, "size": size, "consumers": n, "channel": channel,
+                                 "loop": loop, "error": f"{type(e).__name__}: {e}"}
+                        if args.compare_harness and "error" not in r:
+                            r["harness"] = harness_figures(args.compare_harness, r["harness_scenario"])
+                        out["results"].append(r)
+                        print(summary_line(r), flush=True)
+                        failed |= bool(r.get("validation_failures"))
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    return 1 if failed else 0
+
+
+def summary_line(r):
+    head = f"{r['variant']:<12} {r['size']:>6} c{r['consumers']} {r['channel']:<5} {r['loop']:<6}"
+    if "error" in r:
+        return f"{head} ERROR {r['error']}"
+    lat, tp = r["latency_us"], r["throughput"]
+    s = (f"{head} p50 {lat['p50']:9.1f} us  p99 {lat['p99']:9.1f} us  "
+         f"{tp['aggregate_gbps']:8.2f} GB/s  bad {r['validation_failures']}")
+    h = r.get("harness")
+    if h and h.get("p50_us") is not None:
+        gb = h["per_consumer_gbps"]
+        c_gbps = sum(g for g in gb if g) if gb else float("nan")
+        s += f"  | C: p50 {h['p50_us']:.1f} us p99 {h['p99_us']:.1f} us {c_gbps:.2f} GB/s"
+    return s
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""GPU tests (marked gpu; skipped without a GPU or without torch): torch CUDA tensors through
+cuda_ipc_pool and cuda_ipc to spawned consumers, copy and borrow, streams, zero-copy produce,
+and cuipc.compat with the reference's pattern."""
+import pytest
+
+import cuipc
+import workers
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+def feature(torch, i, shape=(256, 1024), dtype=None):
+    dtype = dtype or torch.bfloat16
+    return (torch.arange(shape[0] * shape[1], device="cuda", dtype=torch.float32).reshape(shape) % 97
+            + i).to(dtype)
+
+
+def expected_sum(torch, i, shape=(256, 1024), dtype=None):
+    return float(feature(torch, i, shape, dtype).double().sum().item())
+
+
+@pytest.mark.parametrize("mode", ["cuda_ipc_pool", "cuda_ipc"])
+@pytest.mark.parametrize("kind", ["copy", "borrow"])
+@pytest.mark.parametrize("n_consumers", [1, 2])
+def test_torch_tensors_to_spawned_consumers(spawn, torch, mode, kind, n_consumers):
+    n_messages = 4
+    results = spawn.ctx.Queue()
+    with cuipc.Producer(mode=mode, gpu_pool_bytes=64 << 20, max_consumers=n_consumers) as p:
+        for _ in range(n_consumers):
+            spawn(workers.gpu_recv, p.socket_path, kind, n_messages, results, kind == "borrow")
+        p.accept(n_consumers, timeout=60)
+        for _ in range(n_consumers):
+            assert results.get(timeout=60)[0] == "attached"
+        stream = torch.cuda.Stream()
+        sent = []
+        for i in range(n_messages):
+            with torch.cuda.stream(stream):
+                x = feature(torch, i)
+                sent.append(x)  # cuda_ipc exports this allocation itself
+                p.send({"pixel_values": x, "i": i, "mask": torch.ones(7, device="cuda", dtype=torch.bool)},
+                       stream=stream)
+        got = []
+        for _ in range(n_consumers * n_messages):
+            status, index, payload = results.get(timeout=60)
+            assert status == "ok", payload
+            got.append(payload)
+        for g in got:
+            assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
+            assert g["pixel_values"][4] == expected_sum(torch, g["i"])
+            assert g["mask"][4] == 7.0
+        if mode == "cuda_ipc_pool":
+            p.drain(timeout=30)
+            st = p.stats()["gpu_pool"]
+            assert st["in_flight"] == 0 and st["recycled"] == n_messages
+        else:
+            assert p.stats()["ipc_retained_bytes"] > 0
+
+
+def test_stream_arguments(spawn, torch):
+    results = spawn.ctx.Queue()
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
+        spawn(workers.gpu_recv, p.socket_path, "copy", 3, results, True)
+        p.accept(1, timeout=60)
+        assert results.get(timeout=60)[0] == "attached"
+        s = torch.cuda.Stream()
+        for i, stream in enumerate([s, s.cuda_stream, None]):
+            with torch.cuda.stream(s):
+                x = feature(torch, i, (64, 64), torch.float32)
+            if stream is None:
+                s.synchronize()
+            p.send({"pixel_values": x, "i": i}, stream=stream)
+        for _ in range(3):
+            status, _, g = results.get(timeout=60)
+            assert status == "ok", g
+            assert g["pixel_values"][4] == expected_sum(torch, g["i"], (64, 64), torch.float32)
+
+
+def test_zero_copy_produce_into_a_gpu_buffer(spawn, torch):
+    results = spawn.ctx.Queue()
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
+        spawn(workers.gpu_recv, p.socket_path, "borrow", 1, results, False)
+        p.accept(1, timeout=60)
+        assert results.get(timeout=60)[0] == "attached"
+        buf = p.buffer(64 * 64 * 4)
+        assert buf.device == "cuda:0" and p.stats()["gpu_pool"]["held"] == 1
+        out = torch.from_dlpack(buf).view(torch.float32).view(64, 64)
+        out.copy_(feature(torch, 3, (64, 64), torch.float32))  # the "model" writes its output
+        p.send({"pixel_values": out, "i": 3}, stream=torch.cuda.current_stream())
+        status, _, g = results.get(timeout=60)
+        assert status == "ok", g
+        assert g["pixel_values"][4] == expected_sum(torch, 3, (64, 64), torch.float32)
+        p.drain(timeout=30)
+        assert p.stats()["gpu_pool"]["held"] == 0
+
+
+def test_bad_gpu_input_is_refused(torch):
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
+        with pytest.raises(cuipc.InvalidArgument, match="not contiguous"):
+            p.wrap({"x": torch.ones(8, 8, device="cuda").t()})
+        if torch.cuda.device_count() > 1:
+            with pytest.raises(cuipc.Error):
+                p.wrap({"x": torch.ones(8, device="cuda:1")})
+        with pytest.raises(cuipc.PeerDead):
+            p.wrap({"x": torch.ones(8, device="cuda")})
+
+
+def test_compat_reference_pattern(spawn, torch):
+    from cuipc import compat
+    results = spawn.ctx.Queue()
+    inbox = spawn.ctx.Queue()
+    with compat.MmItemMemoryPool(64 << 20, num_consumers=1, device=0) as pool:
+        spawn(workers.compat_worker, inbox, results, 0)
+        n = 5
+        for i in range(n):
+            mm = {"pixel_values": feature(torch, i), "image_grid_thw": torch.tensor([[1, 16, 16]]), "i": i}
+            inbox.put(compat.wrap_mm_inputs_for_ipc(mm, "cuda_ipc_pool", pool))
+            status, payload = results.get(timeout=60)
+            assert status == "ok", payload
+            assert payload["pixel_values"] == ("tensor", "torch.bfloat16", (256, 1024), expected_sum(torch, i))
+            assert payload["image_grid_thw"][3] == 33.0  # CPU tensors pass unchanged
+        inbox.put(None)
+        pool.producer.drain(timeout=30)
+        st = pool.stats()
+        assert st["by_value"] >= 1 and st["gpu_pool"]["recycled"] == n - st["by_value"]
+        assert st["gpu_pool"]["in_flight"] == 0
