@@ -180,7 +180,8 @@ def _export(tensor: "_cuipc.Tensor", library: str):
         return tensor.to_torch()
     if library == "numpy":
         import numpy
-        return numpy.from_dlpack(tensor)
+        # Host copies through the buffer protocol: writable (numpy's from_dlpack is read-only).
+        return numpy.asarray(tensor) if tensor.device == "cpu" else numpy.from_dlpack(tensor)
     return tensor
 
 

@@ -1,6 +1,7 @@
 """cuipc.compat: the reference's API, wrapped objects pickled through the application's own
 multiprocessing queue to spawned receivers (host pool: the same path without a GPU)."""
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -32,6 +33,24 @@ def test_pool_mode_needs_a_pool_and_a_known_mode():
         compat.wrap_mm_inputs_for_ipc({"x": np.ones(2)}, "cuda_ipc_pool")
     with pytest.raises(cuipc.InvalidArgument, match="transport_mode must be"):
         compat.wrap_mm_inputs_for_ipc({"x": np.ones(2)}, "shm")
+
+
+def test_received_host_copies_are_the_receivers_own():
+    with compat.MmItemMemoryPool(1 << 20, num_consumers=1, device="cpu") as pool:
+        first = compat.wrap_mm_inputs_for_ipc({"x": np.arange(4.0)}, "cuda_ipc_pool", pool)
+        assert compat.unwrap_mm_inputs_from_ipc(first)["x"].tolist() == [0, 1, 2, 3]  # attaches
+        for _ in range(50):  # the pool's thread accepts the receiver
+            if pool.ready():
+                break
+            time.sleep(0.05)
+        assert pool.ready()
+        wrapped = compat.wrap_mm_inputs_for_ipc({"x": np.arange(4.0)}, "cuda_ipc_pool", pool)
+        assert wrapped["x"].wire is not None
+        x = compat.unwrap_mm_inputs_from_ipc(pickle.loads(pickle.dumps(wrapped)))["x"]
+        x[0] = 9  # a copy: writable, and the chunk is back in the pool
+        assert x.tolist() == [9, 1, 2, 3]
+        pool.producer.drain(timeout=5)
+        assert pool.stats()["host_pool"]["recycled"] == 1
 
 
 def test_by_value_until_receivers_attach():
