@@ -24,18 +24,30 @@ def expected_sum(torch, i, shape=(256, 1024), dtype=None):
     return float(feature(torch, i, shape, dtype).double().sum().item())
 
 
+def start_consumers(spawn, p, n, kind, count, use_stream):
+    """n spawned GPU consumers attached to p; their reports come on the returned queue."""
+    results = spawn.ctx.Queue()
+    for _ in range(n):
+        spawn(workers.gpu_recv, p.socket_path, kind, count, results, use_stream)
+    p.accept(n, timeout=60)
+    for _ in range(n):
+        assert results.get(timeout=60)[0] == "attached"
+    return results
+
+
+def next_report(results):
+    status, _, payload = results.get(timeout=60)
+    assert status == "ok", payload
+    return payload
+
+
 @pytest.mark.parametrize("mode", ["cuda_ipc_pool", "cuda_ipc"])
 @pytest.mark.parametrize("kind", ["copy", "borrow"])
 @pytest.mark.parametrize("n_consumers", [1, 2])
 def test_torch_tensors_to_spawned_consumers(spawn, torch, mode, kind, n_consumers):
     n_messages = 4
-    results = spawn.ctx.Queue()
     with cuipc.Producer(mode=mode, gpu_pool_bytes=64 << 20, max_consumers=n_consumers) as p:
-        for _ in range(n_consumers):
-            spawn(workers.gpu_recv, p.socket_path, kind, n_messages, results, kind == "borrow")
-        p.accept(n_consumers, timeout=60)
-        for _ in range(n_consumers):
-            assert results.get(timeout=60)[0] == "attached"
+        results = start_consumers(spawn, p, n_consumers, kind, n_messages, kind == "borrow")
         stream = torch.cuda.Stream()
         sent = []
         for i in range(n_messages):
@@ -44,12 +56,7 @@ def test_torch_tensors_to_spawned_consumers(spawn, torch, mode, kind, n_consumer
                 sent.append(x)  # cuda_ipc exports this allocation itself
                 p.send({"pixel_values": x, "i": i, "mask": torch.ones(7, device="cuda", dtype=torch.bool)},
                        stream=stream)
-        got = []
-        for _ in range(n_consumers * n_messages):
-            status, index, payload = results.get(timeout=60)
-            assert status == "ok", payload
-            got.append(payload)
-        for g in got:
+        for g in [next_report(results) for _ in range(n_consumers * n_messages)]:
             assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
             assert g["pixel_values"][4] == expected_sum(torch, g["i"])
             assert g["mask"][4] == 7.0
@@ -62,11 +69,8 @@ def test_torch_tensors_to_spawned_consumers(spawn, torch, mode, kind, n_consumer
 
 
 def test_stream_arguments(spawn, torch):
-    results = spawn.ctx.Queue()
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        spawn(workers.gpu_recv, p.socket_path, "copy", 3, results, True)
-        p.accept(1, timeout=60)
-        assert results.get(timeout=60)[0] == "attached"
+        results = start_consumers(spawn, p, 1, "copy", 3, True)
         s = torch.cuda.Stream()
         for i, stream in enumerate([s, s.cuda_stream, None]):
             with torch.cuda.stream(s):
@@ -75,24 +79,19 @@ def test_stream_arguments(spawn, torch):
                 s.synchronize()
             p.send({"pixel_values": x, "i": i}, stream=stream)
         for _ in range(3):
-            status, _, g = results.get(timeout=60)
-            assert status == "ok", g
+            g = next_report(results)
             assert g["pixel_values"][4] == expected_sum(torch, g["i"], (64, 64), torch.float32)
 
 
 def test_zero_copy_produce_into_a_gpu_buffer(spawn, torch):
-    results = spawn.ctx.Queue()
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        spawn(workers.gpu_recv, p.socket_path, "borrow", 1, results, False)
-        p.accept(1, timeout=60)
-        assert results.get(timeout=60)[0] == "attached"
+        results = start_consumers(spawn, p, 1, "borrow", 1, False)
         buf = p.buffer(64 * 64 * 4)
         assert buf.device == "cuda:0" and p.stats()["gpu_pool"]["held"] == 1
         out = torch.from_dlpack(buf).view(torch.float32).view(64, 64)
         out.copy_(feature(torch, 3, (64, 64), torch.float32))  # the "model" writes its output
         p.send({"pixel_values": out, "i": 3}, stream=torch.cuda.current_stream())
-        status, _, g = results.get(timeout=60)
-        assert status == "ok", g
+        g = next_report(results)
         assert g["pixel_values"][4] == expected_sum(torch, 3, (64, 64), torch.float32)
         p.drain(timeout=30)
         assert p.stats()["gpu_pool"]["held"] == 0
