@@ -11,12 +11,14 @@ int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns) {
     double s = PyFloat_AsDouble(o);
     if (s == -1.0 && PyErr_Occurred()) {
         PyErr_Clear();
-        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "timeout must be a number of seconds or None, not %s",
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "timeout must be a number of seconds or None, not %s",
                            Py_TYPE(o)->tp_name);
         return -1;
     }
     if (!(s >= 0) || s > 9e9) {
-        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "timeout must be >= 0 seconds (or None: no limit), not %R", o);
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "timeout must be >= 0 seconds (or None: no limit), not %R", o);
         return -1;
     }
     *ns = (int64_t)(s * 1e9);
@@ -63,7 +65,8 @@ int cuipc_py_unwrap_kind(const char *kind, cuipc_unwrap_kind *out) {
         *out = CUIPC_UNWRAP_BORROW;
         return 0;
     }
-    cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "kind must be \"copy\" or \"borrow\", not \"%s\"", kind);
+    cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "kind must be \"copy\" or \"borrow\", not \"%s\"",
+                       kind);
     return -1;
 }
 
@@ -105,6 +108,7 @@ int cuipc_py_device(PyObject *o, int32_t fallback, int32_t *out) {
     }
     PyErr_Clear();
     cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                       "device must be None, \"cpu\" (or -1), a CUDA ordinal or \"cuda:N\", not %R", o);
+                       "device must be None, \"cpu\" (or -1), a CUDA ordinal or \"cuda:N\", not %R",
+                       o);
     return -1;
 }

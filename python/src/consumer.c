@@ -12,8 +12,9 @@ static void consumer_detach_if_done(ConsumerObject *self) {
         return;
     cuipc_consumer *c = self->c;
     self->c = NULL;
-    Py_BEGIN_ALLOW_THREADS cuipc_consumer_detach(c);
-    Py_END_ALLOW_THREADS
+    PyThreadState *ts = PyEval_SaveThread();
+    cuipc_consumer_detach(c);
+    PyEval_RestoreThread(ts);
 }
 
 static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
@@ -29,8 +30,10 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     if (cuipc_py_timeout(timeout, DEFAULT_ATTACH_TIMEOUT_NS, &ns) < 0)
         return -1;
     cuipc_status s;
-    Py_BEGIN_ALLOW_THREADS s = cuipc_consumer_attach(path, ns, &self->c);
-    Py_END_ALLOW_THREADS if (s != CUIPC_OK) {
+    PyThreadState *ts = PyEval_SaveThread();
+    s = cuipc_consumer_attach(path, ns, &self->c);
+    PyEval_RestoreThread(ts);
+    if (s != CUIPC_OK) {
         self->c = NULL;
         cuipc_py_raise(s);
         return -1;
@@ -88,7 +91,8 @@ static PyObject *consumer_adopt(ConsumerObject *self, PyObject *arg) {
         return NULL;
     if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "adopt takes the bytes of Producer.wrap, not %s",
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "adopt takes the bytes of Producer.wrap, not %s",
                                   Py_TYPE(arg)->tp_name);
     }
     cuipc_message *m = NULL;
@@ -103,7 +107,8 @@ static PyObject *consumer_adopt(ConsumerObject *self, PyObject *arg) {
 static int unwrap_options(const char *kind, PyObject *device, PyObject *stream, double host_wait_us,
                           cuipc_unwrap_options *o) {
     cuipc_unwrap_options_init(o);
-    if (cuipc_py_unwrap_kind(kind, &o->kind) < 0 || cuipc_py_device(device, CUIPC_DEVICE_SAME, &o->device) < 0 ||
+    if (cuipc_py_unwrap_kind(kind, &o->kind) < 0 ||
+        cuipc_py_device(device, CUIPC_DEVICE_SAME, &o->device) < 0 ||
         cuipc_py_stream(stream, &o->stream) < 0)
         return -1;
     if (host_wait_us >= 0)
@@ -117,7 +122,8 @@ static PyObject *consumer_prepare(ConsumerObject *self, PyObject *args, PyObject
     PyObject *device = Py_None, *stream = Py_None;
     double host_wait_us = -1;
     cuipc_unwrap_options o;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &device, &stream, &host_wait_us) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &device, &stream,
+                                     &host_wait_us) ||
         !consumer_open(self) || unwrap_options(kind, device, stream, host_wait_us, &o) < 0)
         return NULL;
     cuipc_status s;
@@ -166,9 +172,11 @@ static PyMethodDef consumer_methods[] = {
     {"recv", (PyCFunction)(void (*)(void))consumer_recv, METH_VARARGS | METH_KEYWORDS,
      "recv(timeout=None) -> Message. Closed once the producer closed, PeerDead if it died."},
     {"adopt", (PyCFunction)consumer_adopt, METH_O,
-     "adopt(bytes) -> Message: a message that came on the application's own channel (Producer.wrap)."},
+     "adopt(bytes) -> Message: a message that came on the application's own channel "
+     "(Producer.wrap)."},
     {"prepare", (PyCFunction)(void (*)(void))consumer_prepare, METH_VARARGS | METH_KEYWORDS,
-     "prepare(kind=\"copy\", device=None, stream=None, host_wait_us=-1): one-time set-up before the first message."},
+     "prepare(kind=\"copy\", device=None, stream=None, host_wait_us=-1): one-time set-up before "
+     "the first message."},
     {"stats", (PyCFunction)consumer_stats, METH_NOARGS, "Counters of this consumer (dict)."},
     {"close", (PyCFunction)consumer_close, METH_NOARGS,
      "Detach (at once, or when the last message of this consumer is freed)."},
@@ -177,7 +185,8 @@ static PyMethodDef consumer_methods[] = {
     {NULL}};
 
 static PyGetSetDef consumer_getset[] = {
-    {"index", (getter)consumer_index, NULL, "this consumer's place at the producer (0..max_consumers-1)", NULL},
+    {"index", (getter)consumer_index, NULL,
+     "this consumer's place at the producer (0..max_consumers-1)", NULL},
     {NULL}};
 
 PyTypeObject ConsumerType = {
@@ -198,8 +207,9 @@ static void message_dealloc(MessageObject *self) {
     cuipc_message *m = self->m;
     self->m = NULL;
     if (m) {
-        Py_BEGIN_ALLOW_THREADS cuipc_message_free(m);
-        Py_END_ALLOW_THREADS
+        PyThreadState *ts = PyEval_SaveThread();
+        cuipc_message_free(m);
+        PyEval_RestoreThread(ts);
     }
     ConsumerObject *c = self->consumer;
     c->live_messages--;
@@ -214,7 +224,8 @@ static PyObject *message_unwrap(MessageObject *self, PyObject *args, PyObject *k
     PyObject *device = Py_None, *stream = Py_None;
     double host_wait_us = -1;
     cuipc_unwrap_options o;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &stream, &device, &host_wait_us) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &stream, &device,
+                                     &host_wait_us) ||
         unwrap_options(kind, device, stream, host_wait_us, &o) < 0)
         return NULL;
     if (self->released)
@@ -233,7 +244,8 @@ static PyObject *message_unwrap(MessageObject *self, PyObject *args, PyObject *k
     owner->message = (MessageObject *)Py_NewRef((PyObject *)self);
     owner->stream = o.stream;
     owner->stream_ordered = cuipc_message_stream_ordered(self->m);
-    PyObject *r = cuipc_py_from_value(tree, owner, o.kind == CUIPC_UNWRAP_BORROW ? TENSOR_BORROW : TENSOR_COPY);
+    PyObject *r = cuipc_py_from_value(tree, owner,
+                                      o.kind == CUIPC_UNWRAP_BORROW ? TENSOR_BORROW : TENSOR_COPY);
     Py_DECREF(owner);
     return r;
 }
@@ -271,7 +283,8 @@ static PyObject *message_released(MessageObject *self, void *unused) {
 
 static PyMethodDef message_methods[] = {
     {"unwrap", (PyCFunction)(void (*)(void))message_unwrap, METH_VARARGS | METH_KEYWORDS,
-     "unwrap(kind=\"copy\", stream=None, device=None, host_wait_us=-1) -> the tree, tensors as cuipc.Tensor."},
+     "unwrap(kind=\"copy\", stream=None, device=None, host_wait_us=-1) -> the tree, tensors as "
+     "cuipc.Tensor."},
     {"release", (PyCFunction)(void (*)(void))message_release, METH_VARARGS | METH_KEYWORDS,
      "release(stream=None): give the chunks back (after the work queued on stream). Idempotent."},
     {"__enter__", ctx_enter, METH_NOARGS, NULL},
@@ -280,7 +293,8 @@ static PyMethodDef message_methods[] = {
 
 static PyGetSetDef message_getset[] = {
     {"stream_ordered", (getter)message_stream_ordered, NULL,
-     "True when the last unwrap queued work on its stream (tensors ready in that stream's order)", NULL},
+     "True when the last unwrap queued work on its stream (tensors ready in that stream's order)",
+     NULL},
     {"released", (getter)message_released, NULL, "True after release()", NULL},
     {NULL}};
 
@@ -301,8 +315,9 @@ static void tree_dealloc(TreeObject *self) {
     self->tree = NULL;
     /* Copy-outs on the GPU are freed stream-ordered; borrows free nothing. */
     if (tree) {
-        Py_BEGIN_ALLOW_THREADS cuipc_value_free(tree);
-        Py_END_ALLOW_THREADS
+        PyThreadState *ts = PyEval_SaveThread();
+        cuipc_value_free(tree);
+        PyEval_RestoreThread(ts);
     }
     Py_XDECREF(self->message);
     PyObject_Free(self);

@@ -76,7 +76,8 @@ static bool is_contiguous(const DLTensor *dl) {
     return true;
 }
 
-static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream stream, PyObject *keep) {
+static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream stream,
+                                 PyObject *keep) {
     /* Where the tensor lives decides the stream argument: CUDA tensors order their pending
      * work before our stream (1: the legacy default stream, which a NULL stream is). */
     PyObject *dev = PyObject_CallMethod(obj, "__dlpack_device__", NULL);
@@ -84,12 +85,14 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
     if (!dev || !PyArg_ParseTuple(dev, "ii", &dev_type, &dev_id)) {
         Py_XDECREF(dev);
         PyErr_Clear();
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)", path),
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)",
+                                  path),
                NULL;
     }
     Py_DECREF(dev);
-    PyObject *stream_arg = dev_type == kDLCUDA ? PyLong_FromUnsignedLongLong(stream ? (uintptr_t)stream : 1)
-                                               : Py_NewRef(Py_None);
+    PyObject *stream_arg = dev_type == kDLCUDA
+                               ? PyLong_FromUnsignedLongLong(stream ? (uintptr_t)stream : 1)
+                               : Py_NewRef(Py_None);
     PyObject *cap = stream_arg ? call_dlpack(obj, stream_arg) : NULL;
     Py_XDECREF(stream_arg);
     if (!cap) {
@@ -106,7 +109,8 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
     bool versioned = PyCapsule_IsValid(cap, "dltensor_versioned");
     if (!versioned && !PyCapsule_IsValid(cap, "dltensor")) {
         Py_DECREF(cap);
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack__ returned no DLPack capsule", path),
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "%s: __dlpack__ returned no DLPack capsule", path),
                NULL;
     }
     void *managed = PyCapsule_GetPointer(cap, versioned ? "dltensor_versioned" : "dltensor");
@@ -128,14 +132,16 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
     else if (dl->device.device_type == kDLCUDA)
         t.device = dl->device.device_id;
     else
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "%s: tensors on DLPack device type %d are not supported (CPU or CUDA only)",
-                                  path, dl->device.device_type),
+        return cuipc_py_raise_msg(
+                   CUIPC_ERR_INVALID_ARG,
+                   "%s: tensors on DLPack device type %d are not supported (CPU or CUDA only)",
+                   path, dl->device.device_type),
                NULL;
     t.dtype = cuipc_py_dtype_from_dl(dl->dtype);
     if (t.dtype == CUIPC_DTYPE_INVALID)
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: dtype (code %d, %d bits, %d lanes) is not supported",
-                                  path, dl->dtype.code, dl->dtype.bits, dl->dtype.lanes),
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "%s: dtype (code %d, %d bits, %d lanes) is not supported", path,
+                                  dl->dtype.code, dl->dtype.bits, dl->dtype.lanes),
                NULL;
     if (dl->ndim < 0 || dl->ndim > CUIPC_MAX_DIMS)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %d dimensions (at most %d)", path,
@@ -163,10 +169,11 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
     return v;
 }
 
-static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream, PyObject *keep);
+static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream,
+                            PyObject *keep);
 
-static cuipc_value *add_child(cuipc_value *parent, const char *key, PyObject *item, const char *path,
-                              int depth, cuipc_stream stream, PyObject *keep) {
+static cuipc_value *add_child(cuipc_value *parent, const char *key, PyObject *item,
+                              const char *path, int depth, cuipc_stream stream, PyObject *keep) {
     char sub[256];
     if (key)
         snprintf(sub, sizeof sub, "%s[%.64s]", path, key);
@@ -181,7 +188,8 @@ static cuipc_value *add_child(cuipc_value *parent, const char *key, PyObject *it
     return parent;
 }
 
-static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream, PyObject *keep) {
+static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream,
+                            PyObject *keep) {
     if (depth > CUIPC_VALUE_MAX_DEPTH)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: nested deeper than %d levels", path,
                                   CUIPC_VALUE_MAX_DEPTH),
@@ -195,7 +203,8 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
         long long i = PyLong_AsLongLong(o);
         if (i == -1 && PyErr_Occurred()) {
             PyErr_Clear();
-            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: integer %R does not fit in 64 bits", path, o),
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                      "%s: integer %R does not fit in 64 bits", path, o),
                    NULL;
         }
         v = cuipc_value_int(i);
@@ -207,11 +216,12 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
         if (!s)
             return NULL;
         if ((size_t)n != strlen(s))
-            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: strings may not hold NUL characters", path),
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                      "%s: strings may not hold NUL characters", path),
                    NULL;
         if ((size_t)n > CUIPC_VALUE_MAX_STRING)
-            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: string of %zd bytes (at most %u)", path,
-                                      n, CUIPC_VALUE_MAX_STRING),
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: string of %zd bytes (at most %u)",
+                                      path, n, CUIPC_VALUE_MAX_STRING),
                    NULL;
         v = cuipc_value_string(s);
     } else if (PyBytes_Check(o) || PyByteArray_Check(o)) {
@@ -219,8 +229,8 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
         Py_ssize_t n = PyBytes_Check(o) ? PyBytes_GET_SIZE(o) : PyByteArray_GET_SIZE(o);
         if ((size_t)n > CUIPC_VALUE_MAX_STRING)
             return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                      "%s: bytes of %zd (at most %u; send large data as a tensor)", path,
-                                      n, CUIPC_VALUE_MAX_STRING),
+                                      "%s: bytes of %zd (at most %u; send large data as a tensor)",
+                                      path, n, CUIPC_VALUE_MAX_STRING),
                    NULL;
         v = cuipc_value_bytes(p, (size_t)n);
     } else if (PyDict_Check(o)) {
@@ -232,8 +242,9 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
             if (!k) {
                 PyErr_Clear();
                 cuipc_value_free(v);
-                return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: dict keys must be str, not %s",
-                                          path, Py_TYPE(key)->tp_name),
+                return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                          "%s: dict keys must be str, not %s", path,
+                                          Py_TYPE(key)->tp_name),
                        NULL;
             }
             if (!add_child(v, k, item, path, depth, stream, keep)) {
@@ -253,10 +264,11 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
     } else if (PyObject_HasAttrString(o, "__dlpack__")) {
         return tensor_value(o, path, stream, keep);
     } else {
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "%s: %s cannot be sent (dict, list, tuple, str, bytes, int, float, "
-                                  "bool, None or a tensor with __dlpack__)",
-                                  path, Py_TYPE(o)->tp_name),
+        return cuipc_py_raise_msg(
+                   CUIPC_ERR_INVALID_ARG,
+                   "%s: %s cannot be sent (dict, list, tuple, str, bytes, int, float, "
+                   "bool, None or a tensor with __dlpack__)",
+                   path, Py_TYPE(o)->tp_name),
                NULL;
     }
     if (!v && !PyErr_Occurred())
@@ -279,8 +291,8 @@ PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_or
     case CUIPC_VALUE_FLOAT:
         return PyFloat_FromDouble(cuipc_value_as_float(v));
     case CUIPC_VALUE_STRING:
-        return PyUnicode_DecodeUTF8(cuipc_value_as_string(v), (Py_ssize_t)strlen(cuipc_value_as_string(v)),
-                                    "replace");
+        return PyUnicode_DecodeUTF8(cuipc_value_as_string(v),
+                                    (Py_ssize_t)strlen(cuipc_value_as_string(v)), "replace");
     case CUIPC_VALUE_BYTES: {
         size_t n = 0;
         const void *p = cuipc_value_as_bytes(v, &n);

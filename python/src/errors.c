@@ -11,18 +11,21 @@ static const struct {
     const char *name;
     const char *doc;
 } classes[] = {
-    {CUIPC_ERR_INVALID_ARG, "InvalidArgument", "Something impossible was asked (bad type, value, device, layout)."},
+    {CUIPC_ERR_INVALID_ARG, "InvalidArgument",
+     "Something impossible was asked (bad type, value, device, layout)."},
     {CUIPC_ERR_NO_MEMORY, "NoMemory", "A host allocation failed."},
     {CUIPC_ERR_POOL_FULL, "PoolFull", "No room in the pool (or no consumer place) for this."},
     {CUIPC_ERR_TIMEOUT, "Timeout", "A bounded wait ran out."},
     {CUIPC_ERR_STALE, "Stale", "The chunk or buffer was recycled, sent or released already."},
     {CUIPC_ERR_DUPLICATE, "Duplicate", "A release for a chunk this consumer already released."},
     {CUIPC_ERR_CORRUPT, "Corrupt", "Malformed or forged message bytes."},
-    {CUIPC_ERR_UNKNOWN_POOL, "UnknownPool", "The message names a pool this consumer does not know."},
+    {CUIPC_ERR_UNKNOWN_POOL, "UnknownPool",
+     "The message names a pool this consumer does not know."},
     {CUIPC_ERR_CUDA, "CudaError", "A CUDA call failed."},
     {CUIPC_ERR_NO_GPU, "NoGpu", "The operation needs a GPU and none is usable."},
     {CUIPC_ERR_SYSTEM, "SystemFailure", "An OS call failed (errno in the message)."},
-    {CUIPC_ERR_PEER_DEAD, "PeerDead", "The process on the other side exited (or none is attached)."},
+    {CUIPC_ERR_PEER_DEAD, "PeerDead",
+     "The process on the other side exited (or none is attached)."},
     {CUIPC_ERR_CLOSED, "Closed", "The producer, channel or pool was shut down."},
     {CUIPC_ERR_UNSUPPORTED, "Unsupported", "A valid request this build or device cannot do."},
     {CUIPC_ERR_VERSION, "VersionMismatch", "Wire or shared-memory layout version mismatch."},
@@ -44,10 +47,10 @@ static PyObject *builtin_base(cuipc_status s) {
 
 int cuipc_py_errors_init(PyObject *module) {
     PyObject *dict = Py_BuildValue("{s:s}", "status", "ERROR");
-    error_base = PyErr_NewExceptionWithDoc(
-        "cuipc.Error",
-        "Base of every cuipc error. `status` is the cuipc status name, str(e) the library's message.",
-        NULL, dict);
+    error_base = PyErr_NewExceptionWithDoc("cuipc.Error",
+                                           "Base of every cuipc error. `status` is the cuipc "
+                                           "status name, str(e) the library's message.",
+                                           NULL, dict);
     Py_XDECREF(dict);
     if (!error_base || PyModule_AddObjectRef(module, "Error", error_base) < 0)
         return -1;
@@ -56,8 +59,7 @@ int cuipc_py_errors_init(PyObject *module) {
         snprintf(qualified, sizeof qualified, "cuipc.%s", classes[i].name);
         PyObject *extra = builtin_base(classes[i].status);
         PyObject *bases = extra ? PyTuple_Pack(2, error_base, extra) : PyTuple_Pack(1, error_base);
-        PyObject *attrs =
-            Py_BuildValue("{s:s}", "status", cuipc_status_name(classes[i].status));
+        PyObject *attrs = Py_BuildValue("{s:s}", "status", cuipc_status_name(classes[i].status));
         PyObject *cls = bases && attrs
                             ? PyErr_NewExceptionWithDoc(qualified, classes[i].doc, bases, attrs)
                             : NULL;

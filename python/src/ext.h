@@ -30,43 +30,38 @@ int cuipc_py_device(PyObject *o, int32_t fallback, int32_t *out);
 
 /* ---- objects */
 typedef struct ProducerObject {
-    PyObject_HEAD
-    cuipc_producer *p;
+    PyObject_HEAD cuipc_producer *p;
     cuipc_mode mode;
     int32_t device;
-    int in_calls;        /* calls running with the GIL released (close waits for none) */
-    PyObject *retained;  /* cuda_ipc: the senders' DLPack tensors kept alive, as the mode needs */
+    int in_calls;       /* calls running with the GIL released (close waits for none) */
+    PyObject *retained; /* cuda_ipc: the senders' DLPack tensors kept alive, as the mode needs */
 } ProducerObject;
 
 typedef struct ConsumerObject {
-    PyObject_HEAD
-    cuipc_consumer *c;
+    PyObject_HEAD cuipc_consumer *c;
     Py_ssize_t live_messages; /* messages not yet freed: detach waits for them */
     bool closing;
     int in_calls;
 } ConsumerObject;
 
 typedef struct MessageObject {
-    PyObject_HEAD
-    ConsumerObject *consumer;
+    PyObject_HEAD ConsumerObject *consumer;
     cuipc_message *m;
     bool released;
 } MessageObject;
 
 /* An unwrapped tree: owns the value tree (and so the copy-out memory of its tensors). */
 typedef struct TreeObject {
-    PyObject_HEAD
-    cuipc_value *tree;
+    PyObject_HEAD cuipc_value *tree;
     MessageObject *message;
-    cuipc_stream stream;   /* the unwrap's stream */
-    bool stream_ordered;   /* its tensors are ready in that stream's order only */
+    cuipc_stream stream; /* the unwrap's stream */
+    bool stream_ordered; /* its tensors are ready in that stream's order only */
 } TreeObject;
 
 typedef enum { TENSOR_COPY, TENSOR_BORROW, TENSOR_BUFFER } tensor_origin;
 
 typedef struct TensorObject {
-    PyObject_HEAD
-    cuipc_tensor t;
+    PyObject_HEAD cuipc_tensor t;
     tensor_origin origin;
     PyObject *owner; /* TreeObject (copy, borrow) or ProducerObject (buffer) */
     Py_ssize_t byte_strides[CUIPC_MAX_DIMS]; /* the buffer protocol's view of t.strides */
@@ -93,8 +88,10 @@ cuipc_dtype cuipc_py_dtype_from_dl(DLDataType t);
 #define CUIPC_PY_CALL(obj, status_var, call)                                                       \
     do {                                                                                           \
         (obj)->in_calls++;                                                                         \
-        Py_BEGIN_ALLOW_THREADS status_var = (call);                                                \
-        Py_END_ALLOW_THREADS(obj)->in_calls--;                                                     \
+        PyThreadState *ts_ = PyEval_SaveThread();                                                  \
+        status_var = (call);                                                                       \
+        PyEval_RestoreThread(ts_);                                                                 \
+        (obj)->in_calls--;                                                                         \
     } while (0)
 
 #endif

@@ -3,8 +3,10 @@
 
 static PyObject *gpu_count(PyObject *m, PyObject *unused) {
     int n;
-    Py_BEGIN_ALLOW_THREADS n = cuipc_gpu_count();
-    Py_END_ALLOW_THREADS return PyLong_FromLong(n);
+    PyThreadState *ts = PyEval_SaveThread();
+    n = cuipc_gpu_count();
+    PyEval_RestoreThread(ts);
+    return PyLong_FromLong(n);
 }
 
 static PyObject *status_name(PyObject *m, PyObject *arg) {
@@ -47,7 +49,8 @@ PyMODINIT_FUNC PyInit__cuipc(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (!m)
         return NULL;
-    if (cuipc_py_errors_init(m) < 0 || PyModule_AddObjectRef(m, "Producer", (PyObject *)&ProducerType) < 0 ||
+    if (cuipc_py_errors_init(m) < 0 ||
+        PyModule_AddObjectRef(m, "Producer", (PyObject *)&ProducerType) < 0 ||
         PyModule_AddObjectRef(m, "Consumer", (PyObject *)&ConsumerType) < 0 ||
         PyModule_AddObjectRef(m, "Message", (PyObject *)&MessageType) < 0 ||
         PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0 ||

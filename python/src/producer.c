@@ -20,8 +20,10 @@ static int parse_policy(const char *s, cuipc_full_policy *out) {
 }
 
 static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"mode", "gpu_pool_bytes", "host_pool_bytes", "max_consumers", "device",
-                            "full_policy", "full_timeout", "slots", "ring_bytes", "socket_path", NULL};
+    static char *names[] = {
+        "mode",        "gpu_pool_bytes", "host_pool_bytes", "max_consumers", "device",
+        "full_policy", "full_timeout",   "slots",           "ring_bytes",    "socket_path",
+        NULL};
     const char *mode = "default", *policy = "wait", *socket_path = NULL;
     PyObject *gpu_bytes = Py_None, *full_timeout = Py_None;
     unsigned long long host_bytes = 64ull << 20, ring_bytes = 1ull << 20;
@@ -36,8 +38,9 @@ static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
     cuipc_producer_config cfg;
     cuipc_producer_config_init(&cfg);
     if (cuipc_mode_from_name(mode, &cfg.mode) != CUIPC_OK)
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "mode must be \"default\", \"cuda_ipc\" or \"cuda_ipc_pool\", not \"%s\"", mode),
+        return cuipc_py_raise_msg(
+                   CUIPC_ERR_INVALID_ARG,
+                   "mode must be \"default\", \"cuda_ipc\" or \"cuda_ipc_pool\", not \"%s\"", mode),
                -1;
     if (parse_policy(policy, &cfg.full_policy) < 0 ||
         cuipc_py_timeout(full_timeout, cfg.full_timeout_ns, &cfg.full_timeout_ns) < 0)
@@ -56,8 +59,10 @@ static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
     cfg.ring_bytes = ring_bytes;
     cfg.socket_path = socket_path;
     cuipc_status s;
-    Py_BEGIN_ALLOW_THREADS s = cuipc_producer_create(&cfg, &self->p);
-    Py_END_ALLOW_THREADS if (s != CUIPC_OK) {
+    PyThreadState *ts = PyEval_SaveThread();
+    s = cuipc_producer_create(&cfg, &self->p);
+    PyEval_RestoreThread(ts);
+    if (s != CUIPC_OK) {
         self->p = NULL;
         cuipc_py_raise(s);
         return -1;
@@ -80,9 +85,10 @@ static void producer_destroy(ProducerObject *self) {
     self->p = NULL;
     if (!p)
         return;
-    Py_BEGIN_ALLOW_THREADS cuipc_producer_close(p);
+    PyThreadState *ts = PyEval_SaveThread();
+    cuipc_producer_close(p);
     cuipc_producer_destroy(p);
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(ts);
 }
 
 static void producer_dealloc(ProducerObject *self) {
@@ -105,7 +111,8 @@ static PyObject *producer_close(ProducerObject *self, PyObject *unused) {
 static PyObject *producer_accept(ProducerObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"n", "timeout", NULL};
     PyObject *n_obj = Py_None, *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO", names, &n_obj, &timeout) || !open_or_raise(self))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO", names, &n_obj, &timeout) ||
+        !open_or_raise(self))
         return NULL;
     int64_t ns;
     if (cuipc_py_timeout(timeout, -1, &ns) < 0)
@@ -122,7 +129,8 @@ static PyObject *producer_accept(ProducerObject *self, PyObject *args, PyObject 
 
 /* Convert the tree; for cuda_ipc the DLPack tensors stay with the producer (the mode exports the
  * senders' own allocations), otherwise they go back once the call returns. */
-static cuipc_value *take_tree(ProducerObject *self, PyObject *tree, cuipc_stream stream, PyObject **keep) {
+static cuipc_value *take_tree(ProducerObject *self, PyObject *tree, cuipc_stream stream,
+                              PyObject **keep) {
     *keep = PyList_New(0);
     if (!*keep)
         return NULL;
@@ -185,7 +193,8 @@ static PyObject *encode_bytes(const cuipc_value *wrapped) {
 static PyObject *producer_wrap(ProducerObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"tree", "stream", NULL};
     PyObject *tree, *stream_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", names, &tree, &stream_obj) || !open_or_raise(self))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", names, &tree, &stream_obj) ||
+        !open_or_raise(self))
         return NULL;
     cuipc_stream stream;
     if (cuipc_py_stream(stream_obj, &stream) < 0)
@@ -237,12 +246,13 @@ static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject 
     int32_t fallback = self->mode == CUIPC_MODE_CUDA_IPC_POOL ? self->device : CUIPC_DEVICE_HOST;
     int32_t device;
     int64_t ns;
-    if (cuipc_py_device(device_obj, fallback, &device) < 0 || cuipc_py_timeout(timeout, -1, &ns) < 0)
+    if (cuipc_py_device(device_obj, fallback, &device) < 0 ||
+        cuipc_py_timeout(timeout, -1, &ns) < 0)
         return NULL;
     if (device != CUIPC_DEVICE_HOST && device != self->device)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "buffer on cuda:%d: the producer's GPU pool is on cuda:%d", device,
-                                  self->device);
+                                  "buffer on cuda:%d: the producer's GPU pool is on cuda:%d",
+                                  device, self->device);
     cuipc_memory_kind memory = device == CUIPC_DEVICE_HOST ? CUIPC_MEMORY_HOST : CUIPC_MEMORY_CUDA;
     void *data = NULL;
     cuipc_status s;
@@ -263,7 +273,8 @@ static PyObject *producer_free_buffer(ProducerObject *self, PyObject *arg) {
         return NULL;
     if (!PyObject_TypeCheck(arg, &TensorType) || ((TensorObject *)arg)->origin != TENSOR_BUFFER ||
         ((TensorObject *)arg)->owner != (PyObject *)self)
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "free_buffer takes a buffer of this producer");
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "free_buffer takes a buffer of this producer");
     cuipc_status s = cuipc_producer_buffer_free(self->p, ((TensorObject *)arg)->t.data);
     if (s != CUIPC_OK)
         return cuipc_py_raise(s);
@@ -304,14 +315,14 @@ static PyObject *producer_stats(ProducerObject *self, PyObject *unused) {
     cuipc_producer_stats st;
     cuipc_producer_stats_get(self->p, &st);
     PyObject *gpu = pool_stats_dict(&st.gpu_pool), *host = pool_stats_dict(&st.host_pool);
-    PyObject *r = gpu && host ? Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O,s:O}", "messages_sent",
-                                              st.messages_sent, "bytes_sent", st.bytes_sent, "fallbacks",
-                                              st.fallbacks, "ipc_exports", st.ipc_exports,
-                                              "ipc_retained_bytes", st.ipc_retained_bytes,
-                                              "consumers_attached", st.consumers_attached,
-                                              "consumers_dead", st.consumers_dead, "gpu_pool", gpu,
-                                              "host_pool", host)
-                              : NULL;
+    PyObject *r =
+        gpu && host
+            ? Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O,s:O}", "messages_sent",
+                            st.messages_sent, "bytes_sent", st.bytes_sent, "fallbacks",
+                            st.fallbacks, "ipc_exports", st.ipc_exports, "ipc_retained_bytes",
+                            st.ipc_retained_bytes, "consumers_attached", st.consumers_attached,
+                            "consumers_dead", st.consumers_dead, "gpu_pool", gpu, "host_pool", host)
+            : NULL;
     Py_XDECREF(gpu);
     Py_XDECREF(host);
     return r;
@@ -349,18 +360,23 @@ static PyMethodDef producer_methods[] = {
     {"accept", (PyCFunction)(void (*)(void))producer_accept, METH_VARARGS | METH_KEYWORDS,
      "accept(n=1, timeout=None) -> consumers attached. Wait until n consumers are attached."},
     {"send", (PyCFunction)(void (*)(void))producer_send, METH_VARARGS | METH_KEYWORDS,
-     "send(tree, stream=None, timeout=None): wrap the tree's tensors and broadcast it to every consumer."},
+     "send(tree, stream=None, timeout=None): wrap the tree's tensors and broadcast it to every "
+     "consumer."},
     {"wrap", (PyCFunction)(void (*)(void))producer_wrap, METH_VARARGS | METH_KEYWORDS,
      "wrap(tree, stream=None) -> bytes for the application's own channel (Consumer.adopt)."},
     {"cancel", (PyCFunction)producer_cancel, METH_O,
      "cancel(wrapped_bytes): give back the chunks of wrapped bytes that will never be delivered."},
     {"buffer", (PyCFunction)(void (*)(void))producer_buffer, METH_VARARGS | METH_KEYWORDS,
-     "buffer(nbytes, device=None, timeout=None) -> writable u8 Tensor inside the pool (zero-copy produce)."},
-    {"free_buffer", (PyCFunction)producer_free_buffer, METH_O, "Give back a buffer that will not be sent."},
+     "buffer(nbytes, device=None, timeout=None) -> writable u8 Tensor inside the pool (zero-copy "
+     "produce)."},
+    {"free_buffer", (PyCFunction)producer_free_buffer, METH_O,
+     "Give back a buffer that will not be sent."},
     {"drain", (PyCFunction)(void (*)(void))producer_drain, METH_VARARGS | METH_KEYWORDS,
      "drain(timeout=None): wait until every chunk in flight was released."},
-    {"stats", (PyCFunction)producer_stats, METH_NOARGS, "Counters of the producer and its pools (dict)."},
-    {"close", (PyCFunction)producer_close, METH_NOARGS, "Tell the consumers no more comes; free the pools."},
+    {"stats", (PyCFunction)producer_stats, METH_NOARGS,
+     "Counters of the producer and its pools (dict)."},
+    {"close", (PyCFunction)producer_close, METH_NOARGS,
+     "Tell the consumers no more comes; free the pools."},
     {"__enter__", producer_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)producer_exit, METH_VARARGS, NULL},
     {NULL}};
@@ -377,9 +393,10 @@ PyTypeObject ProducerType = {
     .tp_basicsize = sizeof(ProducerObject),
     .tp_dealloc = (destructor)producer_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Producer(mode=\"default\", gpu_pool_bytes=None, host_pool_bytes=64 MiB, max_consumers=1, "
-              "device=0, full_policy=\"wait\", full_timeout=None, slots=4096, ring_bytes=1 MiB, "
-              "socket_path=None)",
+    .tp_doc =
+        "Producer(mode=\"default\", gpu_pool_bytes=None, host_pool_bytes=64 MiB, max_consumers=1, "
+        "device=0, full_policy=\"wait\", full_timeout=None, slots=4096, ring_bytes=1 MiB, "
+        "socket_path=None)",
     .tp_methods = producer_methods,
     .tp_getset = producer_getset,
     .tp_init = (initproc)producer_init,

@@ -10,11 +10,11 @@ static const struct {
     cuipc_dtype d;
     DLDataType dl;
 } dtypes[] = {
-    {CUIPC_DTYPE_BOOL, {kDLBool, 8, 1}},   {CUIPC_DTYPE_U8, {kDLUInt, 8, 1}},
-    {CUIPC_DTYPE_I8, {kDLInt, 8, 1}},      {CUIPC_DTYPE_I16, {kDLInt, 16, 1}},
-    {CUIPC_DTYPE_U16, {kDLUInt, 16, 1}},   {CUIPC_DTYPE_I32, {kDLInt, 32, 1}},
-    {CUIPC_DTYPE_U32, {kDLUInt, 32, 1}},   {CUIPC_DTYPE_I64, {kDLInt, 64, 1}},
-    {CUIPC_DTYPE_U64, {kDLUInt, 64, 1}},   {CUIPC_DTYPE_F16, {kDLFloat, 16, 1}},
+    {CUIPC_DTYPE_BOOL, {kDLBool, 8, 1}},    {CUIPC_DTYPE_U8, {kDLUInt, 8, 1}},
+    {CUIPC_DTYPE_I8, {kDLInt, 8, 1}},       {CUIPC_DTYPE_I16, {kDLInt, 16, 1}},
+    {CUIPC_DTYPE_U16, {kDLUInt, 16, 1}},    {CUIPC_DTYPE_I32, {kDLInt, 32, 1}},
+    {CUIPC_DTYPE_U32, {kDLUInt, 32, 1}},    {CUIPC_DTYPE_I64, {kDLInt, 64, 1}},
+    {CUIPC_DTYPE_U64, {kDLUInt, 64, 1}},    {CUIPC_DTYPE_F16, {kDLFloat, 16, 1}},
     {CUIPC_DTYPE_BF16, {kDLBfloat, 16, 1}}, {CUIPC_DTYPE_F32, {kDLFloat, 32, 1}},
     {CUIPC_DTYPE_F64, {kDLFloat, 64, 1}},
 };
@@ -163,7 +163,8 @@ static int order_after_unwrap(TensorObject *self, PyObject *stream) {
         cudaEventDestroy(ev);
     cudaSetDevice(prev);
     if (e != cudaSuccess) {
-        cuipc_py_raise_msg(CUIPC_ERR_CUDA, "__dlpack__: ordering the reader's stream after the unwrap: %s",
+        cuipc_py_raise_msg(CUIPC_ERR_CUDA,
+                           "__dlpack__: ordering the reader's stream after the unwrap: %s",
                            cudaGetErrorString(e));
         return -1;
     }
@@ -204,7 +205,8 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
                                                         : type == kDLCUDA && id == self->t.device;
         if (!same)
             return cuipc_py_raise_msg(CUIPC_ERR_UNSUPPORTED,
-                                      "__dlpack__: the tensor lives on another device than %R", dl_device);
+                                      "__dlpack__: the tensor lives on another device than %R",
+                                      dl_device);
     }
     if (order_after_unwrap(self, stream) < 0)
         return NULL;
@@ -213,7 +215,8 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
         long major = 0;
         if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) < 1 ||
             ((major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0))) == -1 && PyErr_Occurred()))
-            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "__dlpack__: max_version must be a (major, minor) tuple");
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                      "__dlpack__: max_version must be a (major, minor) tuple");
         versioned = major >= DLPACK_MAJOR_VERSION;
     }
     export_ctx *ctx = calloc(1, sizeof *ctx);
@@ -322,34 +325,50 @@ static PyObject *tensor_repr(TensorObject *self) {
  * unless borrowed (the pool's memory, read by every consumer). */
 static const char *buffer_format(cuipc_dtype d) {
     switch (d) {
-    case CUIPC_DTYPE_BOOL: return "?";
-    case CUIPC_DTYPE_U8: return "B";
-    case CUIPC_DTYPE_I8: return "b";
-    case CUIPC_DTYPE_I16: return "h";
-    case CUIPC_DTYPE_U16: return "H";
-    case CUIPC_DTYPE_BF16: return "H"; /* no struct code: the raw 16-bit words */
-    case CUIPC_DTYPE_I32: return "i";
-    case CUIPC_DTYPE_U32: return "I";
-    case CUIPC_DTYPE_I64: return "q";
-    case CUIPC_DTYPE_U64: return "Q";
-    case CUIPC_DTYPE_F16: return "e";
-    case CUIPC_DTYPE_F32: return "f";
-    case CUIPC_DTYPE_F64: return "d";
-    default: return NULL;
+    case CUIPC_DTYPE_BOOL:
+        return "?";
+    case CUIPC_DTYPE_U8:
+        return "B";
+    case CUIPC_DTYPE_I8:
+        return "b";
+    case CUIPC_DTYPE_I16:
+        return "h";
+    case CUIPC_DTYPE_U16:
+        return "H";
+    case CUIPC_DTYPE_BF16:
+        return "H"; /* no struct code: the raw 16-bit words */
+    case CUIPC_DTYPE_I32:
+        return "i";
+    case CUIPC_DTYPE_U32:
+        return "I";
+    case CUIPC_DTYPE_I64:
+        return "q";
+    case CUIPC_DTYPE_U64:
+        return "Q";
+    case CUIPC_DTYPE_F16:
+        return "e";
+    case CUIPC_DTYPE_F32:
+        return "f";
+    case CUIPC_DTYPE_F64:
+        return "d";
+    default:
+        return NULL;
     }
 }
 
 static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags) {
     if (self->t.device != CUIPC_DEVICE_HOST) {
         cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                           "a tensor on cuda:%d has no host buffer: read it through DLPack", (int)self->t.device);
+                           "a tensor on cuda:%d has no host buffer: read it through DLPack",
+                           (int)self->t.device);
         return -1;
     }
     if (!cuipc_py_tensor_usable(self))
         return -1;
     bool readonly = self->origin == TENSOR_BORROW;
     if ((flags & PyBUF_WRITABLE) && readonly) {
-        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "a borrowed tensor is read-only (unwrap with kind=\"copy\" to write)");
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "a borrowed tensor is read-only (unwrap with kind=\"copy\" to write)");
         return -1;
     }
     size_t item = cuipc_dtype_size(self->t.dtype);
@@ -379,7 +398,8 @@ static PyBufferProcs tensor_as_buffer = {.bf_getbuffer = (getbufferproc)tensor_g
 static PyMethodDef tensor_methods[] = {
     {"__dlpack__", (PyCFunction)(void (*)(void))tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
      "DLPack capsule over the tensor's memory (no copy). stream: the reader's CUDA stream."},
-    {"__dlpack_device__", (PyCFunction)tensor_dlpack_device, METH_NOARGS, "(device_type, device_id)"},
+    {"__dlpack_device__", (PyCFunction)tensor_dlpack_device, METH_NOARGS,
+     "(device_type, device_id)"},
     {"to_torch", (PyCFunction)tensor_to_torch, METH_NOARGS,
      "torch.from_dlpack(self): a torch.Tensor over the same memory."},
     {NULL}};
@@ -392,7 +412,8 @@ static PyGetSetDef tensor_getset[] = {
     {"nbytes", (getter)tensor_nbytes, NULL, "bytes spanned", NULL},
     {"data_ptr", (getter)tensor_data_ptr, NULL, "address of element 0", NULL},
     {"kind", (getter)tensor_kind, NULL, "\"copy\", \"borrow\" or \"buffer\"", NULL},
-    {"valid", (getter)tensor_valid, NULL, "False once a borrowed tensor's message was released", NULL},
+    {"valid", (getter)tensor_valid, NULL, "False once a borrowed tensor's message was released",
+     NULL},
     {NULL}};
 
 PyTypeObject TensorType = {
