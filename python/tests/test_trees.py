@@ -171,3 +171,23 @@ def test_dtypes_round_trip(pair):
     for d in dtypes:
         a = np.from_dlpack(out[np.dtype(d).name])
         assert a.dtype == np.dtype(d) and np.array_equal(a, np.arange(6).astype(d).reshape(2, 3))
+
+
+def test_blocking_calls_let_other_threads_run(pair):
+    """recv waits with the GIL released: the send that ends the wait runs meanwhile."""
+    import threading
+    import time
+    p, c = pair()
+    got = {}
+
+    def receive():
+        with c.recv(timeout=5) as m:
+            got["tree"] = m.unwrap()
+
+    t = threading.Thread(target=receive)
+    t.start()
+    time.sleep(0.1)  # the receiver is inside recv now
+    p.send({"x": np.arange(3, dtype=np.int16)})
+    t.join(10)
+    assert not t.is_alive()
+    assert np.array_equal(np.asarray(got["tree"]["x"]), np.arange(3))
