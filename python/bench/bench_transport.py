@@ -17,6 +17,7 @@ pattern) and ring (Producer.send -> Consumer.recv: cuipc's own channel, the C ha
     python3 python/bench/bench_transport.py --out r.json --compare-harness OUT/harness
 """
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -68,18 +69,25 @@ def percentile(sorted_us, q):
     return sorted_us[k]
 
 
+def on_stream(torch, stream):
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+
 def consumer_main(cfg, inbox, results, ready):
     """A worker: attach, then per message get, unwrap, synchronize (timed), touch, release."""
     import torch
 
     import cuipc
 
-    torch.cuda.set_device(0)
-    stream = torch.cuda.Stream()
+    gpu = cfg["device"] == "cuda"
+    if gpu:
+        torch.cuda.set_device(0)
+    stream = torch.cuda.Stream() if gpu else None
+    target = 0 if gpu else None
     lat_ns, ready_ns, bad = [], [], 0
     try:
         c = cuipc.Consumer(cfg["path"], timeout=60, spin_us=cfg["spin_us"])
-        c.prepare(kind=cfg["kind"], device=0, stream=stream)
+        c.prepare(kind=cfg["kind"], device=target, stream=stream)
         ready.put(c.index)
         for _ in range(cfg["messages"]):
             if cfg["channel"] == "queue":
@@ -87,16 +95,17 @@ def consumer_main(cfg, inbox, results, ready):
                 m = c.adopt(wire)
             else:
                 m = c.recv(timeout=120)
-            tree = m.unwrap(kind=cfg["kind"], stream=stream, device=0)
+            tree = m.unwrap(kind=cfg["kind"], stream=stream, device=target)
             if cfg["channel"] == "ring":
                 i, stamp = tree["i"], tree["stamp"]
-            with torch.cuda.stream(stream):
+            with on_stream(torch, stream):
                 t = tree["x"].to_torch()
-            stream.synchronize()
+            if stream is not None:
+                stream.synchronize()
             now = time.perf_counter_ns()
             lat_ns.append(now - stamp)
             ready_ns.append(now)
-            with torch.cuda.stream(stream):  # touch: the data is there and is this message's
+            with on_stream(torch, stream):  # touch: the data is there and is this message's
                 bad += int(t.view(torch.uint8)[0].item()) != i % 251
             m.release(stream=stream)
             del t, tree, m
@@ -108,7 +117,7 @@ def consumer_main(cfg, inbox, results, ready):
         results.put({"error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"})
 
 
-def run_case(variant, size_name, n, channel, loop):
+def run_case(variant, size_name, n, channel, loop, device, messages_override=None):
     import torch
 
     import cuipc
@@ -116,6 +125,8 @@ def run_case(variant, size_name, n, channel, loop):
     mode, kind, _ = VARIANTS[variant]
     sc = scenario(loop, variant, size_name, n)
     size = SIZES[size_name]
+    if messages_override:
+        sc["iterations"], sc["warmup"] = messages_override, min(sc["warmup"], messages_override // 4)
     messages = sc["iterations"] + sc["warmup"]
     ctx = mp.get_context("spawn")
     results, ready = ctx.Queue(), ctx.Queue()
@@ -123,7 +134,7 @@ def run_case(variant, size_name, n, channel, loop):
     p = cuipc.Producer(mode=mode, gpu_pool_bytes=sc["gpu_bytes"] if mode != "default" else 0,
                        host_pool_bytes=sc["host_bytes"] if mode == "default" else 0,
                        max_consumers=n, device=0, full_policy="wait", full_timeout=30)
-    cfg = {"path": p.socket_path, "kind": kind, "channel": channel, "messages": messages,
+    cfg = {"path": p.socket_path, "kind": kind, "channel": channel, "messages": messages, "device": device,
            "spin_us": sc["spin_us"] if loop == "open" else -1}
     procs = [ctx.Process(target=consumer_main, args=(cfg, inboxes[k], results, ready)) for k in range(n)]
     for proc in procs:
@@ -132,17 +143,18 @@ def run_case(variant, size_name, n, channel, loop):
         p.accept(n, timeout=120)
         for _ in range(n):
             ready.get(timeout=120)
-        stream = torch.cuda.Stream()
+        stream = torch.cuda.Stream() if device == "cuda" else None
+        sync = stream.synchronize if stream is not None else (lambda: None)
         # One source tensor per slot in flight, bf16 like the harness; byte 0 carries the index.
-        with torch.cuda.stream(stream):
-            srcs = [torch.randn(size // 2, device="cuda").to(torch.bfloat16) for _ in range(4)]
-        stream.synchronize()
+        with on_stream(torch, stream):
+            srcs = [torch.randn(size // 2, device=device).to(torch.bfloat16) for _ in range(4)]
+        sync()
         period_ns = int(1e9 / sc["rate_hz"]) if loop == "open" else 0
         start = time.perf_counter_ns() + 50_000_000
         send_ns = []
         for i in range(messages):
             x = srcs[i % len(srcs)]
-            with torch.cuda.stream(stream):
+            with on_stream(torch, stream):
                 x.view(torch.uint8)[0] = i % 251
             if loop == "open":
                 due = start + i * period_ns
@@ -150,7 +162,7 @@ def run_case(variant, size_name, n, channel, loop):
                     pass
                 stamp = due
             else:
-                stream.synchronize()
+                sync()
                 stamp = time.perf_counter_ns()
             t0 = time.perf_counter_ns()
             if channel == "queue":
@@ -227,14 +239,22 @@ def main():
     ap.add_argument("--variants", default="pool_copy,pool_borrow,default")
     ap.add_argument("--channels", default="queue,ring")
     ap.add_argument("--loops", default="open,closed")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                    help="cpu: host tensors, variant default only: a dry run of the plumbing "
+                         "where no GPU is present, not a figure to compare")
+    ap.add_argument("--messages", type=int, help="fewer messages than the C scenario (dry runs)")
     ap.add_argument("--compare-harness", metavar="DIR",
                     help="C harness results of the same run (cuipc-harness run --out DIR)")
     args = ap.parse_args()
     import cuipc
-    if cuipc.gpu_count() == 0:
+    if cuipc.gpu_count() == 0 and args.device == "cuda":
         print("bench_transport: no GPU: nothing measured", file=sys.stderr)
         return 77
-    out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-bench", "environment": environment(),
+    if args.device == "cpu" and args.variants != "default":
+        print("bench_transport: --device cpu runs the default variant only", file=sys.stderr)
+        return 2
+    out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-bench", "device": args.device,
+           "environment": environment(),
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": []}
     failed = False
     for variant in args.variants.split(","):
@@ -243,7 +263,7 @@ def main():
                 for channel in args.channels.split(","):
                     for loop in args.loops.split(","):
                         try:
-                            r = run_case(variant, size, n, channel, loop)
+                            r = run_case(variant, size, n, channel, loop, args.device, args.messages)
                         except Exception as e:
                             failed = True
                             r = {"variant": variant, "size": size, "consumers": n, "channel": channel,

@@ -54,7 +54,7 @@ def test_torch_tensors_to_spawned_consumers(spawn, torch, mode, kind, n_consumer
             with torch.cuda.stream(stream):
                 x = feature(torch, i)
                 sent.append(x)  # cuda_ipc exports this allocation itself
-                p.send({"pixel_values": x, "i": i, "mask": torch.ones(7, device="cuda", dtype=torch.bool)},
+                p.send({"pixel_values": x, "i": i, "mask": torch.ones(7, device="cuda", dtype=torch.uint8)},
                        stream=stream)
         for g in [next_report(results) for _ in range(n_consumers * n_messages)]:
             assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
