@@ -255,11 +255,38 @@ static PyObject *tensor_dlpack_device(TensorObject *self, PyObject *unused) {
     return Py_BuildValue("(ii)", kDLCUDA, self->t.device);
 }
 
+/* torch.from_dlpack over a legacy capsule made for torch's current stream: works with every
+ * torch that has DLPack, whatever its policy on versioned capsules and read-only flags. */
 static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
     PyObject *torch = PyImport_ImportModule("torch");
     if (!torch)
         return NULL;
-    PyObject *r = PyObject_CallMethod(torch, "from_dlpack", "O", (PyObject *)self);
+    PyObject *stream = NULL;
+    if (self->t.device == CUIPC_DEVICE_HOST) {
+        stream = Py_NewRef(Py_None);
+    } else {
+        PyObject *cuda = PyObject_GetAttrString(torch, "cuda");
+        PyObject *cur =
+            cuda ? PyObject_CallMethod(cuda, "current_stream", "i", (int)self->t.device) : NULL;
+        Py_XDECREF(cuda);
+        PyObject *handle = cur ? PyObject_GetAttrString(cur, "cuda_stream") : NULL;
+        Py_XDECREF(cur);
+        long long h = handle ? PyLong_AsLongLong(handle) : -1;
+        Py_XDECREF(handle);
+        if (PyErr_Occurred()) {
+            Py_DECREF(torch);
+            return NULL;
+        }
+        stream = PyLong_FromLongLong(h == 0 ? 1 : h); /* 0 is the legacy default stream: 1 */
+    }
+    PyObject *args = PyTuple_New(0);
+    PyObject *kw = stream ? Py_BuildValue("{s:O}", "stream", stream) : NULL;
+    PyObject *cap = args && kw ? tensor_dlpack(self, args, kw) : NULL;
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    Py_XDECREF(stream);
+    PyObject *r = cap ? PyObject_CallMethod(torch, "from_dlpack", "O", cap) : NULL;
+    Py_XDECREF(cap);
     Py_DECREF(torch);
     return r;
 }

@@ -81,13 +81,14 @@ def test_receivers_through_a_multiprocessing_queue(spawn, num_consumers):
                 status, *payload = results.get(timeout=30)
                 assert status == "ok", payload
                 got.append((i, payload[0]))
-        for q in inboxes:
-            q.put(None)
         for i, payload in got:
             assert payload == expected(i)
         pool.producer.drain(timeout=10)
         st = pool.stats()
-        # The first item goes by value (nobody attached yet); the rest through the pool.
+        # The first item goes by value (nobody attached yet); the rest through the pool. (Asked
+        # before the receivers are told to exit: an exited receiver is not attached any more.)
         assert pool.ready() and st["by_value"] >= 2
         assert st["host_pool"]["recycled"] >= 2 and st["host_pool"]["in_flight"] == 0
         assert st["host_pool"]["recycled"] + st["by_value"] == 2 * n_items
+        for q in inboxes:
+            q.put(None)
