@@ -698,8 +698,10 @@ void cuipc_consumer_detach(cuipc_consumer *c) {
     unmap_view(&c->host);
     unmap_view(&c->gpu);
     cuipc_ring_destroy(c->ring);
-    if (c->sock >= 0)
+    if (c->sock >= 0) {
+        cuipc_socket_say_goodbye(c->sock); /* a detach, not a death */
         close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
+    }
     cuipc_cuda_copy_pools_trim(); /* copy-out buffers already freed go back to the driver */
     pthread_mutex_destroy(&c->lock);
     free(c);

@@ -10,6 +10,7 @@
 #include "util.h"
 
 #define SEND_TIMEOUT_NS (10 * 1000000000ll)
+#define LEAVE_WAIT_NS (5 * 1000000000ull)
 
 typedef struct producer_state {
     const cuipc_scenario *s;
@@ -502,6 +503,11 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     double seconds = (double)(cuipc_h_now_ns() - t0) / 1e9;
     cuipc_producer_close(ps.p);
     cuipc_status drain = cuipc_producer_drain(ps.p, (int64_t)10 * 1000000000ll);
+    /* Consumers leave once they have seen the close: wait (bounded) so the stats count every
+     * departure, detached or died. */
+    for (uint64_t until = cuipc_h_now_ns() + LEAVE_WAIT_NS;
+         cuipc_producer_consumer_count(ps.p) > 0 && cuipc_h_now_ns() < until;)
+        cuipc_h_sleep_ns(1000000);
     if (ls.t != NULL)
         cuipc_leak_sample_now(&ls);
 
@@ -524,7 +530,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(stats, "ipc_retained_bytes",
                         json_integer((json_int_t)pst.ipc_retained_bytes));
     json_object_set_new(stats, "consumers_attached", json_integer(pst.consumers_attached));
-    json_object_set_new(stats, "consumers_dead", json_integer(pst.consumers_dead));
+    json_object_set_new(stats, "consumers_detached", json_integer(pst.consumers_detached));
+    json_object_set_new(stats, "consumers_died", json_integer(pst.consumers_dead));
     json_object_set_new(ps.out, "stats", stats);
     occ->next_ns = 0; /* the state after the drain, whatever the interval */
     occupancy_sample(occ, ps.p, cuipc_h_now_ns());

@@ -110,7 +110,8 @@ typedef struct cuipc_producer_stats {
     uint64_t ipc_exports;       /* cuda_ipc: allocations exported */
     uint64_t ipc_retained_bytes; /* cuda_ipc: bytes kept alive for consumers (the reference's leak) */
     uint32_t consumers_attached;
-    uint32_t consumers_dead;
+    uint32_t consumers_detached; /* left with cuipc_consumer_detach */
+    uint32_t consumers_dead;     /* hung up without detaching: crashed, killed, or exited */
 } cuipc_producer_stats;
 
 void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
