@@ -22,6 +22,7 @@
 #include "mps.h"
 #include "results.h"
 #include "roles.h"
+#include "schedule.h"
 #include "stats.h"
 #include "util.h"
 
@@ -594,6 +595,15 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     if (!consumer_fault && died > 0)
         failure(&j, "%lld consumer(s) hung up without detaching (died)", (long long)died);
     json_object_set_new(res, "faults", fault);
+
+    /* An open loop must keep its schedule, unless falling behind is what the run tests. */
+    json_t *schedule = json_object_get(producer, "schedule");
+    if (schedule != NULL) {
+        json_object_set(res, "schedule", schedule);
+        char why[256];
+        if (cuipc_schedule_fell_behind(schedule, why, sizeof why) && !s->run.overload)
+            failure(&j, "open loop fell behind: %s", why);
+    }
 
     json_t *thr = json_array();
     threshold(&j, thr, "latency_p50_us", s->thresholds.p50_us, agg.p50_us, true);

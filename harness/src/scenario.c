@@ -658,6 +658,12 @@ static bool parse_run(pctx *c, const json_t *o, cuipc_scenario *s) {
         push_key(c, "producer_spin");
         return fail(c, "producer_spin applies to an open loop only (a closed loop never waits)");
     }
+    if (!get_bool(c, o, "overload", &s->run.overload))
+        return false;
+    if (s->run.overload && !s->run.open_loop) {
+        push_key(c, "overload");
+        return fail(c, "overload applies to an open loop only (a closed loop has no schedule)");
+    }
     if (s->run.iterations != 0 && s->run.warmup_iterations >= s->run.iterations) {
         push_key(c, "warmup_iterations");
         return fail(c, "warm-up (%llu) leaves no measured iterations of %llu",
@@ -985,10 +991,10 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     bool need = !cuipc_scenario_replays(s);
     s->tensors.location =
         s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
-    o = enter(c, root, "tensors", need,
-              KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed",
-                   "source"),
-              &bad);
+    o = enter(
+        c, root, "tensors", need,
+        KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed", "source"),
+        &bad);
     if (bad || (o != NULL && !parse_tensors(c, o, s)))
         return false;
     if (o != NULL)
@@ -1006,7 +1012,7 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
             s->consumers.devices[i] = s->producer_device;
     o = enter(c, root, "run", need,
               KEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz", "timeout_s",
-                   "attach_timeout_s", "producer_spin"),
+                   "attach_timeout_s", "producer_spin", "overload"),
               &bad);
     if (bad || (o != NULL && !parse_run(c, o, s)))
         return false;

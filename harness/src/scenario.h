@@ -111,6 +111,7 @@ typedef struct cuipc_scenario {
         uint64_t warmup_iterations;
         bool open_loop;
         bool producer_spin; /* open loop: wait for each send time busily, not asleep */
+        bool overload;      /* open loop: falling behind the schedule is what is tested */
         double rate_hz;
         double timeout_s;
         double attach_timeout_s;

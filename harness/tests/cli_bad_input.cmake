@@ -50,3 +50,16 @@ string(JSON unmeasured GET "${res}" leaks unmeasured 0)
 if(NOT verdict STREQUAL "not_measured" OR NOT unmeasured STREQUAL "producer 0: no report")
   message(FATAL_ERROR "crash_consumer: leak verdict ${verdict} (unmeasured: ${unmeasured})")
 endif()
+# An open loop that cannot keep its rate fails, naming both rates, unless it is an overload
+# test; both carry the schedule in their results.
+expect_exit(1 "open loop fell behind: offered 1000 Hz, sustained [0-9]+ Hz"
+            run --no-progress --out ${WORK}/behind ${SRC}/fixtures/runs/open_loop_fell_behind.json)
+expect_exit(0 "open_loop_overload +passed"
+            run --no-progress --out ${WORK}/behind ${SRC}/fixtures/runs/open_loop_overload.json)
+file(READ ${WORK}/behind/open_loop_overload.json res)
+string(JSON behind GET "${res}" schedule fell_behind)
+string(JSON scheduled GET "${res}" schedule scheduled)
+if(NOT behind OR NOT scheduled EQUAL 1000)
+  message(FATAL_ERROR "overload schedule: fell_behind ${behind}, scheduled ${scheduled}")
+endif()
+expect_exit(2 "overload applies to an open loop only" validate ${SRC}/bad/overload_closed.json)
