@@ -1,8 +1,9 @@
 /* An open loop's schedule against what the producer kept of it: the messages due, those it
  * reached, how late each was sent (lag), and the rate it sustained. A loop fell behind when
  * it sustained under CUIPC_SCHEDULE_MIN_FRACTION of the offered rate: messages reached over
- * the schedule's span, which for a loop bound by a count of messages ends when the last one
- * was sent (its lag added), and for one bound by a duration ends with the duration. */
+ * the schedule's span, which for a loop bound by a count of messages ends when its last ones
+ * were sent (the median lag of the last tenth added), and for one bound by a duration ends
+ * with the duration. */
 #ifndef CUIPC_HARNESS_SCHEDULE_H
 #define CUIPC_HARNESS_SCHEDULE_H
 
