@@ -367,13 +367,14 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, jso
 }
 
 /* Whether the scenario's fault happened: one that never fired (its message was never reached)
- * leaves a run that tested nothing of it. Sets fault.fired and fails the run if it did not. */
-static void judge_fault_fired(judge *j, const cuipc_scenario *s, const cuipc_child_result *cr,
-                              const json_t *producer, json_t *fault) {
+ * leaves a run that tested nothing of it. Sets fault.fired and fails the run, naming it as the
+ * cause (after any process that ended on its own, by end_s), if it did not. */
+static bool judge_fault_fired(judge *j, const cuipc_scenario *s, const cuipc_child_result *cr,
+                              const json_t *producer, json_t *fault, double end_s) {
     cuipc_fault_kind kind = s->fault.kind;
     unsigned long long at = (unsigned long long)s->fault.at_message;
     if (kind == CUIPC_FAULT_NONE)
-        return;
+        return true;
     char why[256] = "";
     json_int_t sent = geti(producer, "messages_sent");
     if (kind == CUIPC_FAULT_KILL_CONSUMER || kind == CUIPC_FAULT_CRASH_CONSUMER) {
@@ -396,7 +397,9 @@ static void judge_fault_fired(judge *j, const cuipc_scenario *s, const cuipc_chi
     }
     json_object_set_new(fault, "fired", json_boolean(why[0] == '\0'));
     if (why[0])
-        failure(j, "fault %s did not fire: %s", cuipc_fault_kind_name(kind), why);
+        cuipc_failures_add(&j->failures, CUIPC_FAILURE_CAUSE, end_s, "fault %s did not fire: %s",
+                           cuipc_fault_kind_name(kind), why);
+    return why[0] == '\0';
 }
 
 /* Merge role reports into res and judge them. */
@@ -573,8 +576,10 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     if (pstats)
         json_object_set_new(fault, "dead_consumer_reclaims",
                             json_integer(both_pools(pstats, "dead_consumer_reclaims")));
+    /* A fault that never fired explains what follows from it: it is named first. */
+    bool fired = judge_fault_fired(&j, s, cr, producer, fault, out->wall_s);
     /* The killed consumer held a chunk when it died: the pool must have taken it back. */
-    if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && pstats &&
+    if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && fired && pstats &&
         both_pools(pstats, "dead_consumer_reclaims") == 0)
         failure(&j, "consumer %u was killed holding a chunk, and no chunk was reclaimed for it",
                 s->fault.consumer);
@@ -586,7 +591,6 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     if (s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL && producer &&
         json_is_true(json_object_get(producer, "fault_resent")) && rejected < s->consumers.count)
         failure(&j, "a proxy for a destroyed pool was not rejected by every consumer");
-    judge_fault_fired(&j, s, cr, producer, fault);
     /* A consumer that hung up without detaching died; in a run without a consumer fault none
      * may (the supervisor names a death it saw; this catches one that exited quietly). */
     bool consumer_fault =

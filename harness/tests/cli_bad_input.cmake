@@ -36,6 +36,14 @@ expect_exit(1 "fault kill_consumer did not fire: consumer 1 never received messa
             run --no-progress --out ${WORK}/nofire ${SRC}/fixtures/runs/fault_never_fires_consumer.json)
 expect_exit(1 "fault stale_release did not fire: the producer never reached message 100000"
             run --no-progress --out ${WORK}/nofire ${SRC}/fixtures/runs/fault_never_fires_producer.json)
+foreach(side consumer producer)
+  file(READ ${WORK}/nofire/fault_never_fires_${side}.json res)
+  string(JSON reason GET "${res}" reason)
+  string(JSON fired GET "${res}" faults fired)
+  if(NOT reason MATCHES "^fault [a-z_]+ did not fire" OR fired)
+    message(FATAL_ERROR "fault_never_fires_${side}: reason '${reason}', fired ${fired}")
+  endif()
+endforeach()
 # The reason names the root cause: the consumer's crash, not the producer's SIGTERM after it.
 expect_exit(1 "SIGSEGV"
             run --no-progress --out ${WORK}/cause ${SRC}/fixtures/runs/crash_consumer_cause_first.json)
