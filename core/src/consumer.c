@@ -10,6 +10,7 @@
 #include "cuipc/codec.h"
 #include "error_internal.h"
 #include "handle_cache.h"
+#include "host_copy.h"
 #include "value_internal.h"
 #include "shm.h"
 #include "socket.h"
@@ -339,11 +340,13 @@ void cuipc_unwrap_options_init(cuipc_unwrap_options *o) {
     o->device = CUIPC_DEVICE_SAME;
     o->stream = NULL;
     o->host_wait_ns = 2000000;
+    o->copy_cache_bytes = CUIPC_COPY_CACHE_DEFAULT_BYTES;
 }
 
 typedef struct unwrap_ctx {
     cuipc_message *m;
     const cuipc_unwrap_options *opt;
+    size_t mapped; /* the tensor being unwrapped: size of its host copy's own mapping, or 0 */
 } unwrap_ctx;
 
 static held_chunk *find_held(cuipc_message *m, const cuipc_proxy *x) {
@@ -395,9 +398,10 @@ static void pin_host_view(cuipc_consumer *c, pool_view *v) {
 }
 
 static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int target, void *stream,
-                             void **dst, cuipc_tensor_owner *owner) {
+                             void **dst, cuipc_tensor_owner *owner, size_t *mapped) {
+    *mapped = 0;
     if (target == CUIPC_DEVICE_HOST) {
-        void *d = malloc(n);
+        void *d = cuipc_host_copy_alloc(n, mapped);
         if (!d)
             return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "copy-out buffer of %llu bytes",
                               (unsigned long long)n);
@@ -410,7 +414,8 @@ static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int t
                 s = cuipc_cuda_stream_sync(stream);
         }
         if (s != CUIPC_OK) {
-            free(d);
+            cuipc_host_copy_free(d, *mapped);
+            *mapped = 0;
             return s;
         }
         *dst = d;
@@ -458,7 +463,9 @@ static cuipc_status borrow_or_copy(unwrap_ctx *u, void *src, uint64_t n, int src
         *owner = CUIPC_OWNER_BORROW;
         return CUIPC_OK;
     }
-    CUIPC_TRY(copy_out(src, n, src_is_host, target, o->stream, &t->data, owner));
+    if (target != CUIPC_DEVICE_HOST) /* the pool's cache bound, as these options set it */
+        CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(target, o->copy_cache_bytes));
+    CUIPC_TRY(copy_out(src, n, src_is_host, target, o->stream, &t->data, owner, &u->mapped));
     t->device = target;
     if (target != CUIPC_DEVICE_HOST) /* copy_out waits for a host target itself */
         u->m->stream_ordered = true;
@@ -569,6 +576,7 @@ static cuipc_status unwrap_one(cuipc_value *node, void *arg) {
     }
     cuipc_tensor_owner owner = CUIPC_OWNER_NONE;
     cuipc_status s = CUIPC_OK;
+    u->mapped = 0;
     if (x.nbytes == 0) {
         t.data = NULL;
         t.device = u->opt->device == CUIPC_DEVICE_SAME ? x.layout.src_device : u->opt->device;
@@ -585,6 +593,12 @@ static cuipc_status unwrap_one(cuipc_value *node, void *arg) {
     pthread_mutex_unlock(&u->m->c->lock);
     if (owner == CUIPC_OWNER_DEVICE)
         return cuipc_value_set_stream_ordered_tensor(node, &t, u->opt->stream);
+    if (owner == CUIPC_OWNER_HOST && u->mapped) {
+        s = cuipc_value_set_mapped_host_tensor(node, &t, u->mapped);
+        if (s != CUIPC_OK)
+            cuipc_host_copy_free(t.data, u->mapped);
+        return s;
+    }
     return cuipc_value_set_tensor(node, &t, owner);
 }
 
@@ -611,12 +625,12 @@ cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_option
         void *base = NULL, *sync_dev = NULL;
         CUIPC_TRY(map_gpu_view(c, &c->gpu, opt, &target, &map_dev, &base, &sync_dev));
         if (copy && target != CUIPC_DEVICE_HOST)
-            CUIPC_TRY(cuipc_cuda_copy_pool_prepare(target));
+            CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(target, opt->copy_cache_bytes));
     }
     if (copy && opt->device >= 0) { /* host-pool and cuda_ipc data copied to this device */
         if (c->host.present)
             pin_host_view(c, &c->host);
-        CUIPC_TRY(cuipc_cuda_copy_pool_prepare(opt->device));
+        CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(opt->device, opt->copy_cache_bytes));
     }
     return CUIPC_OK;
 }
@@ -698,8 +712,10 @@ void cuipc_consumer_detach(cuipc_consumer *c) {
     unmap_view(&c->host);
     unmap_view(&c->gpu);
     cuipc_ring_destroy(c->ring);
-    if (c->sock >= 0)
+    if (c->sock >= 0) {
+        cuipc_socket_say_goodbye(c->sock); /* a detach, not a death */
         close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
+    }
     cuipc_cuda_copy_pools_trim(); /* copy-out buffers already freed go back to the driver */
     pthread_mutex_destroy(&c->lock);
     free(c);

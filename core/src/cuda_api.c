@@ -12,6 +12,7 @@
 #include <cuda.h> /* types and constants only: nothing from libcuda is linked */
 
 #include "cuda_internal.h"
+#include "cuipc/transport.h"
 #include "error_internal.h"
 
 /* ---- presence, cached once per process ---- */
@@ -300,12 +301,28 @@ cuipc_status cuipc_cuda_free(void *p) {
     return CUIPC_OK;
 }
 
-/* One stream-ordered pool per device for copy-out buffers. It keeps freed memory for reuse
- * (release threshold: unlimited), so a steady stream of copies costs no cudaMalloc/cudaFree:
- * cudaFree synchronises the whole device and would stall every copy behind it. */
+/* One stream-ordered pool per device for copy-out buffers. It keeps freed memory for reuse, so
+ * a steady stream of copies costs no cudaMalloc/cudaFree: cudaFree synchronises the whole
+ * device and would stall every copy behind it. What it keeps is a cache bounded by its release
+ * threshold: at each synchronisation (a stream or event sync) memory it holds beyond that
+ * goes back to the driver. Mixed sizes fragment the pool, so unbounded it grows toward the
+ * high water of every size mix it has seen. */
 #define CUIPC_MAX_POOL_DEVICES 64
 static pthread_mutex_t copy_pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static cudaMemPool_t copy_pools[CUIPC_MAX_POOL_DEVICES];
+static uint64_t copy_pool_keep[CUIPC_MAX_POOL_DEVICES]; /* release threshold in force */
+
+static cuipc_status set_keep_locked(int device, uint64_t keep) {
+    if (copy_pool_keep[device] == keep)
+        return CUIPC_OK;
+    cudaError_t err =
+        cudaMemPoolSetAttribute(copy_pools[device], cudaMemPoolAttrReleaseThreshold, &keep);
+    if (err != cudaSuccess)
+        return CUIPC_CUDA_FAIL(err, "cudaMemPoolSetAttribute", "release threshold %llu, device %d",
+                               (unsigned long long)keep, device);
+    copy_pool_keep[device] = keep;
+    return CUIPC_OK;
+}
 
 static cuipc_status copy_pool_get(int device, cudaMemPool_t *out) {
     if (device < 0 || device >= device_count || device >= CUIPC_MAX_POOL_DEVICES)
@@ -324,14 +341,12 @@ static cuipc_status copy_pool_get(int device, cudaMemPool_t *out) {
         if (err != cudaSuccess) {
             s = CUIPC_CUDA_FAIL(err, "cudaMemPoolCreate", "device %d", device);
         } else {
-            uint64_t keep = UINT64_MAX;
-            err = cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
-            if (err != cudaSuccess) {
-                s = CUIPC_CUDA_FAIL(err, "cudaMemPoolSetAttribute", "release threshold, device %d",
-                                    device);
+            copy_pools[device] = pool;
+            copy_pool_keep[device] = 0; /* a new pool's threshold */
+            s = set_keep_locked(device, CUIPC_COPY_CACHE_DEFAULT_BYTES);
+            if (s != CUIPC_OK) {
                 (void)cudaMemPoolDestroy(pool);
-            } else {
-                copy_pools[device] = pool;
+                copy_pools[device] = NULL;
             }
         }
     }
@@ -358,18 +373,41 @@ cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **
 
 cuipc_status cuipc_cuda_stream_device(void *stream, int *device) {
     CUIPC_REQUIRE_GPU();
-    cudaError_t err = stream ? cudaStreamGetDevice((cudaStream_t)stream, device)
-                             : cudaGetDevice(device);
+    cudaError_t err =
+        stream ? cudaStreamGetDevice((cudaStream_t)stream, device) : cudaGetDevice(device);
     if (err != cudaSuccess)
         return CUIPC_CUDA_FAIL(err, stream ? "cudaStreamGetDevice" : "cudaGetDevice", "stream %p",
                                stream);
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_cuda_copy_pool_prepare(int device) {
+cuipc_status cuipc_cuda_copy_pool_set_cache(int device, uint64_t keep_bytes) {
     CUIPC_REQUIRE_GPU();
     cudaMemPool_t pool = NULL;
-    return copy_pool_get(device, &pool);
+    CUIPC_TRY(copy_pool_get(device, &pool));
+    pthread_mutex_lock(&copy_pools_lock);
+    cuipc_status s = set_keep_locked(device, keep_bytes);
+    pthread_mutex_unlock(&copy_pools_lock);
+    return s;
+}
+
+/* Touches CUDA only when the pool exists, so host-only processes stay CUDA-free. */
+cuipc_status cuipc_cuda_copy_pool_usage(int device, uint64_t *reserved, uint64_t *used) {
+    *reserved = *used = 0;
+    if (device < 0 || device >= CUIPC_MAX_POOL_DEVICES)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "device %d out of range", device);
+    cuipc_status s = CUIPC_OK;
+    pthread_mutex_lock(&copy_pools_lock);
+    if (copy_pools[device] != NULL) {
+        cudaError_t err = cudaMemPoolGetAttribute(copy_pools[device],
+                                                  cudaMemPoolAttrReservedMemCurrent, reserved);
+        if (err == cudaSuccess)
+            err = cudaMemPoolGetAttribute(copy_pools[device], cudaMemPoolAttrUsedMemCurrent, used);
+        if (err != cudaSuccess)
+            s = CUIPC_CUDA_FAIL(err, "cudaMemPoolGetAttribute", "copy-out pool, device %d", device);
+    }
+    pthread_mutex_unlock(&copy_pools_lock);
+    return s;
 }
 
 cuipc_status cuipc_cuda_free_async(void *p, void *stream) {
@@ -496,8 +534,8 @@ static cuipc_status check_word_address(const char *where, void *dev_addr) {
 /* One stream memory operation on a 32-bit word, checked: the write and the wait differ only in
  * the driver function, its flags and their names in messages. */
 static cuipc_status stream_value32(const char *where, cuipc_pfn_stream_value32 fn,
-                                   const char *symbol, void *stream, void *dev_addr,
-                                   uint32_t value, unsigned flags, const char *flags_name) {
+                                   const char *symbol, void *stream, void *dev_addr, uint32_t value,
+                                   unsigned flags, const char *flags_name) {
     CUIPC_TRY(check_word_address(where, dev_addr));
     if (fn == NULL)
         return driver_missing(where, symbol);

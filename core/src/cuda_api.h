@@ -38,8 +38,13 @@ cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **
 cuipc_status cuipc_cuda_free_async(void *p, void *stream);
 /* The device a stream's work runs on (NULL: the current device's default stream). */
 cuipc_status cuipc_cuda_stream_device(void *stream, int *device);
-/* Create the device's pool now (idempotent), so the first copy-out does not pay for it. */
-cuipc_status cuipc_cuda_copy_pool_prepare(int device);
+/* Create the device's pool if need be (so the first copy-out does not pay for it); the pool
+ * keeps at most keep_bytes of freed memory past a synchronisation (its
+ * release threshold; created with CUIPC_COPY_CACHE_DEFAULT_BYTES). */
+cuipc_status cuipc_cuda_copy_pool_set_cache(int device, uint64_t keep_bytes);
+/* Bytes the device's copy-out pool holds from the driver (reserved) and hands out (used);
+ * zero where it has none. */
+cuipc_status cuipc_cuda_copy_pool_usage(int device, uint64_t *reserved, uint64_t *used);
 /* Give the pools' unused memory back to the driver (memory still in use is untouched). */
 cuipc_status cuipc_cuda_copy_pools_trim(void);
 

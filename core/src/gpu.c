@@ -193,3 +193,7 @@ uint64_t cuipc_host_checksum(const void *p, size_t n) {
     }
     return sum;
 }
+
+cuipc_status cuipc_gpu_copy_pool_usage(int device, uint64_t *reserved_bytes, uint64_t *used_bytes) {
+    return cuipc_cuda_copy_pool_usage(device, reserved_bytes, used_bytes);
+}

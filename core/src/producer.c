@@ -48,11 +48,13 @@ static cuipc_status make_pool(const cuipc_producer_config *c, int memory, uint64
     return cuipc_pool_create(&pc, out);
 }
 
-/* Forget consumer c: close its connection, retire its ring, release everything it held. */
+/* Forget consumer c: close its connection, retire its ring, release everything it held. It
+ * detached if it said goodbye before its hang-up, else it died. */
 static void drop_consumer_locked(cuipc_producer *p, uint32_t c) {
     cuipc_consumer_conn *k = &p->conns[c];
     if (!k->attached)
         return;
+    bool detached = k->said_goodbye || cuipc_socket_heard_goodbye(k->sock);
     k->attached = false;
     p->live_mask &= ~(1ull << c);
     close(k->sock);
@@ -68,7 +70,10 @@ static void drop_consumer_locked(cuipc_producer *p, uint32_t c) {
         }
         k->ring = NULL;
     }
-    p->stats.consumers_dead++;
+    if (detached)
+        p->stats.consumers_detached++;
+    else
+        p->stats.consumers_dead++;
     if (p->gpu_pool)
         cuipc_pool_consumer_dead(p->gpu_pool, c);
     if (p->host_pool)
@@ -109,11 +114,16 @@ static void *monitor_main(void *arg) {
         for (int i = 1; i < n; i++) {
             if (!(fds[i].revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL | POLLIN)))
                 continue;
-            /* Consumers never write after the handshake: readable means closed. */
+            /* After the handshake a consumer writes only its goodbye: readable means it is
+             * leaving, on purpose or not. */
             pthread_mutex_lock(&p->lock);
-            if (p->conns[who[i]].attached && p->conns[who[i]].sock == fds[i].fd &&
-                !cuipc_socket_peer_alive(fds[i].fd))
-                drop_consumer_locked(p, who[i]);
+            cuipc_consumer_conn *k = &p->conns[who[i]];
+            if (k->attached && k->sock == fds[i].fd) {
+                if (cuipc_socket_heard_goodbye(fds[i].fd))
+                    k->said_goodbye = true;
+                if (!cuipc_socket_peer_alive(fds[i].fd))
+                    drop_consumer_locked(p, who[i]);
+            }
             pthread_mutex_unlock(&p->lock);
         }
     }

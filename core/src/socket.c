@@ -202,6 +202,22 @@ bool cuipc_socket_peer_alive(int fd) {
     return true;
 }
 
+void cuipc_socket_say_goodbye(int fd) {
+    unsigned char b = CUIPC_SOCKET_GOODBYE;
+    ssize_t n = send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n; /* a producer already gone needs no goodbye */
+}
+
+bool cuipc_socket_heard_goodbye(int fd) {
+    unsigned char buf[16];
+    bool heard = false;
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0)
+        for (ssize_t i = 0; i < n; i++)
+            heard = heard || buf[i] == CUIPC_SOCKET_GOODBYE;
+    return heard;
+}
+
 bool cuipc_socket_peer_alive_ctx(void *ctx) {
     return cuipc_socket_peer_alive((int)(intptr_t)ctx);
 }

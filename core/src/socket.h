@@ -29,6 +29,14 @@ cuipc_status cuipc_socket_send(int fd, const void *buf, size_t len, const int *f
 cuipc_status cuipc_socket_recv(int fd, void *buf, size_t expected_len, int *fds, int *nfds,
                                int max_fds, int64_t timeout_ns);
 
+/* A consumer's last word before it closes its connection on purpose (cuipc_consumer_detach): a
+ * hang-up without it is a consumer that died. */
+#define CUIPC_SOCKET_GOODBYE 0x44u /* 'D' */
+/* Send the goodbye byte (never blocks, never raises SIGPIPE; a gone peer is not an error). */
+void cuipc_socket_say_goodbye(int fd);
+/* Read what the peer wrote without blocking; true if the goodbye byte was among it. */
+bool cuipc_socket_heard_goodbye(int fd);
+
 /* false once the peer closed its end or died. Never blocks. */
 bool cuipc_socket_peer_alive(int fd);
 /* The same with the fd passed as (intptr_t)ctx: fits cuipc_peer_alive_fn. */

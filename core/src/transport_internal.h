@@ -48,6 +48,7 @@ typedef struct cuipc_consumer_conn {
     int sock;
     pid_t pid;
     cuipc_ring *ring;
+    bool said_goodbye; /* detached on purpose: its hang-up is no death */
 } cuipc_consumer_conn;
 
 /* A pool buffer the application holds to fill and send (cuipc_producer_buffer_alloc). */

@@ -12,6 +12,7 @@
 #include "cuda_api.h"
 #include "cuipc/value.h"
 #include "error_internal.h"
+#include "host_copy.h"
 #include "value_internal.h"
 
 #define CUIPC_DICT_INDEX_MIN 16 /* below this a linear scan beats hashing */
@@ -50,6 +51,7 @@ struct cuipc_value {
             cuipc_tensor_owner owner;
             bool stream_ordered; /* device memory from cuipc_cuda_malloc_async on `stream` */
             void *stream;
+            size_t mapped_bytes; /* host memory: an anonymous mapping of this size (0: malloc) */
         } tensor;
         cuipc_proxy *proxy;
     } u;
@@ -225,7 +227,9 @@ cuipc_value *cuipc_value_proxy(const cuipc_proxy *p) {
 /* A failure is already in the error message; there is nothing to undo. */
 static void free_tensor_memory(const cuipc_value *v) {
     cuipc_tensor *t = v->u.tensor.desc;
-    if (v->u.tensor.owner == CUIPC_OWNER_HOST)
+    if (v->u.tensor.owner == CUIPC_OWNER_HOST && v->u.tensor.mapped_bytes)
+        cuipc_host_copy_free(t->data, v->u.tensor.mapped_bytes);
+    else if (v->u.tensor.owner == CUIPC_OWNER_HOST)
         free(t->data);
     else if (v->u.tensor.owner == CUIPC_OWNER_DEVICE && t->data && v->u.tensor.stream_ordered)
         cuipc_cuda_free_async(t->data, v->u.tensor.stream);
@@ -647,6 +651,16 @@ cuipc_status cuipc_value_set_tensor(cuipc_value *v, const cuipc_tensor *t,
     v->kind = CUIPC_VALUE_TENSOR;
     v->u.tensor.desc = desc;
     v->u.tensor.owner = owner;
+    v->u.tensor.stream_ordered = false;
+    v->u.tensor.stream = NULL;
+    v->u.tensor.mapped_bytes = 0;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_value_set_mapped_host_tensor(cuipc_value *v, const cuipc_tensor *t,
+                                                size_t mapped_bytes) {
+    CUIPC_TRY(cuipc_value_set_tensor(v, t, CUIPC_OWNER_HOST));
+    v->u.tensor.mapped_bytes = mapped_bytes;
     return CUIPC_OK;
 }
 

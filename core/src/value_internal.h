@@ -9,4 +9,9 @@
 cuipc_status cuipc_value_set_stream_ordered_tensor(cuipc_value *v, const cuipc_tensor *t,
                                                    void *stream);
 
+/* Replace v with a host tensor whose memory is a large copy-out buffer from
+ * cuipc_host_copy_alloc (a mapping of mapped_bytes): freeing the value gives it back there. */
+cuipc_status cuipc_value_set_mapped_host_tensor(cuipc_value *v, const cuipc_tensor *t,
+                                                size_t mapped_bytes);
+
 #endif

@@ -13,6 +13,7 @@
 
 #include "cuda_api.h"
 #include "cuipc/gpu.h"
+#include "cuipc/transport.h"
 #include "test_util.h"
 
 #define MIB ((size_t)1 << 20)
@@ -518,6 +519,58 @@ static int probe_gpu(void *arg) {
     return cuipc_gpu_count() > 0 ? 0 : CUIPC_TEST_SKIP;
 }
 
+/* Copy-out buffers of mixed sizes, freed stream-ordered and synchronised like a consumer's: the
+ * pool's reserve stays within its release threshold past each synchronisation (used: nothing),
+ * while unbounded it keeps what the size mix fragmented; a buffer kept alive shows in used. */
+static uint64_t mixed_copies(void *stream, uint64_t keep, uint64_t *max_used) {
+    CHECK_OK(cuipc_cuda_copy_pool_set_cache(0, keep));
+    uint64_t rng = 0x9e3779b97f4a7c15ull, max_reserved = 0;
+    *max_used = 0;
+    for (int i = 0; i < 300; i++) {
+        void *b[3] = {NULL};
+        for (int k = 0; k < 3; k++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            size_t n = (size_t)1 << (12 + rng % 15); /* 4 KiB .. 64 MiB */
+            n += (rng >> 20) % n;                    /* and between the powers of two */
+            CHECK_OK(cuipc_cuda_malloc_async(0, n, stream, &b[k]));
+        }
+        for (int k = 0; k < 3; k++)
+            CHECK_OK(cuipc_cuda_free_async(b[k], stream));
+        CHECK_OK(cuipc_cuda_stream_sync(stream));
+        uint64_t reserved = 0, used = 0;
+        CHECK_OK(cuipc_gpu_copy_pool_usage(0, &reserved, &used));
+        max_reserved = reserved > max_reserved ? reserved : max_reserved;
+        *max_used = used > *max_used ? used : *max_used;
+    }
+    return max_reserved;
+}
+
+static void test_copy_pool_cache(void *stream) {
+    uint64_t used = 0, keep = 64 * MIB;
+    uint64_t bounded = mixed_copies(stream, keep, &used);
+    printf("copy-out pool, release threshold 64 MiB: reserved at most %.1f MiB after a sync\n",
+           (double)bounded / MIB);
+    CHECK(used == 0);
+    CHECK(bounded <= keep + 32 * MIB); /* the pool's granularity */
+    uint64_t unbounded = mixed_copies(stream, UINT64_MAX, &used);
+    printf("copy-out pool, unbounded: reserved at most %.1f MiB\n", (double)unbounded / MIB);
+    CHECK(used == 0);
+    CHECK(unbounded > keep);
+    /* A buffer not freed is used memory, cache or not. */
+    void *kept = NULL;
+    CHECK_OK(cuipc_cuda_copy_pool_set_cache(0, 0));
+    CHECK_OK(cuipc_cuda_malloc_async(0, 8 * MIB, stream, &kept));
+    CHECK_OK(cuipc_cuda_stream_sync(stream));
+    uint64_t reserved = 0;
+    CHECK_OK(cuipc_gpu_copy_pool_usage(0, &reserved, &used));
+    CHECK(used >= 8 * MIB && reserved >= used);
+    CHECK_OK(cuipc_cuda_free_async(kept, stream));
+    CHECK_OK(cuipc_cuda_stream_sync(stream));
+    CHECK_OK(cuipc_gpu_copy_pool_usage(0, &reserved, &used));
+    CHECK(used == 0 && reserved <= 32 * MIB);
+    CHECK_OK(cuipc_cuda_copy_pool_set_cache(0, CUIPC_COPY_CACHE_DEFAULT_BYTES));
+}
+
 int main(void) {
     int probe = cuipc_test_wait(cuipc_test_fork(probe_gpu, NULL), CHILD_TIMEOUT_MS);
     if (probe == CUIPC_TEST_SKIP) {
@@ -540,6 +593,7 @@ int main(void) {
     test_stream_wait(stream);
     test_host_func(stream);
     test_errors();
+    test_copy_pool_cache(stream);
     CHECK_OK(cuipc_gpu_stream_destroy(stream));
     return cuipc_test_finish("test_gpu_basics");
 }

@@ -13,9 +13,17 @@
 #include "util.h"
 
 const char *cuipc_leak_metric_name(cuipc_leak_metric m) {
-    static const char *names[] = {"rss_bytes",         "fds",
-                                  "shm_bytes",         "gpu_used_bytes",
-                                  "gpu_process_bytes", "gpu_allocated_bytes"};
+    static const char *names[] = {"rss_bytes",
+                                  "fds",
+                                  "shm_bytes",
+                                  "gpu_used_bytes",
+                                  "gpu_process_bytes",
+                                  "gpu_allocated_bytes",
+                                  "copy_pool_used_bytes",
+                                  "copy_pool_reserved_bytes",
+                                  "gpu_process_bytes_less_copy_cache",
+                                  "host_copy_cache_bytes",
+                                  "gpu_allocated_bytes_less_copy_cache"};
     return (unsigned)m < CUIPC_LEAK_METRICS ? names[m] : "invalid";
 }
 
@@ -81,6 +89,10 @@ bool cuipc_leak_sampler_init(cuipc_leak_sampler *s, uint32_t cap, uint32_t inter
     return true;
 }
 
+void cuipc_leak_sampler_set_caches(cuipc_leak_sampler *s, cuipc_cache_sample_fn fn) {
+    s->caches = fn;
+}
+
 void cuipc_leak_sampler_free(cuipc_leak_sampler *s) {
     free(s->t);
     for (int m = 0; m < CUIPC_LEAK_METRICS; m++)
@@ -108,7 +120,15 @@ void cuipc_leak_sample_now(cuipc_leak_sampler *s) {
     uint64_t now = cuipc_h_now_ns();
     uint32_t i = s->n++;
     s->t[i] = (double)(now - s->t0_ns) / 1e9;
-    s->v[CUIPC_LEAK_RSS][i] = s->enabled[CUIPC_LEAK_RSS] ? cuipc_read_rss_bytes() : NAN;
+    double host_cache = 0, reserved = NAN, pool_used = NAN;
+    if (s->caches != NULL && !s->caches(s->gpu_ctx, &host_cache, &reserved, &pool_used))
+        reserved = pool_used = NAN;
+    s->v[CUIPC_LEAK_RSS][i] =
+        s->enabled[CUIPC_LEAK_RSS] ? cuipc_read_rss_bytes() - host_cache : NAN;
+    s->v[CUIPC_LEAK_HOST_COPY_CACHE][i] = s->enabled[CUIPC_LEAK_HOST_COPY_CACHE] ? host_cache : NAN;
+    s->v[CUIPC_LEAK_COPY_POOL_USED][i] = s->enabled[CUIPC_LEAK_COPY_POOL_USED] ? pool_used : NAN;
+    s->v[CUIPC_LEAK_COPY_POOL_RESERVED][i] =
+        s->enabled[CUIPC_LEAK_COPY_POOL_RESERVED] ? reserved : NAN;
     s->v[CUIPC_LEAK_FDS][i] = s->enabled[CUIPC_LEAK_FDS] ? cuipc_read_fd_count() : NAN;
     s->v[CUIPC_LEAK_SHM][i] = s->enabled[CUIPC_LEAK_SHM] ? cuipc_read_shm_used_bytes() : NAN;
     double used = NAN, process = NAN, allocated = NAN;
@@ -121,6 +141,12 @@ void cuipc_leak_sample_now(cuipc_leak_sampler *s) {
         s->enabled[CUIPC_LEAK_GPU_PROCESS] && have_process ? process : NAN;
     s->v[CUIPC_LEAK_GPU_ALLOCATED][i] =
         s->enabled[CUIPC_LEAK_GPU_ALLOCATED] && have_allocated ? allocated : NAN;
+    /* The cache is freed memory the pools keep; what is in use stays in. */
+    double cache = reserved - pool_used; /* NaN when the pools could not be read */
+    s->v[CUIPC_LEAK_GPU_PROCESS_LESS_CACHE][i] =
+        s->enabled[CUIPC_LEAK_GPU_PROCESS_LESS_CACHE] && have_process ? process - cache : NAN;
+    s->v[CUIPC_LEAK_GPU_ALLOCATED_LESS_CACHE][i] =
+        s->enabled[CUIPC_LEAK_GPU_ALLOCATED_LESS_CACHE] && have_allocated ? allocated - cache : NAN;
     s->next_ns = now + s->interval_ns;
 }
 

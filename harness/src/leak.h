@@ -16,6 +16,17 @@ typedef enum cuipc_leak_metric {
     /* device memory this process holds through cuipc (its own count: NVML has none per
      * client under MPS) */
     CUIPC_LEAK_GPU_ALLOCATED,
+    /* The process's copy-out buffer pools (stream-ordered, one per device): bytes in buffers not
+     * yet freed (what a leak of copies grows), and bytes held from the driver (those plus the
+     * cache of freed ones, bounded by the pools' release threshold: shown, not judged). */
+    CUIPC_LEAK_COPY_POOL_USED,
+    CUIPC_LEAK_COPY_POOL_RESERVED,
+    /* This process's device memory less the copy-out pools' cache (reserved - used). */
+    CUIPC_LEAK_GPU_PROCESS_LESS_CACHE,
+    /* Freed host copy-out buffers kept for reuse (bounded; taken out of rss_bytes, shown). */
+    CUIPC_LEAK_HOST_COPY_CACHE,
+    /* This process's own count under MPS (gpu_allocated_bytes) less the copy-out pools' cache. */
+    CUIPC_LEAK_GPU_ALLOCATED_LESS_CACHE,
     CUIPC_LEAK_METRICS
 } cuipc_leak_metric;
 
@@ -25,6 +36,11 @@ const char *cuipc_leak_metric_name(cuipc_leak_metric m);
 typedef bool (*cuipc_gpu_sample_fn)(void *ctx, double *used, bool *have_used, double *process,
                                     bool *have_process, double *allocated, bool *have_allocated);
 
+/* The process's own allocator caches: host copy-out cache bytes, and the copy-out pools'
+ * reserved and used bytes (false if they cannot be read). */
+typedef bool (*cuipc_cache_sample_fn)(void *gpu_ctx, double *host_copy_cache, double *pool_reserved,
+                                      double *pool_used);
+
 typedef struct cuipc_leak_sampler {
     uint32_t cap, n;
     double *t;                     /* seconds since start */
@@ -33,6 +49,7 @@ typedef struct cuipc_leak_sampler {
     uint64_t interval_ns, next_ns, t0_ns;
     cuipc_gpu_sample_fn gpu;
     void *gpu_ctx;
+    cuipc_cache_sample_fn caches; /* NULL: no caches to tell apart */
 } cuipc_leak_sampler;
 
 /* All buffers are allocated and touched here so sampling itself never grows RSS. */
@@ -40,6 +57,9 @@ bool cuipc_leak_sampler_init(cuipc_leak_sampler *s, uint32_t cap, uint32_t inter
                              const bool enabled[CUIPC_LEAK_METRICS], cuipc_gpu_sample_fn gpu,
                              void *gpu_ctx);
 void cuipc_leak_sampler_free(cuipc_leak_sampler *s);
+/* Tell caches from leaks: rss_bytes leaves out the host copy-out cache, and the copy-out pool
+ * series (and the process's device memory less their cache) are sampled where enabled. */
+void cuipc_leak_sampler_set_caches(cuipc_leak_sampler *s, cuipc_cache_sample_fn fn);
 
 /* Take a sample if the interval has passed (cheap otherwise). */
 void cuipc_leak_maybe_sample(cuipc_leak_sampler *s);

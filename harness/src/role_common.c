@@ -35,6 +35,19 @@ static bool gpu_sample(void *ctx, double *used, bool *have_used, double *process
     return *have_used || *have_process || *have_allocated;
 }
 
+static bool cache_sample(void *ctx, double *host_copy_cache, double *pool_reserved,
+                         double *pool_used) {
+    const cuipc_gpu_probe_ctx *g = ctx;
+    uint64_t reserved = 0, used = 0;
+    *host_copy_cache = (double)cuipc_host_copy_cache_bytes();
+    if (g == NULL || g->device < 0 ||
+        cuipc_gpu_copy_pool_usage(g->device, &reserved, &used) != CUIPC_OK)
+        return false;
+    *pool_reserved = (double)reserved;
+    *pool_used = (double)used;
+    return true;
+}
+
 bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_probe_ctx *gctx,
                               cuipc_leak_sampler *ls) {
     memset(ls, 0, sizeof *ls);
@@ -48,8 +61,14 @@ bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_pro
     on[CUIPC_LEAK_RSS] = on[CUIPC_LEAK_FDS] = true;
     on[CUIPC_LEAK_GPU_USED] = on[CUIPC_LEAK_GPU_PROCESS] = on[CUIPC_LEAK_GPU_ALLOCATED] =
         device >= 0;
-    return cuipc_leak_sampler_init(ls, 4096, s->leak.interval_ms, on,
-                                   device >= 0 ? gpu_sample : NULL, gctx);
+    on[CUIPC_LEAK_COPY_POOL_USED] = on[CUIPC_LEAK_COPY_POOL_RESERVED] = device >= 0;
+    on[CUIPC_LEAK_GPU_PROCESS_LESS_CACHE] = on[CUIPC_LEAK_GPU_ALLOCATED_LESS_CACHE] = device >= 0;
+    on[CUIPC_LEAK_HOST_COPY_CACHE] = true;
+    if (!cuipc_leak_sampler_init(ls, 4096, s->leak.interval_ms, on, device >= 0 ? gpu_sample : NULL,
+                                 gctx))
+        return false;
+    cuipc_leak_sampler_set_caches(ls, cache_sample);
+    return true;
 }
 
 json_t *cuipc_role_mps_json(const cuipc_gpu_probe_ctx *gctx) {
@@ -60,13 +79,28 @@ json_t *cuipc_role_mps_json(const cuipc_gpu_probe_ctx *gctx) {
  * process on the GPU (the other roles' pools and copy-out buffers, the driver's own): a
  * process's growth is judged on its own bytes. Those are the driver's per-process figure
  * (NVML) where it has one; under MPS the clients' memory is the MPS server's, so the process's
- * own count of what it holds through cuipc is judged and the others are only shown. */
+ * own count of what it holds through cuipc is judged and the others are only shown. The
+ * copy-out pools keep freed memory as a cache (bounded by their release threshold): an own
+ * figure is judged less that cache where the pools could be read, the pools themselves by
+ * their used bytes, and their reserve and the host copy cache are only shown. */
 static bool gpu_series_judged(cuipc_leak_metric m, const cuipc_leak_verdict *v, bool mps) {
-    if (mps)
-        return m != CUIPC_LEAK_GPU_USED && m != CUIPC_LEAK_GPU_PROCESS;
-    if (m == CUIPC_LEAK_GPU_ALLOCATED)
+    switch (m) {
+    case CUIPC_LEAK_COPY_POOL_RESERVED:
+    case CUIPC_LEAK_HOST_COPY_CACHE:
         return false;
-    return !(m == CUIPC_LEAK_GPU_USED && v[CUIPC_LEAK_GPU_PROCESS].have);
+    case CUIPC_LEAK_GPU_USED:
+        return !mps && !v[CUIPC_LEAK_GPU_PROCESS].have;
+    case CUIPC_LEAK_GPU_PROCESS:
+        return !mps && !v[CUIPC_LEAK_GPU_PROCESS_LESS_CACHE].have;
+    case CUIPC_LEAK_GPU_PROCESS_LESS_CACHE:
+        return !mps;
+    case CUIPC_LEAK_GPU_ALLOCATED:
+        return mps && !v[CUIPC_LEAK_GPU_ALLOCATED_LESS_CACHE].have;
+    case CUIPC_LEAK_GPU_ALLOCATED_LESS_CACHE:
+        return mps;
+    default:
+        return true;
+    }
 }
 
 json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *ls) {
@@ -80,6 +114,11 @@ json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *
         [CUIPC_LEAK_GPU_USED] = (double)s->leak.tolerance_gpu_bytes,
         [CUIPC_LEAK_GPU_PROCESS] = (double)s->leak.tolerance_gpu_bytes,
         [CUIPC_LEAK_GPU_ALLOCATED] = (double)s->leak.tolerance_gpu_bytes,
+        [CUIPC_LEAK_COPY_POOL_USED] = (double)s->leak.tolerance_gpu_bytes,
+        [CUIPC_LEAK_COPY_POOL_RESERVED] = (double)s->leak.tolerance_gpu_bytes,
+        [CUIPC_LEAK_GPU_PROCESS_LESS_CACHE] = (double)s->leak.tolerance_gpu_bytes,
+        [CUIPC_LEAK_HOST_COPY_CACHE] = (double)s->leak.tolerance_rss_bytes,
+        [CUIPC_LEAK_GPU_ALLOCATED_LESS_CACHE] = (double)s->leak.tolerance_gpu_bytes,
     };
     cuipc_leak_verdict v[CUIPC_LEAK_METRICS];
     for (int m = 0; m < CUIPC_LEAK_METRICS; m++)
@@ -91,12 +130,12 @@ json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *
             continue;
         bool judged = gpu_series_judged((cuipc_leak_metric)m, v, mps);
         json_array_append_new(
-            arr, json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b, s:b}", "metric",
-                           cuipc_leak_metric_name((cuipc_leak_metric)m), "measured", v[m].have,
-                           "samples", (json_int_t)v[m].samples, "slope_per_s", v[m].slope_per_s,
-                           "growth", v[m].growth, "first", v[m].first, "last", v[m].last,
-                           "tolerance", v[m].tolerance, "judged", judged, "leak",
-                           judged && v[m].leak));
+            arr,
+            json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b, s:b}", "metric",
+                      cuipc_leak_metric_name((cuipc_leak_metric)m), "measured", v[m].have,
+                      "samples", (json_int_t)v[m].samples, "slope_per_s", v[m].slope_per_s,
+                      "growth", v[m].growth, "first", v[m].first, "last", v[m].last, "tolerance",
+                      v[m].tolerance, "judged", judged, "leak", judged && v[m].leak));
     }
     return arr;
 }

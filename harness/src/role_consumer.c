@@ -118,6 +118,28 @@ static bool fault_expected(const cuipc_scenario *s) {
            s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL;
 }
 
+/* Positive control of the copy-out path: unwrapped trees (their copies) kept, never freed. */
+static cuipc_value **kept_copies;
+static size_t n_kept_copies, cap_kept_copies;
+
+static void free_or_keep(consumer_state *cs, cuipc_value *tree) {
+    if (cs->s->leak.inject_keep_copies) {
+        if (n_kept_copies == cap_kept_copies) {
+            size_t cap = cap_kept_copies ? 2 * cap_kept_copies : 256;
+            cuipc_value **more = realloc(kept_copies, cap * sizeof *more);
+            if (more != NULL) {
+                kept_copies = more;
+                cap_kept_copies = cap;
+            }
+        }
+        if (n_kept_copies < cap_kept_copies) {
+            kept_copies[n_kept_copies++] = tree; /* never freed: on purpose */
+            return;
+        }
+    }
+    cuipc_value_free(tree);
+}
+
 static void release(consumer_state *cs, cuipc_message *m, cuipc_value *tree) {
     const cuipc_scenario *s = cs->s;
     /* This consumer never leaves GPU reads of the data queued (its checksums synchronise), so
@@ -132,7 +154,7 @@ static void release(consumer_state *cs, cuipc_message *m, cuipc_value *tree) {
         cuipc_status again = cuipc_message_release(m, on);
         cuipc_count_status(cs->out, "second_release_status", again);
     }
-    cuipc_value_free(tree);
+    free_or_keep(cs, tree);
 }
 
 /* Release (and free) held messages whose time has come, or all of them; returns the time until
@@ -334,6 +356,7 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     cs.opt.stream = cs.stream;
     if (s->consumers.host_wait_ns >= 0)
         cs.opt.host_wait_ns = s->consumers.host_wait_ns;
+    cs.opt.copy_cache_bytes = s->consumers.copy_cache_bytes;
     if ((st = prepare(&cs, c, device)) != CUIPC_OK) {
         json_object_set_new(cs.out, "error", cuipc_status_json(st));
         cuipc_consumer_detach(c);

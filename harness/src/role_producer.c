@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include "role_common.h"
+#include "schedule.h"
 #include "util.h"
 
 #define SEND_TIMEOUT_NS (10 * 1000000000ll)
+#define LEAVE_WAIT_NS (5 * 1000000000ull)
 
 typedef struct producer_state {
     const cuipc_scenario *s;
@@ -241,6 +243,33 @@ static uint64_t due_offset_ns(const cuipc_scenario *s, uint64_t i) {
                                      : (uint64_t)((double)i / s->run.rate_hz * 1e9);
 }
 
+/* The open loop's schedule as the scenario sets it, for the timed messages: how many are due
+ * and the time they are spread over. sched0 is the origin of the timed schedule; end_ns the
+ * end of a loop bound by a duration. */
+static json_t *schedule_json(const cuipc_scenario *s, cuipc_schedule *sc, uint64_t sched0,
+                             uint64_t end_ns) {
+    uint64_t w = s->run.warmup_iterations, scheduled = 0;
+    double span_s = 0;
+    if (s->run.iterations) {
+        scheduled = s->run.iterations - w;
+        double first = (double)due_offset_ns(s, w),
+               last = (double)due_offset_ns(s, s->run.iterations - 1);
+        /* n messages take n intervals: the last one's too. */
+        span_s =
+            scheduled > 1 ? (last - first) / 1e9 * (double)scheduled / (double)(scheduled - 1) : 0;
+    } else {
+        /* Due before the end: i / rate < (end - sched0). */
+        double due = (double)(end_ns - sched0) / 1e9 * s->run.rate_hz;
+        uint64_t n = (uint64_t)due + ((double)(uint64_t)due < due);
+        scheduled = n > w ? n - w : 0;
+        span_s = (double)(end_ns - (sched0 + due_offset_ns(s, w))) / 1e9;
+    }
+    double offered =
+        span_s > 0 && cuipc_scenario_replays(s) ? (double)scheduled / span_s : s->run.rate_hz;
+    return cuipc_schedule_json_free(sc, offered, scheduled, span_s, s->run.iterations != 0,
+                                    s->run.overload);
+}
+
 static uint64_t settle_after_warmup(const cuipc_role_args *a, const cuipc_scenario *s) {
     uint64_t deadline = cuipc_h_now_ns() + SETTLE_MAX_NS;
     for (uint32_t k = 0; k < s->consumers.count; k++)
@@ -372,7 +401,14 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     occupancy_sample(occ, ps.p, t0);
     uint64_t end_ns = s->run.iterations ? UINT64_MAX : t0 + (uint64_t)(s->run.duration_s * 1e9);
     uint64_t sent = 0, failed = 0, bytes_total = 0;
-    uint64_t sched0 = t0;     /* origin of the open-loop schedule */
+    uint64_t sched0 = t0; /* origin of the open-loop schedule */
+    cuipc_schedule sched; /* what the open loop kept of it */
+    if (s->run.open_loop && !cuipc_schedule_init(&sched, 65536)) {
+        json_decref(cuipc_stage_json_free(&send_time));
+        free(occ);
+        cuipc_producer_destroy(ps.p);
+        return finish(&ps, a->run_dir, 1, "schedule buffer", CUIPC_ERR_NO_MEMORY);
+    }
     cuipc_value *kept = NULL; /* wrapped message re-sent by the stale/duplicate faults */
     uint64_t kept_seq = 0;
     int rc = 0;
@@ -394,6 +430,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         uint64_t make_ns = cuipc_h_now_ns() - t_build - take_ns;
         if (st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT) {
             /* No room for its pool buffers: the message fails as a send into a full pool does. */
+            if (due_first && i >= s->run.warmup_iterations)
+                cuipc_schedule_add(&sched, due, cuipc_h_now_ns());
             atomic_fetch_add(&a->shared->attempted, 1);
             give_back_buffers(&ps, held);
             failed++;
@@ -407,6 +445,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         } else {
             stamp = cuipc_h_now_ns();
         }
+        if (s->run.open_loop && i >= s->run.warmup_iterations)
+            cuipc_schedule_add(&sched, due_first ? due : stamp, cuipc_h_now_ns());
         if (st == CUIPC_OK)
             st = cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)stamp));
         if (st != CUIPC_OK) {
@@ -502,6 +542,11 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     double seconds = (double)(cuipc_h_now_ns() - t0) / 1e9;
     cuipc_producer_close(ps.p);
     cuipc_status drain = cuipc_producer_drain(ps.p, (int64_t)10 * 1000000000ll);
+    /* Consumers leave once they have seen the close: wait (bounded) so the stats count every
+     * departure, detached or died. */
+    for (uint64_t until = cuipc_h_now_ns() + LEAVE_WAIT_NS;
+         cuipc_producer_consumer_count(ps.p) > 0 && cuipc_h_now_ns() < until;)
+        cuipc_h_sleep_ns(1000000);
     if (ls.t != NULL)
         cuipc_leak_sample_now(&ls);
 
@@ -524,12 +569,15 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(stats, "ipc_retained_bytes",
                         json_integer((json_int_t)pst.ipc_retained_bytes));
     json_object_set_new(stats, "consumers_attached", json_integer(pst.consumers_attached));
-    json_object_set_new(stats, "consumers_dead", json_integer(pst.consumers_dead));
+    json_object_set_new(stats, "consumers_detached", json_integer(pst.consumers_detached));
+    json_object_set_new(stats, "consumers_died", json_integer(pst.consumers_dead));
     json_object_set_new(ps.out, "stats", stats);
     occ->next_ns = 0; /* the state after the drain, whatever the interval */
     occupancy_sample(occ, ps.p, cuipc_h_now_ns());
     json_object_set_new(ps.out, "occupancy", occupancy_json(occ, &pst));
     json_object_set_new(ps.out, "send_us", cuipc_stage_json_free(&send_time));
+    if (s->run.open_loop)
+        json_object_set_new(ps.out, "schedule", schedule_json(s, &sched, sched0, end_ns));
     free(occ);
     json_object_set_new(ps.out, "leak", cuipc_role_leak_json(s, &ls));
     cuipc_leak_sampler_free(&ls);

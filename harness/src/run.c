@@ -17,10 +17,12 @@
 #include <unistd.h>
 
 #include "command.h"
+#include "failures.h"
 #include "leak.h"
 #include "mps.h"
 #include "results.h"
 #include "roles.h"
+#include "schedule.h"
 #include "stats.h"
 #include "util.h"
 
@@ -229,16 +231,17 @@ static void tick(void *ctx) {
 /* ------------------------------------------------------------------ judging */
 
 typedef struct judge {
-    json_t *failures;
+    cuipc_failures failures;
 } judge;
 
+/* A failure the run's measurements show (processes and the supervisor rank theirs). */
 __attribute__((format(printf, 2, 3))) static void failure(judge *j, const char *fmt, ...) {
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    json_array_append_new(j->failures, json_string(buf));
+    cuipc_failures_add(&j->failures, CUIPC_FAILURE_VERDICT, 0, "%s", buf);
 }
 
 static json_int_t geti(const json_t *o, const char *k) {
@@ -303,7 +306,7 @@ static void threshold(judge *j, json_t *arr, const char *metric, double limit, d
  * accounting (bytes cuda_ipc keeps alive). */
 static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, json_t *shm,
                            const json_t *producer) {
-    json_t *metrics = json_array();
+    json_t *metrics = json_array(), *unmeasured = json_array();
     bool any_leak = false, measured = false;
     size_t idx;
     json_t *role;
@@ -311,13 +314,24 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, jso
         json_t *leak = json_object_get(json_object_get(role, "report"), "leak");
         size_t k;
         json_t *v;
+        bool role_measured = false;
         json_array_foreach(leak, k, v) {
+            role_measured = role_measured || json_is_true(json_object_get(v, "measured"));
             json_t *copy = json_deep_copy(v);
             json_object_set(copy, "role", json_object_get(role, "role"));
             json_object_set(copy, "index", json_object_get(role, "index"));
             json_array_append_new(metrics, copy);
             any_leak = any_leak || json_is_true(json_object_get(v, "leak"));
-            measured = measured || json_is_true(json_object_get(v, "measured"));
+        }
+        measured = measured || role_measured;
+        /* A role that wrote no report (or too few samples) was not measured: the run is not
+         * clean of what it may have leaked. */
+        if (s->leak.enabled && !role_measured) {
+            char who[96];
+            snprintf(who, sizeof who, "%s %d: %s", json_string_value(json_object_get(role, "role")),
+                     (int)json_integer_value(json_object_get(role, "index")),
+                     leak ? "too few samples" : "no report");
+            json_array_append_new(unmeasured, json_string(who));
         }
     }
     if (shm != NULL) {
@@ -338,17 +352,54 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, jso
                                         (json_int_t)s->leak.tolerance_gpu_bytes, "leak", leak));
         any_leak = any_leak || leak;
     }
-    const char *verdict = !s->leak.enabled ? "not_checked"
-                          : any_leak       ? "leak"
-                          : measured       ? "clean"
-                                           : "not_measured";
+    const char *verdict = !s->leak.enabled                           ? "not_checked"
+                          : any_leak                                 ? "leak"
+                          : measured && !json_array_size(unmeasured) ? "clean"
+                                                                     : "not_measured";
     if (s->leak.enabled && s->leak.expect_leak && !any_leak)
         failure(j, "positive control: the leak was not detected");
     if (s->leak.enabled && !s->leak.expect_leak && any_leak)
         failure(j, "leak detected");
-    return json_pack("{s:s, s:s, s:b, s:o}", "verdict", verdict, "expected",
+    return json_pack("{s:s, s:s, s:b, s:o, s:o}", "verdict", verdict, "expected",
                      s->leak.expect_leak ? "leak" : "clean", "passed",
-                     s->leak.enabled ? any_leak == s->leak.expect_leak : 1, "metrics", metrics);
+                     s->leak.enabled ? any_leak == s->leak.expect_leak : 1, "metrics", metrics,
+                     "unmeasured", unmeasured);
+}
+
+/* Whether the scenario's fault happened: one that never fired (its message was never reached)
+ * leaves a run that tested nothing of it. Sets fault.fired and fails the run, naming it as the
+ * cause (after any process that ended on its own, by end_s), if it did not. */
+static bool judge_fault_fired(judge *j, const cuipc_scenario *s, const cuipc_child_result *cr,
+                              const json_t *producer, json_t *fault, double end_s) {
+    cuipc_fault_kind kind = s->fault.kind;
+    unsigned long long at = (unsigned long long)s->fault.at_message;
+    if (kind == CUIPC_FAULT_NONE)
+        return true;
+    char why[256] = "";
+    json_int_t sent = geti(producer, "messages_sent");
+    if (kind == CUIPC_FAULT_KILL_CONSUMER || kind == CUIPC_FAULT_CRASH_CONSUMER) {
+        const cuipc_child_result *r = &cr[1 + s->fault.consumer];
+        int sig = kind == CUIPC_FAULT_KILL_CONSUMER ? SIGKILL : SIGSEGV;
+        if (r->signal != sig || r->stopped_by_supervisor) {
+            char d[96];
+            snprintf(why, sizeof why,
+                     "consumer %u never received message %llu and ended with %s (%lld sent)",
+                     s->fault.consumer, at, cuipc_child_describe(r, d, sizeof d), (long long)sent);
+        }
+    } else {
+        /* The producer's faults: it raised SIGKILL itself, or sent the faulty message. */
+        bool fired = kind == CUIPC_FAULT_KILL_PRODUCER
+                         ? cr[0].signal == SIGKILL && !cr[0].stopped_by_supervisor
+                         : json_object_get(producer, "fault_send_status") != NULL;
+        if (!fired)
+            snprintf(why, sizeof why, "the producer never reached message %llu (%lld sent)", at,
+                     (long long)sent);
+    }
+    json_object_set_new(fault, "fired", json_boolean(why[0] == '\0'));
+    if (why[0])
+        cuipc_failures_add(&j->failures, CUIPC_FAILURE_CAUSE, end_s, "fault %s did not fire: %s",
+                           cuipc_fault_kind_name(kind), why);
+    return why[0] == '\0';
 }
 
 /* Merge role reports into res and judge them. */
@@ -356,7 +407,8 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                   const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
                   const cuipc_supervise_outcome *out, json_t *shm_verdict,
                   const mps_run *under_mps) {
-    judge j = {.failures = json_array()};
+    judge j;
+    cuipc_failures_init(&j.failures);
     json_t *roles = json_array();
     json_t *producer = NULL;
     json_t *consumers[CUIPC_MAX_CONSUMERS] = {NULL};
@@ -375,31 +427,33 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
             json_object_set_new(r, "signal_name",
                                 json_string(cuipc_h_signal_name(cr[i].signal, sig, sizeof sig)));
         }
+        const char *err = NULL;
         if (rep != NULL) {
             json_object_set(r, "binding", json_object_get(rep, "binding"));
             json_object_set_new(r, "report", rep);
-            const char *err = json_string_value(json_object_get(rep, "error"));
-            if (err != NULL)
-                failure(&j, "%s %u: %s", specs[i].role, specs[i].index, err);
+            err = json_string_value(json_object_get(rep, "error"));
         }
-        if (!cr[i].expected)
-            failure(&j, "%s %u: %s", specs[i].role, specs[i].index, desc);
+        cuipc_failures_add_child(&j.failures, &specs[i], &cr[i], out, err);
         if (strcmp(specs[i].role, "producer") == 0)
             producer = rep;
         else
             consumers[specs[i].index] = rep;
         json_array_append_new(roles, r);
     }
-    if (!out->ok && out->message[0])
-        failure(&j, "%s", out->message);
+    cuipc_failures_add_supervisor(&j.failures, out);
     if (under_mps != NULL) {
         /* A host's MPS serves scenarios that did not ask for it too, when it serves this user:
          * enabled says whether it did. */
         json_t *env_mps = json_object_get(json_object_get(res, "environment"), "mps");
-        json_t *clients = mps_clients_check(under_mps->want ? j.failures : NULL, roles);
+        json_t *mps_failures = json_array();
+        json_t *clients = mps_clients_check(under_mps->want ? mps_failures : NULL, roles);
         if (!under_mps->want)
             json_object_set_new(env_mps, "enabled", json_boolean(json_array_size(clients) > 0));
         json_object_set_new(env_mps, "clients", clients);
+        size_t k;
+        json_t *f;
+        json_array_foreach(mps_failures, k, f) failure(&j, "%s", json_string_value(f));
+        json_decref(mps_failures);
     }
 
     /* Latency and throughput. */
@@ -522,8 +576,10 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     if (pstats)
         json_object_set_new(fault, "dead_consumer_reclaims",
                             json_integer(both_pools(pstats, "dead_consumer_reclaims")));
+    /* A fault that never fired explains what follows from it: it is named first. */
+    bool fired = judge_fault_fired(&j, s, cr, producer, fault, out->wall_s);
     /* The killed consumer held a chunk when it died: the pool must have taken it back. */
-    if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && pstats &&
+    if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && fired && pstats &&
         both_pools(pstats, "dead_consumer_reclaims") == 0)
         failure(&j, "consumer %u was killed holding a chunk, and no chunk was reclaimed for it",
                 s->fault.consumer);
@@ -535,7 +591,23 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     if (s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL && producer &&
         json_is_true(json_object_get(producer, "fault_resent")) && rejected < s->consumers.count)
         failure(&j, "a proxy for a destroyed pool was not rejected by every consumer");
+    /* A consumer that hung up without detaching died; in a run without a consumer fault none
+     * may (the supervisor names a death it saw; this catches one that exited quietly). */
+    bool consumer_fault =
+        s->fault.kind == CUIPC_FAULT_KILL_CONSUMER || s->fault.kind == CUIPC_FAULT_CRASH_CONSUMER;
+    json_int_t died = geti(pstats, "consumers_died");
+    if (!consumer_fault && died > 0)
+        failure(&j, "%lld consumer(s) hung up without detaching (died)", (long long)died);
     json_object_set_new(res, "faults", fault);
+
+    /* An open loop must keep its schedule, unless falling behind is what the run tests. */
+    json_t *schedule = json_object_get(producer, "schedule");
+    if (schedule != NULL) {
+        json_object_set(res, "schedule", schedule);
+        char why[256];
+        if (cuipc_schedule_fell_behind(schedule, why, sizeof why) && !s->run.overload)
+            failure(&j, "open loop fell behind: %s", why);
+    }
 
     json_t *thr = json_array();
     threshold(&j, thr, "latency_p50_us", s->thresholds.p50_us, agg.p50_us, true);
@@ -549,11 +621,13 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     json_object_set_new(res, "supervisor",
                         json_pack("{s:b, s:b, s:f, s:s}", "all_ready", out->all_ready, "timed_out",
                                   out->timed_out, "wall_s", out->wall_s, "message", out->message));
-    bool passed = json_array_size(j.failures) == 0;
+    json_t *failures = cuipc_failures_take(&j.failures);
+    json_decref(j.failures.entries);
+    bool passed = json_array_size(failures) == 0;
     json_object_set_new(res, "status", json_string(passed ? "passed" : "failed"));
     if (!passed)
-        json_object_set(res, "reason", json_array_get(j.failures, 0));
-    json_object_set_new(res, "failures", j.failures);
+        json_object_set(res, "reason", json_array_get(failures, 0));
+    json_object_set_new(res, "failures", failures);
 }
 
 /* ------------------------------------------------------------------ one scenario */

@@ -610,6 +610,11 @@ static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
     if (!get_uint(c, o, "hold_us", false, 0, 60000000, &hold_us))
         return false;
     s->consumers.hold_ns = hold_us * 1000;
+    const json_t *cache = json_object_get(o, "copy_cache_bytes");
+    if (json_is_string(cache) && strcmp(json_string_value(cache), "unlimited") == 0)
+        s->consumers.copy_cache_bytes = UINT64_MAX;
+    else if (!get_size(c, o, "copy_cache_bytes", false, 0, &s->consumers.copy_cache_bytes))
+        return false;
     if (json_object_get(o, "spin_us") != NULL) {
         uint64_t spin_us = 0;
         if (!get_uint(c, o, "spin_us", false, 0, 10000000, &spin_us))
@@ -658,6 +663,12 @@ static bool parse_run(pctx *c, const json_t *o, cuipc_scenario *s) {
         push_key(c, "producer_spin");
         return fail(c, "producer_spin applies to an open loop only (a closed loop never waits)");
     }
+    if (!get_bool(c, o, "overload", &s->run.overload))
+        return false;
+    if (s->run.overload && !s->run.open_loop) {
+        push_key(c, "overload");
+        return fail(c, "overload applies to an open loop only (a closed loop has no schedule)");
+    }
     if (s->run.iterations != 0 && s->run.warmup_iterations >= s->run.iterations) {
         push_key(c, "warmup_iterations");
         return fail(c, "warm-up (%llu) leaves no measured iterations of %llu",
@@ -690,9 +701,10 @@ static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
             return false;
         pop(c);
     }
-    const json_t *inj =
-        enter(c, o, "inject", false,
-              KEYS("rss_bytes_per_message", "fds_per_message", "held_buffers_per_message"), &bad);
+    const json_t *inj = enter(
+        c, o, "inject", false,
+        KEYS("rss_bytes_per_message", "fds_per_message", "held_buffers_per_message", "keep_copies"),
+        &bad);
     if (bad)
         return false;
     if (inj != NULL) {
@@ -700,8 +712,13 @@ static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
                       &s->leak.inject_rss_bytes_per_message) ||
             !get_uint(c, inj, "fds_per_message", false, 0, 16, &s->leak.inject_fds_per_message) ||
             !get_uint(c, inj, "held_buffers_per_message", false, 0, 16,
-                      &s->leak.inject_held_buffers_per_message))
+                      &s->leak.inject_held_buffers_per_message) ||
+            !get_bool(c, inj, "keep_copies", &s->leak.inject_keep_copies))
             return false;
+        if (s->leak.inject_keep_copies && s->consumers.unwrap != CUIPC_UNWRAP_COPY) {
+            push_key(c, "keep_copies");
+            return fail(c, "keep_copies needs copying consumers (\"unwrap\": \"copy\")");
+        }
         pop(c);
     }
     return true;
@@ -903,6 +920,7 @@ static void set_defaults(cuipc_scenario *s) {
     s->consumers.spin_ns = -1;
     s->consumers.host_wait_ns = -1;
     s->consumers.sync_every = 1;
+    s->consumers.copy_cache_bytes = CUIPC_COPY_CACHE_DEFAULT_BYTES;
     s->leak.interval_ms = 50;
     s->leak.warmup_fraction = 0.25;
     s->leak.tolerance_gpu_bytes = 4u << 20;
@@ -985,17 +1003,17 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     bool need = !cuipc_scenario_replays(s);
     s->tensors.location =
         s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
-    o = enter(c, root, "tensors", need,
-              KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed",
-                   "source"),
-              &bad);
+    o = enter(
+        c, root, "tensors", need,
+        KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed", "source"),
+        &bad);
     if (bad || (o != NULL && !parse_tensors(c, o, s)))
         return false;
     if (o != NULL)
         pop(c);
     o = enter(c, root, "consumers", need,
               KEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every",
-                   "release", "host_wait_us"),
+                   "release", "host_wait_us", "copy_cache_bytes"),
               &bad);
     if (bad || (o != NULL && !parse_consumers(c, o, s)))
         return false;
@@ -1006,7 +1024,7 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
             s->consumers.devices[i] = s->producer_device;
     o = enter(c, root, "run", need,
               KEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz", "timeout_s",
-                   "attach_timeout_s", "producer_spin"),
+                   "attach_timeout_s", "producer_spin", "overload"),
               &bad);
     if (bad || (o != NULL && !parse_run(c, o, s)))
         return false;

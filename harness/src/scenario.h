@@ -97,6 +97,7 @@ typedef struct cuipc_scenario {
         int64_t host_wait_ns;   /* unwrap's host spin on the ready word; -1: library default */
         uint32_t sync_every;    /* host-synchronise (and sample latency) every Nth message */
         bool release_on_stream; /* borrowed chunks acked on the consumer's stream, not the host */
+        uint64_t copy_cache_bytes; /* unwrap option: the copy-out pool's release threshold */
     } consumers;
 
     int32_t producer_device;
@@ -111,6 +112,7 @@ typedef struct cuipc_scenario {
         uint64_t warmup_iterations;
         bool open_loop;
         bool producer_spin; /* open loop: wait for each send time busily, not asleep */
+        bool overload;      /* open loop: falling behind the schedule is what is tested */
         double rate_hz;
         double timeout_s;
         double attach_timeout_s;
@@ -133,6 +135,7 @@ typedef struct cuipc_scenario {
         uint64_t inject_rss_bytes_per_message;
         uint64_t inject_fds_per_message;
         uint64_t inject_held_buffers_per_message;
+        bool inject_keep_copies; /* consumers never free their copy-out buffers */
     } leak;
 
     struct {

@@ -89,6 +89,7 @@ static void stop_all(sv_state *st, const char *why) {
         snprintf(st->out->message, sizeof st->out->message, "%s", why);
     signal_alive(st, SIGTERM);
     st->term_sent_ns = cuipc_h_now_ns();
+    st->out->stopped_at_s = (double)(st->term_sent_ns - st->t0) / 1e9;
 }
 
 /* Reap every child that ended; returns how many were reaped. */

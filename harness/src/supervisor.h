@@ -60,7 +60,8 @@ typedef struct cuipc_supervise_outcome {
     bool ok;           /* every child ended as expected and nothing timed out */
     int first_failure; /* index of the first child that ended unexpectedly, -1 if none */
     double wall_s;
-    char message[512]; /* e.g. "consumer 1 killed by SIGSEGV" */
+    double stopped_at_s; /* when the supervisor began stopping the children (0: never) */
+    char message[512];   /* e.g. "consumer 1 killed by SIGSEGV" */
 } cuipc_supervise_outcome;
 
 /* Fork n children, run the barrier, reap all. Returns false only if forking/pipes failed

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "failures.h"
 #include "supervisor.h"
 #include "test_util.h"
 #include "util.h"
@@ -163,12 +164,56 @@ static void test_expected_death_and_codes(void) {
     CHECK(strstr(out.message, "consumer 1 exit 3") != NULL);
 }
 
+/* The reasons of a failed run as run.c orders them: the root cause first. */
+static json_t *reasons(const cuipc_child_spec *s, const cuipc_child_result *r, size_t n,
+                       const cuipc_supervise_outcome *out) {
+    cuipc_failures f;
+    cuipc_failures_init(&f);
+    for (size_t i = 0; i < n; i++)
+        cuipc_failures_add_child(&f, &s[i], &r[i], out, NULL);
+    cuipc_failures_add_supervisor(&f, out);
+    cuipc_failures_add(&f, CUIPC_FAILURE_VERDICT, 0, "3 message(s) sent but not received");
+    json_t *list = cuipc_failures_take(&f);
+    json_decref(f.entries);
+    return list;
+}
+
+static void test_cause_first(void) {
+    /* A run stopped by its own timeout: the timeout first, then the verdicts, then the
+     * processes the supervisor killed. */
+    cuipc_child_spec s[2] = {{.role = "producer", .fn = role_sleep_long},
+                             {.role = "consumer", .index = 0, .fn = role_sleep_long}};
+    cuipc_child_result r[3];
+    cuipc_supervise_outcome out;
+    cuipc_supervisor_opts o = opts(5, 0.5, 0.3);
+    REQUIRE(cuipc_supervise(s, 2, &o, r, &out));
+    json_t *list = reasons(s, r, 2, &out);
+    CHECK(json_array_size(list) == 4);
+    CHECK(strstr(json_string_value(json_array_get(list, 0)), "run timed out after") != NULL);
+    CHECK(strstr(json_string_value(json_array_get(list, 1)), "not received") != NULL);
+    CHECK(strcmp(json_string_value(json_array_get(list, 2)),
+                 "producer 0: killed by SIGTERM (sent by the supervisor)") == 0);
+    json_decref(list);
+    /* A consumer that crashed: its crash first, not the producer's SIGTERM that followed. */
+    cuipc_child_spec c[3] = {{.role = "producer", .fn = role_sleep_long},
+                             {.role = "consumer", .index = 0, .fn = role_sleep_long},
+                             {.role = "consumer", .index = 1, .fn = role_crash_after_go}};
+    o = opts(5, 30, 1);
+    REQUIRE(cuipc_supervise(c, 3, &o, r, &out));
+    list = reasons(c, r, 3, &out);
+    CHECK(json_array_size(list) == 4);
+    CHECK(strcmp(json_string_value(json_array_get(list, 0)), "consumer 1: killed by SIGSEGV") == 0);
+    CHECK(strstr(json_string_value(json_array_get(list, 2)), "SIGTERM") != NULL);
+    json_decref(list);
+}
+
 int main(void) {
     test_all_ok();
     test_crash_named();
     test_hang_killed();
     test_death_before_ready();
     test_expected_death_and_codes();
+    test_cause_first();
     CHECK(ticks > 0);
     return cuipc_test_finish("harness_supervisor_test");
 }

@@ -38,6 +38,16 @@ cuipc_status cuipc_gpu_allocated_bytes(int device, uint64_t *out);
  * Service (decided when CUDA starts in the process). */
 cuipc_status cuipc_gpu_mps_client(int device, bool *out);
 
+/* The process's copy-out buffer pool on `device` (cuipc_unwrap_options.copy_cache_bytes): bytes
+ * held from the driver (reserved: the buffers in use and the cache of freed ones) and bytes in
+ * buffers not yet freed (used). Zero where no pool was made; never makes one. */
+cuipc_status cuipc_gpu_copy_pool_usage(int device, uint64_t *reserved_bytes,
+                                       uint64_t *used_bytes);
+
+/* Bytes of freed host copy-out buffers kept for reuse (at most CUIPC_HOST_COPY_CACHE_BYTES):
+ * resident, and a cache, not a leak. */
+uint64_t cuipc_host_copy_cache_bytes(void);
+
 /* Device memory helpers for tests, harness and benchmarks. */
 cuipc_status cuipc_gpu_malloc(int device, size_t n, void **out);
 cuipc_status cuipc_gpu_free(void *p);

@@ -110,7 +110,8 @@ typedef struct cuipc_producer_stats {
     uint64_t ipc_exports;       /* cuda_ipc: allocations exported */
     uint64_t ipc_retained_bytes; /* cuda_ipc: bytes kept alive for consumers (the reference's leak) */
     uint32_t consumers_attached;
-    uint32_t consumers_dead;
+    uint32_t consumers_detached; /* left with cuipc_consumer_detach */
+    uint32_t consumers_dead;     /* hung up without detaching: crashed, killed, or exited */
 } cuipc_producer_stats;
 
 void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
@@ -153,6 +154,16 @@ typedef enum cuipc_unwrap_kind {
 
 #define CUIPC_DEVICE_SAME (-2) /* copy-out target: where the data already is */
 
+/* Copy-out buffers on a device come from a per-device stream-ordered pool of the process. The
+ * freed memory it keeps for reuse is a cache; past each synchronisation it keeps at most this
+ * much (cuipc_unwrap_options.copy_cache_bytes), the rest goes back to the driver. */
+#define CUIPC_COPY_CACHE_DEFAULT_BYTES (256ull << 20)
+/* Host copy-out buffers this large or larger are mappings of their own (smaller ones come from
+ * malloc, whose heap would keep the high water of mixed large sizes resident). Freed, they are
+ * kept for reuse up to CUIPC_HOST_COPY_CACHE_BYTES in all (the oldest unmapped first). */
+#define CUIPC_HOST_COPY_MAP_BYTES (256u << 10)
+#define CUIPC_HOST_COPY_CACHE_BYTES (64ull << 20)
+
 typedef struct cuipc_unwrap_options {
     cuipc_unwrap_kind kind;
     /* Copy target: CUIPC_DEVICE_HOST, ordinal, or CUIPC_DEVICE_SAME. A GPU pool is mapped on
@@ -168,6 +179,12 @@ typedef struct cuipc_unwrap_options {
      * without MPS, while the host sees the ready word within a microsecond. 0: unwrap never
      * spins (the stream waits for the word unless it is already there). */
     int64_t host_wait_ns;
+    /* Copies to a device: how much freed memory the device's copy-out pool keeps past a
+     * synchronisation (default CUIPC_COPY_CACHE_DEFAULT_BYTES; UINT64_MAX: all of it, 0: none).
+     * The pool is the process's, one per device: the last unwrap or prepare sets it. Keeping
+     * less costs a remapping when a message needs more than is kept; keeping all lets mixed
+     * sizes grow the pool toward the high water of their fragmentation. */
+    uint64_t copy_cache_bytes;
 } cuipc_unwrap_options;
 
 void cuipc_unwrap_options_init(cuipc_unwrap_options *o);
