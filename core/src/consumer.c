@@ -49,6 +49,8 @@ struct cuipc_consumer {
     opened_handle opened[MAX_OPENED];
     uint32_t n_opened;
     cuipc_consumer_stats stats;
+    /* Whether this process is an MPS client, asked once for CUIPC_HOST_WAIT_AUTO. */
+    bool mps_known, mps_client;
 };
 
 typedef struct held_chunk {
@@ -339,7 +341,7 @@ void cuipc_unwrap_options_init(cuipc_unwrap_options *o) {
     o->kind = CUIPC_UNWRAP_COPY;
     o->device = CUIPC_DEVICE_SAME;
     o->stream = NULL;
-    o->host_wait_ns = 2000000;
+    o->host_wait_ns = CUIPC_HOST_WAIT_AUTO;
     o->copy_cache_bytes = CUIPC_COPY_CACHE_DEFAULT_BYTES;
 }
 
@@ -493,6 +495,29 @@ static bool host_saw_ready(const pool_view *v, uint32_t slot, uint32_t generatio
     return false;
 }
 
+/* The host spin of an unwrap: the caller's, or for CUIPC_HOST_WAIT_AUTO 2 ms, and none under
+ * MPS, where a GPU-side wait costs no context switch (H200, 4 KiB copy-out under MPS: p50 74 us
+ * spinning 2 ms, 52 us waiting on the GPU; 64 MiB: 161 against 108 us). */
+static cuipc_status resolve_host_wait(cuipc_consumer *c, const cuipc_unwrap_options *o, int device,
+                                      int64_t *out) {
+    if (o->host_wait_ns != CUIPC_HOST_WAIT_AUTO) {
+        *out = o->host_wait_ns;
+        return CUIPC_OK;
+    }
+    pthread_mutex_lock(&c->lock);
+    bool known = c->mps_known, client = c->mps_client;
+    pthread_mutex_unlock(&c->lock);
+    if (!known) {
+        CUIPC_TRY(cuipc_cuda_mps_enabled(device, &client));
+        pthread_mutex_lock(&c->lock);
+        c->mps_client = client;
+        c->mps_known = true;
+        pthread_mutex_unlock(&c->lock);
+    }
+    *out = client ? 0 : CUIPC_HOST_WAIT_DEFAULT_NS;
+    return CUIPC_OK;
+}
+
 /* The GPU pool as seen from the device its data is read on (peer access when that is not the
  * pool's), and its sync table for stream waits and acks: mapped once per process. */
 static cuipc_status map_gpu_view(cuipc_consumer *c, pool_view *v, const cuipc_unwrap_options *o,
@@ -529,7 +554,9 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     CUIPC_TRY(map_gpu_view(c, v, o, &target, &map_dev, &base, &sync_dev));
     /* Nothing on this stream reads the slice before the producer's copy wrote it: either the
      * host saw the ready word, or the stream waits for it. */
-    if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, o->host_wait_ns)) {
+    int64_t host_wait_ns = 0;
+    CUIPC_TRY(resolve_host_wait(c, o, map_dev, &host_wait_ns));
+    if (!host_saw_ready(v, x->u.pool.slot, x->u.pool.generation, host_wait_ns)) {
         CUIPC_TRY(cuipc_cuda_stream_wait_u32(
             o->stream, cuipc_sync_ready_device_addr(sync_dev, v->sync, x->u.pool.slot),
             x->u.pool.generation));
@@ -613,6 +640,10 @@ static cuipc_status unwrap_options(const cuipc_unwrap_options **opt,
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap kind %d", (int)(*opt)->kind);
     if ((*opt)->device < CUIPC_DEVICE_SAME)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "unwrap device %d", (*opt)->device);
+    if ((*opt)->host_wait_ns < CUIPC_HOST_WAIT_AUTO)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                          "unwrap host_wait_ns %lld (>= 0, or CUIPC_HOST_WAIT_AUTO)",
+                          (long long)(*opt)->host_wait_ns);
     return CUIPC_OK;
 }
 
@@ -624,6 +655,8 @@ cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_option
         int target, map_dev;
         void *base = NULL, *sync_dev = NULL;
         CUIPC_TRY(map_gpu_view(c, &c->gpu, opt, &target, &map_dev, &base, &sync_dev));
+        int64_t host_wait_ns = 0; /* asks MPS now rather than in the first message */
+        CUIPC_TRY(resolve_host_wait(c, opt, map_dev, &host_wait_ns));
         if (copy && target != CUIPC_DEVICE_HOST)
             CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(target, opt->copy_cache_bytes));
     }

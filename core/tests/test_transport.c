@@ -120,8 +120,19 @@ static int consumer_main(void *arg) {
         fprintf(stderr, "prepare with unwrap kind 7: %s\n", cuipc_last_error());
         bad++;
     }
-    /* Host pool, host targets: nothing to set up, and no GPU needed to say so. */
     o.kind = (cuipc_unwrap_kind)a->kind;
+    if (o.host_wait_ns != CUIPC_HOST_WAIT_AUTO) {
+        fprintf(stderr, "default host_wait_ns %lld, not auto\n", (long long)o.host_wait_ns);
+        bad++;
+    }
+    o.host_wait_ns = -2;
+    if (cuipc_consumer_prepare(c, &o) != CUIPC_ERR_INVALID_ARG ||
+        strstr(cuipc_last_error(), "host_wait_ns -2") == NULL) {
+        fprintf(stderr, "prepare with host_wait_ns -2: %s\n", cuipc_last_error());
+        bad++;
+    }
+    o.host_wait_ns = CUIPC_HOST_WAIT_AUTO;
+    /* Host pool, host targets: nothing to set up, and no GPU needed to say so. */
     if (cuipc_consumer_prepare(c, &o) != CUIPC_OK) {
         fprintf(stderr, "prepare: %s\n", cuipc_last_error());
         bad++;
@@ -287,7 +298,7 @@ static void test_pool_full_fail(void) {
     cuipc_producer_stats st;
     cuipc_producer_stats_get(p, &st);
     CHECK(st.host_pool.full_failures == 1);
-    CHECK(st.host_pool.in_flight == 1);     /* the failed send left nothing behind */
+    CHECK(st.host_pool.in_flight == 1); /* the failed send left nothing behind */
     /* A buffer with a negative timeout follows the policy: fail at once. */
     void *b = NULL;
     CHECK_STATUS(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 48 << 10, -1, &b),
@@ -360,7 +371,8 @@ static int doomed_producer_main(void *arg) {
     cfg.host_pool_bytes = 1 << 20;
     cfg.socket_path = sock_path;
     cuipc_producer *p = NULL;
-    if (cuipc_producer_create(&cfg, &p) != CUIPC_OK || cuipc_producer_accept(p, 1, 10 * SEC) != CUIPC_OK)
+    if (cuipc_producer_create(&cfg, &p) != CUIPC_OK ||
+        cuipc_producer_accept(p, 1, 10 * SEC) != CUIPC_OK)
         return 10;
     pause();
     return 0;
@@ -398,17 +410,30 @@ static int forger_main(void *arg) {
     struct {
         int field;
         cuipc_status want;
-    } cases[] = {{0, CUIPC_ERR_UNKNOWN_POOL}, {1, CUIPC_ERR_CORRUPT}, {2, CUIPC_ERR_STALE},
-                 {3, CUIPC_ERR_CORRUPT},      {4, CUIPC_ERR_CORRUPT}};
+    } cases[] = {{0, CUIPC_ERR_UNKNOWN_POOL},
+                 {1, CUIPC_ERR_CORRUPT},
+                 {2, CUIPC_ERR_STALE},
+                 {3, CUIPC_ERR_CORRUPT},
+                 {4, CUIPC_ERR_CORRUPT}};
     for (unsigned k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         cuipc_value *v = cuipc_value_clone(orig);
         cuipc_proxy x = *cuipc_value_as_proxy(v);
         switch (cases[k].field) {
-        case 0: x.u.pool.pool_id ^= 0x5a5a; break;
-        case 1: x.u.pool.slot = 1u << 30; break;
-        case 2: x.u.pool.generation += 7; break;
-        case 3: x.u.pool.offset += 256; break;
-        case 4: x.u.pool.offset = 1ull << 40; break; /* beyond the pool */
+        case 0:
+            x.u.pool.pool_id ^= 0x5a5a;
+            break;
+        case 1:
+            x.u.pool.slot = 1u << 30;
+            break;
+        case 2:
+            x.u.pool.generation += 7;
+            break;
+        case 3:
+            x.u.pool.offset += 256;
+            break;
+        case 4:
+            x.u.pool.offset = 1ull << 40;
+            break; /* beyond the pool */
         }
         cuipc_value_set_proxy(v, &x);
         if (cuipc_encode(v, buf, sizeof buf, &len) != CUIPC_OK) {

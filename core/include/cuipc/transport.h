@@ -153,6 +153,8 @@ typedef enum cuipc_unwrap_kind {
 } cuipc_unwrap_kind;
 
 #define CUIPC_DEVICE_SAME (-2) /* copy-out target: where the data already is */
+#define CUIPC_HOST_WAIT_AUTO (-1)             /* unwrap host_wait_ns: chosen by MPS or not */
+#define CUIPC_HOST_WAIT_DEFAULT_NS 2000000ll /* its value without MPS */
 
 /* Copy-out buffers on a device come from a per-device stream-ordered pool of the process. The
  * freed memory it keeps for reuse is a cache; past each synchronisation it keeps at most this
@@ -173,11 +175,12 @@ typedef struct cuipc_unwrap_options {
     /* Ordering for GPU copies, waits and releases. A copy to a device is queued here, so the
      * stream must belong to that device (else CUIPC_ERR_INVALID_ARG). */
     cuipc_stream stream;
-    /* GPU pool: how long unwrap spins on the host for the producer's copy to finish (default
-     * 2 ms) before it queues a GPU-side wait instead. A GPU wait on another process's work
-     * blocks this process's context until the GPU switches contexts, ~150 us on an H100
-     * without MPS, while the host sees the ready word within a microsecond. 0: unwrap never
-     * spins (the stream waits for the word unless it is already there). */
+    /* GPU pool: how long unwrap spins on the host for the producer's copy to finish before it
+     * queues a GPU-side wait instead. A GPU wait on another process's work blocks this
+     * process's context until the GPU switches contexts, ~150 us on an H100 without MPS, while
+     * the host sees the ready word within a microsecond. 0: unwrap never spins (the stream
+     * waits for the word unless it is already there). CUIPC_HOST_WAIT_AUTO (the default):
+     * 2 ms, or 0 when this process is an MPS client, where the GPU-side wait is the cheaper. */
     int64_t host_wait_ns;
     /* Copies to a device: how much freed memory the device's copy-out pool keeps past a
      * synchronisation (default CUIPC_COPY_CACHE_DEFAULT_BYTES; UINT64_MAX: all of it, 0: none).
