@@ -170,12 +170,33 @@ static cuipc_status validate_config(const cuipc_producer_config *c) {
     return CUIPC_OK;
 }
 
+/* CUIPC_TEST_SEND_DELAY_US: for testing regression detection only (ci/compare-power). Every
+ * send spins this long before it hands the message to the consumers: a regression in the
+ * library's own path that no scenario shows. Unset or 0 in any real use. */
+static cuipc_status test_send_delay(uint64_t *ns) {
+    const char *v = getenv("CUIPC_TEST_SEND_DELAY_US");
+    *ns = 0;
+    if (v == NULL || *v == '\0')
+        return CUIPC_OK;
+    char *end;
+    errno = 0;
+    double us = strtod(v, &end);
+    if (errno || end == v || *end || !(us >= 0) || us > 1e7)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                          "CUIPC_TEST_SEND_DELAY_US is '%s': expected microseconds in 0..1e7", v);
+    *ns = (uint64_t)(us * 1e3);
+    return CUIPC_OK;
+}
+
 cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_producer **out) {
     *out = NULL;
     CUIPC_TRY(validate_config(cfg));
+    uint64_t delay_ns;
+    CUIPC_TRY(test_send_delay(&delay_ns));
     cuipc_producer *p = calloc(1, sizeof *p);
     if (!p)
         return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "producer struct");
+    p->test_send_delay_ns = delay_ns;
     p->cfg = *cfg;
     p->cfg.socket_path = NULL; /* copied below; the caller's string need not outlive us */
     p->id = cuipc_random_u64() | 1;
@@ -420,6 +441,11 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (s != CUIPC_OK) {
         free(buf);
         return s;
+    }
+    if (p->test_send_delay_ns) { /* spun, not slept: a sleep overshoots by the timer slack */
+        uint64_t until = cuipc_now_ns() + p->test_send_delay_ns;
+        while (cuipc_now_ns() < until)
+            ;
     }
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);

@@ -91,6 +91,7 @@ struct cuipc_producer {
     cuipc_held_buffer *buffers; /* held by the application, not yet sent */
     uint32_t n_buffers, cap_buffers;
     cuipc_producer_stats stats;
+    uint64_t test_send_delay_ns; /* CUIPC_TEST_SEND_DELAY_US (testing only), 0 otherwise */
 };
 
 /* Producer side (producer.c). */

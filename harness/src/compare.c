@@ -1,4 +1,6 @@
-/* compare BASE NEW: latency up or throughput down beyond tolerance is a regression. */
+/* compare BASE NEW: match results by scenario, refuse runs of different hosts, GPUs, drivers,
+ * MPS or scenario contents, judge each scenario (compare_judge.c), print one verdict line per
+ * scenario and a total, and write the verdicts as JSON on request. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -7,78 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "repetitions.h"
 #include "results.h"
-
-void cuipc_compare_opts_init(cuipc_compare_opts *o) {
-    o->p50_pct = 10.0;
-    o->p99_pct = 20.0;
-    o->throughput_pct = 10.0;
-    o->latency_floor_us = 1.0;
-}
-
-static bool metric(const json_t *r, const char *a, const char *b, const char *c, double *out) {
-    const json_t *v = json_object_get(r, a);
-    if (b)
-        v = json_object_get(v, b);
-    if (c)
-        v = json_object_get(v, c);
-    if (!json_is_number(v))
-        return false;
-    *out = json_number_value(v);
-    return true;
-}
-
-int cuipc_compare_one(const json_t *base, const json_t *cur, const cuipc_compare_opts *o,
-                      FILE *report) {
-    const char *name = json_string_value(json_object_get(json_object_get(cur, "scenario"), "name"));
-    const char *bs = json_string_value(json_object_get(base, "status"));
-    const char *cs = json_string_value(json_object_get(cur, "status"));
-    if (strcmp(bs, "skipped") == 0 || strcmp(cs, "skipped") == 0) {
-        fprintf(report, "%s: skipped (base %s, new %s)\n", name, bs, cs);
-        return 0;
-    }
-    char why[256];
-    if (cuipc_compare_mps_differs(base, cur, why, sizeof why)) {
-        fprintf(report, "%s: REFUSED %s\n", name, why);
-        return 1;
-    }
-    int regressions = 0;
-    if (strcmp(bs, "passed") == 0 && strcmp(cs, "passed") != 0) {
-        const char *reason = json_string_value(json_object_get(cur, "reason"));
-        fprintf(report, "%s: REGRESSION status passed -> %s (%s)\n", name, cs,
-                reason ? reason : "");
-        regressions++;
-    }
-    static const struct {
-        const char *a, *b, *c, *label;
-        bool higher_is_worse;
-    } checks[] = {
-        {"latency_us", "p50", NULL, "latency p50 (us)", true},
-        {"latency_us", "p99", NULL, "latency p99 (us)", true},
-        {"throughput", "aggregate", "gbps", "throughput (GB/s)", false},
-        {"throughput", "aggregate", "msgs_per_s", "throughput (msgs/s)", false},
-    };
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
-        double b, c;
-        if (!metric(base, checks[i].a, checks[i].b, checks[i].c, &b) ||
-            !metric(cur, checks[i].a, checks[i].b, checks[i].c, &c))
-            continue;
-        double change = b != 0 ? (c - b) / b * 100.0 : 0.0;
-        bool bad;
-        double tol;
-        if (checks[i].higher_is_worse) {
-            tol = i == 0 ? o->p50_pct : o->p99_pct;
-            bad = change > tol && c - b > o->latency_floor_us;
-        } else {
-            tol = o->throughput_pct;
-            bad = -change > tol;
-        }
-        fprintf(report, "%s: %-20s %12.3f -> %12.3f (%+.1f%%, tolerance %.1f%%)%s\n", name,
-                checks[i].label, b, c, change, tol, bad ? "  REGRESSION" : "");
-        regressions += bad;
-    }
-    return regressions;
-}
 
 typedef struct loaded {
     json_t **items;
@@ -108,8 +40,9 @@ static bool load_one(const char *path, loaded *l) {
     return true;
 }
 
-/* A results file, or every *.json in a directory. */
-static bool load_all(const char *path, loaded *l) {
+/* A results file, or every *.json in a directory and (for runs kept apart, such as the
+ * invocations of two builds interleaved in time) in its subdirectories. */
+static bool load_tree(const char *path, loaded *l, int depth) {
     struct stat st;
     if (stat(path, &st) != 0) {
         fprintf(stderr, "compare: %s: %s\n", path, strerror(errno));
@@ -117,6 +50,10 @@ static bool load_all(const char *path, loaded *l) {
     }
     if (!S_ISDIR(st.st_mode))
         return load_one(path, l);
+    if (depth > 4) {
+        fprintf(stderr, "compare: %s: directories nested deeper than 4\n", path);
+        return false;
+    }
     struct dirent **names;
     int n = scandir(path, &names, NULL, alphasort);
     if (n < 0) {
@@ -125,20 +62,68 @@ static bool load_all(const char *path, loaded *l) {
     }
     bool ok = true;
     for (int i = 0; i < n; i++) {
-        size_t len = strlen(names[i]->d_name);
-        if (ok && len > 5 && strcmp(names[i]->d_name + len - 5, ".json") == 0) {
-            char full[2048];
-            snprintf(full, sizeof full, "%s/%s", path, names[i]->d_name);
-            ok = load_one(full, l);
+        const char *e = names[i]->d_name;
+        size_t len = strlen(e);
+        char full[2048];
+        snprintf(full, sizeof full, "%s/%s", path, e);
+        struct stat es;
+        if (ok && e[0] != '.' && stat(full, &es) == 0) {
+            if (S_ISDIR(es.st_mode))
+                ok = load_tree(full, l, depth + 1);
+            else if (len > 5 && strcmp(e + len - 5, ".json") == 0)
+                ok = load_one(full, l);
         }
         free(names[i]);
     }
     free(names);
-    if (ok && l->n == 0) {
-        fprintf(stderr, "compare: %s holds no results files\n", path);
-        ok = false;
-    }
     return ok;
+}
+
+static const char *name_of(const json_t *r) {
+    return json_string_value(json_object_get(json_object_get(r, "scenario"), "name"));
+}
+
+/* Results of one scenario found more than once on a side are pooled as repetitions. */
+static bool pool_by_name(loaded *l) {
+    json_t **pooled = calloc(l->n ? l->n : 1, sizeof *pooled);
+    json_t **group = calloc(l->n ? l->n : 1, sizeof *group);
+    bool *used = calloc(l->n ? l->n : 1, sizeof *used);
+    size_t np = 0;
+    bool ok = pooled && group && used;
+    for (size_t i = 0; ok && i < l->n; i++) {
+        if (used[i])
+            continue;
+        size_t ng = 0;
+        for (size_t j = i; j < l->n; j++) {
+            if (!used[j] && strcmp(name_of(l->items[j]), name_of(l->items[i])) == 0) {
+                used[j] = true;
+                group[ng++] = l->items[j];
+            }
+        }
+        pooled[np++] = cuipc_repetitions_pool(group, ng);
+    }
+    if (ok) {
+        for (size_t i = 0; i < l->n; i++)
+            json_decref(l->items[i]);
+        free(l->items);
+        l->items = pooled;
+        l->n = np;
+    } else {
+        free(pooled);
+    }
+    free(group);
+    free(used);
+    return ok;
+}
+
+static bool load_all(const char *path, loaded *l) {
+    if (!load_tree(path, l, 0))
+        return false;
+    if (l->n == 0) {
+        fprintf(stderr, "compare: %s holds no results files\n", path);
+        return false;
+    }
+    return pool_by_name(l);
 }
 
 static void free_loaded(loaded *l) {
@@ -147,9 +132,6 @@ static void free_loaded(loaded *l) {
     free(l->items);
 }
 
-static const char *name_of(const json_t *r) {
-    return json_string_value(json_object_get(json_object_get(r, "scenario"), "name"));
-}
 
 static bool parse_pct(const char *flag, const char *v, double *out) {
     char *end;
@@ -163,13 +145,63 @@ static bool parse_pct(const char *flag, const char *v, double *out) {
     return true;
 }
 
+#define EXIT_REGRESSION 1
+#define EXIT_BAD_INPUT 2
+#define EXIT_UNDECIDED 3
+
+static const json_t *find(const loaded *l, const char *name) {
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(name_of(l->items[i]), name) == 0)
+            return l->items[i];
+    return NULL;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cuipc-harness compare [options] BASE NEW\n"
+            "BASE, NEW: a results file or a directory of them (matched by scenario name);\n"
+            "results of one scenario found several times on a side (in subdirectories: e.g.\n"
+            "single runs of two builds interleaved in time) are pooled as repetitions.\n"
+            "A metric regresses when its median moved beyond its tolerance (latency up,\n"
+            "throughput down) AND a one-sided Mann-Whitney U test over the repetitions of the two\n"
+            "runs gives p <= alpha / (metrics compared): alpha bounds the chance that a scenario\n"
+            "of unchanged code is called a regression. Run both with --repetitions 6 or more.\n"
+            "  --p50-tolerance PCT (10) --p99-tolerance PCT (20) --throughput-tolerance PCT (10)\n"
+            "  --latency-floor-us US (1)   latency changes below it are noise\n"
+            "  --alpha P (0.01)            family-wise significance level per scenario\n"
+            "  --common                    compare only the scenarios both sides hold\n"
+            "  --allow-mismatch            judge even if host, GPU model, driver, MPS or scenario\n"
+            "                              content differ (reported either way)\n"
+            "  --json FILE                 write the verdicts to FILE\n"
+            "exit 0: no regression, and each metric could have caught a change of its\n"
+            "tolerance; 1: regression (or a scenario missing from NEW without --common);\n"
+            "2: bad input, or refused (mismatch, nothing in common); 3: undecided: no\n"
+            "regression found, but some metric had too few repetitions or too much noise to\n"
+            "catch a change of its tolerance\n");
+}
+
+static bool write_json(const char *path, json_t *doc) {
+    if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) !=
+        0) {
+        fprintf(stderr, "compare: cannot write %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 int cuipc_compare_main(int argc, char **argv) {
     cuipc_compare_opts o;
     cuipc_compare_opts_init(&o);
+    bool common = false, allow_mismatch = false;
+    const char *json_path = NULL;
     static const struct option longopts[] = {{"p50-tolerance", required_argument, NULL, 'a'},
                                              {"p99-tolerance", required_argument, NULL, 'b'},
                                              {"throughput-tolerance", required_argument, NULL, 'c'},
                                              {"latency-floor-us", required_argument, NULL, 'd'},
+                                             {"alpha", required_argument, NULL, 'p'},
+                                             {"common", no_argument, NULL, 'C'},
+                                             {"allow-mismatch", no_argument, NULL, 'M'},
+                                             {"json", required_argument, NULL, 'j'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     optind = 1;
@@ -189,49 +221,143 @@ int cuipc_compare_main(int argc, char **argv) {
         case 'd':
             ok = parse_pct("--latency-floor-us", optarg, &o.latency_floor_us);
             break;
+        case 'p':
+            ok = parse_pct("--alpha", optarg, &o.alpha);
+            if (ok && !(o.alpha > 0 && o.alpha < 1)) {
+                fprintf(stderr, "compare: --alpha must lie in (0, 1), got '%s'\n", optarg);
+                ok = false;
+            }
+            break;
+        case 'C':
+            common = true;
+            break;
+        case 'M':
+            allow_mismatch = true;
+            break;
+        case 'j':
+            json_path = optarg;
+            break;
         case 'h':
-            printf("usage: cuipc-harness compare [--p50-tolerance PCT] [--p99-tolerance PCT]\n"
-                   "       [--throughput-tolerance PCT] [--latency-floor-us US] BASE NEW\n"
-                   "BASE, NEW: a results file or a directory of them (matched by scenario).\n"
-                   "exit 0: no regression, 1: regression, 2: bad input\n");
+            usage(stdout);
             return 0;
         default:
             ok = false;
         }
         if (!ok)
-            return 2;
+            return EXIT_BAD_INPUT;
     }
     if (argc - optind != 2) {
         fprintf(stderr, "usage: cuipc-harness compare [flags] BASE NEW (see --help)\n");
-        return 2;
+        return EXIT_BAD_INPUT;
     }
     loaded base = {0}, cur = {0};
     if (!load_all(argv[optind], &base) || !load_all(argv[optind + 1], &cur)) {
         free_loaded(&base);
         free_loaded(&cur);
-        return 2;
+        return EXIT_BAD_INPUT;
     }
-    int regressions = 0, matched = 0;
+    json_t *env_diff = json_array(), *content_diff = json_array(), *scenarios = json_array();
+    json_t *only_base = json_array(), *only_new = json_array();
+    size_t matched = 0;
     for (size_t i = 0; i < cur.n; i++) {
-        for (size_t j = 0; j < base.n; j++) {
-            if (strcmp(name_of(cur.items[i]), name_of(base.items[j])) == 0) {
-                regressions += cuipc_compare_one(base.items[j], cur.items[i], &o, stdout);
-                matched++;
-                break;
+        const json_t *b = find(&base, name_of(cur.items[i]));
+        if (b == NULL) {
+            json_array_append_new(only_new, json_string(name_of(cur.items[i])));
+            continue;
+        }
+        matched++;
+        json_t *content = json_array();
+        cuipc_compare_mismatches(b, cur.items[i], env_diff, content);
+        size_t k;
+        json_t *d;
+        json_array_foreach(content, k, d) {
+            char buf[800];
+            snprintf(buf, sizeof buf, "%s: %s", name_of(cur.items[i]), json_string_value(d));
+            json_array_append_new(content_diff, json_string(buf));
+        }
+        json_decref(content);
+    }
+    for (size_t j = 0; j < base.n; j++)
+        if (find(&cur, name_of(base.items[j])) == NULL)
+            json_array_append_new(only_base, json_string(name_of(base.items[j])));
+
+    int rc = 0;
+    bool mismatch = json_array_size(env_diff) + json_array_size(content_diff) > 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(env_diff, i, d) printf("compare: MISMATCH %s\n", json_string_value(d));
+    json_array_foreach(content_diff, i, d) printf("compare: MISMATCH %s\n", json_string_value(d));
+    const char *refused = NULL;
+    if (mismatch && !allow_mismatch)
+        refused = "the runs differ (above): refusing to judge them against each other "
+                  "(--allow-mismatch to judge anyway)";
+    else if (matched == 0)
+        refused = "no scenario is held by both sides";
+    size_t counts[4] = {0};
+    if (refused == NULL) {
+        for (size_t c = 0; c < cur.n; c++) {
+            const json_t *b = find(&base, name_of(cur.items[c]));
+            if (b == NULL)
+                continue;
+            json_t *detail = json_pack("{s:s}", "scenario", name_of(cur.items[c]));
+            counts[cuipc_compare_one(b, cur.items[c], &o, stdout, detail)]++;
+            json_array_append_new(scenarios, detail);
+        }
+        json_array_foreach(only_base, i, d) {
+            if (common) {
+                printf("%s: not compared (only in BASE; --common)\n", json_string_value(d));
+                continue;
             }
+            printf("%s: REGRESSION missing from the new results\n", json_string_value(d));
+            json_array_append_new(scenarios, json_pack("{s:O, s:s}", "scenario", d, "verdict",
+                                                       "missing"));
+            counts[CUIPC_VERDICT_REGRESSION]++;
         }
+        json_array_foreach(only_new, i, d)
+            printf("%s: not compared (only in NEW)\n", json_string_value(d));
+        rc = counts[CUIPC_VERDICT_REGRESSION]  ? EXIT_REGRESSION
+             : counts[CUIPC_VERDICT_UNDECIDED] ? EXIT_UNDECIDED
+                                               : 0;
+        printf("compare: %zu scenario(s) compared, %zu regression(s), %zu undecided, %zu "
+               "skipped, %zu ok (one-sided Mann-Whitney U, alpha %g)%s\n",
+               matched, counts[CUIPC_VERDICT_REGRESSION], counts[CUIPC_VERDICT_UNDECIDED],
+               counts[CUIPC_VERDICT_SKIPPED], counts[CUIPC_VERDICT_OK], o.alpha,
+               mismatch ? "; runs differ, judged anyway (--allow-mismatch)" : "");
+        if (counts[CUIPC_VERDICT_UNDECIDED])
+            printf("compare: UNDECIDED: the repetitions could not have caught a change of the "
+                   "tolerance (TOO FEW: no p-value of these sample sizes reaches alpha / metrics; "
+                   "TOO NOISY: the base's own spread hides such a change); run both sides with "
+                   "--repetitions 6 or more on a quieter host, or widen the tolerance\n");
+    } else {
+        printf("compare: REFUSED: %s\n", refused);
+        rc = EXIT_BAD_INPUT;
     }
-    for (size_t j = 0; j < base.n; j++) {
-        bool found = false;
-        for (size_t i = 0; i < cur.n && !found; i++)
-            found = strcmp(name_of(cur.items[i]), name_of(base.items[j])) == 0;
-        if (!found) {
-            printf("%s: REGRESSION missing from the new results\n", name_of(base.items[j]));
-            regressions++;
-        }
+    if (json_path != NULL) {
+        json_t *doc = json_pack(
+            "{s:i, s:s, s:s, s:O, s:O, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:s, s:b, s:b}, "
+            "s:i, s:{s:I, s:I, s:I, s:I}}",
+            "schema_version", 1, "base", argv[optind], "new", argv[optind + 1], "mismatches",
+            env_diff, "content_mismatches", content_diff, "refused",
+            refused ? json_string(refused) : json_null(), "only_in_base", json_incref(only_base),
+            "only_in_new", json_incref(only_new), "options", "p50_tolerance_pct", o.p50_pct,
+            "p99_tolerance_pct", o.p99_pct, "throughput_tolerance_pct", o.throughput_pct,
+            "latency_floor_us", o.latency_floor_us, "alpha", o.alpha, "test",
+            "one-sided Mann-Whitney U (exact, or normal approximation for large samples)",
+            "common", common, "allow_mismatch", allow_mismatch, "exit_code", rc, "totals",
+            "regression", (json_int_t)counts[CUIPC_VERDICT_REGRESSION], "undecided",
+            (json_int_t)counts[CUIPC_VERDICT_UNDECIDED], "skipped",
+            (json_int_t)counts[CUIPC_VERDICT_SKIPPED], "ok", (json_int_t)counts[CUIPC_VERDICT_OK]);
+        json_object_set(doc, "scenarios", scenarios);
+        if (doc == NULL || !write_json(json_path, doc))
+            rc = EXIT_BAD_INPUT;
+        json_decref(doc);
     }
-    printf("compare: %d scenario(s) matched, %d regression(s)\n", matched, regressions);
+    json_decref(env_diff);
+    json_decref(content_diff);
+    json_decref(scenarios);
+    json_decref(only_base);
+    json_decref(only_new);
     free_loaded(&base);
     free_loaded(&cur);
-    return regressions > 0 ? 1 : 0;
+    return rc;
 }

@@ -24,21 +24,39 @@ typedef struct cuipc_compare_opts {
     double p99_pct;
     double throughput_pct;   /* GB/s and msgs/s may fall by this much */
     double latency_floor_us; /* changes smaller than this are noise, whatever the percentage */
+    double alpha;            /* a change is significant when the U test's p <= alpha */
 } cuipc_compare_opts;
 
 void cuipc_compare_opts_init(cuipc_compare_opts *o);
 
-/* Compare two results objects of one scenario; prints one line per metric checked.
- * Returns the number of regressions. */
-int cuipc_compare_one(const json_t *base, const json_t *cur, const cuipc_compare_opts *o,
-                      FILE *report);
+/* A scenario's verdict, in rising order of severity. */
+typedef enum cuipc_verdict {
+    CUIPC_VERDICT_OK = 0,
+    CUIPC_VERDICT_SKIPPED,    /* one side did not run it */
+    CUIPC_VERDICT_UNDECIDED,  /* beyond tolerance, but too few repetitions to test it */
+    CUIPC_VERDICT_REGRESSION, /* beyond tolerance and significant, or passed -> failed */
+} cuipc_verdict;
+
+const char *cuipc_verdict_name(cuipc_verdict v);
+
+/* Judge one scenario: each metric (latency p50/p99 up, throughput down) regresses when its
+ * median moved beyond tolerance AND the one-sided Mann-Whitney U test over the repetitions of
+ * the two runs gives p <= alpha. Prints one verdict line to report (if not NULL); fills detail
+ * (if not NULL) with the verdict and every metric's figures. */
+cuipc_verdict cuipc_compare_one(const json_t *base, const json_t *cur, const cuipc_compare_opts *o,
+                                FILE *report, json_t *detail);
+
+/* Differences that forbid judging: host, GPU models, driver, MPS (appended to environment)
+ * and scenario content (appended to content), each as one string, deduplicated. */
+void cuipc_compare_mismatches(const json_t *base, const json_t *cur, json_t *environment,
+                              json_t *content);
 
 /* True (and why says so) when one of the two ran under MPS and the other did not: such a pair
  * is refused, never compared as if one were a regression of the other. */
 bool cuipc_compare_mps_differs(const json_t *base, const json_t *cur, char *why, size_t cap);
 
 /* `cuipc-harness compare [flags] BASE NEW` (files or directories of results):
- * 0 no regression, 1 regression, 2 bad input. */
+ * 0 no regression, 1 regression, 2 bad input or refused (mismatch), 3 undecided. */
 int cuipc_compare_main(int argc, char **argv);
 
 /* mkdir -p */

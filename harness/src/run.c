@@ -20,8 +20,10 @@
 #include "failures.h"
 #include "leak.h"
 #include "mps.h"
+#include "repetitions.h"
 #include "results.h"
 #include "roles.h"
+#include "scenario_hash.h"
 #include "schedule.h"
 #include "stats.h"
 #include "util.h"
@@ -34,7 +36,9 @@ typedef struct run_opts {
     const char *out_dir;
     bool progress;
     bool keep;
-    bool mps; /* --mps: every scenario that uses a GPU runs under MPS */
+    bool mps;             /* --mps: every scenario that uses a GPU runs under MPS */
+    uint32_t repetitions; /* --repetitions; 0: each scenario's run.repetitions */
+    bool require_gpu;     /* on a host without a GPU, a GPU scenario fails */
 } run_opts;
 
 /* ------------------------------------------------------------------ run directory */
@@ -682,6 +686,16 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
         else
             snprintf(why, sizeof why, "skipped: needs GPU %d, this host has %d", need, gpus);
         json_object_set_new(env_here, "mps", cuipc_mps_json(&(cuipc_mps){0}, want_mps));
+        if (ro->require_gpu && s->needs_gpu && gpus == 0) {
+            /* A GPU job whose GPU is gone must not stay green. A scenario that needs more GPUs
+             * than a GPU host has stays skipped: a one-GPU host runs the suite. */
+            const char *msg =
+                "no GPU, and a GPU is required (--require-gpu or CUIPC_REQUIRE_GPU=1)";
+            json_object_set_new(res, "status", json_string("failed"));
+            json_object_set_new(res, "reason", json_string(msg));
+            json_object_set_new(res, "failures", json_pack("[s]", msg));
+            return res;
+        }
         json_object_set_new(res, "status", json_string("skipped"));
         json_object_set_new(res, "reason", json_string(why));
         return res;
@@ -755,6 +769,56 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     return res;
 }
 
+/* ------------------------------------------------------------------ repetitions */
+
+/* "repetition k of n: " before each failure of the repetition that stands for all. */
+static void name_repetition(json_t *res, size_t k, size_t n) {
+    json_t *failures = json_object_get(res, "failures");
+    size_t i;
+    json_t *f;
+    json_array_foreach(failures, i, f) {
+        char buf[1200];
+        snprintf(buf, sizeof buf, "repetition %zu of %zu: %s", k, n, json_string_value(f));
+        json_array_set_new(failures, i, json_string(buf));
+    }
+    if (json_array_size(failures) > 0)
+        json_object_set(res, "reason", json_array_get(failures, 0));
+}
+
+/* Run s its number of repetitions, each in fresh processes; the results are those of the
+ * representative repetition (cuipc_repetitions_representative) plus every repetition's
+ * figures with their median and spread. A skipped scenario is not repeated. */
+static json_t *run_repeated(const cuipc_scenario *s, json_t *env, const run_opts *ro,
+                            mps_run *mps) {
+    size_t n = ro->repetitions ? ro->repetitions : s->run.repetitions;
+    json_t *reps[CUIPC_MAX_REPETITIONS];
+    size_t done = 0;
+    while (done < n) {
+        reps[done++] = run_one(s, env, ro, mps);
+        if (strcmp(json_string_value(json_object_get(reps[done - 1], "status")), "skipped") == 0)
+            break;
+    }
+    json_t *res;
+    if (done == 1) {
+        res = reps[0];
+    } else {
+        size_t k = cuipc_repetitions_representative(reps, done);
+        json_t *runs = json_array();
+        for (size_t i = 0; i < done; i++)
+            json_array_append_new(runs, cuipc_repetition_figures(reps[i], (int)i + 1));
+        res = json_incref(reps[k]);
+        for (size_t i = 0; i < done; i++)
+            json_decref(reps[i]);
+        json_object_set_new(res, "repetitions", cuipc_repetitions_summary(runs, (int)k + 1));
+        if (strcmp(json_string_value(json_object_get(res, "status")), "failed") == 0)
+            name_repetition(res, k + 1, done);
+    }
+    char hex[65];
+    if (cuipc_scenario_sha256(s, hex))
+        json_object_set_new(res, "scenario_sha256", json_string(hex));
+    return res;
+}
+
 /* ------------------------------------------------------------------ commands */
 
 static bool load_all(int argc, char **argv, int first, cuipc_scenario **out, size_t *n) {
@@ -794,10 +858,22 @@ int cuipc_validate_main(int argc, char **argv) {
 
 int cuipc_run_main(int argc, char **argv) {
     run_opts ro = {.progress = isatty(2)};
-    static const struct option longopts[] = {
-        {"out", required_argument, NULL, 'o'}, {"no-progress", no_argument, NULL, 'q'},
-        {"keep", no_argument, NULL, 'k'},      {"mps", no_argument, NULL, 'm'},
-        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+    const char *req = getenv("CUIPC_REQUIRE_GPU");
+    if (req != NULL && *req && strcmp(req, "0") != 0) {
+        if (strcmp(req, "1") != 0) {
+            fprintf(stderr, "cuipc-harness: CUIPC_REQUIRE_GPU is '%s': expected 1 or 0\n", req);
+            return 2;
+        }
+        ro.require_gpu = true;
+    }
+    static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
+                                             {"no-progress", no_argument, NULL, 'q'},
+                                             {"keep", no_argument, NULL, 'k'},
+                                             {"mps", no_argument, NULL, 'm'},
+                                             {"repetitions", required_argument, NULL, 'r'},
+                                             {"require-gpu", no_argument, NULL, 'g'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
@@ -809,12 +885,30 @@ int cuipc_run_main(int argc, char **argv) {
             ro.keep = true;
         else if (ch == 'm')
             ro.mps = true;
-        else if (ch == 'h') {
-            printf("usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] [--mps] "
-                   "SCENARIO.json...\n"
-                   "--mps: every scenario that uses a GPU runs under the CUDA Multi-Process "
-                   "Service (as with \"gpu\": {\"mps\": true})\n"
-                   "exit 0: all passed (or skipped), 1: some failed, 2: bad input\n");
+        else if (ch == 'g')
+            ro.require_gpu = true;
+        else if (ch == 'r') {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' || v < 1 ||
+                v > CUIPC_MAX_REPETITIONS) {
+                fprintf(stderr, "cuipc-harness: --repetitions needs an integer 1..%d, got '%s'\n",
+                        CUIPC_MAX_REPETITIONS, optarg);
+                return 2;
+            }
+            ro.repetitions = (uint32_t)v;
+        } else if (ch == 'h') {
+            printf("usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] [--mps]\n"
+                   "       [--repetitions N] [--require-gpu] SCENARIO.json...\n"
+                   "  --mps            every scenario that uses a GPU runs under the CUDA\n"
+                   "                   Multi-Process Service (as with \"gpu\": {\"mps\": true})\n"
+                   "  --repetitions N  run each scenario N times (1..%d), each in fresh processes;\n"
+                   "                   overrides the scenarios' run.repetitions\n"
+                   "  --require-gpu    on a host without a GPU, a scenario that needs one fails\n"
+                   "                   instead of being skipped (also CUIPC_REQUIRE_GPU=1)\n"
+                   "exit 0: all passed (or skipped), 1: some failed, 2: bad input\n",
+                   CUIPC_MAX_REPETITIONS);
             return 0;
         } else
             return 2;
@@ -846,7 +940,7 @@ int cuipc_run_main(int argc, char **argv) {
     int rc = results ? 0 : 1;
     mps_run mps = {.m = {.lifeline_fd = -1}};
     for (size_t i = 0; i < n && results; i++) {
-        results[i] = run_one(&sc[i], env, &ro, &mps);
+        results[i] = run_repeated(&sc[i], env, &ro, &mps);
         char err[512];
         if (!cuipc_results_write(results[i], out_dir, err, sizeof err)) {
             fprintf(stderr, "cuipc-harness: %s\n", err);

@@ -647,7 +647,8 @@ static bool parse_run(pctx *c, const json_t *o, cuipc_scenario *s) {
         get_enum(c, o, "loop", false, NAMES("closed", "open"), 2, &loop) &&
         get_double(c, o, "rate_hz", false, 1e-3, 1e9, &s->run.rate_hz) &&
         get_double(c, o, "timeout_s", false, 0.1, 8 * 86400.0, &s->run.timeout_s) &&
-        get_double(c, o, "attach_timeout_s", false, 0.1, 600.0, &s->run.attach_timeout_s);
+        get_double(c, o, "attach_timeout_s", false, 0.1, 600.0, &s->run.attach_timeout_s) &&
+        get_u32(c, o, "repetitions", false, 1, CUIPC_MAX_REPETITIONS, &s->run.repetitions);
     if (!ok)
         return false;
     s->run.open_loop = loop == 1;
@@ -915,6 +916,7 @@ static void set_defaults(cuipc_scenario *s) {
     s->consumers.unwrap = CUIPC_UNWRAP_COPY;
     s->consumers.copy_to = CUIPC_DEVICE_SAME;
     s->run.attach_timeout_s = 10.0;
+    s->run.repetitions = 1;
     s->validation.enabled = true;
     s->validation.every = 1;
     s->consumers.spin_ns = -1;
@@ -1024,7 +1026,7 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
             s->consumers.devices[i] = s->producer_device;
     o = enter(c, root, "run", need,
               KEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz", "timeout_s",
-                   "attach_timeout_s", "producer_spin", "overload"),
+                   "attach_timeout_s", "producer_spin", "overload", "repetitions"),
               &bad);
     if (bad || (o != NULL && !parse_run(c, o, s)))
         return false;

@@ -18,6 +18,7 @@
 /* consumers.copy_to "consumer": each consumer copies onto its own GPU (consumers.devices[i]), the
  * tensor-parallel worker's case. */
 #define CUIPC_H_COPY_TO_CONSUMER (-3)
+#define CUIPC_MAX_REPETITIONS 64 /* run.repetitions and run --repetitions at most */
 
 typedef enum cuipc_size_kind {
     CUIPC_SIZES_LIST = 0,  /* cycle through explicit byte sizes */
@@ -116,6 +117,7 @@ typedef struct cuipc_scenario {
         double rate_hz;
         double timeout_s;
         double attach_timeout_s;
+        uint32_t repetitions; /* runs of the scenario, each in fresh processes (default 1) */
     } run;
 
     struct {

@@ -1,44 +1,139 @@
-/* Results writer and compare: files round-trip, regressions are caught at the tolerance edges,
- * and the compare command's exit codes. */
+/* Results writer and compare: files round-trip; compare's U test, its verdicts at the tolerance
+ * and significance edges, the refusal of mismatched runs, --common, --json and the exit codes. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "mann_whitney.h"
+#include "repetitions.h"
 #include "results.h"
+#include "sha256.h"
 #include "test_util.h"
 
 static json_t *make(const char *name, const char *status, double p50, double p99, double gbps,
                     double mps) {
-    return json_pack("{s:i, s:{s:s}, s:s, s:{s:f, s:f}, s:{s:{s:f, s:f}}}", "schema_version",
+    return json_pack("{s:i, s:{s:s}, s:s, s:{s:f, s:f, s:i}, s:{s:{s:f, s:f}}}", "schema_version",
                      CUIPC_RESULTS_SCHEMA_VERSION, "scenario", "name", name, "status", status,
-                     "latency_us", "p50", p50, "p99", p99, "throughput", "aggregate", "gbps", gbps,
-                     "msgs_per_s", mps);
+                     "latency_us", "p50", p50, "p99", p99, "count", 100, "throughput",
+                     "aggregate", "gbps", gbps, "msgs_per_s", mps);
 }
 
-static int compare(json_t *base, json_t *cur) {
+/* A repeated run: p50 of each repetition as given, the other figures steady. */
+static json_t *make_reps(const char *name, const double *p50, size_t n) {
+    json_t *runs = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(runs, json_pack("{s:i, s:s, s:f, s:f, s:f, s:f}", "repetition",
+                                              (int)i + 1, "status", "passed", "latency_p50_us",
+                                              p50[i], "latency_p99_us", 100.0, "throughput_gbps",
+                                              5.0, "throughput_msgs_per_s", 1000.0));
+    json_t *r = make(name, "passed", p50[0], 100, 5, 1000);
+    json_object_set_new(r, "repetitions", cuipc_repetitions_summary(runs, 1));
+    return r;
+}
+
+static cuipc_verdict compare(json_t *base, json_t *cur) {
     cuipc_compare_opts o;
     cuipc_compare_opts_init(&o);
     FILE *devnull = fopen("/dev/null", "w");
-    int n = cuipc_compare_one(base, cur, &o, devnull);
+    cuipc_verdict v = cuipc_compare_one(base, cur, &o, devnull, NULL);
     fclose(devnull);
     json_decref(base);
     json_decref(cur);
-    return n;
+    return v;
+}
+
+static void test_mann_whitney(void) {
+    cuipc_mwu u;
+    const double a3[] = {1, 2, 3}, b3[] = {4, 5, 6};
+    REQUIRE(cuipc_mwu_greater(a3, 3, b3, 3, &u));
+    CHECK(u.exact && u.u == 9 && fabs(u.p - 0.05) < 1e-12 && fabs(u.p_min - 0.05) < 1e-12);
+    REQUIRE(cuipc_mwu_greater(b3, 3, a3, 3, &u)); /* the other direction: nothing greater */
+    CHECK(u.u == 0 && fabs(u.p - 1.0) < 1e-12);
+    /* Exact p-values with ties (midranks), checked against a brute-force enumeration. */
+    const double x1[] = {1, 2, 3, 4}, y1[] = {3, 5, 6, 7};
+    REQUIRE(cuipc_mwu_greater(x1, 4, y1, 4, &u));
+    CHECK(fabs(u.p - 0.04285714285714286) < 1e-12);
+    const double x2[] = {1, 2, 2}, y2[] = {2, 3, 3};
+    REQUIRE(cuipc_mwu_greater(x2, 3, y2, 3, &u));
+    CHECK(fabs(u.p - 0.15) < 1e-12);
+    const double x5[] = {10, 11, 12, 13, 14}, y5[] = {12, 15, 16, 17, 18};
+    REQUIRE(cuipc_mwu_greater(x5, 5, y5, 5, &u));
+    CHECK(fabs(u.p - 0.01984126984126984) < 1e-12 && fabs(u.p_min - 1.0 / 252) < 1e-12);
+    const double same[] = {7, 7, 7};
+    REQUIRE(cuipc_mwu_greater(same, 3, same, 3, &u));
+    CHECK(fabs(u.p - 1.0) < 1e-12);
+    /* One sample a side: no significance can ever be established. */
+    REQUIRE(cuipc_mwu_greater(x1, 1, y1, 1, &u));
+    CHECK(fabs(u.p_min - 0.5) < 1e-12);
+    /* Large samples: the normal approximation (30 + 30 all above: z = 6.65). */
+    double lo[30], hi[30];
+    for (int i = 0; i < 30; i++) {
+        lo[i] = i;
+        hi[i] = 100 + i;
+    }
+    REQUIRE(cuipc_mwu_greater(lo, 30, hi, 30, &u));
+    CHECK(!u.exact && u.p < 1e-9 && u.p > 1e-12);
+    CHECK(!cuipc_mwu_greater(lo, 0, hi, 30, &u));
+    const double med[] = {5, 1, 3, 2};
+    CHECK(cuipc_median(med, 4) == 2.5 && cuipc_median(med, 3) == 3);
+}
+
+static void test_sha256(void) {
+    char hex[65];
+    cuipc_sha256_hex("", 0, hex);
+    CHECK(strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0);
+    cuipc_sha256_hex("abc", 3, hex);
+    CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    cuipc_sha256_hex(two, strlen(two), hex);
+    CHECK(strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1") == 0);
 }
 
 static void test_compare_one(void) {
-    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 10, 20, 5, 1000)) == 0);
-    /* Within tolerance (p50 +10%, p99 +20%, throughput -10% by default). */
-    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 10.9, 23, 4.6, 910)) ==
-          0);
-    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 15, 20, 5, 1000)) == 1);
-    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 10, 30, 5, 1000)) == 1);
-    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 10, 20, 2, 500)) == 2);
-    /* Below the absolute floor a percentage means nothing. */
-    CHECK(compare(make("a", "passed", 1, 2, 5, 1000), make("a", "passed", 1.5, 2.5, 5, 1000)) == 0);
-    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "failed", 10, 20, 5, 1000)) == 1);
-    CHECK(compare(make("a", "skipped", 0, 0, 0, 0), make("a", "passed", 99, 99, 0, 0)) == 0);
+    /* One sample a side: no test can vouch for any figure, within tolerance or not:
+     * undecided, never ok and never a regression. */
+    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 10, 20, 5, 1000)) ==
+          CUIPC_VERDICT_UNDECIDED);
+    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 15, 20, 5, 1000)) ==
+          CUIPC_VERDICT_UNDECIDED);
+    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "passed", 10, 20, 2, 500)) ==
+          CUIPC_VERDICT_UNDECIDED);
+    /* ... but a pass turned into a failure is a regression however often it ran. */
+    CHECK(compare(make("a", "passed", 10, 20, 5, 1000), make("a", "failed", 10, 20, 5, 1000)) ==
+          CUIPC_VERDICT_REGRESSION);
+    CHECK(compare(make("a", "skipped", 0, 0, 0, 0), make("a", "passed", 99, 99, 0, 0)) ==
+          CUIPC_VERDICT_SKIPPED);
+    /* Repetitions: +30% in every one of 6 against 6 is a regression (p = 1/924 <= 0.01 / 4). */
+    const double base5[] = {100, 104, 97, 101, 99, 102}, up5[] = {131, 128, 135, 126, 130, 129};
+    CHECK(compare(make_reps("a", base5, 6), make_reps("a", up5, 6)) == CUIPC_VERDICT_REGRESSION);
+    /* 5 against 5 cannot reach 0.0025 (p >= 1/252): undecided, whatever the change. */
+    CHECK(compare(make_reps("a", base5, 5), make_reps("a", up5, 5)) == CUIPC_VERDICT_UNDECIDED);
+    /* The median moved beyond tolerance, but the samples overlap: noise, not a regression. */
+    const double noisy[] = {80, 150, 115, 90, 140, 120};
+    CHECK(compare(make_reps("a", base5, 6), make_reps("a", noisy, 6)) == CUIPC_VERDICT_OK);
+    /* Significant but within tolerance: ok. */
+    const double small[] = {105, 106, 107, 108, 109, 108};
+    CHECK(compare(make_reps("a", base5, 6), make_reps("a", small, 6)) == CUIPC_VERDICT_OK);
+    /* 2 against 2 cannot reach p <= 0.05 (p >= 1/6): undecided. */
+    CHECK(compare(make_reps("a", base5, 2), make_reps("a", up5, 2)) == CUIPC_VERDICT_UNDECIDED);
+    /* Nor can 3 against 3 (p >= 1/20). */
+    CHECK(compare(make_reps("a", base5, 3), make_reps("a", up5, 3)) == CUIPC_VERDICT_UNDECIDED);
+    /* A repeated run against an unrepeated one: 6 against 1 reaches p = 1/7 at best. */
+    CHECK(compare(make("a", "passed", 100, 100, 5, 1000), make_reps("a", up5, 6)) ==
+          CUIPC_VERDICT_UNDECIDED);
+    /* Within tolerance (p50 +10%, p99 +20%, throughput -10% by default) and below the latency
+     * floor: ok. */
+    const double near[] = {103, 107, 101, 104, 106, 105};
+    CHECK(compare(make_reps("a", base5, 6), make_reps("a", near, 6)) == CUIPC_VERDICT_OK);
+    const double tiny[] = {0.5, 0.52, 0.49, 0.51, 0.5, 0.5}, tiny_up[] = {0.9, 0.95, 0.92, 0.91, 0.93, 0.9};
+    CHECK(compare(make_reps("a", tiny, 6), make_reps("a", tiny_up, 6)) == CUIPC_VERDICT_OK);
+    /* A base so noisy that a change of the tolerance could not show: undecided, not ok. */
+    const double wild[] = {50, 400, 80, 900, 120, 200};
+    CHECK(compare(make_reps("a", wild, 6), make_reps("a", wild, 6)) == CUIPC_VERDICT_UNDECIDED);
+    /* Improvements are never regressions. */
+    CHECK(compare(make_reps("a", up5, 6), make_reps("a", base5, 6)) == CUIPC_VERDICT_OK);
 }
 
 static json_t *with_mps(json_t *res, bool enabled) {
@@ -48,9 +143,8 @@ static json_t *with_mps(json_t *res, bool enabled) {
     return res;
 }
 
-/* MPS against no MPS is refused and counted (the figures would differ for a reason that is not
- * a regression, in either direction); same-kind pairs compare as before, and a file without
- * environment.mps ran without it. */
+/* MPS against no MPS is refused (the figures would differ for a reason that is not a
+ * regression, in either direction), and a file without environment.mps ran without it. */
 static void test_compare_mps(void) {
     char why[256];
     json_t *a = with_mps(make("a", "passed", 10, 20, 5, 1000), true);
@@ -60,15 +154,7 @@ static void test_compare_mps(void) {
     CHECK(!cuipc_compare_mps_differs(a, a, why, sizeof why));
     json_decref(a);
     json_decref(b);
-    /* Same figures, still refused: one count, never a silent pass. */
-    CHECK(compare(with_mps(make("a", "passed", 40, 80, 5, 1000), true),
-                  make("a", "passed", 40, 80, 5, 1000)) == 1);
-    CHECK(compare(with_mps(make("a", "passed", 300, 600, 5, 1000), false),
-                  with_mps(make("a", "passed", 40, 80, 5, 1000), true)) == 1);
-    CHECK(compare(with_mps(make("a", "passed", 40, 80, 5, 1000), true),
-                  with_mps(make("a", "passed", 40, 80, 5, 1000), true)) == 0);
-    CHECK(compare(with_mps(make("a", "passed", 40, 80, 5, 1000), false),
-                  make("a", "passed", 40, 80, 5, 1000)) == 0);
+    /* Same figures, still refused by compare (exit 2): see test_compare_main. */
 }
 
 static void test_write_and_check(const char *dir) {
@@ -96,12 +182,14 @@ static void test_write_and_check(const char *dir) {
     rmdir(path);
 }
 
-static int run_compare(const char *a, const char *b, const char *flag) {
-    char *argv[6];
+static int run_compare(const char *a, const char *b, const char *f1, const char *f2) {
+    char *argv[8];
     int argc = 0;
     argv[argc++] = "compare";
-    if (flag)
-        argv[argc++] = (char *)flag;
+    if (f1)
+        argv[argc++] = (char *)f1;
+    if (f2)
+        argv[argc++] = (char *)f2;
     argv[argc++] = (char *)a;
     argv[argc++] = (char *)b;
     argv[argc] = NULL;
@@ -109,32 +197,132 @@ static int run_compare(const char *a, const char *b, const char *flag) {
     return cuipc_compare_main(argc, argv);
 }
 
+static void set_env(json_t *r, const char *host, const char *gpu, int driver, int mps) {
+    json_t *env = json_pack("{s:s, s:{s:i, s:[{s:s}], s:i}}", "hostname", host, "gpu", "count", 1,
+                            "devices", "name", gpu, "driver_version", driver);
+    if (mps >= 0)
+        json_object_set_new(env, "mps", json_pack("{s:b}", "enabled", mps));
+    json_object_set_new(r, "environment", env);
+}
+
+static void put(json_t *r, const char *dir) {
+    char err[256];
+    REQUIRE(cuipc_results_write(r, dir, err, sizeof err));
+    json_decref(r);
+}
+
 static void test_compare_main(const char *dir) {
-    char base[512], cur[512], err[256], bad[600];
+    char base[512], cur[512], bad[600], js[600], one[700];
     snprintf(base, sizeof base, "%s/base", dir);
     snprintf(cur, sizeof cur, "%s/cur", dir);
-    json_t *b1 = make("s1", "passed", 10, 20, 5, 1000), *b2 = make("s2", "passed", 10, 20, 5, 1000);
-    json_t *c1 = make("s1", "passed", 10, 20, 5, 1000), *c2 = make("s2", "passed", 30, 20, 5, 1000);
-    REQUIRE(cuipc_results_write(b1, base, err, sizeof err));
-    REQUIRE(cuipc_results_write(b2, base, err, sizeof err));
-    REQUIRE(cuipc_results_write(c1, cur, err, sizeof err));
-    REQUIRE(cuipc_results_write(c2, cur, err, sizeof err));
-    CHECK(run_compare(base, base, NULL) == 0);
-    CHECK(run_compare(base, cur, NULL) == 1);
-    CHECK(run_compare(base, cur, "--p50-tolerance=500") == 0);
-    CHECK(run_compare(base, cur, "--p50-tolerance=banana") == 2);
+    snprintf(js, sizeof js, "%s/verdicts.json", dir);
+    const double b5[] = {100, 104, 97, 101, 99, 102}, up5[] = {131, 128, 135, 126, 130, 129};
+    put(make_reps("s1", b5, 6), base);
+    put(make_reps("s2", b5, 6), base);
+    put(make_reps("s1", b5, 6), cur);
+    put(make_reps("s2", up5, 6), cur);
+    CHECK(run_compare(base, base, NULL, NULL) == 0);
+    CHECK(run_compare(base, cur, NULL, NULL) == 1);
+    CHECK(run_compare(base, cur, "--p50-tolerance=500", NULL) == 0);
+    CHECK(run_compare(base, cur, "--p50-tolerance=banana", NULL) == 2);
+    CHECK(run_compare(base, cur, "--alpha=1.5", NULL) == 2);
+    /* A stricter alpha than 6 against 6 can reach: the same change is undecided. */
+    CHECK(run_compare(base, cur, "--alpha=0.001", NULL) == 3);
+    /* --json: the verdicts, with the test's figures. */
+    CHECK(run_compare(base, cur, "--json", js) == 1);
+    json_t *doc = json_load_file(js, 0, NULL);
+    REQUIRE(doc != NULL);
+    json_t *sc = json_object_get(doc, "scenarios");
+    CHECK(json_array_size(sc) == 2);
+    json_t *s2 = json_array_get(sc, 1);
+    CHECK(strcmp(json_string_value(json_object_get(s2, "verdict")), "regression") == 0);
+    json_t *m0 = json_array_get(json_object_get(s2, "metrics"), 0);
+    CHECK(fabs(json_number_value(json_object_get(m0, "p_value")) - 1.0 / 924) < 1e-9);
+    CHECK(json_integer_value(json_object_get(doc, "exit_code")) == 1);
+    json_decref(doc);
     snprintf(bad, sizeof bad, "%s/nonexistent", dir);
-    CHECK(run_compare(base, bad, NULL) == 2);
+    CHECK(run_compare(base, bad, NULL, NULL) == 2);
     snprintf(bad, sizeof bad, "%s/garbage.json", dir);
     FILE *f = fopen(bad, "w");
     fputs("{not json", f);
     fclose(f);
-    CHECK(run_compare(base, bad, NULL) == 2);
-    /* A scenario missing from the new run is a regression. */
-    char one[600];
-    snprintf(one, sizeof one, "%s/s1.json", cur);
-    CHECK(run_compare(base, one, NULL) == 1);
+    CHECK(run_compare(base, bad, NULL, NULL) == 2);
     unlink(bad);
+    /* A scenario missing from the new run is a regression, unless --common. */
+    snprintf(one, sizeof one, "%s/s1.json", cur);
+    CHECK(run_compare(base, one, NULL, NULL) == 1);
+    CHECK(run_compare(base, one, "--common", NULL) == 0);
+    /* Single runs kept in subdirectories (two builds interleaved in time) pool as repetitions:
+     * 6 against 6. */
+    for (int i = 0; i < 6; i++) {
+        char sub[700];
+        snprintf(sub, sizeof sub, "%s/pb/run-%d", dir, i);
+        put(make("s1", "passed", b5[i], 100, 5, 1000), sub);
+        snprintf(sub, sizeof sub, "%s/pc/run-%d", dir, i);
+        put(make("s1", "passed", up5[i], 100, 5, 1000), sub);
+    }
+    char pb[600], pc[600];
+    snprintf(pb, sizeof pb, "%s/pb", dir);
+    snprintf(pc, sizeof pc, "%s/pc", dir);
+    CHECK(run_compare(pb, pc, "--json", js) == 1);
+    doc = json_load_file(js, 0, NULL);
+    m0 = json_array_get(json_object_get(json_array_get(json_object_get(doc, "scenarios"), 0),
+                                        "metrics"), 0);
+    CHECK(json_integer_value(json_object_get(json_object_get(m0, "new"), "n")) == 6);
+    json_decref(doc);
+    CHECK(run_compare(pb, pb, NULL, NULL) == 0);
+    for (int i = 0; i < 6; i++) {
+        char sub[760];
+        snprintf(sub, sizeof sub, "%s/run-%d/s1.json", pb, i);
+        unlink(sub);
+        *strrchr(sub, '/') = '\0';
+        rmdir(sub);
+        snprintf(sub, sizeof sub, "%s/run-%d/s1.json", pc, i);
+        unlink(sub);
+        *strrchr(sub, '/') = '\0';
+        rmdir(sub);
+    }
+    rmdir(pb);
+    rmdir(pc);
+    /* Nothing in common: refused. */
+    json_t *other = make_reps("s3", b5, 6);
+    snprintf(bad, sizeof bad, "%s/other", dir);
+    put(other, bad);
+    snprintf(one, sizeof one, "%s/s3.json", bad);
+    CHECK(run_compare(base, one, "--common", NULL) == 2);
+    unlink(one);
+    /* Different GPU models, drivers, hosts, MPS or scenario contents: refused unless
+     * --allow-mismatch. */
+    struct {
+        const char *host, *gpu;
+        int driver, mps;
+        const char *sha;
+    } envs[] = {{"h", "NVIDIA H200", 13000, 0, "aa"}, {"h", "NVIDIA H100 80GB HBM3", 13000, 0, "aa"},
+                {"h", "NVIDIA H200", 12040, 0, "aa"}, {"other", "NVIDIA H200", 13000, 0, "aa"},
+                {"h", "NVIDIA H200", 13000, 1, "aa"}, {"h", "NVIDIA H200", 13000, 0, "bb"},
+                {"h", "NVIDIA H200", 13000, -1, "aa"}};
+    for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
+        json_t *b = make_reps("s1", b5, 6), *c = make_reps("s1", b5, 6);
+        set_env(b, "h", "NVIDIA H200", 13000, 0);
+        json_object_set_new(b, "scenario_sha256", json_string("aa"));
+        set_env(c, envs[i].host, envs[i].gpu, envs[i].driver, envs[i].mps);
+        json_object_set_new(c, "scenario_sha256", json_string(envs[i].sha));
+        char bd[520], cd[520];
+        snprintf(bd, sizeof bd, "%s/eb", dir);
+        snprintf(cd, sizeof cd, "%s/ec", dir);
+        put(b, bd);
+        put(c, cd);
+        /* 0: same; 6: MPS not recorded reads as not enabled */
+        int want = i == 0 || i == 6 ? 0 : 2;
+        CHECK(run_compare(bd, cd, NULL, NULL) == want);
+        CHECK(run_compare(bd, cd, "--allow-mismatch", NULL) == 0);
+        snprintf(one, sizeof one, "%s/s1.json", bd);
+        unlink(one);
+        rmdir(bd);
+        snprintf(one, sizeof one, "%s/s1.json", cd);
+        unlink(one);
+        rmdir(cd);
+    }
     char p[700];
     const char *names[] = {"s1", "s2"};
     for (int i = 0; i < 2; i++) {
@@ -145,10 +333,8 @@ static void test_compare_main(const char *dir) {
     }
     rmdir(base);
     rmdir(cur);
-    json_decref(b1);
-    json_decref(b2);
-    json_decref(c1);
-    json_decref(c2);
+    rmdir(bad);
+    unlink(js);
 }
 
 static void test_summary(void) {
@@ -168,6 +354,8 @@ static void test_summary(void) {
 int main(void) {
     char dir[] = "/tmp/cuipc-results-test-XXXXXX";
     REQUIRE(mkdtemp(dir) != NULL);
+    test_mann_whitney();
+    test_sha256();
     test_compare_one();
     test_compare_mps();
     test_write_and_check(dir);

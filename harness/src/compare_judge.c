@@ -1,0 +1,244 @@
+/* compare's judgement of one scenario: a metric regresses only when the change of its median is
+ * beyond its tolerance AND the one-sided Mann-Whitney U test across the repetitions of the two
+ * runs finds it significant; and the environment and scenario-content checks that decide
+ * whether two runs may be judged against each other at all. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mann_whitney.h"
+#include "repetitions.h"
+#include "results.h"
+
+void cuipc_compare_opts_init(cuipc_compare_opts *o) {
+    o->p50_pct = 10.0;
+    o->p99_pct = 20.0;
+    o->throughput_pct = 10.0;
+    o->latency_floor_us = 1.0;
+    o->alpha = 0.01;
+}
+
+const char *cuipc_verdict_name(cuipc_verdict v) {
+    static const char *const names[] = {"ok", "skipped", "undecided", "regression"};
+    return names[v];
+}
+
+static double tolerance_of(const cuipc_rep_metric *m, const cuipc_compare_opts *o) {
+    if (!m->higher_is_worse)
+        return o->throughput_pct;
+    return strcmp(m->key, "latency_p50_us") == 0 ? o->p50_pct : o->p99_pct;
+}
+
+/* Metrics both runs measured: the family over which alpha is shared (Bonferroni). */
+static size_t metrics_compared(const json_t *base, const json_t *cur) {
+    size_t k = 0;
+    for (size_t i = 0; i < cuipc_rep_n_metrics; i++) {
+        double v[CUIPC_MAX_REPETITIONS];
+        k += cuipc_results_samples(base, &cuipc_rep_metrics[i], v, CUIPC_MAX_REPETITIONS) > 0 &&
+             cuipc_results_samples(cur, &cuipc_rep_metrics[i], v, CUIPC_MAX_REPETITIONS) > 0;
+    }
+    return k;
+}
+
+/* One metric: the medians, the change, the U test, and its verdict. NULL when a side has no
+ * sample of it (a run that measured nothing). */
+static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const json_t *cur,
+                            const cuipc_compare_opts *o, double level, cuipc_verdict *verdict,
+                            char *line, size_t cap) {
+    double b[CUIPC_MAX_REPETITIONS], c[CUIPC_MAX_REPETITIONS];
+    size_t nb = cuipc_results_samples(base, m, b, CUIPC_MAX_REPETITIONS);
+    size_t nc = cuipc_results_samples(cur, m, c, CUIPC_MAX_REPETITIONS);
+    if (nb == 0 || nc == 0)
+        return NULL;
+    double mb = cuipc_median(b, nb), mc = cuipc_median(c, nc);
+    double change = mb != 0 ? (mc - mb) / fabs(mb) * 100.0 : 0.0;
+    double worse = m->higher_is_worse ? change : -change;
+    double tol = tolerance_of(m, o);
+    bool beyond = worse > tol && (!m->higher_is_worse || mc - mb > o->latency_floor_us);
+    cuipc_mwu u;
+    /* The side that is worse: larger latency, smaller throughput. */
+    if (m->higher_is_worse)
+        cuipc_mwu_greater(b, nb, c, nc, &u);
+    else
+        cuipc_mwu_greater(c, nc, b, nb, &u);
+    bool testable = u.p_min <= level;
+    bool significant = u.p <= level;
+    /* Could these repetitions have caught a change of exactly the tolerance? The base moved
+     * by it, tested against itself: on a host whose noise hides such a change, "ok" would
+     * vouch for what was not measured. */
+    double moved[CUIPC_MAX_REPETITIONS];
+    for (size_t i = 0; i < nb; i++)
+        moved[i] = m->higher_is_worse ? b[i] * (1 + tol / 100) + o->latency_floor_us
+                                      : b[i] * (1 - tol / 100);
+    cuipc_mwu su;
+    if (m->higher_is_worse)
+        cuipc_mwu_greater(b, nb, moved, nb, &su);
+    else
+        cuipc_mwu_greater(moved, nb, b, nb, &su);
+    bool sensitive = su.p <= level;
+    /* too few: no p-value these sample sizes can give reaches the level */
+    const char *mv = beyond && significant ? "regression"
+                     : !testable           ? "too_few"
+                     : !sensitive          ? "too_noisy"
+                     : beyond              ? "noise"
+                                           : "ok";
+    if (strcmp(mv, "regression") == 0)
+        *verdict = CUIPC_VERDICT_REGRESSION;
+    else if ((strcmp(mv, "too_few") == 0 || strcmp(mv, "too_noisy") == 0) &&
+             *verdict < CUIPC_VERDICT_UNDECIDED)
+        *verdict = CUIPC_VERDICT_UNDECIDED;
+    const char *short_label = strchr(m->key, '_') + 1; /* p50_us, gbps, ... */
+    snprintf(line, cap, "%s %+.1f%%%s (p=%.3g)%s", short_label, change,
+             beyond ? (m->higher_is_worse ? " up" : " down") : "", u.p,
+             strcmp(mv, "regression") == 0  ? " REGRESSION"
+             : strcmp(mv, "too_few") == 0   ? " TOO FEW REPETITIONS"
+             : strcmp(mv, "too_noisy") == 0 ? " TOO NOISY"
+                                            : "");
+    json_t *bv = json_array(), *cv = json_array();
+    for (size_t i = 0; i < nb; i++)
+        json_array_append_new(bv, json_real(b[i]));
+    for (size_t i = 0; i < nc; i++)
+        json_array_append_new(cv, json_real(c[i]));
+    return json_pack("{s:s, s:s, s:s, s:{s:i, s:f, s:o}, s:{s:i, s:f, s:o}, s:f, s:f, s:b, s:f, "
+                     "s:f, s:s, s:f, s:b, s:b, s:b, s:f, s:s}",
+                     "metric", m->key, "label", m->label, "worse_when",
+                     m->higher_is_worse ? "higher" : "lower", "base", "n", (int)nb, "median", mb,
+                     "values", bv, "new", "n", (int)nc, "median", mc, "values", cv, "change_pct",
+                     change, "tolerance_pct", tol, "beyond_tolerance", beyond, "p_value", u.p,
+                     "p_min", u.p_min, "p_method", u.exact ? "exact" : "normal approximation",
+                     "level", level,
+                     "significant", significant, "testable", testable, "sensitive", sensitive,
+                     "p_at_tolerance", su.p, "verdict", mv);
+}
+
+static int repetitions_of(const json_t *r) {
+    const json_t *rep = json_object_get(r, "repetitions");
+    return rep ? (int)json_integer_value(json_object_get(rep, "count")) : 1;
+}
+
+cuipc_verdict cuipc_compare_one(const json_t *base, const json_t *cur, const cuipc_compare_opts *o,
+                                FILE *report, json_t *detail) {
+    const char *name = json_string_value(json_object_get(json_object_get(cur, "scenario"), "name"));
+    const char *bs = json_string_value(json_object_get(base, "status"));
+    const char *cs = json_string_value(json_object_get(cur, "status"));
+    int rb = repetitions_of(base), rc = repetitions_of(cur);
+    json_t *metrics = json_array();
+    cuipc_verdict v = CUIPC_VERDICT_OK;
+    char text[1024] = "";
+    size_t len = 0;
+    if (strcmp(bs, "skipped") == 0 || strcmp(cs, "skipped") == 0) {
+        v = CUIPC_VERDICT_SKIPPED;
+        snprintf(text, sizeof text, " (base %s, new %s)", bs, cs);
+    } else {
+        if (strcmp(bs, "passed") == 0 && strcmp(cs, "passed") != 0) {
+            const char *reason = json_string_value(json_object_get(cur, "reason"));
+            v = CUIPC_VERDICT_REGRESSION;
+            len += (size_t)snprintf(text + len, sizeof text - len, " status passed -> %s (%s);", cs,
+                                    reason ? reason : "");
+        }
+        size_t k = metrics_compared(base, cur);
+        double level = o->alpha / (double)(k ? k : 1);
+        for (size_t i = 0; i < cuipc_rep_n_metrics && len < sizeof text; i++) {
+            char line[160];
+            json_t *mj =
+                judge_metric(&cuipc_rep_metrics[i], base, cur, o, level, &v, line, sizeof line);
+            if (mj == NULL)
+                continue;
+            json_array_append_new(metrics, mj);
+            len += (size_t)snprintf(text + len, sizeof text - len, " %s,", line);
+        }
+        if (len > 0 && len < sizeof text && text[len - 1] == ',')
+            text[--len] = '\0';
+    }
+    if (report != NULL)
+        fprintf(report, "%s: %s%s; %d vs %d repetition(s)\n", name,
+                v == CUIPC_VERDICT_OK ? "ok" : v == CUIPC_VERDICT_SKIPPED ? "skipped"
+                : v == CUIPC_VERDICT_UNDECIDED                            ? "UNDECIDED"
+                                                                           : "REGRESSION",
+                text, rb, rc);
+    if (detail != NULL)
+        json_object_set_new(detail, "metrics", json_incref(metrics));
+    if (detail != NULL) {
+        json_object_set_new(detail, "verdict", json_string(cuipc_verdict_name(v)));
+        json_object_set_new(detail, "base_status", json_string(bs));
+        json_object_set_new(detail, "new_status", json_string(cs));
+        json_object_set_new(detail, "base_repetitions", json_integer(rb));
+        json_object_set_new(detail, "new_repetitions", json_integer(rc));
+    }
+    json_decref(metrics);
+    return v;
+}
+
+/* ---- may these two runs be judged against each other? ---------------------------------- */
+
+static const json_t *gpu_of(const json_t *r) {
+    return json_object_get(json_object_get(r, "environment"), "gpu");
+}
+
+/* The GPU models, in device order, "none" without a GPU. */
+static void gpu_models(const json_t *r, char *out, size_t cap) {
+    const json_t *devs = json_object_get(gpu_of(r), "devices");
+    size_t len = 0, i;
+    const json_t *d;
+    out[0] = '\0';
+    json_array_foreach(devs, i, d) {
+        const char *n = json_string_value(json_object_get(d, "name"));
+        if (len < cap)
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? ", " : "", n ? n : "?");
+    }
+    if (len == 0)
+        snprintf(out, cap, "none");
+}
+
+/* One difference, as "what: base X, new Y", once. */
+static void differ(json_t *out, const char *what, const char *b, const char *c) {
+    char buf[700];
+    snprintf(buf, sizeof buf, "%s: base %s, new %s", what, b, c);
+    size_t i;
+    json_t *v;
+    json_array_foreach(out, i, v) if (strcmp(json_string_value(v), buf) == 0) return;
+    json_array_append_new(out, json_string(buf));
+}
+
+static void text_of(const json_t *v, char *out, size_t cap) {
+    if (json_is_string(v))
+        snprintf(out, cap, "%s", json_string_value(v));
+    else if (json_is_integer(v))
+        snprintf(out, cap, "%lld", (long long)json_integer_value(v));
+    else if (json_is_boolean(v))
+        snprintf(out, cap, "%s", json_is_true(v) ? "true" : "false");
+    else
+        snprintf(out, cap, "%s", v == NULL ? "(not recorded)" : "?");
+}
+
+void cuipc_compare_mismatches(const json_t *base, const json_t *cur, json_t *environment,
+                              json_t *content) {
+    char b[512], c[512];
+    const json_t *be = json_object_get(base, "environment"), *ce = json_object_get(cur, "environment");
+    text_of(json_object_get(be, "hostname"), b, sizeof b);
+    text_of(json_object_get(ce, "hostname"), c, sizeof c);
+    if (strcmp(b, c) != 0)
+        differ(environment, "host", b, c);
+    gpu_models(base, b, sizeof b);
+    gpu_models(cur, c, sizeof c);
+    if (strcmp(b, c) != 0)
+        differ(environment, "GPU model", b, c);
+    text_of(json_object_get(gpu_of(base), "driver_version"), b, sizeof b);
+    text_of(json_object_get(gpu_of(cur), "driver_version"), c, sizeof c);
+    if (strcmp(b, c) != 0)
+        differ(environment, "GPU driver", b, c);
+    char why[256]; /* absent in older results: ran without MPS */
+    if (cuipc_compare_mps_differs(base, cur, why, sizeof why)) {
+        bool bm = json_is_true(json_object_get(json_object_get(be, "mps"), "enabled"));
+        differ(environment, "MPS (environment.mps.enabled)", bm ? "under MPS" : "without MPS",
+               bm ? "without MPS" : "under MPS");
+    }
+    const char *bh = json_string_value(json_object_get(base, "scenario_sha256"));
+    const char *ch = json_string_value(json_object_get(cur, "scenario_sha256"));
+    if (bh && ch && strcmp(bh, ch) != 0) {
+        char bs[16], cs[16];
+        snprintf(bs, sizeof bs, "%.12s", bh);
+        snprintf(cs, sizeof cs, "%.12s", ch);
+        differ(content, "scenario content (scenario_sha256)", bs, cs);
+    }
+}

@@ -1,0 +1,164 @@
+/* Repetitions: figures per run, median and spread, and the samples compare tests. */
+#include "repetitions.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "mann_whitney.h"
+
+const cuipc_rep_metric cuipc_rep_metrics[] = {
+    {"latency_p50_us", "latency p50 (us)", {"latency_us", "p50", NULL}, true},
+    {"latency_p99_us", "latency p99 (us)", {"latency_us", "p99", NULL}, true},
+    {"throughput_gbps", "throughput (GB/s)", {"throughput", "aggregate", "gbps"}, false},
+    {"throughput_msgs_per_s", "throughput (msgs/s)", {"throughput", "aggregate", "msgs_per_s"},
+     false},
+};
+const size_t cuipc_rep_n_metrics = sizeof cuipc_rep_metrics / sizeof cuipc_rep_metrics[0];
+
+static const json_t *at_path(const json_t *r, const char *const path[3]) {
+    for (int i = 0; i < 3 && path[i] && r; i++)
+        r = json_object_get(r, path[i]);
+    return r;
+}
+
+/* A latency figure counts only when messages were timed (a skipped or crashed run has none). */
+static bool measured(const json_t *res, const cuipc_rep_metric *m) {
+    if (strcmp(m->path[0], "latency_us") != 0)
+        return true;
+    return json_integer_value(json_object_get(json_object_get(res, "latency_us"), "count")) > 0;
+}
+
+json_t *cuipc_repetition_figures(const json_t *res, int repetition) {
+    json_t *f = json_pack("{s:i, s:O}", "repetition", repetition, "status",
+                          json_object_get(res, "status"));
+    static const char *const copied[] = {"started_at", "reason"};
+    for (size_t i = 0; i < 2; i++)
+        if (json_object_get(res, copied[i]))
+            json_object_set(f, copied[i], json_object_get(res, copied[i]));
+    for (size_t i = 0; i < cuipc_rep_n_metrics; i++) {
+        const json_t *v = at_path(res, cuipc_rep_metrics[i].path);
+        if (json_is_number(v) && measured(res, &cuipc_rep_metrics[i]))
+            json_object_set_new(f, cuipc_rep_metrics[i].key, json_real(json_number_value(v)));
+    }
+    const json_t *lat = json_object_get(res, "latency_us");
+    if (json_is_integer(json_object_get(lat, "count")))
+        json_object_set(f, "latency_count", json_object_get(lat, "count"));
+    const json_t *wall = json_object_get(json_object_get(res, "supervisor"), "wall_s");
+    if (json_is_number(wall))
+        json_object_set(f, "wall_s", (json_t *)wall);
+    return f;
+}
+
+json_t *cuipc_repetitions_summary(json_t *runs, int representative) {
+    json_t *median = json_object(), *spread = json_object();
+    for (size_t m = 0; m < cuipc_rep_n_metrics; m++) {
+        const char *key = cuipc_rep_metrics[m].key;
+        double v[CUIPC_MAX_REPETITIONS];
+        size_t n = 0;
+        size_t i;
+        json_t *run;
+        json_array_foreach(runs, i, run) {
+            json_t *x = json_object_get(run, key);
+            if (json_is_number(x) && n < CUIPC_MAX_REPETITIONS)
+                v[n++] = json_number_value(x);
+        }
+        if (n == 0)
+            continue;
+        double lo = v[0], hi = v[0];
+        for (i = 1; i < n; i++) {
+            lo = v[i] < lo ? v[i] : lo;
+            hi = v[i] > hi ? v[i] : hi;
+        }
+        double med = cuipc_median(v, n);
+        json_object_set_new(median, key, json_real(med));
+        json_object_set_new(spread, key,
+                            json_pack("{s:f, s:f, s:f, s:i}", "min", lo, "max", hi, "range_pct",
+                                      med != 0 ? (hi - lo) / fabs(med) * 100.0 : 0.0, "n",
+                                      (int)n));
+    }
+    return json_pack("{s:I, s:o, s:o, s:o, s:i}", "count", (json_int_t)json_array_size(runs),
+                     "runs", runs, "median", median, "spread", spread, "representative",
+                     representative);
+}
+
+size_t cuipc_repetitions_representative(json_t *const *results, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(json_string_value(json_object_get(results[i], "status")), "failed") == 0)
+            return i;
+    size_t idx[CUIPC_MAX_REPETITIONS];
+    double p50[CUIPC_MAX_REPETITIONS];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < CUIPC_MAX_REPETITIONS; i++) {
+        const json_t *v = at_path(results[i], cuipc_rep_metrics[0].path);
+        if (json_is_number(v) && measured(results[i], &cuipc_rep_metrics[0])) {
+            idx[k] = i;
+            p50[k++] = json_number_value(v);
+        }
+    }
+    if (k == 0)
+        return 0;
+    /* the (k-1)/2-th smallest: sort the indices by p50 (k <= 64) */
+    for (size_t a = 1; a < k; a++)
+        for (size_t b = a; b > 0 && p50[b - 1] > p50[b]; b--) {
+            double t = p50[b];
+            p50[b] = p50[b - 1];
+            p50[b - 1] = t;
+            size_t u = idx[b];
+            idx[b] = idx[b - 1];
+            idx[b - 1] = u;
+        }
+    return idx[(k - 1) / 2];
+}
+
+json_t *cuipc_repetitions_pool(json_t *const *items, size_t n) {
+    if (n == 1)
+        return json_incref(items[0]);
+    size_t lead = 0;
+    for (size_t i = 0; i < n && lead == 0; i++)
+        if (strcmp(json_string_value(json_object_get(items[i], "status")), "failed") == 0)
+            lead = i;
+    json_t *runs = json_array();
+    int rep_of_lead = 1;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *mine = json_object_get(json_object_get(items[i], "repetitions"), "runs");
+        if (i == lead)
+            rep_of_lead = (int)json_array_size(runs) +
+                          (json_is_array(mine) ? (int)json_integer_value(json_object_get(
+                                                     json_object_get(items[i], "repetitions"),
+                                                     "representative"))
+                                               : 1);
+        if (!json_is_array(mine)) {
+            json_array_append_new(runs, cuipc_repetition_figures(items[i], 0));
+        } else {
+            size_t k;
+            const json_t *r;
+            json_array_foreach(mine, k, r) json_array_append_new(runs, json_deep_copy(r));
+        }
+    }
+    size_t k;
+    json_t *r;
+    json_array_foreach(runs, k, r) json_object_set_new(r, "repetition", json_integer((int)k + 1));
+    json_t *pooled = json_deep_copy(items[lead]);
+    json_object_set_new(pooled, "repetitions", cuipc_repetitions_summary(runs, rep_of_lead));
+    return pooled;
+}
+
+size_t cuipc_results_samples(const json_t *res, const cuipc_rep_metric *m, double *out,
+                             size_t cap) {
+    const json_t *runs = json_object_get(json_object_get(res, "repetitions"), "runs");
+    size_t n = 0;
+    if (json_is_array(runs)) {
+        size_t i;
+        const json_t *run;
+        json_array_foreach(runs, i, run) {
+            const json_t *v = json_object_get(run, m->key);
+            if (json_is_number(v) && n < cap)
+                out[n++] = json_number_value(v);
+        }
+        return n;
+    }
+    const json_t *v = at_path(res, m->path);
+    if (json_is_number(v) && measured(res, m) && cap > 0)
+        out[n++] = json_number_value(v);
+    return n;
+}
