@@ -14,3 +14,10 @@ target_compile_definitions(test_plan PRIVATE
   CUIPC_PLAN_WORKLOADS="${CUIPC_PLAN_DIR}/../scenarios/workloads"
   CUIPC_PLAN_SCRATCH="${CMAKE_CURRENT_BINARY_DIR}/test_plan_scratch")
 cuipc_add_test(test_plan COMMAND test_plan LABELS harness)
+# The recommendation from 20 samples holds for 50 fresh ones (~10 s).
+cuipc_add_test(harness_plan_seeds
+  COMMAND ${CMAKE_COMMAND} -DHARNESS=$<TARGET_FILE:cuipc-harness>
+          -DWORKLOADS=${CUIPC_PLAN_DIR}/../scenarios/workloads
+          -DWORK=${CMAKE_CURRENT_BINARY_DIR}/plan_seeds
+          -P ${CUIPC_PLAN_DIR}/tests/plan_seeds.cmake
+  TIMEOUT 300 LABELS harness)

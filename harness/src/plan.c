@@ -15,6 +15,8 @@
 #define MAX_TRIES 256
 #define DEFAULT_MAX_BYTES (1ull << 40) /* 1 TiB: far above any real GPU */
 #define MAX_EVAL_SIZES 64
+#define DEFAULT_SEEDS 20
+#define MAX_SEEDS 1000
 
 typedef struct plan_args {
     const char *workload;
@@ -27,6 +29,9 @@ typedef struct plan_args {
     double headroom;
     uint64_t sizes[MAX_EVAL_SIZES]; /* --sizes: evaluate exactly these, no search */
     size_t n_sizes;
+    uint32_t seeds;      /* independent samples of a synthetic workload */
+    bool first_seed_set; /* else the workload file's own seed */
+    uint64_t first_seed;
 } plan_args;
 
 typedef struct plan_try {
@@ -55,6 +60,10 @@ static void usage(FILE *f) {
                "  --headroom F           recommended = found * (1 + F) (default 0.2)\n"
                "  --sizes B1,B2,...      no search: replay at these sizes (rounded up to the\n"
                "                         alignment) and report each (plan.json \"evaluated\")\n"
+               "  --seeds N              replay N independent samples of a synthetic workload\n"
+               "                         (seeds S..S+N-1, default 20) and size for every one\n"
+               "                         of them; a trace is one sample\n"
+               "  --first-seed S         the first sample's seed (default: the workload's)\n"
                "  --out DIR              write DIR/plan.json and DIR/occupancy.csv\n"
                "  exit: 0 recommendation made, 1 target unreachable, 2 bad input\n");
 }
@@ -82,6 +91,7 @@ static int parse_args(int argc, char **argv, plan_args *a) {
     memset(a, 0, sizeof *a);
     cuipc_plan_options_init(&a->opt);
     a->headroom = 0.2;
+    a->seeds = DEFAULT_SEEDS;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
@@ -142,6 +152,17 @@ static int parse_args(int argc, char **argv, plan_args *a) {
             for (char *t = strtok_r(list, ",", &save); t && ok; t = strtok_r(NULL, ",", &save))
                 ok = a->n_sizes < MAX_EVAL_SIZES && parse_bytes(t, &a->sizes[a->n_sizes++]);
             ok = ok && a->n_sizes > 0 && strlen(v) < sizeof list;
+        } else if (strcmp(o, "--seeds") == 0) {
+            errno = 0;
+            unsigned long n = strtoul(v, &end, 10);
+            ok = !errno && end != v && !*end && v[0] != '-' && n >= 1 && n <= MAX_SEEDS;
+            a->seeds = (uint32_t)n;
+        } else if (strcmp(o, "--first-seed") == 0) {
+            errno = 0;
+            unsigned long long n = strtoull(v, &end, 10);
+            ok = !errno && end != v && !*end && v[0] != '-' && n <= (1ull << 53);
+            a->first_seed = n;
+            a->first_seed_set = true;
         } else if (strcmp(o, "--out") == 0) {
             a->out_dir = v;
         } else {
@@ -247,6 +268,9 @@ static json_t *inputs_json(const plan_state *st) {
                   "min_bytes", (json_int_t)a->min_bytes, "max_bytes", (json_int_t)a->max_bytes,
                   "copy_gb_per_s", w->copy_bytes_per_s / 1e9);
     json_object_set_new(inputs, "fill_us", json_real((double)w->fill_ns / 1e3));
+    json_object_set_new(inputs, "synthetic", json_boolean(w->synthetic));
+    if (w->synthetic)
+        json_object_set_new(inputs, "first_seed", json_integer((json_int_t)w->seed));
     return inputs;
 }
 
@@ -261,7 +285,7 @@ static int dump_json(json_t *root, const char *path) {
 }
 
 static int write_plan_json(const plan_state *st, const char *path, const plan_try *found,
-                           const plan_try *below, const plan_try *rec) {
+                           const plan_try *below, const plan_try *rec, json_t *samples_json) {
     const plan_args *a = st->a;
     json_t *tries = json_array();
     for (size_t i = 0; i < st->n_tries; i++)
@@ -274,24 +298,100 @@ static int write_plan_json(const plan_state *st, const char *path, const plan_tr
         (json_int_t)(rec->r.size - rec->r.peak_used), "verify_at_found", result_json(found),
         "verify_at_minus_10pct", result_json(below), "at_recommended", result_json(rec),
         "minus_10pct_misses_target", !below->met);
-    json_t *root = json_pack("{si so so so}", "schema_version", 1, "inputs", inputs,
-                             "recommendation", recj, "tries", tries);
+    json_t *root = json_pack("{si so so so so}", "schema_version", 1, "inputs", inputs,
+                             "recommendation", recj, "samples", samples_json, "tries", tries);
     return dump_json(root, path);
 }
 
-/* --sizes: replay at each given size (no search, no recommendation). */
-static int evaluate(plan_state *st) {
+/* The workload's samples: seeds S..S+n-1 of a synthetic workload, or the one trace. */
+typedef struct samples {
+    cuipc_plan_workload *w;
+    uint32_t n;
+} samples;
+
+static void free_samples(samples *sm) {
+    for (uint32_t k = 0; sm->w && k < sm->n; k++)
+        cuipc_plan_workload_free(&sm->w[k]);
+    free(sm->w);
+}
+
+static int load_samples(const plan_args *a, samples *sm) {
+    sm->n = 0;
+    sm->w = calloc(a->seeds, sizeof *sm->w);
+    if (!sm->w)
+        return EXIT_BAD_INPUT;
+    if (cuipc_plan_workload_load_seeded(a->workload, a->first_seed_set ? &a->first_seed : NULL,
+                                        &sm->w[0]) != CUIPC_OK) {
+        fprintf(stderr, "plan: %s\n", cuipc_last_error());
+        return EXIT_BAD_INPUT;
+    }
+    sm->n = 1;
+    if (!sm->w[0].synthetic)
+        return 0; /* a trace is what it is: one sample */
+    for (uint32_t k = 1; k < a->seeds; k++) {
+        uint64_t seed = sm->w[0].seed + k;
+        if (cuipc_plan_workload_load_seeded(a->workload, &seed, &sm->w[k]) != CUIPC_OK) {
+            fprintf(stderr, "plan: %s\n", cuipc_last_error());
+            return EXIT_BAD_INPUT;
+        }
+        sm->n++;
+    }
+    return 0;
+}
+
+/* How many samples meet the target at size, and how many full events the worst one had. */
+typedef struct coverage {
+    uint32_t met;
+    uint64_t max_full_events;
+} coverage;
+
+static int cover(const plan_args *a, const samples *sm, uint64_t size, coverage *c) {
+    c->met = 0;
+    c->max_full_events = 0;
+    for (uint32_t k = 0; k < sm->n; k++) {
+        cuipc_plan_result r;
+        if (cuipc_plan_replay(&sm->w[k], &a->opt, size, NULL, &r) != CUIPC_OK) {
+            fprintf(stderr, "plan: replay at %llu bytes failed: %s\n", (unsigned long long)size,
+                    cuipc_last_error());
+            return EXIT_BAD_INPUT;
+        }
+        c->met += target_met(a, &sm->w[k], &r);
+        c->max_full_events =
+            r.full_events > c->max_full_events ? r.full_events : c->max_full_events;
+    }
+    return 0;
+}
+
+/* --sizes: replay every sample at each given size (no search, no recommendation). */
+static int evaluate(plan_state *st, const samples *sm) {
     const plan_args *a = st->a;
     json_t *evaluated = json_array();
     int rc = 0;
     for (size_t i = 0; i < a->n_sizes && !rc; i++) {
-        plan_try *t;
-        rc = try_size(st, "evaluate", align_up(a->sizes[i], a->opt.alignment), NULL, &t);
-        if (!rc) {
-            print_row(t);
-            json_array_append_new(evaluated, result_json(t));
+        uint64_t size = align_up(a->sizes[i], a->opt.alignment);
+        uint32_t with_full = 0, met = 0;
+        for (uint32_t k = 0; k < sm->n && !rc; k++) {
+            plan_try *t;
+            st->w = &sm->w[k];
+            st->n_tries = 0; /* one try a replay: nothing is kept between them */
+            rc = try_size(st, "evaluate", size, NULL, &t);
+            if (rc)
+                break;
+            if (sm->n == 1)
+                print_row(t);
+            with_full += t->r.full_events > 0;
+            met += t->met;
+            json_t *row = result_json(t);
+            if (sm->w[k].synthetic)
+                json_object_set_new(row, "seed", json_integer((json_int_t)sm->w[k].seed));
+            json_array_append_new(evaluated, row);
         }
+        if (!rc && sm->n > 1)
+            printf("evaluate %14llu %9.2f MiB: %u of %u samples with a full event, %u meet the "
+                   "target\n",
+                   (unsigned long long)size, (double)size / 1048576.0, with_full, sm->n, met);
     }
+    st->w = &sm->w[0];
     if (!rc && a->out_dir) {
         char path[1200];
         snprintf(path, sizeof path, "%s/plan.json", a->out_dir);
@@ -364,51 +464,112 @@ static void print_header(void) {
            "full", "p99_us", "max_wait", "peak_MiB", "chunks", "frag", "ms", "met");
 }
 
+/* The search range of one sample: no size below its largest tensor can serve it; no size above
+ * every tensor at once is needed (unless slot-limited). */
+static void range_of(const plan_args *a, const cuipc_plan_workload *w, uint64_t *lo,
+                     uint64_t *hi) {
+    const uint64_t al = a->opt.alignment;
+    uint64_t largest = 0, total = 0;
+    for (uint64_t i = 0; i < w->n; i++) {
+        uint64_t b = align_up(w->req[i].bytes, al);
+        largest = b > largest ? b : largest;
+        total = total + b < total ? UINT64_MAX : total + b;
+    }
+    *lo = align_up(a->min_bytes > largest ? a->min_bytes : largest, al);
+    *hi = a->max_bytes ? a->max_bytes & ~(al - 1)
+                       : align_up(total < DEFAULT_MAX_BYTES ? total : DEFAULT_MAX_BYTES, al);
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Every sample's own smallest size meeting the target (found[k]); sample 0's search stays in
+ * st0 for plan.json. Returns EXIT_UNMET when a sample cannot meet it within the range. */
+static int search_samples(plan_state *st0, const samples *sm, uint64_t *found) {
+    const plan_args *a = st0->a;
+    for (uint32_t k = 0; k < sm->n; k++) {
+        plan_state *st = k == 0 ? st0 : calloc(1, sizeof *st);
+        if (!st)
+            return EXIT_BAD_INPUT;
+        st->a = a;
+        st->w = &sm->w[k];
+        uint64_t lo, hi;
+        range_of(a, st->w, &lo, &hi);
+        plan_try *f = NULL;
+        int rc = search(st, lo, hi, &f);
+        if (sm->n == 1)
+            for (size_t i = 0; i < st->n_tries; i++)
+                print_row(&st->tries[i]);
+        if (!rc && !f) {
+            const plan_try *last = &st->tries[st->n_tries - 1];
+            printf("target NOT met%s at the largest size tried (%llu bytes)%s\n",
+                   sm->n > 1 ? " by one sample" : "", (unsigned long long)last->r.size,
+                   last->r.slot_limited ? ": all sync slots were in flight (raise --slots)"
+                                        : ": raise --max or relax the target");
+            if (sm->n > 1)
+                printf("  (seed %llu)\n", (unsigned long long)st->w->seed);
+            rc = EXIT_UNMET;
+        }
+        if (!rc) {
+            found[k] = f->r.size;
+            if (sm->n > 1)
+                printf("seed %-8llu smallest size meeting the target %14llu bytes (%8.2f MiB), "
+                       "%zu replays\n",
+                       (unsigned long long)st->w->seed, (unsigned long long)f->r.size,
+                       (double)f->r.size / 1048576.0, st->n_tries);
+        }
+        if (k != 0)
+            free(st);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int cuipc_plan_main(int argc, char **argv) {
     plan_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
-    cuipc_plan_workload w;
-    if (cuipc_plan_workload_load(a.workload, &w) != CUIPC_OK) {
-        fprintf(stderr, "plan: %s\n", cuipc_last_error());
-        return EXIT_BAD_INPUT;
-    }
+    samples sm = {0};
     plan_state *st = calloc(1, sizeof *st);
-    if (!st) {
-        cuipc_plan_workload_free(&w);
-        return EXIT_BAD_INPUT;
-    }
+    uint64_t *found_k = calloc(a.seeds, sizeof *found_k);
+    json_t *samples_json = NULL;
+    rc = st && found_k ? load_samples(&a, &sm) : EXIT_BAD_INPUT;
+    if (rc)
+        goto done;
+    const cuipc_plan_workload *w = &sm.w[0];
     st->a = &a;
-    st->w = &w;
+    st->w = w;
     const uint64_t al = a.opt.alignment;
-    /* No size below the largest tensor can serve it; no size above every tensor at once is
-     * needed (unless slot-limited). */
-    uint64_t largest = 0, total = 0;
-    for (uint64_t i = 0; i < w.n; i++) {
-        uint64_t b = align_up(w.req[i].bytes, al);
-        largest = b > largest ? b : largest;
-        total = total + b < total ? UINT64_MAX : total + b;
-    }
-    uint64_t lo = align_up(a.min_bytes > largest ? a.min_bytes : largest, al);
-    uint64_t hi = a.max_bytes ? a.max_bytes & ~(al - 1)
-                              : align_up(total < DEFAULT_MAX_BYTES ? total : DEFAULT_MAX_BYTES, al);
-    if (hi < lo)
-        hi = lo;
     printf("workload %s: %llu tensors (%llu messages), %u consumers, policy %s, target %s",
-           w.source, (unsigned long long)w.n, (unsigned long long)w.messages, w.consumers,
+           w->source, (unsigned long long)w->n, (unsigned long long)w->messages, w->consumers,
            a.opt.policy == CUIPC_PLAN_WAIT ? "wait" : "fail",
            a.target_p99 ? "p99-wait-us" : "zero-full");
     if (a.target_p99)
         printf("=%g", a.p99_wait_us);
+    if (w->synthetic)
+        printf("\nsamples: %u (seeds %llu..%llu)", sm.n, (unsigned long long)w->seed,
+               (unsigned long long)(w->seed + sm.n - 1));
+    else
+        printf("\nsamples: 1 (a trace replays as it was recorded)");
+    uint64_t lo, hi;
+    range_of(&a, w, &lo, &hi);
     if (a.n_sizes)
         printf("\nevaluating %zu size(s), alignment %llu, %u slots\n", a.n_sizes,
                (unsigned long long)al, a.opt.slots);
-    else
+    else if (sm.n == 1)
         printf("\nsearch range %llu..%llu bytes, alignment %llu, %u slots\n",
                (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)al, a.opt.slots);
-    print_header();
-    plan_try *found = NULL;
+    else
+        printf("\nalignment %llu, %u slots; each sample searched on its own\n",
+               (unsigned long long)al, a.opt.slots);
+    if (sm.n == 1 || a.n_sizes)
+        print_header();
     /* Create --out before the search so a bad directory fails at once. */
     if (a.out_dir && !make_dirs(a.out_dir)) {
         fprintf(stderr, "plan: cannot create %s: %s\n", a.out_dir, strerror(errno));
@@ -416,26 +577,28 @@ int cuipc_plan_main(int argc, char **argv) {
         goto done;
     }
     if (a.n_sizes) {
-        rc = evaluate(st);
+        rc = evaluate(st, &sm);
         goto done;
     }
-    rc = search(st, lo, hi, &found);
-    for (size_t i = 0; i < st->n_tries; i++)
-        print_row(&st->tries[i]);
-    if (rc || !found) {
-        if (!rc) {
-            const plan_try *last = &st->tries[st->n_tries - 1];
-            printf("target NOT met at the largest size tried (%llu bytes)%s\n",
-                   (unsigned long long)last->r.size,
-                   last->r.slot_limited ? ": all sync slots were in flight (raise --slots)"
-                                        : ": raise --max or relax the target");
-            rc = EXIT_UNMET;
-        }
+    rc = search_samples(st, &sm, found_k);
+    if (rc)
         goto done;
+    /* The size for every sample: the largest of theirs, raised if the allocator's outcome is
+     * not monotone and a sample misses there. */
+    uint64_t found = 0;
+    for (uint32_t k = 0; k < sm.n; k++)
+        found = found_k[k] > found ? found_k[k] : found;
+    coverage at_found;
+    rc = cover(&a, &sm, found, &at_found);
+    for (uint64_t step = al; !rc && at_found.met < sm.n && step < (found | 1) * 2; step *= 2) {
+        found = align_up(found + step, al);
+        rc = cover(&a, &sm, found, &at_found);
     }
+    if (rc)
+        goto done;
     /* Verify: the answer must pass when replayed again, and 10% less should not. */
     plan_try *again, *below, *rec;
-    uint64_t minus = (uint64_t)((double)found->r.size * 0.9) & ~(al - 1);
+    uint64_t minus = (uint64_t)((double)found * 0.9) & ~(al - 1);
     if (minus < al)
         minus = al;
     FILE *occ = NULL;
@@ -449,43 +612,81 @@ int cuipc_plan_main(int argc, char **argv) {
             goto done;
         }
     }
-    uint64_t recommended = align_up((uint64_t)ceil((double)found->r.size * (1.0 + a.headroom)), al);
+    uint64_t recommended = align_up((uint64_t)ceil((double)found * (1.0 + a.headroom)), al);
     size_t first_verify = st->n_tries;
-    rc = try_size(st, "verify", found->r.size, NULL, &again);
+    if (sm.n > 1)
+        print_header();
+    rc = try_size(st, "verify", found, NULL, &again);
     if (!rc)
         rc = try_size(st, "verify-10%", minus, NULL, &below);
     if (!rc)
         rc = try_size(st, "recommended", recommended, occ, &rec);
     if (occ)
         fclose(occ);
+    coverage at_minus, at_rec;
+    if (!rc)
+        rc = cover(&a, &sm, minus, &at_minus);
+    if (!rc)
+        rc = cover(&a, &sm, recommended, &at_rec);
     if (rc)
         goto done;
     for (size_t i = first_verify; i < st->n_tries; i++)
         print_row(&st->tries[i]);
-    if (!again->met) {
-        printf("verification FAILED: the found size did not meet the target on a replay\n");
+    if (!again->met || at_found.met < sm.n) {
+        printf("verification FAILED: the found size did not meet the target on a replay "
+               "(%u of %u samples)\n",
+               at_found.met, sm.n);
         rc = EXIT_UNMET;
         goto done;
     }
-    printf("smallest size meeting the target: %llu bytes (%.2f MiB); at %llu bytes (-10%%) the "
-           "target is %s\n",
-           (unsigned long long)found->r.size, (double)found->r.size / 1048576.0,
-           (unsigned long long)minus,
-           below->met ? "STILL met (outcome not monotone here: bisection may be loose)"
-                      : "missed as expected");
-    printf("recommended pool size: %llu bytes (%.2f MiB) = found x %.2f; peak use there %.2f "
-           "MiB, %.2f MiB spare at peak\n",
+    json_t *per_seed = json_array(); /* before sorting: in seed order */
+    for (uint32_t k = 0; k < sm.n; k++)
+        json_array_append_new(per_seed, json_integer((json_int_t)found_k[k]));
+    qsort(found_k, sm.n, sizeof *found_k, cmp_u64);
+    if (sm.n > 1)
+        printf("smallest size meeting the target, over %u samples: min %.2f MiB, median %.2f "
+               "MiB, max %.2f MiB (spread %.1f%% of the max)\n",
+               sm.n, (double)found_k[0] / 1048576.0, (double)found_k[sm.n / 2] / 1048576.0,
+               (double)found_k[sm.n - 1] / 1048576.0,
+               100.0 * (double)(found_k[sm.n - 1] - found_k[0]) / (double)found_k[sm.n - 1]);
+    printf("smallest size meeting the target%s: %llu bytes (%.2f MiB); at %llu bytes (-10%%) "
+           "the target is %s",
+           sm.n > 1 ? " in every sample" : "", (unsigned long long)found,
+           (double)found / 1048576.0, (unsigned long long)minus,
+           sm.n > 1 ? "" : below->met ? "STILL met (outcome not monotone here: bisection may be loose)"
+                                       : "missed as expected");
+    if (sm.n > 1)
+        printf("missed by %u of %u samples", sm.n - at_minus.met, sm.n);
+    printf("\nrecommended pool size: %llu bytes (%.2f MiB) = found x %.2f; peak use there %.2f "
+           "MiB, %.2f MiB spare at peak",
            (unsigned long long)rec->r.size, (double)rec->r.size / 1048576.0, 1.0 + a.headroom,
            (double)rec->r.peak_used / 1048576.0,
            (double)(rec->r.size - rec->r.peak_used) / 1048576.0);
+    if (sm.n > 1)
+        printf(" (sample 0); %u of %u samples meet the target there", at_rec.met, sm.n);
+    printf("\n");
+    json_t *seeds = json_array();
+    for (uint32_t k = 0; k < sm.n; k++)
+        if (sm.w[k].synthetic)
+            json_array_append_new(seeds, json_integer((json_int_t)sm.w[k].seed));
+    samples_json = json_pack(
+        "{sI so so sI sI sI ss sI sI sI}", "count", (json_int_t)sm.n, "seeds", seeds,
+        "found_bytes", per_seed, "min_found_bytes", (json_int_t)found_k[0],
+        "median_found_bytes", (json_int_t)found_k[sm.n / 2], "max_found_bytes",
+        (json_int_t)found_k[sm.n - 1], "coverage", "every sample", "met_at_found",
+        (json_int_t)at_found.met, "met_at_minus_10pct", (json_int_t)at_minus.met,
+        "met_at_recommended", (json_int_t)at_rec.met);
     if (a.out_dir) {
         snprintf(path, sizeof path, "%s/plan.json", a.out_dir);
-        rc = write_plan_json(st, path, again, below, rec);
+        rc = write_plan_json(st, path, again, below, rec, samples_json);
+        samples_json = NULL;
         if (!rc)
             printf("wrote %s and %s/occupancy.csv\n", path, a.out_dir);
     }
 done:
+    json_decref(samples_json);
     free(st);
-    cuipc_plan_workload_free(&w);
+    free(found_k);
+    free_samples(&sm);
     return rc;
 }

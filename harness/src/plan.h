@@ -33,6 +33,8 @@ typedef struct cuipc_plan_workload {
     double copy_bytes_per_s; /* 0: copies take no time */
     uint64_t fill_ns;        /* zero-copy produce: a buffer is written this long before it is sent */
     uint64_t messages;       /* synthetic: messages generated; trace: rows */
+    bool synthetic;          /* sampled from distributions (a trace is one fixed sample) */
+    uint64_t seed;           /* synthetic: the seed it was sampled with */
 } cuipc_plan_workload;
 
 /* Load a workload JSON file ({"trace": ...} or a synthetic spec). Errors (CUIPC_ERR_INVALID_ARG)
@@ -41,6 +43,13 @@ cuipc_status cuipc_plan_workload_load(const char *path, cuipc_plan_workload *out
 /* Same, from JSON text; base_dir resolves a relative trace path, name labels messages. */
 cuipc_status cuipc_plan_workload_parse(const char *text, const char *name, const char *base_dir,
                                        cuipc_plan_workload *out);
+/* The same with the synthetic workload's seed replaced by *seed (NULL: the file's); a trace
+ * ignores it. Each seed is an independent sample of the workload's randomness. */
+cuipc_status cuipc_plan_workload_load_seeded(const char *path, const uint64_t *seed,
+                                             cuipc_plan_workload *out);
+cuipc_status cuipc_plan_workload_parse_seeded(const char *text, const char *name,
+                                              const char *base_dir, const uint64_t *seed,
+                                              cuipc_plan_workload *out);
 void cuipc_plan_workload_free(cuipc_plan_workload *w);
 
 /* ---- replay ------------------------------------------------------------------------------ */

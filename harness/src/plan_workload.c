@@ -20,6 +20,7 @@
 
 typedef struct parse_ctx {
     const char *name;
+    const uint64_t *seed; /* replaces the file's seed when not NULL */
 } parse_ctx;
 
 static cuipc_status plan_bad(const parse_ctx *c, const char *path, const char *fmt, ...)
@@ -276,6 +277,7 @@ static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan
         "name",  "description", "consumers",           "duration_s",    "seed", "arrivals",
         "bytes", "hold_us",     "tensors_per_message", "copy_gb_per_s", "fill_us", NULL};
     static const char *const arrival_keys[] = {"kind", "rate_per_s", NULL};
+    static const char *const burst_keys[] = {"kind", "burst_size", "period_s", "spacing_us", NULL};
     CUIPC_TRY(check_keys(c, root, "", keys));
     double consumers = 0, duration = 0, seed = 1, per_msg = 1, rate = 0;
     CUIPC_TRY(
@@ -289,16 +291,30 @@ static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan
     json_t *arr = json_object_get(root, "arrivals");
     if (!arr)
         return BAD(c, "arrivals", "missing");
-    CUIPC_TRY(check_keys(c, arr, "arrivals", arrival_keys));
+    if (!json_is_object(arr))
+        return BAD(c, "arrivals", "expected an object");
     json_t *ak = json_object_get(arr, "kind");
-    bool poisson;
-    if (json_is_string(ak) && strcmp(json_string_value(ak), "poisson") == 0)
-        poisson = true;
-    else if (json_is_string(ak) && strcmp(json_string_value(ak), "constant") == 0)
-        poisson = false;
-    else
-        return BAD(c, "arrivals.kind", "expected \"poisson\" or \"constant\"");
-    CUIPC_TRY(get_number(c, arr, "arrivals", "rate_per_s", true, false, 1e-6, 1e7, &rate));
+    const char *kind = json_is_string(ak) ? json_string_value(ak) : "";
+    bool poisson = strcmp(kind, "poisson") == 0, burst = strcmp(kind, "burst") == 0;
+    if (!poisson && !burst && strcmp(kind, "constant") != 0)
+        return BAD(c, "arrivals.kind", "expected \"poisson\", \"constant\" or \"burst\"");
+    CUIPC_TRY(check_keys(c, arr, "arrivals", burst ? burst_keys : arrival_keys));
+    /* burst: burst_size messages every period_s, spacing_us apart within a burst */
+    double burst_size = 1, period = 0, spacing_us = 0;
+    if (burst) {
+        CUIPC_TRY(get_number(c, arr, "arrivals", "burst_size", true, false, 1, 1e6, &burst_size));
+        CUIPC_TRY(get_number(c, arr, "arrivals", "period_s", true, false, 1e-6, 1e6, &period));
+        CUIPC_TRY(get_number(c, arr, "arrivals", "spacing_us", false, false, 0, 1e12, &spacing_us));
+        if (burst_size != floor(burst_size))
+            return BAD(c, "arrivals.burst_size", "must be an integer");
+        if ((burst_size - 1) * spacing_us >= period * 1e6)
+            return BAD(c, "arrivals.spacing_us",
+                       "%g messages %g us apart do not end before the next burst (period_s %g)",
+                       burst_size, spacing_us, period);
+        rate = burst_size / period;
+    } else {
+        CUIPC_TRY(get_number(c, arr, "arrivals", "rate_per_s", true, false, 1e-6, 1e7, &rate));
+    }
     if (!json_object_get(root, "bytes"))
         return BAD(c, "bytes", "missing");
     if (!json_object_get(root, "hold_us"))
@@ -323,13 +339,18 @@ static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan
     }
     w->consumers = (uint32_t)consumers;
     /* Generate arrival times first to size the arrays exactly. */
-    rng r = {(uint64_t)seed};
+    rng r = {c->seed ? *c->seed : (uint64_t)seed};
+    w->synthetic = true;
+    w->seed = r.s;
     uint64_t cap = (uint64_t)(expected / per_msg * 1.2) + 16, msgs = 0;
     uint64_t *times = malloc(cap * sizeof *times);
     double t = 0;
+    uint64_t in_burst = 0, burst_no = 0;
     while (times) {
         if (poisson)
             t += -log(rng_unit(&r)) / rate;
+        if (burst)
+            t = (double)burst_no * period + (double)in_burst * spacing_us * 1e-6;
         if (t >= duration)
             break;
         if (msgs == cap) {
@@ -343,7 +364,11 @@ static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan
             cap *= 2;
         }
         times[msgs++] = (uint64_t)llround(t * 1e9);
-        if (!poisson)
+        if (burst && ++in_burst == (uint64_t)burst_size) {
+            in_burst = 0;
+            burst_no++;
+        }
+        if (!poisson && !burst)
             t += 1.0 / rate;
     }
     if (!times)
@@ -533,9 +558,15 @@ static cuipc_status parse_trace_spec(const parse_ctx *c, json_t *root, const cha
 
 cuipc_status cuipc_plan_workload_parse(const char *text, const char *name, const char *base_dir,
                                        cuipc_plan_workload *w) {
+    return cuipc_plan_workload_parse_seeded(text, name, base_dir, NULL, w);
+}
+
+cuipc_status cuipc_plan_workload_parse_seeded(const char *text, const char *name,
+                                              const char *base_dir, const uint64_t *seed,
+                                              cuipc_plan_workload *w) {
     memset(w, 0, sizeof *w);
     snprintf(w->source, sizeof w->source, "%s", name);
-    parse_ctx c = {name};
+    parse_ctx c = {name, seed};
     json_error_t err;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &err);
     if (!root)
@@ -563,6 +594,11 @@ cuipc_status cuipc_plan_workload_parse(const char *text, const char *name, const
 }
 
 cuipc_status cuipc_plan_workload_load(const char *path, cuipc_plan_workload *w) {
+    return cuipc_plan_workload_load_seeded(path, NULL, w);
+}
+
+cuipc_status cuipc_plan_workload_load_seeded(const char *path, const uint64_t *seed,
+                                             cuipc_plan_workload *w) {
     memset(w, 0, sizeof *w);
     char *text = cuipc_h_read_file_max(path, WORKLOAD_MAX_BYTES, NULL);
     if (!text && errno == EFBIG)
@@ -576,7 +612,7 @@ cuipc_status cuipc_plan_workload_load(const char *path, cuipc_plan_workload *w) 
         *slash = 0;
     else
         snprintf(dir, sizeof dir, ".");
-    cuipc_status s = cuipc_plan_workload_parse(text, path, dir, w);
+    cuipc_status s = cuipc_plan_workload_parse_seeded(text, path, dir, seed, w);
     free(text);
     return s;
 }

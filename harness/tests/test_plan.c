@@ -225,6 +225,78 @@ static void test_synthetic(void) {
     cuipc_plan_workload_free(&b);
 }
 
+/* Burst arrivals: burst_size messages every period_s, spacing_us apart; strict keys. */
+static void test_burst(void) {
+    const char *spec = "{\"consumers\": 1, \"duration_s\": 0.25, \"arrivals\": {\"kind\": "
+                       "\"burst\", \"burst_size\": 3, \"period_s\": 0.1, \"spacing_us\": 1000}, "
+                       "\"bytes\": {\"kind\": \"constant\", \"value\": \"1MiB\"}, "
+                       "\"hold_us\": {\"kind\": \"constant\", \"value\": 500}}";
+    cuipc_plan_workload w;
+    CHECK_OK(load_text(spec, &w));
+    static const uint64_t want_ms[] = {0, 1, 2, 100, 101, 102, 200, 201, 202};
+    CHECK(w.n == 9 && w.messages == 9);
+    for (uint64_t i = 0; i < w.n && i < 9; i++)
+        CHECK(w.req[i].arrival_ns == want_ms[i] * 1000000ull);
+    /* Held 0.5 ms, 1 ms apart: the three of a burst never overlap. */
+    CHECK(replay(&w, CUIPC_PLAN_FAIL, MIB).full_events == 0);
+    cuipc_plan_workload_free(&w);
+    CHECK_OK(load_text("{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": "
+                       "\"burst\", \"burst_size\": 4, \"period_s\": 0.5}, \"bytes\": "
+                       "{\"kind\": \"constant\", \"value\": \"1MiB\"}, \"hold_us\": "
+                       "{\"kind\": \"constant\", \"value\": 500}}",
+                       &w));
+    CHECK(w.n == 8 && replay(&w, CUIPC_PLAN_FAIL, 2 * MIB).full_events == 2 * 2);
+    CHECK(replay(&w, CUIPC_PLAN_FAIL, 4 * MIB).full_events == 0);
+    cuipc_plan_workload_free(&w);
+    const char *tail = ", \"bytes\": {\"kind\": \"constant\", \"value\": 1}, \"hold_us\": "
+                       "{\"kind\": \"constant\", \"value\": 1}}";
+    char buf[512];
+    snprintf(buf, sizeof buf,
+             "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"burst\", "
+             "\"rate_per_s\": 5, \"burst_size\": 2, \"period_s\": 1}%s",
+             tail);
+    expect_error(buf, "arrivals.rate_per_s: unknown key (allowed here: kind, burst_size");
+    snprintf(buf, sizeof buf,
+             "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"burst\", "
+             "\"period_s\": 1}%s",
+             tail);
+    expect_error(buf, "arrivals.burst_size");
+    snprintf(buf, sizeof buf,
+             "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"burst\", "
+             "\"burst_size\": 2.5, \"period_s\": 1}%s",
+             tail);
+    expect_error(buf, "arrivals.burst_size: must be an integer");
+    snprintf(buf, sizeof buf,
+             "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"burst\", "
+             "\"burst_size\": 11, \"period_s\": 0.01, \"spacing_us\": 1000}%s",
+             tail);
+    expect_error(buf, "arrivals.spacing_us");
+    snprintf(buf, sizeof buf,
+             "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"poisson\", "
+             "\"rate_per_s\": 5, \"burst_size\": 2}%s",
+             tail);
+    expect_error(buf, "arrivals.burst_size: unknown key");
+}
+
+/* Seeds: the file's seed unless replaced; each seed another sample; a trace ignores it. */
+static void test_seeds(void) {
+    const char *spec = "{\"consumers\": 1, \"duration_s\": 1, \"seed\": 5, "
+                       "\"arrivals\": {\"kind\": \"poisson\", \"rate_per_s\": 1000}, "
+                       "\"bytes\": {\"kind\": \"uniform\", \"min\": 1, \"max\": 1000000}, "
+                       "\"hold_us\": {\"kind\": \"constant\", \"value\": 1}}";
+    cuipc_plan_workload a, b, c;
+    uint64_t five = 5, six = 6;
+    CHECK_OK(load_text(spec, &a));
+    CHECK(a.synthetic && a.seed == 5);
+    CHECK_OK(cuipc_plan_workload_parse_seeded(spec, "inline.json", scratch, &five, &b));
+    CHECK(a.n == b.n && memcmp(a.req, b.req, a.n * sizeof *a.req) == 0);
+    CHECK_OK(cuipc_plan_workload_parse_seeded(spec, "inline.json", scratch, &six, &c));
+    CHECK(c.seed == 6 && (c.n != a.n || memcmp(a.req, c.req, a.n * sizeof *a.req) != 0));
+    cuipc_plan_workload_free(&a);
+    cuipc_plan_workload_free(&b);
+    cuipc_plan_workload_free(&c);
+}
+
 static void test_examples_parse(void) {
     DIR *d = opendir(CUIPC_PLAN_WORKLOADS);
     REQUIRE(d);
@@ -257,6 +329,8 @@ int main(void) {
     test_wait_policy();
     test_malformed();
     test_synthetic();
+    test_burst();
+    test_seeds();
     test_examples_parse();
     return cuipc_test_finish("test_plan");
 }
