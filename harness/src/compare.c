@@ -132,7 +132,6 @@ static void free_loaded(loaded *l) {
     free(l->items);
 }
 
-
 static bool parse_pct(const char *flag, const char *v, double *out) {
     char *end;
     errno = 0;
@@ -181,8 +180,7 @@ static void usage(FILE *f) {
 }
 
 static bool write_json(const char *path, json_t *doc) {
-    if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) !=
-        0) {
+    if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10)) != 0) {
         fprintf(stderr, "compare: cannot write %s: %s\n", path, strerror(errno));
         return false;
     }
@@ -309,8 +307,8 @@ int cuipc_compare_main(int argc, char **argv) {
                 continue;
             }
             printf("%s: REGRESSION missing from the new results\n", json_string_value(d));
-            json_array_append_new(scenarios, json_pack("{s:O, s:s}", "scenario", d, "verdict",
-                                                       "missing"));
+            json_array_append_new(scenarios,
+                                  json_pack("{s:O, s:s}", "scenario", d, "verdict", "missing"));
             counts[CUIPC_VERDICT_REGRESSION]++;
         }
         json_array_foreach(only_new, i, d)
@@ -342,9 +340,9 @@ int cuipc_compare_main(int argc, char **argv) {
             "only_in_new", json_incref(only_new), "options", "p50_tolerance_pct", o.p50_pct,
             "p99_tolerance_pct", o.p99_pct, "throughput_tolerance_pct", o.throughput_pct,
             "latency_floor_us", o.latency_floor_us, "alpha", o.alpha, "test",
-            "one-sided Mann-Whitney U (exact, or normal approximation for large samples)",
-            "common", common, "allow_mismatch", allow_mismatch, "exit_code", rc, "totals",
-            "regression", (json_int_t)counts[CUIPC_VERDICT_REGRESSION], "undecided",
+            "one-sided Mann-Whitney U (exact, or normal approximation for large samples)", "common",
+            common, "allow_mismatch", allow_mismatch, "exit_code", rc, "totals", "regression",
+            (json_int_t)counts[CUIPC_VERDICT_REGRESSION], "undecided",
             (json_int_t)counts[CUIPC_VERDICT_UNDECIDED], "skipped",
             (json_int_t)counts[CUIPC_VERDICT_SKIPPED], "ok", (json_int_t)counts[CUIPC_VERDICT_OK]);
         json_object_set(doc, "scenarios", scenarios);

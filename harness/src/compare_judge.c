@@ -29,6 +29,15 @@ static double tolerance_of(const cuipc_rep_metric *m, const cuipc_compare_opts *
     return strcmp(m->key, "latency_p50_us") == 0 ? o->p50_pct : o->p99_pct;
 }
 
+/* The U test of "y is worse than x": larger latency, smaller throughput. */
+static void worse_than(const cuipc_rep_metric *m, const double *x, size_t nx, const double *y,
+                       size_t ny, cuipc_mwu *u) {
+    if (m->higher_is_worse)
+        cuipc_mwu_greater(x, nx, y, ny, u);
+    else
+        cuipc_mwu_greater(y, ny, x, nx, u);
+}
+
 /* Metrics both runs measured: the family over which alpha is shared (Bonferroni). */
 static size_t metrics_compared(const json_t *base, const json_t *cur) {
     size_t k = 0;
@@ -56,11 +65,7 @@ static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const
     double tol = tolerance_of(m, o);
     bool beyond = worse > tol && (!m->higher_is_worse || mc - mb > o->latency_floor_us);
     cuipc_mwu u;
-    /* The side that is worse: larger latency, smaller throughput. */
-    if (m->higher_is_worse)
-        cuipc_mwu_greater(b, nb, c, nc, &u);
-    else
-        cuipc_mwu_greater(c, nc, b, nb, &u);
+    worse_than(m, b, nb, c, nc, &u);
     bool testable = u.p_min <= level;
     bool significant = u.p <= level;
     /* Could these repetitions have caught a change of exactly the tolerance? The base moved
@@ -71,10 +76,7 @@ static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const
         moved[i] = m->higher_is_worse ? b[i] * (1 + tol / 100) + o->latency_floor_us
                                       : b[i] * (1 - tol / 100);
     cuipc_mwu su;
-    if (m->higher_is_worse)
-        cuipc_mwu_greater(b, nb, moved, nb, &su);
-    else
-        cuipc_mwu_greater(moved, nb, b, nb, &su);
+    worse_than(m, b, nb, moved, nb, &su);
     bool sensitive = su.p <= level;
     /* too few: no p-value these sample sizes can give reaches the level */
     const char *mv = beyond && significant ? "regression"
@@ -106,9 +108,8 @@ static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const
                      "values", bv, "new", "n", (int)nc, "median", mc, "values", cv, "change_pct",
                      change, "tolerance_pct", tol, "beyond_tolerance", beyond, "p_value", u.p,
                      "p_min", u.p_min, "p_method", u.exact ? "exact" : "normal approximation",
-                     "level", level,
-                     "significant", significant, "testable", testable, "sensitive", sensitive,
-                     "p_at_tolerance", su.p, "verdict", mv);
+                     "level", level, "significant", significant, "testable", testable, "sensitive",
+                     sensitive, "p_at_tolerance", su.p, "verdict", mv);
 }
 
 static int repetitions_of(const json_t *r) {
@@ -152,9 +153,10 @@ cuipc_verdict cuipc_compare_one(const json_t *base, const json_t *cur, const cui
     }
     if (report != NULL)
         fprintf(report, "%s: %s%s; %d vs %d repetition(s)\n", name,
-                v == CUIPC_VERDICT_OK ? "ok" : v == CUIPC_VERDICT_SKIPPED ? "skipped"
-                : v == CUIPC_VERDICT_UNDECIDED                            ? "UNDECIDED"
-                                                                           : "REGRESSION",
+                v == CUIPC_VERDICT_OK          ? "ok"
+                : v == CUIPC_VERDICT_SKIPPED   ? "skipped"
+                : v == CUIPC_VERDICT_UNDECIDED ? "UNDECIDED"
+                                               : "REGRESSION",
                 text, rb, rc);
     if (detail != NULL)
         json_object_set_new(detail, "metrics", json_incref(metrics));
@@ -214,7 +216,8 @@ static void text_of(const json_t *v, char *out, size_t cap) {
 void cuipc_compare_mismatches(const json_t *base, const json_t *cur, json_t *environment,
                               json_t *content) {
     char b[512], c[512];
-    const json_t *be = json_object_get(base, "environment"), *ce = json_object_get(cur, "environment");
+    const json_t *be = json_object_get(base, "environment"),
+                 *ce = json_object_get(cur, "environment");
     text_of(json_object_get(be, "hostname"), b, sizeof b);
     text_of(json_object_get(ce, "hostname"), c, sizeof c);
     if (strcmp(b, c) != 0)

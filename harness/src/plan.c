@@ -466,8 +466,7 @@ static void print_header(void) {
 
 /* The search range of one sample: no size below its largest tensor can serve it; no size above
  * every tensor at once is needed (unless slot-limited). */
-static void range_of(const plan_args *a, const cuipc_plan_workload *w, uint64_t *lo,
-                     uint64_t *hi) {
+static void range_of(const plan_args *a, const cuipc_plan_workload *w, uint64_t *lo, uint64_t *hi) {
     const uint64_t al = a->opt.alignment;
     uint64_t largest = 0, total = 0;
     for (uint64_t i = 0; i < w->n; i++) {
@@ -651,10 +650,11 @@ int cuipc_plan_main(int argc, char **argv) {
                100.0 * (double)(found_k[sm.n - 1] - found_k[0]) / (double)found_k[sm.n - 1]);
     printf("smallest size meeting the target%s: %llu bytes (%.2f MiB); at %llu bytes (-10%%) "
            "the target is %s",
-           sm.n > 1 ? " in every sample" : "", (unsigned long long)found,
-           (double)found / 1048576.0, (unsigned long long)minus,
-           sm.n > 1 ? "" : below->met ? "STILL met (outcome not monotone here: bisection may be loose)"
-                                       : "missed as expected");
+           sm.n > 1 ? " in every sample" : "", (unsigned long long)found, (double)found / 1048576.0,
+           (unsigned long long)minus,
+           sm.n > 1     ? ""
+           : below->met ? "STILL met (outcome not monotone here: bisection may be loose)"
+                        : "missed as expected");
     if (sm.n > 1)
         printf("missed by %u of %u samples", sm.n - at_minus.met, sm.n);
     printf("\nrecommended pool size: %llu bytes (%.2f MiB) = found x %.2f; peak use there %.2f "
@@ -670,12 +670,11 @@ int cuipc_plan_main(int argc, char **argv) {
         if (sm.w[k].synthetic)
             json_array_append_new(seeds, json_integer((json_int_t)sm.w[k].seed));
     samples_json = json_pack(
-        "{sI so so sI sI sI ss sI sI sI}", "count", (json_int_t)sm.n, "seeds", seeds,
-        "found_bytes", per_seed, "min_found_bytes", (json_int_t)found_k[0],
-        "median_found_bytes", (json_int_t)found_k[sm.n / 2], "max_found_bytes",
-        (json_int_t)found_k[sm.n - 1], "coverage", "every sample", "met_at_found",
-        (json_int_t)at_found.met, "met_at_minus_10pct", (json_int_t)at_minus.met,
-        "met_at_recommended", (json_int_t)at_rec.met);
+        "{sI so so sI sI sI ss sI sI sI}", "count", (json_int_t)sm.n, "seeds", seeds, "found_bytes",
+        per_seed, "min_found_bytes", (json_int_t)found_k[0], "median_found_bytes",
+        (json_int_t)found_k[sm.n / 2], "max_found_bytes", (json_int_t)found_k[sm.n - 1], "coverage",
+        "every sample", "met_at_found", (json_int_t)at_found.met, "met_at_minus_10pct",
+        (json_int_t)at_minus.met, "met_at_recommended", (json_int_t)at_rec.met);
     if (a.out_dir) {
         snprintf(path, sizeof path, "%s/plan.json", a.out_dir);
         rc = write_plan_json(st, path, again, below, rec, samples_json);

@@ -31,10 +31,10 @@ typedef struct cuipc_plan_workload {
     cuipc_plan_request *req; /* n, sorted by arrival */
     uint64_t *hold_ns;       /* n * consumers: hold of request i by consumer c at [i*consumers+c] */
     double copy_bytes_per_s; /* 0: copies take no time */
-    uint64_t fill_ns;        /* zero-copy produce: a buffer is written this long before it is sent */
-    uint64_t messages;       /* synthetic: messages generated; trace: rows */
-    bool synthetic;          /* sampled from distributions (a trace is one fixed sample) */
-    uint64_t seed;           /* synthetic: the seed it was sampled with */
+    uint64_t fill_ns;  /* zero-copy produce: a buffer is written this long before it is sent */
+    uint64_t messages; /* synthetic: messages generated; trace: rows */
+    bool synthetic;    /* sampled from distributions (a trace is one fixed sample) */
+    uint64_t seed;     /* synthetic: the seed it was sampled with */
 } cuipc_plan_workload;
 
 /* Load a workload JSON file ({"trace": ...} or a synthetic spec). Errors (CUIPC_ERR_INVALID_ARG)

@@ -274,7 +274,7 @@ static cuipc_status alloc_requests(cuipc_plan_workload *w, uint64_t n) {
 
 static cuipc_status parse_synthetic(const parse_ctx *c, json_t *root, cuipc_plan_workload *w) {
     static const char *const keys[] = {
-        "name",  "description", "consumers",           "duration_s",    "seed", "arrivals",
+        "name",  "description", "consumers",           "duration_s",    "seed",    "arrivals",
         "bytes", "hold_us",     "tensors_per_message", "copy_gb_per_s", "fill_us", NULL};
     static const char *const arrival_keys[] = {"kind", "rate_per_s", NULL};
     static const char *const burst_keys[] = {"kind", "burst_size", "period_s", "spacing_us", NULL};
@@ -538,8 +538,8 @@ static cuipc_status parse_trace(const char *trace_path, cuipc_plan_workload *w,
 
 static cuipc_status parse_trace_spec(const parse_ctx *c, json_t *root, const char *base_dir,
                                      cuipc_plan_workload *w) {
-    static const char *const keys[] = {"name",      "description",   "trace",  "consumers",
-                                       "copy_gb_per_s", "fill_us", NULL};
+    static const char *const keys[] = {"name",          "description", "trace", "consumers",
+                                       "copy_gb_per_s", "fill_us",     NULL};
     CUIPC_TRY(check_keys(c, root, "", keys));
     json_t *t = json_object_get(root, "trace");
     if (!json_is_string(t) || !*json_string_value(t))

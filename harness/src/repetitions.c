@@ -10,7 +10,9 @@ const cuipc_rep_metric cuipc_rep_metrics[] = {
     {"latency_p50_us", "latency p50 (us)", {"latency_us", "p50", NULL}, true},
     {"latency_p99_us", "latency p99 (us)", {"latency_us", "p99", NULL}, true},
     {"throughput_gbps", "throughput (GB/s)", {"throughput", "aggregate", "gbps"}, false},
-    {"throughput_msgs_per_s", "throughput (msgs/s)", {"throughput", "aggregate", "msgs_per_s"},
+    {"throughput_msgs_per_s",
+     "throughput (msgs/s)",
+     {"throughput", "aggregate", "msgs_per_s"},
      false},
 };
 const size_t cuipc_rep_n_metrics = sizeof cuipc_rep_metrics / sizeof cuipc_rep_metrics[0];
@@ -29,8 +31,8 @@ static bool measured(const json_t *res, const cuipc_rep_metric *m) {
 }
 
 json_t *cuipc_repetition_figures(const json_t *res, int repetition) {
-    json_t *f = json_pack("{s:i, s:O}", "repetition", repetition, "status",
-                          json_object_get(res, "status"));
+    json_t *f =
+        json_pack("{s:i, s:O}", "repetition", repetition, "status", json_object_get(res, "status"));
     static const char *const copied[] = {"started_at", "reason"};
     for (size_t i = 0; i < 2; i++)
         if (json_object_get(res, copied[i]))
@@ -73,8 +75,7 @@ json_t *cuipc_repetitions_summary(json_t *runs, int representative) {
         json_object_set_new(median, key, json_real(med));
         json_object_set_new(spread, key,
                             json_pack("{s:f, s:f, s:f, s:i}", "min", lo, "max", hi, "range_pct",
-                                      med != 0 ? (hi - lo) / fabs(med) * 100.0 : 0.0, "n",
-                                      (int)n));
+                                      med != 0 ? (hi - lo) / fabs(med) * 100.0 : 0.0, "n", (int)n));
     }
     return json_pack("{s:I, s:o, s:o, s:o, s:i}", "count", (json_int_t)json_array_size(runs),
                      "runs", runs, "median", median, "spread", spread, "representative",
@@ -123,10 +124,10 @@ json_t *cuipc_repetitions_pool(json_t *const *items, size_t n) {
         const json_t *mine = json_object_get(json_object_get(items[i], "repetitions"), "runs");
         if (i == lead)
             rep_of_lead = (int)json_array_size(runs) +
-                          (json_is_array(mine) ? (int)json_integer_value(json_object_get(
-                                                     json_object_get(items[i], "repetitions"),
-                                                     "representative"))
-                                               : 1);
+                          (json_is_array(mine)
+                               ? (int)json_integer_value(json_object_get(
+                                     json_object_get(items[i], "repetitions"), "representative"))
+                               : 1);
         if (!json_is_array(mine)) {
             json_array_append_new(runs, cuipc_repetition_figures(items[i], 0));
         } else {

@@ -38,7 +38,6 @@ json_t *cuipc_repetitions_pool(json_t *const *items, size_t n);
 
 /* The samples of metric m in a results file: every repetition's value (those that measured
  * it), or the single top-level value of an unrepeated run. Returns how many (<= cap). */
-size_t cuipc_results_samples(const json_t *res, const cuipc_rep_metric *m, double *out,
-                             size_t cap);
+size_t cuipc_results_samples(const json_t *res, const cuipc_rep_metric *m, double *out, size_t cap);
 
 #endif

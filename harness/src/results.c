@@ -100,4 +100,13 @@ void cuipc_results_print_summary(FILE *f, json_t *const *results, size_t n) {
                 fmt_num(json_object_get(agg, "msgs_per_s"), "%.0f", b4, sizeof b4),
                 leak ? leak : "-", reason ? reason : "");
     }
+    /* One line a CI log can be read by: a GPU job whose scenarios were all skipped shows it. */
+    size_t passed = 0, failed = 0, skipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *st = json_string_value(json_object_get(results[i], "status"));
+        passed += st && strcmp(st, "passed") == 0;
+        failed += st && strcmp(st, "failed") == 0;
+        skipped += st && strcmp(st, "skipped") == 0;
+    }
+    fprintf(f, "totals: %zu passed, %zu failed, %zu skipped\n", passed, failed, skipped);
 }

@@ -899,16 +899,17 @@ int cuipc_run_main(int argc, char **argv) {
             }
             ro.repetitions = (uint32_t)v;
         } else if (ch == 'h') {
-            printf("usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] [--mps]\n"
-                   "       [--repetitions N] [--require-gpu] SCENARIO.json...\n"
-                   "  --mps            every scenario that uses a GPU runs under the CUDA\n"
-                   "                   Multi-Process Service (as with \"gpu\": {\"mps\": true})\n"
-                   "  --repetitions N  run each scenario N times (1..%d), each in fresh processes;\n"
-                   "                   overrides the scenarios' run.repetitions\n"
-                   "  --require-gpu    on a host without a GPU, a scenario that needs one fails\n"
-                   "                   instead of being skipped (also CUIPC_REQUIRE_GPU=1)\n"
-                   "exit 0: all passed (or skipped), 1: some failed, 2: bad input\n",
-                   CUIPC_MAX_REPETITIONS);
+            printf(
+                "usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] [--mps]\n"
+                "       [--repetitions N] [--require-gpu] SCENARIO.json...\n"
+                "  --mps            every scenario that uses a GPU runs under the CUDA\n"
+                "                   Multi-Process Service (as with \"gpu\": {\"mps\": true})\n"
+                "  --repetitions N  run each scenario N times (1..%d), each in fresh processes;\n"
+                "                   overrides the scenarios' run.repetitions\n"
+                "  --require-gpu    on a host without a GPU, a scenario that needs one fails\n"
+                "                   instead of being skipped (also CUIPC_REQUIRE_GPU=1)\n"
+                "exit 0: all passed (or skipped), 1: some failed, 2: bad input\n",
+                CUIPC_MAX_REPETITIONS);
             return 0;
         } else
             return 2;

@@ -8,8 +8,8 @@
 #include "scenario.h"
 
 /* SHA-256 of the scenario file's canonical JSON (keys sorted, compact), without what does not
- * change a run's measurement ("description", "comment", "run.repetitions"), and with the canonical JSON
- * of the workload file it replays, if any, under "workload_content". false if a file cannot be
+ * change a run's measurement ("description", "comment", "run.repetitions"), and with the canonical
+ * JSON of the workload file it replays, if any, under "workload_content". false if a file cannot be
  * read again (hex is then empty). */
 bool cuipc_scenario_sha256(const cuipc_scenario *s, char hex[65]);
 

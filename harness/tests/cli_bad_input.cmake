@@ -1,15 +1,9 @@
 # cuipc-harness on bad input: exit code 2 and a message naming the file and the problem,
 # before anything runs; and a run that must fail: exit code 1 and the failure named.
 # Args: HARNESS, SRC (this directory), WORK.
+include(${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
 function(expect_exit code pattern)
-  execute_process(COMMAND ${HARNESS} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
-                  ERROR_VARIABLE err TIMEOUT 30)
-  if(NOT rc EQUAL ${code})
-    message(FATAL_ERROR "cuipc-harness ${ARGN}: exit ${rc}, expected ${code}\n${out}\n${err}")
-  endif()
-  if(NOT "${out}${err}" MATCHES "${pattern}")
-    message(FATAL_ERROR "cuipc-harness ${ARGN}: output lacks '${pattern}':\n${out}\n${err}")
-  endif()
+  expect_command_exit(${code} "${pattern}" ${HARNESS} ${ARGN})
 endfunction()
 
 file(REMOVE_RECURSE ${WORK})

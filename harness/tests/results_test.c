@@ -16,8 +16,8 @@ static json_t *make(const char *name, const char *status, double p50, double p99
                     double mps) {
     return json_pack("{s:i, s:{s:s}, s:s, s:{s:f, s:f, s:i}, s:{s:{s:f, s:f}}}", "schema_version",
                      CUIPC_RESULTS_SCHEMA_VERSION, "scenario", "name", name, "status", status,
-                     "latency_us", "p50", p50, "p99", p99, "count", 100, "throughput",
-                     "aggregate", "gbps", gbps, "msgs_per_s", mps);
+                     "latency_us", "p50", p50, "p99", p99, "count", 100, "throughput", "aggregate",
+                     "gbps", gbps, "msgs_per_s", mps);
 }
 
 /* A repeated run: p50 of each repetition as given, the other figures steady. */
@@ -127,7 +127,8 @@ static void test_compare_one(void) {
      * floor: ok. */
     const double near[] = {103, 107, 101, 104, 106, 105};
     CHECK(compare(make_reps("a", base5, 6), make_reps("a", near, 6)) == CUIPC_VERDICT_OK);
-    const double tiny[] = {0.5, 0.52, 0.49, 0.51, 0.5, 0.5}, tiny_up[] = {0.9, 0.95, 0.92, 0.91, 0.93, 0.9};
+    const double tiny[] = {0.5, 0.52, 0.49, 0.51, 0.5, 0.5},
+                 tiny_up[] = {0.9, 0.95, 0.92, 0.91, 0.93, 0.9};
     CHECK(compare(make_reps("a", tiny, 6), make_reps("a", tiny_up, 6)) == CUIPC_VERDICT_OK);
     /* A base so noisy that a change of the tolerance could not show: undecided, not ok. */
     const double wild[] = {50, 400, 80, 900, 120, 200};
@@ -266,8 +267,8 @@ static void test_compare_main(const char *dir) {
     snprintf(pc, sizeof pc, "%s/pc", dir);
     CHECK(run_compare(pb, pc, "--json", js) == 1);
     doc = json_load_file(js, 0, NULL);
-    m0 = json_array_get(json_object_get(json_array_get(json_object_get(doc, "scenarios"), 0),
-                                        "metrics"), 0);
+    m0 = json_array_get(
+        json_object_get(json_array_get(json_object_get(doc, "scenarios"), 0), "metrics"), 0);
     CHECK(json_integer_value(json_object_get(json_object_get(m0, "new"), "n")) == 6);
     json_decref(doc);
     CHECK(run_compare(pb, pb, NULL, NULL) == 0);
@@ -297,10 +298,11 @@ static void test_compare_main(const char *dir) {
         const char *host, *gpu;
         int driver, mps;
         const char *sha;
-    } envs[] = {{"h", "NVIDIA H200", 13000, 0, "aa"}, {"h", "NVIDIA H100 80GB HBM3", 13000, 0, "aa"},
-                {"h", "NVIDIA H200", 12040, 0, "aa"}, {"other", "NVIDIA H200", 13000, 0, "aa"},
-                {"h", "NVIDIA H200", 13000, 1, "aa"}, {"h", "NVIDIA H200", 13000, 0, "bb"},
-                {"h", "NVIDIA H200", 13000, -1, "aa"}};
+    } envs[] = {
+        {"h", "NVIDIA H200", 13000, 0, "aa"}, {"h", "NVIDIA H100 80GB HBM3", 13000, 0, "aa"},
+        {"h", "NVIDIA H200", 12040, 0, "aa"}, {"other", "NVIDIA H200", 13000, 0, "aa"},
+        {"h", "NVIDIA H200", 13000, 1, "aa"}, {"h", "NVIDIA H200", 13000, 0, "bb"},
+        {"h", "NVIDIA H200", 13000, -1, "aa"}};
     for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
         json_t *b = make_reps("s1", b5, 6), *c = make_reps("s1", b5, 6);
         set_env(b, "h", "NVIDIA H200", 13000, 0);
@@ -346,6 +348,7 @@ static void test_summary(void) {
     cuipc_results_print_summary(f, r, 2);
     fclose(f);
     CHECK(strstr(buf, "one") && strstr(buf, "passed") && strstr(buf, "skipped: no GPU"));
+    CHECK(strstr(buf, "totals: 1 passed, 0 failed, 1 skipped\n") != NULL);
     free(buf);
     json_decref(r[0]);
     json_decref(r[1]);
