@@ -64,9 +64,15 @@ static PyObject *call_dlpack(PyObject *obj, PyObject *stream) {
     return cap;
 }
 
+/* Row-major contiguity as PyTorch and DLPack define it: a tensor of 0 elements, and a dim of
+ * extent 1, say nothing about layout, so their strides are not looked at (exporters such as
+ * numpy 2.x give arbitrary strides there). */
 static bool is_contiguous(const DLTensor *dl) {
     if (!dl->strides)
         return true;
+    for (int i = 0; i < dl->ndim; i++)
+        if (dl->shape[i] == 0)
+            return true;
     int64_t expect = 1;
     for (int i = dl->ndim - 1; i >= 0; i--) {
         if (dl->shape[i] != 1 && dl->strides[i] != expect)
