@@ -1,17 +1,34 @@
 #!/usr/bin/env python3
 """Python transport benchmark: one producer and N consumer processes on one GPU with torch
-tensors, the reference's usage pattern (wrap, queue, unwrap, synchronize, touch), measured like
-the C harness's matrix (scenarios/matrix: same sizes, rates, message counts and pools) so the two
-can be read side by side from one run.
+tensors, measured like the C harness's matrix (scenarios/matrix: same sizes, rates, message
+counts, pools, sync and validation cadence) so the two can be read side by side from one run.
 
-Per (variant, size, consumers, channel) it runs an open loop (latency: send stamp = the
-scheduled send time, to after unwrap + stream synchronize, all consumers merged; the touch that
-follows reads one element and checks it) and a closed loop (throughput: back to back, GB/s per
-consumer and aggregate over the messages after warm-up).
+Per (variant, size, consumers, channel, pattern) it runs an open loop (latency: send stamp =
+the scheduled send time, to after unwrap + stream synchronize, all consumers merged) and a
+closed loop (throughput: back to back, GB/s per consumer and aggregate over the messages after
+warm-up, from the first one's receipt to the end of the last one's handling).
+
+Patterns (what each side does per message):
+  harness    what the C harness's roles do (role_producer.c, role_consumer.c), so that the
+             difference measured is the Python layer's cost: the consumer unwraps (and makes
+             the torch tensor), synchronises its stream only on every consumers.sync_every-th
+             message and the last (and only when unwrap queued work on it), stamps, then
+             validates one message in validation.every (a GPU read of byte 0), and releases on
+             the host (on its stream where the scenario says release "stream"); the producer
+             writes the data only of the validated messages (and waits for it, as the C fill
+             and checksum do) and never synchronises otherwise.
+  reference  the reference's usage pattern: the producer writes and synchronises every message;
+             every consumer synchronises, stamps, touches (a GPU read, .item()) and releases
+             on its stream every message. On one GPU shared without MPS, the consumer's GPU
+             work right behind the producer's costs a GPU context switch (~150 us) a message.
 
 Variants: pool_copy, pool_borrow (cuda_ipc_pool), default (host pool; copied back to the GPU).
-Channels: queue (Producer.wrap -> multiprocessing queue -> Consumer.adopt: the reference's
-pattern) and ring (Producer.send -> Consumer.recv: cuipc's own channel, the C harness's path).
+Channels: queue (Producer.wrap -> the application's own channel -> Consumer.adopt: the
+reference's pattern; here a multiprocessing Pipe per consumer, what a multiprocessing Queue
+writes to, without the Queue's feeder thread: a producer that holds the GIL, as the open loop's
+spin-wait does, starves that thread for up to the 5 ms switch interval, which would be measured
+as transport latency) and ring (Producer.send -> Consumer.recv: cuipc's own channel, the C
+harness's path).
 
     python3 python/bench/bench_transport.py --out results.json
     python3 python/bench/bench_transport.py --out r.json --compare-harness OUT/harness
@@ -26,7 +43,7 @@ import platform
 import sys
 import time
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SIZES = {"4KiB": 4 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20}
 VARIANTS = {  # name: (mode, unwrap kind, harness scenario stem)
     "pool_copy": ("cuda_ipc_pool", "copy", "pool_{size}_c{n}_copy"),
@@ -45,12 +62,14 @@ def parse_bytes(s):
 
 
 def scenario(loop, variant, size, n):
-    """The C matrix scenario this run mirrors (rate, iterations, warm-up, pool)."""
+    """The C matrix scenario this run mirrors (rate, iterations, warm-up, pool, sync and
+    validation cadence, release), with the harness's defaults for the keys it leaves out."""
     stem = VARIANTS[variant][2].format(size=size.lower(), n=n)
     path = os.path.join(MATRIX, f"{'lat' if loop == 'open' else 'tput'}_{stem}.json")
     with open(path) as f:
         s = json.load(f)
     run, pool = s["run"], s.get("pool", {})
+    consumers, validation = s.get("consumers", {}), s.get("validation", {})
     return {
         "name": s["name"],
         "iterations": run["iterations"],
@@ -58,8 +77,18 @@ def scenario(loop, variant, size, n):
         "rate_hz": run.get("rate_hz") if run.get("loop") == "open" else None,
         "gpu_bytes": parse_bytes(pool.get("gpu_bytes", "256MiB")),
         "host_bytes": parse_bytes(pool.get("host_bytes", "64MiB")),
-        "spin_us": s.get("consumers", {}).get("spin_us", -1),
+        "spin_us": consumers.get("spin_us", -1),
+        "sync_every": consumers.get("sync_every", 1),
+        "release_on_stream": consumers.get("release", "host") == "stream",
+        "validate_every": validation.get("every", 1) if validation.get("enabled", True) else 0,
     }
+
+
+def validated(cfg, i):
+    """Whether message i carries its mark (byte 0 = i % 251) and is checked."""
+    if cfg["pattern"] == "reference":
+        return True
+    return cfg["validate_every"] > 0 and i % cfg["validate_every"] == 0
 
 
 def percentile(sorted_us, q):
@@ -74,7 +103,8 @@ def on_stream(torch, stream):
 
 
 def consumer_main(cfg, inbox, results, ready):
-    """A worker: attach, then per message get, unwrap, synchronize (timed), touch, release."""
+    """A worker: attach, then per message get, unwrap, as the pattern says (see the module's
+    doc): synchronise (timed), touch, release."""
     import torch
 
     import cuipc
@@ -84,32 +114,47 @@ def consumer_main(cfg, inbox, results, ready):
         torch.cuda.set_device(0)
     stream = torch.cuda.Stream() if gpu else None
     target = 0 if gpu else None
-    lat_ns, ready_ns, bad = [], [], 0
+    reference = cfg["pattern"] == "reference"
+    release_stream = stream if reference or cfg["release_on_stream"] else None
+    last, warm = cfg["messages"] - 1, cfg["warmup"]
+    lat_ns, bad, checked, steady_t0 = [], 0, 0, None
+    place = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
     try:
         c = cuipc.Consumer(cfg["path"], timeout=60, spin_us=cfg["spin_us"])
         c.prepare(kind=cfg["kind"], device=target, stream=stream)
         ready.put(c.index)
-        for _ in range(cfg["messages"]):
-            if cfg["channel"] == "queue":
-                wire, i, stamp = inbox.get(timeout=120)
-                m = c.adopt(wire)
-            else:
-                m = c.recv(timeout=120)
-            tree = m.unwrap(kind=cfg["kind"], stream=stream, device=target)
-            if cfg["channel"] == "ring":
-                i, stamp = tree["i"], tree["stamp"]
-            with on_stream(torch, stream):
+        with place:
+            for seq in range(cfg["messages"]):
+                if cfg["channel"] == "queue":
+                    if not inbox.poll(120):
+                        raise TimeoutError("no wrapped message on the pipe in 120 s")
+                    wire, i, stamp = inbox.recv()
+                    t_recv = time.perf_counter_ns()
+                    m = c.adopt(wire)
+                else:
+                    m = c.recv(timeout=120)
+                    t_recv = time.perf_counter_ns()
+                tree = m.unwrap(kind=cfg["kind"], stream=stream, device=target)
+                if cfg["channel"] == "ring":
+                    i, stamp = tree["i"], tree["stamp"]
                 t = tree["x"].to_torch()
-            if stream is not None:
-                stream.synchronize()
-            now = time.perf_counter_ns()
-            lat_ns.append(now - stamp)
-            ready_ns.append(now)
-            with on_stream(torch, stream):  # touch: the data is there and is this message's
-                bad += int(t.view(torch.uint8)[0].item()) != i % 251
-            m.release(stream=stream)
-            del t, tree, m
-        results.put({"index": c.index, "lat_ns": lat_ns, "ready_ns": ready_ns, "bad": bad,
+                timed = reference or seq % cfg["sync_every"] == 0 or seq == last
+                if stream is not None and timed and (reference or m.stream_ordered):
+                    stream.synchronize()
+                now = time.perf_counter_ns()
+                if timed and seq >= warm:
+                    lat_ns.append(now - stamp)
+                if validated(cfg, i):  # the data is there and is this message's
+                    checked += 1
+                    bad += int(t.view(torch.uint8)[0].item()) != i % 251
+                if seq >= warm and steady_t0 is None:
+                    steady_t0 = t_recv
+                m.release(stream=release_stream)
+                del t, tree, m
+        t_end = time.perf_counter_ns()
+        results.put({"index": c.index, "lat_ns": lat_ns, "bad": bad, "checked": checked,
+                     "steady": {"messages": cfg["messages"] - warm,
+                                "seconds": (t_end - steady_t0) / 1e9 if steady_t0 else float("nan")},
                      "stats": c.stats()})
         c.close()
     except Exception as e:
@@ -117,7 +162,7 @@ def consumer_main(cfg, inbox, results, ready):
         results.put({"error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"})
 
 
-def run_case(variant, size_name, n, channel, loop, device, messages_override=None):
+def run_case(variant, size_name, n, channel, loop, pattern, device, messages_override=None):
     import torch
 
     import cuipc
@@ -127,16 +172,18 @@ def run_case(variant, size_name, n, channel, loop, device, messages_override=Non
     size = SIZES[size_name]
     if messages_override:
         sc["iterations"], sc["warmup"] = messages_override, min(sc["warmup"], messages_override // 4)
-    messages = sc["iterations"] + sc["warmup"]
+    messages = sc["iterations"]  # the harness's warm-up messages are among its iterations
     ctx = mp.get_context("spawn")
     results, ready = ctx.Queue(), ctx.Queue()
-    inboxes = [ctx.Queue() for _ in range(n)]
+    pipes = [ctx.Pipe(duplex=False) for _ in range(n)]  # (consumer's end, producer's end)
     p = cuipc.Producer(mode=mode, gpu_pool_bytes=sc["gpu_bytes"] if mode != "default" else 0,
                        host_pool_bytes=sc["host_bytes"] if mode == "default" else 0,
                        max_consumers=n, device=0, full_policy="wait", full_timeout=30)
     cfg = {"path": p.socket_path, "kind": kind, "channel": channel, "messages": messages, "device": device,
-           "spin_us": sc["spin_us"] if loop == "open" else -1}
-    procs = [ctx.Process(target=consumer_main, args=(cfg, inboxes[k], results, ready)) for k in range(n)]
+           "spin_us": sc["spin_us"] if loop == "open" else -1, "pattern": pattern, "warmup": sc["warmup"],
+           "sync_every": sc["sync_every"], "validate_every": sc["validate_every"],
+           "release_on_stream": sc["release_on_stream"]}
+    procs = [ctx.Process(target=consumer_main, args=(cfg, pipes[k][0], results, ready)) for k in range(n)]
     for proc in procs:
         proc.start()
     try:
@@ -154,21 +201,25 @@ def run_case(variant, size_name, n, channel, loop, device, messages_override=Non
         send_ns = []
         for i in range(messages):
             x = srcs[i % len(srcs)]
-            with on_stream(torch, stream):
-                x.view(torch.uint8)[0] = i % 251
+            if validated(cfg, i):  # made before its time, like the C producer's fill + checksum
+                with on_stream(torch, stream):
+                    x.view(torch.uint8)[0] = i % 251
+                if pattern == "harness":
+                    sync()
             if loop == "open":
                 due = start + i * period_ns
                 while time.perf_counter_ns() < due:
                     pass
                 stamp = due
             else:
-                sync()
+                if pattern == "reference":
+                    sync()
                 stamp = time.perf_counter_ns()
             t0 = time.perf_counter_ns()
             if channel == "queue":
                 wire = p.wrap({"x": x}, stream=stream)
-                for q in inboxes:
-                    q.put((wire, i, stamp))
+                for _, out in pipes:
+                    out.send((wire, i, stamp))
             else:
                 p.send({"x": x, "i": i, "stamp": stamp}, stream=stream)
             send_ns.append(time.perf_counter_ns() - t0)
@@ -186,17 +237,17 @@ def run_case(variant, size_name, n, channel, loop, device, messages_override=Non
         p.close()
 
     warm = sc["warmup"]
-    lat_us = sorted(ns / 1000 for g in got for ns in g["lat_ns"][warm:])
+    lat_us = sorted(ns / 1000 for g in got for ns in g["lat_ns"])  # after warm-up
     per_consumer = []
     for g in got:
-        r = g["ready_ns"][warm:]
-        secs = (r[-1] - r[0]) / 1e9 if len(r) > 1 else float("nan")
-        per_consumer.append({"consumer": g["index"], "gbps": (len(r) - 1) * size / secs / 1e9,
-                             "msgs_per_s": (len(r) - 1) / secs})
+        k, secs = g["steady"]["messages"], g["steady"]["seconds"]
+        per_consumer.append({"consumer": g["index"], "gbps": k * size / secs / 1e9, "msgs_per_s": k / secs})
     sends = sorted(ns / 1000 for ns in send_ns[warm:])
     return {
         "variant": variant, "mode": mode, "unwrap": kind, "size": size_name, "size_bytes": size,
-        "consumers": n, "channel": channel, "loop": loop, "rate_hz": sc["rate_hz"],
+        "consumers": n, "channel": channel, "loop": loop, "pattern": pattern, "rate_hz": sc["rate_hz"],
+        "sync_every": 1 if pattern == "reference" else sc["sync_every"],
+        "validate_every": 1 if pattern == "reference" else sc["validate_every"],
         "messages": messages, "warmup": warm, "harness_scenario": sc["name"],
         "latency_us": {"count": len(lat_us), "p50": percentile(lat_us, 50), "p90": percentile(lat_us, 90),
                        "p99": percentile(lat_us, 99), "max": lat_us[-1] if lat_us else None,
@@ -204,6 +255,7 @@ def run_case(variant, size_name, n, channel, loop, device, messages_override=Non
         "send_us": {"p50": percentile(sends, 50), "p99": percentile(sends, 99)},
         "throughput": {"aggregate_gbps": sum(c["gbps"] for c in per_consumer), "per_consumer": per_consumer},
         "validation_failures": sum(g["bad"] for g in got),
+        "validated": sum(g["checked"] for g in got),
         "pool": stats["gpu_pool"] if mode != "default" else stats["host_pool"],
     }
 
@@ -239,6 +291,9 @@ def main():
     ap.add_argument("--variants", default="pool_copy,pool_borrow,default")
     ap.add_argument("--channels", default="queue,ring")
     ap.add_argument("--loops", default="open,closed")
+    ap.add_argument("--patterns", default="harness,reference",
+                    help="harness: what the C roles do per message; reference: sync + touch every "
+                         "message (see above)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: host tensors, variant default only: a dry run of the plumbing "
                          "where no GPU is present, not a figure to compare")
@@ -262,24 +317,38 @@ def main():
             for n in map(int, args.consumers.split(",")):
                 for channel in args.channels.split(","):
                     for loop in args.loops.split(","):
-                        try:
-                            r = run_case(variant, size, n, channel, loop, args.device, args.messages)
-                        except Exception as e:
-                            failed = True
-                            r = {"variant": variant, "size": size, "consumers": n, "channel": channel,
-                                 "loop": loop, "error": f"{type(e).__name__}: {e}"}
-                        if args.compare_harness and "error" not in r:
-                            r["harness"] = harness_figures(args.compare_harness, r["harness_scenario"])
-                        out["results"].append(r)
-                        print(summary_line(r), flush=True)
-                        failed |= bool(r.get("validation_failures"))
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+                        for pattern in args.patterns.split(","):
+                            r = one_case(args, variant, size, n, channel, loop, pattern)
+                            out["results"].append(r)
+                            print(summary_line(r), flush=True)
+                            # A case that validated nothing proved nothing about the data.
+                            failed |= "error" in r or bool(r["validation_failures"]) or not r["validated"]
+                            write_json(args.out, out)  # a timeout keeps the cases that ran
+    write_json(args.out, out)
     return 1 if failed else 0
 
 
+def one_case(args, variant, size, n, channel, loop, pattern):
+    try:
+        r = run_case(variant, size, n, channel, loop, pattern, args.device, args.messages)
+    except Exception as e:
+        return {"variant": variant, "size": size, "consumers": n, "channel": channel, "loop": loop,
+                "pattern": pattern, "error": f"{type(e).__name__}: {e}"}
+    if args.compare_harness:
+        r["harness"] = harness_figures(args.compare_harness, r["harness_scenario"])
+    return r
+
+
+def write_json(path, out):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, path)
+
+
 def summary_line(r):
-    head = f"{r['variant']:<12} {r['size']:>6} c{r['consumers']} {r['channel']:<5} {r['loop']:<6}"
+    head = (f"{r['variant']:<12} {r['size']:>6} c{r['consumers']} {r['channel']:<5} {r['loop']:<6} "
+            f"{r['pattern']:<9}")
     if "error" in r:
         return f"{head} ERROR {r['error']}"
     lat, tp = r["latency_us"], r["throughput"]
