@@ -7,6 +7,7 @@ import pytest
 
 import cuipc
 import workers
+from dlpack_ctypes import DLManagedTensor, DLTensor
 
 TREE_SCALARS = {"s": "image", "b": b"\x00\x01raw", "i": -(2**62), "f": 2.5, "t": True, "n": None}
 
@@ -42,17 +43,6 @@ def test_nested_tree_in_process(pair, kind):
     st = p.stats()["host_pool"]
     # recycled counts chunks: one per non-empty tensor of the tree (pixel_values, two in items)
     assert st["in_flight"] == 0 and st["used_bytes"] == 0 and st["recycled"] == st["allocs"] == 3
-
-
-class DLTensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32),
-                ("ndim", ctypes.c_int32), ("code", ctypes.c_uint8), ("bits", ctypes.c_uint8),
-                ("lanes", ctypes.c_uint16), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
-
-
-class DLManagedTensor(ctypes.Structure):
-    _fields_ = [("dl", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
 
 
 DLTENSOR_NAME = b"dltensor"  # the capsule keeps this pointer: a module constant outlives it
