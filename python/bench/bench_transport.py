@@ -40,6 +40,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import re
 import sys
 import time
 
@@ -294,6 +295,9 @@ def main():
     ap.add_argument("--patterns", default="harness,reference",
                     help="harness: what the C roles do per message; reference: sync + touch every "
                          "message (see above)")
+    ap.add_argument("--cases", metavar="REGEX",
+                    help="only the cases whose name variant/size/cN/channel/loop/pattern matches "
+                         "(re.search), e.g. '4KiB/.*/open/|64MiB/.*/closed/'")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: host tensors, variant default only: a dry run of the plumbing "
                          "where no GPU is present, not a figure to compare")
@@ -318,6 +322,9 @@ def main():
                 for channel in args.channels.split(","):
                     for loop in args.loops.split(","):
                         for pattern in args.patterns.split(","):
+                            name = f"{variant}/{size}/c{n}/{channel}/{loop}/{pattern}"
+                            if args.cases and not re.search(args.cases, name):
+                                continue
                             r = one_case(args, variant, size, n, channel, loop, pattern)
                             out["results"].append(r)
                             print(summary_line(r), flush=True)
