@@ -200,30 +200,33 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
         period_ns = int(1e9 / sc["rate_hz"]) if loop == "open" else 0
         start = time.perf_counter_ns() + 50_000_000
         send_ns = []
-        for i in range(messages):
-            x = srcs[i % len(srcs)]
-            if validated(cfg, i):  # made before its time, like the C producer's fill + checksum
-                with on_stream(torch, stream):
+        # The whole loop on the send's stream, as the producing work is: torch's __dlpack__
+        # then has no event to record between its current stream and ours (the C producer has
+        # none), and no stream context is entered per message.
+        with on_stream(torch, stream):
+            for i in range(messages):
+                x = srcs[i % len(srcs)]
+                if validated(cfg, i):  # made before its time, like the C producer's fill + checksum
                     x.view(torch.uint8)[0] = i % 251
-                if pattern == "harness":
-                    sync()
-            if loop == "open":
-                due = start + i * period_ns
-                while time.perf_counter_ns() < due:
-                    pass
-                stamp = due
-            else:
-                if pattern == "reference":
-                    sync()
-                stamp = time.perf_counter_ns()
-            t0 = time.perf_counter_ns()
-            if channel == "queue":
-                wire = p.wrap({"x": x}, stream=stream)
-                for _, out in pipes:
-                    out.send((wire, i, stamp))
-            else:
-                p.send({"x": x, "i": i, "stamp": stamp}, stream=stream)
-            send_ns.append(time.perf_counter_ns() - t0)
+                    if pattern == "harness":
+                        sync()
+                if loop == "open":
+                    due = start + i * period_ns
+                    while time.perf_counter_ns() < due:
+                        pass
+                    stamp = due
+                else:
+                    if pattern == "reference":
+                        sync()
+                    stamp = time.perf_counter_ns()
+                t0 = time.perf_counter_ns()
+                if channel == "queue":
+                    wire = p.wrap({"x": x}, stream=stream)
+                    for _, out in pipes:
+                        out.send((wire, i, stamp))
+                else:
+                    p.send({"x": x, "i": i, "stamp": stamp}, stream=stream)
+                send_ns.append(time.perf_counter_ns() - t0)
         got = [results.get(timeout=600) for _ in range(n)]
         errors = [g["error"] for g in got if "error" in g]
         if errors:
