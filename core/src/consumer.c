@@ -153,20 +153,70 @@ static cuipc_status take_hello(cuipc_consumer *c, const cuipc_hello *h, int *fds
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_consumer_attach(const char *path, int64_t timeout_ns, cuipc_consumer **out) {
+void cuipc_attach_options_init(cuipc_attach_options *o) {
+    memset(o, 0, sizeof *o);
+}
+
+static bool listed(uint32_t id, const uint32_t *ids, uint32_t n) {
+    for (uint32_t i = 0; ids && i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+/* The process listening on path must be of our uid, or of a uid or gid the options allow:
+ * whoever bound the path first would otherwise be handed this consumer (and send it data). */
+static cuipc_status check_producer(int sock, const char *path, const cuipc_attach_options *o) {
+    uint32_t uid, gid;
+    pid_t pid;
+    CUIPC_TRY(cuipc_socket_peer_cred(sock, &uid, &gid, &pid));
+    if (uid == (uint32_t)getuid() || listed(uid, o->allowed_uids, o->n_allowed_uids) ||
+        listed(gid, o->allowed_gids, o->n_allowed_gids))
+        return CUIPC_OK;
+    return CUIPC_FAIL(CUIPC_ERR_PERMISSION,
+                      "the producer on %s runs as uid %u gid %u (pid %d): we are uid %u and "
+                      "allow %u other uid(s), %u gid(s)",
+                      path, uid, gid, (int)pid, (unsigned)getuid(), o->n_allowed_uids,
+                      o->n_allowed_gids);
+}
+
+static int64_t left_ns(uint64_t deadline) {
+    uint64_t now = cuipc_now_ns();
+    return now >= deadline ? 0 : (int64_t)(deadline - now);
+}
+
+cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_options *opt,
+                                        int64_t timeout_ns, cuipc_consumer **out) {
     *out = NULL;
+    cuipc_attach_options none;
+    if (!opt) {
+        cuipc_attach_options_init(&none);
+        opt = &none;
+    }
+    uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
     cuipc_consumer *c = calloc(1, sizeof *c);
     if (!c)
         return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "consumer struct");
     pthread_mutex_init(&c->lock, NULL);
     c->sock = -1;
     cuipc_status s = cuipc_socket_connect(path, timeout_ns, &c->sock);
+    if (s == CUIPC_OK)
+        s = check_producer(c->sock, path, opt);
+    if (s == CUIPC_OK) {
+        cuipc_hello_request req = {.magic = CUIPC_HELLO_MAGIC, .version = CUIPC_HELLO_VERSION};
+        s = cuipc_socket_send(c->sock, &req, sizeof req, NULL, 0);
+    }
     cuipc_hello h;
     int fds[CUIPC_SOCKET_MAX_FDS], nfds = 0;
     if (s == CUIPC_OK)
         s = cuipc_socket_recv(c->sock, &h, sizeof h, fds, &nfds, CUIPC_SOCKET_MAX_FDS,
-                              timeout_ns < 0 ? -1 : timeout_ns);
-    if (s == CUIPC_OK) {
+                              timeout_ns < 0 ? -1 : left_ns(deadline));
+    if (s == CUIPC_OK && h.magic == CUIPC_HELLO_MAGIC && h.status != CUIPC_OK) {
+        h.reason[sizeof h.reason - 1] = '\0';
+        s = CUIPC_FAIL((cuipc_status)h.status, "the producer on %s refused us: %s", path, h.reason);
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+    } else if (s == CUIPC_OK) {
         s = take_hello(c, &h, fds, nfds);
         for (int i = 0; i < nfds; i++)
             if (fds[i] >= 0)
@@ -188,6 +238,10 @@ cuipc_status cuipc_consumer_attach(const char *path, int64_t timeout_ns, cuipc_c
     }
     *out = c;
     return CUIPC_OK;
+}
+
+cuipc_status cuipc_consumer_attach(const char *path, int64_t timeout_ns, cuipc_consumer **out) {
+    return cuipc_consumer_attach_with(path, NULL, timeout_ns, out);
 }
 
 uint32_t cuipc_consumer_index(const cuipc_consumer *c) {

@@ -12,6 +12,9 @@ cuipc_status cuipc_error_set(cuipc_status code, const char *func, const char *fm
 cuipc_status cuipc_error_errno(cuipc_status code, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Put back a message saved from cuipc_last_error() (a best-effort call in between failed). */
+void cuipc_error_restore(const char *saved);
+
 #define CUIPC_FAIL(code, ...) cuipc_error_set((code), __func__, __VA_ARGS__)
 #define CUIPC_FAIL_ERRNO(...) cuipc_error_errno(CUIPC_ERR_SYSTEM, __func__, __VA_ARGS__)
 

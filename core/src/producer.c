@@ -1,13 +1,16 @@
 /* The producer: owns the pools, accepts consumers on a Unix socket (handing them the ring,
  * arena and sync-table descriptors), watches their connections so that a consumer that dies is
  * noticed at once and its chunks are reclaimed, and broadcasts encoded messages. */
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cuda_api.h"
@@ -16,8 +19,6 @@
 #include "shm.h"
 #include "socket.h"
 #include "transport_internal.h"
-
-#define HANDSHAKE_TIMEOUT_NS (5ll * 1000 * 1000 * 1000)
 
 void cuipc_producer_config_init(cuipc_producer_config *c) {
     memset(c, 0, sizeof *c);
@@ -48,28 +49,24 @@ static cuipc_status make_pool(const cuipc_producer_config *c, int memory, uint64
     return cuipc_pool_create(&pc, out);
 }
 
-/* Forget consumer c: close its connection, retire its ring, release everything it held. It
- * detached if it said goodbye before its hang-up, else it died. */
-static void drop_consumer_locked(cuipc_producer *p, uint32_t c) {
+/* Forget consumer c (lock held): close its connection, retire its ring, release everything it
+ * held. It detached if it said goodbye before its hang-up, else it died. */
+void cuipc_producer_drop_consumer_locked(cuipc_producer *p, uint32_t c) {
     cuipc_consumer_conn *k = &p->conns[c];
     if (!k->attached)
         return;
     bool detached = k->said_goodbye || cuipc_socket_heard_goodbye(k->sock);
     k->attached = false;
     p->live_mask &= ~(1ull << c);
-    close(k->sock);
-    k->sock = -1;
     if (k->ring) {
+        /* Closed before its connection: a send blocked on it checks the socket it was given. */
         cuipc_ring_close(k->ring);
-        cuipc_ring **grown = realloc(p->retired_rings, (p->n_retired + 1) * sizeof *grown);
-        if (grown) {
-            p->retired_rings = grown;
-            p->retired_rings[p->n_retired++] = k->ring;
-        } else {
-            cuipc_ring_destroy(k->ring); /* no sender holds it: sends take send_lock first */
-        }
+        /* Room is kept for every live consumer (accept reaps before it attaches one more). */
+        p->retired[p->n_retired++] = k->ring;
         k->ring = NULL;
     }
+    close(k->sock);
+    k->sock = -1;
     if (detached)
         p->stats.consumers_detached++;
     else
@@ -80,7 +77,13 @@ static void drop_consumer_locked(cuipc_producer *p, uint32_t c) {
         cuipc_pool_consumer_dead(p->host_pool, c);
 }
 
-static void poke_monitor(cuipc_producer *p) {
+void cuipc_producer_reap_rings_locked(cuipc_producer *p) {
+    for (uint32_t i = 0; i < p->n_retired; i++)
+        cuipc_ring_destroy(p->retired[i]);
+    p->n_retired = 0;
+}
+
+void cuipc_producer_poke_monitor(cuipc_producer *p) {
     char b = 1;
     ssize_t n = write(p->wake_pipe[1], &b, 1);
     (void)n; /* a full pipe already guarantees a wake-up */
@@ -121,13 +124,61 @@ static void *monitor_main(void *arg) {
             if (k->attached && k->sock == fds[i].fd) {
                 if (cuipc_socket_heard_goodbye(fds[i].fd))
                     k->said_goodbye = true;
-                if (!cuipc_socket_peer_alive(fds[i].fd))
-                    drop_consumer_locked(p, who[i]);
+                if (!cuipc_socket_peer_alive(fds[i].fd)) {
+                    cuipc_producer_drop_consumer_locked(p, who[i]);
+                    /* Free its ring now unless a send is under way (that send frees it after). */
+                    if (pthread_mutex_trylock(&p->send_lock) == 0) {
+                        cuipc_producer_reap_rings_locked(p);
+                        pthread_mutex_unlock(&p->send_lock);
+                    }
+                }
             }
             pthread_mutex_unlock(&p->lock);
         }
     }
     return NULL;
+}
+
+#define OWNER_FILE "owner.pid"
+
+/* Remove the private directories that producers of this uid left when they died (a crash, a
+ * SIGKILL): their owner file names a process that is gone. */
+static void sweep_dead_dirs(const char *tmp) {
+    DIR *d = opendir(tmp);
+    if (!d)
+        return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "cuipc-", 6) != 0 || strlen(e->d_name) != 12)
+            continue;
+        char dir[128], file[160];
+        snprintf(dir, sizeof dir, "%s/%.12s", tmp, e->d_name); /* 12: checked above */
+        struct stat st;
+        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())
+            continue;
+        snprintf(file, sizeof file, "%s/" OWNER_FILE, dir);
+        FILE *f = fopen(file, "r");
+        int pid = 0;
+        bool known = f && fscanf(f, "%d", &pid) == 1 && pid > 0;
+        if (f)
+            fclose(f);
+        if (!known || kill(pid, 0) == 0 || errno != ESRCH)
+            continue;
+        unlink(file);
+        snprintf(file, sizeof file, "%s/attach.sock", dir);
+        unlink(file);
+        rmdir(dir);
+    }
+    closedir(d);
+}
+
+static void write_owner(const char *dir) {
+    char file[128];
+    snprintf(file, sizeof file, "%s/" OWNER_FILE, dir);
+    FILE *f = fopen(file, "w");
+    if (f) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
 }
 
 static cuipc_status setup_socket(cuipc_producer *p) {
@@ -141,11 +192,13 @@ static cuipc_status setup_socket(cuipc_producer *p) {
         const char *tmp = getenv("TMPDIR");
         if (!tmp || strlen(tmp) > 40)
             tmp = "/tmp";
+        sweep_dead_dirs(tmp);
         snprintf(p->private_dir, sizeof p->private_dir, "%s/cuipc-XXXXXX", tmp);
         if (!mkdtemp(p->private_dir)) {
             p->private_dir[0] = '\0';
             return CUIPC_FAIL_ERRNO("mkdtemp in %s", tmp);
         }
+        write_owner(p->private_dir);
         snprintf(p->socket_path, sizeof p->socket_path, "%s/attach.sock", p->private_dir);
     }
     return cuipc_socket_listen(p->socket_path, &p->listen_fd);
@@ -164,9 +217,16 @@ static cuipc_status validate_config(const cuipc_producer_config *c) {
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "mode default needs host_pool_bytes > 0");
     if (c->full_policy == CUIPC_FULL_FALLBACK && c->host_pool_bytes == 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "the fallback policy needs host_pool_bytes > 0");
-    if (c->ring_bytes < 4096 || (c->ring_bytes & (c->ring_bytes - 1)))
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ring_bytes %llu is not a power of two >= 4096",
-                          (unsigned long long)c->ring_bytes);
+    if (c->ring_bytes < CUIPC_RING_BYTES_MIN || c->ring_bytes > CUIPC_RING_BYTES_MAX ||
+        (c->ring_bytes & (c->ring_bytes - 1)))
+        return CUIPC_FAIL(
+            CUIPC_ERR_INVALID_ARG, "ring_bytes %llu is not a power of two in [%llu, %llu]",
+            (unsigned long long)c->ring_bytes, CUIPC_RING_BYTES_MIN, CUIPC_RING_BYTES_MAX);
+    if ((unsigned)c->full_policy > CUIPC_FULL_FALLBACK)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "full_policy %d is not a cuipc_full_policy",
+                          (int)c->full_policy);
+    if ((unsigned)c->fit > CUIPC_FIT_FIRST)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "fit %d is not a cuipc_fit", (int)c->fit);
     return CUIPC_OK;
 }
 
@@ -236,107 +296,6 @@ fail:
 
 const char *cuipc_producer_socket_path(const cuipc_producer *p) {
     return p->socket_path;
-}
-
-static void describe_pool(const cuipc_pool *pool, cuipc_hello_pool *h) {
-    memset(h, 0, sizeof *h);
-    if (!pool)
-        return;
-    const cuipc_pool_config *pc = cuipc_pool_get_config(pool);
-    h->present = 1;
-    h->memory = (uint32_t)pc->memory;
-    h->device = pc->memory == CUIPC_MEMORY_CUDA ? pc->device : CUIPC_DEVICE_HOST;
-    h->slots = pc->slots;
-    h->pool_id = cuipc_pool_id(pool);
-    h->size = pc->size;
-    if (pc->memory == CUIPC_MEMORY_CUDA)
-        memcpy(h->ipc_handle, cuipc_pool_ipc_handle(pool), CUIPC_IPC_HANDLE_BYTES);
-}
-
-/* Hand one connected consumer its index and descriptors; wait for its acknowledgement. */
-static cuipc_status handshake(cuipc_producer *p, int sock, pid_t pid) {
-    pthread_mutex_lock(&p->lock);
-    uint32_t idx = UINT32_MAX;
-    for (uint32_t c = 0; c < p->cfg.max_consumers; c++) {
-        if (!p->conns[c].attached) {
-            idx = c;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (idx == UINT32_MAX)
-        return CUIPC_FAIL(CUIPC_ERR_POOL_FULL, "all %u consumer places are taken (pid %d refused)",
-                          p->cfg.max_consumers, (int)pid);
-    cuipc_ring *ring = NULL;
-    CUIPC_TRY(cuipc_ring_create(p->cfg.ring_bytes, &ring));
-    cuipc_hello h = {.magic = CUIPC_HELLO_MAGIC,
-                     .version = CUIPC_HELLO_VERSION,
-                     .consumer_index = idx,
-                     .max_consumers = p->cfg.max_consumers,
-                     .producer_pid = (int32_t)getpid(),
-                     .producer_id = p->id};
-    describe_pool(p->host_pool, &h.host);
-    describe_pool(p->gpu_pool, &h.gpu);
-    int fds[4], n = 0;
-    fds[n++] = cuipc_ring_fd(ring);
-    if (p->host_pool) {
-        fds[n++] = cuipc_pool_memory_fd(p->host_pool);
-        fds[n++] = cuipc_sync_table_fd(cuipc_pool_sync(p->host_pool));
-    }
-    if (p->gpu_pool)
-        fds[n++] = cuipc_sync_table_fd(cuipc_pool_sync(p->gpu_pool));
-    cuipc_status s = cuipc_socket_send(sock, &h, sizeof h, fds, n);
-    cuipc_hello_ack ack;
-    int nfds = 0;
-    if (s == CUIPC_OK)
-        s = cuipc_socket_recv(sock, &ack, sizeof ack, NULL, &nfds, 0, HANDSHAKE_TIMEOUT_NS);
-    if (s == CUIPC_OK && (ack.magic != CUIPC_HELLO_MAGIC || ack.consumer_index != idx))
-        s = CUIPC_FAIL(CUIPC_ERR_CORRUPT, "bad handshake reply from pid %d", (int)pid);
-    if (s == CUIPC_OK && ack.status != CUIPC_OK)
-        s = CUIPC_FAIL((cuipc_status)ack.status, "consumer pid %d could not map the pools (%s)",
-                       (int)pid, cuipc_status_name((cuipc_status)ack.status));
-    if (s != CUIPC_OK) {
-        cuipc_ring_destroy(ring);
-        return s;
-    }
-    /* A send blocked on a full ring gives up as soon as the consumer's connection drops. */
-    cuipc_ring_set_peer_check(ring, cuipc_socket_peer_alive_ctx, (void *)(intptr_t)sock);
-    pthread_mutex_lock(&p->lock);
-    /* A place freed by a dead consumer is clean: its chunks were acked on its behalf. */
-    p->conns[idx] = (cuipc_consumer_conn){.attached = true, .sock = sock, .pid = pid, .ring = ring};
-    p->live_mask |= 1ull << idx;
-    p->stats.consumers_attached++;
-    pthread_mutex_unlock(&p->lock);
-    poke_monitor(p);
-    return CUIPC_OK;
-}
-
-cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeout_ns) {
-    if (n > p->cfg.max_consumers)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "waiting for %u consumers but max_consumers is %u",
-                          n, p->cfg.max_consumers);
-    uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
-    while (cuipc_producer_consumer_count(p) < n) {
-        uint64_t now = cuipc_now_ns();
-        if (now >= deadline)
-            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%u of %u consumers attached within %lld ms",
-                              cuipc_producer_consumer_count(p), n,
-                              (long long)(timeout_ns / 1000000));
-        int sock;
-        pid_t pid;
-        cuipc_status s = cuipc_socket_accept(p->listen_fd, (int64_t)(deadline - now), &sock, &pid);
-        if (s == CUIPC_ERR_TIMEOUT)
-            continue;
-        if (s != CUIPC_OK)
-            return s;
-        s = handshake(p, sock, pid);
-        if (s != CUIPC_OK) {
-            close(sock);
-            /* One misbehaving peer must not stop the others from attaching. */
-            fprintf(stderr, "cuipc: consumer attach failed: %s\n", cuipc_last_error());
-        }
-    }
-    return CUIPC_OK;
 }
 
 uint32_t cuipc_producer_consumer_count(const cuipc_producer *p) {
@@ -422,6 +381,14 @@ void cuipc_producer_for_each_chunk(cuipc_producer *p, const cuipc_value *wrapped
     cuipc_value_visit((cuipc_value *)wrapped, visit_chunk, &w);
 }
 
+/* The consumers a chunk waits for (its sync slot's mask), intersected into ctx. */
+static void and_chunk_mask(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx) {
+    (void)p;
+    cuipc_sync_slot *ss = cuipc_sync_table_slot(cuipc_pool_sync(pool), x->u.pool.slot);
+    if (ss)
+        *(uint64_t *)ctx &= atomic_load(&ss->consumer_mask);
+}
+
 /* Consumers in `missed` never got the message: their acks are given on their behalf. */
 static void release_missed(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx) {
     uint64_t missed = *(uint64_t *)ctx;
@@ -447,10 +414,15 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         while (cuipc_now_ns() < until)
             ;
     }
+    /* Only consumers every chunk waits for get the message: one attached in a place reused
+     * since the wrap would read a chunk whose recycling does not wait for its ack. */
+    uint64_t chunk_mask = ~0ull;
+    cuipc_producer_for_each_chunk(p, wrapped, and_chunk_mask, &chunk_mask);
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);
+    cuipc_producer_reap_rings_locked(p);
     bool closed = p->closed;
-    uint64_t targets = p->live_mask;
+    uint64_t targets = p->live_mask & chunk_mask;
     cuipc_ring *rings[CUIPC_MAX_CONSUMERS] = {0};
     for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
         rings[c] = p->conns[c].ring;
@@ -479,10 +451,13 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         if (dead || r == CUIPC_ERR_CORRUPT) {
             pthread_mutex_lock(&p->lock);
             if (p->conns[c].ring == rings[c])
-                drop_consumer_locked(p, c);
+                cuipc_producer_drop_consumer_locked(p, c);
             pthread_mutex_unlock(&p->lock);
         }
     }
+    pthread_mutex_lock(&p->lock);
+    cuipc_producer_reap_rings_locked(p); /* this send was the last user of any retired ring */
+    pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&p->send_lock);
     free(buf);
     /* The recycler wake owed by the allocations, now that the consumers have the message. */
@@ -566,23 +541,26 @@ void cuipc_producer_destroy(cuipc_producer *p) {
         return;
     if (p->monitor_running) {
         atomic_store(&p->stopping, true);
-        poke_monitor(p);
+        cuipc_producer_poke_monitor(p);
         pthread_join(p->monitor, NULL);
     }
+    cuipc_producer_pending_close_all(p);
     for (uint32_t c = 0; c < CUIPC_MAX_CONSUMERS; c++) {
         if (p->conns[c].sock >= 0)
             close(p->conns[c].sock);
         cuipc_ring_destroy(p->conns[c].ring);
     }
-    for (uint32_t i = 0; i < p->n_retired; i++)
-        cuipc_ring_destroy(p->retired_rings[i]);
-    free(p->retired_rings);
+    cuipc_producer_reap_rings_locked(p); /* the monitor is gone and no send may run now */
     if (p->listen_fd >= 0) {
         close(p->listen_fd);
         unlink(p->socket_path);
     }
-    if (p->private_dir[0])
+    if (p->private_dir[0]) {
+        char file[128];
+        snprintf(file, sizeof file, "%s/" OWNER_FILE, p->private_dir);
+        unlink(file);
         rmdir(p->private_dir);
+    }
     if (p->wake_pipe[0] >= 0)
         close(p->wake_pipe[0]);
     if (p->wake_pipe[1] >= 0)

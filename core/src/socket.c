@@ -2,6 +2,7 @@
 #include "socket.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -66,51 +67,84 @@ cuipc_status cuipc_socket_listen(const char *path, int *listen_fd) {
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_socket_accept(int listen_fd, int64_t timeout_ns, int *conn_fd, pid_t *peer_pid) {
-    CUIPC_TRY(wait_fd(listen_fd, POLLIN, timeout_ns, "waiting for a consumer to attach"));
-    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
-        return CUIPC_FAIL_ERRNO("accept");
+cuipc_status cuipc_socket_peer_cred(int fd, uint32_t *uid, uint32_t *gid, pid_t *pid) {
     struct ucred cred;
     socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        cuipc_status s = CUIPC_FAIL_ERRNO("SO_PEERCRED");
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return CUIPC_FAIL_ERRNO("SO_PEERCRED");
+    *uid = cred.uid;
+    *gid = cred.gid;
+    *pid = cred.pid;
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_socket_accept(int listen_fd, int64_t timeout_ns, int *conn_fd, pid_t *peer_pid) {
+    CUIPC_TRY(wait_fd(listen_fd, POLLIN, timeout_ns, "waiting for a consumer to attach"));
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+        if (errno == EAGAIN || errno == ECONNABORTED || errno == EINTR)
+            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "the connection went away before accept");
+        return CUIPC_FAIL_ERRNO("accept");
+    }
+    uint32_t uid, gid;
+    cuipc_status s = cuipc_socket_peer_cred(fd, &uid, &gid, peer_pid);
+    if (s == CUIPC_OK && uid != getuid())
+        s = CUIPC_FAIL(CUIPC_ERR_PERMISSION, "refused a consumer of uid %u (pid %d; we are uid %u)",
+                       (unsigned)uid, (int)*peer_pid, (unsigned)getuid());
+    if (s != CUIPC_OK) {
         close(fd);
         return s;
     }
-    if (cred.uid != getuid()) {
-        close(fd);
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "rejected a consumer of uid %u (we are uid %u)",
-                          (unsigned)cred.uid, (unsigned)getuid());
-    }
     *conn_fd = fd;
-    *peer_pid = cred.pid;
     return CUIPC_OK;
+}
+
+/* One non-blocking connect: a full listen backlog answers EAGAIN at once instead of blocking
+ * past the caller's deadline. Leaves the socket blocking once connected. */
+static int connect_once(const struct sockaddr_un *a, int *err) {
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        *err = errno;
+        return -1;
+    }
+    if (connect(fd, (const struct sockaddr *)a, sizeof *a) != 0) {
+        *err = errno;
+        close(fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        *err = errno;
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 cuipc_status cuipc_socket_connect(const char *path, int64_t timeout_ns, int *out) {
     struct sockaddr_un a;
     CUIPC_TRY(make_addr(path, &a));
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
+    int err = 0;
     for (;;) {
-        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return CUIPC_FAIL_ERRNO("socket(AF_UNIX, SOCK_SEQPACKET)");
-        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        int fd = connect_once(&a, &err);
+        if (fd >= 0) {
             *out = fd;
             return CUIPC_OK;
         }
-        int err = errno;
-        close(fd);
-        /* The producer may not be listening yet: retry those two, fail on anything else. */
+        /* Not listening yet, or its backlog is full: retry those, fail on anything else. */
         if (err != ENOENT && err != ECONNREFUSED && err != EAGAIN) {
             errno = err;
             return CUIPC_FAIL_ERRNO("connect to %s", path);
         }
-        if (cuipc_now_ns() >= deadline)
-            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "no producer listening on %s within %lld ms", path,
-                              (long long)(timeout_ns / 1000000));
-        usleep(2000);
+        uint64_t now = cuipc_now_ns();
+        if (now >= deadline)
+            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%s on %s within %lld ms",
+                              err == EAGAIN ? "the producer's listen backlog stayed full"
+                                            : "no producer listening",
+                              path, (long long)(timeout_ns / 1000000));
+        uint64_t nap = deadline - now < 2000000 ? deadline - now : 2000000;
+        usleep((useconds_t)(nap / 1000));
     }
 }
 

@@ -16,11 +16,16 @@
 /* Bind and listen on path (must not exist yet; mode 0600). */
 cuipc_status cuipc_socket_listen(const char *path, int *listen_fd);
 
-/* Accept one connection within timeout_ns; rejects peers of another user. */
+/* Accept one connection within timeout_ns (non-blocking socket); a peer of another user is
+ * refused with CUIPC_ERR_PERMISSION, one that left before accept gives CUIPC_ERR_TIMEOUT. */
 cuipc_status cuipc_socket_accept(int listen_fd, int64_t timeout_ns, int *conn_fd, pid_t *peer_pid);
 
-/* Connect, retrying while the listener is not there yet, up to timeout_ns. */
+/* Connect, retrying while the listener is not there yet or its backlog is full, up to
+ * timeout_ns (never blocked in connect itself). */
 cuipc_status cuipc_socket_connect(const char *path, int64_t timeout_ns, int *fd);
+
+/* Credentials of the process at the other end (as it was at connect/listen time). */
+cuipc_status cuipc_socket_peer_cred(int fd, uint32_t *uid, uint32_t *gid, pid_t *pid);
 
 cuipc_status cuipc_socket_send(int fd, const void *buf, size_t len, const int *fds, int nfds);
 

@@ -25,6 +25,7 @@ static const char *const status_names[CUIPC_STATUS_COUNT_] = {
     [CUIPC_ERR_CLOSED] = "CLOSED",
     [CUIPC_ERR_UNSUPPORTED] = "UNSUPPORTED",
     [CUIPC_ERR_VERSION] = "VERSION",
+    [CUIPC_ERR_PERMISSION] = "PERMISSION",
 };
 
 const char *cuipc_status_name(cuipc_status s) {
@@ -39,6 +40,10 @@ const char *cuipc_last_error(void) {
 
 void cuipc_clear_error(void) {
     last_error[0] = '\0';
+}
+
+void cuipc_error_restore(const char *saved) {
+    snprintf(last_error, sizeof last_error, "%s", saved);
 }
 
 static void format_error(const char *func, const char *fmt, va_list ap, int err) {

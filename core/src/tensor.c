@@ -146,6 +146,9 @@ cuipc_status cuipc_tensor_init(cuipc_tensor *t, void *data, int32_t device, cuip
                               (int)i);
     }
     CUIPC_TRY(cuipc_tensor_validate(&tmp));
+    if (!data && cuipc_tensor_span_bytes(&tmp) > 0)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "data is NULL for a tensor of %llu bytes",
+                          (unsigned long long)cuipc_tensor_span_bytes(&tmp));
     *t = tmp;
     return CUIPC_OK;
 }

@@ -11,7 +11,7 @@
 #include "ring.h"
 
 #define CUIPC_HELLO_MAGIC 0x4355495048454c4full /* "CUIPHELO" */
-#define CUIPC_HELLO_VERSION 1
+#define CUIPC_HELLO_VERSION 2
 
 /* One pool as the producer describes it to an attaching consumer. */
 typedef struct cuipc_hello_pool {
@@ -24,10 +24,22 @@ typedef struct cuipc_hello_pool {
     uint8_t ipc_handle[CUIPC_IPC_HANDLE_BYTES];
 } cuipc_hello_pool;
 
-/* Producer -> consumer, with fds in this order: ring, [host arena, host sync], [gpu sync]. */
+/* Consumer -> producer, first: the producer gives out a place (and a ring) only to a peer that
+ * asks, so connections that never speak cost it nothing but a pending entry. */
+typedef struct cuipc_hello_request {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t reserved;
+} cuipc_hello_request;
+
+/* Producer -> consumer, with fds in this order: ring, [host arena, host sync], [gpu sync].
+ * status != CUIPC_OK: the producer refuses (no place, no ring) and sends no fds; reason says
+ * why. */
 typedef struct cuipc_hello {
     uint64_t magic;
     uint32_t version;
+    int32_t status;
+    char reason[160];
     uint32_t consumer_index;
     uint32_t max_consumers;
     int32_t producer_pid;
@@ -45,11 +57,27 @@ typedef struct cuipc_hello_ack {
 
 typedef struct cuipc_consumer_conn {
     bool attached;
+    bool reserved; /* promised to a peer whose handshake is under way */
     int sock;
     pid_t pid;
     cuipc_ring *ring;
     bool said_goodbye; /* detached on purpose: its hang-up is no death */
 } cuipc_consumer_conn;
+
+/* A connection accepted but not attached yet (producer_attach.c). */
+typedef struct cuipc_pending_peer {
+    int sock;
+    pid_t pid;
+    uint64_t deadline_ns;
+    uint32_t idx;     /* UINT32_MAX until its request came and it was given a place */
+    cuipc_ring *ring; /* its ring, once it has a place */
+} cuipc_pending_peer;
+
+/* Pending connections at most: the oldest that has not asked for a place yet makes room for a
+ * newer one, so silent connections cannot keep consumers out. */
+#define CUIPC_PENDING_MAX (CUIPC_MAX_CONSUMERS + 32)
+/* Rings of departed consumers wait for the send in progress (if any) before they are freed. */
+#define CUIPC_RETIRED_MAX (2 * CUIPC_MAX_CONSUMERS)
 
 /* A pool buffer the application holds to fill and send (cuipc_producer_buffer_alloc). */
 typedef struct cuipc_held_buffer {
@@ -77,8 +105,14 @@ struct cuipc_producer {
     pthread_mutex_t send_lock; /* one writer per ring at a time */
     cuipc_consumer_conn conns[CUIPC_MAX_CONSUMERS];
     uint64_t live_mask;
-    cuipc_ring **retired_rings; /* rings of departed consumers, freed at destroy */
+    /* Rings of departed consumers: a send may still hold one (it copied the pointers under
+     * lock and writes without it), so they are freed by whoever holds send_lock next. */
+    cuipc_ring *retired[CUIPC_RETIRED_MAX];
     uint32_t n_retired;
+    cuipc_pending_peer pending[CUIPC_PENDING_MAX];
+    uint32_t n_pending;
+    uint64_t peers_refused, peers_timed_out;
+    char last_refusal[256];
 
     int wake_pipe[2];
     pthread_t monitor;
@@ -95,6 +129,14 @@ struct cuipc_producer {
 };
 
 /* Producer side (producer.c). */
+/* Forget consumer c (lock held): close its ring and connection, ack on its behalf. */
+void cuipc_producer_drop_consumer_locked(cuipc_producer *p, uint32_t c);
+/* Free retired rings: send_lock and lock held, so no send can be using them. */
+void cuipc_producer_reap_rings_locked(cuipc_producer *p);
+/* Wake the monitor so it watches a new connection. */
+void cuipc_producer_poke_monitor(cuipc_producer *p);
+/* Attach phase (producer_attach.c): handshakes of pending peers, driven by accept. */
+void cuipc_producer_pending_close_all(cuipc_producer *p);
 uint64_t cuipc_producer_live_mask(cuipc_producer *p);
 cuipc_pool *cuipc_producer_pool_by_id(cuipc_producer *p, uint64_t pool_id);
 /* Record a cuda_ipc export (deduplicated by handle); fills the proxy's ipc fields. */

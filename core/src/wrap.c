@@ -145,6 +145,9 @@ static cuipc_status wrap_one(cuipc_value *node, void *arg) {
         return CUIPC_FAIL(CUIPC_ERR_NO_GPU, "tensor on device %d but no GPU is usable", t->device);
     cuipc_proxy x;
     layout_of(t, &x);
+    if (x.nbytes > 0 && t->data == NULL)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "a tensor of %llu bytes has no data (NULL)",
+                          (unsigned long long)x.nbytes);
     cuipc_status s;
     cuipc_held_buffer b;
     bool from_held = false;

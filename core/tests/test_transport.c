@@ -32,8 +32,10 @@ static void tensor_shape(uint64_t seq, int i, cuipc_tensor *t, void *data) {
     int64_t shape[3] = {(int64_t)(1 + (seq * 7 + (uint64_t)i) % 13), (int64_t)(1 + seq % 5), 16};
     if (i == 2)
         shape[0] = 0; /* empty */
-    cuipc_tensor_init(t, data, CUIPC_DEVICE_HOST, i == 1 ? CUIPC_DTYPE_F16 : CUIPC_DTYPE_F32, 3,
-                      shape);
+    static char placeholder; /* a layout whose data comes later: init wants one now */
+    cuipc_tensor_init(t, &placeholder, CUIPC_DEVICE_HOST,
+                      i == 1 ? CUIPC_DTYPE_F16 : CUIPC_DTYPE_F32, 3, shape);
+    t->data = data;
     if (i == 1) {
         /* Non-contiguous: every other row (stride 2x along dim 0). */
         t->strides[0] *= 2;

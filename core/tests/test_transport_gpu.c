@@ -44,16 +44,18 @@ static const gpu_case *cur;
 /* Tensor 0: a contiguous [rows, 256] f32 block of about tensor_bytes; tensor 1: every other row
  * of a second block (non-contiguous view); tensor 2: empty. */
 static void make_layouts(uint64_t bytes, cuipc_tensor t[3]) {
+    static char placeholder; /* init wants data; layouts get theirs later */
     int64_t rows = (int64_t)(bytes / 1024);
     if (rows < 1)
         rows = 1;
     int64_t s0[2] = {rows, 256};
-    cuipc_tensor_init(&t[0], NULL, 0, CUIPC_DTYPE_F32, 2, s0);
+    cuipc_tensor_init(&t[0], &placeholder, 0, CUIPC_DTYPE_F32, 2, s0);
     int64_t s1[2] = {(rows + 1) / 2, 256};
-    cuipc_tensor_init(&t[1], NULL, 0, CUIPC_DTYPE_BF16, 2, s1);
+    cuipc_tensor_init(&t[1], &placeholder, 0, CUIPC_DTYPE_BF16, 2, s1);
     t[1].strides[0] = 512;
     int64_t s2[2] = {0, 256};
     cuipc_tensor_init(&t[2], NULL, 0, CUIPC_DTYPE_F32, 2, s2);
+    t[0].data = t[1].data = NULL;
 }
 
 static int producer_main(void *arg) {

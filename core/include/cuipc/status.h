@@ -23,6 +23,7 @@ typedef enum cuipc_status {
     CUIPC_ERR_CLOSED,       /* the channel or pool was shut down */
     CUIPC_ERR_UNSUPPORTED,  /* valid request this build or device cannot do */
     CUIPC_ERR_VERSION,      /* wire or shared-memory layout version mismatch */
+    CUIPC_ERR_PERMISSION,   /* the peer's credentials are not among those allowed */
     CUIPC_STATUS_COUNT_
 } cuipc_status;
 

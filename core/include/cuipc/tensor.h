@@ -47,7 +47,8 @@ size_t cuipc_dtype_size(cuipc_dtype d);     /* 0 for an invalid dtype */
 const char *cuipc_dtype_name(cuipc_dtype d); /* "f32", "bf16", ... ; "invalid" */
 cuipc_dtype cuipc_dtype_from_name(const char *name);
 
-/* Fill a contiguous row-major descriptor. */
+/* Fill a contiguous row-major descriptor. data may be NULL only when the tensor spans no
+ * bytes (an empty dim); otherwise it is refused here, and at send. */
 cuipc_status cuipc_tensor_init(cuipc_tensor *t, void *data, int32_t device, cuipc_dtype dtype,
                                int32_t ndim, const int64_t *shape);
 

@@ -41,13 +41,17 @@ typedef struct cuipc_producer_config {
     int32_t device;           /* CUDA device of the GPU pool */
     uint32_t max_consumers;   /* 1..CUIPC_MAX_CONSUMERS */
     uint32_t slots;           /* chunks in flight per pool */
-    uint64_t ring_bytes;      /* per-consumer message ring */
+    uint64_t ring_bytes;      /* per-consumer message ring: a power of two in
+                                 [CUIPC_RING_BYTES_MIN, CUIPC_RING_BYTES_MAX] */
     uint64_t alignment;
     cuipc_fit fit;
     cuipc_full_policy full_policy;
     int64_t full_timeout_ns;
     const char *socket_path;  /* where consumers attach; NULL: a private path is made */
 } cuipc_producer_config;
+
+#define CUIPC_RING_BYTES_MIN 4096ull
+#define CUIPC_RING_BYTES_MAX (1ull << 32)
 
 void cuipc_producer_config_init(cuipc_producer_config *cfg);
 
@@ -58,7 +62,17 @@ cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_produ
 /* Socket path consumers pass to cuipc_consumer_attach. */
 const char *cuipc_producer_socket_path(const cuipc_producer *p);
 
-/* Accept consumers until n are attached (or timeout). */
+/* Accept consumers until n are attached, or CUIPC_ERR_TIMEOUT after timeout_ns (the message
+ * counts the peers refused). Handshakes run side by side, each with a 2 s deadline of its own;
+ * a peer of another uid, one that breaks the protocol or misses its deadline is refused and
+ * counted (stats peers_refused, peers_timed_out) and the others go on attaching. At most
+ * CUIPC_MAX_CONSUMERS + 32 connections are pending: beyond that the oldest that has not asked
+ * for a place is closed. Other errors are the producer's own (e.g. no fd left for a ring: one
+ * CUIPC_ERR_SYSTEM naming it). Call it again to attach more (consumers that replace departed
+ * ones take their places); one thread at a time.
+ * What a process of the same uid can still do: take a consumer place (and the data sent to it)
+ * or hold one for 2 s; the socket's directory (0700 when the library makes it) is the
+ * boundary that keeps other users out, and the uid check the second one. */
 cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeout_ns);
 
 uint32_t cuipc_producer_consumer_count(const cuipc_producer *p); /* attached and alive */
@@ -112,6 +126,8 @@ typedef struct cuipc_producer_stats {
     uint32_t consumers_attached;
     uint32_t consumers_detached; /* left with cuipc_consumer_detach */
     uint32_t consumers_dead;     /* hung up without detaching: crashed, killed, or exited */
+    uint64_t peers_refused;      /* connections refused: another user, protocol, no place left */
+    uint64_t peers_timed_out;    /* connections that did not finish the handshake in time */
 } cuipc_producer_stats;
 
 void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
@@ -128,8 +144,25 @@ void cuipc_producer_destroy(cuipc_producer *p);
 
 typedef struct cuipc_consumer cuipc_consumer;
 
+/* Attach to the producer listening on socket_path; the whole attach (connect, handshake)
+ * holds to timeout_ns. The producer must run as this process's uid (else CUIPC_ERR_PERMISSION,
+ * naming its uid, gid and pid); cuipc_consumer_attach_with also accepts the uids and gids
+ * listed in its options. A producer that refuses the consumer (no place left, no fd for a
+ * ring) says why in the error. */
 cuipc_status cuipc_consumer_attach(const char *socket_path, int64_t timeout_ns,
                                    cuipc_consumer **out);
+
+typedef struct cuipc_attach_options {
+    const uint32_t *allowed_uids; /* producers of these uids are accepted too */
+    uint32_t n_allowed_uids;
+    const uint32_t *allowed_gids; /* and of these (primary) gids */
+    uint32_t n_allowed_gids;
+} cuipc_attach_options;
+
+void cuipc_attach_options_init(cuipc_attach_options *o);
+
+cuipc_status cuipc_consumer_attach_with(const char *socket_path, const cuipc_attach_options *opt,
+                                        int64_t timeout_ns, cuipc_consumer **out);
 uint32_t cuipc_consumer_index(const cuipc_consumer *c);
 
 /* How long recv busy-waits for a message before sleeping on the doorbell (default 20 us).
