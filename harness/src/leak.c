@@ -1,4 +1,4 @@
-/* Leak sampler: readings from /proc and statvfs, decimation when the buffer fills, slope. */
+/* Leak sampler: readings from /proc, decimation when the buffer fills, slope. */
 #include "leak.h"
 
 #include <dirent.h>
@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "stats.h"
@@ -15,7 +14,7 @@
 const char *cuipc_leak_metric_name(cuipc_leak_metric m) {
     static const char *names[] = {"rss_bytes",
                                   "fds",
-                                  "shm_bytes",
+                                  "shm_mapped_bytes",
                                   "gpu_used_bytes",
                                   "gpu_process_bytes",
                                   "gpu_allocated_bytes",
@@ -30,7 +29,7 @@ const char *cuipc_leak_metric_name(cuipc_leak_metric m) {
 /* Private resident memory (resident minus shared in statm, i.e. RssAnon): what a leak grows.
  * Pages of the shared pools and rings are left out: they are fixed-size mappings whose pages
  * fault in as the allocator first uses them, which is growth but not a leak (their objects are
- * judged by the fds and /dev/shm metrics). */
+ * judged by the fds and shm_mapped_bytes metrics). */
 double cuipc_read_rss_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
     if (f == NULL)
@@ -54,11 +53,25 @@ double cuipc_read_fd_count(void) {
     return n - 1; /* the directory stream itself */
 }
 
-double cuipc_read_shm_used_bytes(void) {
-    struct statvfs v;
-    if (statvfs("/dev/shm", &v) != 0)
+/* Shared memory this process maps: memfds (the transport's pools, sync tables and rings),
+ * /dev/shm files and SysV segments, by mapping size (a leaked ring counts whether or not its
+ * pages were touched). The process's own: another process's files in /dev/shm do not move it. */
+double cuipc_read_shm_mapped_bytes(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == NULL)
         return NAN;
-    return (double)(v.f_blocks - v.f_bfree) * (double)v.f_frsize;
+    char line[1024];
+    double sum = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[3] != 's')
+            continue;
+        if (strstr(line, "/memfd:") || strstr(line, "/dev/shm/") || strstr(line, "/SYSV"))
+            sum += (double)(hi - lo);
+    }
+    fclose(f);
+    return sum;
 }
 
 bool cuipc_leak_sampler_init(cuipc_leak_sampler *s, uint32_t cap, uint32_t interval_ms,
@@ -130,7 +143,7 @@ void cuipc_leak_sample_now(cuipc_leak_sampler *s) {
     s->v[CUIPC_LEAK_COPY_POOL_RESERVED][i] =
         s->enabled[CUIPC_LEAK_COPY_POOL_RESERVED] ? reserved : NAN;
     s->v[CUIPC_LEAK_FDS][i] = s->enabled[CUIPC_LEAK_FDS] ? cuipc_read_fd_count() : NAN;
-    s->v[CUIPC_LEAK_SHM][i] = s->enabled[CUIPC_LEAK_SHM] ? cuipc_read_shm_used_bytes() : NAN;
+    s->v[CUIPC_LEAK_SHM][i] = s->enabled[CUIPC_LEAK_SHM] ? cuipc_read_shm_mapped_bytes() : NAN;
     double used = NAN, process = NAN, allocated = NAN;
     bool have_used = false, have_process = false, have_allocated = false;
     if (s->gpu != NULL && (s->enabled[CUIPC_LEAK_GPU_USED] || s->enabled[CUIPC_LEAK_GPU_PROCESS] ||

@@ -1,4 +1,4 @@
-/* Leak sampler: periodic samples of what a leak would grow (host RSS, open fds, /dev/shm bytes,
+/* Leak sampler: periodic samples of what a leak would grow (host RSS, open fds, mapped shm,
  * GPU memory), and a verdict from the least-squares slope after the warm-up. */
 #ifndef CUIPC_HARNESS_LEAK_H
 #define CUIPC_HARNESS_LEAK_H
@@ -10,7 +10,7 @@
 typedef enum cuipc_leak_metric {
     CUIPC_LEAK_RSS = 0,     /* resident bytes of this process */
     CUIPC_LEAK_FDS,         /* open file descriptors of this process */
-    CUIPC_LEAK_SHM,         /* bytes used in /dev/shm (host-wide) */
+    CUIPC_LEAK_SHM,         /* shared memory this process maps (memfd, /dev/shm, SysV) */
     CUIPC_LEAK_GPU_USED,    /* device memory in use (device-wide, cudaMemGetInfo) */
     CUIPC_LEAK_GPU_PROCESS, /* device memory of this process (NVML) */
     /* device memory this process holds through cuipc (its own count: NVML has none per
@@ -81,7 +81,7 @@ void cuipc_leak_verdict_get(const cuipc_leak_sampler *s, cuipc_leak_metric m,
 /* Point readings used by the sampler (exposed for tests). */
 double cuipc_read_rss_bytes(void);
 double cuipc_read_fd_count(void);
-double cuipc_read_shm_used_bytes(void);
+double cuipc_read_shm_mapped_bytes(void);
 
 /* NVML through dlopen: per-process device memory of pid on the GPU with this PCI bus id.
  * False when NVML or the process entry is not there. */

@@ -58,7 +58,7 @@ bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_pro
     if (!s->leak.enabled)
         return true;
     bool on[CUIPC_LEAK_METRICS] = {false};
-    on[CUIPC_LEAK_RSS] = on[CUIPC_LEAK_FDS] = true;
+    on[CUIPC_LEAK_RSS] = on[CUIPC_LEAK_FDS] = on[CUIPC_LEAK_SHM] = true;
     on[CUIPC_LEAK_GPU_USED] = on[CUIPC_LEAK_GPU_PROCESS] = on[CUIPC_LEAK_GPU_ALLOCATED] =
         device >= 0;
     on[CUIPC_LEAK_COPY_POOL_USED] = on[CUIPC_LEAK_COPY_POOL_RESERVED] = device >= 0;

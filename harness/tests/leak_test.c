@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "binding.h"
@@ -90,7 +91,33 @@ static void test_fds_and_decimation(void) {
     cuipc_leak_sampler_free(&ls);
     CHECK(cuipc_read_fd_count() >= 3);
     CHECK(cuipc_read_rss_bytes() > 0);
-    CHECK(!isnan(cuipc_read_shm_used_bytes()));
+    CHECK(!isnan(cuipc_read_shm_mapped_bytes()));
+}
+
+/* The shared-memory metric is this process's own: another process's 3 MiB file in /dev/shm
+ * does not move it, a memfd this process maps does (by its size, touched or not). */
+static void test_shm_is_own(void) {
+    double before = cuipc_read_shm_mapped_bytes();
+    char path[64];
+    snprintf(path, sizeof path, "/dev/shm/cuipc-leak-test-%d", (int)getpid());
+    int fd = open(path, O_CREAT | O_RDWR | O_EXCL, 0600);
+    if (fd >= 0) {
+        static char block[1 << 20];
+        memset(block, 1, sizeof block);
+        for (int i = 0; i < 3; i++)
+            CHECK(write(fd, block, sizeof block) == (ssize_t)sizeof block);
+        close(fd);
+        CHECK(cuipc_read_shm_mapped_bytes() == before);
+        unlink(path);
+    }
+    int mfd = memfd_create("cuipc-leak-test", MFD_CLOEXEC);
+    REQUIRE(mfd >= 0 && ftruncate(mfd, 2 << 20) == 0);
+    void *m = mmap(NULL, 2 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    REQUIRE(m != MAP_FAILED);
+    CHECK(cuipc_read_shm_mapped_bytes() == before + (2 << 20));
+    munmap(m, 2 << 20);
+    close(mfd);
+    CHECK(cuipc_read_shm_mapped_bytes() == before);
 }
 
 static void test_util(void) {
@@ -137,6 +164,7 @@ int main(void) {
     test_slope_and_percentiles();
     test_rss_verdicts();
     test_fds_and_decimation();
+    test_shm_is_own();
     test_util();
     test_binding();
     return cuipc_test_finish("harness_leak_test");
