@@ -280,12 +280,17 @@ static uint64_t settle_after_warmup(const cuipc_role_args *a, const cuipc_scenar
 }
 
 /* Open loop: wait until message i is due (after the warm-up settle, which moves *sched0) and
- * return its due time. */
+ * return its due time; 0 when it falls after end_ns (then it waits for end_ns only: a duration
+ * run ends on time). */
 static uint64_t wait_until_due(const cuipc_role_args *a, const cuipc_scenario *s, uint64_t i,
-                               uint64_t *sched0) {
+                               uint64_t *sched0, uint64_t end_ns) {
     if (!cuipc_scenario_replays(s) && i > 0 && i == s->run.warmup_iterations)
         *sched0 = settle_after_warmup(a, s) - due_offset_ns(s, i);
     uint64_t due = *sched0 + due_offset_ns(s, i);
+    if (due >= end_ns) {
+        cuipc_h_sleep_until_ns(end_ns); /* the run lasts its duration_s, and no longer */
+        return 0;
+    }
     if (s->run.producer_spin)
         while (cuipc_h_now_ns() < due) {
         }
@@ -424,7 +429,9 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
          * transport's room, taken when the message is due: the rest of the making (writing
          * them, the message tree) is then added to its stamp. */
         bool due_first = s->run.open_loop && s->tensors.source == CUIPC_SOURCE_POOL_BUFFER;
-        uint64_t due = due_first ? wait_until_due(a, s, i, &sched0) : 0, take_ns;
+        uint64_t due = due_first ? wait_until_due(a, s, i, &sched0, end_ns) : 0, take_ns;
+        if (due_first && due == 0)
+            break;
         uint64_t t_build = cuipc_h_now_ns();
         st = build(&ps, i, &tree, fresh, held, &bytes, &take_ns);
         uint64_t make_ns = cuipc_h_now_ns() - t_build - take_ns;
@@ -441,7 +448,15 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         uint64_t stamp;
         if (s->run.open_loop) {
             /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = due_first ? due + make_ns : wait_until_due(a, s, i, &sched0);
+            stamp = due_first ? due + make_ns : wait_until_due(a, s, i, &sched0, end_ns);
+            if (stamp == 0) { /* due after the end of a duration run: never sent */
+                for (uint32_t j = 0; j < s->tensors.per_message; j++)
+                    if (fresh[j])
+                        tensor_free(&ps, fresh[j]);
+                give_back_buffers(&ps, held);
+                cuipc_value_free(tree);
+                break;
+            }
         } else {
             stamp = cuipc_h_now_ns();
         }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,10 +58,64 @@ static void remove_run_dir(const char *dir) {
     rmdir(dir);
 }
 
-static bool make_run_dir(char *dir, size_t cap) {
+#define OWNER_FILE "owner.pid"
+
+/* A caught SIGTERM/SIGINT: the supervisor stops the children, the run directory is removed,
+ * then the signal is raised again with its default action. */
+static volatile sig_atomic_t interrupted;
+
+static void on_stop_signal(int sig) {
+    interrupted = sig;
+}
+
+static const char *tmp_dir(void) {
     const char *tmp = getenv("TMPDIR");
-    snprintf(dir, cap, "%s/cuipc-harness-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    return mkdtemp(dir) != NULL; /* mode 0700: only we may attach to the socket inside */
+    return tmp && *tmp ? tmp : "/tmp";
+}
+
+static bool make_run_dir(char *dir, size_t cap) {
+    snprintf(dir, cap, "%s/cuipc-harness-XXXXXX", tmp_dir());
+    if (mkdtemp(dir) == NULL) /* mode 0700: only we may attach to the socket inside */
+        return false;
+    /* Who owns it: a later run removes it if this process died without cleaning up. */
+    char p[1200];
+    snprintf(p, sizeof p, "%s/" OWNER_FILE, dir);
+    FILE *f = fopen(p, "w");
+    if (f != NULL) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    return true;
+}
+
+/* Remove the run directories of runs that died (SIGKILL, a crash): ours, with an owner whose
+ * process is gone. Returns how many. */
+static int sweep_dead_runs(void) {
+    DIR *d = opendir(tmp_dir());
+    if (d == NULL)
+        return 0;
+    int swept = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "cuipc-harness-", 14) != 0)
+            continue;
+        char dir[1024], p[1200];
+        snprintf(dir, sizeof dir, "%s/%s", tmp_dir(), e->d_name);
+        struct stat st;
+        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())
+            continue;
+        snprintf(p, sizeof p, "%s/" OWNER_FILE, dir);
+        FILE *f = fopen(p, "r");
+        int pid = 0;
+        bool known = f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 0;
+        if (f != NULL)
+            fclose(f);
+        if (known && kill(pid, 0) != 0 && errno == ESRCH) {
+            remove_run_dir(dir);
+            swept++;
+        }
+    }
+    closedir(d);
+    return swept;
 }
 
 static json_t *load_role(const char *dir, const char *role, uint32_t index) {
@@ -81,6 +136,7 @@ static json_t *probe_gpu(void) {
     cuipc_supervisor_opts_init(&o);
     o.ready_timeout_s = 60;
     o.run_timeout_s = 70;
+    o.stop_flag = &interrupted;
     cuipc_child_result r;
     cuipc_supervise_outcome out;
     cuipc_supervise(&spec, 1, &o, &r, &out);
@@ -202,7 +258,6 @@ static json_t *mps_clients_check(json_t *failures, json_t *roles) {
 typedef struct tick_state {
     const cuipc_scenario *s;
     cuipc_run_shared *shared;
-    cuipc_leak_sampler shm;
     bool progress;
     uint64_t t0, last_draw;
     bool drawn;
@@ -210,8 +265,6 @@ typedef struct tick_state {
 
 static void tick(void *ctx) {
     tick_state *t = ctx;
-    if (t->shm.t != NULL)
-        cuipc_leak_maybe_sample(&t->shm);
     uint64_t now = cuipc_h_now_ns();
     /* Only for long runs, and at most 10 frames a second. */
     if (!t->progress || now - t->t0 < 1000000000ull || now - t->last_draw < 100000000ull)
@@ -306,9 +359,10 @@ static void threshold(judge *j, json_t *arr, const char *metric, double limit, d
                 limit);
 }
 
-/* Leak verdicts of every role plus the supervisor's /dev/shm series and the transport's own
+/* Leak verdicts of every role (each its own shared memory, not the host's /dev/shm, which
+ * other processes move) and the transport's own
  * accounting (bytes cuda_ipc keeps alive). */
-static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, json_t *shm,
+static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles,
                            const json_t *producer) {
     json_t *metrics = json_array(), *unmeasured = json_array();
     bool any_leak = false, measured = false;
@@ -337,13 +391,6 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles, jso
                      leak ? "too few samples" : "no report");
             json_array_append_new(unmeasured, json_string(who));
         }
-    }
-    if (shm != NULL) {
-        json_object_set_new(shm, "role", json_string("supervisor"));
-        json_object_set_new(shm, "index", json_integer(0));
-        any_leak = any_leak || json_is_true(json_object_get(shm, "leak"));
-        measured = measured || json_is_true(json_object_get(shm, "measured"));
-        json_array_append_new(metrics, shm);
     }
     json_t *pstats = json_object_get(producer, "stats");
     if (s->leak.enabled && pstats != NULL) {
@@ -406,11 +453,15 @@ static bool judge_fault_fired(judge *j, const cuipc_scenario *s, const cuipc_chi
     return why[0] == '\0';
 }
 
+/* The bound on start-up: fork, CUDA, attach (CUDA start-up is slow on big hosts). */
+static double ready_timeout_s(const cuipc_scenario *s) {
+    return s->run.attach_timeout_s + 30.0;
+}
+
 /* Merge role reports into res and judge them. */
 static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                   const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
-                  const cuipc_supervise_outcome *out, json_t *shm_verdict,
-                  const mps_run *under_mps) {
+                  const cuipc_supervise_outcome *out, const mps_run *under_mps) {
     judge j;
     cuipc_failures_init(&j.failures);
     json_t *roles = json_array();
@@ -620,11 +671,13 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     threshold(&j, thr, "throughput_gbps", s->thresholds.min_gbps, gbps, false);
     threshold(&j, thr, "throughput_msgs_per_s", s->thresholds.min_msgs_per_s, mps, false);
     json_object_set_new(res, "thresholds", thr);
-    json_object_set_new(res, "leaks", judge_leaks(&j, s, roles, shm_verdict, producer));
+    json_object_set_new(res, "leaks", judge_leaks(&j, s, roles, producer));
     json_object_set_new(res, "roles", roles);
-    json_object_set_new(res, "supervisor",
-                        json_pack("{s:b, s:b, s:f, s:s}", "all_ready", out->all_ready, "timed_out",
-                                  out->timed_out, "wall_s", out->wall_s, "message", out->message));
+    json_object_set_new(
+        res, "supervisor",
+        json_pack("{s:b, s:b, s:f, s:s, s:f, s:f, s:s}", "all_ready", out->all_ready, "timed_out",
+                  out->timed_out, "wall_s", out->wall_s, "message", out->message, "ready_timeout_s",
+                  ready_timeout_s(s), "run_timeout_s", s->run.timeout_s, "run_timeout_from", "go"));
     json_t *failures = cuipc_failures_take(&j.failures);
     json_decref(j.failures.entries);
     bool passed = json_array_size(failures) == 0;
@@ -734,33 +787,22 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     }
     cuipc_supervisor_opts o;
     cuipc_supervisor_opts_init(&o);
-    o.ready_timeout_s = s->run.attach_timeout_s + 30.0; /* CUDA start-up is slow on big hosts */
-    o.run_timeout_s = s->run.timeout_s + o.ready_timeout_s;
+    /* Start-up (fork, CUDA, attach) has its own bound; run.timeout_s counts from the go, as it
+     * is documented and reported in the results (supervisor.ready_timeout_s, run_timeout_s). */
+    o.ready_timeout_s = ready_timeout_s(s);
+    o.run_timeout_s = s->run.timeout_s;
+    o.run_timeout_from_go = true;
+    o.stop_flag = &interrupted;
     tick_state ts = {.s = s, .shared = shared, .progress = ro->progress, .t0 = cuipc_h_now_ns()};
-    bool shm_on[CUIPC_LEAK_METRICS] = {[CUIPC_LEAK_SHM] = true};
-    if (s->leak.enabled)
-        cuipc_leak_sampler_init(&ts.shm, 4096, s->leak.interval_ms, shm_on, NULL, NULL);
     o.tick = tick;
     o.tick_ctx = &ts;
     cuipc_supervise_outcome out;
     cuipc_supervise(specs, n, &o, cr, &out);
     if (ts.drawn)
         fprintf(stderr, "\r%*s\r", 80, "");
-    json_t *shm = NULL;
-    if (ts.shm.t != NULL) {
-        cuipc_leak_sample_now(&ts.shm);
-        cuipc_leak_verdict v;
-        cuipc_leak_verdict_get(&ts.shm, CUIPC_LEAK_SHM, s->leak.warmup_fraction,
-                               (double)s->leak.tolerance_shm_bytes, &v);
-        shm = json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b}", "metric", "shm_bytes",
-                        "measured", v.have, "samples", (int)v.samples, "slope_per_s", v.slope_per_s,
-                        "growth", v.growth, "first", v.first, "last", v.last, "tolerance",
-                        v.tolerance, "leak", v.leak);
-        cuipc_leak_sampler_free(&ts.shm);
-    }
     if (s->needs_gpu && mps->m.active) /* now, while the servers of this run are up */
         json_object_set_new(env_here, "mps", mps_json(mps));
-    merge(res, s, dir, specs, cr, n, &out, shm, s->needs_gpu && mps->m.active ? mps : NULL);
+    merge(res, s, dir, specs, cr, n, &out, s->needs_gpu && mps->m.active ? mps : NULL);
     if (ro->keep)
         json_object_set_new(res, "run_dir", json_string(dir));
     else
@@ -936,11 +978,19 @@ int cuipc_run_main(int argc, char **argv) {
         snprintf(out_dir, sizeof out_dir, "%s", ro.out_dir);
     }
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    int swept = sweep_dead_runs();
+    if (swept > 0)
+        fprintf(stderr, "cuipc-harness: removed %d run director%s left by runs that died\n", swept,
+                swept == 1 ? "y" : "ies");
     json_t *env = environment(probe_gpu());
     json_t **results = calloc(n, sizeof *results);
     int rc = results ? 0 : 1;
     mps_run mps = {.m = {.lifeline_fd = -1}};
-    for (size_t i = 0; i < n && results; i++) {
+    for (size_t i = 0; i < n && results && !interrupted; i++) {
         results[i] = run_repeated(&sc[i], env, &ro, &mps);
         char err[512];
         if (!cuipc_results_write(results[i], out_dir, err, sizeof err)) {
@@ -952,16 +1002,22 @@ int cuipc_run_main(int argc, char **argv) {
             rc = 1;
     }
     cuipc_mps_stop(&mps.m);
-    if (results) {
+    if (results && !interrupted) {
         cuipc_results_print_summary(stdout, results, n);
         printf("results: %s\n", out_dir);
-        for (size_t i = 0; i < n; i++)
-            json_decref(results[i]);
     }
+    for (size_t i = 0; i < n && results; i++)
+        json_decref(results[i]);
     free(results);
     json_decref(env);
     for (size_t i = 0; i < n; i++)
         cuipc_scenario_free(&sc[i]);
     free(sc);
+    if (interrupted) { /* the run directory is gone: end as the signal says */
+        int sig = (int)interrupted;
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return 128 + sig;
+    }
     return rc;
 }

@@ -197,6 +197,8 @@ bool cuipc_supervise(const cuipc_child_spec *specs, size_t n, const cuipc_superv
                 memset(buf, 'G', n);
                 cuipc_h_write_all(go[1], buf, n);
                 go_sent = true;
+                if (opts->run_timeout_from_go)
+                    run_deadline = now + (uint64_t)(opts->run_timeout_s * 1e9);
                 out->all_ready = true;
                 for (size_t i = 0; i < n; i++)
                     results[i].ready = true;
@@ -208,11 +210,17 @@ bool cuipc_supervise(const cuipc_child_spec *specs, size_t n, const cuipc_superv
                 stop_all(&st, out->message);
             }
         }
+        if (opts->stop_flag && *opts->stop_flag && st.term_sent_ns == 0) {
+            snprintf(out->message, sizeof out->message, "interrupted by signal %d",
+                     (int)*opts->stop_flag);
+            stop_all(&st, out->message);
+        }
         if (now > run_deadline && st.term_sent_ns == 0) {
             out->timed_out = true;
             snprintf(out->message, sizeof out->message,
-                     "run timed out after %.1f s with %zu process(es) still running",
-                     opts->run_timeout_s, st.alive);
+                     "run timed out after %.1f s%s with %zu process(es) still running",
+                     opts->run_timeout_s,
+                     opts->run_timeout_from_go && go_sent ? " from the go" : "", st.alive);
             stop_all(&st, out->message);
         }
         if (st.term_sent_ns != 0 && !killed && now - st.term_sent_ns > grace_ns) {

@@ -4,6 +4,7 @@
 #ifndef CUIPC_HARNESS_SUPERVISOR_H
 #define CUIPC_HARNESS_SUPERVISOR_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,9 +44,12 @@ typedef struct cuipc_child_result {
 } cuipc_child_result;
 
 typedef struct cuipc_supervisor_opts {
-    double ready_timeout_s; /* all children must be ready by then */
-    double run_timeout_s;   /* everything must be over by then (from start) */
-    double grace_s;         /* SIGTERM -> SIGKILL */
+    double ready_timeout_s;   /* all children must be ready by then */
+    double run_timeout_s;     /* everything must be over by then (from start, or from the go) */
+    bool run_timeout_from_go; /* count run_timeout_s from the go, not from the fork */
+    /* When it becomes non-zero (a signal the caller caught), every child is stopped. */
+    const volatile sig_atomic_t *stop_flag;
+    double grace_s; /* SIGTERM -> SIGKILL */
     /* Called about every tick_ms in the supervisor while it waits (leak sampling, progress). */
     void (*tick)(void *ctx);
     void *tick_ctx;
