@@ -78,8 +78,17 @@ void cuipc_producer_drop_consumer_locked(cuipc_producer *p, uint32_t c) {
 }
 
 void cuipc_producer_reap_rings_locked(cuipc_producer *p) {
-    for (uint32_t i = 0; i < p->n_retired; i++)
-        cuipc_ring_destroy(p->retired[i]);
+    for (uint32_t i = 0; i < p->n_retired; i++) {
+        cuipc_ring **grown = p->cfg.debug_keep_departed_rings
+                                 ? realloc(p->kept, (p->n_kept + 1) * sizeof *grown)
+                                 : NULL;
+        if (grown) { /* a leak on purpose, for positive controls */
+            p->kept = grown;
+            p->kept[p->n_kept++] = p->retired[i];
+        } else {
+            cuipc_ring_destroy(p->retired[i]);
+        }
+    }
     p->n_retired = 0;
 }
 
@@ -551,6 +560,9 @@ void cuipc_producer_destroy(cuipc_producer *p) {
         cuipc_ring_destroy(p->conns[c].ring);
     }
     cuipc_producer_reap_rings_locked(p); /* the monitor is gone and no send may run now */
+    for (uint32_t i = 0; i < p->n_kept; i++)
+        cuipc_ring_destroy(p->kept[i]);
+    free(p->kept);
     if (p->listen_fd >= 0) {
         close(p->listen_fd);
         unlink(p->socket_path);

@@ -252,12 +252,14 @@ cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeou
                           n, p->cfg.max_consumers);
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
     struct pollfd fds[1 + CUIPC_PENDING_MAX];
-    for (;;) {
+    /* At least one pass, even with a timeout of 0: a producer that sends while consumers come
+     * and go moves their handshakes on with accept(p, n, 0) between messages. */
+    for (bool first = true;; first = false) {
         if (cuipc_producer_consumer_count(p) >= n)
             return CUIPC_OK;
         uint64_t now = cuipc_now_ns();
         expire(p, now);
-        if (now >= deadline)
+        if (now >= deadline && !first)
             return attach_timeout(p, n, timeout_ns);
         uint64_t wake = deadline;
         fds[0] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};

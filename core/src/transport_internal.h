@@ -109,6 +109,8 @@ struct cuipc_producer {
      * lock and writes without it), so they are freed by whoever holds send_lock next. */
     cuipc_ring *retired[CUIPC_RETIRED_MAX];
     uint32_t n_retired;
+    cuipc_ring **kept; /* cfg.debug_keep_departed_rings: freed at destroy only */
+    uint32_t n_kept;
     cuipc_pending_peer pending[CUIPC_PENDING_MAX];
     uint32_t n_pending;
     uint64_t peers_refused, peers_timed_out;

@@ -48,6 +48,9 @@ typedef struct cuipc_producer_config {
     cuipc_full_policy full_policy;
     int64_t full_timeout_ns;
     const char *socket_path;  /* where consumers attach; NULL: a private path is made */
+    /* Positive controls of leak checks only: keep every departed consumer's ring until
+     * destroy (one ring_bytes memfd and fd each), as if they leaked. */
+    bool debug_keep_departed_rings;
 } cuipc_producer_config;
 
 #define CUIPC_RING_BYTES_MIN 4096ull
@@ -69,7 +72,8 @@ const char *cuipc_producer_socket_path(const cuipc_producer *p);
  * CUIPC_MAX_CONSUMERS + 32 connections are pending: beyond that the oldest that has not asked
  * for a place is closed. Other errors are the producer's own (e.g. no fd left for a ring: one
  * CUIPC_ERR_SYSTEM naming it). Call it again to attach more (consumers that replace departed
- * ones take their places); one thread at a time.
+ * ones take their places); one thread at a time. A timeout of 0 makes one pass without
+ * waiting: handshakes under way move on, as a sender that accepts between messages wants.
  * What a process of the same uid can still do: take a consumer place (and the data sent to it)
  * or hold one for 2 s; the socket's directory (0700 when the library makes it) is the
  * boundary that keeps other users out, and the uid check the second one. */
