@@ -292,6 +292,35 @@ static cuipc_status attach(const cuipc_scenario *s, const char *path, cuipc_cons
     return st;
 }
 
+/* Churn: leave after every churn.every messages and come back as a new consumer. false with
+ * *c NULL when the producer has stopped serving attaches (the run is over); false with an
+ * error status otherwise. */
+static bool come_back(consumer_state *cs, const cuipc_role_args *a, int device, cuipc_consumer **c,
+                      cuipc_status *st) {
+    release_held(cs, true);
+    if (cs->stream) /* acks queued on the stream land before the sync table is unmapped */
+        cuipc_gpu_stream_sync(cs->stream);
+    cuipc_consumer_detach(*c);
+    *c = NULL;
+    uint64_t deadline = cuipc_h_now_ns() + (uint64_t)(cs->s->run.attach_timeout_s * 1e9);
+    while ((*st = cuipc_consumer_attach(a->socket_path, 100 * 1000000ll, c)) != CUIPC_OK) {
+        if (atomic_load(&a->shared->closing)) {
+            *st = CUIPC_OK;
+            return false;
+        }
+        if (cuipc_h_now_ns() >= deadline)
+            return false;
+    }
+    if (cs->s->consumers.spin_ns >= 0)
+        cuipc_consumer_set_spin_ns(*c, (uint64_t)cs->s->consumers.spin_ns);
+    if ((*st = prepare(cs, *c, device)) != CUIPC_OK) {
+        cuipc_consumer_detach(*c);
+        *c = NULL;
+        return false;
+    }
+    return true;
+}
+
 static int write_latencies(const char *run_dir, uint32_t index, const uint64_t *lat, size_t n) {
     char path[1200];
     snprintf(path, sizeof path, "%s/consumer-%u.lat", run_dir, index);
@@ -374,6 +403,8 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     }
     uint64_t t0 = cuipc_h_now_ns(), t_end = t0;
     bool producer_dead = false, closed = false;
+    bool churns = cuipc_scenario_churns(s, i);
+    uint64_t attaches = 1, this_attach = 0;
     while (rc == 0) {
         cuipc_message *m = NULL;
         st = cuipc_consumer_recv(c, release_held(&cs, false), &m);
@@ -385,6 +416,19 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
                 cuipc_message_free(m);
             atomic_store(&a->shared->received[i], cs.messages + cs.rejected);
             t_end = cuipc_h_now_ns();
+            if (churns && rc == 0 && ++this_attach == s->consumers.churn.every) {
+                this_attach = 0;
+                if (come_back(&cs, a, device, &c, &st)) {
+                    attaches++;
+                } else if (st == CUIPC_OK) {
+                    closed = true; /* the producer closed while this consumer was away */
+                    break;
+                } else {
+                    json_object_set_new(cs.out, "error", cuipc_status_json(st));
+                    rc = 1;
+                    break;
+                }
+            }
         } else if (is_rejection(st) && fault_expected(s)) {
             /* The transport refused the injected message before handing it over. */
             cuipc_count_status(cs.out, "recv_status", st);
@@ -412,8 +456,11 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     if (ls.t != NULL)
         cuipc_leak_sample_now(&ls);
     double seconds = (double)(t_end - t0) / 1e9;
-    cuipc_consumer_stats cst;
-    cuipc_consumer_stats_get(c, &cst);
+    cuipc_consumer_stats cst = {0}; /* of the last attach */
+    if (c != NULL)
+        cuipc_consumer_stats_get(c, &cst);
+    if (churns)
+        json_object_set_new(cs.out, "attaches", json_integer((json_int_t)attaches));
     json_object_set_new(cs.out, "messages", json_integer((json_int_t)cs.messages));
     json_object_set_new(cs.out, "bytes", json_integer((json_int_t)cs.bytes));
     json_object_set_new(cs.out, "seconds", json_real(seconds));
@@ -446,7 +493,8 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
                                   (json_int_t)cst.rejected));
     json_object_set_new(cs.out, "leak", cuipc_role_leak_json(s, &ls));
     cuipc_leak_sampler_free(&ls);
-    cuipc_consumer_detach(c);
+    if (c != NULL)
+        cuipc_consumer_detach(c);
     if (cs.stream)
         cuipc_gpu_stream_destroy(cs.stream);
     rc |= write_latencies(a->run_dir, i, cs.lat, cs.n_lat);

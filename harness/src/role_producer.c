@@ -358,6 +358,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     cfg.full_policy = s->pool.full_policy;
     cfg.full_timeout_ns = s->pool.full_timeout_ns;
     cfg.socket_path = a->socket_path;
+    cfg.debug_keep_departed_rings = s->leak.inject_keep_departed_rings;
     cuipc_status st = cuipc_producer_create(&cfg, &ps.p);
     if (st != CUIPC_OK)
         return finish(&ps, a->run_dir, 1, "cuipc_producer_create", st);
@@ -549,12 +550,21 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
             json_object_set_new(ps.out, "fault_send_status", json_string(cuipc_status_name(fst)));
             json_object_set_new(ps.out, "fault_resent", json_boolean(fst == CUIPC_OK));
         }
+        /* Churn: consumers that left come back as new ones; their handshakes move on here. */
+        if (s->consumers.churn.count &&
+            (st = cuipc_producer_accept(ps.p, s->consumers.count, 0)) != CUIPC_OK &&
+            st != CUIPC_ERR_TIMEOUT) {
+            json_object_set_new(ps.out, "error", cuipc_status_json(st));
+            rc = 1;
+            break;
+        }
         if (ls.t != NULL)
             cuipc_leak_maybe_sample(&ls);
         occupancy_sample(occ, ps.p, cuipc_h_now_ns());
     }
     cuipc_value_free(kept);
     double seconds = (double)(cuipc_h_now_ns() - t0) / 1e9;
+    atomic_store(&a->shared->closing, true);
     cuipc_producer_close(ps.p);
     cuipc_status drain = cuipc_producer_drain(ps.p, (int64_t)10 * 1000000000ll);
     /* Consumers leave once they have seen the close: wait (bounded) so the stats count every
@@ -586,6 +596,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(stats, "consumers_attached", json_integer(pst.consumers_attached));
     json_object_set_new(stats, "consumers_detached", json_integer(pst.consumers_detached));
     json_object_set_new(stats, "consumers_died", json_integer(pst.consumers_dead));
+    json_object_set_new(stats, "peers_refused", json_integer((json_int_t)pst.peers_refused));
+    json_object_set_new(stats, "peers_timed_out", json_integer((json_int_t)pst.peers_timed_out));
     json_object_set_new(ps.out, "stats", stats);
     occ->next_ns = 0; /* the state after the drain, whatever the interval */
     occupancy_sample(occ, ps.p, cuipc_h_now_ns());

@@ -21,6 +21,7 @@ typedef struct cuipc_run_shared {
     _Atomic uint64_t attempted; /* messages it tried to send */
     _Atomic uint64_t received[CUIPC_MAX_CONSUMERS];
     _Atomic int producer_pid;
+    _Atomic bool closing; /* the producer sent its last message: no new attach is served */
 } cuipc_run_shared;
 
 typedef struct cuipc_role_args {

@@ -453,6 +453,31 @@ static bool judge_fault_fired(judge *j, const cuipc_scenario *s, const cuipc_chi
     return why[0] == '\0';
 }
 
+/* Churn: every churning consumer left and came back (else the run did not churn and proves
+ * nothing about it), and the producer saw each of its attaches. */
+static json_t *judge_churn(judge *j, const cuipc_scenario *s, json_t *const *consumers,
+                           const json_t *pstats) {
+    json_int_t attaches = 0;
+    for (uint32_t i = 0; i < s->consumers.count; i++) {
+        if (!cuipc_scenario_churns(s, i) || consumers[i] == NULL)
+            continue;
+        json_int_t n = geti(consumers[i], "attaches");
+        attaches += n;
+        if (n < 2)
+            failure(j, "consumer %u was to leave every %llu messages but attached %lld time(s)", i,
+                    (unsigned long long)s->consumers.churn.every, (long long)n);
+    }
+    json_int_t seen = geti(pstats, "consumers_attached");
+    json_int_t stay = (json_int_t)(s->consumers.count - s->consumers.churn.count);
+    if (pstats != NULL && seen != stay + attaches)
+        failure(j, "the producer saw %lld attaches, the consumers made %lld", (long long)seen,
+                (long long)(stay + attaches));
+    return json_pack("{s:i, s:I, s:I, s:I, s:I}", "consumers", (int)s->consumers.churn.count,
+                     "every", (json_int_t)s->consumers.churn.every, "attaches", attaches,
+                     "producer_consumers_attached", seen, "producer_consumers_departed",
+                     geti(pstats, "consumers_detached") + geti(pstats, "consumers_died"));
+}
+
 /* The bound on start-up: fork, CUDA, attach (CUDA start-up is slow on big hosts). */
 static double ready_timeout_s(const cuipc_scenario *s) {
     return s->run.attach_timeout_s + 30.0;
@@ -598,6 +623,8 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                                i == s->fault.consumer;
         if (dead_on_purpose || consumers[i] == NULL)
             continue;
+        if (cuipc_scenario_churns(s, i)) /* away part of the time on purpose: see judge_churn */
+            continue;
         json_int_t got = geti(consumers[i], "messages") + geti(consumers[i], "rejected");
         if (got < sent)
             lost_messages += sent - got;
@@ -654,6 +681,8 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
     if (!consumer_fault && died > 0)
         failure(&j, "%lld consumer(s) hung up without detaching (died)", (long long)died);
     json_object_set_new(res, "faults", fault);
+    if (s->consumers.churn.count)
+        json_object_set_new(res, "churn", judge_churn(&j, s, consumers, pstats));
 
     /* An open loop must keep its schedule, unless falling behind is what the run tests. */
     json_t *schedule = json_object_get(producer, "schedule");

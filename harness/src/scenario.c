@@ -631,7 +631,24 @@ static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
     if (!get_enum(c, o, "release", false, NAMES("host", "stream"), 2, &release))
         return false;
     s->consumers.release_on_stream = release == 1;
-    return get_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every);
+    if (!get_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every))
+        return false;
+    bool bad = false;
+    const json_t *ch = enter(c, o, "churn", false, KEYS("count", "every"), &bad);
+    if (bad)
+        return false;
+    if (ch != NULL) {
+        if (!get_u32(c, ch, "count", true, 1, CUIPC_MAX_CONSUMERS, &s->consumers.churn.count) ||
+            !get_uint(c, ch, "every", true, 1, 1ull << 40, &s->consumers.churn.every))
+            return false;
+        if (s->consumers.churn.count >= s->consumers.count) {
+            push_key(c, "count");
+            return fail(c, "%u churning consumer(s) leave none of %u to stay for every message",
+                        s->consumers.churn.count, s->consumers.count);
+        }
+        pop(c);
+    }
+    return true;
 }
 
 static bool parse_run(pctx *c, const json_t *o, cuipc_scenario *s) {
@@ -702,10 +719,11 @@ static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
             return false;
         pop(c);
     }
-    const json_t *inj = enter(
-        c, o, "inject", false,
-        KEYS("rss_bytes_per_message", "fds_per_message", "held_buffers_per_message", "keep_copies"),
-        &bad);
+    const json_t *inj = enter(c, o, "inject", false,
+                              KEYS("rss_bytes_per_message", "fds_per_message",
+                                   "held_buffers_per_message", "keep_copies",
+                                   "keep_departed_rings"),
+                              &bad);
     if (bad)
         return false;
     if (inj != NULL) {
@@ -714,7 +732,8 @@ static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
             !get_uint(c, inj, "fds_per_message", false, 0, 16, &s->leak.inject_fds_per_message) ||
             !get_uint(c, inj, "held_buffers_per_message", false, 0, 16,
                       &s->leak.inject_held_buffers_per_message) ||
-            !get_bool(c, inj, "keep_copies", &s->leak.inject_keep_copies))
+            !get_bool(c, inj, "keep_copies", &s->leak.inject_keep_copies) ||
+            !get_bool(c, inj, "keep_departed_rings", &s->leak.inject_keep_departed_rings))
             return false;
         if (s->leak.inject_keep_copies && s->consumers.unwrap != CUIPC_UNWRAP_COPY) {
             push_key(c, "keep_copies");
@@ -840,7 +859,27 @@ static bool pool_fits(pctx *c, const cuipc_scenario *s, const char *key, uint64_
     return ok;
 }
 
+/* Churn replaces consumers while messages flow: what needs a fixed set of consumers refuses it. */
+static bool check_churn(pctx *c, const cuipc_scenario *s) {
+    const char *why = NULL;
+    if (s->leak.inject_keep_departed_rings && !s->consumers.churn.count)
+        why = "leak_check.inject.keep_departed_rings needs consumers.churn (no consumer departs)";
+    else if (!s->consumers.churn.count)
+        return true;
+    else if (s->fault.kind != CUIPC_FAULT_NONE)
+        why = "consumers.churn and a fault each change the consumers: give one of them";
+    else if (cuipc_scenario_replays(s))
+        why = "a replayed workload holds every message in every consumer: no churn";
+    if (why == NULL)
+        return true;
+    push_key(c, "consumers");
+    push_key(c, "churn");
+    return fail(c, "%s", why);
+}
+
 static bool check_whole(pctx *c, const json_t *root, cuipc_scenario *s) {
+    if (!check_churn(c, s))
+        return false;
     if (s->mode != CUIPC_MODE_DEFAULT && s->tensors.location != CUIPC_LOCATION_DEVICE) {
         push_key(c, "tensors");
         push_key(c, "location");
@@ -1015,7 +1054,7 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
         pop(c);
     o = enter(c, root, "consumers", need,
               KEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every",
-                   "release", "host_wait_us", "copy_cache_bytes"),
+                   "release", "host_wait_us", "copy_cache_bytes", "churn"),
               &bad);
     if (bad || (o != NULL && !parse_consumers(c, o, s)))
         return false;

@@ -99,6 +99,12 @@ typedef struct cuipc_scenario {
         uint32_t sync_every;    /* host-synchronise (and sample latency) every Nth message */
         bool release_on_stream; /* borrowed chunks acked on the consumer's stream, not the host */
         uint64_t copy_cache_bytes; /* unwrap option: the copy-out pool's release threshold */
+        /* Churn: the last churn.count consumers detach after every churn.every messages and
+         * attach again (a new consumer in the producer's eyes); the others stay throughout. */
+        struct {
+            uint32_t count; /* 0: no churn */
+            uint64_t every;
+        } churn;
     } consumers;
 
     int32_t producer_device;
@@ -138,6 +144,7 @@ typedef struct cuipc_scenario {
         uint64_t inject_fds_per_message;
         uint64_t inject_held_buffers_per_message;
         bool inject_keep_copies; /* consumers never free their copy-out buffers */
+        bool inject_keep_departed_rings; /* the producer keeps every departed consumer's ring */
     } leak;
 
     struct {
@@ -188,6 +195,11 @@ size_t cuipc_h_dtype_size(int dtype);
 
 static inline bool cuipc_scenario_replays(const cuipc_scenario *s) {
     return s->workload.file[0] != '\0';
+}
+
+/* Consumer i detaches and attaches again during the run (consumers.churn). */
+static inline bool cuipc_scenario_churns(const cuipc_scenario *s, uint32_t i) {
+    return s->consumers.churn.count > 0 && i >= s->consumers.count - s->consumers.churn.count;
 }
 
 /* Messages to send, or 0 for a duration run. */

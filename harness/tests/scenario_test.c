@@ -300,6 +300,40 @@ static int validate_tree(const char *dir) {
     return count;
 }
 
+/* consumers.churn: strict keys, at least one consumer that stays, not with what needs a fixed
+ * set of consumers; its positive control needs it. */
+static void test_churn(void) {
+#define CHURN_RUN "\"tensors\": {\"sizes\": {\"list\": [4096]}},\n"
+    cuipc_scenario s;
+    CHECK(parse(BASE_HEAD CHURN_RUN "\"consumers\": {\"count\": 3, \"churn\": {\"count\": 2, "
+                                    "\"every\": 50}}, \"run\": {\"iterations\": 10}}",
+                &s));
+    CHECK(s.consumers.churn.count == 2 && s.consumers.churn.every == 50);
+    CHECK(!cuipc_scenario_churns(&s, 0) && cuipc_scenario_churns(&s, 1) &&
+          cuipc_scenario_churns(&s, 2));
+    cuipc_scenario_free(&s);
+    expect_error(BASE_HEAD CHURN_RUN
+                 "\"consumers\": {\"count\": 3, \"churn\": {\"count\": 2, "
+                 "\"every\": 50, \"kill\": true}}, \"run\": {\"iterations\": 10}}",
+                 "$.consumers.churn.kill", "unknown key");
+    expect_error(BASE_HEAD CHURN_RUN "\"consumers\": {\"count\": 2, \"churn\": {\"count\": 2, "
+                                     "\"every\": 50}}, \"run\": {\"iterations\": 10}}",
+                 "$.consumers.churn.count", "leave none of 2 to stay");
+    expect_error(BASE_HEAD CHURN_RUN "\"consumers\": {\"count\": 2, \"churn\": {\"count\": 1}}, "
+                                     "\"run\": {\"iterations\": 10}}",
+                 "$.consumers.churn", "every");
+    expect_error(BASE_HEAD CHURN_RUN
+                 "\"consumers\": {\"count\": 2}, \"run\": {\"iterations\": 10},\n"
+                 "\"leak_check\": {\"inject\": {\"keep_departed_rings\": true}}}",
+                 "$.consumers.churn", "needs consumers.churn");
+    expect_error(BASE_HEAD CHURN_RUN "\"consumers\": {\"count\": 2, \"churn\": {\"count\": 1, "
+                                     "\"every\": 5}}, \"run\": {\"iterations\": 10},\n"
+                                     "\"fault\": {\"kind\": \"kill_consumer\", \"consumer\": 0, "
+                                     "\"at_message\": 3}}",
+                 "$.consumers.churn", "give one of them");
+#undef CHURN_RUN
+}
+
 int main(int argc, char **argv) {
     test_valid_defaults();
     test_strictness();
@@ -307,6 +341,7 @@ int main(int argc, char **argv) {
     test_gpu_mps();
     test_generator();
     test_trace();
+    test_churn();
     if (argc > 1)
         CHECK(validate_tree(argv[1]) >= 5);
     return cuipc_test_finish("harness_scenario_test");
