@@ -84,7 +84,8 @@ cuipc_status cuipc_value_set_proxy(cuipc_value *v, const cuipc_proxy *p);
 /* Deep copy; tensors are copied as descriptors with owner NONE (data is not duplicated). */
 cuipc_value *cuipc_value_clone(const cuipc_value *v);
 
-/* Free the tree, and the memory of tensors it owns (HOST/DEVICE). Safe on NULL. */
+/* Free the tree, and the memory of tensors it owns (HOST/DEVICE). Safe on NULL. Freeing a
+ * tree twice, or a node that belongs to a tree (dict or list entry), is undefined: not detected. */
 void cuipc_value_free(cuipc_value *v);
 
 /* Depth-first visit of every tensor and proxy node; stop early on a non-OK return. */
