@@ -173,6 +173,7 @@ static void check_consumers_and_run(const cuipc_scenario *s) {
     REQUIRE_RULE(s->producer_device >= 0 && s->producer_device <= 1023, n);
     REQUIRE_RULE(s->consumers.copy_to == CUIPC_DEVICE_HOST ||
                      s->consumers.copy_to == CUIPC_DEVICE_SAME ||
+                     s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER ||
                      (s->consumers.copy_to >= 0 && s->consumers.copy_to < 1024),
                  n);
     if (s->consumers.unwrap != CUIPC_UNWRAP_COPY)
@@ -209,7 +210,8 @@ static void check_scenario(const cuipc_scenario *s) {
         REQUIRE_RULE(s->tensors.location == CUIPC_LOCATION_DEVICE, s->name);
     REQUIRE_RULE(s->needs_gpu == (s->mode != CUIPC_MODE_DEFAULT ||
                                   s->tensors.location == CUIPC_LOCATION_DEVICE ||
-                                  s->consumers.copy_to >= 0),
+                                  s->consumers.copy_to >= 0 ||
+                                  s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER),
                  s->name);
     check_sizes(s);
     check_pool(s);
