@@ -7,6 +7,7 @@ add_library(cuipc_plan STATIC ${CUIPC_PLAN_DIR}/src/plan.c ${CUIPC_PLAN_DIR}/src
                               ${CUIPC_PLAN_DIR}/src/read_file.c)
 target_include_directories(cuipc_plan PUBLIC ${CUIPC_PLAN_DIR}/src)
 target_link_libraries(cuipc_plan PUBLIC cuipc cuipc::jansson m)
+cuipc_use_version(cuipc_plan)
 
 add_executable(test_plan ${CUIPC_PLAN_DIR}/tests/test_plan.c)
 target_link_libraries(test_plan PRIVATE cuipc_plan cuipc_testutil)

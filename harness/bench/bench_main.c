@@ -2,10 +2,12 @@
  * --benchmark_min_time, --benchmark_out=FILE --benchmark_out_format=json, ...). */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench_families.h"
+#include "cuipc_version.h"
 #include "cuipc/gpu.h"
 #include "gbench_shim.h"
 
@@ -35,6 +37,12 @@ static void add_gpu_context(void) {
 }
 
 int main(int argc, char **argv) {
+    /* --help is Google Benchmark's; it knows no version of ours. */
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("cuipc-bench %s\n", CUIPC_VERSION);
+            return 0;
+        }
     /* First of all: fork the ring peer, while no CUDA context exists in this process. */
     if (cuipc_bench_ring_peer_start() != CUIPC_OK)
         fprintf(stderr, "cuipc-bench: ring peer not started (%s): ring benchmarks will fail\n",

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cuipc_version.h"
 #include "repetitions.h"
 #include "results.h"
 
@@ -172,6 +173,7 @@ static void usage(FILE *f) {
             "  --allow-mismatch            judge even if host, GPU model, driver, MPS or scenario\n"
             "                              content differ (reported either way)\n"
             "  --json FILE                 write the verdicts to FILE\n"
+            "  --help, --version           this text; the version of this build\n"
             "exit 0: no regression, and each metric could have caught a change of its\n"
             "tolerance; 1: regression (or a scenario missing from NEW without --common);\n"
             "2: bad input, or refused (mismatch, nothing in common); 3: undecided: no\n"
@@ -201,12 +203,16 @@ int cuipc_compare_main(int argc, char **argv) {
                                              {"allow-mismatch", no_argument, NULL, 'M'},
                                              {"json", required_argument, NULL, 'j'},
                                              {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         bool ok = true;
         switch (ch) {
+        case 'V':
+            printf("cuipc-harness %s\n", CUIPC_VERSION);
+            return 0;
         case 'a':
             ok = parse_pct("--p50-tolerance", optarg, &o.p50_pct);
             break;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cuipc_version.h"
 #include "results.h"
 #include "run.h"
 
@@ -14,6 +15,7 @@ static void usage(FILE *f) {
             "  validate SCENARIO.json...          check scenarios without running them\n"
             "  compare BASE NEW                   exit 1 on a regression beyond tolerance\n"
             "  plan WORKLOAD.json [options]       size a pool for a workload\n"
+            "COMMAND --help: its options. --version: the version of this build.\n"
             "exit codes: 0 ok, 1 failed or regressed, 2 bad input or usage\n");
 }
 
@@ -31,6 +33,10 @@ int main(int argc, char **argv) {
         return cuipc_compare_main(argc - 1, argv + 1);
     if (strcmp(cmd, "plan") == 0)
         return cuipc_plan_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+        printf("cuipc-harness %s\n", CUIPC_VERSION);
+        return 0;
+    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cuipc_version.h"
 #include "plan.h"
 
 #define EXIT_UNMET 1
@@ -65,6 +66,7 @@ static void usage(FILE *f) {
                "                         of them; a trace is one sample\n"
                "  --first-seed S         the first sample's seed (default: the workload's)\n"
                "  --out DIR              write DIR/plan.json and DIR/occupancy.csv\n"
+               "  --help, --version      this text; the version of this build\n"
                "  exit: 0 recommendation made, 1 target unreachable, 2 bad input\n");
 }
 
@@ -96,6 +98,10 @@ static int parse_args(int argc, char **argv, plan_args *a) {
         const char *o = argv[i];
         if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
             usage(stdout);
+            return -1;
+        }
+        if (strcmp(o, "--version") == 0) {
+            printf("cuipc-harness %s\n", CUIPC_VERSION);
             return -1;
         }
         if (o[0] != '-') {

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -76,37 +77,115 @@ static const char *fmt_num(const json_t *v, const char *fmt, char *buf, size_t c
     return buf;
 }
 
+static const char *text_or(const json_t *v, const char *otherwise) {
+    const char *t = json_string_value(v);
+    return t ? t : otherwise;
+}
+
+/* The leak column: the verdict, and what the scenario expected where that differs from clean
+ * (a positive control that leaked did what it should). */
+static const char *leak_cell(const json_t *leaks, char *buf, size_t cap) {
+    const char *verdict = json_string_value(json_object_get(leaks, "verdict"));
+    const char *expected = json_string_value(json_object_get(leaks, "expected"));
+    if (verdict == NULL)
+        return "-";
+    if (expected == NULL || strcmp(expected, "leak") != 0)
+        return verdict;
+    if (strcmp(verdict, "leak") == 0)
+        return "leak (expected)";
+    snprintf(buf, cap, "%s (leak expected)", verdict);
+    return buf;
+}
+
+enum { COL_NAME, COL_STATUS, COL_P50, COL_P99, COL_GBPS, COL_MPS, COL_LEAK, COL_REASON, COLS };
+
+typedef struct summary_row {
+    char cell[COLS][128]; /* a scenario name is at most 63 characters */
+    const char *reason;   /* not truncated: the last column */
+} summary_row;
+
+static void summary_row_of(const json_t *r, summary_row *row) {
+    const json_t *agg = json_object_get(json_object_get(r, "throughput"), "aggregate");
+    const json_t *lat = json_object_get(r, "latency_us");
+    const json_t *count = json_object_get(lat, "count");
+    bool measured = json_is_integer(count) && json_integer_value(count) > 0;
+    char b[COLS][128];
+    const char *cells[COLS] = {
+        [COL_NAME] = text_or(json_object_get(json_object_get(r, "scenario"), "name"), "?"),
+        [COL_STATUS] = text_or(json_object_get(r, "status"), "?"),
+        [COL_P50] = measured ? fmt_num(json_object_get(lat, "p50"), "%.1f", b[COL_P50], 128) : "-",
+        [COL_P99] = measured ? fmt_num(json_object_get(lat, "p99"), "%.1f", b[COL_P99], 128) : "-",
+        [COL_GBPS] = fmt_num(json_object_get(agg, "gbps"), "%.3f", b[COL_GBPS], 128),
+        [COL_MPS] = fmt_num(json_object_get(agg, "msgs_per_s"), "%.0f", b[COL_MPS], 128),
+        [COL_LEAK] = leak_cell(json_object_get(r, "leaks"), b[COL_LEAK], 128),
+        [COL_REASON] = "",
+    };
+    for (int c = 0; c < COLS; c++)
+        snprintf(row->cell[c], sizeof row->cell[c], "%s", cells[c]);
+    row->reason = text_or(json_object_get(r, "reason"), "");
+}
+
+/* Columns as wide as their widest cell, so that no name (up to the parser's limit) pushes the
+ * row out of line; the reason, last, is never cut. */
 void cuipc_results_print_summary(FILE *f, json_t *const *results, size_t n) {
-    fprintf(f, "%-28s %-8s %10s %10s %9s %11s %-11s %s\n", "scenario", "status", "p50_us", "p99_us",
-            "GB/s", "msgs/s", "leak", "reason");
+    static const char *const head[COLS] = {"scenario", "status", "p50_us", "p99_us",
+                                           "GB/s",     "msgs/s", "leak",   "reason"};
+    static const bool right[COLS] = {
+        [COL_P50] = true, [COL_P99] = true, [COL_GBPS] = true, [COL_MPS] = true};
+    summary_row *rows = calloc(n ? n : 1, sizeof *rows);
+    if (rows == NULL)
+        return;
+    int width[COLS];
+    for (int c = 0; c < COLS; c++)
+        width[c] = (int)strlen(head[c]);
     for (size_t i = 0; i < n; i++) {
-        const json_t *r = results[i];
-        const char *name =
-            json_string_value(json_object_get(json_object_get(r, "scenario"), "name"));
-        const char *status = json_string_value(json_object_get(r, "status"));
-        const char *reason = json_string_value(json_object_get(r, "reason"));
-        const char *leak =
-            json_string_value(json_object_get(json_object_get(r, "leaks"), "verdict"));
-        const json_t *agg = json_object_get(json_object_get(r, "throughput"), "aggregate");
-        const json_t *lat = json_object_get(r, "latency_us");
-        const json_t *count = json_object_get(lat, "count");
-        bool measured = json_is_integer(count) && json_integer_value(count) > 0;
-        char b1[32], b2[32], b3[32], b4[32];
-        fprintf(f, "%-28s %-8s %10s %10s %9s %11s %-11s %s\n", name ? name : "?",
-                status ? status : "?",
-                measured ? fmt_num(json_object_get(lat, "p50"), "%.1f", b1, sizeof b1) : "-",
-                measured ? fmt_num(json_object_get(lat, "p99"), "%.1f", b2, sizeof b2) : "-",
-                fmt_num(json_object_get(agg, "gbps"), "%.3f", b3, sizeof b3),
-                fmt_num(json_object_get(agg, "msgs_per_s"), "%.0f", b4, sizeof b4),
-                leak ? leak : "-", reason ? reason : "");
+        summary_row_of(results[i], &rows[i]);
+        for (int c = 0; c < COL_REASON; c++) {
+            int w = (int)strlen(rows[i].cell[c]);
+            width[c] = w > width[c] ? w : width[c];
+        }
     }
+    for (size_t i = 0; i <= n; i++) {
+        for (int c = 0; c < COL_REASON; c++) {
+            const char *t = i == 0 ? head[c] : rows[i - 1].cell[c];
+            fprintf(f, right[c] ? "%*s " : "%-*s ", width[c], t);
+        }
+        fprintf(f, "%s\n", i == 0 ? head[COL_REASON] : rows[i - 1].reason);
+    }
+    free(rows);
     /* One line a CI log can be read by: a GPU job whose scenarios were all skipped shows it. */
-    size_t passed = 0, failed = 0, skipped = 0;
+    cuipc_results_totals totals;
+    cuipc_results_tally(results, n, &totals);
+    cuipc_results_print_totals(f, &totals);
+}
+
+void cuipc_results_tally(json_t *const *results, size_t n, cuipc_results_totals *t) {
+    memset(t, 0, sizeof *t);
     for (size_t i = 0; i < n; i++) {
         const char *st = json_string_value(json_object_get(results[i], "status"));
-        passed += st && strcmp(st, "passed") == 0;
-        failed += st && strcmp(st, "failed") == 0;
-        skipped += st && strcmp(st, "skipped") == 0;
+        if (st != NULL && strcmp(st, "passed") == 0)
+            t->passed++;
+        else if (st != NULL && strcmp(st, "skipped") == 0)
+            t->skipped++;
+        else
+            t->failed++; /* no status is no verdict: not a pass */
     }
-    fprintf(f, "totals: %zu passed, %zu failed, %zu skipped\n", passed, failed, skipped);
+}
+
+void cuipc_results_print_totals(FILE *f, const cuipc_results_totals *t) {
+    fprintf(f, "totals: %zu passed, %zu failed, %zu skipped\n", t->passed, t->failed, t->skipped);
+}
+
+void cuipc_results_print_done(FILE *f, size_t i, size_t n, const json_t *res, double seconds) {
+    const char *name = text_or(json_object_get(json_object_get(res, "scenario"), "name"), "?");
+    const char *status = text_or(json_object_get(res, "status"), "?");
+    const char *reason = json_string_value(json_object_get(res, "reason"));
+    size_t said = strlen(status);
+    if (reason != NULL && strncmp(reason, status, said) == 0 &&
+        strncmp(reason + said, ": ", 2) == 0)
+        reason += said + 2; /* "skipped: no GPU" after "skipped" */
+    bool why = reason != NULL && strcmp(status, "passed") != 0;
+    fprintf(f, "[%zu/%zu] %s %s %.1f s%s%s\n", i + 1, n, name, status, seconds, why ? ": " : "",
+            why ? reason : "");
+    fflush(f);
 }

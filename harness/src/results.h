@@ -17,7 +17,22 @@ bool cuipc_results_write(const json_t *res, const char *dir, char *err, size_t e
 /* The shape compare relies on: schema_version, scenario.name, status. */
 bool cuipc_results_check(const json_t *res, char *err, size_t errcap);
 
+/* One row per result: scenario, status, p50/p99 latency, GB/s, msgs/s, leak, reason; then the
+ * totals line. */
 void cuipc_results_print_summary(FILE *f, json_t *const *results, size_t n);
+
+/* Verdict counts of a run; a result without a known status counts as failed. */
+typedef struct cuipc_results_totals {
+    size_t passed, failed, skipped;
+} cuipc_results_totals;
+
+void cuipc_results_tally(json_t *const *results, size_t n, cuipc_results_totals *t);
+
+/* "totals: P passed, F failed, S skipped" */
+void cuipc_results_print_totals(FILE *f, const cuipc_results_totals *t);
+
+/* "[i+1/n] name status 1.3 s[: reason]", flushed: the line a log shows as each scenario ends. */
+void cuipc_results_print_done(FILE *f, size_t i, size_t n, const json_t *res, double seconds);
 
 typedef struct cuipc_compare_opts {
     double p50_pct; /* latency p50 may rise by this much */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "command.h"
+#include "cuipc_version.h"
 #include "failures.h"
 #include "leak.h"
 #include "mps.h"
@@ -29,10 +30,6 @@
 #include "stats.h"
 #include "util.h"
 
-#ifndef CUIPC_HARNESS_COMMIT
-#define CUIPC_HARNESS_COMMIT "unknown"
-#endif
-
 typedef struct run_opts {
     const char *out_dir;
     bool progress;
@@ -40,6 +37,7 @@ typedef struct run_opts {
     bool mps;             /* --mps: every scenario that uses a GPU runs under MPS */
     uint32_t repetitions; /* --repetitions; 0: each scenario's run.repetitions */
     bool require_gpu;     /* on a host without a GPU, a GPU scenario fails */
+    double heartbeat_s;   /* a line every so often while a scenario runs without the bar; 0: none */
 } run_opts;
 
 /* ------------------------------------------------------------------ run directory */
@@ -171,7 +169,7 @@ static json_t *environment(json_t *gpu) {
     return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:s, s:s}", "hostname", host, "kernel",
                      u.release, "machine", u.machine, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN),
                      "gpu", gpu, "gpu_topology", any_gpu ? gpu_topology() : json_null(), "commit",
-                     commit && *commit ? commit : CUIPC_HARNESS_COMMIT, "harness_version", "0.1.0");
+                     commit && *commit ? commit : CUIPC_COMMIT, "harness_version", CUIPC_VERSION);
 }
 
 /* ------------------------------------------------------------------ MPS */
@@ -259,13 +257,30 @@ typedef struct tick_state {
     const cuipc_scenario *s;
     cuipc_run_shared *shared;
     bool progress;
+    uint64_t heartbeat_ns, next_beat;
     uint64_t t0, last_draw;
     bool drawn;
 } tick_state;
 
+/* Without a terminal (CI logs) a long run still shows it is alive: one line every heartbeat. */
+static void heartbeat(tick_state *t, uint64_t now) {
+    if (t->heartbeat_ns == 0 || now < t->next_beat)
+        return;
+    t->next_beat = now + t->heartbeat_ns;
+    double elapsed = (double)(now - t->t0) / 1e9;
+    unsigned long long sent = (unsigned long long)atomic_load(&t->shared->sent);
+    if (t->s->run.iterations)
+        fprintf(stderr, "%s: running %.0f s, %llu of %llu messages sent\n", t->s->name, elapsed,
+                sent, (unsigned long long)t->s->run.iterations);
+    else
+        fprintf(stderr, "%s: running %.0f s of %.0f s, %llu messages sent\n", t->s->name, elapsed,
+                t->s->run.duration_s, sent);
+}
+
 static void tick(void *ctx) {
     tick_state *t = ctx;
     uint64_t now = cuipc_h_now_ns();
+    heartbeat(t, now);
     /* Only for long runs, and at most 10 frames a second. */
     if (!t->progress || now - t->t0 < 1000000000ull || now - t->last_draw < 100000000ull)
         return;
@@ -823,6 +838,10 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     o.run_timeout_from_go = true;
     o.stop_flag = &interrupted;
     tick_state ts = {.s = s, .shared = shared, .progress = ro->progress, .t0 = cuipc_h_now_ns()};
+    if (!ro->progress && ro->heartbeat_s > 0) {
+        ts.heartbeat_ns = (uint64_t)(ro->heartbeat_s * 1e9);
+        ts.next_beat = ts.t0 + ts.heartbeat_ns;
+    }
     o.tick = tick;
     o.tick_ctx = &ts;
     cuipc_supervise_outcome out;
@@ -908,17 +927,47 @@ static bool load_all(int argc, char **argv, int first, cuipc_scenario **out, siz
     return ok;
 }
 
+/* --help and --version of a subcommand: 0 printed one (exit 0), 2 unknown option, -1 neither. */
+static int common_option(int ch, void (*usage)(FILE *)) {
+    if (ch == 'h') {
+        usage(stdout);
+        return 0;
+    }
+    if (ch == 'V') {
+        printf("cuipc-harness %s\n", CUIPC_VERSION);
+        return 0;
+    }
+    return ch == '?' || ch == ':' ? 2 : -1;
+}
+
+static void validate_usage(FILE *f) {
+    fputs("usage: cuipc-harness validate [--help] [--version] SCENARIO.json...\n"
+          "  check scenarios without running them: the parser's rules and the transport's limits\n"
+          "  (ring size, message size against the ring), as run checks them before it starts\n"
+          "exit 0: all valid, 2: some invalid or unreadable\n",
+          f);
+}
+
 int cuipc_validate_main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: cuipc-harness validate SCENARIO.json...\n");
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int rc = common_option(ch, validate_usage);
+        if (rc >= 0)
+            return rc;
+    }
+    if (optind >= argc) {
+        validate_usage(stderr);
         return 2;
     }
     cuipc_scenario *sc;
     size_t n;
-    bool ok = load_all(argc, argv, 1, &sc, &n);
+    bool ok = load_all(argc, argv, optind, &sc, &n);
     for (size_t i = 0; i < n && sc; i++) {
         if (sc[i].name[0])
-            printf("ok %s (%s, mode %s, %u consumer(s)%s)\n", argv[1 + i], sc[i].name,
+            printf("ok %s (%s, mode %s, %u consumer(s)%s)\n", argv[optind + (int)i], sc[i].name,
                    cuipc_h_mode_name(sc[i].mode), sc[i].consumers.count,
                    sc[i].needs_gpu ? ", needs a GPU" : "");
         cuipc_scenario_free(&sc[i]);
@@ -927,8 +976,72 @@ int cuipc_validate_main(int argc, char **argv) {
     return ok ? 0 : 2;
 }
 
+static void run_usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: cuipc-harness run [--out DIR] [--no-progress] [--heartbeat SECONDS] [--keep]\n"
+        "                         [--mps] [--repetitions N] [--require-gpu] SCENARIO.json...\n"
+        "  --out DIR          results directory (default results/runs/<time>); checked for\n"
+        "                     writing before anything runs\n"
+        "  --no-progress      no progress bar (there is none without a terminal)\n"
+        "  --heartbeat S      without the bar, a line every S seconds while a scenario runs\n"
+        "                     (default 30; 0: none)\n"
+        "  --keep             keep each scenario's run directory (role reports, latencies)\n"
+        "  --mps              every scenario that uses a GPU runs under the CUDA Multi-Process\n"
+        "                     Service (as with \"gpu\": {\"mps\": true})\n"
+        "  --repetitions N    run each scenario N times (1..%d), each in fresh processes;\n"
+        "                     overrides the scenarios' run.repetitions\n"
+        "  --require-gpu      on a host without a GPU, a scenario that needs one fails\n"
+        "                     instead of being skipped (also CUIPC_REQUIRE_GPU=1)\n"
+        "  --help, --version  this text; the version of this build\n"
+        "Prints one line per scenario as it ends, then the summary table and the totals.\n"
+        "exit 0: all passed (or skipped), 1: some failed, 2: bad input or an unwritable --out\n",
+        CUIPC_MAX_REPETITIONS);
+}
+
+/* The results directory exists and takes a file, or err says why not: checked before the
+ * first scenario runs, so that no run's results are lost to it. */
+static bool out_dir_writable(const char *dir, char *err, size_t errcap) {
+    if (!cuipc_mkdirs(dir, err, errcap))
+        return false;
+    char probe[1200];
+    snprintf(probe, sizeof probe, "%s/.cuipc-harness-write-XXXXXX", dir);
+    int fd = mkstemp(probe);
+    if (fd < 0) {
+        snprintf(err, errcap, "cannot write in %s: %s", dir, strerror(errno));
+        return false;
+    }
+    close(fd);
+    unlink(probe);
+    return true;
+}
+
+/* A results file that could not be written is a failed run: nothing of it survives. */
+static void mark_unwritten(json_t *res, const char *err) {
+    char why[1500];
+    snprintf(why, sizeof why, "results not written: %s", err);
+    json_t *failures = json_object_get(res, "failures");
+    if (!json_is_array(failures)) {
+        failures = json_array();
+        json_object_set_new(res, "failures", failures);
+    }
+    json_array_insert_new(failures, 0, json_string(why));
+    json_object_set_new(res, "status", json_string("failed"));
+    json_object_set_new(res, "reason", json_string(why));
+}
+
+static bool parse_seconds(const char *text, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !(v >= 0) || v > 1e6)
+        return false;
+    *out = v;
+    return true;
+}
+
 int cuipc_run_main(int argc, char **argv) {
-    run_opts ro = {.progress = isatty(2)};
+    run_opts ro = {.progress = isatty(2), .heartbeat_s = 30};
     const char *req = getenv("CUIPC_REQUIRE_GPU");
     if (req != NULL && *req && strcmp(req, "0") != 0) {
         if (strcmp(req, "1") != 0) {
@@ -939,26 +1052,28 @@ int cuipc_run_main(int argc, char **argv) {
     }
     static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
                                              {"no-progress", no_argument, NULL, 'q'},
+                                             {"heartbeat", required_argument, NULL, 'b'},
                                              {"keep", no_argument, NULL, 'k'},
                                              {"mps", no_argument, NULL, 'm'},
                                              {"repetitions", required_argument, NULL, 'r'},
                                              {"require-gpu", no_argument, NULL, 'g'},
                                              {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
-        if (ch == 'o')
+        if (ch == 'o') {
             ro.out_dir = optarg;
-        else if (ch == 'q')
+        } else if (ch == 'q') {
             ro.progress = false;
-        else if (ch == 'k')
+        } else if (ch == 'k') {
             ro.keep = true;
-        else if (ch == 'm')
+        } else if (ch == 'm') {
             ro.mps = true;
-        else if (ch == 'g')
+        } else if (ch == 'g') {
             ro.require_gpu = true;
-        else if (ch == 'r') {
+        } else if (ch == 'r') {
             char *end;
             errno = 0;
             unsigned long v = strtoul(optarg, &end, 10);
@@ -969,24 +1084,21 @@ int cuipc_run_main(int argc, char **argv) {
                 return 2;
             }
             ro.repetitions = (uint32_t)v;
-        } else if (ch == 'h') {
-            printf(
-                "usage: cuipc-harness run [--out DIR] [--no-progress] [--keep] [--mps]\n"
-                "       [--repetitions N] [--require-gpu] SCENARIO.json...\n"
-                "  --mps            every scenario that uses a GPU runs under the CUDA\n"
-                "                   Multi-Process Service (as with \"gpu\": {\"mps\": true})\n"
-                "  --repetitions N  run each scenario N times (1..%d), each in fresh processes;\n"
-                "                   overrides the scenarios' run.repetitions\n"
-                "  --require-gpu    on a host without a GPU, a scenario that needs one fails\n"
-                "                   instead of being skipped (also CUIPC_REQUIRE_GPU=1)\n"
-                "exit 0: all passed (or skipped), 1: some failed, 2: bad input\n",
-                CUIPC_MAX_REPETITIONS);
-            return 0;
-        } else
-            return 2;
+        } else if (ch == 'b') {
+            if (!parse_seconds(optarg, &ro.heartbeat_s)) {
+                fprintf(stderr,
+                        "cuipc-harness run: --heartbeat '%s' is not a number of seconds "
+                        "in [0, 1e6]\n",
+                        optarg);
+                return 2;
+            }
+        } else {
+            int rc = common_option(ch, run_usage);
+            return rc >= 0 ? rc : 2;
+        }
     }
     if (optind >= argc) {
-        fprintf(stderr, "usage: cuipc-harness run [--out DIR] SCENARIO.json...\n");
+        run_usage(stderr);
         return 2;
     }
     cuipc_scenario *sc;
@@ -1006,6 +1118,14 @@ int cuipc_run_main(int argc, char **argv) {
     } else {
         snprintf(out_dir, sizeof out_dir, "%s", ro.out_dir);
     }
+    char err[1400]; /* a path of up to 1 KiB and why */
+    if (!out_dir_writable(out_dir, err, sizeof err)) {
+        fprintf(stderr, "cuipc-harness: results directory: %s\n", err);
+        for (size_t i = 0; i < n; i++)
+            cuipc_scenario_free(&sc[i]);
+        free(sc);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
@@ -1019,21 +1139,30 @@ int cuipc_run_main(int argc, char **argv) {
     json_t **results = calloc(n, sizeof *results);
     int rc = results ? 0 : 1;
     mps_run mps = {.m = {.lifeline_fd = -1}};
+    size_t written = 0;
     for (size_t i = 0; i < n && results && !interrupted; i++) {
+        uint64_t t0 = cuipc_h_now_ns();
         results[i] = run_repeated(&sc[i], env, &ro, &mps);
-        char err[512];
-        if (!cuipc_results_write(results[i], out_dir, err, sizeof err)) {
+        if (cuipc_results_write(results[i], out_dir, err, sizeof err)) {
+            written++;
+        } else {
             fprintf(stderr, "cuipc-harness: %s\n", err);
-            rc = 1;
+            mark_unwritten(results[i], err);
         }
-        const char *st = json_string_value(json_object_get(results[i], "status"));
-        if (strcmp(st, "failed") == 0)
+        if (strcmp(json_string_value(json_object_get(results[i], "status")), "failed") == 0)
             rc = 1;
+        cuipc_results_print_done(stderr, i, n, results[i], (double)(cuipc_h_now_ns() - t0) / 1e9);
     }
     cuipc_mps_stop(&mps.m);
     if (results && !interrupted) {
-        cuipc_results_print_summary(stdout, results, n);
-        printf("results: %s\n", out_dir);
+        cuipc_results_print_summary(stdout, results, n); /* and the totals */
+        if (written == n)
+            printf("results: %s\n", out_dir);
+        else if (written > 0)
+            printf("results: %zu of %zu files in %s (the others could not be written)\n", written,
+                   n, out_dir);
+        else
+            printf("results: none written\n");
     }
     for (size_t i = 0; i < n && results; i++)
         json_decref(results[i]);

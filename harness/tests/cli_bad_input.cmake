@@ -1,6 +1,9 @@
 # cuipc-harness on bad input: exit code 2 and a message naming the file and the problem,
-# before anything runs; and a run that must fail: exit code 1 and the failure named.
-# Args: HARNESS, SRC (this directory), WORK.
+# before anything runs; and a run that must fail: exit code 1 and the failure named. Usage and
+# version of every command; an unwritable results directory; the log lines of a run (one per
+# scenario as it ends, a heartbeat, the totals) and its summary table.
+# Args: HARNESS, SRC (this directory), WORK, SCENARIOS (the repository's), BENCH (cuipc-bench,
+# when built).
 include(${CMAKE_CURRENT_LIST_DIR}/expect_exit.cmake)
 function(expect_exit code pattern)
   expect_command_exit(${code} "${pattern}" ${HARNESS} ${ARGN})
@@ -22,6 +25,73 @@ expect_exit(2 "unknown command" frobnicate)
 expect_exit(2 "usage" run)
 expect_exit(2 "usage" compare onlyone)
 expect_exit(0 "usage" --help)
+
+# --help and --version of every command, before any file is read.
+expect_exit(0 "^cuipc-harness [0-9]+\\.[0-9]+\\.[0-9]+" --version)
+foreach(cmd run validate compare plan)
+  expect_exit(0 "usage: cuipc-harness ${cmd}" ${cmd} --help)
+  expect_exit(0 "^cuipc-harness [0-9]+\\.[0-9]+\\.[0-9]+" ${cmd} --version)
+endforeach()
+execute_process(COMMAND ${HARNESS} --version OUTPUT_VARIABLE version OUTPUT_STRIP_TRAILING_WHITESPACE)
+string(REPLACE "cuipc-harness " "" version "${version}")
+if(BENCH)
+  execute_process(COMMAND ${BENCH} --version RESULT_VARIABLE rc OUTPUT_VARIABLE out TIMEOUT 30)
+  if(NOT rc EQUAL 0 OR NOT out STREQUAL "cuipc-bench ${version}\n")
+    message(FATAL_ERROR "cuipc-bench --version: exit ${rc}, '${out}' (expected cuipc-bench ${version})")
+  endif()
+endif()
+
+# An unwritable results directory: refused (exit 2, saying why) before any scenario runs.
+file(MAKE_DIRECTORY ${WORK})
+file(WRITE ${WORK}/a_file "")
+expect_exit(2 "results directory: mkdir ${WORK}/a_file/out: Not a directory"
+            run --no-progress --out ${WORK}/a_file/out ${SRC}/fixtures/runs/held_buffer_leak.json)
+execute_process(COMMAND id -u OUTPUT_VARIABLE uid OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(NOT uid STREQUAL "0") # root writes anywhere
+  file(MAKE_DIRECTORY ${WORK}/read_only)
+  file(CHMOD ${WORK}/read_only PERMISSIONS OWNER_READ OWNER_EXECUTE)
+  expect_exit(2 "cannot write in ${WORK}/read_only: Permission denied"
+              run --no-progress --out ${WORK}/read_only ${SRC}/fixtures/runs/held_buffer_leak.json)
+  file(CHMOD ${WORK}/read_only PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE)
+endif()
+
+# The log of a run without a terminal: one line per scenario as it ends, a heartbeat while the
+# 2-second positive control runs, the summary with its columns in line whatever the name's
+# length and the control's leak shown as expected, the totals, and the version in the results.
+set(long a_scenario_name_as_long_as_the_parser_allows_it_to_be_0123456)
+execute_process(COMMAND ${HARNESS} run --heartbeat 0.5 --out ${WORK}/log
+                        ${SRC}/fixtures/runs/${long}.json ${SCENARIOS}/smoke/leak_control_host.json
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
+foreach(want "\\[1/2\\] ${long} passed [0-9.]+ s\n" "\\[2/2\\] smoke_leak_control_host passed [0-9.]+ s\n"
+             "smoke_leak_control_host: running [0-9] s of 2 s, [0-9]+ messages sent\n")
+  if(NOT err MATCHES "${want}")
+    message(FATAL_ERROR "run log lacks '${want}':\n${err}")
+  endif()
+endforeach()
+if(NOT rc EQUAL 0 OR NOT out MATCHES "totals: 2 passed, 0 failed, 0 skipped\nresults: ${WORK}/log\n")
+  message(FATAL_ERROR "run: exit ${rc}, totals or results line missing:\n${out}\n${err}")
+endif()
+string(REGEX MATCHALL "[^\n]+\n" lines "${out}")
+list(GET lines 0 head)
+string(FIND "${head}" "status" status_at)
+string(FIND "${head}" "leak" leak_at)
+foreach(row 1 2)
+  list(GET lines ${row} line)
+  string(SUBSTRING "${line}" ${status_at} 7 status)
+  if(NOT status STREQUAL "passed ")
+    message(FATAL_ERROR "summary columns out of line (status at ${status_at}):\n${out}")
+  endif()
+endforeach()
+list(GET lines 2 control)
+string(SUBSTRING "${control}" ${leak_at} 15 leak)
+if(NOT leak STREQUAL "leak (expected)")
+  message(FATAL_ERROR "the positive control's leak column says '${leak}':\n${out}")
+endif()
+file(READ ${WORK}/log/${long}.json res)
+string(JSON recorded GET "${res}" environment harness_version)
+if(NOT recorded STREQUAL version)
+  message(FATAL_ERROR "results carry harness_version '${recorded}', the binary says '${version}'")
+endif()
 # A run whose producer keeps pool buffers it never sends nor frees fails, naming them.
 expect_exit(1 "20 pool buffer\\(s\\) still held at the end"
             run --no-progress --out ${WORK}/held ${SRC}/fixtures/runs/held_buffer_leak.json)
