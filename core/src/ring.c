@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cuipc/transport.h"
 #include "error_internal.h"
 #include "shm.h"
 
@@ -87,6 +88,10 @@ static bool cuipc_ring_capacity_valid(uint64_t capacity) {
            (capacity & (capacity - 1)) == 0;
 }
 
+uint64_t cuipc_ring_message_limit(uint64_t ring_bytes) {
+    return cuipc_ring_capacity_valid(ring_bytes) ? ring_bytes / 2 - CUIPC_RING_RECORD_HEADER : 0;
+}
+
 static cuipc_status cuipc_ring_adopt(int fd, void *map, uint64_t map_bytes, cuipc_ring **out) {
     cuipc_ring *r = calloc(1, sizeof *r);
     if (!r) {
@@ -100,7 +105,7 @@ static cuipc_status cuipc_ring_adopt(int fd, void *map, uint64_t map_bytes, cuip
     r->hdr = map;
     r->data = (uint8_t *)map + CUIPC_RING_HEADER_BYTES;
     r->capacity = map_bytes - CUIPC_RING_HEADER_BYTES;
-    r->max_message = r->capacity / 2 - CUIPC_RING_RECORD_HEADER;
+    r->max_message = cuipc_ring_message_limit(r->capacity);
     r->spin_ns = CUIPC_RING_DEFAULT_SPIN_NS;
     *out = r;
     return CUIPC_OK;

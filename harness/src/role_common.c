@@ -8,14 +8,26 @@
 #include <string.h>
 #include <unistd.h>
 
-json_t *cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device) {
+bool cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device,
+                     json_t *report) {
     cuipc_binding_result b;
     const char *cpus = producer ? s->binding.producer_cpus : s->binding.consumer_cpus[consumer];
     cuipc_bind_self(s->binding.policy, cpus, s->needs_gpu ? device : -1,
                     producer ? 0 : consumer + 1, &b);
-    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:s}", "how", b.how, "requested", b.requested,
-                     "cpuset", b.cpuset, "nodeset", b.nodeset, "cpu_bound", b.cpu_bound,
-                     "mem_bound", b.mem_bound, "warnings", b.warnings);
+    json_object_set_new(report, "binding",
+                        json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:s}", "how", b.how, "requested",
+                                  b.requested, "cpuset", b.cpuset, "nodeset", b.nodeset,
+                                  "cpu_bound", b.cpu_bound, "mem_bound", b.mem_bound, "warnings",
+                                  b.warnings));
+    /* CPUs the scenario names are what it measures: running elsewhere would measure something
+     * else. Memory binding stays a warning (one NUMA node, or refused in containers). */
+    if (s->binding.policy != CUIPC_BIND_EXPLICIT || b.cpu_bound)
+        return true;
+    char why[700];
+    snprintf(why, sizeof why, "explicit CPU binding to '%s' not applied: %s", cpus,
+             b.warnings[0] ? b.warnings : "refused");
+    json_object_set_new(report, "error", json_string(why));
+    return false;
 }
 
 static bool gpu_sample(void *ctx, double *used, bool *have_used, double *process,

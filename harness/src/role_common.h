@@ -17,8 +17,10 @@ typedef struct cuipc_gpu_probe_ctx {
     bool mps_known;  /* the driver answered that */
 } cuipc_gpu_probe_ctx;
 
-/* Pin (before any CUDA use) and return the binding as JSON. */
-json_t *cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device);
+/* Pin (before any CUDA use) and set report.binding to what was obtained. false (and
+ * report.error set) when an explicit CPU binding could not be applied: the role must stop. */
+bool cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device,
+                     json_t *report);
 
 /* Start the sampler for this role (GPU metrics when device >= 0). Fills gctx, MPS client or
  * not included, whether or not the leak check is on. */

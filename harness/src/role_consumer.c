@@ -340,7 +340,10 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(cs.out, "role", json_string("consumer"));
     json_object_set_new(cs.out, "index", json_integer(i));
     json_object_set_new(cs.out, "pid", json_integer(getpid()));
-    json_object_set_new(cs.out, "binding", cuipc_role_bind(s, false, i, s->consumers.devices[i]));
+    if (!cuipc_role_bind(s, false, i, s->consumers.devices[i], cs.out)) {
+        cuipc_role_write(a->run_dir, "consumer", i, cs.out);
+        return 1;
+    }
     int device = s->needs_gpu ? s->consumers.devices[i] : -1;
 
     /* Latency buffer sized and touched before timing starts (RSS stays flat). */

@@ -342,7 +342,8 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     ps.out = json_object();
     json_object_set_new(ps.out, "role", json_string("producer"));
     json_object_set_new(ps.out, "pid", json_integer(getpid()));
-    json_object_set_new(ps.out, "binding", cuipc_role_bind(s, true, 0, s->producer_device));
+    if (!cuipc_role_bind(s, true, 0, s->producer_device, ps.out))
+        return finish(&ps, a->run_dir, 1, NULL, CUIPC_OK);
 
     cuipc_producer_config cfg;
     cuipc_producer_config_init(&cfg);

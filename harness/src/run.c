@@ -26,6 +26,7 @@
 #include "results.h"
 #include "roles.h"
 #include "scenario_hash.h"
+#include "scenario_transport.h"
 #include "schedule.h"
 #include "stats.h"
 #include "util.h"
@@ -911,18 +912,24 @@ static json_t *run_repeated(const cuipc_scenario *s, json_t *env, const run_opts
 
 /* ------------------------------------------------------------------ commands */
 
+/* Every scenario parsed and within the transport's limits, or false with each refusal printed:
+ * what run would refuse, validate refuses. */
 static bool load_all(int argc, char **argv, int first, cuipc_scenario **out, size_t *n) {
     *n = (size_t)(argc - first);
     *out = calloc(*n ? *n : 1, sizeof **out);
     bool ok = *out != NULL;
     for (size_t i = 0; i < *n && *out; i++) {
         char err[CUIPC_SCN_ERR_MAX];
-        if (!cuipc_scenario_load(argv[first + (int)i], &(*out)[i], err, sizeof err)) {
-            fprintf(stderr, "cuipc-harness: %s\n", err);
-            /* A rejected scenario keeps nothing (the parser freed it): no "ok" line for it. */
-            memset(&(*out)[i], 0, sizeof(*out)[i]);
-            ok = false;
-        }
+        cuipc_scenario *s = &(*out)[i];
+        bool parsed = cuipc_scenario_load(argv[first + (int)i], s, err, sizeof err);
+        if (parsed && cuipc_scenario_check_transport(s, err, sizeof err))
+            continue;
+        fprintf(stderr, "cuipc-harness: %s\n", err);
+        if (parsed)
+            cuipc_scenario_free(s);
+        /* A rejected scenario keeps nothing: no "ok" line for it. */
+        memset(s, 0, sizeof *s);
+        ok = false;
     }
     return ok;
 }

@@ -744,6 +744,61 @@ static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
     return true;
 }
 
+/* Linux numbers CPUs below NR_CPUS, 8192 at most. */
+#define CPU_INDEX_LIMIT 8192u
+
+/* A CPU list as hwloc reads it ("0-3,8"), checked strictly: hwloc takes "abc" or "-1" and
+ * binds nowhere, and a number past any CPU would only fail when the run binds. NULL: valid. */
+static const char *cpu_list_problem(const char *list, char *why, size_t cap) {
+    const char *p = list;
+    if (*p == '\0')
+        return "is empty";
+    for (;;) {
+        unsigned long range[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            if (*p < '0' || *p > '9') {
+                snprintf(why, cap,
+                         "'%s' is not a CPU list like \"0-3,8\": a CPU number is "
+                         "expected at '%s'",
+                         list, p);
+                return why;
+            }
+            char *end;
+            errno = 0;
+            range[k] = strtoul(p, &end, 10);
+            if (errno != 0 || range[k] >= CPU_INDEX_LIMIT) {
+                snprintf(why, cap, "'%s': CPU %.*s does not exist (Linux numbers CPUs below %u)",
+                         list, (int)(end - p), p, CPU_INDEX_LIMIT);
+                return why;
+            }
+            p = end;
+            if (k == 0 && *p != '-') {
+                range[1] = range[0];
+                break;
+            }
+            if (k == 0)
+                p++;
+        }
+        if (range[1] < range[0]) {
+            snprintf(why, cap, "'%s': the range %lu-%lu runs backwards", list, range[0], range[1]);
+            return why;
+        }
+        if (*p == '\0')
+            return NULL;
+        if (*p != ',') {
+            snprintf(why, cap, "'%s' is not a CPU list like \"0-3,8\": unexpected '%c'", list, *p);
+            return why;
+        }
+        p++;
+    }
+}
+
+static bool check_cpu_list(pctx *c, const char *list) {
+    char why[256];
+    const char *problem = cpu_list_problem(list, why, sizeof why);
+    return problem == NULL || fail(c, "%s", problem);
+}
+
 static bool parse_binding(pctx *c, const json_t *o, cuipc_scenario *s) {
     int policy = (int)s->binding.policy;
     if (!get_enum(c, o, "policy", false, NAMES("auto", "none", "explicit"), 3, &policy) ||
@@ -763,6 +818,8 @@ static bool parse_binding(pctx *c, const json_t *o, cuipc_scenario *s) {
             if (!json_is_string(v) || json_string_length(v) >= CUIPC_SCN_CPUSET_MAX)
                 return fail(c, "expected a CPU list string like \"0-3,8\"");
             snprintf(s->binding.consumer_cpus[i], CUIPC_SCN_CPUSET_MAX, "%s", json_string_value(v));
+            if (!check_cpu_list(c, s->binding.consumer_cpus[i]))
+                return false;
             pop(c);
         }
         pop(c);
@@ -772,6 +829,12 @@ static bool parse_binding(pctx *c, const json_t *o, cuipc_scenario *s) {
         return fail(c, "policy \"explicit\" needs producer_cpus and consumer_cpus");
     if (s->binding.policy != CUIPC_BIND_EXPLICIT && given)
         return fail(c, "CPU lists apply to policy \"explicit\" only");
+    if (s->binding.producer_cpus[0] != '\0') {
+        push_key(c, "producer_cpus");
+        if (!check_cpu_list(c, s->binding.producer_cpus))
+            return false;
+        pop(c);
+    }
     return true;
 }
 

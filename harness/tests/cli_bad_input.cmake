@@ -16,6 +16,18 @@ expect_exit(2 "\\$\\.consumers\\.count: 0 is out of range" validate ${SRC}/bad/z
 expect_exit(2 "smaller than the largest tensor" validate ${SRC}/bad/pool_too_small.json)
 expect_exit(2 "malformed.json:3:" validate ${SRC}/bad/malformed.json)
 expect_exit(2 "cannot read" validate ${SRC}/bad/does_not_exist.json)
+# What run would refuse, validate refuses: the ring size, a message larger than the ring, CPU
+# lists of an explicit binding that name no CPU.
+expect_exit(2 "ring_not_power_of_two.json:7:[0-9]+: \\$\\.pool\\.ring_bytes: 5000 is not a ring size"
+            validate ${SRC}/bad/ring_not_power_of_two.json)
+expect_exit(2 "\\$\\.pool\\.ring_bytes: a message of 28 tensor\\(s\\) encodes to 2051 bytes and a ring of 4 KiB carries 2040 at most: 8 KiB is enough"
+            validate ${SRC}/bad/message_larger_than_ring.json)
+expect_exit(2 "\\$\\.binding\\.consumer_cpus\\[0\\]: 'abc' is not a CPU list"
+            validate ${SRC}/bad/binding_cpus_abc.json)
+expect_exit(2 "\\$\\.binding\\.consumer_cpus\\[0\\]: '-1' is not a CPU list"
+            validate ${SRC}/bad/binding_cpus_minus_1.json)
+expect_exit(2 "\\$\\.binding\\.consumer_cpus\\[0\\]: '4000000000': CPU 4000000000 does not exist"
+            validate ${SRC}/bad/binding_cpus_4000000000.json)
 # run refuses bad input before running anything, and writes no results.
 expect_exit(2 "unknown key" run --out ${WORK} ${SRC}/bad/unknown_key.json)
 if(EXISTS ${WORK})
@@ -91,6 +103,14 @@ file(READ ${WORK}/log/${long}.json res)
 string(JSON recorded GET "${res}" environment harness_version)
 if(NOT recorded STREQUAL version)
   message(FATAL_ERROR "results carry harness_version '${recorded}', the binary says '${version}'")
+endif()
+# An explicit binding that cannot be applied (a CPU this host lacks) fails the run, naming it.
+expect_exit(1 "binding_not_applicable failed"
+            run --no-progress --out ${WORK}/binding ${SRC}/fixtures/runs/binding_not_applicable.json)
+file(READ ${WORK}/binding/binding_not_applicable.json res)
+string(JSON failures GET "${res}" failures)
+if(NOT failures MATCHES "consumer 0: explicit CPU binding to '8191' not applied")
+  message(FATAL_ERROR "the unapplied binding is not among the failures: ${failures}")
 endif()
 # A run whose producer keeps pool buffers it never sends nor frees fails, naming them.
 expect_exit(1 "20 pool buffer\\(s\\) still held at the end"

@@ -58,6 +58,11 @@ typedef struct cuipc_producer_config {
 
 void cuipc_producer_config_init(cuipc_producer_config *cfg);
 
+/* The largest encoded message (cuipc_encoded_size) a per-consumer ring of ring_bytes carries;
+ * 0 when ring_bytes is not a ring size (a power of two from 4 KiB to 4 GiB), which
+ * cuipc_producer_create refuses. A larger message is refused by cuipc_producer_send. */
+uint64_t cuipc_ring_message_limit(uint64_t ring_bytes);
+
 typedef struct cuipc_producer cuipc_producer;
 
 cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_producer **out);
