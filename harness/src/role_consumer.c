@@ -16,7 +16,14 @@ typedef struct held_message {
     cuipc_message *m;
     cuipc_value *tree;
     uint64_t release_ns;
+    uint64_t planned_ns; /* the planner's release time: due (the stamp) + fill + hold */
 } held_message;
+
+/* How far a replay kept the planner's clock: a release later than planned keeps its chunk in
+ * the pool longer than the planner's model, by the time it was late. */
+typedef struct replay_timing {
+    uint64_t messages, hold_sum_ns, late_max_ns, late_sum_ns;
+} replay_timing;
 
 typedef struct consumer_state {
     const cuipc_scenario *s;
@@ -34,6 +41,7 @@ typedef struct consumer_state {
     uint64_t messages, bytes, checked, mismatches, rejected, unwrap_errors;
     held_message *held;
     size_t n_held, cap_held;
+    replay_timing replay;
     json_t *out;
     /* Timed messages, stage by stage: send stamp -> received, -> unwrapped, -> data ready. */
     cuipc_stage_samples deliver, unwrap, ready;
@@ -164,6 +172,9 @@ static int64_t release_held(consumer_state *cs, bool all) {
     for (size_t k = 0; k < cs->n_held;) {
         held_message *h = &cs->held[k];
         if (all || h->release_ns <= now) {
+            uint64_t late = now > h->planned_ns ? now - h->planned_ns : 0;
+            cs->replay.late_max_ns = late > cs->replay.late_max_ns ? late : cs->replay.late_max_ns;
+            cs->replay.late_sum_ns += late;
             release(cs, h->m, h->tree);
             cuipc_message_free(h->m);
             *h = cs->held[--cs->n_held];
@@ -176,7 +187,7 @@ static int64_t release_held(consumer_state *cs, bool all) {
 }
 
 static bool hold_until(consumer_state *cs, cuipc_message *m, cuipc_value *tree,
-                       uint64_t release_ns) {
+                       uint64_t release_ns, uint64_t planned_ns) {
     if (cs->n_held == cs->cap_held) {
         size_t cap = cs->cap_held ? 2 * cs->cap_held : 64;
         held_message *more = realloc(cs->held, cap * sizeof *more);
@@ -185,7 +196,7 @@ static bool hold_until(consumer_state *cs, cuipc_message *m, cuipc_value *tree,
         cs->held = more;
         cs->cap_held = cap;
     }
-    cs->held[cs->n_held++] = (held_message){m, tree, release_ns};
+    cs->held[cs->n_held++] = (held_message){m, tree, release_ns, planned_ns};
     return true;
 }
 
@@ -250,7 +261,9 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
         /* fill_us: the data is written behind the send (stream-ordered) and the hold starts
          * once it is ready; the buffer is taken all that time. */
         uint64_t hold = w->fill_ns + w->hold_ns[(seq % w->n) * w->consumers + cs->index];
-        if (!hold_until(cs, m, tree, now + hold)) {
+        cs->replay.messages++;
+        cs->replay.hold_sum_ns += hold;
+        if (!hold_until(cs, m, tree, now + hold, send_ns + hold)) {
             json_object_set_new(cs->out, "error", json_string("out of memory holding messages"));
             cuipc_value_free(tree);
             return false;
@@ -479,6 +492,16 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(cs.out, "closed_cleanly", json_boolean(closed));
     json_object_set_new(cs.out, "producer_dead_detected", json_boolean(producer_dead));
     json_object_set_new(cs.out, "latency_samples", json_integer((json_int_t)cs.n_lat));
+    if (cs.replay.messages > 0) {
+        double n = (double)cs.replay.messages;
+        json_object_set_new(cs.out, "replay",
+                            json_pack("{s:I, s:f, s:f, s:f}", "messages",
+                                      (json_int_t)cs.replay.messages, "hold_mean_us",
+                                      (double)cs.replay.hold_sum_ns / n / 1e3,
+                                      "release_late_max_us", (double)cs.replay.late_max_ns / 1e3,
+                                      "release_late_mean_us",
+                                      (double)cs.replay.late_sum_ns / n / 1e3));
+    }
     json_t *worst = json_array();
     for (size_t k = 0; k < cs.n_worst; k++)
         json_array_append_new(worst, json_pack("{s:I, s:f}", "seq", (json_int_t)cs.worst[k].seq,

@@ -18,10 +18,20 @@ endif()
 
 # ---- script mode. Args: HARNESS, SCRIPT, WORK.
 # 3 s at 40 messages/s of 64-256 KiB tensors to 2 consumers holding 150-250 ms: ~8 chunks in
-# flight, so 0.3 x the zero-full size is far too small and 1.2 x leaves room for scheduling
-# delays of a loaded 2-core machine (holds run from receipt, as in a real consumer). The same
-# with fill_us (zero-copy produce: each buffer is taken 100 ms before its data is ready) must
-# need a larger pool, and is replayed through pool buffers.
+# flight, so 0.3 x the zero-full size is far too small, and 1.2 x must see no full event as long
+# as the run keeps the planner's clock. The same with fill_us (zero-copy produce: each buffer is
+# taken 100 ms before its data is ready) must need a larger pool, and is replayed through pool
+# buffers.
+#
+# The real run has a real clock. On a loaded machine (a 2-core host running another CI) a
+# consumer is descheduled and releases late, holding its chunks longer than the planner's model
+# (holds run from receipt, as in a real consumer), and a pool 1.2 x the zero-full size then fills
+# (seen: "predicted 0, measured 32 full events"). Bytes in flight are the arrival rate times the
+# time held (Little's law), so 1.2 x absorbs holds stretched by 0.2 x their mean: a release up to
+# (f - 1) x the mean hold late. Above f = 1, a run that released within that is judged (no full
+# event), and one that released later did not run the workload the planner sized, so its full
+# events are reported, not judged. Below the zero-full size, lateness only adds full events: judged
+# always.
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 set(tiny_spec [=["consumers": 2, "duration_s": 3, "seed": 5,
@@ -69,9 +79,20 @@ function(validate name)
         message(FATAL_ERROR "${name} fraction ${fraction}: predicted ${predicted} and measured "
                             "${measured} full events, both expected > 0")
       endif()
-    elseif(NOT measured EQUAL 0 OR NOT predicted EQUAL 0)
-      message(FATAL_ERROR "${name} fraction ${fraction}: predicted ${predicted}, measured "
-                          "${measured} full events, expected 0 above the zero-full size")
+    elseif(NOT predicted EQUAL 0)
+      message(FATAL_ERROR "${name} fraction ${fraction}: the planner predicts ${predicted} full "
+                          "events above its own zero-full size")
+    elseif(NOT measured EQUAL 0)
+      string(JSON late GET "${doc}" rows ${i} measured release_late_max_us)
+      string(JSON allowed GET "${doc}" rows ${i} allowed_late_us)
+      string(JSON kept GET "${doc}" rows ${i} clock_kept)
+      if(kept)
+        message(FATAL_ERROR "${name} fraction ${fraction}: ${measured} full events while every "
+                            "release was within ${allowed} us of the planner's (latest ${late} "
+                            "us late): expected 0 above the zero-full size")
+      endif()
+      message("${name} fraction ${fraction}: ${measured} full events not judged: a release came "
+              "${late} us late, more than the ${allowed} us the pool's room absorbs")
     endif()
   endforeach()
   file(READ ${out}/runs/validate_${name}_host_f0.30.json res)
