@@ -2,8 +2,16 @@
 # the binaries) without starting anything; unknown arguments and stage names are errors; the
 # stage runner of ci/test and ci/gpu-suite runs every stage after a failure and reports them all.
 # Args: CI (the ci/ directory), HARNESS (cuipc-harness, for its version), WORK.
-execute_process(COMMAND ${HARNESS} --version OUTPUT_VARIABLE version OUTPUT_STRIP_TRAILING_WHITESPACE)
-string(REPLACE "cuipc-harness " "" version "${version}")
+# The scripts say the tree's version now; the binaries the one they were built at (a commit in
+# between moves the +g<commit> part): both start with the project version.
+execute_process(COMMAND ${CMAKE_COMMAND} -DSRC=${CI}/.. -P ${CI}/../cmake/version.cmake
+                OUTPUT_VARIABLE version OUTPUT_STRIP_TRAILING_WHITESPACE)
+string(REGEX MATCH "^[0-9]+\\.[0-9]+\\.[0-9]+" project_version "${version}")
+execute_process(COMMAND ${HARNESS} --version OUTPUT_VARIABLE built OUTPUT_STRIP_TRAILING_WHITESPACE)
+string(FIND "${built}" "cuipc-harness ${project_version}" at)
+if(NOT project_version OR NOT at EQUAL 0)
+  message(FATAL_ERROR "versions: the tree says '${version}', cuipc-harness '${built}'")
+endif()
 
 function(expect_exit code pattern)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
@@ -18,7 +26,7 @@ foreach(script test run-suite gpu-suite install-deps fuzz-smoke validate-plan pl
   expect_exit(0 "[Uu]sage: ci/${script}" ${CI}/${script} --help)
   execute_process(COMMAND ${CI}/${script} --version RESULT_VARIABLE rc OUTPUT_VARIABLE out TIMEOUT 20)
   if(NOT rc EQUAL 0 OR NOT out STREQUAL "ci/${script} ${version}\n")
-    message(FATAL_ERROR "ci/${script} --version: exit ${rc}, '${out}' (cuipc-harness says ${version})")
+    message(FATAL_ERROR "ci/${script} --version: exit ${rc}, '${out}' (the tree's version: ${version})")
   endif()
 endforeach()
 expect_exit(2 "unknown argument '--bogus'" ${CI}/test --bogus)
