@@ -420,7 +420,9 @@ static void test_peer_death(bool blocked_in_send) {
     uint64_t done = cuipc_now_ns();
     uint64_t killed = atomic_load(&page->kill_ns);
     CHECK(killed != 0 && killed > t0); /* we were blocked when the peer died */
-    CHECK(done - killed < 100 * MS);
+    /* Noticed by the peer check, not by the 5 s timeout; how fast is information (a loaded
+     * 2-core machine running another CI took 162 ms against the usual ~10). */
+    CHECK(done - killed < RECV_TIMEOUT_NS / 5);
     printf("peer death while blocked in %s: noticed %.1f ms after SIGKILL\n",
            blocked_in_send ? "send" : "recv", (double)(done - killed) / 1e6);
     CHECK(cuipc_test_wait(killer, 10000) == 0);
