@@ -1,5 +1,6 @@
 # Sourced by ci/test and ci/gpu-suite: every stage runs whatever happened before it, and the
 # log ends with each stage's result and a totals line; the script then fails if any stage did.
+ci_stage_names=()
 ci_stage_lines=()
 ci_stage_failed=0
 
@@ -10,7 +11,8 @@ ci_stage_record() {
     verdict="failed (exit $2)"
     ci_stage_failed=$((ci_stage_failed + 1))
   fi
-  ci_stage_lines+=("$(printf '%-28s %s, %d s' "$1" "$verdict" "$3")")
+  ci_stage_names+=("$1")
+  ci_stage_lines+=("$verdict, $3 s")
 }
 
 # ci_stage NAME COMMAND...: run COMMAND with errexit on (a subshell: its failure ends the stage,
@@ -29,11 +31,14 @@ ci_stage() {
 # Prints every stage's result and the totals; returns 1 when a stage failed.
 ci_stage_report() {
   echo "== stages"
-  local line
-  for line in "${ci_stage_lines[@]}"; do
-    echo "$line"
+  local i width=0
+  for i in "${!ci_stage_names[@]}"; do
+    if ((${#ci_stage_names[i]} > width)); then width=${#ci_stage_names[i]}; fi
   done
-  local n=${#ci_stage_lines[@]}
+  for i in "${!ci_stage_names[@]}"; do
+    printf '%-*s %s\n' "$width" "${ci_stage_names[i]}" "${ci_stage_lines[i]}"
+  done
+  local n=${#ci_stage_names[@]}
   echo "totals: $n stages: $((n - ci_stage_failed)) passed, $ci_stage_failed failed"
   [[ $ci_stage_failed -eq 0 ]]
 }
