@@ -20,6 +20,7 @@ from ._cuipc import (  # noqa: F401
     NoGpu,
     NoMemory,
     PeerDead,
+    PermissionDenied,
     PoolFull,
     Producer,
     Stale,
@@ -38,5 +39,5 @@ __all__ = [
     "Producer", "Consumer", "Message", "Tensor", "gpu_count",
     "Error", "InvalidArgument", "NoMemory", "PoolFull", "Timeout", "Stale", "Duplicate",
     "Corrupt", "UnknownPool", "CudaError", "NoGpu", "SystemFailure", "PeerDead", "Closed",
-    "Unsupported", "VersionMismatch",
+    "Unsupported", "VersionMismatch", "PermissionDenied",
 ]

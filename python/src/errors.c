@@ -29,6 +29,8 @@ static const struct {
     {CUIPC_ERR_CLOSED, "Closed", "The producer, channel or pool was shut down."},
     {CUIPC_ERR_UNSUPPORTED, "Unsupported", "A valid request this build or device cannot do."},
     {CUIPC_ERR_VERSION, "VersionMismatch", "Wire or shared-memory layout version mismatch."},
+    {CUIPC_ERR_PERMISSION, "PermissionDenied",
+     "The peer's credentials (uid, gid) are not among those allowed."},
 };
 
 /* Python's own classes the cuipc ones also derive from, so generic handlers catch them too. */
@@ -40,6 +42,8 @@ static PyObject *builtin_base(cuipc_status s) {
         return PyExc_MemoryError;
     case CUIPC_ERR_TIMEOUT:
         return PyExc_TimeoutError;
+    case CUIPC_ERR_PERMISSION:
+        return PyExc_PermissionError;
     default:
         return NULL;
     }

@@ -13,6 +13,7 @@ CLASSES = {
     "CORRUPT": cuipc.Corrupt, "UNKNOWN_POOL": cuipc.UnknownPool, "CUDA": cuipc.CudaError,
     "NO_GPU": cuipc.NoGpu, "SYSTEM": cuipc.SystemFailure, "PEER_DEAD": cuipc.PeerDead,
     "CLOSED": cuipc.Closed, "UNSUPPORTED": cuipc.Unsupported, "VERSION": cuipc.VersionMismatch,
+    "PERMISSION": cuipc.PermissionDenied,
 }
 
 
@@ -29,6 +30,7 @@ def test_every_status_has_its_class(code):
 def test_builtin_bases():
     assert issubclass(cuipc.InvalidArgument, ValueError)
     assert issubclass(cuipc.Timeout, TimeoutError)
+    assert issubclass(cuipc.PermissionDenied, PermissionError)
     assert issubclass(cuipc.NoMemory, MemoryError)
 
 
