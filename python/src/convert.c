@@ -67,19 +67,60 @@ static PyObject *call_dlpack(PyObject *obj, PyObject *stream) {
 /* Row-major contiguity as PyTorch and DLPack define it: a tensor of 0 elements, and a dim of
  * extent 1, say nothing about layout, so their strides are not looked at (exporters such as
  * numpy 2.x give arbitrary strides there). */
-static bool is_contiguous(const DLTensor *dl) {
-    if (!dl->strides)
+static bool is_contiguous(int ndim, const int64_t *shape, const int64_t *strides) {
+    if (!strides)
         return true;
-    for (int i = 0; i < dl->ndim; i++)
-        if (dl->shape[i] == 0)
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] == 0)
             return true;
     int64_t expect = 1;
-    for (int i = dl->ndim - 1; i >= 0; i--) {
-        if (dl->shape[i] != 1 && dl->strides[i] != expect)
+    for (int i = ndim - 1; i >= 0; i--) {
+        if (shape[i] != 1 && strides[i] != expect)
             return false;
-        expect *= dl->shape[i];
+        expect *= shape[i];
     }
     return true;
+}
+
+/* The value of a tensor taken in (through DLPack or read from torch directly): refused unless
+ * row-major contiguous; its strides are then the canonical ones. */
+static cuipc_value *layout_value(const char *path, const cuipc_py_layout *l,
+                                 const int64_t *strides) {
+    if (!is_contiguous(l->ndim, l->shape, strides))
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "%s: the tensor is not contiguous: send .contiguous() (or "
+                                  "numpy.ascontiguousarray) of it",
+                                  path),
+               NULL;
+    cuipc_tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = l->data;
+    t.device = l->device;
+    t.dtype = l->dtype;
+    t.ndim = l->ndim;
+    int64_t stride = 1;
+    for (int i = l->ndim - 1; i >= 0; i--) {
+        t.shape[i] = l->shape[i];
+        t.strides[i] = stride;
+        stride *= l->shape[i];
+    }
+    if (cuipc_tensor_validate(&t) != CUIPC_OK)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %s", path, cuipc_last_error()), NULL;
+    cuipc_value *v = cuipc_value_tensor(&t, CUIPC_OWNER_NONE);
+    if (!v)
+        cuipc_py_raise(CUIPC_ERR_NO_MEMORY);
+    return v;
+}
+
+/* A torch.Tensor read directly; NULL with no error raised: take it through DLPack. The tensor
+ * itself is kept (as its DLPack export would be) for as long as the send needs it. */
+static cuipc_value *torch_value(PyObject *obj, const char *path, cuipc_stream stream,
+                                PyObject *keep) {
+    cuipc_py_layout l;
+    int r = cuipc_py_torch_tensor(obj, path, stream, &l);
+    if (r <= 0 || PyList_Append(keep, obj) < 0)
+        return NULL;
+    return layout_value(path, &l, l.strides);
 }
 
 static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream stream,
@@ -131,20 +172,19 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
         return cuipc_py_raise_msg(CUIPC_ERR_VERSION, "%s: DLPack %u.x is newer than 1.x", path,
                                   ((DLManagedTensorVersioned *)managed)->version.major),
                NULL;
-    cuipc_tensor t;
-    memset(&t, 0, sizeof t);
+    cuipc_py_layout l;
     if (dl->device.device_type == kDLCPU || dl->device.device_type == kDLCUDAHost)
-        t.device = CUIPC_DEVICE_HOST;
+        l.device = CUIPC_DEVICE_HOST;
     else if (dl->device.device_type == kDLCUDA)
-        t.device = dl->device.device_id;
+        l.device = dl->device.device_id;
     else
         return cuipc_py_raise_msg(
                    CUIPC_ERR_INVALID_ARG,
                    "%s: tensors on DLPack device type %d are not supported (CPU or CUDA only)",
                    path, dl->device.device_type),
                NULL;
-    t.dtype = cuipc_py_dtype_from_dl(dl->dtype);
-    if (t.dtype == CUIPC_DTYPE_INVALID)
+    l.dtype = cuipc_py_dtype_from_dl(dl->dtype);
+    if (l.dtype == CUIPC_DTYPE_INVALID)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                   "%s: dtype (code %d, %d bits, %d lanes) is not supported", path,
                                   dl->dtype.code, dl->dtype.bits, dl->dtype.lanes),
@@ -153,26 +193,10 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %d dimensions (at most %d)", path,
                                   dl->ndim, CUIPC_MAX_DIMS),
                NULL;
-    if (!is_contiguous(dl))
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "%s: the tensor is not contiguous: send .contiguous() (or "
-                                  "numpy.ascontiguousarray) of it",
-                                  path),
-               NULL;
-    t.data = (char *)dl->data + dl->byte_offset;
-    t.ndim = dl->ndim;
-    int64_t stride = 1;
-    for (int i = dl->ndim - 1; i >= 0; i--) {
-        t.shape[i] = dl->shape[i];
-        t.strides[i] = stride;
-        stride *= dl->shape[i];
-    }
-    if (cuipc_tensor_validate(&t) != CUIPC_OK)
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %s", path, cuipc_last_error()), NULL;
-    cuipc_value *v = cuipc_value_tensor(&t, CUIPC_OWNER_NONE);
-    if (!v)
-        cuipc_py_raise(CUIPC_ERR_NO_MEMORY);
-    return v;
+    l.data = (char *)dl->data + dl->byte_offset;
+    l.ndim = dl->ndim;
+    memcpy(l.shape, dl->shape, (size_t)dl->ndim * sizeof *l.shape);
+    return layout_value(path, &l, dl->strides);
 }
 
 static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream,
@@ -267,6 +291,8 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
                 return NULL;
             }
         }
+    } else if ((v = torch_value(o, path, stream, keep)) || PyErr_Occurred()) {
+        return v;
     } else if (PyObject_HasAttrString(o, "__dlpack__")) {
         return tensor_value(o, path, stream, keep);
     } else {

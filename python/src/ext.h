@@ -81,6 +81,25 @@ cuipc_value *cuipc_py_to_value(PyObject *tree, cuipc_stream stream, PyObject *ke
 /* Unwrapped value tree -> Python, tensors as cuipc.Tensor owned by owner. */
 PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin);
 
+/* A tensor's layout as taken in, before the contiguity check. */
+typedef struct cuipc_py_layout {
+    void *data;
+    int32_t device;
+    cuipc_dtype dtype;
+    int ndim;
+    int64_t shape[CUIPC_MAX_DIMS];
+    int64_t strides[CUIPC_MAX_DIMS]; /* in elements */
+} cuipc_py_layout;
+
+/* A torch.Tensor read without DLPack where that gives what DLPack would (torch_tensor.c); a CUDA
+ * one has the send's stream ordered after torch's current stream, as __dlpack__ does. 1: *out
+ * filled; 0: not this path's case, take it through DLPack; -1: error raised. */
+int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream, cuipc_py_layout *out);
+
+/* Make stream `to` wait for the work queued so far on `from` (cudaStream_t both) on device;
+ * raises CudaError prefixed with what. */
+int cuipc_py_stream_wait(int device, void *from, void *to, const char *what);
+
 /* dtype <-> DLPack (tensor.c) */
 bool cuipc_py_dtype_to_dl(cuipc_dtype d, DLDataType *out);
 cuipc_dtype cuipc_py_dtype_from_dl(DLDataType t);

@@ -148,24 +148,27 @@ static int order_after_unwrap(TensorObject *self, PyObject *stream) {
     cudaStream_t target = dl_stream(s);
     if (target == (cudaStream_t)tree->stream)
         return 0;
+    return cuipc_py_stream_wait(self->t.device, (cudaStream_t)tree->stream, target,
+                                "__dlpack__: ordering the reader's stream after the unwrap");
+}
+
+int cuipc_py_stream_wait(int device, void *from, void *to, const char *what) {
     int prev = 0;
     cudaError_t e = cudaGetDevice(&prev);
     cudaEvent_t ev = NULL;
     if (e == cudaSuccess)
-        e = cudaSetDevice(self->t.device);
+        e = cudaSetDevice(device);
     if (e == cudaSuccess)
         e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
     if (e == cudaSuccess)
-        e = cudaEventRecord(ev, (cudaStream_t)tree->stream);
+        e = cudaEventRecord(ev, (cudaStream_t)from);
     if (e == cudaSuccess)
-        e = cudaStreamWaitEvent(target, ev, 0);
+        e = cudaStreamWaitEvent((cudaStream_t)to, ev, 0);
     if (ev)
         cudaEventDestroy(ev);
     cudaSetDevice(prev);
     if (e != cudaSuccess) {
-        cuipc_py_raise_msg(CUIPC_ERR_CUDA,
-                           "__dlpack__: ordering the reader's stream after the unwrap: %s",
-                           cudaGetErrorString(e));
+        cuipc_py_raise_msg(CUIPC_ERR_CUDA, "%s: %s", what, cudaGetErrorString(e));
         return -1;
     }
     return 0;
@@ -255,39 +258,79 @@ static PyObject *tensor_dlpack_device(TensorObject *self, PyObject *unused) {
     return Py_BuildValue("(ii)", kDLCUDA, self->t.device);
 }
 
-/* torch.from_dlpack over a legacy capsule made for torch's current stream: works with every
- * torch that has DLPack, whatever its policy on versioned capsules and read-only flags. */
-static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
+/* torch's entry points for to_torch, looked up once (torch is never unloaded): the capsule
+ * reader under torch.from_dlpack, and the raw current stream, where this torch has them. */
+static struct {
+    PyObject *from_dlpack;    /* torch._C._from_dlpack, else torch.from_dlpack */
+    PyObject *raw_stream;     /* torch._C._cuda_getCurrentRawStream, or NULL */
+    PyObject *current_stream; /* torch.cuda.current_stream, when the former is missing */
+} to_torch_fns;
+
+static bool to_torch_init(void) {
+    if (to_torch_fns.from_dlpack)
+        return true;
     PyObject *torch = PyImport_ImportModule("torch");
     if (!torch)
-        return NULL;
-    PyObject *stream = NULL;
-    if (self->t.device == CUIPC_DEVICE_HOST) {
-        stream = Py_NewRef(Py_None);
-    } else {
+        return false;
+    PyObject *c = PyObject_GetAttrString(torch, "_C");
+    PyObject *from = c ? PyObject_GetAttrString(c, "_from_dlpack") : NULL;
+    if (!from) {
+        PyErr_Clear();
+        from = PyObject_GetAttrString(torch, "from_dlpack");
+    }
+    to_torch_fns.raw_stream = c ? PyObject_GetAttrString(c, "_cuda_getCurrentRawStream") : NULL;
+    if (!to_torch_fns.raw_stream) {
+        PyErr_Clear();
         PyObject *cuda = PyObject_GetAttrString(torch, "cuda");
-        PyObject *cur =
-            cuda ? PyObject_CallMethod(cuda, "current_stream", "i", (int)self->t.device) : NULL;
+        to_torch_fns.current_stream = cuda ? PyObject_GetAttrString(cuda, "current_stream") : NULL;
         Py_XDECREF(cuda);
+    }
+    Py_XDECREF(c);
+    Py_DECREF(torch);
+    if (!from || (!to_torch_fns.raw_stream && !to_torch_fns.current_stream)) {
+        Py_XDECREF(from);
+        Py_CLEAR(to_torch_fns.raw_stream);
+        Py_CLEAR(to_torch_fns.current_stream);
+        return false;
+    }
+    to_torch_fns.from_dlpack = from;
+    return true;
+}
+
+/* The handle of torch's current stream on device, as DLPack's stream argument. */
+static PyObject *torch_current_stream(int device) {
+    long long h;
+    if (to_torch_fns.raw_stream) {
+        PyObject *raw = PyObject_CallFunction(to_torch_fns.raw_stream, "i", device);
+        h = raw ? PyLong_AsLongLong(raw) : -1;
+        Py_XDECREF(raw);
+    } else {
+        PyObject *cur = PyObject_CallFunction(to_torch_fns.current_stream, "i", device);
         PyObject *handle = cur ? PyObject_GetAttrString(cur, "cuda_stream") : NULL;
         Py_XDECREF(cur);
-        long long h = handle ? PyLong_AsLongLong(handle) : -1;
+        h = handle ? PyLong_AsLongLong(handle) : -1;
         Py_XDECREF(handle);
-        if (PyErr_Occurred()) {
-            Py_DECREF(torch);
-            return NULL;
-        }
-        stream = PyLong_FromLongLong(h == 0 ? 1 : h); /* 0 is the legacy default stream: 1 */
     }
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLongLong(h == 0 ? 1 : h); /* 0 is the legacy default stream: 1 */
+}
+
+/* torch's capsule reader over a legacy capsule made for torch's current stream: works with every
+ * torch that has DLPack, whatever its policy on versioned capsules and read-only flags. */
+static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
+    if (!to_torch_init())
+        return NULL;
+    PyObject *stream = self->t.device == CUIPC_DEVICE_HOST ? Py_NewRef(Py_None)
+                                                           : torch_current_stream(self->t.device);
     PyObject *args = PyTuple_New(0);
     PyObject *kw = stream ? Py_BuildValue("{s:O}", "stream", stream) : NULL;
     PyObject *cap = args && kw ? tensor_dlpack(self, args, kw) : NULL;
     Py_XDECREF(args);
     Py_XDECREF(kw);
     Py_XDECREF(stream);
-    PyObject *r = cap ? PyObject_CallMethod(torch, "from_dlpack", "O", cap) : NULL;
+    PyObject *r = cap ? PyObject_CallFunctionObjArgs(to_torch_fns.from_dlpack, cap, NULL) : NULL;
     Py_XDECREF(cap);
-    Py_DECREF(torch);
     return r;
 }
 

@@ -1,0 +1,218 @@
+/* torch.Tensor read directly (data_ptr, shape, stride, dtype, device) instead of through
+ * __dlpack_device__ / __dlpack__, whose Python layers cost most of a small send. Only the cases
+ * where the result is the one DLPack gives are taken here: an exact torch.Tensor (no subclass, no
+ * torch function mode), strided layout, no grad, no conj or neg bit, a dtype that maps 1:1, on
+ * the CPU or on the current CUDA device with a stream torch's __dlpack__ accepts. Everything else
+ * goes through DLPack, which raises the exporter's own errors.
+ *
+ * Streams: torch's __dlpack__(stream=S) makes S wait for torch's current stream when they differ;
+ * the same is done here with an event, so the send's copy-in and ready word, ordered on S, come
+ * after the work queued on torch's current stream, as before. */
+#include <cuda_runtime_api.h>
+#include <string.h>
+
+#include "ext.h"
+
+static const struct {
+    const char *name;
+    cuipc_dtype d;
+} torch_dtypes[] = {
+    {"bool", CUIPC_DTYPE_BOOL},   {"uint8", CUIPC_DTYPE_U8},      {"int8", CUIPC_DTYPE_I8},
+    {"int16", CUIPC_DTYPE_I16},   {"uint16", CUIPC_DTYPE_U16},    {"int32", CUIPC_DTYPE_I32},
+    {"uint32", CUIPC_DTYPE_U32},  {"int64", CUIPC_DTYPE_I64},     {"uint64", CUIPC_DTYPE_U64},
+    {"float16", CUIPC_DTYPE_F16}, {"bfloat16", CUIPC_DTYPE_BF16}, {"float32", CUIPC_DTYPE_F32},
+    {"float64", CUIPC_DTYPE_F64},
+};
+#define N_DTYPES (sizeof torch_dtypes / sizeof torch_dtypes[0])
+
+/* Looked up once, when the first object whose type is named "Tensor" comes by with torch
+ * imported; held for the life of the process (torch is never unloaded). Anything missing (an
+ * older torch) turns the direct read off: a slower send, never a different one. */
+static struct {
+    bool ready, unusable;
+    PyTypeObject *tensor_type;
+    PyObject *strided;
+    PyObject *dtype[N_DTYPES];
+    PyObject *mode_enabled; /* torch._C._is_torch_function_mode_enabled, where torch has it */
+    PyObject *raw_stream;   /* torch._C._cuda_getCurrentRawStream, where torch has it */
+    PyObject *s_layout, *s_requires_grad, *s_dtype, *s_is_conj, *s_is_neg, *s_is_cuda, *s_is_cpu,
+        *s_get_device, *s_shape, *s_stride, *s_data_ptr;
+} tt;
+
+static PyObject *intern(const char *s) {
+    return PyUnicode_InternFromString(s);
+}
+
+static bool torch_init(void) {
+    static PyObject *name;
+    if (!name && !(name = intern("torch")))
+        return PyErr_Clear(), false;
+    PyObject *torch = PyImport_GetModule(name);
+    if (!torch) {
+        PyErr_Clear();
+        return false; /* not imported yet: no torch tensor can exist; look again later */
+    }
+    tt.unusable = true;
+    PyObject *type = PyObject_GetAttrString(torch, "Tensor");
+    PyObject *c = PyObject_GetAttrString(torch, "_C");
+    tt.strided = PyObject_GetAttrString(torch, "strided");
+    if (type && PyType_Check(type) && c && tt.strided) {
+        tt.tensor_type = (PyTypeObject *)type;
+        type = NULL;
+        for (size_t i = 0; i < N_DTYPES; i++) {
+            tt.dtype[i] = PyObject_GetAttrString(torch, torch_dtypes[i].name);
+            if (!tt.dtype[i])
+                PyErr_Clear(); /* e.g. uint16 before torch 2.3 */
+        }
+        tt.mode_enabled = PyObject_GetAttrString(c, "_is_torch_function_mode_enabled");
+        if (!tt.mode_enabled)
+            PyErr_Clear();
+        tt.raw_stream = PyObject_GetAttrString(c, "_cuda_getCurrentRawStream");
+        if (!tt.raw_stream)
+            PyErr_Clear();
+        tt.s_layout = intern("layout");
+        tt.s_requires_grad = intern("requires_grad");
+        tt.s_dtype = intern("dtype");
+        tt.s_is_conj = intern("is_conj");
+        tt.s_is_neg = intern("is_neg");
+        tt.s_is_cuda = intern("is_cuda");
+        tt.s_is_cpu = intern("is_cpu");
+        tt.s_get_device = intern("get_device");
+        tt.s_shape = intern("shape");
+        tt.s_stride = intern("stride");
+        tt.s_data_ptr = intern("data_ptr");
+        tt.unusable = !tt.s_data_ptr ||
+                      !PyObject_HasAttr((PyObject *)tt.tensor_type, tt.s_is_neg) ||
+                      !PyObject_HasAttr((PyObject *)tt.tensor_type, tt.s_is_cpu);
+    }
+    PyErr_Clear();
+    Py_XDECREF(type);
+    Py_XDECREF(c);
+    Py_DECREF(torch);
+    tt.ready = true;
+    return !tt.unusable;
+}
+
+/* -1 error, 0 false, 1 true */
+static int flag(PyObject *o, PyObject *name, bool call) {
+    PyObject *v = call ? PyObject_CallMethodObjArgs(o, name, NULL) : PyObject_GetAttr(o, name);
+    if (!v)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+static bool int64_tuple(PyObject *o, int ndim, int64_t *out) {
+    if (!o || !PyTuple_Check(o) || PyTuple_GET_SIZE(o) != ndim)
+        return false;
+    for (int i = 0; i < ndim; i++) {
+        out[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(o, i));
+        if (out[i] == -1 && PyErr_Occurred())
+            return false;
+    }
+    return true;
+}
+
+/* torch's current stream on device, made to precede the send's stream, as __dlpack__ does. */
+static int order_after_torch(int device, cuipc_stream stream, const char *path) {
+    PyObject *raw = PyObject_CallFunction(tt.raw_stream, "i", device);
+    unsigned long long h = raw ? PyLong_AsUnsignedLongLongMask(raw) : 0;
+    Py_XDECREF(raw);
+    if (!raw || PyErr_Occurred())
+        return -1;
+    cudaStream_t from = h == 1 ? NULL : (cudaStream_t)(uintptr_t)h;
+    cudaStream_t to = (uintptr_t)stream == 1 ? NULL : (cudaStream_t)stream;
+    if (from == to)
+        return 0;
+    return cuipc_py_stream_wait(device, from, to, path);
+}
+
+/* The fast path's gate: each test that fails sends the tensor to DLPack. */
+static int takes_fast_path(PyObject *o) {
+    if (tt.mode_enabled) {
+        PyObject *v = PyObject_CallObject(tt.mode_enabled, NULL);
+        int on = v ? PyObject_IsTrue(v) : -1;
+        Py_XDECREF(v);
+        if (on != 0)
+            return on < 0 ? -1 : 0;
+    }
+    PyObject *layout = PyObject_GetAttr(o, tt.s_layout);
+    if (!layout)
+        return -1;
+    Py_DECREF(layout);
+    if (layout != tt.strided)
+        return 0;
+    int r = flag(o, tt.s_requires_grad, false);
+    if (r == 0)
+        r = flag(o, tt.s_is_conj, true);
+    if (r == 0)
+        r = flag(o, tt.s_is_neg, true);
+    return r < 0 ? -1 : !r;
+}
+
+static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t *device) {
+    int cuda = flag(o, tt.s_is_cuda, false);
+    if (cuda <= 0) {
+        int cpu = cuda < 0 ? -1 : flag(o, tt.s_is_cpu, false);
+        *device = CUIPC_DEVICE_HOST;
+        return cpu; /* not CPU either (meta, mps, xla...): DLPack's turn */
+    }
+    /* What torch's __dlpack__ accepts: the current device, a stream other than per-thread. */
+    int current = -1;
+    if (!tt.raw_stream || (uintptr_t)stream == 2 || cudaGetDevice(&current) != cudaSuccess)
+        return 0;
+    PyObject *d = PyObject_CallMethodObjArgs(o, tt.s_get_device, NULL);
+    long index = d ? PyLong_AsLong(d) : -1;
+    Py_XDECREF(d);
+    if (PyErr_Occurred())
+        return -1;
+    if (index != current)
+        return 0;
+    *device = (int32_t)index;
+    return order_after_torch((int)index, stream, path) < 0 ? -1 : 1;
+}
+
+int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream,
+                          cuipc_py_layout *out) {
+    if (tt.ready ? tt.unusable || Py_TYPE(o) != tt.tensor_type
+                 : strcmp(Py_TYPE(o)->tp_name, "Tensor") != 0 || !torch_init() ||
+                       Py_TYPE(o) != tt.tensor_type)
+        return 0;
+    int r = takes_fast_path(o);
+    if (r <= 0)
+        return r;
+    PyObject *dtype = PyObject_GetAttr(o, tt.s_dtype);
+    if (!dtype)
+        return -1;
+    Py_DECREF(dtype);
+    out->dtype = CUIPC_DTYPE_INVALID;
+    for (size_t i = 0; i < N_DTYPES; i++)
+        if (tt.dtype[i] == dtype)
+            out->dtype = torch_dtypes[i].d;
+    if (out->dtype == CUIPC_DTYPE_INVALID)
+        return 0;
+    PyObject *shape = PyObject_GetAttr(o, tt.s_shape);
+    if (!shape)
+        return -1;
+    Py_ssize_t ndim = PyTuple_Check(shape) ? PyTuple_GET_SIZE(shape) : -1;
+    if (ndim < 0 || ndim > CUIPC_MAX_DIMS) {
+        Py_DECREF(shape);
+        return 0;
+    }
+    out->ndim = (int)ndim;
+    PyObject *stride = PyObject_CallMethodObjArgs(o, tt.s_stride, NULL);
+    bool ok =
+        int64_tuple(shape, out->ndim, out->shape) && int64_tuple(stride, out->ndim, out->strides);
+    Py_DECREF(shape);
+    Py_XDECREF(stride);
+    if (!ok)
+        return PyErr_Occurred() ? -1 : 0;
+    /* Last: a CUDA tensor orders the send's stream here, once nothing else can refuse it. */
+    PyObject *ptr = PyObject_CallMethodObjArgs(o, tt.s_data_ptr, NULL);
+    out->data = ptr ? PyLong_AsVoidPtr(ptr) : NULL;
+    Py_XDECREF(ptr);
+    if (!ptr || PyErr_Occurred())
+        return -1;
+    return device_of(o, stream, path, &out->device);
+}
