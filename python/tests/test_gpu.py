@@ -131,18 +131,21 @@ def test_compat_reference_pattern(spawn, torch):
 
 
 def test_send_waits_for_torchs_current_stream(spawn, torch):
-    """A tensor still being written on torch's current stream, sent on another stream: the send's
-    stream waits for it (as torch's __dlpack__ ordered it), whether read directly or not."""
+    """A tensor still being written on torch's current stream, sent on another stream (a stream of
+    its own, then None: the legacy default stream): the send's stream waits for torch's current
+    one, as torch's __dlpack__ made it do, so the consumer sees the finished write."""
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
         results = start_consumers(spawn, p, 1, "copy", 2, True)
         side, send_stream = torch.cuda.Stream(), torch.cuda.Stream()
+        kept = []  # not recycled by torch's allocator while the send's stream may still read it
         for i in range(2):
             with torch.cuda.stream(side):
                 x = torch.zeros(64, 64, device="cuda")
+                kept.append(x)
                 torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU time before the write
                 x.copy_(feature(torch, i, (64, 64), torch.float32))
-                p.send({"pixel_values": x if i == 0 else x.view(64, 64), "i": i},
-                       stream=send_stream if i == 0 else None)
+                p.send({"pixel_values": x, "i": i}, stream=send_stream if i == 0 else None)
         for _ in range(2):
             g = next_report(results)
             assert g["pixel_values"][4] == expected_sum(torch, g["i"], (64, 64), torch.float32)
+        torch.cuda.synchronize()
