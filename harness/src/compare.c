@@ -167,6 +167,8 @@ static void usage(FILE *f) {
             "runs gives p <= alpha / (metrics compared): alpha bounds the chance that a scenario\n"
             "of unchanged code is called a regression. Run both with --repetitions 6 or more.\n"
             "  --p50-tolerance PCT (10) --p99-tolerance PCT (20) --throughput-tolerance PCT (10)\n"
+            "  --min-tolerance PCT (10)    the fastest message's latency (a cost every message\n"
+            "                              pays shows there through the noise of a loaded host)\n"
             "  --latency-floor-us US (1)   latency changes below it are noise\n"
             "  --alpha P (0.01)            family-wise significance level per scenario\n"
             "  --common                    compare only the scenarios both sides hold\n"
@@ -196,6 +198,7 @@ int cuipc_compare_main(int argc, char **argv) {
     const char *json_path = NULL;
     static const struct option longopts[] = {{"p50-tolerance", required_argument, NULL, 'a'},
                                              {"p99-tolerance", required_argument, NULL, 'b'},
+                                             {"min-tolerance", required_argument, NULL, 'm'},
                                              {"throughput-tolerance", required_argument, NULL, 'c'},
                                              {"latency-floor-us", required_argument, NULL, 'd'},
                                              {"alpha", required_argument, NULL, 'p'},
@@ -218,6 +221,9 @@ int cuipc_compare_main(int argc, char **argv) {
             break;
         case 'b':
             ok = parse_pct("--p99-tolerance", optarg, &o.p99_pct);
+            break;
+        case 'm':
+            ok = parse_pct("--min-tolerance", optarg, &o.min_pct);
             break;
         case 'c':
             ok = parse_pct("--throughput-tolerance", optarg, &o.throughput_pct);
@@ -338,14 +344,16 @@ int cuipc_compare_main(int argc, char **argv) {
     }
     if (json_path != NULL) {
         json_t *doc = json_pack(
-            "{s:i, s:s, s:s, s:O, s:O, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:s, s:b, s:b}, "
+            "{s:i, s:s, s:s, s:O, s:O, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:b, "
+            "s:b}, "
             "s:i, s:{s:I, s:I, s:I, s:I}}",
             "schema_version", 1, "base", argv[optind], "new", argv[optind + 1], "mismatches",
             env_diff, "content_mismatches", content_diff, "refused",
             refused ? json_string(refused) : json_null(), "only_in_base", json_incref(only_base),
             "only_in_new", json_incref(only_new), "options", "p50_tolerance_pct", o.p50_pct,
-            "p99_tolerance_pct", o.p99_pct, "throughput_tolerance_pct", o.throughput_pct,
-            "latency_floor_us", o.latency_floor_us, "alpha", o.alpha, "test",
+            "p99_tolerance_pct", o.p99_pct, "min_tolerance_pct", o.min_pct,
+            "throughput_tolerance_pct", o.throughput_pct, "latency_floor_us", o.latency_floor_us,
+            "alpha", o.alpha, "test",
             "one-sided Mann-Whitney U (exact, or normal approximation for large samples)", "common",
             common, "allow_mismatch", allow_mismatch, "exit_code", rc, "totals", "regression",
             (json_int_t)counts[CUIPC_VERDICT_REGRESSION], "undecided",

@@ -13,6 +13,7 @@
 void cuipc_compare_opts_init(cuipc_compare_opts *o) {
     o->p50_pct = 10.0;
     o->p99_pct = 20.0;
+    o->min_pct = 10.0;
     o->throughput_pct = 10.0;
     o->latency_floor_us = 1.0;
     o->alpha = 0.01;
@@ -26,6 +27,8 @@ const char *cuipc_verdict_name(cuipc_verdict v) {
 static double tolerance_of(const cuipc_rep_metric *m, const cuipc_compare_opts *o) {
     if (!m->higher_is_worse)
         return o->throughput_pct;
+    if (strcmp(m->key, "latency_min_us") == 0)
+        return o->min_pct;
     return strcmp(m->key, "latency_p50_us") == 0 ? o->p50_pct : o->p99_pct;
 }
 

@@ -37,6 +37,7 @@ void cuipc_results_print_done(FILE *f, size_t i, size_t n, const json_t *res, do
 typedef struct cuipc_compare_opts {
     double p50_pct; /* latency p50 may rise by this much */
     double p99_pct;
+    double min_pct;          /* the fastest message's latency may rise by this much */
     double throughput_pct;   /* GB/s and msgs/s may fall by this much */
     double latency_floor_us; /* changes smaller than this are noise, whatever the percentage */
     double alpha;            /* a change is significant when the U test's p <= alpha */
