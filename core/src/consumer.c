@@ -285,9 +285,7 @@ static cuipc_status check_pool_proxy(cuipc_consumer *c, const cuipc_proxy *x, po
                                x->nbytes, c->index));
     if (v->memory == CUIPC_MEMORY_HOST) {
         /* Host chunks are filled before they are sent: not ready means forged or recycled. */
-        uint32_t ready = atomic_load_explicit(
-            &cuipc_sync_table_slot(v->sync, x->u.pool.slot)->ready, memory_order_acquire);
-        if (ready != x->u.pool.generation)
+        if (!cuipc_sync_ready_is(v->sync, x->u.pool.slot, x->u.pool.generation))
             return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u: data of generation %u is not in place",
                               x->u.pool.slot, x->u.pool.generation);
     }
@@ -533,15 +531,14 @@ static cuipc_status borrow_or_copy(unwrap_ctx *u, void *src, uint64_t n, int src
  * copy, so later work of any context reads the data. */
 static bool host_saw_ready(const pool_view *v, uint32_t slot, uint32_t generation,
                            int64_t wait_ns) {
-    _Atomic uint32_t *ready = &cuipc_sync_table_slot(v->sync, slot)->ready;
-    if (atomic_load_explicit(ready, memory_order_acquire) == generation)
+    if (cuipc_sync_ready_is(v->sync, slot, generation))
         return true;
     if (wait_ns <= 0)
         return false;
     uint64_t end = cuipc_now_ns() + (uint64_t)wait_ns;
     do {
         for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(ready, memory_order_acquire) == generation)
+            if (cuipc_sync_ready_is(v->sync, slot, generation))
                 return true;
             cuipc_cpu_relax();
         }

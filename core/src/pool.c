@@ -164,9 +164,7 @@ static uint32_t in_flight_locked(const cuipc_pool *p) {
 static bool gpu_writes_done(cuipc_pool *p, uint32_t slot) {
     if (p->cfg.memory != CUIPC_MEMORY_CUDA)
         return true;
-    cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, slot);
-    return atomic_load_explicit(&ss->ready, memory_order_acquire) ==
-           atomic_load_explicit(&ss->generation, memory_order_relaxed);
+    return cuipc_sync_ready_current(p->sync, slot);
 }
 
 /* Return every busy slot whose consumers are all done. Caller holds the lock. */
@@ -433,7 +431,7 @@ void cuipc_pool_mark_ready(cuipc_pool *p, const cuipc_chunk *c) {
 static slot_state *busy_slot(cuipc_pool *p, uint32_t slot, uint32_t generation) {
     if (slot >= p->cfg.slots || !p->slots[slot].busy)
         return NULL;
-    if (atomic_load(&cuipc_sync_table_slot(p->sync, slot)->generation) != generation)
+    if (cuipc_sync_generation(p->sync, slot) != generation)
         return NULL;
     return &p->slots[slot];
 }
@@ -447,9 +445,7 @@ cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
                           c->generation);
     }
     /* Ack for every consumer so the table agrees the slot is free, then free it now. */
-    cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, c->slot);
-    for (uint32_t i = 0; i < p->cfg.max_consumers; i++)
-        atomic_store(&ss->ack[i], c->generation);
+    cuipc_sync_ack_all(p->sync, c->slot, c->generation);
     free_busy_locked(p, st->busy_pos);
     p->stats.cancelled++;
     pthread_mutex_unlock(&p->lock);
@@ -503,10 +499,7 @@ void cuipc_pool_release_on_behalf(cuipc_pool *p, uint32_t slot, uint32_t generat
                                   uint32_t consumer) {
     if (slot >= p->cfg.slots || consumer >= p->cfg.max_consumers)
         return;
-    cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, slot);
-    uint32_t expected = atomic_load(&ss->ack[consumer]);
-    if (expected != generation && atomic_load(&ss->generation) == generation)
-        atomic_compare_exchange_strong(&ss->ack[consumer], &expected, generation);
+    cuipc_sync_ack_on_behalf(p->sync, slot, generation, consumer);
     cuipc_sync_wake(p->sync);
 }
 
@@ -516,13 +509,7 @@ void cuipc_pool_consumer_dead(cuipc_pool *p, uint32_t consumer) {
     pthread_mutex_lock(&p->lock);
     /* Ack on behalf of the dead consumer for everything sent to it, then recycle. */
     for (uint32_t i = 0; i < p->n_busy; i++) {
-        uint32_t slot = p->busy[i];
-        cuipc_sync_slot *ss = cuipc_sync_table_slot(p->sync, slot);
-        uint32_t gen = atomic_load(&ss->generation);
-        if (!(atomic_load(&ss->consumer_mask) & (1ull << consumer)))
-            continue;
-        uint32_t ack = atomic_load(&ss->ack[consumer]);
-        if (ack != gen && atomic_compare_exchange_strong(&ss->ack[consumer], &ack, gen))
+        if (cuipc_sync_ack_current_on_behalf(p->sync, p->busy[i], consumer))
             p->stats.dead_consumer_reclaims++;
     }
     reclaim_locked(p);
@@ -608,17 +595,4 @@ cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *p, void *stream, const cuipc
                           p->cfg.slots);
     return cuipc_cuda_stream_write_u32(
         stream, cuipc_sync_ready_device_addr(p->sync_dev_base, p->sync, c->slot), c->generation);
-}
-
-void *cuipc_sync_ready_device_addr(void *dev_base, const cuipc_sync_table *t, uint32_t slot) {
-    char *host_base = cuipc_sync_table_base(t);
-    char *word = (char *)&cuipc_sync_table_slot(t, slot)->ready;
-    return (char *)dev_base + (word - host_base);
-}
-
-void *cuipc_sync_ack_device_addr(void *dev_base, const cuipc_sync_table *t, uint32_t slot,
-                                 uint32_t consumer) {
-    char *host_base = cuipc_sync_table_base(t);
-    char *word = (char *)&cuipc_sync_table_slot(t, slot)->ack[consumer];
-    return (char *)dev_base + (word - host_base);
 }

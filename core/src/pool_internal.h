@@ -46,9 +46,4 @@ cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, void *stream, const cu
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,
                                   uint32_t consumer);
 
-/* Device address of a slot's ready word / consumer ack word, given the table's device base. */
-void *cuipc_sync_ready_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot);
-void *cuipc_sync_ack_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot,
-                                 uint32_t consumer);
-
 #endif

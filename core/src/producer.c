@@ -393,9 +393,9 @@ void cuipc_producer_for_each_chunk(cuipc_producer *p, const cuipc_value *wrapped
 /* The consumers a chunk waits for (its sync slot's mask), intersected into ctx. */
 static void and_chunk_mask(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx) {
     (void)p;
-    cuipc_sync_slot *ss = cuipc_sync_table_slot(cuipc_pool_sync(pool), x->u.pool.slot);
-    if (ss)
-        *(uint64_t *)ctx &= atomic_load(&ss->consumer_mask);
+    const cuipc_sync_table *sync = cuipc_pool_sync(pool);
+    if (x->u.pool.slot < cuipc_sync_table_slots(sync))
+        *(uint64_t *)ctx &= cuipc_sync_consumer_mask(sync, x->u.pool.slot);
 }
 
 /* Consumers in `missed` never got the message: their acks are given on their behalf. */

@@ -17,7 +17,13 @@
  *   ack never moves backwards (a racing stale release cannot undo a newer ack).
  * - The wake_seq/waiters pair is seq_cst on both sides (Dekker): a releaser bumps wake_seq then
  *   reads waiters; a waiter bumps waiters then reads wake_seq; one of them sees the other, so a
- *   sleeper is never missed. */
+ *   sleeper is never missed.
+ * - Acks given on a consumer's behalf (ack_on_behalf, ack_current_on_behalf) are a CAS for a
+ *   generation the slot was seen at: a real release racing with them wins or loses the CAS,
+ *   either way the ack ends at that generation. ack_all() (a cancelled send) stores: no
+ *   consumer holds the generation, its proxy was never sent.
+ * - ready is a release store (CPU) or a GPU stream write after the chunk's writes on that
+ *   stream; ready_is() is an acquire load, so a true answer orders the reads of the data. */
 #include "sync_table.h"
 
 #include <limits.h>
@@ -233,6 +239,80 @@ bool cuipc_sync_done(const cuipc_sync_table *t, uint32_t slot, uint64_t live_mas
             return false;
     }
     return true;
+}
+
+uint32_t cuipc_sync_generation(const cuipc_sync_table *t, uint32_t slot) {
+    if (!t || slot >= t->n_slots)
+        return 0;
+    return atomic_load_explicit(&t->slots[slot].generation, memory_order_seq_cst);
+}
+
+uint64_t cuipc_sync_consumer_mask(const cuipc_sync_table *t, uint32_t slot) {
+    if (!t || slot >= t->n_slots)
+        return 0;
+    return atomic_load_explicit(&t->slots[slot].consumer_mask, memory_order_seq_cst);
+}
+
+void cuipc_sync_ack_all(cuipc_sync_table *t, uint32_t slot, uint32_t generation) {
+    if (!t || slot >= t->n_slots)
+        return;
+    cuipc_sync_slot *s = &t->slots[slot];
+    for (uint32_t i = 0; i < t->max_consumers; i++)
+        atomic_store_explicit(&s->ack[i], generation, memory_order_seq_cst);
+}
+
+void cuipc_sync_ack_on_behalf(cuipc_sync_table *t, uint32_t slot, uint32_t generation,
+                              uint32_t consumer) {
+    if (!t || slot >= t->n_slots || consumer >= t->max_consumers)
+        return;
+    cuipc_sync_slot *s = &t->slots[slot];
+    uint32_t expected = atomic_load_explicit(&s->ack[consumer], memory_order_seq_cst);
+    if (expected != generation &&
+        atomic_load_explicit(&s->generation, memory_order_seq_cst) == generation)
+        atomic_compare_exchange_strong_explicit(&s->ack[consumer], &expected, generation,
+                                                memory_order_seq_cst, memory_order_seq_cst);
+}
+
+bool cuipc_sync_ack_current_on_behalf(cuipc_sync_table *t, uint32_t slot, uint32_t consumer) {
+    if (!t || slot >= t->n_slots || consumer >= t->max_consumers)
+        return false;
+    cuipc_sync_slot *s = &t->slots[slot];
+    uint32_t gen = atomic_load_explicit(&s->generation, memory_order_seq_cst);
+    if (!(atomic_load_explicit(&s->consumer_mask, memory_order_seq_cst) & (1ull << consumer)))
+        return false;
+    uint32_t ack = atomic_load_explicit(&s->ack[consumer], memory_order_seq_cst);
+    return ack != gen &&
+           atomic_compare_exchange_strong_explicit(&s->ack[consumer], &ack, gen,
+                                                   memory_order_seq_cst, memory_order_seq_cst);
+}
+
+bool cuipc_sync_ready_is(const cuipc_sync_table *t, uint32_t slot, uint32_t generation) {
+    if (!t || slot >= t->n_slots)
+        return false;
+    return atomic_load_explicit(&t->slots[slot].ready, memory_order_acquire) == generation;
+}
+
+bool cuipc_sync_ready_current(const cuipc_sync_table *t, uint32_t slot) {
+    if (!t || slot >= t->n_slots)
+        return false;
+    const cuipc_sync_slot *s = &t->slots[slot];
+    return atomic_load_explicit(&s->ready, memory_order_acquire) ==
+           atomic_load_explicit(&s->generation, memory_order_relaxed);
+}
+
+/* The device address of a word of the table: its offset from the host mapping, applied to the
+ * device base. */
+static void *device_addr(void *dev_base, const cuipc_sync_table *t, const void *word) {
+    return (char *)dev_base + ((const char *)word - (const char *)t->base);
+}
+
+void *cuipc_sync_ready_device_addr(void *dev_base, const cuipc_sync_table *t, uint32_t slot) {
+    return device_addr(dev_base, t, &t->slots[slot].ready);
+}
+
+void *cuipc_sync_ack_device_addr(void *dev_base, const cuipc_sync_table *t, uint32_t slot,
+                                 uint32_t consumer) {
+    return device_addr(dev_base, t, &t->slots[slot].ack[consumer]);
 }
 
 /* ---- consumer -------------------------------------------------------------------------- */

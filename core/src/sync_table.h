@@ -1,7 +1,18 @@
 /* The sync table: ONE shared-memory region per pool with a slot per chunk in flight.
  * Lock-free C11 atomics; a generation per slot so stale releases are rejected; one ack word per
  * consumer so N consumers (tp_size) complete independently, from the CPU (CAS) or from a GPU
- * stream (cuStreamWriteValue32 of the generation into the ack word). */
+ * stream (cuStreamWriteValue32 of the generation into the ack word).
+ *
+ * The whole slot protocol lives in sync_table.c: nobody else touches a slot's words. Its
+ * invariants (why they hold: the top of sync_table.c):
+ * - generation is written by the producer alone, is never 0 for a live slot, and moves
+ *   forward only; 0 means "being rewritten" (or never used).
+ * - ready == generation only once the chunk's data of that generation is in place (a CPU
+ *   release store, or a GPU stream write at the device address of the ready word).
+ * - ack[c] == generation means consumer c is done with that generation; an ack only moves
+ *   forward, and begin() resets the acks it waits for to the previous generation.
+ * - A slot may be reused once done(): every live consumer of its mask has acked. Acks given
+ *   on a consumer's behalf (dead, or never sent the message) go through the same words. */
 #ifndef CUIPC_SYNC_TABLE_H
 #define CUIPC_SYNC_TABLE_H
 
@@ -65,6 +76,31 @@ uint32_t cuipc_sync_begin(cuipc_sync_table *t, uint32_t slot, uint64_t offset, u
 void cuipc_sync_set_ready(cuipc_sync_table *t, uint32_t slot, uint32_t generation);
 /* Producer: every consumer of the slot's mask that is in live_mask has acked the generation. */
 bool cuipc_sync_done(const cuipc_sync_table *t, uint32_t slot, uint64_t live_mask);
+/* The slot's current generation (0: being rewritten or never used, or slot out of range). */
+uint32_t cuipc_sync_generation(const cuipc_sync_table *t, uint32_t slot);
+/* The consumers the slot's current generation waits for (0 for a slot out of range). */
+uint64_t cuipc_sync_consumer_mask(const cuipc_sync_table *t, uint32_t slot);
+/* Producer: ack (slot, generation) for every consumer (a cancelled send: nobody will). */
+void cuipc_sync_ack_all(cuipc_sync_table *t, uint32_t slot, uint32_t generation);
+/* Producer: ack (slot, generation) on behalf of consumer c (it never got the message), if the
+ * slot is still at that generation; no wake-up (the caller wakes once). */
+void cuipc_sync_ack_on_behalf(cuipc_sync_table *t, uint32_t slot, uint32_t generation,
+                              uint32_t consumer);
+/* Producer: ack the slot's current generation on behalf of consumer c (it died) if c is in
+ * its mask and has not acked it; true when this call gave the ack. */
+bool cuipc_sync_ack_current_on_behalf(cuipc_sync_table *t, uint32_t slot, uint32_t consumer);
+
+/* The slot's data of generation is in place (acquire: a caller that sees true reads it). */
+bool cuipc_sync_ready_is(const cuipc_sync_table *t, uint32_t slot, uint32_t generation);
+/* The ready word matches the slot's current generation: the GPU has run every write queued
+ * before the ready write (a chunk whose acks came on a consumer's behalf may be reused). */
+bool cuipc_sync_ready_current(const cuipc_sync_table *t, uint32_t slot);
+
+/* Device address of a slot's ready word / consumer c's ack word, given the table's device base
+ * (the table registered with the GPU): where a stream writes them. */
+void *cuipc_sync_ready_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot);
+void *cuipc_sync_ack_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot,
+                                 uint32_t consumer);
 
 /* Consumer: validate a proxy's (slot, generation, offset, size) for consumer c:
  * CUIPC_ERR_CORRUPT (slot out of range, extent differs, c not in the mask),

@@ -77,13 +77,14 @@ static void test_generations(void) {
     CHECK(cuipc_sync_begin(t, 0, 64, 64, 0x3) == 2);
     CHECK(cuipc_sync_begin(t, 1, 0, 64, 0x3) == 1); /* per-slot generations */
     CHECK(cuipc_sync_begin(t, 4, 0, 64, 0x3) == 0); /* out of range: no generation */
+    /* The stores into the slot below forge what a racing peer could see: white-box. */
     cuipc_sync_slot *s = cuipc_sync_table_slot(t, 2);
     atomic_store(&s->generation, UINT32_MAX);
     CHECK(cuipc_sync_begin(t, 2, 0, 64, 0x1) == 1); /* wraps past 0 */
     CHECK(atomic_load(&s->generation) == 1 && atomic_load(&s->offset) == 0);
-    CHECK(atomic_load(&s->ready) == 0);
+    CHECK(cuipc_sync_ready_is(t, 2, 0));
     cuipc_sync_set_ready(t, 2, 1);
-    CHECK(atomic_load(&s->ready) == 1);
+    CHECK(cuipc_sync_ready_is(t, 2, 1));
     CHECK(!cuipc_sync_done(t, 3, ~0ull)); /* never begun */
     /* An old ack equal to the new generation must not count: begin clears the mask's acks. */
     atomic_store(&s->generation, 4);
@@ -104,6 +105,47 @@ static void test_generations(void) {
     atomic_store(&s->generation, 5); /* as seen by a release that checked before the reuse */
     CHECK_STATUS(cuipc_sync_release(t, 2, 5, 0), CUIPC_ERR_DUPLICATE);
     CHECK(atomic_load(&s->ack[0]) == 5);
+    cuipc_sync_table_destroy(t);
+}
+
+/* Acks given by the producer on a consumer's behalf, the ready word, and the device addresses
+ * of the words a GPU stream writes. */
+static void test_on_behalf_and_ready(void) {
+    cuipc_sync_table *t = make_table(4, 3, 9);
+    uint32_t gen = cuipc_sync_begin(t, 1, 0, 64, 0x5); /* consumers 0 and 2 */
+    CHECK(cuipc_sync_generation(t, 1) == gen && cuipc_sync_generation(t, 9) == 0);
+    CHECK(cuipc_sync_consumer_mask(t, 1) == 0x5 && cuipc_sync_consumer_mask(t, 9) == 0);
+    CHECK(!cuipc_sync_ready_is(t, 1, gen) && !cuipc_sync_ready_current(t, 1));
+    cuipc_sync_set_ready(t, 1, gen);
+    CHECK(cuipc_sync_ready_is(t, 1, gen) && cuipc_sync_ready_current(t, 1));
+    CHECK(!cuipc_sync_ready_is(t, 1, gen + 1) && !cuipc_sync_ready_is(t, 4, gen));
+
+    /* On behalf of a consumer that never got the message: only for the slot's generation. */
+    cuipc_sync_ack_on_behalf(t, 1, gen + 1, 0);
+    CHECK(!cuipc_sync_done(t, 1, 0x1));
+    cuipc_sync_ack_on_behalf(t, 1, gen, 0);
+    CHECK(cuipc_sync_done(t, 1, 0x1) && !cuipc_sync_done(t, 1, 0x5));
+    CHECK_STATUS(cuipc_sync_release(t, 1, gen, 0), CUIPC_ERR_DUPLICATE);
+
+    /* On behalf of a dead consumer: only one in the mask, once. */
+    CHECK(!cuipc_sync_ack_current_on_behalf(t, 1, 1)); /* not in the mask */
+    CHECK(cuipc_sync_ack_current_on_behalf(t, 1, 2));
+    CHECK(!cuipc_sync_ack_current_on_behalf(t, 1, 2)); /* already acked */
+    CHECK(cuipc_sync_done(t, 1, 0x5));
+    CHECK(!cuipc_sync_ack_current_on_behalf(t, 4, 0) && !cuipc_sync_ack_current_on_behalf(t, 1, 3));
+
+    /* A cancelled send: every consumer acked, the generation's ready word left alone. */
+    uint32_t next = cuipc_sync_begin(t, 1, 0, 64, 0x7);
+    CHECK(!cuipc_sync_done(t, 1, 0x7) && !cuipc_sync_ready_current(t, 1));
+    cuipc_sync_ack_all(t, 1, next);
+    CHECK(cuipc_sync_done(t, 1, 0x7));
+
+    /* Device addresses: the words' offsets in the table, applied to the device base. */
+    char *base = cuipc_sync_table_base(t);
+    char *dev = (char *)0x7f0000000000ull;
+    cuipc_sync_slot *s = cuipc_sync_table_slot(t, 3);
+    CHECK((char *)cuipc_sync_ready_device_addr(dev, t, 3) - dev == (char *)&s->ready - base);
+    CHECK((char *)cuipc_sync_ack_device_addr(dev, t, 3, 2) - dev == (char *)&s->ack[2] - base);
     cuipc_sync_table_destroy(t);
 }
 
@@ -371,8 +413,7 @@ static int stress_consumer(void *arg) {
                     cuipc_last_error());
             return 1;
         }
-        cuipc_sync_slot *slot = cuipc_sync_table_slot(t, m.slot);
-        CHECK(atomic_load_explicit(&slot->ready, memory_order_acquire) == m.generation);
+        CHECK(cuipc_sync_ready_is(t, m.slot, m.generation));
         /* Had the producer reused the slot before this release, the chunk would hold a later
          * message number. */
         CHECK(atomic_load_explicit(&a->chunks[m.slot], memory_order_relaxed) == m.seq);
@@ -401,8 +442,7 @@ static uint32_t take_free_slot(cuipc_sync_table *t, uint32_t n_slots, uint64_t a
         uint32_t seq = cuipc_sync_wake_seq(t);
         for (uint32_t k = 0; k < n_slots; k++) {
             uint32_t slot = (*next + k) % n_slots;
-            cuipc_sync_slot *s = cuipc_sync_table_slot(t, slot);
-            if (atomic_load(&s->generation) == 0 || cuipc_sync_done(t, slot, all)) {
+            if (cuipc_sync_generation(t, slot) == 0 || cuipc_sync_done(t, slot, all)) {
                 *next = slot + 1;
                 return slot;
             }
@@ -437,7 +477,7 @@ static void stress(uint32_t n_consumers, uint64_t messages) {
     uint64_t start = cuipc_now_ns();
     for (uint64_t seq = 0; seq < messages; seq++) {
         uint32_t slot = take_free_slot(t, n_slots, all, &next, &waits);
-        if (atomic_load(&cuipc_sync_table_slot(t, slot)->generation) != 0)
+        if (cuipc_sync_generation(t, slot) != 0)
             reuses++;
         atomic_store_explicit(&chunks[slot], seq, memory_order_relaxed);
         uint64_t size = 64 + seq % 5;
@@ -480,6 +520,7 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN); /* a dead consumer must fail a write, not kill the producer */
     test_create_and_layout();
     test_generations();
+    test_on_behalf_and_ready();
     test_check_codes();
     test_stale_and_duplicate();
     test_done_ignores_dead();
