@@ -78,7 +78,7 @@ static cuipc_status validate_config(const cuipc_pool_config *c) {
     if (c->memory != CUIPC_MEMORY_HOST && c->memory != CUIPC_MEMORY_CUDA &&
         c->memory != CUIPC_MEMORY_VIRTUAL)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "memory kind %d is not host, cuda or virtual",
-                          c->memory);
+                          (int)c->memory);
     if (c->size == 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "pool size is 0");
     if (c->max_consumers < 1 || c->max_consumers > CUIPC_MAX_CONSUMERS)

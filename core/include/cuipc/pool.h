@@ -15,7 +15,6 @@ extern "C" {
 #endif
 
 #define CUIPC_MAX_CONSUMERS 64
-#define CUIPC_MEMORY_VIRTUAL 3 /* cuipc_memory_kind for planning: no backing memory */
 
 typedef enum cuipc_fit {
     CUIPC_FIT_BEST = 0,  /* smallest free block that fits (segregated lists) */
@@ -23,7 +22,7 @@ typedef enum cuipc_fit {
 } cuipc_fit;
 
 typedef struct cuipc_pool_config {
-    int memory;             /* cuipc_memory_kind or CUIPC_MEMORY_VIRTUAL */
+    cuipc_memory_kind memory; /* HOST, CUDA, or VIRTUAL (planning) */
     uint64_t size;          /* arena bytes */
     int32_t device;         /* CUDA ordinal for CUIPC_MEMORY_CUDA */
     uint32_t max_consumers; /* consumers a chunk can be sent to (tp_size), 1..64 */

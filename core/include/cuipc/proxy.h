@@ -22,6 +22,9 @@ typedef enum cuipc_proxy_kind {
 typedef enum cuipc_memory_kind {
     CUIPC_MEMORY_HOST = 1, /* shared host memory (memfd), pinned when a GPU is present */
     CUIPC_MEMORY_CUDA = 2, /* one cudaMalloc workspace exported once */
+    /* A pool for planning: offsets only, no backing memory. Never on the wire: the codec and
+     * the consumer accept HOST and CUDA alone. */
+    CUIPC_MEMORY_VIRTUAL = 3,
 } cuipc_memory_kind;
 
 /* Layout of the tensor; data pointers are never sent. */
