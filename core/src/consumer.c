@@ -451,8 +451,9 @@ static void pin_host_view(cuipc_consumer *c, pool_view *v) {
     pthread_mutex_unlock(&c->lock);
 }
 
-static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int target, void *stream,
-                             void **dst, cuipc_tensor_owner *owner, size_t *mapped) {
+static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int target,
+                             cuipc_stream stream, void **dst, cuipc_tensor_owner *owner,
+                             size_t *mapped) {
     *mapped = 0;
     if (target == CUIPC_DEVICE_HOST) {
         void *d = cuipc_host_copy_alloc(n, mapped);

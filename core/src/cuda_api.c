@@ -355,7 +355,7 @@ static cuipc_status copy_pool_get(int device, cudaMemPool_t *out) {
     return s;
 }
 
-cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **out) {
+cuipc_status cuipc_cuda_malloc_async(int device, size_t n, cuipc_stream stream, void **out) {
     CUIPC_REQUIRE_GPU();
     if (n == 0 || out == NULL)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "n=%zu out=%p: need n > 0 and out", n,
@@ -371,7 +371,7 @@ cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_cuda_stream_device(void *stream, int *device) {
+cuipc_status cuipc_cuda_stream_device(cuipc_stream stream, int *device) {
     CUIPC_REQUIRE_GPU();
     cudaError_t err =
         stream ? cudaStreamGetDevice((cudaStream_t)stream, device) : cudaGetDevice(device);
@@ -410,7 +410,7 @@ cuipc_status cuipc_cuda_copy_pool_usage(int device, uint64_t *reserved, uint64_t
     return s;
 }
 
-cuipc_status cuipc_cuda_free_async(void *p, void *stream) {
+cuipc_status cuipc_cuda_free_async(void *p, cuipc_stream stream) {
     if (p == NULL)
         return CUIPC_OK;
     CUIPC_REQUIRE_GPU();
@@ -500,7 +500,7 @@ cuipc_status cuipc_cuda_host_unregister(void *p) {
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, void *stream) {
+cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, cuipc_stream stream) {
     CUIPC_REQUIRE_GPU();
     if (n == 0)
         return CUIPC_OK;
@@ -515,7 +515,7 @@ cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, void 
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_cuda_stream_sync(void *stream) {
+cuipc_status cuipc_cuda_stream_sync(cuipc_stream stream) {
     CUIPC_REQUIRE_GPU();
     cudaError_t err = cudaStreamSynchronize((cudaStream_t)stream);
     if (err != cudaSuccess)
@@ -534,8 +534,8 @@ static cuipc_status check_word_address(const char *where, void *dev_addr) {
 /* One stream memory operation on a 32-bit word, checked: the write and the wait differ only in
  * the driver function, its flags and their names in messages. */
 static cuipc_status stream_value32(const char *where, cuipc_pfn_stream_value32 fn,
-                                   const char *symbol, void *stream, void *dev_addr, uint32_t value,
-                                   unsigned flags, const char *flags_name) {
+                                   const char *symbol, cuipc_stream stream, void *dev_addr,
+                                   uint32_t value, unsigned flags, const char *flags_name) {
     CUIPC_TRY(check_word_address(where, dev_addr));
     if (fn == NULL)
         return driver_missing(where, symbol);
@@ -546,7 +546,7 @@ static cuipc_status stream_value32(const char *where, cuipc_pfn_stream_value32 f
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_cuda_stream_write_u32(void *stream, void *dev_addr, uint32_t value) {
+cuipc_status cuipc_cuda_stream_write_u32(cuipc_stream stream, void *dev_addr, uint32_t value) {
     CUIPC_REQUIRE_GPU();
     driver_load();
     /* Default flags keep the memory barrier: all prior work on the stream (e.g. the copy the
@@ -556,7 +556,7 @@ cuipc_status cuipc_cuda_stream_write_u32(void *stream, void *dev_addr, uint32_t 
                           dev_addr, value, CU_STREAM_WRITE_VALUE_DEFAULT, "with memory barrier");
 }
 
-cuipc_status cuipc_cuda_stream_wait_u32(void *stream, void *dev_addr, uint32_t value) {
+cuipc_status cuipc_cuda_stream_wait_u32(cuipc_stream stream, void *dev_addr, uint32_t value) {
     CUIPC_REQUIRE_GPU();
     driver_load();
     /* EQ, not GEQ: the words we wait on carry exact values (slot generations, states) that
@@ -565,7 +565,7 @@ cuipc_status cuipc_cuda_stream_wait_u32(void *stream, void *dev_addr, uint32_t v
                           dev_addr, value, CU_STREAM_WAIT_VALUE_EQ, "EQ");
 }
 
-cuipc_status cuipc_cuda_launch_host_func(void *stream, void (*fn)(void *), void *arg) {
+cuipc_status cuipc_cuda_launch_host_func(cuipc_stream stream, void (*fn)(void *), void *arg) {
     CUIPC_REQUIRE_GPU();
     if (fn == NULL)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "fn is NULL");

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "cuipc/proxy.h"
+#include "cuipc/base.h"
 #include "cuipc/status.h"
 
 /* Device count > 0 (cached after the first call; never fails). */
@@ -34,10 +35,10 @@ cuipc_status cuipc_cuda_free(void *p);
 
 /* Stream-ordered copy-out buffers from a per-device pool that keeps freed memory for reuse.
  * The free is ordered after all work queued on `stream` before it. */
-cuipc_status cuipc_cuda_malloc_async(int device, size_t n, void *stream, void **out);
-cuipc_status cuipc_cuda_free_async(void *p, void *stream);
+cuipc_status cuipc_cuda_malloc_async(int device, size_t n, cuipc_stream stream, void **out);
+cuipc_status cuipc_cuda_free_async(void *p, cuipc_stream stream);
 /* The device a stream's work runs on (NULL: the current device's default stream). */
-cuipc_status cuipc_cuda_stream_device(void *stream, int *device);
+cuipc_status cuipc_cuda_stream_device(cuipc_stream stream, int *device);
 /* Create the device's pool if need be (so the first copy-out does not pay for it); the pool
  * keeps at most keep_bytes of freed memory past a synchronisation (its
  * release threshold; created with CUIPC_COPY_CACHE_DEFAULT_BYTES). */
@@ -52,16 +53,16 @@ cuipc_status cuipc_cuda_copy_pools_trim(void);
 cuipc_status cuipc_cuda_host_register(void *p, size_t n, void **dev_ptr);
 cuipc_status cuipc_cuda_host_unregister(void *p);
 
-cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, void *stream);
-cuipc_status cuipc_cuda_stream_sync(void *stream);
+cuipc_status cuipc_cuda_memcpy_async(void *dst, const void *src, size_t n, cuipc_stream stream);
+cuipc_status cuipc_cuda_stream_sync(cuipc_stream stream);
 
 /* Stream memory operations on 32-bit words (device memory or registered host memory given by
  * its device address): write value after prior work; make later work wait until *addr == value. */
-cuipc_status cuipc_cuda_stream_write_u32(void *stream, void *dev_addr, uint32_t value);
-cuipc_status cuipc_cuda_stream_wait_u32(void *stream, void *dev_addr, uint32_t value);
+cuipc_status cuipc_cuda_stream_write_u32(cuipc_stream stream, void *dev_addr, uint32_t value);
+cuipc_status cuipc_cuda_stream_wait_u32(cuipc_stream stream, void *dev_addr, uint32_t value);
 
 /* Run fn(arg) on a CUDA thread once prior work on the stream is done. */
-cuipc_status cuipc_cuda_launch_host_func(void *stream, void (*fn)(void *), void *arg);
+cuipc_status cuipc_cuda_launch_host_func(cuipc_stream stream, void (*fn)(void *), void *arg);
 
 /* Peer access between two devices (enabled once; already-enabled is fine). */
 cuipc_status cuipc_cuda_enable_peer(int device, int peer);

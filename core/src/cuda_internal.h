@@ -23,6 +23,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "cuipc/base.h"
 #include "cuipc/status.h"
 
 #ifdef __CUDACC__

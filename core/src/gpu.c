@@ -68,7 +68,7 @@ cuipc_status cuipc_gpu_free(void *p) {
     return cuipc_cuda_free(p);
 }
 
-cuipc_status cuipc_gpu_stream_create(int device, void **stream_out) {
+cuipc_status cuipc_gpu_stream_create(int device, cuipc_stream *stream_out) {
     CUIPC_REQUIRE_GPU();
     if (stream_out == NULL)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "stream_out is NULL");
@@ -83,7 +83,7 @@ cuipc_status cuipc_gpu_stream_create(int device, void **stream_out) {
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_gpu_stream_destroy(void *stream) {
+cuipc_status cuipc_gpu_stream_destroy(cuipc_stream stream) {
     CUIPC_REQUIRE_GPU();
     if (stream == NULL)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
@@ -94,17 +94,17 @@ cuipc_status cuipc_gpu_stream_destroy(void *stream) {
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_gpu_stream_sync(void *stream) {
+cuipc_status cuipc_gpu_stream_sync(cuipc_stream stream) {
     CUIPC_REQUIRE_GPU(); /* so the message names this function */
     return cuipc_cuda_stream_sync(stream);
 }
 
-cuipc_status cuipc_gpu_memcpy(void *dst, const void *src, size_t n, void *stream) {
+cuipc_status cuipc_gpu_memcpy(void *dst, const void *src, size_t n, cuipc_stream stream) {
     CUIPC_REQUIRE_GPU(); /* so the message names this function */
     return cuipc_cuda_memcpy_async(dst, src, n, stream);
 }
 
-cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, void *stream) {
+cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, cuipc_stream stream) {
     CUIPC_REQUIRE_GPU();
     if (p == NULL && n > 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "p is NULL for %zu bytes", n);
@@ -116,7 +116,7 @@ cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, void *stre
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_gpu_checksum(const void *p, size_t n, void *stream, uint64_t *out) {
+cuipc_status cuipc_gpu_checksum(const void *p, size_t n, cuipc_stream stream, uint64_t *out) {
     CUIPC_REQUIRE_GPU();
     if (out == NULL || (p == NULL && n > 0))
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "p=%p n=%zu out=%p: need p (if n > 0) and out", p,

@@ -577,8 +577,8 @@ cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *p) {
     return p->sync;
 }
 
-cuipc_status cuipc_pool_copy_in(cuipc_pool *p, void *stream, const cuipc_chunk *c, const void *src,
-                                uint64_t n) {
+cuipc_status cuipc_pool_copy_in(cuipc_pool *p, cuipc_stream stream, const cuipc_chunk *c,
+                                const void *src, uint64_t n) {
     if (p->cfg.memory != CUIPC_MEMORY_CUDA || c->slot >= p->cfg.slots || n > c->size)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
                           "%llu bytes into slot %u (%llu bytes) of a %s pool with %u slots",
@@ -588,7 +588,7 @@ cuipc_status cuipc_pool_copy_in(cuipc_pool *p, void *stream, const cuipc_chunk *
     return cuipc_pool_ready_on_stream(p, stream, c);
 }
 
-cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *p, void *stream, const cuipc_chunk *c) {
+cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *p, cuipc_stream stream, const cuipc_chunk *c) {
     if (p->cfg.memory != CUIPC_MEMORY_CUDA || c->slot >= p->cfg.slots)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ready word of slot %u of a %s pool with %u slots",
                           c->slot, p->cfg.memory == CUIPC_MEMORY_CUDA ? "CUDA" : "non-CUDA",

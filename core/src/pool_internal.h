@@ -36,11 +36,12 @@ void cuipc_pool_kick_recycler(cuipc_pool *pool);
  * in the sync table: consumers see it on the host (or wait for it on a
  * stream). Host memory serves both: a stream waits on it as fast as on device memory
  * (cuipc-bench gpu_signal/wait_word: 6.9 vs 6.8 us on an H100). */
-cuipc_status cuipc_pool_copy_in(cuipc_pool *pool, void *stream, const cuipc_chunk *c,
+cuipc_status cuipc_pool_copy_in(cuipc_pool *pool, cuipc_stream stream, const cuipc_chunk *c,
                                 const void *src, uint64_t n);
 /* Queue only "ready := generation" on stream: the chunk's data is written by work already
  * queued there (a held buffer the application filled). */
-cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, void *stream, const cuipc_chunk *c);
+cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, cuipc_stream stream,
+                                        const cuipc_chunk *c);
 
 /* Release on behalf of consumer c for one chunk (it never got the message). */
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,

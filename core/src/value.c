@@ -50,7 +50,7 @@ struct cuipc_value {
             cuipc_tensor *desc; /* out of line: keeps every node small */
             cuipc_tensor_owner owner;
             bool stream_ordered; /* device memory from cuipc_cuda_malloc_async on `stream` */
-            void *stream;
+            cuipc_stream stream;
             size_t mapped_bytes; /* host memory: an anonymous mapping of this size (0: malloc) */
         } tensor;
         cuipc_proxy *proxy;
@@ -665,7 +665,7 @@ cuipc_status cuipc_value_set_mapped_host_tensor(cuipc_value *v, const cuipc_tens
 }
 
 cuipc_status cuipc_value_set_stream_ordered_tensor(cuipc_value *v, const cuipc_tensor *t,
-                                                   void *stream) {
+                                                   cuipc_stream stream) {
     CUIPC_TRY(cuipc_value_set_tensor(v, t, CUIPC_OWNER_DEVICE));
     v->u.tensor.stream_ordered = true;
     v->u.tensor.stream = stream;

@@ -2,6 +2,7 @@
 #ifndef CUIPC_H
 #define CUIPC_H
 
+#include "cuipc/base.h"
 #include "cuipc/status.h"
 #include "cuipc/tensor.h"
 #include "cuipc/proxy.h"

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cuipc/base.h"
 #include "cuipc/status.h"
 
 #ifdef __cplusplus
@@ -51,18 +52,19 @@ uint64_t cuipc_host_copy_cache_bytes(void);
 /* Device memory helpers for tests, harness and benchmarks. */
 cuipc_status cuipc_gpu_malloc(int device, size_t n, void **out);
 cuipc_status cuipc_gpu_free(void *p);
-cuipc_status cuipc_gpu_stream_create(int device, void **stream_out);
-cuipc_status cuipc_gpu_stream_destroy(void *stream);
-cuipc_status cuipc_gpu_stream_sync(void *stream);
-cuipc_status cuipc_gpu_memcpy(void *dst, const void *src, size_t n, void *stream); /* any direction, async */
+cuipc_status cuipc_gpu_stream_create(int device, cuipc_stream *stream_out);
+cuipc_status cuipc_gpu_stream_destroy(cuipc_stream stream);
+cuipc_status cuipc_gpu_stream_sync(cuipc_stream stream);
+cuipc_status cuipc_gpu_memcpy(void *dst, const void *src, size_t n,
+                              cuipc_stream stream); /* any direction, async */
 
 /* Fill n bytes with a pattern derived from (seed, byte index); works on device or host memory
  * reachable by the device. */
-cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, void *stream);
+cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, cuipc_stream stream);
 
 /* Order-sensitive 64-bit checksum of n bytes at p (device memory), computed by a kernel;
  * waits for the stream. Equals cuipc_host_checksum over the same bytes. */
-cuipc_status cuipc_gpu_checksum(const void *p, size_t n, void *stream, uint64_t *out);
+cuipc_status cuipc_gpu_checksum(const void *p, size_t n, cuipc_stream stream, uint64_t *out);
 
 /* The same pattern and checksum on the host. */
 void cuipc_host_fill_pattern(void *p, size_t n, uint64_t seed);

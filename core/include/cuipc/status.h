@@ -2,6 +2,8 @@
 #ifndef CUIPC_STATUS_H
 #define CUIPC_STATUS_H
 
+#include "cuipc/base.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -8,15 +8,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cuipc/base.h"
 #include "cuipc/pool.h"
 #include "cuipc/value.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* A cudaStream_t, kept opaque so this header needs no CUDA headers. NULL = legacy stream. */
-typedef void *cuipc_stream;
 
 typedef enum cuipc_mode {
     CUIPC_MODE_DEFAULT = 0,       /* tensor bytes staged in the host shared-memory pool */
