@@ -221,14 +221,13 @@ cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_opt
         for (int i = 0; i < nfds; i++)
             if (fds[i] >= 0)
                 close(fds[i]);
-        char msg[512];
-        strncpy(msg, cuipc_last_error(), sizeof msg - 1);
-        msg[sizeof msg - 1] = '\0';
+        cuipc_error_saved saved;
+        cuipc_error_save(&saved);
         cuipc_hello_ack ack = {
             .magic = CUIPC_HELLO_MAGIC, .consumer_index = h.consumer_index, .status = (int32_t)s};
         cuipc_status sent = cuipc_socket_send(c->sock, &ack, sizeof ack, NULL, 0);
         if (s != CUIPC_OK)
-            CUIPC_FAIL(s, "%s", msg);
+            CUIPC_FAIL(s, "%s", saved.msg);
         else
             s = sent;
     }
@@ -348,9 +347,8 @@ cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len
         s = cuipc_value_visit(m->tree, adopt_one, &a);
     }
     if (s != CUIPC_OK) {
-        char msg[512];
-        strncpy(msg, cuipc_last_error(), sizeof msg - 1);
-        msg[sizeof msg - 1] = '\0';
+        cuipc_error_saved saved;
+        cuipc_error_save(&saved);
         /* The valid chunks of a rejected message are still ours to give back. */
         for (uint32_t i = 0; i < m->n_held; i++)
             release_cpu(c, &m->held[i]);
@@ -360,7 +358,7 @@ cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len
         pthread_mutex_lock(&c->lock);
         c->stats.rejected++;
         pthread_mutex_unlock(&c->lock);
-        return CUIPC_FAIL(s, "message rejected: %s", msg);
+        return CUIPC_FAIL(s, "message rejected: %s", saved.msg);
     }
     pthread_mutex_lock(&c->lock);
     c->stats.messages++;

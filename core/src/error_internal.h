@@ -12,8 +12,16 @@ cuipc_status cuipc_error_set(cuipc_status code, const char *func, const char *fm
 cuipc_status cuipc_error_errno(cuipc_status code, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Put back a message saved from cuipc_last_error() (a best-effort call in between failed). */
-void cuipc_error_restore(const char *saved);
+/* Size of the thread-local message, terminator included. */
+#define CUIPC_ERROR_MSG_BYTES 512
+
+/* The thread-local message kept across clean-up work that may overwrite it: save it on the
+ * failure, clean up, then fail with saved.msg (adding context) or put it back as it was. */
+typedef struct cuipc_error_saved {
+    char msg[CUIPC_ERROR_MSG_BYTES];
+} cuipc_error_saved;
+void cuipc_error_save(cuipc_error_saved *out);
+void cuipc_error_restore(const cuipc_error_saved *saved);
 
 #define CUIPC_FAIL(code, ...) cuipc_error_set((code), __func__, __VA_ARGS__)
 #define CUIPC_FAIL_ERRNO(...) cuipc_error_errno(CUIPC_ERR_SYSTEM, __func__, __VA_ARGS__)

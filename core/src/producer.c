@@ -439,7 +439,8 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
 
     uint64_t delivered = 0, died = 0;
     cuipc_status first_error = CUIPC_OK;
-    char first_msg[256] = "";
+    cuipc_error_saved first_msg; /* the first failure's message, past later sends' */
+    uint32_t first_consumer = 0;
     for (uint32_t c = 0; c < p->cfg.max_consumers && !closed; c++) {
         if (!(targets & (1ull << c)))
             continue;
@@ -455,7 +456,8 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
             died |= 1ull << c;
         if (!dead && first_error == CUIPC_OK) {
             first_error = r;
-            snprintf(first_msg, sizeof first_msg, "consumer %u: %s", c, cuipc_last_error());
+            first_consumer = c;
+            cuipc_error_save(&first_msg);
         }
         if (dead || r == CUIPC_ERR_CORRUPT) {
             pthread_mutex_lock(&p->lock);
@@ -486,8 +488,9 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (!targets || died == targets)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
     if (first_error != CUIPC_OK)
-        return CUIPC_FAIL(first_error, "%s (delivered to %d of %d consumers)", first_msg,
-                          __builtin_popcountll(delivered), __builtin_popcountll(targets));
+        return CUIPC_FAIL(first_error, "consumer %u: %s (delivered to %d of %d consumers)",
+                          first_consumer, first_msg.msg, __builtin_popcountll(delivered),
+                          __builtin_popcountll(targets));
     return CUIPC_OK;
 }
 

@@ -71,10 +71,10 @@ void cuipc_producer_pending_close_all(cuipc_producer *p) {
 static void send_refusal(int sock, cuipc_status st, const char *reason) {
     cuipc_hello h = {.magic = CUIPC_HELLO_MAGIC, .version = CUIPC_HELLO_VERSION, .status = st};
     snprintf(h.reason, sizeof h.reason, "%s", reason);
-    char keep[512];
-    snprintf(keep, sizeof keep, "%s", cuipc_last_error());
+    cuipc_error_saved keep;
+    cuipc_error_save(&keep);
     if (cuipc_socket_send(sock, &h, sizeof h, NULL, 0) != CUIPC_OK)
-        cuipc_error_restore(keep); /* the refusal's own failure is not the one to report */
+        cuipc_error_restore(&keep); /* the refusal's own failure is not the one to report */
 }
 
 static uint32_t free_place(cuipc_producer *p) {
@@ -117,10 +117,10 @@ static cuipc_status offer_place(cuipc_producer *p, uint32_t i) {
     if (s != CUIPC_OK) {
         /* The producer's own failure (fds, memory): the same for every peer after this one. */
         send_refusal(q->sock, s, cuipc_last_error());
-        char why[512];
-        snprintf(why, sizeof why, "%s", cuipc_last_error());
+        cuipc_error_saved why;
+        cuipc_error_save(&why);
         forget(p, i);
-        return CUIPC_FAIL(s, "cannot make a consumer's ring: %s", why);
+        return CUIPC_FAIL(s, "cannot make a consumer's ring: %s", why.msg);
     }
     cuipc_hello h = {.magic = CUIPC_HELLO_MAGIC,
                      .version = CUIPC_HELLO_VERSION,

@@ -6,7 +6,7 @@
 
 #include "error_internal.h"
 
-static _Thread_local char last_error[512];
+static _Thread_local char last_error[CUIPC_ERROR_MSG_BYTES];
 
 static const char *const status_names[CUIPC_STATUS_COUNT_] = {
     [CUIPC_OK] = "OK",
@@ -42,8 +42,12 @@ void cuipc_clear_error(void) {
     last_error[0] = '\0';
 }
 
-void cuipc_error_restore(const char *saved) {
-    snprintf(last_error, sizeof last_error, "%s", saved);
+void cuipc_error_save(cuipc_error_saved *out) {
+    memcpy(out->msg, last_error, sizeof out->msg);
+}
+
+void cuipc_error_restore(const cuipc_error_saved *saved) {
+    memcpy(last_error, saved->msg, sizeof last_error);
 }
 
 static void format_error(const char *func, const char *fmt, va_list ap, int err) {

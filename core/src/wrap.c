@@ -206,16 +206,15 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
         return CUIPC_ERR_NO_MEMORY;
     cuipc_status s = cuipc_value_visit(copy, wrap_one, &w);
     if (s != CUIPC_OK) {
-        char msg[512];
-        strncpy(msg, cuipc_last_error(), sizeof msg - 1);
-        msg[sizeof msg - 1] = '\0';
+        cuipc_error_saved saved;
+        cuipc_error_save(&saved);
         /* Proxies made before the failure hold chunks: give them back once queued copies into
          * them are finished. */
         if (p->gpu_pool)
             cuipc_cuda_stream_sync(stream);
         cuipc_producer_cancel_wrapped(p, copy);
         cuipc_value_free(copy);
-        return CUIPC_FAIL(s, "%s", msg);
+        return CUIPC_FAIL(s, "%s", saved.msg);
     }
     pthread_mutex_lock(&p->lock);
     p->stats.bytes_sent += w.bytes;
