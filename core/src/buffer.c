@@ -50,7 +50,8 @@ cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind me
         p->buffers[p->n_buffers++] = (cuipc_held_buffer){pool, c};
     pthread_mutex_unlock(&p->lock);
     if (s != CUIPC_OK) {
-        cuipc_pool_cancel(pool, &c);
+        /* Undo of the allocation just made: the failure above is the one reported. */
+        cuipc_status_ignore(cuipc_pool_cancel(pool, &c));
         return s;
     }
     *data = c.ptr;

@@ -775,7 +775,8 @@ cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {
 void cuipc_message_free(cuipc_message *m) {
     if (!m)
         return;
-    cuipc_message_release(m, NULL);
+    /* A message released already is the common case here; free itself cannot fail. */
+    cuipc_status_ignore(cuipc_message_release(m, NULL));
     cuipc_value_free(m->tree);
     free(m->held);
     free(m);

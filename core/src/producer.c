@@ -387,7 +387,8 @@ static cuipc_status visit_chunk(cuipc_value *node, void *arg) {
 void cuipc_producer_for_each_chunk(cuipc_producer *p, const cuipc_value *wrapped, cuipc_chunk_fn fn,
                                    void *ctx) {
     chunk_walk w = {p, fn, ctx};
-    cuipc_value_visit((cuipc_value *)wrapped, visit_chunk, &w);
+    cuipc_status_ignore(
+        cuipc_value_visit((cuipc_value *)wrapped, visit_chunk, &w)); /* visit_chunk never fails */
 }
 
 /* The consumers a chunk waits for (its sync slot's mask), intersected into ctx. */

@@ -57,7 +57,8 @@ static cuipc_status to_host_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy
             s = cuipc_cuda_stream_sync(w->stream); /* host readers need the bytes now */
     }
     if (s != CUIPC_OK) {
-        cuipc_pool_cancel(p->host_pool, &c);
+        cuipc_status_ignore(
+            cuipc_pool_cancel(p->host_pool, &c)); /* undo: the failure above is reported */
         return s;
     }
     cuipc_pool_mark_ready(p->host_pool, &c);
@@ -81,7 +82,8 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     if (s != CUIPC_OK) {
         /* The copy may still be queued: let it finish before the chunk can be reused. */
         cuipc_cuda_stream_sync(w->stream);
-        cuipc_pool_cancel(p->gpu_pool, &c);
+        cuipc_status_ignore(
+            cuipc_pool_cancel(p->gpu_pool, &c)); /* undo: the failure above is reported */
         return s;
     }
     cuipc_pool_fill_proxy(p->gpu_pool, &c, x);
@@ -128,7 +130,8 @@ static cuipc_status from_buffer(wrap_ctx *w, const cuipc_tensor *t, cuipc_held_b
     if (s != CUIPC_OK) {
         if (gpu)
             cuipc_cuda_stream_sync(w->stream); /* nothing queued may still write it */
-        cuipc_pool_cancel(b->pool, c);
+        cuipc_status_ignore(
+            cuipc_pool_cancel(b->pool, c)); /* undo: the failure above is reported */
         return s;
     }
     cuipc_pool_fill_proxy(b->pool, c, x);
@@ -180,7 +183,8 @@ static void cancel_chunk(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy 
                      .size = x->nbytes,
                      .slot = x->u.pool.slot,
                      .generation = x->u.pool.generation};
-    cuipc_pool_cancel(pool, &c);
+    /* STALE only for a chunk no longer in flight: nothing left to give back. */
+    cuipc_status_ignore(cuipc_pool_cancel(pool, &c));
 }
 
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped) {
@@ -212,7 +216,7 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
          * them are finished. */
         if (p->gpu_pool)
             cuipc_cuda_stream_sync(stream);
-        cuipc_producer_cancel_wrapped(p, copy);
+        cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, copy)); /* never fails */
         cuipc_value_free(copy);
         return CUIPC_FAIL(s, "%s", saved.msg);
     }

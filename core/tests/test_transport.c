@@ -33,8 +33,8 @@ static void tensor_shape(uint64_t seq, int i, cuipc_tensor *t, void *data) {
     if (i == 2)
         shape[0] = 0; /* empty */
     static char placeholder; /* a layout whose data comes later: init wants one now */
-    cuipc_tensor_init(t, &placeholder, CUIPC_DEVICE_HOST,
-                      i == 1 ? CUIPC_DTYPE_F16 : CUIPC_DTYPE_F32, 3, shape);
+    CHECK_OK(cuipc_tensor_init(t, &placeholder, CUIPC_DEVICE_HOST,
+                               i == 1 ? CUIPC_DTYPE_F16 : CUIPC_DTYPE_F32, 3, shape));
     t->data = data;
     if (i == 1) {
         /* Non-contiguous: every other row (stride 2x along dim 0). */
@@ -44,8 +44,8 @@ static void tensor_shape(uint64_t seq, int i, cuipc_tensor *t, void *data) {
 
 static cuipc_value *make_message(uint64_t seq, void *bufs[3]) {
     cuipc_value *root = cuipc_value_dict();
-    cuipc_dict_set(root, "seq", cuipc_value_int((int64_t)seq));
-    cuipc_dict_set(root, "prompt", cuipc_value_string("describe the image"));
+    CHECK_OK(cuipc_dict_set(root, "seq", cuipc_value_int((int64_t)seq)));
+    CHECK_OK(cuipc_dict_set(root, "prompt", cuipc_value_string("describe the image")));
     cuipc_value *list = cuipc_value_list();
     for (int i = 0; i < 3; i++) {
         cuipc_tensor t;
@@ -57,9 +57,9 @@ static cuipc_value *make_message(uint64_t seq, void *bufs[3]) {
         bufs[i] = malloc(n + 1);
         cuipc_host_fill_pattern(bufs[i], n, seq * 3 + (uint64_t)i);
         t.data = bufs[i];
-        cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE));
+        CHECK_OK(cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
     }
-    cuipc_dict_set(root, "features", list);
+    CHECK_OK(cuipc_dict_set(root, "features", list));
     return root;
 }
 
@@ -281,7 +281,7 @@ static cuipc_status send_bytes(cuipc_producer *p, size_t n) {
     memset(buf, 7, n);
     cuipc_tensor t;
     int64_t shape[1] = {(int64_t)n};
-    cuipc_tensor_init(&t, buf, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape);
+    CHECK_OK(cuipc_tensor_init(&t, buf, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape));
     cuipc_value *v = cuipc_value_tensor(&t, CUIPC_OWNER_NONE);
     cuipc_status s = cuipc_producer_send(p, v, NULL, SEC);
     cuipc_value_free(v);
@@ -437,7 +437,7 @@ static int forger_main(void *arg) {
             x.u.pool.offset = 1ull << 40;
             break; /* beyond the pool */
         }
-        cuipc_value_set_proxy(v, &x);
+        CHECK_OK(cuipc_value_set_proxy(v, &x));
         if (cuipc_encode(v, buf, sizeof buf, &len) != CUIPC_OK) {
             fprintf(stderr, "encode case %d: %s\n", cases[k].field, cuipc_last_error());
             bad++;
@@ -462,7 +462,7 @@ static int forger_main(void *arg) {
     /* The genuine message, re-sent after release: DUPLICATE. */
     if (cuipc_encode(orig, buf, sizeof buf, &len) != CUIPC_OK)
         bad++;
-    cuipc_message_release(m, NULL);
+    CHECK_OK(cuipc_message_release(m, NULL));
     cuipc_status ds = cuipc_consumer_adopt(c, buf, len, &f);
     if (ds != CUIPC_ERR_DUPLICATE) {
         fprintf(stderr, "replay: got %s (%s)\n", cuipc_status_name(ds), cuipc_last_error());
@@ -497,8 +497,8 @@ static void test_forged_proxies(void) {
  * offset inside a larger one. NULL if a buffer cannot be had (the status is then in *st). */
 static cuipc_value *make_buffered_message(cuipc_producer *p, uint64_t seq, cuipc_status *st) {
     cuipc_value *root = cuipc_value_dict();
-    cuipc_dict_set(root, "seq", cuipc_value_int((int64_t)seq));
-    cuipc_dict_set(root, "prompt", cuipc_value_string("describe the image"));
+    CHECK_OK(cuipc_dict_set(root, "seq", cuipc_value_int((int64_t)seq)));
+    CHECK_OK(cuipc_dict_set(root, "prompt", cuipc_value_string("describe the image")));
     cuipc_value *list = cuipc_value_list();
     *st = CUIPC_OK;
     for (int i = 0; i < 3 && *st == CUIPC_OK; i++) {
@@ -514,9 +514,9 @@ static cuipc_value *make_buffered_message(cuipc_producer *p, uint64_t seq, cuipc
             t.data = (char *)buf + lead;
             cuipc_host_fill_pattern(t.data, n, seq * 3 + (uint64_t)i);
         }
-        cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE));
+        CHECK_OK(cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
     }
-    cuipc_dict_set(root, "features", list);
+    CHECK_OK(cuipc_dict_set(root, "features", list));
     if (*st != CUIPC_OK) {
         cuipc_value_free(root);
         return NULL;
@@ -528,7 +528,7 @@ static cuipc_value *make_buffered_message(cuipc_producer *p, uint64_t seq, cuipc
 static cuipc_value *host_tensor(void *data, uint64_t n) {
     cuipc_tensor t;
     int64_t shape[1] = {(int64_t)n};
-    cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape);
+    CHECK_OK(cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape));
     return cuipc_value_tensor(&t, CUIPC_OWNER_NONE);
 }
 
@@ -582,8 +582,8 @@ static void test_buffers(void) {
     /* Two tensors of one message in one buffer: the second finds it taken; the first's chunk
      * is given back with the failed send. */
     cuipc_value *two = cuipc_value_list();
-    cuipc_list_append(two, host_tensor(buf, 100));
-    cuipc_list_append(two, host_tensor((char *)buf + 200, 100));
+    CHECK_OK(cuipc_list_append(two, host_tensor(buf, 100)));
+    CHECK_OK(cuipc_list_append(two, host_tensor((char *)buf + 200, 100)));
     CHECK_STATUS(cuipc_producer_send(p, two, NULL, SEC), CUIPC_ERR_STALE);
     cuipc_value_free(two);
     CHECK_STATUS(cuipc_producer_buffer_free(p, buf), CUIPC_ERR_INVALID_ARG); /* taken */

@@ -49,12 +49,12 @@ static void make_layouts(uint64_t bytes, cuipc_tensor t[3]) {
     if (rows < 1)
         rows = 1;
     int64_t s0[2] = {rows, 256};
-    cuipc_tensor_init(&t[0], &placeholder, 0, CUIPC_DTYPE_F32, 2, s0);
+    CHECK_OK(cuipc_tensor_init(&t[0], &placeholder, 0, CUIPC_DTYPE_F32, 2, s0));
     int64_t s1[2] = {(rows + 1) / 2, 256};
-    cuipc_tensor_init(&t[1], &placeholder, 0, CUIPC_DTYPE_BF16, 2, s1);
+    CHECK_OK(cuipc_tensor_init(&t[1], &placeholder, 0, CUIPC_DTYPE_BF16, 2, s1));
     t[1].strides[0] = 512;
     int64_t s2[2] = {0, 256};
-    cuipc_tensor_init(&t[2], NULL, 0, CUIPC_DTYPE_F32, 2, s2);
+    CHECK_OK(cuipc_tensor_init(&t[2], NULL, 0, CUIPC_DTYPE_F32, 2, s2));
     t[0].data = t[1].data = NULL;
 }
 
@@ -120,7 +120,7 @@ static int producer_main(void *arg) {
     }
     for (int m = 0; m < k->messages && !rc; m++) {
         cuipc_value *root = cuipc_value_dict();
-        cuipc_dict_set(root, "seq", cuipc_value_int(m));
+        CHECK_OK(cuipc_dict_set(root, "seq", cuipc_value_int(m)));
         cuipc_value *feats = cuipc_value_list();
         for (int i = 0; i < 3; i++) {
             cuipc_tensor x = t[i];
@@ -160,11 +160,11 @@ static int producer_main(void *arg) {
                 }
                 char key[16];
                 snprintf(key, sizeof key, "sum%d", i);
-                cuipc_dict_set(root, key, cuipc_value_int((int64_t)sum));
+                CHECK_OK(cuipc_dict_set(root, key, cuipc_value_int((int64_t)sum)));
             }
-            cuipc_list_append(feats, cuipc_value_tensor(&x, CUIPC_OWNER_NONE));
+            CHECK_OK(cuipc_list_append(feats, cuipc_value_tensor(&x, CUIPC_OWNER_NONE)));
         }
-        cuipc_dict_set(root, "features", feats);
+        CHECK_OK(cuipc_dict_set(root, "features", feats));
         for (int i = 0; k->gpu_wait && i < k->consumers && !rc; i++)
             if (cuipc_cuda_stream_wait_u32(stream, (uint32_t *)gates_dev + i, (uint32_t)m + 1) !=
                 CUIPC_OK)
@@ -203,11 +203,11 @@ static int producer_main(void *arg) {
     cuipc_producer_destroy(p);
     for (int b = 0; b < nbuf; b++)
         for (int i = 0; i < 2; i++)
-            cuipc_gpu_free(buf[b][i]);
+            CHECK_OK(cuipc_gpu_free(buf[b][i]));
     free(buf);
     if (gates_dev)
         cuipc_cuda_host_unregister(gates);
-    cuipc_gpu_stream_destroy(stream);
+    CHECK_OK(cuipc_gpu_stream_destroy(stream));
     return rc;
 }
 
@@ -314,7 +314,7 @@ static int consumer_main(void *arg) {
         cuipc_message_free(m);
         got++;
     }
-    cuipc_gpu_stream_sync(stream);
+    CHECK_OK(cuipc_gpu_stream_sync(stream));
     cuipc_consumer_stats cs;
     cuipc_consumer_stats_get(c, &cs);
     /* One pool mapping per process (made by prepare); cuda_ipc: one per distinct exported
@@ -325,7 +325,7 @@ static int consumer_main(void *arg) {
         bad++;
     }
     cuipc_consumer_detach(c);
-    cuipc_gpu_stream_destroy(stream);
+    CHECK_OK(cuipc_gpu_stream_destroy(stream));
     if (got != k->messages)
         return 24;
     return bad ? 25 : 0;
@@ -369,8 +369,8 @@ static int reuse_waits_for_gpu_main(void *arg) {
     }
     cuipc_cuda_stream_sync(stream);
     cuipc_cuda_host_unregister(gate);
-    cuipc_gpu_free(src);
-    cuipc_gpu_stream_destroy(stream);
+    CHECK_OK(cuipc_gpu_free(src));
+    CHECK_OK(cuipc_gpu_stream_destroy(stream));
     cuipc_pool_destroy(pool);
     return rc;
 }

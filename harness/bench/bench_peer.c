@@ -52,10 +52,11 @@ static void peer_teardown(peer_copy *p) {
         cudaEventDestroy(p->start);
     if (p->stop)
         cudaEventDestroy(p->stop);
+    /* Tear-down after the run: nothing left to report to. */
     if (p->stream)
-        cuipc_gpu_stream_destroy(p->stream);
-    cuipc_gpu_free(p->d_src);
-    cuipc_gpu_free(p->d_dst);
+        cuipc_status_ignore(cuipc_gpu_stream_destroy(p->stream));
+    cuipc_status_ignore(cuipc_gpu_free(p->d_src));
+    cuipc_status_ignore(cuipc_gpu_free(p->d_dst));
 }
 
 /* Seconds of one peer copy between events on the destination's stream. */

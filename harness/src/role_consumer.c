@@ -231,8 +231,9 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
      * and only when unwrap left work on the stream (else the data is there already). */
     bool timed =
         seq % s->consumers.sync_every == 0 || (s->run.iterations && seq + 1 == s->run.iterations);
+    /* Timing only: a failed copy is reported by the stream's next checked call. */
     if (cs->stream && timed && cuipc_message_stream_ordered(m))
-        cuipc_gpu_stream_sync(cs->stream);
+        cuipc_status_ignore(cuipc_gpu_stream_sync(cs->stream));
     uint64_t now = cuipc_h_now_ns();
     if (timed && seq >= s->run.warmup_iterations && now >= send_ns) {
         record_latency(cs, seq, now - send_ns);
@@ -291,7 +292,7 @@ static cuipc_status prepare(consumer_state *cs, cuipc_consumer *c, int device) {
     st = cuipc_gpu_fill_pattern(buf, 4096, 1, cs->stream);
     if (st == CUIPC_OK)
         st = cuipc_gpu_checksum(buf, 4096, cs->stream, &sum);
-    cuipc_gpu_free(buf);
+    cuipc_status_ignore(cuipc_gpu_free(buf)); /* the probe's own result is what counts */
     return st;
 }
 
@@ -311,8 +312,10 @@ static cuipc_status attach(const cuipc_scenario *s, const char *path, cuipc_cons
 static bool come_back(consumer_state *cs, const cuipc_role_args *a, int device, cuipc_consumer **c,
                       cuipc_status *st) {
     release_held(cs, true);
-    if (cs->stream) /* acks queued on the stream land before the sync table is unmapped */
-        cuipc_gpu_stream_sync(cs->stream);
+    /* Acks queued on the stream land before the sync table is unmapped; a failed sync is
+     * reported by the stream's next checked call. */
+    if (cs->stream)
+        cuipc_status_ignore(cuipc_gpu_stream_sync(cs->stream));
     cuipc_consumer_detach(*c);
     *c = NULL;
     uint64_t deadline = cuipc_h_now_ns() + (uint64_t)(cs->s->run.attach_timeout_s * 1e9);
@@ -521,8 +524,8 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     cuipc_leak_sampler_free(&ls);
     if (c != NULL)
         cuipc_consumer_detach(c);
-    if (cs.stream)
-        cuipc_gpu_stream_destroy(cs.stream);
+    if (cs.stream) /* tear-down: nothing left to report to */
+        cuipc_status_ignore(cuipc_gpu_stream_destroy(cs.stream));
     rc |= write_latencies(a->run_dir, i, cs.lat, cs.n_lat);
     free(cs.lat);
     rc |= !cuipc_role_write(a->run_dir, "consumer", i, cs.out);

@@ -38,8 +38,8 @@ static void *tensor_alloc(producer_state *ps, uint64_t bytes, cuipc_status *st) 
 }
 
 static void tensor_free(producer_state *ps, void *p) {
-    if (ps->gpu)
-        cuipc_gpu_free(p);
+    if (ps->gpu) /* tear-down: the leak check measures what stays held */
+        cuipc_status_ignore(cuipc_gpu_free(p));
     else
         free(p);
 }
@@ -113,7 +113,8 @@ static cuipc_status fill(producer_state *ps, void *data, uint64_t bytes, uint64_
 static void give_back_buffers(producer_state *ps, void **held) {
     for (uint32_t j = 0; j < ps->s->tensors.per_message; j++)
         if (held[j])
-            cuipc_producer_buffer_free(ps->p, held[j]);
+            /* Refused for those the failed send took: expected. */
+            cuipc_status_ignore(cuipc_producer_buffer_free(ps->p, held[j]));
 }
 
 /* Build message i; fresh tensors allocated for it go to fresh[], pool buffers to held[].
@@ -219,14 +220,19 @@ static cuipc_status send_unknown_pool(producer_state *ps, uint64_t seq) {
         cuipc_value_free(sums);
         return CUIPC_ERR_NO_MEMORY;
     }
-    cuipc_list_append(tensors, cuipc_value_proxy(&proxy));
-    cuipc_list_append(sums, cuipc_value_int(0));
-    cuipc_dict_set(tree, "seq", cuipc_value_int((int64_t)seq));
-    cuipc_dict_set(tree, "fault", cuipc_value_bool(true));
-    cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)cuipc_h_now_ns()));
-    cuipc_dict_set(tree, "tensors", tensors);
-    cuipc_dict_set(tree, "checksums", sums);
-    st = cuipc_producer_send_wrapped(ps->p, tree, SEND_TIMEOUT_NS);
+    /* Containers own their items also on failure: every step runs, the first failure counts. */
+    cuipc_status built[7];
+    built[0] = cuipc_list_append(tensors, cuipc_value_proxy(&proxy));
+    built[1] = cuipc_list_append(sums, cuipc_value_int(0));
+    built[2] = cuipc_dict_set(tree, "seq", cuipc_value_int((int64_t)seq));
+    built[3] = cuipc_dict_set(tree, "fault", cuipc_value_bool(true));
+    built[4] = cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)cuipc_h_now_ns()));
+    built[5] = cuipc_dict_set(tree, "tensors", tensors);
+    built[6] = cuipc_dict_set(tree, "checksums", sums);
+    for (int i = 0; i < 7 && st == CUIPC_OK; i++)
+        st = built[i];
+    if (st == CUIPC_OK)
+        st = cuipc_producer_send_wrapped(ps->p, tree, SEND_TIMEOUT_NS);
     cuipc_value_free(tree);
     return st;
 }
@@ -317,8 +323,9 @@ static void inject_leak(producer_state *ps) {
         (void)open("/dev/null", O_RDONLY); /* never closed: on purpose */
     for (uint64_t k = 0; k < s->leak.inject_held_buffers_per_message; k++) {
         void *b; /* never sent nor freed: on purpose */
-        (void)cuipc_producer_buffer_alloc(ps->p, ps->gpu ? CUIPC_MEMORY_CUDA : CUIPC_MEMORY_HOST,
-                                          4096, 0, &b);
+        /* A full pool just injects fewer: the leak check counts what was held. */
+        cuipc_status_ignore(cuipc_producer_buffer_alloc(
+            ps->p, ps->gpu ? CUIPC_MEMORY_CUDA : CUIPC_MEMORY_HOST, 4096, 0, &b));
     }
 }
 
@@ -509,8 +516,9 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         }
         /* The send is stream-ordered (the next fill of a reused buffer queues behind its copy
          * into the pool), so only tensors about to be freed need their copies finished. */
+        /* A failed copy is reported by the stream's next checked call. */
         if (ps.gpu && ps.stream && s->tensors.fresh_per_message)
-            cuipc_gpu_stream_sync(ps.stream);
+            cuipc_status_ignore(cuipc_gpu_stream_sync(ps.stream));
         cuipc_value_free(tree);
         for (uint32_t j = 0; j < s->tensors.per_message; j++) {
             if (fresh[j] == NULL)
@@ -616,7 +624,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     for (uint32_t j = 0; j < 64; j++)
         if (ps.buffers[j])
             tensor_free(&ps, ps.buffers[j]);
-    if (ps.stream)
-        cuipc_gpu_stream_destroy(ps.stream);
+    if (ps.stream) /* tear-down: nothing left to report to */
+        cuipc_status_ignore(cuipc_gpu_stream_destroy(ps.stream));
     return finish(&ps, a->run_dir, rc, NULL, CUIPC_OK);
 }

@@ -210,8 +210,8 @@ static PyObject *producer_wrap(ProducerObject *self, PyObject *args, PyObject *k
     PyObject *out = NULL;
     if (s == CUIPC_OK) {
         out = encode_bytes(wrapped);
-        if (!out)
-            cuipc_producer_cancel_wrapped(self->p, wrapped);
+        if (!out) /* the Python error is the one raised; cancelling never fails */
+            cuipc_status_ignore(cuipc_producer_cancel_wrapped(self->p, wrapped));
     } else {
         cuipc_py_raise(s);
     }
@@ -261,10 +261,14 @@ static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject 
         return cuipc_py_raise(s);
     cuipc_tensor t;
     int64_t shape[1] = {(int64_t)nbytes};
-    cuipc_tensor_init(&t, data, device, CUIPC_DTYPE_U8, 1, shape);
-    PyObject *tensor = cuipc_py_tensor_new(&t, TENSOR_BUFFER, (PyObject *)self);
-    if (!tensor)
-        cuipc_producer_buffer_free(self->p, data);
+    PyObject *tensor = NULL;
+    s = cuipc_tensor_init(&t, data, device, CUIPC_DTYPE_U8, 1, shape);
+    if (s == CUIPC_OK)
+        tensor = cuipc_py_tensor_new(&t, TENSOR_BUFFER, (PyObject *)self);
+    else
+        cuipc_py_raise(s);
+    if (!tensor) /* the error raised above is the one reported; the free undoes the alloc */
+        cuipc_status_ignore(cuipc_producer_buffer_free(self->p, data));
     return tensor;
 }
 

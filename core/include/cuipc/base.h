@@ -11,7 +11,8 @@ extern "C" {
 typedef void *cuipc_stream;
 
 /* On every function returning a cuipc_status: a caller that drops the status gets a warning
- * (an error under -Werror). Where ignoring it is right, cast the call to (void) and say why. */
+ * (an error under -Werror). Where ignoring it is right, pass it to cuipc_status_ignore() and
+ * say why (GCC does not let a (void) cast silence this attribute). */
 #if defined(__GNUC__) || defined(__clang__)
 #define CUIPC_WARN_UNUSED __attribute__((warn_unused_result))
 #else

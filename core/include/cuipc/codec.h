@@ -19,12 +19,15 @@ extern "C" {
 #define CUIPC_WIRE_MAX_MESSAGE (64u << 20)
 
 /* Size the encoding of v will take, or an error if v holds something unencodable. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_encoded_size(const cuipc_value *v, size_t *out);
 
 /* Encode into buf (cap bytes); *len receives the bytes written. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_encode(const cuipc_value *v, void *buf, size_t cap, size_t *len);
 
 /* Decode a whole message. *out is a new tree owned by the caller. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_decode(const void *buf, size_t len, cuipc_value **out);
 
 #ifdef __cplusplus

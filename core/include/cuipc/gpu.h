@@ -27,21 +27,25 @@ typedef struct cuipc_gpu_info {
     uint64_t free_bytes;
 } cuipc_gpu_info;
 
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_info_get(int device, cuipc_gpu_info *out);
 
 /* Device memory this process holds through cuipc on `device` (cuipc_gpu_malloc and the pools'
  * cudaMalloc arenas, plus the reserve of the copy-out buffer pool). The driver's per-process
  * figure (NVML) is not there under MPS, where all clients' memory belongs to the MPS server,
  * and cudaMemGetInfo is device-wide: this is the process's own count. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_allocated_bytes(int device, uint64_t *out);
 
 /* True when this process's work on `device` runs as a client of the CUDA Multi-Process
  * Service (decided when CUDA starts in the process). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_mps_client(int device, bool *out);
 
 /* The process's copy-out buffer pool on `device` (cuipc_unwrap_options.copy_cache_bytes): bytes
  * held from the driver (reserved: the buffers in use and the cache of freed ones) and bytes in
  * buffers not yet freed (used). Zero where no pool was made; never makes one. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_copy_pool_usage(int device, uint64_t *reserved_bytes,
                                        uint64_t *used_bytes);
 
@@ -50,20 +54,28 @@ cuipc_status cuipc_gpu_copy_pool_usage(int device, uint64_t *reserved_bytes,
 uint64_t cuipc_host_copy_cache_bytes(void);
 
 /* Device memory helpers for tests, harness and benchmarks. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_malloc(int device, size_t n, void **out);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_free(void *p);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_stream_create(int device, cuipc_stream *stream_out);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_stream_destroy(cuipc_stream stream);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_stream_sync(cuipc_stream stream);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_memcpy(void *dst, const void *src, size_t n,
                               cuipc_stream stream); /* any direction, async */
 
 /* Fill n bytes with a pattern derived from (seed, byte index); works on device or host memory
  * reachable by the device. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, cuipc_stream stream);
 
 /* Order-sensitive 64-bit checksum of n bytes at p (device memory), computed by a kernel;
  * waits for the stream. Equals cuipc_host_checksum over the same bytes. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_checksum(const void *p, size_t n, cuipc_stream stream, uint64_t *out);
 
 /* The same pattern and checksum on the host. */

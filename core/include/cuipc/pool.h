@@ -69,6 +69,7 @@ typedef struct cuipc_pool_stats {
     uint64_t recycle_lag_ns_total;
 } cuipc_pool_stats;
 
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_create(const cuipc_pool_config *cfg, cuipc_pool **out);
 void cuipc_pool_destroy(cuipc_pool *pool);
 
@@ -76,6 +77,7 @@ void cuipc_pool_destroy(cuipc_pool *pool);
  * On a miss, chunks already released are reclaimed at once; then, with timeout_ns > 0, the call
  * waits for releases up to timeout_ns (CUIPC_ERR_TIMEOUT), else returns CUIPC_ERR_POOL_FULL.
  * size 0 is invalid (empty tensors need no chunk). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_alloc(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
                               int64_t timeout_ns, cuipc_chunk *out);
 
@@ -84,9 +86,11 @@ cuipc_status cuipc_pool_alloc(cuipc_pool *pool, uint64_t size, uint64_t consumer
 void cuipc_pool_mark_ready(cuipc_pool *pool, const cuipc_chunk *chunk);
 
 /* Give back a chunk that was never sent. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_cancel(cuipc_pool *pool, const cuipc_chunk *chunk);
 
 /* Consumer c is done with (slot, generation). STALE / DUPLICATE are rejected and counted. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_release(cuipc_pool *pool, uint32_t slot, uint32_t generation,
                                 uint32_t consumer);
 

@@ -49,10 +49,12 @@ cuipc_dtype cuipc_dtype_from_name(const char *name);
 
 /* Fill a contiguous row-major descriptor. data may be NULL only when the tensor spans no
  * bytes (an empty dim); otherwise it is refused here, and at send. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_tensor_init(cuipc_tensor *t, void *data, int32_t device, cuipc_dtype dtype,
                                int32_t ndim, const int64_t *shape);
 
 /* Check dtype, ndim, shape >= 0, strides >= 0 and that the span fits in 63 bits. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_tensor_validate(const cuipc_tensor *t);
 
 /* Number of elements (product of shape). */

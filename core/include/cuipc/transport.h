@@ -23,6 +23,7 @@ typedef enum cuipc_mode {
 } cuipc_mode;
 
 const char *cuipc_mode_name(cuipc_mode m);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_mode_from_name(const char *name, cuipc_mode *out);
 
 /* What the producer does when the pool has no room for a tensor. */
@@ -63,6 +64,7 @@ uint64_t cuipc_ring_message_limit(uint64_t ring_bytes);
 
 typedef struct cuipc_producer cuipc_producer;
 
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_producer **out);
 
 /* Socket path consumers pass to cuipc_consumer_attach. */
@@ -80,24 +82,29 @@ const char *cuipc_producer_socket_path(const cuipc_producer *p);
  * What a process of the same uid can still do: take a consumer place (and the data sent to it)
  * or hold one for 2 s; the socket's directory (0700 when the library makes it) is the
  * boundary that keeps other users out, and the uid check the second one. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeout_ns);
 
 uint32_t cuipc_producer_consumer_count(const cuipc_producer *p); /* attached and alive */
 
 /* Replace every tensor of tree by a proxy (copying into a pool as the mode says). The result
  * is a new tree; tensor data is already in place (or ordered on stream) when this returns. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  cuipc_value **wrapped);
 
 /* Encode a wrapped tree and put it on every live consumer's ring (waits up to timeout_ns for
  * ring space). A consumer that died is skipped and its chunks are reclaimed. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
 
 /* Give back the chunks of a wrapped tree that will not be sent. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
 
 /* wrap + send_wrapped; on failure nothing stays allocated. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
 
@@ -115,11 +122,13 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
  * wrong device) leaves that tensor's buffer held; the buffers of tensors it had taken before are
  * given back. A tensor in pool memory that is not a held buffer (sent or freed already) is
  * refused with CUIPC_ERR_STALE. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind memory,
                                          uint64_t nbytes, int64_t timeout_ns, void **data);
 
 /* Give back a buffer that will not be sent. It is free for reuse at once: no work that writes it
  * may still be queued (synchronise its stream first). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data);
 
 typedef struct cuipc_producer_stats {
@@ -143,6 +152,7 @@ void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
 void cuipc_producer_close(cuipc_producer *p);
 
 /* Wait until every chunk in flight is recycled (or timeout). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_drain(cuipc_producer *p, int64_t timeout_ns);
 
 void cuipc_producer_destroy(cuipc_producer *p);
@@ -156,6 +166,7 @@ typedef struct cuipc_consumer cuipc_consumer;
  * naming its uid, gid and pid); cuipc_consumer_attach_with also accepts the uids and gids
  * listed in its options. A producer that refuses the consumer (no place left, no fd for a
  * ring) says why in the error. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_attach(const char *socket_path, int64_t timeout_ns,
                                    cuipc_consumer **out);
 
@@ -168,6 +179,7 @@ typedef struct cuipc_attach_options {
 
 void cuipc_attach_options_init(cuipc_attach_options *o);
 
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_attach_with(const char *socket_path, const cuipc_attach_options *opt,
                                         int64_t timeout_ns, cuipc_consumer **out);
 uint32_t cuipc_consumer_index(const cuipc_consumer *c);
@@ -180,10 +192,12 @@ typedef struct cuipc_message cuipc_message;
 
 /* Next message (spins briefly, then sleeps). CUIPC_ERR_CLOSED once the producer closed and the
  * ring is empty; CUIPC_ERR_PEER_DEAD if the producer died. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out);
 
 /* A message that reached this consumer through another channel (e.g. the application's own
  * queue carrying the bytes of cuipc_encode(wrapped tree)): decoded and validated like recv. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len,
                                   cuipc_message **out);
 
@@ -239,6 +253,7 @@ void cuipc_unwrap_options_init(cuipc_unwrap_options *o);
  * Optional and idempotent; call it after attach, before the first message. cuda_ipc messages
  * carry their own allocations, which are still mapped when first seen. Needs no GPU when
  * nothing in these options does (host pool, copies to the host). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_options *opt);
 
 /* The decoded tree as received (proxies). */
@@ -247,6 +262,7 @@ const cuipc_value *cuipc_message_value(const cuipc_message *m);
 /* Reconstruct tensors. Every proxy is validated against the pool's sync table first (pool id,
  * slot, generation, extent): a forged or stale proxy gives CUIPC_ERR_CORRUPT / STALE /
  * UNKNOWN_POOL and nothing is mapped. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *opt,
                                   cuipc_value **out);
 
@@ -257,6 +273,7 @@ bool cuipc_message_stream_ordered(const cuipc_message *m);
 
 /* Release every chunk of the message still held (borrow). With a stream, the release is
  * ordered after the work queued on it. Idempotent. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream);
 
 /* Releases whatever is still held, then frees. */

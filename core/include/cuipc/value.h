@@ -58,7 +58,9 @@ cuipc_value *cuipc_value_tensor(const cuipc_tensor *t, cuipc_tensor_owner owner)
 cuipc_value *cuipc_value_proxy(const cuipc_proxy *p);
 
 /* Containers take ownership of item, also on failure (it is freed then). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_list_append(cuipc_value *list, cuipc_value *item);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_dict_set(cuipc_value *dict, const char *key, cuipc_value *item); /* replaces */
 
 cuipc_value_kind cuipc_value_kind_of(const cuipc_value *v);
@@ -78,7 +80,9 @@ cuipc_tensor_owner cuipc_value_tensor_owner(const cuipc_value *v);
 const cuipc_proxy *cuipc_value_as_proxy(const cuipc_value *v);
 
 /* Replace the node's payload in place (used by wrap/unwrap to swap tensor <-> proxy). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_value_set_tensor(cuipc_value *v, const cuipc_tensor *t, cuipc_tensor_owner owner);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_value_set_proxy(cuipc_value *v, const cuipc_proxy *p);
 
 /* Deep copy; tensors are copied as descriptors with owner NONE (data is not duplicated). */
@@ -90,6 +94,7 @@ void cuipc_value_free(cuipc_value *v);
 
 /* Depth-first visit of every tensor and proxy node; stop early on a non-OK return. */
 typedef cuipc_status (*cuipc_value_visit_fn)(cuipc_value *node, void *ctx);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_value_visit(cuipc_value *root, cuipc_value_visit_fn fn, void *ctx);
 
 #ifdef __cplusplus
