@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "error_internal.h"
+#include "cuipc/error.h"
 #include "plan.h"
 
 typedef struct release_event {

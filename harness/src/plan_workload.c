@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error_internal.h"
+#include "cuipc/error.h"
 #include "plan.h"
 #include "read_file.h"
 
