@@ -2,6 +2,7 @@
  * and checksum used to verify data end to end (host and device compute identical values; the
  * definitions are in cuda_internal.h). */
 #include "cuipc/gpu.h"
+#include "cuipc/pattern.h"
 
 #include <stdio.h>
 #include <string.h>

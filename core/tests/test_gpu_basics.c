@@ -13,6 +13,7 @@
 
 #include "cuda_api.h"
 #include "cuipc/gpu.h"
+#include "cuipc/pattern.h"
 #include "cuipc/transport.h"
 #include "test_util.h"
 

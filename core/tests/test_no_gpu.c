@@ -6,6 +6,7 @@
 
 #include "cuda_api.h"
 #include "cuipc/gpu.h"
+#include "cuipc/pattern.h"
 #include "test_util.h"
 
 /* The call returns NO_GPU and its message names the function and says why. */

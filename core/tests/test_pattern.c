@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cuipc/gpu.h"
+#include "cuipc/pattern.h"
 #include "test_util.h"
 
 #define BUF_MAX 4200

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cuipc/cuipc.h"
+#include "cuipc/pattern.h"
 #include "test_util.h"
 
 #define SEC 1000000000ll

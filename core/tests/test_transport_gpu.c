@@ -14,6 +14,7 @@
 
 #include "cuda_api.h"
 #include "cuipc/cuipc.h"
+#include "cuipc/pattern.h"
 #include "pool_internal.h"
 #include "test_util.h"
 

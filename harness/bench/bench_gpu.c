@@ -14,6 +14,7 @@
 #include "cuda_api.h"
 #include "error_internal.h"
 #include "cuipc/gpu.h"
+#include "cuipc/pattern.h"
 #include "cuipc/pool.h"
 #include "gbench_shim.h"
 #include "pool_internal.h"

@@ -10,6 +10,7 @@
 #include "bench_families.h"
 #include "cuda_api.h"
 #include "cuipc/gpu.h"
+#include "cuipc/pattern.h"
 #include "gbench_shim.h"
 
 #define PEER_BYTES (64ll << 20)

@@ -6,6 +6,7 @@
 
 #include "binding.h"
 #include "cuipc/cuipc.h"
+#include "cuipc/pattern.h"
 #include "leak.h"
 #include "roles.h"
 

@@ -68,20 +68,6 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_gpu_memcpy(void *dst, const void *src, size_t n,
                               cuipc_stream stream); /* any direction, async */
 
-/* Fill n bytes with a pattern derived from (seed, byte index); works on device or host memory
- * reachable by the device. */
-CUIPC_WARN_UNUSED
-cuipc_status cuipc_gpu_fill_pattern(void *p, size_t n, uint64_t seed, cuipc_stream stream);
-
-/* Order-sensitive 64-bit checksum of n bytes at p (device memory), computed by a kernel;
- * waits for the stream. Equals cuipc_host_checksum over the same bytes. */
-CUIPC_WARN_UNUSED
-cuipc_status cuipc_gpu_checksum(const void *p, size_t n, cuipc_stream stream, uint64_t *out);
-
-/* The same pattern and checksum on the host. */
-void cuipc_host_fill_pattern(void *p, size_t n, uint64_t seed);
-uint64_t cuipc_host_checksum(const void *p, size_t n);
-
 #ifdef __cplusplus
 }
 #endif
