@@ -18,8 +18,8 @@ typedef struct producer_state {
     cuipc_producer *p;
     cuipc_stream stream;
     bool gpu;
-    void *buffers[64]; /* reused tensor memory when not fresh_per_message */
-    void **retained;   /* cuda_ipc: every tensor ever sent stays alive (the reference's leak) */
+    void *buffers[CUIPC_SCN_MAX_PER_MESSAGE]; /* reused tensor memory when not fresh_per_message */
+    void **retained; /* cuda_ipc: every tensor ever sent stays alive (the reference's leak) */
     size_t n_retained, cap_retained;
     json_t *out;
 } producer_state;
@@ -430,7 +430,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
          i++) {
         if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && i == s->fault.at_message)
             raise(SIGKILL);
-        void *fresh[64] = {NULL}, *held[64] = {NULL};
+        void *fresh[CUIPC_SCN_MAX_PER_MESSAGE] = {NULL}, *held[CUIPC_SCN_MAX_PER_MESSAGE] = {NULL};
         cuipc_value *tree;
         uint64_t bytes;
         /* The message (test pattern and its checksum) is made before its time comes: making
@@ -621,7 +621,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     for (size_t k = 0; k < ps.n_retained; k++)
         tensor_free(&ps, ps.retained[k]);
     free(ps.retained);
-    for (uint32_t j = 0; j < 64; j++)
+    for (uint32_t j = 0; j < CUIPC_SCN_MAX_PER_MESSAGE; j++)
         if (ps.buffers[j])
             tensor_free(&ps, ps.buffers[j]);
     if (ps.stream) /* tear-down: nothing left to report to */

@@ -530,7 +530,8 @@ static bool parse_tensors(pctx *c, const json_t *t, cuipc_scenario *s) {
     }
     int location = s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
     int source = CUIPC_SOURCE_OWN;
-    return get_u32(c, t, "per_message", false, 1, 64, &s->tensors.per_message) &&
+    return get_u32(c, t, "per_message", false, 1, CUIPC_SCN_MAX_PER_MESSAGE,
+                   &s->tensors.per_message) &&
            get_enum(c, t, "location", false, NAMES("host", "device"), 2, &location) &&
            (s->tensors.location = location, true) &&
            get_enum(c, t, "source", false, NAMES("own", "pool_buffer"), 2, &source) &&
@@ -719,11 +720,11 @@ static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
             return false;
         pop(c);
     }
-    const json_t *inj = enter(c, o, "inject", false,
-                              KEYS("rss_bytes_per_message", "fds_per_message",
-                                   "held_buffers_per_message", "keep_copies",
-                                   "keep_departed_rings"),
-                              &bad);
+    const json_t *inj =
+        enter(c, o, "inject", false,
+              KEYS("rss_bytes_per_message", "fds_per_message", "held_buffers_per_message",
+                   "keep_copies", "keep_departed_rings"),
+              &bad);
     if (bad)
         return false;
     if (inj != NULL) {

@@ -12,6 +12,7 @@
 #include "plan.h"
 
 #define CUIPC_SCN_NAME_MAX 64
+#define CUIPC_SCN_MAX_PER_MESSAGE 64 /* tensors.per_message at most: the producer role's arrays */
 #define CUIPC_SCN_MAX_DTYPES 16
 #define CUIPC_SCN_CPUSET_MAX 128
 #define CUIPC_SCN_ERR_MAX 1024
@@ -143,7 +144,7 @@ typedef struct cuipc_scenario {
         uint64_t inject_rss_bytes_per_message;
         uint64_t inject_fds_per_message;
         uint64_t inject_held_buffers_per_message;
-        bool inject_keep_copies; /* consumers never free their copy-out buffers */
+        bool inject_keep_copies;         /* consumers never free their copy-out buffers */
         bool inject_keep_departed_rings; /* the producer keeps every departed consumer's ring */
     } leak;
 
