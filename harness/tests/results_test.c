@@ -149,6 +149,18 @@ static void test_compare_one(void) {
     const double min_base[] = {50, 51, 49, 50, 52, 50}, min_up[] = {66, 65, 67, 66, 64, 66};
     CHECK(compare(make_reps_min("a", wild, min_base, 6), make_reps_min("a", wild, min_up, 6)) ==
           CUIPC_VERDICT_REGRESSION);
+    /* Throughput halved in every repetition: a regression in a closed loop; in an open loop it
+     * is the schedule's rate, not judged (a loop that falls behind fails its run instead). */
+    for (int loop = 0; loop < 2; loop++) {
+        json_t *b = make_reps("a", base5, 6), *c = make_reps("a", base5, 6);
+        json_t *runs = json_object_get(json_object_get(c, "repetitions"), "runs");
+        for (size_t i = 0; i < 6; i++)
+            json_object_set_new(json_array_get(runs, i), "throughput_gbps", json_real(2.5));
+        const char *kind = loop ? "open" : "closed";
+        json_object_set_new(json_object_get(b, "scenario"), "loop", json_string(kind));
+        json_object_set_new(json_object_get(c, "scenario"), "loop", json_string(kind));
+        CHECK(compare(b, c) == (loop ? CUIPC_VERDICT_OK : CUIPC_VERDICT_REGRESSION));
+    }
     /* The same fastest messages: still undecided for the noisy p50, never a regression. */
     CHECK(compare(make_reps_min("a", wild, min_base, 6), make_reps_min("a", wild, min_base, 6)) ==
           CUIPC_VERDICT_UNDECIDED);
