@@ -186,8 +186,8 @@ static int64_t release_held(consumer_state *cs, bool all) {
     return (int64_t)(next - now);
 }
 
-static bool hold_until(consumer_state *cs, cuipc_message *m, cuipc_value *tree,
-                       uint64_t release_ns, uint64_t planned_ns) {
+static bool hold_until(consumer_state *cs, cuipc_message *m, cuipc_value *tree, uint64_t release_ns,
+                       uint64_t planned_ns) {
     if (cs->n_held == cs->cap_held) {
         size_t cap = cs->cap_held ? 2 * cs->cap_held : 64;
         held_message *more = realloc(cs->held, cap * sizeof *more);
@@ -456,6 +456,14 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
         } else if (st == CUIPC_ERR_CLOSED) {
             closed = true;
             break;
+        } else if (st == CUIPC_ERR_PEER_DEAD && churns && this_attach == 0 && attaches > 1 &&
+                   atomic_load(&a->shared->closing)) {
+            /* Came back just as the producer finished: its last accept pass never took this
+             * attach in, and its exit hangs the half-made connection up. The run is over; the
+             * attach the producer never saw is not counted. */
+            attaches--;
+            closed = true;
+            break;
         } else if (st == CUIPC_ERR_PEER_DEAD) {
             producer_dead = true;
             json_object_set_new(cs.out, "producer_dead_error", cuipc_status_json(st));
@@ -497,13 +505,12 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     json_object_set_new(cs.out, "latency_samples", json_integer((json_int_t)cs.n_lat));
     if (cs.replay.messages > 0) {
         double n = (double)cs.replay.messages;
-        json_object_set_new(cs.out, "replay",
-                            json_pack("{s:I, s:f, s:f, s:f}", "messages",
-                                      (json_int_t)cs.replay.messages, "hold_mean_us",
-                                      (double)cs.replay.hold_sum_ns / n / 1e3,
-                                      "release_late_max_us", (double)cs.replay.late_max_ns / 1e3,
-                                      "release_late_mean_us",
-                                      (double)cs.replay.late_sum_ns / n / 1e3));
+        json_object_set_new(
+            cs.out, "replay",
+            json_pack("{s:I, s:f, s:f, s:f}", "messages", (json_int_t)cs.replay.messages,
+                      "hold_mean_us", (double)cs.replay.hold_sum_ns / n / 1e3,
+                      "release_late_max_us", (double)cs.replay.late_max_ns / 1e3,
+                      "release_late_mean_us", (double)cs.replay.late_sum_ns / n / 1e3));
     }
     json_t *worst = json_array();
     for (size_t k = 0; k < cs.n_worst; k++)
