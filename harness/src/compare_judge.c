@@ -29,7 +29,7 @@ static double tolerance_of(const cuipc_rep_metric *m, const cuipc_compare_opts *
         return o->throughput_pct;
     if (strcmp(m->key, "latency_min_us") == 0)
         return o->min_pct;
-    return strcmp(m->key, "latency_p50_us") == 0 ? o->p50_pct : o->p99_pct;
+    return strcmp(m->key, "latency_p99_us") == 0 ? o->p99_pct : o->p50_pct;
 }
 
 /* The U test of "y is worse than x": larger latency, smaller throughput. */
@@ -105,8 +105,7 @@ static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const
     else if ((strcmp(mv, "too_few") == 0 || strcmp(mv, "too_noisy") == 0) &&
              *verdict < CUIPC_VERDICT_UNDECIDED)
         *verdict = CUIPC_VERDICT_UNDECIDED;
-    const char *short_label = strchr(m->key, '_') + 1; /* p50_us, gbps, ... */
-    snprintf(line, cap, "%s %+.1f%%%s (p=%.3g)%s", short_label, change,
+    snprintf(line, cap, "%s %+.1f%%%s (p=%.3g)%s", m->brief, change,
              beyond ? (m->higher_is_worse ? " up" : " down") : "", u.p,
              strcmp(mv, "regression") == 0  ? " REGRESSION"
              : strcmp(mv, "too_few") == 0   ? " TOO FEW REPETITIONS"

@@ -13,12 +13,18 @@
 typedef struct cuipc_rep_metric {
     const char *key;     /* in repetitions.runs[i], .median, .spread */
     const char *label;   /* for people */
-    const char *path[3]; /* the same figure in a results file's top level */
+    const char *brief;   /* in compare's verdict line */
+    const char *role;    /* NULL: path is in the results' top level; else in the report of each
+                            role of this name (roles[].report), their median the figure */
+    const char *path[3]; /* where the figure is */
     bool higher_is_worse;
 } cuipc_rep_metric;
 
 extern const cuipc_rep_metric cuipc_rep_metrics[];
 extern const size_t cuipc_rep_n_metrics;
+
+/* Metric m's figure in a results file (one repetition's); false when it measured none. */
+bool cuipc_rep_figure(const json_t *res, const cuipc_rep_metric *m, double *out);
 
 /* One repetition's headline figures (status, latency, throughput, wall time) from its results. */
 json_t *cuipc_repetition_figures(const json_t *res, int repetition);

@@ -161,6 +161,18 @@ static void test_compare_one(void) {
         json_object_set_new(json_object_get(c, "scenario"), "loop", json_string(kind));
         CHECK(compare(b, c) == (loop ? CUIPC_VERDICT_OK : CUIPC_VERDICT_REGRESSION));
     }
+    /* The producer's send 30 % slower in every repetition, the latency too noisy to show it:
+     * a regression of the library's own path (p = 1/924 <= 0.01 / 4). */
+    {
+        json_t *b = make_reps("a", wild, 6), *c = make_reps("a", wild, 6);
+        json_t *rb = json_object_get(json_object_get(b, "repetitions"), "runs");
+        json_t *rc = json_object_get(json_object_get(c, "repetitions"), "runs");
+        for (size_t i = 0; i < 6; i++) {
+            json_object_set_new(json_array_get(rb, i), "send_p50_us", json_real(min_base[i]));
+            json_object_set_new(json_array_get(rc, i), "send_p50_us", json_real(min_up[i]));
+        }
+        CHECK(compare(b, c) == CUIPC_VERDICT_REGRESSION);
+    }
     /* The same fastest messages: still undecided for the noisy p50, never a regression. */
     CHECK(compare(make_reps_min("a", wild, min_base, 6), make_reps_min("a", wild, min_base, 6)) ==
           CUIPC_VERDICT_UNDECIDED);
@@ -368,6 +380,44 @@ static void test_compare_main(const char *dir) {
     unlink(js);
 }
 
+/* A role's report, as run.c merges it into "roles": {"report": {"role": ..., ...}}. */
+static json_t *role(const char *name, const char *stage_key, double p50, int count) {
+    json_t *stage = json_pack("{s:f, s:i}", "p50", p50, "count", count);
+    json_t *report = json_pack("{s:s}", "role", name);
+    if (strcmp(stage_key, "send_us") == 0)
+        json_object_set_new(report, "send_us", stage);
+    else
+        json_object_set_new(report, "stages_us", json_pack("{s:o}", "unwrap", stage));
+    return json_pack("{s:o}", "report", report);
+}
+
+/* The library's call timings come from the roles' reports: the producer's send p50, the median
+ * of the consumers' unwrap p50; a role that timed no call, or none of that role, gives none. */
+static void test_role_figures(void) {
+    json_t *r = make("a", "passed", 10, 20, 5, 1000);
+    json_object_set_new(r, "roles",
+                        json_pack("[o, o, o, o, o]", role("producer", "send_us", 40, 100),
+                                  role("consumer", "unwrap", 7, 100),
+                                  role("consumer", "unwrap", 9, 100),
+                                  role("consumer", "unwrap", 1000, 0), /* timed nothing */
+                                  role("consumer", "unwrap", 8, 100)));
+    json_t *f = cuipc_repetition_figures(r, 1);
+    CHECK(json_real_value(json_object_get(f, "send_p50_us")) == 40);
+    CHECK(json_real_value(json_object_get(f, "unwrap_p50_us")) == 8);
+    json_decref(f);
+    /* an unrepeated run: its one sample, read the same way */
+    double v[4];
+    REQUIRE(strcmp(cuipc_rep_metrics[3].key, "send_p50_us") == 0);
+    CHECK(cuipc_results_samples(r, &cuipc_rep_metrics[3], v, 4) == 1 && v[0] == 40);
+    json_decref(r);
+    r = make("a", "passed", 10, 20, 5, 1000);
+    json_object_set_new(r, "roles", json_pack("[o]", role("producer", "send_us", 40, 0)));
+    f = cuipc_repetition_figures(r, 1);
+    CHECK(json_object_get(f, "send_p50_us") == NULL && json_object_get(f, "unwrap_p50_us") == NULL);
+    json_decref(f);
+    json_decref(r);
+}
+
 static void test_summary(void) {
     json_t *r[2] = {make("one", "passed", 1, 2, 3, 4), make("two", "skipped", 0, 0, 0, 0)};
     json_object_set_new(r[1], "reason", json_string("skipped: no GPU"));
@@ -389,6 +439,7 @@ int main(void) {
     test_mann_whitney();
     test_sha256();
     test_compare_one();
+    test_role_figures();
     test_compare_mps();
     test_write_and_check(dir);
     test_compare_main(dir);
