@@ -4,9 +4,17 @@ tensors, measured like the C harness's matrix (scenarios/matrix: same sizes, rat
 counts, pools, sync and validation cadence) so the two can be read side by side from one run.
 
 Per (variant, size, consumers, channel, pattern) it runs an open loop (latency: send stamp =
-the scheduled send time, to after unwrap + stream synchronize, all consumers merged) and a
+the scheduled send time, to after unwrap + stream synchronize, all consumers merged; as the C
+producer does, the schedule restarts once the consumers have taken the warm-up messages) and a
 closed loop (throughput: back to back, GB/s per consumer and aggregate over the messages after
 warm-up, from the first one's receipt to the end of the last one's handling).
+
+Where the time goes (p50 each, printed under each case and kept in the JSON): the consumer's
+stages as the C consumer's (deliver: stamp -> received, unwrap, ready: the stream synchronize)
+with the torch tensor's making (to_torch) apart, and the producer's send; with
+--compare-harness the C figures of the same run beside them, the difference to C, and the
+targets (ring channel, harness pattern: 4 KiB p50 at most 20 us over C; 64 MiB borrow
+throughput at least 95 % of C). --profile splits the send by phase inside the extension.
 
 Patterns (what each side does per message):
   harness    what the C harness's roles do (role_producer.c, role_consumer.c), so that the
@@ -44,7 +52,7 @@ import re
 import sys
 import time
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SIZES = {"4KiB": 4 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20}
 VARIANTS = {  # name: (mode, unwrap kind, harness scenario stem)
     "pool_copy": ("cuda_ipc_pool", "copy", "pool_{size}_c{n}_copy"),
@@ -103,7 +111,7 @@ def on_stream(torch, stream):
     return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
-def consumer_main(cfg, inbox, results, ready):
+def consumer_main(cfg, k, inbox, results, ready, received):
     """A worker: attach, then per message get, unwrap, as the pattern says (see the module's
     doc): synchronise (timed), touch, release."""
     import torch
@@ -119,6 +127,7 @@ def consumer_main(cfg, inbox, results, ready):
     release_stream = stream if reference or cfg["release_on_stream"] else None
     last, warm = cfg["messages"] - 1, cfg["warmup"]
     lat_ns, bad, checked, steady_t0 = [], 0, 0, None
+    stages = {"deliver": [], "unwrap": [], "to_torch": [], "ready": []}
     place = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
     try:
         c = cuipc.Consumer(cfg["path"], timeout=60, spin_us=cfg["spin_us"])
@@ -138,13 +147,19 @@ def consumer_main(cfg, inbox, results, ready):
                 tree = m.unwrap(kind=cfg["kind"], stream=stream, device=target)
                 if cfg["channel"] == "ring":
                     i, stamp = tree["i"], tree["stamp"]
+                t_unwrap = time.perf_counter_ns()
                 t = tree["x"].to_torch()
+                t_torch = time.perf_counter_ns()
                 timed = reference or seq % cfg["sync_every"] == 0 or seq == last
                 if stream is not None and timed and (reference or m.stream_ordered):
                     stream.synchronize()
                 now = time.perf_counter_ns()
                 if timed and seq >= warm:
                     lat_ns.append(now - stamp)
+                    # The C consumer's stages (deliver, unwrap, ready), the torch tensor apart.
+                    for name, a, b in (("deliver", stamp, t_recv), ("unwrap", t_recv, t_unwrap),
+                                       ("to_torch", t_unwrap, t_torch), ("ready", t_torch, now)):
+                        stages[name].append(b - a)
                 if validated(cfg, i):  # the data is there and is this message's
                     checked += 1
                     bad += int(t.view(torch.uint8)[0].item()) != i % 251
@@ -152,8 +167,9 @@ def consumer_main(cfg, inbox, results, ready):
                     steady_t0 = t_recv
                 m.release(stream=release_stream)
                 del t, tree, m
+                received[k] = seq + 1  # the producer's settle after warm-up reads it
         t_end = time.perf_counter_ns()
-        results.put({"index": c.index, "lat_ns": lat_ns, "bad": bad, "checked": checked,
+        results.put({"index": c.index, "lat_ns": lat_ns, "stages_ns": stages, "bad": bad, "checked": checked,
                      "steady": {"messages": cfg["messages"] - warm,
                                 "seconds": (t_end - steady_t0) / 1e9 if steady_t0 else float("nan")},
                      "stats": c.stats()})
@@ -163,7 +179,7 @@ def consumer_main(cfg, inbox, results, ready):
         results.put({"error": f"{type(e).__name__}: {e}\n{traceback.format_exc()}"})
 
 
-def run_case(variant, size_name, n, channel, loop, pattern, device, messages_override=None):
+def run_case(variant, size_name, n, channel, loop, pattern, device, messages_override=None, profile=False):
     import torch
 
     import cuipc
@@ -177,6 +193,7 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
     ctx = mp.get_context("spawn")
     results, ready = ctx.Queue(), ctx.Queue()
     pipes = [ctx.Pipe(duplex=False) for _ in range(n)]  # (consumer's end, producer's end)
+    received = ctx.Array("q", n, lock=False)  # messages each consumer has handled
     p = cuipc.Producer(mode=mode, gpu_pool_bytes=sc["gpu_bytes"] if mode != "default" else 0,
                        host_pool_bytes=sc["host_bytes"] if mode == "default" else 0,
                        max_consumers=n, device=0, full_policy="wait", full_timeout=30)
@@ -184,7 +201,8 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
            "spin_us": sc["spin_us"] if loop == "open" else -1, "pattern": pattern, "warmup": sc["warmup"],
            "sync_every": sc["sync_every"], "validate_every": sc["validate_every"],
            "release_on_stream": sc["release_on_stream"]}
-    procs = [ctx.Process(target=consumer_main, args=(cfg, pipes[k][0], results, ready)) for k in range(n)]
+    procs = [ctx.Process(target=consumer_main, args=(cfg, k, pipes[k][0], results, ready, received))
+             for k in range(n)]
     for proc in procs:
         proc.start()
     try:
@@ -199,7 +217,7 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
         sync()
         period_ns = int(1e9 / sc["rate_hz"]) if loop == "open" else 0
         start = time.perf_counter_ns() + 50_000_000
-        send_ns = []
+        send_ns, wrap_ns, phases = [], [], {"args": [], "convert": [], "wrap": [], "deliver": [], "outside": []}
         # The whole loop on the send's stream, as the producing work is: torch's __dlpack__
         # then has no event to record between its current stream and ours (the C producer has
         # none), and no stream context is entered per message.
@@ -211,6 +229,11 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
                     if pattern == "harness":
                         sync()
                 if loop == "open":
+                    if i == sc["warmup"] and i > 0:
+                        # As the C producer does: the warm-up's backlog (first calls, lazy
+                        # loading) drains before the timed messages' schedule starts.
+                        settle(received, i)
+                        start = time.perf_counter_ns() - i * period_ns
                     due = start + i * period_ns
                     while time.perf_counter_ns() < due:
                         pass
@@ -222,11 +245,18 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
                 t0 = time.perf_counter_ns()
                 if channel == "queue":
                     wire = p.wrap({"x": x}, stream=stream)
+                    wrap_ns.append(time.perf_counter_ns() - t0)
                     for _, out in pipes:
                         out.send((wire, i, stamp))
+                elif profile:
+                    ph = p._send_profiled({"x": x, "i": i, "stamp": stamp}, stream=stream)
                 else:
                     p.send({"x": x, "i": i, "stamp": stamp}, stream=stream)
                 send_ns.append(time.perf_counter_ns() - t0)
+                if channel == "ring" and profile:
+                    for name, v in ph.items():
+                        phases[name].append(v)
+                    phases["outside"].append(send_ns[-1] - sum(ph.values()))
         got = [results.get(timeout=600) for _ in range(n)]
         errors = [g["error"] for g in got if "error" in g]
         if errors:
@@ -247,6 +277,8 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
         k, secs = g["steady"]["messages"], g["steady"]["seconds"]
         per_consumer.append({"consumer": g["index"], "gbps": k * size / secs / 1e9, "msgs_per_s": k / secs})
     sends = sorted(ns / 1000 for ns in send_ns[warm:])
+    stages = {name: summary_us([ns for g in got for ns in g["stages_ns"][name]])
+              for name in ("deliver", "unwrap", "to_torch", "ready")}
     return {
         "variant": variant, "mode": mode, "unwrap": kind, "size": size_name, "size_bytes": size,
         "consumers": n, "channel": channel, "loop": loop, "pattern": pattern, "rate_hz": sc["rate_hz"],
@@ -257,11 +289,27 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
                        "p99": percentile(lat_us, 99), "max": lat_us[-1] if lat_us else None,
                        "mean": sum(lat_us) / len(lat_us) if lat_us else None},
         "send_us": {"p50": percentile(sends, 50), "p99": percentile(sends, 99)},
+        "wrap_us": summary_us(wrap_ns[warm:]) if wrap_ns else None,
+        "send_phases_us": {name: summary_us(v[warm:]) for name, v in phases.items()} if phases["args"] else None,
+        "stages_us": stages,
         "throughput": {"aggregate_gbps": sum(c["gbps"] for c in per_consumer), "per_consumer": per_consumer},
         "validation_failures": sum(g["bad"] for g in got),
         "validated": sum(g["checked"] for g in got),
         "pool": stats["gpu_pool"] if mode != "default" else stats["host_pool"],
     }
+
+
+def settle(received, count, limit_s=1.0):
+    """Wait (at most limit_s, as the C producer's settle) until every consumer has handled count
+    messages."""
+    deadline = time.perf_counter() + limit_s
+    while min(received) < count and time.perf_counter() < deadline:
+        time.sleep(20e-6)
+
+
+def summary_us(ns):
+    us = sorted(v / 1000 for v in ns)
+    return {"count": len(us), "p50": percentile(us, 50), "p90": percentile(us, 90), "p99": percentile(us, 99)}
 
 
 def harness_figures(directory, name):
@@ -272,8 +320,47 @@ def harness_figures(directory, name):
         r = json.load(f)
     lat = r.get("latency_us") or {}
     tput = (r.get("throughput") or {}).get("per_consumer") or []
+    roles = [x.get("report") or {} for x in r.get("roles") or []]
+    producer = next((x for x in roles if x.get("role") == "producer"), {})
+    consumers = [x for x in roles if x.get("role") == "consumer"]
+    # One consumer's stages (the first's): the matrix's latency cases have one.
+    stages = (consumers[0].get("stages_us") if consumers else None) or {}
     return {"status": r.get("status"), "p50_us": lat.get("p50"), "p99_us": lat.get("p99"),
-            "per_consumer_gbps": [c.get("gbps") for c in tput]}
+            "min_us": lat.get("min"), "per_consumer_gbps": [c.get("gbps") for c in tput],
+            "send_p50_us": (producer.get("send_us") or {}).get("p50"),
+            "stages_p50_us": {k: (v or {}).get("p50") for k, v in stages.items()}}
+
+
+# The Python path's targets against the C harness of the same run, on the C harness's own
+# channel (ring) and consumer pattern: a 4 KiB message adds at most 20 us p50; a 64 MiB borrow
+# stream keeps 95 % of the C throughput.
+P50_OVER_C_MAX_US = 20.0
+GBPS_OF_C_MIN = 0.95
+
+
+def against_c(r):
+    """The difference to the C figures, and the target where one is set for this case."""
+    h = r.get("harness")
+    if not h or h.get("status") is None:
+        return None, None
+    c_gbps = sum(g for g in h.get("per_consumer_gbps") or [] if g) or None
+    py = r["latency_us"]["p50"]
+    vs = {"p50_over_c_us": py - h["p50_us"] if py is not None and h.get("p50_us") is not None else None,
+          "p99_over_c_us": (r["latency_us"]["p99"] - h["p99_us"]
+                            if r["latency_us"]["p99"] is not None and h.get("p99_us") is not None else None),
+          "send_p50_over_c_us": (r["send_us"]["p50"] - h["send_p50_us"]
+                                 if r["send_us"]["p50"] is not None and h.get("send_p50_us") is not None else None),
+          "gbps_of_c": r["throughput"]["aggregate_gbps"] / c_gbps if c_gbps else None}
+    target = None
+    if r["channel"] == "ring" and r["pattern"] == "harness" and h.get("status") == "passed":
+        if r["size"] == "4KiB" and r["loop"] == "open" and vs["p50_over_c_us"] is not None:
+            target = {"metric": "p50_over_c_us", "limit": P50_OVER_C_MAX_US, "value": vs["p50_over_c_us"],
+                      "met": vs["p50_over_c_us"] <= P50_OVER_C_MAX_US}
+        elif (r["size"] == "64MiB" and r["variant"] == "pool_borrow" and r["loop"] == "closed"
+              and vs["gbps_of_c"] is not None):
+            target = {"metric": "gbps_of_c", "limit": GBPS_OF_C_MIN, "value": vs["gbps_of_c"],
+                      "met": vs["gbps_of_c"] >= GBPS_OF_C_MIN}
+    return vs, target
 
 
 def environment():
@@ -305,6 +392,9 @@ def main():
                     help="cpu: host tensors, variant default only: a dry run of the plumbing "
                          "where no GPU is present, not a figure to compare")
     ap.add_argument("--messages", type=int, help="fewer messages than the C scenario (dry runs)")
+    ap.add_argument("--profile", action="store_true",
+                    help="ring channel: the producer sends through Producer._send_profiled (the same "
+                         "send, timed by phase inside the extension) and prints the phases")
     ap.add_argument("--compare-harness", metavar="DIR",
                     help="C harness results of the same run (cuipc-harness run --out DIR)")
     args = ap.parse_args()
@@ -335,17 +425,25 @@ def main():
                             failed |= "error" in r or bool(r["validation_failures"]) or not r["validated"]
                             write_json(args.out, out)  # a timeout keeps the cases that ran
     write_json(args.out, out)
+    # The targets, one line each: what the lead reads first (not a verdict on the run: the
+    # exit status says whether every case ran and validated).
+    for r in out["results"]:
+        t = r.get("target")
+        if t:
+            print(f"target {r['variant']}/{r['size']}/c{r['consumers']}/{r['loop']}: {t['metric']} "
+                  f"{t['value']:.3g} (limit {t['limit']:g}) {'met' if t['met'] else 'MISSED'}")
     return 1 if failed else 0
 
 
 def one_case(args, variant, size, n, channel, loop, pattern):
     try:
-        r = run_case(variant, size, n, channel, loop, pattern, args.device, args.messages)
+        r = run_case(variant, size, n, channel, loop, pattern, args.device, args.messages, args.profile)
     except Exception as e:
         return {"variant": variant, "size": size, "consumers": n, "channel": channel, "loop": loop,
                 "pattern": pattern, "error": f"{type(e).__name__}: {e}"}
     if args.compare_harness:
         r["harness"] = harness_figures(args.compare_harness, r["harness_scenario"])
+        r["vs_c"], r["target"] = against_c(r)
     return r
 
 
@@ -369,7 +467,27 @@ def summary_line(r):
         gb = h["per_consumer_gbps"]
         c_gbps = sum(g for g in gb if g) if gb else float("nan")
         s += f"  | C: p50 {h['p50_us']:.1f} us p99 {h['p99_us']:.1f} us {c_gbps:.2f} GB/s"
+    # Where the time goes, p50 each: the consumer's stages (as the C consumer's: stamp ->
+    # received -> unwrapped (+ torch tensor) -> ready) and the producer's send.
+    st = r["stages_us"]
+    s += "\n    stages p50 us: " + " ".join(f"{k} {fmt(v['p50'])}" for k, v in st.items())
+    s += f"; send {fmt(r['send_us']['p50'])}"
+    if r.get("wrap_us"):
+        s += f" (wrap {fmt(r['wrap_us']['p50'])})"
+    if h and h.get("stages_p50_us"):
+        s += " | C: " + " ".join(f"{k} {fmt(v)}" for k, v in h["stages_p50_us"].items())
+        s += f"; send {fmt(h.get('send_p50_us'))}"
+    if r.get("send_phases_us"):
+        s += "\n    send phases p50 us: " + " ".join(f"{k} {fmt(v['p50'])}" for k, v in r["send_phases_us"].items())
+    t = r.get("target")
+    if t:
+        s += (f"\n    target {t['metric']} {t['value']:.3g} (limit {t['limit']:g}): "
+              f"{'met' if t['met'] else 'MISSED'}")
     return s
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.1f}"
 
 
 if __name__ == "__main__":

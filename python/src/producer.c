@@ -1,6 +1,7 @@
 /* cuipc.Producer: owns the pools, accepts consumers, sends trees (or wraps them into bytes for
  * the application's own channel), hands out pool buffers to fill. */
 #include <string.h>
+#include <time.h>
 
 #include "ext.h"
 
@@ -149,28 +150,71 @@ static int settle_keep(ProducerObject *self, PyObject *keep, cuipc_status s) {
     return r;
 }
 
-static PyObject *producer_send(ProducerObject *self, PyObject *args, PyObject *kw) {
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The phases of one send, for Producer._send_profiled (a benchmark's breakdown). */
+enum { PHASE_ARGS, PHASE_CONVERT, PHASE_WRAP, PHASE_DELIVER, PHASE_COUNT };
+
+/* send(tree, stream, timeout). phases: NULL, or where each phase's nanoseconds go (the same
+ * work: cuipc_producer_send is wrap + send_wrapped, called apart to time them apart). */
+static bool send_tree(ProducerObject *self, PyObject *args, PyObject *kw, uint64_t *phases) {
     static char *names[] = {"tree", "stream", "timeout", NULL};
     PyObject *tree, *stream_obj = Py_None, *timeout = Py_None;
+    uint64_t t0 = phases ? mono_ns() : 0, t1 = 0, t2 = 0, t3 = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", names, &tree, &stream_obj, &timeout) ||
         !open_or_raise(self))
-        return NULL;
+        return false;
     cuipc_stream stream;
     int64_t ns;
     if (cuipc_py_stream(stream_obj, &stream) < 0 || cuipc_py_timeout(timeout, -1, &ns) < 0)
-        return NULL;
+        return false;
+    if (phases)
+        t1 = mono_ns();
     PyObject *keep;
     cuipc_value *v = take_tree(self, tree, stream, &keep);
     if (!v)
-        return NULL;
+        return false;
     cuipc_status s;
-    CUIPC_PY_CALL(self, s, cuipc_producer_send(self->p, v, stream, ns));
+    if (!phases) {
+        CUIPC_PY_CALL(self, s, cuipc_producer_send(self->p, v, stream, ns));
+    } else {
+        cuipc_value *wrapped = NULL;
+        t2 = mono_ns();
+        CUIPC_PY_CALL(self, s, cuipc_producer_wrap(self->p, v, stream, &wrapped));
+        t3 = mono_ns();
+        if (s == CUIPC_OK)
+            CUIPC_PY_CALL(self, s, cuipc_producer_send_wrapped(self->p, wrapped, ns));
+        cuipc_value_free(wrapped);
+        uint64_t t4 = mono_ns();
+        phases[PHASE_ARGS] = t1 - t0;
+        phases[PHASE_CONVERT] = t2 - t1;
+        phases[PHASE_WRAP] = t3 - t2;
+        phases[PHASE_DELIVER] = t4 - t3;
+    }
     cuipc_value_free(v);
     if (settle_keep(self, keep, s) < 0)
-        return NULL;
+        return false;
     if (s != CUIPC_OK)
-        return cuipc_py_raise(s);
+        return cuipc_py_raise(s), false;
+    return true;
+}
+
+static PyObject *producer_send(ProducerObject *self, PyObject *args, PyObject *kw) {
+    if (!send_tree(self, args, kw, NULL))
+        return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *producer_send_profiled(ProducerObject *self, PyObject *args, PyObject *kw) {
+    uint64_t ph[PHASE_COUNT];
+    if (!send_tree(self, args, kw, ph))
+        return NULL;
+    return Py_BuildValue("{s:K,s:K,s:K,s:K}", "args", ph[PHASE_ARGS], "convert", ph[PHASE_CONVERT],
+                         "wrap", ph[PHASE_WRAP], "deliver", ph[PHASE_DELIVER]);
 }
 
 /* The encoding of a wrapped tree: what the application carries on its own channel. */
@@ -366,6 +410,11 @@ static PyMethodDef producer_methods[] = {
     {"send", (PyCFunction)(void (*)(void))producer_send, METH_VARARGS | METH_KEYWORDS,
      "send(tree, stream=None, timeout=None): wrap the tree's tensors and broadcast it to every "
      "consumer."},
+    {"_send_profiled", (PyCFunction)(void (*)(void))producer_send_profiled,
+     METH_VARARGS | METH_KEYWORDS,
+     "_send_profiled(tree, stream=None, timeout=None) -> {phase: ns}: send, timed by phase "
+     "(args, convert: the tree and its tensors taken in, wrap: the core's copy-in, deliver: "
+     "encode and ring send), for benchmarks."},
     {"wrap", (PyCFunction)(void (*)(void))producer_wrap, METH_VARARGS | METH_KEYWORDS,
      "wrap(tree, stream=None) -> bytes for the application's own channel (Consumer.adopt)."},
     {"cancel", (PyCFunction)producer_cancel, METH_O,
