@@ -1,9 +1,12 @@
 import multiprocessing
+import queue
 import threading
+import time
 
 import pytest
 
 import cuipc
+import workers
 
 
 def pytest_collection_modifyitems(config, items):
@@ -62,3 +65,93 @@ def spawn():
             proc.kill()
             proc.join()
             pytest.fail(f"child {proc.pid} did not finish")
+
+
+class WorkerPool:
+    """Spawned worker processes kept for the whole session, each running the jobs it is given one
+    at a time (bodies in workers.py): a GPU consumer imports torch and makes its CUDA context once
+    (seconds each), not once per test. Jobs, what the test puts in a worker's inbox and what the
+    jobs report carry the test's epoch, so a test never reads what an earlier (failed) test's job
+    left behind."""
+
+    def __init__(self):
+        self.ctx = multiprocessing.get_context("spawn")
+        self.results, self.done = self.ctx.Queue(), self.ctx.Queue()
+        self.workers = []  # (process, jobs queue, inbox queue)
+        self.epoch, self.started = 0, []
+
+    def begin(self):
+        self.epoch += 1
+        self.started = []
+
+    def run(self, k, job, *args, **kw):
+        """Run workers.<job>(*args, results=..., inbox=..., **kw) on worker k (started if needed)."""
+        while len(self.workers) <= k:
+            self.workers.append(None)
+        if self.workers[k] is None or not self.workers[k][0].is_alive():
+            jobs, inbox = self.ctx.Queue(), self.ctx.Queue()
+            proc = self.ctx.Process(target=workers.serve, args=(jobs, inbox, self.results, self.done, k),
+                                    daemon=True)
+            proc.start()
+            self.workers[k] = (proc, jobs, inbox)
+        self.workers[k][1].put((self.epoch, job, args, kw))
+        self.started.append(k)
+
+    def put(self, k, item):
+        """Into worker k's inbox (what its job reads as its inbox)."""
+        self.workers[k][2].put((self.epoch, item))
+
+    def get(self, timeout):
+        """The next report of this test's jobs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            epoch, item = self.results.get(timeout=max(0.0, deadline - time.monotonic()))
+            if epoch == self.epoch:
+                return item
+
+    def finish(self, timeout=60):
+        """Wait until each job of this test has ended; a worker whose job did not end in time is
+        killed (a fresh one takes its place). Returns the workers that did not finish."""
+        left, deadline = list(self.started), time.monotonic() + timeout
+        while left:
+            try:
+                epoch, k = self.done.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if epoch == self.epoch and k in left:
+                left.remove(k)
+        for k in left:
+            proc = self.workers[k][0]
+            proc.kill()
+            proc.join()
+            self.workers[k] = None
+        self.started = []
+        return left
+
+    def close(self):
+        for w in self.workers:
+            if w is not None and w[0].is_alive():
+                w[1].put(None)
+        for w in self.workers:
+            if w is not None:
+                w[0].join(30)
+                if w[0].is_alive():
+                    w[0].kill()
+
+
+@pytest.fixture(scope="session")
+def _worker_pool():
+    pool = WorkerPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def workers_pool(_worker_pool):
+    """The session's worker processes for this test; at its end every job it started must have
+    ended (else the test fails, as the spawn fixture's children must exit)."""
+    _worker_pool.begin()
+    yield _worker_pool
+    left = _worker_pool.finish()
+    if left:
+        pytest.fail(f"worker job(s) on {left} did not finish")

@@ -24,15 +24,16 @@ def expected_sum(torch, i, shape=(256, 1024), dtype=None):
     return float(feature(torch, i, shape, dtype).double().sum().item())
 
 
-def start_consumers(spawn, p, n, kind, count, use_stream):
-    """n spawned GPU consumers attached to p; their reports come on the returned queue."""
-    results = spawn.ctx.Queue()
-    for _ in range(n):
-        spawn(workers.gpu_recv, p.socket_path, kind, count, results, use_stream)
+def start_consumers(pool, p, n, kind, count, use_stream):
+    """n GPU consumer processes (the session's pooled workers: torch imported and CUDA set up
+    once) attached to p; their reports come from the returned pool."""
+    for k in range(n):
+        pool.run(k, "gpu_recv", p.socket_path, kind, count, use_stream=use_stream)
     p.accept(n, timeout=60)
     for _ in range(n):
-        assert results.get(timeout=60)[0] == "attached"
-    return results
+        report = pool.get(timeout=60)
+        assert report[0] == "attached", report
+    return pool
 
 
 def next_report(results):
@@ -44,10 +45,10 @@ def next_report(results):
 @pytest.mark.parametrize("mode", ["cuda_ipc_pool", "cuda_ipc"])
 @pytest.mark.parametrize("kind", ["copy", "borrow"])
 @pytest.mark.parametrize("n_consumers", [1, 2])
-def test_torch_tensors_to_spawned_consumers(spawn, torch, mode, kind, n_consumers):
+def test_torch_tensors_to_spawned_consumers(workers_pool, torch, mode, kind, n_consumers):
     n_messages = 4
     with cuipc.Producer(mode=mode, gpu_pool_bytes=64 << 20, max_consumers=n_consumers) as p:
-        results = start_consumers(spawn, p, n_consumers, kind, n_messages, kind == "borrow")
+        results = start_consumers(workers_pool, p, n_consumers, kind, n_messages, kind == "borrow")
         stream = torch.cuda.Stream()
         sent = []
         for i in range(n_messages):
@@ -69,9 +70,9 @@ def test_torch_tensors_to_spawned_consumers(spawn, torch, mode, kind, n_consumer
             assert p.stats()["ipc_retained_bytes"] > 0
 
 
-def test_stream_arguments(spawn, torch):
+def test_stream_arguments(workers_pool, torch):
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        results = start_consumers(spawn, p, 1, "copy", 3, True)
+        results = start_consumers(workers_pool, p, 1, "copy", 3, True)
         s = torch.cuda.Stream()
         for i, stream in enumerate([s, s.cuda_stream, None]):
             with torch.cuda.stream(s):
@@ -84,9 +85,9 @@ def test_stream_arguments(spawn, torch):
             assert g["pixel_values"][4] == expected_sum(torch, g["i"], (64, 64), torch.float32)
 
 
-def test_zero_copy_produce_into_a_gpu_buffer(spawn, torch):
+def test_zero_copy_produce_into_a_gpu_buffer(workers_pool, torch):
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        results = start_consumers(spawn, p, 1, "borrow", 1, False)
+        results = start_consumers(workers_pool, p, 1, "borrow", 1, False)
         buf = p.buffer(64 * 64 * 4)
         assert buf.device == "cuda:0" and p.stats()["gpu_pool"]["held"] == 1
         out = torch.from_dlpack(buf).view(torch.float32).view(64, 64)
@@ -109,33 +110,31 @@ def test_bad_gpu_input_is_refused(torch):
             p.wrap({"x": torch.ones(8, device="cuda")})
 
 
-def test_compat_reference_pattern(spawn, torch):
+def test_compat_reference_pattern(workers_pool, torch):
     from cuipc import compat
-    results = spawn.ctx.Queue()
-    inbox = spawn.ctx.Queue()
     with compat.MmItemMemoryPool(64 << 20, num_consumers=1, device=0) as pool:
-        spawn(workers.compat_worker, inbox, results, 0)
+        workers_pool.run(0, "compat_worker", device_index=0)
         n = 5
         for i in range(n):
             mm = {"pixel_values": feature(torch, i), "image_grid_thw": torch.tensor([[1, 16, 16]]), "i": i}
-            inbox.put(compat.wrap_mm_inputs_for_ipc(mm, "cuda_ipc_pool", pool))
-            status, payload = results.get(timeout=60)
+            workers_pool.put(0, compat.wrap_mm_inputs_for_ipc(mm, "cuda_ipc_pool", pool))
+            status, payload = workers_pool.get(timeout=60)
             assert status == "ok", payload
             assert payload["pixel_values"] == ("tensor", "torch.bfloat16", (256, 1024), expected_sum(torch, i))
             assert payload["image_grid_thw"][3] == 33.0  # CPU tensors pass unchanged
-        inbox.put(None)
+        workers_pool.put(0, None)
         pool.producer.drain(timeout=30)
         st = pool.stats()
         assert st["by_value"] >= 1 and st["gpu_pool"]["recycled"] == n - st["by_value"]
         assert st["gpu_pool"]["in_flight"] == 0
 
 
-def test_send_waits_for_torchs_current_stream(spawn, torch):
+def test_send_waits_for_torchs_current_stream(workers_pool, torch):
     """A tensor still being written on torch's current stream, sent on another stream (a stream of
     its own, then None: the legacy default stream): the send's stream waits for torch's current
     one, as torch's __dlpack__ made it do, so the consumer sees the finished write."""
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        results = start_consumers(spawn, p, 1, "copy", 2, True)
+        results = start_consumers(workers_pool, p, 1, "copy", 2, True)
         side, send_stream = torch.cuda.Stream(), torch.cuda.Stream()
         kept = []  # not recycled by torch's allocator while the send's stream may still read it
         for i in range(2):

@@ -147,6 +147,26 @@ def test_spawned_consumers_receive_every_message(spawn, kind):
         assert st["host_pool"]["recycled"] == n_messages and st["host_pool"]["in_flight"] == 0
 
 
+def test_pooled_workers_serve_test_after_test(_worker_pool):
+    """The session's worker processes (the GPU tests' consumers) run one test's jobs after
+    another in the same process, and a test reads none of the reports an earlier test left."""
+    pool, pids = _worker_pool, []
+    for first in (100, 0):  # the first test leaves reports unread
+        pool.begin()
+        with cuipc.Producer(host_pool_bytes=8 << 20) as p:
+            pool.run(0, "recv_loop", p.socket_path, "copy", 2)
+            assert p.accept(1, timeout=30) == 1
+            for i in (first, first + 1):
+                p.send({"i": i, "x": np.full(4, i, dtype=np.int32)})
+            status, _, payload = pool.get(timeout=30)
+            assert status == "ok" and payload["i"] == first, payload
+            if first == 0:
+                assert pool.get(timeout=30)[2]["i"] == 1
+            assert pool.finish() == []
+        pids.append(pool.workers[0][0].pid)
+    assert pids[0] == pids[1]
+
+
 def test_out_of_band_through_the_applications_queue(spawn):
     results, inbox = spawn.ctx.Queue(), spawn.ctx.Queue()
     with cuipc.Producer(max_consumers=1) as p:
@@ -239,3 +259,17 @@ def test_blocking_calls_let_other_threads_run(pair):
     t.join(10)
     assert not t.is_alive()
     assert np.array_equal(np.asarray(got["tree"]["x"]), np.arange(3))
+
+
+def test_profiled_send_is_a_send_timed_by_phase(pair):
+    p, c = pair()
+    phases = p._send_profiled({"i": 7, "x": np.arange(16, dtype=np.int64)})
+    assert sorted(phases) == ["args", "convert", "deliver", "wrap"]
+    assert all(isinstance(v, int) and v >= 0 for v in phases.values()) and phases["deliver"] > 0
+    with c.recv(timeout=10) as m:
+        tree = m.unwrap(kind="copy")
+        assert tree["i"] == 7 and list(np.from_dlpack(tree["x"])) == list(range(16))
+    with pytest.raises(cuipc.InvalidArgument, match="cannot be sent"):
+        p._send_profiled({"x": object()})
+    p.drain(timeout=10)
+    assert p.stats()["messages_sent"] == 1 and p.stats()["host_pool"]["in_flight"] == 0

@@ -1,4 +1,6 @@
 """Bodies of the consumer processes the tests spawn (importable by the spawn start method)."""
+import inspect
+
 import numpy as np
 
 import cuipc
@@ -118,3 +120,40 @@ def gpu_recv(path, kind, count, results, use_stream):
     except Exception as e:
         import traceback
         results.put(("error", type(e).__name__, traceback.format_exc()))
+
+
+class _Tagged:
+    """A queue seen through a test's epoch: put tags, get skips what other epochs left."""
+
+    def __init__(self, q, epoch):
+        self.q, self.epoch = q, epoch
+
+    def put(self, item):
+        self.q.put((self.epoch, item))
+
+    def get(self, timeout=None):
+        import time
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            epoch, item = self.q.get(timeout=left)
+            if epoch == self.epoch:
+                return item
+
+
+def serve(jobs, inbox, results, done, k):
+    """A pooled worker (conftest.WorkerPool): run each job, then say it ended; None stops."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        epoch, name, args, kw = job
+        fn = globals()[name]
+        if "inbox" in inspect.signature(fn).parameters:
+            kw = dict(kw, inbox=_Tagged(inbox, epoch))
+        try:
+            fn(*args, results=_Tagged(results, epoch), **kw)
+        except BaseException as e:  # a job's own failure is reported; the worker lives on
+            results.put((epoch, ("error", type(e).__name__, str(e))))
+        finally:
+            done.put((epoch, k))
