@@ -29,13 +29,20 @@ int cuipc_py_stream(PyObject *o, cuipc_stream *out) {
     *out = NULL;
     if (!o || o == Py_None)
         return 0;
+    /* Every send, unwrap and release comes here: one lookup with an interned name. */
+    static PyObject *name;
+    if (!name && !(name = PyUnicode_InternFromString("cuda_stream")))
+        return -1;
     PyObject *handle = NULL;
     if (PyLong_Check(o)) {
         handle = Py_NewRef(o);
-    } else if (PyObject_HasAttrString(o, "cuda_stream")) {
-        handle = PyObject_GetAttrString(o, "cuda_stream"); /* torch.cuda.Stream, cupy.cuda.Stream */
-        if (!handle)
-            return -1;
+    } else {
+        handle = PyObject_GetAttr(o, name); /* torch.cuda.Stream, cupy.cuda.Stream */
+        if (!handle) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+        }
     }
     if (!handle || !PyLong_Check(handle)) {
         Py_XDECREF(handle);

@@ -173,6 +173,7 @@ def test_bad_trees_are_refused_by_name(pair, tree, match):
 
 @pytest.mark.parametrize("call, match", [
     (lambda p, c: p.send({}, stream="s0"), "stream must be"),
+    (lambda p, c: p.send({}, stream=type("S", (), {"cuda_stream": "s0"})()), "stream must be"),
     (lambda p, c: p.send({}, timeout=-1), "timeout must be"),
     (lambda p, c: p.send({}, timeout="1s"), "timeout must be"),
     (lambda p, c: p.buffer(16, device="tpu"), "device must be"),
