@@ -4,7 +4,8 @@ tensor a message, each call of the message's round timed apart (send, recv, unwr
 made for the application, release), p50 and p90 over many rounds. The send is also timed by
 phase inside the extension (Producer._send_profiled): `wrap` and `deliver` are the core's own
 calls (what the C harness's producer calls), `args` and `convert` the Python layer's work before
-them, and the rest of the wall time the call's way in and out of Python.
+them, and the rest of the wall time the call's way in and out of Python. With --torch, the
+reads the extension's torch fast path makes of a tensor are timed one by one too.
 
 Host tensors (numpy, or torch CPU tensors with --torch) in the default mode run anywhere;
 --device cuda sends torch CUDA tensors through cuda_ipc_pool (no copy of the benchmark's own
@@ -25,6 +26,26 @@ import cuipc
 def percentile(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, int(q / 100 * len(xs) + 0.5) - 1))] if xs else None
+
+
+# What the extension's torch fast path reads of a tensor (torch_tensor.c), one call each.
+TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requires_grad", "x.is_conj()",
+               "x.is_neg()", "x.dtype", "x.shape", "x.stride()", "x.data_ptr()", "x.is_cuda", "x.is_cpu",
+               "x.get_device()", "torch._C._cuda_getCurrentRawStream(0)"]
+
+
+def torch_reads_ns(torch, x, n=20000):
+    """ns per call of each read, in a loop (warm): what the send's convert phase is made of."""
+    out = {}
+    for expr in TORCH_READS:
+        if "Raw" in expr and not x.is_cuda:
+            continue
+        code = compile(f"for _ in r: {expr}", expr, "exec")
+        env = {"torch": torch, "x": x, "r": range(n)}
+        t0 = time.perf_counter_ns()
+        exec(code, env)
+        out[expr] = (time.perf_counter_ns() - t0) / n
+    return out
 
 
 def pair(mode, device):
@@ -111,6 +132,12 @@ def main():
     print("  send by phase (the core's calls: wrap, deliver):")
     for k, v in out["send_phases_us"].items():
         print(f"    {k:<8} {v['p50']:8.2f} ({v['p90']:.2f})")
+    if args.torch:
+        reads = torch_reads_ns(torch, x)
+        out["torch_reads_ns"] = reads
+        print(f"  the fast path's torch reads, ns a call (warm; sum {sum(reads.values()):.0f}):")
+        for k, v in reads.items():
+            print(f"    {k:<45} {v:7.0f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -189,6 +189,8 @@ static void fill_dl(TensorObject *self, export_ctx *ctx, DLTensor *dl) {
     dl->byte_offset = 0;
 }
 
+static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned);
+
 static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"stream", "max_version", "dl_device", "copy", NULL};
     PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
@@ -211,8 +213,6 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
                                       "__dlpack__: the tensor lives on another device than %R",
                                       dl_device);
     }
-    if (order_after_unwrap(self, stream) < 0)
-        return NULL;
     bool versioned = false;
     if (max_version != Py_None) {
         long major = 0;
@@ -222,6 +222,14 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
                                       "__dlpack__: max_version must be a (major, minor) tuple");
         versioned = major >= DLPACK_MAJOR_VERSION;
     }
+    return export_capsule(self, stream, versioned);
+}
+
+/* The capsule of a usable tensor, the reader's stream (None, or DLPack's int) ordered after the
+ * unwrap's work. */
+static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned) {
+    if (order_after_unwrap(self, stream) < 0)
+        return NULL;
     export_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return PyErr_NoMemory();
@@ -321,13 +329,12 @@ static PyObject *torch_current_stream(int device) {
 static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
     if (!to_torch_init())
         return NULL;
+    if (!cuipc_py_tensor_usable(self))
+        return NULL;
     PyObject *stream = self->t.device == CUIPC_DEVICE_HOST ? Py_NewRef(Py_None)
                                                            : torch_current_stream(self->t.device);
-    PyObject *args = PyTuple_New(0);
-    PyObject *kw = stream ? Py_BuildValue("{s:O}", "stream", stream) : NULL;
-    PyObject *cap = args && kw ? tensor_dlpack(self, args, kw) : NULL;
-    Py_XDECREF(args);
-    Py_XDECREF(kw);
+    /* What __dlpack__(stream=stream) gives, without its argument tuple and parsing. */
+    PyObject *cap = stream ? export_capsule(self, stream, false) : NULL;
     Py_XDECREF(stream);
     PyObject *r = cap ? PyObject_CallFunctionObjArgs(to_torch_fns.from_dlpack, cap, NULL) : NULL;
     Py_XDECREF(cap);

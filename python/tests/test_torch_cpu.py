@@ -38,6 +38,17 @@ def test_torch_tensors_in_and_out(pair):
     assert torch.from_dlpack(tree["x"])[0, 0].item() == 5
 
 
+def test_to_torch_of_a_released_borrow_is_refused(pair):
+    p, c = pair()
+    p.send({"x": torch.arange(6, dtype=torch.int32)})
+    m = c.recv(timeout=5)
+    x = m.unwrap(kind="borrow")["x"]
+    assert x.to_torch().tolist() == list(range(6))
+    m.release()
+    with pytest.raises(cuipc.Stale, match="released"):
+        x.to_torch()
+
+
 def test_torch_non_contiguous_and_grad_are_refused(pair):
     p, _ = pair()
     with pytest.raises(cuipc.InvalidArgument, match="not contiguous"):
