@@ -1,26 +1,35 @@
 #!/usr/bin/env python3
-"""Per-call cost of the Python layer: one producer and one consumer in this process, one small
-tensor a message, each call of the message's round timed apart (send, recv, unwrap, the tensor
-made for the application, release), p50 and p90 over many rounds. The send is also timed by
-phase inside the extension (Producer._send_profiled): `wrap` and `deliver` are the core's own
-calls (what the C harness's producer calls), `args` and `convert` the Python layer's work before
-them, and the rest of the wall time the call's way in and out of Python. With --torch, the
-reads the extension's torch fast path makes of a tensor are timed one by one too.
+"""Per-call cost of the Python layer: one producer (this process) and one spawned consumer, one
+small tensor a message, each call timed apart, p50 and p90 over many messages. The producer
+sends back to back (the pool and ring hold what the consumer has not taken yet), so the
+consumer's recv finds its message there and each figure is the call's own cost:
+  producer: send, and every other send timed by phase inside the extension
+            (Producer._send_profiled): args, convert (the tree and its tensors taken in), wrap
+            and deliver (the core's own calls, what the C harness's producer calls: pool chunk,
+            copy-in, ready word; encode, ring send), outside (the call's way in and out of Python)
+  consumer: recv, unwrap, tensor (the application's tensor made: numpy.from_dlpack, or
+            to_torch), release
+With --torch, the reads the extension's torch fast path makes of a tensor are timed one by one.
 
 Host tensors (numpy, or torch CPU tensors with --torch) in the default mode run anywhere;
---device cuda sends torch CUDA tensors through cuda_ipc_pool (no copy of the benchmark's own
-on the way: the figures are the layer's CPU time plus the core's queueing of GPU work).
+--device cuda sends torch CUDA tensors through cuda_ipc_pool (the figures are then the layer's
+CPU time plus the core's queueing of GPU work; the consumer synchronises nothing).
 
     python3 python/bench/bench_calls.py                      # numpy, default mode
     python3 python/bench/bench_calls.py --torch --device cuda --kind borrow
 """
 import argparse
 import json
+import multiprocessing as mp
 import sys
-import threading
 import time
 
 import cuipc
+
+# What the extension's torch fast path reads of a tensor (torch_tensor.c), one call each.
+TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requires_grad", "x.is_conj()",
+               "x.is_neg()", "x.dtype", "x.shape", "x.stride()", "x.data_ptr()", "x.is_cuda", "x.is_cpu",
+               "x.get_device()", "torch._C._cuda_getCurrentRawStream(0)"]
 
 
 def percentile(xs, q):
@@ -28,10 +37,9 @@ def percentile(xs, q):
     return xs[min(len(xs) - 1, max(0, int(q / 100 * len(xs) + 0.5) - 1))] if xs else None
 
 
-# What the extension's torch fast path reads of a tensor (torch_tensor.c), one call each.
-TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requires_grad", "x.is_conj()",
-               "x.is_neg()", "x.dtype", "x.shape", "x.stride()", "x.data_ptr()", "x.is_cuda", "x.is_cpu",
-               "x.get_device()", "torch._C._cuda_getCurrentRawStream(0)"]
+def summary(ns_by_name):
+    return {k: {"p50": percentile(v, 50) / 1e3, "p90": percentile(v, 90) / 1e3}
+            for k, v in ns_by_name.items() if v}
 
 
 def torch_reads_ns(torch, x, n=20000):
@@ -48,15 +56,44 @@ def torch_reads_ns(torch, x, n=20000):
     return out
 
 
-def pair(mode, device):
-    p = cuipc.Producer(mode=mode, max_consumers=1, device=0,
-                       gpu_pool_bytes=(64 << 20) if mode == "cuda_ipc_pool" else 0)
-    box = {}
-    t = threading.Thread(target=lambda: box.setdefault("n", p.accept(1, timeout=10)))
-    t.start()
-    c = cuipc.Consumer(p.socket_path, timeout=10, spin_us=1000)
-    t.join()
-    return p, c
+def consumer_main(path, args, warm, results):
+    """The consumer's side: each call of each message timed apart."""
+    try:
+        stream = None
+        if args.torch:
+            import torch
+            if args.device == "cuda":
+                torch.cuda.set_device(0)
+                stream = torch.cuda.Stream()
+                torch.cuda.set_stream(stream)  # the tensors' reader: torch's current stream
+            make = lambda t: t.to_torch()  # noqa: E731
+        else:
+            import numpy as np
+            make = np.from_dlpack
+        c = cuipc.Consumer(path, timeout=30, spin_us=1000)
+        c.prepare(kind=args.kind, stream=stream)
+        calls = {k: [] for k in ("recv", "unwrap", "tensor", "release")}
+        now = time.perf_counter_ns
+        for i in range(args.rounds):
+            t0 = now()
+            m = c.recv(timeout=30)
+            t1 = now()
+            tree = m.unwrap(kind=args.kind, stream=stream)
+            t2 = now()
+            y = make(tree["x"])
+            t3 = now()
+            m.release(stream=stream)
+            t4 = now()
+            del y, tree, m
+            if i >= warm:
+                for k, a, b in (("recv", t0, t1), ("unwrap", t1, t2), ("tensor", t2, t3), ("release", t3, t4)):
+                    calls[k].append(b - a)
+        if stream is not None:
+            stream.synchronize()
+        c.close()
+        results.put(summary(calls))
+    except Exception as e:
+        results.put({"error": f"{type(e).__name__}: {e}"})
 
 
 def main():
@@ -74,62 +111,64 @@ def main():
     stream = None
     if args.torch:
         import torch
-        x = torch.zeros(args.bytes // 2, dtype=torch.bfloat16, device=args.device)
         if args.device == "cuda":
+            torch.cuda.set_device(0)
             stream = torch.cuda.Stream()
             torch.cuda.set_stream(stream)  # the send's stream is torch's current one
-        make = lambda t: t.to_torch()  # noqa: E731
+        x = torch.zeros(args.bytes // 2, dtype=torch.bfloat16, device=args.device)
     else:
         import numpy as np
         x = np.zeros(args.bytes, dtype=np.uint8)
-        make = np.from_dlpack
     mode = "cuda_ipc_pool" if args.device == "cuda" else "default"
-    p, c = pair(mode, args.device)
-    c.prepare(kind=args.kind, stream=stream)
-    calls = {k: [] for k in ("send", "recv", "unwrap", "tensor", "release", "round")}
-    phases = {k: [] for k in ("args", "convert", "wrap", "deliver", "outside")}
-    now = time.perf_counter_ns
-    for i in range(args.rounds):
-        profiled = i % 2 == 1  # every other send timed by phase, the rest as users call it
-        t0 = now()
-        if profiled:
-            ph = p._send_profiled({"x": x, "i": i}, stream=stream)
-        else:
-            p.send({"x": x, "i": i}, stream=stream)
-        t1 = now()
-        m = c.recv(timeout=5)
-        t2 = now()
-        tree = m.unwrap(kind=args.kind, stream=stream)
-        t3 = now()
-        y = make(tree["x"])
-        t4 = now()
-        m.release(stream=stream)
-        t5 = now()
-        del y, tree, m
-        t6 = now()
-        if i < args.rounds // 10:
-            continue  # warm-up
-        if profiled:
-            for k, v in ph.items():
-                phases[k].append(v)
-            phases["outside"].append(t1 - t0 - sum(ph.values()))
-        else:
-            calls["send"].append(t1 - t0)
-        for k, a, b in (("recv", t1, t2), ("unwrap", t2, t3), ("tensor", t3, t4), ("release", t4, t5),
-                        ("round", t0, t6)):
-            calls[k].append(b - a)
-    p.drain(timeout=10)
-    c.close()
-    p.close()
+    # Room for every message: the consumer may fall behind, the send never waits for room.
+    pow2 = lambda n: 1 << (n - 1).bit_length()  # noqa: E731
+    room = pow2(args.rounds * max(args.bytes, 4096) * 2)
+    p = cuipc.Producer(mode=mode, max_consumers=1, device=0, slots=pow2(max(4096, 2 * args.rounds)),
+                       ring_bytes=pow2(max(1 << 20, args.rounds * 512)),
+                       gpu_pool_bytes=room if mode == "cuda_ipc_pool" else 0,
+                       host_pool_bytes=room if mode == "default" else 64 << 20)
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    warm = args.rounds // 10
+    proc = ctx.Process(target=consumer_main, args=(p.socket_path, args, warm, results))
+    proc.start()
+    try:
+        p.accept(1, timeout=120)
+        sends, phases = [], {k: [] for k in ("args", "convert", "wrap", "deliver", "outside")}
+        now = time.perf_counter_ns
+        for i in range(args.rounds):
+            profiled = i % 2 == 1  # every other send timed by phase, the rest as users call it
+            t0 = now()
+            if profiled:
+                ph = p._send_profiled({"x": x, "i": i}, stream=stream)
+            else:
+                p.send({"x": x, "i": i}, stream=stream)
+            t1 = now()
+            if i < warm:
+                continue
+            if profiled:
+                for k, v in ph.items():
+                    phases[k].append(v)
+                phases["outside"].append(t1 - t0 - sum(ph.values()))
+            else:
+                sends.append(t1 - t0)
+        consumer = results.get(timeout=600)
+        if "error" in consumer:
+            print(f"bench_calls: consumer failed: {consumer['error']}", file=sys.stderr)
+            return 1
+        p.drain(timeout=60)
+    finally:
+        proc.join(60)
+        if proc.is_alive():
+            proc.kill()
+        p.close()
     out = {"rounds": args.rounds, "bytes": args.bytes, "kind": args.kind, "tensors": "torch" if args.torch else "numpy",
-           "device": args.device, "mode": mode,
-           "calls_us": {k: {"p50": percentile(v, 50) / 1e3, "p90": percentile(v, 90) / 1e3} for k, v in calls.items()},
-           "send_phases_us": {k: {"p50": percentile(v, 50) / 1e3, "p90": percentile(v, 90) / 1e3}
-                              for k, v in phases.items()}}
-    print(f"{out['tensors']} {args.device} {mode} {args.kind} {args.bytes} B, {args.rounds} rounds: p50 (p90) us")
-    for k, v in out["calls_us"].items():
+           "device": args.device, "mode": mode, "producer_us": summary({"send": sends}), "consumer_us": consumer,
+           "send_phases_us": summary(phases)}
+    print(f"{out['tensors']} {args.device} {mode} {args.kind} {args.bytes} B, {args.rounds} messages: p50 (p90) us")
+    for k, v in list(out["producer_us"].items()) + list(consumer.items()):
         print(f"  {k:<8} {v['p50']:8.2f} ({v['p90']:.2f})")
-    print("  send by phase (the core's calls: wrap, deliver):")
+    print("  send by phase (wrap, deliver: the core's own calls):")
     for k, v in out["send_phases_us"].items():
         print(f"    {k:<8} {v['p50']:8.2f} ({v['p90']:.2f})")
     if args.torch:
