@@ -64,21 +64,30 @@ def test_by_value_until_receivers_attach():
         assert pool.stats()["by_value"] == 2
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["spawned", "pooled"])
 @pytest.mark.parametrize("num_consumers", [1, 2])
-def test_receivers_through_a_multiprocessing_queue(spawn, num_consumers):
+def test_receivers_through_a_multiprocessing_queue(spawn, workers_pool, num_consumers, pooled):
+    """Receivers spawned for the test, or the session's pooled workers (as the GPU tests')."""
     n_items = 6
-    results = spawn.ctx.Queue()
-    inboxes = [spawn.ctx.Queue() for _ in range(num_consumers)]
+    if pooled:
+        put, get = workers_pool.put, workers_pool.get
+    else:
+        results = spawn.ctx.Queue()
+        inboxes = [spawn.ctx.Queue() for _ in range(num_consumers)]
+        put, get = (lambda k, item: inboxes[k].put(item)), results.get
     with compat.MmItemMemoryPool(4 << 20, num_consumers=num_consumers, device="cpu") as pool:
-        for q in inboxes:
-            spawn(workers.compat_worker, q, results)
+        for k in range(num_consumers):
+            if pooled:
+                workers_pool.run(k, "compat_worker")
+            else:
+                spawn(workers.compat_worker, inboxes[k], results)
         got = []
         for i in range(n_items):
             wrapped = compat.wrap_mm_inputs_for_ipc(mm_inputs(i), "cuda_ipc_pool", pool)
-            for q in inboxes:
-                q.put(wrapped)  # the queue pickles it, as the reference's TensorQueue does
-            for _ in inboxes:
-                status, *payload = results.get(timeout=30)
+            for k in range(num_consumers):
+                put(k, wrapped)  # the queue pickles it, as the reference's TensorQueue does
+            for _ in range(num_consumers):
+                status, *payload = get(timeout=30)
                 assert status == "ok", payload
                 got.append((i, payload[0]))
         for i, payload in got:
@@ -90,5 +99,5 @@ def test_receivers_through_a_multiprocessing_queue(spawn, num_consumers):
         assert pool.ready() and st["by_value"] >= 2
         assert st["host_pool"]["recycled"] >= 2 and st["host_pool"]["in_flight"] == 0
         assert st["host_pool"]["recycled"] + st["by_value"] == 2 * n_items
-        for q in inboxes:
-            q.put(None)
+        for k in range(num_consumers):
+            put(k, None)

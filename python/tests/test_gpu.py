@@ -4,7 +4,6 @@ and cuipc.compat with the reference's pattern."""
 import pytest
 
 import cuipc
-import workers
 
 pytestmark = pytest.mark.gpu
 
