@@ -3,6 +3,72 @@
 
 #include "ext.h"
 
+int cuipc_py_args(const char *fname, const char *const *names, int n, int required,
+                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out) {
+    for (int i = 0; i < n; i++)
+        out[i] = NULL;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int i = 0;
+        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
+            i++;
+        if (i == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         key);
+            return -1;
+        }
+        if (out[i]) {
+            PyErr_Format(PyExc_TypeError, "argument for %s() given by name ('%s') and position",
+                         fname, names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (int i = 0; i < required; i++)
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+int cuipc_py_str_arg(const char *fname, const char *name, PyObject *o, const char *fallback,
+                     const char **out) {
+    if (!o) {
+        *out = fallback;
+        return 0;
+    }
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s() argument '%s' must be str, not %s", fname, name,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    Py_ssize_t len;
+    *out = PyUnicode_AsUTF8AndSize(o, &len);
+    if (*out && strlen(*out) != (size_t)len) {
+        PyErr_Format(PyExc_ValueError, "%s() argument '%s' holds a NUL character", fname, name);
+        return -1;
+    }
+    return *out ? 0 : -1;
+}
+
+int cuipc_py_double_arg(PyObject *o, double fallback, double *out) {
+    if (!o) {
+        *out = fallback;
+        return 0;
+    }
+    *out = PyFloat_AsDouble(o);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
 int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns) {
     if (!o || o == Py_None) {
         *ns = fallback;

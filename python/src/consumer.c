@@ -70,12 +70,13 @@ static PyObject *message_new(ConsumerObject *consumer, cuipc_message *m) {
     return (PyObject *)msg;
 }
 
-static PyObject *consumer_recv(ConsumerObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"timeout", NULL};
-    PyObject *timeout = Py_None;
+static PyObject *consumer_recv(ConsumerObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    static const char *const names[] = {"timeout"};
+    PyObject *timeout;
     int64_t ns;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &timeout) || !consumer_open(self) ||
-        cuipc_py_timeout(timeout, -1, &ns) < 0)
+    if (cuipc_py_args("recv", names, 1, 0, args, nargs, kwnames, &timeout) < 0 ||
+        !consumer_open(self) || cuipc_py_timeout(timeout, -1, &ns) < 0)
         return NULL;
     cuipc_message *m = NULL;
     cuipc_status s;
@@ -169,7 +170,7 @@ static PyObject *consumer_exit(ConsumerObject *self, PyObject *args) {
 }
 
 static PyMethodDef consumer_methods[] = {
-    {"recv", (PyCFunction)(void (*)(void))consumer_recv, METH_VARARGS | METH_KEYWORDS,
+    {"recv", (PyCFunction)(void (*)(void))consumer_recv, METH_FASTCALL | METH_KEYWORDS,
      "recv(timeout=None) -> Message. Closed once the producer closed, PeerDead if it died."},
     {"adopt", (PyCFunction)consumer_adopt, METH_O,
      "adopt(bytes) -> Message: a message that came on the application's own channel "
@@ -218,15 +219,17 @@ static void message_dealloc(MessageObject *self) {
     PyObject_Free(self);
 }
 
-static PyObject *message_unwrap(MessageObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"kind", "stream", "device", "host_wait_us", NULL};
-    const char *kind = "copy";
-    PyObject *device = Py_None, *stream = Py_None;
-    double host_wait_us = -1;
+static PyObject *message_unwrap(MessageObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames) {
+    static const char *const names[] = {"kind", "stream", "device", "host_wait_us"};
+    PyObject *a[4];
+    const char *kind;
+    double host_wait_us;
     cuipc_unwrap_options o;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &stream, &device,
-                                     &host_wait_us) ||
-        unwrap_options(kind, device, stream, host_wait_us, &o) < 0)
+    if (cuipc_py_args("unwrap", names, 4, 0, args, nargs, kwnames, a) < 0 ||
+        cuipc_py_str_arg("unwrap", "kind", a[0], "copy", &kind) < 0 ||
+        cuipc_py_double_arg(a[3], -1, &host_wait_us) < 0 ||
+        unwrap_options(kind, a[2], a[1], host_wait_us, &o) < 0)
         return NULL;
     if (self->released)
         return cuipc_py_raise_msg(CUIPC_ERR_STALE, "unwrap: the message was released already");
@@ -250,11 +253,12 @@ static PyObject *message_unwrap(MessageObject *self, PyObject *args, PyObject *k
     return r;
 }
 
-static PyObject *message_release(MessageObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"stream", NULL};
-    PyObject *stream_obj = Py_None;
+static PyObject *message_release(MessageObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    static const char *const names[] = {"stream"};
+    PyObject *stream_obj;
     cuipc_stream stream;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &stream_obj) ||
+    if (cuipc_py_args("release", names, 1, 0, args, nargs, kwnames, &stream_obj) < 0 ||
         cuipc_py_stream(stream_obj, &stream) < 0)
         return NULL;
     if (self->released)
@@ -268,7 +272,7 @@ static PyObject *message_release(MessageObject *self, PyObject *args, PyObject *
 }
 
 static PyObject *message_exit(MessageObject *self, PyObject *args) {
-    PyObject *r = message_release(self, PyTuple_New(0), NULL);
+    PyObject *r = message_release(self, NULL, 0, NULL);
     Py_XDECREF(r);
     return r ? Py_NewRef(Py_False) : NULL;
 }
@@ -282,10 +286,10 @@ static PyObject *message_released(MessageObject *self, void *unused) {
 }
 
 static PyMethodDef message_methods[] = {
-    {"unwrap", (PyCFunction)(void (*)(void))message_unwrap, METH_VARARGS | METH_KEYWORDS,
+    {"unwrap", (PyCFunction)(void (*)(void))message_unwrap, METH_FASTCALL | METH_KEYWORDS,
      "unwrap(kind=\"copy\", stream=None, device=None, host_wait_us=-1) -> the tree, tensors as "
      "cuipc.Tensor."},
-    {"release", (PyCFunction)(void (*)(void))message_release, METH_VARARGS | METH_KEYWORDS,
+    {"release", (PyCFunction)(void (*)(void))message_release, METH_FASTCALL | METH_KEYWORDS,
      "release(stream=None): give the chunks back (after the work queued on stream). Idempotent."},
     {"__enter__", ctx_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)message_exit, METH_VARARGS, NULL},

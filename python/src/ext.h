@@ -20,6 +20,17 @@ PyObject *cuipc_py_raise(cuipc_status s);
 PyObject *cuipc_py_raise_msg(cuipc_status s, const char *fmt, ...);
 
 /* ---- argument helpers (args.c) */
+/* The arguments of a METH_FASTCALL | METH_KEYWORDS method into out[0..n) by their names (NULL:
+ * not given), positional ones first; the first `required` must be given. Raises TypeError as
+ * CPython's own parser does (unknown keyword, given twice, too many, missing). The per-message
+ * calls take it: PyArg_ParseTupleAndKeywords costs an argument tuple and a keyword dict. */
+int cuipc_py_args(const char *fname, const char *const *names, int n, int required,
+                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **out);
+/* A str argument as UTF-8 (fallback where NULL); raises TypeError naming it otherwise. */
+int cuipc_py_str_arg(const char *fname, const char *name, PyObject *o, const char *fallback,
+                     const char **out);
+/* A number argument as a double (fallback where NULL). */
+int cuipc_py_double_arg(PyObject *o, double fallback, double *out);
 /* None -> fallback; a number of seconds -> nanoseconds. */
 int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns);
 /* None, an int handle, or an object with .cuda_stream (torch.cuda.Stream, cupy). */

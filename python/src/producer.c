@@ -161,16 +161,17 @@ enum { PHASE_ARGS, PHASE_CONVERT, PHASE_WRAP, PHASE_DELIVER, PHASE_COUNT };
 
 /* send(tree, stream, timeout). phases: NULL, or where each phase's nanoseconds go (the same
  * work: cuipc_producer_send is wrap + send_wrapped, called apart to time them apart). */
-static bool send_tree(ProducerObject *self, PyObject *args, PyObject *kw, uint64_t *phases) {
-    static char *names[] = {"tree", "stream", "timeout", NULL};
-    PyObject *tree, *stream_obj = Py_None, *timeout = Py_None;
+static bool send_tree(ProducerObject *self, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, uint64_t *phases) {
+    static const char *const names[] = {"tree", "stream", "timeout"};
+    PyObject *a[3];
     uint64_t t0 = phases ? mono_ns() : 0, t1 = 0, t2 = 0, t3 = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", names, &tree, &stream_obj, &timeout) ||
-        !open_or_raise(self))
+    if (cuipc_py_args("send", names, 3, 1, args, nargs, kwnames, a) < 0 || !open_or_raise(self))
         return false;
+    PyObject *tree = a[0];
     cuipc_stream stream;
     int64_t ns;
-    if (cuipc_py_stream(stream_obj, &stream) < 0 || cuipc_py_timeout(timeout, -1, &ns) < 0)
+    if (cuipc_py_stream(a[1], &stream) < 0 || cuipc_py_timeout(a[2], -1, &ns) < 0)
         return false;
     if (phases)
         t1 = mono_ns();
@@ -203,15 +204,17 @@ static bool send_tree(ProducerObject *self, PyObject *args, PyObject *kw, uint64
     return true;
 }
 
-static PyObject *producer_send(ProducerObject *self, PyObject *args, PyObject *kw) {
-    if (!send_tree(self, args, kw, NULL))
+static PyObject *producer_send(ProducerObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    if (!send_tree(self, args, nargs, kwnames, NULL))
         return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *producer_send_profiled(ProducerObject *self, PyObject *args, PyObject *kw) {
+static PyObject *producer_send_profiled(ProducerObject *self, PyObject *const *args,
+                                        Py_ssize_t nargs, PyObject *kwnames) {
     uint64_t ph[PHASE_COUNT];
-    if (!send_tree(self, args, kw, ph))
+    if (!send_tree(self, args, nargs, kwnames, ph))
         return NULL;
     return Py_BuildValue("{s:K,s:K,s:K,s:K}", "args", ph[PHASE_ARGS], "convert", ph[PHASE_CONVERT],
                          "wrap", ph[PHASE_WRAP], "deliver", ph[PHASE_DELIVER]);
@@ -234,14 +237,15 @@ static PyObject *encode_bytes(const cuipc_value *wrapped) {
     return b;
 }
 
-static PyObject *producer_wrap(ProducerObject *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"tree", "stream", NULL};
-    PyObject *tree, *stream_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O", names, &tree, &stream_obj) ||
-        !open_or_raise(self))
+static PyObject *producer_wrap(ProducerObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    static const char *const names[] = {"tree", "stream"};
+    PyObject *a[2];
+    if (cuipc_py_args("wrap", names, 2, 1, args, nargs, kwnames, a) < 0 || !open_or_raise(self))
         return NULL;
+    PyObject *tree = a[0];
     cuipc_stream stream;
-    if (cuipc_py_stream(stream_obj, &stream) < 0)
+    if (cuipc_py_stream(a[1], &stream) < 0)
         return NULL;
     PyObject *keep;
     cuipc_value *v = take_tree(self, tree, stream, &keep);
@@ -407,15 +411,15 @@ static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
 static PyMethodDef producer_methods[] = {
     {"accept", (PyCFunction)(void (*)(void))producer_accept, METH_VARARGS | METH_KEYWORDS,
      "accept(n=1, timeout=None) -> consumers attached. Wait until n consumers are attached."},
-    {"send", (PyCFunction)(void (*)(void))producer_send, METH_VARARGS | METH_KEYWORDS,
+    {"send", (PyCFunction)(void (*)(void))producer_send, METH_FASTCALL | METH_KEYWORDS,
      "send(tree, stream=None, timeout=None): wrap the tree's tensors and broadcast it to every "
      "consumer."},
     {"_send_profiled", (PyCFunction)(void (*)(void))producer_send_profiled,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "_send_profiled(tree, stream=None, timeout=None) -> {phase: ns}: send, timed by phase "
      "(args, convert: the tree and its tensors taken in, wrap: the core's copy-in, deliver: "
      "encode and ring send), for benchmarks."},
-    {"wrap", (PyCFunction)(void (*)(void))producer_wrap, METH_VARARGS | METH_KEYWORDS,
+    {"wrap", (PyCFunction)(void (*)(void))producer_wrap, METH_FASTCALL | METH_KEYWORDS,
      "wrap(tree, stream=None) -> bytes for the application's own channel (Consumer.adopt)."},
     {"cancel", (PyCFunction)producer_cancel, METH_O,
      "cancel(wrapped_bytes): give back the chunks of wrapped bytes that will never be delivered."},

@@ -185,3 +185,37 @@ def test_bad_arguments_are_refused_by_name(pair, call, match):
     p, c = pair()
     with pytest.raises(cuipc.InvalidArgument, match=match):
         call(p, c)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda p, c, m: p.send(), TypeError, r"send\(\) missing required argument 'tree'"),
+    (lambda p, c, m: p.send({}, None, None, None), TypeError, "at most 3 arguments"),
+    (lambda p, c, m: p.send({}, streem=None), TypeError, "unexpected keyword argument 'streem'"),
+    (lambda p, c, m: p.send({}, None, stream=None), TypeError, "given by name .'stream'. and position"),
+    (lambda p, c, m: p.wrap(stream=None), TypeError, r"wrap\(\) missing required argument 'tree'"),
+    (lambda p, c, m: c.recv(1, 2), TypeError, "at most 1 arguments"),
+    (lambda p, c, m: c.recv(timeout="soon"), cuipc.InvalidArgument, "timeout must be"),
+    (lambda p, c, m: m.unwrap(kind=1), TypeError, "argument 'kind' must be str, not int"),
+    (lambda p, c, m: m.unwrap(kind="copy\x00"), ValueError, "NUL"),
+    (lambda p, c, m: m.unwrap(kind="steal"), cuipc.InvalidArgument, "kind must be"),
+    (lambda p, c, m: m.unwrap(host_wait_us="x"), TypeError, "must be real number"),
+    (lambda p, c, m: m.unwrap(device="tpu"), cuipc.InvalidArgument, "device must be"),
+    (lambda p, c, m: m.release(strm=None), TypeError, "unexpected keyword argument 'strm'"),
+])
+def test_per_message_calls_parse_their_arguments(pair, call, error, match):
+    """send, wrap, recv, unwrap and release take their arguments without CPython's tuple-and-dict
+    parser: the same errors for the same mistakes."""
+    p, c = pair()
+    p.send({"x": np.arange(3)})
+    with c.recv(timeout=5) as m:
+        with pytest.raises(error, match=match):
+            call(p, c, m)
+    # Positional, keyword and mixed forms still reach the call.
+    p.send({"x": np.arange(3)}, None, None)
+    p.send(tree={"x": np.arange(4)}, timeout=5)
+    with c.recv(5) as m:
+        assert m.unwrap("copy", None, None, -1)["x"].shape == (3,)
+    with c.recv(timeout=5) as m:
+        assert m.unwrap(kind="borrow", host_wait_us=0)["x"].shape == (4,)
+        m.release(None)
+        assert m.released
