@@ -56,16 +56,22 @@ def torch_reads_ns(torch, x, n=20000):
     return out
 
 
+def cuda_stream(args):
+    """torch's current stream made a stream of our own (the send's, the reader's), or None."""
+    if args.device != "cuda":
+        return None
+    import torch
+    torch.cuda.set_device(0)
+    stream = torch.cuda.Stream()
+    torch.cuda.set_stream(stream)
+    return stream
+
+
 def consumer_main(path, args, warm, results):
     """The consumer's side: each call of each message timed apart."""
     try:
-        stream = None
+        stream = cuda_stream(args)  # the tensors' reader
         if args.torch:
-            import torch
-            if args.device == "cuda":
-                torch.cuda.set_device(0)
-                stream = torch.cuda.Stream()
-                torch.cuda.set_stream(stream)  # the tensors' reader: torch's current stream
             make = lambda t: t.to_torch()  # noqa: E731
         else:
             import numpy as np
@@ -108,13 +114,9 @@ def main():
     if args.device == "cuda" and (not args.torch or cuipc.gpu_count() == 0):
         print("bench_calls: --device cuda needs --torch and a GPU", file=sys.stderr)
         return 77
-    stream = None
+    stream = cuda_stream(args)  # the send's
     if args.torch:
         import torch
-        if args.device == "cuda":
-            torch.cuda.set_device(0)
-            stream = torch.cuda.Stream()
-            torch.cuda.set_stream(stream)  # the send's stream is torch's current one
         x = torch.zeros(args.bytes // 2, dtype=torch.bfloat16, device=args.device)
     else:
         import numpy as np
