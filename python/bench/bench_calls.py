@@ -10,6 +10,9 @@ consumer's recv finds its message there and each figure is the call's own cost:
   consumer: recv, unwrap, tensor (the application's tensor made: numpy.from_dlpack, or
             to_torch), release
 With --torch, the reads the extension's torch fast path makes of a tensor are timed one by one.
+--gap-us G spins G microseconds between sends (a message rate, as an open loop has): what a
+call costs when the path has gone cold between messages, against back to back (0). --pin CPU
+binds this process to one CPU (the consumer's stays where the system puts it).
 
 Host tensors (numpy, or torch CPU tensors with --torch) in the default mode run anywhere;
 --device cuda sends torch CUDA tensors through cuda_ipc_pool (the figures are then the layer's
@@ -76,7 +79,7 @@ def consumer_main(path, args, warm, results):
         else:
             import numpy as np
             make = np.from_dlpack
-        c = cuipc.Consumer(path, timeout=30, spin_us=1000)
+        c = cuipc.Consumer(path, timeout=30, spin_us=max(1000, 2 * args.gap_us))
         c.prepare(kind=args.kind, stream=stream)
         calls = {k: [] for k in ("recv", "unwrap", "tensor", "release")}
         now = time.perf_counter_ns
@@ -109,8 +112,13 @@ def main():
     ap.add_argument("--kind", choices=["copy", "borrow"], default="borrow")
     ap.add_argument("--torch", action="store_true", help="torch tensors (CPU, or CUDA with --device cuda)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--gap-us", type=int, default=0, help="spin this long between sends (default 0: back to back)")
+    ap.add_argument("--pin", type=int, metavar="CPU", help="bind the producer to this CPU")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
+    if args.pin is not None:
+        import os
+        os.sched_setaffinity(0, {args.pin})
     if args.device == "cuda" and (not args.torch or cuipc.gpu_count() == 0):
         print("bench_calls: --device cuda needs --torch and a GPU", file=sys.stderr)
         return 77
@@ -138,8 +146,13 @@ def main():
         p.accept(1, timeout=120)
         sends, phases = [], {k: [] for k in ("args", "convert", "wrap", "deliver", "outside")}
         now = time.perf_counter_ns
+        gap_ns = args.gap_us * 1000
+        due = now()
         for i in range(args.rounds):
             profiled = i % 2 == 1  # every other send timed by phase, the rest as users call it
+            due += gap_ns
+            while gap_ns and now() < due:
+                pass
             t0 = now()
             if profiled:
                 ph = p._send_profiled({"x": x, "i": i}, stream=stream)
@@ -164,10 +177,12 @@ def main():
         if proc.is_alive():
             proc.kill()
         p.close()
-    out = {"rounds": args.rounds, "bytes": args.bytes, "kind": args.kind, "tensors": "torch" if args.torch else "numpy",
+    out = {"rounds": args.rounds, "bytes": args.bytes, "kind": args.kind, "gap_us": args.gap_us, "pin": args.pin,
+           "tensors": "torch" if args.torch else "numpy",
            "device": args.device, "mode": mode, "producer_us": summary({"send": sends}), "consumer_us": consumer,
            "send_phases_us": summary(phases)}
-    print(f"{out['tensors']} {args.device} {mode} {args.kind} {args.bytes} B, {args.rounds} messages: p50 (p90) us")
+    print(f"{out['tensors']} {args.device} {mode} {args.kind} {args.bytes} B, {args.rounds} messages, "
+          f"{args.gap_us} us apart: p50 (p90) us")
     for k, v in list(out["producer_us"].items()) + list(consumer.items()):
         print(f"  {k:<8} {v['p50']:8.2f} ({v['p90']:.2f})")
     print("  send by phase (wrap, deliver: the core's own calls):")
