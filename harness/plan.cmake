@@ -4,7 +4,10 @@
 set(CUIPC_PLAN_DIR ${CMAKE_CURRENT_LIST_DIR})
 add_library(cuipc_plan STATIC ${CUIPC_PLAN_DIR}/src/plan.c ${CUIPC_PLAN_DIR}/src/plan_sim.c
                               ${CUIPC_PLAN_DIR}/src/plan_workload.c
-                              ${CUIPC_PLAN_DIR}/src/read_file.c)
+                              ${CUIPC_PLAN_DIR}/src/read_file.c
+                              ${CUIPC_PLAN_DIR}/src/byte_size.c
+                              ${CUIPC_PLAN_DIR}/src/json_get.c
+                              ${CUIPC_PLAN_DIR}/src/json_locate.c)
 target_include_directories(cuipc_plan PUBLIC ${CUIPC_PLAN_DIR}/src)
 target_link_libraries(cuipc_plan PUBLIC cuipc cuipc::jansson m)
 cuipc_use_version(cuipc_plan)

@@ -126,7 +126,7 @@ static void check_sizes(const cuipc_scenario *s) {
     }
     REQUIRE_RULE(s->tensors.n_dtypes >= 1 && s->tensors.n_dtypes <= CUIPC_SCN_MAX_DTYPES, n);
     for (size_t i = 0; i < s->tensors.n_dtypes; i++)
-        REQUIRE_RULE(cuipc_h_dtype_size(s->tensors.dtypes[i]) > 0, n);
+        REQUIRE_RULE(cuipc_dtype_size(s->tensors.dtypes[i]) > 0, n);
     REQUIRE_RULE(s->tensors.per_message >= 1 && s->tensors.per_message <= 64, n);
     REQUIRE_RULE(s->tensors.max_bytes > 0, n);
     REQUIRE_RULE(s->tensors.location == CUIPC_LOCATION_HOST ||
@@ -138,8 +138,8 @@ static void check_sizes(const cuipc_scenario *s) {
             int dt = 0, dt2 = 0;
             uint64_t b = cuipc_scenario_tensor_bytes(s, m, j, &dt);
             REQUIRE_RULE(b == cuipc_scenario_tensor_bytes(s, m, j, &dt2) && dt == dt2, n);
-            REQUIRE_RULE(cuipc_h_dtype_size(dt) > 0, n);
-            REQUIRE_RULE(b >= 1 && b % cuipc_h_dtype_size(dt) == 0, n);
+            REQUIRE_RULE(cuipc_dtype_size(dt) > 0, n);
+            REQUIRE_RULE(b >= 1 && b % cuipc_dtype_size(dt) == 0, n);
             REQUIRE_RULE(b <= s->tensors.max_bytes, n);
         }
     }

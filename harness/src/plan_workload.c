@@ -12,6 +12,7 @@
 #include "cuipc/error.h"
 #include "plan.h"
 #include "read_file.h"
+#include "splitmix.h"
 
 #define WORKLOAD_MAX_BYTES (16ull << 20)   /* a workload JSON; traces are separate files */
 #define MAX_REQUESTS (20u * 1000u * 1000u) /* keeps a replay within memory and seconds */
@@ -122,11 +123,10 @@ typedef struct rng {
     uint64_t s;
 } rng;
 
-static uint64_t rng_next(rng *r) { /* splitmix64: tiny, seedable, good enough for sampling */
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+static uint64_t rng_next(rng *r) {
+    uint64_t z = cuipc_h_splitmix64(r->s);
+    r->s += CUIPC_H_SPLITMIX_GAMMA;
+    return z;
 }
 
 static double rng_unit(rng *r) { /* (0, 1) */

@@ -153,7 +153,7 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
         if (checked || s->tensors.fresh_per_message)
             st = fill(ps, data, bytes, i * s->tensors.per_message + j, &sum);
         cuipc_tensor t;
-        int64_t shape[1] = {(int64_t)(bytes / cuipc_h_dtype_size(dtype))};
+        int64_t shape[1] = {(int64_t)(bytes / cuipc_dtype_size(dtype))};
         if (st == CUIPC_OK)
             st = cuipc_tensor_init(&t, data, ps->gpu ? s->producer_device : CUIPC_DEVICE_HOST,
                                    (cuipc_dtype)dtype, 1, shape);

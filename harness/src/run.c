@@ -737,7 +737,7 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
 static json_t *scenario_json(const cuipc_scenario *s) {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:s, s:s, s:I, s:i, s:i}", "name",
                           s->name, "file", s->path, "description", s->description, "mode",
-                          cuipc_h_mode_name(s->mode), "consumers", (int)s->consumers.count,
+                          cuipc_mode_name(s->mode), "consumers", (int)s->consumers.count,
                           "needs_gpu", s->needs_gpu, "fault", cuipc_fault_kind_name(s->fault.kind),
                           "unwrap", s->consumers.unwrap == CUIPC_UNWRAP_BORROW ? "borrow" : "copy",
                           "loop", s->run.open_loop ? "open" : "closed", "tensor_bytes",
@@ -975,7 +975,7 @@ int cuipc_validate_main(int argc, char **argv) {
     for (size_t i = 0; i < n && sc; i++) {
         if (sc[i].name[0])
             printf("ok %s (%s, mode %s, %u consumer(s)%s)\n", argv[optind + (int)i], sc[i].name,
-                   cuipc_h_mode_name(sc[i].mode), sc[i].consumers.count,
+                   cuipc_mode_name(sc[i].mode), sc[i].consumers.count,
                    sc[i].needs_gpu ? ", needs a GPU" : "");
         cuipc_scenario_free(&sc[i]);
     }

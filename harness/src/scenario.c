@@ -6,37 +6,14 @@
 #include <jansson.h>
 #include <libgen.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "json_locate.h"
+#include "json_get.h"
+#include "splitmix.h"
 #include "util.h"
 
-#define PATH_DEPTH_MAX 16
-
-typedef struct pctx {
-    const char *file;
-    const char *text;
-    cuipc_json_seg segs[PATH_DEPTH_MAX];
-    size_t depth;
-    char *err;
-    size_t errcap;
-} pctx;
-
-static const struct {
-    const char *name;
-    size_t size;
-} dtype_table[] = {
-    /* Indexed by cuipc_dtype; names match cuipc_dtype_name(). */
-    {"invalid", 0}, {"bool", 1}, {"u8", 1},  {"i8", 1},  {"i16", 2},  {"u16", 2}, {"i32", 4},
-    {"u32", 4},     {"i64", 8},  {"u64", 8}, {"f16", 2}, {"bf16", 2}, {"f32", 4}, {"f64", 8},
-};
-_Static_assert(sizeof dtype_table / sizeof dtype_table[0] == CUIPC_DTYPE_COUNT_,
-               "dtype table must follow cuipc_dtype");
-
-static const char *const mode_names[] = {"default", "cuda_ipc", "cuda_ipc_pool"};
 static const char *const fault_names[] = {"none",           "kill_consumer", "kill_producer",
                                           "crash_consumer", "stale_release", "duplicate_release",
                                           "unknown_pool"};
@@ -46,300 +23,31 @@ const char *cuipc_fault_kind_name(cuipc_fault_kind k) {
     return (unsigned)k < CUIPC_FAULT_COUNT_ ? fault_names[k] : "invalid";
 }
 
-const char *cuipc_h_mode_name(cuipc_mode m) {
-    return (unsigned)m < 3 ? mode_names[m] : "invalid";
-}
-
-const char *cuipc_h_dtype_name(int dtype) {
-    return dtype > 0 && dtype < CUIPC_DTYPE_COUNT_ ? dtype_table[dtype].name : "invalid";
-}
-
-size_t cuipc_h_dtype_size(int dtype) {
-    return dtype > 0 && dtype < CUIPC_DTYPE_COUNT_ ? dtype_table[dtype].size : 0;
-}
-
-/* ------------------------------------------------------------------ error reporting */
-
-static void push_key(pctx *c, const char *key) {
-    if (c->depth < PATH_DEPTH_MAX)
-        c->segs[c->depth] = (cuipc_json_seg){.key = key, .index = 0};
-    c->depth++;
-}
-
-static void push_index(pctx *c, long i) {
-    if (c->depth < PATH_DEPTH_MAX)
-        c->segs[c->depth] = (cuipc_json_seg){.key = NULL, .index = i};
-    c->depth++;
-}
-
-static void pop(pctx *c) {
-    c->depth--;
-}
-
-static void path_string(const pctx *c, char *buf, size_t cap) {
-    size_t n = (size_t)snprintf(buf, cap, "$");
-    size_t depth = c->depth < PATH_DEPTH_MAX ? c->depth : PATH_DEPTH_MAX;
-    for (size_t i = 0; i < depth && n < cap; i++) {
-        if (c->segs[i].key != NULL)
-            n += (size_t)snprintf(buf + n, cap - n, ".%s", c->segs[i].key);
-        else
-            n += (size_t)snprintf(buf + n, cap - n, "[%ld]", c->segs[i].index);
-    }
-}
-
-__attribute__((format(printf, 2, 3))) static bool fail(pctx *c, const char *fmt, ...) {
-    char path[256], msg[512], where[64] = "";
-    path_string(c, path, sizeof path);
-    int line, col;
-    size_t depth = c->depth < PATH_DEPTH_MAX ? c->depth : PATH_DEPTH_MAX;
-    if (c->text != NULL && cuipc_json_locate(c->text, c->segs, depth, &line, &col))
-        snprintf(where, sizeof where, ":%d:%d", line, col);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    snprintf(c->err, c->errcap, "%s%s: %s: %s", c->file, where, path, msg);
-    return false;
-}
-
-static const char *type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
-/* ------------------------------------------------------------------ typed getters */
-
-/* Checks obj is an object whose keys are all in allowed (NULL-terminated). */
-static bool check_object(pctx *c, const json_t *obj, const char *const *allowed) {
-    if (!json_is_object(obj))
-        return fail(c, "expected an object, got %s", type_name(obj));
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)obj, key, val) {
-        bool known = false;
-        for (const char *const *a = allowed; *a != NULL; a++)
-            known = known || strcmp(*a, key) == 0;
-        if (!known) {
-            char list[256];
-            size_t n = 0;
-            list[0] = '\0';
-            for (const char *const *a = allowed; *a != NULL && n < sizeof list; a++)
-                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", *a);
-            push_key(c, key);
-            fail(c, "unknown key '%s' (allowed: %s)", key, list);
-            pop(c);
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool missing(pctx *c, const char *key) {
-    return fail(c, "missing required key '%s'", key);
-}
-
-/* Each getter: key absent -> true and *out untouched (unless required); wrong -> false. */
-static bool get_uint(pctx *c, const json_t *obj, const char *key, bool required, uint64_t min,
-                     uint64_t max, uint64_t *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return required ? missing(c, key) : true;
-    push_key(c, key);
-    bool ok = false;
-    if (!json_is_integer(v))
-        fail(c, "expected an integer, got %s", type_name(v));
-    else if (json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min ||
-             (uint64_t)json_integer_value(v) > max)
-        fail(c, "%lld is out of range [%llu, %llu]", (long long)json_integer_value(v),
-             (unsigned long long)min, (unsigned long long)max);
-    else {
-        *out = (uint64_t)json_integer_value(v);
-        ok = true;
-    }
-    pop(c);
-    return ok;
-}
-
-static bool get_u32(pctx *c, const json_t *obj, const char *key, bool required, uint32_t min,
-                    uint32_t max, uint32_t *out) {
-    uint64_t v = *out;
-    if (!get_uint(c, obj, key, required, min, max, &v))
-        return false;
-    *out = (uint32_t)v;
-    return true;
-}
-
-static bool size_value(pctx *c, const json_t *v, uint64_t min, uint64_t *out) {
-    uint64_t bytes = 0;
-    if (json_is_integer(v) && json_integer_value(v) >= 0)
-        bytes = (uint64_t)json_integer_value(v);
-    else if (json_is_string(v)) {
-        if (!cuipc_h_parse_size(json_string_value(v), &bytes))
-            return fail(c, "'%s' is not a size (examples: 4096, \"64KiB\", \"1.5GB\")",
-                        json_string_value(v));
-    } else if (json_is_integer(v))
-        return fail(c, "size must not be negative (%lld)", (long long)json_integer_value(v));
-    else
-        return fail(c, "expected a size (integer bytes or a string like \"64MiB\"), got %s",
-                    type_name(v));
-    if (bytes < min)
-        return fail(c, "size %llu is below the minimum %llu", (unsigned long long)bytes,
-                    (unsigned long long)min);
-    *out = bytes;
-    return true;
-}
-
-static bool get_size(pctx *c, const json_t *obj, const char *key, bool required, uint64_t min,
-                     uint64_t *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return required ? missing(c, key) : true;
-    push_key(c, key);
-    bool ok = size_value(c, v, min, out);
-    pop(c);
-    return ok;
-}
-
-static bool get_double(pctx *c, const json_t *obj, const char *key, bool required, double min,
-                       double max, double *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return required ? missing(c, key) : true;
-    push_key(c, key);
-    bool ok = false;
-    if (!json_is_number(v))
-        fail(c, "expected a number, got %s", type_name(v));
-    else if (!(json_number_value(v) >= min && json_number_value(v) <= max))
-        fail(c, "%g is out of range [%g, %g]", json_number_value(v), min, max);
-    else {
-        *out = json_number_value(v);
-        ok = true;
-    }
-    pop(c);
-    return ok;
-}
-
-static bool get_bool(pctx *c, const json_t *obj, const char *key, bool *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return true;
-    push_key(c, key);
-    bool ok = json_is_boolean(v);
-    if (ok)
-        *out = json_is_true(v);
-    else
-        fail(c, "expected true or false, got %s", type_name(v));
-    pop(c);
-    return ok;
-}
-
-static bool get_string(pctx *c, const json_t *obj, const char *key, bool required, char *out,
-                       size_t cap) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return required ? missing(c, key) : true;
-    push_key(c, key);
-    bool ok = false;
-    if (!json_is_string(v))
-        fail(c, "expected a string, got %s", type_name(v));
-    else if (json_string_length(v) >= cap)
-        fail(c, "string is longer than %zu characters", cap - 1);
-    else {
-        memcpy(out, json_string_value(v), json_string_length(v) + 1);
-        ok = true;
-    }
-    pop(c);
-    return ok;
-}
-
-/* One of names[0..n) -> its index. */
-static bool enum_value(pctx *c, const json_t *v, const char *const *names, size_t n, int *out) {
-    if (!json_is_string(v))
-        return fail(c, "expected a string, got %s", type_name(v));
-    for (size_t i = 0; i < n; i++) {
-        if (names[i] != NULL && strcmp(names[i], json_string_value(v)) == 0) {
-            *out = (int)i;
-            return true;
-        }
-    }
-    char list[256];
-    size_t len = 0;
-    list[0] = '\0';
-    for (size_t i = 0; i < n && len < sizeof list; i++)
-        if (names[i] != NULL)
-            len +=
-                (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", names[i]);
-    return fail(c, "'%s' is not one of: %s", json_string_value(v), list);
-}
-
-static bool get_enum(pctx *c, const json_t *obj, const char *key, bool required,
-                     const char *const *names, size_t n, int *out) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL)
-        return required ? missing(c, key) : true;
-    push_key(c, key);
-    bool ok = enum_value(c, v, names, n, out);
-    pop(c);
-    return ok;
-}
-
-#define NAMES(...) ((const char *const[]){__VA_ARGS__})
-#define NNAMES(...) (sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *))
-#define KEYS(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-/* Enter an optional sub-object: returns NULL when absent, sets *bad on a type/key error. */
-static const json_t *enter(pctx *c, const json_t *obj, const char *key, bool required,
-                           const char *const *allowed, bool *bad) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL) {
-        if (required)
-            *bad = !missing(c, key);
-        return NULL;
-    }
-    push_key(c, key);
-    if (!check_object(c, v, allowed)) {
-        *bad = true;
-        return NULL;
-    }
-    return v;
-}
+/* The names a scenario gives modes and dtypes are core's (cuipc_mode_name, cuipc_dtype_name). */
+#define MODE_COUNT (CUIPC_MODE_CUDA_IPC_POOL + 1)
 
 /* ------------------------------------------------------------------ sections */
 
 /* A file the scenario names (what: "trace", "workload"): absolute, or relative to the
  * scenario file's directory. */
-static bool resolve_beside(pctx *c, const char *what, const char *file, char *out, size_t cap) {
+static bool resolve_beside(cuipc_jctx *c, const char *what, const char *file, char *out,
+                           size_t cap) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s", c->file);
     int len = file[0] == '/' ? snprintf(out, cap, "%s", file)
                              : snprintf(out, cap, "%s/%s", dirname(dir), file);
     if (len < 0 || (size_t)len >= cap)
-        return fail(c, "%s file path is too long", what);
+        return cuipc_jfail(c, "%s file path is too long", what);
     return true;
 }
 
-static bool load_trace(pctx *c, cuipc_scenario *s, const char *file) {
+static bool load_trace(cuipc_jctx *c, cuipc_scenario *s, const char *file) {
     char resolved[sizeof s->tensors.trace_file];
     if (!resolve_beside(c, "trace", file, resolved, sizeof resolved))
         return false;
     char *text = cuipc_h_read_file(resolved, NULL);
     if (text == NULL)
-        return fail(c, "cannot read trace file %s: %s", resolved, strerror(errno));
+        return cuipc_jfail(c, "cannot read trace file %s: %s", resolved, strerror(errno));
     size_t cap = 64, n = 0;
     uint64_t *sizes = malloc(cap * sizeof *sizes);
     bool ok = sizes != NULL;
@@ -355,13 +63,13 @@ static bool load_trace(pctx *c, cuipc_scenario *s, const char *file) {
         *end = '\0';
         uint64_t v;
         if (!cuipc_h_parse_size(line, &v) || v == 0) {
-            ok = fail(c, "trace %s:%d: '%s' is not a positive size", resolved, lineno, line);
+            ok = cuipc_jfail(c, "trace %s:%d: '%s' is not a positive size", resolved, lineno, line);
             break;
         }
         if (n == cap) {
             uint64_t *bigger = n < (1u << 20) ? realloc(sizes, 2 * cap * sizeof *sizes) : NULL;
             if (bigger == NULL) {
-                ok = fail(c, "trace %s: more than %zu sizes", resolved, n);
+                ok = cuipc_jfail(c, "trace %s: more than %zu sizes", resolved, n);
                 break;
             }
             sizes = bigger;
@@ -371,7 +79,7 @@ static bool load_trace(pctx *c, cuipc_scenario *s, const char *file) {
     }
     free(text);
     if (ok && n == 0)
-        ok = fail(c, "trace %s holds no sizes", resolved);
+        ok = cuipc_jfail(c, "trace %s holds no sizes", resolved);
     if (!ok) {
         free(sizes);
         return false;
@@ -384,7 +92,7 @@ static bool load_trace(pctx *c, cuipc_scenario *s, const char *file) {
 
 /* "workload": a planner workload gives the tensor sizes, arrival times, consumer count and hold
  * times, so the keys that would say the same are refused rather than silently overridden. */
-static bool load_workload(pctx *c, const json_t *root, cuipc_scenario *s) {
+static bool load_workload(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
     static const struct {
         const char *section, *key;
     } replaced[] = {{"tensors", "sizes"},     {"tensors", "per_message"},
@@ -395,28 +103,29 @@ static bool load_workload(pctx *c, const json_t *root, cuipc_scenario *s) {
     const json_t *v = json_object_get(root, "workload");
     if (v == NULL)
         return true;
-    push_key(c, "workload");
+    cuipc_jpush_key(c, "workload");
     if (!json_is_string(v) || json_string_length(v) == 0)
-        return fail(c, "expected a planner workload file name, got %s", type_name(v));
+        return cuipc_jfail(c, "expected a planner workload file name, got %s",
+                           cuipc_json_type_name(v));
     char resolved[sizeof s->workload.file];
     if (!resolve_beside(c, "workload", json_string_value(v), resolved, sizeof resolved))
         return false;
     cuipc_plan_workload *w = &s->workload.w;
     if (cuipc_plan_workload_load(resolved, w) != CUIPC_OK)
-        return fail(c, "%s", cuipc_last_error());
+        return cuipc_jfail(c, "%s", cuipc_last_error());
     memcpy(s->workload.file, resolved, sizeof resolved); /* from here on freed with s */
     if (w->n == 0)
-        return fail(c, "workload %s holds no requests", resolved);
+        return cuipc_jfail(c, "workload %s holds no requests", resolved);
     if (w->consumers < 1 || w->consumers > CUIPC_MAX_CONSUMERS)
-        return fail(c, "workload %s has %u consumers (1..%d)", resolved, w->consumers,
-                    CUIPC_MAX_CONSUMERS);
-    pop(c);
+        return cuipc_jfail(c, "workload %s has %u consumers (1..%d)", resolved, w->consumers,
+                           CUIPC_MAX_CONSUMERS);
+    cuipc_jpop(c);
     for (size_t i = 0; i < sizeof replaced / sizeof *replaced; i++) {
         const json_t *section = json_object_get(root, replaced[i].section);
         if (json_is_object(section) && json_object_get(section, replaced[i].key) != NULL) {
-            push_key(c, replaced[i].section);
-            push_key(c, replaced[i].key);
-            return fail(c, "conflicts with $.workload, which gives it: remove it");
+            cuipc_jpush_key(c, replaced[i].section);
+            cuipc_jpush_key(c, replaced[i].key);
+            return cuipc_jfail(c, "conflicts with $.workload, which gives it: remove it");
         }
     }
     double span_s = (double)w->req[w->n - 1].arrival_ns / 1e9;
@@ -427,135 +136,141 @@ static bool load_workload(pctx *c, const json_t *root, cuipc_scenario *s) {
     return true;
 }
 
-static bool parse_sizes(pctx *c, const json_t *sizes, cuipc_scenario *s) {
-    if (!check_object(c, sizes, KEYS("list", "range", "uniform", "lognormal", "trace")))
+static bool parse_sizes(cuipc_jctx *c, const json_t *sizes, cuipc_scenario *s) {
+    if (!cuipc_jcheck_object(c, sizes,
+                             CUIPC_JKEYS("list", "range", "uniform", "lognormal", "trace")))
         return false;
     if (json_object_size(sizes) != 1)
-        return fail(c, "give exactly one of list, range, uniform, lognormal, trace (got %zu)",
-                    json_object_size(sizes));
+        return cuipc_jfail(c,
+                           "give exactly one of list, range, uniform, lognormal, trace (got %zu)",
+                           json_object_size(sizes));
     bool bad = false;
     const json_t *v;
     if ((v = json_object_get(sizes, "list")) != NULL) {
         s->tensors.kind = CUIPC_SIZES_LIST;
-        push_key(c, "list");
+        cuipc_jpush_key(c, "list");
         if (!json_is_array(v) || json_array_size(v) == 0) {
-            bool r = fail(c, "expected a non-empty array of sizes, got %s", type_name(v));
-            pop(c);
+            bool r = cuipc_jfail(c, "expected a non-empty array of sizes, got %s",
+                                 cuipc_json_type_name(v));
+            cuipc_jpop(c);
             return r;
         }
         s->tensors.n_sizes = json_array_size(v);
         s->tensors.sizes = calloc(s->tensors.n_sizes, sizeof(uint64_t));
         if (s->tensors.sizes == NULL)
-            return fail(c, "out of memory");
+            return cuipc_jfail(c, "out of memory");
         for (size_t i = 0; i < s->tensors.n_sizes && !bad; i++) {
-            push_index(c, (long)i);
-            bad = !size_value(c, json_array_get(v, i), 1, &s->tensors.sizes[i]);
-            pop(c);
+            cuipc_jpush_index(c, (long)i);
+            bad = !cuipc_jsize_value(c, json_array_get(v, i), 1, &s->tensors.sizes[i]);
+            cuipc_jpop(c);
         }
-        pop(c);
+        cuipc_jpop(c);
         return !bad;
     }
     if ((v = json_object_get(sizes, "trace")) != NULL) {
         s->tensors.kind = CUIPC_SIZES_TRACE;
-        push_key(c, "trace");
-        bool ok = json_is_string(v) ? load_trace(c, s, json_string_value(v))
-                                    : fail(c, "expected a file name, got %s", type_name(v));
-        pop(c);
+        cuipc_jpush_key(c, "trace");
+        bool ok = json_is_string(v)
+                      ? load_trace(c, s, json_string_value(v))
+                      : cuipc_jfail(c, "expected a file name, got %s", cuipc_json_type_name(v));
+        cuipc_jpop(c);
         return ok;
     }
     const char *key = json_object_get(sizes, "range")     ? "range"
                       : json_object_get(sizes, "uniform") ? "uniform"
                                                           : "lognormal";
-    const json_t *o = enter(c, sizes, key, true,
-                            strcmp(key, "range") == 0     ? KEYS("min", "max", "step")
-                            : strcmp(key, "uniform") == 0 ? KEYS("min", "max")
-                                                          : KEYS("median", "sigma", "min", "max"),
-                            &bad);
+    const json_t *o =
+        cuipc_jenter(c, sizes, key, true,
+                     strcmp(key, "range") == 0     ? CUIPC_JKEYS("min", "max", "step")
+                     : strcmp(key, "uniform") == 0 ? CUIPC_JKEYS("min", "max")
+                                                   : CUIPC_JKEYS("median", "sigma", "min", "max"),
+                     &bad);
     if (bad)
         return false;
     s->tensors.kind = strcmp(key, "range") == 0     ? CUIPC_SIZES_RANGE
                       : strcmp(key, "uniform") == 0 ? CUIPC_SIZES_UNIFORM
                                                     : CUIPC_SIZES_LOGNORMAL;
-    bool ok = get_size(c, o, "min", true, 1, &s->tensors.min) &&
-              get_size(c, o, "max", true, 1, &s->tensors.max);
+    bool ok = cuipc_jget_size(c, o, "min", true, 1, &s->tensors.min) &&
+              cuipc_jget_size(c, o, "max", true, 1, &s->tensors.max);
     if (ok && s->tensors.kind == CUIPC_SIZES_RANGE) {
         s->tensors.step = s->tensors.max - s->tensors.min;
-        ok = get_size(c, o, "step", false, 1, &s->tensors.step);
+        ok = cuipc_jget_size(c, o, "step", false, 1, &s->tensors.step);
         if (ok && s->tensors.step == 0)
             s->tensors.step = 1;
     }
     if (ok && s->tensors.kind == CUIPC_SIZES_LOGNORMAL)
-        ok = get_size(c, o, "median", true, 1, &s->tensors.median) &&
-             get_double(c, o, "sigma", true, 0.0, 10.0, &s->tensors.sigma);
+        ok = cuipc_jget_size(c, o, "median", true, 1, &s->tensors.median) &&
+             cuipc_jget_double(c, o, "sigma", true, 0.0, 10.0, &s->tensors.sigma);
     if (ok && s->tensors.min > s->tensors.max) {
-        push_key(c, "min");
-        ok = fail(c, "min (%llu) is larger than max (%llu)", (unsigned long long)s->tensors.min,
-                  (unsigned long long)s->tensors.max);
-        pop(c);
+        cuipc_jpush_key(c, "min");
+        ok = cuipc_jfail(c, "min (%llu) is larger than max (%llu)",
+                         (unsigned long long)s->tensors.min, (unsigned long long)s->tensors.max);
+        cuipc_jpop(c);
     }
-    pop(c);
+    cuipc_jpop(c);
     return ok;
 }
 
-static bool parse_tensors(pctx *c, const json_t *t, cuipc_scenario *s) {
+static bool parse_tensors(cuipc_jctx *c, const json_t *t, cuipc_scenario *s) {
     bool bad = false;
     if (!cuipc_scenario_replays(s)) { /* a workload gives the sizes */
         const json_t *sizes = json_object_get(t, "sizes");
         if (sizes == NULL)
-            return missing(c, "sizes");
-        push_key(c, "sizes");
+            return cuipc_jmissing(c, "sizes");
+        cuipc_jpush_key(c, "sizes");
         if (!parse_sizes(c, sizes, s))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     json_t *dt = json_object_get(t, "dtypes");
     if (dt != NULL) {
-        push_key(c, "dtypes");
+        cuipc_jpush_key(c, "dtypes");
         if (!json_is_array(dt) || json_array_size(dt) == 0 ||
             json_array_size(dt) > CUIPC_SCN_MAX_DTYPES)
-            return fail(c, "expected an array of 1 to %d dtype names", CUIPC_SCN_MAX_DTYPES);
+            return cuipc_jfail(c, "expected an array of 1 to %d dtype names", CUIPC_SCN_MAX_DTYPES);
         const char *names[CUIPC_DTYPE_COUNT_];
         for (int i = 0; i < CUIPC_DTYPE_COUNT_; i++)
-            names[i] = i == 0 ? NULL : dtype_table[i].name;
+            names[i] = i == 0 ? NULL : cuipc_dtype_name((cuipc_dtype)i);
         s->tensors.n_dtypes = json_array_size(dt);
         for (size_t i = 0; i < s->tensors.n_dtypes && !bad; i++) {
-            push_index(c, (long)i);
-            bad = !enum_value(c, json_array_get(dt, i), names, CUIPC_DTYPE_COUNT_,
-                              &s->tensors.dtypes[i]);
-            pop(c);
+            cuipc_jpush_index(c, (long)i);
+            bad = !cuipc_jenum_value(c, json_array_get(dt, i), names, CUIPC_DTYPE_COUNT_,
+                                     &s->tensors.dtypes[i]);
+            cuipc_jpop(c);
         }
         if (bad)
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     int location = s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
     int source = CUIPC_SOURCE_OWN;
-    return get_u32(c, t, "per_message", false, 1, CUIPC_SCN_MAX_PER_MESSAGE,
-                   &s->tensors.per_message) &&
-           get_enum(c, t, "location", false, NAMES("host", "device"), 2, &location) &&
+    return cuipc_jget_u32(c, t, "per_message", false, 1, CUIPC_SCN_MAX_PER_MESSAGE,
+                          &s->tensors.per_message) &&
+           cuipc_jget_enum(c, t, "location", false, CUIPC_JNAMES("host", "device"), 2, &location) &&
            (s->tensors.location = location, true) &&
-           get_enum(c, t, "source", false, NAMES("own", "pool_buffer"), 2, &source) &&
+           cuipc_jget_enum(c, t, "source", false, CUIPC_JNAMES("own", "pool_buffer"), 2, &source) &&
            (s->tensors.source = source, true) &&
-           get_bool(c, t, "fresh_per_message", &s->tensors.fresh_per_message) &&
-           get_uint(c, t, "seed", false, 0, UINT64_MAX >> 1, &s->tensors.seed);
+           cuipc_jget_bool(c, t, "fresh_per_message", &s->tensors.fresh_per_message) &&
+           cuipc_jget_uint(c, t, "seed", false, 0, UINT64_MAX >> 1, &s->tensors.seed);
 }
 
-static bool parse_pool(pctx *c, const json_t *p, cuipc_scenario *s) {
+static bool parse_pool(cuipc_jctx *c, const json_t *p, cuipc_scenario *s) {
     int fit = s->pool.fit, policy = s->pool.full_policy;
     uint64_t timeout_ms = (uint64_t)(s->pool.full_timeout_ns / 1000000);
-    bool ok = get_size(c, p, "gpu_bytes", false, 0, &s->pool.gpu_bytes) &&
-              get_size(c, p, "host_bytes", false, 0, &s->pool.host_bytes) &&
-              get_u32(c, p, "slots", false, 1, 1u << 20, &s->pool.slots) &&
-              get_size(c, p, "alignment", false, 1, &s->pool.alignment) &&
-              get_enum(c, p, "fit", false, NAMES("best", "first"), 2, &fit) &&
-              get_enum(c, p, "full_policy", false, NAMES("fail", "wait", "fallback"), 3, &policy) &&
-              get_uint(c, p, "full_timeout_ms", false, 0, 3600000, &timeout_ms) &&
-              get_size(c, p, "ring_bytes", false, 4096, &s->pool.ring_bytes);
+    bool ok = cuipc_jget_size(c, p, "gpu_bytes", false, 0, &s->pool.gpu_bytes) &&
+              cuipc_jget_size(c, p, "host_bytes", false, 0, &s->pool.host_bytes) &&
+              cuipc_jget_u32(c, p, "slots", false, 1, 1u << 20, &s->pool.slots) &&
+              cuipc_jget_size(c, p, "alignment", false, 1, &s->pool.alignment) &&
+              cuipc_jget_enum(c, p, "fit", false, CUIPC_JNAMES("best", "first"), 2, &fit) &&
+              cuipc_jget_enum(c, p, "full_policy", false, CUIPC_JNAMES("fail", "wait", "fallback"),
+                              3, &policy) &&
+              cuipc_jget_uint(c, p, "full_timeout_ms", false, 0, 3600000, &timeout_ms) &&
+              cuipc_jget_size(c, p, "ring_bytes", false, 4096, &s->pool.ring_bytes);
     if (!ok)
         return false;
     if ((s->pool.alignment & (s->pool.alignment - 1)) != 0) {
-        push_key(c, "alignment");
-        return fail(c, "%llu is not a power of two", (unsigned long long)s->pool.alignment);
+        cuipc_jpush_key(c, "alignment");
+        return cuipc_jfail(c, "%llu is not a power of two", (unsigned long long)s->pool.alignment);
     }
     s->pool.fit = (cuipc_fit)fit;
     s->pool.full_policy = (cuipc_full_policy)policy;
@@ -563,38 +278,39 @@ static bool parse_pool(pctx *c, const json_t *p, cuipc_scenario *s) {
     return true;
 }
 
-static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
-    if (!get_u32(c, o, "count", !cuipc_scenario_replays(s), 1, CUIPC_MAX_CONSUMERS,
-                 &s->consumers.count))
+static bool parse_consumers(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    if (!cuipc_jget_u32(c, o, "count", !cuipc_scenario_replays(s), 1, CUIPC_MAX_CONSUMERS,
+                        &s->consumers.count))
         return false;
     for (uint32_t i = 0; i < CUIPC_MAX_CONSUMERS; i++)
         s->consumers.devices[i] = s->producer_device;
     json_t *dev = json_object_get(o, "devices");
     if (dev != NULL) {
-        push_key(c, "devices");
+        cuipc_jpush_key(c, "devices");
         size_t n = json_is_array(dev) ? json_array_size(dev) : 0;
         if (n != 1 && n != s->consumers.count)
-            return fail(c, "expected an array of 1 or %u device ordinals (one per consumer)",
-                        s->consumers.count);
+            return cuipc_jfail(c, "expected an array of 1 or %u device ordinals (one per consumer)",
+                               s->consumers.count);
         for (uint32_t i = 0; i < s->consumers.count; i++) {
             json_t *d = json_array_get(dev, n == 1 ? 0 : i);
-            push_index(c, n == 1 ? 0 : (long)i);
+            cuipc_jpush_index(c, n == 1 ? 0 : (long)i);
             if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > 1023)
-                return fail(c, "expected a device ordinal 0..1023, got %s", type_name(d));
+                return cuipc_jfail(c, "expected a device ordinal 0..1023, got %s",
+                                   cuipc_json_type_name(d));
             s->consumers.devices[i] = (int32_t)json_integer_value(d);
-            pop(c);
+            cuipc_jpop(c);
         }
-        pop(c);
+        cuipc_jpop(c);
     }
     int unwrap = (int)s->consumers.unwrap;
-    if (!get_enum(c, o, "unwrap", false, NAMES("copy", "borrow"), 2, &unwrap))
+    if (!cuipc_jget_enum(c, o, "unwrap", false, CUIPC_JNAMES("copy", "borrow"), 2, &unwrap))
         return false;
     s->consumers.unwrap = (cuipc_unwrap_kind)unwrap;
     json_t *to = json_object_get(o, "copy_to");
     if (to != NULL) {
-        push_key(c, "copy_to");
+        cuipc_jpush_key(c, "copy_to");
         if (s->consumers.unwrap != CUIPC_UNWRAP_COPY)
-            return fail(c, "copy_to applies to unwrap \"copy\" only");
+            return cuipc_jfail(c, "copy_to applies to unwrap \"copy\" only");
         if (json_is_integer(to) && json_integer_value(to) >= 0 && json_integer_value(to) < 1024)
             s->consumers.copy_to = (int32_t)json_integer_value(to);
         else if (json_is_string(to) && strcmp(json_string_value(to), "host") == 0)
@@ -604,143 +320,150 @@ static bool parse_consumers(pctx *c, const json_t *o, cuipc_scenario *s) {
         else if (json_is_string(to) && strcmp(json_string_value(to), "consumer") == 0)
             s->consumers.copy_to = CUIPC_H_COPY_TO_CONSUMER;
         else
-            return fail(c, "expected \"host\", \"same\", \"consumer\" or a device ordinal");
-        pop(c);
+            return cuipc_jfail(c, "expected \"host\", \"same\", \"consumer\" or a device ordinal");
+        cuipc_jpop(c);
     }
     uint64_t hold_us = s->consumers.hold_ns / 1000;
-    if (!get_uint(c, o, "hold_us", false, 0, 60000000, &hold_us))
+    if (!cuipc_jget_uint(c, o, "hold_us", false, 0, 60000000, &hold_us))
         return false;
     s->consumers.hold_ns = hold_us * 1000;
     const json_t *cache = json_object_get(o, "copy_cache_bytes");
     if (json_is_string(cache) && strcmp(json_string_value(cache), "unlimited") == 0)
         s->consumers.copy_cache_bytes = UINT64_MAX;
-    else if (!get_size(c, o, "copy_cache_bytes", false, 0, &s->consumers.copy_cache_bytes))
+    else if (!cuipc_jget_size(c, o, "copy_cache_bytes", false, 0, &s->consumers.copy_cache_bytes))
         return false;
     if (json_object_get(o, "spin_us") != NULL) {
         uint64_t spin_us = 0;
-        if (!get_uint(c, o, "spin_us", false, 0, 10000000, &spin_us))
+        if (!cuipc_jget_uint(c, o, "spin_us", false, 0, 10000000, &spin_us))
             return false;
         s->consumers.spin_ns = (int64_t)spin_us * 1000;
     }
     if (json_object_get(o, "host_wait_us") != NULL) {
         uint64_t wait_us = 0;
-        if (!get_uint(c, o, "host_wait_us", false, 0, 10000000, &wait_us))
+        if (!cuipc_jget_uint(c, o, "host_wait_us", false, 0, 10000000, &wait_us))
             return false;
         s->consumers.host_wait_ns = (int64_t)wait_us * 1000;
     }
     int release = s->consumers.release_on_stream ? 1 : 0;
-    if (!get_enum(c, o, "release", false, NAMES("host", "stream"), 2, &release))
+    if (!cuipc_jget_enum(c, o, "release", false, CUIPC_JNAMES("host", "stream"), 2, &release))
         return false;
     s->consumers.release_on_stream = release == 1;
-    if (!get_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every))
+    if (!cuipc_jget_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every))
         return false;
     bool bad = false;
-    const json_t *ch = enter(c, o, "churn", false, KEYS("count", "every"), &bad);
+    const json_t *ch = cuipc_jenter(c, o, "churn", false, CUIPC_JKEYS("count", "every"), &bad);
     if (bad)
         return false;
     if (ch != NULL) {
-        if (!get_u32(c, ch, "count", true, 1, CUIPC_MAX_CONSUMERS, &s->consumers.churn.count) ||
-            !get_uint(c, ch, "every", true, 1, 1ull << 40, &s->consumers.churn.every))
+        if (!cuipc_jget_u32(c, ch, "count", true, 1, CUIPC_MAX_CONSUMERS,
+                            &s->consumers.churn.count) ||
+            !cuipc_jget_uint(c, ch, "every", true, 1, 1ull << 40, &s->consumers.churn.every))
             return false;
         if (s->consumers.churn.count >= s->consumers.count) {
-            push_key(c, "count");
-            return fail(c, "%u churning consumer(s) leave none of %u to stay for every message",
-                        s->consumers.churn.count, s->consumers.count);
+            cuipc_jpush_key(c, "count");
+            return cuipc_jfail(c,
+                               "%u churning consumer(s) leave none of %u to stay for every message",
+                               s->consumers.churn.count, s->consumers.count);
         }
-        pop(c);
+        cuipc_jpop(c);
     }
     return true;
 }
 
-static bool parse_run(pctx *c, const json_t *o, cuipc_scenario *s) {
+static bool parse_run(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     bool has_iter = json_object_get(o, "iterations") != NULL;
     bool has_dur = json_object_get(o, "duration_s") != NULL;
     if (has_iter == has_dur && !cuipc_scenario_replays(s))
-        return fail(c, "give exactly one of 'iterations' and 'duration_s'");
+        return cuipc_jfail(c, "give exactly one of 'iterations' and 'duration_s'");
     int loop = s->run.open_loop ? 1 : 0;
     bool ok =
-        get_uint(c, o, "iterations", false, 1, 1ull << 40, &s->run.iterations) &&
-        get_double(c, o, "duration_s", false, 0.001, 7 * 86400.0, &s->run.duration_s) &&
-        get_uint(c, o, "warmup_iterations", false, 0, 1ull << 40, &s->run.warmup_iterations) &&
-        get_enum(c, o, "loop", false, NAMES("closed", "open"), 2, &loop) &&
-        get_double(c, o, "rate_hz", false, 1e-3, 1e9, &s->run.rate_hz) &&
-        get_double(c, o, "timeout_s", false, 0.1, 8 * 86400.0, &s->run.timeout_s) &&
-        get_double(c, o, "attach_timeout_s", false, 0.1, 600.0, &s->run.attach_timeout_s) &&
-        get_u32(c, o, "repetitions", false, 1, CUIPC_MAX_REPETITIONS, &s->run.repetitions);
+        cuipc_jget_uint(c, o, "iterations", false, 1, 1ull << 40, &s->run.iterations) &&
+        cuipc_jget_double(c, o, "duration_s", false, 0.001, 7 * 86400.0, &s->run.duration_s) &&
+        cuipc_jget_uint(c, o, "warmup_iterations", false, 0, 1ull << 40,
+                        &s->run.warmup_iterations) &&
+        cuipc_jget_enum(c, o, "loop", false, CUIPC_JNAMES("closed", "open"), 2, &loop) &&
+        cuipc_jget_double(c, o, "rate_hz", false, 1e-3, 1e9, &s->run.rate_hz) &&
+        cuipc_jget_double(c, o, "timeout_s", false, 0.1, 8 * 86400.0, &s->run.timeout_s) &&
+        cuipc_jget_double(c, o, "attach_timeout_s", false, 0.1, 600.0, &s->run.attach_timeout_s) &&
+        cuipc_jget_u32(c, o, "repetitions", false, 1, CUIPC_MAX_REPETITIONS, &s->run.repetitions);
     if (!ok)
         return false;
     s->run.open_loop = loop == 1;
     if (s->run.open_loop && s->run.rate_hz <= 0)
-        return fail(c, "an open loop needs 'rate_hz'");
+        return cuipc_jfail(c, "an open loop needs 'rate_hz'");
     if (!s->run.open_loop && s->run.rate_hz > 0) {
-        push_key(c, "rate_hz");
-        return fail(c, "rate_hz applies to an open loop only (set \"loop\": \"open\")");
+        cuipc_jpush_key(c, "rate_hz");
+        return cuipc_jfail(c, "rate_hz applies to an open loop only (set \"loop\": \"open\")");
     }
-    if (!get_bool(c, o, "producer_spin", &s->run.producer_spin))
+    if (!cuipc_jget_bool(c, o, "producer_spin", &s->run.producer_spin))
         return false;
     if (s->run.producer_spin && !s->run.open_loop) {
-        push_key(c, "producer_spin");
-        return fail(c, "producer_spin applies to an open loop only (a closed loop never waits)");
+        cuipc_jpush_key(c, "producer_spin");
+        return cuipc_jfail(
+            c, "producer_spin applies to an open loop only (a closed loop never waits)");
     }
-    if (!get_bool(c, o, "overload", &s->run.overload))
+    if (!cuipc_jget_bool(c, o, "overload", &s->run.overload))
         return false;
     if (s->run.overload && !s->run.open_loop) {
-        push_key(c, "overload");
-        return fail(c, "overload applies to an open loop only (a closed loop has no schedule)");
+        cuipc_jpush_key(c, "overload");
+        return cuipc_jfail(c,
+                           "overload applies to an open loop only (a closed loop has no schedule)");
     }
     if (s->run.iterations != 0 && s->run.warmup_iterations >= s->run.iterations) {
-        push_key(c, "warmup_iterations");
-        return fail(c, "warm-up (%llu) leaves no measured iterations of %llu",
-                    (unsigned long long)s->run.warmup_iterations,
-                    (unsigned long long)s->run.iterations);
+        cuipc_jpush_key(c, "warmup_iterations");
+        return cuipc_jfail(c, "warm-up (%llu) leaves no measured iterations of %llu",
+                           (unsigned long long)s->run.warmup_iterations,
+                           (unsigned long long)s->run.iterations);
     }
     return true;
 }
 
-static bool parse_leak(pctx *c, const json_t *o, cuipc_scenario *s) {
+static bool parse_leak(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     bool bad = false;
     int expect = s->leak.expect_leak ? 1 : 0;
     s->leak.enabled = true;
-    bool ok = get_bool(c, o, "enabled", &s->leak.enabled) &&
-              get_u32(c, o, "interval_ms", false, 1, 10000, &s->leak.interval_ms) &&
-              get_double(c, o, "warmup_fraction", false, 0.0, 0.9, &s->leak.warmup_fraction) &&
-              get_enum(c, o, "expect", false, NAMES("clean", "leak"), 2, &expect);
+    bool ok =
+        cuipc_jget_bool(c, o, "enabled", &s->leak.enabled) &&
+        cuipc_jget_u32(c, o, "interval_ms", false, 1, 10000, &s->leak.interval_ms) &&
+        cuipc_jget_double(c, o, "warmup_fraction", false, 0.0, 0.9, &s->leak.warmup_fraction) &&
+        cuipc_jget_enum(c, o, "expect", false, CUIPC_JNAMES("clean", "leak"), 2, &expect);
     if (!ok)
         return false;
     s->leak.expect_leak = expect == 1;
-    const json_t *tol =
-        enter(c, o, "tolerance", false, KEYS("gpu_bytes", "rss_bytes", "shm_bytes", "fds"), &bad);
+    const json_t *tol = cuipc_jenter(
+        c, o, "tolerance", false, CUIPC_JKEYS("gpu_bytes", "rss_bytes", "shm_bytes", "fds"), &bad);
     if (bad)
         return false;
     if (tol != NULL) {
-        if (!get_size(c, tol, "gpu_bytes", false, 0, &s->leak.tolerance_gpu_bytes) ||
-            !get_size(c, tol, "rss_bytes", false, 0, &s->leak.tolerance_rss_bytes) ||
-            !get_size(c, tol, "shm_bytes", false, 0, &s->leak.tolerance_shm_bytes) ||
-            !get_uint(c, tol, "fds", false, 0, 1u << 20, &s->leak.tolerance_fds))
+        if (!cuipc_jget_size(c, tol, "gpu_bytes", false, 0, &s->leak.tolerance_gpu_bytes) ||
+            !cuipc_jget_size(c, tol, "rss_bytes", false, 0, &s->leak.tolerance_rss_bytes) ||
+            !cuipc_jget_size(c, tol, "shm_bytes", false, 0, &s->leak.tolerance_shm_bytes) ||
+            !cuipc_jget_uint(c, tol, "fds", false, 0, 1u << 20, &s->leak.tolerance_fds))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     const json_t *inj =
-        enter(c, o, "inject", false,
-              KEYS("rss_bytes_per_message", "fds_per_message", "held_buffers_per_message",
-                   "keep_copies", "keep_departed_rings"),
-              &bad);
+        cuipc_jenter(c, o, "inject", false,
+                     CUIPC_JKEYS("rss_bytes_per_message", "fds_per_message",
+                                 "held_buffers_per_message", "keep_copies", "keep_departed_rings"),
+                     &bad);
     if (bad)
         return false;
     if (inj != NULL) {
-        if (!get_size(c, inj, "rss_bytes_per_message", false, 0,
-                      &s->leak.inject_rss_bytes_per_message) ||
-            !get_uint(c, inj, "fds_per_message", false, 0, 16, &s->leak.inject_fds_per_message) ||
-            !get_uint(c, inj, "held_buffers_per_message", false, 0, 16,
-                      &s->leak.inject_held_buffers_per_message) ||
-            !get_bool(c, inj, "keep_copies", &s->leak.inject_keep_copies) ||
-            !get_bool(c, inj, "keep_departed_rings", &s->leak.inject_keep_departed_rings))
+        if (!cuipc_jget_size(c, inj, "rss_bytes_per_message", false, 0,
+                             &s->leak.inject_rss_bytes_per_message) ||
+            !cuipc_jget_uint(c, inj, "fds_per_message", false, 0, 16,
+                             &s->leak.inject_fds_per_message) ||
+            !cuipc_jget_uint(c, inj, "held_buffers_per_message", false, 0, 16,
+                             &s->leak.inject_held_buffers_per_message) ||
+            !cuipc_jget_bool(c, inj, "keep_copies", &s->leak.inject_keep_copies) ||
+            !cuipc_jget_bool(c, inj, "keep_departed_rings", &s->leak.inject_keep_departed_rings))
             return false;
         if (s->leak.inject_keep_copies && s->consumers.unwrap != CUIPC_UNWRAP_COPY) {
-            push_key(c, "keep_copies");
-            return fail(c, "keep_copies needs copying consumers (\"unwrap\": \"copy\")");
+            cuipc_jpush_key(c, "keep_copies");
+            return cuipc_jfail(c, "keep_copies needs copying consumers (\"unwrap\": \"copy\")");
         }
-        pop(c);
+        cuipc_jpop(c);
     }
     return true;
 }
@@ -794,83 +517,86 @@ static const char *cpu_list_problem(const char *list, char *why, size_t cap) {
     }
 }
 
-static bool check_cpu_list(pctx *c, const char *list) {
+static bool check_cpu_list(cuipc_jctx *c, const char *list) {
     char why[256];
     const char *problem = cpu_list_problem(list, why, sizeof why);
-    return problem == NULL || fail(c, "%s", problem);
+    return problem == NULL || cuipc_jfail(c, "%s", problem);
 }
 
-static bool parse_binding(pctx *c, const json_t *o, cuipc_scenario *s) {
+static bool parse_binding(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     int policy = (int)s->binding.policy;
-    if (!get_enum(c, o, "policy", false, NAMES("auto", "none", "explicit"), 3, &policy) ||
-        !get_string(c, o, "producer_cpus", false, s->binding.producer_cpus,
-                    sizeof s->binding.producer_cpus))
+    if (!cuipc_jget_enum(c, o, "policy", false, CUIPC_JNAMES("auto", "none", "explicit"), 3,
+                         &policy) ||
+        !cuipc_jget_string(c, o, "producer_cpus", false, s->binding.producer_cpus,
+                           sizeof s->binding.producer_cpus))
         return false;
     s->binding.policy = (cuipc_binding_policy)policy;
     json_t *cc = json_object_get(o, "consumer_cpus");
     if (cc != NULL) {
-        push_key(c, "consumer_cpus");
+        cuipc_jpush_key(c, "consumer_cpus");
         if (!json_is_array(cc) || json_array_size(cc) != s->consumers.count)
-            return fail(c, "expected an array of %u CPU lists (one per consumer)",
-                        s->consumers.count);
+            return cuipc_jfail(c, "expected an array of %u CPU lists (one per consumer)",
+                               s->consumers.count);
         for (uint32_t i = 0; i < s->consumers.count; i++) {
             json_t *v = json_array_get(cc, i);
-            push_index(c, (long)i);
+            cuipc_jpush_index(c, (long)i);
             if (!json_is_string(v) || json_string_length(v) >= CUIPC_SCN_CPUSET_MAX)
-                return fail(c, "expected a CPU list string like \"0-3,8\"");
+                return cuipc_jfail(c, "expected a CPU list string like \"0-3,8\"");
             snprintf(s->binding.consumer_cpus[i], CUIPC_SCN_CPUSET_MAX, "%s", json_string_value(v));
             if (!check_cpu_list(c, s->binding.consumer_cpus[i]))
                 return false;
-            pop(c);
+            cuipc_jpop(c);
         }
-        pop(c);
+        cuipc_jpop(c);
     }
     bool given = s->binding.producer_cpus[0] != '\0' || cc != NULL;
     if (s->binding.policy == CUIPC_BIND_EXPLICIT && (s->binding.producer_cpus[0] == '\0' || !cc))
-        return fail(c, "policy \"explicit\" needs producer_cpus and consumer_cpus");
+        return cuipc_jfail(c, "policy \"explicit\" needs producer_cpus and consumer_cpus");
     if (s->binding.policy != CUIPC_BIND_EXPLICIT && given)
-        return fail(c, "CPU lists apply to policy \"explicit\" only");
+        return cuipc_jfail(c, "CPU lists apply to policy \"explicit\" only");
     if (s->binding.producer_cpus[0] != '\0') {
-        push_key(c, "producer_cpus");
+        cuipc_jpush_key(c, "producer_cpus");
         if (!check_cpu_list(c, s->binding.producer_cpus))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     return true;
 }
 
-static bool parse_thresholds(pctx *c, const json_t *o, cuipc_scenario *s) {
+static bool parse_thresholds(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     uint64_t mism = (uint64_t)s->thresholds.max_mismatches;
     uint64_t sendf = (uint64_t)s->thresholds.max_send_failures;
-    bool ok = get_double(c, o, "p50_us", false, 0, 1e12, &s->thresholds.p50_us) &&
-              get_double(c, o, "p99_us", false, 0, 1e12, &s->thresholds.p99_us) &&
-              get_double(c, o, "max_us", false, 0, 1e12, &s->thresholds.max_us) &&
-              get_double(c, o, "min_gbps", false, 0, 1e6, &s->thresholds.min_gbps) &&
-              get_double(c, o, "min_msgs_per_s", false, 0, 1e12, &s->thresholds.min_msgs_per_s) &&
-              get_uint(c, o, "max_mismatches", false, 0, 1ull << 40, &mism) &&
-              get_uint(c, o, "max_send_failures", false, 0, 1ull << 40, &sendf);
+    bool ok =
+        cuipc_jget_double(c, o, "p50_us", false, 0, 1e12, &s->thresholds.p50_us) &&
+        cuipc_jget_double(c, o, "p99_us", false, 0, 1e12, &s->thresholds.p99_us) &&
+        cuipc_jget_double(c, o, "max_us", false, 0, 1e12, &s->thresholds.max_us) &&
+        cuipc_jget_double(c, o, "min_gbps", false, 0, 1e6, &s->thresholds.min_gbps) &&
+        cuipc_jget_double(c, o, "min_msgs_per_s", false, 0, 1e12, &s->thresholds.min_msgs_per_s) &&
+        cuipc_jget_uint(c, o, "max_mismatches", false, 0, 1ull << 40, &mism) &&
+        cuipc_jget_uint(c, o, "max_send_failures", false, 0, 1ull << 40, &sendf);
     s->thresholds.max_mismatches = (int64_t)mism;
     s->thresholds.max_send_failures = (int64_t)sendf;
     return ok;
 }
 
-static bool parse_fault(pctx *c, const json_t *o, cuipc_scenario *s) {
+static bool parse_fault(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     int kind = 0;
-    if (!get_enum(c, o, "kind", true, fault_names, CUIPC_FAULT_COUNT_, &kind) ||
-        !get_u32(c, o, "consumer", false, 0, CUIPC_MAX_CONSUMERS - 1, &s->fault.consumer) ||
-        !get_uint(c, o, "at_message", false, 0, 1ull << 40, &s->fault.at_message) ||
-        !get_u32(c, o, "stale_after", false, 1, 1u << 20, &s->fault.stale_after))
+    if (!cuipc_jget_enum(c, o, "kind", true, fault_names, CUIPC_FAULT_COUNT_, &kind) ||
+        !cuipc_jget_u32(c, o, "consumer", false, 0, CUIPC_MAX_CONSUMERS - 1, &s->fault.consumer) ||
+        !cuipc_jget_uint(c, o, "at_message", false, 0, 1ull << 40, &s->fault.at_message) ||
+        !cuipc_jget_u32(c, o, "stale_after", false, 1, 1u << 20, &s->fault.stale_after))
         return false;
     s->fault.kind = (cuipc_fault_kind)kind;
     if (s->fault.consumer >= s->consumers.count) {
-        push_key(c, "consumer");
-        return fail(c, "consumer %u does not exist (count is %u)", s->fault.consumer,
-                    s->consumers.count);
+        cuipc_jpush_key(c, "consumer");
+        return cuipc_jfail(c, "consumer %u does not exist (count is %u)", s->fault.consumer,
+                           s->consumers.count);
     }
     if (s->run.iterations != 0 && s->fault.at_message >= s->run.iterations) {
-        push_key(c, "at_message");
-        return fail(c, "message %llu is never sent (iterations is %llu)",
-                    (unsigned long long)s->fault.at_message, (unsigned long long)s->run.iterations);
+        cuipc_jpush_key(c, "at_message");
+        return cuipc_jfail(c, "message %llu is never sent (iterations is %llu)",
+                           (unsigned long long)s->fault.at_message,
+                           (unsigned long long)s->run.iterations);
     }
     return true;
 }
@@ -895,9 +621,8 @@ static void derive(cuipc_scenario *s) {
     for (uint64_t i = 0; cuipc_scenario_replays(s) && i < s->workload.w.n; i++)
         max = s->workload.w.req[i].bytes > max ? s->workload.w.req[i].bytes : max;
     for (size_t i = 0; i < s->tensors.n_dtypes; i++) /* at least one element */
-        max = cuipc_h_dtype_size(s->tensors.dtypes[i]) > max
-                  ? cuipc_h_dtype_size(s->tensors.dtypes[i])
-                  : max;
+        max = cuipc_dtype_size(s->tensors.dtypes[i]) > max ? cuipc_dtype_size(s->tensors.dtypes[i])
+                                                           : max;
     s->tensors.max_bytes = max;
     s->needs_gpu = s->mode != CUIPC_MODE_DEFAULT || s->tensors.location == CUIPC_LOCATION_DEVICE ||
                    s->consumers.copy_to >= 0 || s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER;
@@ -905,26 +630,27 @@ static void derive(cuipc_scenario *s) {
         s->tensors.fresh_per_message = true; /* a model makes a new tensor per message */
 }
 
-static bool pool_fits(pctx *c, const cuipc_scenario *s, const char *key, uint64_t pool) {
+static bool pool_fits(cuipc_jctx *c, const cuipc_scenario *s, const char *key, uint64_t pool) {
     uint64_t one = align_up(s->tensors.max_bytes, s->pool.alignment);
     char a[32], b[32];
-    push_key(c, "pool");
-    push_key(c, key);
+    cuipc_jpush_key(c, "pool");
+    cuipc_jpush_key(c, key);
     bool ok = true;
     if (pool < one)
-        ok = fail(c, "pool (%s) is smaller than the largest tensor (%s)",
-                  cuipc_h_format_size(pool, a, sizeof a), cuipc_h_format_size(one, b, sizeof b));
+        ok = cuipc_jfail(c, "pool (%s) is smaller than the largest tensor (%s)",
+                         cuipc_h_format_size(pool, a, sizeof a),
+                         cuipc_h_format_size(one, b, sizeof b));
     else if (pool / s->tensors.per_message < one)
-        ok = fail(c, "pool (%s) cannot hold one message of %u tensors of up to %s",
-                  cuipc_h_format_size(pool, a, sizeof a), s->tensors.per_message,
-                  cuipc_h_format_size(one, b, sizeof b));
-    pop(c);
-    pop(c);
+        ok = cuipc_jfail(c, "pool (%s) cannot hold one message of %u tensors of up to %s",
+                         cuipc_h_format_size(pool, a, sizeof a), s->tensors.per_message,
+                         cuipc_h_format_size(one, b, sizeof b));
+    cuipc_jpop(c);
+    cuipc_jpop(c);
     return ok;
 }
 
 /* Churn replaces consumers while messages flow: what needs a fixed set of consumers refuses it. */
-static bool check_churn(pctx *c, const cuipc_scenario *s) {
+static bool check_churn(cuipc_jctx *c, const cuipc_scenario *s) {
     const char *why = NULL;
     if (s->leak.inject_keep_departed_rings && !s->consumers.churn.count)
         why = "leak_check.inject.keep_departed_rings needs consumers.churn (no consumer departs)";
@@ -936,25 +662,26 @@ static bool check_churn(pctx *c, const cuipc_scenario *s) {
         why = "a replayed workload holds every message in every consumer: no churn";
     if (why == NULL)
         return true;
-    push_key(c, "consumers");
-    push_key(c, "churn");
-    return fail(c, "%s", why);
+    cuipc_jpush_key(c, "consumers");
+    cuipc_jpush_key(c, "churn");
+    return cuipc_jfail(c, "%s", why);
 }
 
-static bool check_whole(pctx *c, const json_t *root, cuipc_scenario *s) {
+static bool check_whole(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
     if (!check_churn(c, s))
         return false;
     if (s->mode != CUIPC_MODE_DEFAULT && s->tensors.location != CUIPC_LOCATION_DEVICE) {
-        push_key(c, "tensors");
-        push_key(c, "location");
-        return fail(c, "mode %s sends device tensors: location must be \"device\"",
-                    mode_names[s->mode]);
+        cuipc_jpush_key(c, "tensors");
+        cuipc_jpush_key(c, "location");
+        return cuipc_jfail(c, "mode %s sends device tensors: location must be \"device\"",
+                           cuipc_mode_name(s->mode));
     }
     if (cuipc_scenario_replays(s) && s->workload.w.fill_ns &&
         s->tensors.source != CUIPC_SOURCE_POOL_BUFFER) {
-        push_key(c, "workload");
-        return fail(c, "the workload's fill_us is the time a pool buffer is written before it is "
-                       "sent: it needs tensors.source \"pool_buffer\"");
+        cuipc_jpush_key(c, "workload");
+        return cuipc_jfail(
+            c, "the workload's fill_us is the time a pool buffer is written before it is "
+               "sent: it needs tensors.source \"pool_buffer\"");
     }
     if (s->tensors.source == CUIPC_SOURCE_POOL_BUFFER) {
         const char *why = NULL;
@@ -969,9 +696,9 @@ static bool check_whole(pctx *c, const json_t *root, cuipc_scenario *s) {
             why = "\"fallback\" stages copies through the host pool, and pool buffers are not "
                   "copied: use \"wait\" or \"fail\"";
         if (why) {
-            push_key(c, "tensors");
-            push_key(c, "source");
-            return fail(c, "%s", why);
+            cuipc_jpush_key(c, "tensors");
+            cuipc_jpush_key(c, "source");
+            return cuipc_jfail(c, "%s", why);
         }
     }
     if (s->mode == CUIPC_MODE_DEFAULT && !pool_fits(c, s, "host_bytes", s->pool.host_bytes))
@@ -980,23 +707,25 @@ static bool check_whole(pctx *c, const json_t *root, cuipc_scenario *s) {
         return false;
     if (s->pool.full_policy == CUIPC_FULL_FALLBACK) {
         if (s->mode != CUIPC_MODE_CUDA_IPC_POOL) {
-            push_key(c, "pool");
-            push_key(c, "full_policy");
-            return fail(c, "\"fallback\" stages a full GPU pool through the host pool: it needs "
-                           "mode cuda_ipc_pool");
+            cuipc_jpush_key(c, "pool");
+            cuipc_jpush_key(c, "full_policy");
+            return cuipc_jfail(
+                c, "\"fallback\" stages a full GPU pool through the host pool: it needs "
+                   "mode cuda_ipc_pool");
         }
         if (!pool_fits(c, s, "host_bytes", s->pool.host_bytes))
             return false;
     }
     if (s->gpu.mps && !s->needs_gpu) {
-        push_key(c, "gpu");
-        push_key(c, "mps");
-        return fail(c, "MPS shares a GPU between processes, and this scenario uses none (mode "
-                       "default with host tensors)");
+        cuipc_jpush_key(c, "gpu");
+        cuipc_jpush_key(c, "mps");
+        return cuipc_jfail(c,
+                           "MPS shares a GPU between processes, and this scenario uses none (mode "
+                           "default with host tensors)");
     }
     if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && s->leak.expect_leak) {
-        push_key(c, "leak_check");
-        return fail(c, "a killed producer leaves no end-of-run stats: expect \"clean\"");
+        cuipc_jpush_key(c, "leak_check");
+        return cuipc_jfail(c, "a killed producer leaves no end-of-run stats: expect \"clean\"");
     }
     (void)root;
     return true;
@@ -1038,37 +767,41 @@ static void set_defaults(cuipc_scenario *s) {
     s->fault.stale_after = 8;
 }
 
-static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
+static bool parse_root(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
     bool bad = false;
-    if (!check_object(c, root,
-                      KEYS("name", "description", "comment", "mode", "pool", "tensors", "consumers",
-                           "producer", "run", "validation", "leak_check", "binding", "thresholds",
-                           "fault", "workload", "gpu")))
+    if (!cuipc_jcheck_object(c, root,
+                             CUIPC_JKEYS("name", "description", "comment", "mode", "pool",
+                                         "tensors", "consumers", "producer", "run", "validation",
+                                         "leak_check", "binding", "thresholds", "fault", "workload",
+                                         "gpu")))
         return false;
-    if (!get_string(c, root, "name", true, s->name, sizeof s->name) ||
-        !get_string(c, root, "description", false, s->description, sizeof s->description))
+    if (!cuipc_jget_string(c, root, "name", true, s->name, sizeof s->name) ||
+        !cuipc_jget_string(c, root, "description", false, s->description, sizeof s->description))
         return false;
     if (s->name[0] == '\0') { /* would write results to a hidden ".json" that compare skips */
-        push_key(c, "name");
-        return fail(c, "must not be empty (it names the results file)");
+        cuipc_jpush_key(c, "name");
+        return cuipc_jfail(c, "must not be empty (it names the results file)");
     }
     for (const char *p = s->name; *p; p++) {
         if (!(*p == '_' || *p == '-' || *p == '.' || (*p >= '0' && *p <= '9') ||
               (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) {
-            push_key(c, "name");
-            return fail(c,
-                        "'%s' may only hold letters, digits, '_', '-' and '.' (it names the "
-                        "results file)",
-                        s->name);
+            cuipc_jpush_key(c, "name");
+            return cuipc_jfail(c,
+                               "'%s' may only hold letters, digits, '_', '-' and '.' (it names the "
+                               "results file)",
+                               s->name);
         }
     }
     json_t *comment = json_object_get(root, "comment");
     if (comment != NULL && !json_is_string(comment)) {
-        push_key(c, "comment");
-        return fail(c, "expected a string, got %s", type_name(comment));
+        cuipc_jpush_key(c, "comment");
+        return cuipc_jfail(c, "expected a string, got %s", cuipc_json_type_name(comment));
     }
     int mode = 0;
-    if (!get_enum(c, root, "mode", true, mode_names, 3, &mode))
+    const char *mode_names[MODE_COUNT];
+    for (int i = 0; i < MODE_COUNT; i++)
+        mode_names[i] = cuipc_mode_name((cuipc_mode)i);
+    if (!cuipc_jget_enum(c, root, "mode", true, mode_names, MODE_COUNT, &mode))
         return false;
     s->mode = (cuipc_mode)mode;
     /* Pool defaults depend on the mode: only the arena the mode uses is made. */
@@ -1076,29 +809,29 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     s->pool.gpu_bytes = s->mode == CUIPC_MODE_CUDA_IPC_POOL ? 256u << 20 : 0;
 
     const json_t *o;
-    if ((o = enter(c, root, "producer", false, KEYS("device"), &bad)) != NULL) {
+    if ((o = cuipc_jenter(c, root, "producer", false, CUIPC_JKEYS("device"), &bad)) != NULL) {
         uint64_t dev = 0;
-        if (!get_uint(c, o, "device", false, 0, 1023, &dev))
+        if (!cuipc_jget_uint(c, o, "device", false, 0, 1023, &dev))
             return false;
         s->producer_device = (int32_t)dev;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
-    if ((o = enter(c, root, "gpu", false, KEYS("mps"), &bad)) != NULL) {
-        if (!get_bool(c, o, "mps", &s->gpu.mps))
+    if ((o = cuipc_jenter(c, root, "gpu", false, CUIPC_JKEYS("mps"), &bad)) != NULL) {
+        if (!cuipc_jget_bool(c, o, "mps", &s->gpu.mps))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
-    if ((o = enter(c, root, "pool", false,
-                   KEYS("gpu_bytes", "host_bytes", "slots", "alignment", "fit", "full_policy",
-                        "full_timeout_ms", "ring_bytes"),
-                   &bad)) != NULL) {
+    if ((o = cuipc_jenter(c, root, "pool", false,
+                          CUIPC_JKEYS("gpu_bytes", "host_bytes", "slots", "alignment", "fit",
+                                      "full_policy", "full_timeout_ms", "ring_bytes"),
+                          &bad)) != NULL) {
         if (!parse_pool(c, o, s))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
@@ -1108,74 +841,78 @@ static bool parse_root(pctx *c, const json_t *root, cuipc_scenario *s) {
     bool need = !cuipc_scenario_replays(s);
     s->tensors.location =
         s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
-    o = enter(
-        c, root, "tensors", need,
-        KEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed", "source"),
-        &bad);
+    o = cuipc_jenter(c, root, "tensors", need,
+                     CUIPC_JKEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message",
+                                 "seed", "source"),
+                     &bad);
     if (bad || (o != NULL && !parse_tensors(c, o, s)))
         return false;
     if (o != NULL)
-        pop(c);
-    o = enter(c, root, "consumers", need,
-              KEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every",
-                   "release", "host_wait_us", "copy_cache_bytes", "churn"),
-              &bad);
+        cuipc_jpop(c);
+    o = cuipc_jenter(c, root, "consumers", need,
+                     CUIPC_JKEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us",
+                                 "sync_every", "release", "host_wait_us", "copy_cache_bytes",
+                                 "churn"),
+                     &bad);
     if (bad || (o != NULL && !parse_consumers(c, o, s)))
         return false;
     if (o != NULL)
-        pop(c);
+        cuipc_jpop(c);
     else
         for (uint32_t i = 0; i < CUIPC_MAX_CONSUMERS; i++)
             s->consumers.devices[i] = s->producer_device;
-    o = enter(c, root, "run", need,
-              KEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz", "timeout_s",
-                   "attach_timeout_s", "producer_spin", "overload", "repetitions"),
-              &bad);
+    o = cuipc_jenter(c, root, "run", need,
+                     CUIPC_JKEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz",
+                                 "timeout_s", "attach_timeout_s", "producer_spin", "overload",
+                                 "repetitions"),
+                     &bad);
     if (bad || (o != NULL && !parse_run(c, o, s)))
         return false;
     if (o != NULL)
-        pop(c);
-    if ((o = enter(c, root, "validation", false, KEYS("enabled", "every"), &bad)) != NULL) {
-        if (!get_bool(c, o, "enabled", &s->validation.enabled) ||
-            !get_u32(c, o, "every", false, 1, 1000000000, &s->validation.every))
+        cuipc_jpop(c);
+    if ((o = cuipc_jenter(c, root, "validation", false, CUIPC_JKEYS("enabled", "every"), &bad)) !=
+        NULL) {
+        if (!cuipc_jget_bool(c, o, "enabled", &s->validation.enabled) ||
+            !cuipc_jget_u32(c, o, "every", false, 1, 1000000000, &s->validation.every))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
-    if ((o = enter(
-             c, root, "leak_check", false,
-             KEYS("enabled", "interval_ms", "warmup_fraction", "tolerance", "expect", "inject"),
-             &bad)) != NULL) {
+    if ((o = cuipc_jenter(c, root, "leak_check", false,
+                          CUIPC_JKEYS("enabled", "interval_ms", "warmup_fraction", "tolerance",
+                                      "expect", "inject"),
+                          &bad)) != NULL) {
         if (!parse_leak(c, o, s))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
-    if ((o = enter(c, root, "binding", false, KEYS("policy", "producer_cpus", "consumer_cpus"),
-                   &bad)) != NULL) {
+    if ((o = cuipc_jenter(c, root, "binding", false,
+                          CUIPC_JKEYS("policy", "producer_cpus", "consumer_cpus"), &bad)) != NULL) {
         if (!parse_binding(c, o, s))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
-    if ((o = enter(c, root, "thresholds", false,
-                   KEYS("p50_us", "p99_us", "max_us", "min_gbps", "min_msgs_per_s",
-                        "max_mismatches", "max_send_failures"),
-                   &bad)) != NULL) {
+    if ((o = cuipc_jenter(c, root, "thresholds", false,
+                          CUIPC_JKEYS("p50_us", "p99_us", "max_us", "min_gbps", "min_msgs_per_s",
+                                      "max_mismatches", "max_send_failures"),
+                          &bad)) != NULL) {
         if (!parse_thresholds(c, o, s))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
-    if ((o = enter(c, root, "fault", false, KEYS("kind", "consumer", "at_message", "stale_after"),
-                   &bad)) != NULL) {
+    if ((o = cuipc_jenter(c, root, "fault", false,
+                          CUIPC_JKEYS("kind", "consumer", "at_message", "stale_after"), &bad)) !=
+        NULL) {
         if (!parse_fault(c, o, s))
             return false;
-        pop(c);
+        cuipc_jpop(c);
     }
     if (bad)
         return false;
@@ -1194,7 +931,7 @@ bool cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *ou
                           size_t errcap) {
     set_defaults(out);
     snprintf(out->path, sizeof out->path, "%s", file);
-    pctx c = {.file = file, .text = text, .err = err, .errcap = errcap};
+    cuipc_jctx c = {.file = file, .text = text, .err = err, .errcap = errcap};
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
@@ -1230,13 +967,6 @@ void cuipc_scenario_free(cuipc_scenario *s) {
 
 /* ------------------------------------------------------------------ size generator */
 
-static uint64_t splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 uint64_t cuipc_scenario_tensor_bytes(const cuipc_scenario *s, uint64_t msg, uint32_t j,
                                      int *dtype) {
     if (cuipc_scenario_replays(s)) { /* request msg of the workload, cycled like a trace */
@@ -1245,7 +975,7 @@ uint64_t cuipc_scenario_tensor_bytes(const cuipc_scenario *s, uint64_t msg, uint
     }
     uint64_t k = msg * s->tensors.per_message + j;
     int dt = s->tensors.dtypes[k % s->tensors.n_dtypes];
-    uint64_t r = splitmix64(s->tensors.seed ^ splitmix64(k));
+    uint64_t r = cuipc_h_splitmix64(s->tensors.seed ^ cuipc_h_splitmix64(k));
     uint64_t bytes;
     switch (s->tensors.kind) {
     case CUIPC_SIZES_LIST:
@@ -1263,7 +993,7 @@ uint64_t cuipc_scenario_tensor_bytes(const cuipc_scenario *s, uint64_t msg, uint
     default: {
         /* Box-Muller from two 53-bit uniforms in (0, 1]. */
         double u1 = ((double)(r >> 11) + 1.0) / 9007199254740992.0;
-        double u2 = (double)(splitmix64(r) >> 11) / 9007199254740992.0;
+        double u2 = (double)(cuipc_h_splitmix64(r) >> 11) / 9007199254740992.0;
         double z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
         double v = (double)s->tensors.median * exp(s->tensors.sigma * z);
         /* Clamp in integers: above 2^53, (double)max can round past max. */
@@ -1272,7 +1002,7 @@ uint64_t cuipc_scenario_tensor_bytes(const cuipc_scenario *s, uint64_t msg, uint
                                               : (uint64_t)v;
     }
     }
-    size_t es = cuipc_h_dtype_size(dt);
+    size_t es = cuipc_dtype_size(dt);
     bytes -= bytes % es;
     if (bytes == 0)
         bytes = es;

@@ -190,9 +190,6 @@ bool cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *ou
 void cuipc_scenario_free(cuipc_scenario *s);
 
 const char *cuipc_fault_kind_name(cuipc_fault_kind k);
-const char *cuipc_h_mode_name(cuipc_mode m);
-const char *cuipc_h_dtype_name(int dtype);
-size_t cuipc_h_dtype_size(int dtype);
 
 static inline bool cuipc_scenario_replays(const cuipc_scenario *s) {
     return s->workload.file[0] != '\0';

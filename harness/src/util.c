@@ -46,42 +46,6 @@ void cuipc_h_sleep_until_ns(uint64_t target_ns) {
     }
 }
 
-bool cuipc_h_parse_size(const char *s, uint64_t *out) {
-    static const struct {
-        const char *suffix;
-        double scale;
-    } units[] = {{"", 1},
-                 {"B", 1},
-                 {"KiB", 1024.0},
-                 {"MiB", 1048576.0},
-                 {"GiB", 1073741824.0},
-                 {"TiB", 1099511627776.0},
-                 {"KB", 1e3},
-                 {"MB", 1e6},
-                 {"GB", 1e9},
-                 {"TB", 1e12}};
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || !(v >= 0) || !isfinite(v))
-        return false;
-    while (*end == ' ')
-        end++;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strcmp(end, units[i].suffix) == 0) {
-            double bytes = v * units[i].scale;
-            /* Sizes are whole bytes; 2^63 keeps every later sum and product checkable. */
-            if (bytes >= 9.2e18 || bytes != floor(bytes))
-                return false;
-            *out = (uint64_t)bytes;
-            return true;
-        }
-    }
-    return false;
-}
-
 const char *cuipc_h_format_size(uint64_t bytes, char *buf, size_t cap) {
     static const char *names[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)bytes;

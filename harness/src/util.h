@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "byte_size.h"
 #include "read_file.h"
 
 /* CLOCK_MONOTONIC in nanoseconds: comparable across processes of one host. */
@@ -19,9 +20,6 @@ void cuipc_h_sleep_ns(uint64_t ns);
 void cuipc_h_touch(void *p, size_t n);
 /* Sleep until CLOCK_MONOTONIC reaches target_ns, within ~1 us (spins the last 80 us). */
 void cuipc_h_sleep_until_ns(uint64_t target_ns);
-
-/* "64MiB", "1.5GB", "4096" -> bytes. Returns false on a malformed or overflowing string. */
-bool cuipc_h_parse_size(const char *s, uint64_t *out);
 
 /* Human-readable size into buf ("64 MiB", "1.50 GiB", "512 B"). */
 const char *cuipc_h_format_size(uint64_t bytes, char *buf, size_t cap);

@@ -192,7 +192,7 @@ static void test_generator(void) {
             uint64_t b = cuipc_scenario_tensor_bytes(&s, m, j, &dt);
             CHECK(b == cuipc_scenario_tensor_bytes(&s, m, j, &dt2) && dt == dt2);
             CHECK(dt == CUIPC_DTYPE_F32 || dt == CUIPC_DTYPE_F64);
-            CHECK(b % cuipc_h_dtype_size(dt) == 0);
+            CHECK(b % cuipc_dtype_size(dt) == 0);
             CHECK(b >= 96 && b <= 5000);
             if (m == 0 && j == 0)
                 first = b;
