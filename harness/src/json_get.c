@@ -170,6 +170,12 @@ static bool in_range(cuipc_jctx *c, double x, double min, double max, double *ou
     return true;
 }
 
+bool cuipc_jnumber_value(cuipc_jctx *c, const json_t *v, double min, double max, double *out) {
+    if (!json_is_number(v))
+        return cuipc_jfail(c, "expected a number, got %s", cuipc_json_type_name(v));
+    return in_range(c, json_number_value(v), min, max, out);
+}
+
 bool cuipc_jget_double(cuipc_jctx *c, const json_t *obj, const char *key, bool required, double min,
                        double max, double *out) {
     bool ok;

@@ -57,6 +57,7 @@ bool cuipc_jget_u32(cuipc_jctx *c, const json_t *obj, const char *key, bool requ
 /* Numbers in [min, max]. */
 bool cuipc_jget_double(cuipc_jctx *c, const json_t *obj, const char *key, bool required, double min,
                        double max, double *out);
+bool cuipc_jnumber_value(cuipc_jctx *c, const json_t *v, double min, double max, double *out);
 
 /* Byte quantities: a number or a size string (byte_size.h), in [min, max]. A real number:
  * the planner's distribution parameters. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "byte_size.h"
 #include "cuipc_version.h"
 #include "plan.h"
 
@@ -49,43 +50,35 @@ typedef struct plan_state {
 } plan_state;
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: cuipc-harness plan WORKLOAD.json [options]\n"
-               "  Replays the workload through the real pool allocator and sync table on a\n"
-               "  simulated clock and reports the smallest pool size meeting the target.\n"
-               "  --target zero-full|p99-wait-us=X  default zero-full (p99 implies --policy wait)\n"
-               "  --policy fail|wait     what a request does when the pool is full (default fail)\n"
-               "  --alignment B          pool alignment, power of two (default 256)\n"
-               "  --slots N              sync slots = chunks in flight at most (default 4096)\n"
-               "  --fit best|first       allocator fit (default best)\n"
-               "  --min B / --max B      search range in bytes (KiB/MiB/GiB suffixes allowed)\n"
-               "  --headroom F           recommended = found * (1 + F) (default 0.2)\n"
-               "  --sizes B1,B2,...      no search: replay at these sizes (rounded up to the\n"
-               "                         alignment) and report each (plan.json \"evaluated\")\n"
-               "  --seeds N              replay N independent samples of a synthetic workload\n"
-               "                         (seeds S..S+N-1, default 20) and size for every one\n"
-               "                         of them; a trace is one sample\n"
-               "  --first-seed S         the first sample's seed (default: the workload's)\n"
-               "  --out DIR              write DIR/plan.json and DIR/occupancy.csv\n"
-               "  --help, --version      this text; the version of this build\n"
-               "  exit: 0 recommendation made, 1 target unreachable, 2 bad input\n");
+    fprintf(f,
+            "usage: cuipc-harness plan WORKLOAD.json [options]\n"
+            "  Replays the workload through the real pool allocator and sync table on a\n"
+            "  simulated clock and reports the smallest pool size meeting the target.\n"
+            "  --target zero-full|p99-wait-us=X  default zero-full (p99 implies --policy wait)\n"
+            "  --policy fail|wait     what a request does when the pool is full (default fail)\n"
+            "  --alignment B          pool alignment, power of two (default 256)\n"
+            "  --slots N              sync slots = chunks in flight at most (default 4096)\n"
+            "  --fit best|first       allocator fit (default best)\n"
+            "  --min B / --max B      search range in bytes (\"64MiB\", \"1.5GB\": the sizes of\n"
+            "                         scenario files)\n"
+            "  --headroom F           recommended = found * (1 + F) (default 0.2)\n"
+            "  --sizes B1,B2,...      no search: replay at these sizes (rounded up to the\n"
+            "                         alignment) and report each (plan.json \"evaluated\")\n"
+            "  --seeds N              replay N independent samples of a synthetic workload\n"
+            "                         (seeds S..S+N-1, default 20) and size for every one\n"
+            "                         of them; a trace is one sample\n"
+            "  --first-seed S         the first sample's seed (default: the workload's)\n"
+            "  --out DIR              write DIR/plan.json and DIR/occupancy.csv\n"
+            "  --help, --version      this text; the version of this build\n"
+            "  exit: 0 recommendation made, 1 target unreachable, 2 bad input\n");
 }
 
+/* A positive size in the grammar of scenario and workload files, rounded to whole bytes. */
 static bool parse_bytes(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    double mult = 1;
-    if (strcmp(end, "KiB") == 0)
-        mult = 1024.0;
-    else if (strcmp(end, "MiB") == 0)
-        mult = 1048576.0;
-    else if (strcmp(end, "GiB") == 0)
-        mult = 1073741824.0;
-    else if (*end && strcmp(end, "B") != 0)
+    double x;
+    if (!cuipc_h_parse_bytes(s, &x) || !(x > 0))
         return false;
-    if (end == s || errno || !(x > 0) || x * mult > 1.8e19)
-        return false;
-    *out = (uint64_t)llround(x * mult);
+    *out = (uint64_t)llround(x);
     return true;
 }
 

@@ -118,6 +118,35 @@ static void test_bad_workloads(void) {
     cuipc_scenario_free(&s);
 }
 
+/* One size grammar: "64MB" in a workload is the 64000000 bytes it is in a scenario. */
+static void test_sizes_agree(void) {
+    static const struct {
+        const char *size, *workload;
+        uint64_t bytes;
+    } cases[] = {{"64MB", "mb.json", 64000000}, {"1.5 KiB", "kib.json", 1536}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[512];
+        cuipc_scenario listed, replayed;
+        snprintf(text, sizeof text,
+                 "{\"name\": \"l\", \"mode\": \"default\", \"tensors\": {\"sizes\": "
+                 "{\"list\": [\"%s\"]}}, \"consumers\": {\"count\": 1}, "
+                 "\"run\": {\"iterations\": 2}}",
+                 cases[i].size);
+        REQUIRE(parse(text, &listed));
+        snprintf(text, sizeof text,
+                 "{\"name\": \"w\", \"mode\": \"default\", \"workload\": \"%s\"}",
+                 cases[i].workload);
+        REQUIRE(parse(text, &replayed));
+        int dt;
+        CHECK(cuipc_scenario_tensor_bytes(&listed, 0, 0, &dt) == cases[i].bytes);
+        CHECK(replayed.workload.w.n > 0);
+        for (uint64_t m = 0; m < replayed.workload.w.n; m++)
+            CHECK(cuipc_scenario_tensor_bytes(&replayed, m, 0, &dt) == cases[i].bytes);
+        cuipc_scenario_free(&listed);
+        cuipc_scenario_free(&replayed);
+    }
+}
+
 int main(void) {
     REQUIRE(mkdtemp(dir) != NULL);
     snprintf(scenario_file, sizeof scenario_file, "%s/scenario.json", dir);
@@ -128,6 +157,15 @@ int main(void) {
                            "\"arrivals\": {\"kind\": \"constant\", \"rate_per_s\": 10},"
                            "\"bytes\": {\"kind\": \"constant\", \"value\": 4096},"
                            "\"hold_us\": {\"kind\": \"constant\", \"value\": 10}}");
+    const char *constant = "{\"consumers\": 1, \"duration_s\": 1,"
+                           "\"arrivals\": {\"kind\": \"constant\", \"rate_per_s\": 2},"
+                           "\"bytes\": {\"kind\": \"constant\", \"value\": \"%s\"},"
+                           "\"hold_us\": {\"kind\": \"constant\", \"value\": 10}}";
+    char text[512];
+    snprintf(text, sizeof text, constant, "64MB");
+    write_file("mb.json", text);
+    snprintf(text, sizeof text, constant, "1.5 KiB");
+    write_file("kib.json", text);
     write_file("fill.json", "{\"trace\": \"wl.trace.csv\", \"fill_us\": 2500}");
     write_file("unknown_key.json", "{\"trace\": \"wl.trace.csv\", \"colour\": 1}");
     char row[1024] = "0,100,1";
@@ -144,6 +182,7 @@ int main(void) {
     test_replay();
     test_conflicts();
     test_bad_workloads();
+    test_sizes_agree();
     const char *names[] = {"wl.trace.csv", "wl.json",   "tp2.json",   "unknown_key.json",
                            "many.csv",     "many.json", "empty.json", "fill.json"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {

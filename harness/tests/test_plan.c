@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byte_size.h"
 #include "plan.h"
 #include "test_util.h"
 
@@ -112,6 +113,11 @@ static void test_cli(void) {
     CHECK(cuipc_plan_main(4, argv2) == 1);
     char *argv3[] = {"plan", wl, "--policy", "sometimes", NULL};
     CHECK(cuipc_plan_main(4, argv3) == 2);
+    /* Sizes as scenario files spell them: 3 MB is below the 3 MiB needed (exit 1, not 2). */
+    char *argv4[] = {"plan", wl, "--max", "3MB", NULL};
+    CHECK(cuipc_plan_main(4, argv4) == 1);
+    char *argv5[] = {"plan", wl, "--max", "1 TB", NULL};
+    CHECK(cuipc_plan_main(4, argv5) == 0);
 }
 
 /* Wait policy, by hand. Pool 2 MiB:
@@ -196,6 +202,36 @@ static void test_malformed(void) {
     expect_error("{\"trace\": \"/dev/zero\"}", "/dev/zero cannot be opened");
 }
 
+/* A workload's byte quantities take the sizes a scenario takes, with the same meaning. */
+static void test_size_grammar(void) {
+    cuipc_plan_workload w;
+    CHECK_OK(load_text("{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": "
+                       "\"constant\", \"rate_per_s\": 10}, \"bytes\": {\"kind\": \"choice\", "
+                       "\"values\": [\"64MB\", \"64 MiB\", \"1.5GB\", \"4KB\", \"0.5TiB\"]}, "
+                       "\"hold_us\": {\"kind\": \"constant\", \"value\": 1}}",
+                       &w));
+    CHECK(w.n >= 10);
+    for (uint64_t i = 0; i < w.n; i++) {
+        uint64_t b = w.req[i].bytes, v;
+        CHECK(b == 64000000 || b == 64 * MIB || b == 1500000000 || b == 4000 ||
+              b == 512ull * 1024 * MIB);
+        char text[32];
+        snprintf(text, sizeof text, "%llu", (unsigned long long)b);
+        CHECK(cuipc_h_parse_size(text, &v) && v == b);
+    }
+    uint64_t mb = 0;
+    CHECK(cuipc_h_parse_size("64MB", &mb) && mb == 64000000);
+    cuipc_plan_workload_free(&w);
+    expect_error("{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": "
+                 "\"constant\", \"rate_per_s\": 10}, \"bytes\": {\"kind\": \"constant\", "
+                 "\"value\": \"64 parsecs\"}, \"hold_us\": {\"kind\": \"constant\", \"value\": 1}}",
+                 "inline.json:1:126: $.bytes.value: '64 parsecs' is not a size");
+    expect_error("{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": "
+                 "\"constant\", \"rate_per_s\": 10}, \"bytes\": {\"kind\": \"constant\", "
+                 "\"value\": \"2TB\"}, \"hold_us\": {\"kind\": \"constant\", \"value\": 1}}",
+                 "$.bytes.value: 2e+12 is out of range");
+}
+
 /* Synthetic: deterministic by seed, the right number of arrivals, and a fast replay. */
 static void test_synthetic(void) {
     const char *spec = "{\"consumers\": 2, \"duration_s\": 10, \"seed\": 7, "
@@ -256,12 +292,13 @@ static void test_burst(void) {
              "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"burst\", "
              "\"rate_per_s\": 5, \"burst_size\": 2, \"period_s\": 1}%s",
              tail);
-    expect_error(buf, "arrivals.rate_per_s: unknown key (allowed here: kind, burst_size");
+    expect_error(buf, "inline.json:1:79: $.arrivals.rate_per_s: unknown key 'rate_per_s' (allowed: "
+                      "kind, burst_size");
     snprintf(buf, sizeof buf,
              "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"burst\", "
              "\"period_s\": 1}%s",
              tail);
-    expect_error(buf, "arrivals.burst_size");
+    expect_error(buf, "$.arrivals: missing required key 'burst_size'");
     snprintf(buf, sizeof buf,
              "{\"consumers\": 1, \"duration_s\": 1, \"arrivals\": {\"kind\": \"burst\", "
              "\"burst_size\": 2.5, \"period_s\": 1}%s",
@@ -329,6 +366,7 @@ int main(void) {
     test_cli();
     test_wait_policy();
     test_malformed();
+    test_size_grammar();
     test_synthetic();
     test_burst();
     test_seeds();
