@@ -528,6 +528,179 @@ static int search_samples(plan_state *st0, const samples *sm, uint64_t *found) {
     return 0;
 }
 
+static void print_intro(const plan_args *a, const samples *sm, uint64_t lo, uint64_t hi) {
+    const cuipc_plan_workload *w = &sm->w[0];
+    printf("workload %s: %llu tensors (%llu messages), %u consumers, policy %s, target %s",
+           w->source, (unsigned long long)w->n, (unsigned long long)w->messages, w->consumers,
+           a->opt.policy == CUIPC_PLAN_WAIT ? "wait" : "fail",
+           a->target_p99 ? "p99-wait-us" : "zero-full");
+    if (a->target_p99)
+        printf("=%g", a->p99_wait_us);
+    if (w->synthetic)
+        printf("\nsamples: %u (seeds %llu..%llu)", sm->n, (unsigned long long)w->seed,
+               (unsigned long long)(w->seed + sm->n - 1));
+    else
+        printf("\nsamples: 1 (a trace replays as it was recorded)");
+    const uint64_t al = a->opt.alignment;
+    if (a->n_sizes)
+        printf("\nevaluating %zu size(s), alignment %llu, %u slots\n", a->n_sizes,
+               (unsigned long long)al, a->opt.slots);
+    else if (sm->n == 1)
+        printf("\nsearch range %llu..%llu bytes, alignment %llu, %u slots\n",
+               (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)al,
+               a->opt.slots);
+    else
+        printf("\nalignment %llu, %u slots; each sample searched on its own\n",
+               (unsigned long long)al, a->opt.slots);
+    if (sm->n == 1 || a->n_sizes)
+        print_header();
+}
+
+/* What the search found and its verification around that size. */
+typedef struct plan_outcome {
+    uint64_t found, minus;
+    coverage at_found, at_minus, at_rec;
+    plan_try *again, *below, *rec;
+} plan_outcome;
+
+/* The size for every sample: the largest of theirs, raised if the allocator's outcome is not
+ * monotone and a sample misses there. */
+static int size_for_every_sample(plan_state *st, const samples *sm, uint64_t *found_k,
+                                 plan_outcome *o) {
+    const plan_args *a = st->a;
+    const uint64_t al = a->opt.alignment;
+    int rc = search_samples(st, sm, found_k);
+    if (rc)
+        return rc;
+    o->found = 0;
+    for (uint32_t k = 0; k < sm->n; k++)
+        o->found = found_k[k] > o->found ? found_k[k] : o->found;
+    rc = cover(a, sm, o->found, &o->at_found);
+    for (uint64_t step = al; !rc && o->at_found.met < sm->n && step < (o->found | 1) * 2;
+         step *= 2) {
+        o->found = align_up(o->found + step, al);
+        rc = cover(a, sm, o->found, &o->at_found);
+    }
+    return rc;
+}
+
+/* Verify: the answer must pass when replayed again, and 10% less should not; the recommended
+ * size (with headroom) is replayed too, its occupancy written under --out. */
+static int verify(plan_state *st, const samples *sm, plan_outcome *o) {
+    const plan_args *a = st->a;
+    const uint64_t al = a->opt.alignment;
+    o->minus = (uint64_t)((double)o->found * 0.9) & ~(al - 1);
+    if (o->minus < al)
+        o->minus = al;
+    FILE *occ = NULL;
+    if (a->out_dir) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/occupancy.csv", a->out_dir);
+        occ = fopen(path, "w");
+        if (!occ) {
+            fprintf(stderr, "plan: cannot write %s: %s\n", path, strerror(errno));
+            return EXIT_BAD_INPUT;
+        }
+    }
+    uint64_t recommended = align_up((uint64_t)ceil((double)o->found * (1.0 + a->headroom)), al);
+    size_t first_verify = st->n_tries;
+    if (sm->n > 1)
+        print_header();
+    int rc = try_size(st, "verify", o->found, NULL, &o->again);
+    if (!rc)
+        rc = try_size(st, "verify-10%", o->minus, NULL, &o->below);
+    if (!rc)
+        rc = try_size(st, "recommended", recommended, occ, &o->rec);
+    if (occ)
+        fclose(occ);
+    if (!rc)
+        rc = cover(a, sm, o->minus, &o->at_minus);
+    if (!rc)
+        rc = cover(a, sm, recommended, &o->at_rec);
+    if (rc)
+        return rc;
+    for (size_t i = first_verify; i < st->n_tries; i++)
+        print_row(&st->tries[i]);
+    if (!o->again->met || o->at_found.met < sm->n) {
+        printf("verification FAILED: the found size did not meet the target on a replay "
+               "(%u of %u samples)\n",
+               o->at_found.met, sm->n);
+        return EXIT_UNMET;
+    }
+    return 0;
+}
+
+/* found_k: each sample's size, sorted. */
+static void print_recommendation(const plan_args *a, const samples *sm, const uint64_t *found_k,
+                                 const plan_outcome *o) {
+    uint32_t n = sm->n;
+    if (n > 1)
+        printf("smallest size meeting the target, over %u samples: min %.2f MiB, median %.2f "
+               "MiB, max %.2f MiB (spread %.1f%% of the max)\n",
+               n, (double)found_k[0] / 1048576.0, (double)found_k[n / 2] / 1048576.0,
+               (double)found_k[n - 1] / 1048576.0,
+               100.0 * (double)(found_k[n - 1] - found_k[0]) / (double)found_k[n - 1]);
+    printf("smallest size meeting the target%s: %llu bytes (%.2f MiB); at %llu bytes (-10%%) "
+           "the target is %s",
+           n > 1 ? " in every sample" : "", (unsigned long long)o->found,
+           (double)o->found / 1048576.0, (unsigned long long)o->minus,
+           n > 1           ? ""
+           : o->below->met ? "STILL met (outcome not monotone here: bisection may be loose)"
+                           : "missed as expected");
+    if (n > 1)
+        printf("missed by %u of %u samples", n - o->at_minus.met, n);
+    const cuipc_plan_result *rec = &o->rec->r;
+    printf("\nrecommended pool size: %llu bytes (%.2f MiB) = found x %.2f; peak use there %.2f "
+           "MiB, %.2f MiB spare at peak",
+           (unsigned long long)rec->size, (double)rec->size / 1048576.0, 1.0 + a->headroom,
+           (double)rec->peak_used / 1048576.0, (double)(rec->size - rec->peak_used) / 1048576.0);
+    if (n > 1)
+        printf(" (sample 0); %u of %u samples meet the target there", o->at_rec.met, n);
+    printf("\n");
+}
+
+/* plan.json's "samples"; per_seed (each sample's size in seed order) is taken over. */
+static json_t *samples_json_of(const samples *sm, const uint64_t *found_k, json_t *per_seed,
+                               const plan_outcome *o) {
+    json_t *seeds = json_array();
+    for (uint32_t k = 0; k < sm->n; k++)
+        if (sm->w[k].synthetic)
+            json_array_append_new(seeds, json_integer((json_int_t)sm->w[k].seed));
+    return json_pack("{sI so so sI sI sI ss sI sI sI}", "count", (json_int_t)sm->n, "seeds", seeds,
+                     "found_bytes", per_seed, "min_found_bytes", (json_int_t)found_k[0],
+                     "median_found_bytes", (json_int_t)found_k[sm->n / 2], "max_found_bytes",
+                     (json_int_t)found_k[sm->n - 1], "coverage", "every sample", "met_at_found",
+                     (json_int_t)o->at_found.met, "met_at_minus_10pct", (json_int_t)o->at_minus.met,
+                     "met_at_recommended", (json_int_t)o->at_rec.met);
+}
+
+/* Search, verify, report: the size every sample needs and the recommendation. */
+static int recommend(plan_state *st, const samples *sm, uint64_t *found_k) {
+    const plan_args *a = st->a;
+    plan_outcome o;
+    int rc = size_for_every_sample(st, sm, found_k, &o);
+    if (!rc)
+        rc = verify(st, sm, &o);
+    if (rc)
+        return rc;
+    json_t *per_seed = json_array(); /* before sorting: in seed order */
+    for (uint32_t k = 0; k < sm->n; k++)
+        json_array_append_new(per_seed, json_integer((json_int_t)found_k[k]));
+    qsort(found_k, sm->n, sizeof *found_k, cmp_u64);
+    print_recommendation(a, sm, found_k, &o);
+    json_t *samples_json = samples_json_of(sm, found_k, per_seed, &o);
+    if (!a->out_dir) {
+        json_decref(samples_json);
+        return 0;
+    }
+    char path[1200];
+    snprintf(path, sizeof path, "%s/plan.json", a->out_dir);
+    rc = write_plan_json(st, path, o.again, o.below, o.rec, samples_json);
+    if (!rc)
+        printf("wrote %s and %s/occupancy.csv\n", path, a->out_dir);
+    return rc;
+}
+
 int cuipc_plan_main(int argc, char **argv) {
     plan_args a;
     int rc = parse_args(argc, argv, &a);
@@ -536,153 +709,21 @@ int cuipc_plan_main(int argc, char **argv) {
     samples sm = {0};
     plan_state *st = calloc(1, sizeof *st);
     uint64_t *found_k = calloc(a.seeds, sizeof *found_k);
-    json_t *samples_json = NULL;
     rc = st && found_k ? load_samples(&a, &sm) : EXIT_BAD_INPUT;
-    if (rc)
-        goto done;
-    const cuipc_plan_workload *w = &sm.w[0];
-    st->a = &a;
-    st->w = w;
-    const uint64_t al = a.opt.alignment;
-    printf("workload %s: %llu tensors (%llu messages), %u consumers, policy %s, target %s",
-           w->source, (unsigned long long)w->n, (unsigned long long)w->messages, w->consumers,
-           a.opt.policy == CUIPC_PLAN_WAIT ? "wait" : "fail",
-           a.target_p99 ? "p99-wait-us" : "zero-full");
-    if (a.target_p99)
-        printf("=%g", a.p99_wait_us);
-    if (w->synthetic)
-        printf("\nsamples: %u (seeds %llu..%llu)", sm.n, (unsigned long long)w->seed,
-               (unsigned long long)(w->seed + sm.n - 1));
-    else
-        printf("\nsamples: 1 (a trace replays as it was recorded)");
-    uint64_t lo, hi;
-    range_of(&a, w, &lo, &hi);
-    if (a.n_sizes)
-        printf("\nevaluating %zu size(s), alignment %llu, %u slots\n", a.n_sizes,
-               (unsigned long long)al, a.opt.slots);
-    else if (sm.n == 1)
-        printf("\nsearch range %llu..%llu bytes, alignment %llu, %u slots\n",
-               (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)al, a.opt.slots);
-    else
-        printf("\nalignment %llu, %u slots; each sample searched on its own\n",
-               (unsigned long long)al, a.opt.slots);
-    if (sm.n == 1 || a.n_sizes)
-        print_header();
-    /* Create --out before the search so a bad directory fails at once. */
-    if (a.out_dir && !make_dirs(a.out_dir)) {
-        fprintf(stderr, "plan: cannot create %s: %s\n", a.out_dir, strerror(errno));
-        rc = EXIT_BAD_INPUT;
-        goto done;
-    }
-    if (a.n_sizes) {
-        rc = evaluate(st, &sm);
-        goto done;
-    }
-    rc = search_samples(st, &sm, found_k);
-    if (rc)
-        goto done;
-    /* The size for every sample: the largest of theirs, raised if the allocator's outcome is
-     * not monotone and a sample misses there. */
-    uint64_t found = 0;
-    for (uint32_t k = 0; k < sm.n; k++)
-        found = found_k[k] > found ? found_k[k] : found;
-    coverage at_found;
-    rc = cover(&a, &sm, found, &at_found);
-    for (uint64_t step = al; !rc && at_found.met < sm.n && step < (found | 1) * 2; step *= 2) {
-        found = align_up(found + step, al);
-        rc = cover(&a, &sm, found, &at_found);
-    }
-    if (rc)
-        goto done;
-    /* Verify: the answer must pass when replayed again, and 10% less should not. */
-    plan_try *again, *below, *rec;
-    uint64_t minus = (uint64_t)((double)found * 0.9) & ~(al - 1);
-    if (minus < al)
-        minus = al;
-    FILE *occ = NULL;
-    char path[1200];
-    if (a.out_dir) {
-        snprintf(path, sizeof path, "%s/occupancy.csv", a.out_dir);
-        occ = fopen(path, "w");
-        if (!occ) {
-            fprintf(stderr, "plan: cannot write %s: %s\n", path, strerror(errno));
+    if (!rc) {
+        st->a = &a;
+        st->w = &sm.w[0];
+        uint64_t lo, hi;
+        range_of(&a, st->w, &lo, &hi);
+        print_intro(&a, &sm, lo, hi);
+        /* Create --out before the search so a bad directory fails at once. */
+        if (a.out_dir && !make_dirs(a.out_dir)) {
+            fprintf(stderr, "plan: cannot create %s: %s\n", a.out_dir, strerror(errno));
             rc = EXIT_BAD_INPUT;
-            goto done;
+        } else {
+            rc = a.n_sizes ? evaluate(st, &sm) : recommend(st, &sm, found_k);
         }
     }
-    uint64_t recommended = align_up((uint64_t)ceil((double)found * (1.0 + a.headroom)), al);
-    size_t first_verify = st->n_tries;
-    if (sm.n > 1)
-        print_header();
-    rc = try_size(st, "verify", found, NULL, &again);
-    if (!rc)
-        rc = try_size(st, "verify-10%", minus, NULL, &below);
-    if (!rc)
-        rc = try_size(st, "recommended", recommended, occ, &rec);
-    if (occ)
-        fclose(occ);
-    coverage at_minus, at_rec;
-    if (!rc)
-        rc = cover(&a, &sm, minus, &at_minus);
-    if (!rc)
-        rc = cover(&a, &sm, recommended, &at_rec);
-    if (rc)
-        goto done;
-    for (size_t i = first_verify; i < st->n_tries; i++)
-        print_row(&st->tries[i]);
-    if (!again->met || at_found.met < sm.n) {
-        printf("verification FAILED: the found size did not meet the target on a replay "
-               "(%u of %u samples)\n",
-               at_found.met, sm.n);
-        rc = EXIT_UNMET;
-        goto done;
-    }
-    json_t *per_seed = json_array(); /* before sorting: in seed order */
-    for (uint32_t k = 0; k < sm.n; k++)
-        json_array_append_new(per_seed, json_integer((json_int_t)found_k[k]));
-    qsort(found_k, sm.n, sizeof *found_k, cmp_u64);
-    if (sm.n > 1)
-        printf("smallest size meeting the target, over %u samples: min %.2f MiB, median %.2f "
-               "MiB, max %.2f MiB (spread %.1f%% of the max)\n",
-               sm.n, (double)found_k[0] / 1048576.0, (double)found_k[sm.n / 2] / 1048576.0,
-               (double)found_k[sm.n - 1] / 1048576.0,
-               100.0 * (double)(found_k[sm.n - 1] - found_k[0]) / (double)found_k[sm.n - 1]);
-    printf("smallest size meeting the target%s: %llu bytes (%.2f MiB); at %llu bytes (-10%%) "
-           "the target is %s",
-           sm.n > 1 ? " in every sample" : "", (unsigned long long)found, (double)found / 1048576.0,
-           (unsigned long long)minus,
-           sm.n > 1     ? ""
-           : below->met ? "STILL met (outcome not monotone here: bisection may be loose)"
-                        : "missed as expected");
-    if (sm.n > 1)
-        printf("missed by %u of %u samples", sm.n - at_minus.met, sm.n);
-    printf("\nrecommended pool size: %llu bytes (%.2f MiB) = found x %.2f; peak use there %.2f "
-           "MiB, %.2f MiB spare at peak",
-           (unsigned long long)rec->r.size, (double)rec->r.size / 1048576.0, 1.0 + a.headroom,
-           (double)rec->r.peak_used / 1048576.0,
-           (double)(rec->r.size - rec->r.peak_used) / 1048576.0);
-    if (sm.n > 1)
-        printf(" (sample 0); %u of %u samples meet the target there", at_rec.met, sm.n);
-    printf("\n");
-    json_t *seeds = json_array();
-    for (uint32_t k = 0; k < sm.n; k++)
-        if (sm.w[k].synthetic)
-            json_array_append_new(seeds, json_integer((json_int_t)sm.w[k].seed));
-    samples_json = json_pack(
-        "{sI so so sI sI sI ss sI sI sI}", "count", (json_int_t)sm.n, "seeds", seeds, "found_bytes",
-        per_seed, "min_found_bytes", (json_int_t)found_k[0], "median_found_bytes",
-        (json_int_t)found_k[sm.n / 2], "max_found_bytes", (json_int_t)found_k[sm.n - 1], "coverage",
-        "every sample", "met_at_found", (json_int_t)at_found.met, "met_at_minus_10pct",
-        (json_int_t)at_minus.met, "met_at_recommended", (json_int_t)at_rec.met);
-    if (a.out_dir) {
-        snprintf(path, sizeof path, "%s/plan.json", a.out_dir);
-        rc = write_plan_json(st, path, again, below, rec, samples_json);
-        samples_json = NULL;
-        if (!rc)
-            printf("wrote %s and %s/occupancy.csv\n", path, a.out_dir);
-    }
-done:
-    json_decref(samples_json);
     free(st);
     free(found_k);
     free_samples(&sm);

@@ -767,14 +767,8 @@ static void set_defaults(cuipc_scenario *s) {
     s->fault.stale_after = 8;
 }
 
-static bool parse_root(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
-    bool bad = false;
-    if (!cuipc_jcheck_object(c, root,
-                             CUIPC_JKEYS("name", "description", "comment", "mode", "pool",
-                                         "tensors", "consumers", "producer", "run", "validation",
-                                         "leak_check", "binding", "thresholds", "fault", "workload",
-                                         "gpu")))
-        return false;
+/* name, description and comment: the name becomes the results file's name. */
+static bool parse_identity(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
     if (!cuipc_jget_string(c, root, "name", true, s->name, sizeof s->name) ||
         !cuipc_jget_string(c, root, "description", false, s->description, sizeof s->description))
         return false;
@@ -787,8 +781,8 @@ static bool parse_root(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
               (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))) {
             cuipc_jpush_key(c, "name");
             return cuipc_jfail(c,
-                               "'%s' may only hold letters, digits, '_', '-' and '.' (it names the "
-                               "results file)",
+                               "'%s' may only hold letters, digits, '_', '-' and '.' (it names "
+                               "the results file)",
                                s->name);
         }
     }
@@ -797,132 +791,116 @@ static bool parse_root(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
         cuipc_jpush_key(c, "comment");
         return cuipc_jfail(c, "expected a string, got %s", cuipc_json_type_name(comment));
     }
-    int mode = 0;
+    return true;
+}
+
+static bool parse_mode(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
     const char *mode_names[MODE_COUNT];
     for (int i = 0; i < MODE_COUNT; i++)
         mode_names[i] = cuipc_mode_name((cuipc_mode)i);
+    int mode = 0;
     if (!cuipc_jget_enum(c, root, "mode", true, mode_names, MODE_COUNT, &mode))
         return false;
     s->mode = (cuipc_mode)mode;
-    /* Pool defaults depend on the mode: only the arena the mode uses is made. */
+    /* Defaults that depend on the mode: only the arena the mode uses is made. */
     s->pool.host_bytes = s->mode == CUIPC_MODE_DEFAULT ? 64u << 20 : 0;
     s->pool.gpu_bytes = s->mode == CUIPC_MODE_CUDA_IPC_POOL ? 256u << 20 : 0;
-
-    const json_t *o;
-    if ((o = cuipc_jenter(c, root, "producer", false, CUIPC_JKEYS("device"), &bad)) != NULL) {
-        uint64_t dev = 0;
-        if (!cuipc_jget_uint(c, o, "device", false, 0, 1023, &dev))
-            return false;
-        s->producer_device = (int32_t)dev;
-        cuipc_jpop(c);
-    }
-    if (bad)
-        return false;
-    if ((o = cuipc_jenter(c, root, "gpu", false, CUIPC_JKEYS("mps"), &bad)) != NULL) {
-        if (!cuipc_jget_bool(c, o, "mps", &s->gpu.mps))
-            return false;
-        cuipc_jpop(c);
-    }
-    if (bad)
-        return false;
-    if ((o = cuipc_jenter(c, root, "pool", false,
-                          CUIPC_JKEYS("gpu_bytes", "host_bytes", "slots", "alignment", "fit",
-                                      "full_policy", "full_timeout_ms", "ring_bytes"),
-                          &bad)) != NULL) {
-        if (!parse_pool(c, o, s))
-            return false;
-        cuipc_jpop(c);
-    }
-    if (bad)
-        return false;
-    if (!load_workload(c, root, s))
-        return false;
-    /* With a workload these sections are optional: it gives what they require. */
-    bool need = !cuipc_scenario_replays(s);
     s->tensors.location =
         s->mode == CUIPC_MODE_DEFAULT ? CUIPC_LOCATION_HOST : CUIPC_LOCATION_DEVICE;
-    o = cuipc_jenter(c, root, "tensors", need,
-                     CUIPC_JKEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message",
-                                 "seed", "source"),
-                     &bad);
-    if (bad || (o != NULL && !parse_tensors(c, o, s)))
+    return true;
+}
+
+static bool parse_producer(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    uint64_t dev = 0;
+    if (!cuipc_jget_uint(c, o, "device", false, 0, 1023, &dev))
         return false;
-    if (o != NULL)
-        cuipc_jpop(c);
-    o = cuipc_jenter(c, root, "consumers", need,
-                     CUIPC_JKEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us",
-                                 "sync_every", "release", "host_wait_us", "copy_cache_bytes",
-                                 "churn"),
-                     &bad);
-    if (bad || (o != NULL && !parse_consumers(c, o, s)))
-        return false;
-    if (o != NULL)
-        cuipc_jpop(c);
-    else
-        for (uint32_t i = 0; i < CUIPC_MAX_CONSUMERS; i++)
-            s->consumers.devices[i] = s->producer_device;
-    o = cuipc_jenter(c, root, "run", need,
-                     CUIPC_JKEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz",
-                                 "timeout_s", "attach_timeout_s", "producer_spin", "overload",
-                                 "repetitions"),
-                     &bad);
-    if (bad || (o != NULL && !parse_run(c, o, s)))
-        return false;
-    if (o != NULL)
-        cuipc_jpop(c);
-    if ((o = cuipc_jenter(c, root, "validation", false, CUIPC_JKEYS("enabled", "every"), &bad)) !=
-        NULL) {
-        if (!cuipc_jget_bool(c, o, "enabled", &s->validation.enabled) ||
-            !cuipc_jget_u32(c, o, "every", false, 1, 1000000000, &s->validation.every))
+    s->producer_device = (int32_t)dev;
+    /* Consumers sit on the producer's GPU unless consumers.devices says otherwise. */
+    for (uint32_t i = 0; i < CUIPC_MAX_CONSUMERS; i++)
+        s->consumers.devices[i] = s->producer_device;
+    return true;
+}
+
+static bool parse_gpu(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    return cuipc_jget_bool(c, o, "mps", &s->gpu.mps);
+}
+
+static bool parse_validation(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    return cuipc_jget_bool(c, o, "enabled", &s->validation.enabled) &&
+           cuipc_jget_u32(c, o, "every", false, 1, 1000000000, &s->validation.every);
+}
+
+/* The top-level sections in the order they are read: later ones look at what earlier ones set
+ * (a workload, read between pool and tensors, makes tensors, consumers and run optional). */
+typedef bool (*section_parser)(cuipc_jctx *c, const json_t *o, cuipc_scenario *s);
+static const struct {
+    const char *key;
+    bool needed_without_workload;
+    section_parser parse;
+    const char *const *keys;
+} sections[] = {
+    {"producer", false, parse_producer, CUIPC_JKEYS("device")},
+    {"gpu", false, parse_gpu, CUIPC_JKEYS("mps")},
+    {"pool", false, parse_pool,
+     CUIPC_JKEYS("gpu_bytes", "host_bytes", "slots", "alignment", "fit", "full_policy",
+                 "full_timeout_ms", "ring_bytes")},
+    {"workload", false, NULL, NULL},
+    {"tensors", true, parse_tensors,
+     CUIPC_JKEYS("sizes", "dtypes", "per_message", "location", "fresh_per_message", "seed",
+                 "source")},
+    {"consumers", true, parse_consumers,
+     CUIPC_JKEYS("count", "devices", "unwrap", "copy_to", "hold_us", "spin_us", "sync_every",
+                 "release", "host_wait_us", "copy_cache_bytes", "churn")},
+    {"run", true, parse_run,
+     CUIPC_JKEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz", "timeout_s",
+                 "attach_timeout_s", "producer_spin", "overload", "repetitions")},
+    {"validation", false, parse_validation, CUIPC_JKEYS("enabled", "every")},
+    {"leak_check", false, parse_leak,
+     CUIPC_JKEYS("enabled", "interval_ms", "warmup_fraction", "tolerance", "expect", "inject")},
+    {"binding", false, parse_binding, CUIPC_JKEYS("policy", "producer_cpus", "consumer_cpus")},
+    {"thresholds", false, parse_thresholds,
+     CUIPC_JKEYS("p50_us", "p99_us", "max_us", "min_gbps", "min_msgs_per_s", "max_mismatches",
+                 "max_send_failures")},
+    {"fault", false, parse_fault, CUIPC_JKEYS("kind", "consumer", "at_message", "stale_after")},
+};
+
+static bool parse_sections(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+        if (sections[i].parse == NULL) {
+            if (!load_workload(c, root, s))
+                return false;
+            continue;
+        }
+        bool bad = false;
+        bool required = sections[i].needed_without_workload && !cuipc_scenario_replays(s);
+        const json_t *o = cuipc_jenter(c, root, sections[i].key, required, sections[i].keys, &bad);
+        if (bad || (o != NULL && !sections[i].parse(c, o, s)))
             return false;
-        cuipc_jpop(c);
+        if (o != NULL)
+            cuipc_jpop(c);
     }
-    if (bad)
+    return true;
+}
+
+/* Unless run.timeout_s is given: generous, a bound against hangs, not a performance limit. */
+static void default_timeout(cuipc_scenario *s) {
+    if (s->run.timeout_s > 0)
+        return;
+    double sending_s = cuipc_scenario_replays(s)
+                           ? (double)s->workload.w.req[s->workload.w.n - 1].arrival_ns / 1e9
+                       : s->run.iterations ? 0.0
+                                           : s->run.duration_s;
+    s->run.timeout_s = sending_s + 60.0 + s->run.attach_timeout_s;
+}
+
+static bool parse_root(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
+    const char *const *top = CUIPC_JKEYS(
+        "name", "description", "comment", "mode", "pool", "tensors", "consumers", "producer", "run",
+        "validation", "leak_check", "binding", "thresholds", "fault", "workload", "gpu");
+    if (!cuipc_jcheck_object(c, root, top) || !parse_identity(c, root, s) ||
+        !parse_mode(c, root, s) || !parse_sections(c, root, s))
         return false;
-    if ((o = cuipc_jenter(c, root, "leak_check", false,
-                          CUIPC_JKEYS("enabled", "interval_ms", "warmup_fraction", "tolerance",
-                                      "expect", "inject"),
-                          &bad)) != NULL) {
-        if (!parse_leak(c, o, s))
-            return false;
-        cuipc_jpop(c);
-    }
-    if (bad)
-        return false;
-    if ((o = cuipc_jenter(c, root, "binding", false,
-                          CUIPC_JKEYS("policy", "producer_cpus", "consumer_cpus"), &bad)) != NULL) {
-        if (!parse_binding(c, o, s))
-            return false;
-        cuipc_jpop(c);
-    }
-    if (bad)
-        return false;
-    if ((o = cuipc_jenter(c, root, "thresholds", false,
-                          CUIPC_JKEYS("p50_us", "p99_us", "max_us", "min_gbps", "min_msgs_per_s",
-                                      "max_mismatches", "max_send_failures"),
-                          &bad)) != NULL) {
-        if (!parse_thresholds(c, o, s))
-            return false;
-        cuipc_jpop(c);
-    }
-    if (bad)
-        return false;
-    if ((o = cuipc_jenter(c, root, "fault", false,
-                          CUIPC_JKEYS("kind", "consumer", "at_message", "stale_after"), &bad)) !=
-        NULL) {
-        if (!parse_fault(c, o, s))
-            return false;
-        cuipc_jpop(c);
-    }
-    if (bad)
-        return false;
-    if (s->run.timeout_s <= 0) { /* generous: a bound against hangs, not a performance limit */
-        double sending_s = cuipc_scenario_replays(s)
-                               ? (double)s->workload.w.req[s->workload.w.n - 1].arrival_ns / 1e9
-                           : s->run.iterations ? 0.0
-                                               : s->run.duration_s;
-        s->run.timeout_s = sending_s + 60.0 + s->run.attach_timeout_s;
-    }
+    default_timeout(s);
     derive(s);
     return check_whole(c, root, s);
 }
