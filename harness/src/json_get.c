@@ -121,37 +121,33 @@ const json_t *cuipc_jenter(cuipc_jctx *c, const json_t *obj, const char *key, bo
     return v;
 }
 
-/* The member key of obj, with its key pushed; NULL (nothing pushed) when absent, and then
- * *ok says whether that is allowed. */
-static json_t *member(cuipc_jctx *c, const json_t *obj, const char *key, bool required, bool *ok) {
-    json_t *v = json_object_get(obj, key);
-    if (v == NULL) {
-        *ok = required ? cuipc_jmissing(c, key) : true;
-        return NULL;
-    }
-    cuipc_jpush_key(c, key);
-    return v;
+/* The body of every getter: key absent -> true unless required; present -> the check over v,
+ * with key on the path for its message. */
+#define GET_MEMBER(c, obj, key, required, check)                                                   \
+    do {                                                                                           \
+        json_t *v = json_object_get((obj), (key));                                                 \
+        if (v == NULL)                                                                             \
+            return (required) ? cuipc_jmissing((c), (key)) : true;                                 \
+        cuipc_jpush_key((c), (key));                                                               \
+        bool ok_ = (check);                                                                        \
+        cuipc_jpop(c);                                                                             \
+        return ok_;                                                                                \
+    } while (0)
+
+static bool uint_value(cuipc_jctx *c, const json_t *v, uint64_t min, uint64_t max, uint64_t *out) {
+    if (!json_is_integer(v))
+        return cuipc_jfail(c, "expected an integer, got %s", cuipc_json_type_name(v));
+    json_int_t x = json_integer_value(v);
+    if (x < 0 || (uint64_t)x < min || (uint64_t)x > max)
+        return cuipc_jfail(c, "%lld is out of range [%llu, %llu]", (long long)x,
+                           (unsigned long long)min, (unsigned long long)max);
+    *out = (uint64_t)x;
+    return true;
 }
 
 bool cuipc_jget_uint(cuipc_jctx *c, const json_t *obj, const char *key, bool required, uint64_t min,
                      uint64_t max, uint64_t *out) {
-    bool ok;
-    json_t *v = member(c, obj, key, required, &ok);
-    if (v == NULL)
-        return ok;
-    ok = false;
-    if (!json_is_integer(v))
-        cuipc_jfail(c, "expected an integer, got %s", cuipc_json_type_name(v));
-    else if (json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min ||
-             (uint64_t)json_integer_value(v) > max)
-        cuipc_jfail(c, "%lld is out of range [%llu, %llu]", (long long)json_integer_value(v),
-                    (unsigned long long)min, (unsigned long long)max);
-    else {
-        *out = (uint64_t)json_integer_value(v);
-        ok = true;
-    }
-    cuipc_jpop(c);
-    return ok;
+    GET_MEMBER(c, obj, key, required, uint_value(c, v, min, max, out));
 }
 
 bool cuipc_jget_u32(cuipc_jctx *c, const json_t *obj, const char *key, bool required, uint32_t min,
@@ -178,14 +174,7 @@ bool cuipc_jnumber_value(cuipc_jctx *c, const json_t *v, double min, double max,
 
 bool cuipc_jget_double(cuipc_jctx *c, const json_t *obj, const char *key, bool required, double min,
                        double max, double *out) {
-    bool ok;
-    json_t *v = member(c, obj, key, required, &ok);
-    if (v == NULL)
-        return ok;
-    ok = json_is_number(v) ? in_range(c, json_number_value(v), min, max, out)
-                           : cuipc_jfail(c, "expected a number, got %s", cuipc_json_type_name(v));
-    cuipc_jpop(c);
-    return ok;
+    GET_MEMBER(c, obj, key, required, cuipc_jnumber_value(c, v, min, max, out));
 }
 
 bool cuipc_jbytes_value(cuipc_jctx *c, const json_t *v, double min, double max, double *out) {
@@ -202,13 +191,7 @@ bool cuipc_jbytes_value(cuipc_jctx *c, const json_t *v, double min, double max, 
 
 bool cuipc_jget_bytes(cuipc_jctx *c, const json_t *obj, const char *key, bool required, double min,
                       double max, double *out) {
-    bool ok;
-    json_t *v = member(c, obj, key, required, &ok);
-    if (v == NULL)
-        return ok;
-    ok = cuipc_jbytes_value(c, v, min, max, out);
-    cuipc_jpop(c);
-    return ok;
+    GET_MEMBER(c, obj, key, required, cuipc_jbytes_value(c, v, min, max, out));
 }
 
 bool cuipc_jsize_value(cuipc_jctx *c, const json_t *v, uint64_t min, uint64_t *out) {
@@ -232,46 +215,32 @@ bool cuipc_jsize_value(cuipc_jctx *c, const json_t *v, uint64_t min, uint64_t *o
 
 bool cuipc_jget_size(cuipc_jctx *c, const json_t *obj, const char *key, bool required, uint64_t min,
                      uint64_t *out) {
-    bool ok;
-    json_t *v = member(c, obj, key, required, &ok);
-    if (v == NULL)
-        return ok;
-    ok = cuipc_jsize_value(c, v, min, out);
-    cuipc_jpop(c);
-    return ok;
+    GET_MEMBER(c, obj, key, required, cuipc_jsize_value(c, v, min, out));
+}
+
+static bool bool_value(cuipc_jctx *c, const json_t *v, bool *out) {
+    if (!json_is_boolean(v))
+        return cuipc_jfail(c, "expected true or false, got %s", cuipc_json_type_name(v));
+    *out = json_is_true(v);
+    return true;
 }
 
 bool cuipc_jget_bool(cuipc_jctx *c, const json_t *obj, const char *key, bool *out) {
-    bool ok;
-    json_t *v = member(c, obj, key, false, &ok);
-    if (v == NULL)
-        return ok;
-    ok = json_is_boolean(v);
-    if (ok)
-        *out = json_is_true(v);
-    else
-        cuipc_jfail(c, "expected true or false, got %s", cuipc_json_type_name(v));
-    cuipc_jpop(c);
-    return ok;
+    GET_MEMBER(c, obj, key, false, bool_value(c, v, out));
+}
+
+static bool string_value(cuipc_jctx *c, const json_t *v, char *out, size_t cap) {
+    if (!json_is_string(v))
+        return cuipc_jfail(c, "expected a string, got %s", cuipc_json_type_name(v));
+    if (json_string_length(v) >= cap)
+        return cuipc_jfail(c, "string is longer than %zu characters", cap - 1);
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return true;
 }
 
 bool cuipc_jget_string(cuipc_jctx *c, const json_t *obj, const char *key, bool required, char *out,
                        size_t cap) {
-    bool ok;
-    json_t *v = member(c, obj, key, required, &ok);
-    if (v == NULL)
-        return ok;
-    ok = false;
-    if (!json_is_string(v))
-        cuipc_jfail(c, "expected a string, got %s", cuipc_json_type_name(v));
-    else if (json_string_length(v) >= cap)
-        cuipc_jfail(c, "string is longer than %zu characters", cap - 1);
-    else {
-        memcpy(out, json_string_value(v), json_string_length(v) + 1);
-        ok = true;
-    }
-    cuipc_jpop(c);
-    return ok;
+    GET_MEMBER(c, obj, key, required, string_value(c, v, out, cap));
 }
 
 bool cuipc_jenum_value(cuipc_jctx *c, const json_t *v, const char *const *names, size_t n,
@@ -291,11 +260,5 @@ bool cuipc_jenum_value(cuipc_jctx *c, const json_t *v, const char *const *names,
 
 bool cuipc_jget_enum(cuipc_jctx *c, const json_t *obj, const char *key, bool required,
                      const char *const *names, size_t n, int *out) {
-    bool ok;
-    json_t *v = member(c, obj, key, required, &ok);
-    if (v == NULL)
-        return ok;
-    ok = cuipc_jenum_value(c, v, names, n, out);
-    cuipc_jpop(c);
-    return ok;
+    GET_MEMBER(c, obj, key, required, cuipc_jenum_value(c, v, names, n, out));
 }
