@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cuipc/cuipc.h"
+#include "cuipc/shm_usage.h"
 #include "test_util.h"
 
 #define SEC 1000000000ll
@@ -31,23 +32,11 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* This process's shared memory: the sizes of its memfd, /dev/shm and SysV mappings (what a
- * leaked ring grows, touched or not). */
+/* This process's shared memory (what a leaked ring grows, touched or not). */
 static double shm_mapped_bytes(void) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    REQUIRE(f != NULL);
-    char line[1024];
-    double sum = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        char perms[8];
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[3] != 's')
-            continue;
-        if (strstr(line, "/memfd:") || strstr(line, "/dev/shm/") || strstr(line, "/SYSV"))
-            sum += (double)(hi - lo);
-    }
-    fclose(f);
-    return sum;
+    uint64_t bytes = 0;
+    CHECK_OK(cuipc_shm_mapped_bytes(&bytes));
+    return (double)bytes;
 }
 
 static int fd_count(void) {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cuipc/shm_usage.h"
 #include "stats.h"
 #include "util.h"
 
@@ -53,25 +54,10 @@ double cuipc_read_fd_count(void) {
     return n - 1; /* the directory stream itself */
 }
 
-/* Shared memory this process maps: memfds (the transport's pools, sync tables and rings),
- * /dev/shm files and SysV segments, by mapping size (a leaked ring counts whether or not its
- * pages were touched). The process's own: another process's files in /dev/shm do not move it. */
+/* Shared memory this process maps: core's reading (cuipc/shm_usage.h). */
 double cuipc_read_shm_mapped_bytes(void) {
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (f == NULL)
-        return NAN;
-    char line[1024];
-    double sum = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        unsigned long lo, hi;
-        char perms[8];
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[3] != 's')
-            continue;
-        if (strstr(line, "/memfd:") || strstr(line, "/dev/shm/") || strstr(line, "/SYSV"))
-            sum += (double)(hi - lo);
-    }
-    fclose(f);
-    return sum;
+    uint64_t bytes;
+    return cuipc_shm_mapped_bytes(&bytes) == CUIPC_OK ? (double)bytes : NAN;
 }
 
 bool cuipc_leak_sampler_init(cuipc_leak_sampler *s, uint32_t cap, uint32_t interval_ms,
