@@ -16,6 +16,8 @@ void cuipc_bench_register_gpu(void);
 /* gpu/limit_p2p_memcpy_64mib: the peer copy limit between GPU 0 and GPU 1 (bench_peer.c). */
 void cuipc_bench_register_peer(void);
 void cuipc_bench_register_signal(void);
+/* The msgpath family: wrap, send and receive of host tensors in one process (bench_msgpath.c). */
+void cuipc_bench_register_msgpath(void);
 void cuipc_bench_signal_teardown(void);
 /* Reap a peer process that was told to stop: wait up to 2 s for it to exit, then kill it. */
 void cuipc_bench_reap_peer(pid_t pid);

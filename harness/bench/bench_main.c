@@ -55,6 +55,7 @@ int main(int argc, char **argv) {
     cuipc_bench_register_gpu();
     cuipc_bench_register_peer();
     cuipc_bench_register_signal();
+    cuipc_bench_register_msgpath();
     add_gpu_context();
     cuipc_bench_gpu_setup();
     int rc = cuipc_bench_run(argc, argv);
