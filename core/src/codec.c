@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuipc/codec.h"
+#include "codec_internal.h"
 #include "error_internal.h"
 
 enum {
@@ -250,19 +250,48 @@ cuipc_status cuipc_encoded_size(const cuipc_value *v, size_t *out) {
     return CUIPC_OK;
 }
 
+/* The encoder checks as it writes, in one walk of the tree: into the caller's buffer, or into
+ * one of its own that doubles when full. */
 typedef struct cuipc_writer {
-    uint8_t *p; /* sized by cuipc_encoded_size, so writes never need a bounds check */
+    uint8_t *buf;
+    size_t pos, cap; /* pos counts the header too */
+    bool own;        /* buf is the writer's: grown on demand */
+    bool short_cap;  /* the caller's buffer is too small (cuipc_encode says how much is needed) */
+    cuipc_codec_proxy_fn on_proxy;
+    void *ctx;
 } cuipc_writer;
 
+/* Room for n more bytes, within the message limit. */
+static cuipc_status reserve(cuipc_writer *w, size_t n) {
+    if (n <= w->cap - w->pos)
+        return CUIPC_OK;
+    if (n > CUIPC_WIRE_MAX_MESSAGE - w->pos)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                          "encoding needs more than the %u-byte message limit",
+                          CUIPC_WIRE_MAX_MESSAGE);
+    if (!w->own) {
+        w->short_cap = true;
+        return CUIPC_ERR_INVALID_ARG;
+    }
+    size_t cap = 2 * w->cap > w->pos + n ? 2 * w->cap : w->pos + n;
+    uint8_t *grown = realloc(w->buf, cap);
+    if (!grown)
+        return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "message buffer of %zu bytes", cap);
+    w->buf = grown;
+    w->cap = cap;
+    return CUIPC_OK;
+}
+
+/* The writes below follow a reserve() of their bytes. */
 static void write_int(cuipc_writer *w, uint64_t v, int bytes) {
-    put_le(w->p, v, bytes);
-    w->p += bytes;
+    put_le(w->buf + w->pos, v, bytes);
+    w->pos += (size_t)bytes;
 }
 
 static void write_raw(cuipc_writer *w, const void *src, size_t n) {
     if (n)
-        memcpy(w->p, src, n);
-    w->p += n;
+        memcpy(w->buf + w->pos, src, n);
+    w->pos += n;
 }
 
 static void write_proxy(cuipc_writer *w, const cuipc_proxy *p) {
@@ -293,92 +322,145 @@ static void write_proxy(cuipc_writer *w, const cuipc_proxy *p) {
     }
 }
 
-/* The tree was fully checked by measure(), so writing cannot fail. */
-static void write_value(cuipc_writer *w, const cuipc_value *v) {
-    switch (cuipc_value_kind_of(v)) {
+/* A tag and a u32 length or count. */
+static void write_head(cuipc_writer *w, int tag, size_t n) {
+    write_int(w, (uint64_t)tag, 1);
+    write_int(w, n, 4);
+}
+
+/* Write v, refusing what measure() refuses, with the same messages. level counts from 1. */
+static cuipc_status write_value(cuipc_writer *w, const cuipc_value *v, int level) {
+    if (level > CUIPC_VALUE_MAX_DEPTH)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree deeper than %d levels",
+                          CUIPC_VALUE_MAX_DEPTH);
+    cuipc_value_kind kind = cuipc_value_kind_of(v);
+    switch (kind) {
     case CUIPC_VALUE_NULL:
+        CUIPC_TRY(reserve(w, 1));
         write_int(w, CUIPC_TAG_NULL, 1);
-        break;
+        return CUIPC_OK;
     case CUIPC_VALUE_BOOL:
+        CUIPC_TRY(reserve(w, 2));
         write_int(w, CUIPC_TAG_BOOL, 1);
         write_int(w, cuipc_value_as_bool(v) ? 1 : 0, 1);
-        break;
+        return CUIPC_OK;
     case CUIPC_VALUE_INT:
+        CUIPC_TRY(reserve(w, 9));
         write_int(w, CUIPC_TAG_INT, 1);
         write_int(w, (uint64_t)cuipc_value_as_int(v), 8);
-        break;
+        return CUIPC_OK;
     case CUIPC_VALUE_FLOAT: {
         double f = cuipc_value_as_float(v);
         uint64_t bits;
         memcpy(&bits, &f, sizeof bits);
+        CUIPC_TRY(reserve(w, 9));
         write_int(w, CUIPC_TAG_FLOAT, 1);
         write_int(w, bits, 8);
-        break;
+        return CUIPC_OK;
     }
     case CUIPC_VALUE_STRING: {
         const char *s = cuipc_value_as_string(v);
         size_t n = strlen(s);
-        write_int(w, CUIPC_TAG_STRING, 1);
-        write_int(w, n, 4);
+        CUIPC_TRY(reserve(w, 5 + n));
+        write_head(w, CUIPC_TAG_STRING, n);
         write_raw(w, s, n);
-        break;
+        return CUIPC_OK;
     }
     case CUIPC_VALUE_BYTES: {
         size_t n;
         const void *p = cuipc_value_as_bytes(v, &n);
-        write_int(w, CUIPC_TAG_BYTES, 1);
-        write_int(w, n, 4);
+        if (n > UINT32_MAX)
+            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "bytes value of %zu bytes is too large", n);
+        CUIPC_TRY(reserve(w, 5 + n));
+        write_head(w, CUIPC_TAG_BYTES, n);
         write_raw(w, p, n);
-        break;
+        return CUIPC_OK;
     }
     case CUIPC_VALUE_LIST: {
         size_t count = cuipc_value_len(v);
-        write_int(w, CUIPC_TAG_LIST, 1);
-        write_int(w, count, 4);
+        CUIPC_TRY(reserve(w, 5));
+        write_head(w, CUIPC_TAG_LIST, count);
         for (size_t i = 0; i < count; i++)
-            write_value(w, cuipc_list_get(v, i));
-        break;
+            CUIPC_TRY(write_value(w, cuipc_list_get(v, i), level + 1));
+        return CUIPC_OK;
     }
     case CUIPC_VALUE_DICT: {
         size_t count = cuipc_value_len(v);
-        write_int(w, CUIPC_TAG_DICT, 1);
-        write_int(w, count, 4);
+        CUIPC_TRY(reserve(w, 5));
+        write_head(w, CUIPC_TAG_DICT, count);
         for (size_t i = 0; i < count; i++) {
             const char *key = cuipc_dict_key_at(v, i);
             size_t n = strlen(key);
+            CUIPC_TRY(reserve(w, 4 + n));
             write_int(w, n, 4);
             write_raw(w, key, n);
-            write_value(w, cuipc_dict_value_at(v, i));
+            CUIPC_TRY(write_value(w, cuipc_dict_value_at(v, i), level + 1));
         }
-        break;
+        return CUIPC_OK;
     }
-    case CUIPC_VALUE_PROXY:
-        write_int(w, CUIPC_TAG_PROXY, 1);
-        write_proxy(w, cuipc_value_as_proxy(v));
-        break;
     case CUIPC_VALUE_TENSOR:
-        break; /* refused by measure() */
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                          "tree holds a tensor node: wrap tensors into proxies first");
+    case CUIPC_VALUE_PROXY: {
+        const cuipc_proxy *p = cuipc_value_as_proxy(v);
+        char why[160];
+        if (proxy_layout_problem(p, why, sizeof why) || proxy_transport_problem(p, why, sizeof why))
+            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "cannot encode: %s", why);
+        CUIPC_TRY(reserve(w, proxy_wire_size(p))); /* the tag included */
+        write_int(w, CUIPC_TAG_PROXY, 1);
+        write_proxy(w, p);
+        return w->on_proxy ? w->on_proxy(p, w->ctx) : CUIPC_OK;
     }
+    }
+    return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "value kind %d cannot be encoded", (int)kind);
+}
+
+/* Write the tree after the header, then the header; *len: the message's bytes. */
+static cuipc_status write_message(cuipc_writer *w, const cuipc_value *v, size_t *len) {
+    if (!v)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "value is NULL");
+    w->pos = CUIPC_WIRE_HEADER_BYTES;
+    CUIPC_TRY(write_value(w, v, 1));
+    size_t body = w->pos - CUIPC_WIRE_HEADER_BYTES;
+    memcpy(w->buf, wire_magic, sizeof wire_magic);
+    put_le(w->buf + 4, CUIPC_WIRE_VERSION, 2);
+    put_le(w->buf + 6, 0, 2);
+    put_le(w->buf + 8, body, 4);
+    put_le(w->buf + 12, crc32c(w->buf + CUIPC_WIRE_HEADER_BYTES, body), 4);
+    *len = w->pos;
+    return CUIPC_OK;
 }
 
 cuipc_status cuipc_encode(const cuipc_value *v, void *buf, size_t cap, size_t *len) {
     if (!buf || !len)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "%s is NULL", buf ? "len" : "buf");
+    cuipc_writer w = {.buf = buf, .cap = cap};
+    cuipc_status s = cap < CUIPC_WIRE_HEADER_BYTES ? CUIPC_ERR_INVALID_ARG : CUIPC_OK;
+    w.short_cap = s != CUIPC_OK;
+    if (s == CUIPC_OK)
+        s = write_message(&w, v, len);
+    if (!w.short_cap)
+        return s;
+    /* Out of room: what the whole tree needs, unless the rest of it cannot be encoded. */
     size_t total;
     CUIPC_TRY(cuipc_encoded_size(v, &total));
-    if (total > cap)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "buffer of %zu bytes, encoding needs %zu", cap,
-                          total);
-    uint8_t *out = buf;
-    cuipc_writer w = {out + CUIPC_WIRE_HEADER_BYTES};
-    write_value(&w, v);
-    size_t body = total - CUIPC_WIRE_HEADER_BYTES;
-    memcpy(out, wire_magic, sizeof wire_magic);
-    put_le(out + 4, CUIPC_WIRE_VERSION, 2);
-    put_le(out + 6, 0, 2);
-    put_le(out + 8, body, 4);
-    put_le(out + 12, crc32c(out + CUIPC_WIRE_HEADER_BYTES, body), 4);
-    *len = total;
+    return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "buffer of %zu bytes, encoding needs %zu", cap, total);
+}
+
+cuipc_status cuipc_encode_alloc(const cuipc_value *v, cuipc_codec_proxy_fn on_proxy, void *ctx,
+                                void **buf, size_t *len) {
+    *buf = NULL;
+    *len = 0;
+    cuipc_writer w = {.cap = 4096, .own = true, .on_proxy = on_proxy, .ctx = ctx};
+    w.buf = malloc(w.cap);
+    if (!w.buf)
+        return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "message buffer of %zu bytes", w.cap);
+    cuipc_status s = write_message(&w, v, len);
+    if (s != CUIPC_OK) {
+        free(w.buf);
+        return s;
+    }
+    *buf = w.buf;
     return CUIPC_OK;
 }
 
@@ -387,6 +469,8 @@ cuipc_status cuipc_encode(const cuipc_value *v, void *buf, size_t cap, size_t *l
 typedef struct cuipc_reader {
     const uint8_t *buf;
     size_t pos, end; /* pos <= end always; every read checks remaining() first */
+    cuipc_codec_proxy_fn on_proxy;
+    void *ctx;
 } cuipc_reader;
 
 /* Set "cuipc_decode: offset N: what" and return code. */
@@ -671,6 +755,8 @@ static cuipc_status read_value(cuipc_reader *r, int level, cuipc_value **out) {
     case CUIPC_TAG_PROXY: {
         cuipc_proxy p;
         CUIPC_TRY(read_proxy(r, &p));
+        if (r->on_proxy)
+            CUIPC_TRY(r->on_proxy(&p, r->ctx));
         v = cuipc_value_proxy(&p);
         break;
     }
@@ -711,13 +797,18 @@ static cuipc_status check_header(const uint8_t *b, size_t len) {
 }
 
 cuipc_status cuipc_decode(const void *buf, size_t len, cuipc_value **out) {
+    return cuipc_decode_with(buf, len, NULL, NULL, out);
+}
+
+cuipc_status cuipc_decode_with(const void *buf, size_t len, cuipc_codec_proxy_fn on_proxy,
+                               void *ctx, cuipc_value **out) {
     if (!out)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     if (!buf)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "buf is NULL");
     CUIPC_TRY(check_header(buf, len));
-    cuipc_reader r = {buf, CUIPC_WIRE_HEADER_BYTES, len};
+    cuipc_reader r = {buf, CUIPC_WIRE_HEADER_BYTES, len, on_proxy, ctx};
     cuipc_value *root;
     CUIPC_TRY(read_value(&r, 1, &root));
     if (r.pos != r.end) {

@@ -1,13 +1,15 @@
 /* Codec: exact wire layout, round trips of seeded random trees, and a decoder that rejects every
  * truncation, bit flip, forged count, depth bomb, bad field and version with a CORRUPT/VERSION
- * error naming the offset, never crashing or allocating what the message cannot back. */
+ * error naming the offset, never crashing or allocating what the message cannot back; the library's
+ * own one-walk encoder and the proxy hooks of both directions agree with the public calls. */
 #include <math.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cuipc/codec.h"
+#include "codec_internal.h"
+#include "cuipc/error.h"
 #include "test_util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -756,6 +758,109 @@ static void test_encoder_refusals(void) {
     cuipc_value_free(v);
 }
 
+/* The proxies a hook saw, in order (at most 64), and a failure to give at the n-th. */
+typedef struct seen_proxies {
+    cuipc_proxy p[64];
+    int n;
+    int fail_at; /* 1-based; 0: never */
+} seen_proxies;
+
+static cuipc_status see_proxy(const cuipc_proxy *p, void *ctx) {
+    seen_proxies *s = ctx;
+    if (++s->n == s->fail_at)
+        return CUIPC_FAIL(CUIPC_ERR_STALE, "hook refuses proxy %d", s->n);
+    if (s->n <= 64)
+        s->p[s->n - 1] = *p;
+    return CUIPC_OK;
+}
+
+static cuipc_status count_proxy(cuipc_value *node, void *ctx) {
+    *(int *)ctx += cuipc_value_kind_of(node) == CUIPC_VALUE_PROXY;
+    return CUIPC_OK;
+}
+
+static bool same_proxy(const cuipc_proxy *a, const cuipc_proxy *b) {
+    return a->kind == b->kind && a->nbytes == b->nbytes &&
+           !memcmp(&a->layout, &b->layout, sizeof a->layout) &&
+           (a->kind == CUIPC_PROXY_POOL
+                ? a->u.pool.slot == b->u.pool.slot &&
+                      a->u.pool.generation == b->u.pool.generation &&
+                      a->u.pool.offset == b->u.pool.offset && a->u.pool.pool_id == b->u.pool.pool_id
+                : a->u.ipc.export_id == b->u.ipc.export_id && a->u.ipc.offset == b->u.ipc.offset);
+}
+
+/* cuipc_encode_alloc writes what cuipc_encode writes, growing its buffer as needed; the hooks of
+ * encode and decode see every proxy once, in tree order, and a hook's failure is the call's. */
+static void test_own_buffer_and_hooks(void) {
+    for (uint64_t seed = 1; seed <= 200; seed++) {
+        cuipc_value *tree = random_tree(seed);
+        size_t len, len2;
+        uint8_t *want = encode_alloc(tree, &len);
+        void *got = NULL;
+        seen_proxies enc = {.n = 0}, dec = {.n = 0};
+        CHECK_OK(cuipc_encode_alloc(tree, see_proxy, &enc, &got, &len2));
+        CHECK(got && len2 == len && memcmp(want, got, len) == 0);
+        int proxies = 0;
+        CHECK_OK(cuipc_value_visit(tree, count_proxy, &proxies));
+        CHECK(enc.n == proxies && proxies >= 2 && proxies <= 64);
+        cuipc_value *back = NULL;
+        CHECK_OK(cuipc_decode_with(want, len, see_proxy, &dec, &back));
+        CHECK(back && values_equal(tree, back) && dec.n == enc.n);
+        for (int i = 0; i < enc.n && i < dec.n; i++)
+            CHECK(same_proxy(&enc.p[i], &dec.p[i]));
+        cuipc_value_free(back);
+        /* A hook that refuses the second proxy fails the call with its status and message. */
+        seen_proxies refuse = {.fail_at = 2};
+        CHECK_STATUS(cuipc_decode_with(want, len, see_proxy, &refuse, &back), CUIPC_ERR_STALE);
+        CHECK(back == NULL && strstr(cuipc_last_error(), "hook refuses proxy 2") != NULL);
+        refuse.n = 0;
+        free(got);
+        CHECK_STATUS(cuipc_encode_alloc(tree, see_proxy, &refuse, &got, &len2), CUIPC_ERR_STALE);
+        CHECK(got == NULL && len2 == 0);
+        free(want);
+        cuipc_value_free(tree);
+    }
+
+    /* Past the first 4 KiB the buffer grows; past the message limit the encode is refused. */
+    size_t n = 300u << 10, len, len2;
+    uint8_t *blob = calloc(1, CUIPC_WIRE_MAX_MESSAGE);
+    REQUIRE(blob);
+    for (size_t i = 0; i < n; i++)
+        blob[i] = (uint8_t)(i * 7);
+    cuipc_value *list = cuipc_value_list();
+    REQUIRE(cuipc_list_append(list, cuipc_value_string("head")) == CUIPC_OK);
+    REQUIRE(cuipc_list_append(list, cuipc_value_bytes(blob, n)) == CUIPC_OK);
+    uint8_t *want = encode_alloc(list, &len);
+    void *got = NULL;
+    CHECK_OK(cuipc_encode_alloc(list, NULL, NULL, &got, &len2));
+    CHECK(got && len2 == len && memcmp(want, got, len) == 0);
+    free(got);
+    free(want);
+    /* One-pass cuipc_encode short of room still names what the tree needs... */
+    uint8_t small[64];
+    CHECK_STATUS(cuipc_encode(list, small, sizeof small, &len2), CUIPC_ERR_INVALID_ARG);
+    char needs[64];
+    snprintf(needs, sizeof needs, "encoding needs %zu", len);
+    CHECK(strstr(cuipc_last_error(), needs) != NULL);
+    /* ...or what cannot be encoded, when the rest of the tree holds a tensor. */
+    float data[4] = {0};
+    cuipc_tensor t;
+    REQUIRE(cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_F32, 1,
+                              (const int64_t[]){4}) == CUIPC_OK);
+    REQUIRE(cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE)) == CUIPC_OK);
+    CHECK_STATUS(cuipc_encode(list, small, sizeof small, &len2), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "wrap tensors into proxies first") != NULL);
+    CHECK_STATUS(cuipc_encode_alloc(list, NULL, NULL, &got, &len2), CUIPC_ERR_INVALID_ARG);
+    CHECK(got == NULL && strstr(cuipc_last_error(), "wrap tensors into proxies first") != NULL);
+    cuipc_value_free(list);
+    cuipc_value *big = cuipc_value_bytes(blob, CUIPC_WIRE_MAX_MESSAGE);
+    free(blob);
+    REQUIRE(big);
+    CHECK_STATUS(cuipc_encode_alloc(big, NULL, NULL, &got, &len2), CUIPC_ERR_INVALID_ARG);
+    CHECK(got == NULL && strstr(cuipc_last_error(), "message limit") != NULL);
+    cuipc_value_free(big);
+}
+
 int main(void) {
     test_exact_layout();
     test_round_trips();
@@ -766,5 +871,6 @@ int main(void) {
     test_header_checks();
     test_field_checks();
     test_encoder_refusals();
+    test_own_buffer_and_hooks();
     return cuipc_test_finish("test_codec");
 }
