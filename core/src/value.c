@@ -751,3 +751,50 @@ cuipc_status cuipc_value_visit(cuipc_value *root, cuipc_value_visit_fn fn, void 
         return CUIPC_OK;
     }
 }
+
+cuipc_status cuipc_value_clone_visit(const cuipc_value *v, cuipc_value_visit_fn fn, void *ctx,
+                                     cuipc_value **out) {
+    *out = NULL;
+    if (!v || !fn)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "%s is NULL", v ? "visitor" : "value");
+    bool list = v->kind == CUIPC_VALUE_LIST;
+    if (!list && v->kind != CUIPC_VALUE_DICT) {
+        cuipc_value *leaf = cuipc_value_clone(v);
+        if (!leaf)
+            return CUIPC_ERR_NO_MEMORY; /* the builder set the message */
+        bool visited = leaf->kind == CUIPC_VALUE_TENSOR || leaf->kind == CUIPC_VALUE_PROXY;
+        cuipc_status s = visited ? fn(leaf, ctx) : CUIPC_OK;
+        if (s != CUIPC_OK) {
+            cuipc_value_free(leaf);
+            return s;
+        }
+        *out = leaf;
+        return CUIPC_OK;
+    }
+    cuipc_value *copy = list ? cuipc_value_list() : cuipc_value_dict();
+    if (!copy)
+        return CUIPC_ERR_NO_MEMORY;
+    size_t n = list ? v->u.list.len : v->u.dict.len;
+    for (size_t i = 0; i < n; i++) {
+        cuipc_value *item = NULL;
+        cuipc_status s = cuipc_value_clone_visit(
+            list ? v->u.list.items[i] : v->u.dict.entries[i].value, fn, ctx, &item);
+        if (s == CUIPC_OK && list) {
+            s = cuipc_list_append(copy, item); /* frees item on failure */
+        } else if (s == CUIPC_OK) {
+            /* The source's keys are checked and distinct: no lookup, no second hash. */
+            const cuipc_dict_entry *e = &v->u.dict.entries[i];
+            s = dict_add(copy, e->key, e->key_len, e->hash, item);
+            if (s == CUIPC_OK)
+                adopt(copy, item);
+            else
+                cuipc_value_free(item);
+        }
+        if (s != CUIPC_OK) {
+            cuipc_value_free(copy);
+            return s;
+        }
+    }
+    *out = copy;
+    return CUIPC_OK;
+}

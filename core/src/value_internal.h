@@ -14,4 +14,11 @@ cuipc_status cuipc_value_set_stream_ordered_tensor(cuipc_value *v, const cuipc_t
 cuipc_status cuipc_value_set_mapped_host_tensor(cuipc_value *v, const cuipc_tensor *t,
                                                 size_t mapped_bytes);
 
+/* A copy of v made in one walk with cuipc_value_visit's: each tensor and proxy node of the copy
+ * is given to fn as soon as it is made (fn may replace its payload), in tree order. On failure
+ * (fn's, or no memory) the partial copy is freed, the nodes fn had rewritten with it. */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_value_clone_visit(const cuipc_value *v, cuipc_value_visit_fn fn, void *ctx,
+                                     cuipc_value **out);
+
 #endif

@@ -1,12 +1,15 @@
 /* Value trees: building, inspecting, replacing, cloning and freeing nested trees; ownership
- * rules (cycles, shared nodes, depth limit); wrong-kind accessors; large dicts stay linear. */
+ * rules (cycles, shared nodes, depth limit); wrong-kind accessors; large dicts stay linear; the
+ * copy that visits its leaves as it makes them. */
 #include <math.h>
 #include <string.h>
 #include <time.h>
 
 #include "cuda_api.h"
+#include "cuipc/error.h"
 #include "cuipc/value.h"
 #include "test_util.h"
+#include "value_internal.h"
 
 static cuipc_tensor host_tensor(void *data, int64_t rows, int64_t cols) {
     cuipc_tensor t;
@@ -456,6 +459,59 @@ static void test_device_ownership(void) {
     cuipc_value_free(node);
 }
 
+/* Rewrites a tensor into a host tensor the copy owns (malloc'd), failing at the n-th leaf. */
+typedef struct own_copies {
+    int seen, fail_at;
+} own_copies;
+
+static cuipc_status take_owned_copy(cuipc_value *node, void *ctx) {
+    own_copies *o = ctx;
+    if (++o->seen == o->fail_at)
+        return CUIPC_FAIL(CUIPC_ERR_STALE, "leaf %d refused", o->seen);
+    if (cuipc_value_kind_of(node) != CUIPC_VALUE_TENSOR)
+        return CUIPC_OK;
+    cuipc_tensor t = *cuipc_value_as_tensor(node);
+    t.data = calloc(1, cuipc_tensor_span_bytes(&t) + 1);
+    REQUIRE(t.data);
+    return cuipc_value_set_tensor(node, &t, CUIPC_OWNER_HOST);
+}
+
+/* clone_visit: the copy of clone, each leaf visited in visit's order as it is made; a failure
+ * frees the partial copy with the memory the visitor gave its leaves (ASan: no leak). */
+static void test_clone_visit(void) {
+    float data[6] = {0};
+    cuipc_value *root = build_sample(data);
+    for (int i = 0; i < 20; i++) { /* past the dict's index threshold */
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK_OK(cuipc_dict_set(root, key, cuipc_value_int(i)));
+    }
+    int counts[2] = {0, 0}, seen = 0;
+    cuipc_value *copy = NULL;
+    CHECK_OK(cuipc_value_clone_visit(root, count_nodes, counts, &copy));
+    CHECK(counts[0] == 1 && counts[1] == 1);
+    CHECK(copy && cuipc_value_len(copy) == cuipc_value_len(root));
+    CHECK(cuipc_value_as_int(cuipc_dict_get(copy, "k17")) == 17);
+    for (size_t i = 0; i < cuipc_value_len(root); i++)
+        CHECK(strcmp(cuipc_dict_key_at(copy, i), cuipc_dict_key_at(root, i)) == 0);
+    cuipc_value_free(copy);
+    CHECK_STATUS(cuipc_value_clone_visit(root, stop_at_proxy, &seen, &copy), CUIPC_ERR_STALE);
+    CHECK(copy == NULL && seen == 2);
+
+    own_copies o = {0, 0};
+    CHECK_OK(cuipc_value_clone_visit(root, take_owned_copy, &o, &copy));
+    const cuipc_value *t = cuipc_dict_get(copy, "pixel_values");
+    CHECK(o.seen == 2 && cuipc_value_tensor_owner(t) == CUIPC_OWNER_HOST);
+    CHECK(cuipc_value_as_tensor(t)->data != data);
+    CHECK(cuipc_value_tensor_owner(cuipc_dict_get(root, "pixel_values")) == CUIPC_OWNER_NONE);
+    cuipc_value_free(copy);
+    o = (own_copies){0, 2}; /* the tensor is copied, the proxy refused: the copy is freed */
+    CHECK_STATUS(cuipc_value_clone_visit(root, take_owned_copy, &o, &copy), CUIPC_ERR_STALE);
+    CHECK(copy == NULL && strstr(cuipc_last_error(), "leaf 2 refused") != NULL);
+    CHECK_STATUS(cuipc_value_clone_visit(NULL, count_nodes, counts, &copy), CUIPC_ERR_INVALID_ARG);
+    cuipc_value_free(root);
+}
+
 int main(void) {
     test_scalars();
     test_nested_build_and_clone();
@@ -465,5 +521,6 @@ int main(void) {
     test_visit_and_replace();
     test_large_dict_is_linear();
     test_device_ownership();
+    test_clone_visit();
     return cuipc_test_finish("test_value");
 }
