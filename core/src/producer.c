@@ -1,6 +1,7 @@
-/* The producer: owns the pools, accepts consumers on a Unix socket (handing them the ring,
- * arena and sync-table descriptors), watches their connections so that a consumer that dies is
- * noticed at once and its chunks are reclaimed, and broadcasts encoded messages. */
+/* The producer's set-up and tear-down: its pools, the Unix socket consumers attach on (the
+ * handshake is producer_attach.c's), the monitor thread that watches their connections so that
+ * a consumer that dies is noticed at once and its chunks are reclaimed, close, drain and stats.
+ * Messages go out through send.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -13,8 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cuda_api.h"
-#include "cuipc/codec.h"
 #include "error_internal.h"
 #include "shm.h"
 #include "socket.h"
@@ -47,55 +46,6 @@ static cuipc_status make_pool(const cuipc_producer_config *c, int memory, uint64
     pc.alignment = c->alignment;
     pc.fit = c->fit;
     return cuipc_pool_create(&pc, out);
-}
-
-/* Forget consumer c (lock held): close its connection, retire its ring, release everything it
- * held. It detached if it said goodbye before its hang-up, else it died. */
-void cuipc_producer_drop_consumer_locked(cuipc_producer *p, uint32_t c) {
-    cuipc_consumer_conn *k = &p->conns[c];
-    if (!k->attached)
-        return;
-    bool detached = k->said_goodbye || cuipc_socket_heard_goodbye(k->sock);
-    k->attached = false;
-    p->live_mask &= ~(1ull << c);
-    if (k->ring) {
-        /* Closed before its connection: a send blocked on it checks the socket it was given. */
-        cuipc_ring_close(k->ring);
-        /* Room is kept for every live consumer (accept reaps before it attaches one more). */
-        p->retired[p->n_retired++] = k->ring;
-        k->ring = NULL;
-    }
-    close(k->sock);
-    k->sock = -1;
-    if (detached)
-        p->stats.consumers_detached++;
-    else
-        p->stats.consumers_dead++;
-    if (p->gpu_pool)
-        cuipc_pool_consumer_dead(p->gpu_pool, c);
-    if (p->host_pool)
-        cuipc_pool_consumer_dead(p->host_pool, c);
-}
-
-void cuipc_producer_reap_rings_locked(cuipc_producer *p) {
-    for (uint32_t i = 0; i < p->n_retired; i++) {
-        cuipc_ring **grown = p->cfg.debug_keep_departed_rings
-                                 ? realloc(p->kept, (p->n_kept + 1) * sizeof *grown)
-                                 : NULL;
-        if (grown) { /* a leak on purpose, for positive controls */
-            p->kept = grown;
-            p->kept[p->n_kept++] = p->retired[i];
-        } else {
-            cuipc_ring_destroy(p->retired[i]);
-        }
-    }
-    p->n_retired = 0;
-}
-
-void cuipc_producer_poke_monitor(cuipc_producer *p) {
-    char b = 1;
-    ssize_t n = write(p->wake_pipe[1], &b, 1);
-    (void)n; /* a full pipe already guarantees a wake-up */
 }
 
 /* Sleeps in poll() on every consumer connection: a hang-up means the consumer exited. */
@@ -305,203 +255,6 @@ fail:
 
 const char *cuipc_producer_socket_path(const cuipc_producer *p) {
     return p->socket_path;
-}
-
-uint32_t cuipc_producer_consumer_count(const cuipc_producer *p) {
-    return (uint32_t)__builtin_popcountll(cuipc_producer_live_mask((cuipc_producer *)p));
-}
-
-uint64_t cuipc_producer_live_mask(cuipc_producer *p) {
-    pthread_mutex_lock(&p->lock);
-    uint64_t m = p->live_mask;
-    pthread_mutex_unlock(&p->lock);
-    return m;
-}
-
-cuipc_pool *cuipc_producer_pool_by_id(cuipc_producer *p, uint64_t id) {
-    if (p->gpu_pool && cuipc_pool_id(p->gpu_pool) == id)
-        return p->gpu_pool;
-    if (p->host_pool && cuipc_pool_id(p->host_pool) == id)
-        return p->host_pool;
-    return NULL;
-}
-
-cuipc_status cuipc_producer_export(cuipc_producer *p, void *base, size_t size, cuipc_proxy *x) {
-    uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
-    /* Asked every time (~2.5 us): a freed and re-allocated address gets a new handle. */
-    CUIPC_TRY(cuipc_cuda_ipc_get(base, handle));
-    pthread_mutex_lock(&p->lock);
-    cuipc_ipc_export *e = NULL;
-    for (uint32_t i = p->n_exports; i-- > 0;) {
-        if (p->exports[i].base == base &&
-            !memcmp(p->exports[i].handle, handle, CUIPC_IPC_HANDLE_BYTES)) {
-            e = &p->exports[i];
-            break;
-        }
-    }
-    if (!e) {
-        if (p->n_exports == p->cap_exports) {
-            uint32_t cap = p->cap_exports ? p->cap_exports * 2 : 16;
-            cuipc_ipc_export *grown = realloc(p->exports, cap * sizeof *grown);
-            if (!grown) {
-                pthread_mutex_unlock(&p->lock);
-                return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "export table of %u entries", cap);
-            }
-            p->exports = grown;
-            p->cap_exports = cap;
-        }
-        e = &p->exports[p->n_exports++];
-        e->base = base;
-        e->size = size;
-        e->id = p->n_exports;
-        memcpy(e->handle, handle, CUIPC_IPC_HANDLE_BYTES);
-        /* Consumers keep this allocation mapped for good: it is retained (the reference's leak). */
-        p->stats.ipc_exports++;
-        p->stats.ipc_retained_bytes += size;
-    }
-    memcpy(x->u.ipc.handle, e->handle, CUIPC_IPC_HANDLE_BYTES);
-    x->u.ipc.export_id = e->id;
-    x->u.ipc.alloc_size = e->size;
-    x->u.ipc.producer_id = p->id;
-    pthread_mutex_unlock(&p->lock);
-    return CUIPC_OK;
-}
-
-typedef struct chunk_walk {
-    cuipc_producer *p;
-    cuipc_chunk_fn fn;
-    void *ctx;
-} chunk_walk;
-
-static cuipc_status visit_chunk(cuipc_value *node, void *arg) {
-    chunk_walk *w = arg;
-    const cuipc_proxy *x = cuipc_value_as_proxy(node);
-    if (!x || x->kind != CUIPC_PROXY_POOL || x->nbytes == 0)
-        return CUIPC_OK;
-    cuipc_pool *pool = cuipc_producer_pool_by_id(w->p, x->u.pool.pool_id);
-    if (pool)
-        w->fn(w->p, pool, x, w->ctx);
-    return CUIPC_OK;
-}
-
-void cuipc_producer_for_each_chunk(cuipc_producer *p, const cuipc_value *wrapped, cuipc_chunk_fn fn,
-                                   void *ctx) {
-    chunk_walk w = {p, fn, ctx};
-    cuipc_status_ignore(
-        cuipc_value_visit((cuipc_value *)wrapped, visit_chunk, &w)); /* visit_chunk never fails */
-}
-
-/* The consumers a chunk waits for (its sync slot's mask), intersected into ctx. */
-static void and_chunk_mask(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx) {
-    (void)p;
-    const cuipc_sync_table *sync = cuipc_pool_sync(pool);
-    if (x->u.pool.slot < cuipc_sync_table_slots(sync))
-        *(uint64_t *)ctx &= cuipc_sync_consumer_mask(sync, x->u.pool.slot);
-}
-
-/* Consumers in `missed` never got the message: their acks are given on their behalf. */
-static void release_missed(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx) {
-    uint64_t missed = *(uint64_t *)ctx;
-    for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
-        if (missed & (1ull << c))
-            cuipc_pool_release_on_behalf(pool, x->u.pool.slot, x->u.pool.generation, c);
-}
-
-cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
-                                         int64_t timeout_ns) {
-    size_t len = 0;
-    CUIPC_TRY(cuipc_encoded_size(wrapped, &len));
-    void *buf = malloc(len);
-    if (!buf)
-        return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "message buffer of %zu bytes", len);
-    cuipc_status s = cuipc_encode(wrapped, buf, len, &len);
-    if (s != CUIPC_OK) {
-        free(buf);
-        return s;
-    }
-    if (p->test_send_delay_ns) { /* spun, not slept: a sleep overshoots by the timer slack */
-        uint64_t until = cuipc_now_ns() + p->test_send_delay_ns;
-        while (cuipc_now_ns() < until)
-            ;
-    }
-    /* Only consumers every chunk waits for get the message: one attached in a place reused
-     * since the wrap would read a chunk whose recycling does not wait for its ack. */
-    uint64_t chunk_mask = ~0ull;
-    cuipc_producer_for_each_chunk(p, wrapped, and_chunk_mask, &chunk_mask);
-    pthread_mutex_lock(&p->send_lock);
-    pthread_mutex_lock(&p->lock);
-    cuipc_producer_reap_rings_locked(p);
-    bool closed = p->closed;
-    uint64_t targets = p->live_mask & chunk_mask;
-    cuipc_ring *rings[CUIPC_MAX_CONSUMERS] = {0};
-    for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
-        rings[c] = p->conns[c].ring;
-    pthread_mutex_unlock(&p->lock);
-
-    uint64_t delivered = 0, died = 0;
-    cuipc_status first_error = CUIPC_OK;
-    cuipc_error_saved first_msg; /* the first failure's message, past later sends' */
-    uint32_t first_consumer = 0;
-    for (uint32_t c = 0; c < p->cfg.max_consumers && !closed; c++) {
-        if (!(targets & (1ull << c)))
-            continue;
-        cuipc_status r = cuipc_ring_send(rings[c], buf, len, timeout_ns);
-        if (r == CUIPC_OK) {
-            delivered |= 1ull << c;
-            continue;
-        }
-        /* A consumer that died during the send (its ring reports the dead peer, or the monitor
-         * already dropped it and closed its ring) is skipped like one that died before. */
-        bool dead = r == CUIPC_ERR_PEER_DEAD || r == CUIPC_ERR_CLOSED;
-        if (dead)
-            died |= 1ull << c;
-        if (!dead && first_error == CUIPC_OK) {
-            first_error = r;
-            first_consumer = c;
-            cuipc_error_save(&first_msg);
-        }
-        if (dead || r == CUIPC_ERR_CORRUPT) {
-            pthread_mutex_lock(&p->lock);
-            if (p->conns[c].ring == rings[c])
-                cuipc_producer_drop_consumer_locked(p, c);
-            pthread_mutex_unlock(&p->lock);
-        }
-    }
-    pthread_mutex_lock(&p->lock);
-    cuipc_producer_reap_rings_locked(p); /* this send was the last user of any retired ring */
-    pthread_mutex_unlock(&p->lock);
-    pthread_mutex_unlock(&p->send_lock);
-    free(buf);
-    /* The recycler wake owed by the allocations, now that the consumers have the message. */
-    if (p->gpu_pool)
-        cuipc_pool_kick_recycler(p->gpu_pool);
-
-    /* Every consumer a chunk waits for but that did not get this message is acked for. */
-    uint64_t missed = ~delivered;
-    cuipc_producer_for_each_chunk(p, wrapped, release_missed, &missed);
-
-    pthread_mutex_lock(&p->lock);
-    if (delivered)
-        p->stats.messages_sent++;
-    pthread_mutex_unlock(&p->lock);
-    if (closed)
-        return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
-    if (!targets || died == targets)
-        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
-    if (first_error != CUIPC_OK)
-        return CUIPC_FAIL(first_error, "consumer %u: %s (delivered to %d of %d consumers)",
-                          first_consumer, first_msg.msg, __builtin_popcountll(delivered),
-                          __builtin_popcountll(targets));
-    return CUIPC_OK;
-}
-
-cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
-                                 int64_t timeout_ns) {
-    cuipc_value *wrapped = NULL;
-    CUIPC_TRY(cuipc_producer_wrap(p, tree, stream, &wrapped));
-    cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, timeout_ns);
-    cuipc_value_free(wrapped);
-    return s;
 }
 
 void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out) {

@@ -1,4 +1,6 @@
-/* State shared by producer.c, wrap.c and consumer.c, and the attach handshake layout. */
+/* The producer's state, shared by its files (set-up and tear-down in producer.c, the consumer
+ * table in producer_conns.c, attach in producer_attach.c, buffers in buffer.c, the message path
+ * in send.c and wrap.c), and the attach handshake layout the consumer speaks too. */
 #ifndef CUIPC_TRANSPORT_INTERNAL_H
 #define CUIPC_TRANSPORT_INTERNAL_H
 
@@ -130,31 +132,24 @@ struct cuipc_producer {
     uint64_t test_send_delay_ns; /* CUIPC_TEST_SEND_DELAY_US (testing only), 0 otherwise */
 };
 
-/* Producer side (producer.c). */
+/* The consumer table (producer_conns.c). */
 /* Forget consumer c (lock held): close its ring and connection, ack on its behalf. */
 void cuipc_producer_drop_consumer_locked(cuipc_producer *p, uint32_t c);
 /* Free retired rings: send_lock and lock held, so no send can be using them. */
 void cuipc_producer_reap_rings_locked(cuipc_producer *p);
 /* Wake the monitor so it watches a new connection. */
 void cuipc_producer_poke_monitor(cuipc_producer *p);
+uint64_t cuipc_producer_live_mask(cuipc_producer *p);
+
 /* Attach phase (producer_attach.c): handshakes of pending peers, driven by accept. */
 void cuipc_producer_pending_close_all(cuipc_producer *p);
-uint64_t cuipc_producer_live_mask(cuipc_producer *p);
-cuipc_pool *cuipc_producer_pool_by_id(cuipc_producer *p, uint64_t pool_id);
-/* Record a cuda_ipc export (deduplicated by handle); fills the proxy's ipc fields. */
-cuipc_status cuipc_producer_export(cuipc_producer *p, void *base, size_t size, cuipc_proxy *x);
 
-/* For wrap: if tensor t lies in a held buffer, take that buffer out of the held list (*found):
- * it belongs to this send from now on. Errors: t lies in a pool arena but in no held buffer
- * (STALE: sent or freed already), runs past its buffer, or names the wrong device; the buffer
- * then stays held. */
+/* For wrap (buffer.c): if tensor t lies in a held buffer, take that buffer out of the held list
+ * (*found): it belongs to this send from now on. Errors: t lies in a pool arena but in no held
+ * buffer (STALE: sent or freed already), runs past its buffer, or names the wrong device; the
+ * buffer then stays held. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_take_buffer(cuipc_producer *p, const cuipc_tensor *t, uint64_t nbytes,
                                         cuipc_held_buffer *out, bool *found);
-
-/* Walk every pool proxy of a wrapped tree. */
-typedef void (*cuipc_chunk_fn)(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x,
-                               void *ctx);
-void cuipc_producer_for_each_chunk(cuipc_producer *p, const cuipc_value *wrapped, cuipc_chunk_fn fn,
-                                   void *ctx);
 
 #endif

@@ -1,25 +1,20 @@
-/* Producer-side wrap: every tensor of a value tree becomes a proxy, as the mode says.
+/* Producer-side wrap of one tensor: it becomes a proxy, as the mode says.
  *   default        host pool slice (device tensors are copied down into pinned shared memory)
  *   cuda_ipc       the tensor's own allocation, exported (host tensors go through the host pool)
  *   cuda_ipc_pool  GPU pool slice; copy and "ready" are ordered on the caller's stream, so the
  *                  producer never waits for the copy and a consumer never reads before it is done
  * A tensor in a pool buffer the application filled (cuipc_producer_buffer_alloc) is published
  * as it is, in any mode: no copy.
- * Tensors that fail midway leave nothing allocated: chunks taken so far are cancelled. */
+ * A tensor that fails leaves nothing allocated; the message's walk (send.c) gives back the
+ * chunks of the tensors wrapped before it. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_api.h"
 #include "error_internal.h"
-#include "transport_internal.h"
+#include "wrap.h"
 
-typedef struct wrap_ctx {
-    cuipc_producer *p;
-    cuipc_stream stream;
-    uint64_t mask;
-    uint64_t bytes;
-    uint64_t fallbacks;
-} wrap_ctx;
+typedef cuipc_wrap_ctx wrap_ctx;
 
 static void layout_of(const cuipc_tensor *t, cuipc_proxy *x) {
     memset(x, 0, sizeof *x);
@@ -90,6 +85,48 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     return CUIPC_OK;
 }
 
+/* Record a cuda_ipc export (deduplicated by handle) and fill the proxy's ipc fields. */
+static cuipc_status export_allocation(cuipc_producer *p, void *base, size_t size, cuipc_proxy *x) {
+    uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
+    /* Asked every time (~2.5 us): a freed and re-allocated address gets a new handle. */
+    CUIPC_TRY(cuipc_cuda_ipc_get(base, handle));
+    pthread_mutex_lock(&p->lock);
+    cuipc_ipc_export *e = NULL;
+    for (uint32_t i = p->n_exports; i-- > 0;) {
+        if (p->exports[i].base == base &&
+            !memcmp(p->exports[i].handle, handle, CUIPC_IPC_HANDLE_BYTES)) {
+            e = &p->exports[i];
+            break;
+        }
+    }
+    if (!e) {
+        if (p->n_exports == p->cap_exports) {
+            uint32_t cap = p->cap_exports ? p->cap_exports * 2 : 16;
+            cuipc_ipc_export *grown = realloc(p->exports, cap * sizeof *grown);
+            if (!grown) {
+                pthread_mutex_unlock(&p->lock);
+                return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "export table of %u entries", cap);
+            }
+            p->exports = grown;
+            p->cap_exports = cap;
+        }
+        e = &p->exports[p->n_exports++];
+        e->base = base;
+        e->size = size;
+        e->id = p->n_exports;
+        memcpy(e->handle, handle, CUIPC_IPC_HANDLE_BYTES);
+        /* Consumers keep this allocation mapped for good: it is retained (the reference's leak). */
+        p->stats.ipc_exports++;
+        p->stats.ipc_retained_bytes += size;
+    }
+    memcpy(x->u.ipc.handle, e->handle, CUIPC_IPC_HANDLE_BYTES);
+    x->u.ipc.export_id = e->id;
+    x->u.ipc.alloc_size = e->size;
+    x->u.ipc.producer_id = p->id;
+    pthread_mutex_unlock(&p->lock);
+    return CUIPC_OK;
+}
+
 static cuipc_status to_ipc_export(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy *x) {
     void *base = NULL;
     size_t size = 0;
@@ -102,7 +139,7 @@ static cuipc_status to_ipc_export(wrap_ctx *w, const cuipc_tensor *t, cuipc_prox
     /* Consumers read the tensor itself: its producing work must be finished first. */
     CUIPC_TRY(cuipc_cuda_stream_sync(w->stream));
     x->kind = CUIPC_PROXY_IPC;
-    CUIPC_TRY(cuipc_producer_export(w->p, base, size, x));
+    CUIPC_TRY(export_allocation(w->p, base, size, x));
     x->u.ipc.offset = offset;
     x->u.ipc.device = t->device;
     return CUIPC_OK;
@@ -138,11 +175,7 @@ static cuipc_status from_buffer(wrap_ctx *w, const cuipc_tensor *t, cuipc_held_b
     return CUIPC_OK;
 }
 
-static cuipc_status wrap_one(cuipc_value *node, void *arg) {
-    wrap_ctx *w = arg;
-    if (cuipc_value_kind_of(node) != CUIPC_VALUE_TENSOR)
-        return CUIPC_OK;
-    const cuipc_tensor *t = cuipc_value_as_tensor(node);
+cuipc_status cuipc_wrap_tensor(cuipc_wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy *out) {
     CUIPC_TRY(cuipc_tensor_validate(t));
     if (t->device != CUIPC_DEVICE_HOST && !cuipc_cuda_present())
         return CUIPC_FAIL(CUIPC_ERR_NO_GPU, "tensor on device %d but no GPU is usable", t->device);
@@ -175,55 +208,6 @@ static cuipc_status wrap_one(cuipc_value *node, void *arg) {
     if (s != CUIPC_OK)
         return s;
     w->bytes += x.nbytes;
-    return cuipc_value_set_proxy(node, &x);
-}
-
-static void cancel_chunk(cuipc_producer *p, cuipc_pool *pool, const cuipc_proxy *x, void *ctx) {
-    cuipc_chunk c = {.offset = x->u.pool.offset,
-                     .size = x->nbytes,
-                     .slot = x->u.pool.slot,
-                     .generation = x->u.pool.generation};
-    /* STALE only for a chunk no longer in flight: nothing left to give back. */
-    cuipc_status_ignore(cuipc_pool_cancel(pool, &c));
-}
-
-cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped) {
-    cuipc_producer_for_each_chunk(p, wrapped, cancel_chunk, NULL);
-    return CUIPC_OK;
-}
-
-cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
-                                 cuipc_value **wrapped) {
-    *wrapped = NULL;
-    if (!tree)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree is NULL");
-    pthread_mutex_lock(&p->lock);
-    bool closed = p->closed;
-    pthread_mutex_unlock(&p->lock);
-    if (closed)
-        return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
-    wrap_ctx w = {.p = p, .stream = stream, .mask = cuipc_producer_live_mask(p)};
-    if (!w.mask)
-        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
-    cuipc_value *copy = cuipc_value_clone(tree);
-    if (!copy)
-        return CUIPC_ERR_NO_MEMORY;
-    cuipc_status s = cuipc_value_visit(copy, wrap_one, &w);
-    if (s != CUIPC_OK) {
-        cuipc_error_saved saved;
-        cuipc_error_save(&saved);
-        /* Proxies made before the failure hold chunks: give them back once queued copies into
-         * them are finished. */
-        if (p->gpu_pool)
-            cuipc_cuda_stream_sync(stream);
-        cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, copy)); /* never fails */
-        cuipc_value_free(copy);
-        return CUIPC_FAIL(s, "%s", saved.msg);
-    }
-    pthread_mutex_lock(&p->lock);
-    p->stats.bytes_sent += w.bytes;
-    p->stats.fallbacks += w.fallbacks;
-    pthread_mutex_unlock(&p->lock);
-    *wrapped = copy;
+    *out = x;
     return CUIPC_OK;
 }

@@ -32,7 +32,7 @@ static void make_sock_path(void) {
 static void tensor_shape(uint64_t seq, int i, cuipc_tensor *t, void *data) {
     int64_t shape[3] = {(int64_t)(1 + (seq * 7 + (uint64_t)i) % 13), (int64_t)(1 + seq % 5), 16};
     if (i == 2)
-        shape[0] = 0; /* empty */
+        shape[0] = 0;        /* empty */
     static char placeholder; /* a layout whose data comes later: init wants one now */
     CHECK_OK(cuipc_tensor_init(t, &placeholder, CUIPC_DEVICE_HOST,
                                i == 1 ? CUIPC_DTYPE_F16 : CUIPC_DTYPE_F32, 3, shape));
@@ -632,6 +632,98 @@ static void test_bad_config(void) {
                  CUIPC_ERR_TIMEOUT);
 }
 
+/* Messages of more chunks than the sender's lists hold without allocating (16). */
+#define MANY 40
+
+static void many_bytes(int i, uint8_t *out, size_t n) {
+    memset(out, (uint8_t)(i * 13 + 1), n);
+}
+
+static cuipc_value *many_tensors(uint8_t bufs[MANY][MANY * 24]) {
+    cuipc_value *list = cuipc_value_list();
+    REQUIRE(list);
+    for (int i = 0; i < MANY; i++) {
+        size_t n = (size_t)(i + 1) * 24;
+        many_bytes(i, bufs[i], n);
+        cuipc_tensor t;
+        REQUIRE(cuipc_tensor_init(&t, bufs[i], CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                                  (const int64_t[]){(int64_t)n}) == CUIPC_OK);
+        REQUIRE(cuipc_list_append(list, cuipc_value_tensor(&t, CUIPC_OWNER_NONE)) == CUIPC_OK);
+    }
+    return list;
+}
+
+/* Receives one message of MANY tensors, checks every one, then waits for the close. */
+static int many_main(void *arg) {
+    (void)arg;
+    cuipc_consumer *c = NULL;
+    cuipc_message *m = NULL;
+    int rc = attach_and_receive(&c, &m);
+    if (rc)
+        return rc;
+    cuipc_value *v = NULL;
+    if (cuipc_message_unwrap(m, NULL, &v) != CUIPC_OK)
+        return 12;
+    int bad = cuipc_value_len(v) != MANY;
+    uint8_t want[MANY * 24];
+    for (int i = 0; !bad && i < MANY; i++) {
+        const cuipc_tensor *t = cuipc_value_as_tensor(cuipc_list_get(v, (size_t)i));
+        size_t n = (size_t)(i + 1) * 24;
+        many_bytes(i, want, n);
+        bad = !t || cuipc_tensor_span_bytes(t) != n || memcmp(t->data, want, n) != 0;
+    }
+    cuipc_value_free(v);
+    cuipc_message_free(m);
+    cuipc_message *end = NULL;
+    cuipc_status s = cuipc_consumer_recv(c, 10 * SEC, &end);
+    cuipc_message_free(end);
+    cuipc_consumer_detach(c);
+    return bad ? 13 : s == CUIPC_ERR_CLOSED ? 0 : 14;
+}
+
+/* A wrap of many chunks given back whole (cancel, and a wrap that fails at its last tensor),
+ * and a send of many chunks: every tensor arrives, every chunk is recycled. */
+static void test_many_chunks(void) {
+    make_sock_path();
+    pid_t pid = cuipc_test_fork(many_main, NULL);
+    cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_FAIL);
+    static uint8_t bufs[MANY][MANY * 24];
+    cuipc_value *tree = many_tensors(bufs);
+    cuipc_value *w = NULL;
+    CHECK_OK(cuipc_producer_wrap(p, tree, NULL, &w));
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.in_flight == MANY);
+    CHECK_OK(cuipc_producer_cancel_wrapped(p, w));
+    cuipc_value_free(w);
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.in_flight == 0 && st.host_pool.cancelled == MANY);
+
+    /* One more tensor, in the pool but in no buffer held: the 40 before it are given back. */
+    void *freed = NULL;
+    REQUIRE(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 64, 0, &freed) == CUIPC_OK);
+    REQUIRE(cuipc_producer_buffer_free(p, freed) == CUIPC_OK);
+    cuipc_tensor stale;
+    REQUIRE(cuipc_tensor_init(&stale, freed, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                              (const int64_t[]){64}) == CUIPC_OK);
+    CHECK_OK(cuipc_list_append(tree, cuipc_value_tensor(&stale, CUIPC_OWNER_NONE)));
+    CHECK_STATUS(cuipc_producer_wrap(p, tree, NULL, &w), CUIPC_ERR_STALE);
+    CHECK(w == NULL && strstr(cuipc_last_error(), "sent or freed already") != NULL);
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.in_flight == 0 && st.host_pool.cancelled == 2 * MANY + 1);
+    cuipc_value_free(tree);
+
+    tree = many_tensors(bufs);
+    CHECK_OK(cuipc_producer_send(p, tree, NULL, SEC));
+    cuipc_value_free(tree);
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(pid, 20000) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.messages_sent == 1 && st.host_pool.recycled == MANY && st.host_pool.in_flight == 0);
+    cuipc_producer_destroy(p);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     test_bad_config();
@@ -643,5 +735,6 @@ int main(void) {
     test_pool_full_fail();
     test_consumer_killed();
     test_forged_proxies();
+    test_many_chunks();
     return cuipc_test_finish("test_transport");
 }

@@ -1,0 +1,288 @@
+/* The producer's message path: wrap a value tree (each tensor through wrap.c), encode it and put
+ * it on every live consumer's ring, or give a wrapped tree's chunks back.
+ *
+ * The tree is walked once to wrap (the copy is made as its tensors are wrapped) and once to send
+ * (the encoder's walk). Each walk gathers the pool chunks it meets into a chunk list, as the
+ * consumer's held[] is gathered while a message is decoded: the wrap's list gives back what a
+ * failed wrap took, the send's list says which consumers every chunk waits for and acks for
+ * those that did not get the message. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec_internal.h"
+#include "cuda_api.h"
+#include "error_internal.h"
+#include "shm.h"
+#include "value_internal.h"
+#include "wrap.h"
+
+/* ------------------------------------------------------------------ chunk list */
+
+typedef struct chunk_ref {
+    cuipc_pool *pool;
+    cuipc_chunk chunk;
+} chunk_ref;
+
+#define CHUNK_LIST_INLINE 16 /* a message of this many chunks or fewer allocates no list */
+
+typedef struct chunk_list {
+    cuipc_producer *p;
+    chunk_ref *items;
+    uint32_t n, cap;
+    chunk_ref inline_items[CHUNK_LIST_INLINE];
+} chunk_list;
+
+static void chunk_list_init(chunk_list *l, cuipc_producer *p) {
+    l->p = p;
+    l->items = l->inline_items;
+    l->n = 0;
+    l->cap = CHUNK_LIST_INLINE;
+}
+
+static void chunk_list_free(chunk_list *l) {
+    if (l->items != l->inline_items)
+        free(l->items);
+}
+
+/* Room for one more chunk, so that adding it cannot fail. */
+static cuipc_status chunk_list_reserve(chunk_list *l) {
+    if (l->n < l->cap)
+        return CUIPC_OK;
+    uint32_t cap = 2 * l->cap;
+    chunk_ref *grown = malloc(cap * sizeof *grown);
+    if (!grown)
+        return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "chunk list of %u", cap);
+    memcpy(grown, l->items, l->n * sizeof *grown);
+    chunk_list_free(l);
+    l->items = grown;
+    l->cap = cap;
+    return CUIPC_OK;
+}
+
+static cuipc_pool *pool_by_id(cuipc_producer *p, uint64_t id) {
+    if (p->gpu_pool && cuipc_pool_id(p->gpu_pool) == id)
+        return p->gpu_pool;
+    if (p->host_pool && cuipc_pool_id(p->host_pool) == id)
+        return p->host_pool;
+    return NULL;
+}
+
+/* Keep x's chunk if it is one of this producer's pools (room reserved). */
+static void chunk_list_add(chunk_list *l, const cuipc_proxy *x) {
+    if (x->kind != CUIPC_PROXY_POOL || x->nbytes == 0)
+        return;
+    cuipc_pool *pool = pool_by_id(l->p, x->u.pool.pool_id);
+    if (!pool)
+        return;
+    l->items[l->n++] = (chunk_ref){pool,
+                                   {.offset = x->u.pool.offset,
+                                    .size = x->nbytes,
+                                    .slot = x->u.pool.slot,
+                                    .generation = x->u.pool.generation}};
+}
+
+/* The encoder's look at each proxy it writes. */
+static cuipc_status note_chunk(const cuipc_proxy *x, void *ctx) {
+    chunk_list *l = ctx;
+    CUIPC_TRY(chunk_list_reserve(l));
+    chunk_list_add(l, x);
+    return CUIPC_OK;
+}
+
+static void chunk_list_cancel(const chunk_list *l) {
+    for (uint32_t i = 0; i < l->n; i++) /* STALE only for a chunk no longer in flight */
+        cuipc_status_ignore(cuipc_pool_cancel(l->items[i].pool, &l->items[i].chunk));
+}
+
+/* The consumers every chunk waits for (the AND of their sync slots' masks). */
+static uint64_t chunk_list_mask(const chunk_list *l) {
+    uint64_t mask = ~0ull;
+    for (uint32_t i = 0; i < l->n; i++) {
+        const cuipc_sync_table *sync = cuipc_pool_sync(l->items[i].pool);
+        if (l->items[i].chunk.slot < cuipc_sync_table_slots(sync))
+            mask &= cuipc_sync_consumer_mask(sync, l->items[i].chunk.slot);
+    }
+    return mask;
+}
+
+/* Consumers in `missed` never got the message: their acks are given on their behalf. */
+static void chunk_list_release(const chunk_list *l, uint64_t missed) {
+    uint32_t consumers = l->p->cfg.max_consumers;
+    for (uint32_t i = 0; i < l->n; i++)
+        for (uint32_t c = 0; c < consumers; c++)
+            if (missed & (1ull << c))
+                cuipc_pool_release_on_behalf(l->items[i].pool, l->items[i].chunk.slot,
+                                             l->items[i].chunk.generation, c);
+}
+
+/* ------------------------------------------------------------------ wrap */
+
+typedef struct wrap_walk {
+    cuipc_wrap_ctx w;
+    chunk_list chunks; /* taken by this wrap: given back if it fails */
+} wrap_walk;
+
+static cuipc_status wrap_node(cuipc_value *node, void *arg) {
+    wrap_walk *ww = arg;
+    if (cuipc_value_kind_of(node) != CUIPC_VALUE_TENSOR)
+        return CUIPC_OK;
+    CUIPC_TRY(chunk_list_reserve(&ww->chunks));
+    cuipc_proxy x;
+    CUIPC_TRY(cuipc_wrap_tensor(&ww->w, cuipc_value_as_tensor(node), &x));
+    chunk_list_add(&ww->chunks, &x);
+    return cuipc_value_set_proxy(node, &x);
+}
+
+cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
+                                 cuipc_value **wrapped) {
+    *wrapped = NULL;
+    if (!tree)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree is NULL");
+    pthread_mutex_lock(&p->lock);
+    bool closed = p->closed;
+    pthread_mutex_unlock(&p->lock);
+    if (closed)
+        return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
+    wrap_walk ww = {.w = {.p = p, .stream = stream, .mask = cuipc_producer_live_mask(p)}};
+    if (!ww.w.mask)
+        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
+    chunk_list_init(&ww.chunks, p);
+    cuipc_value *copy = NULL;
+    cuipc_status s = cuipc_value_clone_visit(tree, wrap_node, &ww, &copy);
+    if (s != CUIPC_OK) {
+        cuipc_error_saved saved;
+        cuipc_error_save(&saved);
+        /* The chunks taken before the failure: given back once queued copies into them are
+         * finished. */
+        if (p->gpu_pool)
+            cuipc_cuda_stream_sync(stream);
+        chunk_list_cancel(&ww.chunks);
+        chunk_list_free(&ww.chunks);
+        return CUIPC_FAIL(s, "%s", saved.msg);
+    }
+    chunk_list_free(&ww.chunks);
+    pthread_mutex_lock(&p->lock);
+    p->stats.bytes_sent += ww.w.bytes;
+    p->stats.fallbacks += ww.w.fallbacks;
+    pthread_mutex_unlock(&p->lock);
+    *wrapped = copy;
+    return CUIPC_OK;
+}
+
+/* Give back the chunk of one proxy node (l: a list of one, reused). */
+static cuipc_status cancel_node(cuipc_value *node, void *ctx) {
+    chunk_list *l = ctx;
+    const cuipc_proxy *x = cuipc_value_as_proxy(node);
+    l->n = 0;
+    if (x)
+        chunk_list_add(l, x);
+    chunk_list_cancel(l);
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped) {
+    if (!wrapped)
+        return CUIPC_OK; /* nothing to give back */
+    chunk_list l;
+    chunk_list_init(&l, p);
+    cuipc_status_ignore(
+        cuipc_value_visit((cuipc_value *)wrapped, cancel_node, &l)); /* cancel_node never fails */
+    return CUIPC_OK;
+}
+
+/* ------------------------------------------------------------------ send */
+
+cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
+                                         int64_t timeout_ns) {
+    chunk_list chunks;
+    chunk_list_init(&chunks, p);
+    void *buf = NULL;
+    size_t len = 0;
+    cuipc_status s = cuipc_encode_alloc(wrapped, note_chunk, &chunks, &buf, &len);
+    if (s != CUIPC_OK) {
+        chunk_list_free(&chunks);
+        return s;
+    }
+    if (p->test_send_delay_ns) { /* spun, not slept: a sleep overshoots by the timer slack */
+        uint64_t until = cuipc_now_ns() + p->test_send_delay_ns;
+        while (cuipc_now_ns() < until)
+            ;
+    }
+    /* Only consumers every chunk waits for get the message: one attached in a place reused
+     * since the wrap would read a chunk whose recycling does not wait for its ack. */
+    uint64_t chunk_mask = chunk_list_mask(&chunks);
+    pthread_mutex_lock(&p->send_lock);
+    pthread_mutex_lock(&p->lock);
+    cuipc_producer_reap_rings_locked(p);
+    bool closed = p->closed;
+    uint64_t targets = p->live_mask & chunk_mask;
+    cuipc_ring *rings[CUIPC_MAX_CONSUMERS] = {0};
+    for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
+        rings[c] = p->conns[c].ring;
+    pthread_mutex_unlock(&p->lock);
+
+    uint64_t delivered = 0, died = 0;
+    cuipc_status first_error = CUIPC_OK;
+    cuipc_error_saved first_msg; /* the first failure's message, past later sends' */
+    uint32_t first_consumer = 0;
+    for (uint32_t c = 0; c < p->cfg.max_consumers && !closed; c++) {
+        if (!(targets & (1ull << c)))
+            continue;
+        cuipc_status r = cuipc_ring_send(rings[c], buf, len, timeout_ns);
+        if (r == CUIPC_OK) {
+            delivered |= 1ull << c;
+            continue;
+        }
+        /* A consumer that died during the send (its ring reports the dead peer, or the monitor
+         * already dropped it and closed its ring) is skipped like one that died before. */
+        bool dead = r == CUIPC_ERR_PEER_DEAD || r == CUIPC_ERR_CLOSED;
+        if (dead)
+            died |= 1ull << c;
+        if (!dead && first_error == CUIPC_OK) {
+            first_error = r;
+            first_consumer = c;
+            cuipc_error_save(&first_msg);
+        }
+        if (dead || r == CUIPC_ERR_CORRUPT) {
+            pthread_mutex_lock(&p->lock);
+            if (p->conns[c].ring == rings[c])
+                cuipc_producer_drop_consumer_locked(p, c);
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    pthread_mutex_lock(&p->lock);
+    cuipc_producer_reap_rings_locked(p); /* this send was the last user of any retired ring */
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->send_lock);
+    free(buf);
+    /* The recycler wake owed by the allocations, now that the consumers have the message. */
+    if (p->gpu_pool)
+        cuipc_pool_kick_recycler(p->gpu_pool);
+
+    /* Every consumer a chunk waits for but that did not get this message is acked for. */
+    chunk_list_release(&chunks, ~delivered);
+    chunk_list_free(&chunks);
+
+    pthread_mutex_lock(&p->lock);
+    if (delivered)
+        p->stats.messages_sent++;
+    pthread_mutex_unlock(&p->lock);
+    if (closed)
+        return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
+    if (!targets || died == targets)
+        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
+    if (first_error != CUIPC_OK)
+        return CUIPC_FAIL(first_error, "consumer %u: %s (delivered to %d of %d consumers)",
+                          first_consumer, first_msg.msg, __builtin_popcountll(delivered),
+                          __builtin_popcountll(targets));
+    return CUIPC_OK;
+}
+
+cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
+                                 int64_t timeout_ns) {
+    cuipc_value *wrapped = NULL;
+    CUIPC_TRY(cuipc_producer_wrap(p, tree, stream, &wrapped));
+    cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, timeout_ns);
+    cuipc_value_free(wrapped);
+    return s;
+}
