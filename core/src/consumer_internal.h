@@ -1,0 +1,61 @@
+/* The consumer's state, shared by consumer.c (attach, receive, validate) and unwrap.c (proxies
+ * back into tensors, release). */
+#ifndef CUIPC_CONSUMER_INTERNAL_H
+#define CUIPC_CONSUMER_INTERNAL_H
+
+#include "transport_internal.h"
+
+#define MAX_OPENED 256
+
+typedef struct pool_view {
+    bool present;
+    cuipc_memory_kind memory;
+    int32_t device;
+    uint64_t pool_id;
+    uint64_t size;
+    uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
+    void *base;          /* host arena mapping */
+    void *host_dev_base; /* the arena registered with CUDA (lazily, for fast device copies) */
+    cuipc_sync_table *sync;
+    void *sync_dev_base; /* the sync table registered with CUDA (lazily, for stream waits/acks) */
+} pool_view;
+
+typedef struct opened_handle {
+    uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
+    int device;
+} opened_handle;
+
+struct cuipc_consumer {
+    int sock;
+    uint32_t index;
+    uint32_t max_consumers;
+    pid_t producer_pid;
+    uint64_t producer_id;
+    cuipc_ring *ring;
+    pool_view host;
+    pool_view gpu;
+    pthread_mutex_t lock; /* lazy registrations, opened list, stats */
+    opened_handle opened[MAX_OPENED];
+    uint32_t n_opened;
+    cuipc_consumer_stats stats;
+    /* Whether this process is an MPS client, asked once for CUIPC_HOST_WAIT_AUTO. */
+    bool mps_known, mps_client;
+};
+
+/* A pool chunk of a message, validated on receipt: released at most once. */
+typedef struct held_chunk {
+    pool_view *view;
+    uint32_t slot;
+    uint32_t generation;
+    bool released;
+} held_chunk;
+
+struct cuipc_message {
+    cuipc_consumer *c;
+    cuipc_value *tree;
+    held_chunk *held;
+    uint32_t n_held;
+    bool stream_ordered; /* the last unwrap queued work on its stream */
+};
+
+#endif
