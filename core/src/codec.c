@@ -282,50 +282,60 @@ static cuipc_status reserve(cuipc_writer *w, size_t n) {
     return CUIPC_OK;
 }
 
-/* The writes below follow a reserve() of their bytes. */
-static void write_int(cuipc_writer *w, uint64_t v, int bytes) {
-    put_le(w->buf + w->pos, v, bytes);
-    w->pos += (size_t)bytes;
+/* The writes below go through a local cursor (a store through a byte pointer could change
+ * w->buf or w->pos for all the compiler knows, so they would be reloaded at every byte), after a
+ * reserve() of their bytes. */
+static uint8_t *put(uint8_t *o, uint64_t v, int bytes) {
+    put_le(o, v, bytes);
+    return o + bytes;
 }
 
-static void write_raw(cuipc_writer *w, const void *src, size_t n) {
+static uint8_t *put_raw(uint8_t *o, const void *src, size_t n) {
     if (n)
-        memcpy(w->buf + w->pos, src, n);
-    w->pos += n;
+        memcpy(o, src, n);
+    return o + n;
 }
 
-static void write_proxy(cuipc_writer *w, const cuipc_proxy *p) {
+static uint8_t *put_proxy(uint8_t *o, const cuipc_proxy *p) {
     const cuipc_tensor_layout *l = &p->layout;
-    write_int(w, (uint64_t)p->kind, 1);
-    write_int(w, (uint64_t)l->dtype, 1);
-    write_int(w, (uint64_t)l->ndim, 1);
-    write_int(w, (uint32_t)l->src_device, 4);
+    o = put(o, CUIPC_TAG_PROXY, 1);
+    o = put(o, (uint64_t)p->kind, 1);
+    o = put(o, (uint64_t)l->dtype, 1);
+    o = put(o, (uint64_t)l->ndim, 1);
+    o = put(o, (uint32_t)l->src_device, 4);
     for (int32_t i = 0; i < l->ndim; i++)
-        write_int(w, (uint64_t)l->shape[i], 8);
+        o = put(o, (uint64_t)l->shape[i], 8);
     for (int32_t i = 0; i < l->ndim; i++)
-        write_int(w, (uint64_t)l->strides[i], 8);
-    write_int(w, p->nbytes, 8);
+        o = put(o, (uint64_t)l->strides[i], 8);
+    o = put(o, p->nbytes, 8);
     if (p->kind == CUIPC_PROXY_POOL) {
-        write_int(w, p->u.pool.pool_id, 8);
-        write_int(w, (uint64_t)p->u.pool.memory, 1);
-        write_int(w, (uint32_t)p->u.pool.pool_device, 4);
-        write_int(w, p->u.pool.slot, 4);
-        write_int(w, p->u.pool.generation, 4);
-        write_int(w, p->u.pool.offset, 8);
-    } else {
-        write_raw(w, p->u.ipc.handle, CUIPC_IPC_HANDLE_BYTES);
-        write_int(w, p->u.ipc.export_id, 8);
-        write_int(w, p->u.ipc.alloc_size, 8);
-        write_int(w, p->u.ipc.offset, 8);
-        write_int(w, (uint32_t)p->u.ipc.device, 4);
-        write_int(w, p->u.ipc.producer_id, 8);
+        o = put(o, p->u.pool.pool_id, 8);
+        o = put(o, (uint64_t)p->u.pool.memory, 1);
+        o = put(o, (uint32_t)p->u.pool.pool_device, 4);
+        o = put(o, p->u.pool.slot, 4);
+        o = put(o, p->u.pool.generation, 4);
+        return put(o, p->u.pool.offset, 8);
     }
+    o = put_raw(o, p->u.ipc.handle, CUIPC_IPC_HANDLE_BYTES);
+    o = put(o, p->u.ipc.export_id, 8);
+    o = put(o, p->u.ipc.alloc_size, 8);
+    o = put(o, p->u.ipc.offset, 8);
+    o = put(o, (uint32_t)p->u.ipc.device, 4);
+    return put(o, p->u.ipc.producer_id, 8);
 }
 
 /* A tag and a u32 length or count. */
-static void write_head(cuipc_writer *w, int tag, size_t n) {
-    write_int(w, (uint64_t)tag, 1);
-    write_int(w, n, 4);
+static uint8_t *put_head(uint8_t *o, int tag, size_t n) {
+    return put(put(o, (uint64_t)tag, 1), n, 4);
+}
+
+/* The cursor at the end of what is written, and back. */
+static uint8_t *cursor(const cuipc_writer *w) {
+    return w->buf + w->pos;
+}
+
+static void advance(cuipc_writer *w, const uint8_t *o) {
+    w->pos = (size_t)(o - w->buf);
 }
 
 /* Write v, refusing what measure() refuses, with the same messages. level counts from 1. */
@@ -337,33 +347,29 @@ static cuipc_status write_value(cuipc_writer *w, const cuipc_value *v, int level
     switch (kind) {
     case CUIPC_VALUE_NULL:
         CUIPC_TRY(reserve(w, 1));
-        write_int(w, CUIPC_TAG_NULL, 1);
+        advance(w, put(cursor(w), CUIPC_TAG_NULL, 1));
         return CUIPC_OK;
     case CUIPC_VALUE_BOOL:
         CUIPC_TRY(reserve(w, 2));
-        write_int(w, CUIPC_TAG_BOOL, 1);
-        write_int(w, cuipc_value_as_bool(v) ? 1 : 0, 1);
+        advance(w, put(put(cursor(w), CUIPC_TAG_BOOL, 1), cuipc_value_as_bool(v) ? 1 : 0, 1));
         return CUIPC_OK;
     case CUIPC_VALUE_INT:
         CUIPC_TRY(reserve(w, 9));
-        write_int(w, CUIPC_TAG_INT, 1);
-        write_int(w, (uint64_t)cuipc_value_as_int(v), 8);
+        advance(w, put(put(cursor(w), CUIPC_TAG_INT, 1), (uint64_t)cuipc_value_as_int(v), 8));
         return CUIPC_OK;
     case CUIPC_VALUE_FLOAT: {
         double f = cuipc_value_as_float(v);
         uint64_t bits;
         memcpy(&bits, &f, sizeof bits);
         CUIPC_TRY(reserve(w, 9));
-        write_int(w, CUIPC_TAG_FLOAT, 1);
-        write_int(w, bits, 8);
+        advance(w, put(put(cursor(w), CUIPC_TAG_FLOAT, 1), bits, 8));
         return CUIPC_OK;
     }
     case CUIPC_VALUE_STRING: {
         const char *s = cuipc_value_as_string(v);
         size_t n = strlen(s);
         CUIPC_TRY(reserve(w, 5 + n));
-        write_head(w, CUIPC_TAG_STRING, n);
-        write_raw(w, s, n);
+        advance(w, put_raw(put_head(cursor(w), CUIPC_TAG_STRING, n), s, n));
         return CUIPC_OK;
     }
     case CUIPC_VALUE_BYTES: {
@@ -372,14 +378,13 @@ static cuipc_status write_value(cuipc_writer *w, const cuipc_value *v, int level
         if (n > UINT32_MAX)
             return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "bytes value of %zu bytes is too large", n);
         CUIPC_TRY(reserve(w, 5 + n));
-        write_head(w, CUIPC_TAG_BYTES, n);
-        write_raw(w, p, n);
+        advance(w, put_raw(put_head(cursor(w), CUIPC_TAG_BYTES, n), p, n));
         return CUIPC_OK;
     }
     case CUIPC_VALUE_LIST: {
         size_t count = cuipc_value_len(v);
         CUIPC_TRY(reserve(w, 5));
-        write_head(w, CUIPC_TAG_LIST, count);
+        advance(w, put_head(cursor(w), CUIPC_TAG_LIST, count));
         for (size_t i = 0; i < count; i++)
             CUIPC_TRY(write_value(w, cuipc_list_get(v, i), level + 1));
         return CUIPC_OK;
@@ -387,13 +392,12 @@ static cuipc_status write_value(cuipc_writer *w, const cuipc_value *v, int level
     case CUIPC_VALUE_DICT: {
         size_t count = cuipc_value_len(v);
         CUIPC_TRY(reserve(w, 5));
-        write_head(w, CUIPC_TAG_DICT, count);
+        advance(w, put_head(cursor(w), CUIPC_TAG_DICT, count));
         for (size_t i = 0; i < count; i++) {
             const char *key = cuipc_dict_key_at(v, i);
             size_t n = strlen(key);
             CUIPC_TRY(reserve(w, 4 + n));
-            write_int(w, n, 4);
-            write_raw(w, key, n);
+            advance(w, put_raw(put(cursor(w), n, 4), key, n));
             CUIPC_TRY(write_value(w, cuipc_dict_value_at(v, i), level + 1));
         }
         return CUIPC_OK;
@@ -407,8 +411,7 @@ static cuipc_status write_value(cuipc_writer *w, const cuipc_value *v, int level
         if (proxy_layout_problem(p, why, sizeof why) || proxy_transport_problem(p, why, sizeof why))
             return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "cannot encode: %s", why);
         CUIPC_TRY(reserve(w, proxy_wire_size(p))); /* the tag included */
-        write_int(w, CUIPC_TAG_PROXY, 1);
-        write_proxy(w, p);
+        advance(w, put_proxy(cursor(w), p));
         return w->on_proxy ? w->on_proxy(p, w->ctx) : CUIPC_OK;
     }
     }
