@@ -67,18 +67,28 @@ static cuipc_pool *pool_by_id(cuipc_producer *p, uint64_t id) {
     return NULL;
 }
 
-/* Keep x's chunk if it is one of this producer's pools (room reserved). */
-static void chunk_list_add(chunk_list *l, const cuipc_proxy *x) {
+static chunk_ref ref_of(cuipc_pool *pool, const cuipc_proxy *x) {
+    return (chunk_ref){pool,
+                       {.offset = x->u.pool.offset,
+                        .size = x->nbytes,
+                        .slot = x->u.pool.slot,
+                        .generation = x->u.pool.generation}};
+}
+
+/* x's chunk, if it is one of this producer's pools. */
+static bool chunk_of(cuipc_producer *p, const cuipc_proxy *x, chunk_ref *out) {
     if (x->kind != CUIPC_PROXY_POOL || x->nbytes == 0)
-        return;
-    cuipc_pool *pool = pool_by_id(l->p, x->u.pool.pool_id);
-    if (!pool)
-        return;
-    l->items[l->n++] = (chunk_ref){pool,
-                                   {.offset = x->u.pool.offset,
-                                    .size = x->nbytes,
-                                    .slot = x->u.pool.slot,
-                                    .generation = x->u.pool.generation}};
+        return false;
+    cuipc_pool *pool = pool_by_id(p, x->u.pool.pool_id);
+    if (pool)
+        *out = ref_of(pool, x);
+    return pool != NULL;
+}
+
+/* Keep x's chunk, if it is one (room reserved). */
+static void chunk_list_add(chunk_list *l, const cuipc_proxy *x) {
+    if (chunk_of(l->p, x, &l->items[l->n]))
+        l->n++;
 }
 
 /* The encoder's look at each proxy it writes. */
@@ -129,7 +139,8 @@ static cuipc_status wrap_node(cuipc_value *node, void *arg) {
     CUIPC_TRY(chunk_list_reserve(&ww->chunks));
     cuipc_proxy x;
     CUIPC_TRY(cuipc_wrap_tensor(&ww->w, cuipc_value_as_tensor(node), &x));
-    chunk_list_add(&ww->chunks, &x);
+    if (ww->w.pool) /* the pool is known: no lookup by id */
+        ww->chunks.items[ww->chunks.n++] = ref_of(ww->w.pool, &x);
     return cuipc_value_set_proxy(node, &x);
 }
 
@@ -143,7 +154,8 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
     pthread_mutex_unlock(&p->lock);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
-    wrap_walk ww = {.w = {.p = p, .stream = stream, .mask = cuipc_producer_live_mask(p)}};
+    wrap_walk ww; /* not zeroed whole: the list's inline room is written as it fills */
+    ww.w = (cuipc_wrap_ctx){.p = p, .stream = stream, .mask = cuipc_producer_live_mask(p)};
     if (!ww.w.mask)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
     chunk_list_init(&ww.chunks, p);
@@ -154,8 +166,8 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
         cuipc_error_save(&saved);
         /* The chunks taken before the failure: given back once queued copies into them are
          * finished. */
-        if (p->gpu_pool)
-            cuipc_cuda_stream_sync(stream);
+        if (p->gpu_pool) /* a stream that fails this too has lost its context: nothing runs */
+            cuipc_status_ignore(cuipc_cuda_stream_sync(stream));
         chunk_list_cancel(&ww.chunks);
         chunk_list_free(&ww.chunks);
         return CUIPC_FAIL(s, "%s", saved.msg);
@@ -169,24 +181,20 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
     return CUIPC_OK;
 }
 
-/* Give back the chunk of one proxy node (l: a list of one, reused). */
+/* Give back the chunk of one proxy node. */
 static cuipc_status cancel_node(cuipc_value *node, void *ctx) {
-    chunk_list *l = ctx;
     const cuipc_proxy *x = cuipc_value_as_proxy(node);
-    l->n = 0;
-    if (x)
-        chunk_list_add(l, x);
-    chunk_list_cancel(l);
+    chunk_ref r;
+    if (x && chunk_of(ctx, x, &r)) /* STALE only for a chunk no longer in flight */
+        cuipc_status_ignore(cuipc_pool_cancel(r.pool, &r.chunk));
     return CUIPC_OK;
 }
 
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped) {
     if (!wrapped)
         return CUIPC_OK; /* nothing to give back */
-    chunk_list l;
-    chunk_list_init(&l, p);
     cuipc_status_ignore(
-        cuipc_value_visit((cuipc_value *)wrapped, cancel_node, &l)); /* cancel_node never fails */
+        cuipc_value_visit((cuipc_value *)wrapped, cancel_node, p)); /* cancel_node never fails */
     return CUIPC_OK;
 }
 

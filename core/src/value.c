@@ -779,17 +779,9 @@ cuipc_status cuipc_value_clone_visit(const cuipc_value *v, cuipc_value_visit_fn 
         cuipc_value *item = NULL;
         cuipc_status s = cuipc_value_clone_visit(
             list ? v->u.list.items[i] : v->u.dict.entries[i].value, fn, ctx, &item);
-        if (s == CUIPC_OK && list) {
-            s = cuipc_list_append(copy, item); /* frees item on failure */
-        } else if (s == CUIPC_OK) {
-            /* The source's keys are checked and distinct: no lookup, no second hash. */
-            const cuipc_dict_entry *e = &v->u.dict.entries[i];
-            s = dict_add(copy, e->key, e->key_len, e->hash, item);
-            if (s == CUIPC_OK)
-                adopt(copy, item);
-            else
-                cuipc_value_free(item);
-        }
+        if (s == CUIPC_OK) /* frees item on failure */
+            s = list ? cuipc_list_append(copy, item)
+                     : cuipc_dict_set(copy, v->u.dict.entries[i].key, item);
         if (s != CUIPC_OK) {
             cuipc_value_free(copy);
             return s;

@@ -58,6 +58,7 @@ static cuipc_status to_host_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy
     }
     cuipc_pool_mark_ready(p->host_pool, &c);
     cuipc_pool_fill_proxy(p->host_pool, &c, x);
+    w->pool = p->host_pool;
     return CUIPC_OK;
 }
 
@@ -75,13 +76,15 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     /* The copy, then ready := generation on the same stream: consumers wait for that word. */
     s = cuipc_pool_copy_in(p->gpu_pool, w->stream, &c, t->data, x->nbytes);
     if (s != CUIPC_OK) {
-        /* The copy may still be queued: let it finish before the chunk can be reused. */
-        cuipc_cuda_stream_sync(w->stream);
+        /* The copy may still be queued: let it finish before the chunk can be reused (a stream
+         * that fails this too has lost its context, where nothing runs any more). */
+        cuipc_status_ignore(cuipc_cuda_stream_sync(w->stream));
         cuipc_status_ignore(
             cuipc_pool_cancel(p->gpu_pool, &c)); /* undo: the failure above is reported */
         return s;
     }
     cuipc_pool_fill_proxy(p->gpu_pool, &c, x);
+    w->pool = p->gpu_pool;
     return CUIPC_OK;
 }
 
@@ -165,49 +168,49 @@ static cuipc_status from_buffer(wrap_ctx *w, const cuipc_tensor *t, cuipc_held_b
             cuipc_pool_mark_ready(b->pool, c);
     }
     if (s != CUIPC_OK) {
-        if (gpu)
-            cuipc_cuda_stream_sync(w->stream); /* nothing queued may still write it */
+        if (gpu) /* nothing queued may still write it (as in to_gpu_pool) */
+            cuipc_status_ignore(cuipc_cuda_stream_sync(w->stream));
         cuipc_status_ignore(
             cuipc_pool_cancel(b->pool, c)); /* undo: the failure above is reported */
         return s;
     }
     cuipc_pool_fill_proxy(b->pool, c, x);
+    w->pool = b->pool;
     return CUIPC_OK;
 }
 
-cuipc_status cuipc_wrap_tensor(cuipc_wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy *out) {
+cuipc_status cuipc_wrap_tensor(cuipc_wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy *x) {
+    w->pool = NULL;
     CUIPC_TRY(cuipc_tensor_validate(t));
     if (t->device != CUIPC_DEVICE_HOST && !cuipc_cuda_present())
         return CUIPC_FAIL(CUIPC_ERR_NO_GPU, "tensor on device %d but no GPU is usable", t->device);
-    cuipc_proxy x;
-    layout_of(t, &x);
-    if (x.nbytes > 0 && t->data == NULL)
+    layout_of(t, x);
+    if (x->nbytes > 0 && t->data == NULL)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "a tensor of %llu bytes has no data (NULL)",
-                          (unsigned long long)x.nbytes);
+                          (unsigned long long)x->nbytes);
     cuipc_status s;
     cuipc_held_buffer b;
     bool from_held = false;
-    if (x.nbytes > 0)
-        CUIPC_TRY(cuipc_producer_take_buffer(w->p, t, x.nbytes, &b, &from_held));
+    if (x->nbytes > 0)
+        CUIPC_TRY(cuipc_producer_take_buffer(w->p, t, x->nbytes, &b, &from_held));
     if (from_held) {
-        s = from_buffer(w, t, &b, &x);
-    } else if (x.nbytes == 0) {
+        s = from_buffer(w, t, &b, x);
+    } else if (x->nbytes == 0) {
         /* Empty tensors carry only their layout: no pool, no slot. */
-        x.kind = CUIPC_PROXY_POOL;
-        x.u.pool.memory = CUIPC_MEMORY_HOST;
-        x.u.pool.pool_device = CUIPC_DEVICE_HOST;
-        x.u.pool.slot = UINT32_MAX;
+        x->kind = CUIPC_PROXY_POOL;
+        x->u.pool.memory = CUIPC_MEMORY_HOST;
+        x->u.pool.pool_device = CUIPC_DEVICE_HOST;
+        x->u.pool.slot = UINT32_MAX;
         s = CUIPC_OK;
     } else if (t->device == CUIPC_DEVICE_HOST || w->p->cfg.mode == CUIPC_MODE_DEFAULT) {
-        s = to_host_pool(w, t, &x);
+        s = to_host_pool(w, t, x);
     } else if (w->p->cfg.mode == CUIPC_MODE_CUDA_IPC_POOL) {
-        s = to_gpu_pool(w, t, &x);
+        s = to_gpu_pool(w, t, x);
     } else {
-        s = to_ipc_export(w, t, &x);
+        s = to_ipc_export(w, t, x);
     }
     if (s != CUIPC_OK)
         return s;
-    w->bytes += x.nbytes;
-    *out = x;
+    w->bytes += x->nbytes;
     return CUIPC_OK;
 }

@@ -10,12 +10,13 @@ typedef struct cuipc_wrap_ctx {
     uint64_t mask;       /* the consumers every chunk waits for */
     uint64_t bytes;      /* tensor bytes wrapped so far */
     uint64_t fallbacks;  /* tensors staged through the host pool because the GPU pool was full */
+    cuipc_pool *pool;    /* the last tensor's chunk is in this pool; NULL: it took none */
 } cuipc_wrap_ctx;
 
-/* Tensor t as a proxy in *out: a pool chunk (copied in, or a held buffer published as it is),
- * an exported allocation (cuda_ipc), or a layout alone (empty). On failure nothing stays
- * allocated for t. */
+/* Tensor t as a proxy in *x: a pool chunk (copied in, or a held buffer published as it is), an
+ * exported allocation (cuda_ipc), or a layout alone (empty). On failure nothing stays allocated
+ * for t (and *x means nothing). */
 CUIPC_WARN_UNUSED
-cuipc_status cuipc_wrap_tensor(cuipc_wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy *out);
+cuipc_status cuipc_wrap_tensor(cuipc_wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy *x);
 
 #endif
