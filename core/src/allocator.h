@@ -21,15 +21,18 @@ typedef struct cuipc_allocator_stats {
 } cuipc_allocator_stats;
 
 /* alignment: power of two >= 8; every offset and block size is a multiple of it. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_allocator_create(uint64_t arena, uint64_t alignment, cuipc_fit fit,
                                     cuipc_allocator **out);
 void cuipc_allocator_destroy(cuipc_allocator *a);
 
 /* CUIPC_ERR_POOL_FULL (message: size asked, largest free) when no block fits;
  * CUIPC_ERR_INVALID_ARG for size 0 or size > arena. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_allocator_alloc(cuipc_allocator *a, uint64_t size, uint64_t *offset);
 
 /* CUIPC_ERR_INVALID_ARG if offset is not the start of an allocated block (double free, forged). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_allocator_free(cuipc_allocator *a, uint64_t offset);
 
 /* Aligned size of the allocated block at offset, 0 if none. */
@@ -39,6 +42,7 @@ void cuipc_allocator_stats_get(const cuipc_allocator *a, cuipc_allocator_stats *
 
 /* Walk every structure and check the invariants (blocks tile the arena, no two free
  * neighbours, free lists match, stats match). CUIPC_ERR_CORRUPT naming the first violation. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_allocator_check(const cuipc_allocator *a);
 
 #endif

@@ -54,12 +54,13 @@ static cuipc_status map_view(pool_view *v, const cuipc_hello_pool *h, int mem_fd
 static void unmap_view(pool_view *v) {
     if (!v->present)
         return;
+    /* Tear-down: nothing is left to retry a failed unregister on. */
     if (v->host_dev_base)
-        cuipc_cuda_host_unregister(v->base);
+        cuipc_status_ignore(cuipc_cuda_host_unregister(v->base));
     if (v->base)
         cuipc_shm_unmap(v->base, v->size);
     if (v->sync_dev_base)
-        cuipc_cuda_host_unregister(cuipc_sync_table_base(v->sync));
+        cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(v->sync)));
     cuipc_sync_table_destroy(v->sync);
     memset(v, 0, sizeof *v);
 }
@@ -343,7 +344,9 @@ void cuipc_consumer_detach(cuipc_consumer *c) {
         cuipc_socket_say_goodbye(c->sock); /* a detach, not a death */
         close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
     }
-    cuipc_cuda_copy_pools_trim(); /* copy-out buffers already freed go back to the driver */
+    /* Copy-out buffers already freed go back to the driver; one that cannot keeps its memory
+     * cached, which is no failure of the detach. */
+    cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

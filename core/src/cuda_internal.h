@@ -90,6 +90,7 @@ cudaError_t cuipc_kernel_checksum_add(const void *p, size_t n, unsigned long lon
 /* Record "call(args) failed: cudaErrorX: text" as the message of function where, clear the
  * runtime's last-error state, and return CUIPC_ERR_NO_GPU for driver/device absence, else
  * CUIPC_ERR_CUDA. args_fmt describes the arguments (device, sizes, pointers). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_cuda_fail(const char *where, cudaError_t err, const char *call,
                              const char *args_fmt, ...) __attribute__((format(printf, 4, 5)));
 
@@ -97,6 +98,7 @@ cuipc_status cuipc_cuda_fail(const char *where, cudaError_t err, const char *cal
 int cuipc_cuda_device_count(void);
 
 /* Record why no GPU is usable as the message of function where; returns CUIPC_ERR_NO_GPU. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_cuda_no_gpu(const char *where);
 
 #define CUIPC_CUDA_FAIL(err, call, ...) cuipc_cuda_fail(__func__, (err), (call), __VA_ARGS__)

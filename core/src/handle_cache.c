@@ -66,7 +66,8 @@ void cuipc_handle_cache_close(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int 
     pthread_mutex_lock(&cache_lock);
     entry *e = find(handle, device);
     if (e) {
-        cuipc_cuda_ipc_close(e->ptr);
+        /* Tear-down: the entry goes either way; a failed close is in the error message. */
+        cuipc_status_ignore(cuipc_cuda_ipc_close(e->ptr));
         *e = entries[--n_entries];
     }
     pthread_mutex_unlock(&cache_lock);
@@ -81,8 +82,8 @@ uint32_t cuipc_handle_cache_size(void) {
 
 void cuipc_handle_cache_clear(void) {
     pthread_mutex_lock(&cache_lock);
-    for (uint32_t i = 0; i < n_entries; i++)
-        cuipc_cuda_ipc_close(entries[i].ptr);
+    for (uint32_t i = 0; i < n_entries; i++) /* tear-down, as in close */
+        cuipc_status_ignore(cuipc_cuda_ipc_close(entries[i].ptr));
     free(entries);
     entries = NULL;
     n_entries = cap_entries = 0;

@@ -11,6 +11,7 @@
 #include "cuipc/status.h"
 
 /* Mapped address of the allocation behind handle on device; *hit says whether it was cached. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_handle_cache_open(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int device,
                                      void **ptr, bool *hit);
 

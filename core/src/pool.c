@@ -104,7 +104,7 @@ static cuipc_status map_memory(cuipc_pool *p) {
         /* Exported once for the pool's lifetime: receivers open it once and reuse the mapping. */
         cuipc_status s = cuipc_cuda_ipc_get(p->base, p->ipc_handle);
         if (s != CUIPC_OK) {
-            cuipc_cuda_free(p->base);
+            cuipc_status_ignore(cuipc_cuda_free(p->base)); /* undo: the failure above is reported */
             p->base = NULL;
         }
         return s;
@@ -121,13 +121,15 @@ static cuipc_status map_memory(cuipc_pool *p) {
     return CUIPC_OK;
 }
 
+/* Tear-down: nothing is left to retry a failed CUDA free or unregister on (the thread's error
+ * message keeps it). */
 static void unmap_memory(cuipc_pool *p) {
     if (p->cfg.memory == CUIPC_MEMORY_CUDA) {
         if (p->base)
-            cuipc_cuda_free(p->base);
+            cuipc_status_ignore(cuipc_cuda_free(p->base));
     } else if (p->cfg.memory == CUIPC_MEMORY_HOST) {
         if (p->host_dev_base)
-            cuipc_cuda_host_unregister(p->base);
+            cuipc_status_ignore(cuipc_cuda_host_unregister(p->base));
         if (p->base)
             cuipc_shm_unmap(p->base, p->cfg.size);
         if (p->mem_fd >= 0)
@@ -140,7 +142,9 @@ static void unmap_memory(cuipc_pool *p) {
 static void free_busy_locked(cuipc_pool *p, uint32_t i) {
     uint32_t slot = p->busy[i];
     slot_state *st = &p->slots[slot];
-    cuipc_allocator_free(p->alloc, st->offset);
+    /* The slot's own block, from this allocator: a refusal would be the pool's bug, which the
+     * allocator's consistency check in the tests catches. */
+    cuipc_status_ignore(cuipc_allocator_free(p->alloc, st->offset));
     st->busy = false;
     if (st->held) {
         st->held = false;
@@ -207,7 +211,8 @@ static void *recycler_main(void *arg) {
         pthread_mutex_unlock(&p->lock);
         /* Sleep until a release; a long sleep when nothing is in flight. */
         int64_t period = p->cfg.memory == CUIPC_MEMORY_CUDA ? GPU_RECYCLE_NS : RECYCLER_PERIOD_NS;
-        cuipc_sync_wait(p->sync, seq, busy ? period : 10 * RECYCLER_PERIOD_NS);
+        /* A sleep: woken or timed out, the loop looks at the slots again. */
+        cuipc_status_ignore(cuipc_sync_wait(p->sync, seq, busy ? period : 10 * RECYCLER_PERIOD_NS));
     }
     return NULL;
 }
@@ -275,8 +280,8 @@ void cuipc_pool_destroy(cuipc_pool *p) {
         cuipc_sync_wake(p->sync);
         pthread_join(p->recycler, NULL);
     }
-    if (p->sync_dev_base)
-        cuipc_cuda_host_unregister(cuipc_sync_table_base(p->sync));
+    if (p->sync_dev_base) /* tear-down: as unmap_memory */
+        cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(p->sync)));
     unmap_memory(p);
     cuipc_sync_table_destroy(p->sync);
     cuipc_allocator_destroy(p->alloc);
@@ -400,7 +405,8 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
                 cuipc_cpu_relax();
         } else {
             int64_t slice = gpu ? GPU_POLL_NS : RECYCLER_PERIOD_NS;
-            cuipc_sync_wait(p->sync, seq, left < slice ? left : slice);
+            /* A sleep: woken or timed out, the slots are reclaimed and looked at again. */
+            cuipc_status_ignore(cuipc_sync_wait(p->sync, seq, left < slice ? left : slice));
         }
         pthread_mutex_lock(&p->lock);
         reclaim_locked(p);

@@ -16,8 +16,10 @@ typedef struct cuipc_ring cuipc_ring;
 typedef bool (*cuipc_peer_alive_fn)(void *ctx);
 
 /* capacity: data bytes, power of two >= 4096. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_ring_create(uint64_t capacity, cuipc_ring **out);
 /* Map a ring received as fd (ownership taken, also on failure); header validated. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_ring_attach(int fd, cuipc_ring **out);
 void cuipc_ring_destroy(cuipc_ring *r);
 
@@ -30,10 +32,12 @@ void cuipc_ring_set_spin_ns(cuipc_ring *r, uint64_t spin_ns);
 
 /* CUIPC_ERR_INVALID_ARG (len 0 or > max), CUIPC_ERR_CLOSED, CUIPC_ERR_TIMEOUT,
  * CUIPC_ERR_PEER_DEAD. timeout_ns < 0 waits forever (still checking the peer). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t timeout_ns);
 
 /* Next message into a malloc'd buffer (*msg, freed by caller). CUIPC_ERR_CLOSED once the ring
  * is closed and empty. A corrupt record header gives CUIPC_ERR_CORRUPT. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_ring_recv(cuipc_ring *r, void **msg, size_t *len, int64_t timeout_ns);
 
 /* Sender side: no more messages; wakes a sleeping receiver. */

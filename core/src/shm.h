@@ -19,6 +19,7 @@ void cuipc_shm_unmap(void *p, uint64_t size);
 
 /* Argument checks of an attach that takes ownership of fd (`where` names it in the message):
  * without an out pointer fd is closed, since nobody else will; a negative fd is refused. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_attach_args(const char *where, int fd, bool have_out);
 
 /* Size of the object behind fd (fstat), or 0 with the error set. */
@@ -27,6 +28,7 @@ uint64_t cuipc_fd_size(int fd);
 /* Cross-process futex on a 32-bit word in shared memory (no FUTEX_PRIVATE_FLAG).
  * wait: returns CUIPC_OK when woken or when *addr != expected, CUIPC_ERR_TIMEOUT when
  * timeout_ns passed (timeout_ns < 0: forever). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t timeout_ns);
 void cuipc_futex_wake(_Atomic uint32_t *addr, int n);
 

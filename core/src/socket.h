@@ -14,23 +14,29 @@
 #define CUIPC_SOCKET_MAX_FDS 8
 
 /* Bind and listen on path (must not exist yet; mode 0600). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_socket_listen(const char *path, int *listen_fd);
 
 /* Accept one connection within timeout_ns (non-blocking socket); a peer of another user is
  * refused with CUIPC_ERR_PERMISSION, one that left before accept gives CUIPC_ERR_TIMEOUT. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_socket_accept(int listen_fd, int64_t timeout_ns, int *conn_fd, pid_t *peer_pid);
 
 /* Connect, retrying while the listener is not there yet or its backlog is full, up to
  * timeout_ns (never blocked in connect itself). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_socket_connect(const char *path, int64_t timeout_ns, int *fd);
 
 /* Credentials of the process at the other end (as it was at connect/listen time). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_socket_peer_cred(int fd, uint32_t *uid, uint32_t *gid, pid_t *pid);
 
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_socket_send(int fd, const void *buf, size_t len, const int *fds, int nfds);
 
 /* One message (and up to max_fds descriptors, close-on-exec) within timeout_ns. A message of
  * another size than expected_len is CUIPC_ERR_CORRUPT (its fds are closed). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_socket_recv(int fd, void *buf, size_t expected_len, int *fds, int *nfds,
                                int max_fds, int64_t timeout_ns);
 

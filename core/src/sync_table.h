@@ -54,10 +54,12 @@ typedef struct cuipc_sync_header {
 typedef struct cuipc_sync_table cuipc_sync_table;
 
 /* Producer: a new memfd-backed table. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_sync_table_create(uint32_t n_slots, uint32_t max_consumers, uint64_t pool_id,
                                      uint64_t pool_size, cuipc_sync_table **out);
 /* Consumer: map a table received as fd (ownership of fd is taken, also on failure); header
  * checked (magic, version, pool id, size matches slot count). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_sync_table_attach(int fd, uint64_t expected_pool_id, cuipc_sync_table **out);
 void cuipc_sync_table_destroy(cuipc_sync_table *t);
 
@@ -105,15 +107,18 @@ void *cuipc_sync_ack_device_addr(void *sync_dev_base, const cuipc_sync_table *t,
 /* Consumer: validate a proxy's (slot, generation, offset, size) for consumer c:
  * CUIPC_ERR_CORRUPT (slot out of range, extent differs, c not in the mask),
  * CUIPC_ERR_STALE (generation moved on), CUIPC_ERR_DUPLICATE (c already released it). */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_sync_check(const cuipc_sync_table *t, uint32_t slot, uint32_t generation,
                               uint64_t offset, uint64_t size, uint32_t consumer);
 /* Consumer c is done with (slot, generation): CAS of its ack word; STALE / DUPLICATE rejected
  * and counted in the header; wakes the producer if it waits. */
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_sync_release(cuipc_sync_table *t, uint32_t slot, uint32_t generation,
                                 uint32_t consumer);
 
 /* Sleep until a release happens after *seq was read (or timeout). */
 uint32_t cuipc_sync_wake_seq(const cuipc_sync_table *t);
+CUIPC_WARN_UNUSED
 cuipc_status cuipc_sync_wait(cuipc_sync_table *t, uint32_t seen_seq, int64_t timeout_ns);
 /* Bump wake_seq and wake sleepers (used after GPU-side acks). */
 void cuipc_sync_wake(cuipc_sync_table *t);

@@ -13,12 +13,15 @@
 #include "shm.h"
 #include "value_internal.h"
 
-/* Release a chunk from the host (the acquire side of the producer's recycling). */
+/* Release a chunk from the host (the acquire side of the producer's recycling). The slot was
+ * checked on receipt and this message alone holds it (released guards a second release): a
+ * refusal can only mean the producer already acked for this consumer (it counted it gone), and
+ * then there is nothing left to give back. */
 static void release_cpu(cuipc_consumer *c, held_chunk *h) {
     if (h->released)
         return;
     h->released = true;
-    cuipc_sync_release(h->view->sync, h->slot, h->generation, c->index);
+    cuipc_status_ignore(cuipc_sync_release(h->view->sync, h->slot, h->generation, c->index));
 }
 
 void cuipc_unwrap_options_init(cuipc_unwrap_options *o) {
@@ -124,7 +127,7 @@ static cuipc_status copy_out(const void *src, uint64_t n, int src_is_host, int t
     if (s == CUIPC_OK && src_is_host)
         s = cuipc_cuda_stream_sync(stream); /* the host chunk is released right after */
     if (s != CUIPC_OK) {
-        cuipc_cuda_free_async(d, stream);
+        cuipc_status_ignore(cuipc_cuda_free_async(d, stream)); /* undo: the failure is reported */
         return s;
     }
     *dst = d;
@@ -389,7 +392,9 @@ cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {
             }
             if (first == CUIPC_OK)
                 first = s;
-            cuipc_cuda_stream_sync(stream); /* fall back to a host release after the reads */
+            /* Fall back to a host release after the reads; a stream that fails this too failed
+             * the write above, whose error is the one returned. */
+            cuipc_status_ignore(cuipc_cuda_stream_sync(stream));
         }
         h->released = true;
         cuipc_status s = cuipc_sync_release(h->view->sync, h->slot, h->generation, c->index);

@@ -224,7 +224,8 @@ cuipc_value *cuipc_value_proxy(const cuipc_proxy *p) {
 
 /* ---- freeing --------------------------------------------------------------------------- */
 
-/* A failure is already in the error message; there is nothing to undo. */
+/* Freeing cannot be undone or retried: a failure of the CUDA free is left in the thread's error
+ * message, and the value is gone all the same. */
 static void free_tensor_memory(const cuipc_value *v) {
     cuipc_tensor *t = v->u.tensor.desc;
     if (v->u.tensor.owner == CUIPC_OWNER_HOST && v->u.tensor.mapped_bytes)
@@ -232,9 +233,9 @@ static void free_tensor_memory(const cuipc_value *v) {
     else if (v->u.tensor.owner == CUIPC_OWNER_HOST)
         free(t->data);
     else if (v->u.tensor.owner == CUIPC_OWNER_DEVICE && t->data && v->u.tensor.stream_ordered)
-        cuipc_cuda_free_async(t->data, v->u.tensor.stream);
+        cuipc_status_ignore(cuipc_cuda_free_async(t->data, v->u.tensor.stream));
     else if (v->u.tensor.owner == CUIPC_OWNER_DEVICE && t->data)
-        cuipc_cuda_free(t->data);
+        cuipc_status_ignore(cuipc_cuda_free(t->data));
 }
 
 /* Release what the node's payload owns, leaving the node itself allocated. */

@@ -132,8 +132,8 @@ static int producer_main(void *arg) {
                 /* The strided tensor sits at an offset inside a larger buffer. */
                 uint64_t lead = i == 1 ? 256 : 0;
                 void *b = NULL;
-                if (cuipc_producer_buffer_alloc(p, host_buffer ? CUIPC_MEMORY_HOST
-                                                               : CUIPC_MEMORY_CUDA,
+                if (cuipc_producer_buffer_alloc(p,
+                                                host_buffer ? CUIPC_MEMORY_HOST : CUIPC_MEMORY_CUDA,
                                                 lead + span[i] + 512, 20 * SEC, &b) != CUIPC_OK) {
                     fprintf(stderr, "[%s] buffer %d: %s\n", k->name, m, cuipc_last_error());
                     rc = 21;
@@ -207,7 +207,7 @@ static int producer_main(void *arg) {
             CHECK_OK(cuipc_gpu_free(buf[b][i]));
     free(buf);
     if (gates_dev)
-        cuipc_cuda_host_unregister(gates);
+        CHECK_OK(cuipc_cuda_host_unregister(gates));
     CHECK_OK(cuipc_gpu_stream_destroy(stream));
     return rc;
 }
@@ -368,8 +368,8 @@ static int reuse_waits_for_gpu_main(void *arg) {
         fprintf(stderr, "[reuse-waits-for-gpu] not reclaimed once the copy ran\n");
         rc = 13;
     }
-    cuipc_cuda_stream_sync(stream);
-    cuipc_cuda_host_unregister(gate);
+    CHECK_OK(cuipc_cuda_stream_sync(stream));
+    CHECK_OK(cuipc_cuda_host_unregister(gate));
     CHECK_OK(cuipc_gpu_free(src));
     CHECK_OK(cuipc_gpu_stream_destroy(stream));
     cuipc_pool_destroy(pool);

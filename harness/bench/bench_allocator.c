@@ -55,7 +55,10 @@ static void bench_alloc_free(cuipc_bench_state *s, void *ctx) {
         goto out;
     }
     for (size_t i = 0; i < n; i += 2) {
-        cuipc_allocator_free(a, live[i]);
+        if (cuipc_allocator_free(a, live[i]) != CUIPC_OK) {
+            cuipc_bench_skip_with_error(s, cuipc_last_error());
+            goto out;
+        }
         live[i] = NO_BLOCK;
     }
     cuipc_allocator_stats st;
@@ -65,8 +68,10 @@ static void bench_alloc_free(cuipc_bench_state *s, void *ctx) {
     uint64_t full = 0, k = 0;
     while (cuipc_bench_keep_running(s)) {
         size_t victim = (size_t)(cuipc_bench_rand(&rng) % n);
-        if (live[victim] != NO_BLOCK)
-            cuipc_allocator_free(a, live[victim]);
+        if (live[victim] != NO_BLOCK && cuipc_allocator_free(a, live[victim]) != CUIPC_OK) {
+            cuipc_bench_skip_with_error(s, cuipc_last_error()); /* a live block refused */
+            goto out;
+        }
         if (cuipc_allocator_alloc(a, sizes[k++ % SIZE_TABLE], &live[victim]) != CUIPC_OK) {
             live[victim] = NO_BLOCK;
             full++; /* no hole large enough: counted, the slot stays empty */

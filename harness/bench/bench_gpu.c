@@ -154,8 +154,8 @@ void cuipc_bench_gpu_teardown(void) {
         cuipc_pool_destroy(g.host_pool[i]);
         g.gpu_pool[i] = g.host_pool[i] = NULL;
     }
-    if (g.h_pinned) {
-        cuipc_cuda_host_unregister(g.h_pinned);
+    if (g.h_pinned) { /* tear-down: the memory is freed whether the unregister works or not */
+        cuipc_status_ignore(cuipc_cuda_host_unregister(g.h_pinned));
         free(g.h_pinned);
     }
     /* Tear-down after the run: nothing left to report to. */
@@ -210,8 +210,9 @@ static cuipc_status time_pool_copy(copy_kind k, cuipc_pool *pool, size_t n, doub
     if (s == CUIPC_OK && (e = cudaEventElapsedTime(&ms, g.start, g.stop)) != cudaSuccess)
         s = cuda_failed(e, "cudaEventElapsedTime");
     if (s != CUIPC_OK) {
-        cuipc_cuda_stream_sync(g.stream);
-        cuipc_status_ignore(cuipc_pool_cancel(pool, &c)); /* undo: the failure above is reported */
+        /* Undo: the failure above is reported (and a stream that fails this too runs nothing). */
+        cuipc_status_ignore(cuipc_cuda_stream_sync(g.stream));
+        cuipc_status_ignore(cuipc_pool_cancel(pool, &c));
         return s;
     }
     if (k == COPY_HOST_STAGING)
