@@ -178,6 +178,19 @@ static size_t proxy_wire_size(const cuipc_proxy *p) {
 
 /* ---- encoder --------------------------------------------------------------------------- */
 
+/* What the encoder refuses at a leaf, in measure() and write_value() alike. */
+static cuipc_status tensor_refused(void) {
+    return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                      "tree holds a tensor node: wrap tensors into proxies first");
+}
+
+static cuipc_status check_encodable(const cuipc_proxy *p) {
+    char why[160];
+    if (proxy_layout_problem(p, why, sizeof why) || proxy_transport_problem(p, why, sizeof why))
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "cannot encode: %s", why);
+    return CUIPC_OK;
+}
+
 /* Body size of v, checking everything the decoder would refuse. level counts from 1. */
 static cuipc_status measure(const cuipc_value *v, int level, uint64_t *size) {
     if (level > CUIPC_VALUE_MAX_DEPTH)
@@ -223,13 +236,10 @@ static cuipc_status measure(const cuipc_value *v, int level, uint64_t *size) {
         return CUIPC_OK;
     }
     case CUIPC_VALUE_TENSOR:
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
-                          "tree holds a tensor node: wrap tensors into proxies first");
+        return tensor_refused();
     case CUIPC_VALUE_PROXY: {
         const cuipc_proxy *p = cuipc_value_as_proxy(v);
-        char why[160];
-        if (proxy_layout_problem(p, why, sizeof why) || proxy_transport_problem(p, why, sizeof why))
-            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "cannot encode: %s", why);
+        CUIPC_TRY(check_encodable(p));
         *size += proxy_wire_size(p);
         return CUIPC_OK;
     }
@@ -403,13 +413,10 @@ static cuipc_status write_value(cuipc_writer *w, const cuipc_value *v, int level
         return CUIPC_OK;
     }
     case CUIPC_VALUE_TENSOR:
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
-                          "tree holds a tensor node: wrap tensors into proxies first");
+        return tensor_refused();
     case CUIPC_VALUE_PROXY: {
         const cuipc_proxy *p = cuipc_value_as_proxy(v);
-        char why[160];
-        if (proxy_layout_problem(p, why, sizeof why) || proxy_transport_problem(p, why, sizeof why))
-            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "cannot encode: %s", why);
+        CUIPC_TRY(check_encodable(p));
         CUIPC_TRY(reserve(w, proxy_wire_size(p))); /* the tag included */
         advance(w, put_proxy(cursor(w), p));
         return w->on_proxy ? w->on_proxy(p, w->ctx) : CUIPC_OK;
