@@ -30,8 +30,7 @@ import time
 import cuipc
 
 # What the extension's torch fast path reads of a tensor (torch_tensor.c), one call each.
-TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requires_grad", "x.is_conj()",
-               "x.is_neg()", "x.dtype", "x.shape", "x.stride()", "x.data_ptr()", "x.is_cuda", "x.is_cpu",
+TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requires_grad", "x.is_neg()", "x.dtype", "x.shape", "x.stride()", "x.data_ptr()", "x.is_cuda", "x.is_cpu",
                "x.get_device()", "torch._C._cuda_getCurrentRawStream(0)"]
 
 

@@ -27,6 +27,14 @@ def received(p, c, x):
         return t.dtype, t.shape, t.strides, memoryview(t).tobytes()
 
 
+def outcome(p, c, x):
+    """What was received, or the error the send raised."""
+    try:
+        return received(p, c, x)
+    except cuipc.Error as e:
+        return type(e), str(e)
+
+
 def dlpack_exports(x):
     try:
         x.__dlpack__()
@@ -137,3 +145,90 @@ def test_cpu_tensor_kept_alive_through_the_send(pair):
     with c.recv(timeout=5) as m:
         y = m.unwrap(kind="copy")["x"].to_torch()
     assert torch.equal(y, torch.arange(256, dtype=torch.int64) * 3)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.ones(3, 1).as_strided((3, 1), (1, 99)),
+    lambda: torch.arange(4.0).as_strided((1, 4), (1000, 1)),
+    lambda: torch.arange(6.0).as_strided((2, 1, 3), (3, 0, 1)),
+    lambda: torch.ones(1).as_strided((1, 1, 1), (7, 0, 123)),
+    lambda: torch.ones(2).as_strided((0, 2), (77, 1)),
+    lambda: torch.ones(4, dtype=torch.float64).conj(),  # real: no conj bit
+    lambda: torch.ones(3, 4)[:, 1:2],
+], ids=["unit_stride_99", "unit_stride_1000", "unit_stride_0", "all_unit", "empty_odd",
+        "real_conj", "column"])
+def test_odd_unit_strides_as_dlpack_gives_them(pair, make):
+    """Strides of unit dims are what DLPack exporters normalise (torch since 1.13): the direct read
+    sees torch's own, and must send (or refuse) what the export would."""
+    p, c = pair()
+    x = make()
+    assert outcome(p, c, x) == outcome(p, c, ViaDLPack(x))
+
+
+def test_the_conj_bit_is_not_read(pair, monkeypatch):
+    """torch sets the conj bit on complex tensors only, which the direct read leaves to DLPack:
+    a real tensor is sent without asking (one call fewer a tensor)."""
+    p, c = pair()
+
+    def refuse(self):
+        raise AssertionError("is_conj read")
+
+    monkeypatch.setattr(torch.Tensor, "is_conj", refuse)
+    x = torch.arange(16, dtype=torch.float32)
+    assert received(p, c, x)[3] == x.numpy().tobytes()
+
+
+def neg_view():
+    z = torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64)
+    return z.conj().imag  # a real tensor with the neg bit set
+
+
+def sparse_csr():
+    return torch.eye(3).to_sparse_csr()
+
+
+def mkldnn():
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without mkldnn")
+    return torch.ones(4).to_mkldnn()
+
+
+class Sub(torch.Tensor):
+    pass
+
+
+@pytest.mark.parametrize("make", [neg_view, sparse_csr, mkldnn,
+                                  lambda: torch.ones(4).as_subclass(Sub),
+                                  lambda: torch.ones(4, requires_grad=True) * 2,
+                                  lambda: torch.ones(4, dtype=torch.complex128)],
+                         ids=["neg_of_conj_imag", "sparse_csr", "mkldnn", "subclass", "grad_non_leaf",
+                              "complex"])
+def test_fast_path_and_dlpack_agree(pair, make):
+    """What the direct read leaves to DLPack gives the same result or the same error as DLPack."""
+    p, c = pair()
+    x = make()
+    assert outcome(p, c, x) == outcome(p, c, ViaDLPack(x))
+
+
+def test_torch_function_mode_takes_dlpack(pair, monkeypatch):
+    modes = pytest.importorskip("torch.overrides")
+    if not hasattr(modes, "TorchFunctionMode"):
+        pytest.skip(f"torch {torch.__version__} has no TorchFunctionMode")
+
+    class Mode(modes.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    p, c = pair()
+    x = torch.arange(8, dtype=torch.int32)
+    seen = []
+    real = torch.Tensor.__dlpack__
+
+    def spy(self, *a, **kw):
+        seen.append(1)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "__dlpack__", spy)
+    with Mode():
+        got = received(p, c, x)
+    assert seen and got[3] == x.numpy().tobytes()
