@@ -312,6 +312,37 @@ cuipc_value *cuipc_py_to_value(PyObject *tree, cuipc_stream stream, PyObject *ke
     return convert(tree, "tree", 0, stream, keep);
 }
 
+/* A dict key as a str, from a small cache: the same few keys come in every message, and a cached
+ * one costs neither the decoding and allocation of a new str nor the dict's hashing of it (a str
+ * keeps its hash). Not interned: interned strings can be immortal (CPython 3.12), and keys that
+ * differ in every message would pile up. Decoding errors are PyUnicode_FromString's, as before. */
+#define KEY_CACHE_SLOTS 64
+#define KEY_CACHE_MAX_LEN 64
+
+static PyObject *dict_key(const char *k) {
+    static PyObject *cache[KEY_CACHE_SLOTS];
+    uint32_t h = 2166136261u; /* FNV-1a */
+    size_t n = 0;
+    for (; k[n] && n <= KEY_CACHE_MAX_LEN; n++)
+        h = (h ^ (unsigned char)k[n]) * 16777619u;
+    if (n > KEY_CACHE_MAX_LEN)
+        return PyUnicode_FromString(k);
+    PyObject **slot = &cache[h % KEY_CACHE_SLOTS];
+    if (*slot) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(*slot, &len);
+        if (s && (size_t)len == n && memcmp(s, k, n) == 0)
+            return Py_NewRef(*slot);
+    }
+    PyObject *key = PyUnicode_FromString(k);
+    if (key) {
+        PyObject *old = *slot;
+        *slot = Py_NewRef(key);
+        Py_XDECREF(old);
+    }
+    return key;
+}
+
 PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin) {
     switch (cuipc_value_kind_of(v)) {
     case CUIPC_VALUE_NULL:
@@ -348,11 +379,14 @@ PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_or
         PyObject *d = PyDict_New();
         for (size_t i = 0; d && i < n; i++) {
             PyObject *item = cuipc_py_from_value(cuipc_dict_value_at(v, i), owner, origin);
-            if (!item || PyDict_SetItemString(d, cuipc_dict_key_at(v, i), item) < 0) {
+            PyObject *key = item ? dict_key(cuipc_dict_key_at(v, i)) : NULL;
+            if (!key || PyDict_SetItem(d, key, item) < 0) {
+                Py_XDECREF(key);
                 Py_XDECREF(item);
                 Py_DECREF(d);
                 return NULL;
             }
+            Py_DECREF(key);
             Py_DECREF(item);
         }
         return d;

@@ -309,7 +309,9 @@ static bool to_torch_init(void) {
 static PyObject *torch_current_stream(int device) {
     long long h;
     if (to_torch_fns.raw_stream) {
-        PyObject *raw = PyObject_CallFunction(to_torch_fns.raw_stream, "i", device);
+        PyObject *index = PyLong_FromLong(device);
+        PyObject *raw = index ? PyObject_CallOneArg(to_torch_fns.raw_stream, index) : NULL;
+        Py_XDECREF(index);
         h = raw ? PyLong_AsLongLong(raw) : -1;
         Py_XDECREF(raw);
     } else {
@@ -336,7 +338,7 @@ static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
     /* What __dlpack__(stream=stream) gives, without its argument tuple and parsing. */
     PyObject *cap = stream ? export_capsule(self, stream, false) : NULL;
     Py_XDECREF(stream);
-    PyObject *r = cap ? PyObject_CallFunctionObjArgs(to_torch_fns.from_dlpack, cap, NULL) : NULL;
+    PyObject *r = cap ? PyObject_CallOneArg(to_torch_fns.from_dlpack, cap) : NULL;
     Py_XDECREF(cap);
     return r;
 }

@@ -273,3 +273,19 @@ def test_profiled_send_is_a_send_timed_by_phase(pair):
         p._send_profiled({"x": object()})
     p.drain(timeout=10)
     assert p.stats()["messages_sent"] == 1 and p.stats()["host_pool"]["in_flight"] == 0
+
+
+def test_dict_keys_come_back_as_sent_message_after_message(pair):
+    """Keys are made from a small cache of recent ones: many keys sharing its slots, keys past its
+    length limit, non-ASCII keys and changing key sets give back exactly the keys sent, in order."""
+    p, c = pair()
+    many = {f"k{i}": i for i in range(300)}
+    trees = [many, {"x": 1, "i": 2}, {"i": 3, "x": 4}, {"é" * 40: 5, "k7": 6, "x" * 64: 7, "x" * 65: 8},
+             {"": 9, "k299": 10}, dict(reversed(list(many.items()))), {"x": {"x": {"i": 11}}}]
+    for _ in range(2):
+        for tree in trees:
+            p.send(tree)
+            with c.recv(timeout=5) as m:
+                out = m.unwrap()
+            assert out == tree and list(out) == list(tree)
+            assert all(type(k) is str for k in out)
