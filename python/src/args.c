@@ -91,11 +91,71 @@ int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns) {
     return 0;
 }
 
+/* torch's stream objects (torch.cuda.Stream, ExternalStream): their cuda_stream is the getter of
+ * torch._C._CudaStreamBase over a stream fixed when the object is made, so an object's handle never
+ * changes. The last few such objects are held with their handles: the same stream comes with every
+ * send, unwrap and release, and the getter is a call into torch's library (about a microsecond when
+ * the path has gone cold between messages). Any other object (a subclass overriding cuda_stream,
+ * cupy's, an application's) is read every time. */
+#define STREAM_CACHE_SLOTS 4
+static struct {
+    bool looked;      /* torch._C seen, its getter looked up (NULL: torch without CUDA) */
+    PyObject *getter; /* torch._C._CudaStreamBase.cuda_stream, a getset descriptor */
+    PyObject *obj[STREAM_CACHE_SLOTS];
+    unsigned long long handle[STREAM_CACHE_SLOTS];
+    unsigned next;
+} torch_streams;
+
+static PyObject *torch_stream_getter(PyObject *name) {
+    if (torch_streams.looked)
+        return torch_streams.getter;
+    static PyObject *mod_name;
+    if (!mod_name && !(mod_name = PyUnicode_InternFromString("torch._C")))
+        return PyErr_Clear(), NULL;
+    PyObject *c = PyImport_GetModule(mod_name);
+    if (!c) {
+        PyErr_Clear();
+        return NULL; /* torch not imported yet: look again later */
+    }
+    PyObject *base = PyObject_GetAttrString(c, "_CudaStreamBase");
+    PyObject *getter = base ? PyObject_GetAttr(base, name) : NULL;
+    if (getter && Py_TYPE(getter) == &PyGetSetDescr_Type)
+        torch_streams.getter = Py_NewRef(getter);
+    PyErr_Clear();
+    Py_XDECREF(getter);
+    Py_XDECREF(base);
+    Py_DECREF(c);
+    torch_streams.looked = true;
+    return torch_streams.getter;
+}
+
+/* Held when o's type reads cuda_stream through torch's own getter. */
+static void remember_torch_stream(PyObject *o, PyObject *name, unsigned long long handle) {
+    PyObject *getter = torch_stream_getter(name);
+    if (!getter)
+        return;
+    PyObject *d = PyObject_GetAttr((PyObject *)Py_TYPE(o), name); /* the descriptor itself */
+    PyErr_Clear();
+    if (d == getter) {
+        unsigned i = torch_streams.next++ % STREAM_CACHE_SLOTS;
+        PyObject *old = torch_streams.obj[i];
+        torch_streams.obj[i] = Py_NewRef(o);
+        torch_streams.handle[i] = handle;
+        Py_XDECREF(old);
+    }
+    Py_XDECREF(d);
+}
+
 int cuipc_py_stream(PyObject *o, cuipc_stream *out) {
     *out = NULL;
     if (!o || o == Py_None)
         return 0;
-    /* Every send, unwrap and release comes here: one lookup with an interned name. */
+    for (int i = 0; i < STREAM_CACHE_SLOTS; i++)
+        if (o == torch_streams.obj[i]) {
+            *out = (cuipc_stream)(uintptr_t)torch_streams.handle[i];
+            return 0;
+        }
+    /* One lookup with an interned name. */
     static PyObject *name;
     if (!name && !(name = PyUnicode_InternFromString("cuda_stream")))
         return -1;
@@ -125,6 +185,8 @@ int cuipc_py_stream(PyObject *o, cuipc_stream *out) {
         cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "stream handle %R is not a valid address", o);
         return -1;
     }
+    if (!PyLong_Check(o))
+        remember_torch_stream(o, name, v);
     *out = (cuipc_stream)(uintptr_t)v;
     return 0;
 }

@@ -219,3 +219,26 @@ def test_per_message_calls_parse_their_arguments(pair, call, error, match):
         assert m.unwrap(kind="borrow", host_wait_us=0)["x"].shape == (4,)
         m.release(None)
         assert m.released
+
+
+def test_stream_objects_other_than_torchs_are_read_every_call(pair):
+    """Only torch's own stream objects have their handle remembered (fixed when made); any
+    other object with .cuda_stream is asked again at each call."""
+    p, c = pair()
+    reads = []
+
+    class Changing:
+        @property
+        def cuda_stream(self):
+            reads.append(1)
+            return 0 if len(reads) < 3 else "gone"
+
+    s = Changing()
+    p.send({"i": 1}, stream=s)
+    p.send({"i": 2}, stream=s)
+    with pytest.raises(cuipc.InvalidArgument, match="stream must be"):
+        p.send({"i": 3}, stream=s)
+    assert len(reads) == 3
+    for i in (1, 2):
+        with c.recv(timeout=5) as m:
+            assert m.unwrap(stream=0)["i"] == i

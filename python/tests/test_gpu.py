@@ -84,6 +84,25 @@ def test_stream_arguments(workers_pool, torch):
             assert g["pixel_values"][4] == expected_sum(torch, g["i"], (64, 64), torch.float32)
 
 
+def test_stream_objects_in_turn(workers_pool, torch):
+    """More stream objects than the extension remembers the handles of, in turn: each send is
+    ordered on its own stream. The tensor is written on that stream after a delay and sent from
+    outside it, so a send ordered on any other stream would copy it before it is written."""
+    n = 6
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
+        results = start_consumers(workers_pool, p, 1, "copy", 2 * n, True)
+        streams = [torch.cuda.Stream() for _ in range(n)]
+        for i in range(2 * n):
+            s = streams[i % n]
+            with torch.cuda.stream(s):
+                torch.cuda._sleep(20_000_000)
+                x = feature(torch, i, (64, 64), torch.float32)
+            p.send({"pixel_values": x, "i": i}, stream=s)
+        for _ in range(2 * n):
+            g = next_report(results)
+            assert g["pixel_values"][4] == expected_sum(torch, g["i"], (64, 64), torch.float32)
+
+
 def test_zero_copy_produce_into_a_gpu_buffer(workers_pool, torch):
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
         results = start_consumers(workers_pool, p, 1, "borrow", 1, False)
