@@ -10,18 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "json_get.h"
 #include "splitmix.h"
 #include "util.h"
-
-static const char *const fault_names[] = {"none",           "kill_consumer", "kill_producer",
-                                          "crash_consumer", "stale_release", "duplicate_release",
-                                          "unknown_pool"};
-_Static_assert(sizeof fault_names / sizeof fault_names[0] == CUIPC_FAULT_COUNT_, "fault names");
-
-const char *cuipc_fault_kind_name(cuipc_fault_kind k) {
-    return (unsigned)k < CUIPC_FAULT_COUNT_ ? fault_names[k] : "invalid";
-}
 
 /* The names a scenario gives modes and dtypes are core's (cuipc_mode_name, cuipc_dtype_name). */
 #define MODE_COUNT (CUIPC_MODE_CUDA_IPC_POOL + 1)
@@ -580,6 +572,9 @@ static bool parse_thresholds(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) 
 }
 
 static bool parse_fault(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    const char *fault_names[CUIPC_FAULT_COUNT_]; /* the fault table's (fault.c) */
+    for (int k = 0; k < CUIPC_FAULT_COUNT_; k++)
+        fault_names[k] = cuipc_fault_kind_name((cuipc_fault_kind)k);
     int kind = 0;
     if (!cuipc_jget_enum(c, o, "kind", true, fault_names, CUIPC_FAULT_COUNT_, &kind) ||
         !cuipc_jget_u32(c, o, "consumer", false, 0, CUIPC_MAX_CONSUMERS - 1, &s->fault.consumer) ||
@@ -723,7 +718,7 @@ static bool check_whole(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
                            "MPS shares a GPU between processes, and this scenario uses none (mode "
                            "default with host tensors)");
     }
-    if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && s->leak.expect_leak) {
+    if (cuipc_fault_kills_producer(s) && s->leak.expect_leak) {
         cuipc_jpush_key(c, "leak_check");
         return cuipc_jfail(c, "a killed producer leaves no end-of-run stats: expect \"clean\"");
     }

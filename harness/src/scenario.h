@@ -189,6 +189,7 @@ bool cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *ou
 
 void cuipc_scenario_free(cuipc_scenario *s);
 
+/* The fault table's name of k (fault.c), "invalid" out of range. */
 const char *cuipc_fault_kind_name(cuipc_fault_kind k);
 
 static inline bool cuipc_scenario_replays(const cuipc_scenario *s) {
