@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "role_common.h"
 #include "schedule.h"
 #include "util.h"
@@ -13,8 +14,11 @@
 #define SEND_TIMEOUT_NS (10 * 1000000000ll)
 #define LEAVE_WAIT_NS (5 * 1000000000ull)
 
+typedef struct occupancy occupancy;
+
 typedef struct producer_state {
     const cuipc_scenario *s;
+    const cuipc_role_args *a;
     cuipc_producer *p;
     cuipc_stream stream;
     bool gpu;
@@ -22,6 +26,16 @@ typedef struct producer_state {
     void **retained; /* cuda_ipc: every tensor ever sent stays alive (the reference's leak) */
     size_t n_retained, cap_retained;
     json_t *out;
+    cuipc_fault_producer fault;
+    /* The timed run, from the go. */
+    cuipc_gpu_probe_ctx gctx; /* the sampler reads it until it is freed */
+    cuipc_leak_sampler ls;
+    occupancy *occ;
+    cuipc_stage_samples send_time; /* how long cuipc_producer_send takes (wrap + deliver) */
+    cuipc_schedule sched;          /* what the open loop kept of its schedule */
+    uint64_t t0, end_ns;
+    uint64_t sched0; /* origin of the open-loop schedule */
+    uint64_t sent, failed, bytes_total;
 } producer_state;
 
 static void *tensor_alloc(producer_state *ps, uint64_t bytes, cuipc_status *st) {
@@ -47,12 +61,12 @@ static void tensor_free(producer_state *ps, void *p) {
 /* Pool occupancy over time, bounded: when the buffer is full every other sample is dropped and
  * the interval doubles, so any run length ends with 1024..2048 evenly spaced samples. */
 #define OCC_CAP 2048
-typedef struct occupancy {
+struct occupancy {
     uint64_t t0, interval_ns, next_ns;
     size_t n;
     double t_s[OCC_CAP];
     uint64_t used[2][OCC_CAP], in_flight[2][OCC_CAP]; /* [0] GPU pool, [1] host pool */
-} occupancy;
+};
 
 static void occupancy_sample(occupancy *o, cuipc_producer *p, uint64_t now) {
     if (now < o->next_ns)
@@ -183,60 +197,6 @@ static cuipc_status build(producer_state *ps, uint64_t i, cuipc_value **tree_out
     return st;
 }
 
-/* A proxy naming a pool that existed briefly and is gone: consumers must reject it. */
-static cuipc_status send_unknown_pool(producer_state *ps, uint64_t seq) {
-    cuipc_pool_config cfg;
-    cuipc_pool_config_init(&cfg);
-    cfg.memory = CUIPC_MEMORY_HOST;
-    cfg.size = 1u << 20;
-    cfg.max_consumers = ps->s->consumers.count;
-    cfg.recycler_thread = false;
-    cfg.pin_host = false;
-    cuipc_pool *pool;
-    cuipc_status created = cuipc_pool_create(&cfg, &pool);
-    if (created != CUIPC_OK)
-        return created;
-    cuipc_chunk chunk;
-    cuipc_status st = cuipc_pool_alloc(pool, 4096, 1, 0, &chunk);
-    cuipc_proxy proxy;
-    memset(&proxy, 0, sizeof proxy);
-    if (st == CUIPC_OK) {
-        cuipc_pool_fill_proxy(pool, &chunk, &proxy);
-        proxy.layout.dtype = CUIPC_DTYPE_U8;
-        proxy.layout.ndim = 1;
-        proxy.layout.src_device = CUIPC_DEVICE_HOST;
-        proxy.layout.shape[0] = 4096;
-        proxy.layout.strides[0] = 1;
-        proxy.nbytes = 4096;
-    }
-    cuipc_pool_destroy(pool);
-    if (st != CUIPC_OK)
-        return st;
-    cuipc_value *tree = cuipc_value_dict(), *tensors = cuipc_value_list(),
-                *sums = cuipc_value_list();
-    if (tree == NULL || tensors == NULL || sums == NULL) {
-        cuipc_value_free(tree);
-        cuipc_value_free(tensors);
-        cuipc_value_free(sums);
-        return CUIPC_ERR_NO_MEMORY;
-    }
-    /* Containers own their items also on failure: every step runs, the first failure counts. */
-    cuipc_status built[7];
-    built[0] = cuipc_list_append(tensors, cuipc_value_proxy(&proxy));
-    built[1] = cuipc_list_append(sums, cuipc_value_int(0));
-    built[2] = cuipc_dict_set(tree, "seq", cuipc_value_int((int64_t)seq));
-    built[3] = cuipc_dict_set(tree, "fault", cuipc_value_bool(true));
-    built[4] = cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)cuipc_h_now_ns()));
-    built[5] = cuipc_dict_set(tree, "tensors", tensors);
-    built[6] = cuipc_dict_set(tree, "checksums", sums);
-    for (int i = 0; i < 7 && st == CUIPC_OK; i++)
-        st = built[i];
-    if (st == CUIPC_OK)
-        st = cuipc_producer_send_wrapped(ps->p, tree, SEND_TIMEOUT_NS);
-    cuipc_value_free(tree);
-    return st;
-}
-
 /* The warm-up messages pay the first-use costs of both sides (kernel loads, first copies on a
  * stream, caches), which can take milliseconds. Before the first timed message, wait (at most
  * SETTLE_MAX_NS) until every consumer has taken every warm-up message, and return the time the
@@ -341,17 +301,9 @@ static int finish(producer_state *ps, const char *run_dir, int rc, const char *e
     return rc;
 }
 
-int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
-    const cuipc_role_args *a = arg;
-    const cuipc_scenario *s = a->s;
-    producer_state ps = {.s = s, .gpu = s->tensors.location == CUIPC_LOCATION_DEVICE};
-    atomic_store(&a->shared->producer_pid, (int)getpid());
-    ps.out = json_object();
-    json_object_set_new(ps.out, "role", json_string("producer"));
-    json_object_set_new(ps.out, "pid", json_integer(getpid()));
-    if (!cuipc_role_bind(s, true, 0, s->producer_device, ps.out))
-        return finish(&ps, a->run_dir, 1, NULL, CUIPC_OK);
-
+/* The transport as the scenario configures it. */
+static cuipc_status create_producer(producer_state *ps) {
+    const cuipc_scenario *s = ps->s;
     cuipc_producer_config cfg;
     cuipc_producer_config_init(&cfg);
     cfg.mode = s->mode;
@@ -365,266 +317,330 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     cfg.fit = s->pool.fit;
     cfg.full_policy = s->pool.full_policy;
     cfg.full_timeout_ns = s->pool.full_timeout_ns;
-    cfg.socket_path = a->socket_path;
+    cfg.socket_path = ps->a->socket_path;
     cfg.debug_keep_departed_rings = s->leak.inject_keep_departed_rings;
-    cuipc_status st = cuipc_producer_create(&cfg, &ps.p);
-    if (st != CUIPC_OK)
-        return finish(&ps, a->run_dir, 1, "cuipc_producer_create", st);
-    st = cuipc_producer_accept(ps.p, s->consumers.count, (int64_t)(s->run.attach_timeout_s * 1e9));
-    if (st != CUIPC_OK) {
-        cuipc_producer_destroy(ps.p);
-        return finish(&ps, a->run_dir, 1, "cuipc_producer_accept", st);
-    }
-    if (ps.gpu && (st = cuipc_gpu_stream_create(s->producer_device, &ps.stream)) != CUIPC_OK) {
-        cuipc_producer_destroy(ps.p);
-        return finish(&ps, a->run_dir, 1, "cuipc_gpu_stream_create", st);
-    }
+    return cuipc_producer_create(&cfg, &ps->p);
+}
+
+/* Create the transport, take every consumer in, make the stream and the reused buffers, start
+ * the sampler and meet the others at the go. NULL, or what failed (*st: its status). */
+static const char *start(const cuipc_role_ctx *ctx, producer_state *ps, cuipc_status *st) {
+    const cuipc_scenario *s = ps->s;
+    if ((*st = create_producer(ps)) != CUIPC_OK)
+        return "cuipc_producer_create";
+    *st =
+        cuipc_producer_accept(ps->p, s->consumers.count, (int64_t)(s->run.attach_timeout_s * 1e9));
+    if (*st != CUIPC_OK)
+        return "cuipc_producer_accept";
+    if (ps->gpu && (*st = cuipc_gpu_stream_create(s->producer_device, &ps->stream)) != CUIPC_OK)
+        return "cuipc_gpu_stream_create";
     bool own = !s->tensors.fresh_per_message && s->tensors.source == CUIPC_SOURCE_OWN;
-    for (uint32_t j = 0; j < s->tensors.per_message && own; j++) {
-        ps.buffers[j] = tensor_alloc(&ps, s->tensors.max_bytes, &st);
-        if (ps.buffers[j] == NULL) {
-            cuipc_producer_destroy(ps.p);
-            return finish(&ps, a->run_dir, 1, "tensor buffer allocation", st);
-        }
-    }
-    cuipc_gpu_probe_ctx gctx;
-    cuipc_leak_sampler ls;
-    cuipc_role_sampler_start(s, ps.gpu ? s->producer_device : -1, &gctx, &ls);
-    json_object_set_new(ps.out, "mps_client", cuipc_role_mps_json(&gctx));
-
+    for (uint32_t j = 0; j < s->tensors.per_message && own; j++)
+        if ((ps->buffers[j] = tensor_alloc(ps, s->tensors.max_bytes, st)) == NULL)
+            return "tensor buffer allocation";
+    ps->fault = (cuipc_fault_producer){.s = s,
+                                       .p = ps->p,
+                                       .stream = ps->stream,
+                                       .send_timeout_ns = SEND_TIMEOUT_NS,
+                                       .report = ps->out};
+    cuipc_role_sampler_start(s, ps->gpu ? s->producer_device : -1, &ps->gctx, &ps->ls);
+    json_object_set_new(ps->out, "mps_client", cuipc_role_mps_json(&ps->gctx));
     cuipc_role_ready(ctx);
-    if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000)) {
-        cuipc_producer_destroy(ps.p);
-        return finish(&ps, a->run_dir, 1, "no go from the supervisor", CUIPC_ERR_TIMEOUT);
-    }
+    *st = CUIPC_ERR_TIMEOUT;
+    if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000))
+        return "no go from the supervisor";
+    *st = CUIPC_OK;
+    return NULL;
+}
 
-    uint64_t t0 = cuipc_h_now_ns();
-    occupancy *occ = calloc(1, sizeof *occ); /* ~80 KiB: off the stack */
-    if (occ == NULL) {
-        cuipc_producer_destroy(ps.p);
-        return finish(&ps, a->run_dir, 1, "occupancy buffer", CUIPC_ERR_NO_MEMORY);
+/* From the go: the clock, and the buffers the run's figures are kept in. NULL, or what could
+ * not be allocated. */
+static const char *begin_timing(producer_state *ps) {
+    const cuipc_scenario *s = ps->s;
+    ps->t0 = cuipc_h_now_ns();
+    ps->occ = calloc(1, sizeof *ps->occ); /* ~80 KiB: off the stack */
+    if (ps->occ == NULL)
+        return "occupancy buffer";
+    ps->occ->t0 = ps->t0;
+    if (!cuipc_stage_init(&ps->send_time, 65536))
+        return "send time buffer";
+    ps->occ->interval_ns = 1000000; /* 1 ms to start with */
+    occupancy_sample(ps->occ, ps->p, ps->t0);
+    ps->end_ns = s->run.iterations ? UINT64_MAX : ps->t0 + (uint64_t)(s->run.duration_s * 1e9);
+    ps->sched0 = ps->t0;
+    if (s->run.open_loop && !cuipc_schedule_init(&ps->sched, 65536)) {
+        json_decref(cuipc_stage_json_free(&ps->send_time));
+        return "schedule buffer";
     }
-    occ->t0 = t0;
-    cuipc_stage_samples send_time; /* how long cuipc_producer_send takes (wrap + deliver) */
-    if (!cuipc_stage_init(&send_time, 65536)) {
-        free(occ);
-        cuipc_producer_destroy(ps.p);
-        return finish(&ps, a->run_dir, 1, "send time buffer", CUIPC_ERR_NO_MEMORY);
-    }
-    occ->interval_ns = 1000000; /* 1 ms to start with */
-    occupancy_sample(occ, ps.p, t0);
-    uint64_t end_ns = s->run.iterations ? UINT64_MAX : t0 + (uint64_t)(s->run.duration_s * 1e9);
-    uint64_t sent = 0, failed = 0, bytes_total = 0;
-    uint64_t sched0 = t0; /* origin of the open-loop schedule */
-    cuipc_schedule sched; /* what the open loop kept of it */
-    if (s->run.open_loop && !cuipc_schedule_init(&sched, 65536)) {
-        json_decref(cuipc_stage_json_free(&send_time));
-        free(occ);
-        cuipc_producer_destroy(ps.p);
-        return finish(&ps, a->run_dir, 1, "schedule buffer", CUIPC_ERR_NO_MEMORY);
-    }
-    cuipc_value *kept = NULL; /* wrapped message re-sent by the stale/duplicate faults */
-    uint64_t kept_seq = 0;
-    int rc = 0;
-    for (uint64_t i = 0; s->run.iterations ? i < s->run.iterations : cuipc_h_now_ns() < end_ns;
-         i++) {
-        if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER && i == s->fault.at_message)
-            raise(SIGKILL);
-        void *fresh[CUIPC_SCN_MAX_PER_MESSAGE] = {NULL}, *held[CUIPC_SCN_MAX_PER_MESSAGE] = {NULL};
-        cuipc_value *tree;
-        uint64_t bytes;
-        /* The message (test pattern and its checksum) is made before its time comes: making
-         * the data is the application's work, not the transport's. Pool buffers are the
-         * transport's room, taken when the message is due: the rest of the making (writing
-         * them, the message tree) is then added to its stamp. */
-        bool due_first = s->run.open_loop && s->tensors.source == CUIPC_SOURCE_POOL_BUFFER;
-        uint64_t due = due_first ? wait_until_due(a, s, i, &sched0, end_ns) : 0, take_ns;
-        if (due_first && due == 0)
-            break;
-        uint64_t t_build = cuipc_h_now_ns();
-        st = build(&ps, i, &tree, fresh, held, &bytes, &take_ns);
-        uint64_t make_ns = cuipc_h_now_ns() - t_build - take_ns;
-        if (st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT) {
-            /* No room for its pool buffers: the message fails as a send into a full pool does. */
-            if (due_first && i >= s->run.warmup_iterations)
-                cuipc_schedule_add(&sched, due, cuipc_h_now_ns());
-            atomic_fetch_add(&a->shared->attempted, 1);
-            give_back_buffers(&ps, held);
-            failed++;
-            cuipc_count_status(ps.out, "send_failures", st);
+    return NULL;
+}
+
+/* One message as made: fresh tensors allocated for it, pool buffers it holds, its tree. */
+typedef struct made_message {
+    void *fresh[CUIPC_SCN_MAX_PER_MESSAGE], *held[CUIPC_SCN_MAX_PER_MESSAGE];
+    cuipc_value *tree;
+    uint64_t bytes;
+} made_message;
+
+/* A message that is not sent: everything it took goes back. */
+static void discard(producer_state *ps, made_message *m) {
+    for (uint32_t j = 0; j < ps->s->tensors.per_message; j++)
+        if (m->fresh[j])
+            tensor_free(ps, m->fresh[j]);
+    give_back_buffers(ps, m->held);
+    cuipc_value_free(m->tree);
+}
+
+/* After the send: fresh tensors are freed, or kept alive as cuda_ipc's export pins them. */
+static void retire_fresh(producer_state *ps, void **fresh) {
+    for (uint32_t j = 0; j < ps->s->tensors.per_message; j++) {
+        if (fresh[j] == NULL)
+            continue;
+        if (ps->s->mode != CUIPC_MODE_CUDA_IPC) {
+            tensor_free(ps, fresh[j]);
             continue;
         }
-        uint64_t stamp;
-        if (s->run.open_loop) {
-            /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
-            stamp = due_first ? due + make_ns : wait_until_due(a, s, i, &sched0, end_ns);
-            if (stamp == 0) { /* due after the end of a duration run: never sent */
-                for (uint32_t j = 0; j < s->tensors.per_message; j++)
-                    if (fresh[j])
-                        tensor_free(&ps, fresh[j]);
-                give_back_buffers(&ps, held);
-                cuipc_value_free(tree);
-                break;
-            }
-        } else {
-            stamp = cuipc_h_now_ns();
-        }
-        if (s->run.open_loop && i >= s->run.warmup_iterations)
-            cuipc_schedule_add(&sched, due_first ? due : stamp, cuipc_h_now_ns());
-        if (st == CUIPC_OK)
-            st = cuipc_dict_set(tree, "send_ns", cuipc_value_int((int64_t)stamp));
-        if (st != CUIPC_OK) {
-            json_object_set_new(ps.out, "error", cuipc_status_json(st));
-            rc = 1;
-            for (uint32_t j = 0; j < s->tensors.per_message; j++)
-                if (fresh[j])
-                    tensor_free(&ps, fresh[j]);
-            give_back_buffers(&ps, held);
-            break;
-        }
-        atomic_fetch_add(&a->shared->attempted, 1);
-        bool keep = (s->fault.kind == CUIPC_FAULT_STALE_RELEASE ||
-                     s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE) &&
-                    i == s->fault.at_message;
-        if (keep) {
-            cuipc_value *wrapped = NULL;
-            st = cuipc_producer_wrap(ps.p, tree, ps.stream, &wrapped);
-            if (st == CUIPC_OK) {
-                st = cuipc_producer_send_wrapped(ps.p, wrapped, SEND_TIMEOUT_NS);
-                kept = cuipc_value_clone(wrapped);
-                kept_seq = i;
-                cuipc_value_free(wrapped);
-            }
-        } else {
-            uint64_t t_send = cuipc_h_now_ns();
-            st = cuipc_producer_send(ps.p, tree, ps.stream, SEND_TIMEOUT_NS);
-            if (i >= s->run.warmup_iterations)
-                cuipc_stage_add(&send_time, cuipc_h_now_ns() - t_send);
-        }
-        if (st != CUIPC_OK)
-            give_back_buffers(&ps, held);
-        if (st == CUIPC_OK) {
-            sent++;
-            bytes_total += bytes;
-            atomic_store(&a->shared->sent, sent);
-        } else if (st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT) {
-            failed++;
-            cuipc_count_status(ps.out, "send_failures", st);
-        } else {
-            json_object_set_new(ps.out, "error", cuipc_status_json(st));
-            rc = 1;
-        }
-        /* The send is stream-ordered (the next fill of a reused buffer queues behind its copy
-         * into the pool), so only tensors about to be freed need their copies finished. */
-        /* A failed copy is reported by the stream's next checked call. */
-        if (ps.gpu && ps.stream && s->tensors.fresh_per_message)
-            cuipc_status_ignore(cuipc_gpu_stream_sync(ps.stream));
-        cuipc_value_free(tree);
-        for (uint32_t j = 0; j < s->tensors.per_message; j++) {
-            if (fresh[j] == NULL)
+        if (ps->n_retained == ps->cap_retained) { /* like PyTorch: the export pins it */
+            size_t cap = ps->cap_retained ? 2 * ps->cap_retained : 256;
+            void **more = realloc(ps->retained, cap * sizeof *more);
+            if (more == NULL) {
+                tensor_free(ps, fresh[j]);
                 continue;
-            if (s->mode == CUIPC_MODE_CUDA_IPC) { /* like PyTorch: the export pins it */
-                if (ps.n_retained == ps.cap_retained) {
-                    size_t cap = ps.cap_retained ? 2 * ps.cap_retained : 256;
-                    void **more = realloc(ps.retained, cap * sizeof *more);
-                    if (more == NULL) {
-                        tensor_free(&ps, fresh[j]);
-                        continue;
-                    }
-                    ps.retained = more;
-                    ps.cap_retained = cap;
-                }
-                ps.retained[ps.n_retained++] = fresh[j];
-            } else {
-                tensor_free(&ps, fresh[j]);
             }
+            ps->retained = more;
+            ps->cap_retained = cap;
         }
-        if (rc != 0)
-            break;
-        inject_leak(&ps);
-        /* Faults that re-send a kept wrapped message (same slot and generation). */
-        bool resend =
-            kept != NULL &&
-            ((s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE && i == kept_seq + 1) ||
-             (s->fault.kind == CUIPC_FAULT_STALE_RELEASE && i == kept_seq + s->fault.stale_after));
-        if (resend) {
-            cuipc_status fst = cuipc_producer_send_wrapped(ps.p, kept, SEND_TIMEOUT_NS);
-            json_object_set_new(ps.out, "fault_send_status", json_string(cuipc_status_name(fst)));
-            json_object_set_new(ps.out, "fault_resent", json_boolean(fst == CUIPC_OK));
-            cuipc_value_free(kept);
-            kept = NULL;
-        }
-        if (s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL && i == s->fault.at_message) {
-            cuipc_status fst = send_unknown_pool(&ps, i);
-            json_object_set_new(ps.out, "fault_send_status", json_string(cuipc_status_name(fst)));
-            json_object_set_new(ps.out, "fault_resent", json_boolean(fst == CUIPC_OK));
-        }
-        /* Churn: consumers that left come back as new ones; their handshakes move on here. */
-        if (s->consumers.churn.count &&
-            (st = cuipc_producer_accept(ps.p, s->consumers.count, 0)) != CUIPC_OK &&
-            st != CUIPC_ERR_TIMEOUT) {
-            json_object_set_new(ps.out, "error", cuipc_status_json(st));
-            rc = 1;
-            break;
-        }
-        if (ls.t != NULL)
-            cuipc_leak_maybe_sample(&ls);
-        occupancy_sample(occ, ps.p, cuipc_h_now_ns());
+        ps->retained[ps->n_retained++] = fresh[j];
     }
-    cuipc_value_free(kept);
-    double seconds = (double)(cuipc_h_now_ns() - t0) / 1e9;
-    atomic_store(&a->shared->closing, true);
-    cuipc_producer_close(ps.p);
-    cuipc_status drain = cuipc_producer_drain(ps.p, (int64_t)10 * 1000000000ll);
-    /* Consumers leave once they have seen the close: wait (bounded) so the stats count every
-     * departure, detached or died. */
-    for (uint64_t until = cuipc_h_now_ns() + LEAVE_WAIT_NS;
-         cuipc_producer_consumer_count(ps.p) > 0 && cuipc_h_now_ns() < until;)
-        cuipc_h_sleep_ns(1000000);
-    if (ls.t != NULL)
-        cuipc_leak_sample_now(&ls);
+}
 
-    cuipc_producer_stats pst;
-    cuipc_producer_stats_get(ps.p, &pst);
-    json_object_set_new(ps.out, "role", json_string("producer"));
-    json_object_set_new(ps.out, "messages_attempted", json_integer((json_int_t)(sent + failed)));
-    json_object_set_new(ps.out, "messages_sent", json_integer((json_int_t)sent));
-    json_object_set_new(ps.out, "send_failed", json_integer((json_int_t)failed));
-    json_object_set_new(ps.out, "bytes_sent", json_integer((json_int_t)bytes_total));
-    json_object_set_new(ps.out, "seconds", json_real(seconds));
-    json_object_set_new(ps.out, "drain_status", json_string(cuipc_status_name(drain)));
+/* The send of message i: the fault's when it takes it, else timed. */
+static cuipc_status send_tree(producer_state *ps, cuipc_value *tree, uint64_t i) {
+    cuipc_status st;
+    if (cuipc_fault_producer_send(&ps->fault, tree, i, &st))
+        return st;
+    uint64_t t_send = cuipc_h_now_ns();
+    st = cuipc_producer_send(ps->p, tree, ps->stream, SEND_TIMEOUT_NS);
+    if (i >= ps->s->run.warmup_iterations)
+        cuipc_stage_add(&ps->send_time, cuipc_h_now_ns() - t_send);
+    return st;
+}
+
+/* A send into a full pool (or one that timed out waiting for room) fails that message only. */
+static bool pool_refused(cuipc_status st) {
+    return st == CUIPC_ERR_POOL_FULL || st == CUIPC_ERR_TIMEOUT;
+}
+
+static void count_failed(producer_state *ps, cuipc_status st) {
+    ps->failed++;
+    cuipc_count_status(ps->out, "send_failures", st);
+}
+
+typedef enum step {
+    STEP_SENT,    /* sent, or failed as the pool refused it */
+    STEP_NO_ROOM, /* no room for its pool buffers: failed before it was made */
+    STEP_LAST,    /* due after the end of a duration run: never sent */
+    STEP_ERROR,   /* the run stops failed (report.error) */
+} step;
+
+/* Message i: make it, wait for its time (open loop), stamp and send it, let its tensors go. */
+static step send_message(producer_state *ps, uint64_t i) {
+    const cuipc_scenario *s = ps->s;
+    made_message m = {.tree = NULL};
+    /* The message (test pattern and its checksum) is made before its time comes: making the
+     * data is the application's work, not the transport's. Pool buffers are the transport's
+     * room, taken when the message is due: the rest of the making (writing them, the message
+     * tree) is then added to its stamp. */
+    bool due_first = s->run.open_loop && s->tensors.source == CUIPC_SOURCE_POOL_BUFFER;
+    uint64_t due = due_first ? wait_until_due(ps->a, s, i, &ps->sched0, ps->end_ns) : 0, take_ns;
+    if (due_first && due == 0)
+        return STEP_LAST;
+    uint64_t t_build = cuipc_h_now_ns();
+    cuipc_status st = build(ps, i, &m.tree, m.fresh, m.held, &m.bytes, &take_ns);
+    uint64_t make_ns = cuipc_h_now_ns() - t_build - take_ns;
+    if (pool_refused(st)) {
+        /* No room for its pool buffers: the message fails as a send into a full pool does. */
+        if (due_first && i >= s->run.warmup_iterations)
+            cuipc_schedule_add(&ps->sched, due, cuipc_h_now_ns());
+        atomic_fetch_add(&ps->a->shared->attempted, 1);
+        give_back_buffers(ps, m.held);
+        count_failed(ps, st);
+        return STEP_NO_ROOM;
+    }
+    uint64_t stamp = cuipc_h_now_ns();
+    if (s->run.open_loop) {
+        /* Stamp the scheduled time: queueing behind a slow send counts as latency. */
+        stamp = due_first ? due + make_ns : wait_until_due(ps->a, s, i, &ps->sched0, ps->end_ns);
+        if (stamp == 0) {
+            discard(ps, &m);
+            return STEP_LAST;
+        }
+        if (i >= s->run.warmup_iterations)
+            cuipc_schedule_add(&ps->sched, due_first ? due : stamp, cuipc_h_now_ns());
+    }
+    if (st == CUIPC_OK)
+        st = cuipc_dict_set(m.tree, "send_ns", cuipc_value_int((int64_t)stamp));
+    if (st != CUIPC_OK) {
+        json_object_set_new(ps->out, "error", cuipc_status_json(st));
+        discard(ps, &m);
+        return STEP_ERROR;
+    }
+    atomic_fetch_add(&ps->a->shared->attempted, 1);
+    st = send_tree(ps, m.tree, i);
+    if (st != CUIPC_OK)
+        give_back_buffers(ps, m.held);
+    if (st == CUIPC_OK) {
+        ps->sent++;
+        ps->bytes_total += m.bytes;
+        atomic_store(&ps->a->shared->sent, ps->sent);
+    } else if (pool_refused(st)) {
+        count_failed(ps, st);
+    } else {
+        json_object_set_new(ps->out, "error", cuipc_status_json(st));
+    }
+    /* The send is stream-ordered (the next fill of a reused buffer queues behind its copy into
+     * the pool), so only tensors about to be freed need their copies finished. A failed copy
+     * is reported by the stream's next checked call. */
+    if (ps->gpu && ps->stream && s->tensors.fresh_per_message)
+        cuipc_status_ignore(cuipc_gpu_stream_sync(ps->stream));
+    cuipc_value_free(m.tree);
+    retire_fresh(ps, m.fresh);
+    return st == CUIPC_OK || pool_refused(st) ? STEP_SENT : STEP_ERROR;
+}
+
+/* Between messages: injected leaks, the fault's message, churned consumers' handshakes, the
+ * samplers. false (report.error set) on a failure of the transport. */
+static bool between_messages(producer_state *ps, uint64_t i) {
+    inject_leak(ps);
+    cuipc_fault_producer_after(&ps->fault, i);
+    /* Churn: consumers that left come back as new ones; their handshakes move on here. */
+    cuipc_status st;
+    if (ps->s->consumers.churn.count &&
+        (st = cuipc_producer_accept(ps->p, ps->s->consumers.count, 0)) != CUIPC_OK &&
+        st != CUIPC_ERR_TIMEOUT) {
+        json_object_set_new(ps->out, "error", cuipc_status_json(st));
+        return false;
+    }
+    if (ps->ls.t != NULL)
+        cuipc_leak_maybe_sample(&ps->ls);
+    occupancy_sample(ps->occ, ps->p, cuipc_h_now_ns());
+    return true;
+}
+
+/* Every message of the run; 0, or 1 when it stopped on an error. */
+static int send_all(producer_state *ps) {
+    const cuipc_scenario *s = ps->s;
+    for (uint64_t i = 0; s->run.iterations ? i < s->run.iterations : cuipc_h_now_ns() < ps->end_ns;
+         i++) {
+        cuipc_fault_producer_before(s, i);
+        step r = send_message(ps, i);
+        if (r == STEP_NO_ROOM)
+            continue;
+        if (r != STEP_SENT)
+            return r == STEP_ERROR;
+        if (!between_messages(ps, i))
+            return 1;
+    }
+    return 0;
+}
+
+/* After the last message: close, drain, and wait (bounded) until the consumers have left, so
+ * the stats count every departure, detached or died. Returns the drain's status. */
+static cuipc_status close_and_drain(producer_state *ps) {
+    cuipc_value_free(ps->fault.kept); /* a kept message the run ended before sending again */
+    ps->fault.kept = NULL;
+    atomic_store(&ps->a->shared->closing, true);
+    cuipc_producer_close(ps->p);
+    cuipc_status drain = cuipc_producer_drain(ps->p, (int64_t)10 * 1000000000ll);
+    for (uint64_t until = cuipc_h_now_ns() + LEAVE_WAIT_NS;
+         cuipc_producer_consumer_count(ps->p) > 0 && cuipc_h_now_ns() < until;)
+        cuipc_h_sleep_ns(1000000);
+    if (ps->ls.t != NULL)
+        cuipc_leak_sample_now(&ps->ls);
+    return drain;
+}
+
+static json_t *producer_stats_json(const cuipc_producer_stats *pst) {
     json_t *stats = json_object();
-    json_object_set_new(stats, "gpu_pool", cuipc_pool_stats_json(&pst.gpu_pool));
-    json_object_set_new(stats, "host_pool", cuipc_pool_stats_json(&pst.host_pool));
-    json_object_set_new(stats, "messages_sent", json_integer((json_int_t)pst.messages_sent));
-    json_object_set_new(stats, "bytes_sent", json_integer((json_int_t)pst.bytes_sent));
-    json_object_set_new(stats, "fallbacks", json_integer((json_int_t)pst.fallbacks));
-    json_object_set_new(stats, "ipc_exports", json_integer((json_int_t)pst.ipc_exports));
+    json_object_set_new(stats, "gpu_pool", cuipc_pool_stats_json(&pst->gpu_pool));
+    json_object_set_new(stats, "host_pool", cuipc_pool_stats_json(&pst->host_pool));
+    json_object_set_new(stats, "messages_sent", json_integer((json_int_t)pst->messages_sent));
+    json_object_set_new(stats, "bytes_sent", json_integer((json_int_t)pst->bytes_sent));
+    json_object_set_new(stats, "fallbacks", json_integer((json_int_t)pst->fallbacks));
+    json_object_set_new(stats, "ipc_exports", json_integer((json_int_t)pst->ipc_exports));
     json_object_set_new(stats, "ipc_retained_bytes",
-                        json_integer((json_int_t)pst.ipc_retained_bytes));
-    json_object_set_new(stats, "consumers_attached", json_integer(pst.consumers_attached));
-    json_object_set_new(stats, "consumers_detached", json_integer(pst.consumers_detached));
-    json_object_set_new(stats, "consumers_died", json_integer(pst.consumers_dead));
-    json_object_set_new(stats, "peers_refused", json_integer((json_int_t)pst.peers_refused));
-    json_object_set_new(stats, "peers_timed_out", json_integer((json_int_t)pst.peers_timed_out));
-    json_object_set_new(ps.out, "stats", stats);
-    occ->next_ns = 0; /* the state after the drain, whatever the interval */
-    occupancy_sample(occ, ps.p, cuipc_h_now_ns());
-    json_object_set_new(ps.out, "occupancy", occupancy_json(occ, &pst));
-    json_object_set_new(ps.out, "send_us", cuipc_stage_json_free(&send_time));
+                        json_integer((json_int_t)pst->ipc_retained_bytes));
+    json_object_set_new(stats, "consumers_attached", json_integer(pst->consumers_attached));
+    json_object_set_new(stats, "consumers_detached", json_integer(pst->consumers_detached));
+    json_object_set_new(stats, "consumers_died", json_integer(pst->consumers_dead));
+    json_object_set_new(stats, "peers_refused", json_integer((json_int_t)pst->peers_refused));
+    json_object_set_new(stats, "peers_timed_out", json_integer((json_int_t)pst->peers_timed_out));
+    return stats;
+}
+
+/* The report's figures of the run (its counts, the transport's stats, occupancy, send times,
+ * the schedule, the leak verdicts); frees the buffers they were kept in. */
+static void report_run(producer_state *ps, cuipc_status drain, double seconds) {
+    const cuipc_scenario *s = ps->s;
+    cuipc_producer_stats pst;
+    cuipc_producer_stats_get(ps->p, &pst);
+    json_object_set_new(ps->out, "role", json_string("producer"));
+    json_object_set_new(ps->out, "messages_attempted",
+                        json_integer((json_int_t)(ps->sent + ps->failed)));
+    json_object_set_new(ps->out, "messages_sent", json_integer((json_int_t)ps->sent));
+    json_object_set_new(ps->out, "send_failed", json_integer((json_int_t)ps->failed));
+    json_object_set_new(ps->out, "bytes_sent", json_integer((json_int_t)ps->bytes_total));
+    json_object_set_new(ps->out, "seconds", json_real(seconds));
+    json_object_set_new(ps->out, "drain_status", json_string(cuipc_status_name(drain)));
+    json_object_set_new(ps->out, "stats", producer_stats_json(&pst));
+    ps->occ->next_ns = 0; /* the state after the drain, whatever the interval */
+    occupancy_sample(ps->occ, ps->p, cuipc_h_now_ns());
+    json_object_set_new(ps->out, "occupancy", occupancy_json(ps->occ, &pst));
+    json_object_set_new(ps->out, "send_us", cuipc_stage_json_free(&ps->send_time));
     if (s->run.open_loop)
-        json_object_set_new(ps.out, "schedule", schedule_json(s, &sched, sched0, end_ns));
-    free(occ);
-    json_object_set_new(ps.out, "leak", cuipc_role_leak_json(s, &ls));
-    cuipc_leak_sampler_free(&ls);
-    cuipc_producer_destroy(ps.p);
-    for (size_t k = 0; k < ps.n_retained; k++)
-        tensor_free(&ps, ps.retained[k]);
-    free(ps.retained);
+        json_object_set_new(ps->out, "schedule",
+                            schedule_json(s, &ps->sched, ps->sched0, ps->end_ns));
+    json_object_set_new(ps->out, "leak", cuipc_role_leak_json(s, &ps->ls));
+    cuipc_leak_sampler_free(&ps->ls);
+}
+
+/* Tear-down: the transport, then the memory it may have read from. */
+static void release_all(producer_state *ps) {
+    free(ps->occ);
+    cuipc_producer_destroy(ps->p);
+    for (size_t k = 0; k < ps->n_retained; k++)
+        tensor_free(ps, ps->retained[k]);
+    free(ps->retained);
     for (uint32_t j = 0; j < CUIPC_SCN_MAX_PER_MESSAGE; j++)
-        if (ps.buffers[j])
-            tensor_free(&ps, ps.buffers[j]);
-    if (ps.stream) /* tear-down: nothing left to report to */
-        cuipc_status_ignore(cuipc_gpu_stream_destroy(ps.stream));
+        if (ps->buffers[j])
+            tensor_free(ps, ps->buffers[j]);
+    if (ps->stream) /* tear-down: nothing left to report to */
+        cuipc_status_ignore(cuipc_gpu_stream_destroy(ps->stream));
+}
+
+int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
+    const cuipc_role_args *a = arg;
+    const cuipc_scenario *s = a->s;
+    producer_state ps = {.s = s, .a = a, .gpu = s->tensors.location == CUIPC_LOCATION_DEVICE};
+    atomic_store(&a->shared->producer_pid, (int)getpid());
+    ps.out = json_object();
+    json_object_set_new(ps.out, "role", json_string("producer"));
+    json_object_set_new(ps.out, "pid", json_integer(getpid()));
+    if (!cuipc_role_bind(s, true, 0, s->producer_device, ps.out))
+        return finish(&ps, a->run_dir, 1, NULL, CUIPC_OK);
+    cuipc_status st;
+    const char *failed = start(ctx, &ps, &st);
+    if (failed == NULL && (failed = begin_timing(&ps)) != NULL)
+        st = CUIPC_ERR_NO_MEMORY;
+    if (failed != NULL) {
+        free(ps.occ);
+        cuipc_producer_destroy(ps.p);
+        return finish(&ps, a->run_dir, 1, failed, st);
+    }
+    int rc = send_all(&ps);
+    double seconds = (double)(cuipc_h_now_ns() - ps.t0) / 1e9;
+    cuipc_status drain = close_and_drain(&ps);
+    report_run(&ps, drain, seconds);
+    release_all(&ps);
     return finish(&ps, a->run_dir, rc, NULL, CUIPC_OK);
 }
