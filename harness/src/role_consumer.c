@@ -1,11 +1,11 @@
 /* A consumer process: attaches, receives every message, unwraps it (copy or borrow), measures
  * end-to-end latency, verifies checksums, holds, releases; reports counts and latencies. */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "role_common.h"
 #include "util.h"
 
@@ -48,6 +48,13 @@ typedef struct consumer_state {
     /* Throughput after the warm-up messages (the first ones map the pool, warm caches): from
      * the receipt of the first later message to the end. */
     uint64_t steady_t0, steady_bytes, steady_messages;
+    cuipc_gpu_probe_ctx gctx; /* the sampler reads it until it is freed */
+    cuipc_leak_sampler ls;
+    /* The receive loop, from the go: how it ended, how often this consumer attached. */
+    uint64_t t0, t_end;
+    bool closed, producer_dead;
+    bool churns;                    /* leaves and comes back (consumers.churn) */
+    uint64_t attaches, this_attach; /* attaches in all; messages in the current one */
 } consumer_state;
 
 static uint64_t tensor_bytes(const cuipc_tensor *t) {
@@ -120,12 +127,6 @@ static bool is_rejection(cuipc_status st) {
            st == CUIPC_ERR_UNKNOWN_POOL;
 }
 
-static bool fault_expected(const cuipc_scenario *s) {
-    return s->fault.kind == CUIPC_FAULT_STALE_RELEASE ||
-           s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE ||
-           s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL;
-}
-
 /* Positive control of the copy-out path: unwrapped trees (their copies) kept, never freed. */
 static cuipc_value **kept_copies;
 static size_t n_kept_copies, cap_kept_copies;
@@ -157,11 +158,9 @@ static void release(consumer_state *cs, cuipc_message *m, cuipc_value *tree) {
     cuipc_status rst = cuipc_message_release(m, on);
     if (rst != CUIPC_OK)
         cuipc_count_status(cs->out, "release_status", rst);
-    if (s->fault.kind == CUIPC_FAULT_DUPLICATE_RELEASE && cs->index == s->fault.consumer) {
-        /* A second release of the same message must change nothing (idempotent). */
-        cuipc_status again = cuipc_message_release(m, on);
+    cuipc_status again;
+    if (cuipc_fault_consumer_released(s, cs->index, m, on, &again))
         cuipc_count_status(cs->out, "second_release_status", again);
-    }
     free_or_keep(cs, tree);
 }
 
@@ -208,16 +207,12 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
     const cuipc_value *raw = cuipc_message_value(m);
     uint64_t seq = (uint64_t)cuipc_value_as_int(cuipc_dict_get(raw, "seq"));
     uint64_t send_ns = (uint64_t)cuipc_value_as_int(cuipc_dict_get(raw, "send_ns"));
-    bool targeted = cs->index == s->fault.consumer && seq >= s->fault.at_message;
-    if (targeted && s->fault.kind == CUIPC_FAULT_KILL_CONSUMER)
-        raise(SIGKILL); /* mid-read: the chunk is received and not released */
-    if (targeted && s->fault.kind == CUIPC_FAULT_CRASH_CONSUMER)
-        raise(SIGSEGV);
+    cuipc_fault_consumer_received(s, cs->index, seq);
     cuipc_value *tree = NULL;
     cuipc_status st = cuipc_message_unwrap(m, &cs->opt, &tree);
     if (st != CUIPC_OK) {
         cuipc_count_status(cs->out, "unwrap_status", st);
-        if (is_rejection(st) && fault_expected(s)) {
+        if (is_rejection(st) && cuipc_fault_refusal_expected(s)) {
             cs->rejected++;
             return true;
         }
@@ -347,11 +342,215 @@ static int write_latencies(const char *run_dir, uint32_t index, const uint64_t *
     return fclose(f) == 0 && w == n ? 0 : 1;
 }
 
+/* Latency buffer sized and touched before timing starts (RSS stays flat), and the stages'. */
+static bool alloc_samples(consumer_state *cs) {
+    const cuipc_scenario *s = cs->s;
+    cs->cap_lat = s->run.iterations ? s->run.iterations : 1u << 21;
+    if (cs->cap_lat > (1u << 21))
+        cs->cap_lat = 1u << 21;
+    cs->lat = malloc(cs->cap_lat * sizeof *cs->lat);
+    if (cs->lat == NULL)
+        return false;
+    cuipc_h_touch(cs->lat, cs->cap_lat * sizeof *cs->lat);
+    size_t stage_cap = cs->cap_lat < 65536 ? cs->cap_lat : 65536;
+    return cuipc_stage_init(&cs->deliver, stage_cap) && cuipc_stage_init(&cs->unwrap, stage_cap) &&
+           cuipc_stage_init(&cs->ready, stage_cap);
+}
+
+/* How every message is unwrapped: the same options throughout. */
+static void set_unwrap_options(consumer_state *cs, int device) {
+    const cuipc_scenario *s = cs->s;
+    cuipc_unwrap_options_init(&cs->opt);
+    cs->opt.kind = s->consumers.unwrap;
+    cs->opt.device = s->consumers.copy_to;
+    /* A consumer on a GPU other than the pool's reads it through peer access: the mapping is
+     * opened, and a copy-out lands, on the consumer's own GPU, whose stream does the work. */
+    if (device >= 0 &&
+        (s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER ||
+         (s->consumers.unwrap == CUIPC_UNWRAP_BORROW && device != s->producer_device)))
+        cs->opt.device = device;
+    cs->opt.stream = cs->stream;
+    if (s->consumers.host_wait_ns >= 0)
+        cs->opt.host_wait_ns = s->consumers.host_wait_ns;
+    cs->opt.copy_cache_bytes = s->consumers.copy_cache_bytes;
+}
+
+/* Attach, make the stream and do the transport's one-time set-up. On failure report.error
+ * says why and *c is NULL. */
+static cuipc_status join_producer(consumer_state *cs, const cuipc_role_args *a, int device,
+                                  cuipc_consumer **c) {
+    const cuipc_scenario *s = cs->s;
+    cuipc_status st = attach(s, a->socket_path, c);
+    if (st == CUIPC_OK) {
+        json_object_set_new(cs->out, "transport_index", json_integer(cuipc_consumer_index(*c)));
+        if (s->consumers.spin_ns >= 0)
+            cuipc_consumer_set_spin_ns(*c, (uint64_t)s->consumers.spin_ns);
+        if (device >= 0)
+            st = cuipc_gpu_stream_create(device, &cs->stream);
+    }
+    if (st == CUIPC_OK) {
+        set_unwrap_options(cs, device);
+        st = prepare(cs, *c, device);
+    }
+    if (st != CUIPC_OK) {
+        json_object_set_new(cs->out, "error", cuipc_status_json(st));
+        if (*c != NULL)
+            cuipc_consumer_detach(*c);
+        *c = NULL;
+    }
+    return st;
+}
+
+/* A message received: handled and counted; with churn, this consumer leaves after every
+ * churn.every messages and comes back. false when the loop ends there (*rc, closed say how). */
+static bool took_message(consumer_state *cs, const cuipc_role_args *a, int device,
+                         cuipc_consumer **c, cuipc_message *m, int *rc) {
+    bool kept = false;
+    if (!handle(cs, m, &kept))
+        *rc = 1;
+    if (!kept)
+        cuipc_message_free(m);
+    atomic_store(&a->shared->received[cs->index], cs->messages + cs->rejected);
+    cs->t_end = cuipc_h_now_ns();
+    if (!cs->churns || *rc != 0 || ++cs->this_attach != cs->s->consumers.churn.every)
+        return true;
+    cs->this_attach = 0;
+    cuipc_status st;
+    if (come_back(cs, a, device, c, &st)) {
+        cs->attaches++;
+        return true;
+    }
+    if (st == CUIPC_OK) {
+        cs->closed = true; /* the producer closed while this consumer was away */
+        return false;
+    }
+    json_object_set_new(cs->out, "error", cuipc_status_json(st));
+    *rc = 1;
+    return false;
+}
+
+/* A receive that gave no message (st): false when the loop ends there (*rc says how). */
+static bool took_none(consumer_state *cs, const cuipc_role_args *a, cuipc_status st, int *rc) {
+    if (is_rejection(st) && cuipc_fault_refusal_expected(cs->s)) {
+        /* The transport refused the injected message before handing it over. */
+        cuipc_count_status(cs->out, "recv_status", st);
+        cs->rejected++;
+        atomic_store(&a->shared->received[cs->index], cs->messages + cs->rejected);
+        return true;
+    }
+    if (st == CUIPC_ERR_CLOSED) {
+        cs->closed = true;
+        return false;
+    }
+    if (st == CUIPC_ERR_PEER_DEAD && cs->churns && cs->this_attach == 0 && cs->attaches > 1 &&
+        atomic_load(&a->shared->closing)) {
+        /* Came back just as the producer finished: its last accept pass never took this attach
+         * in, and its exit hangs the half-made connection up. The run is over; the attach the
+         * producer never saw is not counted. */
+        cs->attaches--;
+        cs->closed = true;
+        return false;
+    }
+    if (st == CUIPC_ERR_PEER_DEAD) {
+        cs->producer_dead = true;
+        json_object_set_new(cs->out, "producer_dead_error", cuipc_status_json(st));
+        *rc = cuipc_fault_kills_producer(cs->s) ? 0 : 1;
+        return false;
+    }
+    if (st != CUIPC_ERR_TIMEOUT) {
+        json_object_set_new(cs->out, "error", cuipc_status_json(st));
+        *rc = 1;
+    }
+    return true;
+}
+
+/* Receive until the producer closes (or dies, or an error), then let go of held messages.
+ * Returns 0, or 1 on an error. */
+static int receive_all(consumer_state *cs, const cuipc_role_args *a, int device,
+                       cuipc_consumer **c) {
+    int rc = 0;
+    cs->t0 = cs->t_end = cuipc_h_now_ns();
+    cs->attaches = 1;
+    while (rc == 0) {
+        cuipc_message *m = NULL;
+        cuipc_status st = cuipc_consumer_recv(*c, release_held(cs, false), &m);
+        if (!(st == CUIPC_OK ? took_message(cs, a, device, c, m, &rc) : took_none(cs, a, st, &rc)))
+            break;
+        if (cs->ls.t != NULL)
+            cuipc_leak_maybe_sample(&cs->ls);
+    }
+    /* Held messages: after a clean close each keeps its hold; otherwise let go at once. */
+    for (int64_t wait; (wait = release_held(cs, !cs->closed || rc != 0)) > 0 && cs->n_held;)
+        cuipc_h_sleep_ns((uint64_t)wait);
+    free(cs->held);
+    return rc;
+}
+
+static json_t *worst_json(const consumer_state *cs) {
+    json_t *worst = json_array();
+    for (size_t k = 0; k < cs->n_worst; k++)
+        json_array_append_new(worst, json_pack("{s:I, s:f}", "seq", (json_int_t)cs->worst[k].seq,
+                                               "us", (double)cs->worst[k].ns / 1e3));
+    return worst;
+}
+
+/* The report's figures of the run: counts, how it ended, the replay's timing, the slowest
+ * messages, the stages, the transport's stats (c: the last attach, NULL if none) and the leak
+ * verdicts; frees the samplers. */
+static void report_run(consumer_state *cs, cuipc_consumer *c) {
+    if (cs->ls.t != NULL)
+        cuipc_leak_sample_now(&cs->ls);
+    double seconds = (double)(cs->t_end - cs->t0) / 1e9;
+    cuipc_consumer_stats cst = {0}; /* of the last attach */
+    if (c != NULL)
+        cuipc_consumer_stats_get(c, &cst);
+    if (cs->churns)
+        json_object_set_new(cs->out, "attaches", json_integer((json_int_t)cs->attaches));
+    json_object_set_new(cs->out, "messages", json_integer((json_int_t)cs->messages));
+    json_object_set_new(cs->out, "bytes", json_integer((json_int_t)cs->bytes));
+    json_object_set_new(cs->out, "seconds", json_real(seconds));
+    json_object_set_new(cs->out, "steady",
+                        json_pack("{s:I, s:I, s:f}", "messages", (json_int_t)cs->steady_messages,
+                                  "bytes", (json_int_t)cs->steady_bytes, "seconds",
+                                  cs->steady_t0 && cs->t_end > cs->steady_t0
+                                      ? (double)(cs->t_end - cs->steady_t0) / 1e9
+                                      : 0.0));
+    json_object_set_new(cs->out, "checked", json_integer((json_int_t)cs->checked));
+    json_object_set_new(cs->out, "mismatches", json_integer((json_int_t)cs->mismatches));
+    json_object_set_new(cs->out, "rejected", json_integer((json_int_t)cs->rejected));
+    json_object_set_new(cs->out, "closed_cleanly", json_boolean(cs->closed));
+    json_object_set_new(cs->out, "producer_dead_detected", json_boolean(cs->producer_dead));
+    json_object_set_new(cs->out, "latency_samples", json_integer((json_int_t)cs->n_lat));
+    if (cs->replay.messages > 0) {
+        double n = (double)cs->replay.messages;
+        json_object_set_new(
+            cs->out, "replay",
+            json_pack("{s:I, s:f, s:f, s:f}", "messages", (json_int_t)cs->replay.messages,
+                      "hold_mean_us", (double)cs->replay.hold_sum_ns / n / 1e3,
+                      "release_late_max_us", (double)cs->replay.late_max_ns / 1e3,
+                      "release_late_mean_us", (double)cs->replay.late_sum_ns / n / 1e3));
+    }
+    json_object_set_new(cs->out, "worst_us", worst_json(cs));
+    json_object_set_new(cs->out, "stages_us",
+                        json_pack("{s:o, s:o, s:o}", "deliver", cuipc_stage_json_free(&cs->deliver),
+                                  "unwrap", cuipc_stage_json_free(&cs->unwrap), "ready",
+                                  cuipc_stage_json_free(&cs->ready)));
+    json_object_set_new(cs->out, "stats",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)cst.messages,
+                                  "bytes", (json_int_t)cst.bytes, "handle_opens",
+                                  (json_int_t)cst.handle_opens, "handle_hits",
+                                  (json_int_t)cst.handle_hits, "rejected",
+                                  (json_int_t)cst.rejected));
+    json_object_set_new(cs->out, "leak", cuipc_role_leak_json(cs->s, &cs->ls));
+    cuipc_leak_sampler_free(&cs->ls);
+}
+
 int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     const cuipc_role_args *a = arg;
     const cuipc_scenario *s = a->s;
     uint32_t i = ctx->index;
     consumer_state cs = {.s = s, .index = i, .rng = 0x9e3779b97f4a7c15ull ^ i};
+    cs.churns = cuipc_scenario_churns(s, i);
     cs.out = json_object();
     json_object_set_new(cs.out, "role", json_string("consumer"));
     json_object_set_new(cs.out, "index", json_integer(i));
@@ -361,174 +560,22 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
         return 1;
     }
     int device = s->needs_gpu ? s->consumers.devices[i] : -1;
-
-    /* Latency buffer sized and touched before timing starts (RSS stays flat). */
-    cs.cap_lat = s->run.iterations ? s->run.iterations : 1u << 21;
-    if (cs.cap_lat > (1u << 21))
-        cs.cap_lat = 1u << 21;
-    cs.lat = malloc(cs.cap_lat * sizeof *cs.lat);
-    if (cs.lat == NULL)
+    if (!alloc_samples(&cs))
         return 1;
-    cuipc_h_touch(cs.lat, cs.cap_lat * sizeof *cs.lat);
-    size_t stage_cap = cs.cap_lat < 65536 ? cs.cap_lat : 65536;
-    if (!cuipc_stage_init(&cs.deliver, stage_cap) || !cuipc_stage_init(&cs.unwrap, stage_cap) ||
-        !cuipc_stage_init(&cs.ready, stage_cap))
-        return 1;
-
     cuipc_consumer *c = NULL;
-    cuipc_status st = attach(s, a->socket_path, &c);
-    int rc = 0;
-    if (st != CUIPC_OK) {
-        json_object_set_new(cs.out, "error", cuipc_status_json(st));
+    if (join_producer(&cs, a, device, &c) != CUIPC_OK) {
         cuipc_role_write(a->run_dir, "consumer", i, cs.out);
         return 1;
     }
-    json_object_set_new(cs.out, "transport_index", json_integer(cuipc_consumer_index(c)));
-    if (s->consumers.spin_ns >= 0)
-        cuipc_consumer_set_spin_ns(c, (uint64_t)s->consumers.spin_ns);
-    if (device >= 0 && (st = cuipc_gpu_stream_create(device, &cs.stream)) != CUIPC_OK) {
-        json_object_set_new(cs.out, "error", cuipc_status_json(st));
-        cuipc_consumer_detach(c);
-        cuipc_role_write(a->run_dir, "consumer", i, cs.out);
-        return 1;
-    }
-    cuipc_unwrap_options_init(&cs.opt);
-    cs.opt.kind = s->consumers.unwrap;
-    cs.opt.device = s->consumers.copy_to;
-    /* A consumer on a GPU other than the pool's reads it through peer access: the mapping is
-     * opened, and a copy-out lands, on the consumer's own GPU, whose stream does the work. */
-    if (device >= 0 &&
-        (s->consumers.copy_to == CUIPC_H_COPY_TO_CONSUMER ||
-         (s->consumers.unwrap == CUIPC_UNWRAP_BORROW && device != s->producer_device)))
-        cs.opt.device = device;
-    cs.opt.stream = cs.stream;
-    if (s->consumers.host_wait_ns >= 0)
-        cs.opt.host_wait_ns = s->consumers.host_wait_ns;
-    cs.opt.copy_cache_bytes = s->consumers.copy_cache_bytes;
-    if ((st = prepare(&cs, c, device)) != CUIPC_OK) {
-        json_object_set_new(cs.out, "error", cuipc_status_json(st));
-        cuipc_consumer_detach(c);
-        cuipc_role_write(a->run_dir, "consumer", i, cs.out);
-        return 1;
-    }
-    cuipc_gpu_probe_ctx gctx;
-    cuipc_leak_sampler ls;
-    cuipc_role_sampler_start(s, device, &gctx, &ls);
-    json_object_set_new(cs.out, "mps_client", cuipc_role_mps_json(&gctx));
+    cuipc_role_sampler_start(s, device, &cs.gctx, &cs.ls);
+    json_object_set_new(cs.out, "mps_client", cuipc_role_mps_json(&cs.gctx));
     cuipc_role_ready(ctx);
     if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000)) {
         cuipc_consumer_detach(c);
         return 1;
     }
-    uint64_t t0 = cuipc_h_now_ns(), t_end = t0;
-    bool producer_dead = false, closed = false;
-    bool churns = cuipc_scenario_churns(s, i);
-    uint64_t attaches = 1, this_attach = 0;
-    while (rc == 0) {
-        cuipc_message *m = NULL;
-        st = cuipc_consumer_recv(c, release_held(&cs, false), &m);
-        if (st == CUIPC_OK) {
-            bool kept = false;
-            if (!handle(&cs, m, &kept))
-                rc = 1;
-            if (!kept)
-                cuipc_message_free(m);
-            atomic_store(&a->shared->received[i], cs.messages + cs.rejected);
-            t_end = cuipc_h_now_ns();
-            if (churns && rc == 0 && ++this_attach == s->consumers.churn.every) {
-                this_attach = 0;
-                if (come_back(&cs, a, device, &c, &st)) {
-                    attaches++;
-                } else if (st == CUIPC_OK) {
-                    closed = true; /* the producer closed while this consumer was away */
-                    break;
-                } else {
-                    json_object_set_new(cs.out, "error", cuipc_status_json(st));
-                    rc = 1;
-                    break;
-                }
-            }
-        } else if (is_rejection(st) && fault_expected(s)) {
-            /* The transport refused the injected message before handing it over. */
-            cuipc_count_status(cs.out, "recv_status", st);
-            cs.rejected++;
-            atomic_store(&a->shared->received[i], cs.messages + cs.rejected);
-        } else if (st == CUIPC_ERR_CLOSED) {
-            closed = true;
-            break;
-        } else if (st == CUIPC_ERR_PEER_DEAD && churns && this_attach == 0 && attaches > 1 &&
-                   atomic_load(&a->shared->closing)) {
-            /* Came back just as the producer finished: its last accept pass never took this
-             * attach in, and its exit hangs the half-made connection up. The run is over; the
-             * attach the producer never saw is not counted. */
-            attaches--;
-            closed = true;
-            break;
-        } else if (st == CUIPC_ERR_PEER_DEAD) {
-            producer_dead = true;
-            json_object_set_new(cs.out, "producer_dead_error", cuipc_status_json(st));
-            rc = s->fault.kind == CUIPC_FAULT_KILL_PRODUCER ? 0 : 1;
-            break;
-        } else if (st != CUIPC_ERR_TIMEOUT) {
-            json_object_set_new(cs.out, "error", cuipc_status_json(st));
-            rc = 1;
-        }
-        if (ls.t != NULL)
-            cuipc_leak_maybe_sample(&ls);
-    }
-    /* Held messages: after a clean close each keeps its hold; otherwise let go at once. */
-    for (int64_t wait; (wait = release_held(&cs, !closed || rc != 0)) > 0 && cs.n_held;)
-        cuipc_h_sleep_ns((uint64_t)wait);
-    free(cs.held);
-    if (ls.t != NULL)
-        cuipc_leak_sample_now(&ls);
-    double seconds = (double)(t_end - t0) / 1e9;
-    cuipc_consumer_stats cst = {0}; /* of the last attach */
-    if (c != NULL)
-        cuipc_consumer_stats_get(c, &cst);
-    if (churns)
-        json_object_set_new(cs.out, "attaches", json_integer((json_int_t)attaches));
-    json_object_set_new(cs.out, "messages", json_integer((json_int_t)cs.messages));
-    json_object_set_new(cs.out, "bytes", json_integer((json_int_t)cs.bytes));
-    json_object_set_new(cs.out, "seconds", json_real(seconds));
-    json_object_set_new(cs.out, "steady",
-                        json_pack("{s:I, s:I, s:f}", "messages", (json_int_t)cs.steady_messages,
-                                  "bytes", (json_int_t)cs.steady_bytes, "seconds",
-                                  cs.steady_t0 && t_end > cs.steady_t0
-                                      ? (double)(t_end - cs.steady_t0) / 1e9
-                                      : 0.0));
-    json_object_set_new(cs.out, "checked", json_integer((json_int_t)cs.checked));
-    json_object_set_new(cs.out, "mismatches", json_integer((json_int_t)cs.mismatches));
-    json_object_set_new(cs.out, "rejected", json_integer((json_int_t)cs.rejected));
-    json_object_set_new(cs.out, "closed_cleanly", json_boolean(closed));
-    json_object_set_new(cs.out, "producer_dead_detected", json_boolean(producer_dead));
-    json_object_set_new(cs.out, "latency_samples", json_integer((json_int_t)cs.n_lat));
-    if (cs.replay.messages > 0) {
-        double n = (double)cs.replay.messages;
-        json_object_set_new(
-            cs.out, "replay",
-            json_pack("{s:I, s:f, s:f, s:f}", "messages", (json_int_t)cs.replay.messages,
-                      "hold_mean_us", (double)cs.replay.hold_sum_ns / n / 1e3,
-                      "release_late_max_us", (double)cs.replay.late_max_ns / 1e3,
-                      "release_late_mean_us", (double)cs.replay.late_sum_ns / n / 1e3));
-    }
-    json_t *worst = json_array();
-    for (size_t k = 0; k < cs.n_worst; k++)
-        json_array_append_new(worst, json_pack("{s:I, s:f}", "seq", (json_int_t)cs.worst[k].seq,
-                                               "us", (double)cs.worst[k].ns / 1e3));
-    json_object_set_new(cs.out, "worst_us", worst);
-    json_object_set_new(cs.out, "stages_us",
-                        json_pack("{s:o, s:o, s:o}", "deliver", cuipc_stage_json_free(&cs.deliver),
-                                  "unwrap", cuipc_stage_json_free(&cs.unwrap), "ready",
-                                  cuipc_stage_json_free(&cs.ready)));
-    json_object_set_new(cs.out, "stats",
-                        json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)cst.messages,
-                                  "bytes", (json_int_t)cst.bytes, "handle_opens",
-                                  (json_int_t)cst.handle_opens, "handle_hits",
-                                  (json_int_t)cst.handle_hits, "rejected",
-                                  (json_int_t)cst.rejected));
-    json_object_set_new(cs.out, "leak", cuipc_role_leak_json(s, &ls));
-    cuipc_leak_sampler_free(&ls);
+    int rc = receive_all(&cs, a, device, &c);
+    report_run(&cs, c);
     if (c != NULL)
         cuipc_consumer_detach(c);
     if (cs.stream) /* tear-down: nothing left to report to */
