@@ -20,6 +20,7 @@
 #include "command.h"
 #include "cuipc_version.h"
 #include "failures.h"
+#include "fault.h"
 #include "leak.h"
 #include "mps.h"
 #include "repetitions.h"
@@ -433,40 +434,19 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles,
                      "unmeasured", unmeasured);
 }
 
-/* Whether the scenario's fault happened: one that never fired (its message was never reached)
- * leaves a run that tested nothing of it. Sets fault.fired and fails the run, naming it as the
- * cause (after any process that ended on its own, by end_s), if it did not. */
+/* Whether the scenario's fault happened (cuipc_fault_fired): one that never fired is named as
+ * the cause (after any process that ended on its own, by end_s), and fails the run. */
 static bool judge_fault_fired(judge *j, const cuipc_scenario *s, const cuipc_child_result *cr,
                               const json_t *producer, json_t *fault, double end_s) {
-    cuipc_fault_kind kind = s->fault.kind;
-    unsigned long long at = (unsigned long long)s->fault.at_message;
-    if (kind == CUIPC_FAULT_NONE)
+    if (cuipc_fault_def_of(s->fault.kind)->actor == CUIPC_FAULT_BY_NOBODY)
         return true;
-    char why[256] = "";
-    json_int_t sent = geti(producer, "messages_sent");
-    if (kind == CUIPC_FAULT_KILL_CONSUMER || kind == CUIPC_FAULT_CRASH_CONSUMER) {
-        const cuipc_child_result *r = &cr[1 + s->fault.consumer];
-        int sig = kind == CUIPC_FAULT_KILL_CONSUMER ? SIGKILL : SIGSEGV;
-        if (r->signal != sig || r->stopped_by_supervisor) {
-            char d[96];
-            snprintf(why, sizeof why,
-                     "consumer %u never received message %llu and ended with %s (%lld sent)",
-                     s->fault.consumer, at, cuipc_child_describe(r, d, sizeof d), (long long)sent);
-        }
-    } else {
-        /* The producer's faults: it raised SIGKILL itself, or sent the faulty message. */
-        bool fired = kind == CUIPC_FAULT_KILL_PRODUCER
-                         ? cr[0].signal == SIGKILL && !cr[0].stopped_by_supervisor
-                         : json_object_get(producer, "fault_send_status") != NULL;
-        if (!fired)
-            snprintf(why, sizeof why, "the producer never reached message %llu (%lld sent)", at,
-                     (long long)sent);
-    }
-    json_object_set_new(fault, "fired", json_boolean(why[0] == '\0'));
-    if (why[0])
+    char why[256];
+    bool fired = cuipc_fault_fired(s, cr, producer, why, sizeof why);
+    json_object_set_new(fault, "fired", json_boolean(fired));
+    if (!fired)
         cuipc_failures_add(&j->failures, CUIPC_FAILURE_CAUSE, end_s, "fault %s did not fire: %s",
-                           cuipc_fault_kind_name(kind), why);
-    return why[0] == '\0';
+                           cuipc_fault_kind_name(s->fault.kind), why);
+    return fired;
 }
 
 /* Churn: every churning consumer left and came back (else the run did not churn and proves
@@ -499,65 +479,99 @@ static double ready_timeout_s(const cuipc_scenario *s) {
     return s->run.attach_timeout_s + 30.0;
 }
 
-/* Merge role reports into res and judge them. */
-static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
-                  const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
-                  const cuipc_supervise_outcome *out, const mps_run *under_mps) {
-    judge j;
-    cuipc_failures_init(&j.failures);
-    json_t *roles = json_array();
-    json_t *producer = NULL;
-    json_t *consumers[CUIPC_MAX_CONSUMERS] = {NULL};
-    for (size_t i = 0; i < n; i++) {
-        char desc[128];
-        json_t *rep = load_role(dir, specs[i].role, specs[i].index);
-        json_t *r = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:f}", "role", specs[i].role, "index",
-                              (int)specs[i].index, "pid", (int)cr[i].pid, "end",
-                              cuipc_child_describe(&cr[i], desc, sizeof desc), "expected",
-                              cr[i].expected, "ready", cr[i].ready, "end_s", cr[i].end_s);
-        if (cr[i].exited)
-            json_object_set_new(r, "exit_code", json_integer(cr[i].exit_code));
-        if (cr[i].signal) {
-            char sig[32];
-            json_object_set_new(r, "signal", json_integer(cr[i].signal));
-            json_object_set_new(r, "signal_name",
-                                json_string(cuipc_h_signal_name(cr[i].signal, sig, sizeof sig)));
-        }
-        const char *err = NULL;
-        if (rep != NULL) {
-            json_object_set(r, "binding", json_object_get(rep, "binding"));
-            json_object_set_new(r, "report", rep);
-            err = json_string_value(json_object_get(rep, "error"));
-        }
-        cuipc_failures_add_child(&j.failures, &specs[i], &cr[i], out, err);
-        if (strcmp(specs[i].role, "producer") == 0)
-            producer = rep;
-        else
-            consumers[specs[i].index] = rep;
-        json_array_append_new(roles, r);
-    }
-    cuipc_failures_add_supervisor(&j.failures, out);
-    if (under_mps != NULL) {
-        /* A host's MPS serves scenarios that did not ask for it too, when it serves this user:
-         * enabled says whether it did. */
-        json_t *env_mps = json_object_get(json_object_get(res, "environment"), "mps");
-        json_t *mps_failures = json_array();
-        json_t *clients = mps_clients_check(under_mps->want ? mps_failures : NULL, roles);
-        if (!under_mps->want)
-            json_object_set_new(env_mps, "enabled", json_boolean(json_array_size(clients) > 0));
-        json_object_set_new(env_mps, "clients", clients);
-        size_t k;
-        json_t *f;
-        json_array_foreach(mps_failures, k, f) failure(&j, "%s", json_string_value(f));
-        json_decref(mps_failures);
-    }
+/* The role reports of a run, as merge reads them. */
+typedef struct role_reports {
+    json_t *roles; /* [{role, index, pid, end, ..., report}] */
+    json_t *producer;
+    json_t *consumers[CUIPC_MAX_CONSUMERS];
+    json_t *pstats; /* the producer's transport stats; NULL: none */
+} role_reports;
 
-    /* Latency and throughput. */
+/* One role's entry of results.roles: how its process ended, and its report (taken). */
+static json_t *role_entry(const cuipc_child_spec *spec, const cuipc_child_result *cr, json_t *rep) {
+    char desc[128];
+    json_t *r = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:f}", "role", spec->role, "index",
+                          (int)spec->index, "pid", (int)cr->pid, "end",
+                          cuipc_child_describe(cr, desc, sizeof desc), "expected", cr->expected,
+                          "ready", cr->ready, "end_s", cr->end_s);
+    if (cr->exited)
+        json_object_set_new(r, "exit_code", json_integer(cr->exit_code));
+    if (cr->signal) {
+        char sig[32];
+        json_object_set_new(r, "signal", json_integer(cr->signal));
+        json_object_set_new(r, "signal_name",
+                            json_string(cuipc_h_signal_name(cr->signal, sig, sizeof sig)));
+    }
+    if (rep != NULL) {
+        json_object_set(r, "binding", json_object_get(rep, "binding"));
+        json_object_set_new(r, "report", rep);
+    }
+    return r;
+}
+
+/* Load every role's report, with the failures of the processes and the supervisor. */
+static void collect_roles(judge *j, role_reports *rr, const char *dir,
+                          const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
+                          const cuipc_supervise_outcome *out) {
+    *rr = (role_reports){.roles = json_array()};
+    for (size_t i = 0; i < n; i++) {
+        json_t *rep = load_role(dir, specs[i].role, specs[i].index);
+        const char *err = json_string_value(json_object_get(rep, "error"));
+        json_array_append_new(rr->roles, role_entry(&specs[i], &cr[i], rep));
+        cuipc_failures_add_child(&j->failures, &specs[i], &cr[i], out, err);
+        if (strcmp(specs[i].role, "producer") == 0)
+            rr->producer = rep;
+        else
+            rr->consumers[specs[i].index] = rep;
+    }
+    cuipc_failures_add_supervisor(&j->failures, out);
+    rr->pstats = json_object_get(rr->producer, "stats");
+}
+
+/* Under MPS: which roles ran as its clients (each GPU role must, when the scenario asked). */
+static void judge_mps(judge *j, json_t *res, json_t *roles, const mps_run *under_mps) {
+    /* A host's MPS serves scenarios that did not ask for it too, when it serves this user:
+     * enabled says whether it did. */
+    json_t *env_mps = json_object_get(json_object_get(res, "environment"), "mps");
+    json_t *mps_failures = json_array();
+    json_t *clients = mps_clients_check(under_mps->want ? mps_failures : NULL, roles);
+    if (!under_mps->want)
+        json_object_set_new(env_mps, "enabled", json_boolean(json_array_size(clients) > 0));
+    json_object_set_new(env_mps, "clients", clients);
+    size_t k;
+    json_t *f;
+    json_array_foreach(mps_failures, k, f) failure(j, "%s", json_string_value(f));
+    json_decref(mps_failures);
+}
+
+/* What the consumers measured, all together: the figures thresholds are judged on. */
+typedef struct traffic {
+    cuipc_latency_summary latency;
+    double gbps, msgs_per_s;
+    uint64_t mismatches, rejected;
+} traffic;
+
+/* A consumer's throughput figures: its steady state when it has one (the warm-up messages,
+ * pool mapping and first touches, are left out of throughput as they are of latency). */
+static void consumer_throughput(const json_t *c, double *secs, double *bytes, double *msgs) {
+    const json_t *steady = json_object_get(c, "steady");
+    bool has_steady = steady != NULL && geti(steady, "messages") >= 2 &&
+                      json_number_value(json_object_get(steady, "seconds")) > 0;
+    const json_t *from = has_steady ? steady : c;
+    *secs = json_number_value(json_object_get(from, "seconds"));
+    *bytes = (double)geti(from, "bytes");
+    *msgs = (double)geti(from, "messages");
+}
+
+/* Latency (each consumer's and all together, from their raw samples), throughput and the
+ * data checks: results latency_us, throughput, validation. */
+static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const char *dir,
+                          const role_reports *rr, traffic *t) {
     uint64_t *all = NULL;
     size_t n_all = 0;
     json_t *per = json_array(), *worst_all = json_array();
     double agg_bytes = 0, agg_msgs = 0, agg_secs = 0;
-    uint64_t mismatches = 0, rejected = 0;
+    *t = (traffic){.gbps = 0};
     for (uint32_t i = 0; i < s->consumers.count; i++) {
         size_t nl;
         uint64_t *lat = read_latencies(dir, i, &nl);
@@ -570,20 +584,11 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
         cuipc_latency_summary ls;
         cuipc_latency_summarize(lat, lat ? nl : 0, &ls);
         free(lat);
-        json_t *c = consumers[i];
-        double secs = json_number_value(json_object_get(c, "seconds"));
-        double bytes = (double)geti(c, "bytes"), msgs = (double)geti(c, "messages");
-        /* Steady state when there is one: the warm-up messages (pool mapping, first touches)
-         * are left out of throughput as they are of latency. */
-        json_t *steady = json_object_get(c, "steady");
-        if (steady != NULL && geti(steady, "messages") >= 2 &&
-            json_number_value(json_object_get(steady, "seconds")) > 0) {
-            secs = json_number_value(json_object_get(steady, "seconds"));
-            bytes = (double)geti(steady, "bytes");
-            msgs = (double)geti(steady, "messages");
-        }
-        mismatches += (uint64_t)geti(c, "mismatches");
-        rejected += (uint64_t)geti(c, "rejected");
+        const json_t *c = rr->consumers[i];
+        double secs, bytes, msgs;
+        consumer_throughput(c, &secs, &bytes, &msgs);
+        t->mismatches += (uint64_t)geti(c, "mismatches");
+        t->rejected += (uint64_t)geti(c, "rejected");
         agg_bytes += bytes;
         agg_msgs += msgs;
         agg_secs = secs > agg_secs ? secs : agg_secs;
@@ -598,26 +603,49 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
                                              "msgs_per_s", secs > 0 ? msgs / secs : 0.0, "messages",
                                              (json_int_t)msgs, "latency_us", lat_json));
     }
-    cuipc_latency_summary agg;
-    cuipc_latency_summarize(all, n_all, &agg);
+    cuipc_latency_summarize(all, n_all, &t->latency);
     free(all);
-    json_t *agg_json = latency_json(&agg);
+    json_t *agg_json = latency_json(&t->latency);
     json_object_set_new(agg_json, "worst", worst_all);
-    double gbps = agg_secs > 0 ? agg_bytes / agg_secs / 1e9 : 0;
-    double mps = agg_secs > 0 ? agg_msgs / agg_secs : 0;
+    t->gbps = agg_secs > 0 ? agg_bytes / agg_secs / 1e9 : 0;
+    t->msgs_per_s = agg_secs > 0 ? agg_msgs / agg_secs : 0;
     json_object_set_new(res, "latency_us", agg_json);
     json_object_set_new(res, "throughput",
-                        json_pack("{s:{s:f, s:f, s:f, s:f, s:f}, s:o}", "aggregate", "gbps", gbps,
-                                  "msgs_per_s", mps, "bytes", agg_bytes, "messages", agg_msgs,
-                                  "seconds", agg_secs, "per_consumer", per));
+                        json_pack("{s:{s:f, s:f, s:f, s:f, s:f}, s:o}", "aggregate", "gbps",
+                                  t->gbps, "msgs_per_s", t->msgs_per_s, "bytes", agg_bytes,
+                                  "messages", agg_msgs, "seconds", agg_secs, "per_consumer", per));
     json_object_set_new(res, "validation",
                         json_pack("{s:b, s:I}", "enabled", s->validation.enabled, "mismatches",
-                                  (json_int_t)mismatches));
-    if ((int64_t)mismatches > s->thresholds.max_mismatches)
-        failure(&j, "%llu checksum mismatch(es)", (unsigned long long)mismatches);
+                                  (json_int_t)t->mismatches));
+    if ((int64_t)t->mismatches > s->thresholds.max_mismatches)
+        failure(j, "%llu checksum mismatch(es)", (unsigned long long)t->mismatches);
+}
 
-    /* Pool stats and what was lost. */
-    json_t *pstats = json_object_get(producer, "stats");
+/* Messages sent that a consumer that stayed throughout did not get. */
+static json_int_t lost_messages(const cuipc_scenario *s, const role_reports *rr) {
+    if (rr->producer == NULL)
+        return 0;
+    /* A re-sent fault message counts as one more message every consumer must see. */
+    json_int_t sent = geti(rr->producer, "messages_sent") +
+                      json_is_true(json_object_get(rr->producer, "fault_resent"));
+    json_int_t lost = 0;
+    for (uint32_t i = 0; i < s->consumers.count; i++) {
+        if (cuipc_fault_kills_consumer(s, i) || rr->consumers[i] == NULL)
+            continue;
+        if (cuipc_scenario_churns(s, i)) /* away part of the time on purpose: see judge_churn */
+            continue;
+        json_int_t got = geti(rr->consumers[i], "messages") + geti(rr->consumers[i], "rejected");
+        if (got < sent)
+            lost += sent - got;
+    }
+    return lost;
+}
+
+/* The pools after the drain and what was lost: results pool, occupancy; the fault record
+ * (results faults) starts with the losses. */
+static json_t *judge_pool(judge *j, json_t *res, const cuipc_scenario *s, const role_reports *rr,
+                          json_int_t rejected) {
+    json_t *pstats = rr->pstats, *producer = rr->producer;
     json_object_set_new(res, "pool",
                         pstats ? json_pack("{s:O, s:O}", "gpu", json_object_get(pstats, "gpu_pool"),
                                            "host", json_object_get(pstats, "host_pool"))
@@ -627,109 +655,117 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
         json_object_set(res, "occupancy", json_object_get(producer, "occupancy"));
         json_object_del(producer, "occupancy");
     }
-    /* A re-sent fault message counts as one more message every consumer must see. */
-    json_int_t sent = producer ? geti(producer, "messages_sent") +
-                                     json_is_true(json_object_get(producer, "fault_resent"))
-                               : 0;
-    json_int_t lost_messages = 0, lost_chunks = 0;
-    bool killed_producer = s->fault.kind == CUIPC_FAULT_KILL_PRODUCER;
-    for (uint32_t i = 0; i < s->consumers.count && producer != NULL; i++) {
-        bool dead_on_purpose = (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER ||
-                                s->fault.kind == CUIPC_FAULT_CRASH_CONSUMER) &&
-                               i == s->fault.consumer;
-        if (dead_on_purpose || consumers[i] == NULL)
-            continue;
-        if (cuipc_scenario_churns(s, i)) /* away part of the time on purpose: see judge_churn */
-            continue;
-        json_int_t got = geti(consumers[i], "messages") + geti(consumers[i], "rejected");
-        if (got < sent)
-            lost_messages += sent - got;
-    }
-    if (pstats != NULL)
-        lost_chunks = both_pools(pstats, "in_flight");
-    if (lost_messages > 0)
-        failure(&j, "%lld message(s) sent but not received", (long long)lost_messages);
+    json_int_t lost = lost_messages(s, rr);
+    json_int_t lost_chunks = pstats != NULL ? both_pools(pstats, "in_flight") : 0;
+    if (lost > 0)
+        failure(j, "%lld message(s) sent but not received", (long long)lost);
     if (lost_chunks > 0)
-        failure(&j, "%lld chunk(s) still in flight after the drain", (long long)lost_chunks);
+        failure(j, "%lld chunk(s) still in flight after the drain", (long long)lost_chunks);
     json_int_t held = pstats ? both_pools(pstats, "held") : 0;
     if (held > 0)
-        failure(&j, "%lld pool buffer(s) still held at the end: allocated, never sent nor freed",
+        failure(j, "%lld pool buffer(s) still held at the end: allocated, never sent nor freed",
                 (long long)held);
     if (producer != NULL) {
         const char *drain = json_string_value(json_object_get(producer, "drain_status"));
         if (drain && strcmp(drain, "OK") != 0)
-            failure(&j, "producer drain ended with %s", drain);
+            failure(j, "producer drain ended with %s", drain);
         if (geti(producer, "send_failed") > s->thresholds.max_send_failures)
-            failure(&j, "%lld send(s) failed (allowed %lld)",
+            failure(j, "%lld send(s) failed (allowed %lld)",
                     (long long)geti(producer, "send_failed"),
                     (long long)s->thresholds.max_send_failures);
-    } else if (!killed_producer) {
-        failure(&j, "the producer wrote no report");
+    } else if (!cuipc_fault_kills_producer(s)) {
+        failure(j, "the producer wrote no report");
     }
-    json_t *fault = json_pack("{s:s, s:I, s:I, s:I}", "kind", cuipc_fault_kind_name(s->fault.kind),
-                              "lost_messages", lost_messages, "lost_chunks", lost_chunks,
-                              "rejected_by_consumers", (json_int_t)rejected);
+    return json_pack("{s:s, s:I, s:I, s:I}", "kind", cuipc_fault_kind_name(s->fault.kind),
+                     "lost_messages", lost, "lost_chunks", lost_chunks, "rejected_by_consumers",
+                     rejected);
+}
+
+/* The scenario's fault: whether it fired and what must follow from it (results faults). */
+static void judge_faults(judge *j, json_t *res, const cuipc_scenario *s, const role_reports *rr,
+                         const cuipc_child_result *cr, double end_s, json_t *fault,
+                         json_int_t rejected) {
+    json_t *pstats = rr->pstats, *producer = rr->producer;
     if (producer && json_object_get(producer, "fault_send_status"))
         json_object_set(fault, "fault_send_status", json_object_get(producer, "fault_send_status"));
     if (pstats)
         json_object_set_new(fault, "dead_consumer_reclaims",
                             json_integer(both_pools(pstats, "dead_consumer_reclaims")));
     /* A fault that never fired explains what follows from it: it is named first. */
-    bool fired = judge_fault_fired(&j, s, cr, producer, fault, out->wall_s);
-    /* The killed consumer held a chunk when it died: the pool must have taken it back. */
-    if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && fired && pstats &&
-        both_pools(pstats, "dead_consumer_reclaims") == 0)
-        failure(&j, "consumer %u was killed holding a chunk, and no chunk was reclaimed for it",
-                s->fault.consumer);
-    if (killed_producer) {
-        for (uint32_t i = 0; i < s->consumers.count; i++)
-            if (!json_is_true(json_object_get(consumers[i], "producer_dead_detected")))
-                failure(&j, "consumer %u did not report the producer's death", i);
-    }
-    if (s->fault.kind == CUIPC_FAULT_UNKNOWN_POOL && producer &&
-        json_is_true(json_object_get(producer, "fault_resent")) && rejected < s->consumers.count)
-        failure(&j, "a proxy for a destroyed pool was not rejected by every consumer");
+    cuipc_fault_outcome o = {.s = s,
+                             .producer = producer,
+                             .consumers = (const json_t *const *)rr->consumers,
+                             .dead_consumer_reclaims =
+                                 pstats ? both_pools(pstats, "dead_consumer_reclaims") : 0,
+                             .rejected = rejected};
+    o.fired = judge_fault_fired(j, s, cr, producer, fault, end_s);
+    cuipc_fault_judge(&o, &j->failures);
     /* A consumer that hung up without detaching died; in a run without a consumer fault none
      * may (the supervisor names a death it saw; this catches one that exited quietly). */
-    bool consumer_fault =
-        s->fault.kind == CUIPC_FAULT_KILL_CONSUMER || s->fault.kind == CUIPC_FAULT_CRASH_CONSUMER;
     json_int_t died = geti(pstats, "consumers_died");
-    if (!consumer_fault && died > 0)
-        failure(&j, "%lld consumer(s) hung up without detaching (died)", (long long)died);
+    if (!cuipc_fault_kills_consumer(s, s->fault.consumer) && died > 0)
+        failure(j, "%lld consumer(s) hung up without detaching (died)", (long long)died);
     json_object_set_new(res, "faults", fault);
-    if (s->consumers.churn.count)
-        json_object_set_new(res, "churn", judge_churn(&j, s, consumers, pstats));
+}
 
-    /* An open loop must keep its schedule, unless falling behind is what the run tests. */
+/* An open loop must keep its schedule, unless falling behind is what the run tests. */
+static void judge_schedule(judge *j, json_t *res, const cuipc_scenario *s, const json_t *producer) {
     json_t *schedule = json_object_get(producer, "schedule");
-    if (schedule != NULL) {
-        json_object_set(res, "schedule", schedule);
-        char why[256];
-        if (cuipc_schedule_fell_behind(schedule, why, sizeof why) && !s->run.overload)
-            failure(&j, "open loop fell behind: %s", why);
-    }
+    if (schedule == NULL)
+        return;
+    json_object_set(res, "schedule", schedule);
+    char why[256];
+    if (cuipc_schedule_fell_behind(schedule, why, sizeof why) && !s->run.overload)
+        failure(j, "open loop fell behind: %s", why);
+}
 
+static json_t *judge_thresholds(judge *j, const cuipc_scenario *s, const traffic *t) {
     json_t *thr = json_array();
-    threshold(&j, thr, "latency_p50_us", s->thresholds.p50_us, agg.p50_us, true);
-    threshold(&j, thr, "latency_p99_us", s->thresholds.p99_us, agg.p99_us, true);
-    threshold(&j, thr, "latency_max_us", s->thresholds.max_us, agg.max_us, true);
-    threshold(&j, thr, "throughput_gbps", s->thresholds.min_gbps, gbps, false);
-    threshold(&j, thr, "throughput_msgs_per_s", s->thresholds.min_msgs_per_s, mps, false);
-    json_object_set_new(res, "thresholds", thr);
-    json_object_set_new(res, "leaks", judge_leaks(&j, s, roles, producer));
-    json_object_set_new(res, "roles", roles);
-    json_object_set_new(
-        res, "supervisor",
-        json_pack("{s:b, s:b, s:f, s:s, s:f, s:f, s:s}", "all_ready", out->all_ready, "timed_out",
-                  out->timed_out, "wall_s", out->wall_s, "message", out->message, "ready_timeout_s",
-                  ready_timeout_s(s), "run_timeout_s", s->run.timeout_s, "run_timeout_from", "go"));
-    json_t *failures = cuipc_failures_take(&j.failures);
-    json_decref(j.failures.entries);
+    threshold(j, thr, "latency_p50_us", s->thresholds.p50_us, t->latency.p50_us, true);
+    threshold(j, thr, "latency_p99_us", s->thresholds.p99_us, t->latency.p99_us, true);
+    threshold(j, thr, "latency_max_us", s->thresholds.max_us, t->latency.max_us, true);
+    threshold(j, thr, "throughput_gbps", s->thresholds.min_gbps, t->gbps, false);
+    threshold(j, thr, "throughput_msgs_per_s", s->thresholds.min_msgs_per_s, t->msgs_per_s, false);
+    return thr;
+}
+
+/* The verdict: passed when nothing failed, else failed with every reason, root cause first. */
+static void set_status(json_t *res, judge *j) {
+    json_t *failures = cuipc_failures_take(&j->failures);
+    json_decref(j->failures.entries);
     bool passed = json_array_size(failures) == 0;
     json_object_set_new(res, "status", json_string(passed ? "passed" : "failed"));
     if (!passed)
         json_object_set(res, "reason", json_array_get(failures, 0));
     json_object_set_new(res, "failures", failures);
+}
+
+/* Merge role reports into res and judge them. */
+static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
+                  const cuipc_child_spec *specs, const cuipc_child_result *cr, size_t n,
+                  const cuipc_supervise_outcome *out, const mps_run *under_mps) {
+    judge j;
+    cuipc_failures_init(&j.failures);
+    role_reports rr;
+    collect_roles(&j, &rr, dir, specs, cr, n, out);
+    if (under_mps != NULL)
+        judge_mps(&j, res, rr.roles, under_mps);
+    traffic t;
+    merge_traffic(&j, res, s, dir, &rr, &t);
+    json_t *fault = judge_pool(&j, res, s, &rr, (json_int_t)t.rejected);
+    judge_faults(&j, res, s, &rr, cr, out->wall_s, fault, (json_int_t)t.rejected);
+    if (s->consumers.churn.count)
+        json_object_set_new(res, "churn", judge_churn(&j, s, rr.consumers, rr.pstats));
+    judge_schedule(&j, res, s, rr.producer);
+    json_object_set_new(res, "thresholds", judge_thresholds(&j, s, &t));
+    json_object_set_new(res, "leaks", judge_leaks(&j, s, rr.roles, rr.producer));
+    json_object_set_new(res, "roles", rr.roles);
+    json_object_set_new(
+        res, "supervisor",
+        json_pack("{s:b, s:b, s:f, s:s, s:f, s:f, s:s}", "all_ready", out->all_ready, "timed_out",
+                  out->timed_out, "wall_s", out->wall_s, "message", out->message, "ready_timeout_s",
+                  ready_timeout_s(s), "run_timeout_s", s->run.timeout_s, "run_timeout_from", "go"));
+    set_status(res, &j);
 }
 
 /* ------------------------------------------------------------------ one scenario */
@@ -822,14 +858,14 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     cuipc_child_spec specs[1 + CUIPC_MAX_CONSUMERS];
     cuipc_child_result cr[1 + CUIPC_MAX_CONSUMERS];
     specs[0] = (cuipc_child_spec){.role = "producer", .fn = cuipc_role_producer, .arg = &args};
-    if (s->fault.kind == CUIPC_FAULT_KILL_PRODUCER)
-        specs[0].expected_signal = SIGKILL;
-    for (uint32_t i = 0; i < s->consumers.count; i++) {
-        specs[1 + i] = (cuipc_child_spec){
-            .role = "consumer", .index = i, .fn = cuipc_role_consumer, .arg = &args};
-        if (s->fault.kind == CUIPC_FAULT_KILL_CONSUMER && i == s->fault.consumer)
-            specs[1 + i].expected_signal = SIGKILL;
-    }
+    specs[0].expected_signal = cuipc_fault_expected_signal(s, -1);
+    for (uint32_t i = 0; i < s->consumers.count; i++)
+        specs[1 + i] =
+            (cuipc_child_spec){.role = "consumer",
+                               .index = i,
+                               .fn = cuipc_role_consumer,
+                               .arg = &args,
+                               .expected_signal = cuipc_fault_expected_signal(s, (int)i)};
     cuipc_supervisor_opts o;
     cuipc_supervisor_opts_init(&o);
     /* Start-up (fork, CUDA, attach) has its own bound; run.timeout_s counts from the go, as it
