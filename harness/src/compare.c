@@ -12,6 +12,7 @@
 #include "cuipc_version.h"
 #include "repetitions.h"
 #include "results.h"
+#include "results_keys.h"
 
 typedef struct loaded {
     json_t **items;
@@ -81,7 +82,7 @@ static bool load_tree(const char *path, loaded *l, int depth) {
 }
 
 static const char *name_of(const json_t *r) {
-    return json_string_value(json_object_get(json_object_get(r, "scenario"), "name"));
+    return cuipc_results_name(r);
 }
 
 /* Results of one scenario found more than once on a side are pooled as repetitions. */

@@ -9,6 +9,7 @@
 #include "mann_whitney.h"
 #include "repetitions.h"
 #include "results.h"
+#include "results_keys.h"
 
 void cuipc_compare_opts_init(cuipc_compare_opts *o) {
     o->p50_pct = 10.0;
@@ -27,9 +28,9 @@ const char *cuipc_verdict_name(cuipc_verdict v) {
 static double tolerance_of(const cuipc_rep_metric *m, const cuipc_compare_opts *o) {
     if (!m->higher_is_worse)
         return o->throughput_pct;
-    if (strcmp(m->key, "latency_min_us") == 0)
+    if (strcmp(m->key, CUIPC_RK_METRIC_MIN) == 0)
         return o->min_pct;
-    return strcmp(m->key, "latency_p99_us") == 0 ? o->p99_pct : o->p50_pct;
+    return strcmp(m->key, CUIPC_RK_METRIC_P99) == 0 ? o->p99_pct : o->p50_pct;
 }
 
 /* The U test of "y is worse than x": larger latency, smaller throughput. */
@@ -42,7 +43,8 @@ static void worse_than(const cuipc_rep_metric *m, const double *x, size_t nx, co
 }
 
 static bool open_loop(const json_t *r) {
-    const char *loop = json_string_value(json_object_get(json_object_get(r, "scenario"), "loop"));
+    const char *loop =
+        json_string_value(json_object_get(json_object_get(r, CUIPC_RK_SCENARIO), CUIPC_RK_LOOP));
     return loop != NULL && strcmp(loop, "open") == 0;
 }
 
@@ -128,26 +130,26 @@ static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const
 }
 
 static int repetitions_of(const json_t *r) {
-    const json_t *rep = json_object_get(r, "repetitions");
-    return rep ? (int)json_integer_value(json_object_get(rep, "count")) : 1;
+    const json_t *rep = json_object_get(r, CUIPC_RK_REPETITIONS);
+    return rep ? (int)json_integer_value(json_object_get(rep, CUIPC_RK_COUNT)) : 1;
 }
 
 cuipc_verdict cuipc_compare_one(const json_t *base, const json_t *cur, const cuipc_compare_opts *o,
                                 FILE *report, json_t *detail) {
-    const char *name = json_string_value(json_object_get(json_object_get(cur, "scenario"), "name"));
-    const char *bs = json_string_value(json_object_get(base, "status"));
-    const char *cs = json_string_value(json_object_get(cur, "status"));
+    const char *name = cuipc_results_name(cur);
+    const char *bs = cuipc_results_status(base);
+    const char *cs = cuipc_results_status(cur);
     int rb = repetitions_of(base), rc = repetitions_of(cur);
     json_t *metrics = json_array();
     cuipc_verdict v = CUIPC_VERDICT_OK;
     char text[1024] = "";
     size_t len = 0;
-    if (strcmp(bs, "skipped") == 0 || strcmp(cs, "skipped") == 0) {
+    if (strcmp(bs, CUIPC_RESULT_SKIPPED) == 0 || strcmp(cs, CUIPC_RESULT_SKIPPED) == 0) {
         v = CUIPC_VERDICT_SKIPPED;
         snprintf(text, sizeof text, " (base %s, new %s)", bs, cs);
     } else {
-        if (strcmp(bs, "passed") == 0 && strcmp(cs, "passed") != 0) {
-            const char *reason = json_string_value(json_object_get(cur, "reason"));
+        if (strcmp(bs, CUIPC_RESULT_PASSED) == 0 && strcmp(cs, CUIPC_RESULT_PASSED) != 0) {
+            const char *reason = cuipc_results_reason(cur);
             v = CUIPC_VERDICT_REGRESSION;
             len += (size_t)snprintf(text + len, sizeof text - len, " status passed -> %s (%s);", cs,
                                     reason ? reason : "");
@@ -191,17 +193,17 @@ cuipc_verdict cuipc_compare_one(const json_t *base, const json_t *cur, const cui
 /* ---- may these two runs be judged against each other? ---------------------------------- */
 
 static const json_t *gpu_of(const json_t *r) {
-    return json_object_get(json_object_get(r, "environment"), "gpu");
+    return json_object_get(cuipc_results_environment(r), CUIPC_RK_GPU);
 }
 
 /* The GPU models, in device order, "none" without a GPU. */
 static void gpu_models(const json_t *r, char *out, size_t cap) {
-    const json_t *devs = json_object_get(gpu_of(r), "devices");
+    const json_t *devs = json_object_get(gpu_of(r), CUIPC_RK_DEVICES);
     size_t len = 0, i;
     const json_t *d;
     out[0] = '\0';
     json_array_foreach(devs, i, d) {
-        const char *n = json_string_value(json_object_get(d, "name"));
+        const char *n = json_string_value(json_object_get(d, CUIPC_RK_NAME));
         if (len < cap)
             len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? ", " : "", n ? n : "?");
     }
@@ -233,28 +235,26 @@ static void text_of(const json_t *v, char *out, size_t cap) {
 void cuipc_compare_mismatches(const json_t *base, const json_t *cur, json_t *environment,
                               json_t *content) {
     char b[512], c[512];
-    const json_t *be = json_object_get(base, "environment"),
-                 *ce = json_object_get(cur, "environment");
-    text_of(json_object_get(be, "hostname"), b, sizeof b);
-    text_of(json_object_get(ce, "hostname"), c, sizeof c);
+    text_of(json_object_get(cuipc_results_environment(base), CUIPC_RK_HOSTNAME), b, sizeof b);
+    text_of(json_object_get(cuipc_results_environment(cur), CUIPC_RK_HOSTNAME), c, sizeof c);
     if (strcmp(b, c) != 0)
         differ(environment, "host", b, c);
     gpu_models(base, b, sizeof b);
     gpu_models(cur, c, sizeof c);
     if (strcmp(b, c) != 0)
         differ(environment, "GPU model", b, c);
-    text_of(json_object_get(gpu_of(base), "driver_version"), b, sizeof b);
-    text_of(json_object_get(gpu_of(cur), "driver_version"), c, sizeof c);
+    text_of(json_object_get(gpu_of(base), CUIPC_RK_DRIVER_VERSION), b, sizeof b);
+    text_of(json_object_get(gpu_of(cur), CUIPC_RK_DRIVER_VERSION), c, sizeof c);
     if (strcmp(b, c) != 0)
         differ(environment, "GPU driver", b, c);
     char why[256]; /* absent in older results: ran without MPS */
     if (cuipc_compare_mps_differs(base, cur, why, sizeof why)) {
-        bool bm = json_is_true(json_object_get(json_object_get(be, "mps"), "enabled"));
+        bool bm = json_is_true(json_object_get(cuipc_results_mps(base), CUIPC_RK_ENABLED));
         differ(environment, "MPS (environment.mps.enabled)", bm ? "under MPS" : "without MPS",
                bm ? "without MPS" : "under MPS");
     }
-    const char *bh = json_string_value(json_object_get(base, "scenario_sha256"));
-    const char *ch = json_string_value(json_object_get(cur, "scenario_sha256"));
+    const char *bh = json_string_value(json_object_get(base, CUIPC_RK_SCENARIO_SHA256));
+    const char *ch = json_string_value(json_object_get(cur, CUIPC_RK_SCENARIO_SHA256));
     if (bh && ch && strcmp(bh, ch) != 0) {
         char bs[16], cs[16];
         snprintf(bs, sizeof bs, "%.12s", bh);

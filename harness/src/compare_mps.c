@@ -4,12 +4,12 @@
 #include <string.h>
 
 #include "results.h"
+#include "results_keys.h"
 
 /* Whether a results file ran under MPS: environment.mps.enabled; files from before MPS
  * existed in the results say nothing, and ran without it. */
 static bool ran_under_mps(const json_t *res) {
-    return json_is_true(
-        json_object_get(json_object_get(json_object_get(res, "environment"), "mps"), "enabled"));
+    return json_is_true(json_object_get(cuipc_results_mps(res), CUIPC_RK_ENABLED));
 }
 
 bool cuipc_compare_mps_differs(const json_t *base, const json_t *cur, char *why, size_t cap) {

@@ -5,13 +5,29 @@
 #include <string.h>
 
 #include "mann_whitney.h"
+#include "results_keys.h"
 
 const cuipc_rep_metric cuipc_rep_metrics[] = {
-    {"latency_p50_us", "latency p50 (us)", "p50_us", NULL, {"latency_us", "p50", NULL}, true},
-    {"latency_p99_us", "latency p99 (us)", "p99_us", NULL, {"latency_us", "p99", NULL}, true},
+    {CUIPC_RK_METRIC_P50,
+     "latency p50 (us)",
+     "p50_us",
+     NULL,
+     {CUIPC_RK_LATENCY, CUIPC_RK_P50, NULL},
+     true},
+    {CUIPC_RK_METRIC_P99,
+     "latency p99 (us)",
+     "p99_us",
+     NULL,
+     {CUIPC_RK_LATENCY, CUIPC_RK_P99, NULL},
+     true},
     /* The fastest message: what load adds to a run rarely reaches it, so a slower path (a cost
      * every message pays) shows here across repetitions that vary too much in p50 to show it. */
-    {"latency_min_us", "latency min (us)", "min_us", NULL, {"latency_us", "min", NULL}, true},
+    {CUIPC_RK_METRIC_MIN,
+     "latency min (us)",
+     "min_us",
+     NULL,
+     {CUIPC_RK_LATENCY, CUIPC_RK_MIN, NULL},
+     true},
     /* The library's own calls, timed where they are made: a message's latency adds the wait
      * for the other process, which a loaded host stretches; a call's p50 is rarely
      * preempted, so a slower send or unwrap shows here through that noise. */
@@ -27,17 +43,17 @@ const cuipc_rep_metric cuipc_rep_metrics[] = {
      "consumer",
      {"stages_us", "unwrap", "p50"},
      true},
-    {"throughput_gbps",
+    {CUIPC_RK_METRIC_GBPS,
      "throughput (GB/s)",
      "gbps",
      NULL,
-     {"throughput", "aggregate", "gbps"},
+     {CUIPC_RK_THROUGHPUT, CUIPC_RK_AGGREGATE, CUIPC_RK_GBPS},
      false},
-    {"throughput_msgs_per_s",
+    {CUIPC_RK_METRIC_MSGS_PER_S,
      "throughput (msgs/s)",
      "msgs_per_s",
      NULL,
-     {"throughput", "aggregate", "msgs_per_s"},
+     {CUIPC_RK_THROUGHPUT, CUIPC_RK_AGGREGATE, CUIPC_RK_MSGS_PER_S},
      false},
 };
 const size_t cuipc_rep_n_metrics = sizeof cuipc_rep_metrics / sizeof cuipc_rep_metrics[0];
@@ -50,9 +66,7 @@ static const json_t *at_path(const json_t *r, const char *const path[3]) {
 
 /* A latency figure counts only when messages were timed (a skipped or crashed run has none). */
 static bool measured(const json_t *res, const cuipc_rep_metric *m) {
-    if (strcmp(m->path[0], "latency_us") != 0)
-        return true;
-    return json_integer_value(json_object_get(json_object_get(res, "latency_us"), "count")) > 0;
+    return strcmp(m->path[0], CUIPC_RK_LATENCY) != 0 || cuipc_results_latency_measured(res);
 }
 
 /* A role's call timing: the median over the reports of that role that timed any call. */
@@ -60,16 +74,16 @@ static bool role_figure(const json_t *res, const cuipc_rep_metric *m, double *ou
     double v[CUIPC_MAX_REPETITIONS];
     size_t n = 0, i;
     const json_t *role;
-    json_array_foreach(json_object_get(res, "roles"), i, role) {
-        const json_t *report = json_object_get(role, "report");
-        const char *name = json_string_value(json_object_get(report, "role"));
+    json_array_foreach(json_object_get(res, CUIPC_RK_ROLES), i, role) {
+        const json_t *report = json_object_get(role, CUIPC_RK_REPORT);
+        const char *name = json_string_value(json_object_get(report, CUIPC_RK_ROLE));
         if (name == NULL || strcmp(name, m->role) != 0 || n == CUIPC_MAX_REPETITIONS)
             continue;
         /* the timed call's stage object is the path less its last step; it counts the calls */
         const char *stage_path[3] = {m->path[0], m->path[2] ? m->path[1] : NULL, NULL};
         const json_t *x = at_path(report, m->path);
         if (json_is_number(x) &&
-            json_integer_value(json_object_get(at_path(report, stage_path), "count")) > 0)
+            json_integer_value(json_object_get(at_path(report, stage_path), CUIPC_RK_COUNT)) > 0)
             v[n++] = json_number_value(x);
     }
     if (n == 0)
@@ -89,9 +103,9 @@ bool cuipc_rep_figure(const json_t *res, const cuipc_rep_metric *m, double *out)
 }
 
 json_t *cuipc_repetition_figures(const json_t *res, int repetition) {
-    json_t *f =
-        json_pack("{s:i, s:O}", "repetition", repetition, "status", json_object_get(res, "status"));
-    static const char *const copied[] = {"started_at", "reason"};
+    json_t *f = json_pack("{s:i, s:O}", CUIPC_RK_REPETITION, repetition, CUIPC_RK_STATUS,
+                          json_object_get(res, CUIPC_RK_STATUS));
+    static const char *const copied[] = {CUIPC_RK_STARTED_AT, CUIPC_RK_REASON};
     for (size_t i = 0; i < 2; i++)
         if (json_object_get(res, copied[i]))
             json_object_set(f, copied[i], json_object_get(res, copied[i]));
@@ -100,12 +114,13 @@ json_t *cuipc_repetition_figures(const json_t *res, int repetition) {
         if (cuipc_rep_figure(res, &cuipc_rep_metrics[i], &v))
             json_object_set_new(f, cuipc_rep_metrics[i].key, json_real(v));
     }
-    const json_t *lat = json_object_get(res, "latency_us");
-    if (json_is_integer(json_object_get(lat, "count")))
-        json_object_set(f, "latency_count", json_object_get(lat, "count"));
-    const json_t *wall = json_object_get(json_object_get(res, "supervisor"), "wall_s");
+    const json_t *count = json_object_get(cuipc_results_latency(res), CUIPC_RK_COUNT);
+    if (json_is_integer(count))
+        json_object_set(f, CUIPC_RK_LATENCY_COUNT, (json_t *)count);
+    const json_t *wall =
+        json_object_get(json_object_get(res, CUIPC_RK_SUPERVISOR), CUIPC_RK_WALL_S);
     if (json_is_number(wall))
-        json_object_set(f, "wall_s", (json_t *)wall);
+        json_object_set(f, CUIPC_RK_WALL_S, (json_t *)wall);
     return f;
 }
 
@@ -135,14 +150,14 @@ json_t *cuipc_repetitions_summary(json_t *runs, int representative) {
                             json_pack("{s:f, s:f, s:f, s:i}", "min", lo, "max", hi, "range_pct",
                                       med != 0 ? (hi - lo) / fabs(med) * 100.0 : 0.0, "n", (int)n));
     }
-    return json_pack("{s:I, s:o, s:o, s:o, s:i}", "count", (json_int_t)json_array_size(runs),
-                     "runs", runs, "median", median, "spread", spread, "representative",
-                     representative);
+    return json_pack("{s:I, s:o, s:o, s:o, s:i}", CUIPC_RK_COUNT, (json_int_t)json_array_size(runs),
+                     CUIPC_RK_RUNS, runs, "median", median, "spread", spread,
+                     CUIPC_RK_REPRESENTATIVE, representative);
 }
 
 size_t cuipc_repetitions_representative(json_t *const *results, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(json_string_value(json_object_get(results[i], "status")), "failed") == 0)
+        if (cuipc_results_status_is(results[i], CUIPC_RESULT_FAILED))
             return i;
     size_t idx[CUIPC_MAX_REPETITIONS];
     double p50[CUIPC_MAX_REPETITIONS];
@@ -171,18 +186,19 @@ json_t *cuipc_repetitions_pool(json_t *const *items, size_t n) {
         return json_incref(items[0]);
     size_t lead = 0;
     for (size_t i = 0; i < n && lead == 0; i++)
-        if (strcmp(json_string_value(json_object_get(items[i], "status")), "failed") == 0)
+        if (cuipc_results_status_is(items[i], CUIPC_RESULT_FAILED))
             lead = i;
     json_t *runs = json_array();
     int rep_of_lead = 1;
     for (size_t i = 0; i < n; i++) {
-        const json_t *mine = json_object_get(json_object_get(items[i], "repetitions"), "runs");
+        const json_t *reps = json_object_get(items[i], CUIPC_RK_REPETITIONS);
+        const json_t *mine = json_object_get(reps, CUIPC_RK_RUNS);
         if (i == lead)
-            rep_of_lead = (int)json_array_size(runs) +
-                          (json_is_array(mine)
-                               ? (int)json_integer_value(json_object_get(
-                                     json_object_get(items[i], "repetitions"), "representative"))
-                               : 1);
+            rep_of_lead =
+                (int)json_array_size(runs) +
+                (json_is_array(mine)
+                     ? (int)json_integer_value(json_object_get(reps, CUIPC_RK_REPRESENTATIVE))
+                     : 1);
         if (!json_is_array(mine)) {
             json_array_append_new(runs, cuipc_repetition_figures(items[i], 0));
         } else {
@@ -193,15 +209,16 @@ json_t *cuipc_repetitions_pool(json_t *const *items, size_t n) {
     }
     size_t k;
     json_t *r;
-    json_array_foreach(runs, k, r) json_object_set_new(r, "repetition", json_integer((int)k + 1));
+    json_array_foreach(runs, k, r)
+        json_object_set_new(r, CUIPC_RK_REPETITION, json_integer((int)k + 1));
     json_t *pooled = json_deep_copy(items[lead]);
-    json_object_set_new(pooled, "repetitions", cuipc_repetitions_summary(runs, rep_of_lead));
+    json_object_set_new(pooled, CUIPC_RK_REPETITIONS, cuipc_repetitions_summary(runs, rep_of_lead));
     return pooled;
 }
 
 size_t cuipc_results_samples(const json_t *res, const cuipc_rep_metric *m, double *out,
                              size_t cap) {
-    const json_t *runs = json_object_get(json_object_get(res, "repetitions"), "runs");
+    const json_t *runs = json_object_get(json_object_get(res, CUIPC_RK_REPETITIONS), CUIPC_RK_RUNS);
     size_t n = 0;
     if (json_is_array(runs)) {
         size_t i;

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "results_keys.h"
+
 bool cuipc_mkdirs(const char *path, char *err, size_t errcap) {
     char buf[1024];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
@@ -30,9 +32,9 @@ bool cuipc_mkdirs(const char *path, char *err, size_t errcap) {
 }
 
 bool cuipc_results_check(const json_t *res, char *err, size_t errcap) {
-    json_t *ver = json_object_get(res, "schema_version");
-    const char *name = json_string_value(json_object_get(json_object_get(res, "scenario"), "name"));
-    const char *status = json_string_value(json_object_get(res, "status"));
+    json_t *ver = json_object_get(res, CUIPC_RK_SCHEMA_VERSION);
+    const char *name = cuipc_results_name(res);
+    const char *status = cuipc_results_status(res);
     if (!json_is_integer(ver) || json_integer_value(ver) != CUIPC_RESULTS_SCHEMA_VERSION) {
         snprintf(err, errcap, "schema_version is not %d", CUIPC_RESULTS_SCHEMA_VERSION);
         return false;
@@ -41,8 +43,8 @@ bool cuipc_results_check(const json_t *res, char *err, size_t errcap) {
         snprintf(err, errcap, "missing scenario.name or status");
         return false;
     }
-    if (strcmp(status, "passed") != 0 && strcmp(status, "failed") != 0 &&
-        strcmp(status, "skipped") != 0) {
+    if (strcmp(status, CUIPC_RESULT_PASSED) != 0 && strcmp(status, CUIPC_RESULT_FAILED) != 0 &&
+        strcmp(status, CUIPC_RESULT_SKIPPED) != 0) {
         snprintf(err, errcap, "status '%s' is not passed, failed or skipped", status);
         return false;
     }
@@ -52,7 +54,7 @@ bool cuipc_results_check(const json_t *res, char *err, size_t errcap) {
 bool cuipc_results_write(const json_t *res, const char *dir, char *err, size_t errcap) {
     if (!cuipc_results_check(res, err, errcap) || !cuipc_mkdirs(dir, err, errcap))
         return false;
-    const char *name = json_string_value(json_object_get(json_object_get(res, "scenario"), "name"));
+    const char *name = cuipc_results_name(res);
     char path[1200], tmp[1300];
     snprintf(path, sizeof path, "%s/%s.json", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
@@ -77,21 +79,20 @@ static const char *fmt_num(const json_t *v, const char *fmt, char *buf, size_t c
     return buf;
 }
 
-static const char *text_or(const json_t *v, const char *otherwise) {
-    const char *t = json_string_value(v);
+static const char *text_or(const char *t, const char *otherwise) {
     return t ? t : otherwise;
 }
 
 /* The leak column: the verdict, and what the scenario expected where that differs from clean
  * (a positive control that leaked did what it should). */
 static const char *leak_cell(const json_t *leaks, char *buf, size_t cap) {
-    const char *verdict = json_string_value(json_object_get(leaks, "verdict"));
-    const char *expected = json_string_value(json_object_get(leaks, "expected"));
+    const char *verdict = json_string_value(json_object_get(leaks, CUIPC_RK_VERDICT));
+    const char *expected = json_string_value(json_object_get(leaks, CUIPC_RK_EXPECTED));
     if (verdict == NULL)
         return "-";
-    if (expected == NULL || strcmp(expected, "leak") != 0)
+    if (expected == NULL || strcmp(expected, CUIPC_LEAK_LEAK) != 0)
         return verdict;
-    if (strcmp(verdict, "leak") == 0)
+    if (strcmp(verdict, CUIPC_LEAK_LEAK) == 0)
         return "leak (expected)";
     snprintf(buf, cap, "%s (leak expected)", verdict);
     return buf;
@@ -105,24 +106,25 @@ typedef struct summary_row {
 } summary_row;
 
 static void summary_row_of(const json_t *r, summary_row *row) {
-    const json_t *agg = json_object_get(json_object_get(r, "throughput"), "aggregate");
-    const json_t *lat = json_object_get(r, "latency_us");
-    const json_t *count = json_object_get(lat, "count");
-    bool measured = json_is_integer(count) && json_integer_value(count) > 0;
+    const json_t *agg = cuipc_results_aggregate(r);
+    const json_t *lat = cuipc_results_latency(r);
+    bool measured = cuipc_results_latency_measured(r);
     char b[COLS][128];
     const char *cells[COLS] = {
-        [COL_NAME] = text_or(json_object_get(json_object_get(r, "scenario"), "name"), "?"),
-        [COL_STATUS] = text_or(json_object_get(r, "status"), "?"),
-        [COL_P50] = measured ? fmt_num(json_object_get(lat, "p50"), "%.1f", b[COL_P50], 128) : "-",
-        [COL_P99] = measured ? fmt_num(json_object_get(lat, "p99"), "%.1f", b[COL_P99], 128) : "-",
-        [COL_GBPS] = fmt_num(json_object_get(agg, "gbps"), "%.3f", b[COL_GBPS], 128),
-        [COL_MPS] = fmt_num(json_object_get(agg, "msgs_per_s"), "%.0f", b[COL_MPS], 128),
-        [COL_LEAK] = leak_cell(json_object_get(r, "leaks"), b[COL_LEAK], 128),
+        [COL_NAME] = text_or(cuipc_results_name(r), "?"),
+        [COL_STATUS] = text_or(cuipc_results_status(r), "?"),
+        [COL_P50] =
+            measured ? fmt_num(json_object_get(lat, CUIPC_RK_P50), "%.1f", b[COL_P50], 128) : "-",
+        [COL_P99] =
+            measured ? fmt_num(json_object_get(lat, CUIPC_RK_P99), "%.1f", b[COL_P99], 128) : "-",
+        [COL_GBPS] = fmt_num(json_object_get(agg, CUIPC_RK_GBPS), "%.3f", b[COL_GBPS], 128),
+        [COL_MPS] = fmt_num(json_object_get(agg, CUIPC_RK_MSGS_PER_S), "%.0f", b[COL_MPS], 128),
+        [COL_LEAK] = leak_cell(json_object_get(r, CUIPC_RK_LEAKS), b[COL_LEAK], 128),
         [COL_REASON] = "",
     };
     for (int c = 0; c < COLS; c++)
         snprintf(row->cell[c], sizeof row->cell[c], "%s", cells[c]);
-    row->reason = text_or(json_object_get(r, "reason"), "");
+    row->reason = text_or(cuipc_results_reason(r), "");
 }
 
 /* Columns as wide as their widest cell, so that no name (up to the parser's limit) pushes the
@@ -162,10 +164,9 @@ void cuipc_results_print_summary(FILE *f, json_t *const *results, size_t n) {
 void cuipc_results_tally(json_t *const *results, size_t n, cuipc_results_totals *t) {
     memset(t, 0, sizeof *t);
     for (size_t i = 0; i < n; i++) {
-        const char *st = json_string_value(json_object_get(results[i], "status"));
-        if (st != NULL && strcmp(st, "passed") == 0)
+        if (cuipc_results_status_is(results[i], CUIPC_RESULT_PASSED))
             t->passed++;
-        else if (st != NULL && strcmp(st, "skipped") == 0)
+        else if (cuipc_results_status_is(results[i], CUIPC_RESULT_SKIPPED))
             t->skipped++;
         else
             t->failed++; /* no status is no verdict: not a pass */
@@ -177,14 +178,14 @@ void cuipc_results_print_totals(FILE *f, const cuipc_results_totals *t) {
 }
 
 void cuipc_results_print_done(FILE *f, size_t i, size_t n, const json_t *res, double seconds) {
-    const char *name = text_or(json_object_get(json_object_get(res, "scenario"), "name"), "?");
-    const char *status = text_or(json_object_get(res, "status"), "?");
-    const char *reason = json_string_value(json_object_get(res, "reason"));
+    const char *name = text_or(cuipc_results_name(res), "?");
+    const char *status = text_or(cuipc_results_status(res), "?");
+    const char *reason = cuipc_results_reason(res);
     size_t said = strlen(status);
     if (reason != NULL && strncmp(reason, status, said) == 0 &&
         strncmp(reason + said, ": ", 2) == 0)
         reason += said + 2; /* "skipped: no GPU" after "skipped" */
-    bool why = reason != NULL && strcmp(status, "passed") != 0;
+    bool why = reason != NULL && strcmp(status, CUIPC_RESULT_PASSED) != 0;
     fprintf(f, "[%zu/%zu] %s %s %.1f s%s%s\n", i + 1, n, name, status, seconds, why ? ": " : "",
             why ? reason : "");
     fflush(f);

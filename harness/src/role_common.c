@@ -1,5 +1,6 @@
 /* Shared role helpers. */
 #include "role_common.h"
+#include "results_keys.h"
 #include "stats.h"
 #include "util.h"
 
@@ -142,12 +143,12 @@ json_t *cuipc_role_leak_json(const cuipc_scenario *s, const cuipc_leak_sampler *
             continue;
         bool judged = gpu_series_judged((cuipc_leak_metric)m, v, mps);
         json_array_append_new(
-            arr,
-            json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b, s:b}", "metric",
-                      cuipc_leak_metric_name((cuipc_leak_metric)m), "measured", v[m].have,
-                      "samples", (json_int_t)v[m].samples, "slope_per_s", v[m].slope_per_s,
-                      "growth", v[m].growth, "first", v[m].first, "last", v[m].last, "tolerance",
-                      v[m].tolerance, "judged", judged, "leak", judged && v[m].leak));
+            arr, json_pack("{s:s, s:b, s:i, s:f, s:f, s:f, s:f, s:f, s:b, s:b}", CUIPC_RK_METRIC,
+                           cuipc_leak_metric_name((cuipc_leak_metric)m), CUIPC_RK_MEASURED,
+                           v[m].have, "samples", (json_int_t)v[m].samples, "slope_per_s",
+                           v[m].slope_per_s, "growth", v[m].growth, "first", v[m].first,
+                           CUIPC_RK_LAST, v[m].last, CUIPC_RK_TOLERANCE, v[m].tolerance, "judged",
+                           judged, CUIPC_RK_LEAK, judged && v[m].leak));
     }
     return arr;
 }

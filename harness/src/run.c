@@ -25,6 +25,7 @@
 #include "mps.h"
 #include "repetitions.h"
 #include "results.h"
+#include "results_keys.h"
 #include "roles.h"
 #include "scenario_hash.h"
 #include "scenario_transport.h"
@@ -329,9 +330,10 @@ static json_int_t both_pools(const json_t *pstats, const char *k) {
 }
 
 static json_t *latency_json(const cuipc_latency_summary *l) {
-    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "count", (json_int_t)l->count,
-                     "mean", l->mean_us, "min", l->min_us, "p50", l->p50_us, "p90", l->p90_us,
-                     "p99", l->p99_us, "p999", l->p999_us, "max", l->max_us);
+    return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", CUIPC_RK_COUNT,
+                     (json_int_t)l->count, "mean", l->mean_us, CUIPC_RK_MIN, l->min_us,
+                     CUIPC_RK_P50, l->p50_us, "p90", l->p90_us, CUIPC_RK_P99, l->p99_us, "p999",
+                     l->p999_us, "max", l->max_us);
 }
 
 /* Merge one consumer's slowest messages into the run's (slowest first, at most
@@ -391,12 +393,12 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles,
         json_t *v;
         bool role_measured = false;
         json_array_foreach(leak, k, v) {
-            role_measured = role_measured || json_is_true(json_object_get(v, "measured"));
+            role_measured = role_measured || json_is_true(json_object_get(v, CUIPC_RK_MEASURED));
             json_t *copy = json_deep_copy(v);
             json_object_set(copy, "role", json_object_get(role, "role"));
             json_object_set(copy, "index", json_object_get(role, "index"));
             json_array_append_new(metrics, copy);
-            any_leak = any_leak || json_is_true(json_object_get(v, "leak"));
+            any_leak = any_leak || json_is_true(json_object_get(v, CUIPC_RK_LEAK));
         }
         measured = measured || role_measured;
         /* A role that wrote no report (or too few samples) was not measured: the run is not
@@ -413,23 +415,23 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles,
     if (s->leak.enabled && pstats != NULL) {
         json_int_t retained = geti(pstats, "ipc_retained_bytes");
         bool leak = (uint64_t)retained > s->leak.tolerance_gpu_bytes;
-        json_array_append_new(metrics,
-                              json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:b}", "metric",
-                                        "ipc_retained_bytes", "role", "producer", "index", 0,
-                                        "measured", 1, "last", retained, "tolerance",
-                                        (json_int_t)s->leak.tolerance_gpu_bytes, "leak", leak));
+        json_array_append_new(
+            metrics, json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:b}", CUIPC_RK_METRIC,
+                               "ipc_retained_bytes", "role", "producer", "index", 0,
+                               CUIPC_RK_MEASURED, 1, CUIPC_RK_LAST, retained, CUIPC_RK_TOLERANCE,
+                               (json_int_t)s->leak.tolerance_gpu_bytes, CUIPC_RK_LEAK, leak));
         any_leak = any_leak || leak;
     }
     const char *verdict = !s->leak.enabled                           ? "not_checked"
-                          : any_leak                                 ? "leak"
-                          : measured && !json_array_size(unmeasured) ? "clean"
+                          : any_leak                                 ? CUIPC_LEAK_LEAK
+                          : measured && !json_array_size(unmeasured) ? CUIPC_LEAK_CLEAN
                                                                      : "not_measured";
     if (s->leak.enabled && s->leak.expect_leak && !any_leak)
         failure(j, "positive control: the leak was not detected");
     if (s->leak.enabled && !s->leak.expect_leak && any_leak)
         failure(j, "leak detected");
-    return json_pack("{s:s, s:s, s:b, s:o, s:o}", "verdict", verdict, "expected",
-                     s->leak.expect_leak ? "leak" : "clean", "passed",
+    return json_pack("{s:s, s:s, s:b, s:o, s:o}", CUIPC_RK_VERDICT, verdict, CUIPC_RK_EXPECTED,
+                     s->leak.expect_leak ? CUIPC_LEAK_LEAK : CUIPC_LEAK_CLEAN, "passed",
                      s->leak.enabled ? any_leak == s->leak.expect_leak : 1, "metrics", metrics,
                      "unmeasured", unmeasured);
 }
@@ -490,7 +492,7 @@ typedef struct role_reports {
 /* One role's entry of results.roles: how its process ended, and its report (taken). */
 static json_t *role_entry(const cuipc_child_spec *spec, const cuipc_child_result *cr, json_t *rep) {
     char desc[128];
-    json_t *r = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:f}", "role", spec->role, "index",
+    json_t *r = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:f}", CUIPC_RK_ROLE, spec->role, "index",
                           (int)spec->index, "pid", (int)cr->pid, "end",
                           cuipc_child_describe(cr, desc, sizeof desc), "expected", cr->expected,
                           "ready", cr->ready, "end_s", cr->end_s);
@@ -504,7 +506,7 @@ static json_t *role_entry(const cuipc_child_spec *spec, const cuipc_child_result
     }
     if (rep != NULL) {
         json_object_set(r, "binding", json_object_get(rep, "binding"));
-        json_object_set_new(r, "report", rep);
+        json_object_set_new(r, CUIPC_RK_REPORT, rep);
     }
     return r;
 }
@@ -532,11 +534,11 @@ static void collect_roles(judge *j, role_reports *rr, const char *dir,
 static void judge_mps(judge *j, json_t *res, json_t *roles, const mps_run *under_mps) {
     /* A host's MPS serves scenarios that did not ask for it too, when it serves this user:
      * enabled says whether it did. */
-    json_t *env_mps = json_object_get(json_object_get(res, "environment"), "mps");
+    json_t *env_mps = cuipc_results_mps(res);
     json_t *mps_failures = json_array();
     json_t *clients = mps_clients_check(under_mps->want ? mps_failures : NULL, roles);
     if (!under_mps->want)
-        json_object_set_new(env_mps, "enabled", json_boolean(json_array_size(clients) > 0));
+        json_object_set_new(env_mps, CUIPC_RK_ENABLED, json_boolean(json_array_size(clients) > 0));
     json_object_set_new(env_mps, "clients", clients);
     size_t k;
     json_t *f;
@@ -598,10 +600,11 @@ static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const 
             json_object_set(lat_json, "worst", worst);
             add_worst(worst_all, worst, i);
         }
-        json_array_append_new(per, json_pack("{s:i, s:f, s:f, s:I, s:o}", "consumer", (int)i,
-                                             "gbps", secs > 0 ? bytes / secs / 1e9 : 0.0,
-                                             "msgs_per_s", secs > 0 ? msgs / secs : 0.0, "messages",
-                                             (json_int_t)msgs, "latency_us", lat_json));
+        json_array_append_new(per,
+                              json_pack("{s:i, s:f, s:f, s:I, s:o}", "consumer", (int)i,
+                                        CUIPC_RK_GBPS, secs > 0 ? bytes / secs / 1e9 : 0.0,
+                                        CUIPC_RK_MSGS_PER_S, secs > 0 ? msgs / secs : 0.0,
+                                        "messages", (json_int_t)msgs, CUIPC_RK_LATENCY, lat_json));
     }
     cuipc_latency_summarize(all, n_all, &t->latency);
     free(all);
@@ -609,11 +612,12 @@ static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const 
     json_object_set_new(agg_json, "worst", worst_all);
     t->gbps = agg_secs > 0 ? agg_bytes / agg_secs / 1e9 : 0;
     t->msgs_per_s = agg_secs > 0 ? agg_msgs / agg_secs : 0;
-    json_object_set_new(res, "latency_us", agg_json);
-    json_object_set_new(res, "throughput",
-                        json_pack("{s:{s:f, s:f, s:f, s:f, s:f}, s:o}", "aggregate", "gbps",
-                                  t->gbps, "msgs_per_s", t->msgs_per_s, "bytes", agg_bytes,
-                                  "messages", agg_msgs, "seconds", agg_secs, "per_consumer", per));
+    json_object_set_new(res, CUIPC_RK_LATENCY, agg_json);
+    json_object_set_new(res, CUIPC_RK_THROUGHPUT,
+                        json_pack("{s:{s:f, s:f, s:f, s:f, s:f}, s:o}", CUIPC_RK_AGGREGATE,
+                                  CUIPC_RK_GBPS, t->gbps, CUIPC_RK_MSGS_PER_S, t->msgs_per_s,
+                                  "bytes", agg_bytes, "messages", agg_msgs, "seconds", agg_secs,
+                                  "per_consumer", per));
     json_object_set_new(res, "validation",
                         json_pack("{s:b, s:I}", "enabled", s->validation.enabled, "mismatches",
                                   (json_int_t)t->mismatches));
@@ -721,11 +725,12 @@ static void judge_schedule(judge *j, json_t *res, const cuipc_scenario *s, const
 
 static json_t *judge_thresholds(judge *j, const cuipc_scenario *s, const traffic *t) {
     json_t *thr = json_array();
-    threshold(j, thr, "latency_p50_us", s->thresholds.p50_us, t->latency.p50_us, true);
-    threshold(j, thr, "latency_p99_us", s->thresholds.p99_us, t->latency.p99_us, true);
-    threshold(j, thr, "latency_max_us", s->thresholds.max_us, t->latency.max_us, true);
-    threshold(j, thr, "throughput_gbps", s->thresholds.min_gbps, t->gbps, false);
-    threshold(j, thr, "throughput_msgs_per_s", s->thresholds.min_msgs_per_s, t->msgs_per_s, false);
+    threshold(j, thr, CUIPC_RK_METRIC_P50, s->thresholds.p50_us, t->latency.p50_us, true);
+    threshold(j, thr, CUIPC_RK_METRIC_P99, s->thresholds.p99_us, t->latency.p99_us, true);
+    threshold(j, thr, CUIPC_RK_METRIC_MAX, s->thresholds.max_us, t->latency.max_us, true);
+    threshold(j, thr, CUIPC_RK_METRIC_GBPS, s->thresholds.min_gbps, t->gbps, false);
+    threshold(j, thr, CUIPC_RK_METRIC_MSGS_PER_S, s->thresholds.min_msgs_per_s, t->msgs_per_s,
+              false);
     return thr;
 }
 
@@ -734,10 +739,10 @@ static void set_status(json_t *res, judge *j) {
     json_t *failures = cuipc_failures_take(&j->failures);
     json_decref(j->failures.entries);
     bool passed = json_array_size(failures) == 0;
-    json_object_set_new(res, "status", json_string(passed ? "passed" : "failed"));
+    cuipc_results_set_status(res, passed ? CUIPC_RESULT_PASSED : CUIPC_RESULT_FAILED, NULL);
     if (!passed)
-        json_object_set(res, "reason", json_array_get(failures, 0));
-    json_object_set_new(res, "failures", failures);
+        json_object_set(res, CUIPC_RK_REASON, json_array_get(failures, 0));
+    json_object_set_new(res, CUIPC_RK_FAILURES, failures);
 }
 
 /* Merge role reports into res and judge them. */
@@ -758,13 +763,14 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
         json_object_set_new(res, "churn", judge_churn(&j, s, rr.consumers, rr.pstats));
     judge_schedule(&j, res, s, rr.producer);
     json_object_set_new(res, "thresholds", judge_thresholds(&j, s, &t));
-    json_object_set_new(res, "leaks", judge_leaks(&j, s, rr.roles, rr.producer));
-    json_object_set_new(res, "roles", rr.roles);
-    json_object_set_new(
-        res, "supervisor",
-        json_pack("{s:b, s:b, s:f, s:s, s:f, s:f, s:s}", "all_ready", out->all_ready, "timed_out",
-                  out->timed_out, "wall_s", out->wall_s, "message", out->message, "ready_timeout_s",
-                  ready_timeout_s(s), "run_timeout_s", s->run.timeout_s, "run_timeout_from", "go"));
+    json_object_set_new(res, CUIPC_RK_LEAKS, judge_leaks(&j, s, rr.roles, rr.producer));
+    json_object_set_new(res, CUIPC_RK_ROLES, rr.roles);
+    json_object_set_new(res, CUIPC_RK_SUPERVISOR,
+                        json_pack("{s:b, s:b, s:f, s:s, s:f, s:f, s:s}", "all_ready",
+                                  out->all_ready, "timed_out", out->timed_out, CUIPC_RK_WALL_S,
+                                  out->wall_s, "message", out->message, "ready_timeout_s",
+                                  ready_timeout_s(s), "run_timeout_s", s->run.timeout_s,
+                                  "run_timeout_from", "go"));
     set_status(res, &j);
 }
 
@@ -791,18 +797,26 @@ static json_t *scenario_json(const cuipc_scenario *s) {
     return o;
 }
 
+/* A scenario that failed before its processes ran: msg is its one failure. */
+static json_t *failed_before_run(json_t *res, const char *msg) {
+    cuipc_results_set_status(res, CUIPC_RESULT_FAILED, msg);
+    json_object_set_new(res, CUIPC_RK_FAILURES, json_pack("[s]", msg));
+    return res;
+}
+
 static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro, mps_run *mps) {
     json_t *res = json_object();
     char started[64];
     time_t now = time(NULL);
     strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    json_object_set_new(res, "schema_version", json_integer(CUIPC_RESULTS_SCHEMA_VERSION));
-    json_object_set_new(res, "scenario", scenario_json(s));
-    json_object_set_new(res, "started_at", json_string(started));
+    json_object_set_new(res, CUIPC_RK_SCHEMA_VERSION, json_integer(CUIPC_RESULTS_SCHEMA_VERSION));
+    json_object_set_new(res, CUIPC_RK_SCENARIO, scenario_json(s));
+    json_object_set_new(res, CUIPC_RK_STARTED_AT, json_string(started));
     json_t *env_here = json_copy(env); /* shallow: only mps differs between scenarios */
-    json_object_set_new(res, "environment", env_here);
+    json_object_set_new(res, CUIPC_RK_ENVIRONMENT, env_here);
     bool want_mps = mps_wanted(s, ro);
-    int gpus = (int)json_integer_value(json_object_get(json_object_get(env, "gpu"), "count"));
+    int gpus = (int)json_integer_value(
+        json_object_get(json_object_get(env, CUIPC_RK_GPU), CUIPC_RK_COUNT));
     int need = s->producer_device;
     for (uint32_t i = 0; i < s->consumers.count; i++)
         need = s->consumers.devices[i] > need ? s->consumers.devices[i] : need;
@@ -819,37 +833,28 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
             snprintf(why, sizeof why, "skipped: no GPU%s", want_mps ? " (MPS requested)" : "");
         else
             snprintf(why, sizeof why, "skipped: needs GPU %d, this host has %d", need, gpus);
-        json_object_set_new(env_here, "mps", cuipc_mps_json(&(cuipc_mps){0}, want_mps));
+        json_object_set_new(env_here, CUIPC_RK_MPS, cuipc_mps_json(&(cuipc_mps){0}, want_mps));
         if (ro->require_gpu && s->needs_gpu && gpus == 0) {
             /* A GPU job whose GPU is gone must not stay green. A scenario that needs more GPUs
              * than a GPU host has stays skipped: a one-GPU host runs the suite. */
             const char *msg =
                 "no GPU, and a GPU is required (--require-gpu or CUIPC_REQUIRE_GPU=1)";
-            json_object_set_new(res, "status", json_string("failed"));
-            json_object_set_new(res, "reason", json_string(msg));
-            json_object_set_new(res, "failures", json_pack("[s]", msg));
-            return res;
+            return failed_before_run(res, msg);
         }
-        json_object_set_new(res, "status", json_string("skipped"));
-        json_object_set_new(res, "reason", json_string(why));
+        cuipc_results_set_status(res, CUIPC_RESULT_SKIPPED, why);
         return res;
     }
     bool mps_ok = !s->needs_gpu || mps_prepare(mps, want_mps);
-    json_object_set_new(env_here, "mps",
+    json_object_set_new(env_here, CUIPC_RK_MPS,
                         s->needs_gpu ? cuipc_mps_json(&mps->m, want_mps)
                                      : cuipc_mps_json(&(cuipc_mps){0}, false));
-    if (!mps_ok) {
-        json_object_set_new(res, "status", json_string("failed"));
-        json_object_set_new(res, "reason", json_string(mps->why));
-        json_object_set_new(res, "failures", json_pack("[s]", mps->why));
-        return res;
-    }
+    if (!mps_ok)
+        return failed_before_run(res, mps->why);
     char dir[1024], sock[1100];
     cuipc_run_shared *shared =
         mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (!make_run_dir(dir, sizeof dir) || shared == MAP_FAILED) {
-        json_object_set_new(res, "status", json_string("failed"));
-        json_object_set_new(res, "reason", json_string(strerror(errno)));
+        cuipc_results_set_status(res, CUIPC_RESULT_FAILED, strerror(errno));
         return res;
     }
     snprintf(sock, sizeof sock, "%s/producer.sock", dir);
@@ -886,7 +891,7 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     if (ts.drawn)
         fprintf(stderr, "\r%*s\r", 80, "");
     if (s->needs_gpu && mps->m.active) /* now, while the servers of this run are up */
-        json_object_set_new(env_here, "mps", mps_json(mps));
+        json_object_set_new(env_here, CUIPC_RK_MPS, mps_json(mps));
     merge(res, s, dir, specs, cr, n, &out, s->needs_gpu && mps->m.active ? mps : NULL);
     if (ro->keep)
         json_object_set_new(res, "run_dir", json_string(dir));
@@ -900,7 +905,7 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
 
 /* "repetition k of n: " before each failure of the repetition that stands for all. */
 static void name_repetition(json_t *res, size_t k, size_t n) {
-    json_t *failures = json_object_get(res, "failures");
+    json_t *failures = json_object_get(res, CUIPC_RK_FAILURES);
     size_t i;
     json_t *f;
     json_array_foreach(failures, i, f) {
@@ -909,7 +914,7 @@ static void name_repetition(json_t *res, size_t k, size_t n) {
         json_array_set_new(failures, i, json_string(buf));
     }
     if (json_array_size(failures) > 0)
-        json_object_set(res, "reason", json_array_get(failures, 0));
+        json_object_set(res, CUIPC_RK_REASON, json_array_get(failures, 0));
 }
 
 /* Run s its number of repetitions, each in fresh processes; the results are those of the
@@ -922,7 +927,7 @@ static json_t *run_repeated(const cuipc_scenario *s, json_t *env, const run_opts
     size_t done = 0;
     while (done < n) {
         reps[done++] = run_one(s, env, ro, mps);
-        if (strcmp(json_string_value(json_object_get(reps[done - 1], "status")), "skipped") == 0)
+        if (cuipc_results_status_is(reps[done - 1], CUIPC_RESULT_SKIPPED))
             break;
     }
     json_t *res;
@@ -936,13 +941,13 @@ static json_t *run_repeated(const cuipc_scenario *s, json_t *env, const run_opts
         res = json_incref(reps[k]);
         for (size_t i = 0; i < done; i++)
             json_decref(reps[i]);
-        json_object_set_new(res, "repetitions", cuipc_repetitions_summary(runs, (int)k + 1));
-        if (strcmp(json_string_value(json_object_get(res, "status")), "failed") == 0)
+        json_object_set_new(res, CUIPC_RK_REPETITIONS, cuipc_repetitions_summary(runs, (int)k + 1));
+        if (cuipc_results_status_is(res, CUIPC_RESULT_FAILED))
             name_repetition(res, k + 1, done);
     }
     char hex[65];
     if (cuipc_scenario_sha256(s, hex))
-        json_object_set_new(res, "scenario_sha256", json_string(hex));
+        json_object_set_new(res, CUIPC_RK_SCENARIO_SHA256, json_string(hex));
     return res;
 }
 
@@ -1063,14 +1068,13 @@ static bool out_dir_writable(const char *dir, char *err, size_t errcap) {
 static void mark_unwritten(json_t *res, const char *err) {
     char why[1500];
     snprintf(why, sizeof why, "results not written: %s", err);
-    json_t *failures = json_object_get(res, "failures");
+    json_t *failures = json_object_get(res, CUIPC_RK_FAILURES);
     if (!json_is_array(failures)) {
         failures = json_array();
-        json_object_set_new(res, "failures", failures);
+        json_object_set_new(res, CUIPC_RK_FAILURES, failures);
     }
     json_array_insert_new(failures, 0, json_string(why));
-    json_object_set_new(res, "status", json_string("failed"));
-    json_object_set_new(res, "reason", json_string(why));
+    cuipc_results_set_status(res, CUIPC_RESULT_FAILED, why);
 }
 
 static bool parse_seconds(const char *text, double *out) {
@@ -1192,7 +1196,7 @@ int cuipc_run_main(int argc, char **argv) {
             fprintf(stderr, "cuipc-harness: %s\n", err);
             mark_unwritten(results[i], err);
         }
-        if (strcmp(json_string_value(json_object_get(results[i], "status")), "failed") == 0)
+        if (cuipc_results_status_is(results[i], CUIPC_RESULT_FAILED))
             rc = 1;
         cuipc_results_print_done(stderr, i, n, results[i], (double)(cuipc_h_now_ns() - t0) / 1e9);
     }

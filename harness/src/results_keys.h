@@ -1,0 +1,143 @@
+/* The keys of a results file (results/schema.json), named once: run writes them; the summary,
+ * compare, repetitions and pooling read them. Results files written before carry the same keys,
+ * so none is ever renamed here: a renamed key would leave every baseline unreadable. */
+#ifndef CUIPC_HARNESS_RESULTS_KEYS_H
+#define CUIPC_HARNESS_RESULTS_KEYS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* Top level. */
+#define CUIPC_RK_SCHEMA_VERSION "schema_version"
+#define CUIPC_RK_SCENARIO "scenario" /* {name, loop, ...}: what ran */
+#define CUIPC_RK_SCENARIO_SHA256 "scenario_sha256"
+#define CUIPC_RK_STARTED_AT "started_at"
+#define CUIPC_RK_ENVIRONMENT "environment" /* {hostname, gpu, mps, ...} */
+#define CUIPC_RK_STATUS "status"           /* CUIPC_RESULT_PASSED, _FAILED, _SKIPPED */
+#define CUIPC_RK_REASON "reason"           /* the first failure, or why it was skipped */
+#define CUIPC_RK_FAILURES "failures"       /* every failure, root cause first */
+#define CUIPC_RK_LATENCY "latency_us"      /* the consumers' samples together */
+#define CUIPC_RK_THROUGHPUT "throughput"   /* {aggregate, per_consumer} */
+#define CUIPC_RK_REPETITIONS "repetitions" /* a repeated run: {count, runs, median, ...} */
+#define CUIPC_RK_SUPERVISOR "supervisor"   /* {wall_s, ...} */
+#define CUIPC_RK_LEAKS "leaks"             /* {verdict, expected, ...} */
+
+/* In scenario. */
+#define CUIPC_RK_NAME "name"
+#define CUIPC_RK_LOOP "loop" /* "open" or "closed" */
+
+/* In environment: the host, its GPUs ({devices: [{name}], driver_version, count}) and MPS
+ * ({enabled}; absent in files from before MPS: ran without it). */
+#define CUIPC_RK_HOSTNAME "hostname"
+#define CUIPC_RK_GPU "gpu"
+#define CUIPC_RK_DEVICES "devices"
+#define CUIPC_RK_DRIVER_VERSION "driver_version"
+#define CUIPC_RK_MPS "mps"
+#define CUIPC_RK_ENABLED "enabled"
+
+/* In latency_us (and each consumer's). */
+#define CUIPC_RK_COUNT "count" /* messages timed; 0: the figures measured nothing */
+#define CUIPC_RK_MIN "min"
+#define CUIPC_RK_P50 "p50"
+#define CUIPC_RK_P99 "p99"
+
+/* In throughput. */
+#define CUIPC_RK_AGGREGATE "aggregate" /* {gbps, msgs_per_s, ...} */
+#define CUIPC_RK_GBPS "gbps"
+#define CUIPC_RK_MSGS_PER_S "msgs_per_s"
+
+/* In repetitions (count as in latency_us); each run is one repetition's figures, keyed by the
+ * metric names below. */
+#define CUIPC_RK_RUNS "runs"
+#define CUIPC_RK_REPRESENTATIVE "representative"
+#define CUIPC_RK_REPETITION "repetition"
+#define CUIPC_RK_LATENCY_COUNT "latency_count"
+
+/* In leaks: what the check found (CUIPC_LEAK_*, "not_checked", "not_measured") and what the
+ * scenario expected; metrics, one verdict per role and metric, as each role reports them. */
+#define CUIPC_RK_VERDICT "verdict"
+#define CUIPC_RK_EXPECTED "expected"
+#define CUIPC_RK_METRIC "metric"
+#define CUIPC_RK_MEASURED "measured" /* enough samples to judge it */
+#define CUIPC_RK_LEAK "leak"         /* true: it grew beyond tolerance */
+#define CUIPC_RK_LAST "last"
+#define CUIPC_RK_TOLERANCE "tolerance"
+#define CUIPC_LEAK_CLEAN "clean"
+#define CUIPC_LEAK_LEAK "leak"
+
+/* roles: each process's end and its own report ({role, ...}). */
+#define CUIPC_RK_ROLES "roles"
+#define CUIPC_RK_REPORT "report"
+#define CUIPC_RK_ROLE "role"
+
+/* In supervisor. */
+#define CUIPC_RK_WALL_S "wall_s"
+
+/* The headline metrics, by the names thresholds and repetitions give them. */
+#define CUIPC_RK_METRIC_P50 "latency_p50_us"
+#define CUIPC_RK_METRIC_P99 "latency_p99_us"
+#define CUIPC_RK_METRIC_MIN "latency_min_us"
+#define CUIPC_RK_METRIC_MAX "latency_max_us"
+#define CUIPC_RK_METRIC_GBPS "throughput_gbps"
+#define CUIPC_RK_METRIC_MSGS_PER_S "throughput_msgs_per_s"
+
+/* The values of status. */
+#define CUIPC_RESULT_PASSED "passed"
+#define CUIPC_RESULT_FAILED "failed"
+#define CUIPC_RESULT_SKIPPED "skipped"
+
+/* scenario.name; NULL when absent. */
+static inline const char *cuipc_results_name(const json_t *res) {
+    return json_string_value(
+        json_object_get(json_object_get(res, CUIPC_RK_SCENARIO), CUIPC_RK_NAME));
+}
+
+/* status; NULL when absent. */
+static inline const char *cuipc_results_status(const json_t *res) {
+    return json_string_value(json_object_get(res, CUIPC_RK_STATUS));
+}
+
+/* The result's status is this one (CUIPC_RESULT_*). */
+static inline bool cuipc_results_status_is(const json_t *res, const char *status) {
+    const char *st = cuipc_results_status(res);
+    return st != NULL && strcmp(st, status) == 0;
+}
+
+/* reason; NULL when absent. */
+static inline const char *cuipc_results_reason(const json_t *res) {
+    return json_string_value(json_object_get(res, CUIPC_RK_REASON));
+}
+
+/* status, and reason where there is one (NULL: none set). */
+static inline void cuipc_results_set_status(json_t *res, const char *status, const char *reason) {
+    json_object_set_new(res, CUIPC_RK_STATUS, json_string(status));
+    if (reason != NULL)
+        json_object_set_new(res, CUIPC_RK_REASON, json_string(reason));
+}
+
+static inline const json_t *cuipc_results_latency(const json_t *res) {
+    return json_object_get(res, CUIPC_RK_LATENCY);
+}
+
+/* The throughput of all consumers together. */
+static inline const json_t *cuipc_results_aggregate(const json_t *res) {
+    return json_object_get(json_object_get(res, CUIPC_RK_THROUGHPUT), CUIPC_RK_AGGREGATE);
+}
+
+/* Messages were timed: a skipped or crashed run's latency figures measured nothing. */
+static inline bool cuipc_results_latency_measured(const json_t *res) {
+    const json_t *count = json_object_get(cuipc_results_latency(res), CUIPC_RK_COUNT);
+    return json_is_integer(count) && json_integer_value(count) > 0;
+}
+
+static inline const json_t *cuipc_results_environment(const json_t *res) {
+    return json_object_get(res, CUIPC_RK_ENVIRONMENT);
+}
+
+/* environment.mps; NULL when absent. */
+static inline json_t *cuipc_results_mps(const json_t *res) {
+    return json_object_get(cuipc_results_environment(res), CUIPC_RK_MPS);
+}
+
+#endif
