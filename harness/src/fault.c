@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "results_keys.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ hooks: processes dying */
@@ -27,7 +28,8 @@ static void crash_consumer_received(const cuipc_scenario *s, uint64_t seq) {
 
 static void kill_consumer_judge(const cuipc_fault_outcome *o, cuipc_failures *f) {
     /* The killed consumer held a chunk when it died: the pool must have taken it back. */
-    if (o->fired && json_object_get(o->producer, "stats") != NULL && o->dead_consumer_reclaims == 0)
+    if (o->fired && json_object_get(o->producer, CUIPC_RK_STATS) != NULL &&
+        o->dead_consumer_reclaims == 0)
         cuipc_failures_add(f, CUIPC_FAILURE_VERDICT, 0,
                            "consumer %u was killed holding a chunk, and no chunk was reclaimed "
                            "for it",
@@ -36,7 +38,7 @@ static void kill_consumer_judge(const cuipc_fault_outcome *o, cuipc_failures *f)
 
 static void kill_producer_judge(const cuipc_fault_outcome *o, cuipc_failures *f) {
     for (uint32_t i = 0; i < o->s->consumers.count; i++)
-        if (!json_is_true(json_object_get(o->consumers[i], "producer_dead_detected")))
+        if (!json_is_true(json_object_get(o->consumers[i], CUIPC_RK_PRODUCER_DEAD_DETECTED)))
             cuipc_failures_add(f, CUIPC_FAILURE_VERDICT, 0,
                                "consumer %u did not report the producer's death", i);
 }
@@ -45,8 +47,8 @@ static void kill_producer_judge(const cuipc_fault_outcome *o, cuipc_failures *f)
 
 /* The faulty message went out (or not): every consumer must then see one message more. */
 static void record_fault_send(cuipc_fault_producer *f, cuipc_status st) {
-    json_object_set_new(f->report, "fault_send_status", json_string(cuipc_status_name(st)));
-    json_object_set_new(f->report, "fault_resent", json_boolean(st == CUIPC_OK));
+    json_object_set_new(f->report, CUIPC_RK_FAULT_SEND_STATUS, json_string(cuipc_status_name(st)));
+    json_object_set_new(f->report, CUIPC_RK_FAULT_RESENT, json_boolean(st == CUIPC_OK));
 }
 
 /* Message at_message is wrapped and sent as two steps, and the wrapped form kept, to be sent
@@ -149,7 +151,7 @@ static void unknown_pool_after(cuipc_fault_producer *f, uint64_t seq) {
 }
 
 static void unknown_pool_judge(const cuipc_fault_outcome *o, cuipc_failures *f) {
-    if (json_is_true(json_object_get(o->producer, "fault_resent")) &&
+    if (json_is_true(json_object_get(o->producer, CUIPC_RK_FAULT_RESENT)) &&
         o->rejected < o->s->consumers.count)
         cuipc_failures_add(f, CUIPC_FAILURE_VERDICT, 0,
                            "a proxy for a destroyed pool was not rejected by every consumer");
@@ -262,7 +264,8 @@ bool cuipc_fault_fired(const cuipc_scenario *s, const cuipc_child_result *cr,
                        const json_t *producer, char *why, size_t cap) {
     const cuipc_fault_def *d = fault_of(s);
     unsigned long long at = (unsigned long long)s->fault.at_message;
-    long long sent = (long long)json_integer_value(json_object_get(producer, "messages_sent"));
+    long long sent =
+        (long long)json_integer_value(json_object_get(producer, CUIPC_RK_MESSAGES_SENT));
     why[0] = '\0';
     if (d->actor == CUIPC_FAULT_BY_CONSUMER) {
         const cuipc_child_result *r = &cr[1 + s->fault.consumer];
@@ -275,7 +278,7 @@ bool cuipc_fault_fired(const cuipc_scenario *s, const cuipc_child_result *cr,
     } else if (d->actor == CUIPC_FAULT_BY_PRODUCER) {
         /* It raised its signal itself, or sent the faulty message. */
         bool fired = d->signal != 0 ? cr[0].signal == d->signal && !cr[0].stopped_by_supervisor
-                                    : json_object_get(producer, "fault_send_status") != NULL;
+                                    : json_object_get(producer, CUIPC_RK_FAULT_SEND_STATUS) != NULL;
         if (!fired)
             snprintf(why, cap, "the producer never reached message %llu (%lld sent)", at, sent);
     }

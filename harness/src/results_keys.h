@@ -70,6 +70,41 @@
 #define CUIPC_RK_ROLES "roles"
 #define CUIPC_RK_REPORT "report"
 #define CUIPC_RK_ROLE "role"
+#define CUIPC_RK_INDEX "index" /* of the role ("producer": 0; consumers from 0) */
+
+/* Role reports (roles[].report, as each process wrote it): what merge reads of them. Pool stats
+ * (stats.gpu_pool, stats.host_pool) are keyed by cuipc_pool_stats' field names. */
+#define CUIPC_RK_ERROR "error" /* what stopped the role (also environment.gpu.error) */
+#define CUIPC_RK_BINDING "binding"
+#define CUIPC_RK_MPS_CLIENT "mps_client"
+#define CUIPC_RK_MESSAGES "messages" /* also in throughput */
+#define CUIPC_RK_BYTES "bytes"
+#define CUIPC_RK_SECONDS "seconds"
+#define CUIPC_RK_STEADY "steady" /* {messages, bytes, seconds} after the warm-up */
+#define CUIPC_RK_MISMATCHES "mismatches"
+#define CUIPC_RK_REJECTED "rejected"
+#define CUIPC_RK_WORST "worst_us" /* the slowest messages: [{seq, us}] */
+#define CUIPC_RK_PRODUCER_DEAD_DETECTED "producer_dead_detected"
+#define CUIPC_RK_ATTACHES "attaches"
+#define CUIPC_RK_MESSAGES_SENT "messages_sent"
+#define CUIPC_RK_SEND_FAILED "send_failed"
+#define CUIPC_RK_DRAIN_STATUS "drain_status"
+#define CUIPC_RK_STATS "stats" /* the transport's own */
+#define CUIPC_RK_GPU_POOL "gpu_pool"
+#define CUIPC_RK_HOST_POOL "host_pool"
+#define CUIPC_RK_IN_FLIGHT "in_flight"
+#define CUIPC_RK_HELD "held"
+#define CUIPC_RK_DEAD_CONSUMER_RECLAIMS "dead_consumer_reclaims"
+#define CUIPC_RK_CONSUMERS_ATTACHED "consumers_attached"
+#define CUIPC_RK_CONSUMERS_DETACHED "consumers_detached"
+#define CUIPC_RK_CONSUMERS_DIED "consumers_died"
+#define CUIPC_RK_IPC_RETAINED_BYTES "ipc_retained_bytes"
+#define CUIPC_RK_FAULT_SEND_STATUS "fault_send_status" /* the fault's message went out: how */
+#define CUIPC_RK_FAULT_RESENT "fault_resent"           /* ... and was sent */
+#define CUIPC_RK_OCCUPANCY "occupancy"
+#define CUIPC_RK_SCHEDULE "schedule"
+#define CUIPC_RK_SEND_US "send_us"     /* the producer's send calls */
+#define CUIPC_RK_STAGES_US "stages_us" /* a consumer's: {deliver, unwrap, ready} */
 
 /* In supervisor. */
 #define CUIPC_RK_WALL_S "wall_s"

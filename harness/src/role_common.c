@@ -15,7 +15,7 @@ bool cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, 
     const char *cpus = producer ? s->binding.producer_cpus : s->binding.consumer_cpus[consumer];
     cuipc_bind_self(s->binding.policy, cpus, s->needs_gpu ? device : -1,
                     producer ? 0 : consumer + 1, &b);
-    json_object_set_new(report, "binding",
+    json_object_set_new(report, CUIPC_RK_BINDING,
                         json_pack("{s:s, s:s, s:s, s:s, s:b, s:b, s:s}", "how", b.how, "requested",
                                   b.requested, "cpuset", b.cpuset, "nodeset", b.nodeset,
                                   "cpu_bound", b.cpu_bound, "mem_bound", b.mem_bound, "warnings",
@@ -27,7 +27,7 @@ bool cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, 
     char why[700];
     snprintf(why, sizeof why, "explicit CPU binding to '%s' not applied: %s", cpus,
              b.warnings[0] ? b.warnings : "refused");
-    json_object_set_new(report, "error", json_string(why));
+    json_object_set_new(report, CUIPC_RK_ERROR, json_string(why));
     return false;
 }
 

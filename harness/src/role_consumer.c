@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "results_keys.h"
 #include "role_common.h"
 #include "util.h"
 
@@ -217,7 +218,7 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
             return true;
         }
         cs->unwrap_errors++;
-        json_object_set_new(cs->out, "error", cuipc_status_json(st));
+        json_object_set_new(cs->out, CUIPC_RK_ERROR, cuipc_status_json(st));
         return false;
     }
     uint64_t t_unwrap = cuipc_h_now_ns();
@@ -260,7 +261,8 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
         cs->replay.messages++;
         cs->replay.hold_sum_ns += hold;
         if (!hold_until(cs, m, tree, now + hold, send_ns + hold)) {
-            json_object_set_new(cs->out, "error", json_string("out of memory holding messages"));
+            json_object_set_new(cs->out, CUIPC_RK_ERROR,
+                                json_string("out of memory holding messages"));
             cuipc_value_free(tree);
             return false;
         }
@@ -393,7 +395,7 @@ static cuipc_status join_producer(consumer_state *cs, const cuipc_role_args *a, 
         st = prepare(cs, *c, device);
     }
     if (st != CUIPC_OK) {
-        json_object_set_new(cs->out, "error", cuipc_status_json(st));
+        json_object_set_new(cs->out, CUIPC_RK_ERROR, cuipc_status_json(st));
         if (*c != NULL)
             cuipc_consumer_detach(*c);
         *c = NULL;
@@ -424,7 +426,7 @@ static bool took_message(consumer_state *cs, const cuipc_role_args *a, int devic
         cs->closed = true; /* the producer closed while this consumer was away */
         return false;
     }
-    json_object_set_new(cs->out, "error", cuipc_status_json(st));
+    json_object_set_new(cs->out, CUIPC_RK_ERROR, cuipc_status_json(st));
     *rc = 1;
     return false;
 }
@@ -458,7 +460,7 @@ static bool took_none(consumer_state *cs, const cuipc_role_args *a, cuipc_status
         return false;
     }
     if (st != CUIPC_ERR_TIMEOUT) {
-        json_object_set_new(cs->out, "error", cuipc_status_json(st));
+        json_object_set_new(cs->out, CUIPC_RK_ERROR, cuipc_status_json(st));
         *rc = 1;
     }
     return true;
@@ -505,43 +507,44 @@ static void report_run(consumer_state *cs, cuipc_consumer *c) {
     if (c != NULL)
         cuipc_consumer_stats_get(c, &cst);
     if (cs->churns)
-        json_object_set_new(cs->out, "attaches", json_integer((json_int_t)cs->attaches));
-    json_object_set_new(cs->out, "messages", json_integer((json_int_t)cs->messages));
-    json_object_set_new(cs->out, "bytes", json_integer((json_int_t)cs->bytes));
-    json_object_set_new(cs->out, "seconds", json_real(seconds));
-    json_object_set_new(cs->out, "steady",
-                        json_pack("{s:I, s:I, s:f}", "messages", (json_int_t)cs->steady_messages,
-                                  "bytes", (json_int_t)cs->steady_bytes, "seconds",
+        json_object_set_new(cs->out, CUIPC_RK_ATTACHES, json_integer((json_int_t)cs->attaches));
+    json_object_set_new(cs->out, CUIPC_RK_MESSAGES, json_integer((json_int_t)cs->messages));
+    json_object_set_new(cs->out, CUIPC_RK_BYTES, json_integer((json_int_t)cs->bytes));
+    json_object_set_new(cs->out, CUIPC_RK_SECONDS, json_real(seconds));
+    json_object_set_new(cs->out, CUIPC_RK_STEADY,
+                        json_pack("{s:I, s:I, s:f}", CUIPC_RK_MESSAGES,
+                                  (json_int_t)cs->steady_messages, CUIPC_RK_BYTES,
+                                  (json_int_t)cs->steady_bytes, CUIPC_RK_SECONDS,
                                   cs->steady_t0 && cs->t_end > cs->steady_t0
                                       ? (double)(cs->t_end - cs->steady_t0) / 1e9
                                       : 0.0));
     json_object_set_new(cs->out, "checked", json_integer((json_int_t)cs->checked));
-    json_object_set_new(cs->out, "mismatches", json_integer((json_int_t)cs->mismatches));
-    json_object_set_new(cs->out, "rejected", json_integer((json_int_t)cs->rejected));
+    json_object_set_new(cs->out, CUIPC_RK_MISMATCHES, json_integer((json_int_t)cs->mismatches));
+    json_object_set_new(cs->out, CUIPC_RK_REJECTED, json_integer((json_int_t)cs->rejected));
     json_object_set_new(cs->out, "closed_cleanly", json_boolean(cs->closed));
-    json_object_set_new(cs->out, "producer_dead_detected", json_boolean(cs->producer_dead));
+    json_object_set_new(cs->out, CUIPC_RK_PRODUCER_DEAD_DETECTED, json_boolean(cs->producer_dead));
     json_object_set_new(cs->out, "latency_samples", json_integer((json_int_t)cs->n_lat));
     if (cs->replay.messages > 0) {
         double n = (double)cs->replay.messages;
         json_object_set_new(
             cs->out, "replay",
-            json_pack("{s:I, s:f, s:f, s:f}", "messages", (json_int_t)cs->replay.messages,
+            json_pack("{s:I, s:f, s:f, s:f}", CUIPC_RK_MESSAGES, (json_int_t)cs->replay.messages,
                       "hold_mean_us", (double)cs->replay.hold_sum_ns / n / 1e3,
                       "release_late_max_us", (double)cs->replay.late_max_ns / 1e3,
                       "release_late_mean_us", (double)cs->replay.late_sum_ns / n / 1e3));
     }
-    json_object_set_new(cs->out, "worst_us", worst_json(cs));
-    json_object_set_new(cs->out, "stages_us",
+    json_object_set_new(cs->out, CUIPC_RK_WORST, worst_json(cs));
+    json_object_set_new(cs->out, CUIPC_RK_STAGES_US,
                         json_pack("{s:o, s:o, s:o}", "deliver", cuipc_stage_json_free(&cs->deliver),
                                   "unwrap", cuipc_stage_json_free(&cs->unwrap), "ready",
                                   cuipc_stage_json_free(&cs->ready)));
-    json_object_set_new(cs->out, "stats",
-                        json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)cst.messages,
-                                  "bytes", (json_int_t)cst.bytes, "handle_opens",
-                                  (json_int_t)cst.handle_opens, "handle_hits",
-                                  (json_int_t)cst.handle_hits, "rejected",
+    json_object_set_new(cs->out, CUIPC_RK_STATS,
+                        json_pack("{s:I, s:I, s:I, s:I, s:I}", CUIPC_RK_MESSAGES,
+                                  (json_int_t)cst.messages, CUIPC_RK_BYTES, (json_int_t)cst.bytes,
+                                  "handle_opens", (json_int_t)cst.handle_opens, "handle_hits",
+                                  (json_int_t)cst.handle_hits, CUIPC_RK_REJECTED,
                                   (json_int_t)cst.rejected));
-    json_object_set_new(cs->out, "leak", cuipc_role_leak_json(cs->s, &cs->ls));
+    json_object_set_new(cs->out, CUIPC_RK_LEAK, cuipc_role_leak_json(cs->s, &cs->ls));
     cuipc_leak_sampler_free(&cs->ls);
 }
 
@@ -552,8 +555,8 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
     consumer_state cs = {.s = s, .index = i, .rng = 0x9e3779b97f4a7c15ull ^ i};
     cs.churns = cuipc_scenario_churns(s, i);
     cs.out = json_object();
-    json_object_set_new(cs.out, "role", json_string("consumer"));
-    json_object_set_new(cs.out, "index", json_integer(i));
+    json_object_set_new(cs.out, CUIPC_RK_ROLE, json_string("consumer"));
+    json_object_set_new(cs.out, CUIPC_RK_INDEX, json_integer(i));
     json_object_set_new(cs.out, "pid", json_integer(getpid()));
     if (!cuipc_role_bind(s, false, i, s->consumers.devices[i], cs.out)) {
         cuipc_role_write(a->run_dir, "consumer", i, cs.out);
@@ -568,7 +571,7 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
         return 1;
     }
     cuipc_role_sampler_start(s, device, &cs.gctx, &cs.ls);
-    json_object_set_new(cs.out, "mps_client", cuipc_role_mps_json(&cs.gctx));
+    json_object_set_new(cs.out, CUIPC_RK_MPS_CLIENT, cuipc_role_mps_json(&cs.gctx));
     cuipc_role_ready(ctx);
     if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000)) {
         cuipc_consumer_detach(c);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "results_keys.h"
 #include "role_common.h"
 #include "schedule.h"
 #include "util.h"
@@ -294,7 +295,7 @@ static int finish(producer_state *ps, const char *run_dir, int rc, const char *e
     if (error != NULL) {
         char buf[1400];
         snprintf(buf, sizeof buf, "%s: %s: %s", error, cuipc_status_name(st), cuipc_last_error());
-        json_object_set_new(ps->out, "error", json_string(buf));
+        json_object_set_new(ps->out, CUIPC_RK_ERROR, json_string(buf));
     }
     cuipc_role_write(run_dir, "producer", 0, ps->out);
     json_decref(ps->out);
@@ -344,7 +345,7 @@ static const char *start(const cuipc_role_ctx *ctx, producer_state *ps, cuipc_st
                                        .send_timeout_ns = SEND_TIMEOUT_NS,
                                        .report = ps->out};
     cuipc_role_sampler_start(s, ps->gpu ? s->producer_device : -1, &ps->gctx, &ps->ls);
-    json_object_set_new(ps->out, "mps_client", cuipc_role_mps_json(&ps->gctx));
+    json_object_set_new(ps->out, CUIPC_RK_MPS_CLIENT, cuipc_role_mps_json(&ps->gctx));
     cuipc_role_ready(ctx);
     *st = CUIPC_ERR_TIMEOUT;
     if (!cuipc_role_wait_go(ctx, (int)(s->run.attach_timeout_s * 1000) + 5000))
@@ -481,7 +482,7 @@ static step send_message(producer_state *ps, uint64_t i) {
     if (st == CUIPC_OK)
         st = cuipc_dict_set(m.tree, "send_ns", cuipc_value_int((int64_t)stamp));
     if (st != CUIPC_OK) {
-        json_object_set_new(ps->out, "error", cuipc_status_json(st));
+        json_object_set_new(ps->out, CUIPC_RK_ERROR, cuipc_status_json(st));
         discard(ps, &m);
         return STEP_ERROR;
     }
@@ -496,7 +497,7 @@ static step send_message(producer_state *ps, uint64_t i) {
     } else if (pool_refused(st)) {
         count_failed(ps, st);
     } else {
-        json_object_set_new(ps->out, "error", cuipc_status_json(st));
+        json_object_set_new(ps->out, CUIPC_RK_ERROR, cuipc_status_json(st));
     }
     /* The send is stream-ordered (the next fill of a reused buffer queues behind its copy into
      * the pool), so only tensors about to be freed need their copies finished. A failed copy
@@ -518,7 +519,7 @@ static bool between_messages(producer_state *ps, uint64_t i) {
     if (ps->s->consumers.churn.count &&
         (st = cuipc_producer_accept(ps->p, ps->s->consumers.count, 0)) != CUIPC_OK &&
         st != CUIPC_ERR_TIMEOUT) {
-        json_object_set_new(ps->out, "error", cuipc_status_json(st));
+        json_object_set_new(ps->out, CUIPC_RK_ERROR, cuipc_status_json(st));
         return false;
     }
     if (ps->ls.t != NULL)
@@ -562,17 +563,18 @@ static cuipc_status close_and_drain(producer_state *ps) {
 
 static json_t *producer_stats_json(const cuipc_producer_stats *pst) {
     json_t *stats = json_object();
-    json_object_set_new(stats, "gpu_pool", cuipc_pool_stats_json(&pst->gpu_pool));
-    json_object_set_new(stats, "host_pool", cuipc_pool_stats_json(&pst->host_pool));
-    json_object_set_new(stats, "messages_sent", json_integer((json_int_t)pst->messages_sent));
+    json_object_set_new(stats, CUIPC_RK_GPU_POOL, cuipc_pool_stats_json(&pst->gpu_pool));
+    json_object_set_new(stats, CUIPC_RK_HOST_POOL, cuipc_pool_stats_json(&pst->host_pool));
+    json_object_set_new(stats, CUIPC_RK_MESSAGES_SENT,
+                        json_integer((json_int_t)pst->messages_sent));
     json_object_set_new(stats, "bytes_sent", json_integer((json_int_t)pst->bytes_sent));
     json_object_set_new(stats, "fallbacks", json_integer((json_int_t)pst->fallbacks));
     json_object_set_new(stats, "ipc_exports", json_integer((json_int_t)pst->ipc_exports));
-    json_object_set_new(stats, "ipc_retained_bytes",
+    json_object_set_new(stats, CUIPC_RK_IPC_RETAINED_BYTES,
                         json_integer((json_int_t)pst->ipc_retained_bytes));
-    json_object_set_new(stats, "consumers_attached", json_integer(pst->consumers_attached));
-    json_object_set_new(stats, "consumers_detached", json_integer(pst->consumers_detached));
-    json_object_set_new(stats, "consumers_died", json_integer(pst->consumers_dead));
+    json_object_set_new(stats, CUIPC_RK_CONSUMERS_ATTACHED, json_integer(pst->consumers_attached));
+    json_object_set_new(stats, CUIPC_RK_CONSUMERS_DETACHED, json_integer(pst->consumers_detached));
+    json_object_set_new(stats, CUIPC_RK_CONSUMERS_DIED, json_integer(pst->consumers_dead));
     json_object_set_new(stats, "peers_refused", json_integer((json_int_t)pst->peers_refused));
     json_object_set_new(stats, "peers_timed_out", json_integer((json_int_t)pst->peers_timed_out));
     return stats;
@@ -584,23 +586,23 @@ static void report_run(producer_state *ps, cuipc_status drain, double seconds) {
     const cuipc_scenario *s = ps->s;
     cuipc_producer_stats pst;
     cuipc_producer_stats_get(ps->p, &pst);
-    json_object_set_new(ps->out, "role", json_string("producer"));
+    json_object_set_new(ps->out, CUIPC_RK_ROLE, json_string("producer"));
     json_object_set_new(ps->out, "messages_attempted",
                         json_integer((json_int_t)(ps->sent + ps->failed)));
-    json_object_set_new(ps->out, "messages_sent", json_integer((json_int_t)ps->sent));
-    json_object_set_new(ps->out, "send_failed", json_integer((json_int_t)ps->failed));
+    json_object_set_new(ps->out, CUIPC_RK_MESSAGES_SENT, json_integer((json_int_t)ps->sent));
+    json_object_set_new(ps->out, CUIPC_RK_SEND_FAILED, json_integer((json_int_t)ps->failed));
     json_object_set_new(ps->out, "bytes_sent", json_integer((json_int_t)ps->bytes_total));
-    json_object_set_new(ps->out, "seconds", json_real(seconds));
-    json_object_set_new(ps->out, "drain_status", json_string(cuipc_status_name(drain)));
-    json_object_set_new(ps->out, "stats", producer_stats_json(&pst));
+    json_object_set_new(ps->out, CUIPC_RK_SECONDS, json_real(seconds));
+    json_object_set_new(ps->out, CUIPC_RK_DRAIN_STATUS, json_string(cuipc_status_name(drain)));
+    json_object_set_new(ps->out, CUIPC_RK_STATS, producer_stats_json(&pst));
     ps->occ->next_ns = 0; /* the state after the drain, whatever the interval */
     occupancy_sample(ps->occ, ps->p, cuipc_h_now_ns());
-    json_object_set_new(ps->out, "occupancy", occupancy_json(ps->occ, &pst));
-    json_object_set_new(ps->out, "send_us", cuipc_stage_json_free(&ps->send_time));
+    json_object_set_new(ps->out, CUIPC_RK_OCCUPANCY, occupancy_json(ps->occ, &pst));
+    json_object_set_new(ps->out, CUIPC_RK_SEND_US, cuipc_stage_json_free(&ps->send_time));
     if (s->run.open_loop)
-        json_object_set_new(ps->out, "schedule",
+        json_object_set_new(ps->out, CUIPC_RK_SCHEDULE,
                             schedule_json(s, &ps->sched, ps->sched0, ps->end_ns));
-    json_object_set_new(ps->out, "leak", cuipc_role_leak_json(s, &ps->ls));
+    json_object_set_new(ps->out, CUIPC_RK_LEAK, cuipc_role_leak_json(s, &ps->ls));
     cuipc_leak_sampler_free(&ps->ls);
 }
 
@@ -624,7 +626,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
     producer_state ps = {.s = s, .a = a, .gpu = s->tensors.location == CUIPC_LOCATION_DEVICE};
     atomic_store(&a->shared->producer_pid, (int)getpid());
     ps.out = json_object();
-    json_object_set_new(ps.out, "role", json_string("producer"));
+    json_object_set_new(ps.out, CUIPC_RK_ROLE, json_string("producer"));
     json_object_set_new(ps.out, "pid", json_integer(getpid()));
     if (!cuipc_role_bind(s, true, 0, s->producer_device, ps.out))
         return finish(&ps, a->run_dir, 1, NULL, CUIPC_OK);

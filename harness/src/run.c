@@ -130,7 +130,8 @@ static json_t *load_role(const char *dir, const char *role, uint32_t index) {
 static json_t *probe_gpu(void) {
     char dir[1024];
     if (!make_run_dir(dir, sizeof dir))
-        return json_pack("{s:b, s:i, s:s}", "present", 0, "count", 0, "error", strerror(errno));
+        return json_pack("{s:b, s:i, s:s}", "present", 0, CUIPC_RK_COUNT, 0, CUIPC_RK_ERROR,
+                         strerror(errno));
     cuipc_role_args args = {.run_dir = dir};
     cuipc_child_spec spec = {.role = "probe", .fn = cuipc_role_probe, .arg = &args};
     cuipc_supervisor_opts o;
@@ -145,7 +146,7 @@ static json_t *probe_gpu(void) {
     remove_run_dir(dir);
     if (gpu == NULL) {
         char d[96];
-        gpu = json_pack("{s:b, s:i, s:s}", "present", 0, "count", 0, "error",
+        gpu = json_pack("{s:b, s:i, s:s}", "present", 0, CUIPC_RK_COUNT, 0, CUIPC_RK_ERROR,
                         cuipc_child_describe(&r, d, sizeof d));
     }
     return gpu;
@@ -168,11 +169,12 @@ static json_t *environment(json_t *gpu) {
     char host[256] = "";
     gethostname(host, sizeof host - 1);
     const char *commit = getenv("CUIPC_COMMIT");
-    bool any_gpu = json_integer_value(json_object_get(gpu, "count")) > 0;
-    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:s, s:s}", "hostname", host, "kernel",
+    bool any_gpu = json_integer_value(json_object_get(gpu, CUIPC_RK_COUNT)) > 0;
+    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:s, s:s}", CUIPC_RK_HOSTNAME, host, "kernel",
                      u.release, "machine", u.machine, "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN),
-                     "gpu", gpu, "gpu_topology", any_gpu ? gpu_topology() : json_null(), "commit",
-                     commit && *commit ? commit : CUIPC_COMMIT, "harness_version", CUIPC_VERSION);
+                     CUIPC_RK_GPU, gpu, "gpu_topology", any_gpu ? gpu_topology() : json_null(),
+                     "commit", commit && *commit ? commit : CUIPC_COMMIT, "harness_version",
+                     CUIPC_VERSION);
 }
 
 /* ------------------------------------------------------------------ MPS */
@@ -235,11 +237,11 @@ static json_t *mps_clients_check(json_t *failures, json_t *roles) {
     size_t i;
     json_t *role;
     json_array_foreach(roles, i, role) {
-        json_t *c = json_object_get(json_object_get(role, "report"), "mps_client");
+        json_t *c = json_object_get(json_object_get(role, CUIPC_RK_REPORT), CUIPC_RK_MPS_CLIENT);
         if (c == NULL || json_is_null(c))
             continue; /* stopped before CUDA (its failure is named already), or host-only */
-        const char *name = json_string_value(json_object_get(role, "role"));
-        int index = (int)json_integer_value(json_object_get(role, "index"));
+        const char *name = json_string_value(json_object_get(role, CUIPC_RK_ROLE));
+        int index = (int)json_integer_value(json_object_get(role, CUIPC_RK_INDEX));
         if (!json_is_true(c) && failures != NULL) {
             char msg[160];
             snprintf(msg, sizeof msg,
@@ -248,7 +250,8 @@ static json_t *mps_clients_check(json_t *failures, json_t *roles) {
                      name, index);
             json_array_append_new(failures, json_string(msg));
         } else if (json_is_true(c)) {
-            json_array_append_new(clients, json_pack("{s:s, s:i}", "role", name, "index", index));
+            json_array_append_new(
+                clients, json_pack("{s:s, s:i}", CUIPC_RK_ROLE, name, CUIPC_RK_INDEX, index));
         }
     }
     return clients;
@@ -325,8 +328,8 @@ static json_int_t geti(const json_t *o, const char *k) {
 
 /* A pool counter of the producer's stats, GPU and host pools together. */
 static json_int_t both_pools(const json_t *pstats, const char *k) {
-    return geti(json_object_get(pstats, "gpu_pool"), k) +
-           geti(json_object_get(pstats, "host_pool"), k);
+    return geti(json_object_get(pstats, CUIPC_RK_GPU_POOL), k) +
+           geti(json_object_get(pstats, CUIPC_RK_HOST_POOL), k);
 }
 
 static json_t *latency_json(const cuipc_latency_summary *l) {
@@ -388,15 +391,15 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles,
     size_t idx;
     json_t *role;
     json_array_foreach(roles, idx, role) {
-        json_t *leak = json_object_get(json_object_get(role, "report"), "leak");
+        json_t *leak = json_object_get(json_object_get(role, CUIPC_RK_REPORT), CUIPC_RK_LEAK);
         size_t k;
         json_t *v;
         bool role_measured = false;
         json_array_foreach(leak, k, v) {
             role_measured = role_measured || json_is_true(json_object_get(v, CUIPC_RK_MEASURED));
             json_t *copy = json_deep_copy(v);
-            json_object_set(copy, "role", json_object_get(role, "role"));
-            json_object_set(copy, "index", json_object_get(role, "index"));
+            json_object_set(copy, CUIPC_RK_ROLE, json_object_get(role, CUIPC_RK_ROLE));
+            json_object_set(copy, CUIPC_RK_INDEX, json_object_get(role, CUIPC_RK_INDEX));
             json_array_append_new(metrics, copy);
             any_leak = any_leak || json_is_true(json_object_get(v, CUIPC_RK_LEAK));
         }
@@ -405,21 +408,23 @@ static json_t *judge_leaks(judge *j, const cuipc_scenario *s, json_t *roles,
          * clean of what it may have leaked. */
         if (s->leak.enabled && !role_measured) {
             char who[96];
-            snprintf(who, sizeof who, "%s %d: %s", json_string_value(json_object_get(role, "role")),
-                     (int)json_integer_value(json_object_get(role, "index")),
+            snprintf(who, sizeof who, "%s %d: %s",
+                     json_string_value(json_object_get(role, CUIPC_RK_ROLE)),
+                     (int)json_integer_value(json_object_get(role, CUIPC_RK_INDEX)),
                      leak ? "too few samples" : "no report");
             json_array_append_new(unmeasured, json_string(who));
         }
     }
-    json_t *pstats = json_object_get(producer, "stats");
+    json_t *pstats = json_object_get(producer, CUIPC_RK_STATS);
     if (s->leak.enabled && pstats != NULL) {
-        json_int_t retained = geti(pstats, "ipc_retained_bytes");
+        json_int_t retained = geti(pstats, CUIPC_RK_IPC_RETAINED_BYTES);
         bool leak = (uint64_t)retained > s->leak.tolerance_gpu_bytes;
         json_array_append_new(
-            metrics, json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:b}", CUIPC_RK_METRIC,
-                               "ipc_retained_bytes", "role", "producer", "index", 0,
-                               CUIPC_RK_MEASURED, 1, CUIPC_RK_LAST, retained, CUIPC_RK_TOLERANCE,
-                               (json_int_t)s->leak.tolerance_gpu_bytes, CUIPC_RK_LEAK, leak));
+            metrics,
+            json_pack("{s:s, s:s, s:i, s:b, s:I, s:I, s:b}", CUIPC_RK_METRIC,
+                      CUIPC_RK_IPC_RETAINED_BYTES, CUIPC_RK_ROLE, "producer", CUIPC_RK_INDEX, 0,
+                      CUIPC_RK_MEASURED, 1, CUIPC_RK_LAST, retained, CUIPC_RK_TOLERANCE,
+                      (json_int_t)s->leak.tolerance_gpu_bytes, CUIPC_RK_LEAK, leak));
         any_leak = any_leak || leak;
     }
     const char *verdict = !s->leak.enabled                           ? "not_checked"
@@ -459,21 +464,22 @@ static json_t *judge_churn(judge *j, const cuipc_scenario *s, json_t *const *con
     for (uint32_t i = 0; i < s->consumers.count; i++) {
         if (!cuipc_scenario_churns(s, i) || consumers[i] == NULL)
             continue;
-        json_int_t n = geti(consumers[i], "attaches");
+        json_int_t n = geti(consumers[i], CUIPC_RK_ATTACHES);
         attaches += n;
         if (n < 2)
             failure(j, "consumer %u was to leave every %llu messages but attached %lld time(s)", i,
                     (unsigned long long)s->consumers.churn.every, (long long)n);
     }
-    json_int_t seen = geti(pstats, "consumers_attached");
+    json_int_t seen = geti(pstats, CUIPC_RK_CONSUMERS_ATTACHED);
     json_int_t stay = (json_int_t)(s->consumers.count - s->consumers.churn.count);
     if (pstats != NULL && seen != stay + attaches)
         failure(j, "the producer saw %lld attaches, the consumers made %lld", (long long)seen,
                 (long long)(stay + attaches));
     return json_pack("{s:i, s:I, s:I, s:I, s:I}", "consumers", (int)s->consumers.churn.count,
-                     "every", (json_int_t)s->consumers.churn.every, "attaches", attaches,
+                     "every", (json_int_t)s->consumers.churn.every, CUIPC_RK_ATTACHES, attaches,
                      "producer_consumers_attached", seen, "producer_consumers_departed",
-                     geti(pstats, "consumers_detached") + geti(pstats, "consumers_died"));
+                     geti(pstats, CUIPC_RK_CONSUMERS_DETACHED) +
+                         geti(pstats, CUIPC_RK_CONSUMERS_DIED));
 }
 
 /* The bound on start-up: fork, CUDA, attach (CUDA start-up is slow on big hosts). */
@@ -492,8 +498,8 @@ typedef struct role_reports {
 /* One role's entry of results.roles: how its process ended, and its report (taken). */
 static json_t *role_entry(const cuipc_child_spec *spec, const cuipc_child_result *cr, json_t *rep) {
     char desc[128];
-    json_t *r = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:f}", CUIPC_RK_ROLE, spec->role, "index",
-                          (int)spec->index, "pid", (int)cr->pid, "end",
+    json_t *r = json_pack("{s:s, s:i, s:i, s:s, s:b, s:b, s:f}", CUIPC_RK_ROLE, spec->role,
+                          CUIPC_RK_INDEX, (int)spec->index, "pid", (int)cr->pid, "end",
                           cuipc_child_describe(cr, desc, sizeof desc), "expected", cr->expected,
                           "ready", cr->ready, "end_s", cr->end_s);
     if (cr->exited)
@@ -505,7 +511,7 @@ static json_t *role_entry(const cuipc_child_spec *spec, const cuipc_child_result
                             json_string(cuipc_h_signal_name(cr->signal, sig, sizeof sig)));
     }
     if (rep != NULL) {
-        json_object_set(r, "binding", json_object_get(rep, "binding"));
+        json_object_set(r, CUIPC_RK_BINDING, json_object_get(rep, CUIPC_RK_BINDING));
         json_object_set_new(r, CUIPC_RK_REPORT, rep);
     }
     return r;
@@ -518,7 +524,7 @@ static void collect_roles(judge *j, role_reports *rr, const char *dir,
     *rr = (role_reports){.roles = json_array()};
     for (size_t i = 0; i < n; i++) {
         json_t *rep = load_role(dir, specs[i].role, specs[i].index);
-        const char *err = json_string_value(json_object_get(rep, "error"));
+        const char *err = json_string_value(json_object_get(rep, CUIPC_RK_ERROR));
         json_array_append_new(rr->roles, role_entry(&specs[i], &cr[i], rep));
         cuipc_failures_add_child(&j->failures, &specs[i], &cr[i], out, err);
         if (strcmp(specs[i].role, "producer") == 0)
@@ -527,7 +533,7 @@ static void collect_roles(judge *j, role_reports *rr, const char *dir,
             rr->consumers[specs[i].index] = rep;
     }
     cuipc_failures_add_supervisor(&j->failures, out);
-    rr->pstats = json_object_get(rr->producer, "stats");
+    rr->pstats = json_object_get(rr->producer, CUIPC_RK_STATS);
 }
 
 /* Under MPS: which roles ran as its clients (each GPU role must, when the scenario asked). */
@@ -556,13 +562,13 @@ typedef struct traffic {
 /* A consumer's throughput figures: its steady state when it has one (the warm-up messages,
  * pool mapping and first touches, are left out of throughput as they are of latency). */
 static void consumer_throughput(const json_t *c, double *secs, double *bytes, double *msgs) {
-    const json_t *steady = json_object_get(c, "steady");
-    bool has_steady = steady != NULL && geti(steady, "messages") >= 2 &&
-                      json_number_value(json_object_get(steady, "seconds")) > 0;
+    const json_t *steady = json_object_get(c, CUIPC_RK_STEADY);
+    bool has_steady = steady != NULL && geti(steady, CUIPC_RK_MESSAGES) >= 2 &&
+                      json_number_value(json_object_get(steady, CUIPC_RK_SECONDS)) > 0;
     const json_t *from = has_steady ? steady : c;
-    *secs = json_number_value(json_object_get(from, "seconds"));
-    *bytes = (double)geti(from, "bytes");
-    *msgs = (double)geti(from, "messages");
+    *secs = json_number_value(json_object_get(from, CUIPC_RK_SECONDS));
+    *bytes = (double)geti(from, CUIPC_RK_BYTES);
+    *msgs = (double)geti(from, CUIPC_RK_MESSAGES);
 }
 
 /* Latency (each consumer's and all together, from their raw samples), throughput and the
@@ -589,22 +595,22 @@ static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const 
         const json_t *c = rr->consumers[i];
         double secs, bytes, msgs;
         consumer_throughput(c, &secs, &bytes, &msgs);
-        t->mismatches += (uint64_t)geti(c, "mismatches");
-        t->rejected += (uint64_t)geti(c, "rejected");
+        t->mismatches += (uint64_t)geti(c, CUIPC_RK_MISMATCHES);
+        t->rejected += (uint64_t)geti(c, CUIPC_RK_REJECTED);
         agg_bytes += bytes;
         agg_msgs += msgs;
         agg_secs = secs > agg_secs ? secs : agg_secs;
         json_t *lat_json = latency_json(&ls);
-        json_t *worst = json_object_get(c, "worst_us");
+        json_t *worst = json_object_get(c, CUIPC_RK_WORST);
         if (json_is_array(worst)) {
             json_object_set(lat_json, "worst", worst);
             add_worst(worst_all, worst, i);
         }
-        json_array_append_new(per,
-                              json_pack("{s:i, s:f, s:f, s:I, s:o}", "consumer", (int)i,
-                                        CUIPC_RK_GBPS, secs > 0 ? bytes / secs / 1e9 : 0.0,
-                                        CUIPC_RK_MSGS_PER_S, secs > 0 ? msgs / secs : 0.0,
-                                        "messages", (json_int_t)msgs, CUIPC_RK_LATENCY, lat_json));
+        json_array_append_new(per, json_pack("{s:i, s:f, s:f, s:I, s:o}", "consumer", (int)i,
+                                             CUIPC_RK_GBPS, secs > 0 ? bytes / secs / 1e9 : 0.0,
+                                             CUIPC_RK_MSGS_PER_S, secs > 0 ? msgs / secs : 0.0,
+                                             CUIPC_RK_MESSAGES, (json_int_t)msgs, CUIPC_RK_LATENCY,
+                                             lat_json));
     }
     cuipc_latency_summarize(all, n_all, &t->latency);
     free(all);
@@ -616,11 +622,11 @@ static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const 
     json_object_set_new(res, CUIPC_RK_THROUGHPUT,
                         json_pack("{s:{s:f, s:f, s:f, s:f, s:f}, s:o}", CUIPC_RK_AGGREGATE,
                                   CUIPC_RK_GBPS, t->gbps, CUIPC_RK_MSGS_PER_S, t->msgs_per_s,
-                                  "bytes", agg_bytes, "messages", agg_msgs, "seconds", agg_secs,
-                                  "per_consumer", per));
+                                  CUIPC_RK_BYTES, agg_bytes, CUIPC_RK_MESSAGES, agg_msgs,
+                                  CUIPC_RK_SECONDS, agg_secs, "per_consumer", per));
     json_object_set_new(res, "validation",
-                        json_pack("{s:b, s:I}", "enabled", s->validation.enabled, "mismatches",
-                                  (json_int_t)t->mismatches));
+                        json_pack("{s:b, s:I}", "enabled", s->validation.enabled,
+                                  CUIPC_RK_MISMATCHES, (json_int_t)t->mismatches));
     if ((int64_t)t->mismatches > s->thresholds.max_mismatches)
         failure(j, "%llu checksum mismatch(es)", (unsigned long long)t->mismatches);
 }
@@ -630,15 +636,16 @@ static json_int_t lost_messages(const cuipc_scenario *s, const role_reports *rr)
     if (rr->producer == NULL)
         return 0;
     /* A re-sent fault message counts as one more message every consumer must see. */
-    json_int_t sent = geti(rr->producer, "messages_sent") +
-                      json_is_true(json_object_get(rr->producer, "fault_resent"));
+    json_int_t sent = geti(rr->producer, CUIPC_RK_MESSAGES_SENT) +
+                      json_is_true(json_object_get(rr->producer, CUIPC_RK_FAULT_RESENT));
     json_int_t lost = 0;
     for (uint32_t i = 0; i < s->consumers.count; i++) {
         if (cuipc_fault_kills_consumer(s, i) || rr->consumers[i] == NULL)
             continue;
         if (cuipc_scenario_churns(s, i)) /* away part of the time on purpose: see judge_churn */
             continue;
-        json_int_t got = geti(rr->consumers[i], "messages") + geti(rr->consumers[i], "rejected");
+        json_int_t got =
+            geti(rr->consumers[i], CUIPC_RK_MESSAGES) + geti(rr->consumers[i], CUIPC_RK_REJECTED);
         if (got < sent)
             lost += sent - got;
     }
@@ -651,31 +658,32 @@ static json_t *judge_pool(judge *j, json_t *res, const cuipc_scenario *s, const 
                           json_int_t rejected) {
     json_t *pstats = rr->pstats, *producer = rr->producer;
     json_object_set_new(res, "pool",
-                        pstats ? json_pack("{s:O, s:O}", "gpu", json_object_get(pstats, "gpu_pool"),
-                                           "host", json_object_get(pstats, "host_pool"))
+                        pstats ? json_pack("{s:O, s:O}", "gpu",
+                                           json_object_get(pstats, CUIPC_RK_GPU_POOL), "host",
+                                           json_object_get(pstats, CUIPC_RK_HOST_POOL))
                                : json_null());
-    if (producer != NULL && json_object_get(producer, "occupancy") != NULL) {
+    if (producer != NULL && json_object_get(producer, CUIPC_RK_OCCUPANCY) != NULL) {
         /* Moved, not copied: the series is the larger part of a results file. */
-        json_object_set(res, "occupancy", json_object_get(producer, "occupancy"));
-        json_object_del(producer, "occupancy");
+        json_object_set(res, CUIPC_RK_OCCUPANCY, json_object_get(producer, CUIPC_RK_OCCUPANCY));
+        json_object_del(producer, CUIPC_RK_OCCUPANCY);
     }
     json_int_t lost = lost_messages(s, rr);
-    json_int_t lost_chunks = pstats != NULL ? both_pools(pstats, "in_flight") : 0;
+    json_int_t lost_chunks = pstats != NULL ? both_pools(pstats, CUIPC_RK_IN_FLIGHT) : 0;
     if (lost > 0)
         failure(j, "%lld message(s) sent but not received", (long long)lost);
     if (lost_chunks > 0)
         failure(j, "%lld chunk(s) still in flight after the drain", (long long)lost_chunks);
-    json_int_t held = pstats ? both_pools(pstats, "held") : 0;
+    json_int_t held = pstats ? both_pools(pstats, CUIPC_RK_HELD) : 0;
     if (held > 0)
         failure(j, "%lld pool buffer(s) still held at the end: allocated, never sent nor freed",
                 (long long)held);
     if (producer != NULL) {
-        const char *drain = json_string_value(json_object_get(producer, "drain_status"));
+        const char *drain = json_string_value(json_object_get(producer, CUIPC_RK_DRAIN_STATUS));
         if (drain && strcmp(drain, "OK") != 0)
             failure(j, "producer drain ended with %s", drain);
-        if (geti(producer, "send_failed") > s->thresholds.max_send_failures)
+        if (geti(producer, CUIPC_RK_SEND_FAILED) > s->thresholds.max_send_failures)
             failure(j, "%lld send(s) failed (allowed %lld)",
-                    (long long)geti(producer, "send_failed"),
+                    (long long)geti(producer, CUIPC_RK_SEND_FAILED),
                     (long long)s->thresholds.max_send_failures);
     } else if (!cuipc_fault_kills_producer(s)) {
         failure(j, "the producer wrote no report");
@@ -690,23 +698,24 @@ static void judge_faults(judge *j, json_t *res, const cuipc_scenario *s, const r
                          const cuipc_child_result *cr, double end_s, json_t *fault,
                          json_int_t rejected) {
     json_t *pstats = rr->pstats, *producer = rr->producer;
-    if (producer && json_object_get(producer, "fault_send_status"))
-        json_object_set(fault, "fault_send_status", json_object_get(producer, "fault_send_status"));
+    if (producer && json_object_get(producer, CUIPC_RK_FAULT_SEND_STATUS))
+        json_object_set(fault, CUIPC_RK_FAULT_SEND_STATUS,
+                        json_object_get(producer, CUIPC_RK_FAULT_SEND_STATUS));
     if (pstats)
-        json_object_set_new(fault, "dead_consumer_reclaims",
-                            json_integer(both_pools(pstats, "dead_consumer_reclaims")));
+        json_object_set_new(fault, CUIPC_RK_DEAD_CONSUMER_RECLAIMS,
+                            json_integer(both_pools(pstats, CUIPC_RK_DEAD_CONSUMER_RECLAIMS)));
     /* A fault that never fired explains what follows from it: it is named first. */
     cuipc_fault_outcome o = {.s = s,
                              .producer = producer,
                              .consumers = (const json_t *const *)rr->consumers,
                              .dead_consumer_reclaims =
-                                 pstats ? both_pools(pstats, "dead_consumer_reclaims") : 0,
+                                 pstats ? both_pools(pstats, CUIPC_RK_DEAD_CONSUMER_RECLAIMS) : 0,
                              .rejected = rejected};
     o.fired = judge_fault_fired(j, s, cr, producer, fault, end_s);
     cuipc_fault_judge(&o, &j->failures);
     /* A consumer that hung up without detaching died; in a run without a consumer fault none
      * may (the supervisor names a death it saw; this catches one that exited quietly). */
-    json_int_t died = geti(pstats, "consumers_died");
+    json_int_t died = geti(pstats, CUIPC_RK_CONSUMERS_DIED);
     if (!cuipc_fault_kills_consumer(s, s->fault.consumer) && died > 0)
         failure(j, "%lld consumer(s) hung up without detaching (died)", (long long)died);
     json_object_set_new(res, "faults", fault);
@@ -714,10 +723,10 @@ static void judge_faults(judge *j, json_t *res, const cuipc_scenario *s, const r
 
 /* An open loop must keep its schedule, unless falling behind is what the run tests. */
 static void judge_schedule(judge *j, json_t *res, const cuipc_scenario *s, const json_t *producer) {
-    json_t *schedule = json_object_get(producer, "schedule");
+    json_t *schedule = json_object_get(producer, CUIPC_RK_SCHEDULE);
     if (schedule == NULL)
         return;
-    json_object_set(res, "schedule", schedule);
+    json_object_set(res, CUIPC_RK_SCHEDULE, schedule);
     char why[256];
     if (cuipc_schedule_fell_behind(schedule, why, sizeof why) && !s->run.overload)
         failure(j, "open loop fell behind: %s", why);
@@ -777,19 +786,19 @@ static void merge(json_t *res, const cuipc_scenario *s, const char *dir,
 /* ------------------------------------------------------------------ one scenario */
 
 static json_t *scenario_json(const cuipc_scenario *s) {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:s, s:s, s:I, s:i, s:i}", "name",
-                          s->name, "file", s->path, "description", s->description, "mode",
-                          cuipc_mode_name(s->mode), "consumers", (int)s->consumers.count,
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:s, s:s, s:I, s:i, s:i}",
+                          CUIPC_RK_NAME, s->name, "file", s->path, "description", s->description,
+                          "mode", cuipc_mode_name(s->mode), "consumers", (int)s->consumers.count,
                           "needs_gpu", s->needs_gpu, "fault", cuipc_fault_kind_name(s->fault.kind),
                           "unwrap", s->consumers.unwrap == CUIPC_UNWRAP_BORROW ? "borrow" : "copy",
-                          "loop", s->run.open_loop ? "open" : "closed", "tensor_bytes",
+                          CUIPC_RK_LOOP, s->run.open_loop ? "open" : "closed", "tensor_bytes",
                           (json_int_t)s->tensors.max_bytes, "validation_every",
                           (int)s->validation.every, "sync_every", (int)s->consumers.sync_every);
     json_object_set_new(o, "release",
                         json_string(s->consumers.release_on_stream ? "stream" : "host"));
     if (s->run.open_loop)
         json_object_set_new(o, "rate_hz", json_real(s->run.rate_hz));
-    json_object_set_new(o, "mps", json_boolean(s->gpu.mps));
+    json_object_set_new(o, CUIPC_RK_MPS, json_boolean(s->gpu.mps));
     if (s->consumers.host_wait_ns >= 0)
         json_object_set_new(o, "host_wait_us", json_integer(s->consumers.host_wait_ns / 1000));
     if (cuipc_scenario_replays(s)) /* arrivals, sizes and holds came from this planner file */
