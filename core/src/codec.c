@@ -178,7 +178,7 @@ static size_t proxy_wire_size(const cuipc_proxy *p) {
 
 /* ---- encoder --------------------------------------------------------------------------- */
 
-/* What the encoder refuses at a leaf, in measure() and write_value() alike. */
+/* What the encoder refuses at a leaf. */
 static cuipc_status tensor_refused(void) {
     return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
                       "tree holds a tensor node: wrap tensors into proxies first");
@@ -188,75 +188,6 @@ static cuipc_status check_encodable(const cuipc_proxy *p) {
     char why[160];
     if (proxy_layout_problem(p, why, sizeof why) || proxy_transport_problem(p, why, sizeof why))
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "cannot encode: %s", why);
-    return CUIPC_OK;
-}
-
-/* Body size of v, checking everything the decoder would refuse. level counts from 1. */
-static cuipc_status measure(const cuipc_value *v, int level, uint64_t *size) {
-    if (level > CUIPC_VALUE_MAX_DEPTH)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree deeper than %d levels",
-                          CUIPC_VALUE_MAX_DEPTH);
-    cuipc_value_kind kind = cuipc_value_kind_of(v);
-    switch (kind) {
-    case CUIPC_VALUE_NULL:
-        *size += 1;
-        return CUIPC_OK;
-    case CUIPC_VALUE_BOOL:
-        *size += 2;
-        return CUIPC_OK;
-    case CUIPC_VALUE_INT:
-    case CUIPC_VALUE_FLOAT:
-        *size += 9;
-        return CUIPC_OK;
-    case CUIPC_VALUE_STRING:
-        *size += 5 + strlen(cuipc_value_as_string(v));
-        return CUIPC_OK;
-    case CUIPC_VALUE_BYTES: {
-        size_t n;
-        cuipc_value_as_bytes(v, &n);
-        if (n > UINT32_MAX)
-            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "bytes value of %zu bytes is too large", n);
-        *size += 5 + (uint64_t)n;
-        return CUIPC_OK;
-    }
-    case CUIPC_VALUE_LIST: {
-        size_t count = cuipc_value_len(v);
-        *size += 5;
-        for (size_t i = 0; i < count && *size <= CUIPC_WIRE_MAX_MESSAGE; i++)
-            CUIPC_TRY(measure(cuipc_list_get(v, i), level + 1, size));
-        return CUIPC_OK;
-    }
-    case CUIPC_VALUE_DICT: {
-        size_t count = cuipc_value_len(v);
-        *size += 5;
-        for (size_t i = 0; i < count && *size <= CUIPC_WIRE_MAX_MESSAGE; i++) {
-            *size += 4 + strlen(cuipc_dict_key_at(v, i));
-            CUIPC_TRY(measure(cuipc_dict_value_at(v, i), level + 1, size));
-        }
-        return CUIPC_OK;
-    }
-    case CUIPC_VALUE_TENSOR:
-        return tensor_refused();
-    case CUIPC_VALUE_PROXY: {
-        const cuipc_proxy *p = cuipc_value_as_proxy(v);
-        CUIPC_TRY(check_encodable(p));
-        *size += proxy_wire_size(p);
-        return CUIPC_OK;
-    }
-    }
-    return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "value kind %d cannot be encoded", (int)kind);
-}
-
-cuipc_status cuipc_encoded_size(const cuipc_value *v, size_t *out) {
-    if (!v || !out)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "%s is NULL", v ? "out" : "value");
-    uint64_t body = 0;
-    CUIPC_TRY(measure(v, 1, &body));
-    if (body > CUIPC_WIRE_MAX_MESSAGE - CUIPC_WIRE_HEADER_BYTES)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
-                          "encoding needs more than the %u-byte message limit",
-                          CUIPC_WIRE_MAX_MESSAGE);
-    *out = (size_t)body + CUIPC_WIRE_HEADER_BYTES;
     return CUIPC_OK;
 }
 
@@ -348,7 +279,7 @@ static void advance(cuipc_writer *w, const uint8_t *o) {
     w->pos = (size_t)(o - w->buf);
 }
 
-/* Write v, refusing what measure() refuses, with the same messages. level counts from 1. */
+/* Write v, refusing everything the decoder would refuse. level counts from 1. */
 static cuipc_status write_value(cuipc_writer *w, const cuipc_value *v, int level) {
     if (level > CUIPC_VALUE_MAX_DEPTH)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree deeper than %d levels",
@@ -471,6 +402,17 @@ cuipc_status cuipc_encode_alloc(const cuipc_value *v, cuipc_codec_proxy_fn on_pr
         return s;
     }
     *buf = w.buf;
+    return CUIPC_OK;
+}
+
+/* The size is what the encoding takes: it is written (into a buffer of the encoder's own), so
+ * it refuses exactly what cuipc_encode refuses, with the same messages. */
+cuipc_status cuipc_encoded_size(const cuipc_value *v, size_t *out) {
+    if (!v || !out)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "%s is NULL", v ? "out" : "value");
+    void *buf;
+    CUIPC_TRY(cuipc_encode_alloc(v, NULL, NULL, &buf, out));
+    free(buf);
     return CUIPC_OK;
 }
 

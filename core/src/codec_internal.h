@@ -11,7 +11,7 @@
 typedef cuipc_status (*cuipc_codec_proxy_fn)(const cuipc_proxy *p, void *ctx);
 
 /* cuipc_encode into a buffer of its own (*buf, the caller frees it), in one walk of the tree
- * (cuipc_encoded_size then cuipc_encode take three). on_proxy may be NULL. */
+ * (cuipc_encoded_size then cuipc_encode take two). on_proxy may be NULL. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_encode_alloc(const cuipc_value *v, cuipc_codec_proxy_fn on_proxy, void *ctx,
                                 void **buf, size_t *len);
