@@ -104,14 +104,14 @@ static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const
                                            : "ok";
     if (strcmp(mv, "regression") == 0)
         *verdict = CUIPC_VERDICT_REGRESSION;
-    else if ((strcmp(mv, "too_few") == 0 || strcmp(mv, "too_noisy") == 0) &&
+    else if ((strcmp(mv, "too_few") == 0 || strcmp(mv, "too_noisy") == 0) && !m->supporting &&
              *verdict < CUIPC_VERDICT_UNDECIDED)
         *verdict = CUIPC_VERDICT_UNDECIDED;
     snprintf(line, cap, "%s %+.1f%%%s (p=%.3g)%s", m->brief, change,
              beyond ? (m->higher_is_worse ? " up" : " down") : "", u.p,
              strcmp(mv, "regression") == 0  ? " REGRESSION"
-             : strcmp(mv, "too_few") == 0   ? " TOO FEW REPETITIONS"
-             : strcmp(mv, "too_noisy") == 0 ? " TOO NOISY"
+             : strcmp(mv, "too_few") == 0   ? (m->supporting ? " too few" : " TOO FEW REPETITIONS")
+             : strcmp(mv, "too_noisy") == 0 ? (m->supporting ? " too noisy" : " TOO NOISY")
                                             : "");
     json_t *bv = json_array(), *cv = json_array();
     for (size_t i = 0; i < nb; i++)
@@ -119,14 +119,14 @@ static json_t *judge_metric(const cuipc_rep_metric *m, const json_t *base, const
     for (size_t i = 0; i < nc; i++)
         json_array_append_new(cv, json_real(c[i]));
     return json_pack("{s:s, s:s, s:s, s:{s:i, s:f, s:o}, s:{s:i, s:f, s:o}, s:f, s:f, s:b, s:f, "
-                     "s:f, s:s, s:f, s:b, s:b, s:b, s:f, s:s}",
+                     "s:f, s:s, s:f, s:b, s:b, s:b, s:f, s:s, s:b}",
                      "metric", m->key, "label", m->label, "worse_when",
                      m->higher_is_worse ? "higher" : "lower", "base", "n", (int)nb, "median", mb,
                      "values", bv, "new", "n", (int)nc, "median", mc, "values", cv, "change_pct",
                      change, "tolerance_pct", tol, "beyond_tolerance", beyond, "p_value", u.p,
                      "p_min", u.p_min, "p_method", u.exact ? "exact" : "normal approximation",
                      "level", level, "significant", significant, "testable", testable, "sensitive",
-                     sensitive, "p_at_tolerance", su.p, "verdict", mv);
+                     sensitive, "p_at_tolerance", su.p, "verdict", mv, "supporting", m->supporting);
 }
 
 static int repetitions_of(const json_t *r) {

@@ -18,6 +18,9 @@ typedef struct cuipc_rep_metric {
                             role of this name (roles[].report), their median the figure */
     const char *path[3]; /* where the figure is */
     bool higher_is_worse;
+    /* Supporting evidence: it can show a regression, but "ok" does not need it to be able to
+     * (the call timings: a GPU's own jitter can leave them too noisy where latency is not). */
+    bool supporting;
 } cuipc_rep_metric;
 
 extern const cuipc_rep_metric cuipc_rep_metrics[];
