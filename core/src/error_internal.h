@@ -4,8 +4,9 @@
 
 #include "cuipc/error.h"
 
-/* Size of the thread-local message, terminator included. */
-#define CUIPC_ERROR_MSG_BYTES 512
+/* Size of the thread-local message, terminator included: room for the harness's input errors,
+ * a path of up to 1 KiB with its line, column, key path and what is wrong. */
+#define CUIPC_ERROR_MSG_BYTES 1024
 
 /* The thread-local message kept across clean-up work that may overwrite it: save it on the
  * failure, clean up, then fail with saved.msg (adding context) or put it back as it was. */
