@@ -8,8 +8,8 @@
  * are skipped (fuzz_workload_cost.h).
  *
  * Oracle beyond "no crash, no sanitizer report, no leak":
- *  - a rejected scenario has a NUL-terminated, non-empty error that starts with the file name,
- *    and a second parse into a tiny buffer fails again with the same message, truncated;
+ *  - a rejected scenario returns CUIPC_ERR_INVALID_ARG with a non-empty cuipc_last_error() that
+ *    starts with the file name, and a second parse fails again with the same status and message;
  *  - an accepted scenario satisfies every documented range and cross-field rule, and the size
  *    generator yields whole elements no larger than tensors.max_bytes.
  * A broken rule prints the rule and aborts. */
@@ -25,7 +25,7 @@
 
 #define SCENARIO_REL "scenarios/smoke/fuzz.json"
 #define FILE_REL "scenarios/smoke/fuzz_file.txt"
-#define SMALL_ERRCAP 24
+#define ERR_BYTES 1024 /* libcuipc's message size */
 #define GENERATED_MESSAGES 16
 
 static char scenario_path[4096];
@@ -63,15 +63,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 #define REQUIRE_RULE(cond, detail) cuipc_fuzz_require("fuzz_scenario", (cond), #cond, (detail))
 
-static void check_error(const char *err, size_t cap) {
-    REQUIRE_RULE(memchr(err, '\0', cap) != NULL, "error not NUL-terminated");
+static void check_error(const char *err) {
     size_t flen = strlen(scenario_path);
-    bool full = cap > flen + 2;
     REQUIRE_RULE(err[0] != '\0', "empty error");
-    /* Every message starts with the file (truncated when the buffer is small). */
-    REQUIRE_RULE(strncmp(err, scenario_path, full ? flen : strlen(err)) == 0, err);
-    if (full)
-        REQUIRE_RULE(strlen(err) > flen + 2, err);
+    /* Every message starts with the file and says more. */
+    REQUIRE_RULE(strncmp(err, scenario_path, flen) == 0, err);
+    REQUIRE_RULE(strlen(err) > flen + 2, err);
 }
 
 static bool power_of_two(uint64_t v) {
@@ -237,42 +234,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     cuipc_fuzz_sandbox_write(FILE_REL, file, file_len);
 
-    /* Exact-size heap buffers: ASan flags a write past errcap. */
-    char *err = malloc(CUIPC_SCN_ERR_MAX);
-    char *small = malloc(SMALL_ERRCAP);
-    if (err == NULL || small == NULL)
+    char *err = malloc(ERR_BYTES);
+    if (err == NULL)
         abort();
-    memset(err, 'x', CUIPC_SCN_ERR_MAX);
     cuipc_scenario *s = malloc(sizeof *s);
     if (s == NULL)
         abort();
 
     cuipc_fuzz_sandbox_enter();
-    bool ok = cuipc_scenario_parse(text, scenario_path, s, err, CUIPC_SCN_ERR_MAX);
+    cuipc_status st = cuipc_scenario_parse(text, scenario_path, s);
     cuipc_fuzz_sandbox_leave();
+    bool ok = st == CUIPC_OK;
+    snprintf(err, ERR_BYTES, "%s", ok ? "" : cuipc_last_error());
     if (verbose)
         fprintf(stderr, "fuzz_scenario: %s %s\n",
                 ok ? "accepted" : "rejected:", ok ? s->name : err);
     if (ok) {
         check_scenario(s);
     } else {
-        check_error(err, CUIPC_SCN_ERR_MAX);
+        REQUIRE_RULE(st == CUIPC_ERR_INVALID_ARG, err);
+        check_error(err);
         REQUIRE_RULE(s->tensors.sizes == NULL && s->workload.w.req == NULL &&
                          s->workload.w.hold_ns == NULL,
                      "a rejected scenario keeps no allocation");
-        /* Same input, tiny buffer: fails again, same message cut short. */
-        memset(small, 'x', SMALL_ERRCAP);
+        /* Same input: fails again, with the same status and message. */
         cuipc_fuzz_sandbox_enter();
-        bool again = cuipc_scenario_parse(text, scenario_path, s, small, SMALL_ERRCAP);
+        cuipc_status again = cuipc_scenario_parse(text, scenario_path, s);
         cuipc_fuzz_sandbox_leave();
-        REQUIRE_RULE(!again, err);
-        check_error(small, SMALL_ERRCAP);
-        REQUIRE_RULE(strncmp(small, err, SMALL_ERRCAP - 1) == 0, err);
+        REQUIRE_RULE(again == st, err);
+        REQUIRE_RULE(strcmp(cuipc_last_error(), err) == 0, err);
     }
     cuipc_scenario_free(s);
     cuipc_scenario_free(s); /* idempotent: callers free on every path */
     free(s);
-    free(small);
     free(err);
     free(text);
     free(file);

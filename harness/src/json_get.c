@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "byte_size.h"
+#include "cuipc/error.h"
 
 #define SIZE_EXAMPLES "(examples: 4096, \"64KiB\", \"1.5GB\")"
 
@@ -37,17 +38,21 @@ static void path_string(const cuipc_jctx *c, char *buf, size_t cap) {
 }
 
 bool cuipc_jfail(cuipc_jctx *c, const char *fmt, ...) {
-    char path[256], msg[512], where[64] = "";
+    /* where: the file and the value's line:column; longer than the message can be, so that the
+     * message is cut where a whole "where: what" would be. */
+    char path[256], msg[512], where[CUIPC_JWHERE_MAX];
     path_string(c, path, sizeof path);
     int line, col;
     size_t depth = c->depth < CUIPC_JPATH_MAX ? c->depth : CUIPC_JPATH_MAX;
     if (c->text != NULL && cuipc_json_locate(c->text, c->segs, depth, &line, &col))
-        snprintf(where, sizeof where, ":%d:%d", line, col);
+        snprintf(where, sizeof where, "%s:%d:%d", c->file, line, col);
+    else
+        snprintf(where, sizeof where, "%s", c->file);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap); /* fmt's arguments may be cuipc_last_error() itself */
     va_end(ap);
-    snprintf(c->err, c->errcap, "%s%s: %s: %s", c->file, where, path, msg);
+    cuipc_error_set(CUIPC_ERR_INVALID_ARG, where, "%s: %s", path, msg);
     return false;
 }
 

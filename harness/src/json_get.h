@@ -3,9 +3,10 @@
  * names the file, the line:column of the offending value and its key path ("$.pool.slots").
  *
  * Error convention: each function returns true when the value is good (or absent and optional),
- * and false after writing the message into the context's buffer; a parser's steps pass the false
- * up, and its entry point hands the message out (the scenario API in its caller's buffer, the
- * planner through cuipc_last_error()). A getter leaves *out untouched when the key is absent. */
+ * and false after setting the message that cuipc_last_error() returns (cuipc/error.h, where =
+ * "file:line:col"); a parser's steps pass the false up, and its entry point returns a
+ * cuipc_status (CUIPC_ERR_INVALID_ARG) with that message, as libcuipc's functions do. A getter
+ * leaves *out untouched when the key is absent. */
 #ifndef CUIPC_HARNESS_JSON_GET_H
 #define CUIPC_HARNESS_JSON_GET_H
 
@@ -17,14 +18,14 @@
 #include "json_locate.h"
 
 #define CUIPC_JPATH_MAX 16
+/* A message's "where" (file:line:col) at most, terminator included: past libcuipc's message. */
+#define CUIPC_JWHERE_MAX 1100
 
 typedef struct cuipc_jctx {
     const char *file; /* names the file in messages */
     const char *text; /* the JSON source, for line:column; NULL: messages name the path alone */
     cuipc_json_seg segs[CUIPC_JPATH_MAX];
     size_t depth; /* may pass CUIPC_JPATH_MAX: deeper segments are not named */
-    char *err;
-    size_t errcap;
 } cuipc_jctx;
 
 /* The path of the value being read: push before reading a member or an element, pop after. */
@@ -32,7 +33,7 @@ void cuipc_jpush_key(cuipc_jctx *c, const char *key);
 void cuipc_jpush_index(cuipc_jctx *c, long index);
 void cuipc_jpop(cuipc_jctx *c);
 
-/* "file:line:col: $.path: message" into c->err; returns false. */
+/* "file:line:col: $.path: message" for cuipc_last_error(); returns false. */
 __attribute__((format(printf, 2, 3))) bool cuipc_jfail(cuipc_jctx *c, const char *fmt, ...);
 /* "missing required key 'key'" at the current path. */
 bool cuipc_jmissing(cuipc_jctx *c, const char *key);

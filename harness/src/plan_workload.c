@@ -541,16 +541,18 @@ static bool read_common(cuipc_jctx *j, const json_t *root, cuipc_plan_workload *
     return true;
 }
 
-/* A JSON error found while reading (its message in err) as the planner reports it. */
-static cuipc_status invalid(const char *err) {
-    return cuipc_error_set(CUIPC_ERR_INVALID_ARG, "workload", "%s", err);
+/* A JSON error found while reading (its message already set) as the planner reports it. */
+static cuipc_status invalid(void) {
+    char msg[512]; /* a copy: the message is rewritten from it */
+    snprintf(msg, sizeof msg, "%s", cuipc_last_error());
+    return cuipc_error_set(CUIPC_ERR_INVALID_ARG, "workload", "%s", msg);
 }
 
 static cuipc_status parse_root(cuipc_jctx *j, const json_t *root, const char *base_dir,
                                const uint64_t *seed, cuipc_plan_workload *w) {
     if (!json_is_object(root)) {
         cuipc_jfail(j, "expected an object, got %s", cuipc_json_type_name(root));
-        return invalid(j->err);
+        return invalid();
     }
     cuipc_status s;
     if (json_object_get(root, "trace")) {
@@ -558,15 +560,15 @@ static cuipc_status parse_root(cuipc_jctx *j, const json_t *root, const char *ba
         double consumers = 0;
         s = read_trace_spec(j, root, base_dir, path, sizeof path, &consumers)
                 ? parse_trace(path, w, consumers)
-                : invalid(j->err);
+                : invalid();
     } else {
         synth_spec sp;
-        s = read_synthetic(j, root, &sp) ? generate(&sp, seed, w) : invalid(j->err);
+        s = read_synthetic(j, root, &sp) ? generate(&sp, seed, w) : invalid();
         dist_free(&sp.bytes);
         dist_free(&sp.hold);
     }
     if (s == CUIPC_OK && !read_common(j, root, w))
-        s = invalid(j->err);
+        s = invalid();
     return s;
 }
 
@@ -585,8 +587,7 @@ cuipc_status cuipc_plan_workload_parse_seeded(const char *text, const char *name
     if (!root)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "%s:%d:%d: %s", name, err.line, err.column,
                           err.text);
-    char msg[512];
-    cuipc_jctx j = {.file = name, .text = text, .err = msg, .errcap = sizeof msg};
+    cuipc_jctx j = {.file = name, .text = text};
     cuipc_status s = parse_root(&j, root, base_dir, seed, w);
     json_decref(root);
     if (s != CUIPC_OK)

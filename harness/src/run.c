@@ -969,12 +969,11 @@ static bool load_all(int argc, char **argv, int first, cuipc_scenario **out, siz
     *out = calloc(*n ? *n : 1, sizeof **out);
     bool ok = *out != NULL;
     for (size_t i = 0; i < *n && *out; i++) {
-        char err[CUIPC_SCN_ERR_MAX];
         cuipc_scenario *s = &(*out)[i];
-        bool parsed = cuipc_scenario_load(argv[first + (int)i], s, err, sizeof err);
-        if (parsed && cuipc_scenario_check_transport(s, err, sizeof err))
+        bool parsed = cuipc_scenario_load(argv[first + (int)i], s) == CUIPC_OK;
+        if (parsed && cuipc_scenario_check_transport(s) == CUIPC_OK)
             continue;
-        fprintf(stderr, "cuipc-harness: %s\n", err);
+        fprintf(stderr, "cuipc-harness: %s\n", cuipc_last_error());
         if (parsed)
             cuipc_scenario_free(s);
         /* A rejected scenario keeps nothing: no "ok" line for it. */

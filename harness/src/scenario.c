@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuipc/error.h"
 #include "fault.h"
 #include "json_get.h"
 #include "splitmix.h"
@@ -900,34 +901,34 @@ static bool parse_root(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
     return check_whole(c, root, s);
 }
 
-bool cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *out, char *err,
-                          size_t errcap) {
+cuipc_status cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *out) {
     set_defaults(out);
     snprintf(out->path, sizeof out->path, "%s", file);
-    cuipc_jctx c = {.file = file, .text = text, .err = err, .errcap = errcap};
+    cuipc_jctx c = {.file = file, .text = text};
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        snprintf(err, errcap, "%s:%d:%d: %s", file, jerr.line, jerr.column, jerr.text);
-        return false;
+        char where[CUIPC_JWHERE_MAX];
+        snprintf(where, sizeof where, "%s:%d:%d", file, jerr.line, jerr.column);
+        return cuipc_error_set(CUIPC_ERR_INVALID_ARG, where, "%s", jerr.text);
     }
     bool ok = parse_root(&c, root, out);
     json_decref(root);
-    if (!ok)
-        cuipc_scenario_free(out);
-    return ok;
+    if (ok)
+        return CUIPC_OK;
+    cuipc_scenario_free(out);
+    return CUIPC_ERR_INVALID_ARG;
 }
 
-bool cuipc_scenario_load(const char *path, cuipc_scenario *out, char *err, size_t errcap) {
+cuipc_status cuipc_scenario_load(const char *path, cuipc_scenario *out) {
     char *text = cuipc_h_read_file(path, NULL);
     if (text == NULL) {
         memset(out, 0, sizeof *out);
-        snprintf(err, errcap, "%s: cannot read: %s", path, strerror(errno));
-        return false;
+        return cuipc_error_errno(CUIPC_ERR_SYSTEM, path, "cannot read");
     }
-    bool ok = cuipc_scenario_parse(text, path, out, err, errcap);
+    cuipc_status st = cuipc_scenario_parse(text, path, out);
     free(text);
-    return ok;
+    return st;
 }
 
 void cuipc_scenario_free(cuipc_scenario *s) {

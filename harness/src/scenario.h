@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "cuipc/pool.h"
+#include "cuipc/status.h"
 #include "cuipc/transport.h"
 #include "plan.h"
 
@@ -15,7 +16,6 @@
 #define CUIPC_SCN_MAX_PER_MESSAGE 64 /* tensors.per_message at most: the producer role's arrays */
 #define CUIPC_SCN_MAX_DTYPES 16
 #define CUIPC_SCN_CPUSET_MAX 128
-#define CUIPC_SCN_ERR_MAX 1024
 /* consumers.copy_to "consumer": each consumer copies onto its own GPU (consumers.devices[i]), the
  * tensor-parallel worker's case. */
 #define CUIPC_H_COPY_TO_CONSUMER (-3)
@@ -179,13 +179,13 @@ typedef struct cuipc_scenario {
     } fault;
 } cuipc_scenario;
 
-/* Parse and check a scenario file. On failure returns false and err says
- * "FILE:LINE:COL: $.key.path: what is wrong" (line/column where the value is known). */
-bool cuipc_scenario_load(const char *path, cuipc_scenario *out, char *err, size_t errcap);
+/* Parse and check a scenario file. On failure returns CUIPC_ERR_INVALID_ARG (CUIPC_ERR_SYSTEM when
+ * the file cannot be read) and cuipc_last_error() says "FILE:LINE:COL: $.key.path: what is wrong"
+ * (line/column where the value is known); *out then holds nothing to free. */
+cuipc_status cuipc_scenario_load(const char *path, cuipc_scenario *out);
 
 /* Same from a string (file is used in messages and to resolve a trace file). */
-bool cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *out, char *err,
-                          size_t errcap);
+cuipc_status cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *out);
 
 void cuipc_scenario_free(cuipc_scenario *s);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cuipc/cuipc.h"
+#include "cuipc/error.h"
 #include "json_locate.h"
 #include "read_file.h"
 #include "util.h"
@@ -70,44 +71,44 @@ uint64_t cuipc_scenario_message_bytes(const cuipc_scenario *s) {
     return plain > fault ? plain : fault;
 }
 
-/* err as the parser words it: file, line and column of $.pool.ring_bytes where it is given. */
-__attribute__((format(printf, 4, 5))) static bool refuse(const cuipc_scenario *s, char *err,
-                                                         size_t errcap, const char *fmt, ...) {
+/* The refusal as the parser words it: file, line and column of $.pool.ring_bytes where it is
+ * given. */
+__attribute__((format(printf, 2, 3))) static cuipc_status refuse(const cuipc_scenario *s,
+                                                                 const char *fmt, ...) {
     static const cuipc_json_seg path[] = {{.key = "pool"}, {.key = "ring_bytes"}};
-    char where[64] = "", msg[512];
+    char where[sizeof s->path + 32], msg[512];
+    snprintf(where, sizeof where, "%s", s->path);
     char *text = cuipc_h_read_file(s->path, NULL);
     int line, col;
     if (text != NULL && cuipc_json_locate(text, path, 2, &line, &col))
-        snprintf(where, sizeof where, ":%d:%d", line, col);
+        snprintf(where, sizeof where, "%s:%d:%d", s->path, line, col);
     free(text);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap); /* fmt's arguments may be cuipc_last_error() itself */
     va_end(ap);
-    snprintf(err, errcap, "%s%s: $.pool.ring_bytes: %s", s->path, where, msg);
-    return false;
+    return cuipc_error_set(CUIPC_ERR_INVALID_ARG, where, "$.pool.ring_bytes: %s", msg);
 }
 
-bool cuipc_scenario_check_transport(const cuipc_scenario *s, char *err, size_t errcap) {
+cuipc_status cuipc_scenario_check_transport(const cuipc_scenario *s) {
     char a[32], b[32];
     uint64_t limit = cuipc_ring_message_limit(s->pool.ring_bytes);
     if (limit == 0)
-        return refuse(s, err, errcap, "%llu is not a ring size: a power of two from 4 KiB to 4 GiB",
+        return refuse(s, "%llu is not a ring size: a power of two from 4 KiB to 4 GiB",
                       (unsigned long long)s->pool.ring_bytes);
     uint64_t need = cuipc_scenario_message_bytes(s);
     if (need == 0)
-        return refuse(s, err, errcap, "the messages of this scenario cannot be encoded: %s",
-                      cuipc_last_error());
+        return refuse(s, "the messages of this scenario cannot be encoded: %s", cuipc_last_error());
     if (need > limit) {
         uint64_t ring = s->pool.ring_bytes;
         while (cuipc_ring_message_limit(ring) < need && ring < (1ull << 32))
             ring *= 2;
-        return refuse(s, err, errcap,
+        return refuse(s,
                       "a message of %u tensor(s) encodes to %llu bytes and a ring of %s carries "
                       "%llu at most: %s is enough",
                       s->tensors.per_message, (unsigned long long)need,
                       cuipc_h_format_size(s->pool.ring_bytes, a, sizeof a),
                       (unsigned long long)limit, cuipc_h_format_size(ring, b, sizeof b));
     }
-    return true;
+    return CUIPC_OK;
 }

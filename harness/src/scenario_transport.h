@@ -13,7 +13,8 @@
 /* The largest message the producer role sends for s, encoded (0 if it cannot be measured). */
 uint64_t cuipc_scenario_message_bytes(const cuipc_scenario *s);
 
-/* false with err "FILE:LINE:COL: $.pool.ring_bytes: why" when the transport would refuse s. */
-bool cuipc_scenario_check_transport(const cuipc_scenario *s, char *err, size_t errcap);
+/* CUIPC_ERR_INVALID_ARG with cuipc_last_error() "FILE:LINE:COL: $.pool.ring_bytes: why" when the
+ * transport would refuse s. */
+cuipc_status cuipc_scenario_check_transport(const cuipc_scenario *s);
 
 #endif

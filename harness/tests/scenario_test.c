@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "scenario_expect.h"
+#include "scenario_transport.h"
 
 #define BASE_HEAD "{\"name\": \"t\", \"mode\": \"default\",\n"
 #define BASE_TAIL                                                                                  \
@@ -229,7 +230,7 @@ static void test_trace(void) {
                "\"sizes.txt\"}}, \"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 3}}");
     fclose(f);
     cuipc_scenario s;
-    bool ok = cuipc_scenario_load(scn, &s, err, sizeof err);
+    bool ok = load(scn, &s);
     CHECK(ok);
     if (ok) {
         CHECK(s.tensors.n_sizes == 3);
@@ -240,10 +241,10 @@ static void test_trace(void) {
     REQUIRE(f != NULL);
     fprintf(f, "4096\nlots\n");
     fclose(f);
-    CHECK(!cuipc_scenario_load(scn, &s, err, sizeof err));
+    CHECK(!load(scn, &s));
     CHECK(strstr(err, "sizes.txt:2") != NULL);
     unlink(trace);
-    CHECK(!cuipc_scenario_load(scn, &s, err, sizeof err));
+    CHECK(!load(scn, &s));
     CHECK(strstr(err, "cannot read trace file") != NULL);
     /* Not regular files: refused at once, neither read forever (/dev/zero) nor waited on (a
      * FIFO nobody writes, whose open alone would block). */
@@ -259,7 +260,7 @@ static void test_trace(void) {
                 "\"%s\"}}, \"consumers\": {\"count\": 1}, \"run\": {\"iterations\": 3}}",
                 bad[i]);
         fclose(f);
-        CHECK(!cuipc_scenario_load(scn, &s, err, sizeof err));
+        CHECK(!load(scn, &s));
         CHECK(strstr(err, "Invalid argument") != NULL);
     }
     unlink(fifo);
@@ -288,7 +289,7 @@ static int validate_tree(const char *dir) {
         if (len < 5 || strcmp(p + len - 5, ".json") != 0)
             continue;
         cuipc_scenario s;
-        if (!cuipc_scenario_load(p, &s, err, sizeof err)) {
+        if (!load(p, &s)) {
             fprintf(stderr, "example scenario does not validate: %s\n", err);
             cuipc_test_failures++;
         } else {
@@ -298,6 +299,54 @@ static int validate_tree(const char *dir) {
     }
     closedir(d);
     return count;
+}
+
+/* Failures are reported as libcuipc's are: a status, and cuipc_last_error() worded exactly as
+ * validate prints it, the located part first; paths past half a KiB are not cut short. */
+static void test_error_convention(void) {
+    cuipc_scenario s;
+    CHECK(cuipc_scenario_parse(BASE_HEAD "\"pool\": {\"slots\": 0},\n" BASE_TAIL, "t.json", &s) ==
+          CUIPC_ERR_INVALID_ARG);
+    CHECK(strcmp(cuipc_last_error(), "t.json:2:19: $.pool.slots: 0 is out of range [1, "
+                                     "1048576]") == 0);
+    CHECK(cuipc_scenario_parse("{\"name\": \"t\",}", "t.json", &s) == CUIPC_ERR_INVALID_ARG);
+    CHECK(strncmp(cuipc_last_error(), "t.json:1:14: ", 13) == 0);
+
+    char dir[] = "/tmp/cuipc_scn_err_XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    char missing[300], expect[400];
+    snprintf(missing, sizeof missing, "%s/none.json", dir);
+    CHECK(cuipc_scenario_load(missing, &s) == CUIPC_ERR_SYSTEM);
+    snprintf(expect, sizeof expect, "%s: cannot read: No such file or directory", missing);
+    CHECK(strcmp(cuipc_last_error(), expect) == 0);
+
+    /* The transport's refusal of a parsed scenario, located in the file like the parser's. */
+    char scn[300];
+    snprintf(scn, sizeof scn, "%s/ring.json", dir);
+    FILE *f = fopen(scn, "w");
+    REQUIRE(f != NULL);
+    fprintf(f, BASE_HEAD "\"pool\": {\"ring_bytes\": 5000},\n" BASE_TAIL);
+    fclose(f);
+    REQUIRE(load(scn, &s));
+    CHECK(cuipc_scenario_check_transport(&s) == CUIPC_ERR_INVALID_ARG);
+    snprintf(expect, sizeof expect,
+             "%s:2:24: $.pool.ring_bytes: 5000 is not a ring size: a power of two from 4 KiB to "
+             "4 GiB",
+             scn);
+    CHECK(strcmp(cuipc_last_error(), expect) == 0);
+    cuipc_scenario_free(&s);
+    unlink(scn);
+    rmdir(dir);
+
+    char longname[801];
+    memset(longname, 'd', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    CHECK(cuipc_scenario_parse(BASE_HEAD "\"pool\": {\"slots\": 0},\n" BASE_TAIL, longname, &s) ==
+          CUIPC_ERR_INVALID_ARG);
+    char whole[1024];
+    snprintf(whole, sizeof whole, "%s:2:19: $.pool.slots: 0 is out of range [1, 1048576]",
+             longname);
+    CHECK(strcmp(cuipc_last_error(), whole) == 0);
 }
 
 /* consumers.churn: strict keys, at least one consumer that stays, not with what needs a fixed
@@ -342,6 +391,7 @@ int main(int argc, char **argv) {
     test_generator();
     test_trace();
     test_churn();
+    test_error_convention();
     if (argc > 1)
         CHECK(validate_tree(argv[1]) >= 5);
     return cuipc_test_finish("harness_scenario_test");
