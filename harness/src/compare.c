@@ -22,13 +22,12 @@ typedef struct loaded {
 static bool load_one(const char *path, loaded *l) {
     json_error_t e;
     json_t *r = json_load_file(path, 0, &e);
-    char err[256];
     if (r == NULL) {
         fprintf(stderr, "compare: %s:%d:%d: %s\n", path, e.line, e.column, e.text);
         return false;
     }
-    if (!cuipc_results_check(r, err, sizeof err)) {
-        fprintf(stderr, "compare: %s: not a results file: %s\n", path, err);
+    if (cuipc_results_check(r, path) != CUIPC_OK) {
+        fprintf(stderr, "compare: %s\n", cuipc_last_error());
         json_decref(r);
         return false;
     }

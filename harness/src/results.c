@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cuipc/error.h"
 #include "results_keys.h"
 
 bool cuipc_mkdirs(const char *path, char *err, size_t errcap) {
@@ -31,28 +32,32 @@ bool cuipc_mkdirs(const char *path, char *err, size_t errcap) {
     }
 }
 
-bool cuipc_results_check(const json_t *res, char *err, size_t errcap) {
+/* What res lacks of the shape compare relies on, written into why; false when nothing. */
+static bool results_problem(const json_t *res, char *why, size_t cap) {
     json_t *ver = json_object_get(res, CUIPC_RK_SCHEMA_VERSION);
     const char *name = cuipc_results_name(res);
     const char *status = cuipc_results_status(res);
-    if (!json_is_integer(ver) || json_integer_value(ver) != CUIPC_RESULTS_SCHEMA_VERSION) {
-        snprintf(err, errcap, "schema_version is not %d", CUIPC_RESULTS_SCHEMA_VERSION);
+    if (!json_is_integer(ver) || json_integer_value(ver) != CUIPC_RESULTS_SCHEMA_VERSION)
+        snprintf(why, cap, "schema_version is not %d", CUIPC_RESULTS_SCHEMA_VERSION);
+    else if (name == NULL || status == NULL)
+        snprintf(why, cap, "missing scenario.name or status");
+    else if (strcmp(status, CUIPC_RESULT_PASSED) != 0 && strcmp(status, CUIPC_RESULT_FAILED) != 0 &&
+             strcmp(status, CUIPC_RESULT_SKIPPED) != 0)
+        snprintf(why, cap, "status '%s' is not passed, failed or skipped", status);
+    else
         return false;
-    }
-    if (name == NULL || status == NULL) {
-        snprintf(err, errcap, "missing scenario.name or status");
-        return false;
-    }
-    if (strcmp(status, CUIPC_RESULT_PASSED) != 0 && strcmp(status, CUIPC_RESULT_FAILED) != 0 &&
-        strcmp(status, CUIPC_RESULT_SKIPPED) != 0) {
-        snprintf(err, errcap, "status '%s' is not passed, failed or skipped", status);
-        return false;
-    }
     return true;
 }
 
+cuipc_status cuipc_results_check(const json_t *res, const char *where) {
+    char why[256];
+    if (results_problem(res, why, sizeof why))
+        return cuipc_error_set(CUIPC_ERR_INVALID_ARG, where, "not a results file: %s", why);
+    return CUIPC_OK;
+}
+
 bool cuipc_results_write(const json_t *res, const char *dir, char *err, size_t errcap) {
-    if (!cuipc_results_check(res, err, errcap) || !cuipc_mkdirs(dir, err, errcap))
+    if (results_problem(res, err, errcap) || !cuipc_mkdirs(dir, err, errcap))
         return false;
     const char *name = cuipc_results_name(res);
     char path[1200], tmp[1300];

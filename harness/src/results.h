@@ -8,14 +8,17 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "cuipc/status.h"
+
 #define CUIPC_RESULTS_SCHEMA_VERSION 1
 
 /* Write res to dir/<scenario.name>.json (dir created with parents), via a temporary file and
  * rename so a reader never sees half a file. */
 bool cuipc_results_write(const json_t *res, const char *dir, char *err, size_t errcap);
 
-/* The shape compare relies on: schema_version, scenario.name, status. */
-bool cuipc_results_check(const json_t *res, char *err, size_t errcap);
+/* The shape compare relies on: schema_version, scenario.name, status. Otherwise
+ * CUIPC_ERR_INVALID_ARG with cuipc_last_error() "where: not a results file: what is wrong". */
+cuipc_status cuipc_results_check(const json_t *res, const char *where);
 
 /* One row per result: scenario, status, p50/p99 latency, GB/s, msgs/s, leak, reason; then the
  * totals line. */

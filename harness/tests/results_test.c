@@ -226,10 +226,15 @@ static void test_write_and_check(const char *dir) {
     CHECK(back != NULL && json_equal(back, r));
     json_decref(back);
     json_object_set_new(r, "schema_version", json_integer(7));
-    CHECK(!cuipc_results_check(r, err, sizeof err));
-    CHECK(strstr(err, "schema_version") != NULL);
+    CHECK(cuipc_results_check(r, "r.json") == CUIPC_ERR_INVALID_ARG);
+    CHECK(strcmp(cuipc_last_error(), "r.json: not a results file: schema_version is not 1") == 0);
+    CHECK(!cuipc_results_write(r, sub, err, sizeof err));
+    CHECK(strcmp(err, "schema_version is not 1") == 0);
     json_object_set_new(r, "schema_version", json_integer(1));
     json_object_set_new(r, "status", json_string("meh"));
+    CHECK(cuipc_results_check(r, "r.json") == CUIPC_ERR_INVALID_ARG);
+    CHECK(strcmp(cuipc_last_error(),
+                 "r.json: not a results file: status 'meh' is not passed, failed or skipped") == 0);
     CHECK(!cuipc_results_write(r, sub, err, sizeof err));
     json_decref(r);
     unlink(path);
