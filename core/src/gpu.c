@@ -33,6 +33,11 @@ cuipc_status cuipc_gpu_info_get(int device, cuipc_gpu_info *out) {
     /* Device names are far shorter than prop.name's 256 bytes: truncate, always terminated. */
     memcpy(info.name, prop.name, sizeof info.name - 1);
     info.name[sizeof info.name - 1] = '\0';
+    const unsigned char *u = (const unsigned char *)prop.uuid.bytes;
+    snprintf(info.uuid, sizeof info.uuid,
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+             u[15]);
     err = cudaDeviceGetPCIBusId(info.pci_bus_id, (int)sizeof info.pci_bus_id, device);
     if (err != cudaSuccess)
         return CUIPC_CUDA_FAIL(err, "cudaDeviceGetPCIBusId", "device %d", device);

@@ -214,6 +214,7 @@ static void test_info(void) {
                (unsigned long long)info.free_bytes, (unsigned long long)info.total_bytes);
         CHECK(info.name[0] != '\0');
         CHECK(strchr(info.pci_bus_id, ':') != NULL);
+        CHECK(strncmp(info.uuid, "GPU-", 4) == 0 && strlen(info.uuid) == 40);
         CHECK(info.driver_version > 0 && info.runtime_version > 0);
         CHECK(info.total_bytes > 0 && info.free_bytes <= info.total_bytes);
     }

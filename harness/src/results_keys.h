@@ -32,6 +32,7 @@
 #define CUIPC_RK_HOSTNAME "hostname"
 #define CUIPC_RK_GPU "gpu"
 #define CUIPC_RK_DEVICES "devices"
+#define CUIPC_RK_UUID "uuid" /* a device's, as nvidia-smi -L names it */
 #define CUIPC_RK_DRIVER_VERSION "driver_version"
 #define CUIPC_RK_MPS "mps"
 #define CUIPC_RK_ENABLED "enabled"

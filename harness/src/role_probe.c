@@ -14,9 +14,10 @@ int cuipc_role_probe(const cuipc_role_ctx *ctx, void *arg) {
             continue;
         driver = info.driver_version;
         runtime = info.runtime_version;
-        json_array_append_new(devs, json_pack("{s:i, s:s, s:s, s:I}", "index", d, "name", info.name,
-                                              "pci_bus_id", info.pci_bus_id, "total_bytes",
-                                              (json_int_t)info.total_bytes));
+        json_array_append_new(devs,
+                              json_pack("{s:i, s:s, s:s, s:s, s:I}", "index", d, "name", info.name,
+                                        "uuid", info.uuid, "pci_bus_id", info.pci_bus_id,
+                                        "total_bytes", (json_int_t)info.total_bytes));
     }
     json_t *out = json_pack("{s:b, s:i, s:o, s:i, s:i}", "present", n > 0, "count", n, "devices",
                             devs, "driver_version", driver, "runtime_version", runtime);

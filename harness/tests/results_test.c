@@ -386,6 +386,38 @@ static void test_compare_main(const char *dir) {
         unlink(one);
         rmdir(cd);
     }
+    /* The same host name, model and driver on another physical GPU (virtual machines repeat
+     * host names): refused; the same GPU, or a side that did not record its UUID (older
+     * results): judged. */
+    const char *uuids[][2] = {
+        {"GPU-1111", "GPU-2222"}, {"GPU-1111", "GPU-1111"}, {"GPU-1111", NULL}};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *b = make_reps("s1", b5, 6), *c = make_reps("s1", b5, 6);
+        set_env(b, "vm", "NVIDIA H200", 13000, 0);
+        set_env(c, "vm", "NVIDIA H200", 13000, 0);
+        json_t *bdev = json_array_get(
+            json_object_get(json_object_get(json_object_get(b, "environment"), "gpu"), "devices"),
+            0);
+        json_t *cdev = json_array_get(
+            json_object_get(json_object_get(json_object_get(c, "environment"), "gpu"), "devices"),
+            0);
+        json_object_set_new(bdev, "uuid", json_string(uuids[i][0]));
+        if (uuids[i][1])
+            json_object_set_new(cdev, "uuid", json_string(uuids[i][1]));
+        char bd[520], cd[520];
+        snprintf(bd, sizeof bd, "%s/ub", dir);
+        snprintf(cd, sizeof cd, "%s/uc", dir);
+        put(b, bd);
+        put(c, cd);
+        CHECK(run_compare(bd, cd, NULL, NULL) == (i == 0 ? 2 : 0));
+        CHECK(run_compare(bd, cd, "--allow-mismatch", NULL) == 0);
+        snprintf(one, sizeof one, "%s/s1.json", bd);
+        unlink(one);
+        rmdir(bd);
+        snprintf(one, sizeof one, "%s/s1.json", cd);
+        unlink(one);
+        rmdir(cd);
+    }
     char p[700];
     const char *names[] = {"s1", "s2"};
     for (int i = 0; i < 2; i++) {

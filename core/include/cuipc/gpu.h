@@ -21,10 +21,12 @@ int cuipc_gpu_count(void);
 typedef struct cuipc_gpu_info {
     char name[128];
     char pci_bus_id[32];
-    int driver_version;  /* e.g. 13000 */
+    int driver_version; /* e.g. 13000 */
     int runtime_version;
     uint64_t total_bytes;
     uint64_t free_bytes;
+    char uuid[48]; /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as nvidia-smi -L names it: one
+                      physical GPU, where host names and bus IDs repeat across virtual machines */
 } cuipc_gpu_info;
 
 CUIPC_WARN_UNUSED
@@ -46,8 +48,7 @@ cuipc_status cuipc_gpu_mps_client(int device, bool *out);
  * held from the driver (reserved: the buffers in use and the cache of freed ones) and bytes in
  * buffers not yet freed (used). Zero where no pool was made; never makes one. */
 CUIPC_WARN_UNUSED
-cuipc_status cuipc_gpu_copy_pool_usage(int device, uint64_t *reserved_bytes,
-                                       uint64_t *used_bytes);
+cuipc_status cuipc_gpu_copy_pool_usage(int device, uint64_t *reserved_bytes, uint64_t *used_bytes);
 
 /* Bytes of freed host copy-out buffers kept for reuse (at most CUIPC_HOST_COPY_CACHE_BYTES):
  * resident, and a cache, not a leak. */
