@@ -261,6 +261,24 @@ static void put(json_t *r, const char *dir) {
     json_decref(r);
 }
 
+/* Two runs of s1 in differing environments: compare exits `want` (2: refused), and judges them
+ * with --allow-mismatch. Takes b and c. */
+static void compare_envs(const char *dir, json_t *b, json_t *c, int want) {
+    char bd[520], cd[520], one[600];
+    snprintf(bd, sizeof bd, "%s/eb", dir);
+    snprintf(cd, sizeof cd, "%s/ec", dir);
+    put(b, bd);
+    put(c, cd);
+    CHECK(run_compare(bd, cd, NULL, NULL) == want);
+    CHECK(run_compare(bd, cd, "--allow-mismatch", NULL) == 0);
+    const char *dirs[] = {bd, cd};
+    for (int k = 0; k < 2; k++) {
+        snprintf(one, sizeof one, "%s/s1.json", dirs[k]);
+        unlink(one);
+        rmdir(dirs[k]);
+    }
+}
+
 static void test_compare_main(const char *dir) {
     char base[512], cur[512], bad[600], js[600], one[700];
     snprintf(base, sizeof base, "%s/base", dir);
@@ -358,21 +376,8 @@ static void test_compare_main(const char *dir) {
         json_object_set_new(b, "scenario_sha256", json_string("aa"));
         set_env(c, envs[i].host, envs[i].gpu, envs[i].driver, envs[i].mps);
         json_object_set_new(c, "scenario_sha256", json_string(envs[i].sha));
-        char bd[520], cd[520];
-        snprintf(bd, sizeof bd, "%s/eb", dir);
-        snprintf(cd, sizeof cd, "%s/ec", dir);
-        put(b, bd);
-        put(c, cd);
         /* 0: same; 6: MPS not recorded reads as not enabled */
-        int want = i == 0 || i == 6 ? 0 : 2;
-        CHECK(run_compare(bd, cd, NULL, NULL) == want);
-        CHECK(run_compare(bd, cd, "--allow-mismatch", NULL) == 0);
-        snprintf(one, sizeof one, "%s/s1.json", bd);
-        unlink(one);
-        rmdir(bd);
-        snprintf(one, sizeof one, "%s/s1.json", cd);
-        unlink(one);
-        rmdir(cd);
+        compare_envs(dir, b, c, i == 0 || i == 6 ? 0 : 2);
     }
     /* The same host name, model and driver on another physical GPU (virtual machines repeat
      * host names): refused; the same GPU, or a side that did not record its UUID (older
@@ -392,19 +397,7 @@ static void test_compare_main(const char *dir) {
         json_object_set_new(bdev, "uuid", json_string(uuids[i][0]));
         if (uuids[i][1])
             json_object_set_new(cdev, "uuid", json_string(uuids[i][1]));
-        char bd[520], cd[520];
-        snprintf(bd, sizeof bd, "%s/ub", dir);
-        snprintf(cd, sizeof cd, "%s/uc", dir);
-        put(b, bd);
-        put(c, cd);
-        CHECK(run_compare(bd, cd, NULL, NULL) == (i == 0 ? 2 : 0));
-        CHECK(run_compare(bd, cd, "--allow-mismatch", NULL) == 0);
-        snprintf(one, sizeof one, "%s/s1.json", bd);
-        unlink(one);
-        rmdir(bd);
-        snprintf(one, sizeof one, "%s/s1.json", cd);
-        unlink(one);
-        rmdir(cd);
+        compare_envs(dir, b, c, i == 0 ? 2 : 0);
     }
     char p[700];
     const char *names[] = {"s1", "s2"};
