@@ -1095,15 +1095,15 @@ static bool parse_seconds(const char *text, double *out) {
     return true;
 }
 
-int cuipc_run_main(int argc, char **argv) {
-    run_opts ro = {.progress = isatty(2), .heartbeat_s = 30};
+/* run's options from CUIPC_REQUIRE_GPU and the command line: -1 to go on, else the exit code. */
+static int parse_run_args(int argc, char **argv, run_opts *ro) {
     const char *req = getenv("CUIPC_REQUIRE_GPU");
     if (req != NULL && *req && strcmp(req, "0") != 0) {
         if (strcmp(req, "1") != 0) {
             fprintf(stderr, "cuipc-harness: CUIPC_REQUIRE_GPU is '%s': expected 1 or 0\n", req);
             return 2;
         }
-        ro.require_gpu = true;
+        ro->require_gpu = true;
     }
     static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
                                              {"no-progress", no_argument, NULL, 'q'},
@@ -1119,15 +1119,15 @@ int cuipc_run_main(int argc, char **argv) {
     int ch;
     while ((ch = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
         if (ch == 'o') {
-            ro.out_dir = optarg;
+            ro->out_dir = optarg;
         } else if (ch == 'q') {
-            ro.progress = false;
+            ro->progress = false;
         } else if (ch == 'k') {
-            ro.keep = true;
+            ro->keep = true;
         } else if (ch == 'm') {
-            ro.mps = true;
+            ro->mps = true;
         } else if (ch == 'g') {
-            ro.require_gpu = true;
+            ro->require_gpu = true;
         } else if (ch == 'r') {
             char *end;
             errno = 0;
@@ -1138,9 +1138,9 @@ int cuipc_run_main(int argc, char **argv) {
                         CUIPC_MAX_REPETITIONS, optarg);
                 return 2;
             }
-            ro.repetitions = (uint32_t)v;
+            ro->repetitions = (uint32_t)v;
         } else if (ch == 'b') {
-            if (!parse_seconds(optarg, &ro.heartbeat_s)) {
+            if (!parse_seconds(optarg, &ro->heartbeat_s)) {
                 fprintf(stderr,
                         "cuipc-harness run: --heartbeat '%s' is not a number of seconds "
                         "in [0, 1e6]\n",
@@ -1156,31 +1156,29 @@ int cuipc_run_main(int argc, char **argv) {
         run_usage(stderr);
         return 2;
     }
-    cuipc_scenario *sc;
-    size_t n;
-    if (!load_all(argc, argv, optind, &sc, &n)) {
-        for (size_t i = 0; i < n && sc; i++)
-            cuipc_scenario_free(&sc[i]);
-        free(sc);
-        return 2;
+    return -1;
+}
+
+static void free_scenarios(cuipc_scenario *sc, size_t n) {
+    for (size_t i = 0; i < n && sc; i++)
+        cuipc_scenario_free(&sc[i]);
+    free(sc);
+}
+
+/* --out, or results/runs/<UTC time>. */
+static void choose_out_dir(const run_opts *ro, char *out, size_t cap) {
+    if (ro->out_dir != NULL) {
+        snprintf(out, cap, "%s", ro->out_dir);
+        return;
     }
-    char out_dir[1024];
-    if (ro.out_dir == NULL) {
-        char stamp[32];
-        time_t now = time(NULL);
-        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", gmtime(&now));
-        snprintf(out_dir, sizeof out_dir, "results/runs/%s", stamp);
-    } else {
-        snprintf(out_dir, sizeof out_dir, "%s", ro.out_dir);
-    }
-    char err[1400]; /* a path of up to 1 KiB and why */
-    if (!out_dir_writable(out_dir, err, sizeof err)) {
-        fprintf(stderr, "cuipc-harness: results directory: %s\n", err);
-        for (size_t i = 0; i < n; i++)
-            cuipc_scenario_free(&sc[i]);
-        free(sc);
-        return 2;
-    }
+    char stamp[32];
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", gmtime(&now));
+    snprintf(out, cap, "results/runs/%s", stamp);
+}
+
+/* SIGTERM and SIGINT remove this run's directory (on_stop_signal); dead runs' are swept. */
+static void take_signals_and_sweep(void) {
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_stop_signal};
     sigemptyset(&sa.sa_mask);
@@ -1190,16 +1188,20 @@ int cuipc_run_main(int argc, char **argv) {
     if (swept > 0)
         fprintf(stderr, "cuipc-harness: removed %d run director%s left by runs that died\n", swept,
                 swept == 1 ? "y" : "ies");
-    json_t *env = environment(probe_gpu());
-    json_t **results = calloc(n, sizeof *results);
-    int rc = results ? 0 : 1;
+}
+
+/* Each scenario in turn, its results written as it ends; *written counts the files. 1 if a
+ * scenario failed, else 0. */
+static int run_all(cuipc_scenario *sc, size_t n, json_t *env, const run_opts *ro,
+                   const char *out_dir, json_t **results, size_t *written) {
+    int rc = 0;
     mps_run mps = {.m = {.lifeline_fd = -1}};
-    size_t written = 0;
-    for (size_t i = 0; i < n && results && !interrupted; i++) {
+    char err[1400]; /* a path of up to 1 KiB and why */
+    for (size_t i = 0; i < n && !interrupted; i++) {
         uint64_t t0 = cuipc_h_now_ns();
-        results[i] = run_repeated(&sc[i], env, &ro, &mps);
+        results[i] = run_repeated(&sc[i], env, ro, &mps);
         if (cuipc_results_write(results[i], out_dir, err, sizeof err)) {
-            written++;
+            (*written)++;
         } else {
             fprintf(stderr, "cuipc-harness: %s\n", err);
             mark_unwritten(results[i], err);
@@ -1209,23 +1211,51 @@ int cuipc_run_main(int argc, char **argv) {
         cuipc_results_print_done(stderr, i, n, results[i], (double)(cuipc_h_now_ns() - t0) / 1e9);
     }
     cuipc_mps_stop(&mps.m);
-    if (results && !interrupted) {
-        cuipc_results_print_summary(stdout, results, n); /* and the totals */
-        if (written == n)
-            printf("results: %s\n", out_dir);
-        else if (written > 0)
-            printf("results: %zu of %zu files in %s (the others could not be written)\n", written,
-                   n, out_dir);
-        else
-            printf("results: none written\n");
+    return rc;
+}
+
+/* The summary table with its totals, and where the results went. */
+static void print_outcome(json_t *const *results, size_t n, size_t written, const char *out_dir) {
+    cuipc_results_print_summary(stdout, results, n);
+    if (written == n)
+        printf("results: %s\n", out_dir);
+    else if (written > 0)
+        printf("results: %zu of %zu files in %s (the others could not be written)\n", written, n,
+               out_dir);
+    else
+        printf("results: none written\n");
+}
+
+int cuipc_run_main(int argc, char **argv) {
+    run_opts ro = {.progress = isatty(2), .heartbeat_s = 30};
+    int rc = parse_run_args(argc, argv, &ro);
+    if (rc >= 0)
+        return rc;
+    cuipc_scenario *sc;
+    size_t n;
+    if (!load_all(argc, argv, optind, &sc, &n)) {
+        free_scenarios(sc, n);
+        return 2;
     }
+    char out_dir[1024], err[1400]; /* a path of up to 1 KiB and why */
+    choose_out_dir(&ro, out_dir, sizeof out_dir);
+    if (!out_dir_writable(out_dir, err, sizeof err)) {
+        fprintf(stderr, "cuipc-harness: results directory: %s\n", err);
+        free_scenarios(sc, n);
+        return 2;
+    }
+    take_signals_and_sweep();
+    json_t *env = environment(probe_gpu());
+    json_t **results = calloc(n, sizeof *results);
+    size_t written = 0;
+    rc = results ? run_all(sc, n, env, &ro, out_dir, results, &written) : 1;
+    if (results && !interrupted)
+        print_outcome(results, n, written, out_dir);
     for (size_t i = 0; i < n && results; i++)
         json_decref(results[i]);
     free(results);
     json_decref(env);
-    for (size_t i = 0; i < n; i++)
-        cuipc_scenario_free(&sc[i]);
-    free(sc);
+    free_scenarios(sc, n);
     if (interrupted) { /* the run directory is gone: end as the signal says */
         int sig = (int)interrupted;
         signal(sig, SIG_DFL);
