@@ -82,6 +82,109 @@ static bool parse_bytes(const char *s, uint64_t *out) {
     return true;
 }
 
+/* --sizes B1,B2,...: each a size, at most MAX_EVAL_SIZES. */
+static bool parse_size_list(const char *v, plan_args *a) {
+    char list[1024];
+    if (strlen(v) >= sizeof list)
+        return false;
+    snprintf(list, sizeof list, "%s", v);
+    a->n_sizes = 0;
+    char *save = NULL;
+    bool ok = true;
+    for (char *t = strtok_r(list, ",", &save); t && ok; t = strtok_r(NULL, ",", &save))
+        ok = a->n_sizes < MAX_EVAL_SIZES && parse_bytes(t, &a->sizes[a->n_sizes++]);
+    return ok && a->n_sizes > 0;
+}
+
+/* A whole number in [lo, hi], without a sign. */
+static bool parse_count(const char *v, unsigned long long lo, unsigned long long hi,
+                        unsigned long long *out) {
+    char *end;
+    errno = 0;
+    *out = strtoull(v, &end, 10);
+    return !errno && end != v && !*end && v[0] != '-' && *out >= lo && *out <= hi;
+}
+
+/* One option and its value: 1 taken, 0 a bad value, -1 not an option of plan. */
+static int parse_option(const char *o, const char *v, plan_args *a) {
+    char *end;
+    unsigned long long n;
+    if (strcmp(o, "--target") == 0) {
+        a->target_p99 = strncmp(v, "p99-wait-us=", 12) == 0;
+        if (!a->target_p99)
+            return strcmp(v, "zero-full") == 0;
+        a->p99_wait_us = strtod(v + 12, &end);
+        return end != v + 12 && !*end && a->p99_wait_us >= 0;
+    }
+    if (strcmp(o, "--policy") == 0) {
+        a->policy_given = true;
+        a->opt.policy = strcmp(v, "wait") == 0 ? CUIPC_PLAN_WAIT : CUIPC_PLAN_FAIL;
+        return strcmp(v, "fail") == 0 || strcmp(v, "wait") == 0;
+    }
+    if (strcmp(o, "--alignment") == 0)
+        return parse_bytes(v, &a->opt.alignment) && a->opt.alignment >= 8 &&
+               !(a->opt.alignment & (a->opt.alignment - 1));
+    if (strcmp(o, "--slots") == 0) {
+        bool ok = parse_count(v, 1, 1ull << 24, &n);
+        a->opt.slots = (uint32_t)n;
+        return ok;
+    }
+    if (strcmp(o, "--fit") == 0) {
+        a->opt.fit = strcmp(v, "first") == 0 ? CUIPC_FIT_FIRST : CUIPC_FIT_BEST;
+        return strcmp(v, "best") == 0 || strcmp(v, "first") == 0;
+    }
+    if (strcmp(o, "--min") == 0)
+        return parse_bytes(v, &a->min_bytes);
+    if (strcmp(o, "--max") == 0)
+        return parse_bytes(v, &a->max_bytes);
+    if (strcmp(o, "--headroom") == 0) {
+        a->headroom = strtod(v, &end);
+        return end != v && !*end && a->headroom >= 0 && a->headroom <= 10;
+    }
+    if (strcmp(o, "--sizes") == 0)
+        return parse_size_list(v, a);
+    if (strcmp(o, "--seeds") == 0) {
+        bool ok = parse_count(v, 1, MAX_SEEDS, &n);
+        a->seeds = (uint32_t)n;
+        return ok;
+    }
+    if (strcmp(o, "--first-seed") == 0) {
+        a->first_seed_set = true;
+        bool ok = parse_count(v, 0, 1ull << 53, &n);
+        a->first_seed = n;
+        return ok;
+    }
+    if (strcmp(o, "--out") == 0) {
+        a->out_dir = v;
+        return 1;
+    }
+    return -1;
+}
+
+/* What the options say together: 0, or EXIT_BAD_INPUT having said why. */
+static int check_combination(plan_args *a) {
+    if (!a->workload) {
+        usage(stderr);
+        return EXIT_BAD_INPUT;
+    }
+    if (a->target_p99 && a->policy_given && a->opt.policy == CUIPC_PLAN_FAIL) {
+        fprintf(stderr, "plan: --target p99-wait-us needs --policy wait (fail never waits)\n");
+        return EXIT_BAD_INPUT;
+    }
+    if (a->target_p99)
+        a->opt.policy = CUIPC_PLAN_WAIT;
+    if (a->n_sizes && (a->min_bytes || a->max_bytes)) {
+        fprintf(stderr, "plan: --sizes replaces the search: drop --min/--max\n");
+        return EXIT_BAD_INPUT;
+    }
+    if (a->min_bytes && a->max_bytes && a->min_bytes > a->max_bytes) {
+        fprintf(stderr, "plan: --min %llu is above --max %llu\n", (unsigned long long)a->min_bytes,
+                (unsigned long long)a->max_bytes);
+        return EXIT_BAD_INPUT;
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, plan_args *a) {
     memset(a, 0, sizeof *a);
     cuipc_plan_options_init(&a->opt);
@@ -110,90 +213,18 @@ static int parse_args(int argc, char **argv, plan_args *a) {
             return EXIT_BAD_INPUT;
         }
         const char *v = argv[++i];
-        bool ok = true;
-        char *end;
-        if (strcmp(o, "--target") == 0) {
-            if (strcmp(v, "zero-full") == 0) {
-                a->target_p99 = false;
-            } else if (strncmp(v, "p99-wait-us=", 12) == 0) {
-                a->target_p99 = true;
-                a->p99_wait_us = strtod(v + 12, &end);
-                ok = end != v + 12 && !*end && a->p99_wait_us >= 0;
-            } else {
-                ok = false;
-            }
-        } else if (strcmp(o, "--policy") == 0) {
-            a->policy_given = true;
-            ok = strcmp(v, "fail") == 0 || strcmp(v, "wait") == 0;
-            a->opt.policy = strcmp(v, "wait") == 0 ? CUIPC_PLAN_WAIT : CUIPC_PLAN_FAIL;
-        } else if (strcmp(o, "--alignment") == 0) {
-            ok = parse_bytes(v, &a->opt.alignment) && a->opt.alignment >= 8 &&
-                 !(a->opt.alignment & (a->opt.alignment - 1));
-        } else if (strcmp(o, "--slots") == 0) {
-            unsigned long n = strtoul(v, &end, 10);
-            ok = end != v && !*end && n >= 1 && n <= (1ul << 24);
-            a->opt.slots = (uint32_t)n;
-        } else if (strcmp(o, "--fit") == 0) {
-            ok = strcmp(v, "best") == 0 || strcmp(v, "first") == 0;
-            a->opt.fit = strcmp(v, "first") == 0 ? CUIPC_FIT_FIRST : CUIPC_FIT_BEST;
-        } else if (strcmp(o, "--min") == 0) {
-            ok = parse_bytes(v, &a->min_bytes);
-        } else if (strcmp(o, "--max") == 0) {
-            ok = parse_bytes(v, &a->max_bytes);
-        } else if (strcmp(o, "--headroom") == 0) {
-            a->headroom = strtod(v, &end);
-            ok = end != v && !*end && a->headroom >= 0 && a->headroom <= 10;
-        } else if (strcmp(o, "--sizes") == 0) {
-            a->n_sizes = 0;
-            char list[1024];
-            snprintf(list, sizeof list, "%s", v);
-            char *save = NULL;
-            for (char *t = strtok_r(list, ",", &save); t && ok; t = strtok_r(NULL, ",", &save))
-                ok = a->n_sizes < MAX_EVAL_SIZES && parse_bytes(t, &a->sizes[a->n_sizes++]);
-            ok = ok && a->n_sizes > 0 && strlen(v) < sizeof list;
-        } else if (strcmp(o, "--seeds") == 0) {
-            errno = 0;
-            unsigned long n = strtoul(v, &end, 10);
-            ok = !errno && end != v && !*end && v[0] != '-' && n >= 1 && n <= MAX_SEEDS;
-            a->seeds = (uint32_t)n;
-        } else if (strcmp(o, "--first-seed") == 0) {
-            errno = 0;
-            unsigned long long n = strtoull(v, &end, 10);
-            ok = !errno && end != v && !*end && v[0] != '-' && n <= (1ull << 53);
-            a->first_seed = n;
-            a->first_seed_set = true;
-        } else if (strcmp(o, "--out") == 0) {
-            a->out_dir = v;
-        } else {
+        int taken = parse_option(o, v, a);
+        if (taken < 0) {
             fprintf(stderr, "plan: unknown option %s\n", o);
             usage(stderr);
             return EXIT_BAD_INPUT;
         }
-        if (!ok) {
+        if (!taken) {
             fprintf(stderr, "plan: bad value for %s: %s\n", o, v);
             return EXIT_BAD_INPUT;
         }
     }
-    if (!a->workload) {
-        usage(stderr);
-        return EXIT_BAD_INPUT;
-    }
-    if (a->target_p99 && a->policy_given && a->opt.policy == CUIPC_PLAN_FAIL) {
-        fprintf(stderr, "plan: --target p99-wait-us needs --policy wait (fail never waits)\n");
-        return EXIT_BAD_INPUT;
-    }
-    if (a->target_p99)
-        a->opt.policy = CUIPC_PLAN_WAIT;
-    if (a->n_sizes && (a->min_bytes || a->max_bytes)) {
-        fprintf(stderr, "plan: --sizes replaces the search: drop --min/--max\n");
-        return EXIT_BAD_INPUT;
-    }
-    if (a->min_bytes && a->max_bytes && a->min_bytes > a->max_bytes) {
-        fprintf(stderr, "plan: --min %llu is above --max %llu\n", (unsigned long long)a->min_bytes,
-                (unsigned long long)a->max_bytes);
-        return EXIT_BAD_INPUT;
-    }
-    return 0;
+    return check_combination(a);
 }
 
 static uint64_t align_up(uint64_t x, uint64_t al) {
