@@ -813,7 +813,9 @@ static json_t *failed_before_run(json_t *res, const char *msg) {
     return res;
 }
 
-static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro, mps_run *mps) {
+/* The results' head: schema, scenario, start time, and the environment (a shallow copy in
+ * *env_here: only mps differs between scenarios). */
+static json_t *results_head(const cuipc_scenario *s, json_t *env, json_t **env_here) {
     json_t *res = json_object();
     char started[64];
     time_t now = time(NULL);
@@ -821,51 +823,39 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     json_object_set_new(res, CUIPC_RK_SCHEMA_VERSION, json_integer(CUIPC_RESULTS_SCHEMA_VERSION));
     json_object_set_new(res, CUIPC_RK_SCENARIO, scenario_json(s));
     json_object_set_new(res, CUIPC_RK_STARTED_AT, json_string(started));
-    json_t *env_here = json_copy(env); /* shallow: only mps differs between scenarios */
-    json_object_set_new(res, CUIPC_RK_ENVIRONMENT, env_here);
-    bool want_mps = mps_wanted(s, ro);
+    *env_here = json_copy(env);
+    json_object_set_new(res, CUIPC_RK_ENVIRONMENT, *env_here);
+    return res;
+}
+
+/* Why this host cannot run s (MPS asked and no control program, no GPU, too few GPUs) into
+ * why, "skipped: ..."; false when it can. */
+static bool cannot_run(const cuipc_scenario *s, json_t *env, bool want_mps, char *why, size_t cap) {
     int gpus = (int)json_integer_value(
         json_object_get(json_object_get(env, CUIPC_RK_GPU), CUIPC_RK_COUNT));
     int need = s->producer_device;
     for (uint32_t i = 0; i < s->consumers.count; i++)
         need = s->consumers.devices[i] > need ? s->consumers.devices[i] : need;
     char control[1024];
-    bool no_control = want_mps && !cuipc_mps_find_control(control, sizeof control);
-    if (no_control || (s->needs_gpu && need >= gpus)) {
-        char why[1200];
-        if (no_control)
-            snprintf(why, sizeof why,
-                     "skipped: MPS requested, and %s is not there (looked for it on PATH; "
-                     "CUIPC_MPS_CONTROL names another)",
-                     control);
-        else if (gpus == 0)
-            snprintf(why, sizeof why, "skipped: no GPU%s", want_mps ? " (MPS requested)" : "");
-        else
-            snprintf(why, sizeof why, "skipped: needs GPU %d, this host has %d", need, gpus);
-        json_object_set_new(env_here, CUIPC_RK_MPS, cuipc_mps_json(&(cuipc_mps){0}, want_mps));
-        if (ro->require_gpu && s->needs_gpu && gpus == 0) {
-            /* A GPU job whose GPU is gone must not stay green. A scenario that needs more GPUs
-             * than a GPU host has stays skipped: a one-GPU host runs the suite. */
-            const char *msg =
-                "no GPU, and a GPU is required (--require-gpu or CUIPC_REQUIRE_GPU=1)";
-            return failed_before_run(res, msg);
-        }
-        cuipc_results_set_status(res, CUIPC_RESULT_SKIPPED, why);
-        return res;
-    }
-    bool mps_ok = !s->needs_gpu || mps_prepare(mps, want_mps);
-    json_object_set_new(env_here, CUIPC_RK_MPS,
-                        s->needs_gpu ? cuipc_mps_json(&mps->m, want_mps)
-                                     : cuipc_mps_json(&(cuipc_mps){0}, false));
-    if (!mps_ok)
-        return failed_before_run(res, mps->why);
-    char dir[1024], sock[1100];
-    cuipc_run_shared *shared =
-        mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (!make_run_dir(dir, sizeof dir) || shared == MAP_FAILED) {
-        cuipc_results_set_status(res, CUIPC_RESULT_FAILED, strerror(errno));
-        return res;
-    }
+    if (want_mps && !cuipc_mps_find_control(control, sizeof control))
+        snprintf(why, cap,
+                 "skipped: MPS requested, and %s is not there (looked for it on PATH; "
+                 "CUIPC_MPS_CONTROL names another)",
+                 control);
+    else if (s->needs_gpu && need >= gpus && gpus == 0)
+        snprintf(why, cap, "skipped: no GPU%s", want_mps ? " (MPS requested)" : "");
+    else if (s->needs_gpu && need >= gpus)
+        snprintf(why, cap, "skipped: needs GPU %d, this host has %d", need, gpus);
+    else
+        return false;
+    return true;
+}
+
+/* The producer and its consumers forked in dir and supervised to their end, merged into res. */
+static void supervise_run(const cuipc_scenario *s, const run_opts *ro, mps_run *mps,
+                          const char *dir, cuipc_run_shared *shared, json_t *res,
+                          json_t *env_here) {
+    char sock[1100];
     snprintf(sock, sizeof sock, "%s/producer.sock", dir);
     cuipc_role_args args = {.s = s, .run_dir = dir, .socket_path = sock, .shared = shared};
     size_t n = 1 + s->consumers.count;
@@ -902,6 +892,39 @@ static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro,
     if (s->needs_gpu && mps->m.active) /* now, while the servers of this run are up */
         json_object_set_new(env_here, CUIPC_RK_MPS, mps_json(mps));
     merge(res, s, dir, specs, cr, n, &out, s->needs_gpu && mps->m.active ? mps : NULL);
+}
+
+static json_t *run_one(const cuipc_scenario *s, json_t *env, const run_opts *ro, mps_run *mps) {
+    json_t *env_here;
+    json_t *res = results_head(s, env, &env_here);
+    bool want_mps = mps_wanted(s, ro);
+    char why[1200];
+    if (cannot_run(s, env, want_mps, why, sizeof why)) {
+        json_object_set_new(env_here, CUIPC_RK_MPS, cuipc_mps_json(&(cuipc_mps){0}, want_mps));
+        bool no_gpu = json_integer_value(
+                          json_object_get(json_object_get(env, CUIPC_RK_GPU), CUIPC_RK_COUNT)) == 0;
+        /* A GPU job whose GPU is gone must not stay green. A scenario that needs more GPUs than
+         * a GPU host has stays skipped: a one-GPU host runs the suite. */
+        if (ro->require_gpu && s->needs_gpu && no_gpu)
+            return failed_before_run(
+                res, "no GPU, and a GPU is required (--require-gpu or CUIPC_REQUIRE_GPU=1)");
+        cuipc_results_set_status(res, CUIPC_RESULT_SKIPPED, why);
+        return res;
+    }
+    bool mps_ok = !s->needs_gpu || mps_prepare(mps, want_mps);
+    json_object_set_new(env_here, CUIPC_RK_MPS,
+                        s->needs_gpu ? cuipc_mps_json(&mps->m, want_mps)
+                                     : cuipc_mps_json(&(cuipc_mps){0}, false));
+    if (!mps_ok)
+        return failed_before_run(res, mps->why);
+    char dir[1024];
+    cuipc_run_shared *shared =
+        mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (!make_run_dir(dir, sizeof dir) || shared == MAP_FAILED) {
+        cuipc_results_set_status(res, CUIPC_RESULT_FAILED, strerror(errno));
+        return res;
+    }
+    supervise_run(s, ro, mps, dir, shared, res, env_here);
     if (ro->keep)
         json_object_set_new(res, "run_dir", json_string(dir));
     else
