@@ -196,23 +196,23 @@ static const json_t *gpu_of(const json_t *r) {
     return json_object_get(cuipc_results_environment(r), CUIPC_RK_GPU);
 }
 
-/* The devices' `key` (their models, their UUIDs), in device order; "none" without a GPU, NULL
- * when a device lacks it (older results have no UUID). */
-static const char *gpu_list(const json_t *r, const char *key, char *out, size_t cap) {
+/* The devices' `key` (their models, their UUIDs) in device order, "?" for a device without it,
+ * "none" without a GPU; false when a device lacks it (older results record no UUID). */
+static bool gpu_list(const json_t *r, const char *key, char *out, size_t cap) {
     const json_t *devs = json_object_get(gpu_of(r), CUIPC_RK_DEVICES);
     size_t len = 0, i;
     const json_t *d;
+    bool all = true;
     out[0] = '\0';
     json_array_foreach(devs, i, d) {
         const char *n = json_string_value(json_object_get(d, key));
-        if (n == NULL)
-            return NULL;
+        all = all && n != NULL;
         if (len < cap)
-            len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? ", " : "", n);
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? ", " : "", n ? n : "?");
     }
     if (len == 0)
         snprintf(out, cap, "none");
-    return out;
+    return all;
 }
 
 /* One difference, as "what: base X, new Y", once. */
@@ -243,8 +243,9 @@ void cuipc_compare_mismatches(const json_t *base, const json_t *cur, json_t *env
     text_of(json_object_get(cuipc_results_environment(cur), CUIPC_RK_HOSTNAME), c, sizeof c);
     if (strcmp(b, c) != 0)
         differ(environment, "host", b, c);
-    if (strcmp(gpu_list(base, CUIPC_RK_NAME, b, sizeof b) ? b : "?",
-               gpu_list(cur, CUIPC_RK_NAME, c, sizeof c) ? c : "?") != 0)
+    gpu_list(base, CUIPC_RK_NAME, b, sizeof b);
+    gpu_list(cur, CUIPC_RK_NAME, c, sizeof c);
+    if (strcmp(b, c) != 0)
         differ(environment, "GPU model", b, c);
     /* Another physical GPU is another machine, whatever its host is called: virtual machines
      * repeat host names and bus IDs, and the same model differs from one to the next. */

@@ -35,18 +35,18 @@ const cuipc_rep_metric cuipc_rep_metrics[] = {
      * for the other process, which a loaded host stretches; a call's p50 is rarely
      * preempted, so a slower send or unwrap shows here through that noise. Supporting: on a
      * GPU their own jitter can exceed the tolerance where the latency's does not. */
-    {"send_p50_us",
+    {CUIPC_RK_METRIC_SEND_P50,
      "producer send p50 (us)",
      "send_p50_us",
      "producer",
-     {CUIPC_RK_SEND_US, "p50", NULL},
+     {CUIPC_RK_SEND_US, CUIPC_RK_P50, NULL},
      true,
      true},
-    {"unwrap_p50_us",
+    {CUIPC_RK_METRIC_UNWRAP_P50,
      "consumer unwrap p50 (us)",
      "unwrap_p50_us",
      "consumer",
-     {CUIPC_RK_STAGES_US, "unwrap", "p50"},
+     {CUIPC_RK_STAGES_US, CUIPC_RK_STAGE_UNWRAP, CUIPC_RK_P50},
      true,
      true},
     {CUIPC_RK_METRIC_GBPS,
@@ -79,16 +79,16 @@ static bool measured(const json_t *res, const cuipc_rep_metric *m) {
 
 /* A role's call timing: the median over the reports of that role that timed any call. */
 static bool role_figure(const json_t *res, const cuipc_rep_metric *m, double *out) {
-    double v[CUIPC_MAX_REPETITIONS];
+    double v[1 + CUIPC_MAX_CONSUMERS]; /* the producer and every consumer at most */
     size_t n = 0, i;
+    /* the timed call's stage object is the path less its last step; it counts the calls */
+    const char *stage_path[3] = {m->path[0], m->path[2] ? m->path[1] : NULL, NULL};
     const json_t *role;
     json_array_foreach(json_object_get(res, CUIPC_RK_ROLES), i, role) {
         const json_t *report = json_object_get(role, CUIPC_RK_REPORT);
         const char *name = json_string_value(json_object_get(report, CUIPC_RK_ROLE));
-        if (name == NULL || strcmp(name, m->role) != 0 || n == CUIPC_MAX_REPETITIONS)
+        if (name == NULL || strcmp(name, m->role) != 0 || n == sizeof v / sizeof v[0])
             continue;
-        /* the timed call's stage object is the path less its last step; it counts the calls */
-        const char *stage_path[3] = {m->path[0], m->path[2] ? m->path[1] : NULL, NULL};
         const json_t *x = at_path(report, m->path);
         if (json_is_number(x) &&
             json_integer_value(json_object_get(at_path(report, stage_path), CUIPC_RK_COUNT)) > 0)

@@ -106,6 +106,7 @@
 #define CUIPC_RK_SCHEDULE "schedule"
 #define CUIPC_RK_SEND_US "send_us"     /* the producer's send calls */
 #define CUIPC_RK_STAGES_US "stages_us" /* a consumer's: {deliver, unwrap, ready} */
+#define CUIPC_RK_STAGE_UNWRAP "unwrap" /* in stages_us: the unwrap call */
 
 /* In supervisor. */
 #define CUIPC_RK_WALL_S "wall_s"
@@ -117,6 +118,8 @@
 #define CUIPC_RK_METRIC_MAX "latency_max_us"
 #define CUIPC_RK_METRIC_GBPS "throughput_gbps"
 #define CUIPC_RK_METRIC_MSGS_PER_S "throughput_msgs_per_s"
+#define CUIPC_RK_METRIC_SEND_P50 "send_p50_us"     /* the producer's send, p50 */
+#define CUIPC_RK_METRIC_UNWRAP_P50 "unwrap_p50_us" /* the consumers' unwrap, p50 */
 
 /* The values of status. */
 #define CUIPC_RESULT_PASSED "passed"

@@ -536,8 +536,8 @@ static void report_run(consumer_state *cs, cuipc_consumer *c) {
     json_object_set_new(cs->out, CUIPC_RK_WORST, worst_json(cs));
     json_object_set_new(cs->out, CUIPC_RK_STAGES_US,
                         json_pack("{s:o, s:o, s:o}", "deliver", cuipc_stage_json_free(&cs->deliver),
-                                  "unwrap", cuipc_stage_json_free(&cs->unwrap), "ready",
-                                  cuipc_stage_json_free(&cs->ready)));
+                                  CUIPC_RK_STAGE_UNWRAP, cuipc_stage_json_free(&cs->unwrap),
+                                  "ready", cuipc_stage_json_free(&cs->ready)));
     json_object_set_new(cs->out, CUIPC_RK_STATS,
                         json_pack("{s:I, s:I, s:I, s:I, s:I}", CUIPC_RK_MESSAGES,
                                   (json_int_t)cst.messages, CUIPC_RK_BYTES, (json_int_t)cst.bytes,
