@@ -685,52 +685,89 @@ cuipc_status cuipc_value_set_proxy(cuipc_value *v, const cuipc_proxy *p) {
 
 /* ---- clone and visit ------------------------------------------------------------------- */
 
+/* A copy of a node that holds no other node (a tensor stays borrowed). */
+static cuipc_status clone_leaf(const cuipc_value *v, cuipc_value **out) {
+    *out = NULL;
+    switch (v->kind) {
+    case CUIPC_VALUE_NULL:
+        *out = cuipc_value_null();
+        break;
+    case CUIPC_VALUE_BOOL:
+        *out = cuipc_value_bool(v->u.b);
+        break;
+    case CUIPC_VALUE_INT:
+        *out = cuipc_value_int(v->u.i);
+        break;
+    case CUIPC_VALUE_FLOAT:
+        *out = cuipc_value_float(v->u.f);
+        break;
+    case CUIPC_VALUE_STRING:
+    case CUIPC_VALUE_BYTES:
+        *out = new_blob(v->kind, v->u.str.data, v->u.str.len);
+        break;
+    case CUIPC_VALUE_TENSOR:
+        *out = cuipc_value_tensor(v->u.tensor.desc, CUIPC_OWNER_NONE);
+        break;
+    case CUIPC_VALUE_PROXY:
+        *out = cuipc_value_proxy(v->u.proxy);
+        break;
+    default:
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "value kind %d is corrupt", (int)v->kind);
+    }
+    return *out ? CUIPC_OK : CUIPC_ERR_NO_MEMORY; /* the builder set the message */
+}
+
+/* The copy of v, each tensor and proxy leaf given to fn (when not NULL) as it is made. A dict's
+ * keys are known distinct and checked: each is added with the hash it had, without a lookup. */
+static cuipc_status clone_tree(const cuipc_value *v, cuipc_value_visit_fn fn, void *ctx,
+                               cuipc_value **out) {
+    *out = NULL;
+    bool list = v->kind == CUIPC_VALUE_LIST;
+    if (!list && v->kind != CUIPC_VALUE_DICT) {
+        cuipc_value *leaf = NULL;
+        CUIPC_TRY(clone_leaf(v, &leaf));
+        bool visited = fn && (leaf->kind == CUIPC_VALUE_TENSOR || leaf->kind == CUIPC_VALUE_PROXY);
+        cuipc_status s = visited ? fn(leaf, ctx) : CUIPC_OK;
+        if (s != CUIPC_OK) {
+            cuipc_value_free(leaf);
+            return s;
+        }
+        *out = leaf;
+        return CUIPC_OK;
+    }
+    cuipc_value *copy = list ? cuipc_value_list() : cuipc_value_dict();
+    if (!copy)
+        return CUIPC_ERR_NO_MEMORY;
+    size_t n = list ? v->u.list.len : v->u.dict.len;
+    for (size_t i = 0; i < n; i++) {
+        const cuipc_dict_entry *e = list ? NULL : &v->u.dict.entries[i];
+        cuipc_value *item = NULL;
+        cuipc_status s = clone_tree(list ? v->u.list.items[i] : e->value, fn, ctx, &item);
+        if (s == CUIPC_OK && list) {
+            s = cuipc_list_append(copy, item); /* frees item on failure */
+        } else if (s == CUIPC_OK) {
+            s = dict_add(copy, e->key, e->key_len, e->hash, item);
+            if (s == CUIPC_OK)
+                adopt(copy, item);
+            else
+                cuipc_value_free(item);
+        }
+        if (s != CUIPC_OK) {
+            cuipc_value_free(copy);
+            return s;
+        }
+    }
+    *out = copy;
+    return CUIPC_OK;
+}
+
 cuipc_value *cuipc_value_clone(const cuipc_value *v) {
     if (!v) {
         CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "value is NULL");
         return NULL;
     }
-    switch (v->kind) {
-    case CUIPC_VALUE_NULL:
-        return cuipc_value_null();
-    case CUIPC_VALUE_BOOL:
-        return cuipc_value_bool(v->u.b);
-    case CUIPC_VALUE_INT:
-        return cuipc_value_int(v->u.i);
-    case CUIPC_VALUE_FLOAT:
-        return cuipc_value_float(v->u.f);
-    case CUIPC_VALUE_STRING:
-    case CUIPC_VALUE_BYTES:
-        return new_blob(v->kind, v->u.str.data, v->u.str.len);
-    case CUIPC_VALUE_TENSOR:
-        return cuipc_value_tensor(v->u.tensor.desc, CUIPC_OWNER_NONE);
-    case CUIPC_VALUE_PROXY:
-        return cuipc_value_proxy(v->u.proxy);
-    case CUIPC_VALUE_LIST: {
-        cuipc_value *copy = cuipc_value_list();
-        for (size_t i = 0; copy && i < v->u.list.len; i++) {
-            cuipc_value *item = cuipc_value_clone(v->u.list.items[i]);
-            if (!item || cuipc_list_append(copy, item) != CUIPC_OK) {
-                cuipc_value_free(copy);
-                return NULL;
-            }
-        }
-        return copy;
-    }
-    case CUIPC_VALUE_DICT: {
-        cuipc_value *copy = cuipc_value_dict();
-        for (size_t i = 0; copy && i < v->u.dict.len; i++) {
-            cuipc_value *item = cuipc_value_clone(v->u.dict.entries[i].value);
-            if (!item || cuipc_dict_set(copy, v->u.dict.entries[i].key, item) != CUIPC_OK) {
-                cuipc_value_free(copy);
-                return NULL;
-            }
-        }
-        return copy;
-    }
-    }
-    CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "value kind %d is corrupt", (int)v->kind);
-    return NULL;
+    cuipc_value *copy;
+    return clone_tree(v, NULL, NULL, &copy) == CUIPC_OK ? copy : NULL;
 }
 
 cuipc_status cuipc_value_visit(cuipc_value *root, cuipc_value_visit_fn fn, void *ctx) {
@@ -758,36 +795,5 @@ cuipc_status cuipc_value_clone_visit(const cuipc_value *v, cuipc_value_visit_fn 
     *out = NULL;
     if (!v || !fn)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "%s is NULL", v ? "visitor" : "value");
-    bool list = v->kind == CUIPC_VALUE_LIST;
-    if (!list && v->kind != CUIPC_VALUE_DICT) {
-        cuipc_value *leaf = cuipc_value_clone(v);
-        if (!leaf)
-            return CUIPC_ERR_NO_MEMORY; /* the builder set the message */
-        bool visited = leaf->kind == CUIPC_VALUE_TENSOR || leaf->kind == CUIPC_VALUE_PROXY;
-        cuipc_status s = visited ? fn(leaf, ctx) : CUIPC_OK;
-        if (s != CUIPC_OK) {
-            cuipc_value_free(leaf);
-            return s;
-        }
-        *out = leaf;
-        return CUIPC_OK;
-    }
-    cuipc_value *copy = list ? cuipc_value_list() : cuipc_value_dict();
-    if (!copy)
-        return CUIPC_ERR_NO_MEMORY;
-    size_t n = list ? v->u.list.len : v->u.dict.len;
-    for (size_t i = 0; i < n; i++) {
-        cuipc_value *item = NULL;
-        cuipc_status s = cuipc_value_clone_visit(
-            list ? v->u.list.items[i] : v->u.dict.entries[i].value, fn, ctx, &item);
-        if (s == CUIPC_OK) /* frees item on failure */
-            s = list ? cuipc_list_append(copy, item)
-                     : cuipc_dict_set(copy, v->u.dict.entries[i].key, item);
-        if (s != CUIPC_OK) {
-            cuipc_value_free(copy);
-            return s;
-        }
-    }
-    *out = copy;
-    return CUIPC_OK;
+    return clone_tree(v, fn, ctx, out);
 }
