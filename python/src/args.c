@@ -106,17 +106,22 @@ static struct {
     unsigned next;
 } torch_streams;
 
+PyObject *cuipc_py_imported(const char *name, PyObject **interned) {
+    if (!*interned && !(*interned = PyUnicode_InternFromString(name)))
+        return PyErr_Clear(), NULL;
+    PyObject *m = PyImport_GetModule(*interned);
+    if (!m)
+        PyErr_Clear();
+    return m;
+}
+
 static PyObject *torch_stream_getter(PyObject *name) {
     if (torch_streams.looked)
         return torch_streams.getter;
     static PyObject *mod_name;
-    if (!mod_name && !(mod_name = PyUnicode_InternFromString("torch._C")))
-        return PyErr_Clear(), NULL;
-    PyObject *c = PyImport_GetModule(mod_name);
-    if (!c) {
-        PyErr_Clear();
+    PyObject *c = cuipc_py_imported("torch._C", &mod_name);
+    if (!c)
         return NULL; /* torch not imported yet: look again later */
-    }
     PyObject *base = PyObject_GetAttrString(c, "_CudaStreamBase");
     PyObject *getter = base ? PyObject_GetAttr(base, name) : NULL;
     if (getter && Py_TYPE(getter) == &PyGetSetDescr_Type)

@@ -38,6 +38,9 @@ int cuipc_py_stream(PyObject *o, cuipc_stream *out);
 int cuipc_py_unwrap_kind(const char *kind, cuipc_unwrap_kind *out);
 /* None -> CUIPC_DEVICE_SAME (or fallback), "cpu"/-1 -> host, an int or "cuda:N" -> ordinal. */
 int cuipc_py_device(PyObject *o, int32_t fallback, int32_t *out);
+/* The module `name` if something imported it already (a new reference), else NULL with no error
+ * set: cuipc never imports torch itself. *interned caches the name. */
+PyObject *cuipc_py_imported(const char *name, PyObject **interned);
 
 /* ---- objects */
 typedef struct ProducerObject {

@@ -52,13 +52,9 @@ static PyObject *intern(const char *s) {
 
 static bool torch_init(void) {
     static PyObject *name;
-    if (!name && !(name = intern("torch")))
-        return PyErr_Clear(), false;
-    PyObject *torch = PyImport_GetModule(name);
-    if (!torch) {
-        PyErr_Clear();
+    PyObject *torch = cuipc_py_imported("torch", &name);
+    if (!torch)
         return false; /* not imported yet: no torch tensor can exist; look again later */
-    }
     tt.unusable = true;
     PyObject *type = PyObject_GetAttrString(torch, "Tensor");
     PyObject *c = PyObject_GetAttrString(torch, "_C");
