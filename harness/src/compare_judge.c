@@ -154,7 +154,7 @@ cuipc_verdict cuipc_compare_one(const json_t *base, const json_t *cur, const cui
             len += (size_t)snprintf(text + len, sizeof text - len, " status passed -> %s (%s);", cs,
                                     reason ? reason : "");
         }
-        size_t k = metrics_compared(base, cur);
+        size_t k = metrics_compared(base, cur), required = 0;
         double level = o->alpha / (double)(k ? k : 1);
         for (size_t i = 0; i < cuipc_rep_n_metrics && len < sizeof text; i++) {
             if (!judged(&cuipc_rep_metrics[i], base, cur))
@@ -164,11 +164,20 @@ cuipc_verdict cuipc_compare_one(const json_t *base, const json_t *cur, const cui
                 judge_metric(&cuipc_rep_metrics[i], base, cur, o, level, &v, line, sizeof line);
             if (mj == NULL)
                 continue;
+            required += !cuipc_rep_metrics[i].supporting;
             json_array_append_new(metrics, mj);
             len += (size_t)snprintf(text + len, sizeof text - len, " %s,", line);
         }
         if (len > 0 && len < sizeof text && text[len - 1] == ',')
             text[--len] = '\0';
+        /* ok vouches for what was measured: without a latency or throughput figure on both
+         * sides (a run that timed no message), supporting evidence alone cannot say it. */
+        if (v == CUIPC_VERDICT_OK && required == 0) {
+            v = CUIPC_VERDICT_UNDECIDED;
+            if (len < sizeof text)
+                snprintf(text + len, sizeof text - len,
+                         " no latency or throughput figure on both sides");
+        }
     }
     if (report != NULL)
         fprintf(report, "%s: %s%s; %d vs %d repetition(s)\n", name,
