@@ -49,6 +49,8 @@ typedef struct ProducerObject {
     int32_t device;
     int in_calls;       /* calls running with the GIL released (close waits for none) */
     PyObject *retained; /* cuda_ipc: the senders' DLPack tensors kept alive, as the mode needs */
+    char *wire;         /* wrap's encoding is written here (under the GIL), grown to the largest */
+    size_t wire_cap;
 } ProducerObject;
 
 typedef struct ConsumerObject {

@@ -95,6 +95,7 @@ static void producer_destroy(ProducerObject *self) {
 static void producer_dealloc(ProducerObject *self) {
     producer_destroy(self);
     Py_XDECREF(self->retained);
+    PyMem_Free(self->wire);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -220,21 +221,25 @@ static PyObject *producer_send_profiled(ProducerObject *self, PyObject *const *a
                          "wrap", ph[PHASE_WRAP], "deliver", ph[PHASE_DELIVER]);
 }
 
-/* The encoding of a wrapped tree: what the application carries on its own channel. */
-static PyObject *encode_bytes(const cuipc_value *wrapped) {
+/* The encoding of a wrapped tree: what the application carries on its own channel. It is
+ * written once, into the producer's buffer; only when that is too short (or the tree cannot be
+ * encoded) is the size asked, which writes it again. */
+static PyObject *encode_bytes(ProducerObject *self, const cuipc_value *wrapped) {
     size_t len = 0;
-    cuipc_status s = cuipc_encoded_size(wrapped, &len);
-    if (s != CUIPC_OK)
-        return cuipc_py_raise(s);
-    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
-    if (!b)
-        return NULL;
-    s = cuipc_encode(wrapped, PyBytes_AS_STRING(b), len, &len);
-    if (s != CUIPC_OK) {
-        Py_DECREF(b);
-        return cuipc_py_raise(s);
+    if (self->wire == NULL || cuipc_encode(wrapped, self->wire, self->wire_cap, &len) != CUIPC_OK) {
+        cuipc_status s = cuipc_encoded_size(wrapped, &len);
+        if (s != CUIPC_OK)
+            return cuipc_py_raise(s);
+        char *grown = PyMem_Realloc(self->wire, len);
+        if (!grown)
+            return PyErr_NoMemory();
+        self->wire = grown;
+        self->wire_cap = len;
+        s = cuipc_encode(wrapped, self->wire, self->wire_cap, &len);
+        if (s != CUIPC_OK)
+            return cuipc_py_raise(s);
     }
-    return b;
+    return PyBytes_FromStringAndSize(self->wire, (Py_ssize_t)len);
 }
 
 static PyObject *producer_wrap(ProducerObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -257,7 +262,7 @@ static PyObject *producer_wrap(ProducerObject *self, PyObject *const *args, Py_s
     cuipc_value_free(v);
     PyObject *out = NULL;
     if (s == CUIPC_OK) {
-        out = encode_bytes(wrapped);
+        out = encode_bytes(self, wrapped);
         if (!out) /* the Python error is the one raised; cancelling never fails */
             cuipc_status_ignore(cuipc_producer_cancel_wrapped(self->p, wrapped));
     } else {
