@@ -173,15 +173,19 @@ def test_out_of_band_through_the_applications_queue(spawn):
         spawn(workers.adopt_loop, p.socket_path, "borrow", inbox, results)
         p.accept(1, timeout=30)
         assert results.get(timeout=30)[0] == "attached"
+        # the second encoding is longer than the first, the third shorter: the producer's
+        # buffer for them grows once and is reused
+        tags = ["a" * 10, "b" * 9000, "c" * 20]
         for i in range(3):
-            wire = p.wrap({"x": np.arange(100, dtype=np.uint16) * i, "i": i})
-            assert isinstance(wire, bytes)
+            wire = p.wrap({"x": np.arange(100, dtype=np.uint16) * i, "i": i, "tag": tags[i]})
+            assert isinstance(wire, bytes) and len(wire) > len(tags[i])
             inbox.put(wire)
         inbox.put(None)
         got = [results.get(timeout=30) for _ in range(3)]
         for i, (status, _, payload) in enumerate(got):
             assert status == "ok", payload
-            assert payload == {"x": ("tensor", "u16", (100,), float(np.arange(100).sum() * i)), "i": i}
+            x = ("tensor", "u16", (100,), float(np.arange(100).sum() * i))
+            assert payload == {"x": x, "i": i, "tag": tags[i]}
         p.drain(timeout=10)
         assert p.stats()["host_pool"]["recycled"] == 3
 
