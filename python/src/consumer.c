@@ -3,6 +3,8 @@
  * its messages are gone, and a message is freed only once the tensors unwrapped from it are. */
 #include <string.h>
 
+#include <cuda_runtime_api.h>
+
 #include "ext.h"
 
 #define DEFAULT_ATTACH_TIMEOUT_NS (10ll * 1000 * 1000 * 1000)
@@ -219,20 +221,39 @@ static void message_dealloc(MessageObject *self) {
     PyObject_Free(self);
 }
 
+/* unwrap(torch=True) with no stream given: torch's current stream of the target GPU (the
+ * current one for "the pool's device"), so the unwrap's work lands where torch will read it and
+ * nothing has to be ordered after it. Host targets and hosts without a GPU keep none. */
+static int torch_unwrap_stream(PyObject *stream_arg, cuipc_unwrap_options *o) {
+    if ((stream_arg && stream_arg != Py_None) || o->device == CUIPC_DEVICE_HOST ||
+        cuipc_gpu_count() == 0)
+        return 0;
+    int device = o->device;
+    if (device < 0 && cudaGetDevice(&device) != cudaSuccess) {
+        cudaGetLastError(); /* no device set: the unwrap's own default then */
+        return 0;
+    }
+    return cuipc_py_torch_stream(device, &o->stream);
+}
+
 static PyObject *message_unwrap(MessageObject *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames) {
-    static const char *const names[] = {"kind", "stream", "device", "host_wait_us"};
-    PyObject *a[4];
+    static const char *const names[] = {"kind", "stream", "device", "host_wait_us", "torch"};
+    PyObject *a[5];
     const char *kind;
     double host_wait_us;
     cuipc_unwrap_options o;
-    if (cuipc_py_args("unwrap", names, 4, 0, args, nargs, kwnames, a) < 0 ||
+    int as_torch = 0;
+    if (cuipc_py_args("unwrap", names, 5, 0, args, nargs, kwnames, a) < 0 ||
         cuipc_py_str_arg("unwrap", "kind", a[0], "copy", &kind) < 0 ||
         cuipc_py_double_arg(a[3], -1, &host_wait_us) < 0 ||
-        unwrap_options(kind, a[2], a[1], host_wait_us, &o) < 0)
+        unwrap_options(kind, a[2], a[1], host_wait_us, &o) < 0 ||
+        (a[4] && (as_torch = PyObject_IsTrue(a[4])) < 0))
         return NULL;
     if (self->released)
         return cuipc_py_raise_msg(CUIPC_ERR_STALE, "unwrap: the message was released already");
+    if (as_torch && (!cuipc_py_torch_ready() || torch_unwrap_stream(a[1], &o) < 0))
+        return NULL;
     cuipc_value *tree = NULL;
     cuipc_status s;
     CUIPC_PY_CALL(self->consumer, s, cuipc_message_unwrap(self->m, &o, &tree));
@@ -247,8 +268,11 @@ static PyObject *message_unwrap(MessageObject *self, PyObject *const *args, Py_s
     owner->message = (MessageObject *)Py_NewRef((PyObject *)self);
     owner->stream = o.stream;
     owner->stream_ordered = cuipc_message_stream_ordered(self->m);
+    cuipc_py_torch_order order = {.unwrap_stream = o.stream,
+                                  .stream_ordered = owner->stream_ordered};
     PyObject *r = cuipc_py_from_value(tree, owner,
-                                      o.kind == CUIPC_UNWRAP_BORROW ? TENSOR_BORROW : TENSOR_COPY);
+                                      o.kind == CUIPC_UNWRAP_BORROW ? TENSOR_BORROW : TENSOR_COPY,
+                                      as_torch ? &order : NULL);
     Py_DECREF(owner);
     return r;
 }
@@ -287,8 +311,9 @@ static PyObject *message_released(MessageObject *self, void *unused) {
 
 static PyMethodDef message_methods[] = {
     {"unwrap", (PyCFunction)(void (*)(void))message_unwrap, METH_FASTCALL | METH_KEYWORDS,
-     "unwrap(kind=\"copy\", stream=None, device=None, host_wait_us=-1) -> the tree, tensors as "
-     "cuipc.Tensor."},
+     "unwrap(kind=\"copy\", stream=None, device=None, host_wait_us=-1, torch=False) -> the tree, "
+     "tensors as cuipc.Tensor; with torch=True as torch.Tensor, ready on torch's current stream "
+     "(what to_torch() gives, in one call; with no stream given the unwrap runs on that stream)."},
     {"release", (PyCFunction)(void (*)(void))message_release, METH_FASTCALL | METH_KEYWORDS,
      "release(stream=None): give the chunks back (after the work queued on stream). Idempotent."},
     {"__enter__", ctx_enter, METH_NOARGS, NULL},

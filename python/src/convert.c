@@ -343,7 +343,8 @@ static PyObject *dict_key(const char *k) {
     return key;
 }
 
-PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin) {
+PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin,
+                              cuipc_py_torch_order *torch) {
     switch (cuipc_value_kind_of(v)) {
     case CUIPC_VALUE_NULL:
         Py_RETURN_NONE;
@@ -365,7 +366,7 @@ PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_or
         size_t n = cuipc_value_len(v);
         PyObject *l = PyList_New((Py_ssize_t)n);
         for (size_t i = 0; l && i < n; i++) {
-            PyObject *item = cuipc_py_from_value(cuipc_list_get(v, i), owner, origin);
+            PyObject *item = cuipc_py_from_value(cuipc_list_get(v, i), owner, origin, torch);
             if (!item) {
                 Py_DECREF(l);
                 return NULL;
@@ -378,7 +379,7 @@ PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_or
         size_t n = cuipc_value_len(v);
         PyObject *d = PyDict_New();
         for (size_t i = 0; d && i < n; i++) {
-            PyObject *item = cuipc_py_from_value(cuipc_dict_value_at(v, i), owner, origin);
+            PyObject *item = cuipc_py_from_value(cuipc_dict_value_at(v, i), owner, origin, torch);
             PyObject *key = item ? dict_key(cuipc_dict_key_at(v, i)) : NULL;
             if (!key || PyDict_SetItem(d, key, item) < 0) {
                 Py_XDECREF(key);
@@ -392,6 +393,8 @@ PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_or
         return d;
     }
     case CUIPC_VALUE_TENSOR:
+        if (torch)
+            return cuipc_py_torch_over(cuipc_value_as_tensor(v), (PyObject *)owner, torch);
         return cuipc_py_tensor_new(cuipc_value_as_tensor(v), origin, (PyObject *)owner);
     case CUIPC_VALUE_PROXY:
         break;

@@ -94,8 +94,25 @@ bool cuipc_py_tensor_usable(TensorObject *t);
 /* Python tree -> value tree; tensors are taken through __dlpack__ (stream: the send's). The
  * DLPack tensors taken go into the list keep, which gives them back when it is freed. */
 cuipc_value *cuipc_py_to_value(PyObject *tree, cuipc_stream stream, PyObject *keep);
-/* Unwrapped value tree -> Python, tensors as cuipc.Tensor owned by owner. */
-PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin);
+/* unwrap(torch=True): what torch's current streams must wait for, per GPU of the tree. */
+#define CUIPC_PY_TORCH_DEVICES 8
+typedef struct cuipc_py_torch_order {
+    cuipc_stream unwrap_stream;
+    bool stream_ordered; /* the unwrap queued work on unwrap_stream */
+    int n_done;
+    int done[CUIPC_PY_TORCH_DEVICES]; /* devices whose torch stream waits already */
+} cuipc_py_torch_order;
+
+/* Unwrapped value tree -> Python, tensors owned by owner: as cuipc.Tensor, or with torch given
+ * as torch.Tensor ready on torch's current stream of their device (tensor.c). */
+PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_origin origin,
+                              cuipc_py_torch_order *torch);
+/* torch imported and its DLPack reader found; else raises (ImportError) and false. */
+bool cuipc_py_torch_ready(void);
+/* torch's current stream on device (0, the legacy default stream, as NULL). */
+int cuipc_py_torch_stream(int device, cuipc_stream *out);
+/* A torch.Tensor over t whose memory keep owns, ordered on its device's torch stream per o. */
+PyObject *cuipc_py_torch_over(const cuipc_tensor *t, PyObject *keep, cuipc_py_torch_order *o);
 
 /* A tensor's layout as taken in, before the contiguity check. */
 typedef struct cuipc_py_layout {

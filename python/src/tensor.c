@@ -72,7 +72,7 @@ bool cuipc_py_tensor_usable(TensorObject *self) {
 /* ---- DLPack export */
 
 typedef struct export_ctx {
-    PyObject *tensor; /* kept alive while the consumer holds the DLPack tensor */
+    PyObject *keep; /* the memory's owner, kept alive while the reader holds the DLPack tensor */
     int64_t shape[CUIPC_MAX_DIMS];
     int64_t strides[CUIPC_MAX_DIMS];
     union {
@@ -86,7 +86,7 @@ static void export_release(export_ctx *ctx) {
         return;
     /* Deleters may run on any thread, with or without the GIL. */
     PyGILState_STATE g = PyGILState_Ensure();
-    Py_XDECREF(ctx->tensor);
+    Py_XDECREF(ctx->keep);
     PyGILState_Release(g);
     free(ctx);
 }
@@ -174,22 +174,32 @@ int cuipc_py_stream_wait(int device, void *from, void *to, const char *what) {
     return 0;
 }
 
-static void fill_dl(TensorObject *self, export_ctx *ctx, DLTensor *dl) {
-    memcpy(ctx->shape, self->t.shape, sizeof ctx->shape);
-    memcpy(ctx->strides, self->t.strides, sizeof ctx->strides);
-    dl->data = self->t.data;
-    if (self->t.device == CUIPC_DEVICE_HOST)
+static void fill_dl(const cuipc_tensor *t, export_ctx *ctx, DLTensor *dl) {
+    memcpy(ctx->shape, t->shape, sizeof ctx->shape);
+    memcpy(ctx->strides, t->strides, sizeof ctx->strides);
+    dl->data = t->data;
+    if (t->device == CUIPC_DEVICE_HOST)
         dl->device = (DLDevice){kDLCPU, 0};
     else
-        dl->device = (DLDevice){kDLCUDA, self->t.device};
-    dl->ndim = self->t.ndim;
-    cuipc_py_dtype_to_dl(self->t.dtype, &dl->dtype);
+        dl->device = (DLDevice){kDLCUDA, t->device};
+    dl->ndim = t->ndim;
+    cuipc_py_dtype_to_dl(t->dtype, &dl->dtype);
     dl->shape = ctx->shape;
     dl->strides = ctx->strides;
     dl->byte_offset = 0;
 }
 
 static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned);
+
+/* A legacy capsule over t in ctx (which the capsule's tensor then owns); NULL on failure, ctx
+ * still the caller's. */
+static PyObject *legacy_capsule(const cuipc_tensor *t, export_ctx *ctx) {
+    DLManagedTensor *m = &ctx->m.legacy;
+    m->manager_ctx = ctx;
+    m->deleter = legacy_deleter;
+    fill_dl(t, ctx, &m->dl_tensor);
+    return PyCapsule_New(m, "dltensor", legacy_capsule_destructor);
+}
 
 static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"stream", "max_version", "dl_device", "copy", NULL};
@@ -233,7 +243,7 @@ static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versi
     export_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return PyErr_NoMemory();
-    ctx->tensor = Py_NewRef((PyObject *)self);
+    ctx->keep = Py_NewRef((PyObject *)self);
     PyObject *cap;
     if (versioned) {
         DLManagedTensorVersioned *m = &ctx->m.versioned;
@@ -246,14 +256,10 @@ static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versi
         m->flags = self->origin == TENSOR_BORROW && self->t.device == CUIPC_DEVICE_HOST
                        ? DLPACK_FLAG_BITMASK_READ_ONLY
                        : 0;
-        fill_dl(self, ctx, &m->dl_tensor);
+        fill_dl(&self->t, ctx, &m->dl_tensor);
         cap = PyCapsule_New(m, "dltensor_versioned", versioned_capsule_destructor);
     } else {
-        DLManagedTensor *m = &ctx->m.legacy;
-        m->manager_ctx = ctx;
-        m->deleter = legacy_deleter;
-        fill_dl(self, ctx, &m->dl_tensor);
-        cap = PyCapsule_New(m, "dltensor", legacy_capsule_destructor);
+        cap = legacy_capsule(&self->t, ctx);
     }
     if (!cap)
         export_release(ctx);
@@ -305,23 +311,28 @@ static bool to_torch_init(void) {
     return true;
 }
 
-/* The handle of torch's current stream on device, as DLPack's stream argument. */
-static PyObject *torch_current_stream(int device) {
-    long long h;
+/* torch's current stream on device: its raw handle (0: the legacy default stream). */
+static int torch_raw_stream(int device, long long *h) {
     if (to_torch_fns.raw_stream) {
         PyObject *index = PyLong_FromLong(device);
         PyObject *raw = index ? PyObject_CallOneArg(to_torch_fns.raw_stream, index) : NULL;
         Py_XDECREF(index);
-        h = raw ? PyLong_AsLongLong(raw) : -1;
+        *h = raw ? PyLong_AsLongLong(raw) : -1;
         Py_XDECREF(raw);
     } else {
         PyObject *cur = PyObject_CallFunction(to_torch_fns.current_stream, "i", device);
         PyObject *handle = cur ? PyObject_GetAttrString(cur, "cuda_stream") : NULL;
         Py_XDECREF(cur);
-        h = handle ? PyLong_AsLongLong(handle) : -1;
+        *h = handle ? PyLong_AsLongLong(handle) : -1;
         Py_XDECREF(handle);
     }
-    if (PyErr_Occurred())
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The handle of torch's current stream on device, as DLPack's stream argument. */
+static PyObject *torch_current_stream(int device) {
+    long long h;
+    if (torch_raw_stream(device, &h) < 0)
         return NULL;
     return PyLong_FromLongLong(h == 0 ? 1 : h); /* 0 is the legacy default stream: 1 */
 }
@@ -340,6 +351,58 @@ static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
     Py_XDECREF(stream);
     PyObject *r = cap ? PyObject_CallOneArg(to_torch_fns.from_dlpack, cap) : NULL;
     Py_XDECREF(cap);
+    return r;
+}
+
+/* ---- unwrap(torch=True): torch tensors made straight from the unwrapped tree */
+
+bool cuipc_py_torch_ready(void) {
+    return to_torch_init();
+}
+
+int cuipc_py_torch_stream(int device, cuipc_stream *out) {
+    long long h;
+    if (torch_raw_stream(device, &h) < 0)
+        return -1;
+    *out = (cuipc_stream)(uintptr_t)h;
+    return 0;
+}
+
+/* torch's current stream on a GPU tensor's device made to follow the unwrap's work, once per
+ * device and unwrap (as to_torch does per tensor, where the streams differ). */
+static int order_for_torch(cuipc_py_torch_order *o, int device) {
+    if (!o->stream_ordered)
+        return 0;
+    for (int i = 0; i < o->n_done; i++)
+        if (o->done[i] == device)
+            return 0;
+    cuipc_stream current;
+    if (cuipc_py_torch_stream(device, &current) < 0)
+        return -1;
+    if (current != o->unwrap_stream &&
+        cuipc_py_stream_wait(device, (void *)o->unwrap_stream, (void *)current,
+                             "unwrap(torch=True): ordering torch's current stream after the "
+                             "unwrap") < 0)
+        return -1;
+    if (o->n_done < CUIPC_PY_TORCH_DEVICES)
+        o->done[o->n_done++] = device;
+    return 0;
+}
+
+PyObject *cuipc_py_torch_over(const cuipc_tensor *t, PyObject *keep, cuipc_py_torch_order *o) {
+    if (t->device != CUIPC_DEVICE_HOST && order_for_torch(o, t->device) < 0)
+        return NULL;
+    export_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return PyErr_NoMemory();
+    ctx->keep = Py_NewRef(keep);
+    PyObject *cap = legacy_capsule(t, ctx);
+    if (!cap) {
+        export_release(ctx);
+        return NULL;
+    }
+    PyObject *r = PyObject_CallOneArg(to_torch_fns.from_dlpack, cap);
+    Py_DECREF(cap);
     return r;
 }
 

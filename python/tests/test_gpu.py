@@ -23,11 +23,13 @@ def expected_sum(torch, i, shape=(256, 1024), dtype=None):
     return float(feature(torch, i, shape, dtype).double().sum().item())
 
 
-def start_consumers(pool, p, n, kind, count, use_stream):
+def start_consumers(pool, p, n, kind, count, use_stream, job="gpu_recv", **kw):
     """n GPU consumer processes (the session's pooled workers: torch imported and CUDA set up
     once) attached to p; their reports come from the returned pool."""
     for k in range(n):
-        pool.run(k, "gpu_recv", p.socket_path, kind, count, use_stream=use_stream)
+        if job == "gpu_recv":
+            kw["use_stream"] = use_stream
+        pool.run(k, job, p.socket_path, kind, count, **kw)
     p.accept(n, timeout=60)
     for _ in range(n):
         report = pool.get(timeout=60)
@@ -67,6 +69,25 @@ def test_torch_tensors_to_spawned_consumers(workers_pool, torch, mode, kind, n_c
             assert st["in_flight"] == 0 and st["recycled"] == 2 * n_messages
         else:
             assert p.stats()["ipc_retained_bytes"] > 0
+
+
+@pytest.mark.parametrize("kind", ["copy", "borrow"])
+@pytest.mark.parametrize("stream_mode", ["none", "own", "busy"])
+def test_unwrap_straight_to_torch(workers_pool, torch, kind, stream_mode):
+    """unwrap(torch=True): torch tensors out of the unwrap, right when read on torch's current
+    stream, whether the unwrap ran on it or on a stream of the consumer's that was still busy."""
+    n_messages = 3
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=64 << 20) as p:
+        results = start_consumers(workers_pool, p, 1, kind, n_messages, None, job="gpu_recv_torch",
+                                  stream_mode=stream_mode)
+        for i in range(n_messages):
+            p.send({"pixel_values": feature(torch, i), "i": i}, stream=torch.cuda.current_stream())
+        for _ in range(n_messages):
+            g = next_report(results)
+            assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
+            assert g["pixel_values"][4] == expected_sum(torch, g["i"])
+        p.drain(timeout=30)
+        assert p.stats()["gpu_pool"]["in_flight"] == 0
 
 
 def test_stream_arguments(workers_pool, torch):

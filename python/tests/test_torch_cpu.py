@@ -49,6 +49,63 @@ def test_to_torch_of_a_released_borrow_is_refused(pair):
         x.to_torch()
 
 
+@pytest.mark.parametrize("kind", ["copy", "borrow"])
+def test_unwrap_straight_to_torch(pair, kind):
+    """unwrap(torch=True): the tree with torch tensors in it, what to_torch() gives for each."""
+    p, c = pair()
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    sent = {"a": [x, {"h": x.to(torch.bfloat16), "n": 3}], "s": "text", "e": torch.zeros(0, 2)}
+    p.send(sent)
+    p.send(sent)
+    with c.recv(timeout=5) as m:
+        tree = m.unwrap(kind=kind, torch=True)
+        a, h = tree["a"][0], tree["a"][1]["h"]
+        assert type(a) is torch.Tensor and torch.equal(a, x)
+        assert h.dtype == torch.bfloat16 and torch.equal(h, x.to(torch.bfloat16))
+        assert tree["a"][1]["n"] == 3 and tree["s"] == "text" and tree["e"].shape == (0, 2)
+    with c.recv(timeout=5) as m:
+        plain = m.unwrap(kind=kind)
+        for got, want in ((plain["a"][0], a), (plain["a"][1]["h"], h), (plain["e"], tree["e"])):
+            t = got.to_torch()
+            assert (t.dtype, t.shape, t.stride(), t.device) == (want.dtype, want.shape, want.stride(), want.device)
+    assert torch.equal(a, x)  # a copy is the consumer's; a borrow's chunk is not reused yet
+
+
+def test_torch_tensors_of_an_unwrap_outlive_the_consumer(pair):
+    """The torch tensors own their tree: the message, and so the consumer's mappings, stay until
+    the last of them goes, whatever is closed before."""
+    p, c = pair()
+    p.send({"x": torch.arange(1 << 16, dtype=torch.int32)})
+    p.send({"x": torch.arange(1 << 16, dtype=torch.int32)})
+    m = c.recv(timeout=5)
+    copy = m.unwrap(kind="copy", torch=True)["x"]
+    m.release()
+    m = c.recv(timeout=5)
+    borrow = m.unwrap(kind="borrow", torch=True)["x"]
+    del m  # not released: the borrowed chunk stays the consumer's
+    c.close()
+    assert int(copy.sum()) == int(borrow.sum()) == sum(range(1 << 16))
+    del copy, borrow
+
+
+def test_unwrap_to_torch_argument_errors(pair):
+    p, c = pair()
+    p.send({"x": torch.ones(3)})
+    with c.recv(timeout=5) as m:
+        with pytest.raises(TypeError, match="nope"):
+            m.unwrap(torch=True, nope=1)
+        with pytest.raises(TypeError):
+            m.unwrap(kind="copy", torch=object.__new__(Unbooled))
+        assert torch.equal(m.unwrap(torch=1)["x"], torch.ones(3))
+    with pytest.raises(cuipc.Stale, match="released"):
+        m.unwrap(torch=True)
+
+
+class Unbooled:
+    def __bool__(self):
+        raise TypeError("no truth value")
+
+
 def test_torch_non_contiguous_and_grad_are_refused(pair):
     p, _ = pair()
     with pytest.raises(cuipc.InvalidArgument, match="not contiguous"):

@@ -122,6 +122,39 @@ def gpu_recv(path, kind, count, results, use_stream):
         results.put(("error", type(e).__name__, traceback.format_exc()))
 
 
+def gpu_recv_torch(path, kind, count, results, stream_mode):
+    """GPU consumer unwrapping straight to torch tensors (unwrap(torch=True)), read on torch's
+    current stream. stream_mode: "none" (the unwrap runs on torch's current stream), "own" (on a
+    stream of its own, which torch's must then wait for), "busy" (that stream still runs ~0.1 s
+    of GPU work when the unwrap queues its copy: a read not ordered after it sees no data)."""
+    import torch
+    try:
+        torch.cuda.init()
+        stream = None if stream_mode == "none" else torch.cuda.Stream()
+        with cuipc.Consumer(path, timeout=30) as c:
+            c.prepare(kind=kind, stream=stream)
+            results.put(("attached", c.index, None))
+            for _ in range(count):
+                with c.recv(timeout=30) as m:
+                    if stream_mode == "busy":
+                        with torch.cuda.stream(stream):
+                            torch.cuda._sleep(200_000_000)
+                    tree = m.unwrap(kind=kind, stream=stream, torch=True)
+                    out = {}
+                    for k, v in tree.items():
+                        if isinstance(v, torch.Tensor):
+                            out[k] = ("tensor", str(v.dtype), tuple(v.shape), str(v.device),
+                                      float(v.double().sum().item()))
+                        else:
+                            out[k] = v
+                    del tree, v
+                    m.release(stream=torch.cuda.current_stream())
+                    results.put(("ok", c.index, out))
+    except Exception as e:
+        import traceback
+        results.put(("error", type(e).__name__, traceback.format_exc()))
+
+
 class _Tagged:
     """A queue seen through a test's epoch: put tags, get skips what other epochs left."""
 
