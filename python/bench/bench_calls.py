@@ -7,19 +7,24 @@ consumer's recv finds its message there and each figure is the call's own cost:
             (Producer._send_profiled): args, convert (the tree and its tensors taken in), wrap
             and deliver (the core's own calls, what the C harness's producer calls: pool chunk,
             copy-in, ready word; encode, ring send), outside (the call's way in and out of Python)
-  consumer: recv, unwrap, tensor (the application's tensor made: numpy.from_dlpack, or
-            to_torch), release
+  consumer: recv, unwrap (with --torch straight to torch tensors: unwrap(torch=True)),
+            tensor (the application's tensor made: numpy.from_dlpack; with --torch only the
+            tree's lookup), sync, release
 With --torch, the reads the extension's torch fast path makes of a tensor are timed one by one.
 --gap-us G spins G microseconds between sends (a message rate, as an open loop has): what a
 call costs when the path has gone cold between messages, against back to back (0). --pin CPU
 binds this process to one CPU (the consumer's stays where the system puts it).
 
 Host tensors (numpy, or torch CPU tensors with --torch) in the default mode run anywhere;
---device cuda sends torch CUDA tensors through cuda_ipc_pool (the figures are then the layer's
-CPU time plus the core's queueing of GPU work; the consumer synchronises nothing).
+--device cuda sends torch CUDA tensors through cuda_ipc_pool, or with --mode default through the
+host pool (copied out and back: the send waits for its copy to the host, the unwrap queues the
+copy back to the GPU); the figures are then the layer's CPU time plus the core's own CUDA calls,
+and the consumer's "sync" is the wait for what its unwrap queued (torch's stream.synchronize,
+only when the message says work was queued, as the C harness's consumer does).
 
     python3 python/bench/bench_calls.py                      # numpy, default mode
     python3 python/bench/bench_calls.py --torch --device cuda --kind borrow
+    python3 python/bench/bench_calls.py --torch --device cuda --mode default --kind copy --gap-us 2000
 """
 import argparse
 import json
@@ -73,28 +78,36 @@ def consumer_main(path, args, warm, results):
     """The consumer's side: each call of each message timed apart."""
     try:
         stream = cuda_stream(args)  # the tensors' reader
-        if args.torch:
-            make = lambda t: t.to_torch()  # noqa: E731
+        if args.torch and args.to_torch:  # cuipc.Tensor out of unwrap, then to_torch()
+            make, as_torch = (lambda t: t.to_torch()), False  # noqa: E731
+        elif args.torch:  # unwrap makes the torch tensors: "tensor" is only the tree's lookup
+            make, as_torch = (lambda t: t), True  # noqa: E731
         else:
             import numpy as np
-            make = np.from_dlpack
+            make, as_torch = np.from_dlpack, False
         c = cuipc.Consumer(path, timeout=30, spin_us=max(1000, 2 * args.gap_us))
-        c.prepare(kind=args.kind, stream=stream)
-        calls = {k: [] for k in ("recv", "unwrap", "tensor", "release")}
+        target = 0 if stream is not None else None  # a copy lands on the GPU, as the harness's
+        c.prepare(kind=args.kind, device=target, stream=stream)
+        sync = stream.synchronize if stream is not None else (lambda: None)
+        calls = {k: [] for k in ("recv", "unwrap", "tensor", "sync", "release")}
         now = time.perf_counter_ns
         for i in range(args.rounds):
             t0 = now()
             m = c.recv(timeout=30)
             t1 = now()
-            tree = m.unwrap(kind=args.kind, stream=stream)
+            tree = m.unwrap(kind=args.kind, stream=stream, device=target, torch=as_torch)
             t2 = now()
             y = make(tree["x"])
             t3 = now()
-            m.release(stream=stream)
+            if m.stream_ordered:
+                sync()
             t4 = now()
+            m.release(stream=stream)
+            t5 = now()
             del y, tree, m
             if i >= warm:
-                for k, a, b in (("recv", t0, t1), ("unwrap", t1, t2), ("tensor", t2, t3), ("release", t3, t4)):
+                for k, a, b in (("recv", t0, t1), ("unwrap", t1, t2), ("tensor", t2, t3), ("sync", t3, t4),
+                                ("release", t4, t5)):
                     calls[k].append(b - a)
         if stream is not None:
             stream.synchronize()
@@ -111,6 +124,11 @@ def main():
     ap.add_argument("--kind", choices=["copy", "borrow"], default="borrow")
     ap.add_argument("--torch", action="store_true", help="torch tensors (CPU, or CUDA with --device cuda)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--to-torch", action="store_true",
+                    help="with --torch: unwrap to cuipc.Tensor, then to_torch() (\"tensor\"), instead of "
+                         "unwrap(torch=True)")
+    ap.add_argument("--mode", choices=["cuda_ipc_pool", "default"],
+                    help="transport mode (default: cuda_ipc_pool with --device cuda, else default)")
     ap.add_argument("--gap-us", type=int, default=0, help="spin this long between sends (default 0: back to back)")
     ap.add_argument("--pin", type=int, metavar="CPU", help="bind the producer to this CPU")
     ap.add_argument("--json", help="write the figures here too")
@@ -128,7 +146,10 @@ def main():
     else:
         import numpy as np
         x = np.zeros(args.bytes, dtype=np.uint8)
-    mode = "cuda_ipc_pool" if args.device == "cuda" else "default"
+    mode = args.mode or ("cuda_ipc_pool" if args.device == "cuda" else "default")
+    if mode == "cuda_ipc_pool" and args.device != "cuda":
+        print("bench_calls: --mode cuda_ipc_pool needs --device cuda", file=sys.stderr)
+        return 2
     # Room for every message: the consumer may fall behind, the send never waits for room.
     pow2 = lambda n: 1 << (n - 1).bit_length()  # noqa: E731
     room = pow2(args.rounds * max(args.bytes, 4096) * 2)
@@ -177,6 +198,7 @@ def main():
             proc.kill()
         p.close()
     out = {"rounds": args.rounds, "bytes": args.bytes, "kind": args.kind, "gap_us": args.gap_us, "pin": args.pin,
+           "torch_out": ("to_torch" if args.to_torch else "unwrap(torch=True)") if args.torch else None,
            "tensors": "torch" if args.torch else "numpy",
            "device": args.device, "mode": mode, "producer_us": summary({"send": sends}), "consumer_us": consumer,
            "send_phases_us": summary(phases)}

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""The Python package's targets, decided: each target case run in interleaved pairs (the C
+harness's scenario, then bench_transport.py's Python case, or the other way round, alternating),
+every process of both sides bound to the same CPUs, and a verdict from the pairs' confidence
+interval (paired.py): met when the whole interval is within the limit, missed when it is wholly
+beyond it, else undecided.
+
+Targets (ring channel, the C harness's consumer pattern, one consumer unless --consumers):
+  4 KiB, open loop, pool_borrow / pool_copy / default: Python p50 at most 20 us over C's
+  64 MiB, closed loop, pool_borrow: Python throughput at least 95 % of C's
+
+Both sides run the matrix scenario's own figures (rate, messages, warm-up, pool, sync and
+validation cadence); the C scenario gets an explicit binding to the CPUs the Python processes
+are bound to (--pin auto: one physical core each, near the GPU where the host says, off CPU 0's
+core when there are enough). Exit: 0 every target met, 1 a case failed or a target missed,
+3 none missed but some undecided, 77 no GPU.
+
+    python3 python/bench/targets.py --harness build-gpu/harness/cuipc-harness --out targets.json
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_transport as bt  # noqa: E402
+import paired  # noqa: E402
+
+SCHEMA_VERSION = 1
+TARGET_CASES = [  # (variant, size, loop)
+    ("pool_borrow", "4KiB", "open"),
+    ("pool_copy", "4KiB", "open"),
+    ("default", "4KiB", "open"),
+    ("pool_borrow", "64MiB", "closed"),
+]
+
+
+def cpu_list(text):
+    """'0-3,8' -> [0, 1, 2, 3, 8]"""
+    out = []
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def gpu_local_cpus(device=0):
+    """The CPUs the host lists as local to the GPU, or None when it does not say."""
+    try:
+        import torch
+        p = torch.cuda.get_device_properties(device)
+        bus = f"{p.pci_domain_id:04x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0"
+        with open(f"/sys/bus/pci/devices/{bus}/local_cpulist") as f:
+            return set(cpu_list(f.read()))
+    except (ImportError, AttributeError, OSError, ValueError, RuntimeError):
+        return None
+
+
+def core_of(cpu):
+    try:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        with open(base + "physical_package_id") as f, open(base + "core_id") as g:
+            return (f.read().strip(), g.read().strip())
+    except OSError:
+        return ("cpu", str(cpu))  # no topology: each CPU its own core
+
+
+def choose_cpus(n, local=None):
+    """n CPUs this process may use, one per physical core, from the GPU-local ones where
+    there are enough of those, off CPU 0's core where there are enough cores; None when
+    fewer than n cores are allowed."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if local and len(set(allowed) & local) >= n:
+        allowed = sorted(set(allowed) & local)
+    first_of_core = {}
+    for c in allowed:
+        first_of_core.setdefault(core_of(c), c)
+    cores = sorted(first_of_core.items(), key=lambda kv: kv[1])
+    if len(cores) > n:
+        cores = [kv for kv in cores if kv[0] != core_of(0)] or cores
+    if len(cores) < n:
+        return None
+    return [cpu for _, cpu in cores[:n]]
+
+
+def bound_scenario(variant, size, n, loop, cpus, directory):
+    """The matrix scenario with an explicit binding to cpus (producer first): its path."""
+    stem = bt.VARIANTS[variant][2].format(size=size.lower(), n=n)
+    src = os.path.join(bt.MATRIX, f"{'lat' if loop == 'open' else 'tput'}_{stem}.json")
+    with open(src) as f:
+        s = json.load(f)
+    if cpus:
+        s["binding"] = {"policy": "explicit", "producer_cpus": str(cpus[0]),
+                        "consumer_cpus": [str(c) for c in cpus[1:]]}
+    path = os.path.join(directory, os.path.basename(src))
+    with open(path, "w") as f:
+        json.dump(s, f, indent=1)
+    return path, s["name"]
+
+
+def run_c(harness, scenario_path, name, out_dir, timeout_s):
+    """One run of the C scenario: its figures, or (None, why)."""
+    cmd = [harness, "run", "--no-progress", "--require-gpu", "--out", out_dir, scenario_path]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, f"the C run took over {timeout_s} s"
+    h = bt.harness_figures(out_dir, name)
+    if p.returncode != 0 or not h or h.get("status") != "passed":
+        tail = (p.stdout + p.stderr).strip().splitlines()[-3:]
+        return None, f"the C run did not pass (exit {p.returncode}): {' | '.join(tail)}"
+    return h, None
+
+
+def figure_c(h, loop):
+    return h["p50_us"] if loop == "open" else sum(g for g in h["per_consumer_gbps"] if g)
+
+
+def figure_py(r, loop):
+    return r["latency_us"]["p50"] if loop == "open" else r["throughput"]["aggregate_gbps"]
+
+
+def run_py(variant, size, n, loop, device, cpus):
+    try:
+        r = bt.run_case(variant, size, n, "ring", loop, "harness", device, cpus=cpus)
+    except Exception as e:  # one failed run drops its pair, the others still count
+        return None, f"{type(e).__name__}: {e}"
+    if r["validation_failures"] or not r["validated"]:
+        return None, f"the Python run validated {r['validated']} message(s), {r['validation_failures']} bad"
+    return r, None
+
+
+def one_target(args, variant, size, n, loop, cpus, work):
+    metric, limit = bt.target_of(variant, size, loop)
+    scen, name = bound_scenario(variant, size, n, loop, cpus, work)
+    pairs, dropped = [], []
+    for i in range(args.repeat):
+        c_first = i % 2 == 0  # alternate: neither side always runs on a machine the other warmed
+        got = {}
+        for side in (("c", "py") if c_first else ("py", "c")):
+            if side == "c":
+                got["c"] = run_c(args.harness, scen, name, os.path.join(work, f"{name}-{i}"), args.c_timeout)
+            else:
+                got["py"] = run_py(variant, size, n, loop, args.device, cpus)
+        (h, c_why), (r, py_why) = got["c"], got["py"]
+        if c_why or py_why:
+            dropped.append({"pair": i, "why": c_why or py_why})
+            print(f"  pair {i}: dropped: {c_why or py_why}", flush=True)
+            continue
+        pair = {"pair": i, "order": "c-first" if c_first else "python-first",
+                "c": figure_c(h, loop), "python": figure_py(r, loop),
+                "c_stages_p50_us": h.get("stages_p50_us"), "c_send_p50_us": h.get("send_p50_us"),
+                "python_stages_p50_us": {k: v["p50"] for k, v in r["stages_us"].items()},
+                "python_send_p50_us": r["send_us"]["p50"]}
+        pairs.append(pair)
+        print(f"  pair {i} ({pair['order']}): Python {pair['python']:.2f}, C {pair['c']:.2f}", flush=True)
+    cmp = paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
+                               ratio=metric == "gbps_of_c", confidence=args.confidence)
+    return {"variant": variant, "size": size, "consumers": n, "loop": loop, "channel": "ring",
+            "pattern": "harness", "scenario": name, "metric": metric, "unit": "us" if loop == "open" else "GB/s",
+            "pairs": pairs, "dropped": dropped, "comparison": cmp}
+
+
+def describe(t):
+    c = t["comparison"]
+    head = f"target {t['variant']}/{t['size']}/c{t['consumers']}/{t['loop']}"
+    if not c["pairs"]:
+        return f"{head}: no pair ran: undecided"
+    pct = f"{c['confidence'] * 100:g} %"
+    if t["metric"] == "p50_over_c_us":
+        fmt = lambda v: "-" if v is None else f"{v:+.1f} us"  # noqa: E731
+        what = f"Python p50 over C's {fmt(c['estimate'])} [{pct}: {fmt(c['low'])}, {fmt(c['high'])}]"
+        meds = f"medians Python {c['median_b']:.1f} us, C {c['median_a']:.1f} us; limit {fmt(c['limit'])}"
+    else:
+        fmt = lambda v: "-" if v is None else f"{v * 100:.1f} %"  # noqa: E731
+        what = f"Python throughput {fmt(c['estimate'])} of C's [{pct}: {fmt(c['low'])}, {fmt(c['high'])}]"
+        meds = (f"medians Python {c['median_b']:.1f} GB/s, C {c['median_a']:.1f} GB/s; "
+                f"limit {fmt(c['limit'])}")
+    return f"{head}: {what}, {c['pairs']} pairs ({meds}): {c['verdict']}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--harness", default="build-gpu/harness/cuipc-harness", help="the C harness binary")
+    ap.add_argument("--repeat", type=int, default=7, help="pairs per target (at least 6 for a 95 %% interval)")
+    ap.add_argument("--confidence", type=float, default=0.95)
+    ap.add_argument("--consumers", default="1")
+    ap.add_argument("--cases", help="only the targets whose variant/size/loop matches (re.search)")
+    ap.add_argument("--pin", default="auto",
+                    help="auto, none, or a CPU list: the producer's then each consumer's")
+    ap.add_argument("--device", choices=["cuda"], default="cuda")
+    ap.add_argument("--c-timeout", type=int, default=300, help="seconds one C run may take")
+    args = ap.parse_args()
+    import re
+
+    import cuipc
+    if cuipc.gpu_count() == 0:
+        print("targets: no GPU: nothing measured", file=sys.stderr)
+        return 77
+    if not os.access(args.harness, os.X_OK):
+        print(f"targets: no C harness at {args.harness} (--harness)", file=sys.stderr)
+        return 2
+    out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-targets", "environment": bt.environment(),
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
+           "pin": args.pin, "targets": []}
+    worst = 0
+    with tempfile.TemporaryDirectory(prefix="cuipc-targets-") as work:
+        for n in map(int, args.consumers.split(",")):
+            if args.pin == "auto":
+                cpus = choose_cpus(n + 1, gpu_local_cpus())
+            elif args.pin == "none":
+                cpus = None
+            else:
+                cpus = cpu_list(args.pin)
+                if len(cpus) != n + 1:
+                    print(f"targets: --pin names {len(cpus)} CPU(s), {n + 1} wanted", file=sys.stderr)
+                    return 2
+            for variant, size, loop in TARGET_CASES:
+                if args.cases and not re.search(args.cases, f"{variant}/{size}/{loop}"):
+                    continue
+                print(f"{variant}/{size}/c{n}/{loop}, CPUs {cpus or 'unbound'}:", flush=True)
+                t = one_target(args, variant, size, n, loop, cpus, work)
+                t["cpus"] = cpus
+                out["targets"].append(t)
+                print(describe(t), flush=True)
+                bt.write_json(args.out, out)
+                v = t["comparison"]["verdict"]
+                worst = max(worst, {"met": 0, "undecided": 1, "missed": 2}[v] if not t["dropped"] else 2)
+    bt.write_json(args.out, out)
+    print("\n".join(describe(t) for t in out["targets"]))
+    return {0: 0, 1: 3, 2: 1}[worst]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
