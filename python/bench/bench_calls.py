@@ -78,20 +78,27 @@ def consumer_main(path, args, warm, results):
     """The consumer's side: each call of each message timed apart."""
     try:
         stream = cuda_stream(args)  # the tensors' reader
-        if args.torch and args.to_torch:  # cuipc.Tensor out of unwrap, then to_torch()
-            make, as_torch = (lambda t: t.to_torch()), False  # noqa: E731
-        elif args.torch:  # unwrap makes the torch tensors: "tensor" is only the tree's lookup
-            make, as_torch = (lambda t: t), True  # noqa: E731
+        # The ways to the application's tensor: (tag, unwrap's torch argument, tensor maker).
+        if args.torch:
+            fused = ("", True, lambda t: t)  # unwrap makes the torch tensors: "tensor" is a lookup
+            via = ("", False, lambda t: t.to_torch())  # cuipc.Tensor out of unwrap, then to_torch()
+            if args.torch_paths == "both":  # alternate message by message, in one process
+                paths = [(" fused", True, fused[2]), (" to_torch", False, via[2])]
+            else:
+                paths = [via if args.torch_paths == "to_torch" else fused]
         else:
             import numpy as np
-            make, as_torch = np.from_dlpack, False
+            paths = [("", False, np.from_dlpack)]
         c = cuipc.Consumer(path, timeout=30, spin_us=max(1000, 2 * args.gap_us))
         target = 0 if stream is not None else None  # a copy lands on the GPU, as the harness's
         c.prepare(kind=args.kind, device=target, stream=stream)
         sync = stream.synchronize if stream is not None else (lambda: None)
-        calls = {k: [] for k in ("recv", "unwrap", "tensor", "sync", "release")}
+        calls = {"recv": []}
+        for tag, _, _ in paths:
+            calls.update({k + tag: [] for k in ("unwrap", "tensor", "sync", "release")})
         now = time.perf_counter_ns
         for i in range(args.rounds):
+            tag, as_torch, make = paths[i % len(paths)]
             t0 = now()
             m = c.recv(timeout=30)
             t1 = now()
@@ -106,9 +113,9 @@ def consumer_main(path, args, warm, results):
             t5 = now()
             del y, tree, m
             if i >= warm:
-                for k, a, b in (("recv", t0, t1), ("unwrap", t1, t2), ("tensor", t2, t3), ("sync", t3, t4),
-                                ("release", t4, t5)):
-                    calls[k].append(b - a)
+                calls["recv"].append(t1 - t0)
+                for k, a, b in (("unwrap", t1, t2), ("tensor", t2, t3), ("sync", t3, t4), ("release", t4, t5)):
+                    calls[k + tag].append(b - a)
         if stream is not None:
             stream.synchronize()
         c.close()
@@ -124,9 +131,9 @@ def main():
     ap.add_argument("--kind", choices=["copy", "borrow"], default="borrow")
     ap.add_argument("--torch", action="store_true", help="torch tensors (CPU, or CUDA with --device cuda)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--to-torch", action="store_true",
-                    help="with --torch: unwrap to cuipc.Tensor, then to_torch() (\"tensor\"), instead of "
-                         "unwrap(torch=True)")
+    ap.add_argument("--torch-paths", choices=["fused", "to_torch", "both"], default="fused",
+                    help="with --torch, how the consumer gets torch tensors: unwrap(torch=True) (fused), "
+                         "unwrap then to_torch() (\"tensor\"), or both, alternating message by message")
     ap.add_argument("--mode", choices=["cuda_ipc_pool", "default"],
                     help="transport mode (default: cuda_ipc_pool with --device cuda, else default)")
     ap.add_argument("--gap-us", type=int, default=0, help="spin this long between sends (default 0: back to back)")
@@ -198,14 +205,14 @@ def main():
             proc.kill()
         p.close()
     out = {"rounds": args.rounds, "bytes": args.bytes, "kind": args.kind, "gap_us": args.gap_us, "pin": args.pin,
-           "torch_out": ("to_torch" if args.to_torch else "unwrap(torch=True)") if args.torch else None,
+           "torch_paths": args.torch_paths if args.torch else None,
            "tensors": "torch" if args.torch else "numpy",
            "device": args.device, "mode": mode, "producer_us": summary({"send": sends}), "consumer_us": consumer,
            "send_phases_us": summary(phases)}
     print(f"{out['tensors']} {args.device} {mode} {args.kind} {args.bytes} B, {args.rounds} messages, "
           f"{args.gap_us} us apart: p50 (p90) us")
     for k, v in list(out["producer_us"].items()) + list(consumer.items()):
-        print(f"  {k:<8} {v['p50']:8.2f} ({v['p90']:.2f})")
+        print(f"  {k:<16} {v['p50']:8.2f} ({v['p90']:.2f})")
     print("  send by phase (wrap, deliver: the core's own calls):")
     for k, v in out["send_phases_us"].items():
         print(f"    {k:<8} {v['p50']:8.2f} ({v['p90']:.2f})")

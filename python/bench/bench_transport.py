@@ -115,7 +115,7 @@ def consumer_main(cfg, k, inbox, results, ready, received):
     """A worker: attach, then per message get, unwrap, as the pattern says (see the module's
     doc): synchronise (timed), touch, release."""
     if cfg.get("cpus"):
-        os.sched_setaffinity(0, {cfg["cpus"][k]})
+        os.sched_setaffinity(0, cfg["cpus"][k])
     import torch
 
     import cuipc
@@ -183,10 +183,10 @@ def consumer_main(cfg, k, inbox, results, ready, received):
 
 def run_case(variant, size_name, n, channel, loop, pattern, device, messages_override=None, profile=False,
              cpus=None):
-    """One case. cpus: None, or [producer CPU, consumer 0's, ...] to bind each process to."""
+    """One case. cpus: None, or the CPUs to bind each process to: [producer's, consumer 0's, ...]."""
     saved = os.sched_getaffinity(0)
     if cpus:
-        os.sched_setaffinity(0, {cpus[0]})
+        os.sched_setaffinity(0, cpus[0])
     try:
         return run_case_bound(variant, size_name, n, channel, loop, pattern, device, messages_override, profile,
                               cpus)

@@ -10,10 +10,14 @@ Targets (ring channel, the C harness's consumer pattern, one consumer unless --c
   64 MiB, closed loop, pool_borrow: Python throughput at least 95 % of C's
 
 Both sides run the matrix scenario's own figures (rate, messages, warm-up, pool, sync and
-validation cadence); the C scenario gets an explicit binding to the CPUs the Python processes
-are bound to (--pin auto: one physical core each, near the GPU where the host says, off CPU 0's
-core when there are enough). Exit: 0 every target met, 1 a case failed or a target missed,
-3 none missed but some undecided, 77 no GPU.
+validation cadence), and every process of both is bound alike: the C scenario gets an explicit
+binding to the CPU sets the Python processes are bound to. --pin gpu-local (the default, the
+harness's own choice): every process on the CPUs near the GPU; none: nothing bound (the C
+scenario's policy "none"); or a set per process, producer first, e.g. 2/4 or 0-3/4-7. One CPU
+for the producer is a trap: the pool's recycler thread, woken by every release, then takes the
+CPU from the spinning sender (on an H200 host the Python send p50 went 28-49 -> 66-77 us and its
+p90 to 1.1 ms, bench_calls.py --pin 1). Exit: 0 every target met, 1 a case failed or a target
+missed, 3 none missed but some undecided, 77 no GPU.
 
     python3 python/bench/targets.py --harness build-gpu/harness/cuipc-harness --out targets.json
 """
@@ -56,46 +60,51 @@ def gpu_local_cpus(device=0):
         bus = f"{p.pci_domain_id:04x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0"
         with open(f"/sys/bus/pci/devices/{bus}/local_cpulist") as f:
             return set(cpu_list(f.read()))
-    except (ImportError, AttributeError, OSError, ValueError, RuntimeError):
+    except Exception:  # no torch, no CUDA, an older torch, no sysfs: no locality known
         return None
 
 
-def core_of(cpu):
-    try:
-        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
-        with open(base + "physical_package_id") as f, open(base + "core_id") as g:
-            return (f.read().strip(), g.read().strip())
-    except OSError:
-        return ("cpu", str(cpu))  # no topology: each CPU its own core
+def cpu_string(cpus):
+    """[0, 1, 2, 3, 8] -> '0-3,8'"""
+    cpus, out, i = sorted(cpus), [], 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        out.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
-def choose_cpus(n, local=None):
-    """n CPUs this process may use, one per physical core, from the GPU-local ones where
-    there are enough of those, off CPU 0's core where there are enough cores; None when
-    fewer than n cores are allowed."""
-    allowed = sorted(os.sched_getaffinity(0))
-    if local and len(set(allowed) & local) >= n:
-        allowed = sorted(set(allowed) & local)
-    first_of_core = {}
-    for c in allowed:
-        first_of_core.setdefault(core_of(c), c)
-    cores = sorted(first_of_core.items(), key=lambda kv: kv[1])
-    if len(cores) > n:
-        cores = [kv for kv in cores if kv[0] != core_of(0)] or cores
-    if len(cores) < n:
+def choose_binding(pin, n):
+    """The CPU set of each of the n processes (producer first), or None for no binding."""
+    allowed = set(os.sched_getaffinity(0))
+    if pin == "none":
         return None
-    return [cpu for _, cpu in cores[:n]]
+    if pin == "gpu-local":
+        local = gpu_local_cpus()
+        cpus = sorted(allowed & local) if local and allowed & local else sorted(allowed)
+        return [cpus] * n
+    sets = [cpu_list(part) for part in pin.split("/")]
+    if len(sets) != n or not all(sets):
+        raise ValueError(f"--pin {pin!r}: {n} CPU set(s) wanted, producer first, separated by '/'")
+    if any(set(c) - allowed for c in sets):
+        raise ValueError(f"--pin {pin!r}: names CPUs this process may not use ({cpu_string(allowed)})")
+    return sets
 
 
 def bound_scenario(variant, size, n, loop, cpus, directory):
-    """The matrix scenario with an explicit binding to cpus (producer first): its path."""
+    """The matrix scenario bound as cpus says (a set per process, producer first; None: no
+    binding): its path."""
     stem = bt.VARIANTS[variant][2].format(size=size.lower(), n=n)
     src = os.path.join(bt.MATRIX, f"{'lat' if loop == 'open' else 'tput'}_{stem}.json")
     with open(src) as f:
         s = json.load(f)
     if cpus:
-        s["binding"] = {"policy": "explicit", "producer_cpus": str(cpus[0]),
-                        "consumer_cpus": [str(c) for c in cpus[1:]]}
+        s["binding"] = {"policy": "explicit", "producer_cpus": cpu_string(cpus[0]),
+                        "consumer_cpus": [cpu_string(c) for c in cpus[1:]]}
+    else:
+        s["binding"] = {"policy": "none"}
     path = os.path.join(directory, os.path.basename(src))
     with open(path, "w") as f:
         json.dump(s, f, indent=1)
@@ -191,8 +200,8 @@ def main():
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--consumers", default="1")
     ap.add_argument("--cases", help="only the targets whose variant/size/loop matches (re.search)")
-    ap.add_argument("--pin", default="auto",
-                    help="auto, none, or a CPU list: the producer's then each consumer's")
+    ap.add_argument("--pin", default="gpu-local",
+                    help="gpu-local, none, or a CPU set per process, producer first: 2/4, 0-3/4-7")
     ap.add_argument("--device", choices=["cuda"], default="cuda")
     ap.add_argument("--c-timeout", type=int, default=300, help="seconds one C run may take")
     args = ap.parse_args()
@@ -211,19 +220,16 @@ def main():
     worst = 0
     with tempfile.TemporaryDirectory(prefix="cuipc-targets-") as work:
         for n in map(int, args.consumers.split(",")):
-            if args.pin == "auto":
-                cpus = choose_cpus(n + 1, gpu_local_cpus())
-            elif args.pin == "none":
-                cpus = None
-            else:
-                cpus = cpu_list(args.pin)
-                if len(cpus) != n + 1:
-                    print(f"targets: --pin names {len(cpus)} CPU(s), {n + 1} wanted", file=sys.stderr)
-                    return 2
+            try:
+                cpus = choose_binding(args.pin, n + 1)
+            except ValueError as e:
+                print(f"targets: {e}", file=sys.stderr)
+                return 2
             for variant, size, loop in TARGET_CASES:
                 if args.cases and not re.search(args.cases, f"{variant}/{size}/{loop}"):
                     continue
-                print(f"{variant}/{size}/c{n}/{loop}, CPUs {cpus or 'unbound'}:", flush=True)
+                shown = " / ".join(cpu_string(c) for c in cpus) if cpus else "unbound"
+                print(f"{variant}/{size}/c{n}/{loop}, CPUs {shown}:", flush=True)
                 t = one_target(args, variant, size, n, loop, cpus, work)
                 t["cpus"] = cpus
                 out["targets"].append(t)
