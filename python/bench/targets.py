@@ -13,7 +13,9 @@ Both sides run the matrix scenario's own figures (rate, messages, warm-up, pool,
 validation cadence), and every process of both is bound alike: the C scenario gets an explicit
 binding to the CPU sets the Python processes are bound to. --pin gpu-local (the default, the
 harness's own choice): every process on the CPUs near the GPU; none: nothing bound (the C
-scenario's policy "none"); or a set per process, producer first, e.g. 2/4 or 0-3/4-7. One CPU
+scenario's policy "none"); isolated: each process on two GPU-local CPUs of its own, the ones
+that have taken the fewest interrupts; or a set per process, producer first, e.g. 2/4 or
+0-3/4-7. One CPU
 for the producer is a trap: the pool's recycler thread, woken by every release, then takes the
 CPU from the spinning sender (on an H200 host the Python send p50 went 28-49 -> 66-77 us and its
 p90 to 1.1 ms, bench_calls.py --pin 1). Exit: 0 every target met, 1 a case failed or a target
@@ -76,6 +78,22 @@ def cpu_string(cpus):
     return ",".join(out)
 
 
+def interrupts_per_cpu():
+    """Interrupts each CPU has taken since boot (/proc/interrupts), {} where unreadable."""
+    try:
+        with open("/proc/interrupts") as f:
+            cpus = [int(c[3:]) for c in f.readline().split() if c.startswith("CPU")]
+            totals = dict.fromkeys(cpus, 0)
+            for line in f:
+                fields = line.split()[1:1 + len(cpus)]
+                for c, v in zip(cpus, fields):
+                    if v.isdigit():
+                        totals[c] += int(v)
+            return totals
+    except (OSError, ValueError):
+        return {}
+
+
 def choose_binding(pin, n):
     """The CPU set of each of the n processes (producer first), or None for no binding."""
     allowed = set(os.sched_getaffinity(0))
@@ -85,6 +103,14 @@ def choose_binding(pin, n):
         local = gpu_local_cpus()
         cpus = sorted(allowed & local) if local and allowed & local else sorted(allowed)
         return [cpus] * n
+    if pin == "isolated":
+        local = gpu_local_cpus()
+        pool = sorted(allowed & local) if local and allowed & local else sorted(allowed)
+        irqs = interrupts_per_cpu()
+        quiet = sorted(pool, key=lambda c: (irqs.get(c, 0), c))
+        if len(quiet) < 2 * n:
+            raise ValueError(f"--pin isolated: {2 * n} CPUs wanted, {len(quiet)} usable")
+        return [sorted(quiet[2 * k:2 * k + 2]) for k in range(n)]
     sets = [cpu_list(part) for part in pin.split("/")]
     if len(sets) != n or not all(sets):
         raise ValueError(f"--pin {pin!r}: {n} CPU set(s) wanted, producer first, separated by '/'")
@@ -201,7 +227,8 @@ def main():
     ap.add_argument("--consumers", default="1")
     ap.add_argument("--cases", help="only the targets whose variant/size/loop matches (re.search)")
     ap.add_argument("--pin", default="gpu-local",
-                    help="gpu-local, none, or a CPU set per process, producer first: 2/4, 0-3/4-7")
+                    help="gpu-local, none, isolated, or a CPU set per process, producer first: 2/4, "
+                         "0-3/4-7")
     ap.add_argument("--device", choices=["cuda"], default="cuda")
     ap.add_argument("--c-timeout", type=int, default=300, help="seconds one C run may take")
     args = ap.parse_args()

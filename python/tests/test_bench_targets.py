@@ -25,6 +25,12 @@ def test_binding_choices():
     assert targets.choose_binding("none", 2) is None
     local = targets.choose_binding("gpu-local", 3)
     assert len(local) == 3 and all(c == local[0] and set(c) <= set(allowed) for c in local)
+    if len(allowed) >= 4:
+        iso = targets.choose_binding("isolated", 2)
+        assert all(len(c) == 2 for c in iso) and not set(iso[0]) & set(iso[1])
+    else:
+        with pytest.raises(ValueError, match="4 CPUs wanted"):
+            targets.choose_binding("isolated", 2)
     one = str(allowed[0])
     assert targets.choose_binding(f"{one}/{one}", 2) == [[allowed[0]], [allowed[0]]]
     with pytest.raises(ValueError, match="2 CPU set"):
