@@ -129,60 +129,33 @@ static bool load_workload(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) 
     return true;
 }
 
-static bool parse_sizes(cuipc_jctx *c, const json_t *sizes, cuipc_scenario *s) {
-    if (!cuipc_jcheck_object(c, sizes,
-                             CUIPC_JKEYS("list", "range", "uniform", "lognormal", "trace")))
-        return false;
-    if (json_object_size(sizes) != 1)
-        return cuipc_jfail(c,
-                           "give exactly one of list, range, uniform, lognormal, trace (got %zu)",
-                           json_object_size(sizes));
+/* tensors.sizes.list: [size, ...] */
+static bool sizes_list(cuipc_jctx *c, const json_t *v, cuipc_scenario *s) {
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return cuipc_jfail(c, "expected a non-empty array of sizes, got %s",
+                           cuipc_json_type_name(v));
+    s->tensors.n_sizes = json_array_size(v);
+    s->tensors.sizes = calloc(s->tensors.n_sizes, sizeof(uint64_t));
+    if (s->tensors.sizes == NULL)
+        return cuipc_jfail(c, "out of memory");
     bool bad = false;
-    const json_t *v;
-    if ((v = json_object_get(sizes, "list")) != NULL) {
-        s->tensors.kind = CUIPC_SIZES_LIST;
-        cuipc_jpush_key(c, "list");
-        if (!json_is_array(v) || json_array_size(v) == 0) {
-            bool r = cuipc_jfail(c, "expected a non-empty array of sizes, got %s",
-                                 cuipc_json_type_name(v));
-            cuipc_jpop(c);
-            return r;
-        }
-        s->tensors.n_sizes = json_array_size(v);
-        s->tensors.sizes = calloc(s->tensors.n_sizes, sizeof(uint64_t));
-        if (s->tensors.sizes == NULL)
-            return cuipc_jfail(c, "out of memory");
-        for (size_t i = 0; i < s->tensors.n_sizes && !bad; i++) {
-            cuipc_jpush_index(c, (long)i);
-            bad = !cuipc_jsize_value(c, json_array_get(v, i), 1, &s->tensors.sizes[i]);
-            cuipc_jpop(c);
-        }
+    for (size_t i = 0; i < s->tensors.n_sizes && !bad; i++) {
+        cuipc_jpush_index(c, (long)i);
+        bad = !cuipc_jsize_value(c, json_array_get(v, i), 1, &s->tensors.sizes[i]);
         cuipc_jpop(c);
-        return !bad;
     }
-    if ((v = json_object_get(sizes, "trace")) != NULL) {
-        s->tensors.kind = CUIPC_SIZES_TRACE;
-        cuipc_jpush_key(c, "trace");
-        bool ok = json_is_string(v)
-                      ? load_trace(c, s, json_string_value(v))
-                      : cuipc_jfail(c, "expected a file name, got %s", cuipc_json_type_name(v));
-        cuipc_jpop(c);
-        return ok;
-    }
-    const char *key = json_object_get(sizes, "range")     ? "range"
-                      : json_object_get(sizes, "uniform") ? "uniform"
-                                                          : "lognormal";
-    const json_t *o =
-        cuipc_jenter(c, sizes, key, true,
-                     strcmp(key, "range") == 0     ? CUIPC_JKEYS("min", "max", "step")
-                     : strcmp(key, "uniform") == 0 ? CUIPC_JKEYS("min", "max")
-                                                   : CUIPC_JKEYS("median", "sigma", "min", "max"),
-                     &bad);
-    if (bad)
-        return false;
-    s->tensors.kind = strcmp(key, "range") == 0     ? CUIPC_SIZES_RANGE
-                      : strcmp(key, "uniform") == 0 ? CUIPC_SIZES_UNIFORM
-                                                    : CUIPC_SIZES_LOGNORMAL;
+    return !bad;
+}
+
+/* tensors.sizes.trace: a file of sizes */
+static bool sizes_trace(cuipc_jctx *c, const json_t *v, cuipc_scenario *s) {
+    return json_is_string(v)
+               ? load_trace(c, s, json_string_value(v))
+               : cuipc_jfail(c, "expected a file name, got %s", cuipc_json_type_name(v));
+}
+
+/* tensors.sizes.range / uniform / lognormal: an object with min and max, and its own keys */
+static bool sizes_bounded(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     bool ok = cuipc_jget_size(c, o, "min", true, 1, &s->tensors.min) &&
               cuipc_jget_size(c, o, "max", true, 1, &s->tensors.max);
     if (ok && s->tensors.kind == CUIPC_SIZES_RANGE) {
@@ -200,8 +173,51 @@ static bool parse_sizes(cuipc_jctx *c, const json_t *sizes, cuipc_scenario *s) {
                          (unsigned long long)s->tensors.min, (unsigned long long)s->tensors.max);
         cuipc_jpop(c);
     }
-    cuipc_jpop(c);
     return ok;
+}
+
+/* The ways of giving the sizes: a key each, the keys of its object (NULL: not an object) and
+ * its reader. */
+static const struct {
+    const char *key;
+    cuipc_size_kind kind;
+    const char *const *keys;
+    bool (*parse)(cuipc_jctx *c, const json_t *v, cuipc_scenario *s);
+} size_kinds[] = {
+    {"list", CUIPC_SIZES_LIST, NULL, sizes_list},
+    {"trace", CUIPC_SIZES_TRACE, NULL, sizes_trace},
+    {"range", CUIPC_SIZES_RANGE, CUIPC_JKEYS("min", "max", "step"), sizes_bounded},
+    {"uniform", CUIPC_SIZES_UNIFORM, CUIPC_JKEYS("min", "max"), sizes_bounded},
+    {"lognormal", CUIPC_SIZES_LOGNORMAL, CUIPC_JKEYS("median", "sigma", "min", "max"),
+     sizes_bounded},
+};
+
+static bool parse_sizes(cuipc_jctx *c, const json_t *sizes, cuipc_scenario *s) {
+    if (!cuipc_jcheck_object(c, sizes,
+                             CUIPC_JKEYS("list", "range", "uniform", "lognormal", "trace")))
+        return false;
+    if (json_object_size(sizes) != 1)
+        return cuipc_jfail(c,
+                           "give exactly one of list, range, uniform, lognormal, trace (got %zu)",
+                           json_object_size(sizes));
+    for (size_t i = 0; i < sizeof size_kinds / sizeof size_kinds[0]; i++) {
+        const json_t *v = json_object_get(sizes, size_kinds[i].key);
+        if (v == NULL)
+            continue;
+        s->tensors.kind = size_kinds[i].kind;
+        if (size_kinds[i].keys == NULL) {
+            cuipc_jpush_key(c, size_kinds[i].key);
+        } else {
+            bool bad = false;
+            v = cuipc_jenter(c, sizes, size_kinds[i].key, true, size_kinds[i].keys, &bad);
+            if (bad)
+                return false;
+        }
+        bool ok = size_kinds[i].parse(c, v, s);
+        cuipc_jpop(c);
+        return ok;
+    }
+    return cuipc_jfail(c, "no way of giving the sizes"); /* unreachable: one known key */
 }
 
 static bool parse_tensors(cuipc_jctx *c, const json_t *t, cuipc_scenario *s) {
@@ -271,96 +287,122 @@ static bool parse_pool(cuipc_jctx *c, const json_t *p, cuipc_scenario *s) {
     return true;
 }
 
-static bool parse_consumers(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
-    if (!cuipc_jget_u32(c, o, "count", !cuipc_scenario_replays(s), 1, CUIPC_MAX_CONSUMERS,
-                        &s->consumers.count))
-        return false;
+/* consumers.devices: one ordinal for every consumer, or one each. */
+static bool parse_consumer_devices(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     for (uint32_t i = 0; i < CUIPC_MAX_CONSUMERS; i++)
         s->consumers.devices[i] = s->producer_device;
     json_t *dev = json_object_get(o, "devices");
-    if (dev != NULL) {
-        cuipc_jpush_key(c, "devices");
-        size_t n = json_is_array(dev) ? json_array_size(dev) : 0;
-        if (n != 1 && n != s->consumers.count)
-            return cuipc_jfail(c, "expected an array of 1 or %u device ordinals (one per consumer)",
-                               s->consumers.count);
-        for (uint32_t i = 0; i < s->consumers.count; i++) {
-            json_t *d = json_array_get(dev, n == 1 ? 0 : i);
-            cuipc_jpush_index(c, n == 1 ? 0 : (long)i);
-            if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > 1023)
-                return cuipc_jfail(c, "expected a device ordinal 0..1023, got %s",
-                                   cuipc_json_type_name(d));
-            s->consumers.devices[i] = (int32_t)json_integer_value(d);
-            cuipc_jpop(c);
-        }
+    if (dev == NULL)
+        return true;
+    cuipc_jpush_key(c, "devices");
+    size_t n = json_is_array(dev) ? json_array_size(dev) : 0;
+    if (n != 1 && n != s->consumers.count)
+        return cuipc_jfail(c, "expected an array of 1 or %u device ordinals (one per consumer)",
+                           s->consumers.count);
+    for (uint32_t i = 0; i < s->consumers.count; i++) {
+        json_t *d = json_array_get(dev, n == 1 ? 0 : i);
+        cuipc_jpush_index(c, n == 1 ? 0 : (long)i);
+        if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > 1023)
+            return cuipc_jfail(c, "expected a device ordinal 0..1023, got %s",
+                               cuipc_json_type_name(d));
+        s->consumers.devices[i] = (int32_t)json_integer_value(d);
         cuipc_jpop(c);
     }
-    int unwrap = (int)s->consumers.unwrap;
-    if (!cuipc_jget_enum(c, o, "unwrap", false, CUIPC_JNAMES("copy", "borrow"), 2, &unwrap))
-        return false;
-    s->consumers.unwrap = (cuipc_unwrap_kind)unwrap;
+    cuipc_jpop(c);
+    return true;
+}
+
+/* consumers.copy_to: where unwrap "copy" lands. */
+static bool parse_copy_to(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    static const struct {
+        const char *name;
+        int32_t device;
+    } places[] = {{"host", CUIPC_DEVICE_HOST},
+                  {"same", CUIPC_DEVICE_SAME},
+                  {"consumer", CUIPC_H_COPY_TO_CONSUMER}};
     json_t *to = json_object_get(o, "copy_to");
-    if (to != NULL) {
-        cuipc_jpush_key(c, "copy_to");
-        if (s->consumers.unwrap != CUIPC_UNWRAP_COPY)
-            return cuipc_jfail(c, "copy_to applies to unwrap \"copy\" only");
-        if (json_is_integer(to) && json_integer_value(to) >= 0 && json_integer_value(to) < 1024)
-            s->consumers.copy_to = (int32_t)json_integer_value(to);
-        else if (json_is_string(to) && strcmp(json_string_value(to), "host") == 0)
-            s->consumers.copy_to = CUIPC_DEVICE_HOST;
-        else if (json_is_string(to) && strcmp(json_string_value(to), "same") == 0)
-            s->consumers.copy_to = CUIPC_DEVICE_SAME;
-        else if (json_is_string(to) && strcmp(json_string_value(to), "consumer") == 0)
-            s->consumers.copy_to = CUIPC_H_COPY_TO_CONSUMER;
-        else
-            return cuipc_jfail(c, "expected \"host\", \"same\", \"consumer\" or a device ordinal");
-        cuipc_jpop(c);
+    if (to == NULL)
+        return true;
+    cuipc_jpush_key(c, "copy_to");
+    if (s->consumers.unwrap != CUIPC_UNWRAP_COPY)
+        return cuipc_jfail(c, "copy_to applies to unwrap \"copy\" only");
+    bool known = false;
+    if (json_is_integer(to) && json_integer_value(to) >= 0 && json_integer_value(to) < 1024) {
+        s->consumers.copy_to = (int32_t)json_integer_value(to);
+        known = true;
     }
-    uint64_t hold_us = s->consumers.hold_ns / 1000;
-    if (!cuipc_jget_uint(c, o, "hold_us", false, 0, 60000000, &hold_us))
+    for (size_t i = 0; json_is_string(to) && i < sizeof places / sizeof places[0]; i++)
+        if (strcmp(json_string_value(to), places[i].name) == 0) {
+            s->consumers.copy_to = places[i].device;
+            known = true;
+        }
+    if (!known)
+        return cuipc_jfail(c, "expected \"host\", \"same\", \"consumer\" or a device ordinal");
+    cuipc_jpop(c);
+    return true;
+}
+
+/* A key in microseconds up to max_us into nanoseconds; absent: *ns as it was. */
+static bool get_us(cuipc_jctx *c, const json_t *o, const char *key, uint64_t max_us, int64_t *ns) {
+    if (json_object_get(o, key) == NULL)
+        return true;
+    uint64_t us = 0;
+    if (!cuipc_jget_uint(c, o, key, false, 0, max_us, &us))
         return false;
-    s->consumers.hold_ns = hold_us * 1000;
+    *ns = (int64_t)us * 1000;
+    return true;
+}
+
+/* consumers.hold_us, spin_us, host_wait_us, copy_cache_bytes: how a consumer waits and keeps. */
+static bool parse_consumer_waits(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    int64_t hold_ns = (int64_t)s->consumers.hold_ns;
+    if (!get_us(c, o, "hold_us", 60000000, &hold_ns))
+        return false;
+    s->consumers.hold_ns = (uint64_t)hold_ns;
     const json_t *cache = json_object_get(o, "copy_cache_bytes");
     if (json_is_string(cache) && strcmp(json_string_value(cache), "unlimited") == 0)
         s->consumers.copy_cache_bytes = UINT64_MAX;
     else if (!cuipc_jget_size(c, o, "copy_cache_bytes", false, 0, &s->consumers.copy_cache_bytes))
         return false;
-    if (json_object_get(o, "spin_us") != NULL) {
-        uint64_t spin_us = 0;
-        if (!cuipc_jget_uint(c, o, "spin_us", false, 0, 10000000, &spin_us))
-            return false;
-        s->consumers.spin_ns = (int64_t)spin_us * 1000;
-    }
-    if (json_object_get(o, "host_wait_us") != NULL) {
-        uint64_t wait_us = 0;
-        if (!cuipc_jget_uint(c, o, "host_wait_us", false, 0, 10000000, &wait_us))
-            return false;
-        s->consumers.host_wait_ns = (int64_t)wait_us * 1000;
-    }
-    int release = s->consumers.release_on_stream ? 1 : 0;
-    if (!cuipc_jget_enum(c, o, "release", false, CUIPC_JNAMES("host", "stream"), 2, &release))
-        return false;
-    s->consumers.release_on_stream = release == 1;
-    if (!cuipc_jget_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every))
-        return false;
+    return get_us(c, o, "spin_us", 10000000, &s->consumers.spin_ns) &&
+           get_us(c, o, "host_wait_us", 10000000, &s->consumers.host_wait_ns);
+}
+
+/* consumers.churn: count consumers leave and are replaced every `every` messages. */
+static bool parse_churn(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
     bool bad = false;
     const json_t *ch = cuipc_jenter(c, o, "churn", false, CUIPC_JKEYS("count", "every"), &bad);
     if (bad)
         return false;
-    if (ch != NULL) {
-        if (!cuipc_jget_u32(c, ch, "count", true, 1, CUIPC_MAX_CONSUMERS,
-                            &s->consumers.churn.count) ||
-            !cuipc_jget_uint(c, ch, "every", true, 1, 1ull << 40, &s->consumers.churn.every))
-            return false;
-        if (s->consumers.churn.count >= s->consumers.count) {
-            cuipc_jpush_key(c, "count");
-            return cuipc_jfail(c,
-                               "%u churning consumer(s) leave none of %u to stay for every message",
-                               s->consumers.churn.count, s->consumers.count);
-        }
-        cuipc_jpop(c);
+    if (ch == NULL)
+        return true;
+    if (!cuipc_jget_u32(c, ch, "count", true, 1, CUIPC_MAX_CONSUMERS, &s->consumers.churn.count) ||
+        !cuipc_jget_uint(c, ch, "every", true, 1, 1ull << 40, &s->consumers.churn.every))
+        return false;
+    if (s->consumers.churn.count >= s->consumers.count) {
+        cuipc_jpush_key(c, "count");
+        return cuipc_jfail(c, "%u churning consumer(s) leave none of %u to stay for every message",
+                           s->consumers.churn.count, s->consumers.count);
     }
+    cuipc_jpop(c);
     return true;
+}
+
+static bool parse_consumers(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
+    int unwrap = (int)s->consumers.unwrap;
+    int release = s->consumers.release_on_stream ? 1 : 0;
+    if (!cuipc_jget_u32(c, o, "count", !cuipc_scenario_replays(s), 1, CUIPC_MAX_CONSUMERS,
+                        &s->consumers.count) ||
+        !parse_consumer_devices(c, o, s) ||
+        !cuipc_jget_enum(c, o, "unwrap", false, CUIPC_JNAMES("copy", "borrow"), 2, &unwrap))
+        return false;
+    s->consumers.unwrap = (cuipc_unwrap_kind)unwrap;
+    if (!parse_copy_to(c, o, s) || !parse_consumer_waits(c, o, s) ||
+        !cuipc_jget_enum(c, o, "release", false, CUIPC_JNAMES("host", "stream"), 2, &release))
+        return false;
+    s->consumers.release_on_stream = release == 1;
+    return cuipc_jget_u32(c, o, "sync_every", false, 1, 1000000, &s->consumers.sync_every) &&
+           parse_churn(c, o, s);
 }
 
 static bool parse_run(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
@@ -645,6 +687,13 @@ static bool pool_fits(cuipc_jctx *c, const cuipc_scenario *s, const char *key, u
     return ok;
 }
 
+/* Fails at the JSON path given as keys (NULL-terminated), with why. */
+static bool fail_at(cuipc_jctx *c, const char *const *keys, const char *why) {
+    for (size_t i = 0; keys[i]; i++)
+        cuipc_jpush_key(c, keys[i]);
+    return cuipc_jfail(c, "%s", why);
+}
+
 /* Churn replaces consumers while messages flow: what needs a fixed set of consumers refuses it. */
 static bool check_churn(cuipc_jctx *c, const cuipc_scenario *s) {
     const char *why = NULL;
@@ -656,74 +705,82 @@ static bool check_churn(cuipc_jctx *c, const cuipc_scenario *s) {
         why = "consumers.churn and a fault each change the consumers: give one of them";
     else if (cuipc_scenario_replays(s))
         why = "a replayed workload holds every message in every consumer: no churn";
-    if (why == NULL)
-        return true;
-    cuipc_jpush_key(c, "consumers");
-    cuipc_jpush_key(c, "churn");
-    return cuipc_jfail(c, "%s", why);
+    return why == NULL || fail_at(c, CUIPC_JKEYS("consumers", "churn"), why);
 }
 
-static bool check_whole(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
-    if (!check_churn(c, s))
-        return false;
-    if (s->mode != CUIPC_MODE_DEFAULT && s->tensors.location != CUIPC_LOCATION_DEVICE) {
-        cuipc_jpush_key(c, "tensors");
-        cuipc_jpush_key(c, "location");
-        return cuipc_jfail(c, "mode %s sends device tensors: location must be \"device\"",
-                           cuipc_mode_name(s->mode));
-    }
-    if (cuipc_scenario_replays(s) && s->workload.w.fill_ns &&
-        s->tensors.source != CUIPC_SOURCE_POOL_BUFFER) {
-        cuipc_jpush_key(c, "workload");
-        return cuipc_jfail(
-            c, "the workload's fill_us is the time a pool buffer is written before it is "
-               "sent: it needs tensors.source \"pool_buffer\"");
-    }
-    if (s->tensors.source == CUIPC_SOURCE_POOL_BUFFER) {
-        const char *why = NULL;
-        if (s->mode == CUIPC_MODE_CUDA_IPC)
-            why = "mode cuda_ipc sends each tensor's own allocation: pool buffers need mode "
-                  "default or cuda_ipc_pool";
-        else if (s->mode == CUIPC_MODE_DEFAULT && s->tensors.location != CUIPC_LOCATION_HOST)
-            why = "the buffers of mode default are host memory: location must be \"host\"";
-        else if (s->tensors.fresh_per_message)
-            why = "pool buffers are fresh for every message: fresh_per_message says nothing more";
-        else if (s->pool.full_policy == CUIPC_FULL_FALLBACK)
-            why = "\"fallback\" stages copies through the host pool, and pool buffers are not "
-                  "copied: use \"wait\" or \"fail\"";
-        if (why) {
-            cuipc_jpush_key(c, "tensors");
-            cuipc_jpush_key(c, "source");
-            return cuipc_jfail(c, "%s", why);
-        }
-    }
+static bool check_location(cuipc_jctx *c, const cuipc_scenario *s) {
+    if (s->mode == CUIPC_MODE_DEFAULT || s->tensors.location == CUIPC_LOCATION_DEVICE)
+        return true;
+    cuipc_jpush_key(c, "tensors");
+    cuipc_jpush_key(c, "location");
+    return cuipc_jfail(c, "mode %s sends device tensors: location must be \"device\"",
+                       cuipc_mode_name(s->mode));
+}
+
+static bool check_fill(cuipc_jctx *c, const cuipc_scenario *s) {
+    if (!cuipc_scenario_replays(s) || !s->workload.w.fill_ns ||
+        s->tensors.source == CUIPC_SOURCE_POOL_BUFFER)
+        return true;
+    return fail_at(c, CUIPC_JKEYS("workload"),
+                   "the workload's fill_us is the time a pool buffer is written before it is "
+                   "sent: it needs tensors.source \"pool_buffer\"");
+}
+
+static bool check_pool_buffers(cuipc_jctx *c, const cuipc_scenario *s) {
+    const char *why = NULL;
+    if (s->tensors.source != CUIPC_SOURCE_POOL_BUFFER)
+        return true;
+    if (s->mode == CUIPC_MODE_CUDA_IPC)
+        why = "mode cuda_ipc sends each tensor's own allocation: pool buffers need mode "
+              "default or cuda_ipc_pool";
+    else if (s->mode == CUIPC_MODE_DEFAULT && s->tensors.location != CUIPC_LOCATION_HOST)
+        why = "the buffers of mode default are host memory: location must be \"host\"";
+    else if (s->tensors.fresh_per_message)
+        why = "pool buffers are fresh for every message: fresh_per_message says nothing more";
+    else if (s->pool.full_policy == CUIPC_FULL_FALLBACK)
+        why = "\"fallback\" stages copies through the host pool, and pool buffers are not "
+              "copied: use \"wait\" or \"fail\"";
+    return why == NULL || fail_at(c, CUIPC_JKEYS("tensors", "source"), why);
+}
+
+static bool check_pools(cuipc_jctx *c, const cuipc_scenario *s) {
     if (s->mode == CUIPC_MODE_DEFAULT && !pool_fits(c, s, "host_bytes", s->pool.host_bytes))
         return false;
     if (s->mode == CUIPC_MODE_CUDA_IPC_POOL && !pool_fits(c, s, "gpu_bytes", s->pool.gpu_bytes))
         return false;
-    if (s->pool.full_policy == CUIPC_FULL_FALLBACK) {
-        if (s->mode != CUIPC_MODE_CUDA_IPC_POOL) {
-            cuipc_jpush_key(c, "pool");
-            cuipc_jpush_key(c, "full_policy");
-            return cuipc_jfail(
-                c, "\"fallback\" stages a full GPU pool through the host pool: it needs "
-                   "mode cuda_ipc_pool");
-        }
-        if (!pool_fits(c, s, "host_bytes", s->pool.host_bytes))
+    if (s->pool.full_policy != CUIPC_FULL_FALLBACK)
+        return true;
+    if (s->mode != CUIPC_MODE_CUDA_IPC_POOL)
+        return fail_at(c, CUIPC_JKEYS("pool", "full_policy"),
+                       "\"fallback\" stages a full GPU pool through the host pool: it needs "
+                       "mode cuda_ipc_pool");
+    return pool_fits(c, s, "host_bytes", s->pool.host_bytes);
+}
+
+static bool check_mps(cuipc_jctx *c, const cuipc_scenario *s) {
+    return !s->gpu.mps || s->needs_gpu ||
+           fail_at(c, CUIPC_JKEYS("gpu", "mps"),
+                   "MPS shares a GPU between processes, and this scenario uses none (mode "
+                   "default with host tensors)");
+}
+
+static bool check_leak_expectation(cuipc_jctx *c, const cuipc_scenario *s) {
+    return !cuipc_fault_kills_producer(s) || !s->leak.expect_leak ||
+           fail_at(c, CUIPC_JKEYS("leak_check"),
+                   "a killed producer leaves no end-of-run stats: expect \"clean\"");
+}
+
+/* What no single section can check: combinations across them, in this order (the first that
+ * fails is reported). */
+static bool (*const whole_checks[])(cuipc_jctx *c, const cuipc_scenario *s) = {
+    check_churn, check_location,         check_fill, check_pool_buffers, check_pools,
+    check_mps,   check_leak_expectation,
+};
+
+static bool check_whole(cuipc_jctx *c, const cuipc_scenario *s) {
+    for (size_t i = 0; i < sizeof whole_checks / sizeof whole_checks[0]; i++)
+        if (!whole_checks[i](c, s))
             return false;
-    }
-    if (s->gpu.mps && !s->needs_gpu) {
-        cuipc_jpush_key(c, "gpu");
-        cuipc_jpush_key(c, "mps");
-        return cuipc_jfail(c,
-                           "MPS shares a GPU between processes, and this scenario uses none (mode "
-                           "default with host tensors)");
-    }
-    if (cuipc_fault_kills_producer(s) && s->leak.expect_leak) {
-        cuipc_jpush_key(c, "leak_check");
-        return cuipc_jfail(c, "a killed producer leaves no end-of-run stats: expect \"clean\"");
-    }
-    (void)root;
     return true;
 }
 
@@ -898,7 +955,7 @@ static bool parse_root(cuipc_jctx *c, const json_t *root, cuipc_scenario *s) {
         return false;
     default_timeout(s);
     derive(s);
-    return check_whole(c, root, s);
+    return check_whole(c, s);
 }
 
 cuipc_status cuipc_scenario_parse(const char *text, const char *file, cuipc_scenario *out) {
