@@ -194,11 +194,15 @@ static bool write_json(const char *path, json_t *doc) {
     return true;
 }
 
-int cuipc_compare_main(int argc, char **argv) {
+/* What the command line asked. */
+typedef struct compare_args {
     cuipc_compare_opts o;
-    cuipc_compare_opts_init(&o);
-    bool common = false, allow_mismatch = false;
-    const char *json_path = NULL;
+    bool common, allow_mismatch;
+    const char *json_path, *base_path, *new_path;
+} compare_args;
+
+/* -1: go on; else the exit code (--help, --version, bad input). */
+static int parse_compare_args(int argc, char **argv, compare_args *a) {
     static const struct option longopts[] = {{"p50-tolerance", required_argument, NULL, 'a'},
                                              {"p99-tolerance", required_argument, NULL, 'b'},
                                              {"min-tolerance", required_argument, NULL, 'm'},
@@ -211,49 +215,43 @@ int cuipc_compare_main(int argc, char **argv) {
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
+    /* The tolerances, by option letter: each a number with its flag's name in errors. */
+    const struct {
+        int ch;
+        const char *flag;
+        double *out;
+    } numbers[] = {{'a', "--p50-tolerance", &a->o.p50_pct},
+                   {'b', "--p99-tolerance", &a->o.p99_pct},
+                   {'m', "--min-tolerance", &a->o.min_pct},
+                   {'c', "--throughput-tolerance", &a->o.throughput_pct},
+                   {'d', "--latency-floor-us", &a->o.latency_floor_us},
+                   {'p', "--alpha", &a->o.alpha}};
     optind = 1;
     int ch;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        bool ok = true;
-        switch (ch) {
-        case 'V':
+        bool ok = true, number = false;
+        for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+            if (ch == numbers[i].ch) {
+                ok = parse_pct(numbers[i].flag, optarg, numbers[i].out);
+                number = true;
+            }
+        if (ch == 'p' && ok && !(a->o.alpha > 0 && a->o.alpha < 1)) {
+            fprintf(stderr, "compare: --alpha must lie in (0, 1), got '%s'\n", optarg);
+            ok = false;
+        }
+        if (ch == 'V') {
             printf("cuipc-harness %s\n", CUIPC_VERSION);
             return 0;
-        case 'a':
-            ok = parse_pct("--p50-tolerance", optarg, &o.p50_pct);
-            break;
-        case 'b':
-            ok = parse_pct("--p99-tolerance", optarg, &o.p99_pct);
-            break;
-        case 'm':
-            ok = parse_pct("--min-tolerance", optarg, &o.min_pct);
-            break;
-        case 'c':
-            ok = parse_pct("--throughput-tolerance", optarg, &o.throughput_pct);
-            break;
-        case 'd':
-            ok = parse_pct("--latency-floor-us", optarg, &o.latency_floor_us);
-            break;
-        case 'p':
-            ok = parse_pct("--alpha", optarg, &o.alpha);
-            if (ok && !(o.alpha > 0 && o.alpha < 1)) {
-                fprintf(stderr, "compare: --alpha must lie in (0, 1), got '%s'\n", optarg);
-                ok = false;
-            }
-            break;
-        case 'C':
-            common = true;
-            break;
-        case 'M':
-            allow_mismatch = true;
-            break;
-        case 'j':
-            json_path = optarg;
-            break;
-        case 'h':
+        } else if (ch == 'h') {
             usage(stdout);
             return 0;
-        default:
+        } else if (ch == 'C') {
+            a->common = true;
+        } else if (ch == 'M') {
+            a->allow_mismatch = true;
+        } else if (ch == 'j') {
+            a->json_path = optarg;
+        } else if (!number) {
             ok = false;
         }
         if (!ok)
@@ -263,115 +261,159 @@ int cuipc_compare_main(int argc, char **argv) {
         fprintf(stderr, "usage: cuipc-harness compare [flags] BASE NEW (see --help)\n");
         return EXIT_BAD_INPUT;
     }
-    loaded base = {0}, cur = {0};
-    if (!load_all(argv[optind], &base) || !load_all(argv[optind + 1], &cur)) {
-        free_loaded(&base);
-        free_loaded(&cur);
-        return EXIT_BAD_INPUT;
-    }
-    json_t *env_diff = json_array(), *content_diff = json_array(), *scenarios = json_array();
-    json_t *only_base = json_array(), *only_new = json_array();
-    size_t matched = 0;
-    for (size_t i = 0; i < cur.n; i++) {
-        const json_t *b = find(&base, name_of(cur.items[i]));
+    a->base_path = argv[optind];
+    a->new_path = argv[optind + 1];
+    return -1;
+}
+
+/* The two sides paired by scenario name, and how their runs differ. */
+typedef struct pairing {
+    json_t *env_diff, *content_diff; /* host, GPU, driver, MPS; scenario content */
+    json_t *only_base, *only_new;    /* names held by one side only */
+    size_t matched;
+} pairing;
+
+static void pair_up(const loaded *base, const loaded *cur, pairing *pr) {
+    pr->env_diff = json_array();
+    pr->content_diff = json_array();
+    pr->only_base = json_array();
+    pr->only_new = json_array();
+    pr->matched = 0;
+    for (size_t i = 0; i < cur->n; i++) {
+        const json_t *b = find(base, name_of(cur->items[i]));
         if (b == NULL) {
-            json_array_append_new(only_new, json_string(name_of(cur.items[i])));
+            json_array_append_new(pr->only_new, json_string(name_of(cur->items[i])));
             continue;
         }
-        matched++;
+        pr->matched++;
         json_t *content = json_array();
-        cuipc_compare_mismatches(b, cur.items[i], env_diff, content);
+        cuipc_compare_mismatches(b, cur->items[i], pr->env_diff, content);
         size_t k;
         json_t *d;
         json_array_foreach(content, k, d) {
             char buf[800];
-            snprintf(buf, sizeof buf, "%s: %s", name_of(cur.items[i]), json_string_value(d));
-            json_array_append_new(content_diff, json_string(buf));
+            snprintf(buf, sizeof buf, "%s: %s", name_of(cur->items[i]), json_string_value(d));
+            json_array_append_new(pr->content_diff, json_string(buf));
         }
         json_decref(content);
     }
-    for (size_t j = 0; j < base.n; j++)
-        if (find(&cur, name_of(base.items[j])) == NULL)
-            json_array_append_new(only_base, json_string(name_of(base.items[j])));
+    for (size_t j = 0; j < base->n; j++)
+        if (find(cur, name_of(base->items[j])) == NULL)
+            json_array_append_new(pr->only_base, json_string(name_of(base->items[j])));
+}
 
-    int rc = 0;
-    bool mismatch = json_array_size(env_diff) + json_array_size(content_diff) > 0;
+static void free_pairing(pairing *pr) {
+    json_decref(pr->env_diff);
+    json_decref(pr->content_diff);
+    json_decref(pr->only_base);
+    json_decref(pr->only_new);
+}
+
+/* Every paired scenario judged, and the ones only BASE holds (missing, unless --common): the
+ * verdicts into scenarios and counts, the lines on stdout; the exit code. */
+static int judge_all(const compare_args *a, const loaded *base, const loaded *cur,
+                     const pairing *pr, bool mismatch, json_t *scenarios, size_t counts[4]) {
+    for (size_t c = 0; c < cur->n; c++) {
+        const json_t *b = find(base, name_of(cur->items[c]));
+        if (b == NULL)
+            continue;
+        json_t *detail = json_pack("{s:s}", "scenario", name_of(cur->items[c]));
+        counts[cuipc_compare_one(b, cur->items[c], &a->o, stdout, detail)]++;
+        json_array_append_new(scenarios, detail);
+    }
     size_t i;
     json_t *d;
-    json_array_foreach(env_diff, i, d) printf("compare: MISMATCH %s\n", json_string_value(d));
-    json_array_foreach(content_diff, i, d) printf("compare: MISMATCH %s\n", json_string_value(d));
+    json_array_foreach(pr->only_base, i, d) {
+        if (a->common) {
+            printf("%s: not compared (only in BASE; --common)\n", json_string_value(d));
+            continue;
+        }
+        printf("%s: REGRESSION missing from the new results\n", json_string_value(d));
+        json_array_append_new(scenarios,
+                              json_pack("{s:O, s:s}", "scenario", d, "verdict", "missing"));
+        counts[CUIPC_VERDICT_REGRESSION]++;
+    }
+    json_array_foreach(pr->only_new, i, d)
+        printf("%s: not compared (only in NEW)\n", json_string_value(d));
+    printf("compare: %zu scenario(s) compared, %zu regression(s), %zu undecided, %zu "
+           "skipped, %zu ok (one-sided Mann-Whitney U, alpha %g)%s\n",
+           pr->matched, counts[CUIPC_VERDICT_REGRESSION], counts[CUIPC_VERDICT_UNDECIDED],
+           counts[CUIPC_VERDICT_SKIPPED], counts[CUIPC_VERDICT_OK], a->o.alpha,
+           mismatch ? "; runs differ, judged anyway (--allow-mismatch)" : "");
+    if (counts[CUIPC_VERDICT_UNDECIDED])
+        printf("compare: UNDECIDED: the repetitions could not have caught a change of the "
+               "tolerance (TOO FEW: no p-value of these sample sizes reaches alpha / metrics; "
+               "TOO NOISY: the base's own spread hides such a change); run both sides with "
+               "--repetitions 6 or more on a quieter host, or widen the tolerance\n");
+    return counts[CUIPC_VERDICT_REGRESSION]  ? EXIT_REGRESSION
+           : counts[CUIPC_VERDICT_UNDECIDED] ? EXIT_UNDECIDED
+                                             : 0;
+}
+
+/* --json: the verdicts, the pairing and the options. false when it cannot be written. */
+static bool write_report(const compare_args *a, const pairing *pr, const char *refused, int rc,
+                         const size_t counts[4], json_t *scenarios) {
+    const cuipc_compare_opts *o = &a->o;
+    json_t *doc = json_pack(
+        "{s:i, s:s, s:s, s:O, s:O, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:b, "
+        "s:b}, "
+        "s:i, s:{s:I, s:I, s:I, s:I}}",
+        "schema_version", 1, "base", a->base_path, "new", a->new_path, "mismatches", pr->env_diff,
+        "content_mismatches", pr->content_diff, "refused",
+        refused ? json_string(refused) : json_null(), "only_in_base", json_incref(pr->only_base),
+        "only_in_new", json_incref(pr->only_new), "options", "p50_tolerance_pct", o->p50_pct,
+        "p99_tolerance_pct", o->p99_pct, "min_tolerance_pct", o->min_pct,
+        "throughput_tolerance_pct", o->throughput_pct, "latency_floor_us", o->latency_floor_us,
+        "alpha", o->alpha, "test",
+        "one-sided Mann-Whitney U (exact, or normal approximation for large samples)", "common",
+        a->common, "allow_mismatch", a->allow_mismatch, "exit_code", rc, "totals", "regression",
+        (json_int_t)counts[CUIPC_VERDICT_REGRESSION], "undecided",
+        (json_int_t)counts[CUIPC_VERDICT_UNDECIDED], "skipped",
+        (json_int_t)counts[CUIPC_VERDICT_SKIPPED], "ok", (json_int_t)counts[CUIPC_VERDICT_OK]);
+    json_object_set(doc, "scenarios", scenarios);
+    bool ok = doc != NULL && write_json(a->json_path, doc);
+    json_decref(doc);
+    return ok;
+}
+
+int cuipc_compare_main(int argc, char **argv) {
+    compare_args a = {.common = false};
+    cuipc_compare_opts_init(&a.o);
+    int rc = parse_compare_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    loaded base = {0}, cur = {0};
+    if (!load_all(a.base_path, &base) || !load_all(a.new_path, &cur)) {
+        free_loaded(&base);
+        free_loaded(&cur);
+        return EXIT_BAD_INPUT;
+    }
+    pairing pr;
+    pair_up(&base, &cur, &pr);
+    bool mismatch = json_array_size(pr.env_diff) + json_array_size(pr.content_diff) > 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(pr.env_diff, i, d) printf("compare: MISMATCH %s\n", json_string_value(d));
+    json_array_foreach(pr.content_diff, i, d)
+        printf("compare: MISMATCH %s\n", json_string_value(d));
     const char *refused = NULL;
-    if (mismatch && !allow_mismatch)
+    if (mismatch && !a.allow_mismatch)
         refused = "the runs differ (above): refusing to judge them against each other "
                   "(--allow-mismatch to judge anyway)";
-    else if (matched == 0)
+    else if (pr.matched == 0)
         refused = "no scenario is held by both sides";
     size_t counts[4] = {0};
+    json_t *scenarios = json_array();
     if (refused == NULL) {
-        for (size_t c = 0; c < cur.n; c++) {
-            const json_t *b = find(&base, name_of(cur.items[c]));
-            if (b == NULL)
-                continue;
-            json_t *detail = json_pack("{s:s}", "scenario", name_of(cur.items[c]));
-            counts[cuipc_compare_one(b, cur.items[c], &o, stdout, detail)]++;
-            json_array_append_new(scenarios, detail);
-        }
-        json_array_foreach(only_base, i, d) {
-            if (common) {
-                printf("%s: not compared (only in BASE; --common)\n", json_string_value(d));
-                continue;
-            }
-            printf("%s: REGRESSION missing from the new results\n", json_string_value(d));
-            json_array_append_new(scenarios,
-                                  json_pack("{s:O, s:s}", "scenario", d, "verdict", "missing"));
-            counts[CUIPC_VERDICT_REGRESSION]++;
-        }
-        json_array_foreach(only_new, i, d)
-            printf("%s: not compared (only in NEW)\n", json_string_value(d));
-        rc = counts[CUIPC_VERDICT_REGRESSION]  ? EXIT_REGRESSION
-             : counts[CUIPC_VERDICT_UNDECIDED] ? EXIT_UNDECIDED
-                                               : 0;
-        printf("compare: %zu scenario(s) compared, %zu regression(s), %zu undecided, %zu "
-               "skipped, %zu ok (one-sided Mann-Whitney U, alpha %g)%s\n",
-               matched, counts[CUIPC_VERDICT_REGRESSION], counts[CUIPC_VERDICT_UNDECIDED],
-               counts[CUIPC_VERDICT_SKIPPED], counts[CUIPC_VERDICT_OK], o.alpha,
-               mismatch ? "; runs differ, judged anyway (--allow-mismatch)" : "");
-        if (counts[CUIPC_VERDICT_UNDECIDED])
-            printf("compare: UNDECIDED: the repetitions could not have caught a change of the "
-                   "tolerance (TOO FEW: no p-value of these sample sizes reaches alpha / metrics; "
-                   "TOO NOISY: the base's own spread hides such a change); run both sides with "
-                   "--repetitions 6 or more on a quieter host, or widen the tolerance\n");
+        rc = judge_all(&a, &base, &cur, &pr, mismatch, scenarios, counts);
     } else {
         printf("compare: REFUSED: %s\n", refused);
         rc = EXIT_BAD_INPUT;
     }
-    if (json_path != NULL) {
-        json_t *doc = json_pack(
-            "{s:i, s:s, s:s, s:O, s:O, s:o, s:o, s:o, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:b, "
-            "s:b}, "
-            "s:i, s:{s:I, s:I, s:I, s:I}}",
-            "schema_version", 1, "base", argv[optind], "new", argv[optind + 1], "mismatches",
-            env_diff, "content_mismatches", content_diff, "refused",
-            refused ? json_string(refused) : json_null(), "only_in_base", json_incref(only_base),
-            "only_in_new", json_incref(only_new), "options", "p50_tolerance_pct", o.p50_pct,
-            "p99_tolerance_pct", o.p99_pct, "min_tolerance_pct", o.min_pct,
-            "throughput_tolerance_pct", o.throughput_pct, "latency_floor_us", o.latency_floor_us,
-            "alpha", o.alpha, "test",
-            "one-sided Mann-Whitney U (exact, or normal approximation for large samples)", "common",
-            common, "allow_mismatch", allow_mismatch, "exit_code", rc, "totals", "regression",
-            (json_int_t)counts[CUIPC_VERDICT_REGRESSION], "undecided",
-            (json_int_t)counts[CUIPC_VERDICT_UNDECIDED], "skipped",
-            (json_int_t)counts[CUIPC_VERDICT_SKIPPED], "ok", (json_int_t)counts[CUIPC_VERDICT_OK]);
-        json_object_set(doc, "scenarios", scenarios);
-        if (doc == NULL || !write_json(json_path, doc))
-            rc = EXIT_BAD_INPUT;
-        json_decref(doc);
-    }
-    json_decref(env_diff);
-    json_decref(content_diff);
+    if (a.json_path != NULL && !write_report(&a, &pr, refused, rc, counts, scenarios))
+        rc = EXIT_BAD_INPUT;
     json_decref(scenarios);
-    json_decref(only_base);
-    json_decref(only_new);
+    free_pairing(&pr);
     free_loaded(&base);
     free_loaded(&cur);
     return rc;
