@@ -71,6 +71,11 @@
 #define CUIPC_RK_ROLES "roles"
 #define CUIPC_RK_REPORT "report"
 #define CUIPC_RK_ROLE "role"
+/* roles[].report.main_thread: the role's main thread over its messages */
+#define CUIPC_RK_MAIN_THREAD "main_thread"
+#define CUIPC_RK_VOLUNTARY_SWITCHES "voluntary_switches"
+#define CUIPC_RK_INVOLUNTARY_SWITCHES "involuntary_switches"
+#define CUIPC_RK_CPU "cpu"
 #define CUIPC_RK_INDEX "index" /* of the role ("producer": 0; consumers from 0) */
 
 /* Role reports (roles[].report, as each process wrote it): what merge reads of them. Pool stats

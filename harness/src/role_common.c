@@ -4,9 +4,11 @@
 #include "stats.h"
 #include "util.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 bool cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, int device,
@@ -233,4 +235,25 @@ void cuipc_count_status(json_t *obj, const char *key, cuipc_status st) {
     const char *name = cuipc_status_name(st);
     json_t *v = json_object_get(counts, name);
     json_object_set_new(counts, name, json_integer(v ? json_integer_value(v) + 1 : 1));
+}
+
+void cuipc_thread_sched_now(cuipc_thread_sched *t) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0) {
+        t->voluntary = t->involuntary = -1;
+        return;
+    }
+    t->voluntary = ru.ru_nvcsw;
+    t->involuntary = ru.ru_nivcsw;
+}
+
+json_t *cuipc_thread_sched_json(const cuipc_thread_sched *since) {
+    cuipc_thread_sched now;
+    cuipc_thread_sched_now(&now);
+    if (now.voluntary < 0 || since->voluntary < 0)
+        return json_null();
+    return json_pack("{s:I, s:I, s:i}", CUIPC_RK_VOLUNTARY_SWITCHES,
+                     (json_int_t)(now.voluntary - since->voluntary), CUIPC_RK_INVOLUNTARY_SWITCHES,
+                     (json_int_t)(now.involuntary - since->involuntary), CUIPC_RK_CPU,
+                     sched_getcpu());
 }

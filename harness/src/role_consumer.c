@@ -577,7 +577,10 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
         cuipc_consumer_detach(c);
         return 1;
     }
+    cuipc_thread_sched sched;
+    cuipc_thread_sched_now(&sched);
     int rc = receive_all(&cs, a, device, &c);
+    json_object_set_new(cs.out, CUIPC_RK_MAIN_THREAD, cuipc_thread_sched_json(&sched));
     report_run(&cs, c);
     if (c != NULL)
         cuipc_consumer_detach(c);

@@ -639,8 +639,11 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         cuipc_producer_destroy(ps.p);
         return finish(&ps, a->run_dir, 1, failed, st);
     }
+    cuipc_thread_sched sched;
+    cuipc_thread_sched_now(&sched);
     int rc = send_all(&ps);
     double seconds = (double)(cuipc_h_now_ns() - ps.t0) / 1e9;
+    json_object_set_new(ps.out, CUIPC_RK_MAIN_THREAD, cuipc_thread_sched_json(&sched));
     cuipc_status drain = close_and_drain(&ps);
     report_run(&ps, drain, seconds);
     release_all(&ps);

@@ -49,6 +49,7 @@ import multiprocessing as mp
 import os
 import platform
 import re
+import resource
 import sys
 import time
 
@@ -100,6 +101,27 @@ def validated(cfg, i):
     return cfg["validate_every"] > 0 and i % cfg["validate_every"] == 0
 
 
+def current_cpu():
+    """The CPU the calling thread is on (/proc/thread-self/stat, field 39), or None."""
+    try:
+        with open("/proc/thread-self/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def thread_sched(since=None):
+    """The calling thread's context switches; with since, those since then and the CPU it is on
+    now, as the C roles' report.main_thread: a spinning thread taken off its CPU (involuntary
+    switches) was measured on a shared CPU."""
+    ru = resource.getrusage(resource.RUSAGE_THREAD)
+    now = (ru.ru_nvcsw, ru.ru_nivcsw)
+    if since is None:
+        return now
+    return {"voluntary_switches": now[0] - since[0], "involuntary_switches": now[1] - since[1],
+            "cpu": current_cpu()}
+
+
 def percentile(sorted_us, q):
     if not sorted_us:
         return None
@@ -135,6 +157,7 @@ def consumer_main(cfg, k, inbox, results, ready, received):
         c = cuipc.Consumer(cfg["path"], timeout=60, spin_us=cfg["spin_us"])
         c.prepare(kind=cfg["kind"], device=target, stream=stream)
         ready.put(c.index)
+        sched0 = thread_sched()
         with place:
             for seq in range(cfg["messages"]):
                 if cfg["channel"] == "queue":
@@ -171,7 +194,9 @@ def consumer_main(cfg, k, inbox, results, ready, received):
                 del t, tree, m
                 received[k] = seq + 1  # the producer's settle after warm-up reads it
         t_end = time.perf_counter_ns()
+        sched = thread_sched(sched0)
         results.put({"index": c.index, "lat_ns": lat_ns, "stages_ns": stages, "bad": bad, "checked": checked,
+                     "thread": sched,
                      "steady": {"messages": cfg["messages"] - warm,
                                 "seconds": (t_end - steady_t0) / 1e9 if steady_t0 else float("nan")},
                      "stats": c.stats()})
@@ -236,6 +261,7 @@ def run_case_bound(variant, size_name, n, channel, loop, pattern, device, messag
         # The whole loop on the send's stream, as the producing work is: torch's __dlpack__
         # then has no event to record between its current stream and ours (the C producer has
         # none), and no stream context is entered per message.
+        sched0 = thread_sched()
         with on_stream(torch, stream):
             for i in range(messages):
                 x = srcs[i % len(srcs)]
@@ -272,6 +298,7 @@ def run_case_bound(variant, size_name, n, channel, loop, pattern, device, messag
                     for name, v in ph.items():
                         phases[name].append(v)
                     phases["outside"].append(send_ns[-1] - sum(ph.values()))
+        producer_thread = thread_sched(sched0)
         got = [results.get(timeout=600) for _ in range(n)]
         errors = [g["error"] for g in got if "error" in g]
         if errors:
@@ -311,6 +338,8 @@ def run_case_bound(variant, size_name, n, channel, loop, pattern, device, messag
         "validation_failures": sum(g["bad"] for g in got),
         "validated": sum(g["checked"] for g in got),
         "pool": stats["gpu_pool"] if mode != "default" else stats["host_pool"],
+        "producer_thread": producer_thread,
+        "consumer_threads": [g.get("thread") for g in got],
     }
 
 
@@ -343,7 +372,9 @@ def harness_figures(directory, name):
     return {"status": r.get("status"), "p50_us": lat.get("p50"), "p99_us": lat.get("p99"),
             "min_us": lat.get("min"), "per_consumer_gbps": [c.get("gbps") for c in tput],
             "send_p50_us": (producer.get("send_us") or {}).get("p50"),
-            "stages_p50_us": {k: (v or {}).get("p50") for k, v in stages.items()}}
+            "stages_p50_us": {k: (v or {}).get("p50") for k, v in stages.items()},
+            "producer_thread": producer.get("main_thread"),
+            "consumer_threads": [x.get("main_thread") for x in consumers]}
 
 
 # The Python path's targets against the C harness of the same run, on the C harness's own

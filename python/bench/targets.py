@@ -190,9 +190,16 @@ def one_target(args, variant, size, n, loop, cpus, work):
                 "c": figure_c(h, loop), "python": figure_py(r, loop),
                 "c_stages_p50_us": h.get("stages_p50_us"), "c_send_p50_us": h.get("send_p50_us"),
                 "python_stages_p50_us": {k: v["p50"] for k, v in r["stages_us"].items()},
-                "python_send_p50_us": r["send_us"]["p50"]}
+                "python_send_p50_us": r["send_us"]["p50"],
+                # Whether a main thread was taken off its CPU while it spun, each side.
+                "c_producer_thread": h.get("producer_thread"), "c_consumer_threads": h.get("consumer_threads"),
+                "python_producer_thread": r.get("producer_thread"),
+                "python_consumer_threads": r.get("consumer_threads")}
         pairs.append(pair)
-        print(f"  pair {i} ({pair['order']}): Python {pair['python']:.2f}, C {pair['c']:.2f}", flush=True)
+        inv = lambda t: "-" if not t else t.get("involuntary_switches")  # noqa: E731
+        print(f"  pair {i} ({pair['order']}): Python {pair['python']:.2f}, C {pair['c']:.2f}; producer's "
+              f"involuntary switches Python {inv(pair['python_producer_thread'])}, "
+              f"C {inv(pair['c_producer_thread'])}", flush=True)
     cmp = paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
                                ratio=metric == "gbps_of_c", confidence=args.confidence)
     return {"variant": variant, "size": size, "consumers": n, "loop": loop, "channel": "ring",
