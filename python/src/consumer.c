@@ -3,8 +3,6 @@
  * its messages are gone, and a message is freed only once the tensors unwrapped from it are. */
 #include <string.h>
 
-#include <cuda_runtime_api.h>
-
 #include "ext.h"
 
 #define DEFAULT_ATTACH_TIMEOUT_NS (10ll * 1000 * 1000 * 1000)
@@ -221,19 +219,15 @@ static void message_dealloc(MessageObject *self) {
     PyObject_Free(self);
 }
 
-/* unwrap(torch=True) with no stream given: torch's current stream of the target GPU (the
- * current one for "the pool's device"), so the unwrap's work lands where torch will read it and
- * nothing has to be ordered after it. Host targets and hosts without a GPU keep none. */
+/* unwrap(torch=True) with no stream given and a GPU named as the target: torch's current stream
+ * there, so the unwrap's work lands where torch will read it and nothing has to be ordered after
+ * it. Otherwise (a host target, "the pool's device", which may not be the current one) the
+ * unwrap keeps its default stream and torch's current stream of each tensor's device is made to
+ * wait for it. */
 static int torch_unwrap_stream(PyObject *stream_arg, cuipc_unwrap_options *o) {
-    if ((stream_arg && stream_arg != Py_None) || o->device == CUIPC_DEVICE_HOST ||
-        cuipc_gpu_count() == 0)
+    if ((stream_arg && stream_arg != Py_None) || o->device < 0)
         return 0;
-    int device = o->device;
-    if (device < 0 && cudaGetDevice(&device) != cudaSuccess) {
-        cudaGetLastError(); /* no device set: the unwrap's own default then */
-        return 0;
-    }
-    return cuipc_py_torch_stream(device, &o->stream);
+    return cuipc_py_torch_stream(o->device, &o->stream);
 }
 
 static PyObject *message_unwrap(MessageObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -313,7 +307,8 @@ static PyMethodDef message_methods[] = {
     {"unwrap", (PyCFunction)(void (*)(void))message_unwrap, METH_FASTCALL | METH_KEYWORDS,
      "unwrap(kind=\"copy\", stream=None, device=None, host_wait_us=-1, torch=False) -> the tree, "
      "tensors as cuipc.Tensor; with torch=True as torch.Tensor, ready on torch's current stream "
-     "(what to_torch() gives, in one call; with no stream given the unwrap runs on that stream)."},
+     "(what to_torch() gives, in one call; with no stream given and a GPU as device, the unwrap "
+     "runs on that stream)."},
     {"release", (PyCFunction)(void (*)(void))message_release, METH_FASTCALL | METH_KEYWORDS,
      "release(stream=None): give the chunks back (after the work queued on stream). Idempotent."},
     {"__enter__", ctx_enter, METH_NOARGS, NULL},
