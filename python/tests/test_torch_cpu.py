@@ -101,6 +101,24 @@ def test_unwrap_to_torch_argument_errors(pair):
         m.unwrap(torch=True)
 
 
+@pytest.mark.parametrize("way", ["unwrap(torch=True)", "to_torch()"])
+def test_a_dtype_torch_refuses_raises_torchs_own_error(pair, way):
+    """A capsule torch refuses is freed with torch's exception pending: the exception must reach
+    the caller (it came out as SystemError before), and nothing leaks."""
+    np = pytest.importorskip("numpy")
+    p, c = pair()
+    p.send({"x": np.arange(6, dtype=np.uint64)})
+    with c.recv(timeout=5) as m:
+        try:
+            t = m.unwrap(torch=True)["x"] if way.startswith("unwrap") else m.unwrap()["x"].to_torch()
+        except SystemError as e:  # the pending error lost
+            pytest.fail(f"{way}: {e}")
+        except Exception as e:  # this torch has no uint64: its own refusal, with its message
+            assert "int" in str(e).lower() or "type" in str(e).lower(), e
+        else:  # this torch takes uint64
+            assert t.tolist() == list(range(6))
+
+
 class Unbooled:
     def __bool__(self):
         raise TypeError("no truth value")
