@@ -44,7 +44,8 @@ def shift_interval(diffs, confidence=0.95):
     estimate = median(walsh)
     counts, total = signed_rank_counts(n), 2 ** n
     tail = (1 - confidence) / 2
-    # k: the most Walsh averages that may be cut from each end, P(T+ <= k - 1) <= tail.
+    # k: the largest with P(T+ <= k - 1) <= tail; the interval runs from the k-th smallest Walsh
+    # average to the k-th largest (k - 1 cut from each end).
     k, cumulative = 0, 0
     for t, c in enumerate(counts):
         if (cumulative + c) / total > tail:

@@ -25,6 +25,7 @@ missed, 3 none missed but some undecided, 77 no GPU.
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -78,6 +79,16 @@ def cpu_string(cpus):
     return ",".join(out)
 
 
+def core_of(cpu):
+    """(package, core) of a CPU; the CPU alone where sysfs does not say."""
+    try:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        with open(base + "physical_package_id") as f, open(base + "core_id") as g:
+            return (f.read().strip(), g.read().strip())
+    except OSError:
+        return ("cpu", str(cpu))
+
+
 def interrupts_per_cpu():
     """Interrupts each CPU has taken since boot (/proc/interrupts), {} where unreadable."""
     try:
@@ -107,10 +118,21 @@ def choose_binding(pin, n):
         local = gpu_local_cpus()
         pool = sorted(allowed & local) if local and allowed & local else sorted(allowed)
         irqs = interrupts_per_cpu()
-        quiet = sorted(pool, key=lambda c: (irqs.get(c, 0), c))
-        if len(quiet) < 2 * n:
-            raise ValueError(f"--pin isolated: {2 * n} CPUs wanted, {len(quiet)} usable")
-        return [sorted(quiet[2 * k:2 * k + 2]) for k in range(n)]
+        # Whole cores, the least interrupted first: a core's hardware threads go to one process.
+        cores = {}
+        for cpu in pool:
+            cores.setdefault(core_of(cpu), []).append(cpu)
+        quiet = sorted(cores.values(), key=lambda cs: (sum(irqs.get(c, 0) for c in cs), cs))
+        sets = []
+        for cs in quiet:
+            if len(sets) == n and len(sets[-1]) >= 2:
+                break
+            if not sets or len(sets[-1]) >= 2:
+                sets.append([])
+            sets[-1].extend(cs)
+        if len(sets) < n or len(sets[-1]) < 2:
+            raise ValueError(f"--pin isolated: {2 * n} CPUs on cores of their own wanted, {len(pool)} usable")
+        return [sorted(c) for c in sets]
     sets = [cpu_list(part) for part in pin.split("/")]
     if len(sets) != n or not all(sets):
         raise ValueError(f"--pin {pin!r}: {n} CPU set(s) wanted, producer first, separated by '/'")
@@ -151,6 +173,11 @@ def run_c(harness, scenario_path, name, out_dir, timeout_s):
     return h, None
 
 
+def usable(x):
+    """A figure a pair can be judged on: a positive finite number."""
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
 def figure_c(h, loop):
     return h["p50_us"] if loop == "open" else sum(g for g in h["per_consumer_gbps"] if g)
 
@@ -182,6 +209,10 @@ def one_target(args, variant, size, n, loop, cpus, work):
             else:
                 got["py"] = run_py(variant, size, n, loop, args.device, cpus)
         (h, c_why), (r, py_why) = got["c"], got["py"]
+        if not c_why and not usable(figure_c(h, loop)):
+            c_why = f"the C run gave no usable figure ({figure_c(h, loop)!r})"
+        if not py_why and not usable(figure_py(r, loop)):
+            py_why = f"the Python run gave no usable figure ({figure_py(r, loop)!r})"
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
             print(f"  pair {i}: dropped: {c_why or py_why}", flush=True)
@@ -239,6 +270,9 @@ def main():
     ap.add_argument("--device", choices=["cuda"], default="cuda")
     ap.add_argument("--c-timeout", type=int, default=300, help="seconds one C run may take")
     args = ap.parse_args()
+    if args.repeat < 1 or not 0 < args.confidence < 1:
+        print("targets: --repeat must be at least 1 and --confidence lie in (0, 1)", file=sys.stderr)
+        return 2
     import re
 
     import cuipc
@@ -272,6 +306,9 @@ def main():
                 v = t["comparison"]["verdict"]
                 worst = max(worst, {"met": 0, "undecided": 1, "missed": 2}[v] if not t["dropped"] else 2)
     bt.write_json(args.out, out)
+    if not out["targets"]:
+        print(f"targets: no target matches --cases {args.cases!r}: nothing measured", file=sys.stderr)
+        return 2
     print("\n".join(describe(t) for t in out["targets"]))
     return {0: 0, 1: 3, 2: 1}[worst]
 

@@ -21,7 +21,8 @@ def test_signed_rank_null_distribution():
 
 
 def test_interval_is_the_tabled_one():
-    # n = 7 at 95 %: the critical T+ is 2, so 3 Walsh averages are cut from each end of 28.
+    # n = 7 at 95 %: the critical T+ is 2 (k = 3), so the interval runs from the 3rd smallest of
+    # the 28 Walsh averages to the 3rd largest.
     diffs = [3.0, -1.0, 4.0, 1.5, 9.0, 2.0, 6.0]
     walsh = paired.walsh_averages(diffs)
     assert len(walsh) == 28

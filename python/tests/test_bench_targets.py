@@ -29,7 +29,7 @@ def test_binding_choices():
         iso = targets.choose_binding("isolated", 2)
         assert all(len(c) == 2 for c in iso) and not set(iso[0]) & set(iso[1])
     else:
-        with pytest.raises(ValueError, match="4 CPUs wanted"):
+        with pytest.raises(ValueError, match="4 CPUs on cores of their own wanted"):
             targets.choose_binding("isolated", 2)
     one = str(allowed[0])
     assert targets.choose_binding(f"{one}/{one}", 2) == [[allowed[0]], [allowed[0]]]
@@ -57,3 +57,37 @@ def test_nothing_measured_without_a_gpu(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 77 and "no GPU" in r.stderr
     assert not (tmp_path / "t.json").exists()
+
+
+def test_isolated_gives_each_process_whole_cores(monkeypatch):
+    """Two hardware threads of a core never go to two processes; the quietest cores first."""
+    monkeypatch.setattr(targets.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(targets, "gpu_local_cpus", lambda device=0: None)
+    irqs = {0: 900, 1: 900, 2: 5, 3: 5, 4: 50, 5: 50, 6: 10, 7: 10}
+    monkeypatch.setattr(targets, "interrupts_per_cpu", lambda: irqs)
+    monkeypatch.setattr(targets, "core_of", lambda cpu: ("0", str(cpu // 2)))  # siblings 2k, 2k+1
+    assert targets.choose_binding("isolated", 2) == [[2, 3], [6, 7]]
+    monkeypatch.setattr(targets, "core_of", lambda cpu: ("0", str(cpu)))  # no SMT: two cores each
+    assert targets.choose_binding("isolated", 2) == [[2, 3], [6, 7]]
+    assert targets.choose_binding("isolated", 3) == [[2, 3], [6, 7], [4, 5]]
+    with pytest.raises(ValueError, match="cores of their own"):
+        targets.choose_binding("isolated", 5)
+
+
+def test_only_positive_finite_figures_are_judged():
+    assert targets.usable(23.5) and targets.usable(1800)
+    for bad in (0, -1.0, float("nan"), float("inf"), None, "12"):
+        assert not targets.usable(bad)
+
+
+def test_nothing_matched_is_bad_input_not_met(monkeypatch, tmp_path, capsys):
+    """A --cases that matches no target measures nothing: exit 2, never 0 (every target met)."""
+    monkeypatch.setattr(cuipc, "gpu_count", lambda: 1)
+    monkeypatch.setattr(targets.bt, "environment", lambda: {"hostname": "test"})
+    monkeypatch.setattr(targets, "one_target", lambda *a: pytest.fail("nothing should run"))
+    monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), "--harness",
+                                      sys.executable, "--cases", "pool_borow", "--pin", "none"])
+    assert targets.main() == 2
+    assert "nothing measured" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), "--repeat", "0"])
+    assert targets.main() == 2

@@ -72,10 +72,11 @@ def test_torch_tensors_to_spawned_consumers(workers_pool, torch, mode, kind, n_c
 
 
 @pytest.mark.parametrize("kind", ["copy", "borrow"])
-@pytest.mark.parametrize("stream_mode", ["none", "own", "busy"])
+@pytest.mark.parametrize("stream_mode", ["none", "own", "busy", "device"])
 def test_unwrap_straight_to_torch(workers_pool, torch, kind, stream_mode):
     """unwrap(torch=True): torch tensors out of the unwrap, right when read on torch's current
-    stream, whether the unwrap ran on it or on a stream of the consumer's that was still busy."""
+    stream, whether the unwrap ran on its default stream, on a stream of the consumer's that was
+    still busy, or (device given, no stream) on torch's current stream itself (workers.py)."""
     n_messages = 3
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=64 << 20) as p:
         results = start_consumers(workers_pool, p, 1, kind, n_messages, None, job="gpu_recv_torch",

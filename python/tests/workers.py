@@ -124,35 +124,51 @@ def gpu_recv(path, kind, count, results, use_stream):
 
 def gpu_recv_torch(path, kind, count, results, stream_mode):
     """GPU consumer unwrapping straight to torch tensors (unwrap(torch=True)), read on torch's
-    current stream. stream_mode: "none" (the unwrap runs on torch's current stream), "own" (on a
-    stream of its own, which torch's must then wait for), "busy" (that stream still runs ~0.1 s
-    of GPU work when the unwrap queues its copy: a read not ordered after it sees no data)."""
+    current stream. stream_mode:
+      "none"    no stream, no device: the unwrap on its default stream, torch's current stream
+                made to follow it
+      "own"     on a stream of the consumer's, which torch's current one must then wait for
+      "busy"    that, with the stream still running ~0.1 s of GPU work when the unwrap queues
+                its copy: a read not ordered after it sees no data
+      "device"  device=0 and no stream, inside torch.cuda.stream(s) with s busy the same way:
+                the unwrap runs on s itself, and the read on s comes after it"""
     import torch
     try:
         torch.cuda.init()
-        stream = None if stream_mode == "none" else torch.cuda.Stream()
+        stream = torch.cuda.Stream() if stream_mode != "none" else None
         with cuipc.Consumer(path, timeout=30) as c:
             c.prepare(kind=kind, stream=stream)
             results.put(("attached", c.index, None))
             for _ in range(count):
                 with c.recv(timeout=30) as m:
-                    if stream_mode == "busy":
+                    if stream_mode in ("busy", "device"):
                         with torch.cuda.stream(stream):
                             torch.cuda._sleep(200_000_000)
-                    tree = m.unwrap(kind=kind, stream=stream, torch=True)
-                    out = {}
-                    for k, v in tree.items():
-                        if isinstance(v, torch.Tensor):
-                            out[k] = ("tensor", str(v.dtype), tuple(v.shape), str(v.device),
-                                      float(v.double().sum().item()))
-                        else:
-                            out[k] = v
-                    del tree, v
+                    if stream_mode == "device":
+                        with torch.cuda.stream(stream):
+                            tree = m.unwrap(kind=kind, device=0, torch=True)
+                            out = summarise_torch(torch, tree)
+                    else:
+                        tree = m.unwrap(kind=kind, stream=stream, torch=True)
+                        out = summarise_torch(torch, tree)
+                    del tree
                     m.release(stream=torch.cuda.current_stream())
                     results.put(("ok", c.index, out))
     except Exception as e:
         import traceback
         results.put(("error", type(e).__name__, traceback.format_exc()))
+
+
+def summarise_torch(torch, tree):
+    """(kind, dtype, shape, device, sum) of each torch tensor of a flat tree, read on torch's
+    current stream; other values as they are."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = ("tensor", str(v.dtype), tuple(v.shape), str(v.device), float(v.double().sum().item()))
+        else:
+            out[k] = v
+    return out
 
 
 class _Tagged:
