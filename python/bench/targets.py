@@ -110,13 +110,11 @@ def choose_binding(pin, n):
     allowed = set(os.sched_getaffinity(0))
     if pin == "none":
         return None
+    local = gpu_local_cpus() if pin in ("gpu-local", "isolated") else None
+    pool = sorted(allowed & local) if local and allowed & local else sorted(allowed)
     if pin == "gpu-local":
-        local = gpu_local_cpus()
-        cpus = sorted(allowed & local) if local and allowed & local else sorted(allowed)
-        return [cpus] * n
+        return [pool] * n
     if pin == "isolated":
-        local = gpu_local_cpus()
-        pool = sorted(allowed & local) if local and allowed & local else sorted(allowed)
         irqs = interrupts_per_cpu()
         # Whole cores, the least interrupted first: a core's hardware threads go to one process.
         cores = {}
@@ -159,8 +157,8 @@ def bound_scenario(variant, size, n, loop, cpus, directory):
     return path, s["name"]
 
 
-def run_c(harness, scenario_path, name, out_dir, timeout_s):
-    """One run of the C scenario: its figures, or (None, why)."""
+def run_c(harness, scenario_path, name, loop, out_dir, timeout_s):
+    """One run of the C scenario: its figures, or (None, why) when it cannot be judged."""
     cmd = [harness, "run", "--no-progress", "--require-gpu", "--out", out_dir, scenario_path]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -170,6 +168,8 @@ def run_c(harness, scenario_path, name, out_dir, timeout_s):
     if p.returncode != 0 or not h or h.get("status") != "passed":
         tail = (p.stdout + p.stderr).strip().splitlines()[-3:]
         return None, f"the C run did not pass (exit {p.returncode}): {' | '.join(tail)}"
+    if not usable(figure_c(h, loop)):
+        return None, f"the C run gave no usable figure ({figure_c(h, loop)!r})"
     return h, None
 
 
@@ -193,6 +193,8 @@ def run_py(variant, size, n, loop, device, cpus):
         return None, f"{type(e).__name__}: {e}"
     if r["validation_failures"] or not r["validated"]:
         return None, f"the Python run validated {r['validated']} message(s), {r['validation_failures']} bad"
+    if not usable(figure_py(r, loop)):
+        return None, f"the Python run gave no usable figure ({figure_py(r, loop)!r})"
     return r, None
 
 
@@ -205,14 +207,10 @@ def one_target(args, variant, size, n, loop, cpus, work):
         got = {}
         for side in (("c", "py") if c_first else ("py", "c")):
             if side == "c":
-                got["c"] = run_c(args.harness, scen, name, os.path.join(work, f"{name}-{i}"), args.c_timeout)
+                got["c"] = run_c(args.harness, scen, name, loop, os.path.join(work, f"{name}-{i}"), args.c_timeout)
             else:
                 got["py"] = run_py(variant, size, n, loop, args.device, cpus)
         (h, c_why), (r, py_why) = got["c"], got["py"]
-        if not c_why and not usable(figure_c(h, loop)):
-            c_why = f"the C run gave no usable figure ({figure_c(h, loop)!r})"
-        if not py_why and not usable(figure_py(r, loop)):
-            py_why = f"the Python run gave no usable figure ({figure_py(r, loop)!r})"
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
             print(f"  pair {i}: dropped: {c_why or py_why}", flush=True)
