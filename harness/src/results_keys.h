@@ -75,6 +75,7 @@
 #define CUIPC_RK_MAIN_THREAD "main_thread"
 #define CUIPC_RK_VOLUNTARY_SWITCHES "voluntary_switches"
 #define CUIPC_RK_INVOLUNTARY_SWITCHES "involuntary_switches"
+#define CUIPC_RK_MINOR_FAULTS "minor_faults"
 #define CUIPC_RK_CPU "cpu"
 #define CUIPC_RK_INDEX "index" /* of the role ("producer": 0; consumers from 0) */
 

@@ -240,11 +240,12 @@ void cuipc_count_status(json_t *obj, const char *key, cuipc_status st) {
 void cuipc_thread_sched_now(cuipc_thread_sched *t) {
     struct rusage ru;
     if (getrusage(RUSAGE_THREAD, &ru) != 0) {
-        t->voluntary = t->involuntary = -1;
+        t->voluntary = t->involuntary = t->minor_faults = -1;
         return;
     }
     t->voluntary = ru.ru_nvcsw;
     t->involuntary = ru.ru_nivcsw;
+    t->minor_faults = ru.ru_minflt;
 }
 
 json_t *cuipc_thread_sched_json(const cuipc_thread_sched *since) {
@@ -252,8 +253,9 @@ json_t *cuipc_thread_sched_json(const cuipc_thread_sched *since) {
     cuipc_thread_sched_now(&now);
     if (now.voluntary < 0 || since->voluntary < 0)
         return json_null();
-    return json_pack("{s:I, s:I, s:i}", CUIPC_RK_VOLUNTARY_SWITCHES,
+    return json_pack("{s:I, s:I, s:I, s:i}", CUIPC_RK_VOLUNTARY_SWITCHES,
                      (json_int_t)(now.voluntary - since->voluntary), CUIPC_RK_INVOLUNTARY_SWITCHES,
-                     (json_int_t)(now.involuntary - since->involuntary), CUIPC_RK_CPU,
+                     (json_int_t)(now.involuntary - since->involuntary), CUIPC_RK_MINOR_FAULTS,
+                     (json_int_t)(now.minor_faults - since->minor_faults), CUIPC_RK_CPU,
                      sched_getcpu());
 }

@@ -32,13 +32,15 @@ bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_pro
  * also when the driver did not say), null for a host-only role. */
 json_t *cuipc_role_mps_json(const cuipc_gpu_probe_ctx *gctx);
 
-/* The calling thread's context switches so far: a main thread taken off its CPU while it spins
- * (involuntary switches) is a run measured on a shared CPU, whatever its figures say. */
+/* The calling thread's context switches and page faults so far: a main thread taken off its CPU
+ * while it spins (involuntary switches) is a run measured on a shared CPU, whatever its figures
+ * say; one that faults while it sends pays the kernel in its figures. */
 typedef struct cuipc_thread_sched {
-    long voluntary, involuntary;
+    long voluntary, involuntary, minor_faults;
 } cuipc_thread_sched;
 void cuipc_thread_sched_now(cuipc_thread_sched *t);
-/* {voluntary_switches, involuntary_switches} since `since`, and the CPU the thread is on now. */
+/* {voluntary_switches, involuntary_switches, minor_faults} since `since`, and the CPU the thread
+ * is on now. */
 json_t *cuipc_thread_sched_json(const cuipc_thread_sched *since);
 
 /* Verdicts of the role's metrics (rss, fds, gpu) as a JSON array. */

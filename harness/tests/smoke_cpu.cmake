@@ -107,13 +107,13 @@ if(NOT died EQUAL 0 OR NOT detached EQUAL 2)
   message(FATAL_ERROR "default_copy: ${died} consumer(s) died, ${detached} detached (expected 0, 2)")
 endif()
 # Each role says how its main thread was scheduled over its messages: its voluntary and
-# involuntary context switches and the CPU it ended on, each a whole number.
+# involuntary context switches, its minor page faults and the CPU it ended on, each a whole number.
 file(READ ${WORK}/smoke_default_copy.json res)
 string(JSON n_roles LENGTH "${res}" roles)
 math(EXPR last "${n_roles} - 1")
 foreach(i RANGE ${last})
   string(JSON role GET "${res}" roles ${i} role)
-  foreach(key voluntary_switches involuntary_switches cpu)
+  foreach(key voluntary_switches involuntary_switches minor_faults cpu)
     string(JSON v GET "${res}" roles ${i} report main_thread ${key})
     if(NOT v MATCHES "^[0-9]+$")
       message(FATAL_ERROR "smoke_default_copy: ${role} main_thread.${key} is '${v}'")

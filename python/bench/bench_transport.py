@@ -115,11 +115,11 @@ def thread_sched(since=None):
     now, as the C roles' report.main_thread: a spinning thread taken off its CPU (involuntary
     switches) was measured on a shared CPU."""
     ru = resource.getrusage(resource.RUSAGE_THREAD)
-    now = (ru.ru_nvcsw, ru.ru_nivcsw)
+    now = (ru.ru_nvcsw, ru.ru_nivcsw, ru.ru_minflt)
     if since is None:
         return now
     return {"voluntary_switches": now[0] - since[0], "involuntary_switches": now[1] - since[1],
-            "cpu": current_cpu()}
+            "minor_faults": now[2] - since[2], "cpu": current_cpu()}
 
 
 def percentile(sorted_us, q):

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_transport as bt  # noqa: E402
 import paired  # noqa: E402
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TARGET_CASES = [  # (variant, size, loop)
     ("pool_borrow", "4KiB", "open"),
     ("pool_copy", "4KiB", "open"),
@@ -103,6 +103,55 @@ def interrupts_per_cpu():
             return totals
     except (OSError, ValueError):
         return {}
+
+
+def cpu_times():
+    """Per CPU since boot (/proc/stat, in clock ticks): {cpu: (busy, steal, total)}; {} where
+    unreadable. Busy is user, nice, system, irq and softirq time; steal, the time the hypervisor
+    gave this CPU's turn to something else."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *v = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    continue
+                v = [int(x) for x in v[:8]] + [0] * (8 - len(v[:8]))
+                user, nice, system, idle, iowait, irq, softirq, steal = v
+                out[int(name[3:])] = (user + nice + system + irq + softirq, steal, sum(v))
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def running_others():
+    """The other processes on a CPU now (state R): 'pid comm' each."""
+    me, out = os.getpid(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+        except OSError:
+            continue
+        if rest.split()[:1] == ["R"] and int(pid) != me:
+            out.append(f"{pid} {head.partition('(')[2]}")
+    return out
+
+
+def machine_during(run):
+    """run() and how busy the machine was while it ran: per CPU busy and steal % of the time,
+    and which other processes were running when it started (a run measured beside another
+    process's work, or on CPUs the hypervisor lent elsewhere, says so)."""
+    others, t0 = running_others(), cpu_times()
+    result = run()
+    t1 = cpu_times()
+    load = {"busy_pct": {}, "steal_pct": {}, "running_at_start": others}
+    for cpu, (b1, s1, n1) in sorted(t1.items()):
+        b0, s0, n0 = t0.get(cpu, (b1, s1, n1))
+        if n1 > n0:
+            load["busy_pct"][str(cpu)] = round(100 * (b1 - b0) / (n1 - n0), 1)
+            load["steal_pct"][str(cpu)] = round(100 * (s1 - s0) / (n1 - n0), 1)
+    return result, load
 
 
 def choose_binding(pin, n):
@@ -186,9 +235,9 @@ def figure_py(r, loop):
     return r["latency_us"]["p50"] if loop == "open" else r["throughput"]["aggregate_gbps"]
 
 
-def run_py(variant, size, n, loop, device, cpus):
+def run_py(variant, size, n, loop, device, cpus, profile=False):
     try:
-        r = bt.run_case(variant, size, n, "ring", loop, "harness", device, cpus=cpus)
+        r = bt.run_case(variant, size, n, "ring", loop, "harness", device, profile=profile, cpus=cpus)
     except Exception as e:  # one failed run drops its pair, the others still count
         return None, f"{type(e).__name__}: {e}"
     if r["validation_failures"] or not r["validated"]:
@@ -204,12 +253,15 @@ def one_target(args, variant, size, n, loop, cpus, work):
     pairs, dropped = [], []
     for i in range(args.repeat):
         c_first = i % 2 == 0  # alternate: neither side always runs on a machine the other warmed
-        got = {}
+        got, load = {}, {}
         for side in (("c", "py") if c_first else ("py", "c")):
+            time.sleep(args.gap)
             if side == "c":
-                got["c"] = run_c(args.harness, scen, name, loop, os.path.join(work, f"{name}-{i}"), args.c_timeout)
+                got["c"], load["c"] = machine_during(lambda: run_c(
+                    args.harness, scen, name, loop, os.path.join(work, f"{name}-{i}"), args.c_timeout))
             else:
-                got["py"] = run_py(variant, size, n, loop, args.device, cpus)
+                got["py"], load["py"] = machine_during(lambda: run_py(
+                    variant, size, n, loop, args.device, cpus, args.profile))
         (h, c_why), (r, py_why) = got["c"], got["py"]
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
@@ -220,10 +272,13 @@ def one_target(args, variant, size, n, loop, cpus, work):
                 "c_stages_p50_us": h.get("stages_p50_us"), "c_send_p50_us": h.get("send_p50_us"),
                 "python_stages_p50_us": {k: v["p50"] for k, v in r["stages_us"].items()},
                 "python_send_p50_us": r["send_us"]["p50"],
+                "python_send_phases_p50_us": ({k: v["p50"] for k, v in r["send_phases_us"].items()}
+                                              if r.get("send_phases_us") else None),
                 # Whether a main thread was taken off its CPU while it spun, each side.
                 "c_producer_thread": h.get("producer_thread"), "c_consumer_threads": h.get("consumer_threads"),
                 "python_producer_thread": r.get("producer_thread"),
-                "python_consumer_threads": r.get("consumer_threads")}
+                "python_consumer_threads": r.get("consumer_threads"),
+                "c_machine": load["c"], "python_machine": load["py"]}
         pairs.append(pair)
         inv = lambda t: "-" if not t else t.get("involuntary_switches")  # noqa: E731
         print(f"  pair {i} ({pair['order']}): Python {pair['python']:.2f}, C {pair['c']:.2f}; producer's "
@@ -266,10 +321,15 @@ def main():
                     help="gpu-local, none, isolated, or a CPU set per process, producer first: 2/4, "
                          "0-3/4-7")
     ap.add_argument("--device", choices=["cuda"], default="cuda")
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="seconds of rest before each run, either side (default 0)")
+    ap.add_argument("--profile", action="store_true",
+                    help="split the Python send by phase inside the extension (bench_transport --profile)")
     ap.add_argument("--c-timeout", type=int, default=300, help="seconds one C run may take")
     args = ap.parse_args()
-    if args.repeat < 1 or not 0 < args.confidence < 1:
-        print("targets: --repeat must be at least 1 and --confidence lie in (0, 1)", file=sys.stderr)
+    if args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0:
+        print("targets: --repeat must be at least 1, --confidence lie in (0, 1) and --gap be at least 0",
+              file=sys.stderr)
         return 2
     import re
 
@@ -282,7 +342,7 @@ def main():
         return 2
     out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-targets", "environment": bt.environment(),
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
-           "pin": args.pin, "targets": []}
+           "pin": args.pin, "gap_s": args.gap, "targets": []}
     worst = 0
     with tempfile.TemporaryDirectory(prefix="cuipc-targets-") as work:
         for n in map(int, args.consumers.split(",")):

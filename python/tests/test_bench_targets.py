@@ -91,3 +91,36 @@ def test_nothing_matched_is_bad_input_not_met(monkeypatch, tmp_path, capsys):
     assert "nothing measured" in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), "--repeat", "0"])
     assert targets.main() == 2
+
+
+def test_a_run_says_how_busy_the_machine_was(monkeypatch):
+    """Per CPU busy and steal shares over the run, from two /proc/stat reads around it."""
+    reads = iter([{0: (100, 0, 1000), 1: (0, 0, 1000)}, {0: (150, 10, 1100), 1: (100, 50, 1100)}])
+    monkeypatch.setattr(targets, "cpu_times", lambda: next(reads))
+    monkeypatch.setattr(targets, "running_others", lambda: ["42 spinner"])
+    result, load = targets.machine_during(lambda: "ran")
+    assert result == "ran"
+    assert load == {"busy_pct": {"0": 50.0, "1": 100.0}, "steal_pct": {"0": 10.0, "1": 50.0},
+                    "running_at_start": ["42 spinner"]}
+
+
+def test_a_spinning_process_is_seen_running(tmp_path):
+    """The real /proc: every CPU's counters add up, and another process spinning is listed."""
+    times = targets.cpu_times()
+    assert times and all(0 <= busy <= total and 0 <= steal <= total for busy, steal, total in times.values())
+    spinner = subprocess.Popen([sys.executable, "-c", "import sys\nprint(flush=True)\nwhile True: pass"],
+                               stdout=subprocess.PIPE)
+    try:
+        spinner.stdout.readline()  # it has started its loop
+        seen = [targets.running_others() for _ in range(20)]
+        assert any(f"{spinner.pid} python" in " ".join(s) for s in seen), seen[-1]
+        assert all(not s or str(os.getpid()) not in [x.split()[0] for x in s] for s in seen)
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_a_negative_gap_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), "--gap", "-1"])
+    assert targets.main() == 2
+    assert "--gap" in capsys.readouterr().err
