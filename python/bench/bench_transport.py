@@ -122,6 +122,36 @@ def thread_sched(since=None):
             "minor_faults": now[2] - since[2], "cpu": current_cpu()}
 
 
+def cpu_list(text):
+    """'0-3,8' -> [0, 1, 2, 3, 8]"""
+    out = []
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def cpu_string(cpus):
+    """[0, 1, 2, 3, 8] -> '0-3,8'"""
+    cpus, out, i = sorted(cpus), [], 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        out.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def cpu_sets(text):
+    """'0-3/4,6' -> [[0, 1, 2, 3], [4, 6]]: a CPU set per process, producer first."""
+    sets = [cpu_list(part) for part in text.split("/")]
+    if not all(sets):
+        raise ValueError(f"{text!r}: an empty CPU set")
+    return sets
+
+
 def percentile(sorted_us, q):
     if not sorted_us:
         return None
@@ -327,6 +357,7 @@ def run_case_bound(variant, size_name, n, channel, loop, pattern, device, messag
         "sync_every": 1 if pattern == "reference" else sc["sync_every"],
         "validate_every": 1 if pattern == "reference" else sc["validate_every"],
         "messages": messages, "warmup": warm, "harness_scenario": sc["name"], "cpus": cpus,
+        "producer_pid": os.getpid(),
         "latency_us": {"count": len(lat_us), "p50": percentile(lat_us, 50), "p90": percentile(lat_us, 90),
                        "p99": percentile(lat_us, 99), "max": lat_us[-1] if lat_us else None,
                        "mean": sum(lat_us) / len(lat_us) if lat_us else None},
@@ -445,9 +476,19 @@ def main():
     ap.add_argument("--profile", action="store_true",
                     help="ring channel: the producer sends through Producer._send_profiled (the same "
                          "send, timed by phase inside the extension) and prints the phases")
+    ap.add_argument("--cpus", metavar="SETS",
+                    help="bind each process: a CPU set per process, producer first, '/' between "
+                         "(0-15/0-15); as many sets as the largest consumer count + 1")
     ap.add_argument("--compare-harness", metavar="DIR",
                     help="C harness results of the same run (cuipc-harness run --out DIR)")
     args = ap.parse_args()
+    try:
+        args.cpus = cpu_sets(args.cpus) if args.cpus else None
+        if args.cpus and len(args.cpus) < 1 + max(map(int, args.consumers.split(","))):
+            raise ValueError(f"{len(args.cpus)} set(s) for a producer and up to {args.consumers} consumers")
+    except ValueError as e:
+        print(f"bench_transport: --cpus: {e}", file=sys.stderr)
+        return 2
     import cuipc
     if cuipc.gpu_count() == 0 and args.device == "cuda":
         print("bench_transport: no GPU: nothing measured", file=sys.stderr)
@@ -480,7 +521,8 @@ def main():
 
 def one_case(args, variant, size, n, channel, loop, pattern):
     try:
-        r = run_case(variant, size, n, channel, loop, pattern, args.device, args.messages, args.profile)
+        r = run_case(variant, size, n, channel, loop, pattern, args.device, args.messages, args.profile,
+                     cpus=args.cpus[:n + 1] if args.cpus else None)
     except Exception as e:
         return {"variant": variant, "size": size, "consumers": n, "channel": channel, "loop": loop,
                 "pattern": pattern, "error": f"{type(e).__name__}: {e}"}

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The Python package's targets, decided: each target case run in interleaved pairs (the C
 harness's scenario, then bench_transport.py's Python case, or the other way round, alternating),
-every process of both sides bound to the same CPUs, and a verdict from the pairs' confidence
-interval (paired.py): met when the whole interval is within the limit, missed when it is wholly
-beyond it, else undecided.
+each run a fresh process of its own on either side, every process of both sides bound to the
+same CPUs, and a verdict from the pairs' confidence interval (paired.py): met when the whole
+interval is within the limit, missed when it is wholly beyond it, else undecided.
 
 Targets (ring channel, the C harness's consumer pattern, one consumer unless --consumers):
   4 KiB, open loop, pool_borrow / pool_copy / default: Python p50 at most 20 us over C's
@@ -24,6 +24,7 @@ missed, 3 none missed but some undecided, 77 no GPU.
     python3 python/bench/targets.py --harness build-gpu/harness/cuipc-harness --out targets.json
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -43,16 +44,7 @@ TARGET_CASES = [  # (variant, size, loop)
     ("default", "4KiB", "open"),
     ("pool_borrow", "64MiB", "closed"),
 ]
-
-
-def cpu_list(text):
-    """'0-3,8' -> [0, 1, 2, 3, 8]"""
-    out = []
-    for part in text.strip().split(","):
-        if part:
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    return out
+cpu_list, cpu_string = bt.cpu_list, bt.cpu_string
 
 
 def gpu_local_cpus(device=0):
@@ -65,18 +57,6 @@ def gpu_local_cpus(device=0):
             return set(cpu_list(f.read()))
     except Exception:  # no torch, no CUDA, an older torch, no sysfs: no locality known
         return None
-
-
-def cpu_string(cpus):
-    """[0, 1, 2, 3, 8] -> '0-3,8'"""
-    cpus, out, i = sorted(cpus), [], 0
-    while i < len(cpus):
-        j = i
-        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
-            j += 1
-        out.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 def core_of(cpu):
@@ -235,11 +215,31 @@ def figure_py(r, loop):
     return r["latency_us"]["p50"] if loop == "open" else r["throughput"]["aggregate_gbps"]
 
 
-def run_py(variant, size, n, loop, device, cpus, profile=False):
+def run_py(variant, size, n, loop, device, cpus, out_dir, timeout_s, profile=False, messages=None):
+    """One run of the Python case in a process of its own, as the C side's (a long-lived
+    producer process is not what the C side measures): its figures, or (None, why)."""
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"py-{variant}-{size}-c{n}-{loop}.json")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(out)  # an earlier run's figures are never read as this one's
+    cmd = [sys.executable, os.path.abspath(bt.__file__), "--out", out, "--variants", variant, "--sizes", size,
+           "--consumers", str(n), "--channels", "ring", "--loops", loop, "--patterns", "harness",
+           "--device", device]
+    cmd += ["--cpus", "/".join(cpu_string(c) for c in cpus)] if cpus else []
+    cmd += ["--profile"] if profile else []
+    cmd += ["--messages", str(messages)] if messages else []
     try:
-        r = bt.run_case(variant, size, n, "ring", loop, "harness", device, profile=profile, cpus=cpus)
-    except Exception as e:  # one failed run drops its pair, the others still count
-        return None, f"{type(e).__name__}: {e}"
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, f"the Python run took over {timeout_s} s"
+    try:
+        with open(out) as f:
+            r = json.load(f)["results"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        tail = (p.stdout + p.stderr).strip().splitlines()[-3:]
+        return None, f"the Python run wrote no result (exit {p.returncode}): {' | '.join(tail)}"
+    if "error" in r:  # one failed run drops its pair, the others still count
+        return None, r["error"]
     if r["validation_failures"] or not r["validated"]:
         return None, f"the Python run validated {r['validated']} message(s), {r['validation_failures']} bad"
     if not usable(figure_py(r, loop)):
@@ -258,10 +258,11 @@ def one_target(args, variant, size, n, loop, cpus, work):
             time.sleep(args.gap)
             if side == "c":
                 got["c"], load["c"] = machine_during(lambda: run_c(
-                    args.harness, scen, name, loop, os.path.join(work, f"{name}-{i}"), args.c_timeout))
+                    args.harness, scen, name, loop, os.path.join(work, f"{name}-{i}"), args.run_timeout))
             else:
                 got["py"], load["py"] = machine_during(lambda: run_py(
-                    variant, size, n, loop, args.device, cpus, args.profile))
+                    variant, size, n, loop, args.device, cpus, os.path.join(work, f"{name}-{i}-py"),
+                    args.run_timeout, args.profile))
         (h, c_why), (r, py_why) = got["c"], got["py"]
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
@@ -325,7 +326,8 @@ def main():
                     help="seconds of rest before each run, either side (default 0)")
     ap.add_argument("--profile", action="store_true",
                     help="split the Python send by phase inside the extension (bench_transport --profile)")
-    ap.add_argument("--c-timeout", type=int, default=300, help="seconds one C run may take")
+    ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
+                    help="seconds one run, either side, may take")
     args = ap.parse_args()
     if args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0:
         print("targets: --repeat must be at least 1, --confidence lie in (0, 1) and --gap be at least 0",

@@ -124,3 +124,14 @@ def test_a_negative_gap_is_refused(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), "--gap", "-1"])
     assert targets.main() == 2
     assert "--gap" in capsys.readouterr().err
+
+
+def test_the_python_side_runs_in_a_process_of_its_own(tmp_path):
+    """As the C side: a fresh process per run, bound as asked, its figures read back."""
+    pytest.importorskip("torch")
+    cpus = sorted(os.sched_getaffinity(0))[:1]
+    r, why = targets.run_py("default", "4KiB", 1, "open", "cpu", [cpus, cpus], str(tmp_path), 120, messages=40)
+    assert why is None and r["producer_pid"] != os.getpid()
+    assert r["cpus"] == [cpus, cpus] and r["validated"] > 0 and r["latency_us"]["p50"] > 0
+    r, why = targets.run_py("default", "4KiB", 1, "open", "cuda-not-a-device", None, str(tmp_path), 120)
+    assert r is None and "invalid choice" in why
