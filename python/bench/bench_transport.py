@@ -180,6 +180,8 @@ def consumer_main(cfg, k, inbox, results, ready, received):
     reference = cfg["pattern"] == "reference"
     release_stream = stream if reference or cfg["release_on_stream"] else None
     last, warm = cfg["messages"] - 1, cfg["warmup"]
+    # The loop's settings as locals: what is timed is the transport, not this script's lookups.
+    kind, queue, sync_every, ring = cfg["kind"], cfg["channel"] == "queue", cfg["sync_every"], cfg["channel"] == "ring"
     lat_ns, bad, checked, steady_t0 = [], 0, 0, None
     stages = {"deliver": [], "unwrap": [], "ready": []}
     place = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
@@ -190,7 +192,7 @@ def consumer_main(cfg, k, inbox, results, ready, received):
         sched0 = thread_sched()
         with place:
             for seq in range(cfg["messages"]):
-                if cfg["channel"] == "queue":
+                if queue:
                     if not inbox.poll(120):
                         raise TimeoutError("no wrapped message on the pipe in 120 s")
                     wire, i, stamp = inbox.recv()
@@ -200,12 +202,12 @@ def consumer_main(cfg, k, inbox, results, ready, received):
                     m = c.recv(timeout=120)
                     t_recv = time.perf_counter_ns()
                 # Straight to torch tensors, ready on torch's current stream (here the unwrap's).
-                tree = m.unwrap(kind=cfg["kind"], stream=stream, device=target, torch=True)
+                tree = m.unwrap(kind=kind, stream=stream, device=target, torch=True)
                 t_unwrap = time.perf_counter_ns()
-                if cfg["channel"] == "ring":
+                if ring:
                     i, stamp = tree["i"], tree["stamp"]
                 t = tree["x"]
-                timed = reference or seq % cfg["sync_every"] == 0 or seq == last
+                timed = reference or seq % sync_every == 0 or seq == last
                 if stream is not None and timed and (reference or m.stream_ordered):
                     stream.synchronize()
                 now = time.perf_counter_ns()
