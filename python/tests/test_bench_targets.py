@@ -2,6 +2,7 @@
 the scenario it writes for the C side, and its refusal to measure without a GPU."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -135,3 +136,21 @@ def test_the_python_side_runs_in_a_process_of_its_own(tmp_path):
     assert r["cpus"] == [cpus, cpus] and r["validated"] > 0 and r["latency_us"]["p50"] > 0
     r, why = targets.run_py("default", "4KiB", 1, "open", "cuda-not-a-device", None, str(tmp_path), 120)
     assert r is None and "invalid choice" in why
+
+
+def test_process_speed_times_fresh_processes(tmp_path):
+    """Each process's medians come back, with and without address-space randomisation."""
+    tool = os.path.join(BENCH, "process_speed.py")
+    out = tmp_path / "speed.json"
+    fixed = shutil.which("setarch") and subprocess.run(["setarch", "-R", "true"]).returncode == 0
+    extra = ["--no-aslr-too"] if fixed else []
+    p = subprocess.run([sys.executable, tool, "--processes", "2", "--iterations", "16", "--gap-us", "100",
+                        "--out", str(out)] + extra, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(out.read_text())
+    assert len(d["processes"]) == 2 * (2 if extra else 1)
+    assert all(r["python_step_ns"] > 0 for r in d["processes"])
+    assert [r["aslr"] for r in d["processes"]][:2] == ([True, False] if extra else [True, True])
+    assert all(0 <= i < len(d["processes"]) for i in d["slowed"])
+    bad = subprocess.run([sys.executable, tool, "--iterations", "2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--iterations" in bad.stderr

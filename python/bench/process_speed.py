@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""How evenly a host runs fresh processes: each of N new processes times the same small steps,
+run cold (2 ms apart, spinning between, as a 500 Hz open loop's sender does): the torch reads a
+send makes of one tensor (when torch is importable) and a pure-Python step. On a quiet host every
+process gives about the same medians. On the H200 VM of run 25, 2 of 24 processes ran both steps
+4-6 times slower than the others, with or without address-space randomisation: a run of a
+benchmark that lands on such a process is slow whatever it measures, which is why targets.py
+decides from many interleaved pairs and each of its runs is a fresh process.
+
+    python3 python/bench/process_speed.py --processes 12 [--no-aslr-too] [--out speed.json]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+SCHEMA_VERSION = 1
+
+
+def one_process(iterations, gap_ns):
+    """In the child: the medians (ns) of each step over the iterations after the first eighth."""
+    try:
+        import torch
+        t = torch.empty(2048, dtype=torch.bfloat16)
+
+        def reads():
+            return (t.layout, t.requires_grad, t.is_neg(), t.dtype, t.shape, t.stride(), t.data_ptr(),
+                    t.is_cuda, t.get_device())
+    except ImportError:
+        reads = None
+
+    def plain():
+        d = {"x": 1, "i": 2, "stamp": 3}
+        return sum(len(str(k)) for k in d) + sorted([3, 1, 2])[0]
+
+    a, b = [], []
+    due = time.perf_counter_ns()
+    for _ in range(iterations):
+        due += gap_ns
+        while time.perf_counter_ns() < due:
+            pass
+        t0 = time.perf_counter_ns()
+        if reads:
+            reads()
+        t1 = time.perf_counter_ns()
+        plain()
+        t2 = time.perf_counter_ns()
+        a.append(t1 - t0)
+        b.append(t2 - t1)
+    skip = iterations // 8
+    return {"torch_reads_ns": statistics.median(a[skip:]) if reads else None,
+            "python_step_ns": statistics.median(b[skip:])}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--processes", type=int, default=12)
+    ap.add_argument("--iterations", type=int, default=400)
+    ap.add_argument("--gap-us", type=int, default=2000, help="time between steps (default 2000: 500 Hz)")
+    ap.add_argument("--no-aslr-too", action="store_true",
+                    help="alternate with processes started without address-space randomisation (setarch -R)")
+    ap.add_argument("--out", help="results JSON")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child
+    args = ap.parse_args()
+    if args.processes < 1 or args.iterations < 8 or args.gap_us < 0:
+        print("process_speed: --processes >= 1, --iterations >= 8, --gap-us >= 0", file=sys.stderr)
+        return 2
+    if args.one:
+        print(json.dumps(one_process(args.iterations, args.gap_us * 1000)))
+        return 0
+    setarch = shutil.which("setarch")
+    if args.no_aslr_too and not setarch:
+        print("process_speed: --no-aslr-too needs setarch", file=sys.stderr)
+        return 2
+    child = [sys.executable, os.path.abspath(__file__), "--one", "--iterations", str(args.iterations),
+             "--gap-us", str(args.gap_us)]
+    runs = []
+    for k in range(args.processes):
+        for aslr in ([True, False] if args.no_aslr_too else [True]):
+            cmd = child if aslr else [setarch, "-R"] + child
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if p.returncode != 0:
+                print(f"process_speed: a child failed (exit {p.returncode}): {p.stderr.strip()[-300:]}",
+                      file=sys.stderr)
+                return 1
+            r = json.loads(p.stdout)
+            r["aslr"] = aslr
+            runs.append(r)
+            shown = "-" if r["torch_reads_ns"] is None else f"{r['torch_reads_ns'] / 1000:.2f}"
+            print(f"process {len(runs):3d} aslr {'on ' if aslr else 'off'}  torch reads {shown} us  "
+                  f"python step {r['python_step_ns'] / 1000:.2f} us", flush=True)
+    typical = statistics.median(r["python_step_ns"] for r in runs)
+    slowed = [i for i, r in enumerate(runs) if r["python_step_ns"] > 2 * typical]
+    print(f"median python step {typical / 1000:.2f} us; {len(slowed)} of {len(runs)} processes "
+          f"over twice that")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"schema_version": SCHEMA_VERSION, "kind": "cuipc-process-speed",
+                       "iterations": args.iterations, "gap_us": args.gap_us, "processes": runs,
+                       "median_python_step_ns": typical, "slowed": slowed}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
