@@ -53,7 +53,7 @@ import resource
 import sys
 import time
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SIZES = {"4KiB": 4 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20}
 VARIANTS = {  # name: (mode, unwrap kind, harness scenario stem)
     "pool_copy": ("cuda_ipc_pool", "copy", "pool_{size}_c{n}_copy"),
@@ -491,6 +491,8 @@ def main():
     except ValueError as e:
         print(f"bench_transport: --cpus: {e}", file=sys.stderr)
         return 2
+    if args.cpus:  # before CUDA starts: its threads take the mask they are created with
+        os.sched_setaffinity(0, args.cpus[0])
     import cuipc
     if cuipc.gpu_count() == 0 and args.device == "cuda":
         print("bench_transport: no GPU: nothing measured", file=sys.stderr)

@@ -56,6 +56,13 @@ def one_process(iterations, gap_ns):
             "python_step_ns": statistics.median(b[skip:])}
 
 
+def slowed(runs, factor=2.0):
+    """(the median Python step, the indices of the processes whose step took over factor times
+    that)."""
+    typical = statistics.median(r["python_step_ns"] for r in runs)
+    return typical, [i for i, r in enumerate(runs) if r["python_step_ns"] > factor * typical]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--processes", type=int, default=12)
@@ -82,7 +89,11 @@ def main():
     for k in range(args.processes):
         for aslr in ([True, False] if args.no_aslr_too else [True]):
             cmd = child if aslr else [setarch, "-R"] + child
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            except subprocess.TimeoutExpired:
+                print("process_speed: a child took over 600 s", file=sys.stderr)
+                return 1
             if p.returncode != 0:
                 print(f"process_speed: a child failed (exit {p.returncode}): {p.stderr.strip()[-300:]}",
                       file=sys.stderr)
@@ -93,15 +104,14 @@ def main():
             shown = "-" if r["torch_reads_ns"] is None else f"{r['torch_reads_ns'] / 1000:.2f}"
             print(f"process {len(runs):3d} aslr {'on ' if aslr else 'off'}  torch reads {shown} us  "
                   f"python step {r['python_step_ns'] / 1000:.2f} us", flush=True)
-    typical = statistics.median(r["python_step_ns"] for r in runs)
-    slowed = [i for i, r in enumerate(runs) if r["python_step_ns"] > 2 * typical]
-    print(f"median python step {typical / 1000:.2f} us; {len(slowed)} of {len(runs)} processes "
+    typical, slow = slowed(runs)
+    print(f"median python step {typical / 1000:.2f} us; {len(slow)} of {len(runs)} processes "
           f"over twice that")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"schema_version": SCHEMA_VERSION, "kind": "cuipc-process-speed",
                        "iterations": args.iterations, "gap_us": args.gap_us, "processes": runs,
-                       "median_python_step_ns": typical, "slowed": slowed}, f, indent=1)
+                       "median_python_step_ns": typical, "slowed": slow}, f, indent=1)
     return 0
 
 

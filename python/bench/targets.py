@@ -28,6 +28,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_transport as bt  # noqa: E402
 import paired  # noqa: E402
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TARGET_CASES = [  # (variant, size, loop)
     ("pool_borrow", "4KiB", "open"),
     ("pool_copy", "4KiB", "open"),
@@ -105,23 +106,68 @@ def cpu_times():
 
 
 def running_others():
-    """The other processes on a CPU now (state R): 'pid comm' each."""
+    """The other processes' threads on a CPU now (state R), any thread of a process, not only
+    its main one: 'pid/tid comm' each."""
     me, out = os.getpid(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == me:
+            continue
+        try:
+            tids = [t for t in os.listdir(f"/proc/{pid}/task") if t.isdigit()]
+        except OSError:
+            continue  # gone since the listing
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    head, _, rest = f.read().rpartition(")")
+            except OSError:
+                continue
+            if rest.split()[:1] == ["R"]:
+                out.append(f"{pid}/{tid} {head.partition('(')[2]}")
+    return out
+
+
+def run_process(cmd, timeout_s):
+    """cmd run to its end in a session of its own; past timeout_s every process of that session
+    is killed (what it forked or spawned too, which would otherwise run on beside the next run):
+    (returncode, stdout + stderr), or (None, the output so far) on timeout."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout_s)
+        return p.returncode, out
+    except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + 10
+        while True:
+            left = session_members(p.pid)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        out, _ = p.communicate()
+        return None, out
+
+
+def session_members(sid):
+    """The live processes of session sid (zombies left out: they run nothing)."""
+    out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as f:
-                head, _, rest = f.read().rpartition(")")
-        except OSError:
+                state, _ppid, _pgrp, session = f.read().rpartition(")")[2].split()[:4]
+        except (OSError, ValueError):
             continue
-        if rest.split()[:1] == ["R"] and int(pid) != me:
-            out.append(f"{pid} {head.partition('(')[2]}")
+        if session == str(sid) and state != "Z":
+            out.append(int(pid))
     return out
 
 
 def machine_during(run):
     """run() and how busy the machine was while it ran: per CPU busy and steal % of the time,
-    and which other processes were running when it started (a run measured beside another
-    process's work, or on CPUs the hypervisor lent elsewhere, says so)."""
+    and which threads of other processes were running when it started (a run measured beside
+    another process's work, or on CPUs the hypervisor lent elsewhere, says so)."""
     others, t0 = running_others(), cpu_times()
     result = run()
     t1 = cpu_times()
@@ -189,14 +235,13 @@ def bound_scenario(variant, size, n, loop, cpus, directory):
 def run_c(harness, scenario_path, name, loop, out_dir, timeout_s):
     """One run of the C scenario: its figures, or (None, why) when it cannot be judged."""
     cmd = [harness, "run", "--no-progress", "--require-gpu", "--out", out_dir, scenario_path]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    rc, output = run_process(cmd, timeout_s)
+    if rc is None:
         return None, f"the C run took over {timeout_s} s"
     h = bt.harness_figures(out_dir, name)
-    if p.returncode != 0 or not h or h.get("status") != "passed":
-        tail = (p.stdout + p.stderr).strip().splitlines()[-3:]
-        return None, f"the C run did not pass (exit {p.returncode}): {' | '.join(tail)}"
+    if rc != 0 or not h or h.get("status") != "passed":
+        tail = output.strip().splitlines()[-3:]
+        return None, f"the C run did not pass (exit {rc}): {' | '.join(tail)}"
     if not usable(figure_c(h, loop)):
         return None, f"the C run gave no usable figure ({figure_c(h, loop)!r})"
     return h, None
@@ -228,16 +273,15 @@ def run_py(variant, size, n, loop, device, cpus, out_dir, timeout_s, profile=Fal
     cmd += ["--cpus", "/".join(cpu_string(c) for c in cpus)] if cpus else []
     cmd += ["--profile"] if profile else []
     cmd += ["--messages", str(messages)] if messages else []
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    rc, output = run_process(cmd, timeout_s)
+    if rc is None:
         return None, f"the Python run took over {timeout_s} s"
     try:
         with open(out) as f:
             r = json.load(f)["results"][0]
     except (OSError, ValueError, KeyError, IndexError):
-        tail = (p.stdout + p.stderr).strip().splitlines()[-3:]
-        return None, f"the Python run wrote no result (exit {p.returncode}): {' | '.join(tail)}"
+        tail = output.strip().splitlines()[-3:]
+        return None, f"the Python run wrote no result (exit {rc}): {' | '.join(tail)}"
     if "error" in r:  # one failed run drops its pair, the others still count
         return None, r["error"]
     if r["validation_failures"] or not r["validated"]:
@@ -272,7 +316,7 @@ def one_target(args, variant, size, n, loop, cpus, work):
                 "c": figure_c(h, loop), "python": figure_py(r, loop),
                 "c_stages_p50_us": h.get("stages_p50_us"), "c_send_p50_us": h.get("send_p50_us"),
                 "python_stages_p50_us": {k: v["p50"] for k, v in r["stages_us"].items()},
-                "python_send_p50_us": r["send_us"]["p50"],
+                "python_send_p50_us": r["send_us"]["p50"], "python_producer_pid": r.get("producer_pid"),
                 "python_send_phases_p50_us": ({k: v["p50"] for k, v in r["send_phases_us"].items()}
                                               if r.get("send_phases_us") else None),
                 # Whether a main thread was taken off its CPU while it spun, each side.
@@ -325,7 +369,9 @@ def main():
     ap.add_argument("--gap", type=float, default=0.0,
                     help="seconds of rest before each run, either side (default 0)")
     ap.add_argument("--profile", action="store_true",
-                    help="split the Python send by phase inside the extension (bench_transport --profile)")
+                    help="split the Python send by phase inside the extension (bench_transport --profile): "
+                         "its clock reads and phase dict are in the Python send, so a verdict under it "
+                         "leans toward missed")
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
     args = ap.parse_args()
@@ -344,7 +390,8 @@ def main():
         return 2
     out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-targets", "environment": bt.environment(),
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
-           "pin": args.pin, "gap_s": args.gap, "targets": []}
+           "pin": args.pin, "gap_s": args.gap, "python_process": "fresh", "profile": args.profile,
+           "targets": []}
     worst = 0
     with tempfile.TemporaryDirectory(prefix="cuipc-targets-") as work:
         for n in map(int, args.consumers.split(",")):
@@ -370,6 +417,9 @@ def main():
         print(f"targets: no target matches --cases {args.cases!r}: nothing measured", file=sys.stderr)
         return 2
     print("\n".join(describe(t) for t in out["targets"]))
+    if args.profile:
+        print("targets: the Python send was split by phase (--profile): its clock reads are in its figures, "
+              "so these verdicts lean toward missed")
     return {0: 0, 1: 3, 2: 1}[worst]
 
 
