@@ -329,11 +329,20 @@ def one_target(args, variant, size, n, loop, cpus, work):
         print(f"  pair {i} ({pair['order']}): Python {pair['python']:.2f}, C {pair['c']:.2f}; producer's "
               f"involuntary switches Python {inv(pair['python_producer_thread'])}, "
               f"C {inv(pair['c_producer_thread'])}", flush=True)
-    cmp = paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
-                               ratio=metric == "gbps_of_c", confidence=args.confidence)
+    cmp = judged_as_run(paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
+                                             ratio=metric == "gbps_of_c", confidence=args.confidence),
+                        args.profile)
     return {"variant": variant, "size": size, "consumers": n, "loop": loop, "channel": "ring",
             "pattern": "harness", "scenario": name, "metric": metric, "unit": "us" if loop == "open" else "GB/s",
             "pairs": pairs, "dropped": dropped, "comparison": cmp}
+
+
+def judged_as_run(cmp, profiled):
+    """A profiled Python send does the plain send's work and more (its clock reads, its phase
+    dict): such a run can show a target met, never missed; a missed one becomes undecided."""
+    if profiled and cmp["verdict"] == "missed":
+        cmp = dict(cmp, verdict="undecided", why="missed with the send profiled, which adds to the Python figures")
+    return cmp
 
 
 def describe(t):
@@ -370,8 +379,8 @@ def main():
                     help="seconds of rest before each run, either side (default 0)")
     ap.add_argument("--profile", action="store_true",
                     help="split the Python send by phase inside the extension (bench_transport --profile): "
-                         "its clock reads and phase dict are in the Python send, so a verdict under it "
-                         "leans toward missed")
+                         "its clock reads and phase dict are in the Python send, so a target can then be "
+                         "shown met, never missed (missed reads undecided)")
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
     args = ap.parse_args()
@@ -419,7 +428,7 @@ def main():
     print("\n".join(describe(t) for t in out["targets"]))
     if args.profile:
         print("targets: the Python send was split by phase (--profile): its clock reads are in its figures, "
-              "so these verdicts lean toward missed")
+              "so a target can be shown met, never missed")
     return {0: 0, 1: 3, 2: 1}[worst]
 
 

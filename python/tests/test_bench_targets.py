@@ -196,3 +196,13 @@ def test_a_run_past_its_time_is_killed_with_all_it_started(tmp_path):
     assert state in ("gone", "Z"), state
     rc, out = targets.run_process([sys.executable, "-c", "print('done')"], 30)
     assert rc == 0 and out.strip() == "done"
+
+
+def test_a_profiled_run_never_misses():
+    """The profiled send adds to the Python figures: met stands, missed reads undecided."""
+    missed = {"pairs": 9, "estimate": 30.0, "low": 25.0, "high": 35.0, "limit": 20.0, "verdict": "missed"}
+    assert targets.judged_as_run(missed, False) == missed
+    judged = targets.judged_as_run(missed, True)
+    assert judged["verdict"] == "undecided" and "profiled" in judged["why"] and missed["verdict"] == "missed"
+    met = dict(missed, verdict="met", low=5.0, high=15.0)
+    assert targets.judged_as_run(met, True) == met
