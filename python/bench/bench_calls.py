@@ -3,11 +3,12 @@
 small tensor a message, each call timed apart, p50 and p90 over many messages. The producer
 sends back to back (the pool and ring hold what the consumer has not taken yet), so the
 consumer's recv finds its message there and each figure is the call's own cost:
-  producer: send, and every other send timed by phase inside the extension (its whole call
-            as send_profiled: what the phase clock reads cost is the difference)
+  producer: send, and every other send timed by phase inside the extension
             (Producer._send_profiled): args, convert (the tree and its tensors taken in), wrap
             and deliver (the core's own calls, what the C harness's producer calls: pool chunk,
-            copy-in, ready word; encode, ring send), outside (the call's way in and out of Python)
+            copy-in, ready word; encode, ring send), outside (the call's way in and out of Python,
+            the GIL given up and taken back); the profiled call whole is send_profiled, whose
+            difference to send is what the phases' clock reads and dict cost
   consumer: recv, unwrap (with --torch straight to torch tensors: unwrap(torch=True)),
             tensor (the application's tensor made: numpy.from_dlpack; with --torch only the
             tree's lookup), sync, release

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_transport as bt  # noqa: E402
 import paired  # noqa: E402
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TARGET_CASES = [  # (variant, size, loop)
     ("pool_borrow", "4KiB", "open"),
     ("pool_copy", "4KiB", "open"),
@@ -360,7 +360,8 @@ def describe(t):
         what = f"Python throughput {fmt(c['estimate'])} of C's [{pct}: {fmt(c['low'])}, {fmt(c['high'])}]"
         meds = (f"medians Python {c['median_b']:.1f} GB/s, C {c['median_a']:.1f} GB/s; "
                 f"limit {fmt(c['limit'])}")
-    return f"{head}: {what}, {c['pairs']} pairs ({meds}): {c['verdict']}"
+    why = f" ({c['why']})" if c.get("why") else ""
+    return f"{head}: {what}, {c['pairs']} pairs ({meds}): {c['verdict']}{why}"
 
 
 def main():

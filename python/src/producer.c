@@ -160,12 +160,15 @@ static uint64_t mono_ns(void) {
 /* The phases of one send, for Producer._send_profiled (a benchmark's breakdown). */
 enum { PHASE_ARGS, PHASE_CONVERT, PHASE_WRAP, PHASE_DELIVER, PHASE_COUNT };
 
-/* cuipc_producer_send's own steps (wrap, send_wrapped, free) with a clock read after the wrap
- * and at the end: under one GIL release, as send's one call, so that a profiled send differs
- * from a plain one by its clock reads and phase dict only. */
+/* cuipc_producer_send's own steps (wrap, send_wrapped, free) with a clock read before, between
+ * and after: under one GIL release, as send's one call, so that a profiled send differs from a
+ * plain one by its clock reads and phase dict only, and the wrap and deliver phases hold the
+ * core's calls alone (giving the GIL up and taking it back fall in the way in and out). */
 static cuipc_status send_timed(cuipc_producer *p, const cuipc_value *v, cuipc_stream stream,
-                               int64_t timeout_ns, uint64_t *wrapped_at, uint64_t *done_at) {
+                               int64_t timeout_ns, uint64_t *start_at, uint64_t *wrapped_at,
+                               uint64_t *done_at) {
     cuipc_value *wrapped = NULL;
+    *start_at = mono_ns();
     cuipc_status s = cuipc_producer_wrap(p, v, stream, &wrapped);
     *wrapped_at = mono_ns();
     if (s == CUIPC_OK)
@@ -199,11 +202,10 @@ static bool send_tree(ProducerObject *self, PyObject *const *args, Py_ssize_t na
     if (!phases) {
         CUIPC_PY_CALL(self, s, cuipc_producer_send(self->p, v, stream, ns));
     } else {
-        uint64_t t4 = 0;
-        t2 = mono_ns();
-        CUIPC_PY_CALL(self, s, send_timed(self->p, v, stream, ns, &t3, &t4));
+        uint64_t converted = mono_ns(), t4 = 0;
+        CUIPC_PY_CALL(self, s, send_timed(self->p, v, stream, ns, &t2, &t3, &t4));
         phases[PHASE_ARGS] = t1 - t0;
-        phases[PHASE_CONVERT] = t2 - t1;
+        phases[PHASE_CONVERT] = converted - t1;
         phases[PHASE_WRAP] = t3 - t2;
         phases[PHASE_DELIVER] = t4 - t3;
     }
