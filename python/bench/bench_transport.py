@@ -101,12 +101,23 @@ def validated(cfg, i):
     return cfg["validate_every"] > 0 and i % cfg["validate_every"] == 0
 
 
+def proc_stat(path):
+    """A /proc stat file of a process or thread: (its command name, the fields after it, the
+    state first), or None when it cannot be read (the task is gone)."""
+    try:
+        with open(path) as f:
+            head, _, rest = f.read().rpartition(")")
+    except OSError:
+        return None
+    return head.partition("(")[2], rest.split()
+
+
 def current_cpu():
     """The CPU the calling thread is on (/proc/thread-self/stat, field 39), or None."""
+    stat = proc_stat("/proc/thread-self/stat")
     try:
-        with open("/proc/thread-self/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[36])
-    except (OSError, ValueError, IndexError):
+        return int(stat[1][36]) if stat else None
+    except (ValueError, IndexError):
         return None
 
 
@@ -240,18 +251,9 @@ def consumer_main(cfg, k, inbox, results, ready, received):
 
 def run_case(variant, size_name, n, channel, loop, pattern, device, messages_override=None, profile=False,
              cpus=None):
-    """One case. cpus: None, or the CPUs to bind each process to: [producer's, consumer 0's, ...]."""
-    saved = os.sched_getaffinity(0)
-    if cpus:
-        os.sched_setaffinity(0, cpus[0])
-    try:
-        return run_case_bound(variant, size_name, n, channel, loop, pattern, device, messages_override, profile,
-                              cpus)
-    finally:
-        os.sched_setaffinity(0, saved)
-
-
-def run_case_bound(variant, size_name, n, channel, loop, pattern, device, messages_override, profile, cpus):
+    """One case. cpus: None, or the CPUs each process is bound to: [producer's, consumer 0's, ...];
+    this process, the producer, is bound already (main binds it before CUDA starts), the
+    consumers bind themselves."""
     import torch
 
     import cuipc

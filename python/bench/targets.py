@@ -117,13 +117,9 @@ def running_others():
         except OSError:
             continue  # gone since the listing
         for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    head, _, rest = f.read().rpartition(")")
-            except OSError:
-                continue
-            if rest.split()[:1] == ["R"]:
-                out.append(f"{pid}/{tid} {head.partition('(')[2]}")
+            stat = bt.proc_stat(f"/proc/{pid}/task/{tid}/stat")
+            if stat and stat[1][:1] == ["R"]:
+                out.append(f"{pid}/{tid} {stat[0]}")
     return out
 
 
@@ -154,12 +150,8 @@ def session_members(sid):
     """The live processes of session sid (zombies left out: they run nothing)."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state, _ppid, _pgrp, session = f.read().rpartition(")")[2].split()[:4]
-        except (OSError, ValueError):
-            continue
-        if session == str(sid) and state != "Z":
+        stat = bt.proc_stat(f"/proc/{pid}/stat")
+        if stat and len(stat[1]) > 3 and stat[1][3] == str(sid) and stat[1][0] != "Z":
             out.append(int(pid))
     return out
 
