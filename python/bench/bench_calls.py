@@ -15,7 +15,10 @@ consumer's recv finds its message there and each figure is the call's own cost:
 With --torch, the reads the extension's torch fast path makes of a tensor are timed one by one.
 --gap-us G spins G microseconds between sends (a message rate, as an open loop has): what a
 call costs when the path has gone cold between messages, against back to back (0). --pin CPU
-binds this process to one CPU (the consumer's stays where the system puts it).
+binds this process to one CPU (the consumer's stays where the system puts it). --faults also
+counts each call's minor page faults (this thread's, from getrusage around the call; the two
+reads are then inside the call's time): a call that faults every message maps or unmaps memory
+every message.
 
 Host tensors (numpy, or torch CPU tensors with --torch) in the default mode run anywhere;
 --device cuda sends torch CUDA tensors through cuda_ipc_pool, or with --mode default through the
@@ -31,6 +34,7 @@ only when the message says work was queued, as the C harness's consumer does).
 import argparse
 import json
 import multiprocessing as mp
+import resource
 import sys
 import time
 
@@ -49,6 +53,19 @@ def percentile(xs, q):
 def summary(ns_by_name):
     return {k: {"p50": percentile(v, 50) / 1e3, "p90": percentile(v, 90) / 1e3}
             for k, v in ns_by_name.items() if v}
+
+
+def thread_faults():
+    """This thread's minor page faults so far."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
+def no_faults():
+    return 0
+
+
+def faults_per_call(counts_by_name):
+    return {k: sum(v) / len(v) for k, v in counts_by_name.items() if v}
 
 
 def torch_reads_ns(torch, x, n=20000):
@@ -97,31 +114,38 @@ def consumer_main(path, args, warm, results):
         sync = stream.synchronize if stream is not None else (lambda: None)
         calls = {"recv": []}
         for tag, _, _ in paths:
-            calls.update({k + tag: [] for k in ("unwrap", "tensor", "sync", "release")})
+            calls.update({k + tag: [] for k in ("unwrap", "tensor", "sync", "release", "del")})
+        faults = {k: [] for k in calls}
         now = time.perf_counter_ns
+        flt = thread_faults if args.faults else no_faults
         for i in range(args.rounds):
             tag, as_torch, make = paths[i % len(paths)]
-            t0 = now()
+            f0, t0 = flt(), now()
             m = c.recv(timeout=30)
-            t1 = now()
+            t1, f1 = now(), flt()
             tree = m.unwrap(kind=args.kind, stream=stream, device=target, torch=as_torch)
-            t2 = now()
+            t2, f2 = now(), flt()
             y = make(tree["x"])
-            t3 = now()
+            t3, f3 = now(), flt()
             if m.stream_ordered:
                 sync()
-            t4 = now()
+            t4, f4 = now(), flt()
             m.release(stream=stream)
-            t5 = now()
-            del y, tree, m
+            t5, f5 = now(), flt()
+            del y, tree, m  # the tensors' deleters run here
+            t6, f6 = now(), flt()
             if i >= warm:
                 calls["recv"].append(t1 - t0)
-                for k, a, b in (("unwrap", t1, t2), ("tensor", t2, t3), ("sync", t3, t4), ("release", t4, t5)):
+                faults["recv"].append(f1 - f0)
+                for k, a, b, fa, fb in (("unwrap", t1, t2, f1, f2), ("tensor", t2, t3, f2, f3),
+                                        ("sync", t3, t4, f3, f4), ("release", t4, t5, f4, f5),
+                                        ("del", t5, t6, f5, f6)):
                     calls[k + tag].append(b - a)
+                    faults[k + tag].append(fb - fa)
         if stream is not None:
             stream.synchronize()
         c.close()
-        results.put(summary(calls))
+        results.put({"us": summary(calls), "faults": faults_per_call(faults) if args.faults else None})
     except Exception as e:
         results.put({"error": f"{type(e).__name__}: {e}"})
 
@@ -140,6 +164,8 @@ def main():
                     help="transport mode (default: cuda_ipc_pool with --device cuda, else default)")
     ap.add_argument("--gap-us", type=int, default=0, help="spin this long between sends (default 0: back to back)")
     ap.add_argument("--pin", type=int, metavar="CPU", help="bind the producer to this CPU")
+    ap.add_argument("--faults", action="store_true",
+                    help="count each call's minor page faults too (its two reads fall inside its time)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
     if args.pin is not None:
@@ -174,8 +200,10 @@ def main():
     try:
         p.accept(1, timeout=120)
         sends, profiled_sends = [], []
+        send_faults = {"send": [], "send_profiled": []}
         phases = {k: [] for k in ("args", "convert", "wrap", "deliver", "outside")}
         now = time.perf_counter_ns
+        flt = thread_faults if args.faults else no_faults
         gap_ns = args.gap_us * 1000
         due = now()
         for i in range(args.rounds):
@@ -183,14 +211,15 @@ def main():
             due += gap_ns
             while gap_ns and now() < due:
                 pass
-            t0 = now()
+            f0, t0 = flt(), now()
             if profiled:
                 ph = p._send_profiled({"x": x, "i": i}, stream=stream)
             else:
                 p.send({"x": x, "i": i}, stream=stream)
-            t1 = now()
+            t1, f1 = now(), flt()
             if i < warm:
                 continue
+            send_faults["send_profiled" if profiled else "send"].append(f1 - f0)
             if profiled:
                 for k, v in ph.items():
                     phases[k].append(v)
@@ -198,10 +227,11 @@ def main():
                 profiled_sends.append(t1 - t0)
             else:
                 sends.append(t1 - t0)
-        consumer = results.get(timeout=600)
-        if "error" in consumer:
-            print(f"bench_calls: consumer failed: {consumer['error']}", file=sys.stderr)
+        got = results.get(timeout=600)
+        if "error" in got:
+            print(f"bench_calls: consumer failed: {got['error']}", file=sys.stderr)
             return 1
+        consumer = got["us"]
         p.drain(timeout=60)
     finally:
         proc.join(60)
@@ -212,11 +242,14 @@ def main():
            "torch_paths": args.torch_paths if args.torch else None,
            "tensors": "torch" if args.torch else "numpy",
            "device": args.device, "mode": mode, "producer_us": summary({"send": sends, "send_profiled": profiled_sends}), "consumer_us": consumer,
-           "send_phases_us": summary(phases)}
+           "send_phases_us": summary(phases),
+           "faults_per_call": {**faults_per_call(send_faults), **got["faults"]} if args.faults else None}
     print(f"{out['tensors']} {args.device} {mode} {args.kind} {args.bytes} B, {args.rounds} messages, "
           f"{args.gap_us} us apart: p50 (p90) us")
+    fpc = out["faults_per_call"] or {}
     for k, v in list(out["producer_us"].items()) + list(consumer.items()):
-        print(f"  {k:<16} {v['p50']:8.2f} ({v['p90']:.2f})")
+        extra = f"  {fpc[k]:.2f} faults a call" if k in fpc else ""
+        print(f"  {k:<16} {v['p50']:8.2f} ({v['p90']:.2f}){extra}")
     print("  send by phase (wrap, deliver: the core's own calls):")
     for k, v in out["send_phases_us"].items():
         print(f"    {k:<8} {v['p50']:8.2f} ({v['p90']:.2f})")

@@ -1,0 +1,30 @@
+"""bench_calls.py on the CPU (numpy, default mode): every call timed, and with --faults counted."""
+import json
+import os
+import subprocess
+import sys
+
+BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
+
+
+def run_calls(tmp_path, *extra):
+    out = tmp_path / "calls.json"
+    r = subprocess.run([sys.executable, os.path.join(BENCH, "bench_calls.py"), "--rounds", "60",
+                        "--json", str(out), *extra], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text()), r.stdout
+
+
+def test_each_call_is_timed_and_its_faults_counted(tmp_path):
+    got, text = run_calls(tmp_path, "--faults")
+    calls = {"send", "send_profiled", "recv", "unwrap", "tensor", "sync", "release", "del"}
+    assert set(got["producer_us"]) | set(got["consumer_us"]) == calls
+    assert all(v["p50"] > 0 for v in got["consumer_us"].values() if v)
+    faults = got["faults_per_call"]
+    assert set(faults) == calls and all(v >= 0 for v in faults.values())
+    assert "faults a call" in text
+
+
+def test_without_faults_nothing_is_counted(tmp_path):
+    got, text = run_calls(tmp_path)
+    assert got["faults_per_call"] is None and "faults a call" not in text
