@@ -311,6 +311,7 @@ cuipc_status cuipc_cuda_free(void *p) {
 static pthread_mutex_t copy_pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static cudaMemPool_t copy_pools[CUIPC_MAX_POOL_DEVICES];
 static uint64_t copy_pool_keep[CUIPC_MAX_POOL_DEVICES]; /* release threshold in force */
+static bool copy_pool_warm[CUIPC_MAX_POOL_DEVICES];     /* first allocation made */
 
 static cuipc_status set_keep_locked(int device, uint64_t keep) {
     if (copy_pool_keep[device] == keep)
@@ -369,6 +370,29 @@ cuipc_status cuipc_cuda_malloc_async(int device, size_t n, cuipc_stream stream, 
                                device, n, stream);
     *out = p;
     return CUIPC_OK;
+}
+
+cuipc_status cuipc_cuda_copy_pool_warm(int device, cuipc_stream stream) {
+    CUIPC_REQUIRE_GPU();
+    if (device < 0 || device >= CUIPC_MAX_POOL_DEVICES)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "device %d out of range", device);
+    pthread_mutex_lock(&copy_pools_lock);
+    bool done = copy_pool_warm[device];
+    pthread_mutex_unlock(&copy_pools_lock);
+    if (done)
+        return CUIPC_OK;
+    void *p = NULL;
+    CUIPC_TRY(cuipc_cuda_malloc_async(device, 1, stream, &p));
+    cuipc_status s = cuipc_cuda_free_async(p, stream);
+    cuipc_status synced = cuipc_cuda_stream_sync(stream); /* the allocation is made by now */
+    if (s == CUIPC_OK)
+        s = synced;
+    if (s == CUIPC_OK) {
+        pthread_mutex_lock(&copy_pools_lock);
+        copy_pool_warm[device] = true;
+        pthread_mutex_unlock(&copy_pools_lock);
+    }
+    return s;
 }
 
 cuipc_status cuipc_cuda_stream_device(cuipc_stream stream, int *device) {

@@ -334,6 +334,16 @@ static cuipc_status unwrap_options(const cuipc_unwrap_options **opt,
     return CUIPC_OK;
 }
 
+/* The copy-out pool of device, with its release threshold and its first allocation made (on
+ * the unwrap's stream, which copies to device need to be of that device: with another, the
+ * first copy fails as it would without prepare, and the pool is left for it to warm). */
+static cuipc_status ready_copy_pool(int device, const cuipc_unwrap_options *opt) {
+    CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(device, opt->copy_cache_bytes));
+    int stream_dev = -1;
+    CUIPC_TRY(cuipc_cuda_stream_device(opt->stream, &stream_dev));
+    return stream_dev == device ? cuipc_cuda_copy_pool_warm(device, opt->stream) : CUIPC_OK;
+}
+
 cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_options *opt) {
     cuipc_unwrap_options defaults;
     CUIPC_TRY(unwrap_options(&opt, &defaults));
@@ -345,12 +355,12 @@ cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_option
         int64_t host_wait_ns = 0; /* asks MPS now rather than in the first message */
         CUIPC_TRY(resolve_host_wait(c, opt, map_dev, &host_wait_ns));
         if (copy && target != CUIPC_DEVICE_HOST)
-            CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(target, opt->copy_cache_bytes));
+            CUIPC_TRY(ready_copy_pool(target, opt));
     }
     if (copy && opt->device >= 0) { /* host-pool and cuda_ipc data copied to this device */
         if (c->host.present)
             pin_host_view(c, &c->host);
-        CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(opt->device, opt->copy_cache_bytes));
+        CUIPC_TRY(ready_copy_pool(opt->device, opt));
     }
     return CUIPC_OK;
 }

@@ -176,8 +176,9 @@ static PyMethodDef consumer_methods[] = {
      "adopt(bytes) -> Message: a message that came on the application's own channel "
      "(Producer.wrap)."},
     {"prepare", (PyCFunction)(void (*)(void))consumer_prepare, METH_VARARGS | METH_KEYWORDS,
-     "prepare(kind=\"copy\", device=None, stream=None, host_wait_us=-1): one-time set-up before "
-     "the first message."},
+     "prepare(kind=\"copy\", device=None, stream=None, host_wait_us=-1): the one-time set-up "
+     "(mapping the pool, the copy-out pool's first allocation: milliseconds) done now rather "
+     "than in the first message."},
     {"stats", (PyCFunction)consumer_stats, METH_NOARGS, "Counters of this consumer (dict)."},
     {"close", (PyCFunction)consumer_close, METH_NOARGS,
      "Detach (at once, or when the last message of this consumer is freed)."},

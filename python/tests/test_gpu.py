@@ -4,6 +4,7 @@ and cuipc.compat with the reference's pattern."""
 import pytest
 
 import cuipc
+import workers
 
 pytestmark = pytest.mark.gpu
 
@@ -137,6 +138,24 @@ def test_zero_copy_produce_into_a_gpu_buffer(workers_pool, torch):
         assert g["pixel_values"][4] == expected_sum(torch, 3, (64, 64), torch.float32)
         p.drain(timeout=30)
         assert p.stats()["gpu_pool"]["held"] == 0
+
+
+def test_prepare_makes_the_copy_pools_first_allocation(spawn, torch):
+    """The driver's first allocation from a pool takes some 3,300 page faults of its own set-up
+    (and milliseconds); prepare() makes it, so a fresh consumer's first copy does not. A fresh
+    process: a pooled worker's pool was made by earlier tests."""
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
+        results = spawn.ctx.Queue()
+        spawn(workers.first_copy_faults, p.socket_path, results, True)
+        p.accept(1, timeout=60)
+        status, _, payload = results.get(timeout=120)
+        assert status == "attached", payload
+        x = feature(torch, 5, (64, 64), torch.float32)
+        p.send({"x": x}, stream=torch.cuda.current_stream())
+        status, _, got = results.get(timeout=60)
+        assert status == "ok", got
+        assert got["sum"] == expected_sum(torch, 5, (64, 64), torch.float32)
+        assert got["faults"] < 1000, got
 
 
 def test_bad_gpu_input_is_refused(torch):
