@@ -56,8 +56,8 @@ cuipc_status cuipc_cuda_stream_device(cuipc_stream stream, int *device);
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_cuda_copy_pool_set_cache(int device, uint64_t keep_bytes);
 /* Make the device's copy-out pool's first allocation now, on stream (a stream of that device),
- * and wait for it: the driver's first stream-ordered allocation in a process costs it ~12 ms
- * and some 3,200 page faults of its own set-up. Once per device; then a no-op. */
+ * and wait for it: the driver's first stream-ordered allocation in a process costs it
+ * milliseconds and thousands of page faults of its own set-up. Once per device; then a no-op. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_cuda_copy_pool_warm(int device, cuipc_stream stream);
 /* Bytes the device's copy-out pool holds from the driver (reserved) and hands out (used);

@@ -1,4 +1,5 @@
-"""bench_calls.py on the CPU (numpy, default mode): every call timed, and with --faults counted."""
+"""bench_calls.py on the CPU (numpy, default mode): every call timed, and with --faults counted;
+first_copy.py: a fresh consumer's first message, on a GPU host."""
 import json
 import os
 import subprocess
@@ -28,3 +29,21 @@ def test_each_call_is_timed_and_its_faults_counted(tmp_path):
 def test_without_faults_nothing_is_counted(tmp_path):
     got, text = run_calls(tmp_path)
     assert got["faults_per_call"] is None and "faults a call" not in text
+
+
+def test_first_copy_needs_a_gpu_or_measures_one(tmp_path):
+    """first_copy.py: on a host without a GPU it says so (77); with one, both ways measured."""
+    import pytest
+    import cuipc
+    out = tmp_path / "first.json"
+    r = subprocess.run([sys.executable, os.path.join(BENCH, "first_copy.py"), "--processes", "1",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    if cuipc.gpu_count() == 0:
+        assert r.returncode == 77 and "needs a CUDA GPU" in r.stderr
+        pytest.skip("no GPU: the measurement itself runs on a GPU host")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(out.read_text())
+    assert got["schema_version"] == 1
+    for way in ("without_prepare", "with_prepare"):
+        (run,) = got["runs"][way]
+        assert run["data_ok"] and run["us"] > 0 and run["faults"] >= 0
