@@ -310,8 +310,8 @@ cuipc_status cuipc_cuda_free(void *p) {
 #define CUIPC_MAX_POOL_DEVICES 64
 static pthread_mutex_t copy_pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static cudaMemPool_t copy_pools[CUIPC_MAX_POOL_DEVICES];
-static uint64_t copy_pool_keep[CUIPC_MAX_POOL_DEVICES]; /* release threshold in force */
-static bool copy_pool_warm[CUIPC_MAX_POOL_DEVICES];     /* first allocation made */
+static uint64_t copy_pool_keep[CUIPC_MAX_POOL_DEVICES];    /* release threshold in force */
+static atomic_bool copy_pool_warm[CUIPC_MAX_POOL_DEVICES]; /* first allocation made */
 
 static cuipc_status set_keep_locked(int device, uint64_t keep) {
     if (copy_pool_keep[device] == keep)
@@ -368,6 +368,7 @@ cuipc_status cuipc_cuda_malloc_async(int device, size_t n, cuipc_stream stream, 
     if (err != cudaSuccess)
         return CUIPC_CUDA_FAIL(err, "cudaMallocFromPoolAsync", "device %d, %zu bytes, stream %p",
                                device, n, stream);
+    atomic_store_explicit(&copy_pool_warm[device], true, memory_order_relaxed);
     *out = p;
     return CUIPC_OK;
 }
@@ -376,23 +377,13 @@ cuipc_status cuipc_cuda_copy_pool_warm(int device, cuipc_stream stream) {
     CUIPC_REQUIRE_GPU();
     if (device < 0 || device >= CUIPC_MAX_POOL_DEVICES)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "device %d out of range", device);
-    pthread_mutex_lock(&copy_pools_lock);
-    bool done = copy_pool_warm[device];
-    pthread_mutex_unlock(&copy_pools_lock);
-    if (done)
-        return CUIPC_OK;
-    void *p = NULL;
+    if (atomic_load_explicit(&copy_pool_warm[device], memory_order_relaxed))
+        return CUIPC_OK; /* a later prepare, or one after copies: nothing to wait for */
+    void *p = NULL; /* its success marks the pool warm: a failed sync below is still reported */
     CUIPC_TRY(cuipc_cuda_malloc_async(device, 1, stream, &p));
     cuipc_status s = cuipc_cuda_free_async(p, stream);
     cuipc_status synced = cuipc_cuda_stream_sync(stream); /* the allocation is made by now */
-    if (s == CUIPC_OK)
-        s = synced;
-    if (s == CUIPC_OK) {
-        pthread_mutex_lock(&copy_pools_lock);
-        copy_pool_warm[device] = true;
-        pthread_mutex_unlock(&copy_pools_lock);
-    }
-    return s;
+    return s != CUIPC_OK ? s : synced;
 }
 
 cuipc_status cuipc_cuda_stream_device(cuipc_stream stream, int *device) {

@@ -57,7 +57,8 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_cuda_copy_pool_set_cache(int device, uint64_t keep_bytes);
 /* Make the device's copy-out pool's first allocation now, on stream (a stream of that device),
  * and wait for it: the driver's first stream-ordered allocation in a process costs it
- * milliseconds and thousands of page faults of its own set-up. Once per device; then a no-op. */
+ * milliseconds and thousands of page faults of its own set-up. A no-op once the device's pool
+ * has made an allocation (here or for a copy). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_cuda_copy_pool_warm(int device, cuipc_stream stream);
 /* Bytes the device's copy-out pool holds from the driver (reserved) and hands out (used);

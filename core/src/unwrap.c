@@ -334,9 +334,9 @@ static cuipc_status unwrap_options(const cuipc_unwrap_options **opt,
     return CUIPC_OK;
 }
 
-/* The copy-out pool of device, with its release threshold and its first allocation made (on
- * the unwrap's stream, which copies to device need to be of that device: with another, the
- * first copy fails as it would without prepare, and the pool is left for it to warm). */
+/* The copy-out pool of device, with its release threshold and its first allocation made, on
+ * the unwrap's stream. Copies to device need a stream of that device: with another, the
+ * warm-up is skipped, since such copies are refused anyway. */
 static cuipc_status ready_copy_pool(int device, const cuipc_unwrap_options *opt) {
     CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(device, opt->copy_cache_bytes));
     int stream_dev = -1;

@@ -86,6 +86,19 @@ bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_pro
     return true;
 }
 
+cuipc_status cuipc_role_warm_checksum(int device, cuipc_stream stream) {
+    void *buf = NULL;
+    uint64_t sum = 0;
+    cuipc_status st = cuipc_gpu_malloc(device, 4096, &buf);
+    if (st != CUIPC_OK)
+        return st;
+    st = cuipc_gpu_fill_pattern(buf, 4096, 1, stream);
+    if (st == CUIPC_OK)
+        st = cuipc_gpu_checksum(buf, 4096, stream, &sum);
+    cuipc_status_ignore(cuipc_gpu_free(buf)); /* the probe's own result is what counts */
+    return st;
+}
+
 json_t *cuipc_role_mps_json(const cuipc_gpu_probe_ctx *gctx) {
     return gctx->device >= 0 ? json_boolean(gctx->mps_known && gctx->mps_client) : json_null();
 }

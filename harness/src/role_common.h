@@ -28,6 +28,14 @@ bool cuipc_role_bind(const cuipc_scenario *s, bool producer, uint32_t consumer, 
 bool cuipc_role_sampler_start(const cuipc_scenario *s, int device, cuipc_gpu_probe_ctx *gctx,
                               cuipc_leak_sampler *ls);
 
+/* One GPU fill and checksum of a scratch buffer on stream, before the go: the first such call
+ * loads their kernels (~15 ms on an H100) and makes the copy-out pool's first allocation (the
+ * checksum's accumulator: the driver's first stream-ordered allocation in a process,
+ * milliseconds and thousands of page faults). Otherwise the first validated messages pay them,
+ * and an open-loop producer queues ms of backlog into the timed ones. */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_role_warm_checksum(int device, cuipc_stream stream);
+
 /* "mps_client" of a role's report: for a GPU role true when it runs as an MPS client (false
  * also when the driver did not say), null for a host-only role. */
 json_t *cuipc_role_mps_json(const cuipc_gpu_probe_ctx *gctx);

@@ -276,21 +276,12 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
 }
 
 /* Before the go: the transport's one-time set-up (pool mapping, registrations, copy pool), and
- * one GPU checksum, whose first call loads its kernel (~15 ms on an H100). Otherwise the first
- * messages pay them, and an open-loop producer queues ms of backlog into the timed ones. */
+ * the GPU checksum's, when this consumer validates. */
 static cuipc_status prepare(consumer_state *cs, cuipc_consumer *c, int device) {
     cuipc_status st = cuipc_consumer_prepare(c, &cs->opt);
     if (st != CUIPC_OK || device < 0 || !cs->s->validation.enabled)
         return st;
-    void *buf = NULL;
-    uint64_t sum = 0;
-    if ((st = cuipc_gpu_malloc(device, 4096, &buf)) != CUIPC_OK)
-        return st;
-    st = cuipc_gpu_fill_pattern(buf, 4096, 1, cs->stream);
-    if (st == CUIPC_OK)
-        st = cuipc_gpu_checksum(buf, 4096, cs->stream, &sum);
-    cuipc_status_ignore(cuipc_gpu_free(buf)); /* the probe's own result is what counts */
-    return st;
+    return cuipc_role_warm_checksum(device, cs->stream);
 }
 
 static cuipc_status attach(const cuipc_scenario *s, const char *path, cuipc_consumer **c) {

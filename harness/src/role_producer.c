@@ -335,6 +335,10 @@ static const char *start(const cuipc_role_ctx *ctx, producer_state *ps, cuipc_st
         return "cuipc_producer_accept";
     if (ps->gpu && (*st = cuipc_gpu_stream_create(s->producer_device, &ps->stream)) != CUIPC_OK)
         return "cuipc_gpu_stream_create";
+    /* The fill and checksum run for validated and fresh tensors only: warm them for those. */
+    if (ps->gpu && (s->validation.enabled || s->tensors.fresh_per_message) &&
+        (*st = cuipc_role_warm_checksum(s->producer_device, ps->stream)) != CUIPC_OK)
+        return "cuipc_role_warm_checksum";
     bool own = !s->tensors.fresh_per_message && s->tensors.source == CUIPC_SOURCE_OWN;
     for (uint32_t j = 0; j < s->tensors.per_message && own; j++)
         if ((ps->buffers[j] = tensor_alloc(ps, s->tensors.max_bytes, st)) == NULL)

@@ -250,9 +250,10 @@ void cuipc_unwrap_options_init(cuipc_unwrap_options *o);
  * inside their latency, milliseconds each: map the GPU pool (its IPC handle, opened once per
  * process) on the device it will be read on, register the pool's sync table with CUDA, pin the
  * host pool when copies go up to a device, and create the target device's copy-out buffer pool
- * and make its first allocation (the driver's first pool allocation in a process: a fresh
- * consumer's first copy took 8.7-14.3 ms and ~3,600 page faults with it, on an H200 host; made
- * on opt's stream when that stream is of the target device, and waited for).
+ * and make its first allocation (the driver's first pool allocation in a process: milliseconds
+ * and thousands of page faults). That allocation is made on opt's stream, when that stream is
+ * of the target device, and waited for: the first prepare that makes it synchronises the stream
+ * (later ones, or any after a copy to that device, do not).
  * Optional and idempotent; call it after attach, before the first message. cuda_ipc messages
  * carry their own allocations, which are still mapped when first seen. Needs no GPU when
  * nothing in these options does (host pool, copies to the host). */
