@@ -11,14 +11,13 @@ consumer's recv finds its message there and each figure is the call's own cost:
             difference to send is what the phases' clock reads and dict cost
   consumer: recv, unwrap (with --torch straight to torch tensors: unwrap(torch=True)),
             tensor (the application's tensor made: numpy.from_dlpack; with --torch only the
-            tree's lookup), sync, release
+            tree's lookup), sync, release, del (the tree and tensors dropped: their deleters)
 With --torch, the reads the extension's torch fast path makes of a tensor are timed one by one.
 --gap-us G spins G microseconds between sends (a message rate, as an open loop has): what a
 call costs when the path has gone cold between messages, against back to back (0). --pin CPU
 binds this process to one CPU (the consumer's stays where the system puts it). --faults also
-counts each call's minor page faults (this thread's, from getrusage around the call; the two
-reads are then inside the call's time): a call that faults every message maps or unmaps memory
-every message.
+counts each call's minor page faults (this thread's, from getrusage read just outside the call's
+two clock reads): a call that faults every message maps or unmaps memory every message.
 
 Host tensors (numpy, or torch CPU tensors with --torch) in the default mode run anywhere;
 --device cuda sends torch CUDA tensors through cuda_ipc_pool, or with --mode default through the
@@ -120,26 +119,32 @@ def consumer_main(path, args, warm, results):
         flt = thread_faults if args.faults else no_faults
         for i in range(args.rounds):
             tag, as_torch, make = paths[i % len(paths)]
+            # Each call between two clock reads of its own, the fault reads outside them.
             f0, t0 = flt(), now()
             m = c.recv(timeout=30)
             t1, f1 = now(), flt()
+            t1b = now()
             tree = m.unwrap(kind=args.kind, stream=stream, device=target, torch=as_torch)
             t2, f2 = now(), flt()
+            t2b = now()
             y = make(tree["x"])
             t3, f3 = now(), flt()
+            t3b = now()
             if m.stream_ordered:
                 sync()
             t4, f4 = now(), flt()
+            t4b = now()
             m.release(stream=stream)
             t5, f5 = now(), flt()
+            t5b = now()
             del y, tree, m  # the tensors' deleters run here
             t6, f6 = now(), flt()
             if i >= warm:
                 calls["recv"].append(t1 - t0)
                 faults["recv"].append(f1 - f0)
-                for k, a, b, fa, fb in (("unwrap", t1, t2, f1, f2), ("tensor", t2, t3, f2, f3),
-                                        ("sync", t3, t4, f3, f4), ("release", t4, t5, f4, f5),
-                                        ("del", t5, t6, f5, f6)):
+                for k, a, b, fa, fb in (("unwrap", t1b, t2, f1, f2), ("tensor", t2b, t3, f2, f3),
+                                        ("sync", t3b, t4, f3, f4), ("release", t4b, t5, f4, f5),
+                                        ("del", t5b, t6, f5, f6)):
                     calls[k + tag].append(b - a)
                     faults[k + tag].append(fb - fa)
         if stream is not None:
@@ -165,7 +170,7 @@ def main():
     ap.add_argument("--gap-us", type=int, default=0, help="spin this long between sends (default 0: back to back)")
     ap.add_argument("--pin", type=int, metavar="CPU", help="bind the producer to this CPU")
     ap.add_argument("--faults", action="store_true",
-                    help="count each call's minor page faults too (its two reads fall inside its time)")
+                    help="count each call's minor page faults too (read outside each call's time)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
     if args.pin is not None:

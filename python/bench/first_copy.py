@@ -4,20 +4,21 @@ tensors through cuda_ipc_pool), with and without prepare() before it, each in a 
 alternating. Per process: that unwrap's time and the minor page faults its thread took. The
 one-time set-up prepare() takes out of the first message is the pool mapping and the copy-out
 pool's first allocation, the driver's first stream-ordered allocation in the process (on the
-H200 of run 28: 3,589-3,590 faults and 8.7-14.3 ms without prepare, 1-2 faults and 94 us with).
-A CUDA host with torch is needed (exit 77 without one).
+H200 of run 28, these steps with a 16 KiB tensor: 3,589-3,590 faults and 8.7-14.3 ms without
+prepare, 1-2 faults and 94 us with). test_gpu.py checks the faults with this consumer. A CUDA
+host with torch is needed (exit 77 without one).
 
     python3 python/bench/first_copy.py --processes 4 [--json first_copy.json]
 """
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import statistics
 import sys
 import time
 
 import cuipc
+from bench_calls import thread_faults
 
 SCHEMA_VERSION = 1
 
@@ -33,9 +34,9 @@ def consumer(path, prepare, results):
                 c.prepare(kind="copy", device=0, stream=stream)
             results.put(("attached", None))
             with c.recv(timeout=30) as m:
-                f0, t0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, time.perf_counter_ns()
+                f0, t0 = thread_faults(), time.perf_counter_ns()
                 tree = m.unwrap(kind="copy", device=0, stream=stream)
-                t1, f1 = time.perf_counter_ns(), resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+                t1, f1 = time.perf_counter_ns(), thread_faults()
                 with torch.cuda.stream(stream):
                     ok = bool((tree["x"].to_torch() == 1).all().item())
                 del tree

@@ -159,35 +159,6 @@ def gpu_recv_torch(path, kind, count, results, stream_mode):
         results.put(("error", type(e).__name__, traceback.format_exc()))
 
 
-def first_copy_faults(path, results, prepare):
-    """A fresh GPU consumer's first copy unwrap, with or without prepare() before it: the minor
-    page faults that unwrap took on this thread, its time, and the copy's sum."""
-    import resource
-    import time
-
-    import torch
-    try:
-        torch.cuda.init()
-        stream = torch.cuda.Stream()
-        with cuipc.Consumer(path, timeout=30) as c:
-            if prepare:
-                c.prepare(kind="copy", device=0, stream=stream)
-            results.put(("attached", c.index, None))
-            with c.recv(timeout=30) as m:
-                before, t0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt, time.perf_counter()
-                tree = m.unwrap(kind="copy", device=0, stream=stream)
-                us = (time.perf_counter() - t0) * 1e6
-                faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
-                with torch.cuda.stream(stream):
-                    total = float(tree["x"].to_torch().double().sum().item())
-                del tree
-                m.release(stream=stream)
-            results.put(("ok", c.index, {"faults": faults, "us": us, "sum": total}))
-    except Exception as e:
-        import traceback
-        results.put(("error", type(e).__name__, traceback.format_exc()))
-
-
 def summarise_torch(torch, tree):
     """(kind, dtype, shape, device, sum) of each torch tensor of a flat tree, read on torch's
     current stream; other values as they are."""
