@@ -4,9 +4,9 @@ tensors through cuda_ipc_pool), with and without prepare() before it, each in a 
 alternating. Per process: that unwrap's time and the minor page faults its thread took. The
 one-time set-up prepare() takes out of the first message is the pool mapping and the copy-out
 pool's first allocation, the driver's first stream-ordered allocation in the process (on the
-H200 of run 28, these steps with a 16 KiB tensor: 3,589-3,590 faults and 8.7-14.3 ms without
-prepare, 1-2 faults and 94 us with). test_gpu.py checks the faults with this consumer. A CUDA
-host with torch is needed (exit 77 without one).
+H200 of run 30: 3,591 faults and 12.6-15.2 ms without prepare, 1 fault and 75-108 us with).
+test_gpu.py checks the faults with this consumer. A CUDA host with torch is needed (exit 77
+without one).
 
     python3 python/bench/first_copy.py --processes 4 [--json first_copy.json]
 """
