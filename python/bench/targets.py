@@ -5,6 +5,12 @@ each run a fresh process of its own on either side, every process of both sides 
 same CPUs, and a verdict from the pairs' confidence interval (paired.py): met when the whole
 interval is within the limit, missed when it is wholly beyond it, else undecided.
 
+Looks: --repeat pairs are judged first; with --max-pairs M, an undecided target gets
+--look-every more pairs and is judged again, up to M pairs. Each look's interval is then at the
+confidence 1 - (1 - C) / K, K the number of looks planned (Bonferroni), so the chance that any
+look calls a wrong verdict stays within 1 - C whichever look decides. A target far from its
+limit is decided at the first look; one near it gets the pairs it needs, up to M.
+
 Targets (ring channel, the C harness's consumer pattern, one consumer unless --consumers):
   4 KiB, open loop, pool_borrow / pool_copy / default: Python p50 at most 20 us over C's
   64 MiB, closed loop, pool_borrow: Python throughput at least 95 % of C's
@@ -38,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_transport as bt  # noqa: E402
 import paired  # noqa: E402
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TARGET_CASES = [  # (variant, size, loop)
     ("pool_borrow", "4KiB", "open"),
     ("pool_copy", "4KiB", "open"),
@@ -283,11 +289,29 @@ def run_py(variant, size, n, loop, device, cpus, out_dir, timeout_s, profile=Fal
     return r, None
 
 
+def look_points(first, most, every):
+    """The pair counts at which a target is judged: first, then every `every` more, and most."""
+    return sorted(set(range(first, most, every)) | {max(first, most)})
+
+
+def look_confidence(confidence, looks):
+    """Each look's confidence, so that all of them together err at most 1 - confidence."""
+    return 1 - (1 - confidence) / looks
+
+
 def one_target(args, variant, size, n, loop, cpus, work):
     metric, limit = bt.target_of(variant, size, loop)
     scen, name = bound_scenario(variant, size, n, loop, cpus, work)
-    pairs, dropped = [], []
-    for i in range(args.repeat):
+    pairs, dropped, looks = [], [], []
+    points = look_points(args.repeat, args.max_pairs or args.repeat, args.look_every)
+    each = look_confidence(args.confidence, len(points))
+
+    def judge():
+        return judged_as_run(paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
+                                                  ratio=metric == "gbps_of_c", confidence=each),
+                             args.profile)
+
+    for i in range(points[-1]):
         c_first = i % 2 == 0  # alternate: neither side always runs on a machine the other warmed
         got, load = {}, {}
         for side in (("c", "py") if c_first else ("py", "c")):
@@ -303,30 +327,41 @@ def one_target(args, variant, size, n, loop, cpus, work):
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
             print(f"  pair {i}: dropped: {c_why or py_why}", flush=True)
-            continue
-        pair = {"pair": i, "order": "c-first" if c_first else "python-first",
-                "c": figure_c(h, loop), "python": figure_py(r, loop),
-                "c_stages_p50_us": h.get("stages_p50_us"), "c_send_p50_us": h.get("send_p50_us"),
-                "python_stages_p50_us": {k: v["p50"] for k, v in r["stages_us"].items()},
-                "python_send_p50_us": r["send_us"]["p50"], "python_producer_pid": r.get("producer_pid"),
-                "python_send_phases_p50_us": ({k: v["p50"] for k, v in r["send_phases_us"].items()}
-                                              if r.get("send_phases_us") else None),
-                # Whether a main thread was taken off its CPU while it spun, each side.
-                "c_producer_thread": h.get("producer_thread"), "c_consumer_threads": h.get("consumer_threads"),
-                "python_producer_thread": r.get("producer_thread"),
-                "python_consumer_threads": r.get("consumer_threads"),
-                "c_machine": load["c"], "python_machine": load["py"]}
-        pairs.append(pair)
-        inv = lambda t: "-" if not t else t.get("involuntary_switches")  # noqa: E731
-        print(f"  pair {i} ({pair['order']}): Python {pair['python']:.2f}, C {pair['c']:.2f}; producer's "
-              f"involuntary switches Python {inv(pair['python_producer_thread'])}, "
-              f"C {inv(pair['c_producer_thread'])}", flush=True)
-    cmp = judged_as_run(paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
-                                             ratio=metric == "gbps_of_c", confidence=args.confidence),
-                        args.profile)
+        else:
+            pairs.append(one_pair(i, c_first, h, r, load, loop))
+        if i + 1 in points:
+            cmp = judge()
+            looks.append({"after_pairs": i + 1, **{k: cmp[k] for k in ("pairs", "estimate", "low", "high", "verdict")}})
+            if len(points) > 1:
+                print(f"  look {len(looks)} of {len(points)} after {i + 1} pairs: {cmp['verdict']}", flush=True)
+            if cmp["verdict"] != "undecided":
+                break
+    # The last look's judgement (the loop always ends on one), with what the looks were.
+    cmp = dict(cmp, overall_confidence=args.confidence, looks_planned=points, looks=looks)
     return {"variant": variant, "size": size, "consumers": n, "loop": loop, "channel": "ring",
             "pattern": "harness", "scenario": name, "metric": metric, "unit": "us" if loop == "open" else "GB/s",
             "pairs": pairs, "dropped": dropped, "comparison": cmp}
+
+
+def one_pair(i, c_first, h, r, load, loop):
+    """What a pair keeps of its two runs, and a line on it."""
+    pair = {"pair": i, "order": "c-first" if c_first else "python-first",
+            "c": figure_c(h, loop), "python": figure_py(r, loop),
+            "c_stages_p50_us": h.get("stages_p50_us"), "c_send_p50_us": h.get("send_p50_us"),
+            "python_stages_p50_us": {k: v["p50"] for k, v in r["stages_us"].items()},
+            "python_send_p50_us": r["send_us"]["p50"], "python_producer_pid": r.get("producer_pid"),
+            "python_send_phases_p50_us": ({k: v["p50"] for k, v in r["send_phases_us"].items()}
+                                          if r.get("send_phases_us") else None),
+            # Whether a main thread was taken off its CPU while it spun, each side.
+            "c_producer_thread": h.get("producer_thread"), "c_consumer_threads": h.get("consumer_threads"),
+            "python_producer_thread": r.get("producer_thread"),
+            "python_consumer_threads": r.get("consumer_threads"),
+            "c_machine": load["c"], "python_machine": load["py"]}
+    inv = lambda t: "-" if not t else t.get("involuntary_switches")  # noqa: E731
+    print(f"  pair {i} ({pair['order']}): Python {pair['python']:.2f}, C {pair['c']:.2f}; producer's "
+          f"involuntary switches Python {inv(pair['python_producer_thread'])}, "
+          f"C {inv(pair['c_producer_thread'])}", flush=True)
+    return pair
 
 
 def judged_as_run(cmp, profiled):
@@ -353,14 +388,23 @@ def describe(t):
         meds = (f"medians Python {c['median_b']:.1f} GB/s, C {c['median_a']:.1f} GB/s; "
                 f"limit {fmt(c['limit'])}")
     why = f" ({c['why']})" if c.get("why") else ""
-    return f"{head}: {what}, {c['pairs']} pairs ({meds}): {c['verdict']}{why}"
+    planned = c.get("looks_planned") or [c["pairs"]]
+    seq = (f", look {len(c['looks'])} of {len(planned)} ({c['overall_confidence'] * 100:g} % over all)"
+           if len(planned) > 1 else "")
+    return f"{head}: {what}, {c['pairs']} pairs{seq} ({meds}): {c['verdict']}{why}"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="results JSON")
     ap.add_argument("--harness", default="build-gpu/harness/cuipc-harness", help="the C harness binary")
-    ap.add_argument("--repeat", type=int, default=7, help="pairs per target (at least 6 for a 95 %% interval)")
+    ap.add_argument("--repeat", type=int, default=7,
+                    help="pairs per target before its first look (at least 6 for a 95 %% interval)")
+    ap.add_argument("--max-pairs", type=int,
+                    help="an undecided target gets more pairs, up to this many, judged again every "
+                         "--look-every pairs, each look at a confidence that keeps --confidence over "
+                         "all of them (default: --repeat, one look)")
+    ap.add_argument("--look-every", type=int, default=4, help="pairs between two looks (default 4)")
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--consumers", default="1")
     ap.add_argument("--cases", help="only the targets whose variant/size/loop matches (re.search)")
@@ -377,9 +421,10 @@ def main():
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
     args = ap.parse_args()
-    if args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0:
-        print("targets: --repeat must be at least 1, --confidence lie in (0, 1) and --gap be at least 0",
-              file=sys.stderr)
+    if (args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0 or args.look_every < 1
+            or (args.max_pairs is not None and args.max_pairs < args.repeat)):
+        print("targets: --repeat and --look-every must be at least 1, --max-pairs at least --repeat, "
+              "--confidence lie in (0, 1) and --gap be at least 0", file=sys.stderr)
         return 2
     import re
 
@@ -392,6 +437,7 @@ def main():
         return 2
     out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-targets", "environment": bt.environment(),
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
+           "max_pairs": args.max_pairs or args.repeat, "look_every": args.look_every,
            "pin": args.pin, "gap_s": args.gap, "python_process": "fresh", "profile": args.profile,
            "targets": []}
     worst = 0

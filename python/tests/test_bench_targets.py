@@ -217,9 +217,71 @@ def test_a_profiled_target_run_is_judged_as_profiled(monkeypatch, tmp_path):
     monkeypatch.setattr(targets, "run_c", lambda *a: (c, None))
     monkeypatch.setattr(targets, "run_py", lambda *a: (py, None))
     for profile, verdict in ((False, "missed"), (True, "undecided")):
-        args = argparse.Namespace(repeat=6, gap=0.0, confidence=0.95, profile=profile, harness="h",
-                                  run_timeout=10, device="cuda")
+        args = argparse.Namespace(repeat=6, max_pairs=None, look_every=4, gap=0.0, confidence=0.95,
+                                  profile=profile, harness="h", run_timeout=10, device="cuda")
         t = targets.one_target(args, "pool_borrow", "4KiB", 1, "open", None, str(tmp_path))
         assert t["comparison"]["verdict"] == verdict and len(t["pairs"]) == 6
         assert ("profiled" in t["comparison"].get("why", "")) == profile
         assert targets.describe(t).endswith(verdict + (f" ({t['comparison']['why']})" if profile else ""))
+
+
+def fake_pairs(monkeypatch, python_p50s):
+    """run_c gives 20 us every time, run_py the given p50s in turn."""
+    c = {"p50_us": 20.0, "status": "passed"}
+    figures = iter(python_p50s)
+
+    def py(*a):
+        return ({"latency_us": {"p50": next(figures)}, "stages_us": {"deliver": {"p50": 1.0}},
+                 "send_us": {"p50": 10.0}, "validated": 10, "validation_failures": 0}, None)
+    monkeypatch.setattr(targets, "run_c", lambda *a: (c, None))
+    monkeypatch.setattr(targets, "run_py", py)
+
+
+def sequential(tmp_path, max_pairs, repeat=6):
+    import argparse
+    args = argparse.Namespace(repeat=repeat, max_pairs=max_pairs, look_every=4, gap=0.0, confidence=0.95,
+                              profile=False, harness="h", run_timeout=10, device="cuda")
+    return targets.one_target(args, "pool_borrow", "4KiB", 1, "open", None, str(tmp_path))
+
+
+def test_the_looks_are_planned_and_share_the_error():
+    assert targets.look_points(9, 25, 4) == [9, 13, 17, 21, 25]
+    assert targets.look_points(7, 7, 4) == [7] and targets.look_points(6, 8, 4) == [6, 8]
+    assert abs(targets.look_confidence(0.95, 3) - (1 - 0.05 / 3)) < 1e-12
+    assert targets.look_confidence(0.95, 1) == 0.95
+
+
+def test_a_clear_target_is_decided_at_the_first_look_that_can(monkeypatch, tmp_path):
+    """+40 us every pair: 6 pairs cannot give a 98.3 % interval (each of 3 looks' share of 5 %),
+    10 can, and the target is missed there: the last 4 pairs are never run."""
+    fake_pairs(monkeypatch, [60.0] * 14)
+    t = sequential(tmp_path, 14)
+    c = t["comparison"]
+    assert len(t["pairs"]) == 10 and c["verdict"] == "missed"
+    assert [(k["after_pairs"], k["verdict"]) for k in c["looks"]] == [(6, "undecided"), (10, "missed")]
+    assert c["looks_planned"] == [6, 10, 14] and abs(c["confidence"] - (1 - 0.05 / 3)) < 1e-12
+    assert c["overall_confidence"] == 0.95 and "look 2 of 3" in targets.describe(t)
+
+
+def test_a_target_at_its_limit_gets_every_pair_and_stays_undecided(monkeypatch, tmp_path):
+    """Python 10 or 30 us over C, in turn: the shift straddles the 20 us limit at every look."""
+    fake_pairs(monkeypatch, [30.0, 50.0] * 7)
+    t = sequential(tmp_path, 14)
+    assert len(t["pairs"]) == 14 and t["comparison"]["verdict"] == "undecided"
+    assert [k["after_pairs"] for k in t["comparison"]["looks"]] == [6, 10, 14]
+
+
+def test_one_look_is_the_plain_interval(monkeypatch, tmp_path):
+    """Without --max-pairs: one look at --repeat pairs, at the full confidence."""
+    fake_pairs(monkeypatch, [60.0] * 6)
+    t = sequential(tmp_path, None)
+    c = t["comparison"]
+    assert len(t["pairs"]) == 6 and c["verdict"] == "missed" and c["confidence"] == 0.95
+    assert c["looks_planned"] == [6] and "look" not in targets.describe(t)
+
+
+def test_fewer_max_pairs_than_repeat_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), "--repeat", "9",
+                                      "--max-pairs", "7"])
+    assert targets.main() == 2
+    assert "--max-pairs" in capsys.readouterr().err
