@@ -453,7 +453,7 @@ def environment():
 
     import cuipc
     env = {"hostname": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
-           "cuipc": cuipc.__version__, "gpus": cuipc.gpu_count()}
+           "cuipc": cuipc.__version__, "cuipc_build": cuipc.build_version, "gpus": cuipc.gpu_count()}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env

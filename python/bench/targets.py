@@ -435,7 +435,10 @@ def main():
     if not os.access(args.harness, os.X_OK):
         print(f"targets: no C harness at {args.harness} (--harness)", file=sys.stderr)
         return 2
+    harness_version = subprocess.run([args.harness, "--version"], capture_output=True, text=True,
+                                     timeout=30).stdout.strip()
     out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-targets", "environment": bt.environment(),
+           "harness_version": harness_version,
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
            "max_pairs": args.max_pairs or args.repeat, "look_every": args.look_every,
            "pin": args.pin, "gap_s": args.gap, "python_process": "fresh", "profile": args.profile,

@@ -30,13 +30,14 @@ from ._cuipc import (  # noqa: F401
     UnknownPool,
     Unsupported,
     VersionMismatch,
+    build_version,
     gpu_count,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Producer", "Consumer", "Message", "Tensor", "gpu_count",
+    "Producer", "Consumer", "Message", "Tensor", "gpu_count", "build_version",
     "Error", "InvalidArgument", "NoMemory", "PoolFull", "Timeout", "Stale", "Duplicate",
     "Corrupt", "UnknownPool", "CudaError", "NoGpu", "SystemFailure", "PeerDead", "Closed",
     "Unsupported", "VersionMismatch", "PermissionDenied",

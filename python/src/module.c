@@ -1,4 +1,5 @@
 /* The _cuipc extension module: types, error classes, a few module functions. */
+#include "cuipc_version.h"
 #include "ext.h"
 
 static PyObject *gpu_count(PyObject *m, PyObject *unused) {
@@ -54,7 +55,9 @@ PyMODINIT_FUNC PyInit__cuipc(void) {
         PyModule_AddObjectRef(m, "Consumer", (PyObject *)&ConsumerType) < 0 ||
         PyModule_AddObjectRef(m, "Message", (PyObject *)&MessageType) < 0 ||
         PyModule_AddObjectRef(m, "Tensor", (PyObject *)&TensorType) < 0 ||
-        PyModule_AddIntConstant(m, "STATUS_COUNT", CUIPC_STATUS_COUNT_) < 0) {
+        PyModule_AddIntConstant(m, "STATUS_COUNT", CUIPC_STATUS_COUNT_) < 0 ||
+        /* what was built: results files name it (git describe; plain version outside git) */
+        PyModule_AddStringConstant(m, "build_version", CUIPC_VERSION) < 0) {
         Py_DECREF(m);
         return NULL;
     }

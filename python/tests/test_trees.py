@@ -293,3 +293,9 @@ def test_dict_keys_come_back_as_sent_message_after_message(pair):
                 out = m.unwrap()
             assert out == tree and list(out) == list(tree)
             assert all(type(k) is str for k in out)
+
+
+def test_the_build_names_its_version():
+    """Results files name what was built: the package version, and git's description of the tree
+    (a commit, -dirty with local changes) when it was built from a checkout."""
+    assert isinstance(cuipc.build_version, str) and cuipc.build_version.startswith(cuipc.__version__)
