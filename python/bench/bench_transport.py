@@ -53,7 +53,7 @@ import resource
 import sys
 import time
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SIZES = {"4KiB": 4 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20}
 VARIANTS = {  # name: (mode, unwrap kind, harness scenario stem)
     "pool_copy": ("cuda_ipc_pool", "copy", "pool_{size}_c{n}_copy"),

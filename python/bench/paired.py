@@ -57,6 +57,15 @@ def shift_interval(diffs, confidence=0.95):
     return estimate, walsh[k - 1], walsh[len(walsh) - k]
 
 
+def fewest_pairs(confidence):
+    """The fewest pairs whose exact signed-rank interval exists at this confidence: n with
+    2**-n <= (1 - confidence) / 2 (all n differences on one side is the least likely outcome)."""
+    n = 1
+    while 2.0 ** -n > (1 - confidence) / 2:
+        n += 1
+    return n
+
+
 def verdict(low, high, limit, worse_above=True):
     """'met' when the whole interval is on the good side of the limit, 'missed' when it is
     wholly on the bad side, else 'undecided' (the pairs cannot tell)."""

@@ -8,8 +8,11 @@ interval is within the limit, missed when it is wholly beyond it, else undecided
 Looks: --repeat pairs are judged first; with --max-pairs M, an undecided target gets
 --look-every more pairs and is judged again, up to M pairs. Each look's interval is then at the
 confidence 1 - (1 - C) / K, K the number of looks planned (Bonferroni), so the chance that any
-look calls a wrong verdict stays within 1 - C whichever look decides. A target far from its
-limit is decided at the first look; one near it gets the pairs it needs, up to M.
+look calls a wrong verdict stays within 1 - C whichever look decides. A look at fewer pairs than
+that confidence needs for an interval at all (6 at 95 %, 7 at 97.5-98.3 %, 8 at 98.75-99.2 %)
+is not planned, and so takes no share. A target far from its limit can be decided at the first
+look; one near it gets the pairs it needs, up to M. A target that lost a pair (a failed run) is
+a failed run whatever more pairs say: it gets no more.
 
 Targets (ring channel, the C harness's consumer pattern, one consumer unless --consumers):
   4 KiB, open loop, pool_borrow / pool_copy / default: Python p50 at most 20 us over C's
@@ -289,27 +292,34 @@ def run_py(variant, size, n, loop, device, cpus, out_dir, timeout_s, profile=Fal
     return r, None
 
 
-def look_points(first, most, every):
-    """The pair counts at which a target is judged: first, then every `every` more, and most."""
-    return sorted(set(range(first, most, every)) | {max(first, most)})
-
-
 def look_confidence(confidence, looks):
     """Each look's confidence, so that all of them together err at most 1 - confidence."""
     return 1 - (1 - confidence) / looks
+
+
+def look_points(first, most, every, confidence):
+    """The pair counts at which a target is judged: first, then every `every` more, and most (a
+    last step shorter than `every` joins the final look); of those, only the counts that can give
+    an interval at the looks' shared confidence, most always kept."""
+    most = max(first, most)
+    candidates = [p for p in range(first, most, every) if most - p >= every] + [most]
+    for k in range(len(candidates), 0, -1):
+        usable = [p for p in candidates if p >= paired.fewest_pairs(look_confidence(confidence, k))]
+        if len(usable) >= k:
+            return usable[:k - 1] + [most]
+    return [most]  # no count can: one look, undecided for want of an interval
 
 
 def one_target(args, variant, size, n, loop, cpus, work):
     metric, limit = bt.target_of(variant, size, loop)
     scen, name = bound_scenario(variant, size, n, loop, cpus, work)
     pairs, dropped, looks = [], [], []
-    points = look_points(args.repeat, args.max_pairs or args.repeat, args.look_every)
+    points = look_points(args.repeat, args.max_pairs or args.repeat, args.look_every or 4, args.confidence)
     each = look_confidence(args.confidence, len(points))
 
     def judge():
-        return judged_as_run(paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
-                                                  ratio=metric == "gbps_of_c", confidence=each),
-                             args.profile)
+        return paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
+                                    ratio=metric == "gbps_of_c", confidence=each)
 
     for i in range(points[-1]):
         c_first = i % 2 == 0  # alternate: neither side always runs on a machine the other warmed
@@ -329,12 +339,16 @@ def one_target(args, variant, size, n, loop, cpus, work):
             print(f"  pair {i}: dropped: {c_why or py_why}", flush=True)
         else:
             pairs.append(one_pair(i, c_first, h, r, load, loop))
-        if i + 1 in points:
-            cmp = judge()
-            looks.append({"after_pairs": i + 1, **{k: cmp[k] for k in ("pairs", "estimate", "low", "high", "verdict")}})
+        if i + 1 in points or dropped:
+            raw = judge()
+            cmp = judged_as_run(raw, args.profile)
+            looks.append({"pairs_run": i + 1, **{k: cmp[k] for k in ("pairs", "estimate", "low", "high", "verdict")},
+                          **({"why": cmp["why"]} if "why" in cmp else {})})
             if len(points) > 1:
-                print(f"  look {len(looks)} of {len(points)} after {i + 1} pairs: {cmp['verdict']}", flush=True)
-            if cmp["verdict"] != "undecided":
+                print(f"  look {len(looks)} of {len(points)} after {i + 1} pairs ({len(pairs)} kept): "
+                      f"{cmp['verdict']}", flush=True)
+            # Decided (a profiled miss too: more pairs would not lift the rule), or failed: no more.
+            if raw["verdict"] != "undecided" or dropped:
                 break
     # The last look's judgement (the loop always ends on one), with what the looks were.
     cmp = dict(cmp, overall_confidence=args.confidence, looks_planned=points, looks=looks)
@@ -377,7 +391,7 @@ def describe(t):
     head = f"target {t['variant']}/{t['size']}/c{t['consumers']}/{t['loop']}"
     if not c["pairs"]:
         return f"{head}: no pair ran: undecided"
-    pct = f"{c['confidence'] * 100:g} %"
+    pct = f"{c['confidence'] * 100:.3g} %"
     if t["metric"] == "p50_over_c_us":
         fmt = lambda v: "-" if v is None else f"{v:+.1f} us"  # noqa: E731
         what = f"Python p50 over C's {fmt(c['estimate'])} [{pct}: {fmt(c['low'])}, {fmt(c['high'])}]"
@@ -399,12 +413,13 @@ def main():
     ap.add_argument("--out", required=True, help="results JSON")
     ap.add_argument("--harness", default="build-gpu/harness/cuipc-harness", help="the C harness binary")
     ap.add_argument("--repeat", type=int, default=7,
-                    help="pairs per target before its first look (at least 6 for a 95 %% interval)")
+                    help="pairs per target before its first look (an interval needs at least 6 at 95 %%, "
+                         "7 at 97.5-98.3 %%, 8 at 98.75-99.2 %%: see --max-pairs)")
     ap.add_argument("--max-pairs", type=int,
                     help="an undecided target gets more pairs, up to this many, judged again every "
                          "--look-every pairs, each look at a confidence that keeps --confidence over "
                          "all of them (default: --repeat, one look)")
-    ap.add_argument("--look-every", type=int, default=4, help="pairs between two looks (default 4)")
+    ap.add_argument("--look-every", type=int, help="with --max-pairs: pairs between two looks (default 4)")
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--consumers", default="1")
     ap.add_argument("--cases", help="only the targets whose variant/size/loop matches (re.search)")
@@ -421,10 +436,13 @@ def main():
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
     args = ap.parse_args()
-    if (args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0 or args.look_every < 1
+    if (args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0
             or (args.max_pairs is not None and args.max_pairs < args.repeat)):
-        print("targets: --repeat and --look-every must be at least 1, --max-pairs at least --repeat, "
-              "--confidence lie in (0, 1) and --gap be at least 0", file=sys.stderr)
+        print("targets: --repeat must be at least 1, --max-pairs at least --repeat, --confidence lie in "
+              "(0, 1) and --gap be at least 0", file=sys.stderr)
+        return 2
+    if args.look_every is not None and (args.max_pairs is None or args.look_every < 1):
+        print("targets: --look-every needs --max-pairs, and must be at least 1", file=sys.stderr)
         return 2
     import re
 
@@ -440,7 +458,7 @@ def main():
     out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-targets", "environment": bt.environment(),
            "harness_version": harness_version,
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
-           "max_pairs": args.max_pairs or args.repeat, "look_every": args.look_every,
+           "max_pairs": args.max_pairs or args.repeat, "look_every": args.look_every or 4,
            "pin": args.pin, "gap_s": args.gap, "python_process": "fresh", "profile": args.profile,
            "targets": []}
     worst = 0

@@ -12,6 +12,7 @@ import cuipc
 
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
 sys.path.insert(0, BENCH)
+import paired  # noqa: E402
 import targets  # noqa: E402
 
 
@@ -225,42 +226,53 @@ def test_a_profiled_target_run_is_judged_as_profiled(monkeypatch, tmp_path):
         assert targets.describe(t).endswith(verdict + (f" ({t['comparison']['why']})" if profile else ""))
 
 
-def fake_pairs(monkeypatch, python_p50s):
-    """run_c gives 20 us every time, run_py the given p50s in turn."""
+def fake_pairs(monkeypatch, python_p50s, c_fails=()):
+    """run_c gives 20 us every time (or fails at the calls numbered in c_fails), run_py the given
+    p50s in turn."""
     c = {"p50_us": 20.0, "status": "passed"}
     figures = iter(python_p50s)
+    calls = iter(range(1000))
+
+    def c_run(*a):
+        return (None, "the harness failed") if next(calls) in c_fails else (c, None)
 
     def py(*a):
         return ({"latency_us": {"p50": next(figures)}, "stages_us": {"deliver": {"p50": 1.0}},
                  "send_us": {"p50": 10.0}, "validated": 10, "validation_failures": 0}, None)
-    monkeypatch.setattr(targets, "run_c", lambda *a: (c, None))
+    monkeypatch.setattr(targets, "run_c", c_run)
     monkeypatch.setattr(targets, "run_py", py)
 
 
-def sequential(tmp_path, max_pairs, repeat=6):
+def sequential(tmp_path, max_pairs, repeat=6, profile=False):
     import argparse
     args = argparse.Namespace(repeat=repeat, max_pairs=max_pairs, look_every=4, gap=0.0, confidence=0.95,
-                              profile=False, harness="h", run_timeout=10, device="cuda")
+                              profile=profile, harness="h", run_timeout=10, device="cuda")
     return targets.one_target(args, "pool_borrow", "4KiB", 1, "open", None, str(tmp_path))
 
 
 def test_the_looks_are_planned_and_share_the_error():
-    assert targets.look_points(9, 25, 4) == [9, 13, 17, 21, 25]
-    assert targets.look_points(7, 7, 4) == [7] and targets.look_points(6, 8, 4) == [6, 8]
+    assert targets.look_points(9, 25, 4, 0.95) == [9, 13, 17, 21, 25]
+    # a last step shorter than 4 joins the final look
+    assert targets.look_points(9, 26, 4, 0.95) == [9, 13, 17, 21, 26]
+    # 6 pairs give no interval at 98.3 % (three looks) or 97.5 % (two): that look is not planned
+    assert targets.look_points(6, 14, 4, 0.95) == [10, 14]
+    assert targets.look_points(7, 7, 4, 0.95) == [7] and targets.look_points(6, 8, 4, 0.95) == [8]
     assert abs(targets.look_confidence(0.95, 3) - (1 - 0.05 / 3)) < 1e-12
     assert targets.look_confidence(0.95, 1) == 0.95
+    assert [paired.fewest_pairs(c) for c in (0.95, 0.975, 1 - 0.05 / 3, 0.9875)] == [6, 7, 7, 8]
 
 
-def test_a_clear_target_is_decided_at_the_first_look_that_can(monkeypatch, tmp_path):
-    """+40 us every pair: 6 pairs cannot give a 98.3 % interval (each of 3 looks' share of 5 %),
-    10 can, and the target is missed there: the last 4 pairs are never run."""
+def test_a_clear_target_is_decided_at_the_first_look(monkeypatch, tmp_path):
+    """+40 us every pair: judged at 10 pairs (two looks, 97.5 % each) and missed there; the
+    other 4 pairs are never run."""
     fake_pairs(monkeypatch, [60.0] * 14)
     t = sequential(tmp_path, 14)
     c = t["comparison"]
     assert len(t["pairs"]) == 10 and c["verdict"] == "missed"
-    assert [(k["after_pairs"], k["verdict"]) for k in c["looks"]] == [(6, "undecided"), (10, "missed")]
-    assert c["looks_planned"] == [6, 10, 14] and abs(c["confidence"] - (1 - 0.05 / 3)) < 1e-12
-    assert c["overall_confidence"] == 0.95 and "look 2 of 3" in targets.describe(t)
+    assert [(k["pairs_run"], k["verdict"]) for k in c["looks"]] == [(10, "missed")]
+    assert c["looks_planned"] == [10, 14] and abs(c["confidence"] - 0.975) < 1e-12
+    assert c["overall_confidence"] == 0.95 and "look 1 of 2" in targets.describe(t)
+    assert "[97.5 %:" in targets.describe(t)
 
 
 def test_a_target_at_its_limit_gets_every_pair_and_stays_undecided(monkeypatch, tmp_path):
@@ -268,7 +280,24 @@ def test_a_target_at_its_limit_gets_every_pair_and_stays_undecided(monkeypatch, 
     fake_pairs(monkeypatch, [30.0, 50.0] * 7)
     t = sequential(tmp_path, 14)
     assert len(t["pairs"]) == 14 and t["comparison"]["verdict"] == "undecided"
-    assert [k["after_pairs"] for k in t["comparison"]["looks"]] == [6, 10, 14]
+    assert [k["pairs_run"] for k in t["comparison"]["looks"]] == [10, 14]
+
+
+def test_a_failed_run_ends_the_target(monkeypatch, tmp_path):
+    """A dropped pair makes the target a failed run: no more pairs after it."""
+    fake_pairs(monkeypatch, [60.0] * 14, c_fails={2})
+    t = sequential(tmp_path, 14)
+    assert len(t["dropped"]) == 1 and len(t["pairs"]) == 2
+    assert [(k["pairs_run"], k["pairs"]) for k in t["comparison"]["looks"]] == [(3, 2)]
+
+
+def test_a_profiled_clear_miss_stops_undecided(monkeypatch, tmp_path):
+    """Profiled, the miss reads undecided, but more pairs would not lift that: it stops there."""
+    fake_pairs(monkeypatch, [60.0] * 14)
+    t = sequential(tmp_path, 14, profile=True)
+    c = t["comparison"]
+    assert len(t["pairs"]) == 10 and c["verdict"] == "undecided" and "profiled" in c["why"]
+    assert c["looks"][-1]["verdict"] == "undecided" and "profiled" in c["looks"][-1]["why"]
 
 
 def test_one_look_is_the_plain_interval(monkeypatch, tmp_path):
@@ -280,8 +309,9 @@ def test_one_look_is_the_plain_interval(monkeypatch, tmp_path):
     assert c["looks_planned"] == [6] and "look" not in targets.describe(t)
 
 
-def test_fewer_max_pairs_than_repeat_is_refused(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), "--repeat", "9",
-                                      "--max-pairs", "7"])
+@pytest.mark.parametrize("argv, what", [(["--repeat", "9", "--max-pairs", "7"], "--max-pairs at least"),
+                                        (["--look-every", "2"], "--look-every needs --max-pairs")])
+def test_looks_asked_for_wrongly_are_refused(monkeypatch, tmp_path, capsys, argv, what):
+    monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), *argv])
     assert targets.main() == 2
-    assert "--max-pairs" in capsys.readouterr().err
+    assert what in capsys.readouterr().err
