@@ -39,6 +39,10 @@ import time
 
 import cuipc
 
+# 2: schema_version, kind, environment, and the unwrap kind as "unwrap" (the files of runs 16-27:
+# no version, the unwrap kind as "kind")
+SCHEMA_VERSION = 2
+
 # What the extension's torch fast path reads of a tensor (torch_tensor.c), one call each.
 TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requires_grad", "x.is_neg()", "x.dtype", "x.shape", "x.stride()", "x.data_ptr()", "x.is_cuda", "x.is_cpu",
                "x.get_device()", "torch._C._cuda_getCurrentRawStream(0)"]
@@ -243,7 +247,11 @@ def main():
         if proc.is_alive():
             proc.kill()
         p.close()
-    out = {"rounds": args.rounds, "bytes": args.bytes, "kind": args.kind, "gap_us": args.gap_us, "pin": args.pin,
+    out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-calls",
+           "environment": {"python": sys.version.split()[0], "cuipc": cuipc.__version__,
+                           "cuipc_build": cuipc.build_version, "gpus": cuipc.gpu_count(),
+                           "torch": torch.__version__ if args.torch else None},
+           "rounds": args.rounds, "bytes": args.bytes, "unwrap": args.kind, "gap_us": args.gap_us, "pin": args.pin,
            "torch_paths": args.torch_paths if args.torch else None,
            "tensors": "torch" if args.torch else "numpy",
            "device": args.device, "mode": mode, "producer_us": summary({"send": sends, "send_profiled": profiled_sends}), "consumer_us": consumer,

@@ -88,7 +88,7 @@ def main():
         for prepare in (False, True):
             runs["with_prepare" if prepare else "without_prepare"].append(one(ctx, torch, prepare))
     bad = [r for rs in runs.values() for r in rs if not r["data_ok"]]
-    out = {"schema_version": SCHEMA_VERSION, "kind": "first-copy", "processes": args.processes,
+    out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-first-copy", "processes": args.processes,
            "runs": runs,
            "median": {k: {"us": statistics.median(r["us"] for r in rs),
                           "faults": statistics.median(r["faults"] for r in rs)} for k, rs in runs.items()}}

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import cuipc
+
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench")
 
 
@@ -18,6 +20,8 @@ def run_calls(tmp_path, *extra):
 
 def test_each_call_is_timed_and_its_faults_counted(tmp_path):
     got, text = run_calls(tmp_path, "--faults")
+    assert got["schema_version"] == 2 and got["kind"] == "cuipc-python-calls"
+    assert got["environment"]["cuipc_build"] == cuipc.build_version
     calls = {"send", "send_profiled", "recv", "unwrap", "tensor", "sync", "release", "del"}
     assert set(got["producer_us"]) | set(got["consumer_us"]) == calls
     assert all(v["p50"] > 0 for v in got["consumer_us"].values() if v)
@@ -34,7 +38,6 @@ def test_without_faults_nothing_is_counted(tmp_path):
 def test_first_copy_needs_a_gpu_or_measures_one(tmp_path):
     """first_copy.py: on a host without a GPU it says so (77); with one, both ways measured."""
     import pytest
-    import cuipc
     out = tmp_path / "first.json"
     r = subprocess.run([sys.executable, os.path.join(BENCH, "first_copy.py"), "--processes", "1",
                         "--json", str(out)], capture_output=True, text=True, timeout=300)
@@ -48,7 +51,7 @@ def test_first_copy_needs_a_gpu_or_measures_one(tmp_path):
         pytest.skip("no GPU or no torch with CUDA: the measurement runs on a GPU host")
     assert r.returncode == 0, r.stderr
     got = json.loads(out.read_text())
-    assert got["schema_version"] == 1
+    assert got["schema_version"] == 1 and got["kind"] == "cuipc-first-copy"
     for way in ("without_prepare", "with_prepare"):
         (run,) = got["runs"][way]
         assert run["data_ok"] and run["us"] > 0 and run["faults"] >= 0
