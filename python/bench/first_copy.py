@@ -20,7 +20,7 @@ import time
 import cuipc
 from bench_calls import thread_faults
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: kind cuipc-first-copy (1: first-copy)
 
 
 def consumer(path, prepare, results):

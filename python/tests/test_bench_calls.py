@@ -51,7 +51,7 @@ def test_first_copy_needs_a_gpu_or_measures_one(tmp_path):
         pytest.skip("no GPU or no torch with CUDA: the measurement runs on a GPU host")
     assert r.returncode == 0, r.stderr
     got = json.loads(out.read_text())
-    assert got["schema_version"] == 1 and got["kind"] == "cuipc-first-copy"
+    assert got["schema_version"] == 2 and got["kind"] == "cuipc-first-copy"
     for way in ("without_prepare", "with_prepare"):
         (run,) = got["runs"][way]
         assert run["data_ok"] and run["us"] > 0 and run["faults"] >= 0
