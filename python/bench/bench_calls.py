@@ -33,11 +33,11 @@ only when the message says work was queued, as the C harness's consumer does).
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import sys
 import time
 
 import cuipc
+from bench_transport import thread_faults
 
 # 2: schema_version, kind, environment, and the unwrap kind as "unwrap" (the files of runs 16-27:
 # no version, the unwrap kind as "kind")
@@ -56,11 +56,6 @@ def percentile(xs, q):
 def summary(ns_by_name):
     return {k: {"p50": percentile(v, 50) / 1e3, "p90": percentile(v, 90) / 1e3}
             for k, v in ns_by_name.items() if v}
-
-
-def thread_faults():
-    """This thread's minor page faults so far."""
-    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
 
 
 def no_faults():

@@ -121,6 +121,11 @@ def current_cpu():
         return None
 
 
+def thread_faults():
+    """The calling thread's minor page faults so far (one read: cheap enough around one call)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+
+
 def thread_sched(since=None):
     """The calling thread's context switches; with since, those since then and the CPU it is on
     now, as the C roles' report.main_thread: a spinning thread taken off its CPU (involuntary

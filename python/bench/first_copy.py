@@ -18,7 +18,7 @@ import sys
 import time
 
 import cuipc
-from bench_calls import thread_faults
+from bench_transport import thread_faults
 
 SCHEMA_VERSION = 2  # 2: kind cuipc-first-copy (1: first-copy)
 
