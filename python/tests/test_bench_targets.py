@@ -211,16 +211,9 @@ def test_a_profiled_run_never_misses():
 
 def test_a_profiled_target_run_is_judged_as_profiled(monkeypatch, tmp_path):
     """one_target hands --profile to the judging: the same pairs, missed plain, undecided profiled."""
-    import argparse
-    c = {"p50_us": 20.0, "status": "passed"}
-    py = {"latency_us": {"p50": 60.0}, "stages_us": {"deliver": {"p50": 1.0}}, "send_us": {"p50": 40.0},
-          "validated": 10, "validation_failures": 0}
-    monkeypatch.setattr(targets, "run_c", lambda *a: (c, None))
-    monkeypatch.setattr(targets, "run_py", lambda *a: (py, None))
     for profile, verdict in ((False, "missed"), (True, "undecided")):
-        args = argparse.Namespace(repeat=6, max_pairs=None, look_every=4, gap=0.0, confidence=0.95,
-                                  profile=profile, harness="h", run_timeout=10, device="cuda")
-        t = targets.one_target(args, "pool_borrow", "4KiB", 1, "open", None, str(tmp_path))
+        fake_pairs(monkeypatch, [60.0] * 6)
+        t = sequential(tmp_path, None, profile=profile)
         assert t["comparison"]["verdict"] == verdict and len(t["pairs"]) == 6
         assert ("profiled" in t["comparison"].get("why", "")) == profile
         assert targets.describe(t).endswith(verdict + (f" ({t['comparison']['why']})" if profile else ""))
