@@ -109,7 +109,8 @@ PyObject *cuipc_py_from_value(const cuipc_value *v, TreeObject *owner, tensor_or
                               cuipc_py_torch_order *torch);
 /* torch imported and its DLPack reader found; else raises (ImportError) and false. */
 bool cuipc_py_torch_ready(void);
-/* torch's current stream on device (0, the legacy default stream, as NULL). */
+/* torch's current stream on device (0, the legacy default stream, as NULL): the one lookup of it,
+ * for the send's torch reads and for unwrap(torch=True); -1 with an error raised. */
 int cuipc_py_torch_stream(int device, cuipc_stream *out);
 /* A torch.Tensor over t whose memory keep owns, ordered on its device's torch stream per o. */
 PyObject *cuipc_py_torch_over(const cuipc_tensor *t, PyObject *keep, cuipc_py_torch_order *o);

@@ -376,7 +376,7 @@ bool cuipc_py_torch_ready(void) {
 
 int cuipc_py_torch_stream(int device, cuipc_stream *out) {
     long long h;
-    if (torch_raw_stream(device, &h) < 0)
+    if (!to_torch_init() || torch_raw_stream(device, &h) < 0)
         return -1;
     *out = (cuipc_stream)(uintptr_t)h;
     return 0;

@@ -41,7 +41,6 @@ static struct {
     PyObject *strided;
     PyObject *dtype[N_DTYPES];
     PyObject *mode_enabled; /* torch._C._is_torch_function_mode_enabled, where torch has it */
-    PyObject *raw_stream;   /* torch._C._cuda_getCurrentRawStream, where torch has it */
     PyObject *s_layout, *s_requires_grad, *s_dtype, *s_is_neg, *s_is_cuda, *s_is_cpu, *s_get_device,
         *s_shape, *s_stride, *s_data_ptr;
 } tt;
@@ -69,9 +68,6 @@ static bool torch_init(void) {
         }
         tt.mode_enabled = PyObject_GetAttrString(c, "_is_torch_function_mode_enabled");
         if (!tt.mode_enabled)
-            PyErr_Clear();
-        tt.raw_stream = PyObject_GetAttrString(c, "_cuda_getCurrentRawStream");
-        if (!tt.raw_stream)
             PyErr_Clear();
         tt.s_layout = intern("layout");
         tt.s_requires_grad = intern("requires_grad");
@@ -116,16 +112,13 @@ static bool int64_tuple(PyObject *o, int ndim, int64_t *out) {
     return true;
 }
 
-/* torch's current stream on device, made to precede the send's stream, as __dlpack__ does. */
+/* torch's current stream on device (looked up as unwrap(torch=True) does), made to precede the
+ * send's stream, as __dlpack__ does. */
 static int order_after_torch(int device, cuipc_stream stream, const char *path) {
-    PyObject *index = PyLong_FromLong(device);
-    PyObject *raw = index ? PyObject_CallOneArg(tt.raw_stream, index) : NULL;
-    Py_XDECREF(index);
-    unsigned long long h = raw ? PyLong_AsUnsignedLongLongMask(raw) : 0;
-    Py_XDECREF(raw);
-    if (!raw || PyErr_Occurred())
+    cuipc_stream current;
+    if (cuipc_py_torch_stream(device, &current) < 0)
         return -1;
-    cudaStream_t from = h == 1 ? NULL : (cudaStream_t)(uintptr_t)h;
+    cudaStream_t from = (uintptr_t)current == 1 ? NULL : (cudaStream_t)current;
     cudaStream_t to = (uintptr_t)stream == 1 ? NULL : (cudaStream_t)stream;
     if (from == to)
         return 0;
@@ -162,8 +155,12 @@ static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t
     }
     /* What torch's __dlpack__ accepts: the current device, a stream other than per-thread. */
     int current = -1;
-    if (!tt.raw_stream || (uintptr_t)stream == 2 || cudaGetDevice(&current) != cudaSuccess)
+    if ((uintptr_t)stream == 2 || cudaGetDevice(&current) != cudaSuccess)
         return 0;
+    if (!cuipc_py_torch_ready()) { /* no current-stream reader in this torch: DLPack's turn */
+        PyErr_Clear();
+        return 0;
+    }
     PyObject *d = PyObject_CallMethodNoArgs(o, tt.s_get_device);
     long index = d ? PyLong_AsLong(d) : -1;
     Py_XDECREF(d);
