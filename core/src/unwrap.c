@@ -157,7 +157,9 @@ static cuipc_status borrow_or_copy(unwrap_ctx *u, void *src, uint64_t n, int src
         CUIPC_TRY(cuipc_cuda_copy_pool_set_cache(target, o->copy_cache_bytes));
     CUIPC_TRY(copy_out(src, n, src_is_host, target, o->stream, &t->data, owner, &u->mapped));
     t->device = target;
-    if (target != CUIPC_DEVICE_HOST) /* copy_out waits for a host target itself */
+    /* copy_out waits itself for a host target, and for a host source (its chunk is released
+     * next): the copy is then done, and the data ready for any stream, as the unwrap returns. */
+    if (target != CUIPC_DEVICE_HOST && !src_is_host)
         u->m->stream_ordered = true;
     return CUIPC_OK;
 }

@@ -38,6 +38,7 @@ typedef struct gpu_case {
     int copy_to_host; /* copy-out consumers copy to host memory instead of the device */
     int gpu_wait;     /* unwrap never waits on the host: the stream waits for the ready word */
     int in_buffers;   /* tensors are written into producer buffers in the pool: no copy */
+    int copy_to_gpu;  /* copy-out consumers copy to GPU 0 (default mode: out of the host pool) */
 } gpu_case;
 
 static const gpu_case *cur;
@@ -220,8 +221,9 @@ static int consumer_main(void *arg) {
         fprintf(stderr, "[%s] consumer attach: %s\n", k->name, cuipc_last_error());
         return 20;
     }
-    void *stream = NULL;
-    if (cuipc_gpu_stream_create(0, &stream) != CUIPC_OK)
+    void *stream = NULL, *other = NULL; /* other: where tensors ready for any stream are read */
+    if (cuipc_gpu_stream_create(0, &stream) != CUIPC_OK ||
+        cuipc_gpu_stream_create(0, &other) != CUIPC_OK)
         return 21;
     bool borrow = (k->borrow_mask >> me) & 1;
     int got = 0, bad = 0;
@@ -233,6 +235,8 @@ static int consumer_main(void *arg) {
         o.host_wait_ns = 0;
     if (!borrow && k->copy_to_host)
         o.device = CUIPC_DEVICE_HOST;
+    if (!borrow && k->copy_to_gpu)
+        o.device = 0;
     /* The one-time set-up before the first message: for the GPU pool, its mapping. */
     if (cuipc_consumer_prepare(c, &o) != CUIPC_OK) {
         fprintf(stderr, "[%s] prepare: %s\n", k->name, cuipc_last_error());
@@ -264,11 +268,12 @@ static int consumer_main(void *arg) {
             bad++;
         if (k->gpu_wait) /* unwrapped: let the producer's copy run */
             __atomic_store_n(&gates[me], (uint32_t)seq + 1, __ATOMIC_RELEASE);
-        /* Work left on the stream: copies to a device, and GPU-side waits (gpu_wait cases: the
-         * copy waits for the gates, so it cannot be done yet). Outside the GPU pool, borrows and
-         * copies to the host leave none (default mode copies to where its data is: the host).
-         * In it, a host wait for the ready word that times out (slow hosts, sanitizers) queues a
-         * GPU wait, so those are not checked. */
+        /* Work left on the stream: copies out of GPU memory to a device, and GPU-side waits
+         * (gpu_wait cases: the copy waits for the gates, so it cannot be done yet). Outside the
+         * GPU pool, borrows and copies to the host leave none, nor do copies out of host memory
+         * (default mode), which the unwrap waits for. In the pool, a host wait for the ready
+         * word that times out (slow hosts, sanitizers) queues a GPU wait, so those are not
+         * checked. An unordered tensor is read below on another stream: ready for any. */
         bool pool = k->mode == CUIPC_MODE_CUDA_IPC_POOL;
         bool host_data = k->mode == CUIPC_MODE_DEFAULT;
         bool to_device = !borrow && !k->copy_to_host && !host_data;
@@ -301,7 +306,7 @@ static int consumer_main(void *arg) {
             uint64_t sum = 0;
             if (t->device == CUIPC_DEVICE_HOST)
                 sum = cuipc_host_checksum(t->data, n);
-            else if (cuipc_gpu_checksum(t->data, n, stream, &sum) != CUIPC_OK)
+            else if (cuipc_gpu_checksum(t->data, n, ordered ? stream : other, &sum) != CUIPC_OK)
                 bad++;
             if (sum != expect) {
                 fprintf(stderr, "[%s] consumer %d message %d tensor %d: checksum mismatch\n",
@@ -327,6 +332,7 @@ static int consumer_main(void *arg) {
     }
     cuipc_consumer_detach(c);
     CHECK_OK(cuipc_gpu_stream_destroy(stream));
+    CHECK_OK(cuipc_gpu_stream_destroy(other));
     if (got != k->messages)
         return 24;
     return bad ? 25 : 0;
@@ -405,25 +411,29 @@ int main(void) {
     gates = mmap(NULL, GATES_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(gates != MAP_FAILED);
     static const gpu_case cases[] = {
-        {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0, 0, 0},
-        {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0, 0, 0},
+        {"pool-copy-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x0, 0, 0, 0, 0},
+        {"pool-borrow-1", CUIPC_MODE_CUDA_IPC_POOL, 1, 50, 1 << 20, 16 << 20, 0x1, 0, 0, 0, 0},
         /* Pool smaller than the traffic: chunks must be recycled for the run to finish. */
-        {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0, 0,
+        {"pool-mixed-4-recycle", CUIPC_MODE_CUDA_IPC_POOL, 4, 20, 32 << 20, 128 << 20, 0x5, 0, 0, 0,
          0},
-        {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1, 0, 0},
-        {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0, 0, 0},
+        {"pool-copy-to-host-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 20, 1 << 20, 16 << 20, 0x0, 1, 0, 0,
+         0},
+        {"pool-small-8", CUIPC_MODE_CUDA_IPC_POOL, 8, 200, 4096, 4 << 20, 0xAA, 0, 0, 0, 0},
         /* Ordering on the GPU alone: every unwrap comes before the producer's copy (gates), and
          * every read waits for that copy on the consumer's stream. */
-        {"pool-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 8 << 20, 32 << 20, 0x1, 0, 1, 0},
+        {"pool-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 8 << 20, 32 << 20, 0x1, 0, 1, 0, 0},
         /* Zero-copy produce: tensors written into pool buffers, 150 MiB through an 8 MiB pool;
          * then with every unwrap before the ready word (GPU-side ordering of the buffer path). */
-        {"pool-buffers-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 100, 1 << 20, 8 << 20, 0x1, 0, 0, 1},
-        {"pool-buffers-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 1 << 20, 8 << 20, 0x2, 0, 1,
-         1},
+        {"pool-buffers-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 100, 1 << 20, 8 << 20, 0x1, 0, 0, 1, 0},
+        {"pool-buffers-gpu-wait-2", CUIPC_MODE_CUDA_IPC_POOL, 2, 50, 1 << 20, 8 << 20, 0x2, 0, 1, 1,
+         0},
         /* Host buffers written by a copy queued on the send's stream: ready only after it. */
-        {"default-host-buffers-2", CUIPC_MODE_DEFAULT, 2, 30, 1 << 20, 0, 0x1, 0, 0, 1},
-        {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0},
-        {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0},
+        {"default-host-buffers-2", CUIPC_MODE_DEFAULT, 2, 30, 1 << 20, 0, 0x1, 0, 0, 1, 0},
+        {"cuda-ipc-2", CUIPC_MODE_CUDA_IPC, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0, 0},
+        {"default-device-tensors-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0, 0},
+        /* Copied out of the host pool to a GPU: waited for in the unwrap, so not stream-ordered
+         * and read on another stream. */
+        {"default-copy-to-gpu-2", CUIPC_MODE_DEFAULT, 2, 20, 1 << 20, 0, 0x2, 0, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);
