@@ -55,7 +55,7 @@ struct cuipc_message {
     cuipc_value *tree;
     held_chunk *held;
     uint32_t n_held;
-    bool stream_ordered; /* the last unwrap queued work on its stream */
+    bool stream_ordered; /* the last unwrap left work on its stream, not yet done */
 };
 
 #endif

@@ -20,7 +20,7 @@ Patterns (what each side does per message):
   harness    what the C harness's roles do (role_producer.c, role_consumer.c), so that the
              difference measured is the Python layer's cost: the consumer unwraps into torch
              tensors, synchronises its stream only on every consumers.sync_every-th
-             message and the last (and only when unwrap queued work on it), stamps, then
+             message and the last (and only when unwrap left work on it), stamps, then
              validates one message in validation.every (a GPU read of byte 0), and releases on
              the host (on its stream where the scenario says release "stream"); the producer
              writes the data only of the validated messages (and waits for it, as the C fill

@@ -318,7 +318,8 @@ static PyMethodDef message_methods[] = {
 
 static PyGetSetDef message_getset[] = {
     {"stream_ordered", (getter)message_stream_ordered, NULL,
-     "True when the last unwrap queued work on its stream (tensors ready in that stream's order)",
+     "True when the last unwrap left work on its stream not yet done (tensors ready in that "
+     "stream's order only); False when they are ready for any stream as unwrap returns",
      NULL},
     {"released", (getter)message_released, NULL, "True after release()", NULL},
     {NULL}};

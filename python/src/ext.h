@@ -98,7 +98,7 @@ cuipc_value *cuipc_py_to_value(PyObject *tree, cuipc_stream stream, PyObject *ke
 #define CUIPC_PY_TORCH_DEVICES 8
 typedef struct cuipc_py_torch_order {
     cuipc_stream unwrap_stream;
-    bool stream_ordered; /* the unwrap queued work on unwrap_stream */
+    bool stream_ordered; /* the unwrap left work on unwrap_stream, not yet done */
     int n_done;
     int done[CUIPC_PY_TORCH_DEVICES]; /* devices whose torch stream waits already */
 } cuipc_py_torch_order;

@@ -273,7 +273,9 @@ cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *
 /* After an unwrap: true when it left work on its stream (a GPU wait for the producer's copy, a
  * copy out of GPU memory to a device), so the tensors are ready in that stream's order only;
  * false when they are ready for any reader, host or GPU, on any stream, as unwrap returns (a
- * copy out of host memory, default mode's, is waited for inside the unwrap). */
+ * copy out of host memory, default mode's, is waited for inside the unwrap). Either way a copy
+ * out to a device is freed on the unwrap stream when its value is freed: reads on other streams
+ * must be ordered before that (CUIPC_OWNER_DEVICE, value.h). */
 bool cuipc_message_stream_ordered(const cuipc_message *m);
 
 /* Release every chunk of the message still held (borrow). With a stream, the release is
