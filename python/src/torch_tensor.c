@@ -37,6 +37,7 @@ static const struct {
  * older torch) turns the direct read off: a slower send, never a different one. */
 static struct {
     bool ready, unusable;
+    bool no_stream_reader; /* cuipc_py_torch_ready failed once: CUDA tensors go to DLPack */
     PyTypeObject *tensor_type;
     PyObject *strided;
     PyObject *dtype[N_DTYPES];
@@ -157,8 +158,13 @@ static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t
     int current = -1;
     if ((uintptr_t)stream == 2 || cudaGetDevice(&current) != cudaSuccess)
         return 0;
-    if (!cuipc_py_torch_ready()) { /* no current-stream reader in this torch: DLPack's turn */
+    /* torch's DLPack reader or current-stream reader missing (a very old torch): DLPack's
+     * turn, for the rest of the process (the lookup is not made again every send). */
+    if (tt.no_stream_reader)
+        return 0;
+    if (!cuipc_py_torch_ready()) {
         PyErr_Clear();
+        tt.no_stream_reader = true;
         return 0;
     }
     PyObject *d = PyObject_CallMethodNoArgs(o, tt.s_get_device);
