@@ -93,8 +93,49 @@ def test_unwrap_straight_to_torch(workers_pool, torch, kind, stream_mode):
             g = next_report(results)
             assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
             assert g["pixel_values"][4] == expected_sum(torch, g["i"])
+            if kind == "copy":  # a copy out of the GPU pool is left queued on the unwrap's stream
+                assert g["stream_ordered"] is True
         p.drain(timeout=30)
         assert p.stats()["gpu_pool"]["in_flight"] == 0
+
+
+def test_default_mode_copy_to_gpu_is_ready_at_once(workers_pool, torch):
+    """Default mode: a copy out of the host pool to a GPU is waited for inside the unwrap, even
+    on a stream still busy with ~0.1 s of GPU work, so the message is not stream-ordered and
+    torch reads the data right on its own current stream, another one (workers.py, "busy")."""
+    n_messages = 3
+    with cuipc.Producer(mode="default", host_pool_bytes=64 << 20) as p:
+        results = start_consumers(workers_pool, p, 1, "copy", n_messages, None, job="gpu_recv_torch",
+                                  stream_mode="busy", device=0)
+        for i in range(n_messages):
+            p.send({"pixel_values": feature(torch, i), "i": i}, stream=torch.cuda.current_stream())
+        for _ in range(n_messages):
+            g = next_report(results)
+            assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
+            assert g["pixel_values"][4] == expected_sum(torch, g["i"])
+            assert g["stream_ordered"] is False
+        p.drain(timeout=30)
+
+
+def test_a_message_with_a_device_copy_stays_stream_ordered(workers_pool, torch):
+    """One tensor from the host pool and one from the GPU pool, both copied to GPU 0: the host
+    one is waited for in the unwrap, the GPU one is not, so the message stays stream-ordered and
+    torch's current stream is made to follow the unwrap's (workers.py, "busy")."""
+    n_messages = 3
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20, host_pool_bytes=16 << 20) as p:
+        results = start_consumers(workers_pool, p, 1, "copy", n_messages, None, job="gpu_recv_torch",
+                                  stream_mode="busy", device=0)
+        for i in range(n_messages):
+            p.send({"pixel_values": feature(torch, i), "host": feature(torch, i, (16, 16), torch.float32).cpu(),
+                    "i": i}, stream=torch.cuda.current_stream())
+        for _ in range(n_messages):
+            g = next_report(results)
+            assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
+            assert g["pixel_values"][4] == expected_sum(torch, g["i"])
+            assert g["host"][:4] == ("tensor", "torch.float32", (16, 16), "cuda:0")
+            assert g["host"][4] == expected_sum(torch, g["i"], (16, 16), torch.float32)
+            assert g["stream_ordered"] is True
+        p.drain(timeout=30)
 
 
 def test_stream_arguments(workers_pool, torch):

@@ -122,9 +122,10 @@ def gpu_recv(path, kind, count, results, use_stream):
         results.put(("error", type(e).__name__, traceback.format_exc()))
 
 
-def gpu_recv_torch(path, kind, count, results, stream_mode):
+def gpu_recv_torch(path, kind, count, results, stream_mode, device=None):
     """GPU consumer unwrapping straight to torch tensors (unwrap(torch=True)), read on torch's
-    current stream. stream_mode:
+    current stream; each report also says whether the message was stream-ordered. device: the
+    copy-out target of the "own" and "busy" unwraps (None: where the data is). stream_mode:
       "none"    no stream, no device: the unwrap on its default stream, torch's current stream
                 made to follow it
       "own"     on a stream of the consumer's, which torch's current one must then wait for
@@ -149,8 +150,9 @@ def gpu_recv_torch(path, kind, count, results, stream_mode):
                             tree = m.unwrap(kind=kind, device=0, torch=True)
                             out = summarise_torch(torch, tree)
                     else:
-                        tree = m.unwrap(kind=kind, stream=stream, torch=True)
+                        tree = m.unwrap(kind=kind, stream=stream, device=device, torch=True)
                         out = summarise_torch(torch, tree)
+                    out["stream_ordered"] = m.stream_ordered
                     del tree
                     m.release(stream=torch.cuda.current_stream())
                     results.put(("ok", c.index, out))
