@@ -77,64 +77,62 @@ def test_torch_tensors_to_spawned_consumers(workers_pool, torch, mode, kind, n_c
             assert p.stats()["ipc_retained_bytes"] > 0
 
 
+def send_features(p, torch, n_messages, host_tensor=False):
+    """n_messages of a GPU feature tensor (and a small CPU one with host_tensor), sent on torch's
+    current stream."""
+    for i in range(n_messages):
+        tree = {"pixel_values": feature(torch, i), "i": i}
+        if host_tensor:
+            tree["host"] = feature(torch, i, (16, 16), torch.float32).cpu()
+        p.send(tree, stream=torch.cuda.current_stream())
+
+
+def check_features(results, torch, n_messages, stream_ordered=None):
+    """gpu_recv_torch's reports of send_features' messages: every tensor on GPU 0 with its data,
+    and each message stream-ordered as expected (None: either)."""
+    for _ in range(n_messages):
+        g = next_report(results)
+        assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
+        assert g["pixel_values"][4] == expected_sum(torch, g["i"])
+        if "host" in g:
+            assert g["host"][:4] == ("tensor", "torch.float32", (16, 16), "cuda:0")
+            assert g["host"][4] == expected_sum(torch, g["i"], (16, 16), torch.float32)
+        if stream_ordered is not None:
+            assert g["stream_ordered"] is stream_ordered
+
+
 @pytest.mark.parametrize("kind", ["copy", "borrow"])
 @pytest.mark.parametrize("stream_mode", ["none", "own", "busy", "device"])
 def test_unwrap_straight_to_torch(workers_pool, torch, kind, stream_mode):
     """unwrap(torch=True): torch tensors out of the unwrap, right when read on torch's current
     stream, whether the unwrap ran on its default stream, on a stream of the consumer's that was
-    still busy, or (device given, no stream) on torch's current stream itself (workers.py)."""
+    still busy, or (device given, no stream) on torch's current stream itself (workers.py). A
+    copy out of the GPU pool is left queued on the unwrap's stream: stream-ordered."""
     n_messages = 3
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=64 << 20) as p:
         results = start_consumers(workers_pool, p, 1, kind, n_messages, None, job="gpu_recv_torch",
                                   stream_mode=stream_mode)
-        for i in range(n_messages):
-            p.send({"pixel_values": feature(torch, i), "i": i}, stream=torch.cuda.current_stream())
-        for _ in range(n_messages):
-            g = next_report(results)
-            assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
-            assert g["pixel_values"][4] == expected_sum(torch, g["i"])
-            if kind == "copy":  # a copy out of the GPU pool is left queued on the unwrap's stream
-                assert g["stream_ordered"] is True
+        send_features(p, torch, n_messages)
+        check_features(results, torch, n_messages, True if kind == "copy" else None)
         p.drain(timeout=30)
         assert p.stats()["gpu_pool"]["in_flight"] == 0
 
 
-def test_default_mode_copy_to_gpu_is_ready_at_once(workers_pool, torch):
-    """Default mode: a copy out of the host pool to a GPU is waited for inside the unwrap, even
-    on a stream still busy with ~0.1 s of GPU work, so the message is not stream-ordered and
-    torch reads the data right on its own current stream, another one (workers.py, "busy")."""
+@pytest.mark.parametrize("mode,host_tensor,ordered", [("default", False, False), ("cuda_ipc_pool", True, True)],
+                         ids=["default-mode", "host-and-gpu-pool"])
+def test_copies_to_gpu_are_stream_ordered_as_left(workers_pool, torch, mode, host_tensor, ordered):
+    """Copies to GPU 0 on a stream still busy with ~0.1 s of GPU work (workers.py, "busy"), read
+    on torch's own current stream, another one. Default mode: the copy out of the host pool is
+    waited for inside the unwrap, so the message is not stream-ordered. A host-pool and a
+    GPU-pool tensor in one message: the GPU one's copy is left queued, so the message stays
+    stream-ordered and torch's stream is made to follow the unwrap's."""
     n_messages = 3
-    with cuipc.Producer(mode="default", host_pool_bytes=64 << 20) as p:
+    with cuipc.Producer(mode=mode, gpu_pool_bytes=16 << 20 if mode != "default" else 0,
+                        host_pool_bytes=16 << 20) as p:
         results = start_consumers(workers_pool, p, 1, "copy", n_messages, None, job="gpu_recv_torch",
                                   stream_mode="busy", device=0)
-        for i in range(n_messages):
-            p.send({"pixel_values": feature(torch, i), "i": i}, stream=torch.cuda.current_stream())
-        for _ in range(n_messages):
-            g = next_report(results)
-            assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
-            assert g["pixel_values"][4] == expected_sum(torch, g["i"])
-            assert g["stream_ordered"] is False
-        p.drain(timeout=30)
-
-
-def test_a_message_with_a_device_copy_stays_stream_ordered(workers_pool, torch):
-    """One tensor from the host pool and one from the GPU pool, both copied to GPU 0: the host
-    one is waited for in the unwrap, the GPU one is not, so the message stays stream-ordered and
-    torch's current stream is made to follow the unwrap's (workers.py, "busy")."""
-    n_messages = 3
-    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20, host_pool_bytes=16 << 20) as p:
-        results = start_consumers(workers_pool, p, 1, "copy", n_messages, None, job="gpu_recv_torch",
-                                  stream_mode="busy", device=0)
-        for i in range(n_messages):
-            p.send({"pixel_values": feature(torch, i), "host": feature(torch, i, (16, 16), torch.float32).cpu(),
-                    "i": i}, stream=torch.cuda.current_stream())
-        for _ in range(n_messages):
-            g = next_report(results)
-            assert g["pixel_values"][:4] == ("tensor", "torch.bfloat16", (256, 1024), "cuda:0")
-            assert g["pixel_values"][4] == expected_sum(torch, g["i"])
-            assert g["host"][:4] == ("tensor", "torch.float32", (16, 16), "cuda:0")
-            assert g["host"][4] == expected_sum(torch, g["i"], (16, 16), torch.float32)
-            assert g["stream_ordered"] is True
+        send_features(p, torch, n_messages, host_tensor)
+        check_features(results, torch, n_messages, ordered)
         p.drain(timeout=30)
 
 
