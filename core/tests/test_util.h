@@ -18,7 +18,7 @@ extern int cuipc_test_failures;
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__,     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n", __FILE__, __LINE__,      \
                     #cond, cuipc_last_error());                                                    \
             cuipc_test_failures++;                                                                 \
         }                                                                                          \
@@ -28,7 +28,7 @@ extern int cuipc_test_failures;
 #define REQUIRE(cond)                                                                              \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s (last error: %s)\n", __FILE__, __LINE__,   \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s (last error: %s)\n", __FILE__, __LINE__,    \
                     #cond, cuipc_last_error());                                                    \
             exit(1);                                                                               \
         }                                                                                          \
@@ -38,7 +38,7 @@ extern int cuipc_test_failures;
     do {                                                                                           \
         cuipc_status s_ = (expr);                                                                  \
         if (s_ != (expected)) {                                                                    \
-            fprintf(stderr, "%s:%d: %s returned %s, expected %s (last error: %s)\n", __FILE__,   \
+            fprintf(stderr, "%s:%d: %s returned %s, expected %s (last error: %s)\n", __FILE__,     \
                     __LINE__, #expr, cuipc_status_name(s_), cuipc_status_name(expected),           \
                     cuipc_last_error());                                                           \
             cuipc_test_failures++;                                                                 \

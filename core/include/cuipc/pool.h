@@ -23,14 +23,14 @@ typedef enum cuipc_fit {
 
 typedef struct cuipc_pool_config {
     cuipc_memory_kind memory; /* HOST, CUDA, or VIRTUAL (planning) */
-    uint64_t size;          /* arena bytes */
-    int32_t device;         /* CUDA ordinal for CUIPC_MEMORY_CUDA */
-    uint32_t max_consumers; /* consumers a chunk can be sent to (tp_size), 1..64 */
-    uint32_t slots;         /* chunks in flight at most (default 4096) */
-    uint64_t alignment;     /* power of two, default 256 */
+    uint64_t size;            /* arena bytes */
+    int32_t device;           /* CUDA ordinal for CUIPC_MEMORY_CUDA */
+    uint32_t max_consumers;   /* consumers a chunk can be sent to (tp_size), 1..64 */
+    uint32_t slots;           /* chunks in flight at most (default 4096) */
+    uint64_t alignment;       /* power of two, default 256 */
     cuipc_fit fit;
-    bool recycler_thread;   /* run the background recycler (default true; planner: false) */
-    bool pin_host;          /* cudaHostRegister a host arena when a GPU is present (default true) */
+    bool recycler_thread; /* run the background recycler (default true; planner: false) */
+    bool pin_host;        /* cudaHostRegister a host arena when a GPU is present (default true) */
 } cuipc_pool_config;
 
 void cuipc_pool_config_init(cuipc_pool_config *cfg);
@@ -39,33 +39,33 @@ typedef struct cuipc_pool cuipc_pool;
 
 typedef struct cuipc_chunk {
     uint64_t offset;
-    uint64_t size;       /* bytes asked for */
+    uint64_t size; /* bytes asked for */
     uint32_t slot;
     uint32_t generation;
-    void *ptr;           /* producer address: host mapping or device pointer; NULL if virtual */
+    void *ptr; /* producer address: host mapping or device pointer; NULL if virtual */
 } cuipc_chunk;
 
 typedef struct cuipc_pool_stats {
     uint64_t size;
-    uint64_t used_bytes;       /* allocated now (aligned sizes) */
+    uint64_t used_bytes; /* allocated now (aligned sizes) */
     uint64_t high_water_bytes;
     uint64_t largest_free;
     uint64_t free_blocks;
-    double fragmentation;      /* 1 - largest_free / free bytes; 0 when nothing is free */
-    uint32_t in_flight;        /* chunks sent (or being sent) and not yet recycled */
-    uint32_t held;             /* buffers an application holds to fill, not yet sent */
+    double fragmentation; /* 1 - largest_free / free bytes; 0 when nothing is free */
+    uint32_t in_flight;   /* chunks sent (or being sent) and not yet recycled */
+    uint32_t held;        /* buffers an application holds to fill, not yet sent */
     uint32_t in_flight_high_water;
     uint64_t allocs;
-    uint64_t recycled;         /* chunks returned after every consumer released */
-    uint64_t cancelled;        /* chunks returned without being sent */
-    uint64_t full_events;      /* allocation attempts that found no room (before waiting) */
-    uint64_t full_failures;    /* allocations that gave up (POOL_FULL or TIMEOUT) */
-    uint64_t on_demand_reclaims; /* recycling passes run by an allocation that missed */
+    uint64_t recycled;               /* chunks returned after every consumer released */
+    uint64_t cancelled;              /* chunks returned without being sent */
+    uint64_t full_events;            /* allocation attempts that found no room (before waiting) */
+    uint64_t full_failures;          /* allocations that gave up (POOL_FULL or TIMEOUT) */
+    uint64_t on_demand_reclaims;     /* recycling passes run by an allocation that missed */
     uint64_t dead_consumer_reclaims; /* chunk releases taken over for consumers that died */
-    uint64_t stale_releases;   /* releases rejected: wrong generation */
-    uint64_t duplicate_releases; /* releases rejected: already released */
-    uint64_t wait_ns_total;    /* time allocations spent waiting for room */
-    uint64_t recycle_lag_ns_max; /* last release -> chunk free again, worst case */
+    uint64_t stale_releases;         /* releases rejected: wrong generation */
+    uint64_t duplicate_releases;     /* releases rejected: already released */
+    uint64_t wait_ns_total;          /* time allocations spent waiting for room */
+    uint64_t recycle_lag_ns_max;     /* last release -> chunk free again, worst case */
     uint64_t recycle_lag_ns_total;
 } cuipc_pool_stats;
 

@@ -42,7 +42,7 @@ typedef struct cuipc_proxy {
     uint64_t nbytes; /* span bytes of the layout; checked against it on decode */
     union {
         struct {
-            uint64_t pool_id;    /* random id of the pool, checked by the receiver */
+            uint64_t pool_id; /* random id of the pool, checked by the receiver */
             cuipc_memory_kind memory;
             int32_t pool_device; /* device of a CUDA pool, CUIPC_DEVICE_HOST otherwise */
             uint32_t slot;       /* sync-table slot */
@@ -51,10 +51,10 @@ typedef struct cuipc_proxy {
         } pool;
         struct {
             uint8_t handle[CUIPC_IPC_HANDLE_BYTES]; /* cudaIpcMemHandle_t of the allocation */
-            uint64_t export_id;  /* producer-unique id of the exported allocation */
-            uint64_t alloc_size; /* size of the whole allocation */
-            uint64_t offset;     /* byte offset of the tensor inside it */
-            int32_t device;      /* producer's device ordinal */
+            uint64_t export_id;   /* producer-unique id of the exported allocation */
+            uint64_t alloc_size;  /* size of the whole allocation */
+            uint64_t offset;      /* byte offset of the tensor inside it */
+            int32_t device;       /* producer's device ordinal */
             uint64_t producer_id; /* random id of the producer that exported it */
         } ipc;
     } u;

@@ -43,7 +43,7 @@ typedef struct cuipc_tensor {
     int64_t strides[CUIPC_MAX_DIMS];
 } cuipc_tensor;
 
-size_t cuipc_dtype_size(cuipc_dtype d);     /* 0 for an invalid dtype */
+size_t cuipc_dtype_size(cuipc_dtype d);      /* 0 for an invalid dtype */
 const char *cuipc_dtype_name(cuipc_dtype d); /* "f32", "bf16", ... ; "invalid" */
 cuipc_dtype cuipc_dtype_from_name(const char *name);
 

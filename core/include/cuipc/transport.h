@@ -46,7 +46,7 @@ typedef struct cuipc_producer_config {
     cuipc_fit fit;
     cuipc_full_policy full_policy;
     int64_t full_timeout_ns;
-    const char *socket_path;  /* where consumers attach; NULL: a private path is made */
+    const char *socket_path; /* where consumers attach; NULL: a private path is made */
     /* Positive controls of leak checks only: keep every departed consumer's ring until
      * destroy (one ring_bytes memfd and fd each), as if they leaked. */
     bool debug_keep_departed_rings;
@@ -113,8 +113,8 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
  * publishes it, with no copy into the pool: on the GPU, one stream write ordered after the work
  * queued on the send's stream. memory CUIPC_MEMORY_CUDA: the GPU pool (mode cuda_ipc_pool);
  * CUIPC_MEMORY_HOST: the host pool (a host tensor; a send with a stream waits for the work
- * queued on it, so a copy into the buffer may be queued there). Waits up to timeout_ns for room (0: fails
- * at once with CUIPC_ERR_POOL_FULL; < 0: as the pool-full policy says, the fallback policy
+ * queued on it, so a copy into the buffer may be queued there). Waits up to timeout_ns for room (0:
+ * fails at once with CUIPC_ERR_POOL_FULL; < 0: as the pool-full policy says, the fallback policy
  * waiting like "wait"). Rules: a tensor sent from a buffer lies inside it; one
  * buffer backs one tensor of one message; once a send takes it, the buffer belongs to the
  * transport (recycled after the consumers release it, or at once if the send fails) and the
@@ -135,10 +135,11 @@ typedef struct cuipc_producer_stats {
     cuipc_pool_stats gpu_pool;
     cuipc_pool_stats host_pool;
     uint64_t messages_sent;
-    uint64_t bytes_sent;        /* tensor bytes */
-    uint64_t fallbacks;         /* tensors staged through the host pool because the GPU pool was full */
-    uint64_t ipc_exports;       /* cuda_ipc: allocations exported */
-    uint64_t ipc_retained_bytes; /* cuda_ipc: bytes kept alive for consumers (the reference's leak) */
+    uint64_t bytes_sent;  /* tensor bytes */
+    uint64_t fallbacks;   /* tensors staged through the host pool because the GPU pool was full */
+    uint64_t ipc_exports; /* cuda_ipc: allocations exported */
+    uint64_t
+        ipc_retained_bytes; /* cuda_ipc: bytes kept alive for consumers (the reference's leak) */
     uint32_t consumers_attached;
     uint32_t consumers_detached; /* left with cuipc_consumer_detach */
     uint32_t consumers_dead;     /* hung up without detaching: crashed, killed, or exited */
@@ -206,8 +207,8 @@ typedef enum cuipc_unwrap_kind {
     CUIPC_UNWRAP_BORROW = 1, /* zero copy: tensors point into the mapping until release */
 } cuipc_unwrap_kind;
 
-#define CUIPC_DEVICE_SAME (-2) /* copy-out target: where the data already is */
-#define CUIPC_HOST_WAIT_AUTO (-1)             /* unwrap host_wait_ns: chosen by MPS or not */
+#define CUIPC_DEVICE_SAME (-2)               /* copy-out target: where the data already is */
+#define CUIPC_HOST_WAIT_AUTO (-1)            /* unwrap host_wait_ns: chosen by MPS or not */
 #define CUIPC_HOST_WAIT_DEFAULT_NS 2000000ll /* its value without MPS */
 
 /* Copy-out buffers on a device come from a per-device stream-ordered pool of the process. The
@@ -289,9 +290,9 @@ void cuipc_message_free(cuipc_message *m);
 typedef struct cuipc_consumer_stats {
     uint64_t messages;
     uint64_t bytes;
-    uint64_t handle_opens;   /* cudaIpcOpenMemHandle calls (cache misses) */
-    uint64_t handle_hits;    /* proxies served from the handle cache */
-    uint64_t rejected;       /* proxies that failed validation */
+    uint64_t handle_opens; /* cudaIpcOpenMemHandle calls (cache misses) */
+    uint64_t handle_hits;  /* proxies served from the handle cache */
+    uint64_t rejected;     /* proxies that failed validation */
 } cuipc_consumer_stats;
 
 void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);

@@ -30,13 +30,13 @@ typedef enum cuipc_value_kind {
 
 /* Who frees a tensor value's memory when the value is freed. */
 typedef enum cuipc_tensor_owner {
-    CUIPC_OWNER_NONE = 0,   /* caller's memory: never freed by cuipc */
-    CUIPC_OWNER_HOST,       /* malloc'd by cuipc (copy-out to host) */
-    CUIPC_OWNER_DEVICE,     /* device memory cuipc frees. A copy-out buffer is stream-ordered on
-                             * the unwrap stream: allocated there and freed there when the value is
-                             * freed, so work on other streams must be ordered before the free.
-                             * Memory given with this owner through the API is cudaFree'd. */
-    CUIPC_OWNER_BORROW,     /* points into a pool or IPC mapping; valid until the message is released */
+    CUIPC_OWNER_NONE = 0, /* caller's memory: never freed by cuipc */
+    CUIPC_OWNER_HOST,     /* malloc'd by cuipc (copy-out to host) */
+    CUIPC_OWNER_DEVICE,   /* device memory cuipc frees. A copy-out buffer is stream-ordered on
+                           * the unwrap stream: allocated there and freed there when the value is
+                           * freed, so work on other streams must be ordered before the free.
+                           * Memory given with this owner through the API is cudaFree'd. */
+    CUIPC_OWNER_BORROW, /* points into a pool or IPC mapping; valid until the message is released */
 } cuipc_tensor_owner;
 
 typedef struct cuipc_value cuipc_value;
@@ -50,8 +50,8 @@ cuipc_value *cuipc_value_null(void);
 cuipc_value *cuipc_value_bool(bool b);
 cuipc_value *cuipc_value_int(int64_t i);
 cuipc_value *cuipc_value_float(double f);
-cuipc_value *cuipc_value_string(const char *s);           /* copied */
-cuipc_value *cuipc_value_bytes(const void *p, size_t n);  /* copied */
+cuipc_value *cuipc_value_string(const char *s);          /* copied */
+cuipc_value *cuipc_value_bytes(const void *p, size_t n); /* copied */
 cuipc_value *cuipc_value_list(void);
 cuipc_value *cuipc_value_dict(void);
 cuipc_value *cuipc_value_tensor(const cuipc_tensor *t, cuipc_tensor_owner owner);
@@ -70,7 +70,7 @@ int64_t cuipc_value_as_int(const cuipc_value *v);
 double cuipc_value_as_float(const cuipc_value *v);
 const char *cuipc_value_as_string(const cuipc_value *v);
 const void *cuipc_value_as_bytes(const cuipc_value *v, size_t *n);
-size_t cuipc_value_len(const cuipc_value *v);                 /* list or dict entries */
+size_t cuipc_value_len(const cuipc_value *v); /* list or dict entries */
 cuipc_value *cuipc_list_get(const cuipc_value *list, size_t i);
 const char *cuipc_dict_key_at(const cuipc_value *dict, size_t i);
 cuipc_value *cuipc_dict_value_at(const cuipc_value *dict, size_t i);
@@ -81,7 +81,8 @@ const cuipc_proxy *cuipc_value_as_proxy(const cuipc_value *v);
 
 /* Replace the node's payload in place (used by wrap/unwrap to swap tensor <-> proxy). */
 CUIPC_WARN_UNUSED
-cuipc_status cuipc_value_set_tensor(cuipc_value *v, const cuipc_tensor *t, cuipc_tensor_owner owner);
+cuipc_status cuipc_value_set_tensor(cuipc_value *v, const cuipc_tensor *t,
+                                    cuipc_tensor_owner owner);
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_value_set_proxy(cuipc_value *v, const cuipc_proxy *p);
 
