@@ -22,7 +22,7 @@ function(expect_exit code pattern)
 endfunction()
 
 foreach(script test run-suite gpu-suite install-deps fuzz-smoke validate-plan plot-plan plot-results
-               python-test compare-power)
+               python-test compare-power check-format)
   expect_exit(0 "[Uu]sage: ci/${script}" ${CI}/${script} --help)
   execute_process(COMMAND ${CI}/${script} --version RESULT_VARIABLE rc OUTPUT_VARIABLE out TIMEOUT 20)
   if(NOT rc EQUAL 0 OR NOT out STREQUAL "ci/${script} ${version}\n")
@@ -33,6 +33,7 @@ expect_exit(2 "unknown argument '--bogus'" ${CI}/test --bogus)
 expect_exit(2 "unknown stage 'bogus' \\(stages: tests harness baseline bench sanitize plan soak mps tp python\\)"
             ${CI}/gpu-suite tests bogus)
 expect_exit(2 "no arguments expected" ${CI}/install-deps extra)
+expect_exit(2 "no arguments expected" ${CI}/check-format extra)
 
 # A failing stage does not stop the ones after it; the report lists each and the totals.
 file(REMOVE_RECURSE ${WORK})
