@@ -76,9 +76,22 @@ def verdict(low, high, limit, worse_above=True):
     return "met" if low >= limit else "missed" if high < limit else "undecided"
 
 
+def pairs_to_decide(n, estimate, low, high, limit):
+    """Roughly how many pairs an undecided comparison of n pairs would need to be decided: the
+    interval's side that faces the limit narrows as 1/sqrt(pairs) while the spread of the
+    differences stays as it is, so with the estimate where it is that side clears the limit at
+    n * (its width / the estimate's distance to the limit)**2 pairs, at the same confidence.
+    None without an interval, or with the estimate on the limit itself (no count decides it)."""
+    if low is None or high is None or estimate is None or estimate == limit:
+        return None
+    width, distance = (estimate - low, estimate - limit) if estimate > limit else (high - estimate, limit - estimate)
+    return max(n, math.ceil(n * (width / distance) ** 2))
+
+
 def compare_pairs(a, b, limit, ratio=False, confidence=0.95):
     """b against a, pair by pair: b - a (or b / a with ratio=True, judged on the logarithm so
-    that 2x and 0.5x weigh the same). The limit bounds that difference (ratio: from below)."""
+    that 2x and 0.5x weigh the same). The limit bounds that difference (ratio: from below).
+    pairs_to_decide: with the verdict undecided, pairs_to_decide's rough count, else None."""
     if len(a) != len(b):
         raise ValueError("pairs must have both sides")
     if ratio:
@@ -86,11 +99,14 @@ def compare_pairs(a, b, limit, ratio=False, confidence=0.95):
             raise ValueError("a ratio needs positive figures")
         diffs = [math.log(y / x) for x, y in zip(a, b)]
         est, lo, hi = shift_interval(diffs, confidence)
+        to_decide = pairs_to_decide(len(a), est, lo, hi, math.log(limit))
         unlog = lambda v: None if v is None else math.exp(v)  # noqa: E731
         est, lo, hi = unlog(est), unlog(lo), unlog(hi)
     else:
         diffs = [y - x for x, y in zip(a, b)]
         est, lo, hi = shift_interval(diffs, confidence)
+        to_decide = pairs_to_decide(len(a), est, lo, hi, limit)
+    decided = verdict(lo, hi, limit, worse_above=not ratio)
     return {"pairs": len(a), "confidence": confidence, "estimate": est, "low": lo, "high": hi,
-            "limit": limit, "median_a": median(a), "median_b": median(b),
-            "verdict": verdict(lo, hi, limit, worse_above=not ratio)}
+            "limit": limit, "median_a": median(a), "median_b": median(b), "verdict": decided,
+            "pairs_to_decide": to_decide if decided == "undecided" else None}

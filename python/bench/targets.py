@@ -12,7 +12,9 @@ look calls a wrong verdict stays within 1 - C whichever look decides. A look at 
 that confidence needs for an interval at all (6 at 95 %, 7 at 97.5-98.3 %, 8 at 98.75-99.2 %)
 is not planned, and so takes no share. A target far from its limit can be decided at the first
 look; one near it gets the pairs it needs, up to M. A target that lost a pair (a failed run) is
-a failed run whatever more pairs say: it gets no more.
+a failed run whatever more pairs say: it gets no more. An undecided target's line says roughly
+how many pairs would decide it at its spread and confidence, the estimate staying where it is
+(a guide for the next --max-pairs, not a promise), or that its estimate is on the limit.
 
 Targets (ring channel, the C harness's consumer pattern, one consumer unless --consumers):
   4 KiB, open loop, pool_borrow / pool_copy / default: Python p50 at most 20 us over C's
@@ -47,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_transport as bt  # noqa: E402
 import paired  # noqa: E402
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 TARGET_CASES = [  # (variant, size, loop)
     ("pool_borrow", "4KiB", "open"),
     ("pool_copy", "4KiB", "open"),
@@ -382,7 +384,8 @@ def judged_as_run(cmp, profiled):
     """A profiled Python send does the plain send's work and more (its clock reads, its phase
     dict): such a run can show a target met, never missed; a missed one becomes undecided."""
     if profiled and cmp["verdict"] == "missed":
-        cmp = dict(cmp, verdict="undecided", why="missed with the send profiled, which adds to the Python figures")
+        cmp = dict(cmp, verdict="undecided", pairs_to_decide=None,
+                   why="missed with the send profiled, which adds to the Python figures")
     return cmp
 
 
@@ -405,7 +408,19 @@ def describe(t):
     planned = c.get("looks_planned") or [c["pairs"]]
     seq = (f", look {len(c['looks'])} of {len(planned)} ({c['overall_confidence'] * 100:g} % over all)"
            if len(planned) > 1 else "")
-    return f"{head}: {what}, {c['pairs']} pairs{seq} ({meds}): {c['verdict']}{why}"
+    return f"{head}: {what}, {c['pairs']} pairs{seq} ({meds}): {c['verdict']}{why}{to_decide(c)}"
+
+
+def to_decide(c):
+    """What an undecided verdict would take: paired.pairs_to_decide's rough count, or that the
+    estimate sits on the limit (nothing for a decided one, or one with too few pairs)."""
+    if c["verdict"] != "undecided" or c.get("why") or c["low"] is None:
+        return ""
+    n = c.get("pairs_to_decide")
+    if n is None:
+        return "; its estimate is on the limit: no number of pairs decides it"
+    return (f"; about {n:,} pairs would decide it at this spread and {c['confidence'] * 100:.3g} %, "
+            f"the estimate staying where it is")
 
 
 def main():

@@ -64,6 +64,33 @@ def test_throughput_ratio_is_judged_from_below():
         paired.compare_pairs([1.0, 0.0], [1.0, 1.0], 0.95, ratio=True)
 
 
+def test_pairs_to_decide_is_about_what_decides():
+    """An undecided set of pairs, then the same differences repeated (so the spread and the
+    estimate stay): well short of the projected count they stay undecided, at it they decide."""
+    rng = random.Random(3)
+    diffs = [24.0 + rng.uniform(-14, 14) for _ in range(12)]
+    r = paired.compare_pairs([0.0] * 12, diffs, 20.0)
+    assert r["verdict"] == "undecided" and r["estimate"] > 20.0
+    n = r["pairs_to_decide"]
+    assert n == math.ceil(12 * ((r["estimate"] - r["low"]) / (r["estimate"] - 20.0)) ** 2) and n > 12
+
+    def judged(k):
+        return paired.compare_pairs([0.0] * 12 * k, diffs * k, 20.0)["verdict"]
+    assert judged(math.ceil(n / 12)) == "missed"
+    assert judged(max(1, (n // 12) // 3)) == "undecided"
+
+
+def test_pairs_to_decide_only_where_more_pairs_can():
+    c = [1800.0, 1750.0, 1820.0, 1790.0, 1760.0, 1810.0, 1780.0]
+    assert paired.compare_pairs(c, [x * 1.01 for x in c], 0.95, ratio=True)["pairs_to_decide"] is None  # met
+    r = paired.compare_pairs(c, [x * (0.95 + 0.02 * (-1) ** i) for i, x in enumerate(c)], 0.95, ratio=True)
+    assert r["verdict"] == "undecided" and r["pairs_to_decide"] > 7  # judged on the log ratio
+    assert paired.compare_pairs([10.0] * 5, [11.0] * 5, 20.0)["pairs_to_decide"] is None  # no interval
+    # the estimate on the limit itself: no count decides it
+    assert paired.pairs_to_decide(9, 20.0, 12.0, 28.0, 20.0) is None
+    assert paired.pairs_to_decide(9, 16.0, 12.0, 22.0, 20.0) == math.ceil(9 * (6 / 4) ** 2)
+
+
 def test_interval_covers_the_true_shift_as_often_as_it_says():
     # Heavy-tailed (Laplace) run-to-run noise, 7 pairs: nominal coverage 1 - 2 * 3/128.
     rng = random.Random(11)

@@ -274,6 +274,17 @@ def test_a_target_at_its_limit_gets_every_pair_and_stays_undecided(monkeypatch, 
     t = sequential(tmp_path, 14)
     assert len(t["pairs"]) == 14 and t["comparison"]["verdict"] == "undecided"
     assert [k["pairs_run"] for k in t["comparison"]["looks"]] == [10, 14]
+    assert t["comparison"]["pairs_to_decide"] is None  # estimate +20.0: on the limit
+    assert "no number of pairs decides it" in targets.describe(t)
+
+
+def test_an_undecided_target_says_what_would_decide_it(monkeypatch, tmp_path):
+    """Python 14 to 38 us over C: undecided at 6 pairs, with a rough count that would decide it."""
+    fake_pairs(monkeypatch, [24.0, 58.0, 34.0, 48.0, 41.0, 44.0])
+    t = sequential(tmp_path, None)
+    c = t["comparison"]
+    assert c["verdict"] == "undecided" and c["pairs_to_decide"] > 6
+    assert f"about {c['pairs_to_decide']:,} pairs would decide it at this spread and 95 %" in targets.describe(t)
 
 
 def test_a_failed_run_ends_the_target(monkeypatch, tmp_path):
