@@ -80,12 +80,14 @@ def pairs_to_decide(n, estimate, low, high, limit):
     """Roughly how many pairs an undecided comparison of n pairs would need to be decided: the
     interval's side that faces the limit narrows as 1/sqrt(pairs) while the spread of the
     differences stays as it is, so with the estimate where it is that side clears the limit at
-    n * (its width / the estimate's distance to the limit)**2 pairs, at the same confidence.
-    None without an interval, or with the estimate on the limit itself (no count decides it)."""
+    n * (its width / the estimate's distance to the limit)**2 pairs in all, at the same
+    confidence (more looks planned ask a higher one of each, and so more pairs). At least n + 1:
+    an interval that only touches the limit is undecided at n. None without an interval, or with
+    the estimate on the limit itself (no count can be projected: only a moved estimate decides)."""
     if low is None or high is None or estimate is None or estimate == limit:
         return None
     width, distance = (estimate - low, estimate - limit) if estimate > limit else (high - estimate, limit - estimate)
-    return max(n, math.ceil(n * (width / distance) ** 2))
+    return max(n + 1, math.ceil(n * (width / distance) ** 2))
 
 
 def compare_pairs(a, b, limit, ratio=False, confidence=0.95):

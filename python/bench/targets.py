@@ -13,8 +13,9 @@ that confidence needs for an interval at all (6 at 95 %, 7 at 97.5-98.3 %, 8 at 
 is not planned, and so takes no share. A target far from its limit can be decided at the first
 look; one near it gets the pairs it needs, up to M. A target that lost a pair (a failed run) is
 a failed run whatever more pairs say: it gets no more. An undecided target's line says roughly
-how many pairs would decide it at its spread and confidence, the estimate staying where it is
-(a guide for the next --max-pairs, not a promise), or that its estimate is on the limit.
+how many pairs in all would decide it at its spread and at that look's confidence, the estimate
+staying where it is: a guide for the next --max-pairs, not a promise (more looks planned ask a
+higher confidence of each, and so somewhat more pairs).
 
 Targets (ring channel, the C harness's consumer pattern, one consumer unless --consumers):
   4 KiB, open loop, pool_borrow / pool_copy / default: Python p50 at most 20 us over C's
@@ -343,7 +344,7 @@ def one_target(args, variant, size, n, loop, cpus, work):
             pairs.append(one_pair(i, c_first, h, r, load, loop))
         if i + 1 in points or dropped:
             raw = judge()
-            cmp = judged_as_run(raw, args.profile)
+            cmp = judged_as_run(raw, args.profile, worse_above=metric != "gbps_of_c")
             looks.append({"pairs_run": i + 1, **{k: cmp[k] for k in ("pairs", "estimate", "low", "high", "verdict")},
                           **({"why": cmp["why"]} if "why" in cmp else {})})
             if len(points) > 1:
@@ -380,12 +381,19 @@ def one_pair(i, c_first, h, r, load, loop):
     return pair
 
 
-def judged_as_run(cmp, profiled):
+def judged_as_run(cmp, profiled, worse_above=True):
     """A profiled Python send does the plain send's work and more (its clock reads, its phase
-    dict): such a run can show a target met, never missed; a missed one becomes undecided."""
-    if profiled and cmp["verdict"] == "missed":
-        cmp = dict(cmp, verdict="undecided", pairs_to_decide=None,
-                   why="missed with the send profiled, which adds to the Python figures")
+    dict): such a run can show a target met, never missed; a missed one becomes undecided, and
+    an undecided one whose estimate is on the missed side projects no pairs_to_decide (the
+    count would only reach a miss, which reads undecided)."""
+    if not profiled:
+        return cmp
+    if cmp["verdict"] == "missed":
+        return dict(cmp, verdict="undecided", pairs_to_decide=None,
+                    why="missed with the send profiled, which adds to the Python figures")
+    est = cmp["estimate"]
+    if cmp["verdict"] == "undecided" and est is not None and (est > cmp["limit"] if worse_above else est < cmp["limit"]):
+        return dict(cmp, pairs_to_decide=None)
     return cmp
 
 
@@ -408,19 +416,23 @@ def describe(t):
     planned = c.get("looks_planned") or [c["pairs"]]
     seq = (f", look {len(c['looks'])} of {len(planned)} ({c['overall_confidence'] * 100:g} % over all)"
            if len(planned) > 1 else "")
-    return f"{head}: {what}, {c['pairs']} pairs{seq} ({meds}): {c['verdict']}{why}{to_decide(c)}"
+    more = "" if t["dropped"] else to_decide(c)  # a failed run gets no more pairs
+    return f"{head}: {what}, {c['pairs']} pairs{seq} ({meds}): {c['verdict']}{why}{more}"
 
 
 def to_decide(c):
-    """What an undecided verdict would take: paired.pairs_to_decide's rough count, or that the
-    estimate sits on the limit (nothing for a decided one, or one with too few pairs)."""
+    """What an undecided verdict would take: paired.pairs_to_decide's rough count, or that none
+    can be projected with the estimate on the limit (nothing for a decided one, one with too few
+    pairs for an interval, or a profiled one that more pairs could only show missed)."""
     if c["verdict"] != "undecided" or c.get("why") or c["low"] is None:
         return ""
     n = c.get("pairs_to_decide")
-    if n is None:
-        return "; its estimate is on the limit: no number of pairs decides it"
-    return (f"; about {n:,} pairs would decide it at this spread and {c['confidence'] * 100:.3g} %, "
-            f"the estimate staying where it is")
+    if n is not None:
+        return (f"; about {n:,} pairs in all would decide it at this spread and "
+                f"{c['confidence'] * 100:.3g} %, the estimate staying where it is")
+    if math.isclose(c["estimate"], c["limit"], rel_tol=1e-12, abs_tol=1e-12):
+        return "; its estimate is on the limit: no count can be projected, only a moved estimate decides it"
+    return ""
 
 
 def main():

@@ -66,7 +66,7 @@ def test_throughput_ratio_is_judged_from_below():
 
 def test_pairs_to_decide_is_about_what_decides():
     """An undecided set of pairs, then the same differences repeated (so the spread and the
-    estimate stay): well short of the projected count they stay undecided, at it they decide."""
+    estimate stay): short of the projected count they stay undecided, at it they decide."""
     rng = random.Random(3)
     diffs = [24.0 + rng.uniform(-14, 14) for _ in range(12)]
     r = paired.compare_pairs([0.0] * 12, diffs, 20.0)
@@ -77,15 +77,32 @@ def test_pairs_to_decide_is_about_what_decides():
     def judged(k):
         return paired.compare_pairs([0.0] * 12 * k, diffs * k, 20.0)["verdict"]
     assert judged(math.ceil(n / 12)) == "missed"
-    assert judged(max(1, (n // 12) // 3)) == "undecided"
+    assert judged(math.ceil(n / 12) - 2) == "undecided"  # three quarters of it
+
+
+def test_pairs_to_decide_for_a_throughput_ratio():
+    """The same for Python / C throughput against 95 %, judged from below on the log ratio."""
+    rng = random.Random(3)
+    c = [1800.0 + rng.uniform(-40, 40) for _ in range(10)]
+    py = [x * (0.935 + rng.uniform(-0.03, 0.03)) for x in c]
+    r = paired.compare_pairs(c, py, 0.95, ratio=True)
+    assert r["verdict"] == "undecided" and r["estimate"] < 0.95
+    n = r["pairs_to_decide"]
+    assert n == math.ceil(10 * ((math.log(r["high"]) - math.log(r["estimate"]))
+                                / (math.log(0.95) - math.log(r["estimate"]))) ** 2)
+
+    def judged(k):
+        return paired.compare_pairs(c * k, py * k, 0.95, ratio=True)["verdict"]
+    assert judged(math.ceil(n / 10)) == "missed"
+    assert judged(math.ceil(n / 10) - 1) == "undecided"
 
 
 def test_pairs_to_decide_only_where_more_pairs_can():
     c = [1800.0, 1750.0, 1820.0, 1790.0, 1760.0, 1810.0, 1780.0]
     assert paired.compare_pairs(c, [x * 1.01 for x in c], 0.95, ratio=True)["pairs_to_decide"] is None  # met
-    r = paired.compare_pairs(c, [x * (0.95 + 0.02 * (-1) ** i) for i, x in enumerate(c)], 0.95, ratio=True)
-    assert r["verdict"] == "undecided" and r["pairs_to_decide"] > 7  # judged on the log ratio
     assert paired.compare_pairs([10.0] * 5, [11.0] * 5, 20.0)["pairs_to_decide"] is None  # no interval
+    # an interval that only touches the limit: undecided now, so one more pair at least
+    assert paired.pairs_to_decide(6, 30.0, 20.0, 30.0, 20.0) == 7
     # the estimate on the limit itself: no count decides it
     assert paired.pairs_to_decide(9, 20.0, 12.0, 28.0, 20.0) is None
     assert paired.pairs_to_decide(9, 16.0, 12.0, 22.0, 20.0) == math.ceil(9 * (6 / 4) ** 2)

@@ -275,16 +275,31 @@ def test_a_target_at_its_limit_gets_every_pair_and_stays_undecided(monkeypatch, 
     assert len(t["pairs"]) == 14 and t["comparison"]["verdict"] == "undecided"
     assert [k["pairs_run"] for k in t["comparison"]["looks"]] == [10, 14]
     assert t["comparison"]["pairs_to_decide"] is None  # estimate +20.0: on the limit
-    assert "no number of pairs decides it" in targets.describe(t)
+    assert "no count can be projected" in targets.describe(t)
+
+
+UNDECIDED_ABOVE = [24.0, 58.0, 34.0, 48.0, 41.0, 44.0]  # Python 4 to 38 us over C (20 each)
 
 
 def test_an_undecided_target_says_what_would_decide_it(monkeypatch, tmp_path):
-    """Python 14 to 38 us over C: undecided at 6 pairs, with a rough count that would decide it."""
-    fake_pairs(monkeypatch, [24.0, 58.0, 34.0, 48.0, 41.0, 44.0])
+    """Undecided at 6 pairs, with a rough count that would decide it."""
+    fake_pairs(monkeypatch, UNDECIDED_ABOVE)
     t = sequential(tmp_path, None)
     c = t["comparison"]
     assert c["verdict"] == "undecided" and c["pairs_to_decide"] > 6
-    assert f"about {c['pairs_to_decide']:,} pairs would decide it at this spread and 95 %" in targets.describe(t)
+    assert f"about {c['pairs_to_decide']:,} pairs in all would decide it at this spread and 95 %" \
+        in targets.describe(t)
+
+
+def test_no_count_where_more_pairs_cannot_decide(monkeypatch, tmp_path):
+    """Profiled with the estimate over the limit, more pairs could only reach a miss, which
+    reads undecided; a target with a failed run gets no more pairs at all."""
+    fake_pairs(monkeypatch, UNDECIDED_ABOVE)
+    t = sequential(tmp_path, None, profile=True)
+    assert t["comparison"]["pairs_to_decide"] is None and "would decide" not in targets.describe(t)
+    fake_pairs(monkeypatch, UNDECIDED_ABOVE * 2, c_fails={8})  # after 8 kept pairs: an interval
+    t = sequential(tmp_path, 12, repeat=12)
+    assert t["dropped"] and "would decide" not in targets.describe(t)
 
 
 def test_a_failed_run_ends_the_target(monkeypatch, tmp_path):
