@@ -32,7 +32,8 @@ endforeach()
 expect_exit(2 "unknown argument '--bogus'" ${CI}/test --bogus)
 expect_exit(2 "unknown stage 'bogus' \\(stages: tests harness baseline bench sanitize plan soak mps tp python\\)"
             ${CI}/gpu-suite tests bogus)
-expect_exit(2 "no arguments expected" ${CI}/install-deps extra)
+expect_exit(2 "unknown argument 'extra'" ${CI}/install-deps extra)
+expect_exit(2 "one argument at most" ${CI}/install-deps test test)
 expect_exit(2 "no arguments expected" ${CI}/check-format extra)
 
 # A failing stage does not stop the ones after it; the report lists each and the totals.
