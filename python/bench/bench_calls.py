@@ -37,7 +37,7 @@ import sys
 import time
 
 import cuipc
-from bench_transport import thread_faults
+from bench_transport import environment, thread_faults
 
 # 2: schema_version, kind, environment, and the unwrap kind as "unwrap" (the files of runs 16-27:
 # no version, the unwrap kind as "kind")
@@ -243,9 +243,7 @@ def main():
             proc.kill()
         p.close()
     out = {"schema_version": SCHEMA_VERSION, "kind": "cuipc-python-calls",
-           "environment": {"python": sys.version.split()[0], "cuipc": cuipc.__version__,
-                           "cuipc_build": cuipc.build_version, "gpus": cuipc.gpu_count(),
-                           "torch": torch.__version__ if args.torch else None},
+           "environment": environment(with_torch=args.torch),
            "rounds": args.rounds, "bytes": args.bytes, "unwrap": args.kind, "gap_us": args.gap_us, "pin": args.pin,
            "torch_paths": args.torch_paths if args.torch else None,
            "tensors": "torch" if args.torch else "numpy",

@@ -453,14 +453,17 @@ def target_of(variant, size, loop):
     return None
 
 
-def environment():
-    import torch
-
+def environment(with_torch=True):
+    """What a run measured on: host, Python, torch, cuipc and its build, GPUs. with_torch=False
+    for a run that used no torch: torch None and no GPU name (torch is not imported for them)."""
     import cuipc
-    env = {"hostname": platform.node(), "python": sys.version.split()[0], "torch": torch.__version__,
+    env = {"hostname": platform.node(), "python": sys.version.split()[0], "torch": None,
            "cuipc": cuipc.__version__, "cuipc_build": cuipc.build_version, "gpus": cuipc.gpu_count()}
-    if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
+    if with_torch:
+        import torch
+        env["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
     return env
 
 

@@ -315,6 +315,7 @@ def look_points(first, most, every, confidence):
 
 def one_target(args, variant, size, n, loop, cpus, work):
     metric, limit = bt.target_of(variant, size, loop)
+    ratio = metric == "gbps_of_c"  # throughput, Python / C, judged from below
     scen, name = bound_scenario(variant, size, n, loop, cpus, work)
     pairs, dropped, looks = [], [], []
     points = look_points(args.repeat, args.max_pairs or args.repeat, args.look_every or 4, args.confidence)
@@ -322,7 +323,7 @@ def one_target(args, variant, size, n, loop, cpus, work):
 
     def judge():
         return paired.compare_pairs([p["c"] for p in pairs], [p["python"] for p in pairs], limit,
-                                    ratio=metric == "gbps_of_c", confidence=each)
+                                    ratio=ratio, confidence=each)
 
     for i in range(points[-1]):
         c_first = i % 2 == 0  # alternate: neither side always runs on a machine the other warmed
@@ -344,7 +345,7 @@ def one_target(args, variant, size, n, loop, cpus, work):
             pairs.append(one_pair(i, c_first, h, r, load, loop))
         if i + 1 in points or dropped:
             raw = judge()
-            cmp = judged_as_run(raw, args.profile, worse_above=metric != "gbps_of_c")
+            cmp = judged_as_run(raw, args.profile, worse_above=not ratio)
             looks.append({"pairs_run": i + 1, **{k: cmp[k] for k in ("pairs", "estimate", "low", "high", "verdict")},
                           **({"why": cmp["why"]} if "why" in cmp else {})})
             if len(points) > 1:
@@ -391,8 +392,9 @@ def judged_as_run(cmp, profiled, worse_above=True):
     if cmp["verdict"] == "missed":
         return dict(cmp, verdict="undecided", pairs_to_decide=None,
                     why="missed with the send profiled, which adds to the Python figures")
-    est = cmp["estimate"]
-    if cmp["verdict"] == "undecided" and est is not None and (est > cmp["limit"] if worse_above else est < cmp["limit"]):
+    est = cmp["estimate"]  # on the missed side: what an interval shrunk to it would call missed
+    if cmp["verdict"] == "undecided" and est is not None and \
+            paired.verdict(est, est, cmp["limit"], worse_above) == "missed":
         return dict(cmp, pairs_to_decide=None)
     return cmp
 
