@@ -7,7 +7,14 @@ process gives about the same medians. On the H200 VM of run 25, 2 of 24 processe
 benchmark that lands on such a process is slow whatever it measures, which is why targets.py
 decides from many interleaved pairs and each of its runs is a fresh process.
 
+--cpus-over-time S asks where that comes from: one process moves itself over the CPUs it may use,
+one at a time, and times the pure-Python step back to back for --slice-ms on each, round after
+round for S seconds. A CPU whose speed moves while nothing else of ours runs is the host's doing
+(a VM's virtual CPU sharing its physical core, or the core's clock): whatever process lands on it
+then runs slow, C or Python.
+
     python3 python/bench/process_speed.py --processes 12 [--no-aslr-too] [--out speed.json]
+    python3 python/bench/process_speed.py --cpus-over-time 20 [--out cpus.json]
 """
 import argparse
 import json
@@ -33,10 +40,6 @@ def one_process(iterations, gap_ns):
     except ImportError:
         reads = None
 
-    def plain():
-        d = {"x": 1, "i": 2, "stamp": 3}
-        return sum(len(str(k)) for k in d) + sorted([3, 1, 2])[0]
-
     a, b = [], []
     due = time.perf_counter_ns()
     for _ in range(iterations):
@@ -47,13 +50,63 @@ def one_process(iterations, gap_ns):
         if reads:
             reads()
         t1 = time.perf_counter_ns()
-        plain()
+        plain_step()
         t2 = time.perf_counter_ns()
         a.append(t1 - t0)
         b.append(t2 - t1)
     skip = iterations // 8
     return {"torch_reads_ns": statistics.median(a[skip:]) if reads else None,
             "python_step_ns": statistics.median(b[skip:])}
+
+
+def plain_step():
+    d = {"x": 1, "i": 2, "stamp": 3}
+    return sum(len(str(k)) for k in d) + sorted([3, 1, 2])[0]
+
+
+def cpus_over_time(seconds, slice_ms, cpus=None):
+    """Rounds over the CPUs (default: the allowed ones), one at a time: per CPU, the median ns of
+    the pure-Python step in each round's slice. Returns (cpus, rounds: a list of {cpu: ns}); the
+    calling thread's CPU mask is put back."""
+    allowed = os.sched_getaffinity(0)
+    cpus = sorted(cpus if cpus is not None else allowed)
+    rounds, end = [], time.monotonic() + seconds
+    try:
+        while time.monotonic() < end or not rounds:
+            row = {}
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})
+                time.sleep(0)  # leave the old CPU now, not inside the slice
+                took, stop = [], time.perf_counter_ns() + slice_ms * 1_000_000
+                while True:
+                    t0 = time.perf_counter_ns()
+                    plain_step()
+                    t1 = time.perf_counter_ns()
+                    took.append(t1 - t0)
+                    if t1 >= stop:
+                        break
+                row[cpu] = statistics.median(took)
+            rounds.append(row)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return cpus, rounds
+
+
+def cpu_summary(cpus, rounds, slow=1.3):
+    """Per CPU its fastest, median and slowest slice against the fastest slice seen on any CPU,
+    and how many of its slices were over slow times that; per round the slowest CPU against the
+    fastest one of the same round (a spread at one moment: not the host's clock as a whole)."""
+    best = min(ns for row in rounds for ns in row.values())
+    per_cpu = {}
+    for cpu in cpus:
+        v = sorted(row[cpu] / best for row in rounds)
+        per_cpu[cpu] = {"fastest": v[0], "median": statistics.median(v), "slowest": v[-1],
+                        "slow_slices": sum(x > slow for x in v)}
+    within = sorted(max(row.values()) / min(row.values()) for row in rounds)
+    return {"best_step_ns": best, "slow_factor": slow, "per_cpu": per_cpu,
+            "round_spread_median": statistics.median(within), "round_spread_max": within[-1],
+            "slow_slices": sum(c["slow_slices"] for c in per_cpu.values()),
+            "slices": len(cpus) * len(rounds)}
 
 
 def slowed(runs, factor=2.0):
@@ -70,12 +123,20 @@ def main():
     ap.add_argument("--gap-us", type=int, default=2000, help="time between steps (default 2000: 500 Hz)")
     ap.add_argument("--no-aslr-too", action="store_true",
                     help="alternate with processes started without address-space randomisation (setarch -R)")
+    ap.add_argument("--cpus-over-time", type=float, metavar="S",
+                    help="instead: S seconds of rounds over the allowed CPUs, one at a time (see above)")
+    ap.add_argument("--slice-ms", type=float, default=20, help="--cpus-over-time: ms per CPU per round")
     ap.add_argument("--out", help="results JSON")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child
     args = ap.parse_args()
     if args.processes < 1 or args.iterations < 8 or args.gap_us < 0:
         print("process_speed: --processes >= 1, --iterations >= 8, --gap-us >= 0", file=sys.stderr)
         return 2
+    if args.cpus_over_time is not None:
+        if args.cpus_over_time <= 0 or args.slice_ms <= 0:
+            print("process_speed: --cpus-over-time and --slice-ms > 0", file=sys.stderr)
+            return 2
+        return report_cpus(args)
     if args.one:
         print(json.dumps(one_process(args.iterations, args.gap_us * 1000)))
         return 0
@@ -112,6 +173,25 @@ def main():
             json.dump({"schema_version": SCHEMA_VERSION, "kind": "cuipc-process-speed",
                        "iterations": args.iterations, "gap_us": args.gap_us, "processes": runs,
                        "median_python_step_ns": typical, "slowed": slow}, f, indent=1)
+    return 0
+
+
+def report_cpus(args):
+    cpus, rounds = cpus_over_time(args.cpus_over_time, args.slice_ms)
+    s = cpu_summary(cpus, rounds)
+    print(f"{len(rounds)} rounds of {args.slice_ms:g} ms on each of {len(cpus)} CPUs; fastest slice "
+          f"{s['best_step_ns'] / 1000:.2f} us a step; per CPU, its slices against that one:")
+    for cpu, c in s["per_cpu"].items():
+        print(f"  cpu {cpu:3d}  fastest {c['fastest']:.2f}  median {c['median']:.2f}  slowest {c['slowest']:.2f}  "
+              f"over {s['slow_factor']:g}x: {c['slow_slices']} of {len(rounds)}")
+    print(f"within one round, slowest CPU / fastest: median {s['round_spread_median']:.2f}, "
+          f"max {s['round_spread_max']:.2f}; {s['slow_slices']} of {s['slices']} slices over "
+          f"{s['slow_factor']:g}x the fastest")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"schema_version": SCHEMA_VERSION, "kind": "cuipc-cpu-speed-over-time",
+                       "slice_ms": args.slice_ms, "cpus": cpus,
+                       "rounds_ns": [[row[c] for c in cpus] for row in rounds], "summary": s}, f, indent=1)
     return 0
 
 

@@ -30,7 +30,17 @@ that have taken the fewest interrupts; or a set per process, producer first, e.g
 0-3/4-7. One CPU
 for the producer is a trap: the pool's recycler thread, woken by every release, then takes the
 CPU from the spinning sender (on an H200 host the Python send p50 went 28-49 -> 66-77 us and its
-p90 to 1.1 ms, bench_calls.py --pin 1). Exit: 0 every target met, 1 a case failed or a target
+p90 to 1.1 ms, bench_calls.py --pin 1).
+
+The host itself: before the first target and after the last, --host-probe seconds of a
+pure-Python step timed on each CPU the runs use, one at a time, with nothing of ours running
+(process_speed.py --cpus-over-time), kept under host_cpu_speed. Where over a tenth of those
+slices took over 1.3 times the fastest one, the summary says the host ran its CPUs at more than
+one speed: on the H200 VM each virtual CPU spent about half its time at half speed, switching
+every second or so (run 37), so a 4 KiB p50 in microseconds there moves with whichever speed
+its CPUs had, and more pairs narrow that slowly.
+
+Exit: 0 every target met, 1 a case failed or a target
 missed, 3 none missed but some undecided, 77 no GPU.
 
     python3 python/bench/targets.py --harness build-gpu/harness/cuipc-harness --out targets.json
@@ -49,8 +59,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_transport as bt  # noqa: E402
 import paired  # noqa: E402
+import process_speed  # noqa: E402
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 TARGET_CASES = [  # (variant, size, loop)
     ("pool_borrow", "4KiB", "open"),
     ("pool_copy", "4KiB", "open"),
@@ -437,6 +448,30 @@ def to_decide(c):
     return ""
 
 
+def host_probe(args, out, when, cpus):
+    """process_speed's rounds over the CPUs the runs use, kept under host_cpu_speed[when]."""
+    if not args.host_probe:
+        return
+    cpus, rounds = process_speed.cpus_over_time(args.host_probe, 20, cpus)
+    s = process_speed.cpu_summary(cpus, rounds)
+    out["host_cpu_speed"][when] = dict(s, seconds=args.host_probe, slice_ms=20, rounds=len(rounds))
+    print(f"host CPUs {cpu_string(cpus)}, {when}: {s['slow_slices']} of {s['slices']} slices over "
+          f"{s['slow_factor']:g}x the fastest ({s['best_step_ns'] / 1000:.2f} us a step); slowest CPU / "
+          f"fastest within a round: median {s['round_spread_median']:.2f}", flush=True)
+
+
+def two_speeds(probes, share=0.1):
+    """A line when the host probe found over share of its slices slow, else None."""
+    slow = sum(p["slow_slices"] for p in probes.values())
+    slices = sum(p["slices"] for p in probes.values())
+    if not slices or slow <= share * slices:
+        return None
+    return (f"the host ran its CPUs at more than one speed: {slow} of {slices} probe slices over "
+            f"{next(iter(probes.values()))['slow_factor']:g}x the fastest, with nothing of ours "
+            f"running; a p50 in microseconds moves with the speed its CPUs had, and the pairs "
+            f"spread with it")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="results JSON")
@@ -464,11 +499,16 @@ def main():
                          "shown met, never missed (missed reads undecided)")
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
+    ap.add_argument("--host-probe", type=float, default=4, metavar="S",
+                    help="seconds, before the first target and after the last, of a pure-Python step "
+                         "timed on each CPU the runs use, one at a time (process_speed.py "
+                         "--cpus-over-time): whether the host ran its CPUs at one speed (default 4; "
+                         "0: not timed)")
     args = ap.parse_args()
-    if (args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0
+    if (args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0 or args.host_probe < 0
             or (args.max_pairs is not None and args.max_pairs < args.repeat)):
         print("targets: --repeat must be at least 1, --max-pairs at least --repeat, --confidence lie in "
-              "(0, 1) and --gap be at least 0", file=sys.stderr)
+              "(0, 1), and --gap and --host-probe be at least 0", file=sys.stderr)
         return 2
     if args.look_every is not None and (args.max_pairs is None or args.look_every < 1):
         print("targets: --look-every needs --max-pairs, and must be at least 1", file=sys.stderr)
@@ -489,18 +529,22 @@ def main():
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
            "max_pairs": args.max_pairs or args.repeat, "look_every": args.look_every or 4,
            "pin": args.pin, "gap_s": args.gap, "python_process": "fresh", "profile": args.profile,
-           "targets": []}
+           "host_cpu_speed": {}, "targets": []}
+    try:
+        bindings = {n: choose_binding(args.pin, n + 1) for n in map(int, args.consumers.split(","))}
+    except ValueError as e:
+        print(f"targets: {e}", file=sys.stderr)
+        return 2
+    cases = [c for c in TARGET_CASES if not args.cases or re.search(args.cases, "/".join(c))]
+    if not cases:
+        print(f"targets: no target matches --cases {args.cases!r}: nothing measured", file=sys.stderr)
+        return 2
+    used = sorted({c for cpus in bindings.values() for s in (cpus or [os.sched_getaffinity(0)]) for c in s})
     worst = 0
     with tempfile.TemporaryDirectory(prefix="cuipc-targets-") as work:
-        for n in map(int, args.consumers.split(",")):
-            try:
-                cpus = choose_binding(args.pin, n + 1)
-            except ValueError as e:
-                print(f"targets: {e}", file=sys.stderr)
-                return 2
-            for variant, size, loop in TARGET_CASES:
-                if args.cases and not re.search(args.cases, f"{variant}/{size}/{loop}"):
-                    continue
+        host_probe(args, out, "before", used)
+        for n, cpus in bindings.items():
+            for variant, size, loop in cases:
                 shown = " / ".join(cpu_string(c) for c in cpus) if cpus else "unbound"
                 print(f"{variant}/{size}/c{n}/{loop}, CPUs {shown}:", flush=True)
                 t = one_target(args, variant, size, n, loop, cpus, work)
@@ -510,11 +554,12 @@ def main():
                 bt.write_json(args.out, out)
                 v = t["comparison"]["verdict"]
                 worst = max(worst, {"met": 0, "undecided": 1, "missed": 2}[v] if not t["dropped"] else 2)
+        host_probe(args, out, "after", used)
     bt.write_json(args.out, out)
-    if not out["targets"]:
-        print(f"targets: no target matches --cases {args.cases!r}: nothing measured", file=sys.stderr)
-        return 2
     print("\n".join(describe(t) for t in out["targets"]))
+    two = two_speeds(out["host_cpu_speed"])
+    if two:
+        print(f"targets: {two}")
     if args.profile:
         print("targets: the Python send was split by phase (--profile): its clock reads are in its figures, "
               "so a target can be shown met, never missed")

@@ -163,6 +163,71 @@ def test_process_speed_times_fresh_processes(tmp_path):
     assert bad.returncode == 2 and "--iterations" in bad.stderr
 
 
+def test_each_cpu_is_timed_in_turn_and_the_mask_put_back(tmp_path):
+    """--cpus-over-time: every CPU named gets a figure in every round, the caller's CPU mask is
+    as it was, and the summary reads the slices against the fastest one."""
+    import process_speed
+    allowed = os.sched_getaffinity(0)
+    one = [min(allowed)]
+    cpus, rounds = process_speed.cpus_over_time(0.05, 2, one)
+    assert cpus == one and rounds and all(set(r) == set(one) and r[one[0]] > 0 for r in rounds)
+    assert os.sched_getaffinity(0) == allowed
+    # CPU 1 at twice CPU 0's time in the second round: a slow slice, a spread of 2 in that round.
+    s = process_speed.cpu_summary([0, 1], [{0: 1000, 1: 1100}, {0: 1000, 1: 2000}])
+    assert s["best_step_ns"] == 1000 and s["slices"] == 4 and s["slow_slices"] == 1
+    assert s["per_cpu"][1] == {"fastest": 1.1, "median": 1.55, "slowest": 2.0, "slow_slices": 1}
+    assert s["round_spread_max"] == 2.0 and s["round_spread_median"] == 1.55
+    tool = os.path.join(BENCH, "process_speed.py")
+    out = tmp_path / "cpus.json"
+    p = subprocess.run([sys.executable, tool, "--cpus-over-time", "0.1", "--slice-ms", "5", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(out.read_text())
+    assert d["kind"] == "cuipc-cpu-speed-over-time" and d["cpus"] == sorted(allowed)
+    assert all(len(r) == len(allowed) and min(r) > 0 for r in d["rounds_ns"])
+    assert "slices over 1.3x the fastest" in p.stdout
+    bad = subprocess.run([sys.executable, tool, "--cpus-over-time", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--cpus-over-time" in bad.stderr
+
+
+def test_a_two_speed_host_is_said_and_a_steady_one_is_not():
+    steady = {"before": {"slow_slices": 1, "slices": 32, "slow_factor": 1.3}}
+    assert targets.two_speeds(steady) is None and targets.two_speeds({}) is None
+    two = dict(steady, after={"slow_slices": 16, "slices": 32, "slow_factor": 1.3})
+    assert "17 of 64 probe slices over 1.3x the fastest" in targets.two_speeds(two)
+
+
+def test_the_host_is_probed_before_and_after_the_targets(monkeypatch, tmp_path, capsys):
+    """The probe's summaries land in the results, over the CPUs the runs are bound to; a bad
+    --host-probe is refused, and 0 probes nothing."""
+    monkeypatch.setattr(cuipc, "gpu_count", lambda: 1)
+    monkeypatch.setattr(targets.bt, "environment", lambda: {"hostname": "test"})
+    probed = []
+
+    def fake_probe(seconds, slice_ms, cpus):
+        probed.append(cpus)
+        return cpus, [{c: 1000 * (1 + i % 2) for i, c in enumerate(cpus)}]
+    monkeypatch.setattr(targets.process_speed, "cpus_over_time", fake_probe)
+    monkeypatch.setattr(targets, "one_target", lambda *a: {
+        "variant": "pool_borrow", "size": "4KiB", "consumers": 1, "loop": "open", "metric": "p50_over_c_us",
+        "dropped": [], "comparison": {"pairs": 0, "verdict": "undecided"}})
+    one = min(os.sched_getaffinity(0))
+    argv = ["targets.py", "--out", str(tmp_path / "t.json"), "--harness", sys.executable,
+            "--cases", "^pool_borrow/4KiB/", "--pin", f"{one}/{one}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert targets.main() == 3
+    d = json.loads((tmp_path / "t.json").read_text())
+    assert probed == [[one], [one]] and set(d["host_cpu_speed"]) == {"before", "after"}
+    assert d["schema_version"] == 7 and d["host_cpu_speed"]["before"]["seconds"] == 4
+    assert f"host CPUs {one}, before: 0 of 1 slices" in capsys.readouterr().out
+    probed.clear()
+    monkeypatch.setattr(sys, "argv", argv + ["--host-probe", "0"])
+    assert targets.main() == 3 and probed == []
+    assert json.loads((tmp_path / "t.json").read_text())["host_cpu_speed"] == {}
+    monkeypatch.setattr(sys, "argv", argv + ["--host-probe", "-1"])
+    assert targets.main() == 2 and "--host-probe" in capsys.readouterr().err
+
+
 def test_a_process_spinning_in_another_thread_is_seen_running():
     """A process whose main thread sleeps while another of its threads spins is running."""
     code = ("import threading, time\n"
