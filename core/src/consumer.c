@@ -2,8 +2,10 @@
  * socket), receives messages and validates every proxy against the pool's sync table as the
  * message is decoded, gathering the chunks it holds (one walk of the tree). Proxies become
  * tensors in unwrap.c. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "codec_internal.h"
@@ -31,6 +33,12 @@ static cuipc_status map_view(pool_view *v, const cuipc_hello_pool *h, int mem_fd
                           h->memory);
     }
     cuipc_status s = cuipc_sync_table_attach(sync_fd, h->pool_id, &v->sync);
+    if (s == CUIPC_OK) {
+        v->held_gen = calloc(cuipc_sync_table_slots(v->sync), sizeof *v->held_gen);
+        if (!v->held_gen)
+            s = CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "held-chunk table of %u slots",
+                           cuipc_sync_table_slots(v->sync));
+    }
     if (s != CUIPC_OK) {
         if (mem_fd >= 0)
             close(mem_fd);
@@ -62,6 +70,7 @@ static void unmap_view(pool_view *v) {
     if (v->sync_dev_base)
         cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(v->sync)));
     cuipc_sync_table_destroy(v->sync);
+    free(v->held_gen);
     memset(v, 0, sizeof *v);
 }
 
@@ -145,6 +154,7 @@ cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_opt
     if (!c)
         return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "consumer struct");
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->recv_lock, NULL);
     c->sock = -1;
     cuipc_status s = cuipc_socket_connect(path, timeout_ns, &c->sock);
     if (s == CUIPC_OK)
@@ -259,11 +269,14 @@ static cuipc_status check_proxy(const cuipc_proxy *x, adopt_ctx *a) {
         return CUIPC_OK;
     pool_view *v = NULL;
     CUIPC_TRY(check_pool_proxy(a->c, x, &v));
+    CUIPC_TRY(cuipc_chunk_hold(a->c, v, x->u.pool.slot, x->u.pool.generation));
     if (a->m->n_held == a->cap) {
         uint32_t cap = a->cap ? a->cap * 2 : 8;
         held_chunk *grown = realloc(a->m->held, cap * sizeof *grown);
-        if (!grown)
+        if (!grown) {
+            cuipc_chunk_unhold(a->c, v, x->u.pool.slot, x->u.pool.generation);
             return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "held chunk list of %u", cap);
+        }
         a->m->held = grown;
         a->cap = cap;
     }
@@ -293,8 +306,11 @@ cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len
         cuipc_error_save(&saved);
         /* A refused proxy: the valid chunks before it are still ours to give back. A message
          * that does not decode is given nothing back, whatever it named. */
-        if (!a.refused)
+        if (!a.refused) {
+            for (uint32_t i = 0; i < m->n_held; i++)
+                cuipc_chunk_unhold(c, m->held[i].view, m->held[i].slot, m->held[i].generation);
             m->n_held = 0;
+        }
         cuipc_message_free(m);
         pthread_mutex_lock(&c->lock);
         c->stats.rejected++;
@@ -308,11 +324,34 @@ cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len
     return CUIPC_OK;
 }
 
+/* The ring's one reader at a time, within timeout_ns (< 0: no limit): the time left, or -2 when
+ * another thread held the turn for all of it. */
+static int64_t take_recv_turn(cuipc_consumer *c, int64_t timeout_ns) {
+    if (pthread_mutex_trylock(&c->recv_lock) == 0)
+        return timeout_ns;
+    if (timeout_ns < 0) {
+        pthread_mutex_lock(&c->recv_lock);
+        return timeout_ns;
+    }
+    uint64_t deadline = cuipc_now_ns() + (uint64_t)timeout_ns;
+    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
+                          .tv_nsec = (long)(deadline % 1000000000u)};
+    if (timeout_ns == 0 || pthread_mutex_clocklock(&c->recv_lock, CLOCK_MONOTONIC, &ts) != 0)
+        return -2;
+    return left_ns(deadline);
+}
+
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
     *out = NULL;
     void *buf = NULL;
     size_t len = 0;
-    cuipc_status s = cuipc_ring_recv(c->ring, &buf, &len, timeout_ns);
+    int64_t left = take_recv_turn(c, timeout_ns);
+    if (left == -2)
+        return CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
+                          "another thread was receiving on this consumer for the whole %lld ms",
+                          (long long)(timeout_ns / 1000000));
+    cuipc_status s = cuipc_ring_recv(c->ring, &buf, &len, left);
+    pthread_mutex_unlock(&c->recv_lock);
     if (s == CUIPC_ERR_PEER_DEAD)
         return CUIPC_FAIL(s, "producer (pid %d) died", (int)c->producer_pid);
     if (s != CUIPC_OK)
@@ -348,5 +387,6 @@ void cuipc_consumer_detach(cuipc_consumer *c) {
      * cached, which is no failure of the detach. */
     cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
     pthread_mutex_destroy(&c->lock);
+    pthread_mutex_destroy(&c->recv_lock);
     free(c);
 }

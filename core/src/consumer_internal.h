@@ -18,6 +18,10 @@ typedef struct pool_view {
     void *host_dev_base; /* the arena registered with CUDA (lazily, for fast device copies) */
     cuipc_sync_table *sync;
     void *sync_dev_base; /* the sync table registered with CUDA (lazily, for stream waits/acks) */
+    /* Per slot, the generation a live message of this consumer holds (0: none), under the
+     * consumer's lock: the same message adopted twice is refused, not left to read a chunk the
+     * first one's release lets the producer reuse. */
+    uint32_t *held_gen;
 } pool_view;
 
 typedef struct opened_handle {
@@ -34,7 +38,9 @@ struct cuipc_consumer {
     cuipc_ring *ring;
     pool_view host;
     pool_view gpu;
-    pthread_mutex_t lock; /* lazy registrations, opened list, stats */
+    pthread_mutex_t lock; /* lazy registrations, opened list, stats, held_gen */
+    /* The ring has one reader: recv calls on several threads take turns. */
+    pthread_mutex_t recv_lock;
     opened_handle opened[MAX_OPENED];
     uint32_t n_opened;
     cuipc_consumer_stats stats;
@@ -49,6 +55,14 @@ typedef struct held_chunk {
     uint32_t generation;
     bool released;
 } held_chunk;
+
+/* held_chunks.c: a chunk of (slot, generation) in view joins a message of this consumer
+ * (CUIPC_ERR_DUPLICATE when a live one holds it already), leaves it, or is given back (or given
+ * up): released, and no longer held. */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);
+void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);
+void cuipc_held_chunk_done(cuipc_consumer *c, held_chunk *h);
 
 struct cuipc_message {
     cuipc_consumer *c;

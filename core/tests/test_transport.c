@@ -3,7 +3,9 @@
  * fills in place (zero-copy produce), full-pool policies,
  * dead consumers and producers, forged and stale proxies. The producer runs in the parent; the
  * consumers are forked before it exists and attach through its socket. */
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -460,9 +462,17 @@ static int forger_main(void *arg) {
         fprintf(stderr, "garbage: got %s (%s)\n", cuipc_status_name(gs), cuipc_last_error());
         bad++;
     }
-    /* The genuine message, re-sent after release: DUPLICATE. */
+    /* The genuine message, adopted again while m still holds its chunk: DUPLICATE (two live
+     * messages over one chunk would read it after the first release let it be reused). */
     if (cuipc_encode(orig, buf, sizeof buf, &len) != CUIPC_OK)
         bad++;
+    cuipc_status hs = cuipc_consumer_adopt(c, buf, len, &f);
+    if (hs != CUIPC_ERR_DUPLICATE || !strstr(cuipc_last_error(), "adopted twice")) {
+        fprintf(stderr, "adopted while held: got %s (%s)\n", cuipc_status_name(hs),
+                cuipc_last_error());
+        bad++;
+    }
+    /* The genuine message, re-sent after release: DUPLICATE. */
     CHECK_OK(cuipc_message_release(m, NULL));
     cuipc_status ds = cuipc_consumer_adopt(c, buf, len, &f);
     if (ds != CUIPC_ERR_DUPLICATE) {
@@ -471,8 +481,8 @@ static int forger_main(void *arg) {
     }
     cuipc_consumer_stats cs;
     cuipc_consumer_stats_get(c, &cs);
-    if (cs.rejected != 7) {
-        fprintf(stderr, "rejected %llu, expected 7\n", (unsigned long long)cs.rejected);
+    if (cs.rejected != 8) {
+        fprintf(stderr, "rejected %llu, expected 8\n", (unsigned long long)cs.rejected);
         bad++;
     }
     cuipc_message_free(m);
@@ -489,6 +499,86 @@ static void test_forged_proxies(void) {
     if (rc != 0)
         fprintf(stderr, "forger exited %d\n", rc);
     CHECK(rc == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_destroy(p);
+}
+
+/* Several threads receiving on one consumer take turns at its ring: every message reaches
+ * exactly one of them, intact, and nothing is refused. */
+enum { SHARED_MSGS = 400, SHARED_THREADS = 3 };
+
+typedef struct shared_consumer {
+    cuipc_consumer *c;
+    _Atomic int seen[SHARED_MSGS + 1];
+    _Atomic int bad;
+} shared_consumer;
+
+static void *shared_receiver(void *arg) {
+    shared_consumer *sc = arg;
+    cuipc_unwrap_options o;
+    cuipc_unwrap_options_init(&o);
+    for (int k = 0;; k++) {
+        cuipc_message *m = NULL;
+        cuipc_status s = cuipc_consumer_recv(sc->c, 10 * SEC, &m);
+        if (s == CUIPC_ERR_CLOSED)
+            return NULL;
+        if (s != CUIPC_OK) {
+            fprintf(stderr, "shared recv: %s\n", cuipc_last_error());
+            atomic_fetch_add(&sc->bad, 1);
+            return NULL;
+        }
+        o.kind = k % 2 ? CUIPC_UNWRAP_BORROW : CUIPC_UNWRAP_COPY;
+        cuipc_value *v = NULL;
+        uint64_t seq = 0;
+        if (cuipc_message_unwrap(m, &o, &v) != CUIPC_OK || !verify_message(v, &seq) || seq < 1 ||
+            seq > SHARED_MSGS || cuipc_message_release(m, NULL) != CUIPC_OK) {
+            fprintf(stderr, "shared message %llu: %s\n", (unsigned long long)seq,
+                    cuipc_last_error());
+            atomic_fetch_add(&sc->bad, 1);
+        } else {
+            atomic_fetch_add(&sc->seen[seq], 1);
+        }
+        cuipc_value_free(v);
+        cuipc_message_free(m);
+    }
+}
+
+static int shared_consumer_main(void *arg) {
+    (void)arg;
+    static shared_consumer sc;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &sc.c) != CUIPC_OK)
+        return 10;
+    pthread_t t[SHARED_THREADS];
+    for (int i = 0; i < SHARED_THREADS; i++)
+        if (pthread_create(&t[i], NULL, shared_receiver, &sc) != 0)
+            return 11;
+    for (int i = 0; i < SHARED_THREADS; i++)
+        pthread_join(t[i], NULL);
+    int twice = 0, missing = 0;
+    for (int s = 1; s <= SHARED_MSGS; s++) {
+        int n = atomic_load(&sc.seen[s]);
+        twice += n > 1;
+        missing += n == 0;
+    }
+    cuipc_consumer_stats cs;
+    cuipc_consumer_stats_get(sc.c, &cs);
+    cuipc_consumer_detach(sc.c);
+    if (twice || missing || atomic_load(&sc.bad) || cs.rejected) {
+        fprintf(stderr, "shared consumer: %d twice, %d missing, %d bad, %llu rejected\n", twice,
+                missing, atomic_load(&sc.bad), (unsigned long long)cs.rejected);
+        return 20;
+    }
+    return 0;
+}
+
+static void test_threads_share_a_consumer(void) {
+    make_sock_path();
+    pid_t pid = cuipc_test_fork(shared_consumer_main, NULL);
+    cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_WAIT);
+    for (uint64_t s = 1; s <= SHARED_MSGS; s++)
+        CHECK_OK(send_seq(p, s));
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(pid, 60000) == 0);
     CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
     cuipc_producer_destroy(p);
 }
@@ -735,6 +825,7 @@ int main(void) {
     test_pool_full_fail();
     test_consumer_killed();
     test_forged_proxies();
+    test_threads_share_a_consumer();
     test_many_chunks();
     return cuipc_test_finish("test_transport");
 }

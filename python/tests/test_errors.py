@@ -58,13 +58,18 @@ def test_recv_timeout(pair):
         c.recv(timeout=0.05)
 
 
-def test_duplicate_release(pair):
+def test_the_same_message_adopted_twice_is_refused(pair):
+    """While the first message holds its chunk and after it released it: two live messages over
+    one chunk would read it after the first release let the producer reuse it."""
     p, c = pair()
     wire = p.wrap({"x": np.ones(100, np.float32)})
-    first, second = c.adopt(wire), c.adopt(wire)
+    first = c.adopt(wire)
+    with pytest.raises(cuipc.Duplicate, match="adopted twice"):
+        c.adopt(wire)
     first.release()
     with pytest.raises(cuipc.Duplicate, match="already released"):
-        second.release()
+        c.adopt(wire)
+    assert c.stats()["rejected"] == 2
 
 
 def test_corrupt_and_version(pair):

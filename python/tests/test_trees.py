@@ -265,6 +265,38 @@ def test_blocking_calls_let_other_threads_run(pair):
     assert np.array_equal(np.asarray(got["tree"]["x"]), np.arange(3))
 
 
+def test_threads_sharing_a_consumer_get_each_message_once(pair):
+    """Threads receiving on one consumer take turns at its ring: every message reaches one of
+    them, intact, and none is refused."""
+    import collections
+    import threading
+    p, c = pair(host_pool_bytes=1 << 20)
+    got, errors = collections.Counter(), []
+
+    def receive():
+        while True:
+            try:
+                with c.recv(timeout=2) as m:
+                    tree = m.unwrap(kind="borrow" if sum(got.values()) % 2 else "copy")
+                    if int(np.asarray(tree["x"])[0]) != tree["i"]:
+                        errors.append(f"message {tree['i']} carried {np.asarray(tree['x'])[0]}")
+                    got[tree["i"]] += 1
+            except cuipc.Timeout:
+                return
+            except cuipc.Error as e:
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=receive) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(2000):
+        p.send({"i": i, "x": np.full(64, i, np.int32)}, timeout=5)
+    for t in threads:
+        t.join(30)
+    assert not errors and sorted(got) == list(range(2000)) and set(got.values()) == {1}
+    assert c.stats()["rejected"] == 0
+
+
 def test_profiled_send_is_a_send_timed_by_phase(pair):
     p, c = pair()
     phases = p._send_profiled({"i": 7, "x": np.arange(16, dtype=np.int64)})

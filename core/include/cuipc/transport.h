@@ -192,12 +192,15 @@ void cuipc_consumer_set_spin_ns(cuipc_consumer *c, uint64_t spin_ns);
 typedef struct cuipc_message cuipc_message;
 
 /* Next message (spins briefly, then sleeps). CUIPC_ERR_CLOSED once the producer closed and the
- * ring is empty; CUIPC_ERR_PEER_DEAD if the producer died. */
+ * ring is empty; CUIPC_ERR_PEER_DEAD if the producer died. Threads sharing a consumer take turns
+ * at its ring (each message goes to one of them); the wait for a turn counts in timeout_ns. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out);
 
 /* A message that reached this consumer through another channel (e.g. the application's own
- * queue carrying the bytes of cuipc_encode(wrapped tree)): decoded and validated like recv. */
+ * queue carrying the bytes of cuipc_encode(wrapped tree)): decoded and validated like recv.
+ * The same bytes adopted again are refused with CUIPC_ERR_DUPLICATE, while the first message
+ * holds its chunks as after it released them. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len,
                                   cuipc_message **out);

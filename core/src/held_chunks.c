@@ -1,0 +1,36 @@
+/* Which pool chunks the live messages of a consumer hold: marked as a message is adopted,
+ * cleared as each chunk is released (or given up), so that the same message adopted twice is
+ * refused instead of two messages sharing one chunk. */
+#include <pthread.h>
+
+#include "consumer_internal.h"
+#include "error_internal.h"
+
+/* A chunk held by a live message of this consumer is refused a second time: the same bytes
+ * adopted twice (an application queue that delivers again) would otherwise give two messages
+ * one chunk, and the first one's release would let the producer reuse what the second reads. */
+cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation) {
+    pthread_mutex_lock(&c->lock);
+    bool taken = v->held_gen[slot] == generation;
+    if (!taken)
+        v->held_gen[slot] = generation;
+    pthread_mutex_unlock(&c->lock);
+    if (taken)
+        return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
+                          "slot %u generation %u: held by another message of this consumer, not "
+                          "released yet (the same message adopted twice?)",
+                          slot, generation);
+    return CUIPC_OK;
+}
+
+void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation) {
+    pthread_mutex_lock(&c->lock);
+    if (v->held_gen[slot] == generation)
+        v->held_gen[slot] = 0;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void cuipc_held_chunk_done(cuipc_consumer *c, held_chunk *h) {
+    h->released = true;
+    cuipc_chunk_unhold(c, h->view, h->slot, h->generation);
+}
