@@ -99,7 +99,7 @@ class MmItemMemoryPool:
     ``num_consumers`` receivers, here a cuipc producer in ``cuda_ipc_pool`` mode."""
 
     def __init__(self, memory_size: int, recycle_interval: float = 0.1, num_consumers: int = 1,
-                 device=0, *, full_policy: str = "wait", full_timeout: Optional[float] = None):
+                 device=0, *, full_policy: str = "wait", full_timeout: Optional[float] = 1.0):
         self.memory_size = int(memory_size)
         self.recycle_interval = recycle_interval
         self.num_consumers = int(num_consumers)

@@ -69,6 +69,23 @@ int cuipc_py_double_arg(PyObject *o, double fallback, double *out) {
     return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
+int cuipc_py_count_arg(const char *fname, const char *name, PyObject *o, uint64_t fallback,
+                       uint64_t most, uint64_t *out) {
+    if (!o || o == Py_None) {
+        *out = fallback;
+        return 0;
+    }
+    unsigned long long v = PyLong_Check(o) ? PyLong_AsUnsignedLongLong(o) : 0;
+    if (!PyLong_Check(o) || (v == (unsigned long long)-1 && PyErr_Occurred()) || v > most) {
+        PyErr_Clear();
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %s must be an int from 0 to %llu, not %R",
+                           fname, name, (unsigned long long)most, o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns) {
     if (!o || o == Py_None) {
         *ns = fallback;

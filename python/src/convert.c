@@ -143,6 +143,9 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
     PyObject *cap = stream_arg ? call_dlpack(obj, stream_arg) : NULL;
     Py_XDECREF(stream_arg);
     if (!cap) {
+        /* Ctrl-C or an exit inside the exporter goes on as itself, never as a bad tensor. */
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL;
         /* Keep the exporter's own message (e.g. numpy on a non-writable or odd array). */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -193,9 +196,15 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %d dimensions (at most %d)", path,
                                   dl->ndim, CUIPC_MAX_DIMS),
                NULL;
+    if (dl->ndim > 0 && !dl->shape)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "%s: a DLPack tensor of %d dimensions with no shape", path,
+                                  dl->ndim),
+               NULL;
     l.data = (char *)dl->data + dl->byte_offset;
     l.ndim = dl->ndim;
-    memcpy(l.shape, dl->shape, (size_t)dl->ndim * sizeof *l.shape);
+    if (dl->ndim > 0)
+        memcpy(l.shape, dl->shape, (size_t)dl->ndim * sizeof *l.shape);
     return layout_value(path, &l, dl->strides);
 }
 
@@ -268,13 +277,19 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
         PyObject *key, *item;
         Py_ssize_t pos = 0;
         while (v && PyDict_Next(o, &pos, &key, &item)) {
-            const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
-            if (!k) {
+            Py_ssize_t klen = 0;
+            const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8AndSize(key, &klen) : NULL;
+            if (!k || strlen(k) != (size_t)klen) {
                 PyErr_Clear();
                 cuipc_value_free(v);
-                return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                          "%s: dict keys must be str, not %s", path,
-                                          Py_TYPE(key)->tp_name),
+                if (!PyUnicode_Check(key))
+                    return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                              "%s: dict keys must be str, not %s", path,
+                                              Py_TYPE(key)->tp_name),
+                           NULL;
+                return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: dict key %R %s", path, key,
+                                          k ? "holds a NUL character"
+                                            : "is not valid UTF-8 (a lone surrogate)"),
                        NULL;
             }
             if (!add_child(v, k, item, path, depth, stream, keep)) {

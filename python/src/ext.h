@@ -33,6 +33,9 @@ int cuipc_py_str_arg(const char *fname, const char *name, PyObject *o, const cha
 int cuipc_py_double_arg(PyObject *o, double fallback, double *out);
 /* None -> fallback; a number of seconds -> nanoseconds. */
 int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns);
+/* An int argument from 0 to most (None or absent: fallback), else InvalidArgument naming it. */
+int cuipc_py_count_arg(const char *fname, const char *name, PyObject *o, uint64_t fallback,
+                       uint64_t most, uint64_t *out);
 /* None, an int handle, or an object with .cuda_stream (torch.cuda.Stream, cupy). */
 int cuipc_py_stream(PyObject *o, cuipc_stream *out);
 int cuipc_py_unwrap_kind(const char *kind, cuipc_unwrap_kind *out);

@@ -26,13 +26,12 @@ static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
         "full_policy", "full_timeout",   "slots",           "ring_bytes",    "socket_path",
         NULL};
     const char *mode = "default", *policy = "wait", *socket_path = NULL;
-    PyObject *gpu_bytes = Py_None, *full_timeout = Py_None;
-    unsigned long long host_bytes = 64ull << 20, ring_bytes = 1ull << 20;
-    unsigned int max_consumers = 1, slots = 4096;
+    PyObject *gpu_bytes = Py_None, *full_timeout = NULL, *host_bytes = NULL, *max_consumers = NULL,
+             *slots = NULL, *ring_bytes = NULL;
     int device = 0;
     if (self->p)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "Producer is already initialised"), -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOKIisOIKz", names, &mode, &gpu_bytes, &host_bytes,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOOisOOOz", names, &mode, &gpu_bytes, &host_bytes,
                                      &max_consumers, &device, &policy, &full_timeout, &slots,
                                      &ring_bytes, &socket_path))
         return -1;
@@ -43,21 +42,26 @@ static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
                    CUIPC_ERR_INVALID_ARG,
                    "mode must be \"default\", \"cuda_ipc\" or \"cuda_ipc_pool\", not \"%s\"", mode),
                -1;
+    /* full_timeout left out: the library's 1 s; None: no limit. A GPU pool only where the mode
+     * uses one; 256 MiB unless told. */
+    uint64_t gpu = cfg.mode == CUIPC_MODE_CUDA_IPC_POOL ? 256ull << 20 : 0, host, consumers,
+             n_slots, ring;
     if (parse_policy(policy, &cfg.full_policy) < 0 ||
-        cuipc_py_timeout(full_timeout, cfg.full_timeout_ns, &cfg.full_timeout_ns) < 0)
+        (full_timeout && cuipc_py_timeout(full_timeout, INT64_MAX, &cfg.full_timeout_ns) < 0) ||
+        cuipc_py_count_arg("Producer", "gpu_pool_bytes", gpu_bytes, gpu, UINT64_MAX, &gpu) < 0 ||
+        cuipc_py_count_arg("Producer", "host_pool_bytes", host_bytes, 64ull << 20, UINT64_MAX,
+                           &host) < 0 ||
+        cuipc_py_count_arg("Producer", "max_consumers", max_consumers, 1, UINT32_MAX, &consumers) <
+            0 ||
+        cuipc_py_count_arg("Producer", "slots", slots, 4096, UINT32_MAX, &n_slots) < 0 ||
+        cuipc_py_count_arg("Producer", "ring_bytes", ring_bytes, 1ull << 20, UINT64_MAX, &ring) < 0)
         return -1;
-    /* A GPU pool only where the mode uses one; 256 MiB unless told. */
-    cfg.gpu_pool_bytes = cfg.mode == CUIPC_MODE_CUDA_IPC_POOL ? 256ull << 20 : 0;
-    if (gpu_bytes != Py_None) {
-        cfg.gpu_pool_bytes = PyLong_AsUnsignedLongLong(gpu_bytes);
-        if (PyErr_Occurred())
-            return -1;
-    }
-    cfg.host_pool_bytes = host_bytes;
-    cfg.max_consumers = max_consumers;
+    cfg.gpu_pool_bytes = gpu;
+    cfg.host_pool_bytes = host;
+    cfg.max_consumers = (uint32_t)consumers;
     cfg.device = device;
-    cfg.slots = slots;
-    cfg.ring_bytes = ring_bytes;
+    cfg.slots = (uint32_t)n_slots;
+    cfg.ring_bytes = ring;
     cfg.socket_path = socket_path;
     cuipc_status s;
     PyThreadState *ts = PyEval_SaveThread();
@@ -119,8 +123,8 @@ static PyObject *producer_accept(ProducerObject *self, PyObject *args, PyObject 
     int64_t ns;
     if (cuipc_py_timeout(timeout, -1, &ns) < 0)
         return NULL;
-    unsigned long n = n_obj == Py_None ? 1 : PyLong_AsUnsignedLong(n_obj);
-    if (PyErr_Occurred())
+    uint64_t n;
+    if (cuipc_py_count_arg("accept", "n", n_obj, 1, UINT32_MAX, &n) < 0)
         return NULL;
     cuipc_status s;
     CUIPC_PY_CALL(self, s, cuipc_producer_accept(self->p, (uint32_t)n, ns));
@@ -469,7 +473,8 @@ PyTypeObject ProducerType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc =
         "Producer(mode=\"default\", gpu_pool_bytes=None, host_pool_bytes=64 MiB, max_consumers=1, "
-        "device=0, full_policy=\"wait\", full_timeout=None, slots=4096, ring_bytes=1 MiB, "
+        "device=0, full_policy=\"wait\", full_timeout=1.0 (None: no limit), slots=4096, "
+        "ring_bytes=1 MiB, "
         "socket_path=None)",
     .tp_methods = producer_methods,
     .tp_getset = producer_getset,

@@ -52,6 +52,24 @@ def test_pool_full_and_timeout(pair):
         q.send({"a": np.ones(40 << 10, np.uint8)})
 
 
+def test_full_timeout_none_waits_for_room_without_a_limit(pair):
+    """Left out, full_timeout is the library's 1 s; None waits until a release makes room, here
+    1.5 s later."""
+    import threading
+    import time
+    p, c = pair(host_pool_bytes=64 << 10, full_timeout=None)
+    p.send({"a": np.ones(40 << 10, np.uint8)})
+    held = c.recv(timeout=5)
+    threading.Timer(1.5, held.release).start()
+    t0 = time.monotonic()
+    p.send({"a": np.ones(40 << 10, np.uint8)})
+    assert time.monotonic() - t0 >= 1.4
+    q, _ = pair(host_pool_bytes=64 << 10)
+    q.send({"a": np.ones(40 << 10, np.uint8)})
+    with pytest.raises(cuipc.Timeout, match="after waiting 1000 ms"):
+        q.send({"a": np.ones(40 << 10, np.uint8)})
+
+
 def test_recv_timeout(pair):
     _, c = pair()
     with pytest.raises(cuipc.Timeout, match="nothing after"):
@@ -164,6 +182,8 @@ def test_unsupported(pair):
     ({1: 2}, "dict keys must be str"),
     ({"a": 1 << 70}, "does not fit in 64 bits"),
     ({"a": "nul\x00inside"}, "NUL"),
+    ({"a\x00b": 1, "a": 2}, r"dict key 'a\\x00b' holds a NUL character"),
+    ({"\udc80": 1}, "is not valid UTF-8"),
     ({"a": np.ones((4, 4))[:, ::2]}, r"tree\[a\]: the tensor is not contiguous"),
     ({"a": np.ones(4)[::-1]}, "not contiguous"),
     ({"a": np.ones(2, dtype=np.complex64)}, "not supported"),
@@ -174,6 +194,26 @@ def test_bad_trees_are_refused_by_name(pair, tree, match):
     with pytest.raises(cuipc.InvalidArgument, match=match):
         p.send(tree)
     assert p.stats()["host_pool"]["in_flight"] == 0  # nothing stayed allocated
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"host_pool_bytes": -1}, "host_pool_bytes must be an int from 0 to"),
+    ({"max_consumers": 2**32 + 1}, "max_consumers must be an int from 0 to 4294967295, not 4294967297"),
+    ({"slots": -3}, "slots must be an int"),
+    ({"ring_bytes": "1MiB"}, "ring_bytes must be an int"),
+    ({"gpu_pool_bytes": 1.5}, "gpu_pool_bytes must be an int"),
+    ({"full_timeout": -2}, "timeout must be >= 0"),
+])
+def test_producer_arguments_are_checked_not_wrapped(kw, match):
+    """Never truncated to another value the library would then take (2**32 + 1 consumers as 1)."""
+    with pytest.raises(cuipc.InvalidArgument, match=match):
+        cuipc.Producer(**kw)
+
+
+def test_accept_refuses_a_count_it_cannot_hold(pair):
+    p, _ = pair()
+    with pytest.raises(cuipc.InvalidArgument, match="accept: n must be an int from 0 to 4294967295"):
+        p.accept(2**32, timeout=0)
 
 
 @pytest.mark.parametrize("call, match", [

@@ -88,6 +88,29 @@ def test_strides_of_empty_tensors_and_unit_dims_are_not_looked_at(pair):
         p.send({"bad": StridedExport(base, (3, 2), (4, 2))})
 
 
+def test_a_capsule_with_no_shape_is_refused_not_read(pair):
+    base = np.arange(4, dtype=np.float32)
+    bad = StridedExport(base, (2, 2), (2, 1))
+    bad.managed.dl.shape = None
+    p, _ = pair()
+    with pytest.raises(cuipc.InvalidArgument, match=r"tree\[x\]: a DLPack tensor of 2 dimensions with no shape"):
+        p.send({"x": bad})
+
+
+def test_ctrl_c_inside_an_exporter_goes_on_as_itself(pair):
+    """Not turned into InvalidArgument: the application's Ctrl-C handling still sees it."""
+    class Interrupted:
+        def __dlpack_device__(self):
+            return (1, 0)
+
+        def __dlpack__(self, stream=None, **kw):
+            raise KeyboardInterrupt
+
+    p, _ = pair()
+    with pytest.raises(KeyboardInterrupt):
+        p.send({"x": Interrupted()})
+
+
 def test_copy_outlives_release_and_borrow_does_not(pair):
     p, c = pair()
     p.send({"x": np.arange(10, dtype=np.int32)})
