@@ -10,12 +10,16 @@ The wrapped objects pickle, and travel on the application's own queue (a
 
 * The receiver attaches to the producer's Unix socket (its path travels inside each wrapped
   object), so the producer's socket must be reachable: same host, same PID namespace, and the
-  same user. A receiver attaches on the first object it unwraps; until every one of
-  ``num_consumers`` receivers is attached, tensors travel by value (copied to host memory and
-  pickled, as the reference's own fallback does) rather than risk a chunk recycled under a
-  receiver that the pool did not count.
-* Every receiver must unwrap (or drop) every wrapped object it gets: each one holds a pool chunk
-  until all ``num_consumers`` receivers released it. A receiver that exits is released for at once.
+  same user. A receiver starts attaching on the first object it unwraps (in the background:
+  the by-value objects need nothing from the producer); until every one of ``num_consumers``
+  receivers is attached, and when the pool has no room, tensors travel by value (copied to host
+  memory and pickled, as the reference's own fallback pickles the tensor), and are unwrapped
+  on the device they came from (or ``device_index``), as pooled ones are.
+* Every receiver must unwrap every pooled object it gets, or give it back unread with
+  ``discard_mm_inputs_from_ipc``: each one holds a pool chunk until all ``num_consumers``
+  receivers released it, and one dropped unread holds it until that receiver exits (the
+  reference never recycles such a chunk). A receiver that exits is released for at once.
+  Unwrapping one object again gives the tensor of the first time, as the reference does.
 * ``recycle_interval`` is accepted and ignored: chunks are recycled as soon as the last receiver
   releases them (no polling); a full pool waits for room (``full_policy``) instead of leaking.
 * ``"default"`` returns the tree unchanged (the application's queue pickles the tensors), like the
@@ -25,6 +29,9 @@ The wrapped objects pickle, and travel on the application's own queue (a
   is done (ordered on the GPU), a stale or duplicate release is refused, and nothing leaks when
   the pool is full.
 * Tuples come back as tuples and lists as lists (only tensors are replaced).
+* Any dtype travels, as the reference's byte copies do: a dtype cuipc does not carry (complex,
+  bool for torch 1.13's DLPack reader) goes as its bytes and is viewed back; a tensor that
+  requires grad goes detached (the copy has no graph, as the reference's).
 * ``MmItemMemoryPool(..., device="cpu")`` pools host memory instead and wraps host tensors
   (numpy, torch CPU): the same path without a GPU.
 """
@@ -145,25 +152,36 @@ class MmItemMemoryPool:
 
 
 class CudaIpcTensorTransportProxy:
-    """What travels in place of a tensor: the producer's socket path and the wrapped message."""
+    """What travels in place of a tensor: the producer's socket path and the wrapped message (or
+    the tensor by value), the CUDA device it came from (None: host memory), and, for a dtype
+    that travels as bytes, its name and shape."""
 
-    __slots__ = ("socket_path", "wire", "library", "by_value")
+    __slots__ = ("socket_path", "wire", "library", "by_value", "device", "as_bytes", "_out")
 
-    def __init__(self, socket_path: str, wire: Optional[bytes], library: str, by_value=None):
+    def __init__(self, socket_path: str, wire: Optional[bytes], library: str, by_value=None,
+                 device: Optional[int] = None, as_bytes: Optional[tuple] = None):
         self.socket_path = socket_path
         self.wire = wire
         self.library = library
         self.by_value = by_value  # a host copy, while not every receiver is attached yet
+        self.device = device
+        self.as_bytes = as_bytes
+        self._out = None  # what the first unwrap gave (not pickled)
 
     def __reduce__(self):
         return (CudaIpcTensorTransportProxy,
-                (self.socket_path, self.wire, self.library, self.by_value))
+                (self.socket_path, self.wire, self.library, self.by_value, self.device, self.as_bytes))
 
     def reconstruct_on_device(self, device_index: Optional[int] = None):
-        """Copy the tensor out of the pool into memory of this process and release the chunk."""
-        consumer = _consumer_for(self.socket_path)
+        """Copy the tensor out of the pool into memory of this process and release the chunk
+        (by value: onto the device it came from, or device_index). Again: the same tensor."""
+        if self._out is not None:
+            return _to_device(self._out, device_index)
         if self.wire is None:
-            return _to_device(self.by_value, device_index)
+            _attach_soon(self.socket_path)  # so that later objects can come through the pool
+            self._out = _to_device(self.by_value, self.device if device_index is None else device_index)
+            return self._out
+        consumer = _consumer_for(self.socket_path)
         torch = _torch() if self.library == "torch" else None
         stream = None
         if torch is not None and torch.cuda.is_available():
@@ -172,7 +190,17 @@ class CudaIpcTensorTransportProxy:
         with consumer.adopt(self.wire) as msg:
             tensor = msg.unwrap(kind="copy", device=device_index, stream=stream)
             out = _export(tensor, self.library)
-        return out
+        self._out = _from_bytes(out, self.as_bytes, self.library)
+        return self._out
+
+    def discard(self) -> None:
+        """Give the pooled chunk back unread (nothing to do for one by value)."""
+        if self.wire is not None and self._out is None:
+            _consumer_for(self.socket_path).adopt(self.wire).release()
+            self._out = _DISCARDED
+
+
+_DISCARDED = object()
 
 
 def _export(tensor: "_cuipc.Tensor", library: str):
@@ -186,30 +214,102 @@ def _export(tensor: "_cuipc.Tensor", library: str):
 
 
 def _to_device(x, device_index):
+    if x is _DISCARDED:
+        raise _cuipc.Stale("the object was discarded: its tensor was never read")
     if device_index is not None and hasattr(x, "to"):
         return x.to(f"cuda:{device_index}")
     return x
 
 
+# dtypes the transport carries as they are (torch's bool goes as bytes: torch 1.13's DLPack
+# reader has no bool); any other travels as its bytes, viewed back on the way out.
+_TORCH_CARRIED = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
+                  "float16", "bfloat16", "float32", "float64")
+_NUMPY_CARRIED = ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
+                  "float16", "float32", "float64")
+
+
+def _to_bytes(x, library):
+    """(what to send, (dtype name, shape) or None when x travels as it is)."""
+    if library == "torch":
+        if x.requires_grad:
+            x = x.detach()
+        name = str(x.dtype).replace("torch.", "")
+        if name in _TORCH_CARRIED:
+            return x, None
+        return x.contiguous().reshape(-1).view(_torch().uint8), (name, tuple(x.shape))
+    if library == "numpy" and x.dtype.name not in _NUMPY_CARRIED and x.dtype.hasobject is False:
+        import numpy
+        return numpy.ascontiguousarray(x).reshape(-1).view(numpy.uint8), (x.dtype.str, x.shape)
+    return x, None
+
+
+def _from_bytes(x, as_bytes, library):
+    if as_bytes is None:
+        return x
+    name, shape = as_bytes
+    if library == "torch":
+        return x.view(getattr(_torch(), name)).reshape(shape)
+    import numpy
+    return x.view(numpy.dtype(name)).reshape(shape)
+
+
 def _host_copy(x):
     """By-value form of a tensor (while receivers are still attaching)."""
     if hasattr(x, "cpu"):
-        return x.cpu()
+        return x.detach().cpu()  # pickle refuses a tensor that requires grad
     return x
 
 
 _consumers: Dict[tuple, "_cuipc.Consumer"] = {}
+_attaching: Dict[tuple, threading.Thread] = {}
+_attach_failed: Dict[tuple, "_cuipc.Error"] = {}
 _consumers_lock = threading.Lock()
 _ATTACH_TIMEOUT_S = float(os.environ.get("CUIPC_COMPAT_ATTACH_TIMEOUT", "30"))
 
 
-def _consumer_for(socket_path: str) -> "_cuipc.Consumer":
+def _attach(key, socket_path):
+    try:
+        c, err = _cuipc.Consumer(socket_path, timeout=_ATTACH_TIMEOUT_S), None
+    except _cuipc.Error as e:
+        c, err = None, e
+    with _consumers_lock:
+        _attaching.pop(key, None)
+        if c is not None:
+            _consumers[key] = c
+        else:
+            _attach_failed[key] = err
+
+
+def _attach_soon(socket_path: str) -> None:
+    """Attach in the background, once at a time per producer (a failed try is tried again by
+    the next object: a producer may be starting)."""
     key = (os.getpid(), socket_path)  # a forked child attaches on its own
+    with _consumers_lock:
+        if key in _consumers or key in _attaching:
+            return
+        t = threading.Thread(target=_attach, args=(key, socket_path), name="cuipc-attach", daemon=True)
+        _attaching[key] = t
+        t.start()
+
+
+def _consumer_for(socket_path: str) -> "_cuipc.Consumer":
+    key = (os.getpid(), socket_path)
+    with _consumers_lock:
+        c = _consumers.get(key)
+        if c is not None:
+            return c
+        t = _attaching.get(key)
+        if t is None:
+            _attach_failed.pop(key, None)
+            t = threading.Thread(target=_attach, args=(key, socket_path), name="cuipc-attach", daemon=True)
+            _attaching[key] = t
+            t.start()
+    t.join()
     with _consumers_lock:
         c = _consumers.get(key)
         if c is None:
-            c = _cuipc.Consumer(socket_path, timeout=_ATTACH_TIMEOUT_S)
-            _consumers[key] = c
+            raise _attach_failed.pop(key)
         return c
 
 
@@ -234,11 +334,17 @@ def _ipc_endpoint_get() -> _Endpoint:
     return _ipc_endpoint
 
 
+def _source_device(x) -> Optional[int]:
+    kind, index = x.__dlpack_device__()
+    return int(index) if kind == _DLPACK_CUDA else None
+
+
 def _wrap_tensor(x, endpoint: _Endpoint):
     library = _library(x)
+    device = _source_device(x)
     if not endpoint.ready():
         endpoint.by_value += 1
-        return CudaIpcTensorTransportProxy(endpoint.socket_path, None, library, _host_copy(x))
+        return CudaIpcTensorTransportProxy(endpoint.socket_path, None, library, _host_copy(x), device)
     stream = None
     torch = _torch() if library == "torch" else None
     if torch is not None and x.is_cuda:
@@ -248,13 +354,14 @@ def _wrap_tensor(x, endpoint: _Endpoint):
     elif library == "numpy" and not x.flags.c_contiguous:
         import numpy
         x = numpy.ascontiguousarray(x)
+    sent, as_bytes = _to_bytes(x, library)
     try:
-        wire = endpoint.producer.wrap(x, stream=stream)
+        wire = endpoint.producer.wrap(sent, stream=stream)
     except (_cuipc.PoolFull, _cuipc.Timeout):
         # The reference's fallback when the pool has no room: the tensor travels by value.
         endpoint.by_value += 1
-        return CudaIpcTensorTransportProxy(endpoint.socket_path, None, library, _host_copy(x))
-    return CudaIpcTensorTransportProxy(endpoint.socket_path, wire, library)
+        return CudaIpcTensorTransportProxy(endpoint.socket_path, None, library, _host_copy(x), device)
+    return CudaIpcTensorTransportProxy(endpoint.socket_path, wire, library, None, device, as_bytes)
 
 
 def _walk(x, fn):
@@ -306,5 +413,18 @@ def unwrap_mm_inputs_from_ipc(mm_inputs: Optional[Dict[str, Any]],
     return _walk(mm_inputs, unwrap_one)
 
 
+def discard_mm_inputs_from_ipc(mm_inputs: Optional[Dict[str, Any]]) -> None:
+    """Give the pool chunks of wrapped objects back unread (a receiver that will not use a
+    request): not in the reference, where such a chunk is never recycled."""
+    def discard_one(x):
+        if isinstance(x, CudaIpcTensorTransportProxy):
+            x.discard()
+        return x
+
+    if mm_inputs is not None:
+        _walk(mm_inputs, discard_one)
+
+
 __all__ = ["TensorTransportMode", "MmItemMemoryPool", "CudaIpcTensorTransportProxy",
-           "wrap_mm_inputs_for_ipc", "unwrap_mm_inputs_from_ipc", "configure"]
+           "wrap_mm_inputs_for_ipc", "unwrap_mm_inputs_from_ipc", "discard_mm_inputs_from_ipc",
+           "configure"]

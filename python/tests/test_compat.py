@@ -64,6 +64,64 @@ def test_by_value_until_receivers_attach():
         assert pool.stats()["by_value"] == 2
 
 
+def attached_host_pool(size=1 << 20):
+    """A host pool with this process attached as its one receiver (by a first object by value)."""
+    pool = compat.MmItemMemoryPool(size, num_consumers=1, device="cpu")
+    compat.unwrap_mm_inputs_from_ipc(compat.wrap_mm_inputs_for_ipc({"x": np.ones(1)}, "cuda_ipc_pool", pool))
+    for _ in range(100):
+        if pool.ready():
+            return pool
+        time.sleep(0.05)
+    pytest.fail("the receiver never attached")
+
+
+def test_a_by_value_object_needs_no_producer():
+    """Unwrapped at once from its own bytes, also once the producer is gone (no attach wait)."""
+    with compat.MmItemMemoryPool(1 << 20, num_consumers=1, device="cpu") as pool:
+        wrapped = compat.wrap_mm_inputs_for_ipc({"x": np.arange(3.0)}, "cuda_ipc_pool", pool)
+    assert wrapped["x"].wire is None and wrapped["x"].device is None
+    t0 = time.monotonic()
+    again = pickle.loads(pickle.dumps(wrapped))
+    assert compat.unwrap_mm_inputs_from_ipc(again)["x"].tolist() == [0, 1, 2]
+    assert time.monotonic() - t0 < 2
+
+
+def test_any_dtype_travels_and_an_object_unwraps_twice_alike():
+    """torch bool, complex and a tensor that requires grad through the pool, as the reference's
+    byte copies carry them; a second unwrap gives the first one's tensor."""
+    torch = pytest.importorskip("torch")
+    with attached_host_pool() as pool:
+        tree = {"mask": torch.tensor([[True, False], [False, True]]),
+                "z": torch.tensor([1 + 2j, -3j], dtype=torch.complex64),
+                "g": torch.ones(3, requires_grad=True) * 2, "scalar": torch.tensor(1 + 1j),
+                "n": np.array([1 + 1j, 2], np.complex128)}
+        wrapped = pickle.loads(pickle.dumps(compat.wrap_mm_inputs_for_ipc(tree, "cuda_ipc_pool", pool)))
+        assert all(v.wire is not None for v in wrapped.values())
+        out = compat.unwrap_mm_inputs_from_ipc(wrapped)
+        assert out["mask"].dtype == torch.bool and out["mask"].tolist() == [[True, False], [False, True]]
+        assert out["z"].dtype == torch.complex64 and out["z"].tolist() == [1 + 2j, -3j]
+        assert not out["g"].requires_grad and out["g"].tolist() == [2.0, 2.0, 2.0]
+        assert out["scalar"].shape == () and out["scalar"].item() == 1 + 1j
+        assert out["n"].dtype == np.complex128 and out["n"].tolist() == [1 + 1j, 2]
+        again = compat.unwrap_mm_inputs_from_ipc(wrapped)
+        assert all(again[k] is out[k] for k in out)
+        pool.producer.drain(timeout=5)
+        assert pool.stats()["host_pool"]["in_flight"] == 0
+
+
+def test_an_object_given_back_unread_frees_its_chunk():
+    with attached_host_pool() as pool:
+        before = pool.stats()["host_pool"]["recycled"]
+        wrapped = compat.wrap_mm_inputs_for_ipc({"x": np.arange(8.0), "meta": [np.ones(2)]}, "cuda_ipc_pool", pool)
+        compat.discard_mm_inputs_from_ipc(wrapped)
+        pool.producer.drain(timeout=5)
+        st = pool.stats()["host_pool"]
+        assert st["in_flight"] == 0 and st["recycled"] == before + 2
+        with pytest.raises(cuipc.Stale, match="discarded"):
+            compat.unwrap_mm_inputs_from_ipc(wrapped)
+        compat.discard_mm_inputs_from_ipc(None)
+
+
 @pytest.mark.parametrize("pooled", [False, True], ids=["spawned", "pooled"])
 @pytest.mark.parametrize("num_consumers", [1, 2])
 def test_receivers_through_a_multiprocessing_queue(spawn, workers_pool, num_consumers, pooled):

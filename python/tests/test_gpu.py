@@ -231,6 +231,40 @@ def test_compat_reference_pattern(workers_pool, torch):
         assert st["gpu_pool"]["in_flight"] == 0
 
 
+def test_compat_gives_one_device_by_value_or_pooled(torch):
+    """device_index=None: a tensor by value (no receiver attached yet, or the pool full) comes
+    back on the GPU it came from, as a pooled one does, not in host memory; the dtypes cuipc
+    does not carry (bool, complex) come through the pool as bytes."""
+    import time
+    from cuipc import compat
+    with compat.MmItemMemoryPool(1 << 20, num_consumers=1, device=0) as pool:
+        first = compat.wrap_mm_inputs_for_ipc({"x": feature(torch, 1, (4, 8))}, "cuda_ipc_pool", pool)
+        assert first["x"].wire is None
+        x = compat.unwrap_mm_inputs_from_ipc(first)["x"]  # this process attaches meanwhile
+        assert x.device == torch.device("cuda", 0) and x.dtype == torch.bfloat16
+        for _ in range(100):
+            if pool.ready():
+                break
+            time.sleep(0.05)
+        assert pool.ready()
+        tree = {"x": feature(torch, 2, (4, 8)), "mask": torch.ones(3, 3, device="cuda", dtype=torch.bool),
+                "z": torch.full((2,), 1 + 1j, device="cuda", dtype=torch.complex64)}
+        pooled = compat.unwrap_mm_inputs_from_ipc(compat.wrap_mm_inputs_for_ipc(tree, "cuda_ipc_pool", pool))
+        assert all(v.device == torch.device("cuda", 0) for v in pooled.values())
+        assert torch.equal(pooled["x"], tree["x"]) and torch.equal(pooled["mask"], tree["mask"])
+        assert torch.equal(pooled["z"], tree["z"])
+        # The pool full (1 MiB, one chunk held): by value, back on the GPU all the same.
+        held = compat.wrap_mm_inputs_for_ipc({"big": torch.ones(900_000, device="cuda", dtype=torch.uint8)},
+                                             "cuda_ipc_pool", pool)
+        spill = compat.wrap_mm_inputs_for_ipc({"x": torch.ones(300_000, device="cuda", dtype=torch.uint8)},
+                                              "cuda_ipc_pool", pool)
+        assert held["big"].wire is not None and spill["x"].wire is None
+        assert compat.unwrap_mm_inputs_from_ipc(spill)["x"].device == torch.device("cuda", 0)
+        compat.discard_mm_inputs_from_ipc(held)
+        pool.producer.drain(timeout=30)
+        assert pool.stats()["gpu_pool"]["in_flight"] == 0
+
+
 def test_send_waits_for_torchs_current_stream(workers_pool, torch):
     """A tensor still being written on torch's current stream, sent on another stream (a stream of
     its own, then None: the legacy default stream): the send's stream waits for torch's current
