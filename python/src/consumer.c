@@ -70,6 +70,20 @@ static PyObject *message_new(ConsumerObject *consumer, cuipc_message *m) {
     return (PyObject *)msg;
 }
 
+typedef struct recv_ctx {
+    cuipc_consumer *c;
+    cuipc_message *m;
+} recv_ctx;
+
+static bool consumer_usable(PyObject *self) {
+    return ((ConsumerObject *)self)->c && !((ConsumerObject *)self)->closing;
+}
+
+static cuipc_status recv_slice(void *ctx, int64_t slice_ns) {
+    recv_ctx *r = ctx;
+    return cuipc_consumer_recv(r->c, slice_ns, &r->m);
+}
+
 static PyObject *consumer_recv(ConsumerObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
     static const char *const names[] = {"timeout"};
@@ -78,12 +92,14 @@ static PyObject *consumer_recv(ConsumerObject *self, PyObject *const *args, Py_s
     if (cuipc_py_args("recv", names, 1, 0, args, nargs, kwnames, &timeout) < 0 ||
         !consumer_open(self) || cuipc_py_timeout(timeout, -1, &ns) < 0)
         return NULL;
-    cuipc_message *m = NULL;
+    recv_ctx r = {.c = self->c};
     cuipc_status s;
-    CUIPC_PY_CALL(self, s, cuipc_consumer_recv(self->c, ns, &m));
+    if (cuipc_py_wait((PyObject *)self, &self->in_calls, consumer_usable, "recv", ns, recv_slice,
+                      &r, &s) < 0)
+        return NULL;
     if (s != CUIPC_OK)
         return cuipc_py_raise(s);
-    return message_new(self, m);
+    return message_new(self, r.m);
 }
 
 static PyObject *consumer_adopt(ConsumerObject *self, PyObject *arg) {

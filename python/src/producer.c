@@ -114,6 +114,24 @@ static PyObject *producer_close(ProducerObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+typedef struct wait_ctx {
+    cuipc_producer *p;
+    uint32_t n;
+} wait_ctx;
+
+static bool producer_usable(PyObject *self) {
+    return ((ProducerObject *)self)->p != NULL;
+}
+
+static cuipc_status accept_slice(void *ctx, int64_t slice_ns) {
+    wait_ctx *w = ctx;
+    return cuipc_producer_accept(w->p, w->n, slice_ns);
+}
+
+static cuipc_status drain_slice(void *ctx, int64_t slice_ns) {
+    return cuipc_producer_drain(((wait_ctx *)ctx)->p, slice_ns);
+}
+
 static PyObject *producer_accept(ProducerObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"n", "timeout", NULL};
     PyObject *n_obj = Py_None, *timeout = Py_None;
@@ -126,8 +144,11 @@ static PyObject *producer_accept(ProducerObject *self, PyObject *args, PyObject 
     uint64_t n;
     if (cuipc_py_count_arg("accept", "n", n_obj, 1, UINT32_MAX, &n) < 0)
         return NULL;
+    wait_ctx w = {.p = self->p, .n = (uint32_t)n};
     cuipc_status s;
-    CUIPC_PY_CALL(self, s, cuipc_producer_accept(self->p, (uint32_t)n, ns));
+    if (cuipc_py_wait((PyObject *)self, &self->in_calls, producer_usable, "accept", ns,
+                      accept_slice, &w, &s) < 0)
+        return NULL;
     if (s != CUIPC_OK)
         return cuipc_py_raise(s);
     return PyLong_FromUnsignedLong(cuipc_producer_consumer_count(self->p));
@@ -361,8 +382,11 @@ static PyObject *producer_drain(ProducerObject *self, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &timeout) || !open_or_raise(self) ||
         cuipc_py_timeout(timeout, -1, &ns) < 0)
         return NULL;
+    wait_ctx w = {.p = self->p};
     cuipc_status s;
-    CUIPC_PY_CALL(self, s, cuipc_producer_drain(self->p, ns));
+    if (cuipc_py_wait((PyObject *)self, &self->in_calls, producer_usable, "drain", ns, drain_slice,
+                      &w, &s) < 0)
+        return NULL;
     if (s != CUIPC_OK)
         return cuipc_py_raise(s);
     Py_RETURN_NONE;

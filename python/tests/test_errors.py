@@ -76,6 +76,59 @@ def test_recv_timeout(pair):
         c.recv(timeout=0.05)
 
 
+@pytest.fixture
+def usr1():
+    """Sends SIGUSR1 to this process after a delay, with the test's handler installed."""
+    import os
+    import signal
+    import threading
+    old = signal.getsignal(signal.SIGUSR1)
+
+    def arm(handler, delay=0.3):
+        signal.signal(signal.SIGUSR1, handler)
+        threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
+
+    yield arm
+    signal.signal(signal.SIGUSR1, old)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_wait_with_no_limit_still_runs_signal_handlers(pair, usr1):
+    """recv(), accept() and drain() wait in slices: a handler that raises (Ctrl-C, a SIGTERM
+    handler) ends the wait, and one that closes the object ends it with Closed."""
+    import time
+
+    def stop(*a):
+        raise Stop()
+
+    def interrupted(call):
+        usr1(stop)
+        t0 = time.monotonic()
+        with pytest.raises(Stop):
+            call()
+        return time.monotonic() - t0
+
+    p, c = pair(max_consumers=2)  # one attached: accept(2) waits
+    assert interrupted(lambda: c.recv()) < 2
+    assert interrupted(lambda: p.accept(2)) < 2
+    p.send({"x": np.ones(4)})  # not received yet: drain waits for its chunk
+    assert interrupted(lambda: p.drain()) < 2
+    c.recv(timeout=5).release()
+    p.drain(timeout=5)
+    usr1(lambda *a: c.close())
+    with pytest.raises(cuipc.Closed, match="recv: closed while it waited"):
+        c.recv()
+
+
+def test_a_long_wait_says_its_whole_length(pair):
+    p, c = pair()
+    with pytest.raises(cuipc.Timeout, match=r"nothing after .* \(500 ms in all\)"):
+        c.recv(timeout=0.5)
+
+
 def test_the_same_message_adopted_twice_is_refused(pair):
     """While the first message holds its chunk and after it released it: two live messages over
     one chunk would read it after the first release let the producer reuse it."""

@@ -1,0 +1,49 @@
+/* Calls that may wait long (recv, accept, drain) are made in slices of at most 200 ms with the
+ * GIL released, and the interpreter's signal handlers run between them: a worker blocked in
+ * recv() with no timeout still stops on Ctrl-C or its SIGTERM handler. A slice that times out
+ * before the caller's own timeout is followed by the next; the last one's Timeout says how long
+ * the whole wait was. A handler that closed the object (usable() false) ends it with Closed. */
+#include <time.h>
+
+#include "ext.h"
+
+#define SLICE_NS 200000000ll
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
+}
+
+int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner), const char *what,
+                  int64_t timeout_ns, cuipc_py_wait_fn fn, void *ctx, cuipc_status *s) {
+    int64_t start = now_ns();
+    for (;;) {
+        int64_t left = timeout_ns < 0 ? SLICE_NS : timeout_ns - (now_ns() - start);
+        if (left < 0)
+            left = 0;
+        int64_t slice = left < SLICE_NS ? left : SLICE_NS;
+        bool last = timeout_ns >= 0 && slice == left;
+        (*in_calls)++;
+        PyThreadState *ts = PyEval_SaveThread();
+        *s = fn(ctx, slice);
+        PyEval_RestoreThread(ts);
+        (*in_calls)--;
+        if (*s != CUIPC_ERR_TIMEOUT)
+            return 0;
+        if (last) {
+            if (timeout_ns > SLICE_NS)
+                cuipc_py_raise_msg(CUIPC_ERR_TIMEOUT, "%s (%lld ms in all)", cuipc_last_error(),
+                                   (long long)(timeout_ns / 1000000));
+            else
+                cuipc_py_raise(*s);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+        if (!usable(owner)) {
+            cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "%s: closed while it waited", what);
+            return -1;
+        }
+    }
+}
