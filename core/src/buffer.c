@@ -91,6 +91,16 @@ cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data) {
     return cuipc_pool_cancel(b.pool, &b.chunk);
 }
 
+bool cuipc_producer_buffer_held(cuipc_producer *p, const void *data) {
+    if (!p || !data)
+        return false;
+    pthread_mutex_lock(&p->lock);
+    int64_t i = find_locked(p, data);
+    bool held = i >= 0 && p->buffers[i].chunk.ptr == data;
+    pthread_mutex_unlock(&p->lock);
+    return held;
+}
+
 static bool in_arena(cuipc_pool *pool, const void *data) {
     return pool && cuipc_pool_base(pool) &&
            lies_within(cuipc_pool_base(pool), cuipc_pool_get_config(pool)->size, data);

@@ -143,14 +143,20 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
     PyObject *cap = stream_arg ? call_dlpack(obj, stream_arg) : NULL;
     Py_XDECREF(stream_arg);
     if (!cap) {
-        /* Ctrl-C or an exit inside the exporter goes on as itself, never as a bad tensor. */
+        /* Ctrl-C or an exit inside the exporter goes on as itself, never as a bad tensor; so
+         * does a cuipc.Tensor's own refusal (Stale: a released borrow, a sent buffer). */
         if (!PyErr_ExceptionMatches(PyExc_Exception))
             return NULL;
+        bool ours = cuipc_py_error_is_ours();
         /* Keep the exporter's own message (e.g. numpy on a non-writable or odd array). */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
-        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack__ failed: %S", path,
-                           value ? value : Py_None);
+        PyObject *msg = PyUnicode_FromFormat(ours ? "%s: %S" : "%s: __dlpack__ failed: %S", path,
+                                             value ? value : Py_None);
+        if (msg) {
+            PyErr_SetObject(ours ? type : cuipc_py_error_class(CUIPC_ERR_INVALID_ARG), msg);
+            Py_DECREF(msg);
+        }
         Py_XDECREF(type);
         Py_XDECREF(value);
         Py_XDECREF(tb);

@@ -82,6 +82,14 @@ static PyObject *class_of(cuipc_status s) {
     return error_base;
 }
 
+PyObject *cuipc_py_error_class(cuipc_status s) {
+    return class_of(s);
+}
+
+bool cuipc_py_error_is_ours(void) {
+    return error_base && PyErr_ExceptionMatches(error_base);
+}
+
 PyObject *cuipc_py_raise(cuipc_status s) {
     const char *msg = cuipc_last_error();
     PyErr_SetString(class_of(s), msg && *msg ? msg : cuipc_status_name(s));

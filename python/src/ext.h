@@ -14,6 +14,9 @@
 
 /* ---- errors (errors.c) */
 int cuipc_py_errors_init(PyObject *module);
+/* The exception set is a cuipc.Error (e.g. a cuipc.Tensor's own export refused it). */
+bool cuipc_py_error_is_ours(void);
+PyObject *cuipc_py_error_class(cuipc_status s); /* borrowed */
 /* Raise the class named after s with cuipc_last_error()'s text; returns NULL. */
 PyObject *cuipc_py_raise(cuipc_status s);
 /* Raise the class of s with a message of our own (bad input caught before the core). */

@@ -57,6 +57,12 @@ bool cuipc_py_tensor_usable(TensorObject *self) {
             cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "pool buffer used after its producer was closed");
             return false;
         }
+        if (!cuipc_producer_buffer_held(p->p, self->t.data)) {
+            cuipc_py_raise_msg(CUIPC_ERR_STALE,
+                               "pool buffer used after it was sent or freed: it belongs to the "
+                               "transport now");
+            return false;
+        }
         return true;
     }
     TreeObject *tree = (TreeObject *)self->owner;
@@ -568,8 +574,8 @@ static PyGetSetDef tensor_getset[] = {
     {"nbytes", (getter)tensor_nbytes, NULL, "bytes spanned", NULL},
     {"data_ptr", (getter)tensor_data_ptr, NULL, "address of element 0", NULL},
     {"kind", (getter)tensor_kind, NULL, "\"copy\", \"borrow\" or \"buffer\"", NULL},
-    {"valid", (getter)tensor_valid, NULL, "False once a borrowed tensor's message was released",
-     NULL},
+    {"valid", (getter)tensor_valid, NULL,
+     "False once a borrowed tensor's message was released, or a buffer was sent or freed", NULL},
     {NULL}};
 
 PyTypeObject TensorType = {

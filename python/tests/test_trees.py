@@ -235,8 +235,17 @@ def test_pool_buffer_zero_copy_produce(pair):
         assert np.array_equal(got, np.arange(4096) % 251)
     with pytest.raises(cuipc.Stale):
         p.send({"out": buf})  # a buffer goes out once
+    # Sent or freed, a buffer belongs to the transport: no new view of it is handed out (one
+    # made before, like `view` above, cannot be watched).
+    assert not buf.valid
+    with pytest.raises(cuipc.Stale, match="used after it was sent or freed"):
+        memoryview(buf)
     spare = p.buffer(256)
+    assert spare.valid
     p.free_buffer(spare)
+    assert not spare.valid
+    with pytest.raises(cuipc.Stale, match="used after it was sent or freed"):
+        np.from_dlpack(spare)
     p.drain(timeout=5)
     assert p.stats()["host_pool"]["held"] == 0
 

@@ -131,6 +131,10 @@ cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind me
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data);
 
+/* Whether data is a buffer the application still holds (not sent, not freed): one it may
+ * still write. */
+bool cuipc_producer_buffer_held(cuipc_producer *p, const void *data);
+
 typedef struct cuipc_producer_stats {
     cuipc_pool_stats gpu_pool;
     cuipc_pool_stats host_pool;
