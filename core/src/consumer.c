@@ -333,10 +333,17 @@ static int64_t take_recv_turn(cuipc_consumer *c, int64_t timeout_ns) {
         pthread_mutex_lock(&c->recv_lock);
         return timeout_ns;
     }
+    if (timeout_ns == 0)
+        return -2;
+    /* timedlock's deadline is on the wall clock (pthread_mutex_clocklock's monotonic one is not
+     * seen by ThreadSanitizer); the time left is measured on the monotonic one. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)timeout_ns;
-    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
-                          .tv_nsec = (long)(deadline % 1000000000u)};
-    if (timeout_ns == 0 || pthread_mutex_clocklock(&c->recv_lock, CLOCK_MONOTONIC, &ts) != 0)
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t wall = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (uint64_t)timeout_ns;
+    ts.tv_sec = (time_t)(wall / 1000000000u);
+    ts.tv_nsec = (long)(wall % 1000000000u);
+    if (pthread_mutex_timedlock(&c->recv_lock, &ts) != 0)
         return -2;
     return left_ns(deadline);
 }

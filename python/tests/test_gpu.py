@@ -231,38 +231,47 @@ def test_compat_reference_pattern(workers_pool, torch):
         assert st["gpu_pool"]["in_flight"] == 0
 
 
-def test_compat_gives_one_device_by_value_or_pooled(torch):
-    """device_index=None: a tensor by value (no receiver attached yet, or the pool full) comes
-    back on the GPU it came from, as a pooled one does, not in host memory; the dtypes cuipc
-    does not carry (bool, complex) come through the pool as bytes."""
+def test_compat_gives_one_device_by_value_or_pooled(workers_pool, torch):
+    """device_index=None in the receiver: a tensor by value (no receiver attached yet, or the
+    pool full) comes back on the GPU it came from, as a pooled one does, not in host memory;
+    the dtypes cuipc does not carry (bool, complex) come through the pool as bytes."""
     import time
     from cuipc import compat
     with compat.MmItemMemoryPool(1 << 20, num_consumers=1, device=0) as pool:
-        first = compat.wrap_mm_inputs_for_ipc({"x": feature(torch, 1, (4, 8))}, "cuda_ipc_pool", pool)
-        assert first["x"].wire is None
-        x = compat.unwrap_mm_inputs_from_ipc(first)["x"]  # this process attaches meanwhile
-        assert x.device == torch.device("cuda", 0) and x.dtype == torch.bfloat16
-        for _ in range(100):
+        workers_pool.run(0, "compat_worker", with_device=True)
+
+        def through(obj):
+            workers_pool.put(0, obj)
+            status, payload = workers_pool.get(timeout=60)
+            assert status == "ok", payload
+            return payload
+
+        wrap = lambda tree: compat.wrap_mm_inputs_for_ipc(tree, "cuda_ipc_pool", pool)  # noqa: E731
+        first = wrap({"x": feature(torch, 1, (4, 8))})
+        assert first["x"].wire is None  # nobody attached yet: by value
+        assert through(first)["x"] == ("tensor", "torch.bfloat16", (4, 8), expected_sum(torch, 1, (4, 8)), "cuda:0")
+        for _ in range(100):  # the worker attached on that object
             if pool.ready():
                 break
             time.sleep(0.05)
         assert pool.ready()
         tree = {"x": feature(torch, 2, (4, 8)), "mask": torch.ones(3, 3, device="cuda", dtype=torch.bool),
-                "z": torch.full((2,), 1 + 1j, device="cuda", dtype=torch.complex64)}
-        pooled = compat.unwrap_mm_inputs_from_ipc(compat.wrap_mm_inputs_for_ipc(tree, "cuda_ipc_pool", pool))
-        assert all(v.device == torch.device("cuda", 0) for v in pooled.values())
-        assert torch.equal(pooled["x"], tree["x"]) and torch.equal(pooled["mask"], tree["mask"])
-        assert torch.equal(pooled["z"], tree["z"])
-        # The pool full (1 MiB, one chunk held): by value, back on the GPU all the same.
-        held = compat.wrap_mm_inputs_for_ipc({"big": torch.ones(900_000, device="cuda", dtype=torch.uint8)},
-                                             "cuda_ipc_pool", pool)
-        spill = compat.wrap_mm_inputs_for_ipc({"x": torch.ones(300_000, device="cuda", dtype=torch.uint8)},
-                                              "cuda_ipc_pool", pool)
+                "z": torch.full((2,), 3 + 4j, device="cuda", dtype=torch.complex64)}
+        got = through(wrap(tree))
+        assert got == {"x": ("tensor", "torch.bfloat16", (4, 8), expected_sum(torch, 2, (4, 8)), "cuda:0"),
+                       "mask": ("tensor", "torch.bool", (3, 3), 9.0, "cuda:0"),
+                       "z": ("tensor", "torch.complex64", (2,), 10.0, "cuda:0")}
+        # The pool full (1 MiB, one chunk held by an object not sent yet): by value after
+        # full_timeout, and back on the GPU all the same.
+        held = wrap({"big": torch.ones(900_000, device="cuda", dtype=torch.uint8)})
+        spill = wrap({"x": torch.ones(300_000, device="cuda", dtype=torch.uint8)})
         assert held["big"].wire is not None and spill["x"].wire is None
-        assert compat.unwrap_mm_inputs_from_ipc(spill)["x"].device == torch.device("cuda", 0)
-        compat.discard_mm_inputs_from_ipc(held)
+        assert through(spill)["x"] == ("tensor", "torch.uint8", (300_000,), 300_000.0, "cuda:0")
+        assert through(held)["big"][3:] == (900_000.0, "cuda:0")
+        workers_pool.put(0, None)
         pool.producer.drain(timeout=30)
-        assert pool.stats()["gpu_pool"]["in_flight"] == 0
+        st = pool.stats()
+        assert st["by_value"] == 2 and st["gpu_pool"]["in_flight"] == 0
 
 
 def test_send_waits_for_torchs_current_stream(workers_pool, torch):

@@ -66,8 +66,9 @@ def producer_then_die(results, go):
     os._exit(0)
 
 
-def compat_worker(inbox, results, device_index=None):
-    """The reference's receiving side: get from the queue, unwrap, touch, report."""
+def compat_worker(inbox, results, device_index=None, with_device=False):
+    """The reference's receiving side: get from the queue, unwrap, touch, report (with_device:
+    each torch tensor's device too)."""
     from cuipc.compat import unwrap_mm_inputs_from_ipc
     try:
         while True:
@@ -75,20 +76,22 @@ def compat_worker(inbox, results, device_index=None):
             if item is None:
                 break
             out = unwrap_mm_inputs_from_ipc(item, device_index)
-            results.put(("ok", summarise_any(out)))
+            results.put(("ok", summarise_any(out, with_device)))
     except Exception as e:
         results.put(("error", type(e).__name__, str(e)))
 
 
-def summarise_any(tree):
+def summarise_any(tree, with_device=False):
     if isinstance(tree, dict):
-        return {k: summarise_any(v) for k, v in tree.items()}
+        return {k: summarise_any(v, with_device) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(summarise_any(v) for v in tree)
+        return type(tree)(summarise_any(v, with_device) for v in tree)
     if hasattr(tree, "__dlpack__"):
         if type(tree).__module__.startswith("torch"):
             t = tree.cpu()
-            return ("tensor", str(t.dtype), tuple(t.shape), float(t.double().sum()))
+            total = t.abs().double().sum() if t.is_complex() else t.double().sum()
+            summary = ("tensor", str(t.dtype), tuple(t.shape), float(total))
+            return summary + (str(tree.device),) if with_device else summary
         a = np.asarray(tree)
         return ("tensor", str(a.dtype), tuple(a.shape), float(a.astype(np.float64).sum()))
     return tree
