@@ -47,7 +47,7 @@ cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind me
         }
     }
     if (s == CUIPC_OK)
-        p->buffers[p->n_buffers++] = (cuipc_held_buffer){pool, c};
+        p->buffers[p->n_buffers++] = (cuipc_held_buffer){pool, c, ++p->last_buffer_id};
     pthread_mutex_unlock(&p->lock);
     if (s != CUIPC_OK) {
         /* Undo of the allocation just made: the failure above is the one reported. */
@@ -91,14 +91,14 @@ cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data) {
     return cuipc_pool_cancel(b.pool, &b.chunk);
 }
 
-bool cuipc_producer_buffer_held(cuipc_producer *p, const void *data) {
+uint64_t cuipc_producer_buffer_id(cuipc_producer *p, const void *data) {
     if (!p || !data)
-        return false;
+        return 0;
     pthread_mutex_lock(&p->lock);
     int64_t i = find_locked(p, data);
-    bool held = i >= 0 && p->buffers[i].chunk.ptr == data;
+    uint64_t id = i >= 0 && p->buffers[i].chunk.ptr == data ? p->buffers[i].id : 0;
     pthread_mutex_unlock(&p->lock);
-    return held;
+    return id;
 }
 
 static bool in_arena(cuipc_pool *pool, const void *data) {

@@ -324,17 +324,18 @@ cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len
     return CUIPC_OK;
 }
 
-/* The ring's one reader at a time, within timeout_ns (< 0: no limit): the time left, or -2 when
- * another thread held the turn for all of it. */
-static int64_t take_recv_turn(cuipc_consumer *c, int64_t timeout_ns) {
+/* The ring's one reader at a time, within timeout_ns (< 0: no limit): false when another
+ * thread held the turn for all of it; else true, with the time left in *left. */
+static bool take_recv_turn(cuipc_consumer *c, int64_t timeout_ns, int64_t *left) {
+    *left = timeout_ns < 0 ? -1 : timeout_ns;
     if (pthread_mutex_trylock(&c->recv_lock) == 0)
-        return timeout_ns;
+        return true;
     if (timeout_ns < 0) {
         pthread_mutex_lock(&c->recv_lock);
-        return timeout_ns;
+        return true;
     }
     if (timeout_ns == 0)
-        return -2;
+        return false;
     /* timedlock's deadline is on the wall clock (pthread_mutex_clocklock's monotonic one is not
      * seen by ThreadSanitizer); the time left is measured on the monotonic one. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)timeout_ns;
@@ -344,16 +345,17 @@ static int64_t take_recv_turn(cuipc_consumer *c, int64_t timeout_ns) {
     ts.tv_sec = (time_t)(wall / 1000000000u);
     ts.tv_nsec = (long)(wall % 1000000000u);
     if (pthread_mutex_timedlock(&c->recv_lock, &ts) != 0)
-        return -2;
-    return left_ns(deadline);
+        return false;
+    *left = left_ns(deadline);
+    return true;
 }
 
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
     *out = NULL;
     void *buf = NULL;
     size_t len = 0;
-    int64_t left = take_recv_turn(c, timeout_ns);
-    if (left == -2)
+    int64_t left;
+    if (!take_recv_turn(c, timeout_ns, &left))
         return CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
                           "another thread was receiving on this consumer for the whole %lld ms",
                           (long long)(timeout_ns / 1000000));

@@ -18,9 +18,9 @@ typedef struct pool_view {
     void *host_dev_base; /* the arena registered with CUDA (lazily, for fast device copies) */
     cuipc_sync_table *sync;
     void *sync_dev_base; /* the sync table registered with CUDA (lazily, for stream waits/acks) */
-    /* Per slot, the generation a live message of this consumer holds (0: none), under the
-     * consumer's lock: the same message adopted twice is refused, not left to read a chunk the
-     * first one's release lets the producer reuse. */
+    /* Per slot, the generation a message of this consumer took (0: none), under the consumer's
+     * lock: the same message adopted twice is refused, not left to read a chunk the first one's
+     * release lets the producer reuse (held_chunks.c). */
     uint32_t *held_gen;
 } pool_view;
 
@@ -57,8 +57,8 @@ typedef struct held_chunk {
 } held_chunk;
 
 /* held_chunks.c: a chunk of (slot, generation) in view joins a message of this consumer
- * (CUIPC_ERR_DUPLICATE when a live one holds it already), leaves it, or is given back (or given
- * up): released, and no longer held. */
+ * (CUIPC_ERR_DUPLICATE when one took it already), leaves a message rejected before it held it,
+ * or is released (its mark stays). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);
 void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);

@@ -1,14 +1,16 @@
-/* Which pool chunks the live messages of a consumer hold: marked as a message is adopted,
- * cleared as each chunk is released (or given up), so that the same message adopted twice is
- * refused instead of two messages sharing one chunk. */
+/* Which pool chunks the messages of a consumer took: marked as a message is adopted, so that
+ * the same message adopted twice is refused instead of two messages sharing one chunk. A
+ * release leaves the mark: its ack may still be queued on a stream (the sync table then does
+ * not show it yet), and a released (slot, generation) must stay refused anyway; the slot's next
+ * generation replaces it. Only a message rejected before it held anything takes its marks back. */
 #include <pthread.h>
 
 #include "consumer_internal.h"
 #include "error_internal.h"
 
-/* A chunk held by a live message of this consumer is refused a second time: the same bytes
- * adopted twice (an application queue that delivers again) would otherwise give two messages
- * one chunk, and the first one's release would let the producer reuse what the second reads. */
+/* A chunk a message of this consumer took is refused a second time: the same bytes adopted
+ * twice (an application queue that delivers again) would otherwise give two messages one
+ * chunk, and the first one's release would let the producer reuse what the second reads. */
 cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation) {
     pthread_mutex_lock(&c->lock);
     bool taken = v->held_gen[slot] == generation;
@@ -17,8 +19,8 @@ cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, ui
     pthread_mutex_unlock(&c->lock);
     if (taken)
         return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
-                          "slot %u generation %u: held by another message of this consumer, not "
-                          "released yet (the same message adopted twice?)",
+                          "slot %u generation %u: taken by another message of this consumer "
+                          "already (the same message adopted twice?)",
                           slot, generation);
     return CUIPC_OK;
 }
@@ -31,6 +33,6 @@ void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t
 }
 
 void cuipc_held_chunk_done(cuipc_consumer *c, held_chunk *h) {
+    (void)c; /* the mark stays: see the top of this file */
     h->released = true;
-    cuipc_chunk_unhold(c, h->view, h->slot, h->generation);
 }

@@ -85,6 +85,7 @@ typedef struct cuipc_pending_peer {
 typedef struct cuipc_held_buffer {
     cuipc_pool *pool;
     cuipc_chunk chunk; /* chunk.ptr: the address the application was given */
+    uint64_t id;       /* this allocation's own number: an address comes back, an id never */
 } cuipc_held_buffer;
 
 typedef struct cuipc_ipc_export {
@@ -128,6 +129,7 @@ struct cuipc_producer {
     uint32_t n_exports, cap_exports;
     cuipc_held_buffer *buffers; /* held by the application, not yet sent */
     uint32_t n_buffers, cap_buffers;
+    uint64_t last_buffer_id;
     cuipc_producer_stats stats;
     uint64_t test_send_delay_ns; /* CUIPC_TEST_SEND_DELAY_US (testing only), 0 otherwise */
 };

@@ -5,6 +5,7 @@
  * non-contiguous and empty tensors, also when the producer writes them straight into its pool
  * buffers (zero-copy produce, GPU and host), and no reuse of a chunk before the GPU's writes
  * into it ran. The parent never touches CUDA: it only forks and waits. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -382,6 +383,77 @@ static int reuse_waits_for_gpu_main(void *arg) {
     return rc;
 }
 
+static void *accept_one(void *p) {
+    return (void *)(intptr_t)cuipc_producer_accept(p, 1, 10000000000ll);
+}
+
+/* A message released on a stream whose ack has not run yet (the stream held by a gate): its
+ * bytes adopted again are refused all the same, before the ack lands and after. */
+static int adopt_while_ack_queued_main(void *arg) {
+    (void)arg;
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.mode = CUIPC_MODE_CUDA_IPC_POOL;
+    cfg.gpu_pool_bytes = 1 << 20;
+    cfg.host_pool_bytes = 0;
+    cfg.socket_path = sock_path;
+    cuipc_producer *p = NULL;
+    cuipc_consumer *c = NULL;
+    void *stream = NULL, *src = NULL, *gate_dev = NULL;
+    pthread_t t;
+    uint32_t *gate = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (gate == MAP_FAILED || cuipc_producer_create(&cfg, &p) != CUIPC_OK ||
+        pthread_create(&t, NULL, accept_one, p) != 0)
+        return 10;
+    cuipc_status as = cuipc_consumer_attach(sock_path, 10000000000ll, &c);
+    void *accepted = NULL;
+    pthread_join(t, &accepted);
+    if (as != CUIPC_OK || accepted != NULL || cuipc_gpu_stream_create(0, &stream) != CUIPC_OK ||
+        cuipc_gpu_malloc(0, 4096, &src) != CUIPC_OK ||
+        cuipc_cuda_host_register(gate, 4096, &gate_dev) != CUIPC_OK) {
+        fprintf(stderr, "[adopt-while-ack-queued] set-up: %s\n", cuipc_last_error());
+        return 11;
+    }
+    *gate = 0;
+    cuipc_tensor ten;
+    int64_t shape[1] = {4096};
+    CHECK_OK(cuipc_tensor_init(&ten, src, 0, CUIPC_DTYPE_U8, 1, shape));
+    cuipc_value *tree = cuipc_value_tensor(&ten, CUIPC_OWNER_NONE), *wrapped = NULL;
+    static char wire[4096];
+    size_t len = 0;
+    cuipc_message *m1 = NULL, *m2 = NULL, *m3 = NULL;
+    int rc = 0;
+    if (cuipc_producer_wrap(p, tree, NULL, &wrapped) != CUIPC_OK ||
+        cuipc_encode(wrapped, wire, sizeof wire, &len) != CUIPC_OK ||
+        cuipc_consumer_adopt(c, wire, len, &m1) != CUIPC_OK ||
+        cuipc_cuda_stream_wait_u32(stream, gate_dev, 1) != CUIPC_OK ||
+        cuipc_message_release(m1, stream) != CUIPC_OK)
+        rc = 12;
+    if (!rc && cuipc_consumer_adopt(c, wire, len, &m2) != CUIPC_ERR_DUPLICATE) {
+        fprintf(stderr, "[adopt-while-ack-queued] adopted again while the ack was queued\n");
+        rc = 13;
+    }
+    __atomic_store_n(gate, 1, __ATOMIC_RELEASE);
+    if (!rc && (cuipc_cuda_stream_sync(stream) != CUIPC_OK ||
+                cuipc_consumer_adopt(c, wire, len, &m3) != CUIPC_ERR_DUPLICATE)) {
+        fprintf(stderr, "[adopt-while-ack-queued] adopted again once the ack ran\n");
+        rc = 14;
+    }
+    CHECK_OK(cuipc_cuda_stream_sync(stream));
+    cuipc_message_free(m1);
+    cuipc_message_free(m2);
+    cuipc_message_free(m3);
+    cuipc_value_free(wrapped);
+    cuipc_value_free(tree);
+    cuipc_consumer_detach(c);
+    CHECK_OK(cuipc_producer_drain(p, 5000000000ll));
+    cuipc_producer_destroy(p);
+    CHECK_OK(cuipc_cuda_host_unregister(gate));
+    CHECK_OK(cuipc_gpu_free(src));
+    CHECK_OK(cuipc_gpu_stream_destroy(stream));
+    return rc;
+}
+
 static void run_case(const gpu_case *k) {
     cur = k;
     memset(gates, 0, GATES_BYTES);
@@ -440,5 +512,9 @@ int main(void) {
     int rc = cuipc_test_wait(cuipc_test_fork(reuse_waits_for_gpu_main, NULL), 60000);
     CHECK(rc == 0);
     printf("[reuse-waits-for-gpu] %s\n", rc ? "FAILED" : "ok");
+    cuipc_test_socket_path(sock_path, sizeof sock_path);
+    rc = cuipc_test_wait(cuipc_test_fork(adopt_while_ack_queued_main, NULL), 60000);
+    CHECK(rc == 0);
+    printf("[adopt-while-ack-queued] %s\n", rc ? "FAILED" : "ok");
     return cuipc_test_finish("test_transport_gpu");
 }

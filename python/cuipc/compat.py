@@ -234,13 +234,15 @@ def _to_bytes(x, library):
     if library == "torch":
         if x.requires_grad:
             x = x.detach()
+        x = x.resolve_conj().resolve_neg()  # lazy views: their bytes are not their values
         name = str(x.dtype).replace("torch.", "")
         if name in _TORCH_CARRIED:
             return x, None
         return x.contiguous().reshape(-1).view(_torch().uint8), (name, tuple(x.shape))
     if library == "numpy" and x.dtype.name not in _NUMPY_CARRIED and x.dtype.hasobject is False:
         import numpy
-        return numpy.ascontiguousarray(x).reshape(-1).view(numpy.uint8), (x.dtype.str, x.shape)
+        # The dtype itself (it pickles): a structured one keeps its fields.
+        return numpy.ascontiguousarray(x).reshape(-1).view(numpy.uint8), (x.dtype, x.shape)
     return x, None
 
 
@@ -250,8 +252,7 @@ def _from_bytes(x, as_bytes, library):
     name, shape = as_bytes
     if library == "torch":
         return x.view(getattr(_torch(), name)).reshape(shape)
-    import numpy
-    return x.view(numpy.dtype(name)).reshape(shape)
+    return x.view(name).reshape(shape)
 
 
 def _host_copy(x):
@@ -269,16 +270,18 @@ _ATTACH_TIMEOUT_S = float(os.environ.get("CUIPC_COMPAT_ATTACH_TIMEOUT", "30"))
 
 
 def _attach(key, socket_path):
+    c, err = None, None
     try:
-        c, err = _cuipc.Consumer(socket_path, timeout=_ATTACH_TIMEOUT_S), None
-    except _cuipc.Error as e:
-        c, err = None, e
-    with _consumers_lock:
-        _attaching.pop(key, None)
-        if c is not None:
-            _consumers[key] = c
-        else:
-            _attach_failed[key] = err
+        c = _cuipc.Consumer(socket_path, timeout=_ATTACH_TIMEOUT_S)
+    except Exception as e:  # noqa: BLE001: whatever it is, the waiters raise it
+        err = e
+    finally:
+        with _consumers_lock:
+            _attaching.pop(key, None)
+            if c is not None:
+                _consumers[key] = c
+            else:
+                _attach_failed[key] = err or _cuipc.SystemFailure("the attach thread ended early")
 
 
 def _attach_soon(socket_path: str) -> None:
@@ -308,8 +311,8 @@ def _consumer_for(socket_path: str) -> "_cuipc.Consumer":
     t.join()
     with _consumers_lock:
         c = _consumers.get(key)
-        if c is None:
-            raise _attach_failed.pop(key)
+        if c is None:  # every thread that waited on this try raises its error
+            raise _attach_failed[key]
         return c
 
 

@@ -75,8 +75,10 @@ int cuipc_py_count_arg(const char *fname, const char *name, PyObject *o, uint64_
         *out = fallback;
         return 0;
     }
-    unsigned long long v = PyLong_Check(o) ? PyLong_AsUnsignedLongLong(o) : 0;
-    if (!PyLong_Check(o) || (v == (unsigned long long)-1 && PyErr_Occurred()) || v > most) {
+    PyObject *i = PyBool_Check(o) ? NULL : PyNumber_Index(o); /* numpy ints too, not floats */
+    unsigned long long v = i ? PyLong_AsUnsignedLongLong(i) : 0;
+    Py_XDECREF(i);
+    if (!i || (v == (unsigned long long)-1 && PyErr_Occurred()) || v > most) {
         PyErr_Clear();
         cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: %s must be an int from 0 to %llu, not %R",
                            fname, name, (unsigned long long)most, o);

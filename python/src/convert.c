@@ -114,10 +114,25 @@ static cuipc_value *layout_value(const char *path, const cuipc_py_layout *l,
 
 /* A torch.Tensor read directly; NULL with no error raised: take it through DLPack. The tensor
  * itself is kept (as its DLPack export would be) for as long as the send needs it. */
+static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream stream,
+                                 PyObject *keep);
+
 static cuipc_value *torch_value(PyObject *obj, const char *path, cuipc_stream stream,
                                 PyObject *keep) {
     cuipc_py_layout l;
     int r = cuipc_py_torch_tensor(obj, path, stream, &l);
+    if (r == 2) {
+        /* A lazy negation (z.conj().imag): torch's DLPack export gives its values unnegated, so
+         * it is resolved first (a copy), kept for as long as the send needs it. */
+        PyObject *resolved = PyObject_CallMethod(obj, "resolve_neg", NULL);
+        if (!resolved || PyList_Append(keep, resolved) < 0) {
+            Py_XDECREF(resolved);
+            return NULL;
+        }
+        Py_DECREF(resolved);
+        cuipc_value *v = torch_value(resolved, path, stream, keep);
+        return v || PyErr_Occurred() ? v : tensor_value(resolved, path, stream, keep);
+    }
     if (r <= 0 || PyList_Append(keep, obj) < 0)
         return NULL;
     return layout_value(path, &l, l.strides);
@@ -131,6 +146,8 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
     int dev_type = 0, dev_id = 0;
     if (!dev || !PyArg_ParseTuple(dev, "ii", &dev_type, &dev_id)) {
         Py_XDECREF(dev);
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return NULL; /* Ctrl-C or an exit goes on as itself */
         PyErr_Clear();
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)",
                                   path),

@@ -87,6 +87,7 @@ typedef struct TensorObject {
     tensor_origin origin;
     PyObject *owner; /* TreeObject (copy, borrow) or ProducerObject (buffer) */
     Py_ssize_t byte_strides[CUIPC_MAX_DIMS]; /* the buffer protocol's view of t.strides */
+    uint64_t buffer_id; /* a buffer: its allocation's number (cuipc_producer_buffer_id) */
 } TensorObject;
 
 extern PyTypeObject ProducerType, ConsumerType, MessageType, TreeType, TensorType;
@@ -133,7 +134,8 @@ typedef struct cuipc_py_layout {
 
 /* A torch.Tensor read without DLPack where that gives what DLPack would (torch_tensor.c); a CUDA
  * one has the send's stream ordered after torch's current stream, as __dlpack__ does. 1: *out
- * filled; 0: not this path's case, take it through DLPack; -1: error raised. */
+ * filled; 0: not this path's case, take it through DLPack; 2: a lazy negation (negative bit set),
+ * to be resolved first (DLPack would export it unnegated); -1: error raised. */
 int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream, cuipc_py_layout *out);
 
 /* Make stream `to` wait for the work queued so far on `from` (cudaStream_t both) on device;

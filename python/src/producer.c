@@ -357,6 +357,8 @@ static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject 
         tensor = cuipc_py_tensor_new(&t, TENSOR_BUFFER, (PyObject *)self);
     else
         cuipc_py_raise(s);
+    if (tensor) /* which allocation: a later buffer at the same address is another one */
+        ((TensorObject *)tensor)->buffer_id = cuipc_producer_buffer_id(self->p, data);
     if (!tensor) /* the error raised above is the one reported; the free undoes the alloc */
         cuipc_status_ignore(cuipc_producer_buffer_free(self->p, data));
     return tensor;

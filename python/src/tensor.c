@@ -42,6 +42,7 @@ PyObject *cuipc_py_tensor_new(const cuipc_tensor *t, tensor_origin origin, PyObj
     self->t = *t;
     self->origin = origin;
     self->owner = Py_NewRef(owner);
+    self->buffer_id = 0;
     return (PyObject *)self;
 }
 
@@ -57,7 +58,7 @@ bool cuipc_py_tensor_usable(TensorObject *self) {
             cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "pool buffer used after its producer was closed");
             return false;
         }
-        if (!cuipc_producer_buffer_held(p->p, self->t.data)) {
+        if (cuipc_producer_buffer_id(p->p, self->t.data) != self->buffer_id) {
             cuipc_py_raise_msg(CUIPC_ERR_STALE,
                                "pool buffer used after it was sent or freed: it belongs to the "
                                "transport now");

@@ -126,7 +126,8 @@ static int order_after_torch(int device, cuipc_stream stream, const char *path) 
     return cuipc_py_stream_wait(device, from, to, path);
 }
 
-/* The fast path's gate: each test that fails sends the tensor to DLPack. */
+/* The fast path's gate: each test that fails sends the tensor to DLPack (0); 2: a lazy
+ * negation, to be resolved first. */
 static int takes_fast_path(PyObject *o) {
     if (tt.mode_enabled) {
         PyObject *v = PyObject_CallNoArgs(tt.mode_enabled);
@@ -142,9 +143,10 @@ static int takes_fast_path(PyObject *o) {
     if (layout != tt.strided)
         return 0;
     int r = flag(o, tt.s_requires_grad, false);
-    if (r == 0)
-        r = flag(o, tt.s_is_neg, true);
-    return r < 0 ? -1 : !r;
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    r = flag(o, tt.s_is_neg, true);
+    return r < 0 ? -1 : r ? 2 : 1;
 }
 
 static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t *device) {
@@ -185,7 +187,7 @@ int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream,
                        Py_TYPE(o) != tt.tensor_type)
         return 0;
     int r = takes_fast_path(o);
-    if (r <= 0)
+    if (r <= 0 || r == 2)
         return r;
     PyObject *dtype = PyObject_GetAttr(o, tt.s_dtype);
     if (!dtype)

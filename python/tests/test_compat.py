@@ -94,7 +94,9 @@ def test_any_dtype_travels_and_an_object_unwraps_twice_alike():
         tree = {"mask": torch.tensor([[True, False], [False, True]]),
                 "z": torch.tensor([1 + 2j, -3j], dtype=torch.complex64),
                 "g": torch.ones(3, requires_grad=True) * 2, "scalar": torch.tensor(1 + 1j),
-                "n": np.array([1 + 1j, 2], np.complex128)}
+                "n": np.array([1 + 1j, 2], np.complex128),
+                "conj": torch.tensor([1 + 2j]).conj(), "neg": torch.tensor([1 + 2j, 3 - 4j]).conj().imag,
+                "rec": np.array([(1, 2.5)], dtype=[("a", "<i4"), ("b", "<f8")])}
         wrapped = pickle.loads(pickle.dumps(compat.wrap_mm_inputs_for_ipc(tree, "cuda_ipc_pool", pool)))
         assert all(v.wire is not None for v in wrapped.values())
         out = compat.unwrap_mm_inputs_from_ipc(wrapped)
@@ -103,10 +105,36 @@ def test_any_dtype_travels_and_an_object_unwraps_twice_alike():
         assert not out["g"].requires_grad and out["g"].tolist() == [2.0, 2.0, 2.0]
         assert out["scalar"].shape == () and out["scalar"].item() == 1 + 1j
         assert out["n"].dtype == np.complex128 and out["n"].tolist() == [1 + 1j, 2]
+        assert out["conj"].tolist() == [1 - 2j] and out["neg"].tolist() == [-2.0, 4.0]
+        assert out["rec"].dtype.names == ("a", "b") and out["rec"].tolist() == [(1, 2.5)]
         again = compat.unwrap_mm_inputs_from_ipc(wrapped)
         assert all(again[k] is out[k] for k in out)
         pool.producer.drain(timeout=5)
         assert pool.stats()["host_pool"]["in_flight"] == 0
+
+
+def test_receivers_waiting_on_one_failed_attach_all_get_its_error(monkeypatch, tmp_path):
+    """Threads unwrapping objects of one producer wait for one attach; when it fails, each
+    raises the attach's error (not a KeyError), and the next object tries again."""
+    import threading
+    monkeypatch.setattr(compat, "_ATTACH_TIMEOUT_S", 0.3)
+    path = str(tmp_path / "nobody.sock")
+    errors = []
+
+    def unwrap():
+        try:
+            compat._consumer_for(path)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=unwrap) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(errors) == 3 and all(isinstance(e, cuipc.Error) for e in errors), errors
+    with pytest.raises(cuipc.Error):
+        compat._consumer_for(path)
 
 
 def test_an_object_given_back_unread_frees_its_chunk():

@@ -129,6 +129,19 @@ def test_a_long_wait_says_its_whole_length(pair):
         c.recv(timeout=0.5)
 
 
+def test_ctrl_c_in_dlpack_device_goes_on_as_itself(pair):
+    class Interrupted:
+        def __dlpack__(self, stream=None, **kw):
+            raise AssertionError("not reached")
+
+        def __dlpack_device__(self):
+            raise KeyboardInterrupt
+
+    p, _ = pair()
+    with pytest.raises(KeyboardInterrupt):
+        p.send({"x": Interrupted()})
+
+
 def test_the_same_message_adopted_twice_is_refused(pair):
     """While the first message holds its chunk and after it released it: two live messages over
     one chunk would read it after the first release let the producer reuse it."""
@@ -261,6 +274,14 @@ def test_producer_arguments_are_checked_not_wrapped(kw, match):
     """Never truncated to another value the library would then take (2**32 + 1 consumers as 1)."""
     with pytest.raises(cuipc.InvalidArgument, match=match):
         cuipc.Producer(**kw)
+
+
+def test_counts_take_numpy_ints_not_floats_or_bools():
+    with cuipc.Producer(max_consumers=np.int32(2), slots=np.uint64(64)) as p:
+        assert p.stats()["host_pool"] is not None
+    for bad in (2.0, True):
+        with pytest.raises(cuipc.InvalidArgument, match="max_consumers must be an int"):
+            cuipc.Producer(max_consumers=bad)
 
 
 def test_accept_refuses_a_count_it_cannot_hold(pair):

@@ -145,3 +145,14 @@ def test_compat_returns_torch_tensors():
         assert wrapped["x"].wire is not None
         y = compat.unwrap_mm_inputs_from_ipc(pickle.loads(pickle.dumps(wrapped)))["x"]
         assert isinstance(y, torch.Tensor) and torch.equal(y, x)
+
+
+def test_a_lazy_negation_arrives_negated(pair):
+    """z.conj().imag has torch's negative bit: its DLPack export gives the values unnegated, so
+    the send resolves it first."""
+    p, c = pair()
+    n = torch.tensor([1 + 2j, 3 - 4j]).conj().imag
+    assert n.is_neg()
+    p.send({"n": n})
+    with c.recv(timeout=5) as m:
+        assert m.unwrap(torch=True)["n"].tolist() == [-2.0, 4.0]

@@ -246,6 +246,12 @@ def test_pool_buffer_zero_copy_produce(pair):
     assert not spare.valid
     with pytest.raises(cuipc.Stale, match="used after it was sent or freed"):
         np.from_dlpack(spare)
+    # A new buffer at the freed one's address is another allocation: the old handle stays refused.
+    again = p.buffer(256)
+    assert again.data_ptr == spare.data_ptr and again.valid and not spare.valid
+    with pytest.raises(cuipc.Stale):
+        memoryview(spare)
+    p.free_buffer(again)
     p.drain(timeout=5)
     assert p.stats()["host_pool"]["held"] == 0
 

@@ -131,9 +131,10 @@ cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind me
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data);
 
-/* Whether data is a buffer the application still holds (not sent, not freed): one it may
- * still write. */
-bool cuipc_producer_buffer_held(cuipc_producer *p, const void *data);
+/* The number of the buffer the application holds at data (not sent, not freed), or 0. Each
+ * allocation has its own, never reused: a buffer sent or freed, whose address a later one got,
+ * is told from it by its number. */
+uint64_t cuipc_producer_buffer_id(cuipc_producer *p, const void *data);
 
 typedef struct cuipc_producer_stats {
     cuipc_pool_stats gpu_pool;
