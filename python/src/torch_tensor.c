@@ -3,7 +3,9 @@
  * where the result is the one DLPack gives are taken here: an exact torch.Tensor (no subclass, no
  * torch function mode), strided layout, no grad, no conj or neg bit, a dtype that maps 1:1, on
  * the CPU or on the current CUDA device with a stream torch's __dlpack__ accepts. Everything else
- * goes through DLPack, which raises the exporter's own errors.
+ * goes through DLPack, which raises the exporter's own errors, but for a tensor with the negative
+ * bit set (z.conj().imag): DLPack gives its values unnegated (torch 1.13) or refuses it (2.x),
+ * so it is resolved first (convert.c) and its values sent.
  *
  * Each read is a call into torch's library, and with messages milliseconds apart each costs about
  * a microsecond of cold code, so the reads are the fewest that decide those cases: the conj bit is
