@@ -37,7 +37,7 @@ import sys
 import time
 
 import cuipc
-from bench_transport import environment, thread_faults
+from bench_transport import environment, percentile, thread_faults
 
 # 2: schema_version, kind, environment, and the unwrap kind as "unwrap" (the files of runs 16-27:
 # no version, the unwrap kind as "kind")
@@ -48,13 +48,9 @@ TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requ
                "x.get_device()", "torch._C._cuda_getCurrentRawStream(0)"]
 
 
-def percentile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, int(q / 100 * len(xs) + 0.5) - 1))] if xs else None
-
-
 def summary(ns_by_name):
-    return {k: {"p50": percentile(v, 50) / 1e3, "p90": percentile(v, 90) / 1e3}
+    """p50 and p90 in us, nearest rank as everywhere else (bench_transport.percentile)."""
+    return {k: {"p50": percentile(sorted(v), 50) / 1e3, "p90": percentile(sorted(v), 90) / 1e3}
             for k, v in ns_by_name.items() if v}
 
 
