@@ -12,6 +12,8 @@ static void consumer_detach_if_done(ConsumerObject *self) {
         return;
     cuipc_consumer *c = self->c;
     self->c = NULL;
+    if (CUIPC_PY_FORKED(self))
+        return; /* a forked child's copy: the parent's consumer place is left to it */
     PyThreadState *ts = PyEval_SaveThread();
     cuipc_consumer_detach(c);
     PyEval_RestoreThread(ts);
@@ -40,6 +42,7 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     }
     if (spin_us >= 0)
         cuipc_consumer_set_spin_ns(self->c, (uint64_t)(spin_us * 1000));
+    self->fork_gen = cuipc_py_fork_gen;
     return 0;
 }
 
@@ -50,9 +53,20 @@ static void consumer_dealloc(ConsumerObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A message of a consumer made before a fork, used in the child: refused (its chunks are the
+ * parent's to release). */
+static bool not_forked(ConsumerObject *c) {
+    if (!CUIPC_PY_FORKED(c))
+        return true;
+    cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                       "this consumer belongs to the process this one was forked from: a child "
+                       "attaches its own");
+    return false;
+}
+
 static bool consumer_open(ConsumerObject *self) {
     if (self->c && !self->closing)
-        return true;
+        return not_forked(self);
     cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "the consumer is closed");
     return false;
 }
@@ -161,7 +175,7 @@ static PyObject *consumer_stats(ConsumerObject *self, PyObject *unused) {
 }
 
 static PyObject *consumer_close(ConsumerObject *self, PyObject *unused) {
-    if (self->in_calls)
+    if (self->in_calls && !CUIPC_PY_FORKED(self))
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                   "close: another thread is still inside a call on this consumer");
     self->closing = true;
@@ -224,7 +238,7 @@ PyTypeObject ConsumerType = {
 static void message_dealloc(MessageObject *self) {
     cuipc_message *m = self->m;
     self->m = NULL;
-    if (m) {
+    if (m && !CUIPC_PY_FORKED(self->consumer)) {
         PyThreadState *ts = PyEval_SaveThread();
         cuipc_message_free(m);
         PyEval_RestoreThread(ts);
@@ -261,6 +275,8 @@ static PyObject *message_unwrap(MessageObject *self, PyObject *const *args, Py_s
         unwrap_options(kind, a[2], a[1], host_wait_us, &o) < 0 ||
         (a[4] && (as_torch = PyObject_IsTrue(a[4])) < 0))
         return NULL;
+    if (!not_forked(self->consumer))
+        return NULL;
     if (self->released)
         return cuipc_py_raise_msg(CUIPC_ERR_STALE, "unwrap: the message was released already");
     if (as_torch && (!cuipc_py_torch_ready() || torch_unwrap_stream(a[1], &o) < 0))
@@ -294,7 +310,7 @@ static PyObject *message_release(MessageObject *self, PyObject *const *args, Py_
     PyObject *stream_obj;
     cuipc_stream stream;
     if (cuipc_py_args("release", names, 1, 0, args, nargs, kwnames, &stream_obj) < 0 ||
-        cuipc_py_stream(stream_obj, &stream) < 0)
+        cuipc_py_stream(stream_obj, &stream) < 0 || !not_forked(self->consumer))
         return NULL;
     if (self->released)
         Py_RETURN_NONE;

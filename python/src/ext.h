@@ -49,13 +49,19 @@ int cuipc_py_device(PyObject *o, int32_t fallback, int32_t *out);
 PyObject *cuipc_py_imported(const char *name, PyObject **interned);
 
 /* ---- objects */
+/* Moves in every forked child (module.c): an object whose fork_gen differs was made by the
+ * parent, and acts for it no more (no send, no receive, no close of the parent's resources). */
+extern unsigned long cuipc_py_fork_gen;
+#define CUIPC_PY_FORKED(obj) ((obj)->fork_gen != cuipc_py_fork_gen)
+
 typedef struct ProducerObject {
     PyObject_HEAD cuipc_producer *p;
     cuipc_mode mode;
     int32_t device;
     int in_calls;       /* calls running with the GIL released (close waits for none) */
     PyObject *retained; /* cuda_ipc: the senders' DLPack tensors kept alive, as the mode needs */
-    char *wire;         /* wrap's encoding is written here (under the GIL), grown to the largest */
+    unsigned long fork_gen;
+    char *wire; /* wrap's encoding is written here (under the GIL), grown to the largest */
     size_t wire_cap;
 } ProducerObject;
 
@@ -64,6 +70,7 @@ typedef struct ConsumerObject {
     Py_ssize_t live_messages; /* messages not yet freed: detach waits for them */
     bool closing;
     int in_calls;
+    unsigned long fork_gen;
 } ConsumerObject;
 
 typedef struct MessageObject {

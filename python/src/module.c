@@ -1,6 +1,16 @@
 /* The _cuipc extension module: types, error classes, a few module functions. */
+#include <pthread.h>
+
 #include "cuipc_version.h"
 #include "ext.h"
+
+unsigned long cuipc_py_fork_gen;
+
+/* A forked child's copy of a producer or consumer is the parent's: its sockets, rings and pool
+ * slots. Objects made before the fork see the generation move and refuse to act (fork_gen). */
+static void forked_child(void) {
+    cuipc_py_fork_gen++;
+}
 
 static PyObject *gpu_count(PyObject *m, PyObject *unused) {
     int n;
@@ -43,6 +53,9 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__cuipc(void) {
+    static bool atfork;
+    if (!atfork && pthread_atfork(NULL, NULL, forked_child) == 0)
+        atfork = true;
     PyTypeObject *types[] = {&ProducerType, &ConsumerType, &MessageType, &TreeType, &TensorType};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         if (PyType_Ready(types[i]) < 0)

@@ -74,13 +74,20 @@ static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
     }
     self->mode = cfg.mode;
     self->device = device;
+    self->fork_gen = cuipc_py_fork_gen;
     self->retained = PyList_New(0);
     return self->retained ? 0 : -1;
 }
 
 static bool open_or_raise(ProducerObject *self) {
-    if (self->p)
+    if (self->p && !CUIPC_PY_FORKED(self))
         return true;
+    if (self->p) {
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "this producer belongs to the process this one was forked from: a "
+                           "child makes its own");
+        return false;
+    }
     cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "the producer is closed");
     return false;
 }
@@ -88,8 +95,8 @@ static bool open_or_raise(ProducerObject *self) {
 static void producer_destroy(ProducerObject *self) {
     cuipc_producer *p = self->p;
     self->p = NULL;
-    if (!p)
-        return;
+    if (!p || CUIPC_PY_FORKED(self))
+        return; /* a forked child's copy: the parent's socket and pools are left to it */
     PyThreadState *ts = PyEval_SaveThread();
     cuipc_producer_close(p);
     cuipc_producer_destroy(p);
@@ -104,7 +111,7 @@ static void producer_dealloc(ProducerObject *self) {
 }
 
 static PyObject *producer_close(ProducerObject *self, PyObject *unused) {
-    if (self->in_calls)
+    if (self->in_calls && !CUIPC_PY_FORKED(self))
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                   "close: another thread is still inside a call on this producer");
     producer_destroy(self);
@@ -185,6 +192,17 @@ static uint64_t mono_ns(void) {
 /* The phases of one send, for Producer._send_profiled (a benchmark's breakdown). */
 enum { PHASE_ARGS, PHASE_CONVERT, PHASE_WRAP, PHASE_DELIVER, PHASE_COUNT };
 
+/* The tree's conversion runs Python (__dlpack__, properties), which may close the producer (a
+ * signal handler, another thread): then nothing is sent, and Closed says so. */
+static bool closed_meanwhile(ProducerObject *self, cuipc_value *v, PyObject *keep) {
+    if (self->p)
+        return false;
+    cuipc_value_free(v);
+    Py_DECREF(keep);
+    cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "the producer was closed while the tree was read");
+    return true;
+}
+
 /* cuipc_producer_send's own steps (wrap, send_wrapped, free) with a clock read before, between
  * and after: under one GIL release, as send's one call, so that a profiled send differs from a
  * plain one by its clock reads and phase dict only, and the wrap and deliver phases hold the
@@ -222,6 +240,8 @@ static bool send_tree(ProducerObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *keep;
     cuipc_value *v = take_tree(self, tree, stream, &keep);
     if (!v)
+        return false;
+    if (closed_meanwhile(self, v, keep))
         return false;
     cuipc_status s;
     if (!phases) {
@@ -291,7 +311,7 @@ static PyObject *producer_wrap(ProducerObject *self, PyObject *const *args, Py_s
         return NULL;
     PyObject *keep;
     cuipc_value *v = take_tree(self, tree, stream, &keep);
-    if (!v)
+    if (!v || closed_meanwhile(self, v, keep))
         return NULL;
     cuipc_value *wrapped = NULL;
     cuipc_status s;
@@ -371,6 +391,9 @@ static PyObject *producer_free_buffer(ProducerObject *self, PyObject *arg) {
         ((TensorObject *)arg)->owner != (PyObject *)self)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                   "free_buffer takes a buffer of this producer");
+    /* Sent or freed already: the address may be a newer buffer's, not this one's to free. */
+    if (!cuipc_py_tensor_usable((TensorObject *)arg))
+        return NULL;
     cuipc_status s = cuipc_producer_buffer_free(self->p, ((TensorObject *)arg)->t.data);
     if (s != CUIPC_OK)
         return cuipc_py_raise(s);

@@ -361,3 +361,71 @@ def test_stream_objects_other_than_torchs_are_read_every_call(pair):
     for i in (1, 2):
         with c.recv(timeout=5) as m:
             assert m.unwrap(stream=0)["i"] == i
+
+
+def test_a_stale_buffer_handle_frees_nothing_of_a_newer_buffer(pair):
+    """A buffer freed (or sent) whose address a newer buffer got: freeing the old handle again
+    is refused, and the newer one is left alone."""
+    p, _ = pair()
+    old = p.buffer(8)
+    p.free_buffer(old)
+    new = p.buffer(8)
+    assert new.data_ptr == old.data_ptr
+    with pytest.raises(cuipc.Stale, match="used after it was sent or freed"):
+        p.free_buffer(old)
+    assert new.valid and p.stats()["host_pool"]["held"] == 1
+    p.free_buffer(new)
+
+
+def test_a_producer_closed_while_its_tree_is_read_sends_nothing(pair):
+    """__dlpack_device__ (or a signal handler) closing the producer mid-conversion: Closed, not
+    a call on a destroyed producer."""
+    p, _ = pair()
+
+    class Closes:
+        def __init__(self):
+            self.a = np.ones(4)
+
+        def __dlpack_device__(self):
+            p.close()
+            return self.a.__dlpack_device__()
+
+        def __dlpack__(self, **kw):
+            return self.a.__dlpack__(**kw)
+
+    for call in (p.send, p.wrap):
+        with pytest.raises(cuipc.Closed, match="closed while the tree was read|closed"):
+            call({"x": Closes()})
+
+
+def test_a_forked_child_cannot_act_for_its_parent(pair):
+    """The child's copies of a producer, consumer and message are refused, and its exit leaves
+    the parent's socket, rings and chunks as they were."""
+    import os
+    p, c = pair()
+    p.send({"x": np.arange(3)})
+    m = c.recv(timeout=5)
+    pid = os.fork()
+    if pid == 0:  # the child: every use refused; its close and deallocs touch nothing shared
+        refused = 0
+        for call in (lambda: p.send({"x": 1}), lambda: c.recv(timeout=0.1), lambda: m.unwrap(),
+                     lambda: m.release()):
+            try:
+                call()
+            except cuipc.InvalidArgument as e:
+                refused += "forked from" in str(e)
+            except BaseException:  # noqa: BLE001: the child reports by its exit code alone
+                pass
+        try:
+            p.close()
+            c.close()
+            del m
+        finally:
+            os._exit(0 if refused == 4 else 1)  # not through pytest's own exit in a fork
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert np.asarray(m.unwrap()["x"]).tolist() == [0, 1, 2]
+    m.release()
+    p.send({"x": np.arange(2)})
+    with c.recv(timeout=5) as again:
+        assert np.asarray(again.unwrap()["x"]).tolist() == [0, 1]
