@@ -54,6 +54,7 @@ typedef struct held_chunk {
     uint32_t slot;
     uint32_t generation;
     bool released;
+    bool borrowed; /* an unwrap lent it out: a later copy of it does not release it */
 } held_chunk;
 
 /* held_chunks.c: a chunk of (slot, generation) in view joins a message of this consumer

@@ -225,7 +225,9 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
         return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "slot %u generation %u is not part of this message",
                           x->u.pool.slot, x->u.pool.generation);
     if (h->released)
-        return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u generation %u was already released",
+        return CUIPC_FAIL(CUIPC_ERR_STALE,
+                          "slot %u generation %u was already released (by the message's release "
+                          "or an earlier copy unwrap: a copy gives its chunk back at once)",
                           x->u.pool.slot, x->u.pool.generation);
     pool_view *v = h->view;
     if (v->memory == CUIPC_MEMORY_HOST) {
@@ -234,7 +236,9 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
         if (o->kind == CUIPC_UNWRAP_COPY && target != CUIPC_DEVICE_HOST)
             pin_host_view(c, v);
         CUIPC_TRY(borrow_or_copy(u, src, x->nbytes, 1, CUIPC_DEVICE_HOST, target, t, owner));
-        if (o->kind == CUIPC_UNWRAP_COPY)
+        if (o->kind == CUIPC_UNWRAP_BORROW)
+            h->borrowed = true;
+        else if (!h->borrowed) /* a borrow of it still reads the chunk: the release gives it back */
             release_cpu(c, h);
         return CUIPC_OK;
     }
@@ -253,7 +257,11 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     }
     void *src = (char *)base + x->u.pool.offset;
     CUIPC_TRY(borrow_or_copy(u, src, x->nbytes, 0, map_dev, target, t, owner));
-    if (o->kind == CUIPC_UNWRAP_BORROW)
+    if (o->kind == CUIPC_UNWRAP_BORROW) {
+        h->borrowed = true;
+        return CUIPC_OK;
+    }
+    if (h->borrowed) /* a borrow of it still reads the chunk: the message's release acks it */
         return CUIPC_OK;
     if (target == CUIPC_DEVICE_HOST) {
         release_cpu(c, h); /* copy_out already waited for the stream */

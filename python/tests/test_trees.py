@@ -369,3 +369,25 @@ def test_the_build_names_its_version():
     """Results files name what was built: the package version, and git's description of the tree
     (a commit, -dirty with local changes) when it was built from a checkout."""
     assert isinstance(cuipc.build_version, str) and cuipc.build_version.startswith(cuipc.__version__)
+
+
+def test_a_copy_after_a_borrow_leaves_the_borrow_its_chunk(pair):
+    """A copy gives its chunk back at once, but not while a borrow of the same message reads it:
+    the chunk then waits for the message's release."""
+    p, c = pair(host_pool_bytes=64 << 10)
+    p.send({"a": np.arange(4, dtype=np.int32)})
+    m = c.recv(timeout=5)
+    borrowed = m.unwrap(kind="borrow")["a"]
+    copied = m.unwrap(kind="copy")["a"]
+    assert np.asarray(copied).tolist() == [0, 1, 2, 3]
+    assert p.stats()["host_pool"]["in_flight"] == 1  # still held for the borrow
+    for _ in range(20):  # the pool recycles around the held chunk, never into it
+        p.send({"a": np.full(4, 99, np.int32)})
+        with c.recv(timeout=5) as other:
+            other.unwrap(kind="copy")
+    assert borrowed.valid and np.asarray(borrowed).tolist() == [0, 1, 2, 3]
+    m.release()
+    assert not borrowed.valid
+    with pytest.raises(cuipc.Stale, match="the message was released already"):
+        m.unwrap(kind="copy")
+    p.drain(timeout=5)
