@@ -275,6 +275,14 @@ static bool cuipc_ring_space_ready(const cuipc_ring *r, uint64_t need) {
            atomic_load_explicit(&h->closed, memory_order_acquire);
 }
 
+/* Out of time: a peer that exited says so, also to a wait too short to have asked it (a poll
+ * with timeout 0 would otherwise never learn its producer died). */
+static cuipc_status cuipc_ring_timed_out(cuipc_ring *r, const char *op, int64_t timeout_ns) {
+    if (r->peer_alive && !r->peer_alive(r->peer_ctx))
+        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "%s: the process on the other side exited", op);
+    return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%s: nothing after %lld ns", op, (long long)timeout_ns);
+}
+
 /* Block until ready(r, arg): spin up to spin_ns, then sleep on the futex in slices, asking
  * the peer check between slices. OK means "look again", not that progress is guaranteed. */
 static cuipc_status cuipc_ring_wait(cuipc_ring *r, bool (*ready)(const cuipc_ring *, uint64_t),
@@ -302,8 +310,7 @@ static cuipc_status cuipc_ring_wait(cuipc_ring *r, bool (*ready)(const cuipc_rin
             now = cuipc_now_ns();
             if (now >= deadline) {
                 atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
-                return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%s: nothing after %lld ns", op,
-                                  (long long)timeout_ns);
+                return cuipc_ring_timed_out(r, op, timeout_ns);
             }
             int64_t slice = deadline - now < (uint64_t)CUIPC_RING_SLICE_NS
                                 ? (int64_t)(deadline - now)
@@ -325,8 +332,7 @@ static cuipc_status cuipc_ring_wait(cuipc_ring *r, bool (*ready)(const cuipc_rin
                                   op);
         }
         if (now >= deadline)
-            return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%s: nothing after %lld ns", op,
-                              (long long)timeout_ns);
+            return cuipc_ring_timed_out(r, op, timeout_ns);
     }
 }
 

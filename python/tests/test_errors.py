@@ -201,11 +201,14 @@ def test_peer_dead_without_consumers():
             p.send({"x": np.ones(4)})
 
 
-def test_peer_dead_when_producer_process_exits(spawn):
+@pytest.mark.parametrize("waiter", ["wait_then_recv", "poll_until_error"])
+def test_peer_dead_when_producer_process_exits(spawn, waiter):
+    """A blocked recv, and a loop polling with timeout=0 (too short to wait for a peer check),
+    both learn that the producer died."""
     results, go, ready, out = (spawn.ctx.Queue() for _ in range(4))
     producer = spawn(workers.producer_then_die, results, go)
     path = results.get(timeout=30)
-    spawn(workers.wait_then_recv, path, ready, out)
+    spawn(getattr(workers, waiter), path, ready, out)
     assert ready.get(timeout=30) == "attached"
     go.put("die")
     producer.join(30)

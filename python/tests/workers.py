@@ -56,6 +56,23 @@ def wait_then_recv(path, ready, results):
         results.put((type(e).__name__, e.status, str(e)))
 
 
+def poll_until_error(path, ready, results):
+    """Attach, say so, then poll with recv(timeout=0) until an error other than Timeout."""
+    import time
+    try:
+        c = cuipc.Consumer(path, timeout=20)
+        ready.put("attached")
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            try:
+                c.recv(timeout=0)
+            except cuipc.Timeout:
+                time.sleep(0.001)
+        results.put(("no error", "", ""))
+    except cuipc.Error as e:
+        results.put((type(e).__name__, e.status, str(e)))
+
+
 def producer_then_die(results, go):
     """A producer that lets one consumer attach, then exits without closing."""
     import os
