@@ -250,6 +250,12 @@ static cuipc_value *add_child(cuipc_value *parent, const char *key, PyObject *it
     return parent;
 }
 
+/* As Python's own iteration says it: the tree is not sent. Returns true (an error is set). */
+static bool changed_while_sent(const char *path, const char *what) {
+    PyErr_Format(PyExc_RuntimeError, "%s: the %s changed size while it was being sent", path, what);
+    return true;
+}
+
 static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream,
                             PyObject *keep) {
     if (depth > CUIPC_VALUE_MAX_DEPTH)
@@ -298,7 +304,7 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
     } else if (PyDict_Check(o)) {
         v = cuipc_value_dict();
         PyObject *key, *item;
-        Py_ssize_t pos = 0;
+        Py_ssize_t pos = 0, size = PyDict_GET_SIZE(o);
         while (v && PyDict_Next(o, &pos, &key, &item)) {
             Py_ssize_t klen = 0;
             const char *k = PyUnicode_Check(key) ? PyUnicode_AsUTF8AndSize(key, &klen) : NULL;
@@ -315,7 +321,16 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
                                             : "is not valid UTF-8 (a lone surrogate)"),
                        NULL;
             }
-            if (!add_child(v, k, item, path, depth, stream, keep)) {
+            /* Held while converted: converting runs Python (__dlpack__), which may change
+             * the dict under us (another thread, the exporter itself). */
+            Py_INCREF(key);
+            Py_INCREF(item);
+            bool ok = add_child(v, k, item, path, depth, stream, keep) != NULL;
+            Py_DECREF(key);
+            Py_DECREF(item);
+            if (ok && PyDict_GET_SIZE(o) != size)
+                ok = !changed_while_sent(path, "dict");
+            if (!ok) {
                 cuipc_value_free(v);
                 return NULL;
             }
@@ -324,7 +339,15 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
         v = cuipc_value_list();
         Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
         for (Py_ssize_t i = 0; v && i < n; i++) {
-            if (!add_child(v, NULL, PySequence_Fast_GET_ITEM(o, i), path, depth, stream, keep)) {
+            if (PySequence_Fast_GET_SIZE(o) != n) { /* a list changed while converted */
+                changed_while_sent(path, "list");
+                cuipc_value_free(v);
+                return NULL;
+            }
+            PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(o, i));
+            bool ok = add_child(v, NULL, item, path, depth, stream, keep) != NULL;
+            Py_DECREF(item);
+            if (!ok) {
                 cuipc_value_free(v);
                 return NULL;
             }

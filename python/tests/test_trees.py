@@ -391,3 +391,28 @@ def test_a_copy_after_a_borrow_leaves_the_borrow_its_chunk(pair):
     with pytest.raises(cuipc.Stale, match="the message was released already"):
         m.unwrap(kind="copy")
     p.drain(timeout=5)
+
+
+def test_a_tree_changed_while_it_is_sent_is_refused(pair):
+    """Converting runs the exporters' Python, which may change the tree (here the exporter
+    itself; another thread alike): RuntimeError as Python's own iteration, nothing left held."""
+    class Mutates:
+        def __init__(self, box):
+            self.box, self.a = box, np.ones(4)
+
+        def __dlpack_device__(self):
+            self.box.clear()
+            return self.a.__dlpack_device__()
+
+        def __dlpack__(self, **kw):
+            return self.a.__dlpack__(**kw)
+
+    p, _ = pair()
+    lst = [None, 1, 2]
+    lst[0] = Mutates(lst)
+    d = {"a": None, "b": 2}
+    d["a"] = Mutates(d)
+    for tree, what in ((lst, "list"), (d, "dict")):
+        with pytest.raises(RuntimeError, match=f"tree: the {what} changed size while it was being sent"):
+            p.wrap(tree)
+    assert p.stats()["host_pool"]["in_flight"] == 0
