@@ -347,7 +347,15 @@ void cuipc_pool_kick_recycler(cuipc_pool *p) {
 
 cuipc_status cuipc_pool_alloc(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
                               int64_t timeout_ns, cuipc_chunk *out) {
-    cuipc_status s = cuipc_pool_alloc_unkicked(p, size, consumer_mask, timeout_ns, out);
+    return cuipc_pool_alloc_own(p, size, consumer_mask, timeout_ns, CUIPC_POOL_OWN_UNKNOWN, out);
+}
+
+static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_mask, bool held,
+                                int64_t timeout_ns, uint32_t own, cuipc_chunk *out);
+
+cuipc_status cuipc_pool_alloc_own(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
+                                  int64_t timeout_ns, uint32_t own, cuipc_chunk *out) {
+    cuipc_status s = cuipc_pool_alloc_unkicked(p, size, consumer_mask, timeout_ns, own, out);
     cuipc_pool_kick_recycler(p);
     return s;
 }
@@ -361,8 +369,14 @@ static cuipc_status check_mask(const cuipc_pool *p, uint64_t consumer_mask) {
     return CUIPC_OK;
 }
 
+/* Waiting cannot make room: nothing is in flight but the caller's own chunks (a message
+ * bigger than the pool, in bytes or slots), and no buffer is held that could be given back. */
+static bool only_own_in_flight(const cuipc_pool *p, uint32_t own) {
+    return own != CUIPC_POOL_OWN_UNKNOWN && in_flight_locked(p) <= own && p->n_held == 0;
+}
+
 static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_mask, bool held,
-                                int64_t timeout_ns, cuipc_chunk *out) {
+                                int64_t timeout_ns, uint32_t own, cuipc_chunk *out) {
     if (size == 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "size 0: empty tensors need no chunk");
     if (size > p->cfg.size)
@@ -397,6 +411,15 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
             s = try_alloc_locked(p, size, consumer_mask, held, out);
             continue;
         }
+        if (only_own_in_flight(p, own)) {
+            s = CUIPC_FAIL(CUIPC_ERR_POOL_FULL,
+                           "no room for %llu bytes, and nothing to wait for: the message's own %u "
+                           "chunks are all that is in flight (it needs more than the pool's "
+                           "%llu bytes or %u slots)",
+                           (unsigned long long)size, own, (unsigned long long)p->cfg.size,
+                           p->cfg.slots);
+            break;
+        }
         pthread_mutex_unlock(&p->lock);
         int64_t left = timeout_ns - (int64_t)waited;
         bool gpu = p->cfg.memory == CUIPC_MEMORY_CUDA;
@@ -421,13 +444,13 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
 }
 
 cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
-                                       int64_t timeout_ns, cuipc_chunk *out) {
-    return alloc_chunk(p, size, consumer_mask, false, timeout_ns, out);
+                                       int64_t timeout_ns, uint32_t own, cuipc_chunk *out) {
+    return alloc_chunk(p, size, consumer_mask, false, timeout_ns, own, out);
 }
 
 cuipc_status cuipc_pool_alloc_held(cuipc_pool *p, uint64_t size, int64_t timeout_ns,
                                    cuipc_chunk *out) {
-    return alloc_chunk(p, size, 0, true, timeout_ns, out);
+    return alloc_chunk(p, size, 0, true, timeout_ns, CUIPC_POOL_OWN_UNKNOWN, out);
 }
 
 void cuipc_pool_mark_ready(cuipc_pool *p, const cuipc_chunk *c) {

@@ -13,11 +13,18 @@ int cuipc_pool_memory_fd(const cuipc_pool *pool);
 const uint8_t *cuipc_pool_ipc_handle(const cuipc_pool *pool);
 cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
 
-/* cuipc_pool_alloc without its last step, cuipc_pool_kick_recycler, which the caller then owes
- * (a producer calls it once the message is delivered, off the latency path). */
+/* cuipc_pool_alloc for a caller that holds `own` of the pool's chunks in flight itself (a
+ * message being wrapped): when nothing else is in flight and no buffer is held, waiting cannot
+ * make room and POOL_FULL comes at once. CUIPC_POOL_OWN_UNKNOWN: wait as cuipc_pool_alloc. */
+#define CUIPC_POOL_OWN_UNKNOWN UINT32_MAX
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_pool_alloc_own(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
+                                  int64_t timeout_ns, uint32_t own, cuipc_chunk *out);
+/* cuipc_pool_alloc_own without its last step, cuipc_pool_kick_recycler, which the caller then
+ * owes (a producer calls it once the message is delivered, off the latency path). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
-                                       int64_t timeout_ns, cuipc_chunk *out);
+                                       int64_t timeout_ns, uint32_t own, cuipc_chunk *out);
 /* A chunk for an application to fill before it is sent (a producer's buffer): held, it waits
  * for no consumer and is never reclaimed, until cuipc_pool_publish_held puts it in flight or
  * cuipc_pool_cancel gives it back. */

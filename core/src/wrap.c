@@ -42,7 +42,8 @@ static cuipc_status to_host_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy
                           "a %s tensor needs the host pool, and host_pool_bytes is 0",
                           t->device == CUIPC_DEVICE_HOST ? "host" : "staged device");
     cuipc_chunk c;
-    CUIPC_TRY(cuipc_pool_alloc(p->host_pool, x->nbytes, w->mask, full_timeout(p), &c));
+    CUIPC_TRY(
+        cuipc_pool_alloc_own(p->host_pool, x->nbytes, w->mask, full_timeout(p), w->own_host, &c));
     cuipc_status s = CUIPC_OK;
     if (t->device == CUIPC_DEVICE_HOST) {
         memcpy(c.ptr, t->data, x->nbytes);
@@ -66,7 +67,8 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     cuipc_producer *p = w->p;
     cuipc_chunk c;
     int64_t wait = p->cfg.full_policy == CUIPC_FULL_WAIT ? p->cfg.full_timeout_ns : 0;
-    cuipc_status s = cuipc_pool_alloc_unkicked(p->gpu_pool, x->nbytes, w->mask, wait, &c);
+    cuipc_status s =
+        cuipc_pool_alloc_unkicked(p->gpu_pool, x->nbytes, w->mask, wait, w->own_gpu, &c);
     if (s == CUIPC_ERR_POOL_FULL && p->cfg.full_policy == CUIPC_FULL_FALLBACK) {
         w->fallbacks++;
         return to_host_pool(w, t, x);
@@ -212,5 +214,9 @@ cuipc_status cuipc_wrap_tensor(cuipc_wrap_ctx *w, const cuipc_tensor *t, cuipc_p
     if (s != CUIPC_OK)
         return s;
     w->bytes += x->nbytes;
+    if (w->pool && w->pool == w->p->host_pool)
+        w->own_host++;
+    else if (w->pool && w->pool == w->p->gpu_pool)
+        w->own_gpu++;
     return CUIPC_OK;
 }

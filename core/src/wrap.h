@@ -11,6 +11,7 @@ typedef struct cuipc_wrap_ctx {
     uint64_t bytes;      /* tensor bytes wrapped so far */
     uint64_t fallbacks;  /* tensors staged through the host pool because the GPU pool was full */
     cuipc_pool *pool;    /* the last tensor's chunk is in this pool; NULL: it took none */
+    uint32_t own_host, own_gpu; /* chunks the message took so far from each pool */
 } cuipc_wrap_ctx;
 
 /* Tensor t as a proxy in *x: a pool chunk (copied in, or a held buffer published as it is), an

@@ -52,6 +52,21 @@ def test_pool_full_and_timeout(pair):
         q.send({"a": np.ones(40 << 10, np.uint8)})
 
 
+def test_a_message_bigger_than_the_pool_is_refused_at_once(pair):
+    """In bytes or in slots: waiting could only wait for the message's own chunks, so PoolFull
+    comes at once, even with no limit on the wait, and nothing stays allocated."""
+    import time
+    p, c = pair(host_pool_bytes=1 << 20, full_timeout=None, slots=64)
+    for tree in ([np.ones(400 << 10, np.uint8) for _ in range(3)], [np.ones(16, np.uint8) for _ in range(100)]):
+        t0 = time.monotonic()
+        with pytest.raises(cuipc.PoolFull, match="nothing to wait for: the message's own"):
+            p.send(tree)
+        assert time.monotonic() - t0 < 1 and p.stats()["host_pool"]["in_flight"] == 0
+    p.send([np.ones(400 << 10, np.uint8) for _ in range(2)])  # one that fits still goes
+    with c.recv(timeout=5) as m:
+        assert len(m.unwrap()) == 2
+
+
 def test_full_timeout_none_waits_for_room_without_a_limit(pair):
     """Left out, full_timeout is the library's 1 s; None waits until a release makes room, here
     1.5 s later."""
