@@ -558,7 +558,36 @@ static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags) {
 
 static PyBufferProcs tensor_as_buffer = {.bf_getbuffer = (getbufferproc)tensor_getbuffer};
 
+/* numpy.asarray(t): numpy asks the buffer protocol first and, when that fails, would make a
+ * 0-d object array of the Tensor without a word. Reached only then: the reason is raised (a
+ * released borrow, a sent buffer, a GPU tensor), or the array made through DLPack. */
+static PyObject *tensor_array(TensorObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"dtype", "copy", NULL};
+    PyObject *dtype = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO", names, &dtype, &copy) ||
+        !cuipc_py_tensor_usable(self))
+        return NULL;
+    if (self->t.device != CUIPC_DEVICE_HOST)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "a tensor on cuda:%d has no host array: copy it to the host "
+                                  "first (torch.from_dlpack(t).cpu(), cupy.asnumpy)",
+                                  self->t.device);
+    static PyObject *name;
+    PyObject *np = cuipc_py_imported("numpy", &name);
+    if (!np)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ImportError, "numpy is not imported");
+    PyObject *a = PyObject_CallMethod(np, "from_dlpack", "O", (PyObject *)self);
+    Py_DECREF(np);
+    if (a && dtype != Py_None)
+        Py_SETREF(a, PyObject_CallMethod(a, "astype", "O", dtype));
+    else if (a && copy != Py_None && PyObject_IsTrue(copy) == 1)
+        Py_SETREF(a, PyObject_CallMethod(a, "copy", NULL));
+    return a;
+}
+
 static PyMethodDef tensor_methods[] = {
+    {"__array__", (PyCFunction)(void (*)(void))tensor_array, METH_VARARGS | METH_KEYWORDS,
+     "numpy's way in where the buffer protocol failed: the reason, or an array via DLPack."},
     {"__dlpack__", (PyCFunction)(void (*)(void))tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
      "DLPack capsule over the tensor's memory (no copy). stream: the reader's CUDA stream."},
     {"__dlpack_device__", (PyCFunction)tensor_dlpack_device, METH_NOARGS,

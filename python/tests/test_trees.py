@@ -416,3 +416,17 @@ def test_a_tree_changed_while_it_is_sent_is_refused(pair):
         with pytest.raises(RuntimeError, match=f"tree: the {what} changed size while it was being sent"):
             p.wrap(tree)
     assert p.stats()["host_pool"]["in_flight"] == 0
+
+
+def test_numpy_is_told_why_a_tensor_has_no_array(pair):
+    """numpy falls back from a refused buffer to __array__: the reason is raised there, never a
+    0-d object array of the Tensor; a usable one converts, with a dtype if asked."""
+    p, c = pair()
+    p.send({"a": np.arange(6, dtype=np.int32).reshape(2, 3)})
+    m = c.recv(timeout=5)
+    b = m.unwrap(kind="borrow")["a"]
+    assert np.asarray(b).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert b.__array__(np.float64).dtype == np.float64 and b.__array__(copy=True).flags.owndata
+    m.release()
+    with pytest.raises(cuipc.Stale, match="after its message was released"):
+        np.asarray(b)
