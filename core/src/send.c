@@ -190,9 +190,22 @@ static cuipc_status cancel_node(cuipc_value *node, void *ctx) {
     return CUIPC_OK;
 }
 
+/* A pool proxy of another producer's pool: the bytes were not wrapped here. */
+static cuipc_status check_ours(cuipc_value *node, void *ctx) {
+    const cuipc_proxy *x = cuipc_value_as_proxy(node);
+    chunk_ref r;
+    if (x && x->kind == CUIPC_PROXY_POOL && x->nbytes > 0 && !chunk_of(ctx, x, &r))
+        return CUIPC_FAIL(CUIPC_ERR_UNKNOWN_POOL,
+                          "the tree names pool 0x%llx, which is not this producer's (wrapped by "
+                          "another producer?): nothing cancelled",
+                          (unsigned long long)x->u.pool.pool_id);
+    return CUIPC_OK;
+}
+
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped) {
     if (!wrapped)
         return CUIPC_OK; /* nothing to give back */
+    CUIPC_TRY(cuipc_value_visit((cuipc_value *)wrapped, check_ours, p));
     cuipc_status_ignore(
         cuipc_value_visit((cuipc_value *)wrapped, cancel_node, p)); /* cancel_node never fails */
     return CUIPC_OK;

@@ -195,7 +195,12 @@ def test_unknown_pool(pair):
     wire = other.wrap({"x": np.ones(4)})
     with pytest.raises(cuipc.UnknownPool, match="not attached to"):
         c.adopt(wire)
+    mine, _ = pair()
+    with pytest.raises(cuipc.UnknownPool, match="not this producer's .* nothing cancelled"):
+        mine.cancel(wire)  # the bytes of another producer
+    assert other.stats()["host_pool"]["in_flight"] == 1
     other.cancel(wire)
+    assert other.stats()["host_pool"]["in_flight"] == 0
 
 
 def test_no_gpu():

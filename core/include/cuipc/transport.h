@@ -99,7 +99,10 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
 
-/* Give back the chunks of a wrapped tree that will not be sent. */
+/* Give back the chunks of a wrapped tree that will not be sent: nothing of it may have reached a
+ * consumer (bytes carried out of band and adopted are the consumer's to release; cancelled, their
+ * chunks would be reused under it). CUIPC_ERR_UNKNOWN_POOL, and nothing cancelled, for a tree
+ * wrapped by another producer. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
 
