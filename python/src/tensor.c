@@ -82,6 +82,7 @@ typedef struct export_ctx {
     PyObject *keep; /* the memory's owner, kept alive while the reader holds the DLPack tensor */
     int64_t shape[CUIPC_MAX_DIMS];
     int64_t strides[CUIPC_MAX_DIMS];
+    bool bool_as_u8; /* for torch: its bool comes back through a u8 view (below) */
     union {
         DLManagedTensor legacy;
         DLManagedTensorVersioned versioned;
@@ -204,13 +205,15 @@ static void fill_dl(const cuipc_tensor *t, export_ctx *ctx, DLTensor *dl) {
     else
         dl->device = (DLDevice){kDLCUDA, t->device};
     dl->ndim = t->ndim;
-    cuipc_py_dtype_to_dl(t->dtype, &dl->dtype);
+    cuipc_py_dtype_to_dl(
+        ctx->bool_as_u8 && t->dtype == CUIPC_DTYPE_BOOL ? CUIPC_DTYPE_U8 : t->dtype, &dl->dtype);
     dl->shape = ctx->shape;
     dl->strides = ctx->strides;
     dl->byte_offset = 0;
 }
 
-static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned);
+static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned,
+                                bool for_torch);
 
 /* A legacy capsule over t in ctx (which the capsule's tensor then owns); NULL on failure, ctx
  * still the caller's. */
@@ -253,18 +256,20 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
                                       "__dlpack__: max_version must be a (major, minor) tuple");
         versioned = major >= DLPACK_MAJOR_VERSION;
     }
-    return export_capsule(self, stream, versioned);
+    return export_capsule(self, stream, versioned, false);
 }
 
 /* The capsule of a usable tensor, the reader's stream (None, or DLPack's int) ordered after the
  * unwrap's work. */
-static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned) {
+static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned,
+                                bool for_torch) {
     if (order_after_unwrap(self, stream) < 0)
         return NULL;
     export_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return PyErr_NoMemory();
     ctx->keep = Py_NewRef((PyObject *)self);
+    ctx->bool_as_u8 = for_torch;
     PyObject *cap;
     if (versioned) {
         DLManagedTensorVersioned *m = &ctx->m.versioned;
@@ -297,6 +302,7 @@ static PyObject *tensor_dlpack_device(TensorObject *self, PyObject *unused) {
  * reader under torch.from_dlpack, and the raw current stream, where this torch has them. */
 static struct {
     PyObject *from_dlpack;    /* torch._C._from_dlpack, else torch.from_dlpack */
+    PyObject *bool_dtype;     /* torch.bool */
     PyObject *raw_stream;     /* torch._C._cuda_getCurrentRawStream, or NULL */
     PyObject *current_stream; /* torch.cuda.current_stream, when the former is missing */
 } to_torch_fns;
@@ -321,9 +327,12 @@ static bool to_torch_init(void) {
         Py_XDECREF(cuda);
     }
     Py_XDECREF(c);
+    to_torch_fns.bool_dtype = PyObject_GetAttrString(torch, "bool");
     Py_DECREF(torch);
-    if (!from || (!to_torch_fns.raw_stream && !to_torch_fns.current_stream)) {
+    if (!from || !to_torch_fns.bool_dtype ||
+        (!to_torch_fns.raw_stream && !to_torch_fns.current_stream)) {
         Py_XDECREF(from);
+        Py_CLEAR(to_torch_fns.bool_dtype);
         Py_CLEAR(to_torch_fns.raw_stream);
         Py_CLEAR(to_torch_fns.current_stream);
         return false;
@@ -358,6 +367,16 @@ static PyObject *torch_current_stream(int device) {
     return PyLong_FromLongLong(h == 0 ? 1 : h); /* 0 is the legacy default stream: 1 */
 }
 
+/* torch's reader over a capsule made for torch (cap, taken): a bool tensor travels as u8 and is
+ * viewed back, since torch 1.13's reader has no DLPack bool (a view: no copy). */
+static PyObject *torch_of_capsule(PyObject *cap, cuipc_dtype dtype) {
+    PyObject *r = cap ? PyObject_CallOneArg(to_torch_fns.from_dlpack, cap) : NULL;
+    Py_XDECREF(cap);
+    if (r && dtype == CUIPC_DTYPE_BOOL)
+        Py_SETREF(r, PyObject_CallMethod(r, "view", "O", to_torch_fns.bool_dtype));
+    return r;
+}
+
 /* torch's capsule reader over a legacy capsule made for torch's current stream: works with every
  * torch that has DLPack, whatever its policy on versioned capsules and read-only flags. */
 static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
@@ -368,11 +387,9 @@ static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
     PyObject *stream = self->t.device == CUIPC_DEVICE_HOST ? Py_NewRef(Py_None)
                                                            : torch_current_stream(self->t.device);
     /* What __dlpack__(stream=stream) gives, without its argument tuple and parsing. */
-    PyObject *cap = stream ? export_capsule(self, stream, false) : NULL;
+    PyObject *cap = stream ? export_capsule(self, stream, false, true) : NULL;
     Py_XDECREF(stream);
-    PyObject *r = cap ? PyObject_CallOneArg(to_torch_fns.from_dlpack, cap) : NULL;
-    Py_XDECREF(cap);
-    return r;
+    return torch_of_capsule(cap, self->t.dtype);
 }
 
 /* ---- unwrap(torch=True): torch tensors made straight from the unwrapped tree */
@@ -417,14 +434,13 @@ PyObject *cuipc_py_torch_over(const cuipc_tensor *t, PyObject *keep, cuipc_py_to
     if (!ctx)
         return PyErr_NoMemory();
     ctx->keep = Py_NewRef(keep);
+    ctx->bool_as_u8 = true;
     PyObject *cap = legacy_capsule(t, ctx);
     if (!cap) {
         export_release(ctx);
         return NULL;
     }
-    PyObject *r = PyObject_CallOneArg(to_torch_fns.from_dlpack, cap);
-    Py_DECREF(cap);
-    return r;
+    return torch_of_capsule(cap, t->dtype);
 }
 
 static PyObject *tensor_shape(TensorObject *self, void *unused) {
