@@ -44,6 +44,8 @@ static PyObject *builtin_base(cuipc_status s) {
         return PyExc_TimeoutError;
     case CUIPC_ERR_PERMISSION:
         return PyExc_PermissionError;
+    case CUIPC_ERR_UNSUPPORTED: /* what the array API's __dlpack__ raises for what it can't do */
+        return PyExc_BufferError;
     default:
         return NULL;
     }

@@ -233,13 +233,21 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
         return NULL;
     if (!cuipc_py_tensor_usable(self))
         return NULL;
-    if (copy == Py_True)
+    int copying = copy == Py_None ? 0 : PyObject_IsTrue(copy);
+    if (copying < 0)
+        return NULL;
+    if (copying)
         return cuipc_py_raise_msg(CUIPC_ERR_UNSUPPORTED,
                                   "__dlpack__(copy=True): cuipc exports in place only");
     if (dl_device != Py_None) {
         int type = 0, id = 0;
-        if (!PyArg_ParseTuple(dl_device, "ii", &type, &id))
-            return NULL;
+        if (!PyTuple_Check(dl_device) || !PyArg_ParseTuple(dl_device, "ii", &type, &id)) {
+            PyErr_Clear();
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                      "__dlpack__: dl_device must be a (device_type, device_id) "
+                                      "tuple, not %R",
+                                      dl_device);
+        }
         bool same = self->t.device == CUIPC_DEVICE_HOST ? type == kDLCPU
                                                         : type == kDLCUDA && id == self->t.device;
         if (!same)
@@ -250,7 +258,7 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
     bool versioned = false;
     if (max_version != Py_None) {
         long major = 0;
-        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) < 1 ||
+        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) != 2 ||
             ((major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0))) == -1 && PyErr_Occurred()))
             return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                       "__dlpack__: max_version must be a (major, minor) tuple");

@@ -32,6 +32,7 @@ def test_builtin_bases():
     assert issubclass(cuipc.Timeout, TimeoutError)
     assert issubclass(cuipc.PermissionDenied, PermissionError)
     assert issubclass(cuipc.NoMemory, MemoryError)
+    assert issubclass(cuipc.Unsupported, BufferError)  # the array API's __dlpack__ refusals
 
 
 def test_invalid_argument():
@@ -262,8 +263,17 @@ def test_unsupported(pair):
     p, c = pair()
     p.send({"x": np.ones(4)})
     with c.recv(timeout=5) as m:
-        with pytest.raises(cuipc.Unsupported, match="copy=True"):
-            m.unwrap()["x"].__dlpack__(copy=True)
+        t = m.unwrap()["x"]
+        for copy in (True, np.True_):  # a truth value, not True itself
+            with pytest.raises(BufferError, match="copy=True"):
+                t.__dlpack__(copy=copy)
+        with pytest.raises(BufferError, match="another device"):
+            t.__dlpack__(dl_device=(2, 0))
+        for bad in (1, (1,)):
+            with pytest.raises(cuipc.InvalidArgument, match="dl_device must be a"):
+                t.__dlpack__(dl_device=bad)
+        with pytest.raises(cuipc.InvalidArgument, match="max_version must be"):
+            t.__dlpack__(max_version=(1,))
 
 
 @pytest.mark.parametrize("tree, match", [
