@@ -558,6 +558,13 @@ static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags) {
                            "a borrowed tensor is read-only (unwrap with kind=\"copy\" to write)");
         return -1;
     }
+    int wide_dims = 0; /* dims of extent > 1: with two, a C-ordered tensor is not F-ordered */
+    for (int i = 0; i < self->t.ndim; i++)
+        wide_dims += self->t.shape[i] > 1;
+    if ((flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS && wide_dims > 1) {
+        PyErr_SetString(PyExc_BufferError, "the tensor is C-contiguous, not Fortran-contiguous");
+        return -1;
+    }
     size_t item = cuipc_dtype_size(self->t.dtype);
     view->buf = self->t.data;
     view->obj = Py_NewRef((PyObject *)self);
@@ -565,11 +572,13 @@ static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags) {
     view->readonly = readonly;
     view->itemsize = (Py_ssize_t)item;
     view->format = (flags & PyBUF_FORMAT) ? (char *)buffer_format(self->t.dtype) : NULL;
-    view->ndim = self->t.ndim;
+    /* Without PyBUF_ND the reader asked for plain bytes: one dimension, no shape (PEP 3118). */
+    bool nd = (flags & PyBUF_ND) == PyBUF_ND;
+    view->ndim = nd ? self->t.ndim : 1;
     _Static_assert(sizeof(Py_ssize_t) == sizeof(int64_t), "shape is handed out as Py_ssize_t");
-    view->shape = (flags & PyBUF_ND) ? (Py_ssize_t *)self->t.shape : NULL;
+    view->shape = nd ? (Py_ssize_t *)self->t.shape : NULL;
     view->strides = NULL;
-    if (flags & PyBUF_STRIDES) {
+    if ((flags & PyBUF_STRIDES) == PyBUF_STRIDES) {
         /* Element strides -> byte strides, kept beside the descriptor. */
         for (int i = 0; i < self->t.ndim; i++)
             self->byte_strides[i] = (Py_ssize_t)(self->t.strides[i] * (int64_t)item);

@@ -430,3 +430,17 @@ def test_numpy_is_told_why_a_tensor_has_no_array(pair):
     m.release()
     with pytest.raises(cuipc.Stale, match="after its message was released"):
         np.asarray(b)
+
+
+def test_the_buffer_protocol_answers_what_is_asked(pair):
+    """Plain bytes for a simple request (hashlib), the shape for an ND one, and a refusal for
+    a Fortran-ordered view of a C-ordered 2-D tensor."""
+    import hashlib
+    p, c = pair()
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    p.send({"a": a})
+    with c.recv(timeout=5) as m:
+        x = m.unwrap()["a"]
+        assert hashlib.sha256(x).hexdigest() == hashlib.sha256(a.tobytes()).hexdigest()
+        assert memoryview(x).shape == (3, 4) and bytes(x) == a.tobytes()
+        assert np.array_equal(np.asarray(x), a)
