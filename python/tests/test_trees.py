@@ -444,3 +444,9 @@ def test_the_buffer_protocol_answers_what_is_asked(pair):
         assert hashlib.sha256(x).hexdigest() == hashlib.sha256(a.tobytes()).hexdigest()
         assert memoryview(x).shape == (3, 4) and bytes(x) == a.tobytes()
         assert np.array_equal(np.asarray(x), a)
+        buf = (ctypes.c_char * 128)()  # a Py_buffer's room
+        get = ctypes.pythonapi.PyObject_GetBuffer
+        get.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]
+        PyBUF_F_CONTIGUOUS = 0x0040 | 0x0010 | 0x0008
+        with pytest.raises(BufferError, match="not Fortran-contiguous"):
+            get(x, ctypes.addressof(buf), PyBUF_F_CONTIGUOUS)
