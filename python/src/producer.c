@@ -419,8 +419,8 @@ static PyObject *producer_drain(ProducerObject *self, PyObject *args, PyObject *
 
 static PyObject *pool_stats_dict(const cuipc_pool_stats *s) {
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:d,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "size",
-        s->size, "used_bytes", s->used_bytes, "high_water_bytes", s->high_water_bytes,
+        "{s:K,s:K,s:K,s:K,s:K,s:d,s:I,s:I,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}",
+        "size", s->size, "used_bytes", s->used_bytes, "high_water_bytes", s->high_water_bytes,
         "largest_free", s->largest_free, "free_blocks", s->free_blocks, "fragmentation",
         s->fragmentation, "in_flight", s->in_flight, "held", s->held, "in_flight_high_water",
         s->in_flight_high_water, "allocs", s->allocs, "recycled", s->recycled, "cancelled",
@@ -428,7 +428,7 @@ static PyObject *pool_stats_dict(const cuipc_pool_stats *s) {
         "on_demand_reclaims", s->on_demand_reclaims, "dead_consumer_reclaims",
         s->dead_consumer_reclaims, "stale_releases", s->stale_releases, "duplicate_releases",
         s->duplicate_releases, "wait_ns_total", s->wait_ns_total, "recycle_lag_ns_max",
-        s->recycle_lag_ns_max);
+        s->recycle_lag_ns_max, "recycle_lag_ns_total", s->recycle_lag_ns_total);
 }
 
 static PyObject *producer_stats(ProducerObject *self, PyObject *unused) {
@@ -437,14 +437,17 @@ static PyObject *producer_stats(ProducerObject *self, PyObject *unused) {
     cuipc_producer_stats st;
     cuipc_producer_stats_get(self->p, &st);
     PyObject *gpu = pool_stats_dict(&st.gpu_pool), *host = pool_stats_dict(&st.host_pool);
-    PyObject *r =
-        gpu && host
-            ? Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:O,s:O}", "messages_sent",
-                            st.messages_sent, "bytes_sent", st.bytes_sent, "fallbacks",
-                            st.fallbacks, "ipc_exports", st.ipc_exports, "ipc_retained_bytes",
-                            st.ipc_retained_bytes, "consumers_attached", st.consumers_attached,
-                            "consumers_dead", st.consumers_dead, "gpu_pool", gpu, "host_pool", host)
-            : NULL;
+    PyObject *r = gpu && host
+                      ? Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:I,s:I,s:K,s:K,s:O,s:O}",
+                                      "messages_sent", st.messages_sent, "bytes_sent",
+                                      st.bytes_sent, "fallbacks", st.fallbacks, "ipc_exports",
+                                      st.ipc_exports, "ipc_retained_bytes", st.ipc_retained_bytes,
+                                      "consumers_attached", st.consumers_attached, "consumers_now",
+                                      cuipc_producer_consumer_count(self->p), "consumers_detached",
+                                      st.consumers_detached, "consumers_dead", st.consumers_dead,
+                                      "peers_refused", st.peers_refused, "peers_timed_out",
+                                      st.peers_timed_out, "gpu_pool", gpu, "host_pool", host)
+                      : NULL;
     Py_XDECREF(gpu);
     Py_XDECREF(host);
     return r;

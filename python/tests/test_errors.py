@@ -462,3 +462,13 @@ def test_a_forked_child_cannot_act_for_its_parent(pair):
     p.send({"x": np.arange(2)})
     with c.recv(timeout=5) as again:
         assert np.asarray(again.unwrap()["x"]).tolist() == [0, 1]
+
+
+def test_stats_carry_every_counter_of_the_library(pair):
+    p, c = pair()
+    st = p.stats()
+    for key in ("messages_sent", "bytes_sent", "fallbacks", "ipc_exports", "ipc_retained_bytes",
+                "consumers_attached", "consumers_now", "consumers_detached", "consumers_dead",
+                "peers_refused", "peers_timed_out", "gpu_pool", "host_pool"):
+        assert key in st, key
+    assert st["consumers_now"] == 1 and "recycle_lag_ns_total" in st["host_pool"]
