@@ -1,4 +1,5 @@
 /* Conversions of the arguments Python callers pass: timeouts, streams, unwrap kinds, devices. */
+#include <math.h>
 #include <string.h>
 
 #include "ext.h"
@@ -66,7 +67,14 @@ int cuipc_py_double_arg(PyObject *o, double fallback, double *out) {
         return 0;
     }
     *out = PyFloat_AsDouble(o);
-    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+    if (*out == -1.0 && PyErr_Occurred())
+        return -1;
+    /* Microseconds made nanoseconds in an int64: inf or 1e20 would not convert. */
+    if (!isfinite(*out) || *out > 9e12) {
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%R is not a number of microseconds (< 9e12)", o);
+        return -1;
+    }
+    return 0;
 }
 
 int cuipc_py_count_arg(const char *fname, const char *name, PyObject *o, uint64_t fallback,
@@ -234,7 +242,7 @@ int cuipc_py_device(PyObject *o, int32_t fallback, int32_t *out) {
         *out = fallback;
         return 0;
     }
-    if (PyLong_Check(o)) {
+    if (PyLong_Check(o) && !PyBool_Check(o)) { /* True is not cuda:1 */
         long d = PyLong_AsLong(o);
         if (d == -1 && !PyErr_Occurred()) {
             *out = CUIPC_DEVICE_HOST;

@@ -1,6 +1,7 @@
 /* cuipc.Consumer and cuipc.Message: attach to a producer, receive (or adopt bytes carried by the
  * application), unwrap as copies or borrows, release. A consumer is detached only once all of
  * its messages are gone, and a message is freed only once the tensors unwrapped from it are. */
+#include <math.h>
 #include <string.h>
 
 #include "ext.h"
@@ -28,6 +29,11 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "Consumer is already attached"), -1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|Od", names, &path, &timeout, &spin_us))
         return -1;
+    if (!isfinite(spin_us) || spin_us > 9e12) /* made nanoseconds in an int64 below */
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "Consumer: spin_us must be a finite number of microseconds "
+                                  "below 9e12"),
+               -1;
     int64_t ns;
     if (cuipc_py_timeout(timeout, DEFAULT_ATTACH_TIMEOUT_NS, &ns) < 0)
         return -1;

@@ -472,3 +472,15 @@ def test_stats_carry_every_counter_of_the_library(pair):
                 "peers_refused", "peers_timed_out", "gpu_pool", "host_pool"):
         assert key in st, key
     assert st["consumers_now"] == 1 and "recycle_lag_ns_total" in st["host_pool"]
+
+
+def test_microseconds_and_devices_that_would_not_convert_are_refused(pair):
+    p, c = pair()
+    with pytest.raises(cuipc.InvalidArgument, match="spin_us must be a finite number"):
+        cuipc.Consumer(p.socket_path, timeout=1, spin_us=float("inf"))
+    p.send({"a": np.ones(2)})
+    with c.recv(timeout=5) as m:
+        with pytest.raises(cuipc.InvalidArgument, match="is not a number of microseconds"):
+            m.unwrap(host_wait_us=1e20)
+        with pytest.raises(cuipc.InvalidArgument, match="device must be"):
+            m.unwrap(device=True)
