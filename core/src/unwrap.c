@@ -261,8 +261,11 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
         h->borrowed = true;
         return CUIPC_OK;
     }
-    if (h->borrowed) /* a borrow of it still reads the chunk: the message's release acks it */
-        return CUIPC_OK;
+    if (h->borrowed) {
+        /* A borrow of it still reads the chunk: the message's release acks it, maybe from the
+         * host and on no stream, so the copy queued here must be done by then. Rare: waited. */
+        return target == CUIPC_DEVICE_HOST ? CUIPC_OK : cuipc_cuda_stream_sync(o->stream);
+    }
     if (target == CUIPC_DEVICE_HOST) {
         release_cpu(c, h); /* copy_out already waited for the stream */
         return CUIPC_OK;

@@ -148,6 +148,11 @@ static int unwrap_options(const char *kind, PyObject *device, PyObject *stream, 
         cuipc_py_device(device, CUIPC_DEVICE_SAME, &o->device) < 0 ||
         cuipc_py_stream(stream, &o->stream) < 0)
         return -1;
+    if (!isfinite(host_wait_us) || host_wait_us > 9e12) /* made nanoseconds in an int64 */
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "host_wait_us must be a finite number of microseconds below "
+                                  "9e12"),
+               -1;
     if (host_wait_us >= 0)
         o->host_wait_ns = (int64_t)(host_wait_us * 1000);
     return 0;

@@ -54,6 +54,11 @@ static void tensor_dealloc(TensorObject *self) {
 bool cuipc_py_tensor_usable(TensorObject *self) {
     if (self->origin == TENSOR_BUFFER) {
         ProducerObject *p = (ProducerObject *)self->owner;
+        if (CUIPC_PY_FORKED(p)) { /* the parent's buffer, in a shared mapping: not the child's */
+            cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                               "pool buffer of the process this one was forked from");
+            return false;
+        }
         if (!p->p) {
             cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "pool buffer used after its producer was closed");
             return false;
@@ -67,6 +72,13 @@ bool cuipc_py_tensor_usable(TensorObject *self) {
         return true;
     }
     TreeObject *tree = (TreeObject *)self->owner;
+    if (self->origin == TENSOR_BORROW && tree->message &&
+        CUIPC_PY_FORKED(tree->message->consumer)) { /* the parent releases it, not the child */
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "borrowed tensor of the process this one was forked from (its chunk "
+                           "is the parent's to release: unwrap with kind=\"copy\" to keep data)");
+        return false;
+    }
     if (self->origin == TENSOR_BORROW && (!tree->message || tree->message->released)) {
         cuipc_py_raise_msg(CUIPC_ERR_STALE,
                            "borrowed tensor used after its message was released (unwrap with "
@@ -543,6 +555,19 @@ static const char *buffer_format(cuipc_dtype d) {
     }
 }
 
+/* Column-major and dense (extent-1 dims and empty tensors are both ways). */
+static bool fortran_order(const cuipc_tensor *t) {
+    int64_t expect = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0)
+            return true;
+        if (t->shape[i] != 1 && t->strides[i] != expect)
+            return false;
+        expect *= t->shape[i];
+    }
+    return true;
+}
+
 static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags) {
     if (self->t.device != CUIPC_DEVICE_HOST) {
         cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
@@ -558,11 +583,20 @@ static int tensor_getbuffer(TensorObject *self, Py_buffer *view, int flags) {
                            "a borrowed tensor is read-only (unwrap with kind=\"copy\" to write)");
         return -1;
     }
-    int wide_dims = 0; /* dims of extent > 1: with two, a C-ordered tensor is not F-ordered */
-    for (int i = 0; i < self->t.ndim; i++)
-        wide_dims += self->t.shape[i] > 1;
-    if ((flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS && wide_dims > 1) {
-        PyErr_SetString(PyExc_BufferError, "the tensor is C-contiguous, not Fortran-contiguous");
+    /* What a reader may assume of the layout it asked for (PEP 3118): without strides, C order;
+     * a tensor from a C producer may be strided, and is then refused rather than misread. */
+    bool c_order = cuipc_tensor_is_contiguous(&self->t), f_order = fortran_order(&self->t);
+    const char *refused = NULL;
+    if ((flags & PyBUF_STRIDES) != PyBUF_STRIDES && !c_order)
+        refused = "the tensor is strided: a reader must ask for its strides";
+    else if ((flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS && !c_order)
+        refused = "the tensor is not C-contiguous";
+    else if ((flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS && !f_order)
+        refused = "the tensor is not Fortran-contiguous";
+    else if ((flags & PyBUF_ANY_CONTIGUOUS) == PyBUF_ANY_CONTIGUOUS && !c_order && !f_order)
+        refused = "the tensor is neither C- nor Fortran-contiguous";
+    if (refused) {
+        PyErr_SetString(PyExc_BufferError, refused);
         return -1;
     }
     size_t item = cuipc_dtype_size(self->t.dtype);
@@ -611,9 +645,12 @@ static PyObject *tensor_array(TensorObject *self, PyObject *args, PyObject *kw) 
         return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ImportError, "numpy is not imported");
     PyObject *a = PyObject_CallMethod(np, "from_dlpack", "O", (PyObject *)self);
     Py_DECREF(np);
-    if (a && dtype != Py_None)
+    int copying = copy == Py_None ? 0 : PyObject_IsTrue(copy);
+    if (copying < 0)
+        Py_CLEAR(a);
+    else if (a && dtype != Py_None)
         Py_SETREF(a, PyObject_CallMethod(a, "astype", "O", dtype));
-    else if (a && copy != Py_None && PyObject_IsTrue(copy) == 1)
+    else if (a && copying)
         Py_SETREF(a, PyObject_CallMethod(a, "copy", NULL));
     return a;
 }

@@ -413,22 +413,21 @@ def test_a_stale_buffer_handle_frees_nothing_of_a_newer_buffer(pair):
 def test_a_producer_closed_while_its_tree_is_read_sends_nothing(pair):
     """__dlpack_device__ (or a signal handler) closing the producer mid-conversion: Closed, not
     a call on a destroyed producer."""
-    p, _ = pair()
-
     class Closes:
-        def __init__(self):
-            self.a = np.ones(4)
+        def __init__(self, p):
+            self.p, self.a = p, np.ones(4)
 
         def __dlpack_device__(self):
-            p.close()
+            self.p.close()
             return self.a.__dlpack_device__()
 
         def __dlpack__(self, **kw):
             return self.a.__dlpack__(**kw)
 
-    for call in (p.send, p.wrap):
-        with pytest.raises(cuipc.Closed, match="closed while the tree was read|closed"):
-            call({"x": Closes()})
+    for name in ("send", "wrap"):  # a producer of its own each
+        p, _ = pair()
+        with pytest.raises(cuipc.Closed, match="closed while the tree was read"):
+            getattr(p, name)({"x": Closes(p)})
 
 
 def test_a_forked_child_cannot_act_for_its_parent(pair):
@@ -438,11 +437,13 @@ def test_a_forked_child_cannot_act_for_its_parent(pair):
     p, c = pair()
     p.send({"x": np.arange(3)})
     m = c.recv(timeout=5)
+    borrowed = m.unwrap(kind="borrow")["x"]
+    buf = p.buffer(8)
     pid = os.fork()
     if pid == 0:  # the child: every use refused; its close and deallocs touch nothing shared
         refused = 0
         for call in (lambda: p.send({"x": 1}), lambda: c.recv(timeout=0.1), lambda: m.unwrap(),
-                     lambda: m.release()):
+                     lambda: m.release(), lambda: memoryview(buf), lambda: np.asarray(borrowed)):
             try:
                 call()
             except cuipc.InvalidArgument as e:
@@ -454,10 +455,12 @@ def test_a_forked_child_cannot_act_for_its_parent(pair):
             c.close()
             del m
         finally:
-            os._exit(0 if refused == 4 else 1)  # not through pytest's own exit in a fork
+            os._exit(0 if refused == 6 else 1)  # not through pytest's own exit in a fork
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert np.asarray(m.unwrap()["x"]).tolist() == [0, 1, 2]
+    assert np.asarray(borrowed).tolist() == [0, 1, 2] and buf.valid
+    p.free_buffer(buf)
     m.release()
     p.send({"x": np.arange(2)})
     with c.recv(timeout=5) as again:
@@ -484,3 +487,5 @@ def test_microseconds_and_devices_that_would_not_convert_are_refused(pair):
             m.unwrap(host_wait_us=1e20)
         with pytest.raises(cuipc.InvalidArgument, match="device must be"):
             m.unwrap(device=True)
+    with pytest.raises(cuipc.InvalidArgument, match="host_wait_us must be a finite number"):
+        c.prepare(host_wait_us=float("inf"))

@@ -450,3 +450,15 @@ def test_the_buffer_protocol_answers_what_is_asked(pair):
         PyBUF_F_CONTIGUOUS = 0x0040 | 0x0010 | 0x0008
         with pytest.raises(BufferError, match="not Fortran-contiguous"):
             get(x, ctypes.addressof(buf), PyBUF_F_CONTIGUOUS)
+
+
+def test_array_with_a_copy_flag_that_will_not_say_its_truth(pair):
+    class Bad:
+        def __bool__(self):
+            raise ZeroDivisionError("no truth")
+
+    p, c = pair()
+    p.send({"a": np.ones(2)})
+    with c.recv(timeout=5) as m:
+        with pytest.raises(ZeroDivisionError):
+            m.unwrap()["a"].__array__(copy=Bad())
