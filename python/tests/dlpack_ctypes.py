@@ -16,3 +16,19 @@ class Versioned(ctypes.Structure):
 
 class DLManagedTensor(ctypes.Structure):
     _fields_ = [("dl", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
+
+
+class ExportsAfter:
+    """A host tensor of ones whose __dlpack_device__ first runs hook(): Python that runs while
+    a send converts its tree (closing the producer, changing the tree)."""
+
+    def __init__(self, hook):
+        import numpy
+        self.hook, self.a = hook, numpy.ones(4)
+
+    def __dlpack_device__(self):
+        self.hook()
+        return self.a.__dlpack_device__()
+
+    def __dlpack__(self, **kw):
+        return self.a.__dlpack__(**kw)

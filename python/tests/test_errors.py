@@ -413,21 +413,11 @@ def test_a_stale_buffer_handle_frees_nothing_of_a_newer_buffer(pair):
 def test_a_producer_closed_while_its_tree_is_read_sends_nothing(pair):
     """__dlpack_device__ (or a signal handler) closing the producer mid-conversion: Closed, not
     a call on a destroyed producer."""
-    class Closes:
-        def __init__(self, p):
-            self.p, self.a = p, np.ones(4)
-
-        def __dlpack_device__(self):
-            self.p.close()
-            return self.a.__dlpack_device__()
-
-        def __dlpack__(self, **kw):
-            return self.a.__dlpack__(**kw)
-
+    from dlpack_ctypes import ExportsAfter
     for name in ("send", "wrap"):  # a producer of its own each
         p, _ = pair()
         with pytest.raises(cuipc.Closed, match="closed while the tree was read"):
-            getattr(p, name)({"x": Closes(p)})
+            getattr(p, name)({"x": ExportsAfter(p.close)})
 
 
 def test_a_forked_child_cannot_act_for_its_parent(pair):

@@ -7,7 +7,7 @@ import pytest
 
 import cuipc
 import workers
-from dlpack_ctypes import DLManagedTensor, DLTensor
+from dlpack_ctypes import DLManagedTensor, DLTensor, ExportsAfter
 
 TREE_SCALARS = {"s": "image", "b": b"\x00\x01raw", "i": -(2**62), "f": 2.5, "t": True, "n": None}
 
@@ -396,22 +396,11 @@ def test_a_copy_after_a_borrow_leaves_the_borrow_its_chunk(pair):
 def test_a_tree_changed_while_it_is_sent_is_refused(pair):
     """Converting runs the exporters' Python, which may change the tree (here the exporter
     itself; another thread alike): RuntimeError as Python's own iteration, nothing left held."""
-    class Mutates:
-        def __init__(self, box):
-            self.box, self.a = box, np.ones(4)
-
-        def __dlpack_device__(self):
-            self.box.clear()
-            return self.a.__dlpack_device__()
-
-        def __dlpack__(self, **kw):
-            return self.a.__dlpack__(**kw)
-
     p, _ = pair()
     lst = [None, 1, 2]
-    lst[0] = Mutates(lst)
+    lst[0] = ExportsAfter(lst.clear)
     d = {"a": None, "b": 2}
-    d["a"] = Mutates(d)
+    d["a"] = ExportsAfter(d.clear)
     for tree, what in ((lst, "list"), (d, "dict")):
         with pytest.raises(RuntimeError, match=f"tree: the {what} changed size while it was being sent"):
             p.wrap(tree)
