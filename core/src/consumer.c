@@ -380,6 +380,13 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out) {
     pthread_mutex_unlock(&c->lock);
 }
 
+void cuipc_consumer_drop_socket_in_child(cuipc_consumer *c) {
+    if (c && c->sock >= 0) {
+        close(c->sock); /* async-signal-safe: callable from a pthread_atfork child handler */
+        c->sock = -1;
+    }
+}
+
 void cuipc_consumer_detach(cuipc_consumer *c) {
     if (!c)
         return;

@@ -15,6 +15,7 @@ static void consumer_detach_if_done(ConsumerObject *self) {
     self->c = NULL;
     if (CUIPC_PY_FORKED(self))
         return; /* a forked child's copy: the parent's consumer place is left to it */
+    cuipc_py_consumer_unregister(c);
     PyThreadState *ts = PyEval_SaveThread();
     cuipc_consumer_detach(c);
     PyEval_RestoreThread(ts);
@@ -49,6 +50,7 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     if (spin_us >= 0)
         cuipc_consumer_set_spin_ns(self->c, (uint64_t)(spin_us * 1000));
     self->fork_gen = cuipc_py_fork_gen;
+    cuipc_py_consumer_register(self->c);
     return 0;
 }
 

@@ -52,6 +52,10 @@ PyObject *cuipc_py_imported(const char *name, PyObject **interned);
 /* Moves in every forked child (module.c): an object whose fork_gen differs was made by the
  * parent, and acts for it no more (no send, no receive, no close of the parent's resources). */
 extern unsigned long cuipc_py_fork_gen;
+/* The attached consumers of this process (under the GIL): a forked child closes its copies of
+ * their sockets (module.c), so that the producer sees a parent consumer die with its parent. */
+void cuipc_py_consumer_register(cuipc_consumer *c);
+void cuipc_py_consumer_unregister(cuipc_consumer *c);
 #define CUIPC_PY_FORKED(obj) ((obj)->fork_gen != cuipc_py_fork_gen)
 
 typedef struct ProducerObject {

@@ -6,10 +6,37 @@
 
 unsigned long cuipc_py_fork_gen;
 
+static cuipc_consumer **consumers;
+static size_t n_consumers, cap_consumers;
+
+void cuipc_py_consumer_register(cuipc_consumer *c) {
+    if (n_consumers == cap_consumers) {
+        size_t cap = cap_consumers ? 2 * cap_consumers : 8;
+        cuipc_consumer **more = PyMem_RawRealloc(consumers, cap * sizeof *more);
+        if (!more)
+            return; /* unregistered: a child then keeps this socket until it exits, no more */
+        consumers = more;
+        cap_consumers = cap;
+    }
+    consumers[n_consumers++] = c;
+}
+
+void cuipc_py_consumer_unregister(cuipc_consumer *c) {
+    for (size_t i = 0; i < n_consumers; i++)
+        if (consumers[i] == c) {
+            consumers[i] = consumers[--n_consumers];
+            return;
+        }
+}
+
 /* A forked child's copy of a producer or consumer is the parent's: its sockets, rings and pool
- * slots. Objects made before the fork see the generation move and refuse to act (fork_gen). */
+ * slots. Objects made before the fork see the generation move and refuse to act (fork_gen); the
+ * consumers' sockets are closed here, and forgotten. */
 static void forked_child(void) {
     cuipc_py_fork_gen++;
+    for (size_t i = 0; i < n_consumers; i++)
+        cuipc_consumer_drop_socket_in_child(consumers[i]);
+    n_consumers = 0;
 }
 
 static PyObject *gpu_count(PyObject *m, PyObject *unused) {

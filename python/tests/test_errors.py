@@ -479,3 +479,27 @@ def test_microseconds_and_devices_that_would_not_convert_are_refused(pair):
             m.unwrap(device=True)
     with pytest.raises(cuipc.InvalidArgument, match="host_wait_us must be a finite number"):
         c.prepare(host_wait_us=float("inf"))
+
+
+def test_a_consumer_with_forked_children_is_seen_dying_with_its_process(spawn):
+    """A forked child closes its copy of the consumer's socket: the producer sees the consumer's
+    process killed at once, not when the child (asleep for 30 s) exits."""
+    import os
+    import signal
+    import time
+    ready = spawn.ctx.Queue()
+    p = cuipc.Producer(max_consumers=1)
+    child = None
+    try:
+        worker = spawn(workers.attach_fork_then_wait, p.socket_path, ready)
+        p.accept(1, timeout=20)
+        _, child = ready.get(timeout=20)
+        os.kill(worker.pid, signal.SIGKILL)  # not joined here: the child holds its sentinel pipe
+        end = time.monotonic() + 5
+        while p.stats()["consumers_dead"] == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert p.stats()["consumers_dead"] == 1 and p.stats()["consumers_now"] == 0
+    finally:
+        p.close()
+        if child:
+            os.kill(child, signal.SIGKILL)

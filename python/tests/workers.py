@@ -73,6 +73,20 @@ def poll_until_error(path, ready, results):
         results.put((type(e).__name__, e.status, str(e)))
 
 
+def attach_fork_then_wait(path, ready):
+    """Attach, fork a child that sleeps 30 s, say so (with the child's pid), then wait to be
+    killed."""
+    import os
+    import time
+    c = cuipc.Consumer(path, timeout=20)
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    ready.put((c.index, child))
+    time.sleep(60)
+
+
 def producer_then_die(results, go):
     """A producer that lets one consumer attach, then exits without closing."""
     import os

@@ -310,6 +310,12 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
 
 void cuipc_consumer_detach(cuipc_consumer *c);
 
+/* In a forked child only, on the consumer its parent made: closes the child's copy of the
+ * consumer's socket, saying nothing to the producer, so that the producer sees the parent's
+ * consumer go when the parent goes, not when the last child does. Nothing else is touched (the
+ * rings and pools are the parent's); the child must not use c again, nor detach it. */
+void cuipc_consumer_drop_socket_in_child(cuipc_consumer *c);
+
 #ifdef __cplusplus
 }
 #endif
