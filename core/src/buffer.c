@@ -72,17 +72,22 @@ static int64_t find_locked(const cuipc_producer *p, const void *data) {
     return -1;
 }
 
+/* Index of the held buffer that starts at data (what buffer_alloc handed out), or -1. Caller
+ * holds the lock. */
+static int64_t buffer_at_locked(const cuipc_producer *p, const void *data) {
+    int64_t i = find_locked(p, data);
+    return i >= 0 && p->buffers[i].chunk.ptr == data ? i : -1;
+}
+
 cuipc_status cuipc_producer_buffer_free(cuipc_producer *p, void *data) {
     if (!p || !data)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "producer %p, data %p", (void *)p, data);
     pthread_mutex_lock(&p->lock);
-    int64_t i = find_locked(p, data);
+    int64_t i = buffer_at_locked(p, data);
     cuipc_held_buffer b;
-    if (i >= 0 && p->buffers[i].chunk.ptr == data) {
+    if (i >= 0) {
         b = p->buffers[i];
         p->buffers[i] = p->buffers[--p->n_buffers];
-    } else {
-        i = -1;
     }
     pthread_mutex_unlock(&p->lock);
     if (i < 0)
@@ -95,8 +100,8 @@ uint64_t cuipc_producer_buffer_id(cuipc_producer *p, const void *data) {
     if (!p || !data)
         return 0;
     pthread_mutex_lock(&p->lock);
-    int64_t i = find_locked(p, data);
-    uint64_t id = i >= 0 && p->buffers[i].chunk.ptr == data ? p->buffers[i].id : 0;
+    int64_t i = buffer_at_locked(p, data);
+    uint64_t id = i >= 0 ? p->buffers[i].id : 0;
     pthread_mutex_unlock(&p->lock);
     return id;
 }

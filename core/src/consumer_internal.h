@@ -58,12 +58,11 @@ typedef struct held_chunk {
 } held_chunk;
 
 /* held_chunks.c: a chunk of (slot, generation) in view joins a message of this consumer
- * (CUIPC_ERR_DUPLICATE when one took it already), leaves a message rejected before it held it,
- * or is released (its mark stays). */
+ * (CUIPC_ERR_DUPLICATE when one took it already), or leaves a message rejected before it held
+ * it. A release (held_chunk.released) leaves its mark. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);
 void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);
-void cuipc_held_chunk_done(cuipc_consumer *c, held_chunk *h);
 
 struct cuipc_message {
     cuipc_consumer *c;

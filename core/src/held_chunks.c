@@ -31,8 +31,3 @@ void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t
         v->held_gen[slot] = 0;
     pthread_mutex_unlock(&c->lock);
 }
-
-void cuipc_held_chunk_done(cuipc_consumer *c, held_chunk *h) {
-    (void)c; /* the mark stays: see the top of this file */
-    h->released = true;
-}

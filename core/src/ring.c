@@ -275,11 +275,17 @@ static bool cuipc_ring_space_ready(const cuipc_ring *r, uint64_t need) {
            atomic_load_explicit(&h->closed, memory_order_acquire);
 }
 
+/* PEER_DEAD when the process on the other side exited, else OK. */
+static cuipc_status cuipc_ring_peer_check(cuipc_ring *r, const char *op) {
+    if (r->peer_alive && !r->peer_alive(r->peer_ctx))
+        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "%s: the process on the other side exited", op);
+    return CUIPC_OK;
+}
+
 /* Out of time: a peer that exited says so, also to a wait too short to have asked it (a poll
  * with timeout 0 would otherwise never learn its producer died). */
 static cuipc_status cuipc_ring_timed_out(cuipc_ring *r, const char *op, int64_t timeout_ns) {
-    if (r->peer_alive && !r->peer_alive(r->peer_ctx))
-        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "%s: the process on the other side exited", op);
+    CUIPC_TRY(cuipc_ring_peer_check(r, op));
     return CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%s: nothing after %lld ns", op, (long long)timeout_ns);
 }
 
@@ -325,11 +331,9 @@ static cuipc_status cuipc_ring_wait(cuipc_ring *r, bool (*ready)(const cuipc_rin
         if (go || ready(r, arg))
             return CUIPC_OK;
         now = cuipc_now_ns();
-        if (r->peer_alive && now - last_peer_check >= (uint64_t)CUIPC_RING_SLICE_NS) {
+        if (now - last_peer_check >= (uint64_t)CUIPC_RING_SLICE_NS) {
             last_peer_check = now;
-            if (!r->peer_alive(r->peer_ctx))
-                return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "%s: the process on the other side exited",
-                                  op);
+            CUIPC_TRY(cuipc_ring_peer_check(r, op));
         }
         if (now >= deadline)
             return cuipc_ring_timed_out(r, op, timeout_ns);

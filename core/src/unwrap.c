@@ -20,7 +20,7 @@
 static void release_cpu(cuipc_consumer *c, held_chunk *h) {
     if (h->released)
         return;
-    cuipc_held_chunk_done(c, h);
+    h->released = true;
     cuipc_status_ignore(cuipc_sync_release(h->view->sync, h->slot, h->generation, c->index));
 }
 
@@ -273,7 +273,7 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     /* Ack on the GPU after the copy: the producer may reuse the slice once it has been read. */
     void *ack = cuipc_sync_ack_device_addr(sync_dev, v->sync, x->u.pool.slot, c->index);
     CUIPC_TRY(cuipc_cuda_stream_write_u32(o->stream, ack, x->u.pool.generation));
-    cuipc_held_chunk_done(c, h);
+    h->released = true;
     return CUIPC_OK;
 }
 
@@ -410,7 +410,7 @@ cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {
                     stream, cuipc_sync_ack_device_addr(sync_dev, h->view->sync, h->slot, c->index),
                     h->generation);
             if (s == CUIPC_OK) {
-                cuipc_held_chunk_done(c, h);
+                h->released = true;
                 continue;
             }
             if (first == CUIPC_OK)
@@ -419,7 +419,7 @@ cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {
              * the write above, whose error is the one returned. */
             cuipc_status_ignore(cuipc_cuda_stream_sync(stream));
         }
-        cuipc_held_chunk_done(c, h);
+        h->released = true;
         cuipc_status s = cuipc_sync_release(h->view->sync, h->slot, h->generation, c->index);
         if (s != CUIPC_OK && first == CUIPC_OK)
             first = s;
