@@ -284,16 +284,21 @@ def _attach(key, socket_path):
                 _attach_failed[key] = err or _cuipc.SystemFailure("the attach thread ended early")
 
 
+def _start_attach_locked(key, socket_path) -> threading.Thread:
+    """The one attach under way for key (the caller holds _consumers_lock)."""
+    t = threading.Thread(target=_attach, args=(key, socket_path), name="cuipc-attach", daemon=True)
+    _attaching[key] = t
+    t.start()
+    return t
+
+
 def _attach_soon(socket_path: str) -> None:
     """Attach in the background, once at a time per producer (a failed try is tried again by
     the next object: a producer may be starting)."""
     key = (os.getpid(), socket_path)  # a forked child attaches on its own
     with _consumers_lock:
-        if key in _consumers or key in _attaching:
-            return
-        t = threading.Thread(target=_attach, args=(key, socket_path), name="cuipc-attach", daemon=True)
-        _attaching[key] = t
-        t.start()
+        if key not in _consumers and key not in _attaching:
+            _start_attach_locked(key, socket_path)
 
 
 def _consumer_for(socket_path: str) -> "_cuipc.Consumer":
@@ -305,9 +310,7 @@ def _consumer_for(socket_path: str) -> "_cuipc.Consumer":
         t = _attaching.get(key)
         if t is None:
             _attach_failed.pop(key, None)
-            t = threading.Thread(target=_attach, args=(key, socket_path), name="cuipc-attach", daemon=True)
-            _attaching[key] = t
-            t.start()
+            t = _start_attach_locked(key, socket_path)
     t.join()
     with _consumers_lock:
         c = _consumers.get(key)

@@ -67,13 +67,19 @@ int cuipc_py_double_arg(PyObject *o, double fallback, double *out) {
         return 0;
     }
     *out = PyFloat_AsDouble(o);
-    if (*out == -1.0 && PyErr_Occurred())
-        return -1;
-    /* Microseconds made nanoseconds in an int64: inf or 1e20 would not convert. */
-    if (!isfinite(*out) || *out > 9e12) {
-        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%R is not a number of microseconds (< 9e12)", o);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+int cuipc_py_us_to_ns(const char *fname, const char *name, double us, int64_t *ns) {
+    /* Made nanoseconds in an int64: inf, nan or 1e20 would not convert. */
+    if (!isfinite(us) || us > 9e12) {
+        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                           "%s: %s must be a finite number of microseconds below 9e12", fname,
+                           name);
         return -1;
     }
+    if (us >= 0)
+        *ns = (int64_t)(us * 1000);
     return 0;
 }
 

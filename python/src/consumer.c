@@ -1,7 +1,6 @@
 /* cuipc.Consumer and cuipc.Message: attach to a producer, receive (or adopt bytes carried by the
  * application), unwrap as copies or borrows, release. A consumer is detached only once all of
  * its messages are gone, and a message is freed only once the tensors unwrapped from it are. */
-#include <math.h>
 #include <string.h>
 
 #include "ext.h"
@@ -28,13 +27,10 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     double spin_us = -1;
     if (self->c)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "Consumer is already attached"), -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|Od", names, &path, &timeout, &spin_us))
+    int64_t spin_ns = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|Od", names, &path, &timeout, &spin_us) ||
+        cuipc_py_us_to_ns("Consumer", "spin_us", spin_us, &spin_ns) < 0)
         return -1;
-    if (!isfinite(spin_us) || spin_us > 9e12) /* made nanoseconds in an int64 below */
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "Consumer: spin_us must be a finite number of microseconds "
-                                  "below 9e12"),
-               -1;
     int64_t ns;
     if (cuipc_py_timeout(timeout, DEFAULT_ATTACH_TIMEOUT_NS, &ns) < 0)
         return -1;
@@ -47,8 +43,8 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
         cuipc_py_raise(s);
         return -1;
     }
-    if (spin_us >= 0)
-        cuipc_consumer_set_spin_ns(self->c, (uint64_t)(spin_us * 1000));
+    if (spin_ns >= 0)
+        cuipc_consumer_set_spin_ns(self->c, (uint64_t)spin_ns);
     self->fork_gen = cuipc_py_fork_gen;
     cuipc_py_consumer_register(self->c);
     return 0;
@@ -142,21 +138,15 @@ static PyObject *consumer_adopt(ConsumerObject *self, PyObject *arg) {
     return message_new(self, m);
 }
 
-/* Unwrap options from (kind, device, stream, host_wait_us). */
-static int unwrap_options(const char *kind, PyObject *device, PyObject *stream, double host_wait_us,
-                          cuipc_unwrap_options *o) {
+/* Unwrap options from (kind, device, stream, host_wait_us) for fname. */
+static int unwrap_options(const char *fname, const char *kind, PyObject *device, PyObject *stream,
+                          double host_wait_us, cuipc_unwrap_options *o) {
     cuipc_unwrap_options_init(o);
     if (cuipc_py_unwrap_kind(kind, &o->kind) < 0 ||
         cuipc_py_device(device, CUIPC_DEVICE_SAME, &o->device) < 0 ||
-        cuipc_py_stream(stream, &o->stream) < 0)
+        cuipc_py_stream(stream, &o->stream) < 0 ||
+        cuipc_py_us_to_ns(fname, "host_wait_us", host_wait_us, &o->host_wait_ns) < 0)
         return -1;
-    if (!isfinite(host_wait_us) || host_wait_us > 9e12) /* made nanoseconds in an int64 */
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "host_wait_us must be a finite number of microseconds below "
-                                  "9e12"),
-               -1;
-    if (host_wait_us >= 0)
-        o->host_wait_ns = (int64_t)(host_wait_us * 1000);
     return 0;
 }
 
@@ -168,7 +158,8 @@ static PyObject *consumer_prepare(ConsumerObject *self, PyObject *args, PyObject
     cuipc_unwrap_options o;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|sOOd", names, &kind, &device, &stream,
                                      &host_wait_us) ||
-        !consumer_open(self) || unwrap_options(kind, device, stream, host_wait_us, &o) < 0)
+        !consumer_open(self) ||
+        unwrap_options("prepare", kind, device, stream, host_wait_us, &o) < 0)
         return NULL;
     cuipc_status s;
     CUIPC_PY_CALL(self, s, cuipc_consumer_prepare(self->c, &o));
@@ -285,7 +276,7 @@ static PyObject *message_unwrap(MessageObject *self, PyObject *const *args, Py_s
     if (cuipc_py_args("unwrap", names, 5, 0, args, nargs, kwnames, a) < 0 ||
         cuipc_py_str_arg("unwrap", "kind", a[0], "copy", &kind) < 0 ||
         cuipc_py_double_arg(a[3], -1, &host_wait_us) < 0 ||
-        unwrap_options(kind, a[2], a[1], host_wait_us, &o) < 0 ||
+        unwrap_options("unwrap", kind, a[2], a[1], host_wait_us, &o) < 0 ||
         (a[4] && (as_torch = PyObject_IsTrue(a[4])) < 0))
         return NULL;
     if (!not_forked(self->consumer))

@@ -250,10 +250,9 @@ static cuipc_value *add_child(cuipc_value *parent, const char *key, PyObject *it
     return parent;
 }
 
-/* As Python's own iteration says it: the tree is not sent. Returns true (an error is set). */
-static bool changed_while_sent(const char *path, const char *what) {
+/* As Python's own iteration says it: the tree is not sent. */
+static void changed_while_sent(const char *path, const char *what) {
     PyErr_Format(PyExc_RuntimeError, "%s: the %s changed size while it was being sent", path, what);
-    return true;
 }
 
 static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream,
@@ -328,8 +327,10 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
             bool ok = add_child(v, k, item, path, depth, stream, keep) != NULL;
             Py_DECREF(key);
             Py_DECREF(item);
-            if (ok && PyDict_GET_SIZE(o) != size)
-                ok = !changed_while_sent(path, "dict");
+            if (ok && PyDict_GET_SIZE(o) != size) {
+                changed_while_sent(path, "dict");
+                ok = false;
+            }
             if (!ok) {
                 cuipc_value_free(v);
                 return NULL;

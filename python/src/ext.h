@@ -34,6 +34,9 @@ int cuipc_py_str_arg(const char *fname, const char *name, PyObject *o, const cha
                      const char **out);
 /* A number argument as a double (fallback where NULL). */
 int cuipc_py_double_arg(PyObject *o, double fallback, double *out);
+/* Microseconds from Python as nanoseconds into *ns; a negative number leaves *ns as it is (the
+ * caller's default). InvalidArgument naming it when it would not fit an int64 of ns. */
+int cuipc_py_us_to_ns(const char *fname, const char *name, double us, int64_t *ns);
 /* None -> fallback; a number of seconds -> nanoseconds. */
 int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns);
 /* An int argument from 0 to most (None or absent: fallback), else InvalidArgument naming it. */
