@@ -126,6 +126,8 @@
 #define CUIPC_RK_METRIC_MSGS_PER_S "throughput_msgs_per_s"
 #define CUIPC_RK_METRIC_SEND_P50 "send_p50_us"     /* the producer's send, p50 */
 #define CUIPC_RK_METRIC_UNWRAP_P50 "unwrap_p50_us" /* the consumers' unwrap, p50 */
+/* A consumer's back-to-back CPU-gauge walk (run.cpu_gauge): its L2-resident reference. */
+#define CUIPC_RK_RESIDENT_WALK_NS "cpu_gauge_resident_ns"
 
 /* The values of status. */
 #define CUIPC_RESULT_PASSED "passed"

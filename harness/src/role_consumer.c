@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu_gauge.h"
 #include "fault.h"
 #include "results_keys.h"
 #include "role_common.h"
@@ -32,6 +33,8 @@ typedef struct consumer_state {
     cuipc_stream stream;
     cuipc_unwrap_options opt; /* the same for every message */
     uint64_t *lat;
+    cuipc_gauge_pair *gauges; /* run.cpu_gauge: each latency sample's two walks, same index */
+    cuipc_cpu_gauge gauge;
     size_t n_lat, cap_lat;
     uint64_t seen; /* latency samples offered (for reservoir sampling) */
     struct {
@@ -107,10 +110,12 @@ static void keep_if_worst(consumer_state *cs, uint64_t seq, uint64_t ns) {
     cs->worst[i].ns = ns;
 }
 
-static void record_latency(consumer_state *cs, uint64_t seq, uint64_t ns) {
+static void record_latency(consumer_state *cs, uint64_t seq, uint64_t ns, cuipc_gauge_pair g) {
     keep_if_worst(cs, seq, ns);
     cs->seen++;
     if (cs->n_lat < cs->cap_lat) {
+        if (cs->gauges != NULL)
+            cs->gauges[cs->n_lat] = g;
         cs->lat[cs->n_lat++] = ns;
         return;
     }
@@ -119,8 +124,16 @@ static void record_latency(consumer_state *cs, uint64_t seq, uint64_t ns) {
     cs->rng ^= cs->rng >> 7;
     cs->rng ^= cs->rng << 17;
     uint64_t k = cs->rng % cs->seen;
-    if (k < cs->cap_lat)
+    if (k < cs->cap_lat) {
         cs->lat[k] = ns;
+        if (cs->gauges != NULL)
+            cs->gauges[k] = g;
+    }
+}
+
+/* A walk's time as a gauge sample: 0 means none, so a real one is at least 1. */
+static uint32_t gauge_sample(uint64_t ns) {
+    return ns == 0 ? 1 : ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
 }
 
 static bool is_rejection(cuipc_status st) {
@@ -232,7 +245,14 @@ static bool handle(consumer_state *cs, cuipc_message *m, bool *kept) {
         cuipc_status_ignore(cuipc_gpu_stream_sync(cs->stream));
     uint64_t now = cuipc_h_now_ns();
     if (timed && seq >= s->run.warmup_iterations && now >= send_ns) {
-        record_latency(cs, seq, now - send_ns);
+        /* The CPU's state right after the timed span, beside the producer's before it. */
+        cuipc_gauge_pair g = {0, 0};
+        if (cs->gauges != NULL) {
+            int64_t theirs = cuipc_value_as_int(cuipc_dict_get(raw, "gauge_ns"));
+            g.producer_ns = theirs > 0 ? gauge_sample((uint64_t)theirs) : 0;
+            g.consumer_ns = gauge_sample(cuipc_cpu_gauge_ns(&cs->gauge));
+        }
+        record_latency(cs, seq, now - send_ns, g);
         cuipc_stage_add(&cs->deliver, t_recv >= send_ns ? t_recv - send_ns : 0);
         cuipc_stage_add(&cs->unwrap, t_unwrap - t_recv);
         cuipc_stage_add(&cs->ready, now - t_unwrap);
@@ -325,13 +345,14 @@ static bool come_back(consumer_state *cs, const cuipc_role_args *a, int device, 
     return true;
 }
 
-static int write_latencies(const char *run_dir, uint32_t index, const uint64_t *lat, size_t n) {
+static int write_samples(const char *run_dir, uint32_t index, const char *ext, const void *p,
+                         size_t size, size_t n) {
     char path[1200];
-    snprintf(path, sizeof path, "%s/consumer-%u.lat", run_dir, index);
+    snprintf(path, sizeof path, "%s/consumer-%u.%s", run_dir, index, ext);
     FILE *f = fopen(path, "wb");
     if (f == NULL)
         return 1;
-    size_t w = fwrite(lat, sizeof *lat, n, f);
+    size_t w = fwrite(p, size, n, f);
     return fclose(f) == 0 && w == n ? 0 : 1;
 }
 
@@ -345,6 +366,12 @@ static bool alloc_samples(consumer_state *cs) {
     if (cs->lat == NULL)
         return false;
     cuipc_h_touch(cs->lat, cs->cap_lat * sizeof *cs->lat);
+    if (s->run.cpu_gauge) {
+        cs->gauges = malloc(cs->cap_lat * sizeof *cs->gauges);
+        if (cs->gauges == NULL || !cuipc_cpu_gauge_init(&cs->gauge))
+            return false;
+        cuipc_h_touch(cs->gauges, cs->cap_lat * sizeof *cs->gauges);
+    }
     size_t stage_cap = cs->cap_lat < 65536 ? cs->cap_lat : 65536;
     return cuipc_stage_init(&cs->deliver, stage_cap) && cuipc_stage_init(&cs->unwrap, stage_cap) &&
            cuipc_stage_init(&cs->ready, stage_cap);
@@ -515,6 +542,9 @@ static void report_run(consumer_state *cs, cuipc_consumer *c) {
     json_object_set_new(cs->out, "closed_cleanly", json_boolean(cs->closed));
     json_object_set_new(cs->out, CUIPC_RK_PRODUCER_DEAD_DETECTED, json_boolean(cs->producer_dead));
     json_object_set_new(cs->out, "latency_samples", json_integer((json_int_t)cs->n_lat));
+    if (cs->gauges != NULL)
+        json_object_set_new(cs->out, CUIPC_RK_RESIDENT_WALK_NS,
+                            json_integer((json_int_t)cs->gauge.resident_ns));
     if (cs->replay.messages > 0) {
         double n = (double)cs->replay.messages;
         json_object_set_new(
@@ -577,8 +607,12 @@ int cuipc_role_consumer(const cuipc_role_ctx *ctx, void *arg) {
         cuipc_consumer_detach(c);
     if (cs.stream) /* tear-down: nothing left to report to */
         cuipc_status_ignore(cuipc_gpu_stream_destroy(cs.stream));
-    rc |= write_latencies(a->run_dir, i, cs.lat, cs.n_lat);
+    rc |= write_samples(a->run_dir, i, "lat", cs.lat, sizeof *cs.lat, cs.n_lat);
+    if (cs.gauges != NULL)
+        rc |= write_samples(a->run_dir, i, "gauge", cs.gauges, sizeof *cs.gauges, cs.n_lat);
     free(cs.lat);
+    free(cs.gauges);
+    cuipc_cpu_gauge_free(&cs.gauge);
     rc |= !cuipc_role_write(a->run_dir, "consumer", i, cs.out);
     json_decref(cs.out);
     return rc;

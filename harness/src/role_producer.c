@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu_gauge.h"
 #include "fault.h"
 #include "results_keys.h"
 #include "role_common.h"
@@ -37,6 +38,7 @@ typedef struct producer_state {
     uint64_t t0, end_ns;
     uint64_t sched0; /* origin of the open-loop schedule */
     uint64_t sent, failed, bytes_total;
+    cuipc_cpu_gauge gauge; /* run.cpu_gauge: walked before each message */
 } producer_state;
 
 static void *tensor_alloc(producer_state *ps, uint64_t bytes, cuipc_status *st) {
@@ -377,6 +379,11 @@ static const char *begin_timing(producer_state *ps) {
         json_decref(cuipc_stage_json_free(&ps->send_time));
         return "schedule buffer";
     }
+    if (s->run.cpu_gauge && !cuipc_cpu_gauge_init(&ps->gauge)) {
+        json_decref(cuipc_stage_json_free(&ps->send_time));
+        free(ps->sched.lag_ns);
+        return "CPU gauge";
+    }
     return NULL;
 }
 
@@ -457,6 +464,8 @@ static step send_message(producer_state *ps, uint64_t i) {
      * room, taken when the message is due: the rest of the making (writing them, the message
      * tree) is then added to its stamp. */
     bool due_first = s->run.open_loop && s->tensors.source == CUIPC_SOURCE_POOL_BUFFER;
+    /* The CPU's state as the message starts, walked before its time comes (open loop only). */
+    uint64_t gauge = s->run.cpu_gauge ? cuipc_cpu_gauge_ns(&ps->gauge) : 0;
     uint64_t due = due_first ? wait_until_due(ps->a, s, i, &ps->sched0, ps->end_ns) : 0, take_ns;
     if (due_first && due == 0)
         return STEP_LAST;
@@ -485,6 +494,8 @@ static step send_message(producer_state *ps, uint64_t i) {
     }
     if (st == CUIPC_OK)
         st = cuipc_dict_set(m.tree, "send_ns", cuipc_value_int((int64_t)stamp));
+    if (st == CUIPC_OK && s->run.cpu_gauge)
+        st = cuipc_dict_set(m.tree, "gauge_ns", cuipc_value_int((int64_t)gauge));
     if (st != CUIPC_OK) {
         json_object_set_new(ps->out, CUIPC_RK_ERROR, cuipc_status_json(st));
         discard(ps, &m);
@@ -613,6 +624,7 @@ static void report_run(producer_state *ps, cuipc_status drain, double seconds) {
 /* Tear-down: the transport, then the memory it may have read from. */
 static void release_all(producer_state *ps) {
     free(ps->occ);
+    cuipc_cpu_gauge_free(&ps->gauge);
     cuipc_producer_destroy(ps->p);
     for (size_t k = 0; k < ps->n_retained; k++)
         tensor_free(ps, ps->retained[k]);
@@ -640,6 +652,7 @@ int cuipc_role_producer(const cuipc_role_ctx *ctx, void *arg) {
         st = CUIPC_ERR_NO_MEMORY;
     if (failed != NULL) {
         free(ps.occ);
+        cuipc_cpu_gauge_free(&ps.gauge);
         cuipc_producer_destroy(ps.p);
         return finish(&ps, a->run_dir, 1, failed, st);
     }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "command.h"
+#include "cpu_gauge.h"
 #include "cuipc_version.h"
 #include "failures.h"
 #include "fault.h"
@@ -359,13 +360,62 @@ static void add_worst(json_t *all, const json_t *mine, uint32_t consumer) {
     }
 }
 
-static uint64_t *read_latencies(const char *dir, uint32_t i, size_t *n) {
+/* A consumer's samples file (consumer-<i>.<ext>): its records, *n of them. */
+static void *read_samples(const char *dir, uint32_t i, const char *ext, size_t size, size_t *n) {
     char p[1200];
-    snprintf(p, sizeof p, "%s/consumer-%u.lat", dir, i);
+    snprintf(p, sizeof p, "%s/consumer-%u.%s", dir, i, ext);
     size_t len = 0;
     char *raw = cuipc_h_read_file(p, &len);
-    *n = raw ? len / sizeof(uint64_t) : 0;
-    return (uint64_t *)raw;
+    *n = raw ? len / size : 0;
+    return raw;
+}
+
+enum { STATE_FAST, STATE_SLOW, STATE_MIXED, STATES };
+static const char *const state_names[STATES] = {"fast", "slow", "mixed"};
+
+/* latency_us.by_cpu_state (run.cpu_gauge): the timed messages split by the state both sides'
+ * CPUs were in, each part with its own summary: fast where both walks took at most
+ * CUIPC_CPU_GAUGE_SLOW_ABOVE times the fastest walk (resident_ns, the consumers' back-to-back
+ * ones, included), slow where both took more, mixed otherwise; ungauged, the samples that lack
+ * a walk (none is ever counted in a part). */
+static json_t *latency_by_cpu_state(const uint64_t *lat, const cuipc_gauge_pair *g, size_t n,
+                                    uint64_t resident_ns) {
+    uint32_t fastest = resident_ns < UINT32_MAX ? (uint32_t)resident_ns : UINT32_MAX;
+    for (size_t k = 0; k < n; k++) {
+        if (g[k].producer_ns && g[k].producer_ns < fastest)
+            fastest = g[k].producer_ns;
+        if (g[k].consumer_ns && g[k].consumer_ns < fastest)
+            fastest = g[k].consumer_ns;
+    }
+    double slow_above = CUIPC_CPU_GAUGE_SLOW_ABOVE * (double)fastest;
+    uint64_t *part[STATES] = {NULL};
+    size_t count[STATES] = {0}, ungauged = 0;
+    json_t *out = json_object();
+    for (int st = 0; st < STATES; st++)
+        if ((part[st] = malloc((n ? n : 1) * sizeof *part[st])) == NULL)
+            goto done;
+    for (size_t k = 0; k < n; k++) {
+        if (g[k].producer_ns == 0 || g[k].consumer_ns == 0) {
+            ungauged++;
+            continue;
+        }
+        bool p_slow = g[k].producer_ns > slow_above, c_slow = g[k].consumer_ns > slow_above;
+        int st = p_slow == c_slow ? (p_slow ? STATE_SLOW : STATE_FAST) : STATE_MIXED;
+        part[st][count[st]++] = lat[k];
+    }
+    json_object_set_new(out, "fastest_walk_us",
+                        json_real(fastest == UINT32_MAX ? 0.0 : (double)fastest / 1e3));
+    json_object_set_new(out, "slow_above", json_real(CUIPC_CPU_GAUGE_SLOW_ABOVE));
+    json_object_set_new(out, "ungauged", json_integer((json_int_t)ungauged));
+    for (int st = 0; st < STATES; st++) {
+        cuipc_latency_summary ls;
+        cuipc_latency_summarize(part[st], count[st], &ls);
+        json_object_set_new(out, state_names[st], latency_json(&ls));
+    }
+done:
+    for (int st = 0; st < STATES; st++)
+        free(part[st]);
+    return out;
 }
 
 static void threshold(judge *j, json_t *arr, const char *metric, double limit, double value,
@@ -576,19 +626,35 @@ static void consumer_throughput(const json_t *c, double *secs, double *bytes, do
 static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const char *dir,
                           const role_reports *rr, traffic *t) {
     uint64_t *all = NULL;
+    cuipc_gauge_pair *all_g = NULL; /* run.cpu_gauge: each sample's walks, as all's order */
     size_t n_all = 0;
+    bool gauged = s->run.cpu_gauge;
+    uint64_t resident_ns = UINT64_MAX; /* the consumers' L2-resident walks, the fastest */
     json_t *per = json_array(), *worst_all = json_array();
     double agg_bytes = 0, agg_msgs = 0, agg_secs = 0;
     *t = (traffic){.gbps = 0};
     for (uint32_t i = 0; i < s->consumers.count; i++) {
-        size_t nl;
-        uint64_t *lat = read_latencies(dir, i, &nl);
+        size_t nl, ng = 0;
+        uint64_t *lat = read_samples(dir, i, "lat", sizeof *lat, &nl);
+        cuipc_gauge_pair *g = gauged ? read_samples(dir, i, "gauge", sizeof *g, &ng) : NULL;
         uint64_t *grown = lat ? realloc(all, (n_all + nl) * sizeof *all) : NULL;
-        if (grown != NULL) {
+        if (grown != NULL)
             all = grown;
+        cuipc_gauge_pair *grown_g =
+            grown && gauged ? realloc(all_g, (n_all + nl) * sizeof *all_g) : NULL;
+        if (grown_g != NULL)
+            all_g = grown_g;
+        if (grown != NULL && (grown_g != NULL || !gauged)) {
             memcpy(all + n_all, lat, nl * sizeof *lat);
+            /* A gauge file that does not match its latencies leaves them ungauged. */
+            for (size_t k = 0; gauged && k < nl; k++)
+                all_g[n_all + k] = ng == nl ? g[k] : (cuipc_gauge_pair){0, 0};
             n_all += nl;
         }
+        free(g);
+        json_int_t resident = geti(rr->consumers[i], CUIPC_RK_RESIDENT_WALK_NS);
+        if (resident > 0 && (uint64_t)resident < resident_ns)
+            resident_ns = (uint64_t)resident;
         cuipc_latency_summary ls;
         cuipc_latency_summarize(lat, lat ? nl : 0, &ls);
         free(lat);
@@ -612,9 +678,15 @@ static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const 
                                              CUIPC_RK_MESSAGES, (json_int_t)msgs, CUIPC_RK_LATENCY,
                                              lat_json));
     }
+    json_t *by_state = gauged && (all_g || n_all == 0)
+                           ? latency_by_cpu_state(all, all_g, n_all, resident_ns)
+                           : NULL;
+    free(all_g);
     cuipc_latency_summarize(all, n_all, &t->latency);
     free(all);
     json_t *agg_json = latency_json(&t->latency);
+    if (by_state != NULL)
+        json_object_set_new(agg_json, "by_cpu_state", by_state);
     json_object_set_new(agg_json, "worst", worst_all);
     t->gbps = agg_secs > 0 ? agg_bytes / agg_secs / 1e9 : 0;
     t->msgs_per_s = agg_secs > 0 ? agg_msgs / agg_secs : 0;

@@ -437,8 +437,14 @@ static bool parse_run(cuipc_jctx *c, const json_t *o, cuipc_scenario *s) {
         return cuipc_jfail(
             c, "producer_spin applies to an open loop only (a closed loop never waits)");
     }
-    if (!cuipc_jget_bool(c, o, "overload", &s->run.overload))
+    if (!cuipc_jget_bool(c, o, "overload", &s->run.overload) ||
+        !cuipc_jget_bool(c, o, "cpu_gauge", &s->run.cpu_gauge))
         return false;
+    if (s->run.cpu_gauge && !s->run.open_loop) {
+        cuipc_jpush_key(c, "cpu_gauge");
+        return cuipc_jfail(c, "cpu_gauge applies to an open loop only (its walks would take "
+                              "from a closed loop's throughput)");
+    }
     if (s->run.overload && !s->run.open_loop) {
         cuipc_jpush_key(c, "overload");
         return cuipc_jfail(c,
@@ -906,7 +912,7 @@ static const struct {
                  "release", "host_wait_us", "copy_cache_bytes", "churn")},
     {"run", true, parse_run,
      CUIPC_JKEYS("iterations", "duration_s", "warmup_iterations", "loop", "rate_hz", "timeout_s",
-                 "attach_timeout_s", "producer_spin", "overload", "repetitions")},
+                 "attach_timeout_s", "producer_spin", "overload", "cpu_gauge", "repetitions")},
     {"validation", false, parse_validation, CUIPC_JKEYS("enabled", "every")},
     {"leak_check", false, parse_leak,
      CUIPC_JKEYS("enabled", "interval_ms", "warmup_fraction", "tolerance", "expect", "inject")},

@@ -121,6 +121,7 @@ typedef struct cuipc_scenario {
         bool open_loop;
         bool producer_spin; /* open loop: wait for each send time busily, not asleep */
         bool overload;      /* open loop: falling behind the schedule is what is tested */
+        bool cpu_gauge;     /* open loop: each timed message tagged with both sides' CPU state */
         double rate_hz;
         double timeout_s;
         double attach_timeout_s;

@@ -38,8 +38,8 @@ static cuipc_value *proxy_like(const cuipc_scenario *s) {
     return cuipc_value_proxy(&p);
 }
 
-/* The producer role's message: seq, send_ns, a list of tensors and one of their checksums; its
- * fault message carries one tensor and a "fault" flag. */
+/* The producer role's message: seq, send_ns (and gauge_ns with run.cpu_gauge), a list of tensors
+ * and one of their checksums; its fault message carries one tensor and a "fault" flag. */
 static uint64_t message_bytes(const cuipc_scenario *s, uint32_t tensors, bool fault) {
     cuipc_value *tree = cuipc_value_dict(), *list = cuipc_value_list(), *sums = cuipc_value_list();
     bool ok = tree && list && sums;
@@ -48,7 +48,9 @@ static uint64_t message_bytes(const cuipc_scenario *s, uint32_t tensors, bool fa
              cuipc_list_append(sums, cuipc_value_int(INT64_MAX)) == CUIPC_OK;
     ok = ok && cuipc_dict_set(tree, "seq", cuipc_value_int(INT64_MAX)) == CUIPC_OK &&
          (!fault || cuipc_dict_set(tree, "fault", cuipc_value_bool(true)) == CUIPC_OK) &&
-         cuipc_dict_set(tree, "send_ns", cuipc_value_int(INT64_MAX)) == CUIPC_OK;
+         cuipc_dict_set(tree, "send_ns", cuipc_value_int(INT64_MAX)) == CUIPC_OK &&
+         (!s->run.cpu_gauge ||
+          cuipc_dict_set(tree, "gauge_ns", cuipc_value_int(INT64_MAX)) == CUIPC_OK);
     if (ok) {
         ok = cuipc_dict_set(tree, "tensors", list) == CUIPC_OK;
         list = NULL;

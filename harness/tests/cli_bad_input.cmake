@@ -155,3 +155,21 @@ if(NOT behind OR NOT scheduled EQUAL 1000)
   message(FATAL_ERROR "overload schedule: fell_behind ${behind}, scheduled ${scheduled}")
 endif()
 expect_exit(2 "overload applies to an open loop only" validate ${SRC}/bad/overload_closed.json)
+expect_exit(2 "run.cpu_gauge.*applies to an open loop only" validate ${SRC}/bad/cpu_gauge_closed.json)
+# run.cpu_gauge: the latency split by CPU state, every timed sample (of both consumers) in exactly
+# one part, each walked on both sides.
+expect_exit(0 "open_loop_cpu_gauge +passed"
+            run --no-progress --out ${WORK}/gauge ${SRC}/fixtures/runs/open_loop_cpu_gauge.json)
+file(READ ${WORK}/gauge/open_loop_cpu_gauge.json res)
+string(JSON all GET "${res}" latency_us count)
+string(JSON fastest GET "${res}" latency_us by_cpu_state fastest_walk_us)
+string(JSON ungauged GET "${res}" latency_us by_cpu_state ungauged)
+set(parts 0)
+foreach(state fast slow mixed)
+  string(JSON n GET "${res}" latency_us by_cpu_state ${state} count)
+  math(EXPR parts "${parts} + ${n}")
+endforeach()
+if(NOT all EQUAL 560 OR NOT parts EQUAL all OR NOT ungauged EQUAL 0 OR NOT fastest GREATER 0)
+  message(FATAL_ERROR "cpu_gauge: ${all} samples (560 expected), ${parts} in the parts, "
+                      "${ungauged} ungauged, fastest walk ${fastest} us")
+endif()
