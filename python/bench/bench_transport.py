@@ -53,7 +53,7 @@ import resource
 import sys
 import time
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7  # 7: latency_us.by_cpu_state (--cpu-gauge)
 SIZES = {"4KiB": 4 << 10, "1MiB": 1 << 20, "64MiB": 64 << 20}
 VARIANTS = {  # name: (mode, unwrap kind, harness scenario stem)
     "pool_copy": ("cuda_ipc_pool", "copy", "pool_{size}_c{n}_copy"),
@@ -199,6 +199,8 @@ def consumer_main(cfg, k, inbox, results, ready, received):
     # The loop's settings as locals: what is timed is the transport, not this script's lookups.
     kind, queue, sync_every, ring = cfg["kind"], cfg["channel"] == "queue", cfg["sync_every"], cfg["channel"] == "ring"
     lat_ns, bad, checked, steady_t0 = [], 0, 0, None
+    gauge = cfg["gauge"] and cuipc._cuipc._cpu_gauge_ns
+    walks = []  # --cpu-gauge: each latency sample's (producer's walk, this consumer's walk), in ns
     stages = {"deliver": [], "unwrap": [], "ready": []}
     place = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
     try:
@@ -211,7 +213,7 @@ def consumer_main(cfg, k, inbox, results, ready, received):
                 if queue:
                     if not inbox.poll(120):
                         raise TimeoutError("no wrapped message on the pipe in 120 s")
-                    wire, i, stamp = inbox.recv()
+                    wire, i, stamp, walk = inbox.recv()
                     t_recv = time.perf_counter_ns()
                     m = c.adopt(wire)
                 else:
@@ -221,7 +223,7 @@ def consumer_main(cfg, k, inbox, results, ready, received):
                 tree = m.unwrap(kind=kind, stream=stream, device=target, torch=True)
                 t_unwrap = time.perf_counter_ns()
                 if ring:
-                    i, stamp = tree["i"], tree["stamp"]
+                    i, stamp, walk = tree["i"], tree["stamp"], tree.get("g", 0)
                 t = tree["x"]
                 timed = reference or seq % sync_every == 0 or seq == last
                 if stream is not None and timed and (reference or m.stream_ordered):
@@ -229,6 +231,8 @@ def consumer_main(cfg, k, inbox, results, ready, received):
                 now = time.perf_counter_ns()
                 if timed and seq >= warm:
                     lat_ns.append(now - stamp)
+                    if gauge:  # this CPU's state right after the timed span, as the C consumer's
+                        walks.append((walk, gauge()))
                     # The C consumer's stages (deliver, unwrap: here with the torch tensors, ready).
                     for name, a, b in (("deliver", stamp, t_recv), ("unwrap", t_recv, t_unwrap),
                                        ("ready", t_unwrap, now)):
@@ -243,7 +247,9 @@ def consumer_main(cfg, k, inbox, results, ready, received):
                 received[k] = seq + 1  # the producer's settle after warm-up reads it
         t_end = time.perf_counter_ns()
         sched = thread_sched(sched0)
-        results.put({"index": c.index, "lat_ns": lat_ns, "stages_ns": stages, "bad": bad, "checked": checked,
+        results.put({"index": c.index, "lat_ns": lat_ns, "walks": walks,
+                     "resident_walk_ns": cuipc._cuipc._cpu_gauge_resident_ns() if gauge else None,
+                     "stages_ns": stages, "bad": bad, "checked": checked,
                      "thread": sched,
                      "steady": {"messages": cfg["messages"] - warm,
                                 "seconds": (t_end - steady_t0) / 1e9 if steady_t0 else float("nan")},
@@ -255,10 +261,11 @@ def consumer_main(cfg, k, inbox, results, ready, received):
 
 
 def run_case(variant, size_name, n, channel, loop, pattern, device, messages_override=None, profile=False,
-             cpus=None):
+             cpus=None, cpu_gauge=False):
     """One case. cpus: None, or the CPUs each process is bound to: [producer's, consumer 0's, ...];
     this process, the producer, is bound already (main binds it before CUDA starts), the
-    consumers bind themselves."""
+    consumers bind themselves. cpu_gauge: as the C scenario's run.cpu_gauge (open loop only),
+    each timed message tagged with both sides' CPU state and the latency split by it."""
     import torch
 
     import cuipc
@@ -279,7 +286,9 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
     cfg = {"path": p.socket_path, "kind": kind, "channel": channel, "messages": messages, "device": device,
            "spin_us": sc["spin_us"] if loop == "open" else -1, "pattern": pattern, "warmup": sc["warmup"],
            "sync_every": sc["sync_every"], "validate_every": sc["validate_every"],
-           "release_on_stream": sc["release_on_stream"], "cpus": cpus[1:] if cpus else None}
+           "release_on_stream": sc["release_on_stream"], "cpus": cpus[1:] if cpus else None,
+           "gauge": cpu_gauge}
+    gauge = cuipc._cuipc._cpu_gauge_ns if cpu_gauge else (lambda: 0)
     procs = [ctx.Process(target=consumer_main, args=(cfg, k, pipes[k][0], results, ready, received))
              for k in range(n)]
     for proc in procs:
@@ -304,6 +313,7 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
         with on_stream(torch, stream):
             for i in range(messages):
                 x = srcs[i % len(srcs)]
+                walk = gauge()  # the CPU's state as the message starts, before its time comes
                 if validated(cfg, i):  # made before its time, like the C producer's fill + checksum
                     x.view(torch.uint8)[0] = i % 251
                     if pattern == "harness":
@@ -327,11 +337,11 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
                     wire = p.wrap({"x": x}, stream=stream)
                     wrap_ns.append(time.perf_counter_ns() - t0)
                     for _, out in pipes:
-                        out.send((wire, i, stamp))
+                        out.send((wire, i, stamp, walk))
                 elif profile:
-                    ph = p._send_profiled({"x": x, "i": i, "stamp": stamp}, stream=stream)
+                    ph = p._send_profiled({"x": x, "i": i, "stamp": stamp, "g": walk}, stream=stream)
                 else:
-                    p.send({"x": x, "i": i, "stamp": stamp}, stream=stream)
+                    p.send({"x": x, "i": i, "stamp": stamp, "g": walk}, stream=stream)
                 send_ns.append(time.perf_counter_ns() - t0)
                 if channel == "ring" and profile:
                     for name, v in ph.items():
@@ -369,7 +379,10 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
         "producer_pid": os.getpid(),
         "latency_us": {"count": len(lat_us), "p50": percentile(lat_us, 50), "p90": percentile(lat_us, 90),
                        "p99": percentile(lat_us, 99), "max": lat_us[-1] if lat_us else None,
-                       "mean": sum(lat_us) / len(lat_us) if lat_us else None},
+                       "mean": sum(lat_us) / len(lat_us) if lat_us else None,
+                       **({"by_cpu_state": by_cpu_state(
+                           [(ns, *w) for g in got for ns, w in zip(g["lat_ns"], g["walks"])],
+                           min(g["resident_walk_ns"] for g in got))} if cpu_gauge else {})},
         "send_us": {"p50": percentile(sends, 50), "p99": percentile(sends, 99)},
         "wrap_us": summary_us(wrap_ns[warm:]) if wrap_ns else None,
         "send_phases_us": {name: summary_us(v[warm:]) for name, v in phases.items()} if phases["args"] else None,
@@ -381,6 +394,31 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
         "producer_thread": producer_thread,
         "consumer_threads": [g.get("thread") for g in got],
     }
+
+
+def by_cpu_state(samples, resident_ns=None, slow_above=None):
+    """The C harness's latency_us.by_cpu_state from (latency, producer's walk, consumer's walk)
+    samples in ns, by the same rule: fast where both walks took at most slow_above (the harness's
+    CUIPC_CPU_GAUGE_SLOW_ABOVE) times the fastest walk (resident_ns, the consumers' back-to-back
+    walk, included), slow where both took more, mixed otherwise; a sample without both walks is
+    ungauged and in no part."""
+    if slow_above is None:
+        import cuipc._cuipc
+        slow_above = cuipc._cuipc._cpu_gauge_slow_above
+    walks = [w for _, p, c in samples for w in (p, c) if w > 0] + ([resident_ns] if resident_ns else [])
+    fastest = min(walks) if walks else 0
+    parts = {"fast": [], "slow": [], "mixed": []}
+    ungauged = 0
+    for ns, p, c in samples:
+        if p <= 0 or c <= 0:
+            ungauged += 1
+            continue
+        p_slow, c_slow = p > slow_above * fastest, c > slow_above * fastest
+        parts["fast" if not (p_slow or c_slow) else "slow" if p_slow and c_slow else "mixed"].append(ns)
+    out = {"fastest_walk_us": fastest / 1000, "slow_above": slow_above, "ungauged": ungauged}
+    for name, ns in parts.items():
+        out[name] = summary_us(ns)
+    return out
 
 
 def settle(received, count, limit_s=1.0):
@@ -410,6 +448,7 @@ def harness_figures(directory, name):
     # One consumer's stages (the first's): the matrix's latency cases have one.
     stages = (consumers[0].get("stages_us") if consumers else None) or {}
     return {"status": r.get("status"), "p50_us": lat.get("p50"), "p99_us": lat.get("p99"),
+            "by_cpu_state": lat.get("by_cpu_state"),
             "min_us": lat.get("min"), "per_consumer_gbps": [c.get("gbps") for c in tput],
             "send_p50_us": (producer.get("send_us") or {}).get("p50"),
             "stages_p50_us": {k: (v or {}).get("p50") for k, v in stages.items()},
@@ -488,6 +527,11 @@ def main():
     ap.add_argument("--profile", action="store_true",
                     help="ring channel: the producer sends through Producer._send_profiled (the same "
                          "send, timed by phase inside the extension) and prints the phases")
+    ap.add_argument("--cpu-gauge", action="store_true",
+                    help="open loops: tag each timed message with both sides' CPU state (the harness's "
+                         "run.cpu_gauge: one pass over a fixed 64 KiB set, the producer's before each message, the "
+                         "consumer's after each timed one) and split the latency by it "
+                         "(latency_us.by_cpu_state)")
     ap.add_argument("--cpus", metavar="SETS",
                     help="bind each process: a CPU set per process, producer first, '/' between "
                          "(0-15/0-15); as many sets as the largest consumer count + 1")
@@ -536,7 +580,7 @@ def main():
 def one_case(args, variant, size, n, channel, loop, pattern):
     try:
         r = run_case(variant, size, n, channel, loop, pattern, args.device, args.messages, args.profile,
-                     cpus=args.cpus[:n + 1] if args.cpus else None)
+                     cpus=args.cpus[:n + 1] if args.cpus else None, cpu_gauge=args.cpu_gauge and loop == "open")
     except Exception as e:
         return {"variant": variant, "size": size, "consumers": n, "channel": channel, "loop": loop,
                 "pattern": pattern, "error": f"{type(e).__name__}: {e}"}
@@ -576,6 +620,10 @@ def summary_line(r):
     if h and h.get("stages_p50_us"):
         s += " | C: " + " ".join(f"{k} {fmt(v)}" for k, v in h["stages_p50_us"].items())
         s += f"; send {fmt(h.get('send_p50_us'))}"
+    for who, states in (("Python", lat.get("by_cpu_state")), ("C", (h or {}).get("by_cpu_state"))):
+        if states:
+            s += f"\n    {who} p50 us by CPU state: " + ", ".join(
+                f"{k} {fmt(states[k]['p50'])} ({states[k]['count']})" for k in ("fast", "slow", "mixed"))
     if r.get("send_phases_us"):
         s += "\n    send phases p50 us: " + " ".join(f"{k} {fmt(v['p50'])}" for k, v in r["send_phases_us"].items())
     t = r.get("target")

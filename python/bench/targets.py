@@ -32,6 +32,15 @@ for the producer is a trap: the pool's recycler thread, woken by every release, 
 CPU from the spinning sender (on an H200 host the Python send p50 went 28-49 -> 66-77 us and its
 p90 to 1.1 ms, bench_calls.py --pin 1).
 
+Within each CPU state (open loops; --no-cpu-gauge leaves it out): both sides run with the CPU
+gauge (run.cpu_gauge, bench_transport --cpu-gauge: a walk over a fixed 64 KiB set, one pass a
+message, timed by the producer before each message and by the consumer after each timed one).
+A message is fast where both walks found the set in the L2, slow where both did not. The H200
+VM's slow state is a neighbour evicting the cores' L2 (run 42), and a run's whole p50 says
+mostly which state its messages met. So each target is also judged on the pairs' p50s of their
+fast messages, and of their slow ones: the pairs where both runs had at least 50 messages of
+that state, one look at --confidence after the pairs the main judgement ran.
+
 The host itself: before the first target and after the last, --host-probe seconds of a
 pure-Python step timed on each CPU the runs use, one at a time, with nothing of ours running
 (process_speed.py --cpus-over-time), kept under host_cpu_speed. Where over a tenth of those
@@ -61,7 +70,9 @@ import bench_transport as bt  # noqa: E402
 import paired  # noqa: E402
 import process_speed  # noqa: E402
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8  # 8: by_cpu_state (the open-loop targets judged within each CPU state)
+# A run's part of one CPU state under this many timed messages gives that state no figure.
+STATE_MIN_MESSAGES = 50
 TARGET_CASES = [  # (variant, size, loop)
     ("pool_borrow", "4KiB", "open"),
     ("pool_copy", "4KiB", "open"),
@@ -229,9 +240,9 @@ def choose_binding(pin, n):
     return sets
 
 
-def bound_scenario(variant, size, n, loop, cpus, directory):
+def bound_scenario(variant, size, n, loop, cpus, directory, cpu_gauge=False):
     """The matrix scenario bound as cpus says (a set per process, producer first; None: no
-    binding): its path."""
+    binding), with run.cpu_gauge on where cpu_gauge and the loop is open: its path."""
     stem = bt.VARIANTS[variant][2].format(size=size.lower(), n=n)
     src = os.path.join(bt.MATRIX, f"{'lat' if loop == 'open' else 'tput'}_{stem}.json")
     with open(src) as f:
@@ -241,6 +252,8 @@ def bound_scenario(variant, size, n, loop, cpus, directory):
                         "consumer_cpus": [cpu_string(c) for c in cpus[1:]]}
     else:
         s["binding"] = {"policy": "none"}
+    if cpu_gauge and loop == "open":
+        s["run"]["cpu_gauge"] = True
     path = os.path.join(directory, os.path.basename(src))
     with open(path, "w") as f:
         json.dump(s, f, indent=1)
@@ -275,7 +288,8 @@ def figure_py(r, loop):
     return r["latency_us"]["p50"] if loop == "open" else r["throughput"]["aggregate_gbps"]
 
 
-def run_py(variant, size, n, loop, device, cpus, out_dir, timeout_s, profile=False, messages=None):
+def run_py(variant, size, n, loop, device, cpus, out_dir, timeout_s, profile=False, messages=None,
+           cpu_gauge=False):
     """One run of the Python case in a process of its own, as the C side's (a long-lived
     producer process is not what the C side measures): its figures, or (None, why)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -288,6 +302,7 @@ def run_py(variant, size, n, loop, device, cpus, out_dir, timeout_s, profile=Fal
     cmd += ["--cpus", "/".join(cpu_string(c) for c in cpus)] if cpus else []
     cmd += ["--profile"] if profile else []
     cmd += ["--messages", str(messages)] if messages else []
+    cmd += ["--cpu-gauge"] if cpu_gauge else []
     rc, output = run_process(cmd, timeout_s)
     if rc is None:
         return None, f"the Python run took over {timeout_s} s"
@@ -327,7 +342,8 @@ def look_points(first, most, every, confidence):
 def one_target(args, variant, size, n, loop, cpus, work):
     metric, limit = bt.target_of(variant, size, loop)
     ratio = metric == "gbps_of_c"  # throughput, Python / C, judged from below
-    scen, name = bound_scenario(variant, size, n, loop, cpus, work)
+    gauged = getattr(args, "cpu_gauge", False) and loop == "open"
+    scen, name = bound_scenario(variant, size, n, loop, cpus, work, cpu_gauge=gauged)
     pairs, dropped, looks = [], [], []
     points = look_points(args.repeat, args.max_pairs or args.repeat, args.look_every or 4, args.confidence)
     each = look_confidence(args.confidence, len(points))
@@ -347,7 +363,7 @@ def one_target(args, variant, size, n, loop, cpus, work):
             else:
                 got["py"], load["py"] = machine_during(lambda: run_py(
                     variant, size, n, loop, args.device, cpus, os.path.join(work, f"{name}-{i}-py"),
-                    args.run_timeout, args.profile))
+                    args.run_timeout, args.profile, cpu_gauge=gauged))
         (h, c_why), (r, py_why) = got["c"], got["py"]
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
@@ -367,9 +383,39 @@ def one_target(args, variant, size, n, loop, cpus, work):
                 break
     # The last look's judgement (the loop always ends on one), with what the looks were.
     cmp = dict(cmp, overall_confidence=args.confidence, looks_planned=points, looks=looks)
-    return {"variant": variant, "size": size, "consumers": n, "loop": loop, "channel": "ring",
-            "pattern": "harness", "scenario": name, "metric": metric, "unit": "us" if loop == "open" else "GB/s",
-            "pairs": pairs, "dropped": dropped, "comparison": cmp}
+    t = {"variant": variant, "size": size, "consumers": n, "loop": loop, "channel": "ring",
+         "pattern": "harness", "scenario": name, "metric": metric, "unit": "us" if loop == "open" else "GB/s",
+         "pairs": pairs, "dropped": dropped, "comparison": cmp}
+    if gauged:
+        t["by_cpu_state"] = judged_by_cpu_state(pairs, limit, args.confidence, args.profile)
+    return t
+
+
+def state_figures(by):
+    """{state: p50 in us, or None where the run's part had under STATE_MIN_MESSAGES messages}
+    of a run's latency_us.by_cpu_state (None: the run was not gauged)."""
+    if not by:
+        return None
+    return {s: by[s]["p50"] if by[s]["count"] >= STATE_MIN_MESSAGES and usable(by[s]["p50"]) else None
+            for s in ("fast", "slow", "mixed")}
+
+
+def judged_by_cpu_state(pairs, limit, confidence, profiled):
+    """The p50 target judged again within each CPU state, fast (both sides' walks found the
+    gauge's set in the L2) and slow (both did not): each pair's two runs compared on the p50 of
+    their messages of that state, over the pairs where both runs had at least STATE_MIN_MESSAGES
+    of them. One look, at the whole confidence, after the pairs the main judgement ran."""
+    out = {}
+    for state in ("fast", "slow"):
+        kept = [(p["c_by_cpu_state"][state], p["python_by_cpu_state"][state]) for p in pairs
+                if p.get("c_by_cpu_state") and p.get("python_by_cpu_state")
+                and p["c_by_cpu_state"][state] is not None and p["python_by_cpu_state"][state] is not None]
+        if not kept:
+            out[state] = {"pairs": 0, "confidence": confidence, "limit": limit, "verdict": "undecided"}
+            continue
+        raw = paired.compare_pairs([c for c, _ in kept], [py for _, py in kept], limit, confidence=confidence)
+        out[state] = judged_as_run(raw, profiled)
+    return out
 
 
 def one_pair(i, c_first, h, r, load, loop):
@@ -379,6 +425,9 @@ def one_pair(i, c_first, h, r, load, loop):
             "c_stages_p50_us": h.get("stages_p50_us"), "c_send_p50_us": h.get("send_p50_us"),
             "python_stages_p50_us": {k: v["p50"] for k, v in r["stages_us"].items()},
             "python_send_p50_us": r["send_us"]["p50"], "python_producer_pid": r.get("producer_pid"),
+            # the p50 of each CPU state's messages (run.cpu_gauge), None where too few
+            "c_by_cpu_state": state_figures(h.get("by_cpu_state")),
+            "python_by_cpu_state": state_figures(r["latency_us"].get("by_cpu_state")),
             "python_send_phases_p50_us": ({k: v["p50"] for k, v in r["send_phases_us"].items()}
                                           if r.get("send_phases_us") else None),
             # Whether a main thread was taken off its CPU while it spun, each side.
@@ -430,7 +479,18 @@ def describe(t):
     seq = (f", look {len(c['looks'])} of {len(planned)} ({c['overall_confidence'] * 100:g} % over all)"
            if len(planned) > 1 else "")
     more = "" if t["dropped"] else to_decide(c)  # a failed run gets no more pairs
-    return f"{head}: {what}, {c['pairs']} pairs{seq} ({meds}): {c['verdict']}{why}{more}"
+    line = f"{head}: {what}, {c['pairs']} pairs{seq} ({meds}): {c['verdict']}{why}{more}"
+    for state, s in (t.get("by_cpu_state") or {}).items():
+        line += f"\n  {STATE_WORDS[state]}: " + (
+            f"Python p50 over C's {fmt(s['estimate'])} [{s['confidence'] * 100:.3g} %: {fmt(s['low'])}, "
+            f"{fmt(s['high'])}], {s['pairs']} pairs (medians Python {s['median_b']:.1f} us, C "
+            f"{s['median_a']:.1f} us): {s['verdict']}" if s["pairs"] else
+            f"no pair had {STATE_MIN_MESSAGES} messages of it on both sides: undecided")
+    return line
+
+
+STATE_WORDS = {"fast": "CPUs fast (both sides' gauge sets in the L2)",
+               "slow": "CPUs slow (both sides' gauge sets evicted)"}
 
 
 def to_decide(c):
@@ -499,6 +559,9 @@ def main():
                          "shown met, never missed (missed reads undecided)")
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
+    ap.add_argument("--no-cpu-gauge", dest="cpu_gauge", action="store_false",
+                    help="leave out the CPU gauge (run.cpu_gauge, bench_transport --cpu-gauge) from "
+                         "the open-loop targets, and their judgement within each CPU state")
     ap.add_argument("--host-probe", type=float, default=4, metavar="S",
                     help="seconds, before the first target and after the last, of a pure-Python step "
                          "timed on each CPU the runs use, one at a time (process_speed.py "

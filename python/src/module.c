@@ -1,6 +1,7 @@
 /* The _cuipc extension module: types, error classes, a few module functions. */
 #include <pthread.h>
 
+#include "cpu_gauge.h"
 #include "cuipc_version.h"
 #include "ext.h"
 
@@ -65,10 +66,31 @@ static PyObject *raise_status(PyObject *m, PyObject *args) {
     return cuipc_py_raise_msg((cuipc_status)s, "%s", msg);
 }
 
+/* The harness's CPU-state gauge (harness/src/cpu_gauge.h), for benchmarks set beside its runs:
+ * one walk's time in ns, with the GIL held as a harness role walks on its own thread. */
+static cuipc_cpu_gauge gauge;
+
+static PyObject *cpu_gauge_ns(PyObject *m, PyObject *unused) {
+    if (gauge.next == NULL && !cuipc_cpu_gauge_init(&gauge))
+        return PyErr_NoMemory();
+    return PyLong_FromUnsignedLongLong(cuipc_cpu_gauge_ns(&gauge));
+}
+
+/* Its back-to-back walk at init (the set in the L2): the reference a walk is judged against. */
+static PyObject *cpu_gauge_resident_ns(PyObject *m, PyObject *unused) {
+    if (gauge.next == NULL && !cuipc_cpu_gauge_init(&gauge))
+        return PyErr_NoMemory();
+    return PyLong_FromUnsignedLongLong(gauge.resident_ns);
+}
+
 static PyMethodDef module_methods[] = {
     {"gpu_count", gpu_count, METH_NOARGS, "Usable CUDA devices (0 without a driver or device)."},
     {"status_name", status_name, METH_O, "Short name of a cuipc status code."},
     {"_raise_status", raise_status, METH_VARARGS, "Raise the error class of a status (tests)."},
+    {"_cpu_gauge_ns", cpu_gauge_ns, METH_NOARGS,
+     "One walk of the harness's CPU-state gauge: its time in ns (benchmarks)."},
+    {"_cpu_gauge_resident_ns", cpu_gauge_resident_ns, METH_NOARGS,
+     "The gauge's back-to-back walk at its start, in ns: its L2-resident reference."},
     {NULL}};
 
 static struct PyModuleDef module_def = {
@@ -90,6 +112,13 @@ PyMODINIT_FUNC PyInit__cuipc(void) {
     PyObject *m = PyModule_Create(&module_def);
     if (!m)
         return NULL;
+    PyObject *slow_above = PyFloat_FromDouble(CUIPC_CPU_GAUGE_SLOW_ABOVE);
+    int added = slow_above ? PyModule_AddObjectRef(m, "_cpu_gauge_slow_above", slow_above) : -1;
+    Py_XDECREF(slow_above);
+    if (added < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (cuipc_py_errors_init(m) < 0 ||
         PyModule_AddObjectRef(m, "Producer", (PyObject *)&ProducerType) < 0 ||
         PyModule_AddObjectRef(m, "Consumer", (PyObject *)&ConsumerType) < 0 ||

@@ -132,9 +132,14 @@ def test_the_python_side_runs_in_a_process_of_its_own(tmp_path):
     """As the C side: a fresh process per run, bound as asked, its figures read back."""
     pytest.importorskip("torch")
     cpus = sorted(os.sched_getaffinity(0))[:1]
-    r, why = targets.run_py("default", "4KiB", 1, "open", "cpu", [cpus, cpus], str(tmp_path), 120, messages=40)
+    r, why = targets.run_py("default", "4KiB", 1, "open", "cpu", [cpus, cpus], str(tmp_path), 120, messages=40,
+                            cpu_gauge=True)
     assert why is None and r["producer_pid"] != os.getpid()
     assert r["validated"] > 0 and r["latency_us"]["p50"] > 0
+    # Gauged: every timed message in exactly one CPU state, each with both walks.
+    by = r["latency_us"]["by_cpu_state"]
+    assert by["ungauged"] == 0 and by["fastest_walk_us"] > 0
+    assert sum(by[s]["count"] for s in ("fast", "slow", "mixed")) == r["latency_us"]["count"] > 0
     # Where the threads ran, not what was asked: each ended on the one CPU it was bound to.
     assert r["producer_thread"]["cpu"] == cpus[0] and r["consumer_threads"][0]["cpu"] == cpus[0]
     r, why = targets.run_py("default", "4KiB", 1, "open", "cuda-not-a-device", None, str(tmp_path), 120)
@@ -218,7 +223,7 @@ def test_the_host_is_probed_before_and_after_the_targets(monkeypatch, tmp_path, 
     assert targets.main() == 3
     d = json.loads((tmp_path / "t.json").read_text())
     assert probed == [[one], [one]] and set(d["host_cpu_speed"]) == {"before", "after"}
-    assert d["schema_version"] == 7 and d["host_cpu_speed"]["before"]["seconds"] == 4
+    assert d["schema_version"] == 8 and d["host_cpu_speed"]["before"]["seconds"] == 4
     assert f"host CPUs {one}, before: 0 of 1 slices" in capsys.readouterr().out
     probed.clear()
     monkeypatch.setattr(sys, "argv", argv + ["--host-probe", "0"])
@@ -284,27 +289,30 @@ def test_a_profiled_target_run_is_judged_as_profiled(monkeypatch, tmp_path):
         assert targets.describe(t).endswith(verdict + (f" ({t['comparison']['why']})" if profile else ""))
 
 
-def fake_pairs(monkeypatch, python_p50s, c_fails=()):
+def fake_pairs(monkeypatch, python_p50s, c_fails=(), c_states=None, python_states=None):
     """run_c gives 20 us every time (or fails at the calls numbered in c_fails), run_py the given
-    p50s in turn."""
+    p50s in turn; c_states and python_states, the runs' latency_us.by_cpu_state in turn."""
     c = {"p50_us": 20.0, "status": "passed"}
     figures = iter(python_p50s)
     calls = iter(range(1000))
+    c_by, py_by = iter(c_states or []), iter(python_states or [])
 
     def c_run(*a):
-        return (None, "the harness failed") if next(calls) in c_fails else (c, None)
+        return (None, "the harness failed") if next(calls) in c_fails else \
+            (dict(c, by_cpu_state=next(c_by, None)), None)
 
-    def py(*a):
-        return ({"latency_us": {"p50": next(figures)}, "stages_us": {"deliver": {"p50": 1.0}},
+    def py(*a, **kw):
+        return ({"latency_us": {"p50": next(figures), "by_cpu_state": next(py_by, None)},
+                 "stages_us": {"deliver": {"p50": 1.0}},
                  "send_us": {"p50": 10.0}, "validated": 10, "validation_failures": 0}, None)
     monkeypatch.setattr(targets, "run_c", c_run)
     monkeypatch.setattr(targets, "run_py", py)
 
 
-def sequential(tmp_path, max_pairs, repeat=6, profile=False):
+def sequential(tmp_path, max_pairs, repeat=6, profile=False, cpu_gauge=False):
     import argparse
     args = argparse.Namespace(repeat=repeat, max_pairs=max_pairs, look_every=4, gap=0.0, confidence=0.95,
-                              profile=profile, harness="h", run_timeout=10, device="cuda")
+                              profile=profile, harness="h", run_timeout=10, device="cuda", cpu_gauge=cpu_gauge)
     return targets.one_target(args, "pool_borrow", "4KiB", 1, "open", None, str(tmp_path))
 
 
@@ -399,3 +407,69 @@ def test_looks_asked_for_wrongly_are_refused(monkeypatch, tmp_path, capsys, argv
     monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), *argv])
     assert targets.main() == 2
     assert what in capsys.readouterr().err
+
+
+def state_split(fast, slow, n_fast=400, n_slow=400):
+    """A run's latency_us.by_cpu_state with these p50s and counts."""
+    part = lambda p50, n: {"count": n, "p50": p50 if n else None}  # noqa: E731
+    return {"fastest_walk_us": 8.0, "slow_above": 1.5, "ungauged": 0, "fast": part(fast, n_fast),
+            "slow": part(slow, n_slow), "mixed": part(30.0, 100)}
+
+
+def test_each_cpu_state_is_judged_on_its_own_messages(monkeypatch, tmp_path):
+    """The whole-run p50s straddle the limit, but within each state the pairs agree: fast
+    messages Python +8 us (met), slow ones +40 (missed); a pair whose run had under
+    STATE_MIN_MESSAGES slow messages gives the slow state no figure."""
+    n = 8
+    c_states = [state_split(22.0 + k % 2, 35.0 + k % 3) for k in range(n)]
+    py_states = [state_split(30.0 + k % 2, 75.0 + k % 3, n_slow=400 if k else 10) for k in range(n)]
+    fake_pairs(monkeypatch, [30.0, 50.0] * 4, c_states=c_states, python_states=py_states)
+    t = sequential(tmp_path, None, repeat=n, cpu_gauge=True)
+    assert t["comparison"]["verdict"] == "undecided"
+    fast, slow = t["by_cpu_state"]["fast"], t["by_cpu_state"]["slow"]
+    assert fast["pairs"] == 8 and fast["verdict"] == "met" and abs(fast["estimate"] - 8.0) < 1e-9
+    assert slow["pairs"] == 7 and slow["verdict"] == "missed" and abs(slow["estimate"] - 40.0) < 1e-9
+    assert t["pairs"][0]["python_by_cpu_state"]["slow"] is None
+    text = targets.describe(t)
+    assert "CPUs fast (both sides' gauge sets in the L2): Python p50 over C's +8.0 us" in text
+    assert text.rstrip().endswith("missed")
+
+
+def test_no_state_figure_without_the_gauge_or_its_messages(monkeypatch, tmp_path):
+    """Not gauged: no by_cpu_state at all; gauged but no pair with enough messages of a state:
+    that state undecided, said so."""
+    fake_pairs(monkeypatch, [60.0] * 6)
+    assert "by_cpu_state" not in sequential(tmp_path, None)
+    few = [state_split(22.0, 35.0, n_fast=10) for _ in range(6)]
+    fake_pairs(monkeypatch, [60.0] * 6, c_states=few, python_states=few)
+    t = sequential(tmp_path, None, cpu_gauge=True)
+    assert t["by_cpu_state"]["fast"] == {"pairs": 0, "confidence": 0.95, "limit": 20.0, "verdict": "undecided"}
+    assert t["by_cpu_state"]["slow"]["pairs"] == 6
+    assert f"no pair had {targets.STATE_MIN_MESSAGES} messages of it on both sides" in targets.describe(t)
+
+
+def test_the_c_side_gauges_only_open_loops(tmp_path):
+    path, _ = targets.bound_scenario("pool_borrow", "4KiB", 1, "open", None, str(tmp_path), cpu_gauge=True)
+    with open(path) as f:
+        assert json.load(f)["run"]["cpu_gauge"] is True
+    path, _ = targets.bound_scenario("pool_borrow", "64MiB", 1, "closed", None, str(tmp_path), cpu_gauge=True)
+    with open(path) as f:
+        assert "cpu_gauge" not in json.load(f)["run"]
+
+
+def test_the_python_split_follows_the_harness_rule():
+    """bench_transport.by_cpu_state: the fastest walk (the resident one included) sets the
+    line; both walks at most 1.5x of it fast, both over slow, else mixed; a missing walk is
+    ungauged and in no part."""
+    import bench_transport as bt
+    us = 1000
+    samples = [(10 * us, 8000, 11000), (12 * us, 12000, 8500),  # fast (12000 = 1.5x: not over)
+               (50 * us, 40000, 30000),                           # slow
+               (30 * us, 8000, 40000), (31 * us, 40000, 9000),    # mixed
+               (99 * us, 0, 9000)]                                # ungauged
+    by = bt.by_cpu_state(samples, resident_ns=8000, slow_above=1.5)
+    assert by["fastest_walk_us"] == 8.0 and by["ungauged"] == 1
+    assert [by[s]["count"] for s in ("fast", "slow", "mixed")] == [2, 1, 2]
+    assert by["fast"]["p50"] == 10.0 and by["slow"]["p50"] == 50.0
+    # Without the resident walk, the fastest of the samples' walks sets the line.
+    assert bt.by_cpu_state(samples[2:3], slow_above=1.5)["fast"]["count"] == 1
