@@ -345,12 +345,18 @@ static void cuipc_ring_put_header(uint8_t *at, uint32_t length) {
     memcpy(at, words, sizeof words);
 }
 
-cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t timeout_ns) {
-    if (!r || !msg)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ring %p, msg %p", (void *)r, msg);
+static cuipc_status cuipc_ring_check_len(const cuipc_ring *r, size_t len) {
     if (len == 0 || len > r->max_message)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "message of %zu bytes (allowed 1..%llu)", len,
                           (unsigned long long)r->max_message);
+    return CUIPC_OK;
+}
+
+/* Wait until a record of len bytes fits at head: *head is then where it goes and *skip the
+ * bytes left at the end before it (the record wraps to 0). Only the sender moves head, so the
+ * room found stays until it writes. */
+static cuipc_status cuipc_ring_await_room(cuipc_ring *r, size_t len, int64_t timeout_ns,
+                                          uint64_t *head, uint64_t *skip) {
     cuipc_ring_header *h = r->hdr;
     const uint64_t cap = r->capacity;
     const uint64_t record = cuipc_ring_record_bytes(len);
@@ -358,33 +364,52 @@ cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t
     for (;;) {
         if (atomic_load_explicit(&h->closed, memory_order_acquire))
             return CUIPC_FAIL(CUIPC_ERR_CLOSED, "send: ring is closed");
-        uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed); /* ours */
+        *head = atomic_load_explicit(&h->head, memory_order_relaxed); /* ours */
         /* Acquire pairs with the consumer's release of tail: it has finished reading the bytes
          * we are about to overwrite. */
         uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
-        uint64_t used = head - tail;
-        if (used > cap || ((head | tail) & 7u))
+        uint64_t used = *head - tail;
+        if (used > cap || ((*head | tail) & 7u))
             return CUIPC_FAIL(CUIPC_ERR_CORRUPT, "send: impossible counters head %llu tail %llu",
-                              (unsigned long long)head, (unsigned long long)tail);
-        uint64_t pos = head & (cap - 1);
-        uint64_t skip = pos + record > cap ? cap - pos : 0;
-        if (cap - used >= skip + record) {
-            if (skip) {
-                cuipc_ring_put_header(r->data + pos, CUIPC_RING_WRAP);
-                pos = 0;
-            }
-            cuipc_ring_put_header(r->data + pos, (uint32_t)len);
-            memcpy(r->data + pos + CUIPC_RING_RECORD_HEADER, msg, len);
-            uint64_t sent = atomic_load_explicit(&h->sent, memory_order_relaxed);
-            atomic_store_explicit(&h->sent, sent + 1, memory_order_relaxed);
-            /* Release: the record bytes (and sent) are visible before the new head is. */
-            atomic_store_explicit(&h->head, head + skip + record, memory_order_release);
-            cuipc_ring_notify(&h->data_seq, &h->data_waiters);
+                              (unsigned long long)*head, (unsigned long long)tail);
+        uint64_t pos = *head & (cap - 1);
+        *skip = pos + record > cap ? cap - pos : 0;
+        if (cap - used >= *skip + record)
             return CUIPC_OK;
-        }
-        CUIPC_TRY(cuipc_ring_wait(r, cuipc_ring_space_ready, skip + record, &h->space_seq,
+        CUIPC_TRY(cuipc_ring_wait(r, cuipc_ring_space_ready, *skip + record, &h->space_seq,
                                   &h->space_waiters, start, timeout_ns, "send"));
     }
+}
+
+cuipc_status cuipc_ring_wait_room(cuipc_ring *r, size_t len, int64_t timeout_ns) {
+    if (!r)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ring is NULL");
+    CUIPC_TRY(cuipc_ring_check_len(r, len));
+    uint64_t head, skip;
+    return cuipc_ring_await_room(r, len, timeout_ns, &head, &skip);
+}
+
+cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t timeout_ns) {
+    if (!r || !msg)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ring %p, msg %p", (void *)r, msg);
+    CUIPC_TRY(cuipc_ring_check_len(r, len));
+    uint64_t head, skip;
+    CUIPC_TRY(cuipc_ring_await_room(r, len, timeout_ns, &head, &skip));
+    cuipc_ring_header *h = r->hdr;
+    uint64_t pos = head & (r->capacity - 1);
+    if (skip) {
+        cuipc_ring_put_header(r->data + pos, CUIPC_RING_WRAP);
+        pos = 0;
+    }
+    cuipc_ring_put_header(r->data + pos, (uint32_t)len);
+    memcpy(r->data + pos + CUIPC_RING_RECORD_HEADER, msg, len);
+    uint64_t sent = atomic_load_explicit(&h->sent, memory_order_relaxed);
+    atomic_store_explicit(&h->sent, sent + 1, memory_order_relaxed);
+    /* Release: the record bytes (and sent) are visible before the new head is. */
+    atomic_store_explicit(&h->head, head + skip + cuipc_ring_record_bytes(len),
+                          memory_order_release);
+    cuipc_ring_notify(&h->data_seq, &h->data_waiters);
+    return CUIPC_OK;
 }
 
 /* Volatile reads, once: the header is checked and then used as the same values even if the

@@ -35,6 +35,11 @@ void cuipc_ring_set_spin_ns(cuipc_ring *r, uint64_t spin_ns);
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t timeout_ns);
 
+/* Wait, as a send would, until a message of len bytes fits, without sending it: with one sender
+ * the room stays (only the receiver moves, and it frees more). Same errors as a send. */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_ring_wait_room(cuipc_ring *r, size_t len, int64_t timeout_ns);
+
 /* Next message into a malloc'd buffer (*msg, freed by caller). CUIPC_ERR_CLOSED once the ring
  * is closed and empty. A corrupt record header gives CUIPC_ERR_CORRUPT. */
 CUIPC_WARN_UNUSED

@@ -146,6 +146,12 @@ static cuipc_status wrap_node(cuipc_value *node, void *arg) {
 
 cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  cuipc_value **wrapped) {
+    return cuipc_producer_wrap_within(p, tree, stream, -1, wrapped);
+}
+
+cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tree,
+                                        cuipc_stream stream, int64_t pool_wait_ns,
+                                        cuipc_value **wrapped) {
     *wrapped = NULL;
     if (!tree)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree is NULL");
@@ -155,7 +161,11 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
     wrap_walk ww; /* not zeroed whole: the list's inline room is written as it fills */
-    ww.w = (cuipc_wrap_ctx){.p = p, .stream = stream, .mask = cuipc_producer_live_mask(p)};
+    int64_t wait = p->cfg.full_timeout_ns;
+    if (pool_wait_ns >= 0 && pool_wait_ns < wait)
+        wait = pool_wait_ns;
+    ww.w = (cuipc_wrap_ctx){
+        .p = p, .stream = stream, .mask = cuipc_producer_live_mask(p), .full_wait_ns = wait};
     if (!ww.w.mask)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
     chunk_list_init(&ww.chunks, p);
@@ -246,7 +256,24 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     cuipc_status first_error = CUIPC_OK;
     cuipc_error_saved first_msg; /* the first failure's message, past later sends' */
     uint32_t first_consumer = 0;
-    for (uint32_t c = 0; c < p->cfg.max_consumers && !closed; c++) {
+    /* Room on every ring first, then the message on each (send_lock: no other sender takes the
+     * room meanwhile): a send that runs out of time reached no consumer, so the caller can try
+     * it again whole, nothing delivered twice. Other failures are left to the sends below. */
+    bool no_room = false;
+    uint64_t room_start = cuipc_now_ns();
+    for (uint32_t c = 0; c < p->cfg.max_consumers && !closed && !no_room; c++) {
+        if (!(targets & (1ull << c)))
+            continue;
+        int64_t spent = (int64_t)(cuipc_now_ns() - room_start);
+        int64_t left = timeout_ns < 0 ? -1 : timeout_ns > spent ? timeout_ns - spent : 0;
+        if (cuipc_ring_wait_room(rings[c], len, left) == CUIPC_ERR_TIMEOUT) {
+            no_room = true;
+            first_error = CUIPC_ERR_TIMEOUT;
+            first_consumer = c;
+            cuipc_error_save(&first_msg);
+        }
+    }
+    for (uint32_t c = 0; c < p->cfg.max_consumers && !closed && !no_room; c++) {
         if (!(targets & (1ull << c)))
             continue;
         cuipc_status r = cuipc_ring_send(rings[c], buf, len, timeout_ns);
@@ -292,6 +319,11 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
     if (!targets || died == targets)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
+    if (no_room)
+        return CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
+                          "consumer %u: no room on its ring for %zu bytes within %lld ms (%s): "
+                          "sent to no consumer",
+                          first_consumer, len, (long long)(timeout_ns / 1000000), first_msg.msg);
     if (first_error != CUIPC_OK)
         return CUIPC_FAIL(first_error, "consumer %u: %s (delivered to %d of %d consumers)",
                           first_consumer, first_msg.msg, __builtin_popcountll(delivered),

@@ -12,6 +12,7 @@ typedef struct cuipc_wrap_ctx {
     uint64_t fallbacks;  /* tensors staged through the host pool because the GPU pool was full */
     cuipc_pool *pool;    /* the last tensor's chunk is in this pool; NULL: it took none */
     uint32_t own_host, own_gpu; /* chunks the message took so far from each pool */
+    int64_t full_wait_ns;       /* how long an allocation may wait for room (policy, capped) */
 } cuipc_wrap_ctx;
 
 /* Tensor t as a proxy in *x: a pool chunk (copied in, or a held buffer published as it is), an

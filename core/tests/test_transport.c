@@ -316,6 +316,75 @@ static void test_pool_full_fail(void) {
     cuipc_producer_destroy(p);
 }
 
+/* A send that runs out of time on one consumer's full ring reaches no consumer, so sending it
+ * again delivers it once to each. Consumer 1 reads nothing until the go byte on its pipe; each
+ * consumer checks its messages are 1, 2, 3, ... without a gap or a repeat and exits with their
+ * count. */
+static int stall_pipe[2];
+
+static int sequence_reader_main(void *arg) {
+    bool stalled = arg != NULL;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
+        return 200;
+    char go;
+    if (stalled && read(stall_pipe[0], &go, 1) != 1)
+        return 201;
+    int64_t expect = 1;
+    for (;;) {
+        cuipc_message *m = NULL;
+        cuipc_status s = cuipc_consumer_recv(c, 20 * SEC, &m);
+        if (s == CUIPC_ERR_CLOSED)
+            break;
+        if (s != CUIPC_OK)
+            return 202;
+        int64_t seq = cuipc_value_as_int(cuipc_dict_get(cuipc_message_value(m), "seq"));
+        cuipc_message_free(m);
+        if (seq != expect++)
+            return 203; /* a message twice, or one lost */
+    }
+    cuipc_consumer_detach(c);
+    return (int)(expect - 1);
+}
+
+static cuipc_status send_padded(cuipc_producer *p, int64_t seq, int64_t timeout_ns) {
+    static char pad[4001];
+    memset(pad, 'x', sizeof pad - 1);
+    cuipc_value *v = cuipc_value_dict();
+    CHECK_OK(cuipc_dict_set(v, "seq", cuipc_value_int(seq)));
+    CHECK_OK(cuipc_dict_set(v, "pad", cuipc_value_string(pad)));
+    cuipc_status s = cuipc_producer_send(p, v, NULL, timeout_ns);
+    cuipc_value_free(v);
+    return s;
+}
+
+static void test_send_is_all_or_nothing(void) {
+    make_sock_path();
+    REQUIRE(pipe(stall_pipe) == 0);
+    pid_t reader = cuipc_test_fork(sequence_reader_main, NULL);
+    pid_t stalled = cuipc_test_fork(sequence_reader_main, (void *)1);
+    close(stall_pipe[0]);
+    cuipc_producer *p = start_producer(2, 64 << 10, CUIPC_FULL_WAIT); /* rings of 64 KiB */
+    int64_t seq = 1;
+    cuipc_status s;
+    while ((s = send_padded(p, seq, SEC / 20)) == CUIPC_OK && seq < 100)
+        seq++;
+    CHECK_STATUS(s, CUIPC_ERR_TIMEOUT); /* the stalled ring filled up after ~15 messages */
+    CHECK(strstr(cuipc_last_error(), ": no room on its ring for ") != NULL); /* either index */
+    CHECK(strstr(cuipc_last_error(), "sent to no consumer") != NULL);
+    CHECK(seq > 5 && seq < 20);
+    REQUIRE(write(stall_pipe[1], "g", 1) == 1);
+    CHECK_OK(send_padded(p, seq, 10 * SEC)); /* the same message again, once to each */
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(reader, 30000) == (int)seq);
+    CHECK(cuipc_test_wait(stalled, 30000) == (int)seq);
+    close(stall_pipe[1]);
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.messages_sent == (uint64_t)seq);
+    cuipc_producer_destroy(p);
+}
+
 /* A consumer killed while holding a borrowed chunk: the producer reclaims it, the others go on. */
 static void test_consumer_killed(void) {
     make_sock_path();
@@ -830,5 +899,6 @@ int main(void) {
     test_forged_proxies();
     test_threads_share_a_consumer();
     test_many_chunks();
+    test_send_is_all_or_nothing();
     return cuipc_test_finish("test_transport");
 }

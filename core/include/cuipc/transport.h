@@ -94,10 +94,22 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
                                  cuipc_value **wrapped);
 
 /* Encode a wrapped tree and put it on every live consumer's ring (waits up to timeout_ns for
- * ring space). A consumer that died is skipped and its chunks are reclaimed. */
+ * ring space, < 0: no limit). A consumer that died is skipped and its chunks are reclaimed.
+ * Room is found on every ring before the message goes on any: CUIPC_ERR_TIMEOUT means no
+ * consumer got it, and its chunks are given back (wrap the tree again to retry); after other
+ * failures they are given back for every consumer that did not get it. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
+
+/* cuipc_producer_wrap with the wait for pool room cut to at most pool_wait_ns (< 0: the policy's
+ * full_timeout_ns, as cuipc_producer_wrap; the policy's when that is shorter; under "fail" no
+ * wait whatever this says). For callers that wait in slices: a CUIPC_ERR_TIMEOUT leaves nothing
+ * allocated, so the same tree can be wrapped again. */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tree,
+                                        cuipc_stream stream, int64_t pool_wait_ns,
+                                        cuipc_value **wrapped);
 
 /* Give back the chunks of a wrapped tree that will not be sent: nothing of it may have reached a
  * consumer (bytes carried out of band and adopted are the consumer's to release; cancelled, their
