@@ -70,6 +70,7 @@ typedef struct ProducerObject {
     unsigned long fork_gen;
     char *wire; /* wrap's encoding is written here (under the GIL), grown to the largest */
     size_t wire_cap;
+    int64_t pool_wait_ns; /* how long a wrap may wait for pool room (the policy's; < 0: no limit) */
 } ProducerObject;
 
 typedef struct ConsumerObject {
@@ -167,6 +168,13 @@ cuipc_dtype cuipc_py_dtype_from_dl(DLDataType t);
 typedef cuipc_status (*cuipc_py_wait_fn)(void *ctx, int64_t slice_ns);
 int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner), const char *what,
                   int64_t timeout_ns, cuipc_py_wait_fn fn, void *ctx, cuipc_status *s);
+#define CUIPC_PY_SLICE_NS 200000000ll
+/* Between two slices of a wait: the signal handlers run, and a handler that closed the owner
+ * ends the wait with Closed. -1: an exception is set. */
+int cuipc_py_between_slices(PyObject *owner, bool (*usable)(PyObject *owner), const char *what);
+/* The Timeout of a whole wait of whole_ns that ran out (status s): says the whole wait where it
+ * took more than one slice. Always -1. */
+int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns);
 
 #define CUIPC_PY_CALL(obj, status_var, call)                                                       \
     do {                                                                                           \

@@ -74,6 +74,9 @@ static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
     }
     self->mode = cfg.mode;
     self->device = device;
+    self->pool_wait_ns = cfg.full_policy == CUIPC_FULL_FAIL     ? 0
+                         : cfg.full_timeout_ns >= INT64_MAX / 2 ? -1 /* None: no limit */
+                                                                : cfg.full_timeout_ns;
     self->fork_gen = cuipc_py_fork_gen;
     self->retained = PyList_New(0);
     return self->retained ? 0 : -1;
@@ -221,6 +224,67 @@ static cuipc_status send_timed(cuipc_producer *p, const cuipc_value *v, cuipc_st
     return s;
 }
 
+/* One slice of a wrap (and send): the wrap's wait for pool room cut to pool_ns, the send's for
+ * ring room to ring_ns. in_ring: the send ran (so a Timeout is the rings'). */
+typedef struct slice_run {
+    cuipc_producer *p;
+    const cuipc_value *v;
+    cuipc_stream stream;
+    int64_t pool_ns, ring_ns;
+    bool send, in_ring;
+    cuipc_value *wrapped; /* without send: the wrapped tree */
+} slice_run;
+
+static cuipc_status run_slice(slice_run *r) {
+    r->in_ring = false;
+    cuipc_status s = cuipc_producer_wrap_within(r->p, r->v, r->stream, r->pool_ns, &r->wrapped);
+    if (s != CUIPC_OK || !r->send)
+        return s;
+    r->in_ring = true;
+    s = cuipc_producer_send_wrapped(r->p, r->wrapped, r->ring_ns);
+    cuipc_value_free(r->wrapped);
+    r->wrapped = NULL;
+    return s;
+}
+
+static int64_t next_slice(int64_t left) {
+    return left < 0 || left > CUIPC_PY_SLICE_NS ? CUIPC_PY_SLICE_NS : left;
+}
+
+/* Wrap (and send, unless wrapped_out asks for the wrapped tree) with both waits cut into slices:
+ * for pool room, up to the policy's full_timeout; for room on the consumers' rings, up to ring_ns
+ * (< 0: no limit). A slice that runs out of time leaves nothing behind (the wrap took nothing;
+ * the send reached no consumer and gave its chunks back), so the next one wraps again, and
+ * between slices the signal handlers run: Ctrl-C stops a send blocked on a full pool or a
+ * stalled consumer. The first slice is the plain call, with its one GIL release. 0: *s holds the
+ * status (a Timeout only once a budget is spent); -1: an exception is set. */
+static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_stream stream,
+                            int64_t ring_ns, cuipc_value **wrapped_out, cuipc_status *s) {
+    const int64_t whole[2] = {self->pool_wait_ns, ring_ns}; /* pool, rings */
+    int64_t left[2] = {whole[0], whole[1]};
+    for (;;) {
+        slice_run r = {.p = self->p,
+                       .v = v,
+                       .stream = stream,
+                       .pool_ns = next_slice(left[0]),
+                       .ring_ns = next_slice(left[1]),
+                       .send = wrapped_out == NULL};
+        CUIPC_PY_CALL(self, *s, run_slice(&r));
+        if (*s != CUIPC_ERR_TIMEOUT) {
+            if (wrapped_out)
+                *wrapped_out = r.wrapped;
+            return 0;
+        }
+        int w = r.in_ring; /* the wait that ran out of time */
+        int64_t slice = w ? r.ring_ns : r.pool_ns;
+        if (left[w] >= 0 && (left[w] -= slice) <= 0)
+            return cuipc_py_raise_timed_out(*s, whole[w]);
+        if (cuipc_py_between_slices((PyObject *)self, producer_usable,
+                                    wrapped_out ? "wrap" : "send") < 0)
+            return -1;
+    }
+}
+
 /* send(tree, stream, timeout). phases: NULL, or where each phase's nanoseconds go (the same
  * work: cuipc_producer_send is wrap + send_wrapped, called apart to time them apart). */
 static bool send_tree(ProducerObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -245,7 +309,11 @@ static bool send_tree(ProducerObject *self, PyObject *const *args, Py_ssize_t na
         return false;
     cuipc_status s;
     if (!phases) {
-        CUIPC_PY_CALL(self, s, cuipc_producer_send(self->p, v, stream, ns));
+        if (wrap_send_sliced(self, v, stream, ns, NULL, &s) < 0) {
+            cuipc_value_free(v);
+            Py_DECREF(keep);
+            return false;
+        }
     } else {
         uint64_t converted = mono_ns(), t4 = 0;
         CUIPC_PY_CALL(self, s, send_timed(self->p, v, stream, ns, &t2, &t3, &t4));
@@ -315,7 +383,11 @@ static PyObject *producer_wrap(ProducerObject *self, PyObject *const *args, Py_s
         return NULL;
     cuipc_value *wrapped = NULL;
     cuipc_status s;
-    CUIPC_PY_CALL(self, s, cuipc_producer_wrap(self->p, v, stream, &wrapped));
+    if (wrap_send_sliced(self, v, stream, -1, &wrapped, &s) < 0) {
+        cuipc_value_free(v);
+        Py_DECREF(keep);
+        return NULL;
+    }
     cuipc_value_free(v);
     PyObject *out = NULL;
     if (s == CUIPC_OK) {
@@ -346,6 +418,18 @@ static PyObject *producer_cancel(ProducerObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+typedef struct buffer_ctx {
+    cuipc_producer *p;
+    cuipc_memory_kind memory;
+    uint64_t nbytes;
+    void *data;
+} buffer_ctx;
+
+static cuipc_status buffer_slice(void *ctx, int64_t slice_ns) {
+    buffer_ctx *b = ctx;
+    return cuipc_producer_buffer_alloc(b->p, b->memory, b->nbytes, slice_ns, &b->data);
+}
+
 static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"nbytes", "device", "timeout", NULL};
     unsigned long long nbytes;
@@ -363,12 +447,17 @@ static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject 
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                   "buffer on cuda:%d: the producer's GPU pool is on cuda:%d",
                                   device, self->device);
-    cuipc_memory_kind memory = device == CUIPC_DEVICE_HOST ? CUIPC_MEMORY_HOST : CUIPC_MEMORY_CUDA;
-    void *data = NULL;
+    /* Waited for in slices (timeout None: the policy's wait, as the library's -1 means). */
+    buffer_ctx b = {.p = self->p,
+                    .memory = device == CUIPC_DEVICE_HOST ? CUIPC_MEMORY_HOST : CUIPC_MEMORY_CUDA,
+                    .nbytes = nbytes};
     cuipc_status s;
-    CUIPC_PY_CALL(self, s, cuipc_producer_buffer_alloc(self->p, memory, nbytes, ns, &data));
+    if (cuipc_py_wait((PyObject *)self, &self->in_calls, producer_usable, "buffer",
+                      ns < 0 ? self->pool_wait_ns : ns, buffer_slice, &b, &s) < 0)
+        return NULL;
     if (s != CUIPC_OK)
         return cuipc_py_raise(s);
+    void *data = b.data;
     cuipc_tensor t;
     int64_t shape[1] = {(int64_t)nbytes};
     PyObject *tensor = NULL;

@@ -1,13 +1,14 @@
-/* Calls that may wait long (recv, accept, drain) are made in slices of at most 200 ms with the
- * GIL released, and the interpreter's signal handlers run between them: a worker blocked in
- * recv() with no timeout still stops on Ctrl-C or its SIGTERM handler. A slice that times out
- * before the caller's own timeout is followed by the next; the last one's Timeout says how long
- * the whole wait was. A handler that closed the object (usable() false) ends it with Closed. */
+/* Calls that may wait long (recv, accept, drain; send, wrap and buffer in producer.c) are made in
+ * slices of at most 200 ms with the GIL released, and the interpreter's signal handlers run between
+ * them: a worker blocked in recv() with no timeout still stops on Ctrl-C or its SIGTERM handler. A
+ * slice that times out before the caller's own timeout is followed by the next; the last one's
+ * Timeout says how long the whole wait was. A handler that closed the object (usable() false) ends
+ * it with Closed. */
 #include <time.h>
 
 #include "ext.h"
 
-#define SLICE_NS 200000000ll
+#define SLICE_NS CUIPC_PY_SLICE_NS
 
 static int64_t now_ns(void) {
     struct timespec t;
@@ -31,19 +32,28 @@ int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner
         (*in_calls)--;
         if (*s != CUIPC_ERR_TIMEOUT)
             return 0;
-        if (last) {
-            if (timeout_ns > SLICE_NS)
-                cuipc_py_raise_msg(CUIPC_ERR_TIMEOUT, "%s (%lld ms in all)", cuipc_last_error(),
-                                   (long long)(timeout_ns / 1000000));
-            else
-                cuipc_py_raise(*s);
+        if (last)
+            return cuipc_py_raise_timed_out(*s, timeout_ns);
+        if (cuipc_py_between_slices(owner, usable, what) < 0)
             return -1;
-        }
-        if (PyErr_CheckSignals() < 0)
-            return -1;
-        if (!usable(owner)) {
-            cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "%s: closed while it waited", what);
-            return -1;
-        }
     }
+}
+
+int cuipc_py_between_slices(PyObject *owner, bool (*usable)(PyObject *owner), const char *what) {
+    if (PyErr_CheckSignals() < 0)
+        return -1;
+    if (!usable(owner)) {
+        cuipc_py_raise_msg(CUIPC_ERR_CLOSED, "%s: closed while it waited", what);
+        return -1;
+    }
+    return 0;
+}
+
+int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns) {
+    if (whole_ns > SLICE_NS)
+        cuipc_py_raise_msg(CUIPC_ERR_TIMEOUT, "%s (%lld ms in all)", cuipc_last_error(),
+                           (long long)(whole_ns / 1000000));
+    else
+        cuipc_py_raise(s);
+    return -1;
 }
