@@ -112,21 +112,28 @@ class Stop(Exception):
     pass
 
 
-def test_a_wait_with_no_limit_still_runs_signal_handlers(pair, usr1):
-    """recv(), accept() and drain() wait in slices: a handler that raises (Ctrl-C, a SIGTERM
-    handler) ends the wait, and one that closes the object ends it with Closed."""
+def stop(*a):
+    raise Stop()
+
+
+@pytest.fixture
+def interrupted(usr1):
+    """Runs a call with a SIGUSR1 handler that raises Stop armed: the seconds until it did."""
     import time
 
-    def stop(*a):
-        raise Stop()
-
-    def interrupted(call):
+    def run(call):
         usr1(stop)
         t0 = time.monotonic()
         with pytest.raises(Stop):
             call()
         return time.monotonic() - t0
 
+    return run
+
+
+def test_a_wait_with_no_limit_still_runs_signal_handlers(pair, usr1, interrupted):
+    """recv(), accept() and drain() wait in slices: a handler that raises (Ctrl-C, a SIGTERM
+    handler) ends the wait, and one that closes the object ends it with Closed."""
     p, c = pair(max_consumers=2)  # one attached: accept(2) waits
     assert interrupted(lambda: c.recv()) < 2
     assert interrupted(lambda: p.accept(2)) < 2
@@ -139,22 +146,10 @@ def test_a_wait_with_no_limit_still_runs_signal_handlers(pair, usr1):
         c.recv()
 
 
-def test_a_send_blocked_with_no_limit_still_runs_signal_handlers(pair, usr1):
+def test_a_send_blocked_with_no_limit_still_runs_signal_handlers(pair, usr1, interrupted):
     """send(), wrap() and buffer() wait for pool room (full_timeout=None) and send() for ring room
     (timeout=None) in slices: a handler that raises ends the wait, one that closes the producer
     ends it with Closed, and nothing is left half done."""
-    import time
-
-    def stop(*a):
-        raise Stop()
-
-    def interrupted(call):
-        usr1(stop)
-        t0 = time.monotonic()
-        with pytest.raises(Stop):
-            call()
-        return time.monotonic() - t0
-
     p, c = pair(host_pool_bytes=64 << 10, full_timeout=None)
     p.send({"a": np.ones(40 << 10, np.uint8)})
     held = c.recv(timeout=5)  # the pool stays full while this is held
@@ -171,9 +166,6 @@ def test_a_send_blocked_with_no_limit_still_runs_signal_handlers(pair, usr1):
 def test_a_send_stopped_on_a_full_ring_reached_no_consumer(pair, usr1):
     """A consumer that reads nothing fills its 4 KiB ring; the blocked send is stopped by a
     handler, and sent again later it arrives once, after the ones before it."""
-    def stop(*a):
-        raise Stop()
-
     p, c = pair(ring_bytes=4096)
     pad = "x" * 900
     sent = 0
