@@ -16,10 +16,25 @@ static cuipc_pool *pool_of(cuipc_producer *p, cuipc_memory_kind memory) {
 
 cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind memory,
                                          uint64_t nbytes, int64_t timeout_ns, void **data) {
+    if (timeout_ns < 0 &&
+        p) /* as the producer's pool-full policy says (a buffer has no fallback) */
+        timeout_ns = p->cfg.full_policy == CUIPC_FULL_FAIL ? 0 : p->cfg.full_timeout_ns;
+    cuipc_wait_slice whole = {.wait_ns = timeout_ns > 0 ? timeout_ns : 0, .last = true};
+    return cuipc_producer_buffer_alloc_within(p, memory, nbytes, &whole, data);
+}
+
+cuipc_status cuipc_producer_buffer_alloc_within(cuipc_producer *p, cuipc_memory_kind memory,
+                                                uint64_t nbytes, const cuipc_wait_slice *slice,
+                                                void **data) {
     if (data)
         *data = NULL;
     if (!p || !data)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "producer %p, data %p", (void *)p, (void *)data);
+    if (!slice || slice->wait_ns < 0)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "a wait slice of %lld ns",
+                          slice ? (long long)slice->wait_ns : 0ll);
+    cuipc_pool_wait wait = {
+        .timeout_ns = slice->wait_ns, .continued = slice->continued, .last = slice->last};
     if (memory != CUIPC_MEMORY_CUDA && memory != CUIPC_MEMORY_HOST)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "memory kind %d is not host or cuda", memory);
     if (nbytes == 0)
@@ -31,9 +46,7 @@ cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind me
                           memory == CUIPC_MEMORY_CUDA ? "mode cuda_ipc_pool has one"
                                                       : "host_pool_bytes is 0");
     cuipc_chunk c;
-    if (timeout_ns < 0) /* as the producer's pool-full policy says (a buffer has no fallback) */
-        timeout_ns = p->cfg.full_policy == CUIPC_FULL_FAIL ? 0 : p->cfg.full_timeout_ns;
-    CUIPC_TRY(cuipc_pool_alloc_held(pool, nbytes, timeout_ns, &c));
+    CUIPC_TRY(cuipc_pool_alloc_held(pool, nbytes, wait, &c));
     pthread_mutex_lock(&p->lock);
     cuipc_status s = p->closed ? CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed") : CUIPC_OK;
     if (s == CUIPC_OK && p->n_buffers == p->cap_buffers) {

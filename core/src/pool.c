@@ -347,15 +347,16 @@ void cuipc_pool_kick_recycler(cuipc_pool *p) {
 
 cuipc_status cuipc_pool_alloc(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
                               int64_t timeout_ns, cuipc_chunk *out) {
-    return cuipc_pool_alloc_own(p, size, consumer_mask, timeout_ns, CUIPC_POOL_OWN_UNKNOWN, out);
+    return cuipc_pool_alloc_own(p, size, consumer_mask, CUIPC_POOL_WAIT(timeout_ns),
+                                CUIPC_POOL_OWN_UNKNOWN, out);
 }
 
 static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_mask, bool held,
-                                int64_t timeout_ns, uint32_t own, cuipc_chunk *out);
+                                cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out);
 
 cuipc_status cuipc_pool_alloc_own(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
-                                  int64_t timeout_ns, uint32_t own, cuipc_chunk *out) {
-    cuipc_status s = cuipc_pool_alloc_unkicked(p, size, consumer_mask, timeout_ns, own, out);
+                                  cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out) {
+    cuipc_status s = cuipc_pool_alloc_unkicked(p, size, consumer_mask, wait, own, out);
     cuipc_pool_kick_recycler(p);
     return s;
 }
@@ -376,7 +377,8 @@ static bool only_own_in_flight(const cuipc_pool *p, uint32_t own) {
 }
 
 static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_mask, bool held,
-                                int64_t timeout_ns, uint32_t own, cuipc_chunk *out) {
+                                cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out) {
+    int64_t timeout_ns = wait.timeout_ns;
     if (size == 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "size 0: empty tensors need no chunk");
     if (size > p->cfg.size)
@@ -388,7 +390,8 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
     pthread_mutex_lock(&p->lock);
     cuipc_status s = try_alloc_locked(p, size, consumer_mask, held, out);
     if (s == CUIPC_ERR_POOL_FULL) {
-        p->stats.full_events++;
+        if (!wait.continued)
+            p->stats.full_events++;
         p->stats.on_demand_reclaims++;
         if (reclaim_locked(p))
             s = try_alloc_locked(p, size, consumer_mask, held, out);
@@ -437,20 +440,20 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
     }
     if (start)
         p->stats.wait_ns_total += cuipc_now_ns() - start;
-    if (s != CUIPC_OK)
+    if (s != CUIPC_OK && (wait.last || s != CUIPC_ERR_TIMEOUT))
         p->stats.full_failures++;
     pthread_mutex_unlock(&p->lock);
     return s;
 }
 
 cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
-                                       int64_t timeout_ns, uint32_t own, cuipc_chunk *out) {
-    return alloc_chunk(p, size, consumer_mask, false, timeout_ns, own, out);
+                                       cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out) {
+    return alloc_chunk(p, size, consumer_mask, false, wait, own, out);
 }
 
-cuipc_status cuipc_pool_alloc_held(cuipc_pool *p, uint64_t size, int64_t timeout_ns,
+cuipc_status cuipc_pool_alloc_held(cuipc_pool *p, uint64_t size, cuipc_pool_wait wait,
                                    cuipc_chunk *out) {
-    return alloc_chunk(p, size, 0, true, timeout_ns, CUIPC_POOL_OWN_UNKNOWN, out);
+    return alloc_chunk(p, size, 0, true, wait, CUIPC_POOL_OWN_UNKNOWN, out);
 }
 
 void cuipc_pool_mark_ready(cuipc_pool *p, const cuipc_chunk *c) {

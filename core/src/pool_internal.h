@@ -13,23 +13,34 @@ int cuipc_pool_memory_fd(const cuipc_pool *pool);
 const uint8_t *cuipc_pool_ipc_handle(const cuipc_pool *pool);
 cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
 
+/* How long an allocation may wait for room (timeout_ns, as cuipc_pool_alloc's), and which part
+ * it is of a wait its caller makes in slices (cuipc_wait_slice): the stats count one full event
+ * and at most one failure for the whole wait, not one a slice. */
+typedef struct cuipc_pool_wait {
+    int64_t timeout_ns;
+    bool continued; /* an earlier slice of this wait found the pool full: no new full event */
+    bool last;      /* running out of time ends the wait: a failure (else the caller waits on) */
+} cuipc_pool_wait;
+#define CUIPC_POOL_WAIT(ns)                                                                        \
+    ((cuipc_pool_wait){.timeout_ns = (ns), .continued = false, .last = true})
+
 /* cuipc_pool_alloc for a caller that holds `own` of the pool's chunks in flight itself (a
  * message being wrapped): when nothing else is in flight and no buffer is held, waiting cannot
  * make room and POOL_FULL comes at once. CUIPC_POOL_OWN_UNKNOWN: wait as cuipc_pool_alloc. */
 #define CUIPC_POOL_OWN_UNKNOWN UINT32_MAX
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_alloc_own(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
-                                  int64_t timeout_ns, uint32_t own, cuipc_chunk *out);
+                                  cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out);
 /* cuipc_pool_alloc_own without its last step, cuipc_pool_kick_recycler, which the caller then
  * owes (a producer calls it once the message is delivered, off the latency path). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
-                                       int64_t timeout_ns, uint32_t own, cuipc_chunk *out);
+                                       cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out);
 /* A chunk for an application to fill before it is sent (a producer's buffer): held, it waits
  * for no consumer and is never reclaimed, until cuipc_pool_publish_held puts it in flight or
  * cuipc_pool_cancel gives it back. */
 CUIPC_WARN_UNUSED
-cuipc_status cuipc_pool_alloc_held(cuipc_pool *pool, uint64_t size, int64_t timeout_ns,
+cuipc_status cuipc_pool_alloc_held(cuipc_pool *pool, uint64_t size, cuipc_pool_wait wait,
                                    cuipc_chunk *out);
 /* Put held chunk c in flight to the consumers in consumer_mask, as the extent [offset, +size)
  * inside it (what the proxy describes and consumers check): a new generation, written to c. The

@@ -146,13 +146,19 @@ static cuipc_status wrap_node(cuipc_value *node, void *arg) {
 
 cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  cuipc_value **wrapped) {
-    return cuipc_producer_wrap_within(p, tree, stream, -1, wrapped);
+    /* The whole wait in one slice (a negative full_timeout_ns has always meant none). */
+    cuipc_wait_slice whole = {
+        .wait_ns = p && p->cfg.full_timeout_ns > 0 ? p->cfg.full_timeout_ns : 0, .last = true};
+    return cuipc_producer_wrap_within(p, tree, stream, &whole, wrapped);
 }
 
 cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tree,
-                                        cuipc_stream stream, int64_t pool_wait_ns,
+                                        cuipc_stream stream, const cuipc_wait_slice *slice,
                                         cuipc_value **wrapped) {
     *wrapped = NULL;
+    if (!slice || slice->wait_ns < 0)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "a wait slice of %lld ns",
+                          slice ? (long long)slice->wait_ns : 0ll);
     if (!tree)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree is NULL");
     pthread_mutex_lock(&p->lock);
@@ -161,11 +167,12 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
     wrap_walk ww; /* not zeroed whole: the list's inline room is written as it fills */
-    int64_t wait = p->cfg.full_timeout_ns;
-    if (pool_wait_ns >= 0 && pool_wait_ns < wait)
-        wait = pool_wait_ns;
+    cuipc_pool_wait wait = {
+        .timeout_ns = p->cfg.full_timeout_ns, .continued = slice->continued, .last = slice->last};
+    if (slice->wait_ns < wait.timeout_ns)
+        wait.timeout_ns = slice->wait_ns;
     ww.w = (cuipc_wrap_ctx){
-        .p = p, .stream = stream, .mask = cuipc_producer_live_mask(p), .full_wait_ns = wait};
+        .p = p, .stream = stream, .mask = cuipc_producer_live_mask(p), .full_wait = wait};
     if (!ww.w.mask)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
     chunk_list_init(&ww.chunks, p);

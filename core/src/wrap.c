@@ -30,8 +30,11 @@ static void layout_of(const cuipc_tensor *t, cuipc_proxy *x) {
 
 /* How long a host-pool allocation may wait: under "wait", and under "fallback" too, since the
  * host pool is then the last resort. */
-static int64_t full_timeout(const wrap_ctx *w) {
-    return w->p->cfg.full_policy == CUIPC_FULL_FAIL ? 0 : w->full_wait_ns;
+static cuipc_pool_wait host_wait(const wrap_ctx *w) {
+    cuipc_pool_wait wait = w->full_wait;
+    if (w->p->cfg.full_policy == CUIPC_FULL_FAIL)
+        wait.timeout_ns = 0;
+    return wait;
 }
 
 /* Copy into the host pool (from host memory, or down from a device). */
@@ -43,7 +46,7 @@ static cuipc_status to_host_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy
                           t->device == CUIPC_DEVICE_HOST ? "host" : "staged device");
     cuipc_chunk c;
     CUIPC_TRY(
-        cuipc_pool_alloc_own(p->host_pool, x->nbytes, w->mask, full_timeout(w), w->own_host, &c));
+        cuipc_pool_alloc_own(p->host_pool, x->nbytes, w->mask, host_wait(w), w->own_host, &c));
     cuipc_status s = CUIPC_OK;
     if (t->device == CUIPC_DEVICE_HOST) {
         memcpy(c.ptr, t->data, x->nbytes);
@@ -66,7 +69,9 @@ static cuipc_status to_host_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy
 static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy *x) {
     cuipc_producer *p = w->p;
     cuipc_chunk c;
-    int64_t wait = p->cfg.full_policy == CUIPC_FULL_WAIT ? w->full_wait_ns : 0;
+    cuipc_pool_wait wait = w->full_wait; /* only "wait" waits on the GPU pool */
+    if (p->cfg.full_policy != CUIPC_FULL_WAIT)
+        wait.timeout_ns = 0;
     cuipc_status s =
         cuipc_pool_alloc_unkicked(p->gpu_pool, x->nbytes, w->mask, wait, w->own_gpu, &c);
     if (s == CUIPC_ERR_POOL_FULL && p->cfg.full_policy == CUIPC_FULL_FALLBACK) {

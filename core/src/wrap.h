@@ -2,6 +2,7 @@
 #ifndef CUIPC_WRAP_H
 #define CUIPC_WRAP_H
 
+#include "pool_internal.h"
 #include "transport_internal.h"
 
 typedef struct cuipc_wrap_ctx {
@@ -12,7 +13,7 @@ typedef struct cuipc_wrap_ctx {
     uint64_t fallbacks;  /* tensors staged through the host pool because the GPU pool was full */
     cuipc_pool *pool;    /* the last tensor's chunk is in this pool; NULL: it took none */
     uint32_t own_host, own_gpu; /* chunks the message took so far from each pool */
-    int64_t full_wait_ns;       /* how long an allocation may wait for room (policy, capped) */
+    cuipc_pool_wait full_wait;  /* how an allocation may wait for room (the policy's, or a slice) */
 } cuipc_wrap_ctx;
 
 /* Tensor t as a proxy in *x: a pool chunk (copied in, or a held buffer published as it is), an

@@ -385,6 +385,46 @@ static void test_send_is_all_or_nothing(void) {
     cuipc_producer_destroy(p);
 }
 
+/* A wait for pool room made in slices (cuipc_wait_slice) counts one full event and one failure
+ * for the whole wait, not one a slice; a bad slice is refused. */
+static void test_wait_in_slices(void) {
+    make_sock_path();
+    pid_t pid = cuipc_test_fork(holder_main, NULL);
+    cuipc_producer *p = start_producer(1, 64 << 10, CUIPC_FULL_WAIT);
+    CHECK_OK(send_bytes(p, 48 << 10)); /* held by the consumer: 16 KiB left */
+    static uint8_t big[48 << 10];
+    cuipc_tensor t;
+    CHECK_OK(cuipc_tensor_init(&t, big, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                               (const int64_t[]){sizeof big}));
+    cuipc_value *v = cuipc_value_tensor(&t, CUIPC_OWNER_NONE), *w = NULL;
+    const cuipc_wait_slice slices[3] = {
+        {SEC / 50, false, false}, {SEC / 50, true, false}, {SEC / 50, true, true}};
+    for (int i = 0; i < 3; i++) {
+        CHECK_STATUS(cuipc_producer_wrap_within(p, v, NULL, &slices[i], &w), CUIPC_ERR_TIMEOUT);
+        cuipc_producer_stats st;
+        cuipc_producer_stats_get(p, &st);
+        CHECK(st.host_pool.full_events == 1);
+        CHECK(st.host_pool.full_failures == (i == 2 ? 1u : 0u)); /* only the last gives up */
+        CHECK(st.host_pool.in_flight == 1 && w == NULL);         /* a slice takes nothing */
+    }
+    void *b = NULL;
+    CHECK_STATUS(cuipc_producer_buffer_alloc_within(p, CUIPC_MEMORY_HOST, 48 << 10, &slices[1], &b),
+                 CUIPC_ERR_TIMEOUT);
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.full_events == 1 && st.host_pool.full_failures == 1 && b == NULL);
+    const cuipc_wait_slice negative = {-1, false, true};
+    CHECK_STATUS(cuipc_producer_wrap_within(p, v, NULL, &negative, &w), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_producer_wrap_within(p, v, NULL, NULL, &w), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_producer_buffer_alloc_within(p, CUIPC_MEMORY_HOST, 8, NULL, &b),
+                 CUIPC_ERR_INVALID_ARG);
+    cuipc_value_free(v);
+    CHECK_OK(send_bytes(p, 8 << 10)); /* the holder lets the first go when this one comes */
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(pid, 20000) == 0);
+    cuipc_producer_destroy(p);
+}
+
 /* A consumer killed while holding a borrowed chunk: the producer reclaims it, the others go on. */
 static void test_consumer_killed(void) {
     make_sock_path();
@@ -900,5 +940,6 @@ int main(void) {
     test_threads_share_a_consumer();
     test_many_chunks();
     test_send_is_all_or_nothing();
+    test_wait_in_slices();
     return cuipc_test_finish("test_transport");
 }

@@ -97,7 +97,8 @@ static bool consumer_usable(PyObject *self) {
     return ((ConsumerObject *)self)->c && !((ConsumerObject *)self)->closing;
 }
 
-static cuipc_status recv_slice(void *ctx, int64_t slice_ns) {
+static cuipc_status recv_slice(void *ctx, int64_t slice_ns, bool last) {
+    (void)last;
     recv_ctx *r = ctx;
     return cuipc_consumer_recv(r->c, slice_ns, &r->m);
 }

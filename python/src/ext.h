@@ -161,11 +161,11 @@ int cuipc_py_stream_wait(int device, void *from, void *to, const char *what);
 bool cuipc_py_dtype_to_dl(cuipc_dtype d, DLDataType *out);
 cuipc_dtype cuipc_py_dtype_from_dl(DLDataType t);
 
-/* A call that may wait (recv, accept, drain) with slice_ns as its timeout, in slices with the
- * signal handlers run between them (wait.c). 0: *s holds the call's status (not a Timeout
- * before the caller's); -1: an exception is set (the whole wait timed out, a handler raised, or
- * closed the owner: usable(owner) false). */
-typedef cuipc_status (*cuipc_py_wait_fn)(void *ctx, int64_t slice_ns);
+/* A call that may wait (recv, accept, drain, buffer) with slice_ns as its timeout, in slices with
+ * the signal handlers run between them (wait.c); last: the wait ends with this slice. 0: *s holds
+ * the call's status (not a Timeout before the caller's); -1: an exception is set (the whole wait
+ * timed out, a handler raised, or closed the owner: usable(owner) false). */
+typedef cuipc_status (*cuipc_py_wait_fn)(void *ctx, int64_t slice_ns, bool last);
 int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner), const char *what,
                   int64_t timeout_ns, cuipc_py_wait_fn fn, void *ctx, cuipc_status *s);
 #define CUIPC_PY_SLICE_NS 200000000ll

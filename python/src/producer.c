@@ -133,12 +133,14 @@ static bool producer_usable(PyObject *self) {
     return ((ProducerObject *)self)->p != NULL;
 }
 
-static cuipc_status accept_slice(void *ctx, int64_t slice_ns) {
+static cuipc_status accept_slice(void *ctx, int64_t slice_ns, bool last) {
+    (void)last;
     wait_ctx *w = ctx;
     return cuipc_producer_accept(w->p, w->n, slice_ns);
 }
 
-static cuipc_status drain_slice(void *ctx, int64_t slice_ns) {
+static cuipc_status drain_slice(void *ctx, int64_t slice_ns, bool last) {
+    (void)last;
     return cuipc_producer_drain(((wait_ctx *)ctx)->p, slice_ns);
 }
 
@@ -231,13 +233,15 @@ typedef struct slice_run {
     const cuipc_value *v;
     cuipc_stream stream;
     int64_t pool_ns, ring_ns;
+    bool continued, last; /* of the wait for pool room: see cuipc_wait_slice */
     bool send, in_ring;
     cuipc_value *wrapped; /* without send: the wrapped tree */
 } slice_run;
 
 static cuipc_status run_slice(slice_run *r) {
     r->in_ring = false;
-    cuipc_status s = cuipc_producer_wrap_within(r->p, r->v, r->stream, r->pool_ns, &r->wrapped);
+    cuipc_wait_slice slice = {.wait_ns = r->pool_ns, .continued = r->continued, .last = r->last};
+    cuipc_status s = cuipc_producer_wrap_within(r->p, r->v, r->stream, &slice, &r->wrapped);
     if (s != CUIPC_OK || !r->send)
         return s;
     r->in_ring = true;
@@ -262,13 +266,16 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
                             int64_t ring_ns, cuipc_value **wrapped_out, cuipc_status *s) {
     const int64_t whole[2] = {self->pool_wait_ns, ring_ns}; /* pool, rings */
     int64_t left[2] = {whole[0], whole[1]};
+    bool pool_was_full = false;
     for (;;) {
         slice_run r = {.p = self->p,
                        .v = v,
                        .stream = stream,
                        .pool_ns = next_slice(left[0]),
                        .ring_ns = next_slice(left[1]),
+                       .continued = pool_was_full,
                        .send = wrapped_out == NULL};
+        r.last = left[0] >= 0 && r.pool_ns == left[0];
         CUIPC_PY_CALL(self, *s, run_slice(&r));
         if (*s != CUIPC_ERR_TIMEOUT) {
             if (wrapped_out)
@@ -276,6 +283,7 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
             return 0;
         }
         int w = r.in_ring; /* the wait that ran out of time */
+        pool_was_full |= !r.in_ring;
         int64_t slice = w ? r.ring_ns : r.pool_ns;
         if (left[w] >= 0 && (left[w] -= slice) <= 0)
             return cuipc_py_raise_timed_out(*s, whole[w]);
@@ -423,11 +431,16 @@ typedef struct buffer_ctx {
     cuipc_memory_kind memory;
     uint64_t nbytes;
     void *data;
+    bool continued; /* an earlier slice found the pool full */
 } buffer_ctx;
 
-static cuipc_status buffer_slice(void *ctx, int64_t slice_ns) {
+static cuipc_status buffer_slice(void *ctx, int64_t slice_ns, bool last) {
     buffer_ctx *b = ctx;
-    return cuipc_producer_buffer_alloc(b->p, b->memory, b->nbytes, slice_ns, &b->data);
+    cuipc_wait_slice slice = {.wait_ns = slice_ns, .continued = b->continued, .last = last};
+    cuipc_status s =
+        cuipc_producer_buffer_alloc_within(b->p, b->memory, b->nbytes, &slice, &b->data);
+    b->continued = true;
+    return s;
 }
 
 static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject *kw) {

@@ -27,7 +27,7 @@ int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner
         bool last = timeout_ns >= 0 && slice == left;
         (*in_calls)++;
         PyThreadState *ts = PyEval_SaveThread();
-        *s = fn(ctx, slice);
+        *s = fn(ctx, slice, last);
         PyEval_RestoreThread(ts);
         (*in_calls)--;
         if (*s != CUIPC_ERR_TIMEOUT)

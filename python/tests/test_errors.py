@@ -84,6 +84,9 @@ def test_full_timeout_none_waits_for_room_without_a_limit(pair):
     q.send({"a": np.ones(40 << 10, np.uint8)})
     with pytest.raises(cuipc.Timeout, match=r"after waiting .* \(1000 ms in all\)"):
         q.send({"a": np.ones(40 << 10, np.uint8)})
+    # Waited in five slices of 200 ms: one wait, one failure in the pool's stats, not five.
+    pool = q.stats()["host_pool"]
+    assert (pool["full_events"], pool["full_failures"]) == (1, 1)
 
 
 def test_recv_timeout(pair):
@@ -156,7 +159,10 @@ def test_a_send_blocked_with_no_limit_still_runs_signal_handlers(pair, usr1, int
     assert interrupted(lambda: p.send({"a": np.ones(40 << 10, np.uint8)})) < 2
     assert interrupted(lambda: p.wrap({"a": np.ones(40 << 10, np.uint8)})) < 2
     assert interrupted(lambda: p.buffer(40 << 10)) < 2
-    assert p.stats()["host_pool"]["in_flight"] == 1  # the held one: the interrupted took nothing
+    pool = p.stats()["host_pool"]
+    assert pool["in_flight"] == 1  # the held one: the interrupted took nothing
+    # Three waits, each found the pool full once and none gave up by time.
+    assert (pool["full_events"], pool["full_failures"]) == (3, 0)
     usr1(lambda *a: p.close())
     with pytest.raises(cuipc.Closed, match="send: closed while it waited"):
         p.send({"a": np.ones(40 << 10, np.uint8)})

@@ -102,13 +102,21 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
 
-/* cuipc_producer_wrap with the wait for pool room cut to at most pool_wait_ns (< 0: the policy's
- * full_timeout_ns, as cuipc_producer_wrap; the policy's when that is shorter; under "fail" no
- * wait whatever this says). For callers that wait in slices: a CUIPC_ERR_TIMEOUT leaves nothing
- * allocated, so the same tree can be wrapped again. */
+/* One slice of a wait for pool room, for a caller that waits in slices and makes the whole call
+ * again after each (the Python layer, to run signal handlers between them): the pools' stats
+ * count one full event and at most one failure for the whole wait, not one a slice. */
+typedef struct cuipc_wait_slice {
+    int64_t wait_ns; /* how long this call may wait for room (>= 0) */
+    bool continued;  /* an earlier slice of this wait found the pool full */
+    bool last;       /* the wait ends with this slice: running out of time is a give-up */
+} cuipc_wait_slice;
+
+/* cuipc_producer_wrap with the wait for pool room cut to slice->wait_ns (the policy's
+ * full_timeout_ns when that is shorter; under "fail" no wait). A CUIPC_ERR_TIMEOUT leaves
+ * nothing allocated, so the same tree can be wrapped again in the next slice. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tree,
-                                        cuipc_stream stream, int64_t pool_wait_ns,
+                                        cuipc_stream stream, const cuipc_wait_slice *slice,
                                         cuipc_value **wrapped);
 
 /* Give back the chunks of a wrapped tree that will not be sent: nothing of it may have reached a
@@ -140,6 +148,13 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind memory,
                                          uint64_t nbytes, int64_t timeout_ns, void **data);
+
+/* cuipc_producer_buffer_alloc waiting for room at most slice->wait_ns (0: fails at once with
+ * CUIPC_ERR_POOL_FULL), as one slice of a longer wait (see cuipc_wait_slice). */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_producer_buffer_alloc_within(cuipc_producer *p, cuipc_memory_kind memory,
+                                                uint64_t nbytes, const cuipc_wait_slice *slice,
+                                                void **data);
 
 /* Give back a buffer that will not be sent. It is free for reuse at once: no work that writes it
  * may still be queued (synchronise its stream first). */
