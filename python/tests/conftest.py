@@ -155,3 +155,42 @@ def workers_pool(_worker_pool):
     left = _worker_pool.finish()
     if left:
         pytest.fail(f"worker job(s) on {left} did not finish")
+
+
+@pytest.fixture
+def usr1():
+    """Sends SIGUSR1 to this process after a delay, with the test's handler installed."""
+    import os
+    import signal
+    import threading
+    old = signal.getsignal(signal.SIGUSR1)
+
+    def arm(handler, delay=0.3):
+        signal.signal(signal.SIGUSR1, handler)
+        threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
+
+    yield arm
+    signal.signal(signal.SIGUSR1, old)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop(*a):
+    raise Stop()
+
+
+@pytest.fixture
+def interrupted(usr1):
+    """Runs a call with a SIGUSR1 handler that raises Stop armed: the seconds until it did."""
+    import time
+
+    def run(call):
+        usr1(stop)
+        t0 = time.monotonic()
+        with pytest.raises(Stop):
+            call()
+        return time.monotonic() - t0
+
+    return run

@@ -6,6 +6,7 @@ import pytest
 import cuipc
 from cuipc import _cuipc
 import workers
+from conftest import Stop, stop
 
 CLASSES = {
     "INVALID_ARG": cuipc.InvalidArgument, "NO_MEMORY": cuipc.NoMemory, "POOL_FULL": cuipc.PoolFull,
@@ -93,45 +94,6 @@ def test_recv_timeout(pair):
     _, c = pair()
     with pytest.raises(cuipc.Timeout, match="nothing after"):
         c.recv(timeout=0.05)
-
-
-@pytest.fixture
-def usr1():
-    """Sends SIGUSR1 to this process after a delay, with the test's handler installed."""
-    import os
-    import signal
-    import threading
-    old = signal.getsignal(signal.SIGUSR1)
-
-    def arm(handler, delay=0.3):
-        signal.signal(signal.SIGUSR1, handler)
-        threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
-
-    yield arm
-    signal.signal(signal.SIGUSR1, old)
-
-
-class Stop(Exception):
-    pass
-
-
-def stop(*a):
-    raise Stop()
-
-
-@pytest.fixture
-def interrupted(usr1):
-    """Runs a call with a SIGUSR1 handler that raises Stop armed: the seconds until it did."""
-    import time
-
-    def run(call):
-        usr1(stop)
-        t0 = time.monotonic()
-        with pytest.raises(Stop):
-            call()
-        return time.monotonic() - t0
-
-    return run
 
 
 def test_a_wait_with_no_limit_still_runs_signal_handlers(pair, usr1, interrupted):

@@ -201,6 +201,18 @@ def test_prepare_makes_the_copy_pools_first_allocation(spawn, torch):
         assert got["data_ok"] and got["faults"] < 1000, got
 
 
+def test_a_wait_for_gpu_pool_room_runs_signal_handlers(torch, interrupted):
+    """A buffer that waits for GPU pool room with no limit (full_timeout=None) waits in slices:
+    a handler that raises ends it, and the pool counts one full event and no failure."""
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20, full_timeout=None) as p:
+        held = p.buffer(12 << 20)
+        assert interrupted(lambda: p.buffer(12 << 20)) < 2
+        pool = p.stats()["gpu_pool"]
+        assert (pool["held"], pool["full_events"], pool["full_failures"]) == (1, 1, 0)
+        p.free_buffer(held)
+        assert p.buffer(12 << 20).device == "cuda:0"  # room again: no wait
+
+
 def test_bad_gpu_input_is_refused(torch):
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
         with pytest.raises(cuipc.InvalidArgument, match="not contiguous"):
