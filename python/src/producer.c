@@ -588,7 +588,9 @@ static PyMethodDef producer_methods[] = {
      "accept(n=1, timeout=None) -> consumers attached. Wait until n consumers are attached."},
     {"send", (PyCFunction)(void (*)(void))producer_send, METH_FASTCALL | METH_KEYWORDS,
      "send(tree, stream=None, timeout=None): wrap the tree's tensors and broadcast it to every "
-     "consumer."},
+     "consumer. Waits for pool room up to full_timeout and for ring room up to timeout (None: no "
+     "limit), in slices that run signal handlers; a send that runs out of time or is stopped "
+     "reached no consumer."},
     {"_send_profiled", (PyCFunction)(void (*)(void))producer_send_profiled,
      METH_FASTCALL | METH_KEYWORDS,
      "_send_profiled(tree, stream=None, timeout=None) -> {phase: ns}: send, timed by phase "
