@@ -45,9 +45,11 @@ The host itself: before the first target and after the last, --host-probe second
 pure-Python step timed on each CPU the runs use, one at a time, with nothing of ours running
 (process_speed.py --cpus-over-time), kept under host_cpu_speed. Where over a tenth of those
 slices took over 1.3 times the fastest one, the summary says the host ran its CPUs at more than
-one speed: on the H200 VM each virtual CPU spent about half its time at half speed, switching
-every second or so (run 37), so a 4 KiB p50 in microseconds there moves with whichever speed
-its CPUs had, and more pairs narrow that slowly.
+one speed: on the H200 VM each virtual CPU spent about half its time with a Python step at half
+speed, switching every second or so (run 37), because something evicted its core's L2 (run 42:
+loops that stay in the L1 kept their speed). A 4 KiB p50 in microseconds there moves with the
+state its CPUs were in, and more pairs narrow that slowly: the CPU gauge above compares like
+with like.
 
 Exit: 0 every target met, 1 a case failed or a target
 missed, 3 none missed but some undecided, 77 no GPU.
@@ -528,8 +530,9 @@ def two_speeds(probes, share=0.1):
         return None
     return (f"the host ran its CPUs at more than one speed: {slow} of {slices} probe slices over "
             f"{next(iter(probes.values()))['slow_factor']:g}x the fastest, with nothing of ours "
-            f"running; a p50 in microseconds moves with the speed its CPUs had, and the pairs "
-            f"spread with it")
+            f"running; a p50 in microseconds moves with the state its CPUs were in (on the H200 VM "
+            f"their L2 evicted, run 42), and the pairs spread with it: see the judgement within "
+            f"each CPU state")
 
 
 def main():
