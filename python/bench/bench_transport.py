@@ -30,6 +30,10 @@ Patterns (what each side does per message):
              on its stream every message. On one GPU shared without MPS, the consumer's GPU
              work right behind the producer's costs a GPU context switch (~150 us) a message.
 
+--cpu-gauge (open loops): each timed message tagged with the state of both sides' CPUs, as the
+C harness's run.cpu_gauge does with the same walk (the extension builds harness/src/cpu_gauge.c),
+and the latency split by it (latency_us.by_cpu_state): fast, slow, mixed.
+
 Variants: pool_copy, pool_borrow (cuda_ipc_pool), default (host pool; copied back to the GPU).
 Channels: queue (Producer.wrap -> the application's own channel -> Consumer.adopt: the
 reference's pattern; here a multiprocessing Pipe per consumer, what a multiprocessing Queue
