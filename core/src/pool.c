@@ -440,7 +440,9 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
     }
     if (start)
         p->stats.wait_ns_total += cuipc_now_ns() - start;
-    if (s != CUIPC_OK && (wait.last || s != CUIPC_ERR_TIMEOUT))
+    /* A wait made in slices counts one failure: a refusal on its first slice (a GPU pool under
+     * "fallback", tried every slice), a timeout on its last. */
+    if (s != CUIPC_OK && (s == CUIPC_ERR_TIMEOUT ? wait.last : !wait.continued))
         p->stats.full_failures++;
     pthread_mutex_unlock(&p->lock);
     return s;

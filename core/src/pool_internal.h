@@ -15,7 +15,9 @@ cuipc_sync_table *cuipc_pool_sync(const cuipc_pool *pool);
 
 /* How long an allocation may wait for room (timeout_ns, as cuipc_pool_alloc's), and which part
  * it is of a wait its caller makes in slices (cuipc_wait_slice): the stats count one full event
- * and at most one failure for the whole wait, not one a slice. */
+ * and at most one failure for the whole wait, not one a slice. continued says that an earlier
+ * slice timed out, whichever pool it waited on: a pool first found full in a later slice (a GPU
+ * pool under "fallback") goes uncounted. */
 typedef struct cuipc_pool_wait {
     int64_t timeout_ns;
     bool continued; /* an earlier slice of this wait found the pool full: no new full event */

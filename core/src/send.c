@@ -130,15 +130,24 @@ static void chunk_list_release(const chunk_list *l, uint64_t missed) {
 typedef struct wrap_walk {
     cuipc_wrap_ctx w;
     chunk_list chunks; /* taken by this wrap: given back if it fails */
+    bool buffers_now;  /* the second walk: the tensors in the pools (buffers) */
+    uint32_t deferred; /* tensors the first walk left to the second */
 } wrap_walk;
 
 static cuipc_status wrap_node(cuipc_value *node, void *arg) {
     wrap_walk *ww = arg;
     if (cuipc_value_kind_of(node) != CUIPC_VALUE_TENSOR)
         return CUIPC_OK;
+    const cuipc_tensor *t = cuipc_value_as_tensor(node);
+    /* Buffers are taken last, once nothing more waits for room: a wrap that runs out of time
+     * (one slice of a longer wait) leaves them held for the next try, not given back. */
+    if (!ww->buffers_now && cuipc_producer_in_pools(ww->w.p, t->data)) {
+        ww->deferred++;
+        return CUIPC_OK;
+    }
     CUIPC_TRY(chunk_list_reserve(&ww->chunks));
     cuipc_proxy x;
-    CUIPC_TRY(cuipc_wrap_tensor(&ww->w, cuipc_value_as_tensor(node), &x));
+    CUIPC_TRY(cuipc_wrap_tensor(&ww->w, t, &x));
     if (ww->w.pool) /* the pool is known: no lookup by id */
         ww->chunks.items[ww->chunks.n++] = ref_of(ww->w.pool, &x);
     return cuipc_value_set_proxy(node, &x);
@@ -175,9 +184,22 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
         .p = p, .stream = stream, .mask = cuipc_producer_live_mask(p), .full_wait = wait};
     if (!ww.w.mask)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
+    ww.buffers_now = false;
+    ww.deferred = 0;
     chunk_list_init(&ww.chunks, p);
     cuipc_value *copy = NULL;
     cuipc_status s = cuipc_value_clone_visit(tree, wrap_node, &ww, &copy);
+    if (s == CUIPC_OK && ww.deferred) {
+        ww.buffers_now = true;
+        s = cuipc_value_visit(copy, wrap_node, &ww);
+        if (s != CUIPC_OK) {
+            cuipc_error_saved saved;
+            cuipc_error_save(&saved);
+            cuipc_value_free(copy);
+            copy = NULL;
+            s = CUIPC_FAIL(s, "%s", saved.msg);
+        }
+    }
     if (s != CUIPC_OK) {
         cuipc_error_saved saved;
         cuipc_error_save(&saved);
@@ -283,7 +305,11 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     for (uint32_t c = 0; c < p->cfg.max_consumers && !closed && !no_room; c++) {
         if (!(targets & (1ull << c)))
             continue;
-        cuipc_status r = cuipc_ring_send(rings[c], buf, len, timeout_ns);
+        /* Room was found above, and only this send (send_lock) takes it: a ring that has none
+         * now had its tail moved back by the consumer. */
+        cuipc_status r = cuipc_ring_send(rings[c], buf, len, 0);
+        if (r == CUIPC_ERR_TIMEOUT)
+            r = CUIPC_FAIL(CUIPC_ERR_CORRUPT, "consumer %u's ring lost the room it had", c);
         if (r == CUIPC_OK) {
             delivered |= 1ull << c;
             continue;
@@ -314,8 +340,10 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (p->gpu_pool)
         cuipc_pool_kick_recycler(p->gpu_pool);
 
-    /* Every consumer a chunk waits for but that did not get this message is acked for. */
-    chunk_list_release(&chunks, ~delivered);
+    /* Every consumer a chunk waits for but that did not get this message is acked for; out of
+     * room, nobody got it and the wrapped tree stays whole, to be sent again or cancelled. */
+    if (!no_room)
+        chunk_list_release(&chunks, ~delivered);
     chunk_list_free(&chunks);
 
     pthread_mutex_lock(&p->lock);
@@ -329,7 +357,8 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (no_room)
         return CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
                           "consumer %u: no room on its ring for %zu bytes within %lld ms (%s): "
-                          "sent to no consumer",
+                          "sent to no consumer (the wrapped tree is whole: send it again or "
+                          "cancel it)",
                           first_consumer, len, (long long)(timeout_ns / 1000000), first_msg.msg);
     if (first_error != CUIPC_OK)
         return CUIPC_FAIL(first_error, "consumer %u: %s (delivered to %d of %d consumers)",
@@ -343,6 +372,12 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
     cuipc_value *wrapped = NULL;
     CUIPC_TRY(cuipc_producer_wrap(p, tree, stream, &wrapped));
     cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, timeout_ns);
+    if (s == CUIPC_ERR_TIMEOUT) { /* sent to nobody, its chunks kept: given back here */
+        cuipc_error_saved saved;
+        cuipc_error_save(&saved);
+        cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
+        s = CUIPC_FAIL(s, "%s", saved.msg);
+    }
     cuipc_value_free(wrapped);
     return s;
 }

@@ -347,12 +347,17 @@ static int sequence_reader_main(void *arg) {
     return (int)(expect - 1);
 }
 
-static cuipc_status send_padded(cuipc_producer *p, int64_t seq, int64_t timeout_ns) {
+static cuipc_value *padded(int64_t seq) {
     static char pad[4001];
     memset(pad, 'x', sizeof pad - 1);
     cuipc_value *v = cuipc_value_dict();
     CHECK_OK(cuipc_dict_set(v, "seq", cuipc_value_int(seq)));
     CHECK_OK(cuipc_dict_set(v, "pad", cuipc_value_string(pad)));
+    return v;
+}
+
+static cuipc_status send_padded(cuipc_producer *p, int64_t seq, int64_t timeout_ns) {
+    cuipc_value *v = padded(seq);
     cuipc_status s = cuipc_producer_send(p, v, NULL, timeout_ns);
     cuipc_value_free(v);
     return s;
@@ -373,13 +378,30 @@ static void test_send_is_all_or_nothing(void) {
     CHECK(strstr(cuipc_last_error(), ": no room on its ring for ") != NULL); /* either index */
     CHECK(strstr(cuipc_last_error(), "sent to no consumer") != NULL);
     CHECK(seq > 5 && seq < 20);
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    uint64_t in_flight = st.host_pool.in_flight; /* cuipc_producer_send gave its chunk back */
+    /* Wrapped apart: out of room, the wrapped tree stays whole (its chunk still taken), and is
+     * sent again as it is once the stalled consumer reads. */
+    static uint8_t small[16];
+    cuipc_tensor t;
+    CHECK_OK(cuipc_tensor_init(&t, small, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                               (const int64_t[]){sizeof small}));
+    cuipc_value *v = padded(seq), *w = NULL; /* as large as the one that found no room */
+    CHECK_OK(cuipc_dict_set(v, "t", cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
+    CHECK_OK(cuipc_producer_wrap(p, v, NULL, &w));
+    CHECK_STATUS(cuipc_producer_send_wrapped(p, w, SEC / 20), CUIPC_ERR_TIMEOUT);
+    CHECK(strstr(cuipc_last_error(), "the wrapped tree is whole") != NULL);
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.in_flight == in_flight + 1);
     REQUIRE(write(stall_pipe[1], "g", 1) == 1);
-    CHECK_OK(send_padded(p, seq, 10 * SEC)); /* the same message again, once to each */
+    CHECK_OK(cuipc_producer_send_wrapped(p, w, 10 * SEC)); /* the same message again, once */
+    cuipc_value_free(w);
+    cuipc_value_free(v);
     cuipc_producer_close(p);
     CHECK(cuipc_test_wait(reader, 30000) == (int)seq);
     CHECK(cuipc_test_wait(stalled, 30000) == (int)seq);
     close(stall_pipe[1]);
-    cuipc_producer_stats st;
     cuipc_producer_stats_get(p, &st);
     CHECK(st.messages_sent == (uint64_t)seq);
     cuipc_producer_destroy(p);
@@ -407,6 +429,20 @@ static void test_wait_in_slices(void) {
         CHECK(st.host_pool.full_failures == (i == 2 ? 1u : 0u)); /* only the last gives up */
         CHECK(st.host_pool.in_flight == 1 && w == NULL);         /* a slice takes nothing */
     }
+    /* A buffer in the tree is taken last: the slice that runs out of time leaves it held. */
+    void *held = NULL;
+    CHECK_OK(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 4096, 0, &held));
+    uint64_t id = cuipc_producer_buffer_id(p, held);
+    cuipc_tensor bt;
+    CHECK_OK(cuipc_tensor_init(&bt, held, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                               (const int64_t[]){4096}));
+    cuipc_value *both = cuipc_value_list();
+    CHECK_OK(cuipc_list_append(both, cuipc_value_tensor(&bt, CUIPC_OWNER_NONE)));
+    CHECK_OK(cuipc_list_append(both, cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
+    CHECK_STATUS(cuipc_producer_wrap_within(p, both, NULL, &slices[1], &w), CUIPC_ERR_TIMEOUT);
+    CHECK(id != 0 && cuipc_producer_buffer_id(p, held) == id);
+    cuipc_value_free(both);
+    CHECK_OK(cuipc_producer_buffer_free(p, held));
     void *b = NULL;
     CHECK_STATUS(cuipc_producer_buffer_alloc_within(p, CUIPC_MEMORY_HOST, 48 << 10, &slices[1], &b),
                  CUIPC_ERR_TIMEOUT);

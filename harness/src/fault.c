@@ -61,6 +61,8 @@ static bool keep_at_message_send(cuipc_fault_producer *f, cuipc_value *tree, uin
     *st = cuipc_producer_wrap(f->p, tree, f->stream, &wrapped);
     if (*st == CUIPC_OK) {
         *st = cuipc_producer_send_wrapped(f->p, wrapped, f->send_timeout_ns);
+        if (*st == CUIPC_ERR_TIMEOUT) /* sent to nobody, its chunks kept: given back */
+            cuipc_status_ignore(cuipc_producer_cancel_wrapped(f->p, wrapped));
         f->kept = cuipc_value_clone(wrapped);
         f->kept_seq = seq;
         cuipc_value_free(wrapped);

@@ -96,8 +96,9 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
 /* Encode a wrapped tree and put it on every live consumer's ring (waits up to timeout_ns for
  * ring space, < 0: no limit). A consumer that died is skipped and its chunks are reclaimed.
  * Room is found on every ring before the message goes on any: CUIPC_ERR_TIMEOUT means no
- * consumer got it, and its chunks are given back (wrap the tree again to retry); after other
- * failures they are given back for every consumer that did not get it. */
+ * consumer got it and the wrapped tree is left whole, its chunks (and buffers) still taken: send
+ * it again, or give them back with cuipc_producer_cancel_wrapped. After other failures the
+ * chunks are given back for every consumer that did not get the message. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
@@ -112,8 +113,9 @@ typedef struct cuipc_wait_slice {
 } cuipc_wait_slice;
 
 /* cuipc_producer_wrap with the wait for pool room cut to slice->wait_ns (the policy's
- * full_timeout_ns when that is shorter; under "fail" no wait). A CUIPC_ERR_TIMEOUT leaves
- * nothing allocated, so the same tree can be wrapped again in the next slice. */
+ * full_timeout_ns when that is shorter; under "fail" no wait). The tensors in pool buffers are
+ * taken last, so a CUIPC_ERR_TIMEOUT leaves nothing allocated and every buffer still held: the
+ * same tree can be wrapped again in the next slice. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tree,
                                         cuipc_stream stream, const cuipc_wait_slice *slice,
@@ -126,7 +128,8 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
 
-/* wrap + send_wrapped; on failure nothing stays allocated. */
+/* wrap + send_wrapped; on failure nothing stays allocated (a timed-out send's chunks and the
+ * buffers it took are given back). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
