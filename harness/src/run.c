@@ -637,7 +637,8 @@ static void merge_traffic(judge *j, json_t *res, const cuipc_scenario *s, const 
         size_t nl, ng = 0;
         uint64_t *lat = read_samples(dir, i, "lat", sizeof *lat, &nl);
         cuipc_gauge_pair *g = gauged ? read_samples(dir, i, "gauge", sizeof *g, &ng) : NULL;
-        uint64_t *grown = lat ? realloc(all, (n_all + nl) * sizeof *all) : NULL;
+        /* Nothing to add, nothing grown: realloc to 0 bytes would free the buffer. */
+        uint64_t *grown = lat && nl > 0 ? realloc(all, (n_all + nl) * sizeof *all) : NULL;
         if (grown != NULL)
             all = grown;
         cuipc_gauge_pair *grown_g =
