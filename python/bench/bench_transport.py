@@ -342,10 +342,15 @@ def run_case(variant, size_name, n, channel, loop, pattern, device, messages_ove
                     wrap_ns.append(time.perf_counter_ns() - t0)
                     for _, out in pipes:
                         out.send((wire, i, stamp, walk))
-                elif profile:
-                    ph = p._send_profiled({"x": x, "i": i, "stamp": stamp, "g": walk}, stream=stream)
                 else:
-                    p.send({"x": x, "i": i, "stamp": stamp, "g": walk}, stream=stream)
+                    # The walk only where gauged: the C producer adds gauge_ns only then.
+                    msg = {"x": x, "i": i, "stamp": stamp}
+                    if cpu_gauge:
+                        msg["g"] = walk
+                    if profile:
+                        ph = p._send_profiled(msg, stream=stream)
+                    else:
+                        p.send(msg, stream=stream)
                 send_ns.append(time.perf_counter_ns() - t0)
                 if channel == "ring" and profile:
                     for name, v in ph.items():

@@ -221,13 +221,16 @@ static cuipc_status send_timed(cuipc_producer *p, const cuipc_value *v, cuipc_st
     *wrapped_at = mono_ns();
     if (s == CUIPC_OK)
         s = cuipc_producer_send_wrapped(p, wrapped, timeout_ns);
+    if (s == CUIPC_ERR_TIMEOUT && wrapped) /* sent to nobody, its chunks kept: given back */
+        cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
     cuipc_value_free(wrapped);
     *done_at = mono_ns();
     return s;
 }
 
-/* One slice of a wrap (and send): the wrap's wait for pool room cut to pool_ns, the send's for
- * ring room to ring_ns. in_ring: the send ran (so a Timeout is the rings'). */
+/* One slice of a wrap (and send): the wrap, unless an earlier slice made it, with its wait for
+ * pool room cut to pool_ns; the send with its wait for ring room cut to ring_ns. in_ring: the
+ * send ran (so a Timeout is the rings'). */
 typedef struct slice_run {
     cuipc_producer *p;
     const cuipc_value *v;
@@ -235,20 +238,36 @@ typedef struct slice_run {
     int64_t pool_ns, ring_ns;
     bool continued, last; /* of the wait for pool room: see cuipc_wait_slice */
     bool send, in_ring;
-    cuipc_value *wrapped; /* without send: the wrapped tree */
+    cuipc_value *wrapped; /* made by an earlier slice or this one; NULL once sent or failed */
 } slice_run;
 
 static cuipc_status run_slice(slice_run *r) {
     r->in_ring = false;
-    cuipc_wait_slice slice = {.wait_ns = r->pool_ns, .continued = r->continued, .last = r->last};
-    cuipc_status s = cuipc_producer_wrap_within(r->p, r->v, r->stream, &slice, &r->wrapped);
+    cuipc_status s = CUIPC_OK;
+    if (!r->wrapped) {
+        cuipc_wait_slice slice = {
+            .wait_ns = r->pool_ns, .continued = r->continued, .last = r->last};
+        s = cuipc_producer_wrap_within(r->p, r->v, r->stream, &slice, &r->wrapped);
+    }
     if (s != CUIPC_OK || !r->send)
         return s;
     r->in_ring = true;
+    /* Out of ring room the wrapped tree stays whole (its chunks and buffers still taken): the
+     * next slice sends it as it is. Otherwise it is done with. */
     s = cuipc_producer_send_wrapped(r->p, r->wrapped, r->ring_ns);
-    cuipc_value_free(r->wrapped);
-    r->wrapped = NULL;
+    if (s != CUIPC_ERR_TIMEOUT) {
+        cuipc_value_free(r->wrapped);
+        r->wrapped = NULL;
+    }
     return s;
+}
+
+/* A wrapped tree that will not be sent: its chunks and buffers given back (while the producer
+ * is there: a handler may have closed it, and its pools with it). */
+static void give_back_wrapped(ProducerObject *self, cuipc_value *wrapped) {
+    if (wrapped && self->p && !CUIPC_PY_FORKED(self))
+        cuipc_status_ignore(cuipc_producer_cancel_wrapped(self->p, wrapped));
+    cuipc_value_free(wrapped);
 }
 
 static int64_t next_slice(int64_t left) {
@@ -257,16 +276,18 @@ static int64_t next_slice(int64_t left) {
 
 /* Wrap (and send, unless wrapped_out asks for the wrapped tree) with both waits cut into slices:
  * for pool room, up to the policy's full_timeout; for room on the consumers' rings, up to ring_ns
- * (< 0: no limit). A slice that runs out of time leaves nothing behind (the wrap took nothing;
- * the send reached no consumer and gave its chunks back), so the next one wraps again, and
- * between slices the signal handlers run: Ctrl-C stops a send blocked on a full pool or a
- * stalled consumer. The first slice is the plain call, with its one GIL release. 0: *s holds the
- * status (a Timeout only once a budget is spent); -1: an exception is set. */
+ * (< 0: no limit). A wrap that runs out of time took nothing (buffers are taken last, so they
+ * stay held), and the next slice wraps again; a send that runs out of time reached no consumer
+ * and left the wrapped tree whole, and the next slice sends that same tree. Between slices the
+ * signal handlers run: Ctrl-C stops a send blocked on a full pool or a stalled consumer, and what
+ * it had taken is given back. The first slice is the plain call, with its one GIL release.
+ * 0: *s holds the status (a Timeout only once a budget is spent); -1: an exception is set. */
 static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_stream stream,
                             int64_t ring_ns, cuipc_value **wrapped_out, cuipc_status *s) {
     const int64_t whole[2] = {self->pool_wait_ns, ring_ns}; /* pool, rings */
     int64_t left[2] = {whole[0], whole[1]};
     bool pool_was_full = false;
+    cuipc_value *wrapped = NULL; /* kept from a slice whose send ran out of ring room */
     for (;;) {
         slice_run r = {.p = self->p,
                        .v = v,
@@ -274,22 +295,28 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
                        .pool_ns = next_slice(left[0]),
                        .ring_ns = next_slice(left[1]),
                        .continued = pool_was_full,
-                       .send = wrapped_out == NULL};
+                       .send = wrapped_out == NULL,
+                       .wrapped = wrapped};
         r.last = left[0] >= 0 && r.pool_ns == left[0];
         CUIPC_PY_CALL(self, *s, run_slice(&r));
+        wrapped = r.wrapped;
         if (*s != CUIPC_ERR_TIMEOUT) {
             if (wrapped_out)
-                *wrapped_out = r.wrapped;
+                *wrapped_out = wrapped;
             return 0;
         }
         int w = r.in_ring; /* the wait that ran out of time */
         pool_was_full |= !r.in_ring;
         int64_t slice = w ? r.ring_ns : r.pool_ns;
-        if (left[w] >= 0 && (left[w] -= slice) <= 0)
+        if (left[w] >= 0 && (left[w] -= slice) <= 0) {
+            give_back_wrapped(self, wrapped);
             return cuipc_py_raise_timed_out(*s, whole[w]);
+        }
         if (cuipc_py_between_slices((PyObject *)self, producer_usable,
-                                    wrapped_out ? "wrap" : "send") < 0)
+                                    wrapped_out ? "wrap" : "send") < 0) {
+            give_back_wrapped(self, wrapped);
             return -1;
+        }
     }
 }
 

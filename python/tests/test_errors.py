@@ -153,6 +153,41 @@ def test_a_send_stopped_on_a_full_ring_reached_no_consumer(pair, usr1):
         c.recv(timeout=0.1)  # and nothing more: no copy of a stopped send
 
 
+def test_a_pool_buffer_survives_the_slices_of_a_wait(pair):
+    """A send that waits in slices keeps what it had taken: with a pool buffer in the tree it
+    goes through once room comes, whether it waited for pool room (buffers are taken last) or
+    for ring room (the wrapped tree is sent again as it is), and counts its bytes once."""
+    import threading
+    p, c = pair(host_pool_bytes=64 << 10, full_timeout=2.0, ring_bytes=4096)
+    p.send({"x": np.ones(30 << 10, np.uint8)})
+    held = c.recv(timeout=5)  # 30 KiB of the pool held
+    buf = p.buffer(4096)
+    np.asarray(buf)[:] = 7
+    threading.Timer(0.5, held.release).start()
+    p.send({"b": buf, "x": np.ones(30 << 10, np.uint8)})  # waits for pool room past two slices
+    with c.recv(timeout=5) as m:
+        t = m.unwrap()
+        assert int(np.asarray(t["b"])[0]) == 7 and len(np.asarray(t["x"])) == 30 << 10
+    p.drain(timeout=5)
+    pad = "x" * 900
+    sent = 0
+    with pytest.raises(cuipc.Timeout):
+        while sent < 50:  # the consumer reads nothing: its 4 KiB ring fills
+            p.send({"seq": sent, "pad": pad}, timeout=0.05)
+            sent += 1
+    buf = p.buffer(1024)
+    np.asarray(buf)[:] = 9
+    before = p.stats()["bytes_sent"]
+    drained = []
+    threading.Timer(0.5, lambda: drained.extend(c.recv(timeout=5).unwrap()["seq"] for _ in range(sent))).start()
+    p.send({"seq": sent, "b": buf, "pad": pad}, timeout=2.0)  # waits for ring room past two slices
+    with c.recv(timeout=5) as m:
+        t = m.unwrap()
+        assert t["seq"] == sent and int(np.asarray(t["b"])[0]) == 9
+    assert drained == list(range(sent))
+    assert p.stats()["bytes_sent"] - before == 1024  # wrapped once, however many slices
+
+
 def test_a_long_wait_says_its_whole_length(pair):
     p, c = pair()
     with pytest.raises(cuipc.Timeout, match=r"nothing after .* \(500 ms in all\)"):
