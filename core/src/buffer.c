@@ -124,8 +124,11 @@ static bool in_arena(cuipc_pool *pool, const void *data) {
            lies_within(cuipc_pool_base(pool), cuipc_pool_get_config(pool)->size, data);
 }
 
-bool cuipc_producer_in_pools(cuipc_producer *p, const void *data) {
-    return data && (in_arena(p->host_pool, data) || in_arena(p->gpu_pool, data));
+cuipc_pool *cuipc_producer_pool_holding(cuipc_producer *p, const void *data) {
+    return !data                          ? NULL
+           : in_arena(p->host_pool, data) ? p->host_pool
+           : in_arena(p->gpu_pool, data)  ? p->gpu_pool
+                                          : NULL;
 }
 
 cuipc_status cuipc_producer_take_buffer(cuipc_producer *p, const cuipc_tensor *t, uint64_t nbytes,

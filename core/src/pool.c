@@ -352,10 +352,10 @@ cuipc_status cuipc_pool_alloc(cuipc_pool *p, uint64_t size, uint64_t consumer_ma
 }
 
 static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_mask, bool held,
-                                cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out);
+                                cuipc_pool_wait wait, cuipc_pool_own own, cuipc_chunk *out);
 
 cuipc_status cuipc_pool_alloc_own(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
-                                  cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out) {
+                                  cuipc_pool_wait wait, cuipc_pool_own own, cuipc_chunk *out) {
     cuipc_status s = cuipc_pool_alloc_unkicked(p, size, consumer_mask, wait, own, out);
     cuipc_pool_kick_recycler(p);
     return s;
@@ -371,13 +371,15 @@ static cuipc_status check_mask(const cuipc_pool *p, uint64_t consumer_mask) {
 }
 
 /* Waiting cannot make room: nothing is in flight but the caller's own chunks (a message
- * bigger than the pool, in bytes or slots), and no buffer is held that could be given back. */
-static bool only_own_in_flight(const cuipc_pool *p, uint32_t own) {
-    return own != CUIPC_POOL_OWN_UNKNOWN && in_flight_locked(p) <= own && p->n_held == 0;
+ * bigger than the pool, in bytes or slots), and no buffer is held but the caller's own, which
+ * it takes only once this room is found. */
+static bool only_own_in_flight(const cuipc_pool *p, cuipc_pool_own own) {
+    return own.in_flight != UINT32_MAX && in_flight_locked(p) <= own.in_flight &&
+           p->n_held <= own.held;
 }
 
 static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_mask, bool held,
-                                cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out) {
+                                cuipc_pool_wait wait, cuipc_pool_own own, cuipc_chunk *out) {
     int64_t timeout_ns = wait.timeout_ns;
     if (size == 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "size 0: empty tensors need no chunk");
@@ -419,7 +421,7 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
                            "no room for %llu bytes, and nothing to wait for: the message's own %u "
                            "chunks are all that is in flight (it needs more than the pool's "
                            "%llu bytes or %u slots)",
-                           (unsigned long long)size, own, (unsigned long long)p->cfg.size,
+                           (unsigned long long)size, own.in_flight, (unsigned long long)p->cfg.size,
                            p->cfg.slots);
             break;
         }
@@ -449,7 +451,7 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
 }
 
 cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *p, uint64_t size, uint64_t consumer_mask,
-                                       cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out) {
+                                       cuipc_pool_wait wait, cuipc_pool_own own, cuipc_chunk *out) {
     return alloc_chunk(p, size, consumer_mask, false, wait, own, out);
 }
 

@@ -26,18 +26,24 @@ typedef struct cuipc_pool_wait {
 #define CUIPC_POOL_WAIT(ns)                                                                        \
     ((cuipc_pool_wait){.timeout_ns = (ns), .continued = false, .last = true})
 
-/* cuipc_pool_alloc for a caller that holds `own` of the pool's chunks in flight itself (a
- * message being wrapped): when nothing else is in flight and no buffer is held, waiting cannot
- * make room and POOL_FULL comes at once. CUIPC_POOL_OWN_UNKNOWN: wait as cuipc_pool_alloc. */
-#define CUIPC_POOL_OWN_UNKNOWN UINT32_MAX
+/* What of the pool the caller holds itself (a message being wrapped): chunks in flight, and
+ * buffers it will take once its other tensors have room. */
+typedef struct cuipc_pool_own {
+    uint32_t in_flight, held;
+} cuipc_pool_own;
+#define CUIPC_POOL_OWN_UNKNOWN ((cuipc_pool_own){.in_flight = UINT32_MAX, .held = 0})
+
+/* cuipc_pool_alloc for a caller that holds `own` of the pool itself: when nothing else is in
+ * flight and no other buffer is held, waiting cannot make room and POOL_FULL comes at once.
+ * CUIPC_POOL_OWN_UNKNOWN: wait as cuipc_pool_alloc. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_alloc_own(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
-                                  cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out);
+                                  cuipc_pool_wait wait, cuipc_pool_own own, cuipc_chunk *out);
 /* cuipc_pool_alloc_own without its last step, cuipc_pool_kick_recycler, which the caller then
  * owes (a producer calls it once the message is delivered, off the latency path). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_alloc_unkicked(cuipc_pool *pool, uint64_t size, uint64_t consumer_mask,
-                                       cuipc_pool_wait wait, uint32_t own, cuipc_chunk *out);
+                                       cuipc_pool_wait wait, cuipc_pool_own own, cuipc_chunk *out);
 /* A chunk for an application to fill before it is sent (a producer's buffer): held, it waits
  * for no consumer and is never reclaimed, until cuipc_pool_publish_held puts it in flight or
  * cuipc_pool_cancel gives it back. */

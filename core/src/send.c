@@ -141,7 +141,7 @@ static cuipc_status wrap_node(cuipc_value *node, void *arg) {
     const cuipc_tensor *t = cuipc_value_as_tensor(node);
     /* Buffers are taken last, once nothing more waits for room: a wrap that runs out of time
      * (one slice of a longer wait) leaves them held for the next try, not given back. */
-    if (!ww->buffers_now && cuipc_producer_in_pools(ww->w.p, t->data)) {
+    if (!ww->buffers_now && cuipc_producer_pool_holding(ww->w.p, t->data)) {
         ww->deferred++;
         return CUIPC_OK;
     }
@@ -151,6 +151,21 @@ static cuipc_status wrap_node(cuipc_value *node, void *arg) {
     if (ww->w.pool) /* the pool is known: no lookup by id */
         ww->chunks.items[ww->chunks.n++] = ref_of(ww->w.pool, &x);
     return cuipc_value_set_proxy(node, &x);
+}
+
+/* The message's tensors in each pool's buffers, counted before anything is taken: waiting for
+ * room, the pool then tells those held buffers (the message's own) from ones that could be given
+ * back (cuipc_pool_own). */
+static cuipc_status count_buffers(cuipc_value *node, void *arg) {
+    cuipc_wrap_ctx *w = arg;
+    if (cuipc_value_kind_of(node) != CUIPC_VALUE_TENSOR)
+        return CUIPC_OK;
+    cuipc_pool *pool = cuipc_producer_pool_holding(w->p, cuipc_value_as_tensor(node)->data);
+    if (pool && pool == w->p->host_pool)
+        w->held_host++;
+    else if (pool)
+        w->held_gpu++;
+    return CUIPC_OK;
 }
 
 cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
@@ -186,6 +201,8 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
     ww.buffers_now = false;
     ww.deferred = 0;
+    /* count_buffers never fails: the walk only reads the tree */
+    cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &ww.w));
     chunk_list_init(&ww.chunks, p);
     cuipc_value *copy = NULL;
     cuipc_status s = cuipc_value_clone_visit(tree, wrap_node, &ww, &copy);

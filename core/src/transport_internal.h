@@ -146,8 +146,8 @@ uint64_t cuipc_producer_live_mask(cuipc_producer *p);
 /* Attach phase (producer_attach.c): handshakes of pending peers, driven by accept. */
 void cuipc_producer_pending_close_all(cuipc_producer *p);
 
-/* Whether data lies in one of the producer's pools (a buffer's tensor, held or not). */
-bool cuipc_producer_in_pools(cuipc_producer *p, const void *data);
+/* The producer's pool that data lies in (a buffer's tensor, held or not), or NULL. */
+cuipc_pool *cuipc_producer_pool_holding(cuipc_producer *p, const void *data);
 /* For wrap (buffer.c): if tensor t lies in a held buffer, take that buffer out of the held list
  * (*found): it belongs to this send from now on. Errors: t lies in a pool arena but in no held
  * buffer (STALE: sent or freed already), runs past its buffer, or names the wrong device; the

@@ -45,8 +45,8 @@ static cuipc_status to_host_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy
                           "a %s tensor needs the host pool, and host_pool_bytes is 0",
                           t->device == CUIPC_DEVICE_HOST ? "host" : "staged device");
     cuipc_chunk c;
-    CUIPC_TRY(
-        cuipc_pool_alloc_own(p->host_pool, x->nbytes, w->mask, host_wait(w), w->own_host, &c));
+    CUIPC_TRY(cuipc_pool_alloc_own(p->host_pool, x->nbytes, w->mask, host_wait(w),
+                                   (cuipc_pool_own){w->own_host, w->held_host}, &c));
     cuipc_status s = CUIPC_OK;
     if (t->device == CUIPC_DEVICE_HOST) {
         memcpy(c.ptr, t->data, x->nbytes);
@@ -72,8 +72,8 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     cuipc_pool_wait wait = w->full_wait; /* only "wait" waits on the GPU pool */
     if (p->cfg.full_policy != CUIPC_FULL_WAIT)
         wait.timeout_ns = 0;
-    cuipc_status s =
-        cuipc_pool_alloc_unkicked(p->gpu_pool, x->nbytes, w->mask, wait, w->own_gpu, &c);
+    cuipc_status s = cuipc_pool_alloc_unkicked(p->gpu_pool, x->nbytes, w->mask, wait,
+                                               (cuipc_pool_own){w->own_gpu, w->held_gpu}, &c);
     if (s == CUIPC_ERR_POOL_FULL && p->cfg.full_policy == CUIPC_FULL_FALLBACK) {
         w->fallbacks++;
         return to_host_pool(w, t, x);

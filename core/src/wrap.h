@@ -12,8 +12,9 @@ typedef struct cuipc_wrap_ctx {
     uint64_t bytes;      /* tensor bytes wrapped so far */
     uint64_t fallbacks;  /* tensors staged through the host pool because the GPU pool was full */
     cuipc_pool *pool;    /* the last tensor's chunk is in this pool; NULL: it took none */
-    uint32_t own_host, own_gpu; /* chunks the message took so far from each pool */
-    cuipc_pool_wait full_wait;  /* how an allocation may wait for room (the policy's, or a slice) */
+    uint32_t own_host, own_gpu;   /* chunks the message took so far from each pool */
+    uint32_t held_host, held_gpu; /* its tensors in buffers of each pool, taken last */
+    cuipc_pool_wait full_wait; /* how an allocation may wait for room (the policy's, or a slice) */
 } cuipc_wrap_ctx;
 
 /* Tensor t as a proxy in *x: a pool chunk (copied in, or a held buffer published as it is), an

@@ -461,6 +461,41 @@ static void test_wait_in_slices(void) {
     cuipc_producer_destroy(p);
 }
 
+/* A message that can never fit is refused at once though it carries a buffer of its own (held
+ * until the rest has room): that buffer is no room a wait could get back. Another buffer held
+ * is, so then the wrap waits. */
+static void test_own_buffer_does_not_make_a_wait(void) {
+    make_sock_path();
+    consumer_args args[1];
+    pid_t pids[1];
+    cuipc_producer *p = start_with_consumers(1, args, pids); /* 64 KiB host pool, "wait" */
+    void *own = NULL;
+    CHECK_OK(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 8 << 10, 0, &own));
+    static uint8_t big[60 << 10];
+    cuipc_tensor tb, tt;
+    CHECK_OK(cuipc_tensor_init(&tb, own, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                               (const int64_t[]){8 << 10}));
+    CHECK_OK(cuipc_tensor_init(&tt, big, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                               (const int64_t[]){sizeof big}));
+    cuipc_value *msg = cuipc_value_list(), *w = NULL;
+    CHECK_OK(cuipc_list_append(msg, cuipc_value_tensor(&tb, CUIPC_OWNER_NONE)));
+    CHECK_OK(cuipc_list_append(msg, cuipc_value_tensor(&tt, CUIPC_OWNER_NONE)));
+    uint64_t t0 = now_ns();
+    CHECK_STATUS(cuipc_producer_wrap(p, msg, NULL, &w), CUIPC_ERR_POOL_FULL); /* not in 10 s */
+    CHECK(now_ns() - t0 < (uint64_t)SEC);
+    CHECK(strstr(cuipc_last_error(), "nothing to wait for") != NULL);
+    CHECK(cuipc_producer_buffer_id(p, own) != 0); /* still held */
+    cuipc_value_free(msg);
+    msg = cuipc_value_tensor(&tt, CUIPC_OWNER_NONE); /* the same tensor alone: the buffer is */
+    const cuipc_wait_slice slice = {SEC / 20, false, true}; /* another's, a wait could free it */
+    CHECK_STATUS(cuipc_producer_wrap_within(p, msg, NULL, &slice, &w), CUIPC_ERR_TIMEOUT);
+    cuipc_value_free(msg);
+    CHECK_OK(cuipc_producer_buffer_free(p, own));
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(pids[0], 20000) == 0);
+    cuipc_producer_destroy(p);
+}
+
 /* A consumer killed while holding a borrowed chunk: the producer reclaims it, the others go on. */
 static void test_consumer_killed(void) {
     make_sock_path();
@@ -977,5 +1012,6 @@ int main(void) {
     test_many_chunks();
     test_send_is_all_or_nothing();
     test_wait_in_slices();
+    test_own_buffer_does_not_make_a_wait();
     return cuipc_test_finish("test_transport");
 }
