@@ -72,6 +72,8 @@ static cuipc_status to_gpu_pool(wrap_ctx *w, const cuipc_tensor *t, cuipc_proxy 
     cuipc_pool_wait wait = w->full_wait; /* only "wait" waits on the GPU pool */
     if (p->cfg.full_policy != CUIPC_FULL_WAIT)
         wait.timeout_ns = 0;
+    if (p->cfg.full_policy == CUIPC_FULL_FALLBACK)
+        wait.last = false; /* a refusal here goes on to the host pool: it ends no wait */
     cuipc_status s = cuipc_pool_alloc_unkicked(p->gpu_pool, x->nbytes, w->mask, wait,
                                                (cuipc_pool_own){w->own_gpu, w->held_gpu}, &c);
     if (s == CUIPC_ERR_POOL_FULL && p->cfg.full_policy == CUIPC_FULL_FALLBACK) {
