@@ -214,13 +214,14 @@ static bool closed_meanwhile(ProducerObject *self, cuipc_value *v, PyObject *kee
  * core's calls alone (giving the GIL up and taking it back fall in the way in and out). */
 static cuipc_status send_timed(cuipc_producer *p, const cuipc_value *v, cuipc_stream stream,
                                int64_t timeout_ns, uint64_t *start_at, uint64_t *wrapped_at,
-                               uint64_t *done_at) {
+                               uint64_t *done_at, bool *may_have_reached) {
     cuipc_value *wrapped = NULL;
     *start_at = mono_ns();
     cuipc_status s = cuipc_producer_wrap(p, v, stream, &wrapped);
     *wrapped_at = mono_ns();
     if (s == CUIPC_OK)
         s = cuipc_producer_send_wrapped(p, wrapped, timeout_ns);
+    *may_have_reached = wrapped && s != CUIPC_ERR_TIMEOUT;
     if (s == CUIPC_ERR_TIMEOUT && wrapped) /* sent to nobody, its chunks kept: given back */
         cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
     cuipc_value_free(wrapped);
@@ -283,7 +284,9 @@ static int64_t next_slice(int64_t left) {
  * it had taken is given back. The first slice is the plain call, with its one GIL release.
  * 0: *s holds the status (a Timeout only once a budget is spent); -1: an exception is set. */
 static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_stream stream,
-                            int64_t ring_ns, cuipc_value **wrapped_out, cuipc_status *s) {
+                            int64_t ring_ns, cuipc_value **wrapped_out, cuipc_status *s,
+                            bool *may_have_reached) {
+    *may_have_reached = false;
     const int64_t whole[2] = {self->pool_wait_ns, ring_ns}; /* pool, rings */
     int64_t left[2] = {whole[0], whole[1]};
     bool pool_was_full = false;
@@ -301,6 +304,8 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
         CUIPC_PY_CALL(self, *s, run_slice(&r));
         wrapped = r.wrapped;
         if (*s != CUIPC_ERR_TIMEOUT) {
+            /* A send that failed after room was found may have reached some consumers. */
+            *may_have_reached = r.in_ring;
             if (wrapped_out)
                 *wrapped_out = wrapped;
             return 0;
@@ -309,8 +314,9 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
         pool_was_full |= !r.in_ring;
         int64_t slice = w ? r.ring_ns : r.pool_ns;
         if (left[w] >= 0 && (left[w] -= slice) <= 0) {
+            cuipc_py_raise_timed_out(*s, whole[w]); /* first: it reads cuipc_last_error() */
             give_back_wrapped(self, wrapped);
-            return cuipc_py_raise_timed_out(*s, whole[w]);
+            return -1;
         }
         if (cuipc_py_between_slices((PyObject *)self, producer_usable,
                                     wrapped_out ? "wrap" : "send") < 0) {
@@ -343,22 +349,24 @@ static bool send_tree(ProducerObject *self, PyObject *const *args, Py_ssize_t na
     if (closed_meanwhile(self, v, keep))
         return false;
     cuipc_status s;
+    bool may_have_reached = false; /* then cuda_ipc keeps the tensors, as for a send that went */
     if (!phases) {
-        if (wrap_send_sliced(self, v, stream, ns, NULL, &s) < 0) {
+        if (wrap_send_sliced(self, v, stream, ns, NULL, &s, &may_have_reached) < 0) {
             cuipc_value_free(v);
             Py_DECREF(keep);
             return false;
         }
     } else {
         uint64_t converted = mono_ns(), t4 = 0;
-        CUIPC_PY_CALL(self, s, send_timed(self->p, v, stream, ns, &t2, &t3, &t4));
+        CUIPC_PY_CALL(self, s,
+                      send_timed(self->p, v, stream, ns, &t2, &t3, &t4, &may_have_reached));
         phases[PHASE_ARGS] = t1 - t0;
         phases[PHASE_CONVERT] = converted - t1;
         phases[PHASE_WRAP] = t3 - t2;
         phases[PHASE_DELIVER] = t4 - t3;
     }
     cuipc_value_free(v);
-    if (settle_keep(self, keep, s) < 0)
+    if (settle_keep(self, keep, may_have_reached ? CUIPC_OK : s) < 0)
         return false;
     if (s != CUIPC_OK)
         return cuipc_py_raise(s), false;
@@ -418,7 +426,8 @@ static PyObject *producer_wrap(ProducerObject *self, PyObject *const *args, Py_s
         return NULL;
     cuipc_value *wrapped = NULL;
     cuipc_status s;
-    if (wrap_send_sliced(self, v, stream, -1, &wrapped, &s) < 0) {
+    bool sent_none; /* a wrap sends nothing */
+    if (wrap_send_sliced(self, v, stream, -1, &wrapped, &s, &sent_none) < 0) {
         cuipc_value_free(v);
         Py_DECREF(keep);
         return NULL;

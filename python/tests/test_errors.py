@@ -188,6 +188,22 @@ def test_a_pool_buffer_survives_the_slices_of_a_wait(pair):
     assert p.stats()["bytes_sent"] - before == 1024  # wrapped once, however many slices
 
 
+def test_a_wait_that_ends_refused_after_its_first_slice_counts_one_failure(spawn):
+    """A message bigger than the pool waits while another is in flight; once that one is
+    recycled (after a slice or two), nothing is left to wait for: PoolFull, one full event and
+    one failure."""
+    results = spawn.ctx.Queue()
+    with cuipc.Producer(host_pool_bytes=1 << 20, full_timeout=5.0) as p:
+        spawn(workers.hold_first, p.socket_path, 0.35, results)
+        p.accept(1, timeout=20)
+        p.send({"x": np.zeros(300_000, np.uint8)})
+        assert results.get(timeout=20) == "got"
+        with pytest.raises(cuipc.PoolFull, match="nothing to wait for"):
+            p.send({"a": np.zeros(600_000, np.uint8), "b": np.zeros(600_000, np.uint8)})
+        pool = p.stats()["host_pool"]
+        assert (pool["full_events"], pool["full_failures"]) == (1, 1)
+
+
 def test_a_long_wait_says_its_whole_length(pair):
     p, c = pair()
     with pytest.raises(cuipc.Timeout, match=r"nothing after .* \(500 ms in all\)"):
