@@ -131,7 +131,6 @@ typedef struct wrap_walk {
     cuipc_wrap_ctx w;
     chunk_list chunks; /* taken by this wrap: given back if it fails */
     bool buffers_now;  /* the second walk: the tensors in the pools (buffers) */
-    uint32_t deferred; /* tensors the first walk left to the second */
 } wrap_walk;
 
 static cuipc_status wrap_node(cuipc_value *node, void *arg) {
@@ -141,10 +140,8 @@ static cuipc_status wrap_node(cuipc_value *node, void *arg) {
     const cuipc_tensor *t = cuipc_value_as_tensor(node);
     /* Buffers are taken last, once nothing more waits for room: a wrap that runs out of time
      * (one slice of a longer wait) leaves them held for the next try, not given back. */
-    if (!ww->buffers_now && cuipc_producer_pool_holding(ww->w.p, t->data)) {
-        ww->deferred++;
+    if (!ww->buffers_now && cuipc_producer_pool_holding(ww->w.p, t->data))
         return CUIPC_OK;
-    }
     CUIPC_TRY(chunk_list_reserve(&ww->chunks));
     cuipc_proxy x;
     CUIPC_TRY(cuipc_wrap_tensor(&ww->w, t, &x));
@@ -200,21 +197,18 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
     if (!ww.w.mask)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
     ww.buffers_now = false;
-    ww.deferred = 0;
-    /* count_buffers never fails: the walk only reads the tree */
+    /* count_buffers never fails: the walk only reads the tree. Its counts are also the tensors
+     * the first walk leaves to the second. */
     cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &ww.w));
     chunk_list_init(&ww.chunks, p);
     cuipc_value *copy = NULL;
     cuipc_status s = cuipc_value_clone_visit(tree, wrap_node, &ww, &copy);
-    if (s == CUIPC_OK && ww.deferred) {
+    if (s == CUIPC_OK && ww.w.held_host + ww.w.held_gpu > 0) {
         ww.buffers_now = true;
         s = cuipc_value_visit(copy, wrap_node, &ww);
-        if (s != CUIPC_OK) {
-            cuipc_error_saved saved;
-            cuipc_error_save(&saved);
+        if (s != CUIPC_OK) { /* the failure path below saves the error and gives back */
             cuipc_value_free(copy);
             copy = NULL;
-            s = CUIPC_FAIL(s, "%s", saved.msg);
         }
     }
     if (s != CUIPC_OK) {
@@ -314,7 +308,6 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         int64_t left = timeout_ns < 0 ? -1 : timeout_ns > spent ? timeout_ns - spent : 0;
         if (cuipc_ring_wait_room(rings[c], len, left) == CUIPC_ERR_TIMEOUT) {
             no_room = true;
-            first_error = CUIPC_ERR_TIMEOUT;
             first_consumer = c;
             cuipc_error_save(&first_msg);
         }
