@@ -169,6 +169,9 @@ typedef cuipc_status (*cuipc_py_wait_fn)(void *ctx, int64_t slice_ns, bool last)
 int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner), const char *what,
                   int64_t timeout_ns, cuipc_py_wait_fn fn, void *ctx, cuipc_status *s);
 #define CUIPC_PY_SLICE_NS 200000000ll
+/* The next slice of a wait with left_ns still to go (< 0: no limit): at most CUIPC_PY_SLICE_NS.
+ * The slice is the wait's last when it is all that is left. */
+int64_t cuipc_py_next_slice(int64_t left_ns);
 /* Between two slices of a wait: the signal handlers run, and a handler that closed the owner
  * ends the wait with Closed. -1: an exception is set. */
 int cuipc_py_between_slices(PyObject *owner, bool (*usable)(PyObject *owner), const char *what);

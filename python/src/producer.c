@@ -271,10 +271,6 @@ static void give_back_wrapped(ProducerObject *self, cuipc_value *wrapped) {
     cuipc_value_free(wrapped);
 }
 
-static int64_t next_slice(int64_t left) {
-    return left < 0 || left > CUIPC_PY_SLICE_NS ? CUIPC_PY_SLICE_NS : left;
-}
-
 /* Wrap (and send, unless wrapped_out asks for the wrapped tree) with both waits cut into slices:
  * for pool room, up to the policy's full_timeout; for room on the consumers' rings, up to ring_ns
  * (< 0: no limit). A wrap that runs out of time took nothing (buffers are taken last, so they
@@ -295,8 +291,8 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
         slice_run r = {.p = self->p,
                        .v = v,
                        .stream = stream,
-                       .pool_ns = next_slice(left[0]),
-                       .ring_ns = next_slice(left[1]),
+                       .pool_ns = cuipc_py_next_slice(left[0]),
+                       .ring_ns = cuipc_py_next_slice(left[1]),
                        .continued = pool_was_full,
                        .send = wrapped_out == NULL,
                        .wrapped = wrapped};

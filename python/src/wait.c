@@ -16,15 +16,18 @@ static int64_t now_ns(void) {
     return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
 }
 
+int64_t cuipc_py_next_slice(int64_t left_ns) {
+    return left_ns < 0 || left_ns > SLICE_NS ? SLICE_NS : left_ns;
+}
+
 int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner), const char *what,
                   int64_t timeout_ns, cuipc_py_wait_fn fn, void *ctx, cuipc_status *s) {
     int64_t start = now_ns();
     for (;;) {
-        int64_t left = timeout_ns < 0 ? SLICE_NS : timeout_ns - (now_ns() - start);
-        if (left < 0)
-            left = 0;
-        int64_t slice = left < SLICE_NS ? left : SLICE_NS;
-        bool last = timeout_ns >= 0 && slice == left;
+        int64_t spent = now_ns() - start;
+        int64_t left = timeout_ns < 0 ? -1 : timeout_ns > spent ? timeout_ns - spent : 0;
+        int64_t slice = cuipc_py_next_slice(left);
+        bool last = left >= 0 && slice == left;
         (*in_calls)++;
         PyThreadState *ts = PyEval_SaveThread();
         *s = fn(ctx, slice, last);
