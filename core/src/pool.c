@@ -31,6 +31,10 @@ typedef struct slot_state {
     uint32_t busy_pos; /* index in busy[] while busy */
     bool busy;
     bool held; /* an application's buffer not yet sent: never reclaimed */
+    /* Consumers of this generation's mask that departed (acked on their behalf) since it began:
+     * a consumer attached in one's place later is another reader, whose ack the chunk's
+     * recycling does not wait for, so a send made after must not reach it. */
+    uint64_t departed;
 } slot_state;
 
 struct cuipc_pool {
@@ -325,6 +329,7 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
     st->busy_pos = p->n_busy;
     p->busy[p->n_busy++] = slot;
     st->held = held;
+    st->departed = 0;
     if (held)
         p->n_held++;
     else
@@ -474,6 +479,14 @@ static slot_state *busy_slot(cuipc_pool *p, uint32_t slot, uint32_t generation) 
     return &p->slots[slot];
 }
 
+uint64_t cuipc_pool_departed(cuipc_pool *p, const cuipc_chunk *c) {
+    pthread_mutex_lock(&p->lock);
+    slot_state *st = busy_slot(p, c->slot, c->generation);
+    uint64_t departed = st ? st->departed : 0;
+    pthread_mutex_unlock(&p->lock);
+    return departed;
+}
+
 cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
     pthread_mutex_lock(&p->lock);
     slot_state *st = busy_slot(p, c->slot, c->generation);
@@ -508,6 +521,7 @@ cuipc_status cuipc_pool_publish_held(cuipc_pool *p, cuipc_chunk *c, uint64_t off
                        (unsigned long long)c->offset, (unsigned long long)c->size);
     if (s == CUIPC_OK) {
         st->held = false;
+        st->departed = 0;
         p->n_held--;
         owe_kick_locked(p);
         /* A new generation: the extent consumers check is the tensor's, the mask the
@@ -547,7 +561,10 @@ void cuipc_pool_consumer_dead(cuipc_pool *p, uint32_t consumer) {
     pthread_mutex_lock(&p->lock);
     /* Ack on behalf of the dead consumer for everything sent to it, then recycle. */
     for (uint32_t i = 0; i < p->n_busy; i++) {
-        if (cuipc_sync_ack_current_on_behalf(p->sync, p->busy[i], consumer))
+        uint32_t slot = p->busy[i];
+        if (cuipc_sync_consumer_mask(p->sync, slot) & (1ull << consumer))
+            p->slots[slot].departed |= 1ull << consumer;
+        if (cuipc_sync_ack_current_on_behalf(p->sync, slot, consumer))
             p->stats.dead_consumer_reclaims++;
     }
     reclaim_locked(p);

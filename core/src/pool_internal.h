@@ -74,6 +74,12 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, cuipc_stream stream,
                                         const cuipc_chunk *c);
 
+/* The consumers of chunk c's mask that departed since its generation began (acked on their
+ * behalf): one attached in such a place since is another reader, not one the chunk waits for.
+ * 0 for a chunk no longer in flight at that generation (its proxy is stale: consumers refuse it).
+ */
+uint64_t cuipc_pool_departed(cuipc_pool *pool, const cuipc_chunk *c);
+
 /* Release on behalf of consumer c for one chunk (it never got the message). */
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,
                                   uint32_t consumer);

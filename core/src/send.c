@@ -104,13 +104,15 @@ static void chunk_list_cancel(const chunk_list *l) {
         cuipc_status_ignore(cuipc_pool_cancel(l->items[i].pool, &l->items[i].chunk));
 }
 
-/* The consumers every chunk waits for (the AND of their sync slots' masks). */
+/* The consumers every chunk waits for: the AND of their sync slots' masks, less those that
+ * departed since (the producer's lock held, so that no consumer departs or attaches meanwhile). */
 static uint64_t chunk_list_mask(const chunk_list *l) {
     uint64_t mask = ~0ull;
     for (uint32_t i = 0; i < l->n; i++) {
         const cuipc_sync_table *sync = cuipc_pool_sync(l->items[i].pool);
         if (l->items[i].chunk.slot < cuipc_sync_table_slots(sync))
-            mask &= cuipc_sync_consumer_mask(sync, l->items[i].chunk.slot);
+            mask &= cuipc_sync_consumer_mask(sync, l->items[i].chunk.slot) &
+                    ~cuipc_pool_departed(l->items[i].pool, &l->items[i].chunk);
     }
     return mask;
 }
@@ -279,14 +281,15 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         while (cuipc_now_ns() < until)
             ;
     }
-    /* Only consumers every chunk waits for get the message: one attached in a place reused
-     * since the wrap would read a chunk whose recycling does not wait for its ack. */
-    uint64_t chunk_mask = chunk_list_mask(&chunks);
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);
     cuipc_producer_reap_rings_locked(p);
     bool closed = p->closed;
-    uint64_t targets = p->live_mask & chunk_mask;
+    /* Only consumers every chunk waits for get the message: one attached in a place reused
+     * since the wrap (a wrapped tree kept across timed-out sends) would read a chunk whose
+     * recycling does not wait for its ack. */
+    uint64_t live = p->live_mask;
+    uint64_t targets = live & chunk_list_mask(&chunks);
     cuipc_ring *rings[CUIPC_MAX_CONSUMERS] = {0};
     for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
         rings[c] = p->conns[c].ring;
@@ -362,6 +365,12 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     pthread_mutex_unlock(&p->lock);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
+    if (!targets && live)
+        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD,
+                          "none of the consumers this message was wrapped for is attached any "
+                          "more (%d attached since, in departed ones' places: wrap the tree "
+                          "again for them); its chunks are given back",
+                          __builtin_popcountll(live));
     if (!targets || died == targets)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
     if (no_room)

@@ -103,9 +103,10 @@ static int verify_message(const cuipc_value *v, uint64_t *seq_out) {
 }
 
 typedef struct consumer_args {
-    int kind;      /* cuipc_unwrap_kind */
-    int expect;    /* messages to expect, -1: until closed */
-    int hold_last; /* keep the last borrowed message unreleased, then sleep (to be killed) */
+    int kind;       /* cuipc_unwrap_kind */
+    int expect;     /* messages to expect, -1: until closed */
+    int hold_last;  /* keep the last borrowed message unreleased, then sleep (to be killed) */
+    uint64_t first; /* the sequence number the first message must carry, 0: any */
 } consumer_args;
 
 static int consumer_main(void *arg) {
@@ -159,6 +160,11 @@ static int consumer_main(void *arg) {
         uint64_t seq = 0;
         if (!verify_message(v, &seq) || (got > 0 && seq != last_seq + 1))
             bad++;
+        if (got == 0 && a->first && seq != a->first) {
+            fprintf(stderr, "consumer %u: first message %llu, not %llu\n", cuipc_consumer_index(c),
+                    (unsigned long long)seq, (unsigned long long)a->first);
+            bad++;
+        }
         if (cuipc_message_stream_ordered(m)) { /* host memory, host targets: ready at once */
             fprintf(stderr, "host message %llu reported as stream-ordered\n",
                     (unsigned long long)seq);
@@ -530,6 +536,60 @@ static void test_consumer_killed(void) {
     CHECK(st.consumers_detached == 1);
     CHECK(st.host_pool.dead_consumer_reclaims >= 1);
     CHECK(st.host_pool.in_flight == 0);
+    cuipc_producer_destroy(p);
+}
+
+/* Attached, then nothing until killed. */
+static int idle_main(void *arg) {
+    (void)arg;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
+        return 10;
+    pause();
+    return 0;
+}
+
+static void wait_for_consumers(cuipc_producer *p, uint32_t n) {
+    uint64_t t0 = now_ns();
+    while (cuipc_producer_consumer_count(p) != n && now_ns() - t0 < 2ull * SEC)
+        usleep(1000);
+    CHECK(cuipc_producer_consumer_count(p) == n);
+}
+
+/* A wrapped tree kept while a consumer dies and another attaches in its place (a send retried
+ * after timeouts does this): the newcomer is not among the chunks' readers, their recycling
+ * does not wait for its ack, so it must not get that message, only the ones after. */
+static void test_kept_message_skips_a_newcomer(void) {
+    make_sock_path();
+    consumer_args stays = {.kind = CUIPC_UNWRAP_BORROW, .expect = 2, .first = 1};
+    consumer_args newcomer = {.kind = CUIPC_UNWRAP_BORROW, .expect = 1, .first = 2};
+    pid_t sp = cuipc_test_fork(consumer_main, &stays);
+    pid_t vp = cuipc_test_fork(idle_main, NULL);
+    cuipc_producer *p = start_producer(2, 256 << 10, CUIPC_FULL_WAIT);
+    void *bufs[3];
+    cuipc_value *v = make_message(1, bufs);
+    cuipc_value *wrapped = NULL;
+    CHECK_OK(cuipc_producer_wrap(p, v, NULL, &wrapped));
+    kill(vp, SIGKILL);
+    CHECK(cuipc_test_wait(vp, 5000) == -SIGKILL);
+    wait_for_consumers(p, 1);
+    pid_t np = cuipc_test_fork(consumer_main, &newcomer);
+    CHECK_OK(cuipc_producer_accept(p, 2, 10 * SEC));
+    CHECK_OK(cuipc_producer_send_wrapped(p, wrapped, 10 * SEC));
+    CHECK_OK(send_seq(p, 2));
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(sp, 20000) == 0);
+    CHECK(cuipc_test_wait(np, 20000) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.messages_sent == 2);
+    CHECK(st.host_pool.in_flight == 0);
+    CHECK(st.host_pool.recycled == st.host_pool.allocs);
+    cuipc_value_free(wrapped);
+    cuipc_value_free(v);
+    for (int i = 0; i < 3; i++)
+        free(bufs[i]);
     cuipc_producer_destroy(p);
 }
 
@@ -1007,6 +1067,7 @@ int main(void) {
     test_buffers();
     test_pool_full_fail();
     test_consumer_killed();
+    test_kept_message_skips_a_newcomer();
     test_forged_proxies();
     test_threads_share_a_consumer();
     test_many_chunks();
