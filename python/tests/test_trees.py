@@ -424,6 +424,19 @@ def test_numpy_is_told_why_a_tensor_has_no_array(pair):
         np.asarray(b)
 
 
+PyBUF_C_CONTIGUOUS = 0x0020 | 0x0010 | 0x0008  # with PyBUF_STRIDES and PyBUF_ND
+PyBUF_F_CONTIGUOUS = 0x0040 | 0x0010 | 0x0008
+
+
+def get_buffer(x, flags):
+    """PyObject_GetBuffer(x, flags), for requests no Python-level reader makes (the view is
+    leaked: these calls are expected to be refused)."""
+    buf = (ctypes.c_char * 128)()  # a Py_buffer's room
+    get = ctypes.pythonapi.PyObject_GetBuffer
+    get.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]
+    return get(x, ctypes.addressof(buf), flags)
+
+
 def test_the_buffer_protocol_answers_what_is_asked(pair):
     """Plain bytes for a simple request (hashlib), the shape for an ND one, and a refusal for
     a Fortran-ordered view of a C-ordered 2-D tensor."""
@@ -436,12 +449,53 @@ def test_the_buffer_protocol_answers_what_is_asked(pair):
         assert hashlib.sha256(x).hexdigest() == hashlib.sha256(a.tobytes()).hexdigest()
         assert memoryview(x).shape == (3, 4) and bytes(x) == a.tobytes()
         assert np.array_equal(np.asarray(x), a)
-        buf = (ctypes.c_char * 128)()  # a Py_buffer's room
-        get = ctypes.pythonapi.PyObject_GetBuffer
-        get.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]
-        PyBUF_F_CONTIGUOUS = 0x0040 | 0x0010 | 0x0008
         with pytest.raises(BufferError, match="not Fortran-contiguous"):
-            get(x, ctypes.addressof(buf), PyBUF_F_CONTIGUOUS)
+            get_buffer(x, PyBUF_F_CONTIGUOUS)
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), the wire header's checksum of the body."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def as_c_producer_transposed(wire):
+    """The wrapped message of a 3x2 int32 tensor made into what a C producer sends for its
+    transposed view (the same six elements, shape 2x3, strides (1, 2)): the Python producer
+    sends contiguous tensors only, a C one may send any strides within the extent."""
+    import struct
+    old, new = struct.pack("<4q", 3, 2, 2, 1), struct.pack("<4q", 2, 3, 1, 2)
+    assert wire.count(old) == 1
+    magic, version, flags, length, crc = struct.unpack_from("<4sHHII", wire)
+    body = wire[16:]
+    assert magic == b"CUIP" and length == len(body) and crc == crc32c(body)
+    body = body.replace(old, new)
+    return struct.pack("<4sHHII", magic, version, flags, length, crc32c(body)) + body
+
+
+@pytest.mark.parametrize("kind", ["copy", "borrow"])
+def test_a_strided_tensor_from_a_c_producer_is_read_by_its_strides(pair, kind):
+    """Readers that ask for strides get the transposed values; one that asks for plain bytes
+    (hashlib) or C order is refused, never handed the memory as if it were row-major."""
+    import hashlib
+    p, c = pair(mode="default")
+    a = np.arange(6, dtype=np.int32).reshape(3, 2)
+    with c.adopt(as_c_producer_transposed(p.wrap({"x": a}))) as m:
+        x = m.unwrap(kind=kind)["x"]
+        assert x.shape == (2, 3) and x.strides == (1, 2)
+        view = memoryview(x)
+        assert view.strides == (4, 8) and view.f_contiguous and not view.c_contiguous
+        assert np.asarray(x).tolist() == a.T.tolist()
+        assert np.from_dlpack(x).tolist() == a.T.tolist()
+        assert bytes(x) == a.T.tobytes()  # bytes() copies in C order through the strides
+        with pytest.raises(BufferError, match="strided: a reader must ask for its strides"):
+            hashlib.sha256(x)
+        with pytest.raises(BufferError, match="not C-contiguous"):
+            get_buffer(x, PyBUF_C_CONTIGUOUS)
 
 
 def test_array_with_a_copy_flag_that_will_not_say_its_truth(pair):
