@@ -479,12 +479,13 @@ static slot_state *busy_slot(cuipc_pool *p, uint32_t slot, uint32_t generation) 
     return &p->slots[slot];
 }
 
-uint64_t cuipc_pool_departed(cuipc_pool *p, const cuipc_chunk *c) {
+bool cuipc_pool_readers(cuipc_pool *p, const cuipc_chunk *c, uint64_t *readers) {
     pthread_mutex_lock(&p->lock);
     slot_state *st = busy_slot(p, c->slot, c->generation);
-    uint64_t departed = st ? st->departed : 0;
+    uint64_t mask = c->slot < p->cfg.slots ? cuipc_sync_consumer_mask(p->sync, c->slot) : 0;
+    *readers = st ? mask & ~st->departed : mask;
     pthread_mutex_unlock(&p->lock);
-    return departed;
+    return st != NULL;
 }
 
 cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {

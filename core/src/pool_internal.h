@@ -74,11 +74,11 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, cuipc_stream stream,
                                         const cuipc_chunk *c);
 
-/* The consumers of chunk c's mask that departed since its generation began (acked on their
- * behalf): one attached in such a place since is another reader, not one the chunk waits for.
- * 0 for a chunk no longer in flight at that generation (its proxy is stale: consumers refuse it).
- */
-uint64_t cuipc_pool_departed(cuipc_pool *pool, const cuipc_chunk *c);
+/* Whether chunk c is in flight at its generation, and its readers: the consumers of its mask
+ * less those that departed since the generation began (acked on their behalf; one attached in
+ * such a place since is another reader, whose ack the chunk's recycling does not wait for).
+ * For a chunk no longer in flight, *readers is its slot's mask now. */
+bool cuipc_pool_readers(cuipc_pool *pool, const cuipc_chunk *c, uint64_t *readers);
 
 /* Release on behalf of consumer c for one chunk (it never got the message). */
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,

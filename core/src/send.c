@@ -104,15 +104,18 @@ static void chunk_list_cancel(const chunk_list *l) {
         cuipc_status_ignore(cuipc_pool_cancel(l->items[i].pool, &l->items[i].chunk));
 }
 
-/* The consumers every chunk waits for: the AND of their sync slots' masks, less those that
- * departed since (the producer's lock held, so that no consumer departs or attaches meanwhile). */
-static uint64_t chunk_list_mask(const chunk_list *l) {
+/* The consumers every chunk waits for: the AND of their readers (the producer's lock held, so
+ * that no consumer departs or attaches meanwhile). *stale: the first chunk no longer in flight
+ * at its generation (released by every consumer it went to, given back, or recycled once every
+ * consumer it was wrapped for departed), NULL if none. */
+static uint64_t chunk_list_readers(const chunk_list *l, const chunk_ref **stale) {
     uint64_t mask = ~0ull;
+    *stale = NULL;
     for (uint32_t i = 0; i < l->n; i++) {
-        const cuipc_sync_table *sync = cuipc_pool_sync(l->items[i].pool);
-        if (l->items[i].chunk.slot < cuipc_sync_table_slots(sync))
-            mask &= cuipc_sync_consumer_mask(sync, l->items[i].chunk.slot) &
-                    ~cuipc_pool_departed(l->items[i].pool, &l->items[i].chunk);
+        uint64_t readers;
+        if (!cuipc_pool_readers(l->items[i].pool, &l->items[i].chunk, &readers) && !*stale)
+            *stale = &l->items[i];
+        mask &= readers;
     }
     return mask;
 }
@@ -165,6 +168,15 @@ static cuipc_status count_buffers(cuipc_value *node, void *arg) {
     else if (pool)
         w->held_gpu++;
     return CUIPC_OK;
+}
+
+uint32_t cuipc_producer_buffer_count(cuipc_producer *p, const cuipc_value *tree) {
+    if (!p || !tree)
+        return 0;
+    cuipc_wrap_ctx w = {.p = p};
+    /* count_buffers never fails: the walk only reads the tree. */
+    cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &w));
+    return w.held_host + w.held_gpu;
 }
 
 cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
@@ -288,8 +300,14 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     /* Only consumers every chunk waits for get the message: one attached in a place reused
      * since the wrap (a wrapped tree kept across timed-out sends) would read a chunk whose
      * recycling does not wait for its ack. */
-    uint64_t live = p->live_mask;
-    uint64_t targets = live & chunk_list_mask(&chunks);
+    const chunk_ref *stale;
+    uint64_t targets = p->live_mask & chunk_list_readers(&chunks, &stale);
+    /* A chunk no longer in flight: its slot may be another message's now. Refused, the tree left
+     * whole, unless a fault is being injected on purpose (consumers must refuse it). */
+    bool refused_stale = stale && !p->cfg.debug_send_stale;
+    chunk_ref stale_ref = stale ? *stale : (chunk_ref){0};
+    if (refused_stale)
+        targets = 0;
     cuipc_ring *rings[CUIPC_MAX_CONSUMERS] = {0};
     for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
         rings[c] = p->conns[c].ring;
@@ -354,8 +372,9 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         cuipc_pool_kick_recycler(p->gpu_pool);
 
     /* Every consumer a chunk waits for but that did not get this message is acked for; out of
-     * room, nobody got it and the wrapped tree stays whole, to be sent again or cancelled. */
-    if (!no_room)
+     * room or stale, nobody got it and the wrapped tree stays whole, to be sent again or
+     * cancelled. */
+    if (!no_room && !refused_stale)
         chunk_list_release(&chunks, ~delivered);
     chunk_list_free(&chunks);
 
@@ -365,14 +384,26 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     pthread_mutex_unlock(&p->lock);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
-    if (!targets && live)
-        return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD,
-                          "none of the consumers this message was wrapped for is attached any "
-                          "more (%d attached since, in departed ones' places: wrap the tree "
-                          "again for them); its chunks are given back",
-                          __builtin_popcountll(live));
-    if (!targets || died == targets)
+    if (refused_stale)
+        return CUIPC_FAIL(CUIPC_ERR_STALE,
+                          "the wrapped tree's chunk (slot %u, generation %u, %llu bytes) is no "
+                          "longer in flight: released by the consumers it went to, given back, "
+                          "or recycled once every consumer it was wrapped for departed. Sent to "
+                          "no consumer (the wrapped tree is whole: cancel it and wrap the tree "
+                          "again)",
+                          stale_ref.chunk.slot, stale_ref.chunk.generation,
+                          (unsigned long long)stale_ref.chunk.size);
+    if (!targets || died == targets) {
+        /* Consumers attached since the wrap, in departed ones' places or new ones. */
+        uint32_t others = cuipc_producer_consumer_count(p);
+        if (others)
+            return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD,
+                              "every consumer this message was wrapped for departed before it "
+                              "reached one (%u other consumer(s) attached: wrap the tree again "
+                              "for them); its chunks are given back",
+                              others);
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
+    }
     if (no_room)
         return CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
                           "consumer %u: no room on its ring for %zu bytes within %lld ms (%s): "
@@ -386,17 +417,30 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     return CUIPC_OK;
 }
 
+bool cuipc_producer_may_wrap_again(cuipc_producer *p, cuipc_status s, bool had_buffers) {
+    return p && !had_buffers && (s == CUIPC_ERR_STALE || s == CUIPC_ERR_PEER_DEAD) &&
+           cuipc_producer_consumer_count(p) > 0;
+}
+
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns) {
-    cuipc_value *wrapped = NULL;
-    CUIPC_TRY(cuipc_producer_wrap(p, tree, stream, &wrapped));
-    cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, timeout_ns);
-    if (s == CUIPC_ERR_TIMEOUT) { /* sent to nobody, its chunks kept: given back here */
-        cuipc_error_saved saved;
-        cuipc_error_save(&saved);
-        cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
-        s = CUIPC_FAIL(s, "%s", saved.msg);
+    bool had_buffers = cuipc_producer_buffer_count(p, tree) > 0;
+    uint64_t start = cuipc_now_ns();
+    /* Each try past the first needs every consumer of the one before to have departed. */
+    for (uint32_t tries = 0;; tries++) {
+        cuipc_value *wrapped = NULL;
+        CUIPC_TRY(cuipc_producer_wrap(p, tree, stream, &wrapped));
+        int64_t spent = (int64_t)(cuipc_now_ns() - start);
+        int64_t left = timeout_ns < 0 ? -1 : timeout_ns > spent ? timeout_ns - spent : 0;
+        cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, left);
+        if (s == CUIPC_ERR_TIMEOUT || s == CUIPC_ERR_STALE) { /* sent to nobody, chunks kept */
+            cuipc_error_saved saved;
+            cuipc_error_save(&saved);
+            cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
+            s = CUIPC_FAIL(s, "%s", saved.msg);
+        }
+        cuipc_value_free(wrapped);
+        if (tries >= CUIPC_MAX_CONSUMERS || !cuipc_producer_may_wrap_again(p, s, had_buffers))
+            return s;
     }
-    cuipc_value_free(wrapped);
-    return s;
 }

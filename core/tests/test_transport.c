@@ -188,8 +188,9 @@ static int consumer_main(void *arg) {
     return bad ? 14 : 0;
 }
 
-static cuipc_producer *start_producer(uint32_t consumers, uint64_t pool_bytes,
-                                      cuipc_full_policy policy) {
+/* A producer for up to `consumers`, none attached yet. */
+static cuipc_producer *make_producer(uint32_t consumers, uint64_t pool_bytes,
+                                     cuipc_full_policy policy) {
     cuipc_producer_config cfg;
     cuipc_producer_config_init(&cfg);
     cfg.mode = CUIPC_MODE_DEFAULT;
@@ -201,6 +202,12 @@ static cuipc_producer *start_producer(uint32_t consumers, uint64_t pool_bytes,
     cfg.ring_bytes = 1 << 16;
     cuipc_producer *p = NULL;
     REQUIRE(cuipc_producer_create(&cfg, &p) == CUIPC_OK);
+    return p;
+}
+
+static cuipc_producer *start_producer(uint32_t consumers, uint64_t pool_bytes,
+                                      cuipc_full_policy policy) {
+    cuipc_producer *p = make_producer(consumers, pool_bytes, policy);
     REQUIRE(cuipc_producer_accept(p, consumers, 10 * SEC) == CUIPC_OK);
     return p;
 }
@@ -551,9 +558,50 @@ static int idle_main(void *arg) {
 
 static void wait_for_consumers(cuipc_producer *p, uint32_t n) {
     uint64_t t0 = now_ns();
-    while (cuipc_producer_consumer_count(p) != n && now_ns() - t0 < 2ull * SEC)
+    while (cuipc_producer_consumer_count(p) != n && now_ns() - t0 < 10ull * SEC)
         usleep(1000);
     CHECK(cuipc_producer_consumer_count(p) == n);
+}
+
+/* Message 1, wrapped and kept (not sent yet), and what it was made from. */
+typedef struct kept_message {
+    void *bufs[3];
+    cuipc_value *v, *wrapped;
+} kept_message;
+
+static void keep_wrapped(cuipc_producer *p, kept_message *k) {
+    k->v = make_message(1, k->bufs);
+    k->wrapped = NULL;
+    CHECK_OK(cuipc_producer_wrap(p, k->v, NULL, &k->wrapped));
+}
+
+static void free_kept(kept_message *k) {
+    cuipc_value_free(k->wrapped);
+    cuipc_value_free(k->v);
+    for (int i = 0; i < 3; i++)
+        free(k->bufs[i]);
+}
+
+/* The consumer in process victim is killed; once `left` consumers remain, a newcomer attaches
+ * in its place (the producer then has `places` attached). The newcomer's pid. */
+static pid_t replace_consumer(cuipc_producer *p, pid_t victim, uint32_t left, uint32_t places,
+                              consumer_args *newcomer) {
+    kill(victim, SIGKILL);
+    CHECK(cuipc_test_wait(victim, 5000) == -SIGKILL);
+    wait_for_consumers(p, left);
+    pid_t np = cuipc_test_fork(consumer_main, newcomer);
+    CHECK_OK(cuipc_producer_accept(p, places, 10 * SEC));
+    return np;
+}
+
+/* After the close: every chunk came back, and `sent` messages went out. */
+static void check_all_recycled(cuipc_producer *p, uint64_t sent) {
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.messages_sent == sent);
+    CHECK(st.host_pool.in_flight == 0);
+    CHECK(st.host_pool.recycled == st.host_pool.allocs);
 }
 
 /* A wrapped tree kept while a consumer dies and another attaches in its place (a send retried
@@ -566,30 +614,110 @@ static void test_kept_message_skips_a_newcomer(void) {
     pid_t sp = cuipc_test_fork(consumer_main, &stays);
     pid_t vp = cuipc_test_fork(idle_main, NULL);
     cuipc_producer *p = start_producer(2, 256 << 10, CUIPC_FULL_WAIT);
-    void *bufs[3];
-    cuipc_value *v = make_message(1, bufs);
-    cuipc_value *wrapped = NULL;
-    CHECK_OK(cuipc_producer_wrap(p, v, NULL, &wrapped));
-    kill(vp, SIGKILL);
-    CHECK(cuipc_test_wait(vp, 5000) == -SIGKILL);
-    wait_for_consumers(p, 1);
-    pid_t np = cuipc_test_fork(consumer_main, &newcomer);
-    CHECK_OK(cuipc_producer_accept(p, 2, 10 * SEC));
-    CHECK_OK(cuipc_producer_send_wrapped(p, wrapped, 10 * SEC));
+    kept_message k;
+    keep_wrapped(p, &k);
+    pid_t np = replace_consumer(p, vp, 1, 2, &newcomer);
+    CHECK_OK(cuipc_producer_send_wrapped(p, k.wrapped, 10 * SEC));
     CHECK_OK(send_seq(p, 2));
     cuipc_producer_close(p);
     CHECK(cuipc_test_wait(sp, 20000) == 0);
     CHECK(cuipc_test_wait(np, 20000) == 0);
-    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
-    cuipc_producer_stats st;
-    cuipc_producer_stats_get(p, &st);
-    CHECK(st.messages_sent == 2);
-    CHECK(st.host_pool.in_flight == 0);
-    CHECK(st.host_pool.recycled == st.host_pool.allocs);
-    cuipc_value_free(wrapped);
+    check_all_recycled(p, 2);
+    free_kept(&k);
+    cuipc_producer_destroy(p);
+}
+
+/* Every consumer a kept tree was wrapped for dies (a producer whose only worker restarts): its
+ * chunks are recycled with them, so sending it is refused as stale, nothing reaches the
+ * newcomer, the tree is given back whole, and the newcomer gets the next message. */
+static void test_kept_message_of_departed_consumers_is_stale(void) {
+    make_sock_path();
+    consumer_args newcomer = {.kind = CUIPC_UNWRAP_BORROW, .expect = 1, .first = 2};
+    pid_t vp = cuipc_test_fork(idle_main, NULL);
+    cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_WAIT);
+    kept_message k;
+    keep_wrapped(p, &k);
+    pid_t np = replace_consumer(p, vp, 0, 1, &newcomer);
+    CHECK_STATUS(cuipc_producer_send_wrapped(p, k.wrapped, 10 * SEC), CUIPC_ERR_STALE);
+    CHECK(strstr(cuipc_last_error(), "no longer in flight") != NULL);
+    CHECK_OK(cuipc_producer_cancel_wrapped(p, k.wrapped));
+    CHECK_OK(send_seq(p, 2));
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(np, 20000) == 0);
+    check_all_recycled(p, 1);
+    free_kept(&k);
+    cuipc_producer_destroy(p);
+}
+
+/* A wrapped tree sent, released by its consumer and recycled, then sent again: refused as
+ * stale at the producer (its slot may be another message's), not put on the ring. */
+static void test_sending_a_released_message_again_is_stale(void) {
+    make_sock_path();
+    consumer_args one = {.kind = CUIPC_UNWRAP_COPY, .expect = -1, .first = 1};
+    pid_t cp = cuipc_test_fork(consumer_main, &one);
+    cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_WAIT);
+    kept_message k;
+    keep_wrapped(p, &k);
+    CHECK_OK(cuipc_producer_send_wrapped(p, k.wrapped, 10 * SEC));
+    CHECK_OK(cuipc_producer_drain(p, 10 * SEC));
+    CHECK_STATUS(cuipc_producer_send_wrapped(p, k.wrapped, 10 * SEC), CUIPC_ERR_STALE);
+    CHECK_OK(cuipc_producer_cancel_wrapped(p, k.wrapped)); /* nothing of it is left to give back */
+    CHECK_OK(send_seq(p, 2));                              /* the consumer checks it follows 1 */
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(cp, 20000) == 0);
+    check_all_recycled(p, 2);
+    free_kept(&k);
+    cuipc_producer_destroy(p);
+}
+
+typedef struct late_send {
+    cuipc_producer *p;
+    cuipc_status s;
+    char error[512];
+} late_send;
+
+static void *late_send_main(void *arg) {
+    late_send *l = arg;
+    void *bufs[3];
+    cuipc_value *v = make_message(7, bufs);
+    static char pad[4001]; /* as large as the messages that filled the ring */
+    memset(pad, 'x', sizeof pad - 1);
+    CHECK_OK(cuipc_dict_set(v, "pad", cuipc_value_string(pad)));
+    l->s = cuipc_producer_send(l->p, v, NULL, 20 * SEC);
+    snprintf(l->error, sizeof l->error, "%s", l->s == CUIPC_OK ? "" : cuipc_last_error());
     cuipc_value_free(v);
     for (int i = 0; i < 3; i++)
         free(bufs[i]);
+    return NULL;
+}
+
+/* A send waits for room on its only consumer's full ring; that consumer is killed and another
+ * attaches (a worker restarted): the send is wrapped again for the newcomer, which gets it. */
+static void test_send_goes_to_the_consumer_that_replaced_its_own(void) {
+    make_sock_path();
+    pid_t stuck = cuipc_test_fork(idle_main, NULL); /* attached, reads nothing */
+    cuipc_producer *p = make_producer(2, 256 << 10, CUIPC_FULL_WAIT);
+    REQUIRE(cuipc_producer_accept(p, 1, 10 * SEC) == CUIPC_OK);
+    int64_t seq = 1;
+    while (send_padded(p, seq, SEC / 20) == CUIPC_OK && seq < 100)
+        seq++;
+    CHECK(seq < 100); /* its ring is full */
+    late_send l = {.p = p};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, late_send_main, &l) == 0);
+    usleep(200 * 1000); /* the send is waiting for room */
+    consumer_args newcomer = {.kind = CUIPC_UNWRAP_COPY, .expect = 1, .first = 7};
+    pid_t np = cuipc_test_fork(consumer_main, &newcomer);
+    CHECK_OK(cuipc_producer_accept(p, 2, 10 * SEC));
+    kill(stuck, SIGKILL);
+    CHECK(cuipc_test_wait(stuck, 5000) == -SIGKILL);
+    pthread_join(t, NULL);
+    CHECK(l.s == CUIPC_OK);
+    if (l.s != CUIPC_OK)
+        fprintf(stderr, "late send: %s\n", l.error);
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(np, 20000) == 0);
+    check_all_recycled(p, (uint64_t)seq); /* the padded ones that went, and the late one */
     cuipc_producer_destroy(p);
 }
 
@@ -1068,10 +1196,13 @@ int main(void) {
     test_pool_full_fail();
     test_consumer_killed();
     test_kept_message_skips_a_newcomer();
+    test_kept_message_of_departed_consumers_is_stale();
+    test_sending_a_released_message_again_is_stale();
     test_forged_proxies();
     test_threads_share_a_consumer();
     test_many_chunks();
     test_send_is_all_or_nothing();
+    test_send_goes_to_the_consumer_that_replaced_its_own();
     test_wait_in_slices();
     test_own_buffer_does_not_make_a_wait();
     return cuipc_test_finish("test_transport");

@@ -184,12 +184,14 @@ static const cuipc_fault_def faults[] = {
                                    .actor = CUIPC_FAULT_BY_PRODUCER,
                                    .survivable = true,
                                    .refused = true,
+                                   .resends = true,
                                    .producer_send = keep_at_message_send,
                                    .producer_after = stale_release_after},
     [CUIPC_FAULT_DUPLICATE_RELEASE] = {.name = "duplicate_release",
                                        .actor = CUIPC_FAULT_BY_PRODUCER,
                                        .survivable = true,
                                        .refused = true,
+                                       .resends = true,
                                        .producer_send = keep_at_message_send,
                                        .producer_after = duplicate_release_after,
                                        .consumer_released = duplicate_release_released},
@@ -217,6 +219,10 @@ static const cuipc_fault_def *fault_of(const cuipc_scenario *s) {
 
 bool cuipc_fault_refusal_expected(const cuipc_scenario *s) {
     return fault_of(s)->refused;
+}
+
+bool cuipc_fault_resends(const cuipc_scenario *s) {
+    return fault_of(s)->resends;
 }
 
 bool cuipc_fault_kills_producer(const cuipc_scenario *s) {

@@ -51,6 +51,9 @@ typedef struct cuipc_fault_def {
     bool survivable;
     /* Consumers refuse the faulty message (stale, duplicate, unknown pool): not an error. */
     bool refused;
+    /* The producer sends a message again after it went out, stale by then or soon: its
+     * transport is told to let it through (debug_send_stale). */
+    bool resends;
 
     /* Hooks; NULL where the fault does nothing at that point. */
     /* Producer, before it makes message seq. */
@@ -75,6 +78,9 @@ const cuipc_fault_def *cuipc_fault_def_of(cuipc_fault_kind k);
 
 /* Consumer refusals of the scenario's faulty message are part of the run, not errors. */
 bool cuipc_fault_refusal_expected(const cuipc_scenario *s);
+
+/* The scenario's producer sends a message again after it went out (the fault's row says so). */
+bool cuipc_fault_resends(const cuipc_scenario *s);
 
 /* The scenario kills its producer, or consumer i, on purpose (survivably or not). */
 bool cuipc_fault_kills_producer(const cuipc_scenario *s);

@@ -322,6 +322,7 @@ static cuipc_status create_producer(producer_state *ps) {
     cfg.full_timeout_ns = s->pool.full_timeout_ns;
     cfg.socket_path = ps->a->socket_path;
     cfg.debug_keep_departed_rings = s->leak.inject_keep_departed_rings;
+    cfg.debug_send_stale = cuipc_fault_resends(s);
     return cuipc_producer_create(&cfg, &ps->p);
 }
 

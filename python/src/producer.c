@@ -221,8 +221,10 @@ static cuipc_status send_timed(cuipc_producer *p, const cuipc_value *v, cuipc_st
     *wrapped_at = mono_ns();
     if (s == CUIPC_OK)
         s = cuipc_producer_send_wrapped(p, wrapped, timeout_ns);
-    *may_have_reached = wrapped && s != CUIPC_ERR_TIMEOUT;
-    if (s == CUIPC_ERR_TIMEOUT && wrapped) /* sent to nobody, its chunks kept: given back */
+    /* Out of room or stale: sent to nobody, its chunks kept: given back. */
+    bool whole = s == CUIPC_ERR_TIMEOUT || s == CUIPC_ERR_STALE;
+    *may_have_reached = wrapped && !whole;
+    if (whole && wrapped)
         cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
     cuipc_value_free(wrapped);
     *done_at = mono_ns();
@@ -239,11 +241,14 @@ typedef struct slice_run {
     int64_t pool_ns, ring_ns;
     bool continued, last; /* of the wait for pool room: see cuipc_wait_slice */
     bool send, in_ring;
+    bool had_buffers; /* the tree has pool buffers (a wrap publishes them: never wrapped twice) */
+    bool rewrap;      /* every consumer it was wrapped for departed: wrap it again */
     cuipc_value *wrapped; /* made by an earlier slice or this one; NULL once sent or failed */
 } slice_run;
 
 static cuipc_status run_slice(slice_run *r) {
     r->in_ring = false;
+    r->rewrap = false;
     cuipc_status s = CUIPC_OK;
     if (!r->wrapped) {
         cuipc_wait_slice slice = {
@@ -254,8 +259,14 @@ static cuipc_status run_slice(slice_run *r) {
         return s;
     r->in_ring = true;
     /* Out of ring room the wrapped tree stays whole (its chunks and buffers still taken): the
-     * next slice sends it as it is. Otherwise it is done with. */
+     * next slice sends it as it is. Stale (every consumer it was wrapped for departed while it
+     * waited, and its chunks went back with them), it is whole too, and given back. A send that
+     * reached nobody because its consumers departed is wrapped again for those attached now, as
+     * cuipc_producer_send does. Otherwise it is done with. */
     s = cuipc_producer_send_wrapped(r->p, r->wrapped, r->ring_ns);
+    if (s == CUIPC_ERR_STALE)
+        cuipc_status_ignore(cuipc_producer_cancel_wrapped(r->p, r->wrapped));
+    r->rewrap = cuipc_producer_may_wrap_again(r->p, s, r->had_buffers);
     if (s != CUIPC_ERR_TIMEOUT) {
         cuipc_value_free(r->wrapped);
         r->wrapped = NULL;
@@ -287,6 +298,8 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
     int64_t left[2] = {whole[0], whole[1]};
     bool pool_was_full = false;
     cuipc_value *wrapped = NULL; /* kept from a slice whose send ran out of ring room */
+    bool had_buffers = cuipc_producer_buffer_count(self->p, v) > 0;
+    uint32_t rewraps = 0; /* each needs every consumer of the wrap before to have departed */
     for (;;) {
         slice_run r = {.p = self->p,
                        .v = v,
@@ -295,13 +308,20 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
                        .ring_ns = cuipc_py_next_slice(left[1]),
                        .continued = pool_was_full,
                        .send = wrapped_out == NULL,
+                       .had_buffers = had_buffers,
                        .wrapped = wrapped};
         r.last = left[0] >= 0 && r.pool_ns == left[0];
         CUIPC_PY_CALL(self, *s, run_slice(&r));
         wrapped = r.wrapped;
+        if (r.rewrap && rewraps++ < CUIPC_MAX_CONSUMERS) { /* the wait goes on, budgets kept */
+            if (cuipc_py_between_slices((PyObject *)self, producer_usable, "send") < 0)
+                return -1;
+            continue;
+        }
         if (*s != CUIPC_ERR_TIMEOUT) {
-            /* A send that failed after room was found may have reached some consumers. */
-            *may_have_reached = r.in_ring;
+            /* A send that failed after room was found may have reached some consumers (a stale
+             * one reached none). */
+            *may_have_reached = r.in_ring && *s != CUIPC_ERR_STALE;
             if (wrapped_out)
                 *wrapped_out = wrapped;
             return 0;

@@ -1,5 +1,7 @@
 """Every error class: each status maps to its class, carrying the library's message; each one the
 API can meet without a GPU is provoked for real; bad input from Python is a clear error."""
+import time
+
 import numpy as np
 import pytest
 
@@ -136,11 +138,7 @@ def test_a_send_stopped_on_a_full_ring_reached_no_consumer(pair, usr1):
     handler, and sent again later it arrives once, after the ones before it."""
     p, c = pair(ring_bytes=4096)
     pad = "x" * 900
-    sent = 0
-    with pytest.raises(cuipc.Timeout, match=r"no room on its ring .*sent to no consumer"):
-        while sent < 50:
-            p.send({"seq": sent, "pad": pad}, timeout=0.05)
-            sent += 1
+    sent = fill_ring(p, pad)
     assert 2 <= sent < 50
     usr1(stop)
     with pytest.raises(Stop):
@@ -151,6 +149,82 @@ def test_a_send_stopped_on_a_full_ring_reached_no_consumer(pair, usr1):
     assert got == list(range(sent + 1))
     with pytest.raises(cuipc.Timeout):
         c.recv(timeout=0.1)  # and nothing more: no copy of a stopped send
+
+
+def fill_ring(p, pad):
+    """Sends until the only reader's 4 KiB ring is full (it reads nothing); how many went."""
+    sent = 0
+    with pytest.raises(cuipc.Timeout, match=r"no room on its ring .*sent to no consumer"):
+        while sent < 50:
+            p.send({"seq": sent, "pad": pad}, timeout=0.05)
+            sent += 1
+    return sent
+
+
+def send_while_its_consumer_is_replaced(pair, tree_of):
+    """A send waits for room on its only consumer's full ring; another consumer attaches and
+    the first leaves (its chunks go back with it). The send's outcome ("sent" or the error)
+    and the newcomer."""
+    import threading
+    p, c = pair(ring_bytes=4096, max_consumers=2)
+    pad = "x" * 900
+    fill_ring(p, pad)
+    box = {}
+    tree = tree_of(p, pad)
+
+    def late_send():
+        try:
+            p.send(tree, timeout=10)
+            box["r"] = "sent"
+        except cuipc.Error as e:
+            box["r"] = e
+
+    sender = threading.Thread(target=late_send)
+    sender.start()
+    time.sleep(0.5)  # two slices of its wait for ring room
+    accepting = threading.Thread(target=lambda: box.setdefault("n", p.accept(2, timeout=10)))
+    accepting.start()
+    newcomer = cuipc.Consumer(p.socket_path, timeout=10)
+    accepting.join(10)
+    c.close()
+    sender.join(15)
+    return p, box["r"], newcomer
+
+
+def test_a_waiting_send_whose_consumers_left_goes_to_those_attached_now(pair):
+    """The message, kept wrapped for the consumer that left, is wrapped again for the one
+    attached now, which gets it once, with its tensor."""
+    p, outcome, newcomer = send_while_its_consumer_is_replaced(
+        pair, lambda p, pad: {"seq": "late", "x": np.full(64, 5, np.int32), "pad": pad})
+    assert outcome == "sent"
+    with newcomer.recv(timeout=5) as m:
+        t = m.unwrap()
+        assert t["seq"] == "late" and np.asarray(t["x"]).tolist() == [5] * 64
+    with pytest.raises(cuipc.Timeout):
+        newcomer.recv(timeout=0.2)  # once
+    newcomer.close()
+    p.drain(timeout=5)
+    pool = p.stats()["host_pool"]
+    assert pool["in_flight"] == 0 and pool["recycled"] == pool["allocs"]
+
+
+def test_a_waiting_send_with_a_pool_buffer_is_not_wrapped_twice(pair):
+    """With a pool buffer in it the message cannot be wrapped again (its wrap published the
+    buffer, which went back with the departed consumer): PeerDead or Stale says why, and the
+    newcomer gets nothing."""
+    def tree(p, pad):
+        buf = p.buffer(256)
+        np.asarray(buf)[:] = 3
+        return {"seq": "late", "b": buf, "pad": pad}
+
+    p, outcome, newcomer = send_while_its_consumer_is_replaced(pair, tree)
+    assert isinstance(outcome, (cuipc.PeerDead, cuipc.Stale)), outcome
+    assert "departed" in str(outcome) or "no longer in flight" in str(outcome)
+    with pytest.raises(cuipc.Timeout):
+        newcomer.recv(timeout=0.2)
+    newcomer.close()
+    p.drain(timeout=5)
+    assert p.stats()["host_pool"]["in_flight"] == 0
 
 
 def test_a_pool_buffer_survives_the_slices_of_a_wait(pair):

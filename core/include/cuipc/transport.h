@@ -50,6 +50,10 @@ typedef struct cuipc_producer_config {
     /* Positive controls of leak checks only: keep every departed consumer's ring until
      * destroy (one ring_bytes memfd and fd each), as if they leaked. */
     bool debug_keep_departed_rings;
+    /* Fault injection only: cuipc_producer_send_wrapped delivers a wrapped tree whose chunks are
+     * no longer in flight (released, given back) instead of refusing it with CUIPC_ERR_STALE,
+     * so that the consumers' refusal of stale and duplicate proxies can be tested. */
+    bool debug_send_stale;
 } cuipc_producer_config;
 
 #define CUIPC_RING_BYTES_MIN 4096ull
@@ -95,10 +99,14 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
 
 /* Encode a wrapped tree and put it on every live consumer's ring (waits up to timeout_ns for
  * ring space, < 0: no limit). A consumer that died is skipped and its chunks are reclaimed.
+ * It goes only to consumers the tree was wrapped for: one attached since in a departed one's
+ * place is not sent it (its chunks do not wait for that consumer's release).
  * Room is found on every ring before the message goes on any: CUIPC_ERR_TIMEOUT means no
  * consumer got it and the wrapped tree is left whole, its chunks (and buffers) still taken: send
- * it again, or give them back with cuipc_producer_cancel_wrapped. After other failures the
- * chunks are given back for every consumer that did not get the message. */
+ * it again, or give them back with cuipc_producer_cancel_wrapped. CUIPC_ERR_STALE (a chunk of
+ * the tree is no longer in flight: sent and released already, given back, or recycled once every
+ * consumer it was wrapped for departed) also leaves it whole and sent to nobody: cancel it. After
+ * other failures the chunks are given back for every consumer that did not get the message. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
@@ -129,10 +137,23 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
 
 /* wrap + send_wrapped; on failure nothing stays allocated (a timed-out send's chunks and the
- * buffers it took are given back). */
+ * buffers it took are given back). A send that reached no consumer because every consumer it
+ * was wrapped for departed meanwhile (a worker restarted while the send waited for room on its
+ * ring) is wrapped again for the consumers attached now, within the same timeout_ns, unless the
+ * tree has pool buffers (cuipc_producer_may_wrap_again). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
+
+/* Whether a tree whose wrapped form was sent with status s may be wrapped and sent again: s says
+ * it reached no consumer because every consumer it was wrapped for departed (CUIPC_ERR_STALE or
+ * CUIPC_ERR_PEER_DEAD from cuipc_producer_send_wrapped), and another consumer is attached now.
+ * had_buffers: the tree had tensors in pool buffers before its first wrap
+ * (cuipc_producer_buffer_count): a wrap publishes them, so they cannot be wrapped twice. */
+bool cuipc_producer_may_wrap_again(cuipc_producer *p, cuipc_status s, bool had_buffers);
+
+/* How many of tree's tensors lie in this producer's pool buffers not yet sent. */
+uint32_t cuipc_producer_buffer_count(cuipc_producer *p, const cuipc_value *tree);
 
 /* Zero-copy produce: a buffer inside the producer's pool for the application to fill itself
  * (its kernels write their output there), then send as a tensor like any other. The send only
