@@ -488,7 +488,11 @@ bool cuipc_pool_readers(cuipc_pool *p, const cuipc_chunk *c, uint64_t *readers) 
     return st != NULL;
 }
 
-cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
+/* Acked for every consumer, so that the table agrees the slot is done, and freed now, or (a CUDA
+ * pool's chunk whose ready word the GPU has not written, when after_gpu) by the recycler once
+ * the GPU has written it: the copy queued before that word cannot land in memory given to
+ * another message. */
+static cuipc_status give_back(cuipc_pool *p, const cuipc_chunk *c, bool after_gpu) {
     pthread_mutex_lock(&p->lock);
     slot_state *st = busy_slot(p, c->slot, c->generation);
     if (!st) {
@@ -496,13 +500,21 @@ cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
         return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u generation %u is not in flight", c->slot,
                           c->generation);
     }
-    /* Ack for every consumer so the table agrees the slot is free, then free it now. */
     cuipc_sync_ack_all(p->sync, c->slot, c->generation);
-    free_busy_locked(p, st->busy_pos);
+    if (!after_gpu || st->held || gpu_writes_done(p, c->slot))
+        free_busy_locked(p, st->busy_pos);
     p->stats.cancelled++;
     pthread_mutex_unlock(&p->lock);
     cuipc_sync_wake(p->sync); /* room for an allocation waiting (a freed buffer, mostly) */
     return CUIPC_OK;
+}
+
+cuipc_status cuipc_pool_cancel(cuipc_pool *p, const cuipc_chunk *c) {
+    return give_back(p, c, false);
+}
+
+cuipc_status cuipc_pool_give_back(cuipc_pool *p, const cuipc_chunk *c) {
+    return give_back(p, c, true);
 }
 
 cuipc_status cuipc_pool_publish_held(cuipc_pool *p, cuipc_chunk *c, uint64_t offset, uint64_t size,

@@ -80,6 +80,14 @@ cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, cuipc_stream stream,
  * For a chunk no longer in flight, *readers is its slot's mask now. */
 bool cuipc_pool_readers(cuipc_pool *pool, const cuipc_chunk *c, uint64_t *readers);
 
+/* Give back a chunk of a wrapped tree that reached no consumer: as cuipc_pool_cancel, but a
+ * CUDA pool's chunk whose ready word the GPU has not written yet is freed by the recycler once
+ * it has, so the copy queued into it cannot land in memory given to another message. Only for a
+ * chunk whose ready word is queued (a wrap that succeeded); a failed wrap syncs its stream and
+ * cancels. */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_pool_give_back(cuipc_pool *pool, const cuipc_chunk *c);
+
 /* Release on behalf of consumer c for one chunk (it never got the message). */
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,
                                   uint32_t consumer);

@@ -245,12 +245,12 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
     return CUIPC_OK;
 }
 
-/* Give back the chunk of one proxy node. */
+/* Give back the chunk of one proxy node (once the GPU's writes into it are done). */
 static cuipc_status cancel_node(cuipc_value *node, void *ctx) {
     const cuipc_proxy *x = cuipc_value_as_proxy(node);
     chunk_ref r;
     if (x && chunk_of(ctx, x, &r)) /* STALE only for a chunk no longer in flight */
-        cuipc_status_ignore(cuipc_pool_cancel(r.pool, &r.chunk));
+        cuipc_status_ignore(cuipc_pool_give_back(r.pool, &r.chunk));
     return CUIPC_OK;
 }
 
@@ -387,10 +387,9 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (refused_stale)
         return CUIPC_FAIL(CUIPC_ERR_STALE,
                           "the wrapped tree's chunk (slot %u, generation %u, %llu bytes) is no "
-                          "longer in flight: released by the consumers it went to, given back, "
-                          "or recycled once every consumer it was wrapped for departed. Sent to "
-                          "no consumer (the wrapped tree is whole: cancel it and wrap the tree "
-                          "again)",
+                          "longer in flight (released by the consumers it went to, given back, "
+                          "or recycled once every consumer it was wrapped for departed): sent to "
+                          "no consumer",
                           stale_ref.chunk.slot, stale_ref.chunk.generation,
                           (unsigned long long)stale_ref.chunk.size);
     if (!targets || died == targets) {
@@ -399,8 +398,8 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
         if (others)
             return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD,
                               "every consumer this message was wrapped for departed before it "
-                              "reached one (%u other consumer(s) attached: wrap the tree again "
-                              "for them); its chunks are given back",
+                              "reached one (%u other consumer(s) attached now); its chunks are "
+                              "given back",
                               others);
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no live consumer to send to");
     }
@@ -425,11 +424,13 @@ bool cuipc_producer_may_wrap_again(cuipc_producer *p, cuipc_status s, bool had_b
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns) {
     bool had_buffers = cuipc_producer_buffer_count(p, tree) > 0;
-    uint64_t start = cuipc_now_ns();
+    uint64_t start = 0; /* of the wait for ring room: from the first wrap's end */
     /* Each try past the first needs every consumer of the one before to have departed. */
     for (uint32_t tries = 0;; tries++) {
         cuipc_value *wrapped = NULL;
         CUIPC_TRY(cuipc_producer_wrap(p, tree, stream, &wrapped));
+        if (tries == 0)
+            start = cuipc_now_ns();
         int64_t spent = (int64_t)(cuipc_now_ns() - start);
         int64_t left = timeout_ns < 0 ? -1 : timeout_ns > spent ? timeout_ns - spent : 0;
         cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, left);

@@ -387,70 +387,138 @@ static void *accept_one(void *p) {
     return (void *)(intptr_t)cuipc_producer_accept(p, 1, 10000000000ll);
 }
 
-/* A message released on a stream whose ack has not run yet (the stream held by a gate): its
- * bytes adopted again are refused all the same, before the ack lands and after. */
-static int adopt_while_ack_queued_main(void *arg) {
-    (void)arg;
+/* A cuda_ipc_pool producer with one consumer attached in this process, a 4 KiB GPU tensor and
+ * a stream that a host word holds until the test opens it (*gate = 1). */
+typedef struct gated {
+    cuipc_producer *p;
+    cuipc_consumer *c;
+    void *stream, *src, *gate_dev;
+    uint32_t *gate;
+    cuipc_tensor ten;
+} gated;
+
+static int gated_open(gated *g, const char *name) {
+    memset(g, 0, sizeof *g);
     cuipc_producer_config cfg;
     cuipc_producer_config_init(&cfg);
     cfg.mode = CUIPC_MODE_CUDA_IPC_POOL;
     cfg.gpu_pool_bytes = 1 << 20;
     cfg.host_pool_bytes = 0;
     cfg.socket_path = sock_path;
-    cuipc_producer *p = NULL;
-    cuipc_consumer *c = NULL;
-    void *stream = NULL, *src = NULL, *gate_dev = NULL;
     pthread_t t;
-    uint32_t *gate = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (gate == MAP_FAILED || cuipc_producer_create(&cfg, &p) != CUIPC_OK ||
-        pthread_create(&t, NULL, accept_one, p) != 0)
+    g->gate = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g->gate == MAP_FAILED || cuipc_producer_create(&cfg, &g->p) != CUIPC_OK ||
+        pthread_create(&t, NULL, accept_one, g->p) != 0)
         return 10;
-    cuipc_status as = cuipc_consumer_attach(sock_path, 10000000000ll, &c);
+    cuipc_status as = cuipc_consumer_attach(sock_path, 10000000000ll, &g->c);
     void *accepted = NULL;
     pthread_join(t, &accepted);
-    if (as != CUIPC_OK || accepted != NULL || cuipc_gpu_stream_create(0, &stream) != CUIPC_OK ||
-        cuipc_gpu_malloc(0, 4096, &src) != CUIPC_OK ||
-        cuipc_cuda_host_register(gate, 4096, &gate_dev) != CUIPC_OK) {
-        fprintf(stderr, "[adopt-while-ack-queued] set-up: %s\n", cuipc_last_error());
+    int64_t shape[1] = {4096};
+    if (as != CUIPC_OK || accepted != NULL || cuipc_gpu_stream_create(0, &g->stream) != CUIPC_OK ||
+        cuipc_gpu_malloc(0, 4096, &g->src) != CUIPC_OK ||
+        cuipc_cuda_host_register(g->gate, 4096, &g->gate_dev) != CUIPC_OK ||
+        cuipc_tensor_init(&g->ten, g->src, 0, CUIPC_DTYPE_U8, 1, shape) != CUIPC_OK) {
+        fprintf(stderr, "[%s] set-up: %s\n", name, cuipc_last_error());
         return 11;
     }
-    *gate = 0;
-    cuipc_tensor ten;
-    int64_t shape[1] = {4096};
-    CHECK_OK(cuipc_tensor_init(&ten, src, 0, CUIPC_DTYPE_U8, 1, shape));
-    cuipc_value *tree = cuipc_value_tensor(&ten, CUIPC_OWNER_NONE), *wrapped = NULL;
+    *g->gate = 0;
+    return 0;
+}
+
+/* The gate held shut on the stream: what is queued there after this waits for gated_release. */
+static cuipc_status gated_hold(gated *g) {
+    return cuipc_cuda_stream_wait_u32(g->stream, g->gate_dev, 1);
+}
+
+static void gated_release(gated *g) {
+    __atomic_store_n(g->gate, 1, __ATOMIC_RELEASE);
+}
+
+static void gated_close(gated *g) {
+    gated_release(g);
+    CHECK_OK(cuipc_cuda_stream_sync(g->stream));
+    cuipc_consumer_detach(g->c);
+    CHECK_OK(cuipc_producer_drain(g->p, 5000000000ll));
+    cuipc_producer_destroy(g->p);
+    CHECK_OK(cuipc_cuda_host_unregister(g->gate));
+    CHECK_OK(cuipc_gpu_free(g->src));
+    CHECK_OK(cuipc_gpu_stream_destroy(g->stream));
+}
+
+/* A message released on a stream whose ack has not run yet (the stream held by a gate): its
+ * bytes adopted again are refused all the same, before the ack lands and after. */
+static int adopt_while_ack_queued_main(void *arg) {
+    (void)arg;
+    gated g;
+    int rc = gated_open(&g, "adopt-while-ack-queued");
+    if (rc)
+        return rc;
+    cuipc_value *tree = cuipc_value_tensor(&g.ten, CUIPC_OWNER_NONE), *wrapped = NULL;
     static char wire[4096];
     size_t len = 0;
     cuipc_message *m1 = NULL, *m2 = NULL, *m3 = NULL;
-    int rc = 0;
-    if (cuipc_producer_wrap(p, tree, NULL, &wrapped) != CUIPC_OK ||
+    if (cuipc_producer_wrap(g.p, tree, NULL, &wrapped) != CUIPC_OK ||
         cuipc_encode(wrapped, wire, sizeof wire, &len) != CUIPC_OK ||
-        cuipc_consumer_adopt(c, wire, len, &m1) != CUIPC_OK ||
-        cuipc_cuda_stream_wait_u32(stream, gate_dev, 1) != CUIPC_OK ||
-        cuipc_message_release(m1, stream) != CUIPC_OK)
+        cuipc_consumer_adopt(g.c, wire, len, &m1) != CUIPC_OK || gated_hold(&g) != CUIPC_OK ||
+        cuipc_message_release(m1, g.stream) != CUIPC_OK)
         rc = 12;
-    if (!rc && cuipc_consumer_adopt(c, wire, len, &m2) != CUIPC_ERR_DUPLICATE) {
+    if (!rc && cuipc_consumer_adopt(g.c, wire, len, &m2) != CUIPC_ERR_DUPLICATE) {
         fprintf(stderr, "[adopt-while-ack-queued] adopted again while the ack was queued\n");
         rc = 13;
     }
-    __atomic_store_n(gate, 1, __ATOMIC_RELEASE);
-    if (!rc && (cuipc_cuda_stream_sync(stream) != CUIPC_OK ||
-                cuipc_consumer_adopt(c, wire, len, &m3) != CUIPC_ERR_DUPLICATE)) {
+    gated_release(&g);
+    if (!rc && (cuipc_cuda_stream_sync(g.stream) != CUIPC_OK ||
+                cuipc_consumer_adopt(g.c, wire, len, &m3) != CUIPC_ERR_DUPLICATE)) {
         fprintf(stderr, "[adopt-while-ack-queued] adopted again once the ack ran\n");
         rc = 14;
     }
-    CHECK_OK(cuipc_cuda_stream_sync(stream));
+    CHECK_OK(cuipc_cuda_stream_sync(g.stream));
     cuipc_message_free(m1);
     cuipc_message_free(m2);
     cuipc_message_free(m3);
     cuipc_value_free(wrapped);
     cuipc_value_free(tree);
-    cuipc_consumer_detach(c);
-    CHECK_OK(cuipc_producer_drain(p, 5000000000ll));
-    cuipc_producer_destroy(p);
-    CHECK_OK(cuipc_cuda_host_unregister(gate));
-    CHECK_OK(cuipc_gpu_free(src));
-    CHECK_OK(cuipc_gpu_stream_destroy(stream));
+    gated_close(&g);
+    return rc;
+}
+
+/* A wrapped tree given back (a send out of time, or stale) while the copy into its chunk is
+ * still queued (the stream held by a gate): the chunk is not reused until the copy has run, so
+ * the copy cannot land in another message's memory; then it is recycled. */
+static int give_back_waits_for_gpu_main(void *arg) {
+    (void)arg;
+    gated g;
+    int rc = gated_open(&g, "give-back-waits-for-gpu");
+    if (rc)
+        return rc;
+    cuipc_value *tree = cuipc_value_tensor(&g.ten, CUIPC_OWNER_NONE), *wrapped = NULL;
+    cuipc_producer_stats st;
+    if (gated_hold(&g) != CUIPC_OK ||
+        cuipc_producer_wrap(g.p, tree, g.stream, &wrapped) != CUIPC_OK ||
+        cuipc_producer_cancel_wrapped(g.p, wrapped) != CUIPC_OK)
+        rc = 12;
+    cuipc_producer_stats_get(g.p, &st);
+    if (!rc && st.gpu_pool.in_flight != 1) {
+        fprintf(stderr, "[give-back-waits-for-gpu] %u in flight with the copy still queued\n",
+                st.gpu_pool.in_flight);
+        rc = 13;
+    }
+    gated_release(&g);
+    if (!rc && (cuipc_cuda_stream_sync(g.stream) != CUIPC_OK ||
+                cuipc_producer_drain(g.p, 5000000000ll) != CUIPC_OK)) {
+        fprintf(stderr, "[give-back-waits-for-gpu] not recycled once the copy ran: %s\n",
+                cuipc_last_error());
+        rc = 14;
+    }
+    cuipc_producer_stats_get(g.p, &st);
+    if (!rc && (st.gpu_pool.in_flight != 0 || st.gpu_pool.cancelled != 1)) {
+        fprintf(stderr, "[give-back-waits-for-gpu] %u in flight, %llu cancelled after the drain\n",
+                st.gpu_pool.in_flight, (unsigned long long)st.gpu_pool.cancelled);
+        rc = 15;
+    }
+    cuipc_value_free(wrapped);
+    cuipc_value_free(tree);
+    gated_close(&g);
     return rc;
 }
 
@@ -516,5 +584,9 @@ int main(void) {
     rc = cuipc_test_wait(cuipc_test_fork(adopt_while_ack_queued_main, NULL), 60000);
     CHECK(rc == 0);
     printf("[adopt-while-ack-queued] %s\n", rc ? "FAILED" : "ok");
+    cuipc_test_socket_path(sock_path, sizeof sock_path);
+    rc = cuipc_test_wait(cuipc_test_fork(give_back_waits_for_gpu_main, NULL), 60000);
+    CHECK(rc == 0);
+    printf("[give-back-waits-for-gpu] %s\n", rc ? "FAILED" : "ok");
     return cuipc_test_finish("test_transport_gpu");
 }

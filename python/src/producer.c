@@ -211,7 +211,8 @@ static bool closed_meanwhile(ProducerObject *self, cuipc_value *v, PyObject *kee
 /* cuipc_producer_send's own steps (wrap, send_wrapped, free) with a clock read before, between
  * and after: under one GIL release, as send's one call, so that a profiled send differs from a
  * plain one by its clock reads and phase dict only, and the wrap and deliver phases hold the
- * core's calls alone (giving the GIL up and taking it back fall in the way in and out). */
+ * core's calls alone (giving the GIL up and taking it back fall in the way in and out). A
+ * benchmark's send: one try, not wrapped again when its consumers depart. */
 static cuipc_status send_timed(cuipc_producer *p, const cuipc_value *v, cuipc_stream stream,
                                int64_t timeout_ns, uint64_t *start_at, uint64_t *wrapped_at,
                                uint64_t *done_at, bool *may_have_reached) {
@@ -313,15 +314,18 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
         r.last = left[0] >= 0 && r.pool_ns == left[0];
         CUIPC_PY_CALL(self, *s, run_slice(&r));
         wrapped = r.wrapped;
-        if (r.rewrap && rewraps++ < CUIPC_MAX_CONSUMERS) { /* the wait goes on, budgets kept */
+        /* Wrapped again for the consumers attached now: the slice, which may have waited for
+         * room on a departed consumer's ring, is taken off the ring budget. */
+        if (r.rewrap && rewraps++ < CUIPC_MAX_CONSUMERS &&
+            (left[1] < 0 || (left[1] -= r.ring_ns) > 0)) {
             if (cuipc_py_between_slices((PyObject *)self, producer_usable, "send") < 0)
                 return -1;
             continue;
         }
         if (*s != CUIPC_ERR_TIMEOUT) {
             /* A send that failed after room was found may have reached some consumers (a stale
-             * one reached none). */
-            *may_have_reached = r.in_ring && *s != CUIPC_ERR_STALE;
+             * one, or one whose consumers all departed, reached none). */
+            *may_have_reached = r.in_ring && *s != CUIPC_ERR_STALE && *s != CUIPC_ERR_PEER_DEAD;
             if (wrapped_out)
                 *wrapped_out = wrapped;
             return 0;

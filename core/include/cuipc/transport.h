@@ -103,10 +103,13 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
  * place is not sent it (its chunks do not wait for that consumer's release).
  * Room is found on every ring before the message goes on any: CUIPC_ERR_TIMEOUT means no
  * consumer got it and the wrapped tree is left whole, its chunks (and buffers) still taken: send
- * it again, or give them back with cuipc_producer_cancel_wrapped. CUIPC_ERR_STALE (a chunk of
- * the tree is no longer in flight: sent and released already, given back, or recycled once every
- * consumer it was wrapped for departed) also leaves it whole and sent to nobody: cancel it. After
- * other failures the chunks are given back for every consumer that did not get the message. */
+ * it again, or give them back with cuipc_producer_cancel_wrapped. CUIPC_ERR_STALE: a chunk of
+ * the tree is no longer in flight (recycled: released by the consumers it went to, given back,
+ * or once every consumer it was wrapped for departed), and this call sent it to nobody. A tree
+ * never delivered (kept after a timeout) is then whole: give it back with
+ * cuipc_producer_cancel_wrapped. One delivered before must only be freed: its consumers may still
+ * read its other chunks. After other failures the chunks are given back for every consumer that
+ * did not get the message. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
@@ -131,16 +134,18 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
 
 /* Give back the chunks of a wrapped tree that will not be sent: nothing of it may have reached a
  * consumer (bytes carried out of band and adopted are the consumer's to release; cancelled, their
- * chunks would be reused under it). CUIPC_ERR_UNKNOWN_POOL, and nothing cancelled, for a tree
- * wrapped by another producer. */
+ * chunks would be reused under it). A GPU pool's chunk is reused only once the copy queued into
+ * it has run. CUIPC_ERR_UNKNOWN_POOL, and nothing cancelled, for a tree wrapped by another
+ * producer. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
 
 /* wrap + send_wrapped; on failure nothing stays allocated (a timed-out send's chunks and the
  * buffers it took are given back). A send that reached no consumer because every consumer it
  * was wrapped for departed meanwhile (a worker restarted while the send waited for room on its
- * ring) is wrapped again for the consumers attached now, within the same timeout_ns, unless the
- * tree has pool buffers (cuipc_producer_may_wrap_again). */
+ * ring) is wrapped again for the consumers attached now, unless the tree has pool buffers
+ * (cuipc_producer_may_wrap_again): the tries' waits for ring room share timeout_ns, counted from
+ * the first wrap's end; each wrap's wait for pool room is the policy's, as for any wrap. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
@@ -152,7 +157,8 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
  * (cuipc_producer_buffer_count): a wrap publishes them, so they cannot be wrapped twice. */
 bool cuipc_producer_may_wrap_again(cuipc_producer *p, cuipc_status s, bool had_buffers);
 
-/* How many of tree's tensors lie in this producer's pool buffers not yet sent. */
+/* How many of tree's tensors lie in this producer's pools (buffers from
+ * cuipc_producer_buffer_alloc: a wrap publishes the held ones, and refuses the others). */
 uint32_t cuipc_producer_buffer_count(cuipc_producer *p, const cuipc_value *tree);
 
 /* Zero-copy produce: a buffer inside the producer's pool for the application to fill itself
