@@ -253,8 +253,10 @@ def test_a_pool_buffer_survives_the_slices_of_a_wait(pair):
     np.asarray(buf)[:] = 9
     before = p.stats()["bytes_sent"]
     drained = []
-    threading.Timer(0.5, lambda: drained.extend(c.recv(timeout=5).unwrap()["seq"] for _ in range(sent))).start()
+    drainer = threading.Timer(0.5, lambda: drained.extend(c.recv(timeout=5).unwrap()["seq"] for _ in range(sent)))
+    drainer.start()
     p.send({"seq": sent, "b": buf, "pad": pad}, timeout=2.0)  # waits for ring room past two slices
+    drainer.join(10)  # the send went once there was room: the drainer may still be taking the rest
     with c.recv(timeout=5) as m:
         t = m.unwrap()
         assert t["seq"] == sent and int(np.asarray(t["b"])[0]) == 9
