@@ -30,7 +30,8 @@ typedef struct slot_state {
     uint64_t size;
     uint32_t busy_pos; /* index in busy[] while busy */
     bool busy;
-    bool held; /* an application's buffer not yet sent: never reclaimed */
+    bool held;       /* an application's buffer not yet sent: never reclaimed */
+    bool given_back; /* given back, freed once the GPU wrote its ready word: no longer in flight */
     /* Consumers of this generation's mask that departed (acked on their behalf) since it began:
      * a consumer attached in one's place later is another reader, whose ack the chunk's
      * recycling does not wait for, so a send made after must not reach it. */
@@ -150,6 +151,7 @@ static void free_busy_locked(cuipc_pool *p, uint32_t i) {
      * allocator's consistency check in the tests catches. */
     cuipc_status_ignore(cuipc_allocator_free(p->alloc, st->offset));
     st->busy = false;
+    st->given_back = false;
     if (st->held) {
         st->held = false;
         p->n_held--;
@@ -186,7 +188,11 @@ static uint32_t reclaim_locked(cuipc_pool *p) {
             i++;
             continue;
         }
+        bool given_back = p->slots[slot].given_back;
         free_busy_locked(p, i);
+        n++;
+        if (given_back) /* counted as cancelled when it was given back */
+            continue;
         if (!now)
             now = cuipc_now_ns();
         /* Lag: the latest release (the one that completed this chunk, or a later one) to now. */
@@ -199,7 +205,6 @@ static uint32_t reclaim_locked(cuipc_pool *p) {
                 p->stats.recycle_lag_ns_max = lag;
         }
         p->stats.recycled++;
-        n++;
     }
     return n;
 }
@@ -472,7 +477,7 @@ void cuipc_pool_mark_ready(cuipc_pool *p, const cuipc_chunk *c) {
 }
 
 static slot_state *busy_slot(cuipc_pool *p, uint32_t slot, uint32_t generation) {
-    if (slot >= p->cfg.slots || !p->slots[slot].busy)
+    if (slot >= p->cfg.slots || !p->slots[slot].busy || p->slots[slot].given_back)
         return NULL;
     if (cuipc_sync_generation(p->sync, slot) != generation)
         return NULL;
@@ -503,6 +508,8 @@ static cuipc_status give_back(cuipc_pool *p, const cuipc_chunk *c, bool after_gp
     cuipc_sync_ack_all(p->sync, c->slot, c->generation);
     if (!after_gpu || st->held || gpu_writes_done(p, c->slot))
         free_busy_locked(p, st->busy_pos);
+    else
+        st->given_back = true; /* reclaim_locked frees it once the ready word is written */
     p->stats.cancelled++;
     pthread_mutex_unlock(&p->lock);
     cuipc_sync_wake(p->sync); /* room for an allocation waiting (a freed buffer, mostly) */

@@ -424,16 +424,15 @@ bool cuipc_producer_may_wrap_again(cuipc_producer *p, cuipc_status s, bool had_b
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns) {
     bool had_buffers = cuipc_producer_buffer_count(p, tree) > 0;
-    uint64_t start = 0; /* of the wait for ring room: from the first wrap's end */
+    int64_t spent = 0; /* the tries' sends: timeout_ns bounds their waits for ring room */
     /* Each try past the first needs every consumer of the one before to have departed. */
     for (uint32_t tries = 0;; tries++) {
         cuipc_value *wrapped = NULL;
         CUIPC_TRY(cuipc_producer_wrap(p, tree, stream, &wrapped));
-        if (tries == 0)
-            start = cuipc_now_ns();
-        int64_t spent = (int64_t)(cuipc_now_ns() - start);
         int64_t left = timeout_ns < 0 ? -1 : timeout_ns > spent ? timeout_ns - spent : 0;
+        uint64_t send_start = cuipc_now_ns();
         cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, left);
+        spent += (int64_t)(cuipc_now_ns() - send_start);
         if (s == CUIPC_ERR_TIMEOUT || s == CUIPC_ERR_STALE) { /* sent to nobody, chunks kept */
             cuipc_error_saved saved;
             cuipc_error_save(&saved);

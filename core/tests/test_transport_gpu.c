@@ -503,6 +503,15 @@ static int give_back_waits_for_gpu_main(void *arg) {
                 st.gpu_pool.in_flight);
         rc = 13;
     }
+    /* Given back, it is no longer the tree's: sent again it is refused, given back again too. */
+    cuipc_message *m = NULL;
+    if (!rc && (cuipc_producer_send_wrapped(g.p, wrapped, 0) != CUIPC_ERR_STALE ||
+                cuipc_consumer_recv(g.c, 100000000ll, &m) != CUIPC_ERR_TIMEOUT)) {
+        fprintf(stderr, "[give-back-waits-for-gpu] a given-back tree was sent again\n");
+        rc = 16;
+    }
+    cuipc_message_free(m);
+    cuipc_status_ignore(cuipc_producer_cancel_wrapped(g.p, wrapped));
     gated_release(&g);
     if (!rc && (cuipc_cuda_stream_sync(g.stream) != CUIPC_OK ||
                 cuipc_producer_drain(g.p, 5000000000ll) != CUIPC_OK)) {
@@ -511,9 +520,14 @@ static int give_back_waits_for_gpu_main(void *arg) {
         rc = 14;
     }
     cuipc_producer_stats_get(g.p, &st);
-    if (!rc && (st.gpu_pool.in_flight != 0 || st.gpu_pool.cancelled != 1)) {
-        fprintf(stderr, "[give-back-waits-for-gpu] %u in flight, %llu cancelled after the drain\n",
-                st.gpu_pool.in_flight, (unsigned long long)st.gpu_pool.cancelled);
+    if (!rc && (st.gpu_pool.in_flight != 0 || st.gpu_pool.cancelled != 1 ||
+                st.gpu_pool.recycled + st.gpu_pool.cancelled != st.gpu_pool.allocs)) {
+        fprintf(stderr,
+                "[give-back-waits-for-gpu] after the drain: %u in flight, %llu allocs, %llu "
+                "recycled, %llu cancelled\n",
+                st.gpu_pool.in_flight, (unsigned long long)st.gpu_pool.allocs,
+                (unsigned long long)st.gpu_pool.recycled,
+                (unsigned long long)st.gpu_pool.cancelled);
         rc = 15;
     }
     cuipc_value_free(wrapped);

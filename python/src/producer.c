@@ -244,6 +244,7 @@ typedef struct slice_run {
     bool send, in_ring;
     bool had_buffers; /* the tree has pool buffers (a wrap publishes them: never wrapped twice) */
     bool rewrap;      /* every consumer it was wrapped for departed: wrap it again */
+    int64_t send_ns;  /* how long the send took (its wait for ring room) */
     cuipc_value *wrapped; /* made by an earlier slice or this one; NULL once sent or failed */
 } slice_run;
 
@@ -264,7 +265,9 @@ static cuipc_status run_slice(slice_run *r) {
      * waited, and its chunks went back with them), it is whole too, and given back. A send that
      * reached nobody because its consumers departed is wrapped again for those attached now, as
      * cuipc_producer_send does. Otherwise it is done with. */
+    uint64_t sent_at = mono_ns();
     s = cuipc_producer_send_wrapped(r->p, r->wrapped, r->ring_ns);
+    r->send_ns = (int64_t)(mono_ns() - sent_at);
     if (s == CUIPC_ERR_STALE)
         cuipc_status_ignore(cuipc_producer_cancel_wrapped(r->p, r->wrapped));
     r->rewrap = cuipc_producer_may_wrap_again(r->p, s, r->had_buffers);
@@ -314,10 +317,12 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
         r.last = left[0] >= 0 && r.pool_ns == left[0];
         CUIPC_PY_CALL(self, *s, run_slice(&r));
         wrapped = r.wrapped;
-        /* Wrapped again for the consumers attached now: the slice, which may have waited for
-         * room on a departed consumer's ring, is taken off the ring budget. */
-        if (r.rewrap && rewraps++ < CUIPC_MAX_CONSUMERS &&
-            (left[1] < 0 || (left[1] -= r.ring_ns) > 0)) {
+        /* Wrapped again for the consumers attached now, as cuipc_producer_send does: the time
+         * the send waited for room on a departed consumer's ring is taken off the ring budget,
+         * and the next try has what is left (none: no wait). */
+        if (r.rewrap && rewraps++ < CUIPC_MAX_CONSUMERS) {
+            if (left[1] >= 0)
+                left[1] = left[1] > r.send_ns ? left[1] - r.send_ns : 0;
             if (cuipc_py_between_slices((PyObject *)self, producer_usable, "send") < 0)
                 return -1;
             continue;

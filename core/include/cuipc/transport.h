@@ -144,8 +144,8 @@ cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value 
  * buffers it took are given back). A send that reached no consumer because every consumer it
  * was wrapped for departed meanwhile (a worker restarted while the send waited for room on its
  * ring) is wrapped again for the consumers attached now, unless the tree has pool buffers
- * (cuipc_producer_may_wrap_again): the tries' waits for ring room share timeout_ns, counted from
- * the first wrap's end; each wrap's wait for pool room is the policy's, as for any wrap. */
+ * (cuipc_producer_may_wrap_again): the tries' waits for ring room share timeout_ns; each wrap's
+ * wait for pool room is the policy's, as for any wrap. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
