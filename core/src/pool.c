@@ -30,8 +30,11 @@ typedef struct slot_state {
     uint64_t size;
     uint32_t busy_pos; /* index in busy[] while busy */
     bool busy;
-    bool held;       /* an application's buffer not yet sent: never reclaimed */
-    bool given_back; /* given back, freed once the GPU wrote its ready word: no longer in flight */
+    bool held; /* an application's buffer not yet sent: never reclaimed */
+    /* Given back while the GPU still has its copy queued: no longer the tree's (a send or give
+     * back of it is stale), freed and counted cancelled once the GPU wrote its ready word; in
+     * flight for the stats until then. */
+    bool given_back;
     /* Consumers of this generation's mask that departed (acked on their behalf) since it began:
      * a consumer attached in one's place later is another reader, whose ack the chunk's
      * recycling does not wait for, so a send made after must not reach it. */
@@ -191,8 +194,10 @@ static uint32_t reclaim_locked(cuipc_pool *p) {
         bool given_back = p->slots[slot].given_back;
         free_busy_locked(p, i);
         n++;
-        if (given_back) /* counted as cancelled when it was given back */
+        if (given_back) { /* a give-back, not a recycle: in flight until now, as the stats say */
+            p->stats.cancelled++;
             continue;
+        }
         if (!now)
             now = cuipc_now_ns();
         /* Lag: the latest release (the one that completed this chunk, or a later one) to now. */
@@ -506,11 +511,12 @@ static cuipc_status give_back(cuipc_pool *p, const cuipc_chunk *c, bool after_gp
                           c->generation);
     }
     cuipc_sync_ack_all(p->sync, c->slot, c->generation);
-    if (!after_gpu || st->held || gpu_writes_done(p, c->slot))
+    if (!after_gpu || st->held || gpu_writes_done(p, c->slot)) {
         free_busy_locked(p, st->busy_pos);
-    else
-        st->given_back = true; /* reclaim_locked frees it once the ready word is written */
-    p->stats.cancelled++;
+        p->stats.cancelled++;
+    } else {
+        st->given_back = true; /* reclaim_locked frees and counts it once the word is written */
+    }
     pthread_mutex_unlock(&p->lock);
     cuipc_sync_wake(p->sync); /* room for an allocation waiting (a freed buffer, mostly) */
     return CUIPC_OK;

@@ -437,7 +437,11 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
             cuipc_error_saved saved;
             cuipc_error_save(&saved);
             cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
-            s = CUIPC_FAIL(s, "%s", saved.msg);
+            if (tries > 0 && s == CUIPC_ERR_TIMEOUT) /* the message names this try's wait */
+                s = CUIPC_FAIL(s, "%s (%lld ms for all %u tries)", saved.msg,
+                               (long long)(timeout_ns / 1000000), tries + 1);
+            else
+                s = CUIPC_FAIL(s, "%s", saved.msg);
         }
         cuipc_value_free(wrapped);
         if (tries >= CUIPC_MAX_CONSUMERS || !cuipc_producer_may_wrap_again(p, s, had_buffers))

@@ -175,9 +175,9 @@ int64_t cuipc_py_next_slice(int64_t left_ns);
 /* Between two slices of a wait: the signal handlers run, and a handler that closed the owner
  * ends the wait with Closed. -1: an exception is set. */
 int cuipc_py_between_slices(PyObject *owner, bool (*usable)(PyObject *owner), const char *what);
-/* The Timeout of a whole wait of whole_ns that ran out (status s): says the whole wait where it
- * took more than one slice. Always -1. */
-int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns);
+/* The Timeout of a whole wait of whole_ns that ran out (status s): says the whole wait where its
+ * last slice (whose wait the library's message names) was not all of it. Always -1. */
+int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns, int64_t last_slice_ns);
 
 #define CUIPC_PY_CALL(obj, status_var, call)                                                       \
     do {                                                                                           \

@@ -339,7 +339,7 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
         pool_was_full |= !r.in_ring;
         int64_t slice = w ? r.ring_ns : r.pool_ns;
         if (left[w] >= 0 && (left[w] -= slice) <= 0) {
-            cuipc_py_raise_timed_out(*s, whole[w]); /* first: it reads cuipc_last_error() */
+            cuipc_py_raise_timed_out(*s, whole[w], slice); /* first: reads cuipc_last_error() */
             give_back_wrapped(self, wrapped);
             return -1;
         }

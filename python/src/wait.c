@@ -36,7 +36,7 @@ int cuipc_py_wait(PyObject *owner, int *in_calls, bool (*usable)(PyObject *owner
         if (*s != CUIPC_ERR_TIMEOUT)
             return 0;
         if (last)
-            return cuipc_py_raise_timed_out(*s, timeout_ns);
+            return cuipc_py_raise_timed_out(*s, timeout_ns, slice);
         if (cuipc_py_between_slices(owner, usable, what) < 0)
             return -1;
     }
@@ -52,8 +52,8 @@ int cuipc_py_between_slices(PyObject *owner, bool (*usable)(PyObject *owner), co
     return 0;
 }
 
-int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns) {
-    if (whole_ns > SLICE_NS)
+int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns, int64_t last_slice_ns) {
+    if (last_slice_ns != whole_ns) /* the message names the last slice's wait only */
         cuipc_py_raise_msg(CUIPC_ERR_TIMEOUT, "%s (%lld ms in all)", cuipc_last_error(),
                            (long long)(whole_ns / 1000000));
     else
