@@ -420,6 +420,61 @@ static void test_send_is_all_or_nothing(void) {
     cuipc_producer_destroy(p);
 }
 
+/* After delay_us: frees the buffer (arg->buf) or writes the go byte on stall_pipe. */
+typedef struct later {
+    cuipc_producer *p;
+    void *buf;
+    useconds_t delay_us;
+} later;
+
+static void *later_main(void *arg) {
+    later *l = arg;
+    usleep(l->delay_us);
+    if (l->buf)
+        CHECK_OK(cuipc_producer_buffer_free(l->p, l->buf));
+    else
+        CHECK(write(stall_pipe[1], "g", 1) == 1);
+    return NULL;
+}
+
+/* cuipc_producer_send's timeout bounds the wait for ring room only: a wrap that first waited
+ * longer than it for pool room (a buffer held until 2.5 s) still leaves the ring wait all of it
+ * (room at 3 s, a timeout of 2 s). */
+static void test_ring_timeout_is_the_rings_alone(void) {
+    make_sock_path();
+    REQUIRE(pipe(stall_pipe) == 0);
+    pid_t stalled = cuipc_test_fork(sequence_reader_main, (void *)1);
+    close(stall_pipe[0]);
+    cuipc_producer *p = start_producer(1, 64 << 10, CUIPC_FULL_WAIT); /* full_timeout 10 s */
+    int64_t seq = 1;
+    while (send_padded(p, seq, SEC / 20) == CUIPC_OK && seq < 100)
+        seq++;
+    CHECK(seq < 100); /* the ring is full; the pool is empty (padding is no tensor) */
+    void *held = NULL;
+    CHECK_OK(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 48 << 10, 0, &held));
+    static uint8_t bytes[32 << 10]; /* more than the 16 KiB the buffer leaves */
+    cuipc_tensor t;
+    CHECK_OK(cuipc_tensor_init(&t, bytes, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                               (const int64_t[]){sizeof bytes}));
+    cuipc_value *v = padded(seq);
+    CHECK_OK(cuipc_dict_set(v, "t", cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
+    later free_buf = {.p = p, .buf = held, .delay_us = 2500 * 1000};
+    later go = {.p = p, .delay_us = 3000 * 1000};
+    pthread_t a, b;
+    REQUIRE(pthread_create(&a, NULL, later_main, &free_buf) == 0);
+    REQUIRE(pthread_create(&b, NULL, later_main, &go) == 0);
+    uint64_t t0 = now_ns();
+    CHECK_OK(cuipc_producer_send(p, v, NULL, 2 * SEC));
+    CHECK(now_ns() - t0 >= 2500ull * 1000 * 1000); /* it did wait for the pool first */
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    cuipc_value_free(v);
+    cuipc_producer_close(p);
+    CHECK(cuipc_test_wait(stalled, 30000) == (int)seq);
+    close(stall_pipe[1]);
+    cuipc_producer_destroy(p);
+}
+
 /* A wait for pool room made in slices (cuipc_wait_slice) counts one full event and one failure
  * for the whole wait, not one a slice; a bad slice is refused. */
 static void test_wait_in_slices(void) {
@@ -1203,6 +1258,7 @@ int main(void) {
     test_many_chunks();
     test_send_is_all_or_nothing();
     test_send_goes_to_the_consumer_that_replaced_its_own();
+    test_ring_timeout_is_the_rings_alone();
     test_wait_in_slices();
     test_own_buffer_does_not_make_a_wait();
     return cuipc_test_finish("test_transport");
