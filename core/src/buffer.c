@@ -16,8 +16,8 @@ static cuipc_pool *pool_of(cuipc_producer *p, cuipc_memory_kind memory) {
 
 cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind memory,
                                          uint64_t nbytes, int64_t timeout_ns, void **data) {
-    if (timeout_ns < 0 &&
-        p) /* as the producer's pool-full policy says (a buffer has no fallback) */
+    /* As the producer's pool-full policy says (a buffer has no fallback). */
+    if (timeout_ns < 0 && p)
         timeout_ns = p->cfg.full_policy == CUIPC_FULL_FAIL ? 0 : p->cfg.full_timeout_ns;
     cuipc_wait_slice whole = {.wait_ns = timeout_ns > 0 ? timeout_ns : 0, .last = true};
     return cuipc_producer_buffer_alloc_within(p, memory, nbytes, &whole, data);

@@ -170,15 +170,6 @@ static cuipc_status count_buffers(cuipc_value *node, void *arg) {
     return CUIPC_OK;
 }
 
-uint32_t cuipc_producer_buffer_count(cuipc_producer *p, const cuipc_value *tree) {
-    if (!p || !tree)
-        return 0;
-    cuipc_wrap_ctx w = {.p = p};
-    /* count_buffers never fails: the walk only reads the tree. */
-    cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &w));
-    return w.held_host + w.held_gpu;
-}
-
 cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  cuipc_value **wrapped) {
     /* The whole wait in one slice (a negative full_timeout_ns has always meant none). */
@@ -416,14 +407,23 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     return CUIPC_OK;
 }
 
-bool cuipc_producer_may_wrap_again(cuipc_producer *p, cuipc_status s, bool had_buffers) {
-    return p && !had_buffers && (s == CUIPC_ERR_STALE || s == CUIPC_ERR_PEER_DEAD) &&
-           cuipc_producer_consumer_count(p) > 0;
+/* Whether tree has tensors in this producer's pools (buffers): their data lies there before a
+ * wrap publishes them and after, so the walk says it whichever came first. */
+static bool has_buffers(cuipc_producer *p, const cuipc_value *tree) {
+    cuipc_wrap_ctx w = {.p = p};
+    /* count_buffers never fails: the walk only reads the tree. */
+    cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &w));
+    return w.held_host + w.held_gpu > 0;
+}
+
+bool cuipc_producer_may_wrap_again(cuipc_producer *p, const cuipc_value *tree, cuipc_status s) {
+    /* The walk last: it runs only for a send its consumers' departure stopped. */
+    return p && tree && (s == CUIPC_ERR_STALE || s == CUIPC_ERR_PEER_DEAD) &&
+           cuipc_producer_consumer_count(p) > 0 && !has_buffers(p, tree);
 }
 
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns) {
-    bool had_buffers = cuipc_producer_buffer_count(p, tree) > 0;
     int64_t spent = 0; /* the tries' sends: timeout_ns bounds their waits for ring room */
     /* Each try past the first needs every consumer of the one before to have departed. */
     for (uint32_t tries = 0;; tries++) {
@@ -444,7 +444,7 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
                 s = CUIPC_FAIL(s, "%s", saved.msg);
         }
         cuipc_value_free(wrapped);
-        if (tries >= CUIPC_MAX_CONSUMERS || !cuipc_producer_may_wrap_again(p, s, had_buffers))
+        if (tries >= CUIPC_MAX_CONSUMERS || !cuipc_producer_may_wrap_again(p, tree, s))
             return s;
     }
 }

@@ -242,9 +242,8 @@ typedef struct slice_run {
     int64_t pool_ns, ring_ns;
     bool continued, last; /* of the wait for pool room: see cuipc_wait_slice */
     bool send, in_ring;
-    bool had_buffers; /* the tree has pool buffers (a wrap publishes them: never wrapped twice) */
-    bool rewrap;      /* every consumer it was wrapped for departed: wrap it again */
-    int64_t send_ns;  /* how long the send took (its wait for ring room) */
+    bool rewrap;          /* every consumer it was wrapped for departed: wrap it again */
+    int64_t send_ns;      /* how long the send took (its wait for ring room) */
     cuipc_value *wrapped; /* made by an earlier slice or this one; NULL once sent or failed */
 } slice_run;
 
@@ -270,7 +269,7 @@ static cuipc_status run_slice(slice_run *r) {
     r->send_ns = (int64_t)(mono_ns() - sent_at);
     if (s == CUIPC_ERR_STALE)
         cuipc_status_ignore(cuipc_producer_cancel_wrapped(r->p, r->wrapped));
-    r->rewrap = cuipc_producer_may_wrap_again(r->p, s, r->had_buffers);
+    r->rewrap = cuipc_producer_may_wrap_again(r->p, r->v, s);
     if (s != CUIPC_ERR_TIMEOUT) {
         cuipc_value_free(r->wrapped);
         r->wrapped = NULL;
@@ -302,8 +301,7 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
     int64_t left[2] = {whole[0], whole[1]};
     bool pool_was_full = false;
     cuipc_value *wrapped = NULL; /* kept from a slice whose send ran out of ring room */
-    bool had_buffers = cuipc_producer_buffer_count(self->p, v) > 0;
-    uint32_t rewraps = 0; /* each needs every consumer of the wrap before to have departed */
+    uint32_t rewraps = 0;        /* each needs every consumer of the wrap before to have departed */
     for (;;) {
         slice_run r = {.p = self->p,
                        .v = v,
@@ -312,7 +310,6 @@ static int wrap_send_sliced(ProducerObject *self, const cuipc_value *v, cuipc_st
                        .ring_ns = cuipc_py_next_slice(left[1]),
                        .continued = pool_was_full,
                        .send = wrapped_out == NULL,
-                       .had_buffers = had_buffers,
                        .wrapped = wrapped};
         r.last = left[0] >= 0 && r.pool_ns == left[0];
         CUIPC_PY_CALL(self, *s, run_slice(&r));

@@ -150,16 +150,12 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cuipc_stream stream,
                                  int64_t timeout_ns);
 
-/* Whether a tree whose wrapped form was sent with status s may be wrapped and sent again: s says
+/* Whether tree, whose wrapped form was sent with status s, may be wrapped and sent again: s says
  * it reached no consumer because every consumer it was wrapped for departed (CUIPC_ERR_STALE or
- * CUIPC_ERR_PEER_DEAD from cuipc_producer_send_wrapped), and another consumer is attached now.
- * had_buffers: the tree had tensors in pool buffers before its first wrap
- * (cuipc_producer_buffer_count): a wrap publishes them, so they cannot be wrapped twice. */
-bool cuipc_producer_may_wrap_again(cuipc_producer *p, cuipc_status s, bool had_buffers);
-
-/* How many of tree's tensors lie in this producer's pools (buffers from
- * cuipc_producer_buffer_alloc: a wrap publishes the held ones, and refuses the others). */
-uint32_t cuipc_producer_buffer_count(cuipc_producer *p, const cuipc_value *tree);
+ * CUIPC_ERR_PEER_DEAD from cuipc_producer_send_wrapped), another consumer is attached now, and
+ * tree has no tensor in this producer's pool buffers (a wrap publishes a buffer once: it cannot
+ * be wrapped twice). */
+bool cuipc_producer_may_wrap_again(cuipc_producer *p, const cuipc_value *tree, cuipc_status s);
 
 /* Zero-copy produce: a buffer inside the producer's pool for the application to fill itself
  * (its kernels write their output there), then send as a tensor like any other. The send only
