@@ -15,7 +15,9 @@ consumer's recv finds its message there and each figure is the call's own cost:
 With --torch, the reads the extension's torch fast path makes of a tensor are timed one by one.
 --gap-us G spins G microseconds between sends (a message rate, as an open loop has): what a
 call costs when the path has gone cold between messages, against back to back (0). --pin CPU
-binds this process to one CPU (the consumer's stays where the system puts it). --faults also
+binds this process to one CPU (the consumer's stays where the system puts it). --exchange both
+alternates, two messages each on both sides, torch's DLPack C exchange table (torch 2.10 on) and
+the calls into torch's bindings, each call's figures tagged " exch" or " reads". --faults also
 counts each call's minor page faults (this thread's, from getrusage read just outside the call's
 two clock reads): a call that faults every message maps or unmaps memory every message.
 
@@ -41,7 +43,8 @@ from bench_transport import environment, percentile, thread_faults
 
 # 2: schema_version, kind, environment, and the unwrap kind as "unwrap" (the files of runs 16-27:
 # no version, the unwrap kind as "kind")
-SCHEMA_VERSION = 2
+# 3: exchange and exchange_table; with --exchange both, each call's name tagged " exch" / " reads"
+SCHEMA_VERSION = 3
 
 # What the extension's torch fast path reads of a tensor (torch_tensor.c), one call each.
 TORCH_READS = ["torch._C._is_torch_function_mode_enabled()", "x.layout", "x.requires_grad", "x.is_neg()", "x.dtype", "x.shape", "x.stride()", "x.data_ptr()", "x.is_cuda", "x.is_cpu",
@@ -87,6 +90,14 @@ def cuda_stream(args):
     return stream
 
 
+def exchange_ways(args):
+    """(tag, _torch_exchange argument) of each way in turn: one, as the process has it (None),
+    or both, alternating."""
+    if args.exchange == "both":
+        return [(" exch", True), (" reads", False)]
+    return [("", {"on": None, "off": False}[args.exchange])]
+
+
 def consumer_main(path, args, warm, results):
     """The consumer's side: each call of each message timed apart."""
     try:
@@ -109,11 +120,17 @@ def consumer_main(path, args, warm, results):
         calls = {"recv": []}
         for tag, _, _ in paths:
             calls.update({k + tag: [] for k in ("unwrap", "tensor", "sync", "release", "del")})
+        exchange_tags = exchange_ways(args)
+        calls = {k + x: [] for k in calls for x, _ in exchange_tags}
         faults = {k: [] for k in calls}
         now = time.perf_counter_ns
         flt = thread_faults if args.faults else no_faults
         for i in range(args.rounds):
             tag, as_torch, make = paths[i % len(paths)]
+            xtag, use_table = exchange_tags[(i // 2) % len(exchange_tags)]
+            if use_table is not None:
+                cuipc._cuipc._torch_exchange(use_table)
+            tag += xtag
             # Each call between two clock reads of its own, the fault reads outside them.
             f0, t0 = flt(), now()
             m = c.recv(timeout=30)
@@ -135,8 +152,8 @@ def consumer_main(path, args, warm, results):
             del y, tree, m  # the tensors' deleters run here
             t6, f6 = now(), flt()
             if i >= warm:
-                calls["recv"].append(t1 - t0)
-                faults["recv"].append(f1 - f0)
+                calls["recv" + xtag].append(t1 - t0)
+                faults["recv" + xtag].append(f1 - f0)
                 for k, a, b, fa, fb in (("unwrap", t1b, t2, f1, f2), ("tensor", t2b, t3, f2, f3),
                                         ("sync", t3b, t4, f3, f4), ("release", t4b, t5, f4, f5),
                                         ("del", t5b, t6, f5, f6)):
@@ -160,6 +177,9 @@ def main():
     ap.add_argument("--torch-paths", choices=["fused", "to_torch", "both"], default="fused",
                     help="with --torch, how the consumer gets torch tensors: unwrap(torch=True) (fused), "
                          "unwrap then to_torch() (\"tensor\"), or both, alternating message by message")
+    ap.add_argument("--exchange", choices=["on", "off", "both"], default="on",
+                    help="with --torch: torch's DLPack C exchange table where torch has one (on), the "
+                         "calls into torch's bindings (off), or both, alternating two messages each")
     ap.add_argument("--mode", choices=["cuda_ipc_pool", "default"],
                     help="transport mode (default: cuda_ipc_pool with --device cuda, else default)")
     ap.add_argument("--gap-us", type=int, default=0, help="spin this long between sends (default 0: back to back)")
@@ -178,6 +198,13 @@ def main():
     if args.torch:
         import torch
         x = torch.zeros(args.bytes // 2, dtype=torch.bfloat16, device=args.device)
+        if args.exchange == "both" and not cuipc._cuipc._torch_exchange():
+            print(f"bench_calls: --exchange both: torch {torch.__version__} has no DLPack C exchange table",
+                  file=sys.stderr)
+            return 77
+    elif args.exchange == "both":
+        print("bench_calls: --exchange both needs --torch", file=sys.stderr)
+        return 2
     else:
         import numpy as np
         x = np.zeros(args.bytes, dtype=np.uint8)
@@ -199,15 +226,21 @@ def main():
     proc.start()
     try:
         p.accept(1, timeout=120)
-        sends, profiled_sends = [], []
-        send_faults = {"send": [], "send_profiled": []}
-        phases = {k: [] for k in ("args", "convert", "wrap", "deliver", "outside")}
+        exchange_tags = exchange_ways(args)
+        sends = {x: [] for x, _ in exchange_tags}
+        profiled_sends = {x: [] for x, _ in exchange_tags}
+        send_faults = {k + x: [] for k in ("send", "send_profiled") for x, _ in exchange_tags}
+        phases = {k + x: [] for k in ("args", "convert", "wrap", "deliver", "outside")
+                  for x, _ in exchange_tags}
         now = time.perf_counter_ns
         flt = thread_faults if args.faults else no_faults
         gap_ns = args.gap_us * 1000
         due = now()
         for i in range(args.rounds):
             profiled = i % 2 == 1  # every other send timed by phase, the rest as users call it
+            xtag, use_table = exchange_tags[(i // 2) % len(exchange_tags)]
+            if use_table is not None:
+                cuipc._cuipc._torch_exchange(use_table)
             due += gap_ns
             while gap_ns and now() < due:
                 pass
@@ -219,14 +252,14 @@ def main():
             t1, f1 = now(), flt()
             if i < warm:
                 continue
-            send_faults["send_profiled" if profiled else "send"].append(f1 - f0)
+            send_faults[("send_profiled" if profiled else "send") + xtag].append(f1 - f0)
             if profiled:
                 for k, v in ph.items():
-                    phases[k].append(v)
-                phases["outside"].append(t1 - t0 - sum(ph.values()))
-                profiled_sends.append(t1 - t0)
+                    phases[k + xtag].append(v)
+                phases["outside" + xtag].append(t1 - t0 - sum(ph.values()))
+                profiled_sends[xtag].append(t1 - t0)
             else:
-                sends.append(t1 - t0)
+                sends[xtag].append(t1 - t0)
         got = results.get(timeout=600)
         if "error" in got:
             print(f"bench_calls: consumer failed: {got['error']}", file=sys.stderr)
@@ -243,7 +276,14 @@ def main():
            "rounds": args.rounds, "bytes": args.bytes, "unwrap": args.kind, "gap_us": args.gap_us, "pin": args.pin,
            "torch_paths": args.torch_paths if args.torch else None,
            "tensors": "torch" if args.torch else "numpy",
-           "device": args.device, "mode": mode, "producer_us": summary({"send": sends, "send_profiled": profiled_sends}), "consumer_us": consumer,
+           "exchange": args.exchange if args.torch else None,
+           # whether torch's exchange table was used (by every message, or with "both" by half)
+           "exchange_table": bool(args.torch and (args.exchange == "both" or
+                                                   (args.exchange == "on" and cuipc._cuipc._torch_exchange()))),
+           "device": args.device, "mode": mode,
+           "producer_us": summary({**{"send" + x: v for x, v in sends.items()},
+                                   **{"send_profiled" + x: v for x, v in profiled_sends.items()}}),
+           "consumer_us": consumer,
            "send_phases_us": summary(phases),
            "faults_per_call": {**faults_per_call(send_faults), **got["faults"]} if args.faults else None}
     print(f"{out['tensors']} {args.device} {mode} {args.kind} {args.bytes} B, {args.rounds} messages, "

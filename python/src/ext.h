@@ -153,6 +153,12 @@ typedef struct cuipc_py_layout {
  * to be resolved first (DLPack would export it unnegated); -1: error raised. */
 int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream, cuipc_py_layout *out);
 
+/* torch's DLPack C exchange table (torch_exchange.c), where this torch has a usable one and it is
+ * not turned off; NULL otherwise, with no error set. Asks only once torch has been imported. */
+const DLPackExchangeAPI *cuipc_py_torch_exchange(void);
+/* _cuipc._torch_exchange(on=None): turns the table's use on or off; whether it is used now. */
+PyObject *cuipc_py_torch_exchange_switch(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
 /* Make stream `to` wait for the work queued so far on `from` (cudaStream_t both) on device;
  * raises CudaError prefixed with what. */
 int cuipc_py_stream_wait(int device, void *from, void *to, const char *what);

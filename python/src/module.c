@@ -91,6 +91,10 @@ static PyMethodDef module_methods[] = {
      "One walk of the harness's CPU-state gauge: its time in ns (benchmarks)."},
     {"_cpu_gauge_resident_ns", cpu_gauge_resident_ns, METH_NOARGS,
      "The gauge's back-to-back walk at its start, in ns: its L2-resident reference."},
+    {"_torch_exchange", (PyCFunction)(void (*)(void))cuipc_py_torch_exchange_switch, METH_FASTCALL,
+     "_torch_exchange(on=None): use torch's DLPack C exchange table (on), or the reads of torch's "
+     "Python bindings (off); returns whether the table is in use (False where this torch has "
+     "none)."},
     {NULL}};
 
 static struct PyModuleDef module_def = {

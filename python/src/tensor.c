@@ -92,6 +92,8 @@ bool cuipc_py_tensor_usable(TensorObject *self) {
 
 typedef struct export_ctx {
     PyObject *keep; /* the memory's owner, kept alive while the reader holds the DLPack tensor */
+    int holders;    /* the deleter's, and a caller's that must see whether it ran (under the GIL) */
+    bool deleted;   /* the deleter ran */
     int64_t shape[CUIPC_MAX_DIMS];
     int64_t strides[CUIPC_MAX_DIMS];
     bool bool_as_u8; /* for torch: its bool comes back through a u8 view (below) */
@@ -101,22 +103,37 @@ typedef struct export_ctx {
     } m;
 } export_ctx;
 
-static void export_release(export_ctx *ctx) {
+/* A context over keep's memory, with one holder: the DLPack tensor's deleter. */
+static export_ctx *export_ctx_new(PyObject *keep, bool bool_as_u8) {
+    export_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return (export_ctx *)PyErr_NoMemory();
+    ctx->keep = Py_NewRef(keep);
+    ctx->holders = 1;
+    ctx->bool_as_u8 = bool_as_u8;
+    return ctx;
+}
+
+static void export_release(export_ctx *ctx, bool deleter) {
     if (!ctx)
         return;
     /* Deleters may run on any thread, with or without the GIL. */
     PyGILState_STATE g = PyGILState_Ensure();
-    Py_XDECREF(ctx->keep);
+    ctx->deleted |= deleter;
+    bool last = --ctx->holders == 0;
+    if (last)
+        Py_XDECREF(ctx->keep);
     PyGILState_Release(g);
-    free(ctx);
+    if (last)
+        free(ctx);
 }
 
 static void legacy_deleter(DLManagedTensor *m) {
-    export_release(m->manager_ctx);
+    export_release(m->manager_ctx, true);
 }
 
 static void versioned_deleter(DLManagedTensorVersioned *m) {
-    export_release(m->manager_ctx);
+    export_release(m->manager_ctx, true);
 }
 
 /* An unconsumed capsule frees its tensor itself (DLPack's rule for the producer side). It is
@@ -161,14 +178,24 @@ static cudaStream_t dl_stream(long long s) {
     return (cudaStream_t)(uintptr_t)s;
 }
 
-/* Make the consumer's stream wait for the unwrap's queued work (copy-out, GPU-side wait). */
-static int order_after_unwrap(TensorObject *self, PyObject *stream) {
+/* Make the reader's stream (DLPack's int) wait for the unwrap's queued work (copy-out, GPU-side
+ * wait). */
+static int order_after_unwrap_on(TensorObject *self, long long s) {
     if (self->origin == TENSOR_BUFFER || self->t.device == CUIPC_DEVICE_HOST)
         return 0;
     TreeObject *tree = (TreeObject *)self->owner;
-    if (!tree->stream_ordered)
+    if (!tree->stream_ordered || s == -1) /* -1: the reader asked for no synchronisation */
         return 0;
-    long long s = 1; /* None: the consumer reads on the legacy default stream */
+    cudaStream_t target = dl_stream(s);
+    if (target == (cudaStream_t)tree->stream)
+        return 0;
+    return cuipc_py_stream_wait(self->t.device, (cudaStream_t)tree->stream, target,
+                                "__dlpack__: ordering the reader's stream after the unwrap");
+}
+
+/* The same for __dlpack__'s stream argument (None: the legacy default stream). */
+static int order_after_unwrap(TensorObject *self, PyObject *stream) {
+    long long s = 1;
     if (stream && stream != Py_None) {
         s = PyLong_AsLongLong(stream);
         if (s == -1 && PyErr_Occurred()) {
@@ -176,14 +203,8 @@ static int order_after_unwrap(TensorObject *self, PyObject *stream) {
             cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "__dlpack__: stream must be an int or None");
             return -1;
         }
-        if (s == -1)
-            return 0; /* the consumer asked for no synchronisation */
     }
-    cudaStream_t target = dl_stream(s);
-    if (target == (cudaStream_t)tree->stream)
-        return 0;
-    return cuipc_py_stream_wait(self->t.device, (cudaStream_t)tree->stream, target,
-                                "__dlpack__: ordering the reader's stream after the unwrap");
+    return order_after_unwrap_on(self, s);
 }
 
 int cuipc_py_stream_wait(int device, void *from, void *to, const char *what) {
@@ -285,11 +306,9 @@ static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versi
                                 bool for_torch) {
     if (order_after_unwrap(self, stream) < 0)
         return NULL;
-    export_ctx *ctx = calloc(1, sizeof *ctx);
+    export_ctx *ctx = export_ctx_new((PyObject *)self, for_torch);
     if (!ctx)
-        return PyErr_NoMemory();
-    ctx->keep = Py_NewRef((PyObject *)self);
-    ctx->bool_as_u8 = for_torch;
+        return NULL;
     PyObject *cap;
     if (versioned) {
         DLManagedTensorVersioned *m = &ctx->m.versioned;
@@ -308,7 +327,7 @@ static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versi
         cap = legacy_capsule(&self->t, ctx);
     }
     if (!cap)
-        export_release(ctx);
+        export_release(ctx, false);
     return cap;
 }
 
@@ -397,13 +416,50 @@ static PyObject *torch_of_capsule(PyObject *cap, cuipc_dtype dtype) {
     return r;
 }
 
+/* A torch.Tensor over t (keep owns its memory) made by torch's exchange table (torch_exchange.c),
+ * which takes the DLPack tensor over: no capsule, no call through torch's Python bindings. torch
+ * reads the bool dtype itself there (2.10 on). Should the call fail, torch has either run the
+ * deleter or dropped the tensor without it (an error before its storage took the deleter): the
+ * second hold, ours, outlives the call to tell which, so that keep is let go exactly once. */
+static PyObject *torch_through_exchange(const DLPackExchangeAPI *x, const cuipc_tensor *t,
+                                        PyObject *keep) {
+    export_ctx *ctx = export_ctx_new(keep, false);
+    if (!ctx)
+        return NULL;
+    ctx->holders = 2;
+    DLManagedTensorVersioned *m = &ctx->m.versioned;
+    m->version = (DLPackVersion){DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION};
+    m->manager_ctx = ctx;
+    m->deleter = versioned_deleter;
+    m->flags = 0; /* as the legacy capsule of the other path: no read-only flag for torch */
+    fill_dl(t, ctx, &m->dl_tensor);
+    void *obj = NULL;
+    int rc = x->managed_tensor_to_py_object_no_sync(m, &obj);
+    if (rc != 0 && !ctx->deleted)
+        export_release(ctx, false); /* torch's hold, which it will not drop now */
+    export_release(ctx, false);
+    if (rc == 0 && !obj)
+        PyErr_SetString(PyExc_SystemError, "torch's DLPack exchange gave no tensor");
+    return rc == 0 ? obj : NULL;
+}
+
 /* torch's capsule reader over a legacy capsule made for torch's current stream: works with every
- * torch that has DLPack, whatever its policy on versioned capsules and read-only flags. */
+ * torch that has DLPack, whatever its policy on versioned capsules and read-only flags. Where
+ * torch has the exchange table, the tensor is made through it instead. */
 static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
     if (!to_torch_init())
         return NULL;
     if (!cuipc_py_tensor_usable(self))
         return NULL;
+    const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
+    if (x) {
+        cuipc_stream current = NULL;
+        if (self->t.device != CUIPC_DEVICE_HOST &&
+            (cuipc_py_torch_stream(self->t.device, &current) < 0 ||
+             order_after_unwrap_on(self, current ? (long long)(uintptr_t)current : 1) < 0))
+            return NULL;
+        return torch_through_exchange(x, &self->t, (PyObject *)self);
+    }
     PyObject *stream = self->t.device == CUIPC_DEVICE_HOST ? Py_NewRef(Py_None)
                                                            : torch_current_stream(self->t.device);
     /* What __dlpack__(stream=stream) gives, without its argument tuple and parsing. */
@@ -419,6 +475,14 @@ bool cuipc_py_torch_ready(void) {
 }
 
 int cuipc_py_torch_stream(int device, cuipc_stream *out) {
+    const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
+    if (x) {
+        void *s = NULL;
+        if (x->current_work_stream(kDLCUDA, device, &s) != 0)
+            return -1;
+        *out = (cuipc_stream)s;
+        return 0;
+    }
     long long h;
     if (!to_torch_init() || torch_raw_stream(device, &h) < 0)
         return -1;
@@ -450,14 +514,15 @@ static int order_for_torch(cuipc_py_torch_order *o, int device) {
 PyObject *cuipc_py_torch_over(const cuipc_tensor *t, PyObject *keep, cuipc_py_torch_order *o) {
     if (t->device != CUIPC_DEVICE_HOST && order_for_torch(o, t->device) < 0)
         return NULL;
-    export_ctx *ctx = calloc(1, sizeof *ctx);
+    const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
+    if (x)
+        return torch_through_exchange(x, t, keep);
+    export_ctx *ctx = export_ctx_new(keep, true);
     if (!ctx)
-        return PyErr_NoMemory();
-    ctx->keep = Py_NewRef(keep);
-    ctx->bool_as_u8 = true;
+        return NULL;
     PyObject *cap = legacy_capsule(t, ctx);
     if (!cap) {
-        export_release(ctx);
+        export_release(ctx, false);
         return NULL;
     }
     return torch_of_capsule(cap, t->dtype);

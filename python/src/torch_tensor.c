@@ -12,7 +12,9 @@
  * not read, torch sets it on complex tensors only (TensorImpl::_set_conj asserts so) and no
  * complex dtype is in the table below. torch._C._to_dlpack in one call was measured slower: its
  * as_strided view goes through the dispatcher (1.5 us warm against 0.7 for the reads it would
- * replace, twice theirs cold).
+ * replace, twice theirs cold). Where torch has the DLPack C exchange table (2.10 on), one C
+ * call of it gives dtype, shape, strides, data pointer and device, and only the gate's four reads
+ * (function mode, layout, grad, negative bit) stay calls into the bindings.
  *
  * Streams: torch's __dlpack__(stream=S) makes S wait for torch's current stream when they differ;
  * the same is done here with an event, so the send's copy-in and ready word, ordered on S, come
@@ -151,6 +153,15 @@ static int takes_fast_path(PyObject *o) {
     return r < 0 ? -1 : r ? 2 : 1;
 }
 
+/* A CUDA tensor on the current device, with a stream torch's __dlpack__ accepts (not the
+ * per-thread one): 1, the send's stream ordered after torch's current stream; 0: DLPack's turn. */
+static int on_current_device(int32_t index, cuipc_stream stream, const char *path) {
+    int current = -1;
+    if ((uintptr_t)stream == 2 || cudaGetDevice(&current) != cudaSuccess || index != current)
+        return 0;
+    return order_after_torch((int)index, stream, path) < 0 ? -1 : 1;
+}
+
 static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t *device) {
     int cuda = flag(o, tt.s_is_cuda, false);
     if (cuda <= 0) {
@@ -158,10 +169,6 @@ static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t
         *device = CUIPC_DEVICE_HOST;
         return cpu; /* not CPU either (meta, mps, xla...): DLPack's turn */
     }
-    /* What torch's __dlpack__ accepts: the current device, a stream other than per-thread. */
-    int current = -1;
-    if ((uintptr_t)stream == 2 || cudaGetDevice(&current) != cudaSuccess)
-        return 0;
     /* torch's DLPack reader or current-stream reader missing (a very old torch): DLPack's
      * turn, for the rest of the process (the lookup is not made again every send). */
     if (tt.no_stream_reader)
@@ -176,10 +183,39 @@ static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t
     Py_XDECREF(d);
     if (PyErr_Occurred())
         return -1;
-    if (index != current)
-        return 0;
     *device = (int32_t)index;
-    return order_after_torch((int)index, stream, path) < 0 ? -1 : 1;
+    return on_current_device(*device, stream, path);
+}
+
+/* The layout in one call of torch's exchange table (torch_exchange.c) in place of the reads
+ * below. What the reads would send to DLPack goes there too: a dtype outside the table, a device
+ * other than the CPU or the current GPU. The call fails only where the tensor has no data
+ * pointer to give, and DLPack's export then says so in torch's words. */
+static int read_through_exchange(const DLPackExchangeAPI *x, PyObject *o, const char *path,
+                                 cuipc_stream stream, cuipc_py_layout *out) {
+    DLTensor dl;
+    if (x->dltensor_from_py_object_no_sync(o, &dl) != 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    out->dtype = cuipc_py_dtype_from_dl(dl.dtype);
+    if (out->dtype == CUIPC_DTYPE_INVALID || dl.ndim < 0 || dl.ndim > CUIPC_MAX_DIMS ||
+        (dl.ndim > 0 && (!dl.shape || !dl.strides)))
+        return 0;
+    out->ndim = dl.ndim;
+    for (int i = 0; i < dl.ndim; i++) {
+        out->shape[i] = dl.shape[i];
+        out->strides[i] = dl.strides[i];
+    }
+    out->data = (char *)dl.data + dl.byte_offset;
+    if (dl.device.device_type == kDLCPU) {
+        out->device = CUIPC_DEVICE_HOST;
+        return 1;
+    }
+    if (dl.device.device_type != kDLCUDA)
+        return 0;
+    out->device = dl.device.device_id;
+    return on_current_device(out->device, stream, path);
 }
 
 int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream,
@@ -191,6 +227,9 @@ int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream,
     int r = takes_fast_path(o);
     if (r <= 0 || r == 2)
         return r;
+    const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
+    if (x && x->dltensor_from_py_object_no_sync)
+        return read_through_exchange(x, o, path, stream, out);
     PyObject *dtype = PyObject_GetAttr(o, tt.s_dtype);
     if (!dtype)
         return -1;

@@ -45,6 +45,23 @@ def pair():
         p.close()
 
 
+@pytest.fixture(params=["exchange", "reads"])
+def torch_path(request):
+    """Each way the extension reads and makes torch tensors: through torch's DLPack C exchange
+    table (torch 2.10 on; skipped where this torch has none), and through calls into torch's Python
+    bindings. Set in this process for the test; its value (True: the table) is for the worker jobs
+    that take an `exchange` argument to set in theirs."""
+    pytest.importorskip("torch")
+    use = cuipc._cuipc._torch_exchange
+    before = use()
+    want = request.param == "exchange"
+    if use(want) != want:
+        use(before)
+        pytest.skip("this torch has no DLPack C exchange table")
+    yield want
+    use(before)
+
+
 @pytest.fixture
 def spawn():
     """multiprocessing with the spawn start method (CUDA-safe), joined and checked at the end."""

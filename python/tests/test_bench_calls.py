@@ -20,7 +20,7 @@ def run_calls(tmp_path, *extra):
 
 def test_each_call_is_timed_and_its_faults_counted(tmp_path):
     got, text = run_calls(tmp_path, "--faults")
-    assert got["schema_version"] == 2 and got["kind"] == "cuipc-python-calls"
+    assert got["schema_version"] == 3 and got["kind"] == "cuipc-python-calls"
     assert got["environment"]["cuipc_build"] == cuipc.build_version
     calls = {"send", "send_profiled", "recv", "unwrap", "tensor", "sync", "release", "del"}
     assert set(got["producer_us"]) | set(got["consumer_us"]) == calls
@@ -33,6 +33,26 @@ def test_each_call_is_timed_and_its_faults_counted(tmp_path):
 def test_without_faults_nothing_is_counted(tmp_path):
     got, text = run_calls(tmp_path)
     assert got["faults_per_call"] is None and "faults a call" not in text
+
+
+def test_both_torch_ways_alternate_or_are_refused(tmp_path):
+    """--exchange both: each call timed apart for torch's exchange table and for the reads of its
+    bindings; refused (77) where this torch has no table."""
+    import pytest
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch.Tensor, "__dlpack_c_exchange_api__"):
+        r = subprocess.run([sys.executable, os.path.join(BENCH, "bench_calls.py"), "--rounds", "60",
+                            "--torch", "--exchange", "both"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 77 and "no DLPack C exchange table" in r.stderr
+        off, _ = run_calls(tmp_path, "--torch", "--exchange", "off")
+        assert off["exchange"] == "off" and off["exchange_table"] is False
+        pytest.skip(f"torch {torch.__version__} has no exchange table: only its refusal checked")
+    got, _ = run_calls(tmp_path, "--torch", "--exchange", "both")
+    assert got["exchange"] == "both" and got["exchange_table"] is True
+    for way in (" exch", " reads"):
+        assert got["producer_us"]["send" + way]["p50"] > 0
+        assert got["consumer_us"]["unwrap" + way]["p50"] > 0
+        assert got["send_phases_us"]["convert" + way]["p50"] > 0
 
 
 def test_first_copy_needs_a_gpu_or_measures_one(tmp_path):

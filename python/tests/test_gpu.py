@@ -103,7 +103,7 @@ def check_features(results, torch, n_messages, stream_ordered=None):
 
 @pytest.mark.parametrize("kind", ["copy", "borrow"])
 @pytest.mark.parametrize("stream_mode", ["none", "own", "busy", "device"])
-def test_unwrap_straight_to_torch(workers_pool, torch, kind, stream_mode):
+def test_unwrap_straight_to_torch(workers_pool, torch, torch_path, kind, stream_mode):
     """unwrap(torch=True): torch tensors out of the unwrap, right when read on torch's current
     stream, whether the unwrap ran on its default stream, on a stream of the consumer's that was
     still busy, or (device given, no stream) on torch's current stream itself (workers.py). A
@@ -111,7 +111,7 @@ def test_unwrap_straight_to_torch(workers_pool, torch, kind, stream_mode):
     n_messages = 3
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=64 << 20) as p:
         results = start_consumers(workers_pool, p, 1, kind, n_messages, None, job="gpu_recv_torch",
-                                  stream_mode=stream_mode)
+                                  stream_mode=stream_mode, exchange=torch_path)
         send_features(p, torch, n_messages)
         check_features(results, torch, n_messages, True if kind == "copy" else None)
         p.drain(timeout=30)
@@ -120,7 +120,8 @@ def test_unwrap_straight_to_torch(workers_pool, torch, kind, stream_mode):
 
 @pytest.mark.parametrize("mode,host_tensor,ordered", [("default", False, False), ("cuda_ipc_pool", True, True)],
                          ids=["default-mode", "host-and-gpu-pool"])
-def test_copies_to_gpu_are_stream_ordered_as_left(workers_pool, torch, mode, host_tensor, ordered):
+def test_copies_to_gpu_are_stream_ordered_as_left(workers_pool, torch, torch_path, mode, host_tensor,
+                                                  ordered):
     """Copies to GPU 0 on a stream still busy with ~0.1 s of GPU work (workers.py, "busy"), read
     on torch's own current stream, another one. Default mode: the copy out of the host pool is
     waited for inside the unwrap, so the message is not stream-ordered. A host-pool and a
@@ -130,15 +131,15 @@ def test_copies_to_gpu_are_stream_ordered_as_left(workers_pool, torch, mode, hos
     with cuipc.Producer(mode=mode, gpu_pool_bytes=16 << 20 if mode != "default" else 0,
                         host_pool_bytes=16 << 20) as p:
         results = start_consumers(workers_pool, p, 1, "copy", n_messages, None, job="gpu_recv_torch",
-                                  stream_mode="busy", device=0)
+                                  stream_mode="busy", device=0, exchange=torch_path)
         send_features(p, torch, n_messages, host_tensor)
         check_features(results, torch, n_messages, ordered)
         p.drain(timeout=30)
 
 
-def test_stream_arguments(workers_pool, torch):
+def test_stream_arguments(workers_pool, torch, torch_path):
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        results = start_consumers(workers_pool, p, 1, "copy", 3, True)
+        results = start_consumers(workers_pool, p, 1, "copy", 3, True, exchange=torch_path)
         s = torch.cuda.Stream()
         for i, stream in enumerate([s, s.cuda_stream, None]):
             with torch.cuda.stream(s):
@@ -151,13 +152,13 @@ def test_stream_arguments(workers_pool, torch):
             assert g["pixel_values"][4] == expected_sum(torch, g["i"], (64, 64), torch.float32)
 
 
-def test_stream_objects_in_turn(workers_pool, torch):
+def test_stream_objects_in_turn(workers_pool, torch, torch_path):
     """More stream objects than the extension remembers the handles of, in turn: each send is
     ordered on its own stream. The tensor is written on that stream after a delay and sent from
     outside it, so a send ordered on any other stream would copy it before it is written."""
     n = 6
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        results = start_consumers(workers_pool, p, 1, "copy", 2 * n, True)
+        results = start_consumers(workers_pool, p, 1, "copy", 2 * n, True, exchange=torch_path)
         streams = [torch.cuda.Stream() for _ in range(n)]
         for i in range(2 * n):
             s = streams[i % n]
@@ -286,12 +287,12 @@ def test_compat_gives_one_device_by_value_or_pooled(workers_pool, torch):
         assert st["by_value"] == 2 and st["gpu_pool"]["in_flight"] == 0
 
 
-def test_send_waits_for_torchs_current_stream(workers_pool, torch):
+def test_send_waits_for_torchs_current_stream(workers_pool, torch, torch_path):
     """A tensor still being written on torch's current stream, sent on another stream (a stream of
     its own, then None: the legacy default stream): the send's stream waits for torch's current
     one, as torch's __dlpack__ made it do, so the consumer sees the finished write."""
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
-        results = start_consumers(workers_pool, p, 1, "copy", 2, True)
+        results = start_consumers(workers_pool, p, 1, "copy", 2, True, exchange=torch_path)
         side, send_stream = torch.cuda.Stream(), torch.cuda.Stream()
         kept = []  # not recycled by torch's allocator while the send's stream may still read it
         for i in range(2):

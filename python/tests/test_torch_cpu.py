@@ -9,6 +9,8 @@ import cuipc
 from cuipc import compat
 
 torch = pytest.importorskip("torch")
+# Every test both ways: through torch's DLPack C exchange table, and through its bindings.
+pytestmark = pytest.mark.usefixtures("torch_path")
 
 
 def test_torch_tensors_in_and_out(pair):

@@ -5,6 +5,8 @@ import pytest
 import cuipc
 
 torch = pytest.importorskip("torch")
+# Every test both ways: through torch's DLPack C exchange table, and through its bindings.
+pytestmark = pytest.mark.usefixtures("torch_path")
 
 
 class ViaDLPack:

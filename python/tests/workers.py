@@ -128,9 +128,20 @@ def summarise_any(tree, with_device=False):
     return tree
 
 
-def gpu_recv(path, kind, count, results, use_stream):
+def torch_path(exchange):
+    """The job's way to torch tensors (conftest.torch_path; None: as the process has it), and the
+    way to put the pooled worker's back afterwards."""
+    use = cuipc._cuipc._torch_exchange
+    before = use()
+    if exchange is not None and use(exchange) != exchange:
+        raise RuntimeError("this torch has no DLPack C exchange table")
+    return lambda: use(before)
+
+
+def gpu_recv(path, kind, count, results, use_stream, exchange=None):
     """GPU consumer: torch tensors out of each message, checked on the GPU, summarised."""
     import torch
+    restore = torch_path(exchange)
     try:
         torch.cuda.init()
         stream = torch.cuda.Stream() if use_stream else None
@@ -154,9 +165,11 @@ def gpu_recv(path, kind, count, results, use_stream):
     except Exception as e:
         import traceback
         results.put(("error", type(e).__name__, traceback.format_exc()))
+    finally:
+        restore()
 
 
-def gpu_recv_torch(path, kind, count, results, stream_mode, device=None):
+def gpu_recv_torch(path, kind, count, results, stream_mode, device=None, exchange=None):
     """GPU consumer unwrapping straight to torch tensors (unwrap(torch=True)), read on torch's
     current stream; each report also says whether the message was stream-ordered. device: the
     copy-out target of the "own" and "busy" unwraps (None: where the data is). stream_mode:
@@ -168,6 +181,7 @@ def gpu_recv_torch(path, kind, count, results, stream_mode, device=None):
       "device"  device=0 and no stream, inside torch.cuda.stream(s) with s busy the same way:
                 the unwrap runs on s itself, and the read on s comes after it"""
     import torch
+    restore = torch_path(exchange)
     try:
         torch.cuda.init()
         stream = torch.cuda.Stream() if stream_mode != "none" else None
@@ -193,6 +207,8 @@ def gpu_recv_torch(path, kind, count, results, stream_mode, device=None):
     except Exception as e:
         import traceback
         results.put(("error", type(e).__name__, traceback.format_exc()))
+    finally:
+        restore()
 
 
 def summarise_torch(torch, tree):
