@@ -17,8 +17,8 @@
 
 static struct {
     bool looked;
-    bool env_off; /* CUIPC_PY_TORCH_EXCHANGE=0 */
-    int forced;   /* _torch_exchange(on): 1 on, 0 off; -1: never called */
+    bool env_off;                 /* CUIPC_PY_TORCH_EXCHANGE=0 */
+    int forced;                   /* _torch_exchange(on): 1 on, 0 off; -1: never called */
     const DLPackExchangeAPI *api; /* the table, or NULL: none usable */
 } ex = {.forced = -1};
 
