@@ -199,8 +199,8 @@ def main():
         import torch
         x = torch.zeros(args.bytes // 2, dtype=torch.bfloat16, device=args.device)
         if args.exchange == "both" and not cuipc._cuipc._torch_exchange():
-            print(f"bench_calls: --exchange both: torch {torch.__version__} has no DLPack C exchange table",
-                  file=sys.stderr)
+            print(f"bench_calls: --exchange both: torch's DLPack C exchange table is not in use (torch "
+                  f"{torch.__version__} has none, or CUIPC_PY_TORCH_EXCHANGE=0)", file=sys.stderr)
             return 77
     elif args.exchange == "both":
         print("bench_calls: --exchange both needs --torch", file=sys.stderr)

@@ -156,7 +156,22 @@ int cuipc_py_torch_tensor(PyObject *o, const char *path, cuipc_stream stream, cu
 /* torch's DLPack C exchange table (torch_exchange.c), where this torch has a usable one and it is
  * not turned off; NULL otherwise, with no error set. Asks only once torch has been imported. */
 const DLPackExchangeAPI *cuipc_py_torch_exchange(void);
-/* _cuipc._torch_exchange(on=None): turns the table's use on or off; whether it is used now. */
+/* torch's own CUDA initialisation (torch.cuda._lazy_init: the seed torch.manual_seed gave, the
+ * calls queued until CUDA is first used), which torch._C._from_dlpack runs for a CUDA tensor and
+ * the table's tensor maker does not; once per process (again in a forked child). -1: raised. */
+int cuipc_py_torch_cuda_init(void);
+/* Tests (_cuipc._torch_exchange_fault): the next tensor made through the table fails, torch
+ * refusing it (a dtype of 2 lanes: torch's own error, before its storage takes the deleter), or
+ * as if torch had run the deleter and then failed. Taken (and cleared) by the tensor maker. */
+typedef enum {
+    EXCHANGE_FAULT_NONE,
+    EXCHANGE_FAULT_REFUSED,
+    EXCHANGE_FAULT_DELETED_THEN_REFUSED
+} cuipc_py_exchange_fault;
+cuipc_py_exchange_fault cuipc_py_torch_exchange_fault_take(void);
+PyObject *cuipc_py_torch_exchange_fault(PyObject *self, PyObject *arg);
+/* _cuipc._torch_exchange([on]): the table's use forced on or off, or (None) left to the process
+ * (CUIPC_PY_TORCH_EXCHANGE=0 wins over on); whether it is used now. */
 PyObject *cuipc_py_torch_exchange_switch(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 /* Make stream `to` wait for the work queued so far on `from` (cudaStream_t both) on device;

@@ -92,9 +92,12 @@ static PyMethodDef module_methods[] = {
     {"_cpu_gauge_resident_ns", cpu_gauge_resident_ns, METH_NOARGS,
      "The gauge's back-to-back walk at its start, in ns: its L2-resident reference."},
     {"_torch_exchange", (PyCFunction)(void (*)(void))cuipc_py_torch_exchange_switch, METH_FASTCALL,
-     "_torch_exchange(on=None): use torch's DLPack C exchange table (on), or the reads of torch's "
-     "Python bindings (off); returns whether the table is in use (False where this torch has "
-     "none)."},
+     "_torch_exchange([on]): True or False, use torch's DLPack C exchange table or the calls into "
+     "torch's bindings; None, as the process has it (CUIPC_PY_TORCH_EXCHANGE=0, which True does "
+     "not override); no argument, only ask. Returns whether the table is in use."},
+    {"_torch_exchange_fault", cuipc_py_torch_exchange_fault, METH_O,
+     "_torch_exchange_fault(kind): the next torch tensor made through the exchange table fails "
+     "(tests): \"refused\" by torch itself, or \"deleted_then_refused\"."},
     {NULL}};
 
 static struct PyModuleDef module_def = {

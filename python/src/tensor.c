@@ -178,14 +178,18 @@ static cudaStream_t dl_stream(long long s) {
     return (cudaStream_t)(uintptr_t)s;
 }
 
+/* The unwrap left work queued that a reader of this tensor must be ordered after. */
+static bool unwrap_work_queued(TensorObject *self) {
+    return self->origin != TENSOR_BUFFER && self->t.device != CUIPC_DEVICE_HOST &&
+           ((TreeObject *)self->owner)->stream_ordered;
+}
+
 /* Make the reader's stream (DLPack's int) wait for the unwrap's queued work (copy-out, GPU-side
  * wait). */
 static int order_after_unwrap_on(TensorObject *self, long long s) {
-    if (self->origin == TENSOR_BUFFER || self->t.device == CUIPC_DEVICE_HOST)
+    if (!unwrap_work_queued(self) || s == -1) /* -1: the reader asked for no synchronisation */
         return 0;
     TreeObject *tree = (TreeObject *)self->owner;
-    if (!tree->stream_ordered || s == -1) /* -1: the reader asked for no synchronisation */
-        return 0;
     cudaStream_t target = dl_stream(s);
     if (target == (cudaStream_t)tree->stream)
         return 0;
@@ -193,8 +197,11 @@ static int order_after_unwrap_on(TensorObject *self, long long s) {
                                 "__dlpack__: ordering the reader's stream after the unwrap");
 }
 
-/* The same for __dlpack__'s stream argument (None: the legacy default stream). */
+/* The same for __dlpack__'s stream argument (None: the legacy default stream), looked at only
+ * where there is something to order. */
 static int order_after_unwrap(TensorObject *self, PyObject *stream) {
+    if (!unwrap_work_queued(self))
+        return 0;
     long long s = 1;
     if (stream && stream != Py_None) {
         s = PyLong_AsLongLong(stream);
@@ -423,6 +430,8 @@ static PyObject *torch_of_capsule(PyObject *cap, cuipc_dtype dtype) {
  * second hold, ours, outlives the call to tell which, so that keep is let go exactly once. */
 static PyObject *torch_through_exchange(const DLPackExchangeAPI *x, const cuipc_tensor *t,
                                         PyObject *keep) {
+    if (t->device != CUIPC_DEVICE_HOST && cuipc_py_torch_cuda_init() < 0)
+        return NULL;
     export_ctx *ctx = export_ctx_new(keep, false);
     if (!ctx)
         return NULL;
@@ -434,7 +443,19 @@ static PyObject *torch_through_exchange(const DLPackExchangeAPI *x, const cuipc_
     m->flags = 0; /* as the legacy capsule of the other path: no read-only flag for torch */
     fill_dl(t, ctx, &m->dl_tensor);
     void *obj = NULL;
-    int rc = x->managed_tensor_to_py_object_no_sync(m, &obj);
+    int rc;
+    switch (cuipc_py_torch_exchange_fault_take()) {
+    case EXCHANGE_FAULT_DELETED_THEN_REFUSED:
+        m->deleter(m);
+        PyErr_SetString(PyExc_RuntimeError, "_torch_exchange_fault: deleted, then refused");
+        rc = -1;
+        break;
+    case EXCHANGE_FAULT_REFUSED:
+        m->dl_tensor.dtype.lanes = 2;
+        /* fallthrough */
+    default:
+        rc = x->managed_tensor_to_py_object_no_sync(m, &obj);
+    }
     if (rc != 0 && !ctx->deleted)
         export_release(ctx, false); /* torch's hold, which it will not drop now */
     export_release(ctx, false);

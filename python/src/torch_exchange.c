@@ -8,8 +8,8 @@
  * Looked up once, when torch has been imported; an older torch, a table of another major version
  * or one missing a function leaves the other paths in use, which give the same tensors. The
  * environment variable CUIPC_PY_TORCH_EXCHANGE=0 turns it off for the process (should a torch's
- * table misbehave), _cuipc._torch_exchange(on) at run time (tests and benchmarks comparing the
- * paths). */
+ * table misbehave; nothing turns it back on), _cuipc._torch_exchange(False) at run time (tests
+ * and benchmarks comparing the paths; True and None undo it). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,8 +18,10 @@
 static struct {
     bool looked;
     bool env_off;                 /* CUIPC_PY_TORCH_EXCHANGE=0 */
-    int forced;                   /* _torch_exchange(on): 1 on, 0 off; -1: never called */
+    int forced;                   /* _torch_exchange(on): 1 on, 0 off; -1: the process's way */
     const DLPackExchangeAPI *api; /* the table, or NULL: none usable */
+    bool cuda_ready;              /* torch.cuda._lazy_init() ran, in the process of fork_gen */
+    unsigned long cuda_ready_gen;
 } ex = {.forced = -1};
 
 /* The table of the major version declared in dlpack.h, from the newest one down the chain. */
@@ -58,18 +60,57 @@ static void look_up(void) {
 const DLPackExchangeAPI *cuipc_py_torch_exchange(void) {
     if (!ex.looked)
         look_up();
-    bool off = ex.forced >= 0 ? !ex.forced : ex.env_off;
+    bool off = ex.env_off || ex.forced == 0; /* the environment's off is not overridden */
     return off ? NULL : ex.api;
 }
 
 PyObject *cuipc_py_torch_exchange_switch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs > 1)
         return PyErr_Format(PyExc_TypeError, "_torch_exchange takes at most one argument");
-    if (nargs == 1 && args[0] != Py_None) {
+    if (nargs == 1 && args[0] == Py_None) {
+        ex.forced = -1;
+    } else if (nargs == 1) {
         int on = PyObject_IsTrue(args[0]);
         if (on < 0)
             return NULL;
         ex.forced = on;
     }
     return PyBool_FromLong(cuipc_py_torch_exchange() != NULL);
+}
+
+int cuipc_py_torch_cuda_init(void) {
+    if (ex.cuda_ready && ex.cuda_ready_gen == cuipc_py_fork_gen)
+        return 0;
+    PyObject *cuda = PyImport_ImportModule("torch.cuda");
+    PyObject *r = cuda ? PyObject_CallMethod(cuda, "_lazy_init", NULL) : NULL;
+    Py_XDECREF(cuda);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    ex.cuda_ready = true;
+    ex.cuda_ready_gen = cuipc_py_fork_gen;
+    return 0;
+}
+
+/* Tests: the failures of the table's tensor maker that cannot be had on purpose otherwise. */
+static cuipc_py_exchange_fault next_fault;
+
+cuipc_py_exchange_fault cuipc_py_torch_exchange_fault_take(void) {
+    cuipc_py_exchange_fault f = next_fault;
+    next_fault = EXCHANGE_FAULT_NONE;
+    return f;
+}
+
+PyObject *cuipc_py_torch_exchange_fault(PyObject *self, PyObject *arg) {
+    static const char *names[] = {"refused", "deleted_then_refused"};
+    const char *s = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    for (int i = 0; s && i < 2; i++)
+        if (strcmp(s, names[i]) == 0) {
+            next_fault = (cuipc_py_exchange_fault)(i + 1);
+            Py_RETURN_NONE;
+        }
+    PyErr_Clear();
+    return PyErr_Format(PyExc_ValueError,
+                        "_torch_exchange_fault: \"refused\" or \"deleted_then_refused\", not %R",
+                        arg);
 }

@@ -53,13 +53,13 @@ def torch_path(request):
     that take an `exchange` argument to set in theirs."""
     pytest.importorskip("torch")
     use = cuipc._cuipc._torch_exchange
-    before = use()
     want = request.param == "exchange"
     if use(want) != want:
-        use(before)
-        pytest.skip("this torch has no DLPack C exchange table")
+        use(None)
+        pytest.skip("torch's DLPack C exchange table not in use (this torch has none, or "
+                    "CUIPC_PY_TORCH_EXCHANGE=0)")
     yield want
-    use(before)
+    use(None)
 
 
 @pytest.fixture

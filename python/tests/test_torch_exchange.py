@@ -13,24 +13,27 @@ import cuipc
 torch = pytest.importorskip("torch")
 
 
-def table_in_use(env_value):
-    """_torch_exchange() in a fresh process with CUIPC_PY_TORCH_EXCHANGE set (None: unset)."""
+def in_fresh_process(env_value, code):
+    """What code prints in a fresh process with CUIPC_PY_TORCH_EXCHANGE set (None: unset)."""
     env = dict(os.environ)
     env.pop("CUIPC_PY_TORCH_EXCHANGE", None)
     if env_value is not None:
         env["CUIPC_PY_TORCH_EXCHANGE"] = env_value
-    out = subprocess.run([sys.executable, "-c", "import cuipc, torch; "
-                          "print(cuipc._cuipc._torch_exchange())"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
 def test_the_table_is_used_where_torch_has_one():
-    has = hasattr(torch.Tensor, "__dlpack_c_exchange_api__")
-    assert table_in_use(None) == str(has)
-    assert table_in_use("1") == str(has)
-    assert table_in_use("0") == "False"
+    """Used where torch has it, unless the environment says 0, which a forced on does not undo;
+    _torch_exchange(False) turns it off, None back to the process's way."""
+    has = str(hasattr(torch.Tensor, "__dlpack_c_exchange_api__"))
+    ask = ("import cuipc, torch; use = cuipc._cuipc._torch_exchange; "
+           "print(use(), use(True), use(False), use(), use(None))")
+    assert in_fresh_process(None, ask).split() == [has, has, "False", "False", has]
+    assert in_fresh_process("1", ask).split() == [has, has, "False", "False", has]
+    assert in_fresh_process("0", ask).split() == ["False"] * 5
 
 
 def test_each_path_makes_its_own_calls(pair, torch_path, monkeypatch):
@@ -38,7 +41,7 @@ def test_each_path_makes_its_own_calls(pair, torch_path, monkeypatch):
     through the reads it does."""
     p, c = pair()
     called = []
-    for name in ("data_ptr", "stride", "get_device"):
+    for name in ("data_ptr", "stride", "__dlpack__", "__dlpack_device__"):
         real = getattr(torch.Tensor, name)
 
         def spy(self, *a, real=real, name=name, **kw):
@@ -51,6 +54,7 @@ def test_each_path_makes_its_own_calls(pair, torch_path, monkeypatch):
     monkeypatch.undo()
     with c.recv(timeout=5) as m:
         assert torch.equal(m.unwrap(kind="copy", torch=True)["x"], x)
+    assert "__dlpack__" not in called and "__dlpack_device__" not in called  # neither falls back
     if torch_path:
         assert called == []
     else:
@@ -83,3 +87,66 @@ def test_a_torch_tensor_lets_its_message_go_when_dropped(pair, torch_path, kind)
     del t
     assert wait_for(lambda: p.stats()["consumers_now"] == 0), "the tensor's deleter did not run"
     assert p.stats()["consumers_detached"] == 1
+
+
+@pytest.mark.parametrize("fault", ["refused", "deleted_then_refused"])
+@pytest.mark.parametrize("way", ["unwrap(torch=True)", "to_torch()"])
+def test_a_tensor_the_table_fails_to_make_is_let_go_once(pair, torch_path, fault, way):
+    """torch's tensor maker fails either before its storage took the deleter (it refuses a dtype of
+    two lanes) or, simulated, after running it: the error reaches the caller, the message's tree is
+    let go exactly once (a second time would be a double free, none a consumer that never
+    detaches), and the next tensor is made as usual."""
+    if not torch_path:
+        pytest.skip("the table's failures: the reads path has its own (test_torch_cpu.py)")
+    p, c = pair()
+    x = torch.arange(32, dtype=torch.float32)
+    p.send({"x": x})
+    m = c.recv(timeout=5)
+    cuipc._cuipc._torch_exchange_fault(fault)
+    with pytest.raises(RuntimeError):
+        if way.startswith("unwrap"):
+            m.unwrap(kind="borrow", torch=True)
+        else:
+            m.unwrap(kind="borrow")["x"].to_torch()
+    assert torch.equal(m.unwrap(kind="borrow", torch=True)["x"], x)
+    m.release()
+    del m
+    c.close()
+    assert wait_for(lambda: p.stats()["consumers_now"] == 0), "a tree kept by the failed tensor"
+
+
+def test_the_fault_hook_names_its_faults():
+    with pytest.raises(ValueError, match="refused"):
+        cuipc._cuipc._torch_exchange_fault("sometimes")
+
+
+@pytest.mark.gpu
+def test_a_cuda_tensor_from_the_table_has_torchs_cuda_initialised():
+    """torch._C._from_dlpack runs torch.cuda's lazy initialisation for a CUDA tensor (the seed
+    torch.manual_seed set, the calls queued until then); the table's tensor maker does not, so the
+    extension runs it: a process that never touched CUDA gets the same seeded values either way."""
+    script = """
+import json, threading, torch, cuipc
+torch.manual_seed(0)
+p = cuipc.Producer(mode="default")
+t = threading.Thread(target=lambda: p.accept(1, timeout=30))
+t.start()
+c = cuipc.Consumer(p.socket_path, timeout=30)
+t.join()
+p.send({"x": torch.zeros(4)})
+with c.recv(timeout=30) as m:
+    y = m.unwrap(kind="copy", device=0, torch=True)["x"]
+    out = {"table": cuipc._cuipc._torch_exchange(), "init": torch.cuda.is_initialized(),
+           "device": str(y.device), "values": y.uniform_().tolist()}
+print(json.dumps(out))
+c.close()
+p.close()
+"""
+    import json
+    table = json.loads(in_fresh_process(None, script))
+    reads = json.loads(in_fresh_process("0", script))
+    if not table["table"]:
+        pytest.skip(f"torch {torch.__version__} has no DLPack C exchange table")
+    assert not reads["table"] and table["device"] == reads["device"] == "cuda:0"
+    assert table["init"] and reads["init"]
+    assert table["values"] == reads["values"]

@@ -129,20 +129,22 @@ def summarise_any(tree, with_device=False):
 
 
 def torch_path(exchange):
-    """The job's way to torch tensors (conftest.torch_path; None: as the process has it), and the
-    way to put the pooled worker's back afterwards."""
+    """The job's way to torch tensors (conftest.torch_path; None: as the process has it); the
+    pooled worker goes back to the process's way when the job ends (restore_torch_path)."""
     use = cuipc._cuipc._torch_exchange
-    before = use()
     if exchange is not None and use(exchange) != exchange:
-        raise RuntimeError("this torch has no DLPack C exchange table")
-    return lambda: use(before)
+        raise RuntimeError("torch's DLPack C exchange table is not in use in this worker")
+
+
+def restore_torch_path():
+    cuipc._cuipc._torch_exchange(None)
 
 
 def gpu_recv(path, kind, count, results, use_stream, exchange=None):
     """GPU consumer: torch tensors out of each message, checked on the GPU, summarised."""
     import torch
-    restore = torch_path(exchange)
     try:
+        torch_path(exchange)
         torch.cuda.init()
         stream = torch.cuda.Stream() if use_stream else None
         with cuipc.Consumer(path, timeout=30) as c:
@@ -166,7 +168,7 @@ def gpu_recv(path, kind, count, results, use_stream, exchange=None):
         import traceback
         results.put(("error", type(e).__name__, traceback.format_exc()))
     finally:
-        restore()
+        restore_torch_path()
 
 
 def gpu_recv_torch(path, kind, count, results, stream_mode, device=None, exchange=None):
@@ -181,8 +183,8 @@ def gpu_recv_torch(path, kind, count, results, stream_mode, device=None, exchang
       "device"  device=0 and no stream, inside torch.cuda.stream(s) with s busy the same way:
                 the unwrap runs on s itself, and the read on s comes after it"""
     import torch
-    restore = torch_path(exchange)
     try:
+        torch_path(exchange)
         torch.cuda.init()
         stream = torch.cuda.Stream() if stream_mode != "none" else None
         with cuipc.Consumer(path, timeout=30) as c:
@@ -208,7 +210,7 @@ def gpu_recv_torch(path, kind, count, results, stream_mode, device=None, exchang
         import traceback
         results.put(("error", type(e).__name__, traceback.format_exc()))
     finally:
-        restore()
+        restore_torch_path()
 
 
 def summarise_torch(torch, tree):
