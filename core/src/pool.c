@@ -39,6 +39,10 @@ typedef struct slot_state {
      * a consumer attached in one's place later is another reader, whose ack the chunk's
      * recycling does not wait for, so a send made after must not reach it. */
     uint64_t departed;
+    /* This generation reached a consumer: the wrapped tree it belongs to was sent, and a second
+     * send would give its readers the same chunk twice (a consumer that released it meanwhile
+     * would read memory the recycler may have handed on). */
+    bool sent;
 } slot_state;
 
 struct cuipc_pool {
@@ -340,6 +344,7 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
     p->busy[p->n_busy++] = slot;
     st->held = held;
     st->departed = 0;
+    st->sent = false;
     if (held)
         p->n_held++;
     else
@@ -489,13 +494,22 @@ static slot_state *busy_slot(cuipc_pool *p, uint32_t slot, uint32_t generation) 
     return &p->slots[slot];
 }
 
-bool cuipc_pool_readers(cuipc_pool *p, const cuipc_chunk *c, uint64_t *readers) {
+bool cuipc_pool_readers(cuipc_pool *p, const cuipc_chunk *c, uint64_t *readers, bool *sent) {
     pthread_mutex_lock(&p->lock);
     slot_state *st = busy_slot(p, c->slot, c->generation);
     uint64_t mask = c->slot < p->cfg.slots ? cuipc_sync_consumer_mask(p->sync, c->slot) : 0;
     *readers = st ? mask & ~st->departed : mask;
+    *sent = st && st->sent;
     pthread_mutex_unlock(&p->lock);
     return st != NULL;
+}
+
+void cuipc_pool_mark_sent(cuipc_pool *p, const cuipc_chunk *c) {
+    pthread_mutex_lock(&p->lock);
+    slot_state *st = busy_slot(p, c->slot, c->generation);
+    if (st)
+        st->sent = true;
+    pthread_mutex_unlock(&p->lock);
 }
 
 /* Acked for every consumer, so that the table agrees the slot is done, and freed now, or (a CUDA
@@ -548,6 +562,7 @@ cuipc_status cuipc_pool_publish_held(cuipc_pool *p, cuipc_chunk *c, uint64_t off
     if (s == CUIPC_OK) {
         st->held = false;
         st->departed = 0;
+        st->sent = false;
         p->n_held--;
         owe_kick_locked(p);
         /* A new generation: the extent consumers check is the tensor's, the mask the

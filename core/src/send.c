@@ -107,17 +107,28 @@ static void chunk_list_cancel(const chunk_list *l) {
 /* The consumers every chunk waits for: the AND of their readers (the producer's lock held, so
  * that no consumer departs or attaches meanwhile). *stale: the first chunk no longer in flight
  * at its generation (released by every consumer it went to, given back, or recycled once every
- * consumer it was wrapped for departed), NULL if none. */
-static uint64_t chunk_list_readers(const chunk_list *l, const chunk_ref **stale) {
+ * consumer it was wrapped for departed), NULL if none; *sent: the first one a send reached
+ * already. */
+static uint64_t chunk_list_readers(const chunk_list *l, const chunk_ref **stale,
+                                   const chunk_ref **sent) {
     uint64_t mask = ~0ull;
-    *stale = NULL;
+    *stale = *sent = NULL;
     for (uint32_t i = 0; i < l->n; i++) {
         uint64_t readers;
-        if (!cuipc_pool_readers(l->items[i].pool, &l->items[i].chunk, &readers) && !*stale)
+        bool was_sent;
+        if (!cuipc_pool_readers(l->items[i].pool, &l->items[i].chunk, &readers, &was_sent) &&
+            !*stale)
             *stale = &l->items[i];
+        if (was_sent && !*sent)
+            *sent = &l->items[i];
         mask &= readers;
     }
     return mask;
+}
+
+static void chunk_list_mark_sent(const chunk_list *l) {
+    for (uint32_t i = 0; i < l->n; i++)
+        cuipc_pool_mark_sent(l->items[i].pool, &l->items[i].chunk);
 }
 
 /* Consumers in `missed` never got the message: their acks are given on their behalf. */
@@ -291,12 +302,14 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     /* Only consumers every chunk waits for get the message: one attached in a place reused
      * since the wrap (a wrapped tree kept across timed-out sends) would read a chunk whose
      * recycling does not wait for its ack. */
-    const chunk_ref *stale;
-    uint64_t targets = p->live_mask & chunk_list_readers(&chunks, &stale);
-    /* A chunk no longer in flight: its slot may be another message's now. Refused, the tree left
-     * whole, unless a fault is being injected on purpose (consumers must refuse it). */
-    bool refused_stale = stale && !p->cfg.debug_send_stale;
-    chunk_ref stale_ref = stale ? *stale : (chunk_ref){0};
+    const chunk_ref *stale, *sent;
+    uint64_t targets = p->live_mask & chunk_list_readers(&chunks, &stale, &sent);
+    /* A chunk no longer in flight (its slot may be another message's now), or one a send reached
+     * already (its readers would get it twice, one that released it meanwhile memory the
+     * recycler may hand on): refused, the tree left whole, unless a fault is being injected on
+     * purpose (consumers must refuse it). */
+    bool refused_stale = (stale || sent) && !p->cfg.debug_send_stale;
+    chunk_ref stale_ref = stale ? *stale : sent ? *sent : (chunk_ref){0};
     if (refused_stale)
         targets = 0;
     cuipc_ring *rings[CUIPC_MAX_CONSUMERS] = {0};
@@ -353,6 +366,8 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
             pthread_mutex_unlock(&p->lock);
         }
     }
+    if (delivered) /* under send_lock: a second send of the tree cannot pass before it */
+        chunk_list_mark_sent(&chunks);
     pthread_mutex_lock(&p->lock);
     cuipc_producer_reap_rings_locked(p); /* this send was the last user of any retired ring */
     pthread_mutex_unlock(&p->lock);
@@ -375,6 +390,12 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     pthread_mutex_unlock(&p->lock);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
+    if (refused_stale && !stale)
+        return CUIPC_FAIL(CUIPC_ERR_STALE,
+                          "the wrapped tree was sent already (its chunk slot %u, generation %u "
+                          "reached consumers before): a wrapped tree is sent once; sent to no "
+                          "consumer this time",
+                          stale_ref.chunk.slot, stale_ref.chunk.generation);
     if (refused_stale)
         return CUIPC_FAIL(CUIPC_ERR_STALE,
                           "the wrapped tree's chunk (slot %u, generation %u, %llu bytes) is no "

@@ -103,9 +103,10 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
  * place is not sent it (its chunks do not wait for that consumer's release).
  * Room is found on every ring before the message goes on any: CUIPC_ERR_TIMEOUT means no
  * consumer got it and the wrapped tree is left whole, its chunks (and buffers) still taken: send
- * it again, or give them back with cuipc_producer_cancel_wrapped. CUIPC_ERR_STALE: a chunk of
- * the tree is no longer in flight (recycled: released by the consumers it went to, given back,
- * or once every consumer it was wrapped for departed), and this call sent it to nobody. A tree
+ * it again, or give them back with cuipc_producer_cancel_wrapped. A wrapped tree is sent once:
+ * CUIPC_ERR_STALE when a send of it reached a consumer before, or when a chunk of it is no
+ * longer in flight (recycled: released by the consumers it went to, given back, or once every
+ * consumer it was wrapped for departed); this call then sent it to nobody. A tree
  * never delivered (kept after a timeout) is then whole: give it back with
  * cuipc_producer_cancel_wrapped. One delivered before must only be freed: its consumers may still
  * read its other chunks. After other failures the chunks are given back for every consumer that
