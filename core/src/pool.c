@@ -524,6 +524,12 @@ static cuipc_status give_back(cuipc_pool *p, const cuipc_chunk *c, bool after_gp
         return CUIPC_FAIL(CUIPC_ERR_STALE, "slot %u generation %u is not in flight", c->slot,
                           c->generation);
     }
+    if (st->sent) { /* its consumers may read it: only their releases give it back */
+        pthread_mutex_unlock(&p->lock);
+        return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
+                          "slot %u generation %u was delivered: its consumers give it back",
+                          c->slot, c->generation);
+    }
     cuipc_sync_ack_all(p->sync, c->slot, c->generation);
     if (!after_gpu || st->held || gpu_writes_done(p, c->slot)) {
         free_busy_locked(p, st->busy_pos);

@@ -256,7 +256,8 @@ static cuipc_status cancel_node(cuipc_value *node, void *ctx) {
     return CUIPC_OK;
 }
 
-/* A pool proxy of another producer's pool: the bytes were not wrapped here. */
+/* A pool proxy of another producer's pool (the bytes were not wrapped here), or a chunk a send
+ * delivered (its consumers may read it until they release it: the tree is only to be freed). */
 static cuipc_status check_ours(cuipc_value *node, void *ctx) {
     const cuipc_proxy *x = cuipc_value_as_proxy(node);
     chunk_ref r;
@@ -265,6 +266,14 @@ static cuipc_status check_ours(cuipc_value *node, void *ctx) {
                           "the tree names pool 0x%llx, which is not this producer's (wrapped by "
                           "another producer?): nothing cancelled",
                           (unsigned long long)x->u.pool.pool_id);
+    uint64_t readers;
+    bool sent = false;
+    if (x && chunk_of(ctx, x, &r) && cuipc_pool_readers(r.pool, &r.chunk, &readers, &sent) && sent)
+        return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
+                          "the tree was delivered (chunk slot %u, generation %u): its consumers "
+                          "give its chunks back when they release it; free the wrapped tree, "
+                          "nothing cancelled",
+                          r.chunk.slot, r.chunk.generation);
     return CUIPC_OK;
 }
 
@@ -391,7 +400,7 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
     if (refused_stale && !stale)
-        return CUIPC_FAIL(CUIPC_ERR_STALE,
+        return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
                           "the wrapped tree was sent already (its chunk slot %u, generation %u "
                           "reached consumers before): a wrapped tree is sent once; sent to no "
                           "consumer this time",

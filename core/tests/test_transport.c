@@ -727,9 +727,11 @@ static void test_sending_a_released_message_again_is_stale(void) {
 
 /* A wrapped tree sent, then sent again before its consumer released it (a consumer attached
  * that reads nothing yet): refused at the producer, since a wrapped tree is sent once, so
- * nothing more goes on the ring; what debug_send_stale lets through for consumers to refuse is
- * the harness's. Once the consumer is gone its chunk comes back. */
-static void test_sending_a_message_twice_is_stale(void) {
+ * nothing more goes on the ring; nor can it be given back, or sent again through
+ * cuipc_producer_send (whose wrap copies its proxies), while its consumer may read it. What
+ * debug_send_stale lets through for consumers to refuse is the harness's. Once the consumer is
+ * gone its chunks come back. */
+static void test_sending_a_message_twice_is_refused(void) {
     make_sock_path();
     pid_t idle = cuipc_test_fork(idle_main, NULL);
     cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_WAIT);
@@ -738,12 +740,16 @@ static void test_sending_a_message_twice_is_stale(void) {
     CHECK_OK(cuipc_producer_send_wrapped(p, k.wrapped, 10 * SEC));
     cuipc_producer_stats once;
     cuipc_producer_stats_get(p, &once);
-    CHECK_STATUS(cuipc_producer_send_wrapped(p, k.wrapped, 10 * SEC), CUIPC_ERR_STALE);
+    CHECK(once.messages_sent == 1 && once.host_pool.in_flight == 2);
+    CHECK_STATUS(cuipc_producer_send_wrapped(p, k.wrapped, 10 * SEC), CUIPC_ERR_DUPLICATE);
     CHECK(strstr(cuipc_last_error(), "sent already") != NULL);
-    cuipc_producer_stats twice;
-    cuipc_producer_stats_get(p, &twice);
-    CHECK(once.messages_sent == 1 && twice.messages_sent == 1);
-    CHECK(twice.bytes_sent == once.bytes_sent);
+    CHECK_STATUS(cuipc_producer_cancel_wrapped(p, k.wrapped), CUIPC_ERR_DUPLICATE);
+    CHECK(strstr(cuipc_last_error(), "was delivered") != NULL);
+    CHECK_STATUS(cuipc_producer_send(p, k.wrapped, NULL, 10 * SEC), CUIPC_ERR_DUPLICATE);
+    cuipc_producer_stats after;
+    cuipc_producer_stats_get(p, &after);
+    CHECK(after.messages_sent == 1);
+    CHECK(after.host_pool.in_flight == 2 && after.host_pool.cancelled == 0);
     kill(idle, SIGKILL);
     CHECK(cuipc_test_wait(idle, 5000) == -SIGKILL);
     wait_for_consumers(p, 0);
@@ -1281,7 +1287,7 @@ int main(void) {
     test_kept_message_skips_a_newcomer();
     test_kept_message_of_departed_consumers_is_stale();
     test_sending_a_released_message_again_is_stale();
-    test_sending_a_message_twice_is_stale();
+    test_sending_a_message_twice_is_refused();
     test_forged_proxies();
     test_threads_share_a_consumer();
     test_many_chunks();

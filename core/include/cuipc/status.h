@@ -15,7 +15,7 @@ typedef enum cuipc_status {
     CUIPC_ERR_POOL_FULL,    /* no chunk (or no sync slot) free for this size */
     CUIPC_ERR_TIMEOUT,      /* a bounded wait ran out */
     CUIPC_ERR_STALE,        /* generation mismatch: the chunk was already recycled */
-    CUIPC_ERR_DUPLICATE,    /* a release for a chunk this consumer already released */
+    CUIPC_ERR_DUPLICATE,    /* released, adopted or sent a second time */
     CUIPC_ERR_CORRUPT,      /* malformed or forged encoded data */
     CUIPC_ERR_UNKNOWN_POOL, /* a proxy names a pool this process does not know */
     CUIPC_ERR_CUDA,         /* a CUDA call failed */

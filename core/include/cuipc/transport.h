@@ -51,8 +51,9 @@ typedef struct cuipc_producer_config {
      * destroy (one ring_bytes memfd and fd each), as if they leaked. */
     bool debug_keep_departed_rings;
     /* Fault injection only: cuipc_producer_send_wrapped delivers a wrapped tree whose chunks are
-     * no longer in flight (released, given back) instead of refusing it with CUIPC_ERR_STALE,
-     * so that the consumers' refusal of stale and duplicate proxies can be tested. */
+     * no longer in flight (released, given back) or were delivered already, instead of refusing
+     * it (CUIPC_ERR_STALE, CUIPC_ERR_DUPLICATE), so that the consumers' refusal of stale and
+     * duplicate proxies can be tested. */
     bool debug_send_stale;
 } cuipc_producer_config;
 
@@ -103,14 +104,14 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
  * place is not sent it (its chunks do not wait for that consumer's release).
  * Room is found on every ring before the message goes on any: CUIPC_ERR_TIMEOUT means no
  * consumer got it and the wrapped tree is left whole, its chunks (and buffers) still taken: send
- * it again, or give them back with cuipc_producer_cancel_wrapped. A wrapped tree is sent once:
- * CUIPC_ERR_STALE when a send of it reached a consumer before, or when a chunk of it is no
- * longer in flight (recycled: released by the consumers it went to, given back, or once every
- * consumer it was wrapped for departed); this call then sent it to nobody. A tree
- * never delivered (kept after a timeout) is then whole: give it back with
- * cuipc_producer_cancel_wrapped. One delivered before must only be freed: its consumers may still
- * read its other chunks. After other failures the chunks are given back for every consumer that
- * did not get the message. */
+ * it again, or give them back with cuipc_producer_cancel_wrapped. A wrapped tree with pool
+ * chunks is sent once: CUIPC_ERR_DUPLICATE when a send of it reached a consumer before (its
+ * consumers give its chunks back when they release it: only free the tree); CUIPC_ERR_STALE
+ * when a chunk of it is no longer in flight (recycled: released by the consumers it went to,
+ * given back, or once every consumer it was wrapped for departed). Either way this call sent it
+ * to nobody. A stale tree never delivered (kept after a timeout) is then whole: give it back
+ * with cuipc_producer_cancel_wrapped. After other failures the chunks are given back for every
+ * consumer that did not get the message. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
                                          int64_t timeout_ns);
@@ -136,8 +137,8 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
 /* Give back the chunks of a wrapped tree that will not be sent: nothing of it may have reached a
  * consumer (bytes carried out of band and adopted are the consumer's to release; cancelled, their
  * chunks would be reused under it). A GPU pool's chunk is reused only once the copy queued into
- * it has run. CUIPC_ERR_UNKNOWN_POOL, and nothing cancelled, for a tree wrapped by another
- * producer. */
+ * it has run. Nothing is cancelled for a tree wrapped by another producer (CUIPC_ERR_UNKNOWN_POOL)
+ * or one a send delivered (CUIPC_ERR_DUPLICATE: its consumers give its chunks back). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
 
