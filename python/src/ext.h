@@ -170,6 +170,9 @@ typedef enum {
 } cuipc_py_exchange_fault;
 cuipc_py_exchange_fault cuipc_py_torch_exchange_fault_take(void);
 PyObject *cuipc_py_torch_exchange_fault(PyObject *self, PyObject *arg);
+/* Tests (_cuipc._torch_exchange_count): the torch tensors the table has made in this process. */
+void cuipc_py_torch_exchange_made(void);
+PyObject *cuipc_py_torch_exchange_count(PyObject *self, PyObject *unused);
 /* _cuipc._torch_exchange([on]): the table's use forced on or off, or (None) left to the process
  * (CUIPC_PY_TORCH_EXCHANGE=0 wins over on); whether it is used now. */
 PyObject *cuipc_py_torch_exchange_switch(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

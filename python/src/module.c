@@ -98,6 +98,8 @@ static PyMethodDef module_methods[] = {
     {"_torch_exchange_fault", cuipc_py_torch_exchange_fault, METH_O,
      "_torch_exchange_fault(kind): the next torch tensor made through the exchange table fails "
      "(tests): \"refused\" by torch itself, or \"deleted_then_refused\"."},
+    {"_torch_exchange_count", cuipc_py_torch_exchange_count, METH_NOARGS,
+     "The torch tensors made through the exchange table in this process (tests)."},
     {NULL}};
 
 static struct PyModuleDef module_def = {

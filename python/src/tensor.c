@@ -430,6 +430,7 @@ static PyObject *torch_of_capsule(PyObject *cap, cuipc_dtype dtype) {
  * second hold, ours, outlives the call to tell which, so that keep is let go exactly once. */
 static PyObject *torch_through_exchange(const DLPackExchangeAPI *x, const cuipc_tensor *t,
                                         PyObject *keep) {
+    cuipc_py_exchange_fault fault = cuipc_py_torch_exchange_fault_take();
     if (t->device != CUIPC_DEVICE_HOST && cuipc_py_torch_cuda_init() < 0)
         return NULL;
     export_ctx *ctx = export_ctx_new(keep, false);
@@ -444,7 +445,7 @@ static PyObject *torch_through_exchange(const DLPackExchangeAPI *x, const cuipc_
     fill_dl(t, ctx, &m->dl_tensor);
     void *obj = NULL;
     int rc;
-    switch (cuipc_py_torch_exchange_fault_take()) {
+    switch (fault) {
     case EXCHANGE_FAULT_DELETED_THEN_REFUSED:
         m->deleter(m);
         PyErr_SetString(PyExc_RuntimeError, "_torch_exchange_fault: deleted, then refused");
@@ -461,6 +462,12 @@ static PyObject *torch_through_exchange(const DLPackExchangeAPI *x, const cuipc_
     export_release(ctx, false);
     if (rc == 0 && !obj)
         PyErr_SetString(PyExc_SystemError, "torch's DLPack exchange gave no tensor");
+    if (rc != 0 && !PyErr_Occurred()) /* a table that refused without saying why */
+        PyErr_Format(PyExc_RuntimeError,
+                     "torch's DLPack exchange table refused the tensor (dtype %s, %d dims)",
+                     cuipc_dtype_name(t->dtype), t->ndim);
+    if (rc == 0 && obj)
+        cuipc_py_torch_exchange_made();
     return rc == 0 ? obj : NULL;
 }
 
@@ -499,8 +506,13 @@ int cuipc_py_torch_stream(int device, cuipc_stream *out) {
     const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
     if (x) {
         void *s = NULL;
-        if (x->current_work_stream(kDLCUDA, device, &s) != 0)
+        if (x->current_work_stream(kDLCUDA, device, &s) != 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_RuntimeError,
+                             "torch's DLPack exchange table gave no current stream on GPU %d",
+                             device);
             return -1;
+        }
         *out = (cuipc_stream)s;
         return 0;
     }

@@ -15,6 +15,11 @@
 
 #include "ext.h"
 
+/* Tests: the failure armed for the next tensor made through the table (no other way to have the
+ * table's tensor maker fail on purpose), and how many it has made. */
+static cuipc_py_exchange_fault next_fault;
+static uint64_t tensors_made;
+
 static struct {
     bool looked;
     bool env_off;                 /* CUIPC_PY_TORCH_EXCHANGE=0 */
@@ -67,6 +72,8 @@ const DLPackExchangeAPI *cuipc_py_torch_exchange(void) {
 PyObject *cuipc_py_torch_exchange_switch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs > 1)
         return PyErr_Format(PyExc_TypeError, "_torch_exchange takes at most one argument");
+    if (nargs == 1)
+        next_fault = EXCHANGE_FAULT_NONE; /* armed for the way now left */
     if (nargs == 1 && args[0] == Py_None) {
         ex.forced = -1;
     } else if (nargs == 1) {
@@ -92,25 +99,35 @@ int cuipc_py_torch_cuda_init(void) {
     return 0;
 }
 
-/* Tests: the failures of the table's tensor maker that cannot be had on purpose otherwise. */
-static cuipc_py_exchange_fault next_fault;
-
 cuipc_py_exchange_fault cuipc_py_torch_exchange_fault_take(void) {
     cuipc_py_exchange_fault f = next_fault;
     next_fault = EXCHANGE_FAULT_NONE;
     return f;
 }
 
+void cuipc_py_torch_exchange_made(void) {
+    tensors_made++;
+}
+
+PyObject *cuipc_py_torch_exchange_count(PyObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(tensors_made);
+}
+
 PyObject *cuipc_py_torch_exchange_fault(PyObject *self, PyObject *arg) {
     static const char *names[] = {"refused", "deleted_then_refused"};
     const char *s = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    int kind = 0;
     for (int i = 0; s && i < 2; i++)
-        if (strcmp(s, names[i]) == 0) {
-            next_fault = (cuipc_py_exchange_fault)(i + 1);
-            Py_RETURN_NONE;
-        }
+        if (strcmp(s, names[i]) == 0)
+            kind = i + 1;
     PyErr_Clear();
-    return PyErr_Format(PyExc_ValueError,
-                        "_torch_exchange_fault: \"refused\" or \"deleted_then_refused\", not %R",
-                        arg);
+    if (!kind)
+        return PyErr_Format(
+            PyExc_ValueError,
+            "_torch_exchange_fault: \"refused\" or \"deleted_then_refused\", not %R", arg);
+    if (!cuipc_py_torch_exchange()) /* armed, it would wait for a later, unrelated tensor */
+        return PyErr_Format(PyExc_RuntimeError,
+                            "_torch_exchange_fault: torch's DLPack C exchange table is not in use");
+    next_fault = (cuipc_py_exchange_fault)kind;
+    Py_RETURN_NONE;
 }

@@ -6,7 +6,23 @@ import time
 import pytest
 
 import cuipc
+import fake_torch_table
 import workers
+
+
+def _install_fake_torch_table():
+    """Where torch has no DLPack C exchange table (before 2.10), this session's torch gets the
+    ctypes stand-in (fake_torch_table.py), so that the tests of the extension's table path run
+    here too; before any test, since the extension looks for the table once. Not in worker
+    processes: tests that need the table there skip with the stand-in."""
+    try:
+        import torch
+    except ImportError:
+        return
+    fake_torch_table.install(torch)
+
+
+_install_fake_torch_table()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -54,6 +70,8 @@ def torch_path(request):
     pytest.importorskip("torch")
     use = cuipc._cuipc._torch_exchange
     want = request.param == "exchange"
+    if want and fake_torch_table.installed() and "workers_pool" in request.fixturenames:
+        pytest.skip("the stand-in for torch's exchange table is in this process only, not in workers")
     if use(want) != want:
         use(None)
         pytest.skip("torch's DLPack C exchange table not in use (this torch has none, or "

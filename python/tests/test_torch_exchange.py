@@ -9,6 +9,12 @@ import time
 import pytest
 
 import cuipc
+import fake_torch_table
+from conftest import attach_pair as _pair
+
+# What a fresh process runs first to have the table this one has: the stand-in, where it is one.
+FAKE_PRELUDE = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+                "import torch, fake_torch_table; fake_torch_table.install(torch); ")
 
 torch = pytest.importorskip("torch")
 
@@ -29,7 +35,8 @@ def test_the_table_is_used_where_torch_has_one():
     """Used where torch has it, unless the environment says 0, which a forced on does not undo;
     _torch_exchange(False) turns it off, None back to the process's way."""
     has = str(hasattr(torch.Tensor, "__dlpack_c_exchange_api__"))
-    ask = ("import cuipc, torch; use = cuipc._cuipc._torch_exchange; "
+    ask = ((FAKE_PRELUDE if fake_torch_table.installed() else "") +
+           "import cuipc, torch; use = cuipc._cuipc._torch_exchange; "
            "print(use(), use(True), use(False), use(), use(None))")
     assert in_fresh_process(None, ask).split() == [has, has, "False", "False", has]
     assert in_fresh_process("1", ask).split() == [has, has, "False", "False", has]
@@ -37,8 +44,9 @@ def test_the_table_is_used_where_torch_has_one():
 
 
 def test_each_path_makes_its_own_calls(pair, torch_path, monkeypatch):
-    """Through the table the send asks torch's bindings for no data pointer, strides or device;
-    through the reads it does."""
+    """Through the table the send asks torch's bindings for no data pointer or strides, and the
+    received tensor is the table's; through the reads the send asks, and the table makes
+    nothing. Neither falls back to DLPack."""
     p, c = pair()
     called = []
     for name in ("data_ptr", "stride", "__dlpack__", "__dlpack_device__"):
@@ -52,8 +60,11 @@ def test_each_path_makes_its_own_calls(pair, torch_path, monkeypatch):
     x = torch.arange(64, dtype=torch.int16).reshape(8, 8)
     p.send({"x": x})
     monkeypatch.undo()
+    made = cuipc._cuipc._torch_exchange_count()
     with c.recv(timeout=5) as m:
-        assert torch.equal(m.unwrap(kind="copy", torch=True)["x"], x)
+        assert torch.equal(m.unwrap(kind="borrow", torch=True)["x"], x)
+        assert torch.equal(m.unwrap(kind="borrow")["x"].to_torch(), x)
+    assert cuipc._cuipc._torch_exchange_count() - made == (2 if torch_path else 0)
     assert "__dlpack__" not in called and "__dlpack_device__" not in called  # neither falls back
     if torch_path:
         assert called == []
@@ -102,13 +113,20 @@ def test_a_tensor_the_table_fails_to_make_is_let_go_once(pair, torch_path, fault
     x = torch.arange(32, dtype=torch.float32)
     p.send({"x": x})
     m = c.recv(timeout=5)
+    t = m.unwrap(kind="borrow")["x"]
+    refs = sys.getrefcount(t)  # to_torch's tensor holds t: a double let-go would show here
     cuipc._cuipc._torch_exchange_fault(fault)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError) as e:
         if way.startswith("unwrap"):
             m.unwrap(kind="borrow", torch=True)
         else:
-            m.unwrap(kind="borrow")["x"].to_torch()
+            t.to_torch()
+    # torch's own refusal, or the simulated one
+    assert ("_torch_exchange_fault" in str(e.value)) == (fault == "deleted_then_refused")
+    assert sys.getrefcount(t) == refs
     assert torch.equal(m.unwrap(kind="borrow", torch=True)["x"], x)
+    assert torch.equal(t.to_torch(), x)
+    del t
     m.release()
     del m
     c.close()
@@ -116,8 +134,34 @@ def test_a_tensor_the_table_fails_to_make_is_let_go_once(pair, torch_path, fault
 
 
 def test_the_fault_hook_names_its_faults():
+    """Its kinds, and only while the table is in use: armed otherwise, it would wait for a later,
+    unrelated tensor. Leaving the way it was armed for disarms it."""
     with pytest.raises(ValueError, match="refused"):
         cuipc._cuipc._torch_exchange_fault("sometimes")
+    use = cuipc._cuipc._torch_exchange
+    try:
+        use(False)
+        with pytest.raises(RuntimeError, match="not in use"):
+            cuipc._cuipc._torch_exchange_fault("refused")
+        if not use(True):
+            pytest.skip(f"torch {torch.__version__} has no DLPack C exchange table")
+        cuipc._cuipc._torch_exchange_fault("refused")
+        use(False)
+        use(True)
+        # disarmed: the next tensor through the table is made
+        t = torch.arange(4)
+        made = cuipc._cuipc._torch_exchange_count()
+        p, c = _pair()
+        try:
+            p.send({"x": t})
+            with c.recv(timeout=5) as m:
+                assert torch.equal(m.unwrap(kind="copy", torch=True)["x"], t)
+        finally:
+            c.close()
+            p.close()
+        assert cuipc._cuipc._torch_exchange_count() == made + 1
+    finally:
+        use(None)
 
 
 @pytest.mark.gpu
