@@ -463,10 +463,14 @@ cuipc_status cuipc_producer_send(cuipc_producer *p, const cuipc_value *tree, cui
         uint64_t send_start = cuipc_now_ns();
         cuipc_status s = cuipc_producer_send_wrapped(p, wrapped, left);
         spent += (int64_t)(cuipc_now_ns() - send_start);
-        if (s == CUIPC_ERR_TIMEOUT || s == CUIPC_ERR_STALE) { /* sent to nobody, chunks kept */
+        if (s == CUIPC_ERR_TIMEOUT || s == CUIPC_ERR_STALE || s == CUIPC_ERR_DUPLICATE) {
+            /* Sent to nobody: this wrap's chunks go back one by one. Not through
+             * cuipc_producer_cancel_wrapped, which refuses the whole tree when it carries a
+             * delivered proxy (the input tree had one: the wrap copies proxies), and would so
+             * keep this wrap's own chunks; a delivered chunk refuses its give-back itself. */
             cuipc_error_saved saved;
             cuipc_error_save(&saved);
-            cuipc_status_ignore(cuipc_producer_cancel_wrapped(p, wrapped));
+            cuipc_status_ignore(cuipc_value_visit(wrapped, cancel_node, p));
             if (tries > 0 && s == CUIPC_ERR_TIMEOUT) /* the message names this try's wait */
                 s = CUIPC_FAIL(s, "%s (%lld ms for all %u tries)", saved.msg,
                                (long long)(timeout_ns / 1000000), tries + 1);

@@ -750,11 +750,26 @@ static void test_sending_a_message_twice_is_refused(void) {
     cuipc_producer_stats_get(p, &after);
     CHECK(after.messages_sent == 1);
     CHECK(after.host_pool.in_flight == 2 && after.host_pool.cancelled == 0);
+    /* The delivered proxy beside new tensors: refused, and the new tensors' chunks given back. */
+    void *bufs[3];
+    cuipc_value *mixed = make_message(2, bufs);
+    CHECK_OK(cuipc_dict_set(mixed, "delivered", cuipc_value_clone(k.wrapped)));
+    CHECK_STATUS(cuipc_producer_send(p, mixed, NULL, 10 * SEC), CUIPC_ERR_DUPLICATE);
+    cuipc_producer_stats_get(p, &after);
+    CHECK(after.messages_sent == 1 && after.host_pool.in_flight == 2);
+    CHECK(after.host_pool.cancelled == after.host_pool.allocs - 2);
+    cuipc_value_free(mixed);
+    for (int i = 0; i < 3; i++)
+        free(bufs[i]);
     kill(idle, SIGKILL);
     CHECK(cuipc_test_wait(idle, 5000) == -SIGKILL);
     wait_for_consumers(p, 0);
     cuipc_producer_close(p);
-    check_all_recycled(p, 1);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats end;
+    cuipc_producer_stats_get(p, &end);
+    CHECK(end.messages_sent == 1 && end.host_pool.in_flight == 0);
+    CHECK(end.host_pool.recycled == 2 && end.host_pool.cancelled == end.host_pool.allocs - 2);
     free_kept(&k);
     cuipc_producer_destroy(p);
 }

@@ -17,7 +17,7 @@ static const struct {
     {CUIPC_ERR_POOL_FULL, "PoolFull", "No room in the pool (or no consumer place) for this."},
     {CUIPC_ERR_TIMEOUT, "Timeout", "A bounded wait ran out."},
     {CUIPC_ERR_STALE, "Stale", "The chunk or buffer was recycled, sent or released already."},
-    {CUIPC_ERR_DUPLICATE, "Duplicate", "A release for a chunk this consumer already released."},
+    {CUIPC_ERR_DUPLICATE, "Duplicate", "Released, adopted or sent a second time."},
     {CUIPC_ERR_CORRUPT, "Corrupt", "Malformed or forged message bytes."},
     {CUIPC_ERR_UNKNOWN_POOL, "UnknownPool",
      "The message names a pool this consumer does not know."},

@@ -9,6 +9,8 @@ torch's code: the GPU machine's torch 2.11 runs the same tests against the real 
 A ctypes callback cannot leave a Python exception set, so a refusal here returns -1 with none:
 the extension then raises its own RuntimeError."""
 import ctypes
+import itertools
+import weakref
 
 from dlpack_ctypes import DLManagedTensor, DLTensor, Versioned
 
@@ -36,8 +38,9 @@ _capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
 _incref = ctypes.pythonapi.Py_IncRef
 _incref.argtypes = [ctypes.py_object]
 
-# What lives as long as the process or as long as what it describes.
-_layouts = []  # (shape, strides) arrays of every tensor read: valid while their tensor lives
+# What lives as long as what it describes.
+_layouts = {}  # (shape, strides) arrays of a tensor read, until that tensor goes
+_next_layout = itertools.count()
 _legacy = {}  # address -> the legacy managed tensor handed to torch's reader, until its deleter
 _state = {}
 
@@ -60,7 +63,9 @@ def _dltensor_from_py(obj_ptr, out_ptr):
         n = t.dim()
         shape = (ctypes.c_int64 * max(n, 1))(*t.shape)
         strides = (ctypes.c_int64 * max(n, 1))(*base.stride(t))  # not torch.Tensor's: tests spy it
-        _layouts.append((shape, strides))
+        key = next(_next_layout)
+        _layouts[key] = (shape, strides)
+        weakref.finalize(t, _layouts.pop, key, None)
         out = DLTensor.from_address(out_ptr)
         out.data = base.data_ptr(t)
         out.device_type, out.device_id = (DL_CUDA, t.device.index) if kind == "cuda" else (DL_CPU, 0)
@@ -100,7 +105,8 @@ def _to_py(versioned_ptr, out_ptr):
         try:
             t = torch.utils.dlpack.from_dlpack(capsule)
         except Exception:
-            del _legacy[ctypes.addressof(legacy)]  # not taken: the caller still owns the tensor
+            # Refused: not taken (or taken, and its deleter has run already)
+            _legacy.pop(ctypes.addressof(legacy), None)
             return -1
         if as_bool:
             t = t.view(torch.bool)

@@ -86,6 +86,7 @@ def test_a_by_value_object_needs_no_producer():
     assert time.monotonic() - t0 < 2
 
 
+@pytest.mark.usefixtures("torch_path")  # through torch's exchange table, and through its bindings
 def test_any_dtype_travels_and_an_object_unwraps_twice_alike():
     """torch bool, complex and a tensor that requires grad through the pool, as the reference's
     byte copies carry them; a second unwrap gives the first one's tensor."""

@@ -108,9 +108,10 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
  * chunks is sent once: CUIPC_ERR_DUPLICATE when a send of it reached a consumer before (its
  * consumers give its chunks back when they release it: only free the tree); CUIPC_ERR_STALE
  * when a chunk of it is no longer in flight (recycled: released by the consumers it went to,
- * given back, or once every consumer it was wrapped for departed). Either way this call sent it
- * to nobody. A stale tree never delivered (kept after a timeout) is then whole: give it back
- * with cuipc_producer_cancel_wrapped. After other failures the chunks are given back for every
+ * given back, or once every consumer it was wrapped for departed; this before DUPLICATE, for a
+ * delivered tree with a chunk recycled since). Either way this call sent it to nobody. A stale
+ * tree never delivered (kept after a timeout) is then whole: give it back with
+ * cuipc_producer_cancel_wrapped. After other failures the chunks are given back for every
  * consumer that did not get the message. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *wrapped,
