@@ -504,11 +504,11 @@ bool cuipc_pool_readers(cuipc_pool *p, const cuipc_chunk *c, uint64_t *readers, 
     return st != NULL;
 }
 
-void cuipc_pool_mark_sent(cuipc_pool *p, const cuipc_chunk *c) {
+void cuipc_pool_set_sent(cuipc_pool *p, const cuipc_chunk *c, bool sent) {
     pthread_mutex_lock(&p->lock);
     slot_state *st = busy_slot(p, c->slot, c->generation);
     if (st)
-        st->sent = true;
+        st->sent = sent;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -527,7 +527,8 @@ static cuipc_status give_back(cuipc_pool *p, const cuipc_chunk *c, bool after_gp
     if (st->sent) { /* its consumers may read it: only their releases give it back */
         pthread_mutex_unlock(&p->lock);
         return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
-                          "slot %u generation %u was delivered: its consumers give it back",
+                          "slot %u generation %u was delivered, or is being sent: its consumers "
+                          "give it back",
                           c->slot, c->generation);
     }
     cuipc_sync_ack_all(p->sync, c->slot, c->generation);

@@ -78,10 +78,11 @@ cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *pool, cuipc_stream stream,
  * less those that departed since the generation began (acked on their behalf; one attached in
  * such a place since is another reader, whose ack the chunk's recycling does not wait for).
  * For a chunk no longer in flight, *readers is its slot's mask now. *sent: a send of it reached
- * a consumer already (cuipc_pool_mark_sent). */
+ * a consumer already, or is under way (cuipc_pool_set_sent). */
 bool cuipc_pool_readers(cuipc_pool *pool, const cuipc_chunk *c, uint64_t *readers, bool *sent);
-/* A send of chunk c (at its generation) reached a consumer: another send of it is refused. */
-void cuipc_pool_mark_sent(cuipc_pool *pool, const cuipc_chunk *c);
+/* A send of chunk c (at its generation) is under way or reached a consumer (sent), or reached
+ * none after all: while marked, another send of it is refused and so is its give-back. */
+void cuipc_pool_set_sent(cuipc_pool *pool, const cuipc_chunk *c, bool sent);
 
 /* Give back a chunk of a wrapped tree that reached no consumer: as cuipc_pool_cancel, but a
  * CUDA pool's chunk whose ready word the GPU has not written yet is freed by the recycler once

@@ -126,9 +126,9 @@ static uint64_t chunk_list_readers(const chunk_list *l, const chunk_ref **stale,
     return mask;
 }
 
-static void chunk_list_mark_sent(const chunk_list *l) {
+static void chunk_list_set_sent(const chunk_list *l, bool sent) {
     for (uint32_t i = 0; i < l->n; i++)
-        cuipc_pool_mark_sent(l->items[i].pool, &l->items[i].chunk);
+        cuipc_pool_set_sent(l->items[i].pool, &l->items[i].chunk, sent);
 }
 
 /* Consumers in `missed` never got the message: their acks are given on their behalf. */
@@ -270,9 +270,9 @@ static cuipc_status check_ours(cuipc_value *node, void *ctx) {
     bool sent = false;
     if (x && chunk_of(ctx, x, &r) && cuipc_pool_readers(r.pool, &r.chunk, &readers, &sent) && sent)
         return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
-                          "the tree was delivered (chunk slot %u, generation %u): its consumers "
-                          "give its chunks back when they release it; free the wrapped tree, "
-                          "nothing cancelled",
+                          "the tree was delivered, or a send of it is under way (chunk slot %u, "
+                          "generation %u): its consumers give its chunks back when they release "
+                          "it; free the wrapped tree once sent, nothing cancelled",
                           r.chunk.slot, r.chunk.generation);
     return CUIPC_OK;
 }
@@ -321,6 +321,11 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     chunk_ref stale_ref = stale ? *stale : sent ? *sent : (chunk_ref){0};
     if (refused_stale)
         targets = 0;
+    /* Marked before any ring has it, so that a give-back of the same tree racing with this send
+     * (another thread's cancel) is refused too; unmarked below if it reached nobody. */
+    bool marked = targets && !sent;
+    if (marked)
+        chunk_list_set_sent(&chunks, true);
     cuipc_ring *rings[CUIPC_MAX_CONSUMERS] = {0};
     for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
         rings[c] = p->conns[c].ring;
@@ -375,8 +380,8 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
             pthread_mutex_unlock(&p->lock);
         }
     }
-    if (delivered) /* under send_lock: a second send of the tree cannot pass before it */
-        chunk_list_mark_sent(&chunks);
+    if (marked && !delivered) /* nobody got it: the tree is whole, to send again or give back */
+        chunk_list_set_sent(&chunks, false);
     pthread_mutex_lock(&p->lock);
     cuipc_producer_reap_rings_locked(p); /* this send was the last user of any retired ring */
     pthread_mutex_unlock(&p->lock);

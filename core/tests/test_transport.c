@@ -825,6 +825,67 @@ static void test_send_goes_to_the_consumer_that_replaced_its_own(void) {
     cuipc_producer_destroy(p);
 }
 
+typedef struct kept_send {
+    cuipc_producer *p;
+    const cuipc_value *wrapped;
+    cuipc_status s;
+} kept_send;
+
+static void *kept_send_main(void *arg) {
+    kept_send *k = arg;
+    k->s = cuipc_producer_send_wrapped(k->p, k->wrapped, SEC);
+    return NULL;
+}
+
+/* A wrapped tree whose send waits for ring room (its only consumer reads nothing) cannot be
+ * given back meanwhile by another thread: the send might still deliver it. Once the send has
+ * timed out, reaching nobody, it can. */
+static void test_a_tree_being_sent_is_not_given_back(void) {
+    make_sock_path();
+    pid_t stuck = cuipc_test_fork(idle_main, NULL);
+    cuipc_producer *p = make_producer(1, 256 << 10, CUIPC_FULL_WAIT);
+    REQUIRE(cuipc_producer_accept(p, 1, 10 * SEC) == CUIPC_OK);
+    int64_t seq = 1;
+    while (send_padded(p, seq, SEC / 20) == CUIPC_OK && seq < 100)
+        seq++;
+    CHECK(seq < 100);
+    cuipc_status s = CUIPC_OK;
+    for (int n = 0; s == CUIPC_OK && n < 100; n++) { /* and no room left for a small one */
+        void *bufs[3];
+        cuipc_value *v = make_message(2, bufs);
+        s = cuipc_producer_send(p, v, NULL, SEC / 20);
+        cuipc_value_free(v);
+        for (int i = 0; i < 3; i++)
+            free(bufs[i]);
+    }
+    CHECK_STATUS(s, CUIPC_ERR_TIMEOUT);
+    kept_message k;
+    keep_wrapped(p, &k);
+    kept_send ks = {.p = p, .wrapped = k.wrapped};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, kept_send_main, &ks) == 0);
+    usleep(200 * 1000); /* the send is waiting for room */
+    CHECK_STATUS(cuipc_producer_cancel_wrapped(p, k.wrapped), CUIPC_ERR_DUPLICATE);
+    pthread_join(t, NULL);
+    CHECK(ks.s == CUIPC_ERR_TIMEOUT);
+    cuipc_producer_stats before;
+    cuipc_producer_stats_get(p, &before);
+    CHECK_OK(cuipc_producer_cancel_wrapped(p, k.wrapped));
+    cuipc_producer_stats after;
+    cuipc_producer_stats_get(p, &after);
+    CHECK(after.host_pool.cancelled == before.host_pool.cancelled + 2);
+    kill(stuck, SIGKILL);
+    CHECK(cuipc_test_wait(stuck, 5000) == -SIGKILL);
+    wait_for_consumers(p, 0);
+    cuipc_producer_close(p);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats_get(p, &after);
+    CHECK(after.host_pool.in_flight == 0);
+    CHECK(after.host_pool.recycled + after.host_pool.cancelled == after.host_pool.allocs);
+    free_kept(&k);
+    cuipc_producer_destroy(p);
+}
+
 /* The producer dies: a consumer blocked in recv gets PEER_DEAD promptly, not a hang. */
 static int attached_pipe[2];
 
@@ -1303,6 +1364,7 @@ int main(void) {
     test_kept_message_of_departed_consumers_is_stale();
     test_sending_a_released_message_again_is_stale();
     test_sending_a_message_twice_is_refused();
+    test_a_tree_being_sent_is_not_given_back();
     test_forged_proxies();
     test_threads_share_a_consumer();
     test_many_chunks();

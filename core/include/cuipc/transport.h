@@ -139,7 +139,8 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
  * consumer (bytes carried out of band and adopted are the consumer's to release; cancelled, their
  * chunks would be reused under it). A GPU pool's chunk is reused only once the copy queued into
  * it has run. Nothing is cancelled for a tree wrapped by another producer (CUIPC_ERR_UNKNOWN_POOL)
- * or one a send delivered (CUIPC_ERR_DUPLICATE: its consumers give its chunks back). */
+ * or one a send delivered or is sending on another thread (CUIPC_ERR_DUPLICATE: its consumers
+ * give its chunks back). */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_cancel_wrapped(cuipc_producer *p, const cuipc_value *wrapped);
 
