@@ -189,8 +189,9 @@ static int device_of(PyObject *o, cuipc_stream stream, const char *path, int32_t
 
 /* The layout in one call of torch's exchange table (torch_exchange.c) in place of the reads
  * below. What the reads would send to DLPack goes there too: a dtype outside the table, a device
- * other than the CPU or the current GPU. The call fails only where the tensor has no data
- * pointer to give, and DLPack's export then says so in torch's words. */
+ * other than the CPU or the current GPU. The call fails where torch cannot describe the tensor
+ * that way (no data pointer, a dtype or device DLPack has no code for), and DLPack's export then
+ * says why in torch's words. */
 static int read_through_exchange(const DLPackExchangeAPI *x, PyObject *o, const char *path,
                                  cuipc_stream stream, cuipc_py_layout *out) {
     DLTensor dl;
