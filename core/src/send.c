@@ -260,15 +260,17 @@ static cuipc_status cancel_node(cuipc_value *node, void *ctx) {
  * delivered (its consumers may read it until they release it: the tree is only to be freed). */
 static cuipc_status check_ours(cuipc_value *node, void *ctx) {
     const cuipc_proxy *x = cuipc_value_as_proxy(node);
+    if (!x || x->kind != CUIPC_PROXY_POOL || x->nbytes == 0)
+        return CUIPC_OK; /* no chunk */
     chunk_ref r;
-    if (x && x->kind == CUIPC_PROXY_POOL && x->nbytes > 0 && !chunk_of(ctx, x, &r))
+    if (!chunk_of(ctx, x, &r))
         return CUIPC_FAIL(CUIPC_ERR_UNKNOWN_POOL,
                           "the tree names pool 0x%llx, which is not this producer's (wrapped by "
                           "another producer?): nothing cancelled",
                           (unsigned long long)x->u.pool.pool_id);
     uint64_t readers;
     bool sent = false;
-    if (x && chunk_of(ctx, x, &r) && cuipc_pool_readers(r.pool, &r.chunk, &readers, &sent) && sent)
+    if (cuipc_pool_readers(r.pool, &r.chunk, &readers, &sent) && sent)
         return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
                           "the tree was delivered, or a send of it is under way (chunk slot %u, "
                           "generation %u): its consumers give its chunks back when they release "
@@ -317,9 +319,9 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
      * already (its readers would get it twice, one that released it meanwhile memory the
      * recycler may hand on): refused, the tree left whole, unless a fault is being injected on
      * purpose (consumers must refuse it). */
-    bool refused_stale = (stale || sent) && !p->cfg.debug_send_stale;
-    chunk_ref stale_ref = stale ? *stale : sent ? *sent : (chunk_ref){0};
-    if (refused_stale)
+    bool refused = (stale || sent) && !p->cfg.debug_send_stale;
+    chunk_ref refused_ref = stale ? *stale : sent ? *sent : (chunk_ref){0};
+    if (refused)
         targets = 0;
     /* Marked before any ring has it, so that a give-back of the same tree racing with this send
      * (another thread's cancel) is refused too; unmarked below if it reached nobody. */
@@ -394,7 +396,7 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     /* Every consumer a chunk waits for but that did not get this message is acked for; out of
      * room or stale, nobody got it and the wrapped tree stays whole, to be sent again or
      * cancelled. */
-    if (!no_room && !refused_stale)
+    if (!no_room && !refused)
         chunk_list_release(&chunks, ~delivered);
     chunk_list_free(&chunks);
 
@@ -404,20 +406,20 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     pthread_mutex_unlock(&p->lock);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
-    if (refused_stale && !stale)
+    if (refused && !stale)
         return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
                           "the wrapped tree was sent already (its chunk slot %u, generation %u "
                           "reached consumers before): a wrapped tree is sent once; sent to no "
                           "consumer this time",
-                          stale_ref.chunk.slot, stale_ref.chunk.generation);
-    if (refused_stale)
+                          refused_ref.chunk.slot, refused_ref.chunk.generation);
+    if (refused)
         return CUIPC_FAIL(CUIPC_ERR_STALE,
                           "the wrapped tree's chunk (slot %u, generation %u, %llu bytes) is no "
                           "longer in flight (released by the consumers it went to, given back, "
                           "or recycled once every consumer it was wrapped for departed): sent to "
                           "no consumer",
-                          stale_ref.chunk.slot, stale_ref.chunk.generation,
-                          (unsigned long long)stale_ref.chunk.size);
+                          refused_ref.chunk.slot, refused_ref.chunk.generation,
+                          (unsigned long long)refused_ref.chunk.size);
     if (!targets || died == targets) {
         /* Consumers attached since the wrap, in departed ones' places or new ones. */
         uint32_t others = cuipc_producer_consumer_count(p);
