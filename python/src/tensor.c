@@ -252,8 +252,7 @@ static void fill_dl(const cuipc_tensor *t, export_ctx *ctx, DLTensor *dl) {
     dl->byte_offset = 0;
 }
 
-static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned,
-                                bool for_torch);
+static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned);
 
 /* A legacy capsule over t in ctx (which the capsule's tensor then owns); NULL on failure, ctx
  * still the caller's. */
@@ -304,16 +303,15 @@ static PyObject *tensor_dlpack(TensorObject *self, PyObject *args, PyObject *kw)
                                       "__dlpack__: max_version must be a (major, minor) tuple");
         versioned = major >= DLPACK_MAJOR_VERSION;
     }
-    return export_capsule(self, stream, versioned, false);
+    return export_capsule(self, stream, versioned);
 }
 
 /* The capsule of a usable tensor, the reader's stream (None, or DLPack's int) ordered after the
  * unwrap's work. */
-static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned,
-                                bool for_torch) {
+static PyObject *export_capsule(TensorObject *self, PyObject *stream, bool versioned) {
     if (order_after_unwrap(self, stream) < 0)
         return NULL;
-    export_ctx *ctx = export_ctx_new((PyObject *)self, for_torch);
+    export_ctx *ctx = export_ctx_new((PyObject *)self, false);
     if (!ctx)
         return NULL;
     PyObject *cap;
@@ -405,14 +403,6 @@ static int torch_raw_stream(int device, long long *h) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* The handle of torch's current stream on device, as DLPack's stream argument. */
-static PyObject *torch_current_stream(int device) {
-    long long h;
-    if (torch_raw_stream(device, &h) < 0)
-        return NULL;
-    return PyLong_FromLongLong(h == 0 ? 1 : h); /* 0 is the legacy default stream: 1 */
-}
-
 /* torch's reader over a capsule made for torch (cap, taken): a bool tensor travels as u8 and is
  * viewed back, since torch 1.13's reader has no DLPack bool (a view: no copy). */
 static PyObject *torch_of_capsule(PyObject *cap, cuipc_dtype dtype) {
@@ -471,29 +461,37 @@ static PyObject *torch_through_exchange(const DLPackExchangeAPI *x, const cuipc_
     return rc == 0 ? obj : NULL;
 }
 
-/* torch's capsule reader over a legacy capsule made for torch's current stream: works with every
- * torch that has DLPack, whatever its policy on versioned capsules and read-only flags. Where
- * torch has the exchange table, the tensor is made through it instead. */
+/* A torch.Tensor over t, whose memory keep owns: through torch's exchange table where torch has
+ * one, else torch's capsule reader over a legacy capsule, which works with every torch that has
+ * DLPack, whatever its policy on versioned capsules and read-only flags. */
+static PyObject *torch_of(const cuipc_tensor *t, PyObject *keep) {
+    const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
+    if (x)
+        return torch_through_exchange(x, t, keep);
+    export_ctx *ctx = export_ctx_new(keep, true);
+    if (!ctx)
+        return NULL;
+    PyObject *cap = legacy_capsule(t, ctx);
+    if (!cap) {
+        export_release(ctx, false);
+        return NULL;
+    }
+    return torch_of_capsule(cap, t->dtype);
+}
+
+/* What torch.from_dlpack(self) gives, read on torch's current stream (ordered after the unwrap's
+ * work), without __dlpack__'s argument tuple and parsing. */
 static PyObject *tensor_to_torch(TensorObject *self, PyObject *unused) {
     if (!to_torch_init())
         return NULL;
     if (!cuipc_py_tensor_usable(self))
         return NULL;
-    const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
-    if (x) {
-        cuipc_stream current = NULL;
-        if (self->t.device != CUIPC_DEVICE_HOST &&
-            (cuipc_py_torch_stream(self->t.device, &current) < 0 ||
-             order_after_unwrap_on(self, current ? (long long)(uintptr_t)current : 1) < 0))
-            return NULL;
-        return torch_through_exchange(x, &self->t, (PyObject *)self);
-    }
-    PyObject *stream = self->t.device == CUIPC_DEVICE_HOST ? Py_NewRef(Py_None)
-                                                           : torch_current_stream(self->t.device);
-    /* What __dlpack__(stream=stream) gives, without its argument tuple and parsing. */
-    PyObject *cap = stream ? export_capsule(self, stream, false, true) : NULL;
-    Py_XDECREF(stream);
-    return torch_of_capsule(cap, self->t.dtype);
+    cuipc_stream current = NULL; /* NULL: the legacy default stream, DLPack's 1 */
+    if (self->t.device != CUIPC_DEVICE_HOST &&
+        (cuipc_py_torch_stream(self->t.device, &current) < 0 ||
+         order_after_unwrap_on(self, current ? (long long)(uintptr_t)current : 1) < 0))
+        return NULL;
+    return torch_of(&self->t, (PyObject *)self);
 }
 
 /* ---- unwrap(torch=True): torch tensors made straight from the unwrapped tree */
@@ -547,18 +545,7 @@ static int order_for_torch(cuipc_py_torch_order *o, int device) {
 PyObject *cuipc_py_torch_over(const cuipc_tensor *t, PyObject *keep, cuipc_py_torch_order *o) {
     if (t->device != CUIPC_DEVICE_HOST && order_for_torch(o, t->device) < 0)
         return NULL;
-    const DLPackExchangeAPI *x = cuipc_py_torch_exchange();
-    if (x)
-        return torch_through_exchange(x, t, keep);
-    export_ctx *ctx = export_ctx_new(keep, true);
-    if (!ctx)
-        return NULL;
-    PyObject *cap = legacy_capsule(t, ctx);
-    if (!cap) {
-        export_release(ctx, false);
-        return NULL;
-    }
-    return torch_of_capsule(cap, t->dtype);
+    return torch_of(t, keep);
 }
 
 static PyObject *tensor_shape(TensorObject *self, void *unused) {
