@@ -376,6 +376,16 @@ static cuipc_status send_padded(cuipc_producer *p, int64_t seq, int64_t timeout_
     return s;
 }
 
+/* Padded messages (no tensor) until one finds no room on a ring within 50 ms: the number the
+ * next message should carry. */
+static int64_t fill_ring(cuipc_producer *p) {
+    int64_t seq = 1;
+    while (send_padded(p, seq, SEC / 20) == CUIPC_OK && seq < 100)
+        seq++;
+    CHECK(seq < 100);
+    return seq;
+}
+
 static void test_send_is_all_or_nothing(void) {
     make_sock_path();
     REQUIRE(pipe(stall_pipe) == 0);
@@ -446,10 +456,7 @@ static void test_ring_timeout_is_the_rings_alone(void) {
     pid_t stalled = cuipc_test_fork(sequence_reader_main, (void *)1);
     close(stall_pipe[0]);
     cuipc_producer *p = start_producer(1, 64 << 10, CUIPC_FULL_WAIT); /* full_timeout 10 s */
-    int64_t seq = 1;
-    while (send_padded(p, seq, SEC / 20) == CUIPC_OK && seq < 100)
-        seq++;
-    CHECK(seq < 100); /* the ring is full; the pool is empty (padding is no tensor) */
+    int64_t seq = fill_ring(p); /* the ring is full; the pool is empty (padding is no tensor) */
     void *held = NULL;
     CHECK_OK(cuipc_producer_buffer_alloc(p, CUIPC_MEMORY_HOST, 48 << 10, 0, &held));
     static uint8_t bytes[32 << 10]; /* more than the 16 KiB the buffer leaves */
@@ -802,10 +809,7 @@ static void test_send_goes_to_the_consumer_that_replaced_its_own(void) {
     pid_t stuck = cuipc_test_fork(idle_main, NULL); /* attached, reads nothing */
     cuipc_producer *p = make_producer(2, 256 << 10, CUIPC_FULL_WAIT);
     REQUIRE(cuipc_producer_accept(p, 1, 10 * SEC) == CUIPC_OK);
-    int64_t seq = 1;
-    while (send_padded(p, seq, SEC / 20) == CUIPC_OK && seq < 100)
-        seq++;
-    CHECK(seq < 100); /* its ring is full */
+    int64_t seq = fill_ring(p); /* its ring is full */
     late_send l = {.p = p};
     pthread_t t;
     REQUIRE(pthread_create(&t, NULL, late_send_main, &l) == 0);
@@ -845,10 +849,7 @@ static void test_a_tree_being_sent_is_not_given_back(void) {
     pid_t stuck = cuipc_test_fork(idle_main, NULL);
     cuipc_producer *p = make_producer(1, 256 << 10, CUIPC_FULL_WAIT);
     REQUIRE(cuipc_producer_accept(p, 1, 10 * SEC) == CUIPC_OK);
-    int64_t seq = 1;
-    while (send_padded(p, seq, SEC / 20) == CUIPC_OK && seq < 100)
-        seq++;
-    CHECK(seq < 100);
+    fill_ring(p);
     cuipc_status s = CUIPC_OK;
     for (int n = 0; s == CUIPC_OK && n < 100; n++) { /* and no room left for a small one */
         void *bufs[3];
