@@ -35,7 +35,8 @@ static cuipc_status map_view(pool_view *v, const cuipc_hello_pool *h, int mem_fd
     cuipc_status s = cuipc_sync_table_attach(sync_fd, h->pool_id, &v->sync);
     if (s == CUIPC_OK) {
         v->held_gen = calloc(cuipc_sync_table_slots(v->sync), sizeof *v->held_gen);
-        if (!v->held_gen)
+        v->ack_queued = calloc(cuipc_sync_table_slots(v->sync), sizeof *v->ack_queued);
+        if (!v->held_gen || !v->ack_queued)
             s = CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "held-chunk table of %u slots",
                            cuipc_sync_table_slots(v->sync));
     }
@@ -71,6 +72,7 @@ static void unmap_view(pool_view *v) {
         cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(v->sync)));
     cuipc_sync_table_destroy(v->sync);
     free(v->held_gen);
+    free(v->ack_queued);
     memset(v, 0, sizeof *v);
 }
 
@@ -387,13 +389,31 @@ void cuipc_consumer_drop_socket_in_child(cuipc_consumer *c) {
     }
 }
 
-void cuipc_consumer_detach(cuipc_consumer *c) {
+cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns) {
     if (!c)
-        return;
-    for (uint32_t i = 0; i < c->n_opened; i++)
-        cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
-    unmap_view(&c->host);
-    unmap_view(&c->gpu);
+        return CUIPC_OK;
+    /* An ack queued on a stream comes after the reads queued before it there (a copy out of
+     * the pool, the borrower's kernels): once it is written, the GPU is done with the table,
+     * the arena and the opened handles. Unmapped under it, its write would fault the process's
+     * CUDA context; where it does not come in time, they are left mapped. */
+    uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
+    uint32_t queued;
+    while ((queued = cuipc_acks_queued(c, &c->host) + cuipc_acks_queued(c, &c->gpu)) &&
+           (timeout_ns < 0 || cuipc_now_ns() < deadline))
+        usleep(100);
+    cuipc_status s = CUIPC_OK;
+    if (queued) {
+        s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
+                       "%u releases queued on streams had not run on the GPU after %lld ms: the "
+                       "producer's sync tables, its host arena and the opened handles are left "
+                       "mapped, for them to land in",
+                       queued, (long long)(timeout_ns / 1000000));
+    } else {
+        for (uint32_t i = 0; i < c->n_opened; i++)
+            cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
+        unmap_view(&c->host);
+        unmap_view(&c->gpu);
+    }
     cuipc_ring_destroy(c->ring);
     if (c->sock >= 0) {
         cuipc_socket_say_goodbye(c->sock); /* a detach, not a death */
@@ -405,4 +425,10 @@ void cuipc_consumer_detach(cuipc_consumer *c) {
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->recv_lock);
     free(c);
+    return s;
+}
+
+void cuipc_consumer_detach(cuipc_consumer *c) {
+    /* Gone either way; a TIMEOUT left the mappings, and says so in cuipc_last_error(). */
+    cuipc_status_ignore(cuipc_consumer_detach_within(c, CUIPC_TEARDOWN_WAIT_NS));
 }

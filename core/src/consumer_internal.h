@@ -3,6 +3,8 @@
 #ifndef CUIPC_CONSUMER_INTERNAL_H
 #define CUIPC_CONSUMER_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "transport_internal.h"
 
 #define MAX_OPENED 256
@@ -22,6 +24,9 @@ typedef struct pool_view {
      * lock: the same message adopted twice is refused, not left to read a chunk the first one's
      * release lets the producer reuse (held_chunks.c). */
     uint32_t *held_gen;
+    /* Per slot, the generation whose ack this consumer queued on a stream (0: none): the GPU
+     * writes it into the table later, which must then still be mapped (held_chunks.c). */
+    _Atomic uint32_t *ack_queued;
 } pool_view;
 
 typedef struct opened_handle {
@@ -63,6 +68,10 @@ typedef struct held_chunk {
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);
 void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation);
+/* An ack of (slot, generation) was queued on a stream: the GPU writes it into v's table. */
+void cuipc_chunk_ack_queued(pool_view *v, uint32_t slot, uint32_t generation);
+/* The acks queued on streams into v's table that the GPU has not written yet. */
+uint32_t cuipc_acks_queued(const cuipc_consumer *c, const pool_view *v);
 
 struct cuipc_message {
     cuipc_consumer *c;

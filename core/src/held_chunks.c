@@ -25,6 +25,23 @@ cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, ui
     return CUIPC_OK;
 }
 
+/* Marked without the lock: a slot's next generation is only queued once this one is acked. */
+void cuipc_chunk_ack_queued(pool_view *v, uint32_t slot, uint32_t generation) {
+    atomic_store_explicit(&v->ack_queued[slot], generation, memory_order_relaxed);
+}
+
+uint32_t cuipc_acks_queued(const cuipc_consumer *c, const pool_view *v) {
+    if (!v->present || !v->ack_queued)
+        return 0;
+    uint32_t n = 0;
+    for (uint32_t slot = 0; slot < cuipc_sync_table_slots(v->sync); slot++) {
+        uint32_t gen = atomic_load_explicit(&v->ack_queued[slot], memory_order_relaxed);
+        if (gen && !cuipc_sync_ack_landed(v->sync, slot, gen, c->index))
+            n++;
+    }
+    return n;
+}
+
 void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation) {
     pthread_mutex_lock(&c->lock);
     if (v->held_gen[slot] == generation)

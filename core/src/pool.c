@@ -43,6 +43,10 @@ typedef struct slot_state {
      * send would give its readers the same chunk twice (a consumer that released it meanwhile
      * would read memory the recycler may have handed on). */
     bool sent;
+    /* The generation whose ready word a stream write is queued for (set once queued, without
+     * the lock): until the word is written, the GPU may still write the chunk and the table,
+     * which tear-down must not free under it. */
+    _Atomic uint32_t ready_queued;
 } slot_state;
 
 struct cuipc_pool {
@@ -290,24 +294,68 @@ fail:
     return s;
 }
 
-void cuipc_pool_destroy(cuipc_pool *p) {
+/* Chunks of a CUDA pool whose ready words are queued on a stream and not yet written: the
+ * copies queued before them may still land in the pool, and the words in the table. The
+ * recycler is stopped and no other call runs (tear-down). */
+static uint32_t gpu_writes_queued(cuipc_pool *p) {
+    uint32_t n = 0;
+    if (p->cfg.memory != CUIPC_MEMORY_CUDA || !p->sync)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    for (uint32_t i = 0; i < p->n_busy; i++) {
+        uint32_t slot = p->busy[i];
+        uint32_t gen = cuipc_sync_generation(p->sync, slot);
+        if (!p->slots[slot].held &&
+            atomic_load_explicit(&p->slots[slot].ready_queued, memory_order_relaxed) == gen &&
+            !gpu_writes_done(p, slot))
+            n++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+cuipc_status cuipc_pool_destroy_within(cuipc_pool *p, int64_t timeout_ns) {
     if (!p)
-        return;
+        return CUIPC_OK;
     if (p->recycler_running) {
         atomic_store(&p->stopping, true);
         cuipc_sync_wake(p->sync);
         pthread_join(p->recycler, NULL);
     }
-    if (p->sync_dev_base) /* tear-down: as unmap_memory */
-        cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(p->sync)));
-    unmap_memory(p);
-    cuipc_sync_table_destroy(p->sync);
+    /* Freed under a queued write, the memory would take the GPU's write after its release (a
+     * fault that ends the process's CUDA context, or another allocation's bytes overwritten):
+     * wait for the words; where they do not come, leave the memory and the table allocated. */
+    uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
+    uint32_t queued;
+    while ((queued = gpu_writes_queued(p)) && (timeout_ns < 0 || cuipc_now_ns() < deadline))
+        usleep(GPU_POLL_NS / 1000);
+    cuipc_status s = CUIPC_OK;
+    if (queued) {
+        s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
+                       "%u chunks of the GPU pool on device %d still had their copies queued "
+                       "on the GPU after %lld ms: the pool's %llu bytes and its sync table are "
+                       "left allocated, for those copies to land in",
+                       queued, p->cfg.device, (long long)(timeout_ns / 1000000),
+                       (unsigned long long)p->cfg.size);
+    } else {
+        if (p->sync_dev_base) /* tear-down: as unmap_memory */
+            cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(p->sync)));
+        unmap_memory(p);
+        cuipc_sync_table_destroy(p->sync);
+    }
     cuipc_allocator_destroy(p->alloc);
     free(p->slots);
     free(p->free_slots);
     free(p->busy);
     pthread_mutex_destroy(&p->lock);
     free(p);
+    return s;
+}
+
+void cuipc_pool_destroy(cuipc_pool *p) {
+    /* The pool is gone either way; a TIMEOUT left its memory allocated, and says so in
+     * cuipc_last_error(). */
+    cuipc_status_ignore(cuipc_pool_destroy_within(p, CUIPC_TEARDOWN_WAIT_NS));
 }
 
 static void update_usage_locked(cuipc_pool *p) {
@@ -696,6 +744,8 @@ cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *p, cuipc_stream stream, cons
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ready word of slot %u of a %s pool with %u slots",
                           c->slot, p->cfg.memory == CUIPC_MEMORY_CUDA ? "CUDA" : "non-CUDA",
                           p->cfg.slots);
-    return cuipc_cuda_stream_write_u32(
-        stream, cuipc_sync_ready_device_addr(p->sync_dev_base, p->sync, c->slot), c->generation);
+    CUIPC_TRY(cuipc_cuda_stream_write_u32(
+        stream, cuipc_sync_ready_device_addr(p->sync_dev_base, p->sync, c->slot), c->generation));
+    atomic_store_explicit(&p->slots[c->slot].ready_queued, c->generation, memory_order_relaxed);
+    return CUIPC_OK;
 }

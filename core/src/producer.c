@@ -302,9 +302,9 @@ cuipc_status cuipc_producer_drain(cuipc_producer *p, int64_t timeout_ns) {
     }
 }
 
-void cuipc_producer_destroy(cuipc_producer *p) {
+cuipc_status cuipc_producer_destroy_within(cuipc_producer *p, int64_t timeout_ns) {
     if (!p)
-        return;
+        return CUIPC_OK;
     if (p->monitor_running) {
         atomic_store(&p->stopping, true);
         cuipc_producer_poke_monitor(p);
@@ -334,11 +334,18 @@ void cuipc_producer_destroy(cuipc_producer *p) {
         close(p->wake_pipe[0]);
     if (p->wake_pipe[1] >= 0)
         close(p->wake_pipe[1]);
-    cuipc_pool_destroy(p->gpu_pool);
+    /* The host pool has no write queued: its copies and buffers are waited for at the send. */
+    cuipc_status s = cuipc_pool_destroy_within(p->gpu_pool, timeout_ns);
     cuipc_pool_destroy(p->host_pool);
     free(p->exports);
     free(p->buffers); /* their memory went with the pools */
     pthread_mutex_destroy(&p->lock);
     pthread_mutex_destroy(&p->send_lock);
     free(p);
+    return s;
+}
+
+void cuipc_producer_destroy(cuipc_producer *p) {
+    /* Gone either way; a TIMEOUT left the GPU pool allocated, and says so in cuipc_last_error(). */
+    cuipc_status_ignore(cuipc_producer_destroy_within(p, CUIPC_TEARDOWN_WAIT_NS));
 }

@@ -300,6 +300,15 @@ bool cuipc_sync_ready_current(const cuipc_sync_table *t, uint32_t slot) {
            atomic_load_explicit(&s->generation, memory_order_relaxed);
 }
 
+bool cuipc_sync_ack_landed(const cuipc_sync_table *t, uint32_t slot, uint32_t generation,
+                           uint32_t consumer) {
+    if (!t || slot >= t->n_slots || consumer >= CUIPC_MAX_CONSUMERS)
+        return true; /* no such word: nothing can be written there */
+    const cuipc_sync_slot *s = &t->slots[slot];
+    return atomic_load_explicit(&s->ack[consumer], memory_order_acquire) == generation ||
+           atomic_load_explicit(&s->generation, memory_order_acquire) != generation;
+}
+
 /* The device address of a word of the table: its offset from the host mapping, applied to the
  * device base. */
 static void *device_addr(void *dev_base, const cuipc_sync_table *t, const void *word) {

@@ -98,6 +98,12 @@ bool cuipc_sync_ready_is(const cuipc_sync_table *t, uint32_t slot, uint32_t gene
  * before the ready write (a chunk whose acks came on a consumer's behalf may be reused). */
 bool cuipc_sync_ready_current(const cuipc_sync_table *t, uint32_t slot);
 
+/* Consumer c's ack of (slot, generation) is in the table, or the slot moved on past that
+ * generation (which needs the ack, or one given on c's behalf): a write of it queued on a
+ * stream has landed, or can no longer matter to the producer. */
+bool cuipc_sync_ack_landed(const cuipc_sync_table *t, uint32_t slot, uint32_t generation,
+                           uint32_t consumer);
+
 /* Device address of a slot's ready word / consumer c's ack word, given the table's device base
  * (the table registered with the GPU): where a stream writes them. */
 void *cuipc_sync_ready_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot);

@@ -273,6 +273,7 @@ static cuipc_status unwrap_pool(unwrap_ctx *u, const cuipc_proxy *x, cuipc_tenso
     /* Ack on the GPU after the copy: the producer may reuse the slice once it has been read. */
     void *ack = cuipc_sync_ack_device_addr(sync_dev, v->sync, x->u.pool.slot, c->index);
     CUIPC_TRY(cuipc_cuda_stream_write_u32(o->stream, ack, x->u.pool.generation));
+    cuipc_chunk_ack_queued(v, x->u.pool.slot, x->u.pool.generation);
     h->released = true;
     return CUIPC_OK;
 }
@@ -410,6 +411,7 @@ cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {
                     stream, cuipc_sync_ack_device_addr(sync_dev, h->view->sync, h->slot, c->index),
                     h->generation);
             if (s == CUIPC_OK) {
+                cuipc_chunk_ack_queued(h->view, h->slot, h->generation);
                 h->released = true;
                 continue;
             }

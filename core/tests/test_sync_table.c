@@ -140,6 +140,16 @@ static void test_on_behalf_and_ready(void) {
     cuipc_sync_ack_all(t, 1, next);
     CHECK(cuipc_sync_done(t, 1, 0x7));
 
+    /* A queued ack has landed once the word holds it, or once the slot moved past it. */
+    uint32_t g2 = cuipc_sync_begin(t, 2, 0, 64, 0x3);
+    CHECK(!cuipc_sync_ack_landed(t, 2, g2, 0) && !cuipc_sync_ack_landed(t, 2, g2, 1));
+    CHECK(cuipc_sync_release(t, 2, g2, 0) == CUIPC_OK); /* as the GPU's write of it */
+    CHECK(cuipc_sync_ack_landed(t, 2, g2, 0) && !cuipc_sync_ack_landed(t, 2, g2, 1));
+    cuipc_sync_ack_all(t, 2, g2);
+    uint32_t g3 = cuipc_sync_begin(t, 2, 0, 64, 0x3);
+    CHECK(cuipc_sync_ack_landed(t, 2, g2, 1) && !cuipc_sync_ack_landed(t, 2, g3, 1));
+    CHECK(cuipc_sync_ack_landed(t, 9, g3, 0)); /* no such slot: nothing to wait for */
+
     /* Device addresses: the words' offsets in the table, applied to the device base. */
     char *base = cuipc_sync_table_base(t);
     char *dev = (char *)0x7f0000000000ull;

@@ -17,6 +17,7 @@
 #include "cuipc/cuipc.h"
 #include "cuipc/pattern.h"
 #include "pool_internal.h"
+#include "shm.h"
 #include "test_util.h"
 
 #define SEC 1000000000ll
@@ -434,15 +435,20 @@ static void gated_release(gated *g) {
     __atomic_store_n(g->gate, 1, __ATOMIC_RELEASE);
 }
 
+/* The stream, source tensor and gate of g. */
+static void gated_free(gated *g) {
+    CHECK_OK(cuipc_cuda_host_unregister(g->gate));
+    CHECK_OK(cuipc_gpu_free(g->src));
+    CHECK_OK(cuipc_gpu_stream_destroy(g->stream));
+}
+
 static void gated_close(gated *g) {
     gated_release(g);
     CHECK_OK(cuipc_cuda_stream_sync(g->stream));
     cuipc_consumer_detach(g->c);
     CHECK_OK(cuipc_producer_drain(g->p, 5000000000ll));
     cuipc_producer_destroy(g->p);
-    CHECK_OK(cuipc_cuda_host_unregister(g->gate));
-    CHECK_OK(cuipc_gpu_free(g->src));
-    CHECK_OK(cuipc_gpu_stream_destroy(g->stream));
+    gated_free(g);
 }
 
 /* A message released on a stream whose ack has not run yet (the stream held by a gate): its
@@ -536,6 +542,127 @@ static int give_back_waits_for_gpu_main(void *arg) {
     return rc;
 }
 
+/* A tear-down while the GPU still has writes queued into the transport's memory (the stream
+ * held by a gate that a thread opens gate_ms later): it waits for them, or, past its limit,
+ * leaves that memory allocated; either way the writes land without a fault. */
+typedef struct teardown_case {
+    const char *name;
+    int (*main)(void *);
+    int gate_ms;         /* when the gate opens */
+    int64_t wait_ns;     /* the tear-down's limit */
+    cuipc_status expect; /* OK: it waited for the GPU; TIMEOUT: it gave up and left the memory */
+} teardown_case;
+
+typedef struct gate_timer {
+    gated *g;
+    int ms;
+} gate_timer;
+
+static void *open_gate_later(void *arg) {
+    gate_timer *t = arg;
+    usleep((useconds_t)t->ms * 1000);
+    gated_release(t->g);
+    return NULL;
+}
+
+/* Run tear_down(what) while the gate opens k->gate_ms later; judge its status and its time. */
+static int timed_tear_down(const teardown_case *k, gated *g,
+                           cuipc_status (*tear_down)(void *, int64_t), void *what) {
+    pthread_t t;
+    gate_timer gt = {g, k->gate_ms};
+    if (pthread_create(&t, NULL, open_gate_later, &gt) != 0)
+        return 20;
+    uint64_t t0 = cuipc_now_ns();
+    cuipc_status s = tear_down(what, k->wait_ns);
+    double took_ms = (double)(cuipc_now_ns() - t0) / 1e6;
+    int rc = 0;
+    if (s != k->expect) {
+        fprintf(stderr, "[%s] tear-down returned %s (%s), want %s\n", k->name, cuipc_status_name(s),
+                cuipc_last_error(), cuipc_status_name(k->expect));
+        rc = 21;
+    } else if (s == CUIPC_OK && took_ms < k->gate_ms * 0.9) {
+        fprintf(stderr, "[%s] done in %.0f ms, before the GPU ran the writes\n", k->name, took_ms);
+        rc = 22;
+    } else if (s != CUIPC_OK && took_ms > (double)k->wait_ns / 1e6 + 2000) {
+        fprintf(stderr, "[%s] gave up after %.0f ms, limit %lld ms\n", k->name, took_ms,
+                (long long)(k->wait_ns / 1000000));
+        rc = 23;
+    }
+    pthread_join(t, NULL);
+    /* The writes ran once the gate opened: the context must still work. */
+    void *probe = NULL;
+    if (cuipc_cuda_stream_sync(g->stream) != CUIPC_OK ||
+        cuipc_gpu_malloc(0, 4096, &probe) != CUIPC_OK || cuipc_gpu_free(probe) != CUIPC_OK) {
+        fprintf(stderr, "[%s] the queued writes faulted: %s\n", k->name, cuipc_last_error());
+        rc = rc ? rc : 24;
+    }
+    printf("[%s] tear-down %s after %.0f ms\n", k->name, cuipc_status_name(s), took_ms);
+    return rc;
+}
+
+static cuipc_status destroy_producer(void *p, int64_t wait_ns) {
+    return cuipc_producer_destroy_within(p, wait_ns);
+}
+
+static cuipc_status detach_consumer(void *c, int64_t wait_ns) {
+    return cuipc_consumer_detach_within(c, wait_ns);
+}
+
+/* The producer destroyed, not drained, while the copy of a wrap (and its ready word) is queued
+ * into its GPU pool. */
+static int destroy_while_copy_queued_main(void *arg) {
+    const teardown_case *k = arg;
+    gated g;
+    int rc = gated_open(&g, k->name);
+    if (rc)
+        return rc;
+    cuipc_value *tree = cuipc_value_tensor(&g.ten, CUIPC_OWNER_NONE), *wrapped = NULL;
+    if (gated_hold(&g) != CUIPC_OK ||
+        cuipc_producer_wrap(g.p, tree, g.stream, &wrapped) != CUIPC_OK)
+        rc = 12;
+    cuipc_consumer_detach(g.c); /* it holds nothing: the tree was never sent */
+    if (!rc)
+        rc = timed_tear_down(k, &g, destroy_producer, g.p);
+    else
+        cuipc_producer_destroy(g.p);
+    gated_release(&g);
+    cuipc_value_free(wrapped);
+    cuipc_value_free(tree);
+    gated_free(&g);
+    return rc;
+}
+
+/* The consumer detached while the ack of a message it released on a stream is queued. */
+static int detach_while_ack_queued_main(void *arg) {
+    const teardown_case *k = arg;
+    gated g;
+    int rc = gated_open(&g, k->name);
+    if (rc)
+        return rc;
+    cuipc_value *tree = cuipc_value_tensor(&g.ten, CUIPC_OWNER_NONE);
+    cuipc_message *m = NULL;
+    if (cuipc_producer_send(g.p, tree, g.stream, SEC) != CUIPC_OK ||
+        cuipc_cuda_stream_sync(g.stream) != CUIPC_OK ||
+        cuipc_consumer_recv(g.c, 5 * SEC, &m) != CUIPC_OK || gated_hold(&g) != CUIPC_OK ||
+        cuipc_message_release(m, g.stream) != CUIPC_OK)
+        rc = 12;
+    cuipc_message_free(m);
+    if (!rc)
+        rc = timed_tear_down(k, &g, detach_consumer, g.c);
+    else
+        cuipc_consumer_detach(g.c);
+    gated_release(&g);
+    /* Its chunk comes back either way: acked, or taken back when the consumer left. */
+    if (!rc && cuipc_producer_drain(g.p, 5 * SEC) != CUIPC_OK) {
+        fprintf(stderr, "[%s] not drained after the detach: %s\n", k->name, cuipc_last_error());
+        rc = 25;
+    }
+    cuipc_producer_destroy(g.p);
+    cuipc_value_free(tree);
+    gated_free(&g);
+    return rc;
+}
+
 static void run_case(const gpu_case *k) {
     cur = k;
     memset(gates, 0, GATES_BYTES);
@@ -602,5 +729,19 @@ int main(void) {
     rc = cuipc_test_wait(cuipc_test_fork(give_back_waits_for_gpu_main, NULL), 60000);
     CHECK(rc == 0);
     printf("[give-back-waits-for-gpu] %s\n", rc ? "FAILED" : "ok");
+    static const teardown_case teardowns[] = {
+        {"destroy-waits-for-queued-copy", destroy_while_copy_queued_main, 300, 10 * SEC, CUIPC_OK},
+        {"destroy-leaves-pool-past-limit", destroy_while_copy_queued_main, 1500, SEC / 5,
+         CUIPC_ERR_TIMEOUT},
+        {"detach-waits-for-queued-ack", detach_while_ack_queued_main, 300, 10 * SEC, CUIPC_OK},
+        {"detach-leaves-table-past-limit", detach_while_ack_queued_main, 1500, SEC / 5,
+         CUIPC_ERR_TIMEOUT},
+    };
+    for (size_t i = 0; i < sizeof teardowns / sizeof teardowns[0]; i++) {
+        cuipc_test_socket_path(sock_path, sizeof sock_path);
+        rc = cuipc_test_wait(cuipc_test_fork(teardowns[i].main, (void *)&teardowns[i]), 60000);
+        CHECK(rc == 0);
+        printf("[%s] %s\n", teardowns[i].name, rc ? "FAILED" : "ok");
+    }
     return cuipc_test_finish("test_transport_gpu");
 }

@@ -71,6 +71,20 @@ typedef struct cuipc_pool_stats {
 
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_create(const cuipc_pool_config *cfg, cuipc_pool **out);
+/* Tear-down waits up to this long for the GPU to run the writes queued into a pool (see
+ * cuipc_pool_destroy_within). */
+#define CUIPC_TEARDOWN_WAIT_NS (10ll * 1000 * 1000 * 1000)
+
+/* Destroy the pool. A CUDA pool first waits, up to timeout_ns (< 0: no limit), for the GPU to
+ * write the ready words queued on streams (cuipc_pool_copy_in and buffers published on a
+ * stream): the copies queued before them still write the pool, and the words the sync table,
+ * and memory freed under them would take those writes after its release (a fault that ends
+ * the process's CUDA context). CUIPC_ERR_TIMEOUT: some were not written in time; the pool's
+ * memory and sync table are then left allocated (a leak, never a fault) and the message says
+ * how many. The pool is destroyed either way. cuipc_pool_destroy waits up to
+ * CUIPC_TEARDOWN_WAIT_NS. */
+CUIPC_WARN_UNUSED
+cuipc_status cuipc_pool_destroy_within(cuipc_pool *pool, int64_t timeout_ns);
 void cuipc_pool_destroy(cuipc_pool *pool);
 
 /* Allocate size bytes for a chunk to be sent to the consumers in consumer_mask.
