@@ -394,8 +394,9 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
         return CUIPC_OK;
     /* An ack queued on a stream comes after the reads queued before it there (a copy out of
      * the pool, the borrower's kernels): once it is written, the GPU is done with the table,
-     * the arena and the opened handles. Unmapped under it, its write would fault the process's
-     * CUDA context; where it does not come in time, they are left mapped. */
+     * the arena and the opened handles. Their release in the driver would wait for it with no
+     * limit (as cuipc_pool_destroy_within says); where it does not come in time, they are left
+     * mapped. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
     uint32_t queued;
     while ((queued = cuipc_acks_queued(c, &c->host) + cuipc_acks_queued(c, &c->gpu)) &&

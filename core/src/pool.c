@@ -322,9 +322,10 @@ cuipc_status cuipc_pool_destroy_within(cuipc_pool *p, int64_t timeout_ns) {
         cuipc_sync_wake(p->sync);
         pthread_join(p->recycler, NULL);
     }
-    /* Freed under a queued write, the memory would take the GPU's write after its release (a
-     * fault that ends the process's CUDA context, or another allocation's bytes overwritten):
-     * wait for the words; where they do not come, leave the memory and the table allocated. */
+    /* The driver's release of memory with a GPU write queued into it waits for the write
+     * (cudaHostUnregister did, for as long as the stream was held: run 57), with no limit:
+     * wait for the words here, with one; where they do not come, leave the memory and the
+     * table allocated rather than block in the driver. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
     uint32_t queued;
     while ((queued = gpu_writes_queued(p)) && (timeout_ns < 0 || cuipc_now_ns() < deadline))
