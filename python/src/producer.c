@@ -95,32 +95,44 @@ static bool open_or_raise(ProducerObject *self) {
     return false;
 }
 
-static void producer_destroy(ProducerObject *self) {
+/* wait_ns: how long the GPU pool waits for the copies queued into it (see
+ * cuipc_producer_destroy_within); CUIPC_ERR_TIMEOUT: it left its memory allocated. */
+static cuipc_status producer_destroy(ProducerObject *self, int64_t wait_ns) {
     cuipc_producer *p = self->p;
     self->p = NULL;
     if (!p || CUIPC_PY_FORKED(self))
-        return; /* a forked child's copy: the parent's socket and pools are left to it */
+        return CUIPC_OK; /* a forked child's copy: the parent's socket and pools are left to it */
     PyThreadState *ts = PyEval_SaveThread();
     cuipc_producer_close(p);
-    cuipc_producer_destroy(p);
+    cuipc_status s = cuipc_producer_destroy_within(p, wait_ns);
     PyEval_RestoreThread(ts);
+    return s;
 }
 
 static void producer_dealloc(ProducerObject *self) {
-    producer_destroy(self);
+    /* Nobody to tell: a TIMEOUT left the GPU pool allocated, which is all it can do. */
+    cuipc_status_ignore(producer_destroy(self, CUIPC_TEARDOWN_WAIT_NS));
     Py_XDECREF(self->retained);
     PyMem_Free(self->wire);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *producer_close(ProducerObject *self, PyObject *unused) {
+static PyObject *producer_close(ProducerObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"timeout", NULL};
+    PyObject *timeout = NULL;
+    int64_t ns = CUIPC_TEARDOWN_WAIT_NS;
+    if ((args && !PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &timeout)) ||
+        (timeout && cuipc_py_timeout(timeout, -1, &ns) < 0))
+        return NULL;
     if (self->in_calls && !CUIPC_PY_FORKED(self))
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                   "close: another thread is still inside a call on this producer");
-    producer_destroy(self);
+    cuipc_status s = producer_destroy(self, ns);
     /* The cuda_ipc senders' tensors were kept for the consumers; the pool is gone now. */
     if (self->retained)
         PyList_SetSlice(self->retained, 0, PyList_GET_SIZE(self->retained), NULL);
+    if (s != CUIPC_OK) /* closed all the same: the message says what was left allocated */
+        return cuipc_py_raise(s);
     Py_RETURN_NONE;
 }
 
@@ -636,7 +648,7 @@ static PyObject *producer_enter(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
-    PyObject *r = producer_close(self, NULL);
+    PyObject *r = producer_close(self, NULL, NULL);
     Py_XDECREF(r);
     return r ? Py_NewRef(Py_False) : NULL;
 }
@@ -667,8 +679,11 @@ static PyMethodDef producer_methods[] = {
      "drain(timeout=None): wait until every chunk in flight was released."},
     {"stats", (PyCFunction)producer_stats, METH_NOARGS,
      "Counters of the producer and its pools (dict)."},
-    {"close", (PyCFunction)producer_close, METH_NOARGS,
-     "Tell the consumers no more comes; free the pools."},
+    {"close", (PyCFunction)(void (*)(void))producer_close, METH_VARARGS | METH_KEYWORDS,
+     "close(timeout=10.0): tell the consumers no more comes; free the pools. The GPU pool first "
+     "waits up to timeout (None: no limit) for the copies that sends queued on streams to run; "
+     "past it the pool's memory is left allocated rather than freed under them, and Timeout is "
+     "raised, the producer closed all the same."},
     {"__enter__", producer_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)producer_exit, METH_VARARGS, NULL},
     {NULL}};

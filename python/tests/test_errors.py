@@ -384,7 +384,11 @@ def test_closed(spawn):
     spawn(workers.wait_then_recv, p.socket_path, ready, out)
     p.accept(1, timeout=30)
     assert ready.get(timeout=30) == "attached"
-    p.close()
+    for bad in ("soon", -1):  # refused before anything is closed
+        with pytest.raises(cuipc.InvalidArgument, match="timeout"):
+            p.close(timeout=bad)
+    assert not p.closed
+    p.close(timeout=0)  # a host pool has no copy queued on a GPU: nothing to wait for
     name, status, _ = out.get(timeout=30)
     assert (name, status) == ("Closed", "CLOSED")
     with pytest.raises(cuipc.Closed, match="closed"):

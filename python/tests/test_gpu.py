@@ -214,6 +214,30 @@ def test_a_wait_for_gpu_pool_room_runs_signal_handlers(torch, interrupted):
         assert p.buffer(12 << 20).device == "cuda:0"  # room again: no wait
 
 
+def test_close_waits_for_the_copies_queued_on_a_stream(pair, torch):
+    """A producer closed while a wrap's copy into its GPU pool is queued behind two seconds of
+    GPU work: close() waits for it (the stream is idle once it returns); close(timeout=0.2)
+    gives up before the GPU gets there, leaving the pool allocated, and says so, closed all the
+    same. Either way the stream's work then runs clean."""
+    x = torch.ones(1024, device="cuda")
+    for timeout in (None, 0.2):
+        p, c = pair(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20)
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            torch.cuda._sleep(4_000_000_000)  # about 2 s of GPU clock cycles
+        p.wrap({"x": x}, stream=s)  # its copy and ready word queued after the sleep
+        c.close()
+        if timeout is None:
+            p.close()
+            assert s.query()  # it waited for the GPU
+        else:
+            with pytest.raises(cuipc.Timeout, match="left allocated"):
+                p.close(timeout=timeout)
+            assert p.closed and not s.query()  # gave up while the GPU was still asleep
+        s.synchronize()
+        torch.cuda.synchronize()
+
+
 def test_bad_gpu_input_is_refused(torch):
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
         with pytest.raises(cuipc.InvalidArgument, match="not contiguous"):
