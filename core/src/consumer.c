@@ -421,8 +421,10 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
         close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
     }
     /* Copy-out buffers already freed go back to the driver; one that cannot keeps its memory
-     * cached, which is no failure of the detach. */
-    cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
+     * cached, which is no failure of the detach. Not while the GPU is not getting to our acks:
+     * the driver's free would wait for it. */
+    if (s == CUIPC_OK)
+        cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->recv_lock);
     free(c);

@@ -314,18 +314,46 @@ static uint32_t gpu_writes_queued(cuipc_pool *p) {
     return n;
 }
 
-cuipc_status cuipc_pool_destroy_within(cuipc_pool *p, int64_t timeout_ns) {
-    if (!p)
-        return CUIPC_OK;
+static void stop_recycler(cuipc_pool *p) {
     if (p->recycler_running) {
         atomic_store(&p->stopping, true);
         cuipc_sync_wake(p->sync);
         pthread_join(p->recycler, NULL);
+        p->recycler_running = false;
     }
-    /* The driver's release of memory with a GPU write queued into it waits for the write
-     * (cudaHostUnregister did, for as long as the stream was held: run 57), with no limit:
-     * wait for the words here, with one; where they do not come, leave the memory and the
-     * table allocated rather than block in the driver. */
+}
+
+/* The pool's own state; with release, its memory and sync table too, through the driver. */
+static void free_pool(cuipc_pool *p, bool release) {
+    if (release) {
+        if (p->sync_dev_base) /* tear-down: as unmap_memory */
+            cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(p->sync)));
+        unmap_memory(p);
+        cuipc_sync_table_destroy(p->sync);
+    }
+    cuipc_allocator_destroy(p->alloc);
+    free(p->slots);
+    free(p->free_slots);
+    free(p->busy);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+void cuipc_pool_abandon(cuipc_pool *p) {
+    if (!p)
+        return;
+    stop_recycler(p);
+    free_pool(p, false);
+}
+
+cuipc_status cuipc_pool_destroy_within(cuipc_pool *p, int64_t timeout_ns) {
+    if (!p)
+        return CUIPC_OK;
+    stop_recycler(p);
+    /* The driver's release of memory (cudaHostUnregister, cudaFree) waits for the GPU's work in
+     * flight, all of it (runs 57 and 59), with no limit: wait for this pool's words here, with
+     * one; where they do not come, the GPU is not getting there, and the memory and the table
+     * are left allocated rather than block in the driver. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
     uint32_t queued;
     while ((queued = gpu_writes_queued(p)) && (timeout_ns < 0 || cuipc_now_ns() < deadline))
@@ -338,18 +366,8 @@ cuipc_status cuipc_pool_destroy_within(cuipc_pool *p, int64_t timeout_ns) {
                        "left allocated, for those copies to land in",
                        queued, p->cfg.device, (long long)(timeout_ns / 1000000),
                        (unsigned long long)p->cfg.size);
-    } else {
-        if (p->sync_dev_base) /* tear-down: as unmap_memory */
-            cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(p->sync)));
-        unmap_memory(p);
-        cuipc_sync_table_destroy(p->sync);
     }
-    cuipc_allocator_destroy(p->alloc);
-    free(p->slots);
-    free(p->free_slots);
-    free(p->busy);
-    pthread_mutex_destroy(&p->lock);
-    free(p);
+    free_pool(p, !queued);
     return s;
 }
 

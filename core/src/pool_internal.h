@@ -96,4 +96,9 @@ cuipc_status cuipc_pool_give_back(cuipc_pool *pool, const cuipc_chunk *c);
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,
                                   uint32_t consumer);
 
+/* Tear-down that found the GPU not getting to the writes queued into another pool: this pool's
+ * own state is freed, its memory, registration and sync table left as they are, since the
+ * driver's release of them would wait for the GPU's work in flight. */
+void cuipc_pool_abandon(cuipc_pool *pool);
+
 #endif

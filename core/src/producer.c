@@ -334,9 +334,18 @@ cuipc_status cuipc_producer_destroy_within(cuipc_producer *p, int64_t timeout_ns
         close(p->wake_pipe[0]);
     if (p->wake_pipe[1] >= 0)
         close(p->wake_pipe[1]);
-    /* The host pool has no write queued: its copies and buffers are waited for at the send. */
+    /* The host pool has no write queued: its copies and buffers are waited for at the send.
+     * But the driver's release of its registered arena waits for the GPU's work in flight, all
+     * of it: where the GPU pool's wait found the GPU not getting there, the arena is left too. */
     cuipc_status s = cuipc_pool_destroy_within(p->gpu_pool, timeout_ns);
-    cuipc_pool_destroy(p->host_pool);
+    if (s == CUIPC_OK) {
+        cuipc_pool_destroy(p->host_pool);
+    } else if (p->host_pool) {
+        char why[CUIPC_ERROR_MSG_BYTES];
+        snprintf(why, sizeof why, "%s", cuipc_last_error());
+        cuipc_pool_abandon(p->host_pool);
+        s = CUIPC_FAIL(s, "%s; the host pool's arena is left mapped too", why);
+    }
     free(p->exports);
     free(p->buffers); /* their memory went with the pools */
     pthread_mutex_destroy(&p->lock);

@@ -404,7 +404,9 @@ static int gated_open(gated *g, const char *name) {
     cuipc_producer_config_init(&cfg);
     cfg.mode = CUIPC_MODE_CUDA_IPC_POOL;
     cfg.gpu_pool_bytes = 1 << 20;
-    cfg.host_pool_bytes = 0;
+    /* A host pool too, its arena registered with CUDA: its release at tear-down would also
+     * wait for the GPU's work in flight. */
+    cfg.host_pool_bytes = 1 << 20;
     cfg.socket_path = sock_path;
     pthread_t t;
     g->gate = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -78,10 +78,11 @@ cuipc_status cuipc_pool_create(const cuipc_pool_config *cfg, cuipc_pool **out);
 /* Destroy the pool. A CUDA pool first waits, up to timeout_ns (< 0: no limit), for the GPU to
  * write the ready words queued on streams (cuipc_pool_copy_in and buffers published on a
  * stream): the copies queued before them still write the pool, and the words the sync table.
- * The driver's own release of that memory (cudaHostUnregister, cudaFree) blocks until the GPU
- * has run them, and forever where a stream never gets there (a kernel waiting on a process
- * that died). CUIPC_ERR_TIMEOUT: some were not written in time; the pool's memory and sync
- * table are then left allocated (a leak, never a hang) and the message says how many. The pool
+ * The driver's own release of memory (cudaHostUnregister, cudaFree) blocks until the GPU has
+ * run its work in flight, all of it, and forever where a stream never gets there (a kernel
+ * waiting on a process that died). CUIPC_ERR_TIMEOUT: some were not written in time; the
+ * pool's memory and sync table are then left allocated (a leak, never a hang) and the message
+ * says how many. The pool
  * is destroyed either way. cuipc_pool_destroy waits up to CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_destroy_within(cuipc_pool *pool, int64_t timeout_ns);

@@ -223,11 +223,12 @@ cuipc_status cuipc_producer_drain(cuipc_producer *p, int64_t timeout_ns);
 
 /* Destroy the producer: its consumers see it gone, its socket, rings and pools go. Its GPU pool
  * first waits, up to timeout_ns (< 0: no limit), for the copies that wraps queued on the
- * callers' streams (and the buffers they published on one) to run on the GPU: the driver
- * would otherwise block in freeing that memory until they ran, forever where a stream never
+ * callers' streams (and the buffers they published on one) to run on the GPU: the driver's
+ * release of memory waits for the GPU's work in flight, all of it, forever where a stream never
  * gets there. Nothing to wait for after a drain, or a stream synchronised.
- * CUIPC_ERR_TIMEOUT: some had not run; the GPU pool's memory and sync table are then left
- * allocated (a leak, never a hang) and the message says how many. The producer is gone either
+ * CUIPC_ERR_TIMEOUT: some had not run; the GPU pool's memory and sync table, and the host
+ * pool's registered arena, are then left allocated (a leak, never a hang) and the message says
+ * how many. The producer is gone either
  * way. cuipc_producer_destroy waits up to CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_destroy_within(cuipc_producer *p, int64_t timeout_ns);
@@ -378,8 +379,8 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
 /* Detach: the producer takes back what this consumer held. First waits, up to timeout_ns
  * (< 0: no limit), for the releases queued on streams (cuipc_message_release with a stream, a
  * copy-out unwrap to a GPU) to run on the GPU: they write the producer's sync table, and the
- * reads queued before them use its memory; the driver would otherwise block in unmapping those
- * until they ran, forever where a stream never gets there. Nothing to wait for once those
+ * reads queued before them use its memory; the driver's release of those waits for the GPU's
+ * work in flight, forever where a stream never gets there. Nothing to wait for once those
  * streams are synchronised. CUIPC_ERR_TIMEOUT: some had not run; the sync tables, the host
  * arena and the opened IPC handles are then left mapped (a leak, never a hang), and the
  * message says how many. Detached either way. cuipc_consumer_detach waits up to
