@@ -402,36 +402,41 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
     while ((queued = cuipc_acks_queued(c, &c->host) + cuipc_acks_queued(c, &c->gpu)) &&
            (timeout_ns < 0 || cuipc_now_ns() < deadline))
         usleep(100);
-    cuipc_status s = CUIPC_OK;
     if (queued) {
-        s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
-                       "%u releases queued on streams had not run on the GPU after %lld ms: the "
-                       "producer's sync tables, its host arena and the opened handles are left "
-                       "mapped, for them to land in",
-                       queued, (long long)(timeout_ns / 1000000));
-    } else {
-        for (uint32_t i = 0; i < c->n_opened; i++)
-            cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
-        unmap_view(&c->host);
-        unmap_view(&c->gpu);
+        /* Nor is the place given back: the producer would hand on the chunks whose reads are
+         * still queued. It sees this consumer go with the process; the late acks, landing in
+         * the mapped table, give the chunks back before that. */
+        cuipc_status s = CUIPC_FAIL(
+            CUIPC_ERR_TIMEOUT,
+            "%u releases queued on streams had not run on the GPU after %lld ms: the producer's "
+            "sync tables, its host arena, the opened handles and this consumer's place are left "
+            "as they are, for them to land in, until the process exits",
+            queued, (long long)(timeout_ns / 1000000));
+        pthread_mutex_destroy(&c->lock);
+        pthread_mutex_destroy(&c->recv_lock);
+        free(c);
+        return s;
     }
+    for (uint32_t i = 0; i < c->n_opened; i++)
+        cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
+    unmap_view(&c->host);
+    unmap_view(&c->gpu);
     cuipc_ring_destroy(c->ring);
     if (c->sock >= 0) {
         cuipc_socket_say_goodbye(c->sock); /* a detach, not a death */
         close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
     }
     /* Copy-out buffers already freed go back to the driver; one that cannot keeps its memory
-     * cached, which is no failure of the detach. Not while the GPU is not getting to our acks:
-     * the driver's free would wait for it. */
-    if (s == CUIPC_OK)
-        cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
+     * cached, which is no failure of the detach. */
+    cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->recv_lock);
     free(c);
-    return s;
+    return CUIPC_OK;
 }
 
 void cuipc_consumer_detach(cuipc_consumer *c) {
-    /* Gone either way; a TIMEOUT left the mappings, and says so in cuipc_last_error(). */
+    /* Gone either way; a TIMEOUT left the mappings and the place, and says so in
+     * cuipc_last_error(). */
     cuipc_status_ignore(cuipc_consumer_detach_within(c, CUIPC_TEARDOWN_WAIT_NS));
 }

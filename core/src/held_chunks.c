@@ -25,9 +25,9 @@ cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, ui
     return CUIPC_OK;
 }
 
-/* Marked without the lock: a slot's next generation is only queued once this one is acked. */
+/* Marked without the lock, after the queueing: the newest generation stays. */
 void cuipc_chunk_ack_queued(pool_view *v, uint32_t slot, uint32_t generation) {
-    atomic_store_explicit(&v->ack_queued[slot], generation, memory_order_relaxed);
+    cuipc_sync_mark_newer(&v->ack_queued[slot], generation);
 }
 
 uint32_t cuipc_acks_queued(const cuipc_consumer *c, const pool_view *v) {

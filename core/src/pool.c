@@ -43,9 +43,9 @@ typedef struct slot_state {
      * send would give its readers the same chunk twice (a consumer that released it meanwhile
      * would read memory the recycler may have handed on). */
     bool sent;
-    /* The generation whose ready word a stream write is queued for (set once queued, without
-     * the lock): until the word is written, the GPU may still write the chunk and the table,
-     * which tear-down must not free under it. */
+    /* The newest generation whose ready word a stream write was queued for (marked once
+     * queued, without the lock): until the word is written, the GPU may still write the chunk
+     * and the table, which tear-down must not free under it. */
     _Atomic uint32_t ready_queued;
 } slot_state;
 
@@ -294,10 +294,7 @@ fail:
     return s;
 }
 
-/* Chunks of a CUDA pool whose ready words are queued on a stream and not yet written: the
- * copies queued before them may still land in the pool, and the words in the table. The
- * recycler is stopped and no other call runs (tear-down). */
-static uint32_t gpu_writes_queued(cuipc_pool *p) {
+uint32_t cuipc_pool_gpu_writes_queued(cuipc_pool *p) {
     uint32_t n = 0;
     if (p->cfg.memory != CUIPC_MEMORY_CUDA || !p->sync)
         return 0;
@@ -356,7 +353,8 @@ cuipc_status cuipc_pool_destroy_within(cuipc_pool *p, int64_t timeout_ns) {
      * are left allocated rather than block in the driver. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
     uint32_t queued;
-    while ((queued = gpu_writes_queued(p)) && (timeout_ns < 0 || cuipc_now_ns() < deadline))
+    while ((queued = cuipc_pool_gpu_writes_queued(p)) &&
+           (timeout_ns < 0 || cuipc_now_ns() < deadline))
         usleep(GPU_POLL_NS / 1000);
     cuipc_status s = CUIPC_OK;
     if (queued) {
@@ -765,6 +763,6 @@ cuipc_status cuipc_pool_ready_on_stream(cuipc_pool *p, cuipc_stream stream, cons
                           p->cfg.slots);
     CUIPC_TRY(cuipc_cuda_stream_write_u32(
         stream, cuipc_sync_ready_device_addr(p->sync_dev_base, p->sync, c->slot), c->generation));
-    atomic_store_explicit(&p->slots[c->slot].ready_queued, c->generation, memory_order_relaxed);
+    cuipc_sync_mark_newer(&p->slots[c->slot].ready_queued, c->generation);
     return CUIPC_OK;
 }

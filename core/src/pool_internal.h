@@ -96,6 +96,10 @@ cuipc_status cuipc_pool_give_back(cuipc_pool *pool, const cuipc_chunk *c);
 void cuipc_pool_release_on_behalf(cuipc_pool *pool, uint32_t slot, uint32_t generation,
                                   uint32_t consumer);
 
+/* Chunks of a CUDA pool whose ready words are queued on a stream and not yet written: the
+ * copies queued before them may still land in the pool, and the words in the table. */
+uint32_t cuipc_pool_gpu_writes_queued(cuipc_pool *pool);
+
 /* Tear-down that found the GPU not getting to the writes queued into another pool: this pool's
  * own state is freed, its memory, registration and sync table left as they are, since the
  * driver's release of them would wait for the GPU's work in flight. */

@@ -309,6 +309,14 @@ bool cuipc_sync_ack_landed(const cuipc_sync_table *t, uint32_t slot, uint32_t ge
            atomic_load_explicit(&s->generation, memory_order_acquire) != generation;
 }
 
+void cuipc_sync_mark_newer(_Atomic uint32_t *mark, uint32_t generation) {
+    uint32_t cur = atomic_load_explicit(mark, memory_order_relaxed);
+    while ((cur == 0 || (int32_t)(generation - cur) > 0) &&
+           !atomic_compare_exchange_weak_explicit(mark, &cur, generation, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
 /* The device address of a word of the table: its offset from the host mapping, applied to the
  * device base. */
 static void *device_addr(void *dev_base, const cuipc_sync_table *t, const void *word) {

@@ -104,6 +104,11 @@ bool cuipc_sync_ready_current(const cuipc_sync_table *t, uint32_t slot);
 bool cuipc_sync_ack_landed(const cuipc_sync_table *t, uint32_t slot, uint32_t generation,
                            uint32_t consumer);
 
+/* *mark := generation unless it holds a newer one (serial-number order): a thread that queued
+ * a GPU write of generation g records it after the queueing, by which time the write may have
+ * run, the slot been reused and another thread recorded g + 1, which must stay. */
+void cuipc_sync_mark_newer(_Atomic uint32_t *mark, uint32_t generation);
+
 /* Device address of a slot's ready word / consumer c's ack word, given the table's device base
  * (the table registered with the GPU): where a stream writes them. */
 void *cuipc_sync_ready_device_addr(void *sync_dev_base, const cuipc_sync_table *t, uint32_t slot);

@@ -15,6 +15,7 @@
 
 #include "cuda_api.h"
 #include "cuipc/cuipc.h"
+#include "consumer_internal.h"
 #include "cuipc/pattern.h"
 #include "pool_internal.h"
 #include "shm.h"
@@ -626,6 +627,12 @@ static int destroy_while_copy_queued_main(void *arg) {
         cuipc_producer_wrap(g.p, tree, g.stream, &wrapped) != CUIPC_OK)
         rc = 12;
     cuipc_consumer_detach(g.c); /* it holds nothing: the tree was never sent */
+    /* The driver's own release would wait for the gate too: what is judged is the pool's
+     * record of the word it queued. */
+    if (!rc && cuipc_pool_gpu_writes_queued(g.p->gpu_pool) != 1) {
+        fprintf(stderr, "[%s] the queued ready word is not on record\n", k->name);
+        rc = 13;
+    }
     if (!rc)
         rc = timed_tear_down(k, &g, destroy_producer, g.p);
     else
@@ -652,15 +659,25 @@ static int detach_while_ack_queued_main(void *arg) {
         cuipc_message_release(m, g.stream) != CUIPC_OK)
         rc = 12;
     cuipc_message_free(m);
+    if (!rc && cuipc_acks_queued(g.c, &g.c->gpu) != 1) {
+        fprintf(stderr, "[%s] the queued ack is not on record\n", k->name);
+        rc = 13;
+    }
     if (!rc)
         rc = timed_tear_down(k, &g, detach_consumer, g.c);
     else
         cuipc_consumer_detach(g.c);
     gated_release(&g);
-    /* Its chunk comes back either way: acked, or taken back when the consumer left. */
+    /* Its chunk comes back by its ack either way, landed before the detach or after it. */
     if (!rc && cuipc_producer_drain(g.p, 5 * SEC) != CUIPC_OK) {
         fprintf(stderr, "[%s] not drained after the detach: %s\n", k->name, cuipc_last_error());
         rc = 25;
+    }
+    /* Given up, the detach kept the consumer's place: the producer must not hand on a chunk
+     * whose reads were still queued (here, until the late ack gave it back). */
+    if (!rc && k->expect != CUIPC_OK && cuipc_producer_consumer_count(g.p) != 1) {
+        fprintf(stderr, "[%s] the consumer's place was given back with its ack queued\n", k->name);
+        rc = 26;
     }
     cuipc_producer_destroy(g.p);
     cuipc_value_free(tree);
