@@ -389,6 +389,52 @@ void cuipc_consumer_drop_socket_in_child(cuipc_consumer *c) {
     }
 }
 
+/* What a detach that gave up still holds: the place (socket, ring) is given back once the
+ * queued acks have landed, the reads queued before them done, by a thread of its own. The
+ * views stay mapped: the driver's release of them would wait for the GPU's work in flight. */
+typedef struct place_keeper {
+    int sock;
+    cuipc_ring *ring;
+    uint32_t index;
+    pool_view host, gpu;
+} place_keeper;
+
+static uint32_t acks_queued(const pool_view *host, const pool_view *gpu, uint32_t index) {
+    return cuipc_acks_queued(host, index) + cuipc_acks_queued(gpu, index);
+}
+
+static void *keep_place(void *arg) {
+    place_keeper *k = arg;
+    while (acks_queued(&k->host, &k->gpu, k->index)) /* host memory only: no driver call */
+        usleep(1000);
+    cuipc_ring_destroy(k->ring);
+    if (k->sock >= 0) {
+        cuipc_socket_say_goodbye(k->sock);
+        close(k->sock);
+    }
+    free(k);
+    return NULL;
+}
+
+/* The place handed to a keeper thread; with no thread, kept until the process exits. */
+static void keep_place_until_acked(cuipc_consumer *c) {
+    place_keeper *k = malloc(sizeof *k);
+    pthread_attr_t attr;
+    pthread_t t;
+    if (!k)
+        return;
+    *k = (place_keeper){
+        .sock = c->sock, .ring = c->ring, .index = c->index, .host = c->host, .gpu = c->gpu};
+    bool started = pthread_attr_init(&attr) == 0;
+    if (started) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&t, &attr, keep_place, k) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!started)
+        free(k);
+}
+
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns) {
     if (!c)
         return CUIPC_OK;
@@ -399,19 +445,19 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
      * mapped. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
     uint32_t queued;
-    while ((queued = cuipc_acks_queued(c, &c->host) + cuipc_acks_queued(c, &c->gpu)) &&
+    while ((queued = acks_queued(&c->host, &c->gpu, c->index)) &&
            (timeout_ns < 0 || cuipc_now_ns() < deadline))
         usleep(100);
     if (queued) {
-        /* Nor is the place given back: the producer would hand on the chunks whose reads are
-         * still queued. It sees this consumer go with the process; the late acks, landing in
-         * the mapped table, give the chunks back before that. */
+        /* Nor is the place given back yet: the producer would hand on the chunks whose reads
+         * are still queued. A thread gives it back once the acks have landed. */
         cuipc_status s = CUIPC_FAIL(
             CUIPC_ERR_TIMEOUT,
             "%u releases queued on streams had not run on the GPU after %lld ms: the producer's "
-            "sync tables, its host arena, the opened handles and this consumer's place are left "
-            "as they are, for them to land in, until the process exits",
+            "sync tables, its host arena and the opened handles are left mapped, for them to "
+            "land in, and this consumer's place is given back only once they have",
             queued, (long long)(timeout_ns / 1000000));
+        keep_place_until_acked(c);
         pthread_mutex_destroy(&c->lock);
         pthread_mutex_destroy(&c->recv_lock);
         free(c);

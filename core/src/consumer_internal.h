@@ -71,7 +71,7 @@ void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t
 /* An ack of (slot, generation) was queued on a stream: the GPU writes it into v's table. */
 void cuipc_chunk_ack_queued(pool_view *v, uint32_t slot, uint32_t generation);
 /* The acks queued on streams into v's table that the GPU has not written yet. */
-uint32_t cuipc_acks_queued(const cuipc_consumer *c, const pool_view *v);
+uint32_t cuipc_acks_queued(const pool_view *v, uint32_t consumer);
 
 struct cuipc_message {
     cuipc_consumer *c;

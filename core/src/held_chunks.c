@@ -14,8 +14,12 @@
 cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation) {
     pthread_mutex_lock(&c->lock);
     bool taken = v->held_gen[slot] == generation;
-    if (!taken)
+    if (!taken) {
         v->held_gen[slot] = generation;
+        /* The slot moved on, so the ack of its previous generation landed: a mark generations
+         * old would compare wrongly in serial order, and this one starts unmarked. */
+        atomic_store_explicit(&v->ack_queued[slot], 0, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&c->lock);
     if (taken)
         return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
@@ -30,13 +34,13 @@ void cuipc_chunk_ack_queued(pool_view *v, uint32_t slot, uint32_t generation) {
     cuipc_sync_mark_newer(&v->ack_queued[slot], generation);
 }
 
-uint32_t cuipc_acks_queued(const cuipc_consumer *c, const pool_view *v) {
+uint32_t cuipc_acks_queued(const pool_view *v, uint32_t consumer) {
     if (!v->present || !v->ack_queued)
         return 0;
     uint32_t n = 0;
     for (uint32_t slot = 0; slot < cuipc_sync_table_slots(v->sync); slot++) {
         uint32_t gen = atomic_load_explicit(&v->ack_queued[slot], memory_order_relaxed);
-        if (gen && !cuipc_sync_ack_landed(v->sync, slot, gen, c->index))
+        if (gen && !cuipc_sync_ack_landed(v->sync, slot, gen, consumer))
             n++;
     }
     return n;

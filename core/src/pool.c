@@ -410,6 +410,9 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
     st->held = held;
     st->departed = 0;
     st->sent = false;
+    /* A mark generations old would compare wrongly in serial order: a new generation starts
+     * unmarked (a late mark of the old one stays older than the generation, so uncounted). */
+    atomic_store_explicit(&st->ready_queued, 0, memory_order_relaxed);
     if (held)
         p->n_held++;
     else
@@ -635,6 +638,7 @@ cuipc_status cuipc_pool_publish_held(cuipc_pool *p, cuipc_chunk *c, uint64_t off
         st->held = false;
         st->departed = 0;
         st->sent = false;
+        atomic_store_explicit(&st->ready_queued, 0, memory_order_relaxed); /* as at allocation */
         p->n_held--;
         owe_kick_locked(p);
         /* A new generation: the extent consumers check is the tensor's, the mask the

@@ -16,8 +16,18 @@ static void consumer_detach_if_done(ConsumerObject *self) {
         return; /* a forked child's copy: the parent's consumer place is left to it */
     cuipc_py_consumer_unregister(c);
     PyThreadState *ts = PyEval_SaveThread();
-    cuipc_consumer_detach(c);
+    cuipc_status s = cuipc_consumer_detach_within(c, CUIPC_TEARDOWN_WAIT_NS);
     PyEval_RestoreThread(ts);
+    if (s == CUIPC_OK)
+        return;
+    /* Called from close() and from deallocs alike, with an exception perhaps under way: the
+     * detach that gave up (its place kept until its queued acks land) is a warning, and one
+     * made an error is reported as unraisable. */
+    CUIPC_PY_KEEP_EXCEPTION(pending);
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "detaching the consumer: %s",
+                         cuipc_last_error()) < 0)
+        PyErr_WriteUnraisable(NULL);
+    CUIPC_PY_RESTORE_EXCEPTION(pending);
 }
 
 static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {

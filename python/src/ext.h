@@ -61,6 +61,20 @@ void cuipc_py_consumer_register(cuipc_consumer *c);
 void cuipc_py_consumer_unregister(cuipc_consumer *c);
 #define CUIPC_PY_FORKED(obj) ((obj)->fork_gen != cuipc_py_fork_gen)
 
+/* Room for a copy of cuipc_last_error(). */
+#define CUIPC_PY_WHY_BYTES 1024
+
+/* An exception pending (or none) kept aside while code that may raise runs, then put back. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define CUIPC_PY_KEEP_EXCEPTION(x) PyObject *x = PyErr_GetRaisedException()
+#define CUIPC_PY_RESTORE_EXCEPTION(x) (PyErr_Clear(), PyErr_SetRaisedException(x))
+#else
+#define CUIPC_PY_KEEP_EXCEPTION(x)                                                                 \
+    PyObject *x##_type, *x##_value, *x##_tb;                                                       \
+    PyErr_Fetch(&x##_type, &x##_value, &x##_tb)
+#define CUIPC_PY_RESTORE_EXCEPTION(x) (PyErr_Clear(), PyErr_Restore(x##_type, x##_value, x##_tb))
+#endif
+
 typedef struct ProducerObject {
     PyObject_HEAD cuipc_producer *p;
     cuipc_mode mode;

@@ -117,15 +117,18 @@ static void producer_dealloc(ProducerObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* -1 with an exception set: refused (another thread is inside a call). Else closed, and *s
- * the tear-down's status (a TIMEOUT: the GPU pool left allocated, cuipc_last_error() says so). */
-static int close_producer(ProducerObject *self, int64_t wait_ns, cuipc_status *s) {
+/* -1 with an exception set: refused (another thread is inside a call). Else closed, *s the
+ * tear-down's status and why[] its message (a TIMEOUT: the GPU pool left allocated). */
+static int close_producer(ProducerObject *self, int64_t wait_ns, cuipc_status *s,
+                          char why[CUIPC_PY_WHY_BYTES]) {
     if (self->in_calls && !CUIPC_PY_FORKED(self)) {
         cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                            "close: another thread is still inside a call on this producer");
         return -1;
     }
     *s = producer_destroy(self, wait_ns);
+    /* Kept before the retained tensors go: their deallocs may call cuipc. */
+    snprintf(why, CUIPC_PY_WHY_BYTES, "%s", *s == CUIPC_OK ? "" : cuipc_last_error());
     /* The cuda_ipc senders' tensors were kept for the consumers; the pool is gone now. */
     if (self->retained)
         PyList_SetSlice(self->retained, 0, PyList_GET_SIZE(self->retained), NULL);
@@ -137,11 +140,13 @@ static PyObject *producer_close(ProducerObject *self, PyObject *args, PyObject *
     PyObject *timeout = NULL;
     int64_t ns = CUIPC_TEARDOWN_WAIT_NS;
     cuipc_status s;
+    char why[CUIPC_PY_WHY_BYTES];
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", names, &timeout) ||
-        (timeout && cuipc_py_timeout(timeout, -1, &ns) < 0) || close_producer(self, ns, &s) < 0)
+        (timeout && cuipc_py_timeout(timeout, -1, &ns) < 0) ||
+        close_producer(self, ns, &s, why) < 0)
         return NULL;
     if (s != CUIPC_OK) /* closed all the same: the message says what was left allocated */
-        return cuipc_py_raise(s);
+        return cuipc_py_raise_msg(s, "%s", why);
     Py_RETURN_NONE;
 }
 
@@ -658,7 +663,8 @@ static PyObject *producer_enter(PyObject *self, PyObject *unused) {
 
 static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
     cuipc_status s;
-    if (close_producer(self, CUIPC_TEARDOWN_WAIT_NS, &s) < 0)
+    char why[CUIPC_PY_WHY_BYTES];
+    if (close_producer(self, CUIPC_TEARDOWN_WAIT_NS, &s, why) < 0)
         return NULL;
     if (s == CUIPC_OK)
         return Py_NewRef(Py_False);
@@ -666,9 +672,8 @@ static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
      * then a warning beside it. */
     bool block_raised = PyTuple_GET_SIZE(args) > 0 && PyTuple_GET_ITEM(args, 0) != Py_None;
     if (!block_raised)
-        return cuipc_py_raise(s);
-    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "closing the producer: %s", cuipc_last_error()) <
-        0)
+        return cuipc_py_raise_msg(s, "%s", why);
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "closing the producer: %s", why) < 0)
         return NULL;
     return Py_NewRef(Py_False);
 }

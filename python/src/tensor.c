@@ -139,34 +139,25 @@ static void versioned_deleter(DLManagedTensorVersioned *m) {
 /* An unconsumed capsule frees its tensor itself (DLPack's rule for the producer side). It is
  * often freed right after its reader refused it, with the reader's exception pending: that
  * exception is kept, whatever the deleter does (CPython's capsule dealloc does not keep it). */
-#if PY_VERSION_HEX >= 0x030C0000
-#define KEEP_EXCEPTION(x) PyObject *x = PyErr_GetRaisedException()
-#define RESTORE_EXCEPTION(x) (PyErr_Clear(), PyErr_SetRaisedException(x))
-#else
-#define KEEP_EXCEPTION(x)                                                                          \
-    PyObject *x##_type, *x##_value, *x##_tb;                                                       \
-    PyErr_Fetch(&x##_type, &x##_value, &x##_tb)
-#define RESTORE_EXCEPTION(x) (PyErr_Clear(), PyErr_Restore(x##_type, x##_value, x##_tb))
-#endif
 
 static void legacy_capsule_destructor(PyObject *cap) {
-    KEEP_EXCEPTION(pending);
+    CUIPC_PY_KEEP_EXCEPTION(pending);
     if (PyCapsule_IsValid(cap, "dltensor")) {
         DLManagedTensor *m = PyCapsule_GetPointer(cap, "dltensor");
         if (m && m->deleter)
             m->deleter(m);
     }
-    RESTORE_EXCEPTION(pending);
+    CUIPC_PY_RESTORE_EXCEPTION(pending);
 }
 
 static void versioned_capsule_destructor(PyObject *cap) {
-    KEEP_EXCEPTION(pending);
+    CUIPC_PY_KEEP_EXCEPTION(pending);
     if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
         DLManagedTensorVersioned *m = PyCapsule_GetPointer(cap, "dltensor_versioned");
         if (m && m->deleter)
             m->deleter(m);
     }
-    RESTORE_EXCEPTION(pending);
+    CUIPC_PY_RESTORE_EXCEPTION(pending);
 }
 
 /* DLPack's stream argument for CUDA: 1 the legacy default stream, 2 per-thread, else a handle. */

@@ -382,10 +382,10 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
  * reads queued before them use its memory; the driver's release of those waits for the GPU's
  * work in flight, forever where a stream never gets there. Nothing to wait for once those
  * streams are synchronised. CUIPC_ERR_TIMEOUT: some had not run; the sync tables, the host
- * arena and the opened IPC handles are then left mapped, and the consumer's place taken (its
- * socket open: the producer must not hand on chunks whose reads are still queued), until the
- * process exits (a leak, never a hang), and the message says how many. The consumer object is
- * freed either way. cuipc_consumer_detach waits up to
+ * arena and the opened IPC handles are then left mapped (a leak, never a hang), and the
+ * consumer's place stays taken (the producer must not hand on chunks whose reads are still
+ * queued) until a thread of the library sees the acks land, or the process exits; the message
+ * says how many. The consumer object is freed either way. cuipc_consumer_detach waits up to
  * CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns);
