@@ -396,6 +396,17 @@ def test_closed(spawn):
     assert p.closed
 
 
+def test_close_takes_a_limit_or_none():
+    """close(timeout=None) waits with no limit: a host producer has nothing queued on a GPU,
+    so it returns at once; a second close does nothing."""
+    p = cuipc.Producer()
+    t0 = time.monotonic()
+    p.close(timeout=None)
+    assert p.closed and time.monotonic() - t0 < 5
+    p.close()
+    assert p.closed
+
+
 def test_stale_buffer_and_borrow(pair):
     p, c = pair()
     buf = p.buffer(64)
