@@ -161,10 +161,11 @@ def fill_ring(p, pad):
     return sent
 
 
-def send_while_its_consumer_is_replaced(pair, tree_of):
-    """A send waits for room on its only consumer's full ring; another consumer attaches and
-    the first leaves (its chunks go back with it). The send's outcome ("sent" or the error)
-    and the newcomer."""
+def send_while_its_consumer_is_replaced(pair, tree_of, timeout=10, delay=0.5):
+    """A send (with timeout) waits for room on its only consumer's full ring; delay seconds
+    later another consumer attaches and the first leaves (its chunks go back with it). The
+    send's outcome ("sent" or the error), the newcomer, and how long after the send began the
+    first consumer left."""
     import threading
     p, c = pair(ring_bytes=4096, max_consumers=2)
     pad = "x" * 900
@@ -173,28 +174,30 @@ def send_while_its_consumer_is_replaced(pair, tree_of):
     tree = tree_of(p, pad)
 
     def late_send():
+        box["t0"] = time.monotonic()
         try:
-            p.send(tree, timeout=10)
+            p.send(tree, timeout=timeout)
             box["r"] = "sent"
         except cuipc.Error as e:
             box["r"] = e
 
     sender = threading.Thread(target=late_send)
-    sender.start()
-    time.sleep(0.5)  # two slices of its wait for ring room
     accepting = threading.Thread(target=lambda: box.setdefault("n", p.accept(2, timeout=10)))
+    sender.start()
+    time.sleep(delay)
     accepting.start()
     newcomer = cuipc.Consumer(p.socket_path, timeout=10)
     accepting.join(10)
     c.close()
+    left_after = time.monotonic() - box["t0"]
     sender.join(15)
-    return p, box["r"], newcomer
+    return p, box["r"], newcomer, left_after
 
 
 def test_a_waiting_send_whose_consumers_left_goes_to_those_attached_now(pair):
     """The message, kept wrapped for the consumer that left, is wrapped again for the one
     attached now, which gets it once, with its tensor."""
-    p, outcome, newcomer = send_while_its_consumer_is_replaced(
+    p, outcome, newcomer, _ = send_while_its_consumer_is_replaced(
         pair, lambda p, pad: {"seq": "late", "x": np.full(64, 5, np.int32), "pad": pad})
     assert outcome == "sent"
     with newcomer.recv(timeout=5) as m:
@@ -208,6 +211,22 @@ def test_a_waiting_send_whose_consumers_left_goes_to_those_attached_now(pair):
     assert pool["in_flight"] == 0 and pool["recycled"] == pool["allocs"]
 
 
+def test_a_send_within_one_slice_is_wrapped_again_with_what_is_left(pair):
+    """A timeout of one slice or less (0.2 s) is waited in one call: the consumer attached
+    while it waited still gets the message once its only consumer left, within what is left
+    of the timeout."""
+    p, outcome, newcomer, left_after = send_while_its_consumer_is_replaced(
+        pair, lambda p, pad: {"seq": "late", "pad": pad}, timeout=0.2, delay=0.03)
+    if left_after > 0.15 and isinstance(outcome, cuipc.Timeout):
+        pytest.skip(f"this host took {left_after:.3f} s to attach one consumer and close another")
+    assert outcome == "sent", outcome
+    with newcomer.recv(timeout=5) as m:
+        assert m.unwrap()["seq"] == "late"
+    with pytest.raises(cuipc.Timeout):
+        newcomer.recv(timeout=0.2)  # once
+    newcomer.close()
+
+
 def test_a_waiting_send_with_a_pool_buffer_is_not_wrapped_twice(pair):
     """With a pool buffer in it the message cannot be wrapped again (its wrap published the
     buffer, which went back with the departed consumer): PeerDead or Stale says why, and the
@@ -217,7 +236,7 @@ def test_a_waiting_send_with_a_pool_buffer_is_not_wrapped_twice(pair):
         np.asarray(buf)[:] = 3
         return {"seq": "late", "b": buf, "pad": pad}
 
-    p, outcome, newcomer = send_while_its_consumer_is_replaced(pair, tree)
+    p, outcome, newcomer, _ = send_while_its_consumer_is_replaced(pair, tree)
     assert isinstance(outcome, (cuipc.PeerDead, cuipc.Stale)), outcome
     assert "departed" in str(outcome) or "no longer in flight" in str(outcome)
     with pytest.raises(cuipc.Timeout):
