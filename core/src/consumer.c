@@ -60,22 +60,6 @@ static cuipc_status map_view(pool_view *v, const cuipc_hello_pool *h, int mem_fd
     return CUIPC_OK;
 }
 
-static void unmap_view(pool_view *v) {
-    if (!v->present)
-        return;
-    /* Tear-down: nothing is left to retry a failed unregister on. */
-    if (v->host_dev_base)
-        cuipc_status_ignore(cuipc_cuda_host_unregister(v->base));
-    if (v->base)
-        cuipc_shm_unmap(v->base, v->size);
-    if (v->sync_dev_base)
-        cuipc_status_ignore(cuipc_cuda_host_unregister(cuipc_sync_table_base(v->sync)));
-    cuipc_sync_table_destroy(v->sync);
-    free(v->held_gen);
-    free(v->ack_queued);
-    memset(v, 0, sizeof *v);
-}
-
 static cuipc_status take_hello(cuipc_consumer *c, const cuipc_hello *h, int *fds, int nfds) {
     int want = 1 + (h->host.present ? 2 : 0) + (h->gpu.present ? 1 : 0);
     if (h->magic != CUIPC_HELLO_MAGIC)
@@ -389,52 +373,6 @@ void cuipc_consumer_drop_socket_in_child(cuipc_consumer *c) {
     }
 }
 
-/* What a detach that gave up still holds: the place (socket, ring) is given back once the
- * queued acks have landed, the reads queued before them done, by a thread of its own. The
- * views stay mapped: the driver's release of them would wait for the GPU's work in flight. */
-typedef struct place_keeper {
-    int sock;
-    cuipc_ring *ring;
-    uint32_t index;
-    pool_view host, gpu;
-} place_keeper;
-
-static uint32_t acks_queued(const pool_view *host, const pool_view *gpu, uint32_t index) {
-    return cuipc_acks_queued(host, index) + cuipc_acks_queued(gpu, index);
-}
-
-static void *keep_place(void *arg) {
-    place_keeper *k = arg;
-    while (acks_queued(&k->host, &k->gpu, k->index)) /* host memory only: no driver call */
-        usleep(1000);
-    cuipc_ring_destroy(k->ring);
-    if (k->sock >= 0) {
-        cuipc_socket_say_goodbye(k->sock);
-        close(k->sock);
-    }
-    free(k);
-    return NULL;
-}
-
-/* The place handed to a keeper thread; with no thread, kept until the process exits. */
-static void keep_place_until_acked(cuipc_consumer *c) {
-    place_keeper *k = malloc(sizeof *k);
-    pthread_attr_t attr;
-    pthread_t t;
-    if (!k)
-        return;
-    *k = (place_keeper){
-        .sock = c->sock, .ring = c->ring, .index = c->index, .host = c->host, .gpu = c->gpu};
-    bool started = pthread_attr_init(&attr) == 0;
-    if (started) {
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&t, &attr, keep_place, k) == 0;
-        pthread_attr_destroy(&attr);
-    }
-    if (!started)
-        free(k);
-}
-
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns) {
     if (!c)
         return CUIPC_OK;
@@ -445,19 +383,21 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
      * mapped. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
     uint32_t queued;
-    while ((queued = acks_queued(&c->host, &c->gpu, c->index)) &&
-           (timeout_ns < 0 || cuipc_now_ns() < deadline))
+    while (
+        (queued = cuipc_acks_queued(&c->host, c->index) + cuipc_acks_queued(&c->gpu, c->index)) &&
+        (timeout_ns < 0 || cuipc_now_ns() < deadline))
         usleep(100);
     if (queued) {
         /* Nor is the place given back yet: the producer would hand on the chunks whose reads
          * are still queued. A thread gives it back once the acks have landed. */
+        bool kept = cuipc_keep_place_until_acked(c);
         cuipc_status s = CUIPC_FAIL(
             CUIPC_ERR_TIMEOUT,
             "%u releases queued on streams had not run on the GPU after %lld ms: the producer's "
             "sync tables, its host arena and the opened handles are left mapped, for them to "
-            "land in, and this consumer's place is given back only once they have",
-            queued, (long long)(timeout_ns / 1000000));
-        keep_place_until_acked(c);
+            "land in, and this consumer's place is given back %s",
+            queued, (long long)(timeout_ns / 1000000),
+            kept ? "only once they have" : "when the process exits (no thread to watch them)");
         pthread_mutex_destroy(&c->lock);
         pthread_mutex_destroy(&c->recv_lock);
         free(c);
@@ -465,8 +405,8 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
     }
     for (uint32_t i = 0; i < c->n_opened; i++)
         cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
-    unmap_view(&c->host);
-    unmap_view(&c->gpu);
+    cuipc_pool_view_unmap(&c->host);
+    cuipc_pool_view_unmap(&c->gpu);
     cuipc_ring_destroy(c->ring);
     if (c->sock >= 0) {
         cuipc_socket_say_goodbye(c->sock); /* a detach, not a death */

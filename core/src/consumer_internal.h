@@ -73,6 +73,15 @@ void cuipc_chunk_ack_queued(pool_view *v, uint32_t slot, uint32_t generation);
 /* The acks queued on streams into v's table that the GPU has not written yet. */
 uint32_t cuipc_acks_queued(const pool_view *v, uint32_t consumer);
 
+/* The view's mappings and registrations released (through the driver where CUDA registered
+ * them), its state freed. */
+void cuipc_pool_view_unmap(pool_view *v);
+
+/* place_keeper.c: a detach that gave up hands c's place (socket, ring) to a thread that gives
+ * it back once c's queued acks have landed, or once the producer is gone. false: no thread
+ * (the place then goes with the process). The views stay mapped either way. */
+bool cuipc_keep_place_until_acked(cuipc_consumer *c);
+
 struct cuipc_message {
     cuipc_consumer *c;
     cuipc_value *tree;

@@ -16,9 +16,13 @@ cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, ui
     bool taken = v->held_gen[slot] == generation;
     if (!taken) {
         v->held_gen[slot] = generation;
-        /* The slot moved on, so the ack of its previous generation landed: a mark generations
-         * old would compare wrongly in serial order, and this one starts unmarked. */
-        atomic_store_explicit(&v->ack_queued[slot], 0, memory_order_relaxed);
+        /* A mark generations old would compare wrongly in serial order: cleared once its ack
+         * has landed (a replayed older message may be held here after a newer generation's
+         * ack was queued, whose mark must stay). */
+        uint32_t mark = atomic_load_explicit(&v->ack_queued[slot], memory_order_relaxed);
+        if (mark && cuipc_sync_ack_landed(v->sync, slot, mark, c->index))
+            atomic_compare_exchange_strong_explicit(&v->ack_queued[slot], &mark, 0,
+                                                    memory_order_relaxed, memory_order_relaxed);
     }
     pthread_mutex_unlock(&c->lock);
     if (taken)

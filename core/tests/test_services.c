@@ -4,6 +4,7 @@
  * bad configuration is refused at create, and running out of fds is one clear error.
  * Usage: test_services CASE (one CTest test per case). */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "consumer_internal.h"
 #include "cuipc/cuipc.h"
 #include "cuipc/shm_usage.h"
 #include "test_util.h"
@@ -591,6 +593,67 @@ static void test_crashed_producer_dir(void) {
     CHECK(rmdir(tmp) == 0); /* and the live one cleaned up after itself */
 }
 
+static void *accept_one(void *p) {
+    return (void *)(intptr_t)cuipc_producer_accept(p, 1, 10 * SEC);
+}
+
+/* Poll until the producer counts n consumers attached, or 3 s. */
+static bool consumers_become(cuipc_producer *p, uint32_t n) {
+    uint64_t until = now_ns() + 3 * SEC;
+    while (cuipc_producer_consumer_count(p) != n && now_ns() < until)
+        usleep(1000);
+    return cuipc_producer_consumer_count(p) == n;
+}
+
+/* A detach that gave up on an ack queued on a stream (here marked queued by hand and left
+ * unwritten, as by a GPU that has not got there) keeps the consumer's place, also against a
+ * child forked meanwhile, and gives it back once the ack lands, while that child still lives. */
+static void test_place_kept_until_acked(void) {
+    cuipc_test_socket_path(sock_path, sizeof sock_path);
+    cuipc_producer *p = make_producer(1);
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, accept_one, p) == 0);
+    cuipc_consumer *c = NULL;
+    cuipc_status as = cuipc_consumer_attach(sock_path, 10 * SEC, &c);
+    void *accepted = NULL;
+    pthread_join(t, &accepted);
+    REQUIRE(as == CUIPC_OK && accepted == NULL);
+    CHECK_OK(send_seq(p, 1));
+    cuipc_message *m = NULL;
+    REQUIRE(cuipc_consumer_recv(c, 10 * SEC, &m) == CUIPC_OK && m->n_held == 1);
+    /* Its ack "queued on a stream": marked, not written (the message let go without one). */
+    held_chunk h = m->held[0];
+    cuipc_chunk_ack_queued(h.view, h.slot, h.generation);
+    m->held[0].released = true;
+    cuipc_message_free(m);
+    cuipc_sync_table *table = h.view->sync; /* left mapped by the detach that gives up */
+    uint32_t index = c->index;
+
+    CHECK(cuipc_consumer_detach_within(c, SEC / 10) == CUIPC_ERR_TIMEOUT);
+    CHECK(strstr(cuipc_last_error(), "only once they have") != NULL);
+    pid_t child = fork(); /* inherits the place's socket unless the fork handler closes it */
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        usleep(4 * 1000 * 1000);
+        _exit(0);
+    }
+    usleep(300 * 1000);
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(cuipc_producer_consumer_count(p) == 1 && st.consumers_detached == 0);
+    CHECK(cuipc_producer_drain(p, 0) == CUIPC_ERR_TIMEOUT); /* its chunk not handed on */
+
+    CHECK_OK(cuipc_sync_release(table, h.slot, h.generation, index)); /* the ack lands */
+    CHECK(consumers_become(p, 0));
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.consumers_detached == 1); /* a goodbye, while the child still holds its copy */
+    CHECK(waitpid(child, NULL, WNOHANG) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    cuipc_producer_destroy(p);
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     const char *which = argc > 1 ? argv[1] : "";
@@ -604,7 +667,8 @@ int main(int argc, char **argv) {
                  {"attach_timeouts", test_attach_timeouts},
                  {"bad_config", test_bad_config},
                  {"fd_exhaustion", test_fd_exhaustion},
-                 {"crashed_producer_dir", test_crashed_producer_dir}};
+                 {"crashed_producer_dir", test_crashed_producer_dir},
+                 {"place_kept_until_acked", test_place_kept_until_acked}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (strcmp(which, cases[i].name) == 0) {
             cases[i].fn();

@@ -146,7 +146,7 @@ static PyObject *producer_close(ProducerObject *self, PyObject *args, PyObject *
         close_producer(self, ns, &s, why) < 0)
         return NULL;
     if (s != CUIPC_OK) /* closed all the same: the message says what was left allocated */
-        return cuipc_py_raise_msg(s, "%s", why);
+        return cuipc_py_raise_msg(s, "%s", *why ? why : cuipc_status_name(s));
     Py_RETURN_NONE;
 }
 
@@ -672,7 +672,7 @@ static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
      * then a warning beside it. */
     bool block_raised = PyTuple_GET_SIZE(args) > 0 && PyTuple_GET_ITEM(args, 0) != Py_None;
     if (!block_raised)
-        return cuipc_py_raise_msg(s, "%s", why);
+        return cuipc_py_raise_msg(s, "%s", *why ? why : cuipc_status_name(s));
     if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "closing the producer: %s", why) < 0)
         return NULL;
     return Py_NewRef(Py_False);
