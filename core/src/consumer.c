@@ -376,6 +376,7 @@ void cuipc_consumer_drop_socket_in_child(cuipc_consumer *c) {
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns) {
     if (!c)
         return CUIPC_OK;
+    int guard = cuipc_fork_guard_add(c->sock); /* a child forked from now on holds no place */
     /* An ack queued on a stream comes after the reads queued before it there (a copy out of
      * the pool, the borrower's kernels): once it is written, the GPU is done with the table,
      * the arena and the opened handles. Their release in the driver would wait for it with no
@@ -390,7 +391,7 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
     if (queued) {
         /* Nor is the place given back yet: the producer would hand on the chunks whose reads
          * are still queued. A thread gives it back once the acks have landed. */
-        bool kept = cuipc_keep_place_until_acked(c);
+        bool kept = cuipc_keep_place_until_acked(c, guard);
         cuipc_status s = CUIPC_FAIL(
             CUIPC_ERR_TIMEOUT,
             "%u releases queued on streams had not run on the GPU after %lld ms: the producer's "
@@ -408,10 +409,9 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
     cuipc_pool_view_unmap(&c->host);
     cuipc_pool_view_unmap(&c->gpu);
     cuipc_ring_destroy(c->ring);
-    if (c->sock >= 0) {
-        cuipc_socket_say_goodbye(c->sock); /* a detach, not a death */
-        close(c->sock); /* the producer's monitor sees the hang-up and reclaims what we held */
-    }
+    /* The producer's monitor sees the hang-up and reclaims what we held. */
+    if (c->sock >= 0)
+        cuipc_fork_guard_close(c->sock, guard, true);
     /* Copy-out buffers already freed go back to the driver; one that cannot keeps its memory
      * cached, which is no failure of the detach. */
     cuipc_status_ignore(cuipc_cuda_copy_pools_trim());

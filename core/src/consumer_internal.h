@@ -77,10 +77,17 @@ uint32_t cuipc_acks_queued(const pool_view *v, uint32_t consumer);
  * them), its state freed. */
 void cuipc_pool_view_unmap(pool_view *v);
 
-/* place_keeper.c: a detach that gave up hands c's place (socket, ring) to a thread that gives
- * it back once c's queued acks have landed, or once the producer is gone. false: no thread
- * (the place then goes with the process). The views stay mapped either way. */
-bool cuipc_keep_place_until_acked(cuipc_consumer *c);
+/* place_keeper.c: a detach that gave up hands c's place (socket, ring; guard: the socket's
+ * fork guard) to a thread that gives it back once c's queued acks have landed, or once the
+ * producer is gone, and then releases the views CUDA never registered (the others stay
+ * mapped). false: no thread (the place then goes with the process). */
+bool cuipc_keep_place_until_acked(cuipc_consumer *c, int guard);
+/* A detaching consumer's socket, closed in every child forked until cuipc_fork_guard_close:
+ * a child's copy would hold the place until the child exits. The guard, or -1 (none free). */
+int cuipc_fork_guard_add(int fd);
+/* Goodbye (a detach, not a death) if asked, then every copy of the socket shut and this one
+ * closed, its guard cleared. */
+void cuipc_fork_guard_close(int fd, int guard, bool goodbye);
 
 struct cuipc_message {
     cuipc_consumer *c;

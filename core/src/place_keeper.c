@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "consumer_internal.h"
@@ -44,13 +45,27 @@ static void install_fork_handler(void) {
     pthread_atfork(NULL, NULL, close_kept_in_child);
 }
 
-static int remember_socket(int fd) {
+int cuipc_fork_guard_add(int fd) {
+    if (fd < 0)
+        return -1;
+    pthread_once(&fork_handler_once, install_fork_handler);
     for (int i = 0; i < KEPT_SOCKETS; i++) {
         int free_slot = -1;
         if (atomic_compare_exchange_strong(&kept_socks[i], &free_slot, fd))
             return i;
     }
     return -1; /* more keepers than slots: a child may then hold this place until it exits */
+}
+
+void cuipc_fork_guard_close(int fd, int guard, bool goodbye) {
+    if (goodbye)
+        cuipc_socket_say_goodbye(fd);
+    /* Every copy of the socket ends here, a child's forked since the guard was cleared too;
+     * then the guard, then the fd (its number, once closed, may be another thread's). */
+    shutdown(fd, SHUT_RDWR);
+    if (guard >= 0)
+        atomic_store(&kept_socks[guard], -1);
+    close(fd);
 }
 
 static uint32_t acks_queued(const place_keeper *k) {
@@ -64,8 +79,8 @@ static void *keep_place(void *arg) {
     bool producer_alive = true;
     while (acks_queued(k) && (producer_alive = cuipc_socket_peer_alive(k->sock))) {
         usleep(wait_us);
-        if (wait_us < POLL_MOST_US) /* a GPU only slow comes soon; a stuck one costs little */
-            wait_us *= 2;
+        /* A GPU only slow comes soon; a stuck one costs little. */
+        wait_us = wait_us * 2 < POLL_MOST_US ? wait_us * 2 : POLL_MOST_US;
     }
     cuipc_ring_destroy(k->ring);
     /* Views CUDA never registered release with no driver call, once nothing is queued into
@@ -75,24 +90,19 @@ static void *keep_place(void *arg) {
         if (!views[i]->sync_dev_base && !views[i]->host_dev_base &&
             !cuipc_acks_queued(views[i], k->index))
             cuipc_pool_view_unmap(views[i]);
-    if (k->kept_at >= 0)
-        atomic_store(&kept_socks[k->kept_at], -1);
-    if (producer_alive)
-        cuipc_socket_say_goodbye(k->sock);
-    close(k->sock);
+    cuipc_fork_guard_close(k->sock, k->kept_at, producer_alive);
     free(k);
     return NULL;
 }
 
-bool cuipc_keep_place_until_acked(cuipc_consumer *c) {
+bool cuipc_keep_place_until_acked(cuipc_consumer *c, int guard) {
     if (c->sock < 0)
         return false;
-    pthread_once(&fork_handler_once, install_fork_handler);
     place_keeper *k = malloc(sizeof *k);
     if (!k)
         return false;
     *k = (place_keeper){.sock = c->sock,
-                        .kept_at = remember_socket(c->sock),
+                        .kept_at = guard,
                         .ring = c->ring,
                         .index = c->index,
                         .host = c->host,
@@ -102,14 +112,19 @@ bool cuipc_keep_place_until_acked(cuipc_consumer *c) {
     bool started = pthread_attr_init(&attr) == 0;
     if (started) {
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, KEEPER_STACK_BYTES);
+        bool small = pthread_attr_setstacksize(&attr, KEEPER_STACK_BYTES) == 0;
         started = pthread_create(&t, &attr, keep_place, k) == 0;
+        if (!started && small) { /* a large static TLS counts against the stack: default one */
+            pthread_attr_destroy(&attr);
+            started = pthread_attr_init(&attr) == 0 &&
+                      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                      pthread_create(&t, &attr, keep_place, k) == 0;
+        }
         pthread_attr_destroy(&attr);
     }
-    if (!started) {
-        if (k->kept_at >= 0)
-            atomic_store(&kept_socks[k->kept_at], -1);
+    /* With no thread the fd stays open for the process's life, its guard with it: every child
+     * then closes its copy. */
+    if (!started)
         free(k);
-    }
     return started;
 }

@@ -636,7 +636,7 @@ static void test_place_kept_until_acked(void) {
     pid_t child = fork(); /* inherits the place's socket unless the fork handler closes it */
     REQUIRE(child >= 0);
     if (child == 0) {
-        usleep(4 * 1000 * 1000);
+        sleep(4);
         _exit(0);
     }
     usleep(300 * 1000);

@@ -673,7 +673,8 @@ static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
     bool block_raised = PyTuple_GET_SIZE(args) > 0 && PyTuple_GET_ITEM(args, 0) != Py_None;
     if (!block_raised)
         return cuipc_py_raise_msg(s, "%s", *why ? why : cuipc_status_name(s));
-    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "closing the producer: %s", why) < 0)
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "closing the producer: %s",
+                         *why ? why : cuipc_status_name(s)) < 0)
         return NULL;
     return Py_NewRef(Py_False);
 }

@@ -384,9 +384,10 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
  * streams are synchronised. CUIPC_ERR_TIMEOUT: some had not run; the sync tables, the host
  * arena and the opened IPC handles are then left mapped (a leak, never a hang), and the
  * consumer's place stays taken (the producer must not hand on chunks whose reads are still
- * queued) until a thread of the library sees the acks land, or the process exits; the message
- * says how many. The consumer object is freed either way. cuipc_consumer_detach waits up to
- * CUIPC_TEARDOWN_WAIT_NS. */
+ * queued) until a thread of the library sees the acks land or the producer go, or the process
+ * exits; a child forked meanwhile does not hold it. The message says how many. The consumer
+ * object is freed either way; its messages must be freed before (as for any detach).
+ * cuipc_consumer_detach waits up to CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns);
 void cuipc_consumer_detach(cuipc_consumer *c);
