@@ -14,7 +14,10 @@
 cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation) {
     pthread_mutex_lock(&c->lock);
     bool taken = v->held_gen[slot] == generation;
-    if (!taken) {
+    /* Checked again under the lock: a replayed message that passed its check as the slot moved
+     * on would otherwise move the mark back, and let the newer generation be taken twice. */
+    bool moved = !taken && cuipc_sync_generation(v->sync, slot) != generation;
+    if (!taken && !moved) {
         v->held_gen[slot] = generation;
         /* A mark generations old would compare wrongly in serial order: cleared once its ack
          * has landed (a replayed older message may be held here after a newer generation's
@@ -25,6 +28,11 @@ cuipc_status cuipc_chunk_hold(cuipc_consumer *c, pool_view *v, uint32_t slot, ui
                                                     memory_order_relaxed, memory_order_relaxed);
     }
     pthread_mutex_unlock(&c->lock);
+    if (moved)
+        return CUIPC_FAIL(CUIPC_ERR_STALE,
+                          "slot %u generation %u: the slot moved on while the message was read "
+                          "(a replayed message?)",
+                          slot, generation);
     if (taken)
         return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
                           "slot %u generation %u: taken by another message of this consumer "
