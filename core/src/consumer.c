@@ -388,37 +388,35 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
         (queued = cuipc_acks_queued(&c->host, c->index) + cuipc_acks_queued(&c->gpu, c->index)) &&
         (timeout_ns < 0 || cuipc_now_ns() < deadline))
         usleep(100);
+    cuipc_status s = CUIPC_OK;
     if (queued) {
         /* Nor is the place given back yet: the producer would hand on the chunks whose reads
          * are still queued. A thread gives it back once the acks have landed. */
         bool kept = cuipc_keep_place_until_acked(c, guard);
-        cuipc_status s = CUIPC_FAIL(
+        s = CUIPC_FAIL(
             CUIPC_ERR_TIMEOUT,
             "%u releases queued on streams had not run on the GPU after %lld ms: the producer's "
             "sync tables, its host arena and the opened handles are left mapped, for them to "
             "land in, and this consumer's place is given back %s",
             queued, (long long)(timeout_ns / 1000000),
             kept ? "only once they have" : "when the process exits (no thread to watch them)");
-        pthread_mutex_destroy(&c->lock);
-        pthread_mutex_destroy(&c->recv_lock);
-        free(c);
-        return s;
+    } else {
+        for (uint32_t i = 0; i < c->n_opened; i++)
+            cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
+        cuipc_pool_view_unmap(&c->host);
+        cuipc_pool_view_unmap(&c->gpu);
+        cuipc_ring_destroy(c->ring);
+        /* The producer's monitor sees the hang-up and reclaims what we held. */
+        if (c->sock >= 0)
+            cuipc_fork_guard_close(c->sock, guard, true);
+        /* Copy-out buffers already freed go back to the driver; one that cannot keeps its
+         * memory cached, which is no failure of the detach. */
+        cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
     }
-    for (uint32_t i = 0; i < c->n_opened; i++)
-        cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
-    cuipc_pool_view_unmap(&c->host);
-    cuipc_pool_view_unmap(&c->gpu);
-    cuipc_ring_destroy(c->ring);
-    /* The producer's monitor sees the hang-up and reclaims what we held. */
-    if (c->sock >= 0)
-        cuipc_fork_guard_close(c->sock, guard, true);
-    /* Copy-out buffers already freed go back to the driver; one that cannot keeps its memory
-     * cached, which is no failure of the detach. */
-    cuipc_status_ignore(cuipc_cuda_copy_pools_trim());
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->recv_lock);
     free(c);
-    return CUIPC_OK;
+    return s;
 }
 
 void cuipc_consumer_detach(cuipc_consumer *c) {

@@ -392,6 +392,16 @@ static void owe_kick_locked(cuipc_pool *p) {
         atomic_store_explicit(&p->kick_pending, true, memory_order_relaxed);
 }
 
+/* What a slot knows of its generation, cleared as a new one begins (an allocation, a buffer
+ * published). The ready mark too: one generations old would compare wrongly in serial order,
+ * and a late mark of the old generation stays older than the new one, so uncounted. Caller
+ * holds the lock. */
+static void reset_generation_state(slot_state *st) {
+    st->departed = 0;
+    st->sent = false;
+    atomic_store_explicit(&st->ready_queued, 0, memory_order_relaxed);
+}
+
 /* One attempt: a slot and a block, or POOL_FULL. A held chunk's slot waits for no consumer
  * (mask 0) until it is published. Caller holds the lock. */
 static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask, bool held,
@@ -408,11 +418,7 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
     st->busy_pos = p->n_busy;
     p->busy[p->n_busy++] = slot;
     st->held = held;
-    st->departed = 0;
-    st->sent = false;
-    /* A mark generations old would compare wrongly in serial order: a new generation starts
-     * unmarked (a late mark of the old one stays older than the generation, so uncounted). */
-    atomic_store_explicit(&st->ready_queued, 0, memory_order_relaxed);
+    reset_generation_state(st);
     if (held)
         p->n_held++;
     else
@@ -636,9 +642,7 @@ cuipc_status cuipc_pool_publish_held(cuipc_pool *p, cuipc_chunk *c, uint64_t off
                        (unsigned long long)c->offset, (unsigned long long)c->size);
     if (s == CUIPC_OK) {
         st->held = false;
-        st->departed = 0;
-        st->sent = false;
-        atomic_store_explicit(&st->ready_queued, 0, memory_order_relaxed); /* as at allocation */
+        reset_generation_state(st);
         p->n_held--;
         owe_kick_locked(p);
         /* A new generation: the extent consumers check is the tensor's, the mask the

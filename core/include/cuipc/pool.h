@@ -82,8 +82,8 @@ cuipc_status cuipc_pool_create(const cuipc_pool_config *cfg, cuipc_pool **out);
  * run its work in flight, all of it, and forever where a stream never gets there (a kernel
  * waiting on a process that died). CUIPC_ERR_TIMEOUT: some were not written in time; the
  * pool's memory and sync table are then left allocated (a leak, never a hang) and the message
- * says how many. The pool
- * is destroyed either way. cuipc_pool_destroy waits up to CUIPC_TEARDOWN_WAIT_NS. */
+ * says how many. The pool is destroyed either way. cuipc_pool_destroy waits up to
+ * CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_destroy_within(cuipc_pool *pool, int64_t timeout_ns);
 void cuipc_pool_destroy(cuipc_pool *pool);

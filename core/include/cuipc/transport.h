@@ -228,8 +228,8 @@ cuipc_status cuipc_producer_drain(cuipc_producer *p, int64_t timeout_ns);
  * gets there. Nothing to wait for after a drain, or a stream synchronised.
  * CUIPC_ERR_TIMEOUT: some had not run; the GPU pool's memory and sync table, and the host
  * pool's registered arena, are then left allocated (a leak, never a hang) and the message says
- * how many. The producer is gone either
- * way. cuipc_producer_destroy waits up to CUIPC_TEARDOWN_WAIT_NS. */
+ * how many. The producer is gone either way. cuipc_producer_destroy waits up to
+ * CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_destroy_within(cuipc_producer *p, int64_t timeout_ns);
 void cuipc_producer_destroy(cuipc_producer *p);
