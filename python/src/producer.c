@@ -128,7 +128,11 @@ static int close_producer(ProducerObject *self, int64_t wait_ns, cuipc_status *s
     }
     *s = producer_destroy(self, wait_ns);
     /* Kept before the retained tensors go: their deallocs may call cuipc. */
-    snprintf(why, CUIPC_PY_WHY_BYTES, "%s", *s == CUIPC_OK ? "" : cuipc_last_error());
+    const char *last = cuipc_last_error();
+    snprintf(why, CUIPC_PY_WHY_BYTES, "%s",
+             *s == CUIPC_OK  ? ""
+             : last && *last ? last
+                             : cuipc_status_name(*s));
     /* The cuda_ipc senders' tensors were kept for the consumers; the pool is gone now. */
     if (self->retained)
         PyList_SetSlice(self->retained, 0, PyList_GET_SIZE(self->retained), NULL);
@@ -146,7 +150,7 @@ static PyObject *producer_close(ProducerObject *self, PyObject *args, PyObject *
         close_producer(self, ns, &s, why) < 0)
         return NULL;
     if (s != CUIPC_OK) /* closed all the same: the message says what was left allocated */
-        return cuipc_py_raise_msg(s, "%s", *why ? why : cuipc_status_name(s));
+        return cuipc_py_raise_msg(s, "%s", why);
     Py_RETURN_NONE;
 }
 
@@ -672,9 +676,8 @@ static PyObject *producer_exit(ProducerObject *self, PyObject *args) {
      * then a warning beside it. */
     bool block_raised = PyTuple_GET_SIZE(args) > 0 && PyTuple_GET_ITEM(args, 0) != Py_None;
     if (!block_raised)
-        return cuipc_py_raise_msg(s, "%s", *why ? why : cuipc_status_name(s));
-    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "closing the producer: %s",
-                         *why ? why : cuipc_status_name(s)) < 0)
+        return cuipc_py_raise_msg(s, "%s", why);
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "closing the producer: %s", why) < 0)
         return NULL;
     return Py_NewRef(Py_False);
 }
