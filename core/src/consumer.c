@@ -401,8 +401,9 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
             queued, (long long)(timeout_ns / 1000000),
             kept ? "only once they have" : "when the process exits (no thread to watch them)");
     } else {
+        /* The mappings are closed once no other consumer of this process holds them. */
         for (uint32_t i = 0; i < c->n_opened; i++)
-            cuipc_handle_cache_close(c->opened[i].handle, c->opened[i].device);
+            cuipc_handle_cache_release(c->opened[i].handle, c->opened[i].device);
         cuipc_pool_view_unmap(&c->host);
         cuipc_pool_view_unmap(&c->gpu);
         cuipc_ring_destroy(c->ring);
@@ -415,6 +416,7 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
     }
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->recv_lock);
+    free(c->opened); /* a detach that gave up keeps its references: the mappings stay */
     free(c);
     return s;
 }

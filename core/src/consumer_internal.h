@@ -7,8 +7,6 @@
 
 #include "transport_internal.h"
 
-#define MAX_OPENED 256
-
 typedef struct pool_view {
     bool present;
     cuipc_memory_kind memory;
@@ -29,9 +27,11 @@ typedef struct pool_view {
     _Atomic uint32_t *ack_queued;
 } pool_view;
 
+/* A mapping this consumer holds a reference to in the process's handle cache. */
 typedef struct opened_handle {
     uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
     int device;
+    void *ptr;
 } opened_handle;
 
 struct cuipc_consumer {
@@ -46,8 +46,8 @@ struct cuipc_consumer {
     pthread_mutex_t lock; /* lazy registrations, opened list, stats, held_gen */
     /* The ring has one reader: recv calls on several threads take turns. */
     pthread_mutex_t recv_lock;
-    opened_handle opened[MAX_OPENED];
-    uint32_t n_opened;
+    opened_handle *opened; /* each one referenced once, given back at detach */
+    uint32_t n_opened, cap_opened;
     cuipc_consumer_stats stats;
     /* Whether this process is an MPS client, asked once for CUIPC_HOST_WAIT_AUTO. */
     bool mps_known, mps_client;

@@ -1,4 +1,5 @@
-/* Process-wide cache of opened IPC handles, keyed by (handle bytes, device). */
+/* Process-wide cache of opened IPC handles, keyed by (handle bytes, device), with a count of
+ * the references its holders took. */
 #include "handle_cache.h"
 
 #include <pthread.h>
@@ -11,6 +12,7 @@
 typedef struct entry {
     uint8_t handle[CUIPC_IPC_HANDLE_BYTES];
     int device;
+    uint32_t refs;
     void *ptr;
 } entry;
 
@@ -28,17 +30,17 @@ static entry *find(const uint8_t *handle, int device) {
     return NULL;
 }
 
-cuipc_status cuipc_handle_cache_open(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int device,
-                                     void **ptr, bool *hit) {
+cuipc_status cuipc_handle_cache_acquire(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int device,
+                                        void **ptr, bool *opened) {
     pthread_mutex_lock(&cache_lock);
+    *opened = false;
     entry *e = find(handle, device);
     if (e) {
+        e->refs++;
         *ptr = e->ptr;
-        *hit = true;
         pthread_mutex_unlock(&cache_lock);
         return CUIPC_OK;
     }
-    *hit = false;
     if (n_entries == cap_entries) {
         uint32_t cap = cap_entries ? cap_entries * 2 : 16;
         entry *grown = realloc(entries, cap * sizeof *grown);
@@ -55,20 +57,27 @@ cuipc_status cuipc_handle_cache_open(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES
         e = &entries[n_entries++];
         memcpy(e->handle, handle, CUIPC_IPC_HANDLE_BYTES);
         e->device = device;
+        e->refs = 1;
         e->ptr = mapped;
         *ptr = mapped;
+        *opened = true;
     }
     pthread_mutex_unlock(&cache_lock);
     return s;
 }
 
-void cuipc_handle_cache_close(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int device) {
+void cuipc_handle_cache_release(const uint8_t handle[CUIPC_IPC_HANDLE_BYTES], int device) {
     pthread_mutex_lock(&cache_lock);
     entry *e = find(handle, device);
-    if (e) {
+    if (e && --e->refs == 0) {
         /* Tear-down: the entry goes either way; a failed close is in the error message. */
         cuipc_status_ignore(cuipc_cuda_ipc_close(e->ptr));
         *e = entries[--n_entries];
+        if (n_entries == 0) { /* the last consumer gone: nothing left held for the process */
+            free(entries);
+            entries = NULL;
+            cap_entries = 0;
+        }
     }
     pthread_mutex_unlock(&cache_lock);
 }
@@ -78,14 +87,4 @@ uint32_t cuipc_handle_cache_size(void) {
     uint32_t n = n_entries;
     pthread_mutex_unlock(&cache_lock);
     return n;
-}
-
-void cuipc_handle_cache_clear(void) {
-    pthread_mutex_lock(&cache_lock);
-    for (uint32_t i = 0; i < n_entries; i++) /* tear-down, as in close */
-        cuipc_status_ignore(cuipc_cuda_ipc_close(entries[i].ptr));
-    free(entries);
-    entries = NULL;
-    n_entries = cap_entries = 0;
-    pthread_mutex_unlock(&cache_lock);
 }

@@ -46,22 +46,58 @@ static held_chunk *find_held(cuipc_message *m, const cuipc_proxy *x) {
     return NULL;
 }
 
-/* Map an exported allocation on device (once per process) and remember it for detach. */
+static opened_handle *find_opened(cuipc_consumer *c, const uint8_t *handle, int device) {
+    for (uint32_t i = c->n_opened; i-- > 0;)
+        if (c->opened[i].device == device &&
+            !memcmp(c->opened[i].handle, handle, CUIPC_IPC_HANDLE_BYTES))
+            return &c->opened[i];
+    return NULL;
+}
+
+/* Map an exported allocation on device: this consumer's own reference to the process's mapping
+ * (opened once per process), taken at its first use and given back at its detach. */
 static cuipc_status open_handle(cuipc_consumer *c, const uint8_t *handle, int device, void **ptr) {
-    bool hit = false;
-    CUIPC_TRY(cuipc_handle_cache_open(handle, device, ptr, &hit));
     pthread_mutex_lock(&c->lock);
-    if (hit) {
+    opened_handle *h = find_opened(c, handle, device);
+    if (h) {
+        *ptr = h->ptr;
         c->stats.handle_hits++;
-    } else {
-        c->stats.handle_opens++;
-        if (c->n_opened < MAX_OPENED) {
-            memcpy(c->opened[c->n_opened].handle, handle, CUIPC_IPC_HANDLE_BYTES);
-            c->opened[c->n_opened++].device = device;
-        }
+        pthread_mutex_unlock(&c->lock);
+        return CUIPC_OK;
     }
     pthread_mutex_unlock(&c->lock);
-    return CUIPC_OK;
+    /* Outside the consumer's lock: a driver open takes ~200 us. */
+    bool opened = false;
+    CUIPC_TRY(cuipc_handle_cache_acquire(handle, device, ptr, &opened));
+    pthread_mutex_lock(&c->lock);
+    cuipc_status s = CUIPC_OK;
+    bool extra = find_opened(c, handle, device) != NULL; /* another thread took it meanwhile */
+    if (!extra && c->n_opened == c->cap_opened) {
+        uint32_t cap = c->cap_opened ? c->cap_opened * 2 : 8;
+        opened_handle *grown = realloc(c->opened, cap * sizeof *grown);
+        if (grown) {
+            c->opened = grown;
+            c->cap_opened = cap;
+        } else {
+            s = CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "list of %u opened IPC handles", cap);
+        }
+    }
+    if (s == CUIPC_OK && !extra) {
+        h = &c->opened[c->n_opened++];
+        memcpy(h->handle, handle, CUIPC_IPC_HANDLE_BYTES);
+        h->device = device;
+        h->ptr = *ptr;
+    }
+    if (s == CUIPC_OK) {
+        if (opened)
+            c->stats.handle_opens++;
+        else
+            c->stats.handle_hits++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (extra || s != CUIPC_OK) /* this consumer holds one reference, or none it could record */
+        cuipc_handle_cache_release(handle, device);
+    return s;
 }
 
 /* Register the sync table with CUDA once, so streams can wait on ready words and write acks. */

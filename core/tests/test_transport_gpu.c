@@ -16,6 +16,7 @@
 #include "cuda_api.h"
 #include "cuipc/cuipc.h"
 #include "consumer_internal.h"
+#include "handle_cache.h"
 #include "cuipc/pattern.h"
 #include "pool_internal.h"
 #include "shm.h"
@@ -339,6 +340,105 @@ static int consumer_main(void *arg) {
     if (got != k->messages)
         return 24;
     return bad ? 25 : 0;
+}
+
+/* The checksum of tensor 0 of an unwrapped message against the one the producer sent. */
+static bool tensor0_intact(const cuipc_value *v, void *stream) {
+    const cuipc_tensor *t = cuipc_value_as_tensor(cuipc_list_get(cuipc_dict_get(v, "features"), 0));
+    uint64_t sum = 0;
+    if (!t || cuipc_gpu_checksum(t->data, cuipc_tensor_span_bytes(t), stream, &sum) != CUIPC_OK) {
+        fprintf(stderr, "[shared-mapping] checksum: %s\n", cuipc_last_error());
+        return false;
+    }
+    return sum == (uint64_t)cuipc_value_as_int(cuipc_dict_get(v, "sum0"));
+}
+
+/* Every message a consumer has left, borrowed, checked and released; *n: how many. */
+static bool read_to_end(cuipc_consumer *c, const cuipc_unwrap_options *o, int *n) {
+    for (;;) {
+        cuipc_message *m = NULL;
+        cuipc_value *v = NULL;
+        cuipc_status s = cuipc_consumer_recv(c, 30 * SEC, &m);
+        if (s == CUIPC_ERR_CLOSED)
+            return true;
+        bool ok = s == CUIPC_OK && cuipc_message_unwrap(m, o, &v) == CUIPC_OK &&
+                  tensor0_intact(v, o->stream) && cuipc_message_release(m, o->stream) == CUIPC_OK;
+        cuipc_value_free(v);
+        cuipc_message_free(m);
+        if (!ok)
+            return false;
+        ++*n;
+    }
+}
+
+/* Two consumers of one producer in one process share its IPC mapping of the GPU pool. The one
+ * that opened it detaches first, while the other still holds a borrowed tensor in it: the
+ * tensor must stay readable (the mapping is closed only by the last consumer holding it), and
+ * the process holds no mapping once both are gone. */
+static int shared_mapping_main(void *arg) {
+    (void)arg;
+    cuipc_consumer *a = NULL, *b = NULL; /* b opens the mapping, a finds it opened */
+    void *stream = NULL;
+    if (cuipc_consumer_attach(sock_path, 30 * SEC, &a) != CUIPC_OK ||
+        cuipc_consumer_attach(sock_path, 30 * SEC, &b) != CUIPC_OK ||
+        cuipc_gpu_stream_create(0, &stream) != CUIPC_OK) {
+        fprintf(stderr, "[shared-mapping] set-up: %s\n", cuipc_last_error());
+        return 30;
+    }
+    cuipc_unwrap_options o;
+    cuipc_unwrap_options_init(&o);
+    o.kind = CUIPC_UNWRAP_BORROW;
+    o.stream = stream;
+    cuipc_consumer_stats sa, sb;
+    if (cuipc_consumer_prepare(b, &o) != CUIPC_OK || cuipc_consumer_prepare(a, &o) != CUIPC_OK)
+        return 31;
+    cuipc_consumer_stats_get(a, &sa);
+    cuipc_consumer_stats_get(b, &sb);
+    if (sb.handle_opens != 1 || sa.handle_opens != 0 || sa.handle_hits != 1 ||
+        cuipc_handle_cache_size() != 1) {
+        fprintf(stderr, "[shared-mapping] opens %llu/%llu, hits %llu, %u mappings\n",
+                (unsigned long long)sb.handle_opens, (unsigned long long)sa.handle_opens,
+                (unsigned long long)sa.handle_hits, cuipc_handle_cache_size());
+        return 32;
+    }
+    cuipc_message *kept = NULL;
+    cuipc_value *kept_tree = NULL;
+    if (cuipc_consumer_recv(a, 30 * SEC, &kept) != CUIPC_OK ||
+        cuipc_message_unwrap(kept, &o, &kept_tree) != CUIPC_OK ||
+        !tensor0_intact(kept_tree, stream)) {
+        fprintf(stderr, "[shared-mapping] first borrow: %s\n", cuipc_last_error());
+        return 33;
+    }
+    int nb = 0, na = 1;
+    if (!read_to_end(b, &o, &nb) || cuipc_consumer_detach_within(b, 10 * SEC) != CUIPC_OK)
+        return 34;
+    int rc = 0;
+    if (cuipc_handle_cache_size() != 1) {
+        fprintf(stderr, "[shared-mapping] %u mappings left with a consumer holding one\n",
+                cuipc_handle_cache_size());
+        rc = 35;
+    }
+    /* The borrowed tensor read again after the opener's detach, then the rest of the run. */
+    if (!rc && !tensor0_intact(kept_tree, stream)) {
+        fprintf(stderr, "[shared-mapping] borrowed tensor unreadable after the other detached\n");
+        rc = 36;
+    }
+    cuipc_value_free(kept_tree);
+    if (!rc && (cuipc_message_release(kept, stream) != CUIPC_OK || !read_to_end(a, &o, &na)))
+        rc = 37;
+    cuipc_message_free(kept);
+    if (!rc && (na != cur->messages || nb != cur->messages)) {
+        fprintf(stderr, "[shared-mapping] read %d and %d of %d messages\n", na, nb, cur->messages);
+        rc = 38;
+    }
+    CHECK_OK(cuipc_gpu_stream_sync(stream));
+    if (cuipc_consumer_detach_within(a, 10 * SEC) != CUIPC_OK || cuipc_handle_cache_size() != 0) {
+        fprintf(stderr, "[shared-mapping] %u mappings left after both detached\n",
+                cuipc_handle_cache_size());
+        rc = rc ? rc : 39;
+    }
+    CHECK_OK(cuipc_gpu_stream_destroy(stream));
+    return rc;
 }
 
 /* A chunk whose consumers have all acked (as a dead consumer's acks are given on its behalf)
@@ -772,6 +872,17 @@ int main(void) {
     rc = cuipc_test_wait(cuipc_test_fork(give_back_waits_for_gpu_main, NULL), 60000);
     CHECK(rc == 0);
     printf("[give-back-waits-for-gpu] %s\n", rc ? "FAILED" : "ok");
+    /* One consumer process holding both places of the producer (the cases' producer). */
+    static const gpu_case shared = {
+        "shared-mapping", CUIPC_MODE_CUDA_IPC_POOL, 2, 4, 1 << 20, 16 << 20, 0x3, 0, 0, 0, 0};
+    cur = &shared;
+    cuipc_test_socket_path(sock_path, sizeof sock_path);
+    pid_t both = cuipc_test_fork(shared_mapping_main, NULL);
+    rc = cuipc_test_wait(cuipc_test_fork(producer_main, NULL), 120000);
+    int rc_both = cuipc_test_wait(both, 30000);
+    CHECK(rc == 0 && rc_both == 0);
+    printf("[shared-mapping] %s (producer %d, consumers %d)\n", rc || rc_both ? "FAILED" : "ok", rc,
+           rc_both);
     static const teardown_case teardowns[] = {
         {"destroy-waits-for-queued-copy", destroy_while_copy_queued_main, 300, 10 * SEC, CUIPC_OK},
         /* The gate opens well after the limit and its 2 s margin: a tear-down that blocked
