@@ -532,7 +532,9 @@ def main():
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: host tensors, variant default only: a dry run of the plumbing "
                          "where no GPU is present, not a figure to compare")
-    ap.add_argument("--messages", type=int, help="fewer messages than the C scenario (dry runs)")
+    ap.add_argument("--messages", type=int,
+                    help="messages instead of the C scenario's (dry runs; targets.py --messages sets "
+                         "both sides)")
     ap.add_argument("--profile", action="store_true",
                     help="ring channel: the producer sends through Producer._send_profiled (the same "
                          "send, timed by phase inside the extension) and prints the phases")

@@ -242,9 +242,10 @@ def choose_binding(pin, n):
     return sets
 
 
-def bound_scenario(variant, size, n, loop, cpus, directory, cpu_gauge=False):
+def bound_scenario(variant, size, n, loop, cpus, directory, cpu_gauge=False, messages=None):
     """The matrix scenario bound as cpus says (a set per process, producer first; None: no
-    binding), with run.cpu_gauge on where cpu_gauge and the loop is open: its path."""
+    binding), with run.cpu_gauge on where cpu_gauge and the loop is open, and `messages`
+    messages where given (the warm-up and rate kept): its path."""
     stem = bt.VARIANTS[variant][2].format(size=size.lower(), n=n)
     src = os.path.join(bt.MATRIX, f"{'lat' if loop == 'open' else 'tput'}_{stem}.json")
     with open(src) as f:
@@ -256,6 +257,8 @@ def bound_scenario(variant, size, n, loop, cpus, directory, cpu_gauge=False):
         s["binding"] = {"policy": "none"}
     if cpu_gauge and loop == "open":
         s["run"]["cpu_gauge"] = True
+    if messages:
+        s["run"]["iterations"] = messages
     path = os.path.join(directory, os.path.basename(src))
     with open(path, "w") as f:
         json.dump(s, f, indent=1)
@@ -345,7 +348,8 @@ def one_target(args, variant, size, n, loop, cpus, work):
     metric, limit = bt.target_of(variant, size, loop)
     ratio = metric == "gbps_of_c"  # throughput, Python / C, judged from below
     gauged = getattr(args, "cpu_gauge", False) and loop == "open"
-    scen, name = bound_scenario(variant, size, n, loop, cpus, work, cpu_gauge=gauged)
+    scen, name = bound_scenario(variant, size, n, loop, cpus, work, cpu_gauge=gauged,
+                                messages=getattr(args, "messages", None))
     pairs, dropped, looks = [], [], []
     points = look_points(args.repeat, args.max_pairs or args.repeat, args.look_every or 4, args.confidence)
     each = look_confidence(args.confidence, len(points))
@@ -365,7 +369,8 @@ def one_target(args, variant, size, n, loop, cpus, work):
             else:
                 got["py"], load["py"] = machine_during(lambda: run_py(
                     variant, size, n, loop, args.device, cpus, os.path.join(work, f"{name}-{i}-py"),
-                    args.run_timeout, args.profile, cpu_gauge=gauged))
+                    args.run_timeout, args.profile, messages=getattr(args, "messages", None),
+                    cpu_gauge=gauged))
         (h, c_why), (r, py_why) = got["c"], got["py"]
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
@@ -560,6 +565,10 @@ def main():
                     help="split the Python send by phase inside the extension (bench_transport --profile): "
                          "its clock reads and phase dict are in the Python send, so a target can then be "
                          "shown met, never missed (missed reads undecided)")
+    ap.add_argument("--messages", type=int,
+                    help="messages a run, both sides, instead of the scenario's (its warm-up and rate "
+                         "kept): a longer run spans more of the host's CPU-state switches, so its p50 "
+                         "moves less with the mix of states it met and a target needs fewer pairs")
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
     ap.add_argument("--no-cpu-gauge", dest="cpu_gauge", action="store_false",
@@ -572,9 +581,11 @@ def main():
                          "0: not timed)")
     args = ap.parse_args()
     if (args.repeat < 1 or not 0 < args.confidence < 1 or args.gap < 0 or args.host_probe < 0
-            or (args.max_pairs is not None and args.max_pairs < args.repeat)):
+            or (args.max_pairs is not None and args.max_pairs < args.repeat)
+            or (args.messages is not None and args.messages < 100)):
         print("targets: --repeat must be at least 1, --max-pairs at least --repeat, --confidence lie in "
-              "(0, 1), and --gap and --host-probe be at least 0", file=sys.stderr)
+              "(0, 1), --gap and --host-probe be at least 0, and --messages at least 100",
+              file=sys.stderr)
         return 2
     if args.look_every is not None and (args.max_pairs is None or args.look_every < 1):
         print("targets: --look-every needs --max-pairs, and must be at least 1", file=sys.stderr)
@@ -594,7 +605,7 @@ def main():
            "harness_version": harness_version,
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "repeat": args.repeat,
            "max_pairs": args.max_pairs or args.repeat, "look_every": args.look_every or 4,
-           "pin": args.pin, "gap_s": args.gap, "python_process": "fresh", "profile": args.profile,
+           "pin": args.pin, "gap_s": args.gap, "messages": args.messages, "python_process": "fresh", "profile": args.profile,
            "host_cpu_speed": {}, "targets": []}
     try:
         bindings = {n: choose_binding(args.pin, n + 1) for n in map(int, args.consumers.split(","))}

@@ -51,6 +51,11 @@ def test_the_c_side_is_bound_alike(tmp_path):
     path, _ = targets.bound_scenario("default", "4KiB", 1, "open", None, str(tmp_path))
     with open(path) as f:
         assert json.load(f)["binding"] == {"policy": "none"}
+    # Longer runs (--messages): the count changes, the warm-up and rate are the matrix's.
+    path, _ = targets.bound_scenario("default", "4KiB", 1, "open", None, str(tmp_path), messages=5000)
+    with open(path) as f:
+        run = json.load(f)["run"]
+    assert (run["iterations"], run["warmup_iterations"], run["rate_hz"]) == (5000, 20, 500)
 
 
 @pytest.mark.skipif(cuipc.gpu_count() > 0, reason="the GPU case measures for minutes")
@@ -402,7 +407,8 @@ def test_one_look_is_the_plain_interval(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("argv, what", [(["--repeat", "9", "--max-pairs", "7"], "--max-pairs at least"),
-                                        (["--look-every", "2"], "--look-every needs --max-pairs")])
+                                        (["--look-every", "2"], "--look-every needs --max-pairs"),
+                                        (["--messages", "99"], "--messages at least 100")])
 def test_looks_asked_for_wrongly_are_refused(monkeypatch, tmp_path, capsys, argv, what):
     monkeypatch.setattr(sys, "argv", ["targets.py", "--out", str(tmp_path / "t.json"), *argv])
     assert targets.main() == 2
