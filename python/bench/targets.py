@@ -567,8 +567,9 @@ def main():
                          "shown met, never missed (missed reads undecided)")
     ap.add_argument("--messages", type=int,
                     help="messages a run, both sides, instead of the scenario's (its warm-up and rate "
-                         "kept): a longer run spans more of the host's CPU-state switches, so its p50 "
-                         "moves less with the mix of states it met and a target needs fewer pairs")
+                         "kept). Longer runs did not narrow the pairs on the H200 VM: 5000-message "
+                         "runs spread as widely as 1000-message ones (run 63), its CPU states lasting "
+                         "longer than a run")
     ap.add_argument("--run-timeout", "--c-timeout", type=int, default=300,
                     help="seconds one run, either side, may take")
     ap.add_argument("--no-cpu-gauge", dest="cpu_gauge", action="store_false",
