@@ -369,9 +369,12 @@ void cuipc_message_free(cuipc_message *m);
 typedef struct cuipc_consumer_stats {
     uint64_t messages;
     uint64_t bytes;
-    uint64_t handle_opens; /* cudaIpcOpenMemHandle calls (cache misses) */
-    uint64_t handle_hits;  /* proxies served from the handle cache */
-    uint64_t rejected;     /* proxies that failed validation */
+    /* IPC mappings this consumer opened (cudaIpcOpenMemHandle): 0 where another consumer of
+     * the process had opened them first. */
+    uint64_t handle_opens;
+    /* Lookups (unwraps, prepare) answered by a mapping already open in the process. */
+    uint64_t handle_hits;
+    uint64_t rejected; /* proxies that failed validation */
 } cuipc_consumer_stats;
 
 void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
