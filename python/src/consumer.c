@@ -1,6 +1,7 @@
 /* cuipc.Consumer and cuipc.Message: attach to a producer, receive (or adopt bytes carried by the
  * application), unwrap as copies or borrows, release. A consumer is detached only once all of
- * its messages are gone, and a message is freed only once the tensors unwrapped from it are. */
+ * its messages are gone, and a message is freed only once the tensors borrowed from it are
+ * (copies are the process's own: they keep neither). */
 #include <string.h>
 
 #include "ext.h"
@@ -307,7 +308,10 @@ static PyObject *message_unwrap(MessageObject *self, PyObject *const *args, Py_s
         return NULL;
     }
     owner->tree = tree;
-    owner->message = (MessageObject *)Py_NewRef((PyObject *)self);
+    /* Copies are the process's own memory: only borrows keep the message (and through it the
+     * consumer's place) for as long as they live. */
+    owner->message =
+        o.kind == CUIPC_UNWRAP_BORROW ? (MessageObject *)Py_NewRef((PyObject *)self) : NULL;
     owner->stream = o.stream;
     owner->stream_ordered = cuipc_message_stream_ordered(self->m);
     cuipc_py_torch_order order = {.unwrap_stream = o.stream,

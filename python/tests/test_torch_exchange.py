@@ -79,18 +79,15 @@ def wait_for(cond, timeout=5.0):
     return cond()
 
 
-@pytest.mark.parametrize("kind", ["copy", "borrow"])
-def test_a_torch_tensor_lets_its_message_go_when_dropped(pair, torch_path, kind):
-    """The torch tensor owns its unwrapped tree, and so its message and the consumer's attachment:
-    the consumer closed, it stays attached while the tensor lives and detaches once the tensor's
-    deleter has run, exactly once, whichever way the tensor was made."""
+def test_a_torch_tensor_lets_its_message_go_when_dropped(pair, torch_path):
+    """A borrowed torch tensor owns its unwrapped tree, and so its message and the consumer's
+    attachment: the consumer closed, it stays attached while the tensor lives and detaches once
+    the tensor's deleter has run, exactly once, whichever way the tensor was made."""
     p, c = pair()
     p.send({"x": torch.arange(1 << 12, dtype=torch.int32)})
     m = c.recv(timeout=5)
-    t = m.unwrap(kind=kind, torch=True)["x"]
-    if kind == "copy":
-        m.release()
-    del m  # a borrow not released: its chunk goes back with the message
+    t = m.unwrap(kind="borrow", torch=True)["x"]
+    del m  # not released: its chunk goes back with the message
     c.close()
     time.sleep(0.2)
     assert p.stats()["consumers_now"] == 1, "detached while its tensor lives"
@@ -98,6 +95,21 @@ def test_a_torch_tensor_lets_its_message_go_when_dropped(pair, torch_path, kind)
     del t
     assert wait_for(lambda: p.stats()["consumers_now"] == 0), "the tensor's deleter did not run"
     assert p.stats()["consumers_detached"] == 1
+
+
+def test_a_copied_torch_tensor_keeps_no_attachment(pair, torch_path):
+    """A copy is the process's own memory: the consumer closed detaches at once, and the copy,
+    still alive, keeps its values and is freed once, whichever way the tensor was made."""
+    p, c = pair()
+    p.send({"x": torch.arange(1 << 12, dtype=torch.int32)})
+    with c.recv(timeout=5) as m:
+        t = m.unwrap(kind="copy", torch=True)["x"]
+    del m
+    c.close()
+    assert wait_for(lambda: p.stats()["consumers_now"] == 0), "a live copy kept the consumer"
+    assert p.stats()["consumers_detached"] == 1
+    assert int(t.sum()) == sum(range(1 << 12))
+    del t
 
 
 @pytest.mark.parametrize("fault", ["refused", "deleted_then_refused"])

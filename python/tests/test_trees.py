@@ -1,6 +1,8 @@
 """Trees through the default (host) mode: nested values, copy and borrow, spawned consumers,
 out of band, pool buffers. Runs without a GPU and without torch (numpy through DLPack)."""
 import ctypes
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -271,6 +273,32 @@ def test_consumer_close_waits_for_its_messages(pair):
     m.release()
     del m, tree
     p.drain(timeout=5)
+
+
+def test_a_kept_copy_does_not_hold_a_closed_consumer(pair):
+    """Copies are the process's own memory: a consumer closed while a copy lives detaches at
+    once and gives its place back (the producer would otherwise keep sending to it, its pool
+    filling with chunks held for a consumer that reads nothing), and the copy keeps its values."""
+    p, c = pair(max_consumers=1, host_pool_bytes=1 << 20)
+    p.send({"x": np.arange(4.0)})
+    with c.recv(timeout=5) as m:
+        kept = np.asarray(m.unwrap(kind="copy")["x"])
+    del m
+    c.close()
+    deadline = time.monotonic() + 5
+    while p.stats()["consumers_now"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.stats()["consumers_now"] == 0, "a live copy kept the closed consumer attached"
+    # The one place is free again: a new consumer takes it and reads what comes next.
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("n", p.accept(1, timeout=10)))
+    t.start()
+    with cuipc.Consumer(p.socket_path, timeout=10) as c2:
+        t.join()
+        p.send({"x": np.full(4, 7.0)}, timeout=2)
+        with c2.recv(timeout=5) as m2:
+            assert np.array_equal(np.asarray(m2.unwrap()["x"]), np.full(4, 7.0))
+    assert box["n"] == 1 and np.array_equal(kept, np.arange(4.0))
 
 
 def test_dtypes_round_trip(pair):
