@@ -237,6 +237,26 @@ def test_close_waits_for_the_copies_queued_on_a_stream(pair, torch):
         torch.cuda.synchronize()
 
 
+def test_a_dropped_gpu_buffer_goes_back_after_its_writes(torch):
+    """A GPU buffer dropped unsent while a kernel queued on a side stream still writes it goes
+    back to the pool only once that work has run: the next buffer, at its address, is not
+    written under its new owner."""
+    with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=1 << 20, full_policy="fail") as p:
+        s = torch.cuda.Stream()
+        b = p.buffer(4096, device=0)
+        t = torch.from_dlpack(b)
+        with torch.cuda.stream(s):
+            torch.cuda._sleep(1_000_000_000)  # about half a second of GPU clock cycles
+            t.fill_(1)
+        del t, b  # the application raised here: nothing sent, nothing freed by hand
+        assert s.query(), "given back while a kernel still wrote it"
+        assert p.stats()["gpu_pool"]["held"] == 0
+        nxt = torch.from_dlpack(p.buffer(4096, device=0))
+        nxt.zero_()
+        torch.cuda.synchronize()
+        assert int(nxt.sum()) == 0
+
+
 def test_bad_gpu_input_is_refused(torch):
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=16 << 20) as p:
         with pytest.raises(cuipc.InvalidArgument, match="not contiguous"):

@@ -465,6 +465,28 @@ def get_buffer(x, flags):
     return get(x, ctypes.addressof(buf), flags)
 
 
+def test_a_dropped_buffer_goes_back_to_the_pool():
+    """A buffer dropped unsent (the application raised between buffer() and send()) goes back
+    to the pool once its cuipc.Tensor is collected, not held for the producer's life; while a
+    view of it lives, the view holds it."""
+    with cuipc.Producer(host_pool_bytes=64 << 10, full_policy="fail") as p:
+        for _ in range(100):  # 16 fit at once
+            b = p.buffer(4096)
+            np.asarray(b)[:] = 1
+            del b
+        assert p.stats()["host_pool"]["held"] == 0
+        view = np.asarray(p.buffer(4096))  # the tensor itself is dropped at once
+        assert p.stats()["host_pool"]["held"] == 1, "freed under a live view"
+        view[:] = 7
+        del view
+        assert p.stats()["host_pool"]["held"] == 0
+        kept = p.buffer(4096)
+        p.free_buffer(kept)  # freed by hand: the address is the next buffer's
+        again = p.buffer(4096)
+        del kept  # its own number no longer matches: the newer buffer stays held
+        assert again.valid and p.stats()["host_pool"]["held"] == 1
+
+
 def test_the_buffer_protocol_answers_what_is_asked(pair):
     """Plain bytes for a simple request (hashlib), the shape for an ND one, and a refusal for
     a Fortran-ordered view of a C-ordered 2-D tensor."""
