@@ -533,10 +533,16 @@ static cuipc_status buffer_slice(void *ctx, int64_t slice_ns, bool last) {
 
 static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"nbytes", "device", "timeout", NULL};
-    unsigned long long nbytes;
-    PyObject *device_obj = Py_None, *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "K|OO", names, &nbytes, &device_obj, &timeout) ||
+    uint64_t nbytes;
+    PyObject *nbytes_obj, *device_obj = Py_None, *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", names, &nbytes_obj, &device_obj, &timeout) ||
         !open_or_raise(self))
+        return NULL;
+    /* Checked, not wrapped modulo 2**64 (a negative size is no huge one); a tensor's shape is
+     * an int64. None is no size either. */
+    if (nbytes_obj == Py_None)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "buffer: nbytes must be an int, not None");
+    if (cuipc_py_count_arg("buffer", "nbytes", nbytes_obj, 0, INT64_MAX, &nbytes) < 0)
         return NULL;
     int32_t fallback = self->mode == CUIPC_MODE_CUDA_IPC_POOL ? self->device : CUIPC_DEVICE_HOST;
     int32_t device;

@@ -498,6 +498,16 @@ def test_accept_refuses_a_count_it_cannot_hold(pair):
         p.accept(2**32, timeout=0)
 
 
+@pytest.mark.parametrize("nbytes", [-1, 2**63, 2**64, 2**64 + 16, 4096.0, None, "4096"])
+def test_a_buffer_size_is_checked_not_wrapped(nbytes):
+    """A size that is no int from 0 to 2**63 - 1 is refused by name, never taken modulo 2**64
+    (2**64 + 16 was a 16-byte buffer)."""
+    with cuipc.Producer(host_pool_bytes=1 << 20) as p:
+        with pytest.raises(cuipc.InvalidArgument, match="buffer: nbytes must be an int"):
+            p.buffer(nbytes)
+        assert p.stats()["host_pool"]["held"] == 0
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda p, c: p.send({}, stream="s0"), "stream must be"),
     (lambda p, c: p.send({}, stream=type("S", (), {"cuda_stream": "s0"})()), "stream must be"),
