@@ -119,6 +119,14 @@ uint64_t cuipc_producer_buffer_id(cuipc_producer *p, const void *data) {
     return id;
 }
 
+uint64_t cuipc_producer_buffer_containing(cuipc_producer *p, const void *data) {
+    pthread_mutex_lock(&p->lock);
+    int64_t i = find_locked(p, data);
+    uint64_t id = i >= 0 ? p->buffers[i].id : 0;
+    pthread_mutex_unlock(&p->lock);
+    return id;
+}
+
 static bool in_arena(cuipc_pool *pool, const void *data) {
     return pool && cuipc_pool_base(pool) &&
            lies_within(cuipc_pool_base(pool), cuipc_pool_get_config(pool)->size, data);

@@ -166,18 +166,48 @@ static cuipc_status wrap_node(cuipc_value *node, void *arg) {
     return cuipc_value_set_proxy(node, &x);
 }
 
+/* The first walk, which reads the tree only: its tensors in each pool's buffers. */
+typedef struct buffer_count {
+    cuipc_wrap_ctx *w;
+    uint64_t *ids; /* the held buffers met so far: a buffer goes out as one tensor */
+    uint32_t n, cap;
+} buffer_count;
+
 /* The message's tensors in each pool's buffers, counted before anything is taken: waiting for
  * room, the pool then tells those held buffers (the message's own) from ones that could be given
- * back (cuipc_pool_own). */
+ * back (cuipc_pool_own). Two tensors in one buffer are refused here, before the buffer is
+ * taken: the second would find it gone and fail the wrap, and the failure would give back the
+ * buffer the application still holds. */
 static cuipc_status count_buffers(cuipc_value *node, void *arg) {
-    cuipc_wrap_ctx *w = arg;
+    buffer_count *bc = arg;
+    cuipc_wrap_ctx *w = bc->w;
     if (cuipc_value_kind_of(node) != CUIPC_VALUE_TENSOR)
         return CUIPC_OK;
-    cuipc_pool *pool = cuipc_producer_pool_holding(w->p, cuipc_value_as_tensor(node)->data);
-    if (pool && pool == w->p->host_pool)
+    const cuipc_tensor *t = cuipc_value_as_tensor(node);
+    cuipc_pool *pool = cuipc_producer_pool_holding(w->p, t->data);
+    if (!pool)
+        return CUIPC_OK;
+    if (pool == w->p->host_pool)
         w->held_host++;
-    else if (pool)
+    else
         w->held_gpu++;
+    uint64_t id = cuipc_tensor_span_bytes(t) ? cuipc_producer_buffer_containing(w->p, t->data) : 0;
+    for (uint32_t i = 0; id && i < bc->n; i++)
+        if (bc->ids[i] == id)
+            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                              "two tensors of the tree lie in one pool buffer (%p): a buffer is "
+                              "sent as one tensor (allocate one buffer per tensor)",
+                              t->data);
+    if (id && bc->n == bc->cap) {
+        uint32_t cap = bc->cap ? bc->cap * 2 : 8;
+        uint64_t *grown = realloc(bc->ids, cap * sizeof *grown);
+        if (!grown)
+            return CUIPC_FAIL(CUIPC_ERR_NO_MEMORY, "list of %u pool buffers", cap);
+        bc->ids = grown;
+        bc->cap = cap;
+    }
+    if (id)
+        bc->ids[bc->n++] = id;
     return CUIPC_OK;
 }
 
@@ -213,9 +243,13 @@ cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tr
     if (!ww.w.mask)
         return CUIPC_FAIL(CUIPC_ERR_PEER_DEAD, "no consumer is attached");
     ww.buffers_now = false;
-    /* count_buffers never fails: the walk only reads the tree. Its counts are also the tensors
-     * the first walk leaves to the second. */
-    cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &ww.w));
+    /* Its counts are also the tensors the first walk leaves to the second. A failure here has
+     * taken nothing. */
+    buffer_count bc = {.w = &ww.w};
+    cuipc_status counted = cuipc_value_visit((cuipc_value *)tree, count_buffers, &bc);
+    free(bc.ids);
+    if (counted != CUIPC_OK)
+        return counted;
     chunk_list_init(&ww.chunks, p);
     cuipc_value *copy = NULL;
     cuipc_status s = cuipc_value_clone_visit(tree, wrap_node, &ww, &copy);
@@ -448,8 +482,10 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
  * wrap publishes them and after, so the walk says it whichever came first. */
 static bool has_buffers(cuipc_producer *p, const cuipc_value *tree) {
     cuipc_wrap_ctx w = {.p = p};
-    /* count_buffers never fails: the walk only reads the tree. */
-    cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &w));
+    buffer_count bc = {.w = &w};
+    /* A walk stopped early (two tensors in one buffer) has counted one already. */
+    cuipc_status_ignore(cuipc_value_visit((cuipc_value *)tree, count_buffers, &bc));
+    free(bc.ids);
     return w.held_host + w.held_gpu > 0;
 }
 

@@ -148,6 +148,8 @@ void cuipc_producer_pending_close_all(cuipc_producer *p);
 
 /* The producer's pool that data lies in (a buffer's tensor, held or not), or NULL. */
 cuipc_pool *cuipc_producer_pool_holding(cuipc_producer *p, const void *data);
+/* The number of the held buffer whose bytes include data (cuipc_producer_buffer_id's), or 0. */
+uint64_t cuipc_producer_buffer_containing(cuipc_producer *p, const void *data);
 /* For wrap (buffer.c): if tensor t lies in a held buffer, take that buffer out of the held list
  * (*found): it belongs to this send from now on. Errors: t lies in a pool arena but in no held
  * buffer (STALE: sent or freed already), runs past its buffer, or names the wrong device; the

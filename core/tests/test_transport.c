@@ -1207,14 +1207,17 @@ static void test_buffers(void) {
     CHECK(st.host_pool.held == 1);
     /* Held buffers are not in flight: drain does not wait for them. */
     CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
-    /* Two tensors of one message in one buffer: the second finds it taken; the first's chunk
-     * is given back with the failed send. */
+    /* Two tensors of one message in one buffer (or the same tensor twice): refused by name
+     * before anything is taken, the buffer still the application's. */
     cuipc_value *two = cuipc_value_list();
     CHECK_OK(cuipc_list_append(two, host_tensor(buf, 100)));
     CHECK_OK(cuipc_list_append(two, host_tensor((char *)buf + 200, 100)));
-    CHECK_STATUS(cuipc_producer_send(p, two, NULL, SEC), CUIPC_ERR_STALE);
+    CHECK_STATUS(cuipc_producer_send(p, two, NULL, SEC), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "lie in one pool buffer") != NULL);
     cuipc_value_free(two);
-    CHECK_STATUS(cuipc_producer_buffer_free(p, buf), CUIPC_ERR_INVALID_ARG); /* taken */
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.held == 1);
+    CHECK_OK(cuipc_producer_buffer_free(p, buf)); /* still held: the send took nothing */
 
     /* Held buffers fill the pool like chunks in flight; freeing them makes room. */
     void *held[2] = {NULL, NULL};

@@ -498,6 +498,23 @@ def test_accept_refuses_a_count_it_cannot_hold(pair):
         p.accept(2**32, timeout=0)
 
 
+def test_a_buffer_twice_in_a_tree_is_refused_and_stays_held(pair):
+    """The same pool buffer twice in one tree (or two views of it) is refused by name before
+    anything is taken: the buffer stays the application's, to be sent once."""
+    p, c = pair()
+    b = p.buffer(4096)
+    np.asarray(b)[:] = 3
+    for tree in ({"x": b, "y": b}, [np.asarray(b)[:100], np.asarray(b)[200:300]]):
+        with pytest.raises(cuipc.InvalidArgument, match="lie in one pool buffer"):
+            p.send(tree, timeout=1)
+        with pytest.raises(cuipc.InvalidArgument, match="lie in one pool buffer"):
+            p.wrap(tree)
+        assert b.valid and p.stats()["host_pool"]["held"] == 1
+    p.send({"x": b}, timeout=1)
+    with c.recv(timeout=5) as m:
+        assert np.array_equal(np.asarray(m.unwrap()["x"]), np.full(4096, 3, np.uint8))
+
+
 @pytest.mark.parametrize("nbytes", [-1, 2**63, 2**64, 2**64 + 16, 4096.0, None, "4096"])
 def test_a_buffer_size_is_checked_not_wrapped(nbytes):
     """A size that is no int from 0 to 2**63 - 1 is refused by name, never taken modulo 2**64
