@@ -204,12 +204,14 @@ typedef struct cuipc_writer {
 
 /* Room for n more bytes, within the message limit. */
 static cuipc_status reserve(cuipc_writer *w, size_t n) {
-    if (n <= w->cap - w->pos)
-        return CUIPC_OK;
+    /* The limit first: a caller's buffer with room past it would otherwise take bytes every
+     * decoder refuses as corrupt. */
     if (n > CUIPC_WIRE_MAX_MESSAGE - w->pos)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
                           "encoding needs more than the %u-byte message limit",
                           CUIPC_WIRE_MAX_MESSAGE);
+    if (n <= w->cap - w->pos)
+        return CUIPC_OK;
     if (!w->own) {
         w->short_cap = true;
         return CUIPC_ERR_INVALID_ARG;

@@ -745,6 +745,13 @@ static void test_encoder_refusals(void) {
     REQUIRE(v);
     CHECK_STATUS(cuipc_encoded_size(v, &size), CUIPC_ERR_INVALID_ARG);
     CHECK(strstr(cuipc_last_error(), "limit") != NULL);
+    /* Nor into a caller's buffer with room past the limit: every decoder would refuse it. */
+    size_t roomy = (size_t)CUIPC_WIRE_MAX_MESSAGE + 4096;
+    uint8_t *out = malloc(roomy);
+    REQUIRE(out);
+    CHECK_STATUS(cuipc_encode(v, out, roomy, &len), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "message limit") != NULL);
+    free(out);
     cuipc_value_free(v);
 
     v = cuipc_value_null();

@@ -498,6 +498,17 @@ def test_accept_refuses_a_count_it_cannot_hold(pair):
         p.accept(2**32, timeout=0)
 
 
+def test_a_tree_past_the_message_limit_is_refused_at_the_wrap(pair):
+    """wrap() never gives bytes that adopt() would refuse as corrupt: a tree whose encoding
+    passes the 64 MiB message limit is refused where it is made, and takes no pool room."""
+    p, c = pair()
+    with pytest.raises(cuipc.InvalidArgument, match="message limit"):
+        p.wrap([b"x" * (1 << 20)] * 64)
+    with pytest.raises(cuipc.InvalidArgument, match="message limit"):
+        p.send([b"x" * (1 << 20)] * 64, timeout=1)
+    assert p.stats()["host_pool"]["in_flight"] == 0
+
+
 def test_a_buffer_twice_in_a_tree_is_refused_and_stays_held(pair):
     """The same pool buffer twice in one tree (or two views of it) is refused by name before
     anything is taken: the buffer stays the application's, to be sent once."""
