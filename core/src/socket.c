@@ -4,8 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -48,17 +51,75 @@ static cuipc_status wait_fd(int fd, short events, int64_t timeout_ns, const char
     }
 }
 
+static int bind_owner_only(int fd, const struct sockaddr_un *a) {
+    /* Owner-only from the first moment: umask narrows the mode bind() gives the file. */
+    mode_t old = umask(077);
+    int r = bind(fd, (const struct sockaddr *)a, sizeof *a);
+    umask(old);
+    return r;
+}
+
+/* Whether path is a socket of ours that nobody listens on any more (a producer killed before it
+ * could remove it): a connect to it is refused. A live producer's is left alone. */
+static bool stale_socket(const char *path, const struct sockaddr_un *a) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != getuid())
+        return false;
+    int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    bool refused =
+        connect(probe, (const struct sockaddr *)a, sizeof *a) != 0 && errno == ECONNREFUSED;
+    close(probe);
+    return refused;
+}
+
+/* The directory holding path, locked (flock) while a stale socket there is replaced, so that two
+ * producers starting at once cannot each remove the socket the other just bound. -1: none. */
+static int lock_dir_of(const char *path) {
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        dir[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d >= 0 && flock(d, LOCK_EX) != 0) {
+        close(d);
+        d = -1;
+    }
+    return d;
+}
+
 cuipc_status cuipc_socket_listen(const char *path, int *listen_fd) {
     struct sockaddr_un a;
     CUIPC_TRY(make_addr(path, &a));
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return CUIPC_FAIL_ERRNO("socket(AF_UNIX, SOCK_SEQPACKET)");
-    /* Owner-only from the first moment: umask narrows the mode bind() gives the file. */
-    mode_t old = umask(077);
-    int r = bind(fd, (struct sockaddr *)&a, sizeof a);
-    umask(old);
-    if (r != 0 || listen(fd, 64) != 0) {
+    int err = bind_owner_only(fd, &a) == 0 ? 0 : errno;
+    if (err == EADDRINUSE) {
+        int dir = lock_dir_of(path);
+        /* Again under the lock: its last holder may have replaced a stale socket already. */
+        err = bind_owner_only(fd, &a) == 0 ? 0 : errno;
+        if (err == EADDRINUSE && stale_socket(path, &a) && unlink(path) == 0)
+            err = bind_owner_only(fd, &a) == 0 ? 0 : errno;
+        if (dir >= 0)
+            close(dir); /* and its lock */
+        if (err == EADDRINUSE) {
+            close(fd);
+            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                              "socket path %s is in use: another producer listens there, or it "
+                              "is not a socket of this user",
+                              path);
+        }
+    }
+    if (err != 0 || listen(fd, 64) != 0) {
+        if (err != 0)
+            errno = err;
         cuipc_status s = CUIPC_FAIL_ERRNO("bind/listen on %s", path);
         close(fd);
         return s;

@@ -1262,6 +1262,60 @@ static void test_bad_config(void) {
                  CUIPC_ERR_TIMEOUT);
 }
 
+static void *accept_one_thread(void *p) {
+    cuipc_status_ignore(cuipc_producer_accept(p, 1, 10 * SEC));
+    return NULL;
+}
+
+/* A producer at a socket path: created, then killed before it could remove its socket. */
+static int killed_at_path_main(void *arg) {
+    (void)arg;
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.socket_path = sock_path;
+    cuipc_producer *p = NULL;
+    if (cuipc_producer_create(&cfg, &p) != CUIPC_OK)
+        return 10;
+    raise(SIGKILL);
+    return 11;
+}
+
+/* An explicit socket path: a live producer's is refused by name; one a killed producer left
+ * behind is taken over (a restarted service at a fixed path); a file not a socket is left
+ * alone. */
+static void test_socket_path_in_use(void) {
+    make_sock_path();
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.socket_path = sock_path;
+    cuipc_producer *live = NULL, *second = NULL;
+    REQUIRE(cuipc_producer_create(&cfg, &live) == CUIPC_OK);
+    CHECK_STATUS(cuipc_producer_create(&cfg, &second), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "another producer listens there") != NULL);
+    cuipc_producer_destroy(live);
+
+    make_sock_path();
+    CHECK(cuipc_test_wait(cuipc_test_fork(killed_at_path_main, NULL), 10000) == -SIGKILL);
+    struct stat st;
+    CHECK(lstat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode)); /* left behind */
+    REQUIRE(cuipc_producer_create(&cfg, &second) == CUIPC_OK);
+    cuipc_consumer *c = NULL;
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, accept_one_thread, second) == 0);
+    CHECK_OK(cuipc_consumer_attach(sock_path, 10 * SEC, &c)); /* the new producer answers */
+    pthread_join(t, NULL);
+    cuipc_consumer_detach(c);
+    cuipc_producer_destroy(second);
+
+    make_sock_path();
+    FILE *f = fopen(sock_path, "w");
+    REQUIRE(f);
+    fclose(f);
+    CHECK_STATUS(cuipc_producer_create(&cfg, &second), CUIPC_ERR_INVALID_ARG);
+    CHECK(lstat(sock_path, &st) == 0 && S_ISREG(st.st_mode)); /* not ours to remove */
+    unlink(sock_path);
+}
+
 /* Messages of more chunks than the sender's lists hold without allocating (16). */
 #define MANY 40
 
@@ -1357,6 +1411,7 @@ static void test_many_chunks(void) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     test_bad_config();
+    test_socket_path_in_use();
     /* First: its producer runs in a child, which must not inherit CUDA state from this process
      * (on a GPU host the producers below initialise CUDA here to pin their host pools). */
     test_producer_killed();

@@ -46,7 +46,10 @@ typedef struct cuipc_producer_config {
     cuipc_fit fit;
     cuipc_full_policy full_policy;
     int64_t full_timeout_ns;
-    const char *socket_path; /* where consumers attach; NULL: a private path is made */
+    /* Where consumers attach; NULL: a private path is made. A path a live producer listens on
+     * is refused (INVALID_ARG); a socket of this user that nobody listens on any more (its
+     * producer was killed) is replaced, as a restarted service at a fixed path needs. */
+    const char *socket_path;
     /* Positive controls of leak checks only: keep every departed consumer's ring until
      * destroy (one ring_bytes memfd and fd each), as if they leaked. */
     bool debug_keep_departed_rings;
