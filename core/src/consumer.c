@@ -127,6 +127,34 @@ static int64_t left_ns(uint64_t deadline) {
     return now >= deadline ? 0 : (int64_t)(deadline - now);
 }
 
+#define ATTACH_LOOK_NS (200 * 1000 * 1000ll)
+
+/* The attach's waits, in slices where its caller asks between them whether to go on. */
+typedef struct attach_wait {
+    const cuipc_attach_options *opt;
+    int64_t timeout_ns; /* < 0: no limit */
+    uint64_t deadline;
+    bool stopped; /* keep_waiting said no */
+} attach_wait;
+
+/* How long the next try of a step may wait. */
+static int64_t step_ns(const attach_wait *w) {
+    int64_t left = w->timeout_ns < 0 ? -1 : left_ns(w->deadline);
+    if (!w->opt->keep_waiting)
+        return left;
+    return left < 0 || left > ATTACH_LOOK_NS ? ATTACH_LOOK_NS : left;
+}
+
+/* Whether a step that timed out is tried again: time is left and the caller goes on. A try
+ * that timed out took nothing (no connection made, no answer read), so it can be repeated. */
+static bool try_again(attach_wait *w, cuipc_status s) {
+    if (s != CUIPC_ERR_TIMEOUT || !w->opt->keep_waiting ||
+        (w->timeout_ns >= 0 && left_ns(w->deadline) == 0))
+        return false;
+    w->stopped = !w->opt->keep_waiting(w->opt->keep_waiting_ctx);
+    return !w->stopped;
+}
+
 cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_options *opt,
                                         int64_t timeout_ns, cuipc_consumer **out) {
     *out = NULL;
@@ -142,7 +170,11 @@ cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_opt
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->recv_lock, NULL);
     c->sock = -1;
-    cuipc_status s = cuipc_socket_connect(path, timeout_ns, &c->sock);
+    attach_wait w = {.opt = opt, .timeout_ns = timeout_ns, .deadline = deadline};
+    cuipc_status s;
+    do
+        s = cuipc_socket_connect(path, step_ns(&w), &c->sock);
+    while (try_again(&w, s));
     if (s == CUIPC_OK)
         s = check_producer(c->sock, path, opt);
     if (s == CUIPC_OK) {
@@ -152,8 +184,16 @@ cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_opt
     cuipc_hello h;
     int fds[CUIPC_SOCKET_MAX_FDS], nfds = 0;
     if (s == CUIPC_OK)
-        s = cuipc_socket_recv(c->sock, &h, sizeof h, fds, &nfds, CUIPC_SOCKET_MAX_FDS,
-                              timeout_ns < 0 ? -1 : left_ns(deadline));
+        do
+            s = cuipc_socket_recv(c->sock, &h, sizeof h, fds, &nfds, CUIPC_SOCKET_MAX_FDS,
+                                  step_ns(&w));
+        while (try_again(&w, s));
+    if (w.stopped)
+        s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "attach to %s stopped by its caller while it waited",
+                       path);
+    else if (s == CUIPC_ERR_TIMEOUT && opt->keep_waiting) /* the last slice's wait is not all */
+        s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "no answer from a producer on %s within %lld ms", path,
+                       (long long)(timeout_ns / 1000000));
     if (s == CUIPC_OK && h.magic == CUIPC_HELLO_MAGIC && h.status != CUIPC_OK) {
         h.reason[sizeof h.reason - 1] = '\0';
         s = CUIPC_FAIL((cuipc_status)h.status, "the producer on %s refused us: %s", path, h.reason);

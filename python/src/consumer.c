@@ -31,10 +31,19 @@ static void consumer_detach_if_done(ConsumerObject *self) {
     CUIPC_PY_RESTORE_EXCEPTION(pending);
 }
 
+/* Between the attach's slices (the GIL let go): the interpreter's signal handlers run, and one
+ * that raises (Ctrl-C) stops the attach with its exception. */
+static bool attach_runs_handlers(void *unused) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    bool go_on = PyErr_CheckSignals() == 0;
+    PyGILState_Release(g);
+    return go_on;
+}
+
 static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"socket_path", "timeout", "spin_us", NULL};
     const char *path;
-    PyObject *timeout = Py_None;
+    PyObject *timeout = NULL; /* left out: 10 s; None: no limit, as every wait of the package */
     double spin_us = -1;
     if (self->c)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "Consumer is already attached"), -1;
@@ -42,16 +51,20 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|Od", names, &path, &timeout, &spin_us) ||
         cuipc_py_us_to_ns("Consumer", "spin_us", spin_us, &spin_ns) < 0)
         return -1;
-    int64_t ns;
-    if (cuipc_py_timeout(timeout, DEFAULT_ATTACH_TIMEOUT_NS, &ns) < 0)
+    int64_t ns = DEFAULT_ATTACH_TIMEOUT_NS;
+    if (timeout && cuipc_py_timeout(timeout, -1, &ns) < 0)
         return -1;
+    cuipc_attach_options opt;
+    cuipc_attach_options_init(&opt);
+    opt.keep_waiting = attach_runs_handlers;
     cuipc_status s;
     PyThreadState *ts = PyEval_SaveThread();
-    s = cuipc_consumer_attach(path, ns, &self->c);
+    s = cuipc_consumer_attach_with(path, &opt, ns, &self->c);
     PyEval_RestoreThread(ts);
     if (s != CUIPC_OK) {
         self->c = NULL;
-        cuipc_py_raise(s);
+        if (!PyErr_Occurred()) /* else a handler's exception (Ctrl-C) goes on as itself */
+            cuipc_py_raise(s);
         return -1;
     }
     if (spin_ns >= 0)
@@ -242,7 +255,8 @@ PyTypeObject ConsumerType = {
     .tp_basicsize = sizeof(ConsumerObject),
     .tp_dealloc = (destructor)consumer_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Consumer(socket_path, timeout=10.0, spin_us=-1): attach to a producer.",
+    .tp_doc = "Consumer(socket_path, timeout=10.0, spin_us=-1): attach to a producer, waiting up "
+              "to timeout seconds for it (None: no limit; signal handlers run meanwhile).",
     .tp_methods = consumer_methods,
     .tp_getset = consumer_getset,
     .tp_init = (initproc)consumer_init,

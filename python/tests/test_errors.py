@@ -305,6 +305,22 @@ def test_a_long_wait_says_its_whole_length(pair):
         c.recv(timeout=0.5)
 
 
+def test_an_attach_runs_signal_handlers_and_none_is_no_limit(interrupted):
+    """An attach to a producer that does not accept waits in slices: a signal handler runs
+    within one (it used to run only once the attach gave up, 10 s on), and an exception it
+    raises ends the attach as itself; timeout=None waits with no limit, as every wait of the
+    package, where leaving it out is 10 s."""
+    with cuipc.Producer() as p:  # never accepts
+        took = interrupted(lambda: cuipc.Consumer(p.socket_path, timeout=None))
+        assert took < 2.0, f"the handler ran {took:.1f} s on"
+        took = interrupted(lambda: cuipc.Consumer(p.socket_path))
+        assert took < 2.0
+        t0 = time.monotonic()
+        with pytest.raises(cuipc.Timeout, match="within 500 ms"):
+            cuipc.Consumer(p.socket_path, timeout=0.5)
+        assert time.monotonic() - t0 < 2.0
+
+
 def test_ctrl_c_in_dlpack_device_goes_on_as_itself(pair):
     class Interrupted:
         def __dlpack__(self, stream=None, **kw):

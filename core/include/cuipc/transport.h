@@ -255,6 +255,12 @@ typedef struct cuipc_attach_options {
     uint32_t n_allowed_uids;
     const uint32_t *allowed_gids; /* and of these (primary) gids */
     uint32_t n_allowed_gids;
+    /* Asked with keep_waiting_ctx about every 200 ms while the attach waits (for the producer's
+     * socket, for its answer): false stops the attach there (CUIPC_ERR_TIMEOUT, "stopped").
+     * NULL: the attach waits its whole timeout. A caller that runs signal handlers (Python)
+     * runs them here. */
+    bool (*keep_waiting)(void *ctx);
+    void *keep_waiting_ctx;
 } cuipc_attach_options;
 
 void cuipc_attach_options_init(cuipc_attach_options *o);
