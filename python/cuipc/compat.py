@@ -225,7 +225,9 @@ def _to_device(x, device_index):
 # reader has no bool); any other travels as its bytes, viewed back on the way out.
 _TORCH_CARRIED = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
                   "float16", "bfloat16", "float32", "float64")
-_NUMPY_CARRIED = ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
+# numpy's bool goes as bytes too (numpy before 1.25 exports no bool), and so does any dtype not
+# in the machine's byte order (DLPack has none for it): the dtype itself comes back with them.
+_NUMPY_CARRIED = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
                   "float16", "float32", "float64")
 
 
@@ -239,10 +241,14 @@ def _to_bytes(x, library):
         if name in _TORCH_CARRIED:
             return x, None
         return x.contiguous().reshape(-1).view(_torch().uint8), (name, tuple(x.shape))
-    if library == "numpy" and x.dtype.name not in _NUMPY_CARRIED and x.dtype.hasobject is False:
+    if library == "numpy":
         import numpy
-        # The dtype itself (it pickles): a structured one keeps its fields.
-        return numpy.ascontiguousarray(x).reshape(-1).view(numpy.uint8), (x.dtype, x.shape)
+        if not x.flags.writeable:  # numpy's DLPack export refuses read-only arrays (mmaps, frombuffer)
+            x = x.copy()
+        if x.dtype.name not in _NUMPY_CARRIED or not x.dtype.isnative:
+            # The dtype itself (it pickles): a structured one keeps its fields, a big-endian one
+            # its byte order.
+            return numpy.ascontiguousarray(x).reshape(-1).view(numpy.uint8), (x.dtype, x.shape)
     return x, None
 
 
@@ -348,7 +354,8 @@ def _source_device(x) -> Optional[int]:
 def _wrap_tensor(x, endpoint: _Endpoint):
     library = _library(x)
     device = _source_device(x)
-    if not endpoint.ready():
+    # An object array holds pointers into this process: it can only travel pickled, by value.
+    if not endpoint.ready() or (library == "numpy" and x.dtype.hasobject):
         endpoint.by_value += 1
         return CudaIpcTensorTransportProxy(endpoint.socket_path, None, library, _host_copy(x), device)
     stream = None

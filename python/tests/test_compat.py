@@ -114,6 +114,26 @@ def test_any_dtype_travels_and_an_object_unwraps_twice_alike():
         assert pool.stats()["host_pool"]["in_flight"] == 0
 
 
+def test_everyday_numpy_arrays_travel_through_the_pool():
+    """numpy arrays that numpy's DLPack export refuses travel all the same once receivers are
+    attached: bool (numpy before 1.25), read-only ones (np.frombuffer, memory maps), big-endian
+    ones (values and byte order kept), and object arrays (by value: they hold pointers)."""
+    ro = np.frombuffer(np.arange(6, dtype=np.int32).tobytes(), dtype=np.int32)
+    assert not ro.flags.writeable
+    tree = {"mask": np.array([True, False, True]), "ro": ro,
+            "be": np.arange(4, dtype=">i4"), "obj": np.array([{"a": 1}, None], dtype=object)}
+    with attached_host_pool() as pool:
+        wrapped = pickle.loads(pickle.dumps(compat.wrap_mm_inputs_for_ipc(tree, "cuda_ipc_pool", pool)))
+        assert all(wrapped[k].wire is not None for k in ("mask", "ro", "be"))
+        out = compat.unwrap_mm_inputs_from_ipc(wrapped)
+        assert out["mask"].dtype == np.bool_ and out["mask"].tolist() == [True, False, True]
+        assert out["ro"].tolist() == list(range(6))
+        assert out["be"].dtype == np.dtype(">i4") and out["be"].tolist() == [0, 1, 2, 3]
+        assert out["obj"].tolist() == [{"a": 1}, None]
+        pool.producer.drain(timeout=5)
+        assert pool.stats()["host_pool"]["in_flight"] == 0
+
+
 def test_receivers_waiting_on_one_failed_attach_all_get_its_error(monkeypatch, tmp_path):
     """Threads unwrapping objects of one producer wait for one attach; when it fails, each
     raises the attach's error (not a KeyError), and the next object tries again."""
