@@ -255,6 +255,23 @@ static void changed_while_sent(const char *path, const char *what) {
     PyErr_Format(PyExc_RuntimeError, "%s: the %s changed size while it was being sent", path, what);
 }
 
+/* A numpy scalar (np.int64, np.float32, np.bool_: image sizes and counts often are) as the
+ * Python int, float or bool it holds, a new reference; NULL with no error raised: not one. */
+static PyObject *numpy_scalar_value(PyObject *o) {
+    if (strncmp(Py_TYPE(o)->tp_name, "numpy.", 6) != 0 || !PyObject_HasAttrString(o, "item"))
+        return NULL;
+    PyObject *item = PyObject_CallMethod(o, "item", NULL);
+    if (!item) {
+        if (PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_Clear(); /* not a scalar after all: refused below by its type's name */
+        return NULL;       /* Ctrl-C goes on as itself */
+    }
+    if (PyLong_Check(item) || PyFloat_Check(item))
+        return item;
+    Py_DECREF(item); /* a datetime, a complex, bytes of a void: not sent */
+    return NULL;
+}
+
 static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stream stream,
                             PyObject *keep) {
     if (depth > CUIPC_VALUE_MAX_DEPTH)
@@ -262,6 +279,7 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
                                   CUIPC_VALUE_MAX_DEPTH),
                NULL;
     cuipc_value *v = NULL;
+    PyObject *scalar;
     if (o == Py_None) {
         v = cuipc_value_null();
     } else if (PyBool_Check(o)) {
@@ -280,6 +298,12 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
     } else if (PyUnicode_Check(o)) {
         Py_ssize_t n;
         const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+        if (!s && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            PyErr_Clear(); /* named with its place in the tree, as a dict key's is */
+            return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                      "%s: string is not valid UTF-8 (a lone surrogate)", path),
+                   NULL;
+        }
         if (!s)
             return NULL;
         if ((size_t)n != strlen(s))
@@ -357,6 +381,10 @@ static cuipc_value *convert(PyObject *o, const char *path, int depth, cuipc_stre
         return v;
     } else if (PyObject_HasAttrString(o, "__dlpack__")) {
         return tensor_value(o, path, stream, keep);
+    } else if ((scalar = numpy_scalar_value(o)) || PyErr_Occurred()) {
+        v = scalar ? convert(scalar, path, depth, stream, keep) : NULL;
+        Py_XDECREF(scalar);
+        return v;
     } else {
         return cuipc_py_raise_msg(
                    CUIPC_ERR_INVALID_ARG,

@@ -474,6 +474,7 @@ def test_unsupported(pair):
     ({"a": "nul\x00inside"}, "NUL"),
     ({"a\x00b": 1, "a": 2}, r"dict key 'a\\x00b' holds a NUL character"),
     ({"\udc80": 1}, "is not valid UTF-8"),
+    ({"a": ["ok", "\udc80"]}, r"tree\[a\]\[1\]: string is not valid UTF-8"),
     ({"a": np.ones((4, 4))[:, ::2]}, r"tree\[a\]: the tensor is not contiguous"),
     ({"a": np.ones(4)[::-1]}, "not contiguous"),
     ({"a": np.ones(2, dtype=np.complex64)}, "not supported"),

@@ -301,6 +301,22 @@ def test_a_kept_copy_does_not_hold_a_closed_consumer(pair):
     assert box["n"] == 1 and np.array_equal(kept, np.arange(4.0))
 
 
+def test_numpy_scalars_go_as_the_values_they_hold(pair):
+    """np.int64 image sizes, np.float32 scales, np.bool_ flags: sent as the int, float and bool
+    they hold; a numpy scalar of another kind is still refused by its type's name."""
+    p, c = pair()
+    p.send({"sizes": [np.int64(336), np.uint16(224)], "scale": np.float32(0.5),
+            "flag": np.bool_(True)})
+    with c.recv(timeout=5) as m:
+        got = m.unwrap()
+    assert got == {"sizes": [336, 224], "scale": 0.5, "flag": True}
+    assert type(got["flag"]) is bool and type(got["sizes"][0]) is int
+    with pytest.raises(cuipc.InvalidArgument, match=r"tree\[t\]: numpy.datetime64 cannot be sent"):
+        p.send({"t": np.datetime64("2026-12-02")})
+    with pytest.raises(cuipc.InvalidArgument, match="does not fit in 64 bits"):
+        p.send({"u": np.uint64(2**63)})
+
+
 def test_dtypes_round_trip(pair):
     # numpy exports no bool through DLPack before 1.25: bool is covered with torch (GPU tests).
     p, c = pair()
