@@ -117,7 +117,7 @@ int cuipc_py_timeout(PyObject *o, int64_t fallback, int64_t *ns) {
     }
     if (!(s >= 0) || s > 9e9) {
         cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                           "timeout must be >= 0 seconds (or None: no limit), not %R", o);
+                           "timeout must be from 0 to 9e9 seconds (or None: no limit), not %R", o);
         return -1;
     }
     *ns = (int64_t)(s * 1e9);

@@ -47,6 +47,10 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     double spin_us = -1;
     if (self->c)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "Consumer is already attached"), -1;
+    if (self->closing) /* its place would be held, unusable, until the object is collected */
+        return cuipc_py_raise_msg(CUIPC_ERR_CLOSED,
+                                  "Consumer was closed: make a new one to attach again"),
+               -1;
     int64_t spin_ns = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|Od", names, &path, &timeout, &spin_us) ||
         cuipc_py_us_to_ns("Consumer", "spin_us", spin_us, &spin_ns) < 0)

@@ -148,10 +148,19 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
         Py_XDECREF(dev);
         if (!PyErr_ExceptionMatches(PyExc_Exception))
             return NULL; /* Ctrl-C or an exit goes on as itself */
-        PyErr_Clear();
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)",
-                                  path),
-               NULL;
+        /* The exporter's own reason where it raised one (torch on a meta tensor). */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (dev)
+            cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)",
+                               path);
+        else
+            PyErr_Format(cuipc_py_error_class(CUIPC_ERR_INVALID_ARG),
+                         "%s: __dlpack_device__ failed: %S", path, value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;
     }
     Py_DECREF(dev);
     PyObject *stream_arg = dev_type == kDLCUDA

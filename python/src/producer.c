@@ -550,6 +550,10 @@ static PyObject *producer_buffer(ProducerObject *self, PyObject *args, PyObject 
     if (cuipc_py_device(device_obj, fallback, &device) < 0 ||
         cuipc_py_timeout(timeout, -1, &ns) < 0)
         return NULL;
+    if (device != CUIPC_DEVICE_HOST && self->mode != CUIPC_MODE_CUDA_IPC_POOL)
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
+                                  "buffer on cuda:%d: this producer has no GPU pool (mode %s)",
+                                  device, cuipc_mode_name(self->mode));
     if (device != CUIPC_DEVICE_HOST && device != self->device)
         return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                                   "buffer on cuda:%d: the producer's GPU pool is on cuda:%d",
