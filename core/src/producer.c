@@ -160,7 +160,7 @@ static cuipc_status setup_socket(cuipc_producer *p) {
         write_owner(p->private_dir);
         snprintf(p->socket_path, sizeof p->socket_path, "%s/attach.sock", p->private_dir);
     }
-    return cuipc_socket_listen(p->socket_path, &p->listen_fd);
+    return cuipc_socket_listen(p->socket_path, &p->listen_fd, &p->socket_file);
 }
 
 static cuipc_status validate_config(const cuipc_producer_config *c) {
@@ -321,8 +321,9 @@ cuipc_status cuipc_producer_destroy_within(cuipc_producer *p, int64_t timeout_ns
         cuipc_ring_destroy(p->kept[i]);
     free(p->kept);
     if (p->listen_fd >= 0) {
+        /* Removed while still listening: a successor cannot have taken the path over yet. */
+        cuipc_socket_unlink_own(p->socket_path, &p->socket_file);
         close(p->listen_fd);
-        unlink(p->socket_path);
     }
     if (p->private_dir[0]) {
         char file[128];

@@ -59,23 +59,44 @@ static int bind_owner_only(int fd, const struct sockaddr_un *a) {
     return r;
 }
 
+/* Whether some socket of this network namespace listens on path: the kernel's table of Unix
+ * sockets (/proc/net/unix) says so without a connection, which a live producer would count as a
+ * refused peer, and which blocks on a full backlog. -1: the table cannot be read. */
+static int listener_exists(const char *path) {
+    FILE *f = fopen("/proc/net/unix", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    size_t plen = strlen(path);
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        /* Num RefCount Protocol Flags Type St Inode Path; listening: flag __SO_ACCEPTCON */
+        unsigned long flags = 0;
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        size_t len = strlen(line);
+        if (len > plen && line[len - plen - 1] == ' ' && !strcmp(line + len - plen, path) &&
+            sscanf(line, "%*s %*s %*s %lx", &flags) == 1 && (flags & 0x10000))
+            found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
 /* Whether path is a socket of ours that nobody listens on any more (a producer killed before it
- * could remove it): a connect to it is refused. A live producer's is left alone. */
-static bool stale_socket(const char *path, const struct sockaddr_un *a) {
+ * could remove it). */
+static bool stale_socket(const char *path) {
     struct stat st;
     if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != getuid())
         return false;
-    int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (probe < 0)
-        return false;
-    bool refused =
-        connect(probe, (const struct sockaddr *)a, sizeof *a) != 0 && errno == ECONNREFUSED;
-    close(probe);
-    return refused;
+    return listener_exists(path) == 0;
 }
 
-/* The directory holding path, locked (flock) while a stale socket there is replaced, so that two
- * producers starting at once cannot each remove the socket the other just bound. -1: none. */
+/* The directory holding path, locked (flock) from before a producer's bind to after its listen,
+ * so that a socket bound and not yet listening is never taken for a dead one's. A lock not had
+ * within a second (a holder stuck, a filesystem without flock) is no lock: -1, and a path in use
+ * is then refused rather than taken over. */
 static int lock_dir_of(const char *path) {
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
     snprintf(dir, sizeof dir, "%s", path);
@@ -87,45 +108,56 @@ static int lock_dir_of(const char *path) {
     else
         snprintf(dir, sizeof dir, ".");
     int d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (d >= 0 && flock(d, LOCK_EX) != 0) {
-        close(d);
-        d = -1;
+    for (int i = 0; d >= 0 && flock(d, LOCK_EX | LOCK_NB) != 0; i++) {
+        if (errno != EWOULDBLOCK || i == 1000) {
+            close(d);
+            return -1;
+        }
+        usleep(1000);
     }
     return d;
 }
 
-cuipc_status cuipc_socket_listen(const char *path, int *listen_fd) {
+cuipc_status cuipc_socket_listen(const char *path, int *listen_fd, cuipc_socket_file *file) {
     struct sockaddr_un a;
     CUIPC_TRY(make_addr(path, &a));
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return CUIPC_FAIL_ERRNO("socket(AF_UNIX, SOCK_SEQPACKET)");
+    int dir = lock_dir_of(path);
     int err = bind_owner_only(fd, &a) == 0 ? 0 : errno;
-    if (err == EADDRINUSE) {
-        int dir = lock_dir_of(path);
-        /* Again under the lock: its last holder may have replaced a stale socket already. */
+    if (err == EADDRINUSE && dir >= 0 && stale_socket(path) && unlink(path) == 0)
         err = bind_owner_only(fd, &a) == 0 ? 0 : errno;
-        if (err == EADDRINUSE && stale_socket(path, &a) && unlink(path) == 0)
-            err = bind_owner_only(fd, &a) == 0 ? 0 : errno;
-        if (dir >= 0)
-            close(dir); /* and its lock */
-        if (err == EADDRINUSE) {
-            close(fd);
-            return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
-                              "socket path %s is in use: another producer listens there, or it "
-                              "is not a socket of this user",
-                              path);
-        }
+    if (err == 0 && listen(fd, 64) != 0)
+        err = errno;
+    struct stat st;
+    if (err == 0 && lstat(path, &st) == 0)
+        *file = (cuipc_socket_file){.dev = (uint64_t)st.st_dev, .ino = (uint64_t)st.st_ino};
+    if (dir >= 0)
+        close(dir); /* and its lock: the socket listens now */
+    if (err == EADDRINUSE) {
+        close(fd);
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
+                          "socket path %s is in use: another producer listens there, or it is "
+                          "not a socket of this user",
+                          path);
     }
-    if (err != 0 || listen(fd, 64) != 0) {
-        if (err != 0)
-            errno = err;
+    if (err != 0) {
+        errno = err;
         cuipc_status s = CUIPC_FAIL_ERRNO("bind/listen on %s", path);
         close(fd);
         return s;
     }
     *listen_fd = fd;
     return CUIPC_OK;
+}
+
+void cuipc_socket_unlink_own(const char *path, const cuipc_socket_file *file) {
+    struct stat st;
+    /* A successor that took the path over after this one stopped listening keeps its socket. */
+    if (lstat(path, &st) == 0 && (uint64_t)st.st_dev == file->dev &&
+        (uint64_t)st.st_ino == file->ino)
+        unlink(path);
 }
 
 cuipc_status cuipc_socket_peer_cred(int fd, uint32_t *uid, uint32_t *gid, pid_t *pid) {

@@ -13,9 +13,18 @@
 
 #define CUIPC_SOCKET_MAX_FDS 8
 
-/* Bind and listen on path (must not exist yet; mode 0600). */
+/* Which file a listening socket was bound to (a successor at the same path binds another). */
+typedef struct cuipc_socket_file {
+    uint64_t dev, ino;
+} cuipc_socket_file;
+
+/* Bind and listen on path (mode 0600): a socket of this user nobody listens on any more is
+ * replaced; one a live producer listens on is refused (INVALID_ARG). *file: what was bound. */
 CUIPC_WARN_UNUSED
-cuipc_status cuipc_socket_listen(const char *path, int *listen_fd);
+cuipc_status cuipc_socket_listen(const char *path, int *listen_fd, cuipc_socket_file *file);
+
+/* Remove path if it is still the file this producer bound. */
+void cuipc_socket_unlink_own(const char *path, const cuipc_socket_file *file);
 
 /* Accept one connection within timeout_ns (non-blocking socket); a peer of another user is
  * refused with CUIPC_ERR_PERMISSION, one that left before accept gives CUIPC_ERR_TIMEOUT. */

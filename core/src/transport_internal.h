@@ -11,6 +11,7 @@
 #include "cuipc/transport.h"
 #include "pool_internal.h"
 #include "ring.h"
+#include "socket.h"
 
 #define CUIPC_HELLO_MAGIC 0x4355495048454c4full /* "CUIPHELO" */
 #define CUIPC_HELLO_VERSION 2
@@ -101,6 +102,7 @@ struct cuipc_producer {
     char private_dir[64];
     uint64_t id;
     int listen_fd;
+    cuipc_socket_file socket_file; /* the file listen_fd was bound to */
     cuipc_pool *gpu_pool;
     cuipc_pool *host_pool;
 

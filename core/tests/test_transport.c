@@ -1292,6 +1292,11 @@ static void test_socket_path_in_use(void) {
     REQUIRE(cuipc_producer_create(&cfg, &live) == CUIPC_OK);
     CHECK_STATUS(cuipc_producer_create(&cfg, &second), CUIPC_ERR_INVALID_ARG);
     CHECK(strstr(cuipc_last_error(), "another producer listens there") != NULL);
+    /* Looked at without a connection: the live producer saw no refused peer. */
+    CHECK_STATUS(cuipc_producer_accept(live, 1, 0), CUIPC_ERR_TIMEOUT);
+    cuipc_producer_stats ls;
+    cuipc_producer_stats_get(live, &ls);
+    CHECK(ls.peers_refused == 0);
     cuipc_producer_destroy(live);
 
     make_sock_path();
@@ -1305,7 +1310,15 @@ static void test_socket_path_in_use(void) {
     CHECK_OK(cuipc_consumer_attach(sock_path, 10 * SEC, &c)); /* the new producer answers */
     pthread_join(t, NULL);
     cuipc_consumer_detach(c);
+    /* A successor bound at the path (its file removed by hand here): the producer it
+     * replaced, destroyed later, leaves the successor's socket; the successor removes it. */
+    REQUIRE(unlink(sock_path) == 0);
+    cuipc_producer *third = NULL;
+    REQUIRE(cuipc_producer_create(&cfg, &third) == CUIPC_OK);
     cuipc_producer_destroy(second);
+    CHECK(lstat(sock_path, &st) == 0 && S_ISSOCK(st.st_mode));
+    cuipc_producer_destroy(third);
+    CHECK(lstat(sock_path, &st) != 0);
 
     make_sock_path();
     FILE *f = fopen(sock_path, "w");

@@ -48,7 +48,9 @@ typedef struct cuipc_producer_config {
     int64_t full_timeout_ns;
     /* Where consumers attach; NULL: a private path is made. A path a live producer listens on
      * is refused (INVALID_ARG); a socket of this user that nobody listens on any more (its
-     * producer was killed) is replaced, as a restarted service at a fixed path needs. */
+     * producer was killed) is replaced, as a restarted service at a fixed path needs. Whether
+     * one listens is read from /proc/net/unix, so a socket of another host on a shared
+     * filesystem would count as dead: keep such paths on local filesystems. */
     const char *socket_path;
     /* Positive controls of leak checks only: keep every departed consumer's ring until
      * destroy (one ring_bytes memfd and fd each), as if they leaked. */
