@@ -54,31 +54,15 @@ static bool buffer_still_held(TensorObject *self) {
            cuipc_producer_buffer_id(p->p, self->t.data) == self->buffer_id;
 }
 
-/* A buffer dropped unsent (an exception between buffer() and send()) goes back to the pool
- * rather than staying held for the producer's life: every view of it holds this object, so
- * none is left. Work queued to write it (a kernel, a copy down into a host buffer) may not
- * have run: the producer's GPU is synchronised first, else the next buffer could get the chunk
- * under it. A failed synchronisation leaves it held. */
+/* A buffer dropped unsent (an exception between buffer() and send()) goes back to the pool at
+ * once, as free_buffer() gives it: every view of it holds this object, so none is left. No GPU
+ * call here: a device synchronisation in a dealloc would break a CUDA graph being captured and
+ * block without limit. So, as for free_buffer(), work still queued to write it must come before
+ * the next buffer's in stream order (the same stream, or synchronised first). */
 static void give_back_dropped_buffer(TensorObject *self) {
     ProducerObject *p = (ProducerObject *)self->owner;
-    if (!buffer_still_held(self))
-        return;
-    int device = self->t.device != CUIPC_DEVICE_HOST ? self->t.device : p->device;
-    if (device >= 0 && cuipc_gpu_count() > 0) {
-        PyThreadState *ts = PyEval_SaveThread();
-        int prev = 0;
-        cudaError_t e = cudaGetDevice(&prev);
-        if (e == cudaSuccess)
-            e = cudaSetDevice(device);
-        if (e == cudaSuccess)
-            e = cudaDeviceSynchronize();
-        cudaSetDevice(prev);
-        PyEval_RestoreThread(ts);
-        /* Closed or freed meanwhile (the GIL was let go): nothing of ours to give back. */
-        if (e != cudaSuccess || !buffer_still_held(self))
-            return;
-    }
-    cuipc_status_ignore(cuipc_producer_buffer_free(p->p, self->t.data));
+    if (buffer_still_held(self))
+        cuipc_status_ignore(cuipc_producer_buffer_free(p->p, self->t.data));
 }
 
 static void tensor_dealloc(TensorObject *self) {

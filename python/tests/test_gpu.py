@@ -237,21 +237,23 @@ def test_close_waits_for_the_copies_queued_on_a_stream(pair, torch):
         torch.cuda.synchronize()
 
 
-def test_a_dropped_gpu_buffer_goes_back_after_its_writes(torch):
-    """A GPU buffer dropped unsent while a kernel queued on a side stream still writes it goes
-    back to the pool only once that work has run: the next buffer, at its address, is not
-    written under its new owner."""
+def test_a_dropped_gpu_buffer_goes_back_in_stream_order(torch):
+    """A GPU buffer dropped unsent while a kernel queued on torch's current stream still writes
+    it goes back to the pool at once, with no device synchronisation; the next buffer at its
+    address, written on the same stream, holds its own writes: the stream orders them after the
+    dropped buffer's."""
     with cuipc.Producer(mode="cuda_ipc_pool", gpu_pool_bytes=1 << 20, full_policy="fail") as p:
-        s = torch.cuda.Stream()
         b = p.buffer(4096, device=0)
         t = torch.from_dlpack(b)
-        with torch.cuda.stream(s):
-            torch.cuda._sleep(1_000_000_000)  # about half a second of GPU clock cycles
-            t.fill_(1)
+        torch.cuda._sleep(1_000_000_000)  # about half a second of GPU clock cycles
+        t.fill_(1)
+        ptr = b.data_ptr
         del t, b  # the application raised here: nothing sent, nothing freed by hand
-        assert s.query(), "given back while a kernel still wrote it"
+        assert not torch.cuda.current_stream().query(), "the drop waited for the GPU"
         assert p.stats()["gpu_pool"]["held"] == 0
-        nxt = torch.from_dlpack(p.buffer(4096, device=0))
+        nb = p.buffer(4096, device=0)
+        assert nb.data_ptr == ptr
+        nxt = torch.from_dlpack(nb)
         nxt.zero_()
         torch.cuda.synchronize()
         assert int(nxt.sum()) == 0
