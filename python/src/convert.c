@@ -267,8 +267,21 @@ static void changed_while_sent(const char *path, const char *what) {
 /* A numpy scalar (np.int64, np.float32, np.bool_: image sizes and counts often are) as the
  * Python int, float or bool it holds, a new reference; NULL with no error raised: not one. */
 static PyObject *numpy_scalar_value(PyObject *o) {
-    if (strncmp(Py_TYPE(o)->tp_name, "numpy.", 6) != 0 || !PyObject_HasAttrString(o, "item"))
+    if (strncmp(Py_TYPE(o)->tp_name, "numpy.", 6) != 0)
         return NULL;
+    /* Only bool, int, uint and float kinds: a datetime64[ns] or timedelta64 gives an int from
+     * item() too, which would drop its unit. */
+    PyObject *dtype = PyObject_GetAttrString(o, "dtype");
+    PyObject *kind = dtype ? PyObject_GetAttrString(dtype, "kind") : NULL;
+    const char *k = kind && PyUnicode_Check(kind) ? PyUnicode_AsUTF8(kind) : NULL;
+    bool numeric = k && strlen(k) == 1 && strchr("biuf", k[0]);
+    Py_XDECREF(kind);
+    Py_XDECREF(dtype);
+    if (!numeric) {
+        if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_Clear(); /* no dtype: not a scalar; refused below by its type's name */
+        return NULL;
+    }
     PyObject *item = PyObject_CallMethod(o, "item", NULL);
     if (!item) {
         if (PyErr_ExceptionMatches(PyExc_Exception))
