@@ -191,9 +191,14 @@ cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_opt
     if (w.stopped)
         s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "attach to %s stopped by its caller while it waited",
                        path);
-    else if (s == CUIPC_ERR_TIMEOUT && opt->keep_waiting) /* the last slice's wait is not all */
-        s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "no answer from a producer on %s within %lld ms", path,
+    else if (s == CUIPC_ERR_TIMEOUT && opt->keep_waiting) {
+        /* The last slice's message says what was waited for (no listener, a full backlog, no
+         * answer); its length is the slice's, not the whole wait's. */
+        cuipc_error_saved last;
+        cuipc_error_save(&last);
+        s = CUIPC_FAIL(CUIPC_ERR_TIMEOUT, "%s (%lld ms in all)", last.msg,
                        (long long)(timeout_ns / 1000000));
+    }
     if (s == CUIPC_OK && h.magic == CUIPC_HELLO_MAGIC && h.status != CUIPC_OK) {
         h.reason[sizeof h.reason - 1] = '\0';
         s = CUIPC_FAIL((cuipc_status)h.status, "the producer on %s refused us: %s", path, h.reason);

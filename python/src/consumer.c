@@ -31,12 +31,14 @@ static void consumer_detach_if_done(ConsumerObject *self) {
     CUIPC_PY_RESTORE_EXCEPTION(pending);
 }
 
-/* Between the attach's slices (the GIL let go): the interpreter's signal handlers run, and one
- * that raises (Ctrl-C) stops the attach with its exception. */
-static bool attach_runs_handlers(void *unused) {
-    PyGILState_STATE g = PyGILState_Ensure();
+/* Between the attach's slices (the GIL let go, *ctx the thread state it saved): the
+ * interpreter's signal handlers run, and one that raises (Ctrl-C) stops the attach with its
+ * exception, kept in that thread state. */
+static bool attach_runs_handlers(void *ctx) {
+    PyThreadState **ts = ctx;
+    PyEval_RestoreThread(*ts);
     bool go_on = PyErr_CheckSignals() == 0;
-    PyGILState_Release(g);
+    *ts = PyEval_SaveThread();
     return go_on;
 }
 
@@ -63,6 +65,7 @@ static int consumer_init(ConsumerObject *self, PyObject *args, PyObject *kw) {
     opt.keep_waiting = attach_runs_handlers;
     cuipc_status s;
     PyThreadState *ts = PyEval_SaveThread();
+    opt.keep_waiting_ctx = &ts;
     s = cuipc_consumer_attach_with(path, &opt, ns, &self->c);
     PyEval_RestoreThread(ts);
     if (s != CUIPC_OK) {
