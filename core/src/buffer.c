@@ -30,9 +30,11 @@ cuipc_status cuipc_producer_buffer_alloc_within(cuipc_producer *p, cuipc_memory_
         *data = NULL;
     if (!p || !data)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "producer %p, data %p", (void *)p, (void *)data);
-    if (!slice || slice->wait_ns < 0)
+    if (!slice)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "the wait slice is NULL");
+    if (slice->wait_ns < 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "a wait slice of %lld ns",
-                          slice ? (long long)slice->wait_ns : 0ll);
+                          (long long)slice->wait_ns);
     cuipc_pool_wait wait = {
         .timeout_ns = slice->wait_ns, .continued = slice->continued, .last = slice->last};
     if (memory != CUIPC_MEMORY_CUDA && memory != CUIPC_MEMORY_HOST)

@@ -157,6 +157,9 @@ static bool try_again(attach_wait *w, cuipc_status s) {
 
 cuipc_status cuipc_consumer_attach_with(const char *path, const cuipc_attach_options *opt,
                                         int64_t timeout_ns, cuipc_consumer **out) {
+    if (!path || !out)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "socket path %p, out %p: neither may be NULL",
+                          (const void *)path, (void *)out);
     *out = NULL;
     cuipc_attach_options none;
     if (!opt) {
@@ -325,6 +328,9 @@ static cuipc_status adopt_proxy(const cuipc_proxy *x, void *arg) {
 
 cuipc_status cuipc_consumer_adopt(cuipc_consumer *c, const void *buf, size_t len,
                                   cuipc_message **out) {
+    if (!c || !buf || !out)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "consumer %p, bytes %p, out %p: none may be NULL",
+                          (void *)c, buf, (void *)out);
     *out = NULL;
     cuipc_message *m = calloc(1, sizeof *m);
     if (!m)
@@ -382,6 +388,9 @@ static bool take_recv_turn(cuipc_consumer *c, int64_t timeout_ns, int64_t *left)
 }
 
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
+    if (!c || !out)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "consumer %p, out %p: neither may be NULL",
+                          (void *)c, (void *)out);
     *out = NULL;
     void *buf = NULL;
     size_t len = 0;

@@ -605,6 +605,18 @@ static cuipc_status give_back(cuipc_pool *p, const cuipc_chunk *c, bool after_gp
                           "give it back",
                           c->slot, c->generation);
     }
+    /* A reader that released it has had it: it was delivered, even where no send of the
+     * transport's marked it (the pool used on its own). Acked for all here, the chunk would be
+     * reused under its other readers, and their releases refused as duplicates. */
+    uint64_t readers = cuipc_sync_consumer_mask(p->sync, c->slot) & ~st->departed;
+    for (uint32_t i = 0; i < CUIPC_MAX_CONSUMERS; i++)
+        if ((readers >> i & 1) && cuipc_sync_ack_landed(p->sync, c->slot, c->generation, i)) {
+            pthread_mutex_unlock(&p->lock);
+            return CUIPC_FAIL(CUIPC_ERR_DUPLICATE,
+                              "slot %u generation %u was released by consumer %u: it was "
+                              "delivered, and its consumers give it back",
+                              c->slot, c->generation, i);
+        }
     cuipc_sync_ack_all(p->sync, c->slot, c->generation);
     if (!after_gpu || st->held || gpu_writes_done(p, c->slot)) {
         free_busy_locked(p, st->busy_pos);

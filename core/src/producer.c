@@ -208,6 +208,9 @@ static cuipc_status test_send_delay(uint64_t *ns) {
 }
 
 cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_producer **out) {
+    if (!cfg || !out)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "config %p, out %p: neither may be NULL",
+                          (const void *)cfg, (void *)out);
     *out = NULL;
     CUIPC_TRY(validate_config(cfg));
     uint64_t delay_ns;
@@ -258,6 +261,8 @@ const char *cuipc_producer_socket_path(const cuipc_producer *p) {
 }
 
 void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out) {
+    if (!p || !out)
+        return;
     pthread_mutex_lock(&p->lock);
     *out = p->stats;
     pthread_mutex_unlock(&p->lock);
@@ -270,6 +275,8 @@ void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out) {
 }
 
 void cuipc_producer_close(cuipc_producer *p) {
+    if (!p)
+        return;
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);
     p->closed = true;

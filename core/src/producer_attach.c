@@ -247,6 +247,8 @@ static cuipc_status attach_timeout(cuipc_producer *p, uint32_t n, int64_t timeou
 }
 
 cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeout_ns) {
+    if (!p)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "producer is NULL");
     if (n > p->cfg.max_consumers)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "waiting for %u consumers but max_consumers is %u",
                           n, p->cfg.max_consumers);

@@ -222,10 +222,15 @@ cuipc_status cuipc_producer_wrap(cuipc_producer *p, const cuipc_value *tree, cui
 cuipc_status cuipc_producer_wrap_within(cuipc_producer *p, const cuipc_value *tree,
                                         cuipc_stream stream, const cuipc_wait_slice *slice,
                                         cuipc_value **wrapped) {
+    if (!p || !wrapped)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "producer %p, out %p: neither may be NULL",
+                          (void *)p, (void *)wrapped);
     *wrapped = NULL;
-    if (!slice || slice->wait_ns < 0)
+    if (!slice)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "the wait slice is NULL");
+    if (slice->wait_ns < 0)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "a wait slice of %lld ns",
-                          slice ? (long long)slice->wait_ns : 0ll);
+                          (long long)slice->wait_ns);
     if (!tree)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "tree is NULL");
     pthread_mutex_lock(&p->lock);

@@ -417,6 +417,9 @@ cuipc_status cuipc_consumer_prepare(cuipc_consumer *c, const cuipc_unwrap_option
 
 cuipc_status cuipc_message_unwrap(cuipc_message *m, const cuipc_unwrap_options *opt,
                                   cuipc_value **out) {
+    if (!m || !out)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "message %p, out %p: neither may be NULL",
+                          (void *)m, (void *)out);
     *out = NULL;
     cuipc_unwrap_options defaults;
     CUIPC_TRY(unwrap_options(&opt, &defaults));
@@ -432,6 +435,8 @@ bool cuipc_message_stream_ordered(const cuipc_message *m) {
 }
 
 cuipc_status cuipc_message_release(cuipc_message *m, cuipc_stream stream) {
+    if (!m)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "message is NULL");
     cuipc_consumer *c = m->c;
     cuipc_status first = CUIPC_OK;
     for (uint32_t i = 0; i < m->n_held; i++) {

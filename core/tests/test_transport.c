@@ -1267,6 +1267,64 @@ static void *accept_one_thread(void *p) {
     return NULL;
 }
 
+/* NULL where an object or an out-pointer is asked for: INVALID_ARG naming it, never a crash;
+ * the calls that end an object (close, destroy, detach, free) take NULL as nothing to do. */
+static void test_null_arguments(void) {
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cuipc_producer *p = NULL;
+    cuipc_consumer *c = NULL;
+    cuipc_message *m = NULL;
+    cuipc_value *v = NULL;
+    CHECK_STATUS(cuipc_producer_create(NULL, &p), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_producer_create(&cfg, NULL), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "may be NULL") != NULL);
+    CHECK_STATUS(cuipc_consumer_attach("/nonexistent/s", 0, NULL), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_producer_accept(NULL, 1, 0), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_consumer_recv(NULL, 0, &m), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_consumer_adopt(NULL, "x", 1, &m), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_message_unwrap(NULL, NULL, &v), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_message_release(NULL, NULL), CUIPC_ERR_INVALID_ARG);
+    REQUIRE(cuipc_producer_create(&cfg, &p) == CUIPC_OK);
+    cuipc_value *tree = cuipc_value_int(1);
+    CHECK_STATUS(cuipc_producer_wrap(p, tree, NULL, NULL), CUIPC_ERR_INVALID_ARG);
+    CHECK_STATUS(cuipc_producer_wrap_within(p, tree, NULL, NULL, &v), CUIPC_ERR_INVALID_ARG);
+    CHECK(strstr(cuipc_last_error(), "wait slice is NULL") != NULL);
+    cuipc_value_free(tree);
+    cuipc_producer_stats_get(p, NULL);
+    cuipc_producer_close(NULL);
+    cuipc_producer_destroy(p);
+    cuipc_consumer_detach(c);
+    CHECK(m == NULL && v == NULL);
+}
+
+/* The pool on its own: a chunk a consumer released was delivered, so it is not cancelled (that
+ * would ack it for its other readers and hand it on under them); one never released is. */
+static void test_pool_cancel_after_a_release(void) {
+    cuipc_pool_config cfg;
+    cuipc_pool_config_init(&cfg);
+    cfg.size = 1 << 20;
+    cfg.max_consumers = 2;
+    cfg.recycler_thread = false;
+    cuipc_pool *pool = NULL;
+    REQUIRE(cuipc_pool_create(&cfg, &pool) == CUIPC_OK);
+    cuipc_chunk c, fresh;
+    REQUIRE(cuipc_pool_alloc(pool, 4096, 0x3, 0, &c) == CUIPC_OK);
+    cuipc_pool_mark_ready(pool, &c);
+    CHECK_OK(cuipc_pool_release(pool, c.slot, c.generation, 0));
+    CHECK_STATUS(cuipc_pool_cancel(pool, &c), CUIPC_ERR_DUPLICATE);
+    CHECK(strstr(cuipc_last_error(), "released by consumer 0") != NULL);
+    CHECK_OK(cuipc_pool_release(pool, c.slot, c.generation, 1)); /* its own, not refused */
+    CHECK(cuipc_pool_reclaim(pool) == 1);
+    REQUIRE(cuipc_pool_alloc(pool, 4096, 0x3, 0, &fresh) == CUIPC_OK);
+    cuipc_pool_mark_ready(pool, &fresh);
+    CHECK_OK(cuipc_pool_cancel(pool, &fresh)); /* nobody had it */
+    cuipc_pool_stats st;
+    cuipc_pool_stats_get(pool, &st);
+    CHECK(st.duplicate_releases == 0 && st.cancelled == 1 && st.in_flight == 0);
+    cuipc_pool_destroy(pool);
+}
+
 /* A producer at a socket path: created, then killed before it could remove its socket. */
 static int killed_at_path_main(void *arg) {
     (void)arg;
@@ -1425,6 +1483,8 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     test_bad_config();
     test_socket_path_in_use();
+    test_pool_cancel_after_a_release();
+    test_null_arguments();
     /* First: its producer runs in a child, which must not inherit CUDA state from this process
      * (on a GPU host the producers below initialise CUDA here to pin their host pools). */
     test_producer_killed();

@@ -400,7 +400,9 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
  * consumer's place stays taken (the producer must not hand on chunks whose reads are still
  * queued) until a thread of the library sees the acks land or the producer go, or the process
  * exits; a child forked meanwhile does not hold it. The message says how many. The consumer
- * object is freed either way; its messages must be freed before (as for any detach).
+ * object is freed either way; its messages must be freed before (as for any detach), and no
+ * other thread may still be inside a call on it (a recv blocked on another thread would wake on
+ * a ring that is gone: stop the receivers first, as Python's close() refuses to run meanwhile).
  * cuipc_consumer_detach waits up to CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns);
