@@ -138,6 +138,26 @@ static cuipc_value *torch_value(PyObject *obj, const char *path, cuipc_stream st
     return layout_value(path, &l, l.strides);
 }
 
+/* An exporter's call (__dlpack_device__, __dlpack__) raised an Exception: its own reason kept,
+ * named with its place in the tree, as InvalidArgument; an error of cuipc's own (Stale: a
+ * released borrow, a sent buffer) keeps its class. Always NULL. */
+static cuipc_value *exporter_failed(const char *path, const char *call) {
+    bool ours = cuipc_py_error_is_ours();
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *msg =
+        ours ? PyUnicode_FromFormat("%s: %S", path, value ? value : Py_None)
+             : PyUnicode_FromFormat("%s: %s failed: %S", path, call, value ? value : Py_None);
+    if (msg) {
+        PyErr_SetObject(ours ? type : cuipc_py_error_class(CUIPC_ERR_INVALID_ARG), msg);
+        Py_DECREF(msg);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return NULL;
+}
+
 static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream stream,
                                  PyObject *keep) {
     /* Where the tensor lives decides the stream argument: CUDA tensors order their pending
@@ -148,19 +168,12 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
         Py_XDECREF(dev);
         if (!PyErr_ExceptionMatches(PyExc_Exception))
             return NULL; /* Ctrl-C or an exit goes on as itself */
-        /* The exporter's own reason where it raised one (torch on a meta tensor). */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (dev)
-            cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)",
-                               path);
-        else
-            PyErr_Format(cuipc_py_error_class(CUIPC_ERR_INVALID_ARG),
-                         "%s: __dlpack_device__ failed: %S", path, value ? value : Py_None);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
-        return NULL;
+        if (!dev)        /* the exporter's own reason (torch on a meta tensor) */
+            return exporter_failed(path, "__dlpack_device__");
+        PyErr_Clear();
+        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG, "%s: __dlpack_device__ gave no (type, id)",
+                                  path),
+               NULL;
     }
     Py_DECREF(dev);
     PyObject *stream_arg = dev_type == kDLCUDA
@@ -173,20 +186,8 @@ static cuipc_value *tensor_value(PyObject *obj, const char *path, cuipc_stream s
          * does a cuipc.Tensor's own refusal (Stale: a released borrow, a sent buffer). */
         if (!PyErr_ExceptionMatches(PyExc_Exception))
             return NULL;
-        bool ours = cuipc_py_error_is_ours();
-        /* Keep the exporter's own message (e.g. numpy on a non-writable or odd array). */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyObject *msg = PyUnicode_FromFormat(ours ? "%s: %S" : "%s: __dlpack__ failed: %S", path,
-                                             value ? value : Py_None);
-        if (msg) {
-            PyErr_SetObject(ours ? type : cuipc_py_error_class(CUIPC_ERR_INVALID_ARG), msg);
-            Py_DECREF(msg);
-        }
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
-        return NULL;
+        /* The exporter's own message (e.g. numpy on a non-writable or odd array). */
+        return exporter_failed(path, "__dlpack__");
     }
     bool versioned = PyCapsule_IsValid(cap, "dltensor_versioned");
     if (!versioned && !PyCapsule_IsValid(cap, "dltensor")) {

@@ -46,14 +46,6 @@ PyObject *cuipc_py_tensor_new(const cuipc_tensor *t, tensor_origin origin, PyObj
     return (PyObject *)self;
 }
 
-/* Whether self is a pool buffer its producer still holds for the application (not sent, not
- * freed: then the id no longer matches). */
-static bool buffer_still_held(TensorObject *self) {
-    ProducerObject *p = (ProducerObject *)self->owner;
-    return p->p && !CUIPC_PY_FORKED(p) &&
-           cuipc_producer_buffer_id(p->p, self->t.data) == self->buffer_id;
-}
-
 /* A buffer dropped unsent (an exception between buffer() and send()) goes back to the pool at
  * once, as free_buffer() gives it: every view of it holds this object, so none is left. No GPU
  * call here: a device synchronisation in a dealloc would break a CUDA graph being captured and
@@ -61,7 +53,9 @@ static bool buffer_still_held(TensorObject *self) {
  * the next buffer's in stream order (the same stream, or synchronised first). */
 static void give_back_dropped_buffer(TensorObject *self) {
     ProducerObject *p = (ProducerObject *)self->owner;
-    if (buffer_still_held(self))
+    /* Sent or freed already, the id no longer matches: not this buffer's to give back. */
+    if (p->p && !CUIPC_PY_FORKED(p) &&
+        cuipc_producer_buffer_id(p->p, self->t.data) == self->buffer_id)
         cuipc_status_ignore(cuipc_producer_buffer_free(p->p, self->t.data));
 }
 
