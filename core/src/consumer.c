@@ -438,9 +438,8 @@ cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns)
      * mapped. */
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? 0 : timeout_ns);
     uint32_t queued;
-    while (
-        (queued = cuipc_acks_queued(&c->host, c->index) + cuipc_acks_queued(&c->gpu, c->index)) &&
-        (timeout_ns < 0 || cuipc_now_ns() < deadline))
+    while ((queued = cuipc_place_acks_queued(&c->host, &c->gpu, c->index)) &&
+           (timeout_ns < 0 || cuipc_now_ns() < deadline))
         usleep(100);
     cuipc_status s = CUIPC_OK;
     if (queued) {

@@ -72,6 +72,8 @@ void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t
 void cuipc_chunk_ack_queued(pool_view *v, uint32_t slot, uint32_t generation);
 /* The acks queued on streams into v's table that the GPU has not written yet. */
 uint32_t cuipc_acks_queued(const pool_view *v, uint32_t consumer);
+/* The same over both views of a consumer's place (its host and GPU pools). */
+uint32_t cuipc_place_acks_queued(const pool_view *host, const pool_view *gpu, uint32_t consumer);
 
 /* The view's mappings and registrations released (through the driver where CUDA registered
  * them), its state freed. */

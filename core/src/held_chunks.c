@@ -58,6 +58,10 @@ uint32_t cuipc_acks_queued(const pool_view *v, uint32_t consumer) {
     return n;
 }
 
+uint32_t cuipc_place_acks_queued(const pool_view *host, const pool_view *gpu, uint32_t consumer) {
+    return cuipc_acks_queued(host, consumer) + cuipc_acks_queued(gpu, consumer);
+}
+
 void cuipc_chunk_unhold(cuipc_consumer *c, pool_view *v, uint32_t slot, uint32_t generation) {
     pthread_mutex_lock(&c->lock);
     if (v->held_gen[slot] == generation)

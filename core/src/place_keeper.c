@@ -68,16 +68,13 @@ void cuipc_fork_guard_close(int fd, int guard, bool goodbye) {
     close(fd);
 }
 
-static uint32_t acks_queued(const place_keeper *k) {
-    return cuipc_acks_queued(&k->host, k->index) + cuipc_acks_queued(&k->gpu, k->index);
-}
-
 static void *keep_place(void *arg) {
     place_keeper *k = arg;
     useconds_t wait_us = POLL_FIRST_US;
     /* A producer gone takes nothing back: no goodbye to wait for. */
     bool producer_alive = true;
-    while (acks_queued(k) && (producer_alive = cuipc_socket_peer_alive(k->sock))) {
+    while (cuipc_place_acks_queued(&k->host, &k->gpu, k->index) &&
+           (producer_alive = cuipc_socket_peer_alive(k->sock))) {
         usleep(wait_us);
         /* A GPU only slow comes soon; a stuck one costs little. */
         wait_us = wait_us * 2 < POLL_MOST_US ? wait_us * 2 : POLL_MOST_US;

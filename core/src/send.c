@@ -192,13 +192,15 @@ static cuipc_status count_buffers(cuipc_value *node, void *arg) {
     else
         w->held_gpu++;
     uint64_t id = cuipc_tensor_span_bytes(t) ? cuipc_producer_buffer_containing(w->p, t->data) : 0;
-    for (uint32_t i = 0; id && i < bc->n; i++)
+    if (!id) /* empty, or in no held buffer (the wrap says which) */
+        return CUIPC_OK;
+    for (uint32_t i = 0; i < bc->n; i++)
         if (bc->ids[i] == id)
             return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG,
                               "two tensors of the tree lie in one pool buffer (%p): a buffer is "
                               "sent as one tensor (allocate one buffer per tensor)",
                               t->data);
-    if (id && bc->n == bc->cap) {
+    if (bc->n == bc->cap) {
         uint32_t cap = bc->cap ? bc->cap * 2 : 8;
         uint64_t *grown = realloc(bc->ids, cap * sizeof *grown);
         if (!grown)
@@ -206,8 +208,7 @@ static cuipc_status count_buffers(cuipc_value *node, void *arg) {
         bc->ids = grown;
         bc->cap = cap;
     }
-    if (id)
-        bc->ids[bc->n++] = id;
+    bc->ids[bc->n++] = id;
     return CUIPC_OK;
 }
 
