@@ -348,8 +348,9 @@ def one_target(args, variant, size, n, loop, cpus, work):
     metric, limit = bt.target_of(variant, size, loop)
     ratio = metric == "gbps_of_c"  # throughput, Python / C, judged from below
     gauged = getattr(args, "cpu_gauge", False) and loop == "open"
+    messages = getattr(args, "messages", None)  # both sides run the same count
     scen, name = bound_scenario(variant, size, n, loop, cpus, work, cpu_gauge=gauged,
-                                messages=getattr(args, "messages", None))
+                                messages=messages)
     pairs, dropped, looks = [], [], []
     points = look_points(args.repeat, args.max_pairs or args.repeat, args.look_every or 4, args.confidence)
     each = look_confidence(args.confidence, len(points))
@@ -369,8 +370,7 @@ def one_target(args, variant, size, n, loop, cpus, work):
             else:
                 got["py"], load["py"] = machine_during(lambda: run_py(
                     variant, size, n, loop, args.device, cpus, os.path.join(work, f"{name}-{i}-py"),
-                    args.run_timeout, args.profile, messages=getattr(args, "messages", None),
-                    cpu_gauge=gauged))
+                    args.run_timeout, args.profile, messages=messages, cpu_gauge=gauged))
         (h, c_why), (r, py_why) = got["c"], got["py"]
         if c_why or py_why:
             dropped.append({"pair": i, "why": c_why or py_why})
