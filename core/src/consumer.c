@@ -387,11 +387,7 @@ static bool take_recv_turn(cuipc_consumer *c, int64_t timeout_ns, int64_t *left)
     return true;
 }
 
-cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
-    if (!c || !out)
-        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "consumer %p, out %p: neither may be NULL",
-                          (void *)c, (void *)out);
-    *out = NULL;
+static cuipc_status receive(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
     void *buf = NULL;
     size_t len = 0;
     int64_t left;
@@ -407,7 +403,30 @@ cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_me
         return s;
     s = cuipc_consumer_adopt(c, buf, len, out);
     free(buf);
+    if (s == CUIPC_OK && cuipc_ring_interrupted(c->ring)) {
+        /* Taken as the interrupt came: after it, recv gives no message (its chunks go back). */
+        cuipc_message_free(*out);
+        *out = NULL;
+        return CUIPC_FAIL(CUIPC_ERR_CLOSED, "recv: interrupted (the consumer stops receiving)");
+    }
     return s;
+}
+
+cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
+    if (!c || !out)
+        return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "consumer %p, out %p: neither may be NULL",
+                          (void *)c, (void *)out);
+    *out = NULL;
+    atomic_fetch_add_explicit(&c->receivers, 1, memory_order_seq_cst);
+    cuipc_status s = receive(c, timeout_ns, out);
+    /* The last touch of c: a detach waiting for the receivers may free it right after. */
+    atomic_fetch_sub_explicit(&c->receivers, 1, memory_order_release);
+    return s;
+}
+
+void cuipc_consumer_interrupt(cuipc_consumer *c) {
+    if (c)
+        cuipc_ring_interrupt(c->ring);
 }
 
 const cuipc_value *cuipc_message_value(const cuipc_message *m) {
@@ -430,6 +449,12 @@ void cuipc_consumer_drop_socket_in_child(cuipc_consumer *c) {
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns) {
     if (!c)
         return CUIPC_OK;
+    /* Receivers blocked on other threads would wake on a ring that is gone: they are woken
+     * (CLOSED) and left before anything is unmapped. Each returns within its next look at the
+     * ring, or once the message it was decoding is freed. */
+    cuipc_ring_interrupt(c->ring);
+    while (atomic_load_explicit(&c->receivers, memory_order_acquire))
+        usleep(50);
     int guard = cuipc_fork_guard_add(c->sock); /* a child forked from now on holds no place */
     /* An ack queued on a stream comes after the reads queued before it there (a copy out of
      * the pool, the borrower's kernels): once it is written, the GPU is done with the table,

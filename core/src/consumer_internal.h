@@ -46,6 +46,8 @@ struct cuipc_consumer {
     pthread_mutex_t lock; /* lazy registrations, opened list, stats, held_gen */
     /* The ring has one reader: recv calls on several threads take turns. */
     pthread_mutex_t recv_lock;
+    /* Threads inside cuipc_consumer_recv: a detach interrupts them and waits for none left. */
+    _Atomic uint32_t receivers;
     opened_handle *opened; /* each one referenced once, given back at detach */
     uint32_t n_opened, cap_opened;
     cuipc_consumer_stats stats;

@@ -77,6 +77,9 @@ struct cuipc_ring {
     uint64_t spin_ns;
     cuipc_peer_alive_fn peer_alive;
     void *peer_ctx;
+    /* This process's receivers are to stop (cuipc_ring_interrupt): kept here, not in the shared
+     * header, so the producer's side of the ring never sees it. */
+    _Atomic bool interrupted;
 };
 
 static uint64_t cuipc_ring_record_bytes(uint64_t len) {
@@ -231,6 +234,20 @@ void cuipc_ring_set_spin_ns(cuipc_ring *r, uint64_t spin_ns) {
         r->spin_ns = spin_ns;
 }
 
+void cuipc_ring_interrupt(cuipc_ring *r) {
+    if (!r)
+        return; /* an attach that failed before its ring: no receiver can be inside */
+    atomic_store_explicit(&r->interrupted, true, memory_order_seq_cst);
+    /* The sleepers re-check data_ready once the sequence moved; the producer only ever adds to
+     * it too, so one more step says nothing to it. */
+    atomic_fetch_add_explicit(&r->hdr->data_seq, 1, memory_order_release);
+    cuipc_futex_wake(&r->hdr->data_seq, INT_MAX);
+}
+
+bool cuipc_ring_interrupted(const cuipc_ring *r) {
+    return atomic_load_explicit(&r->interrupted, memory_order_seq_cst);
+}
+
 bool cuipc_ring_closed(const cuipc_ring *r) {
     return r && atomic_load_explicit(&r->hdr->closed, memory_order_acquire) != 0;
 }
@@ -264,7 +281,8 @@ static bool cuipc_ring_data_ready(const cuipc_ring *r, uint64_t unused) {
     const cuipc_ring_header *h = r->hdr;
     return atomic_load_explicit(&h->head, memory_order_acquire) !=
                atomic_load_explicit(&h->tail, memory_order_relaxed) ||
-           atomic_load_explicit(&h->closed, memory_order_acquire);
+           atomic_load_explicit(&h->closed, memory_order_acquire) ||
+           atomic_load_explicit(&r->interrupted, memory_order_acquire);
 }
 
 static bool cuipc_ring_space_ready(const cuipc_ring *r, uint64_t need) {
@@ -476,6 +494,9 @@ cuipc_status cuipc_ring_recv(cuipc_ring *r, void **msg, size_t *len, int64_t tim
     cuipc_ring_header *h = r->hdr;
     const uint64_t start = cuipc_now_ns();
     for (;;) {
+        /* Before a record is taken: an interrupted receiver leaves the ring as it found it. */
+        if (atomic_load_explicit(&r->interrupted, memory_order_acquire))
+            return CUIPC_FAIL(CUIPC_ERR_CLOSED, "recv: interrupted (the consumer stops receiving)");
         uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed); /* ours */
         /* Acquire pairs with the producer's release of head: the record bytes are visible. */
         uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);

@@ -49,6 +49,12 @@ cuipc_status cuipc_ring_recv(cuipc_ring *r, void **msg, size_t *len, int64_t tim
 void cuipc_ring_close(cuipc_ring *r);
 bool cuipc_ring_closed(const cuipc_ring *r);
 
+/* Receiver side, this process only: every recv blocked on r, now or later, returns
+ * CUIPC_ERR_CLOSED without taking a record. Callable from any thread, and from a signal handler
+ * (atomics and one futex syscall). */
+void cuipc_ring_interrupt(cuipc_ring *r);
+bool cuipc_ring_interrupted(const cuipc_ring *r);
+
 /* Messages waiting (for stats and tests). */
 uint64_t cuipc_ring_pending(const cuipc_ring *r);
 

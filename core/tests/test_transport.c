@@ -3,6 +3,7 @@
  * fills in place (zero-copy produce), full-pool policies,
  * dead consumers and producers, forged and stale proxies. The producer runs in the parent; the
  * consumers are forked before it exists and attach through its socket. */
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1120,6 +1121,136 @@ static void test_threads_share_a_consumer(void) {
     cuipc_producer_destroy(p);
 }
 
+/* cuipc_consumer_interrupt stops receiver threads blocked with no time limit on a producer that
+ * is alive and sends nothing: each returns CLOSED, a later recv too, with a message waiting in
+ * the ring; and a detach wakes a receiver still blocked, which then returns CLOSED. */
+enum { INTERRUPT_FIRST = 20, INTERRUPT_THREADS = 2 };
+
+typedef struct interrupted_receivers {
+    cuipc_consumer *c;
+    _Atomic int received, closed, bad;
+} interrupted_receivers;
+
+static void *interrupted_receiver(void *arg) {
+    interrupted_receivers *ir = arg;
+    for (;;) {
+        cuipc_message *m = NULL;
+        cuipc_status s = cuipc_consumer_recv(ir->c, -1, &m);
+        if (s == CUIPC_ERR_CLOSED && strstr(cuipc_last_error(), "interrupted") && !m) {
+            atomic_fetch_add(&ir->closed, 1);
+            return NULL; /* c is not touched again: a detach may be freeing it */
+        }
+        if (s != CUIPC_OK) {
+            fprintf(stderr, "interrupted receiver: %s: %s\n", cuipc_status_name(s),
+                    cuipc_last_error());
+            atomic_fetch_add(&ir->bad, 1);
+            return NULL;
+        }
+        cuipc_unwrap_options o;
+        cuipc_unwrap_options_init(&o);
+        cuipc_value *v = NULL;
+        uint64_t seq = 0;
+        if (cuipc_message_unwrap(m, &o, &v) != CUIPC_OK || !verify_message(v, &seq))
+            atomic_fetch_add(&ir->bad, 1);
+        cuipc_value_free(v);
+        cuipc_message_free(m);
+        atomic_fetch_add(&ir->received, 1);
+    }
+}
+
+typedef struct interrupt_pipes {
+    int to_producer[2], to_consumer[2];
+} interrupt_pipes;
+
+/* One byte from fd within 20 s: the other side stuck must fail the test, not hang it. */
+static bool read_byte(int fd) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    char b;
+    return poll(&pf, 1, 20000) == 1 && read(fd, &b, 1) == 1;
+}
+
+static int interrupted_consumer_main(void *arg) {
+    interrupt_pipes *ip = arg;
+    close(ip->to_producer[0]);
+    close(ip->to_consumer[1]);
+    static interrupted_receivers ir;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &ir.c) != CUIPC_OK)
+        return 10;
+    pthread_t t[INTERRUPT_THREADS];
+    for (int i = 0; i < INTERRUPT_THREADS; i++)
+        if (pthread_create(&t[i], NULL, interrupted_receiver, &ir) != 0)
+            return 11;
+    while (atomic_load(&ir.received) < INTERRUPT_FIRST && !atomic_load(&ir.bad))
+        usleep(1000);
+    usleep(20000); /* past their spin: both asleep on the ring (a hang here fails the wait) */
+    cuipc_consumer_interrupt(ir.c);
+    for (int i = 0; i < INTERRUPT_THREADS; i++)
+        pthread_join(t[i], NULL);
+    if (atomic_load(&ir.bad) || atomic_load(&ir.closed) != INTERRUPT_THREADS)
+        return 12;
+    /* A message sent after the interrupt waits in the ring; recv gives CLOSED, not it. */
+    char b = 'i';
+    if (write(ip->to_producer[1], &b, 1) != 1 || !read_byte(ip->to_consumer[0]))
+        return 13;
+    cuipc_message *m = NULL;
+    cuipc_status s = cuipc_consumer_recv(ir.c, -1, &m);
+    if (s != CUIPC_ERR_CLOSED || m) {
+        fprintf(stderr, "recv after the interrupt: %s\n", cuipc_status_name(s));
+        return 14;
+    }
+    cuipc_consumer_detach(ir.c);
+
+    /* A detach with a receiver still blocked: it is woken before anything is unmapped. */
+    static interrupted_receivers late;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &late.c) != CUIPC_OK) {
+        fprintf(stderr, "second attach: %s\n", cuipc_last_error());
+        return 15;
+    }
+    pthread_t lt;
+    if (pthread_create(&lt, NULL, interrupted_receiver, &late) != 0)
+        return 16;
+    usleep(20000);
+    cuipc_consumer_detach(late.c);
+    pthread_join(lt, NULL);
+    return atomic_load(&late.closed) == 1 && !atomic_load(&late.bad) ? 0 : 17;
+}
+
+static void test_interrupt_stops_receivers(void) {
+    make_sock_path();
+    static interrupt_pipes ip;
+    REQUIRE(pipe(ip.to_producer) == 0 && pipe(ip.to_consumer) == 0);
+    pid_t pid = cuipc_test_fork(interrupted_consumer_main, &ip);
+    close(ip.to_producer[1]);
+    close(ip.to_consumer[0]);
+    cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_WAIT);
+    for (uint64_t s = 1; s <= INTERRUPT_FIRST; s++)
+        CHECK_OK(send_seq(p, s));
+    if (read_byte(ip.to_producer[0])) {
+        CHECK_OK(send_seq(p, INTERRUPT_FIRST + 1)); /* into the ring of an interrupted consumer */
+        CHECK(write(ip.to_consumer[1], "s", 1) == 1);
+        /* The second consumer takes the place the first one left (accept answers at once
+         * while the first still counts: asked until the second has come). */
+        cuipc_producer_stats st = {0};
+        for (uint64_t end = now_ns() + 20 * SEC; st.consumers_attached < 2 && now_ns() < end;) {
+            cuipc_status_ignore(cuipc_producer_accept(p, 1, SEC / 10));
+            usleep(1000);
+            cuipc_producer_stats_get(p, &st);
+        }
+        CHECK(st.consumers_attached == 2);
+    } else {
+        CHECK(!"the consumer's receivers stopped on the interrupt");
+    }
+    int rc = cuipc_test_wait(pid, 30000);
+    if (rc != 0)
+        fprintf(stderr, "interrupted consumer exited %d\n", rc);
+    CHECK(rc == 0);
+    /* The unreceived message's chunks came back with the detach. */
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_destroy(p);
+    close(ip.to_producer[0]);
+    close(ip.to_consumer[1]);
+}
+
 /* Message seq of make_message, with its two non-empty tensors written straight into producer
  * buffers (zero-copy produce): tensor 0 at the start of its buffer, the strided tensor 1 at an
  * offset inside a larger one. NULL if a buffer cannot be had (the status is then in *st). */
@@ -1499,6 +1630,7 @@ int main(void) {
     test_a_tree_being_sent_is_not_given_back();
     test_forged_proxies();
     test_threads_share_a_consumer();
+    test_interrupt_stops_receivers();
     test_many_chunks();
     test_send_is_all_or_nothing();
     test_send_goes_to_the_consumer_that_replaced_its_own();

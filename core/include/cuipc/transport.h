@@ -284,6 +284,13 @@ typedef struct cuipc_message cuipc_message;
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out);
 
+/* Stops receiving on c for good: every recv blocked on it now, and every later one, returns
+ * CUIPC_ERR_CLOSED ("interrupted") without a message, at once; a message a recv took as the
+ * interrupt came is freed, its chunks given back. Messages already returned are untouched.
+ * Callable from any thread and from a signal handler. The way to stop receiver threads: call
+ * this, join them (each frees the messages it holds), then detach. */
+void cuipc_consumer_interrupt(cuipc_consumer *c);
+
 /* A message that reached this consumer through another channel (e.g. the application's own
  * queue carrying the bytes of cuipc_encode(wrapped tree)): decoded and validated like recv.
  * The same bytes adopted again are refused with CUIPC_ERR_DUPLICATE, while the first message
@@ -400,9 +407,12 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
  * consumer's place stays taken (the producer must not hand on chunks whose reads are still
  * queued) until a thread of the library sees the acks land or the producer go, or the process
  * exits; a child forked meanwhile does not hold it. The message says how many. The consumer
- * object is freed either way; its messages must be freed before (as for any detach), and no
- * other thread may still be inside a call on it (a recv blocked on another thread would wake on
- * a ring that is gone: stop the receivers first, as Python's close() refuses to run meanwhile).
+ * object is freed either way; its messages must be freed before (as for any detach). Before
+ * anything else, a detach interrupts c (cuipc_consumer_interrupt) and waits for the recv calls
+ * inside it on other threads to return: a receiver blocked there wakes with CUIPC_ERR_CLOSED
+ * instead of reading a ring that is gone. No other call may be running on c, nor start once
+ * the detach has (c is freed under it): stop receivers with cuipc_consumer_interrupt and join
+ * them first, so that the messages they got are freed before the detach.
  * cuipc_consumer_detach waits up to CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_detach_within(cuipc_consumer *c, int64_t timeout_ns);
