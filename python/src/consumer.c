@@ -211,10 +211,14 @@ static PyObject *consumer_stats(ConsumerObject *self, PyObject *unused) {
 }
 
 static PyObject *consumer_close(ConsumerObject *self, PyObject *unused) {
-    if (self->in_calls && !CUIPC_PY_FORKED(self))
-        return cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                                  "close: another thread is still inside a call on this consumer");
-    self->closing = true;
+    self->closing = true; /* new calls refused, a wait between its slices ends with Closed */
+    if (self->in_calls && self->c && !CUIPC_PY_FORKED(self)) {
+        /* Another thread is inside a call: a recv wakes at once (Closed), the others return
+         * within their next slice or GPU call; the detach waits for them. */
+        cuipc_consumer_interrupt(self->c);
+        if (cuipc_py_wait_for_calls(&self->in_calls, "consumer") < 0)
+            return NULL;
+    }
     consumer_detach_if_done(self);
     Py_RETURN_NONE;
 }

@@ -80,6 +80,7 @@ typedef struct ProducerObject {
     cuipc_mode mode;
     int32_t device;
     int in_calls;       /* calls running with the GIL released (close waits for none) */
+    bool closing;       /* close() waits for the calls of other threads: no new one starts */
     PyObject *retained; /* cuda_ipc: the senders' DLPack tensors kept alive, as the mode needs */
     unsigned long fork_gen;
     char *wire; /* wrap's encoding is written here (under the GIL), grown to the largest */
@@ -213,6 +214,11 @@ int64_t cuipc_py_next_slice(int64_t left_ns);
 /* Between two slices of a wait: the signal handlers run, and a handler that closed the owner
  * ends the wait with Closed. -1: an exception is set. */
 int cuipc_py_between_slices(PyObject *owner, bool (*usable)(PyObject *owner), const char *what);
+/* close() from one thread while others are inside calls on the object (*in_calls of them, the
+ * GIL let go): they were told to stop (the object no longer usable, a consumer interrupted) and
+ * each returns within one slice of its wait; this waits for none left, the GIL let go meanwhile.
+ * -1 with Timeout raised after CUIPC_TEARDOWN_WAIT_NS. */
+int cuipc_py_wait_for_calls(const int *in_calls, const char *what);
 /* The Timeout of a whole wait of whole_ns that ran out (status s): says the whole wait where its
  * last slice (whose wait the library's message names) was not all of it. Always -1. */
 int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns, int64_t last_slice_ns);

@@ -83,8 +83,13 @@ static int producer_init(ProducerObject *self, PyObject *args, PyObject *kw) {
 }
 
 static bool open_or_raise(ProducerObject *self) {
-    if (self->p && !CUIPC_PY_FORKED(self))
+    if (self->p && !CUIPC_PY_FORKED(self) && !self->closing)
         return true;
+    if (self->p && !CUIPC_PY_FORKED(self)) {
+        cuipc_py_raise_msg(CUIPC_ERR_CLOSED,
+                           "the producer is closing (a close() waits for the calls under way)");
+        return false;
+    }
     if (self->p) {
         cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
                            "this producer belongs to the process this one was forked from: a "
@@ -122,9 +127,10 @@ static void producer_dealloc(ProducerObject *self) {
 static int close_producer(ProducerObject *self, int64_t wait_ns, cuipc_status *s,
                           char why[CUIPC_PY_WHY_BYTES]) {
     if (self->in_calls && !CUIPC_PY_FORKED(self)) {
-        cuipc_py_raise_msg(CUIPC_ERR_INVALID_ARG,
-                           "close: another thread is still inside a call on this producer");
-        return -1;
+        /* Their waits end with Closed at their next slice (a wrap's pool room given back). */
+        self->closing = true; /* and stays so: a close that timed out leaves it to dealloc */
+        if (cuipc_py_wait_for_calls(&self->in_calls, "producer") < 0)
+            return -1;
     }
     *s = producer_destroy(self, wait_ns);
     /* Kept before the retained tensors go: their deallocs may call cuipc. */
@@ -160,7 +166,7 @@ typedef struct wait_ctx {
 } wait_ctx;
 
 static bool producer_usable(PyObject *self) {
-    return ((ProducerObject *)self)->p != NULL;
+    return ((ProducerObject *)self)->p != NULL && !((ProducerObject *)self)->closing;
 }
 
 static cuipc_status accept_slice(void *ctx, int64_t slice_ns, bool last) {

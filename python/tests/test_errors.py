@@ -433,6 +433,88 @@ def test_closed(spawn):
     assert p.closed
 
 
+def on_thread(call):
+    """call() on a thread of its own, started; the thread and a box with its result ("r") or
+    its exception ("e")."""
+    import threading
+    box = {}
+
+    def run():
+        try:
+            box["r"] = call()
+        except BaseException as e:  # noqa: B036 - whatever it raised is the test's to look at
+            box["e"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def test_close_from_another_thread_wakes_a_blocked_recv(pair):
+    """A worker thread blocked in recv() with no limit, on a producer that is alive and sends
+    nothing: close() on another thread wakes it with Closed and detaches, so the one place is
+    free for a newcomer (before, close refused while the recv waited, and nothing stopped it)."""
+    p, c = pair(max_consumers=1)
+    t, box = on_thread(lambda: c.recv(timeout=None))
+    time.sleep(0.3)  # in the recv, past its spin
+    assert t.is_alive()
+    c.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(box.get("e"), cuipc.Closed), box
+    with pytest.raises(cuipc.Closed):
+        c.recv(timeout=0)
+    t2, box2 = on_thread(lambda: p.accept(1, timeout=10))
+    newcomer = cuipc.Consumer(p.socket_path, timeout=10)
+    t2.join(10)
+    assert box2.get("r") == 1, box2
+    p.send({"seq": 7})
+    assert newcomer.recv(timeout=5).unwrap() == {"seq": 7}
+    newcomer.close()
+
+
+def test_close_from_another_thread_keeps_a_message_the_receiver_got(pair):
+    """A message received before the close stays usable: the consumer detaches once it is
+    released, not under it."""
+    p, c = pair()
+    p.send({"seq": 1})
+    m = c.recv(timeout=5)
+    t, box = on_thread(lambda: c.recv(timeout=None))
+    time.sleep(0.3)
+    c.close()
+    t.join(10)
+    assert isinstance(box.get("e"), cuipc.Closed), box
+    assert m.unwrap() == {"seq": 1}
+    m.release()
+
+
+@pytest.mark.parametrize("call", ["send", "accept", "drain"])
+def test_close_from_another_thread_stops_a_producer_wait(pair, call):
+    """A producer's send waiting for ring room, accept waiting for a consumer, drain waiting for
+    releases, each with no limit on a thread of its own: close() on another thread ends it with
+    Closed within its wait's slice, then tears the producer down (before: refused)."""
+    p, c = pair(ring_bytes=4096, max_consumers=2)
+    pad = "x" * 900
+    if call == "send":
+        fill_ring(p, pad)
+        waiting = lambda: p.send({"seq": -1, "pad": pad}, timeout=None)  # noqa: E731
+    elif call == "accept":
+        waiting = lambda: p.accept(2, timeout=None)  # noqa: E731
+    else:
+        p.send({"x": np.zeros(16)})
+        waiting = lambda: p.drain(timeout=None)  # noqa: E731 - c never releases its chunk
+    t, box = on_thread(waiting)
+    time.sleep(0.3)
+    assert t.is_alive()
+    p.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(box.get("e"), cuipc.Closed), box
+    assert p.closed
+    with pytest.raises(cuipc.Closed, match="is closed"):
+        p.send({})
+
+
 def test_close_takes_a_limit_or_none():
     """close(timeout=None) waits with no limit: a host producer has nothing queued on a GPU,
     so it returns at once; a second close does nothing."""
