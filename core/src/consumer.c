@@ -387,14 +387,23 @@ static bool take_recv_turn(cuipc_consumer *c, int64_t timeout_ns, int64_t *left)
     return true;
 }
 
+static cuipc_status interrupted(void) {
+    return CUIPC_FAIL(CUIPC_ERR_CLOSED, "recv: interrupted (the consumer stops receiving)");
+}
+
 static cuipc_status receive(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out) {
     void *buf = NULL;
     size_t len = 0;
     int64_t left;
+    if (cuipc_ring_interrupted(c->ring))
+        return interrupted();
     if (!take_recv_turn(c, timeout_ns, &left))
-        return CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
-                          "another thread was receiving on this consumer for the whole %lld ms",
-                          (long long)(timeout_ns / 1000000));
+        return cuipc_ring_interrupted(c->ring)
+                   ? interrupted()
+                   : CUIPC_FAIL(
+                         CUIPC_ERR_TIMEOUT,
+                         "another thread was receiving on this consumer for the whole %lld ms",
+                         (long long)(timeout_ns / 1000000));
     cuipc_status s = cuipc_ring_recv(c->ring, &buf, &len, left);
     pthread_mutex_unlock(&c->recv_lock);
     if (s == CUIPC_ERR_PEER_DEAD)
@@ -403,11 +412,12 @@ static cuipc_status receive(cuipc_consumer *c, int64_t timeout_ns, cuipc_message
         return s;
     s = cuipc_consumer_adopt(c, buf, len, out);
     free(buf);
-    if (s == CUIPC_OK && cuipc_ring_interrupted(c->ring)) {
-        /* Taken as the interrupt came: after it, recv gives no message (its chunks go back). */
+    if (cuipc_ring_interrupted(c->ring)) {
+        /* Taken as the interrupt came: after it, recv gives no message (its chunks go back),
+         * nor the error of one that did not decode. */
         cuipc_message_free(*out);
         *out = NULL;
-        return CUIPC_FAIL(CUIPC_ERR_CLOSED, "recv: interrupted (the consumer stops receiving)");
+        return interrupted();
     }
     return s;
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1128,11 +1129,39 @@ enum { INTERRUPT_FIRST = 20, INTERRUPT_THREADS = 2 };
 
 typedef struct interrupted_receivers {
     cuipc_consumer *c;
-    _Atomic int received, closed, bad;
+    _Atomic int received, closed, bad, started;
+    _Atomic pid_t tid[INTERRUPT_THREADS];
 } interrupted_receivers;
+
+/* Whether thread tid of this process is blocked in the futex syscall: inside recv, past its
+ * spin (asleep on the ring, or on the turn another receiver holds). */
+static bool asleep_in_futex(pid_t tid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    long nr = -1;
+    bool read = f && fscanf(f, "%ld", &nr) == 1;
+    if (f)
+        fclose(f);
+    return read && nr == SYS_futex;
+}
+
+/* Until the n receivers of ir are all asleep in recv (false after 10 s). */
+static bool receivers_asleep(interrupted_receivers *ir, int n) {
+    for (uint64_t end = now_ns() + 10 * SEC; now_ns() < end; usleep(1000)) {
+        int asleep = 0;
+        for (int i = 0; i < n && i < atomic_load(&ir->started); i++)
+            asleep += asleep_in_futex(atomic_load(&ir->tid[i]));
+        if (asleep == n)
+            return true;
+    }
+    return false;
+}
 
 static void *interrupted_receiver(void *arg) {
     interrupted_receivers *ir = arg;
+    int me = atomic_fetch_add(&ir->started, 1);
+    atomic_store(&ir->tid[me], (pid_t)syscall(SYS_gettid));
     for (;;) {
         cuipc_message *m = NULL;
         cuipc_status s = cuipc_consumer_recv(ir->c, -1, &m);
@@ -1182,7 +1211,8 @@ static int interrupted_consumer_main(void *arg) {
             return 11;
     while (atomic_load(&ir.received) < INTERRUPT_FIRST && !atomic_load(&ir.bad))
         usleep(1000);
-    usleep(20000); /* past their spin: both asleep on the ring (a hang here fails the wait) */
+    if (!receivers_asleep(&ir, INTERRUPT_THREADS))
+        return 18;
     cuipc_consumer_interrupt(ir.c);
     for (int i = 0; i < INTERRUPT_THREADS; i++)
         pthread_join(t[i], NULL);
@@ -1192,11 +1222,13 @@ static int interrupted_consumer_main(void *arg) {
     char b = 'i';
     if (write(ip->to_producer[1], &b, 1) != 1 || !read_byte(ip->to_consumer[0]))
         return 13;
-    cuipc_message *m = NULL;
-    cuipc_status s = cuipc_consumer_recv(ir.c, -1, &m);
-    if (s != CUIPC_ERR_CLOSED || m) {
-        fprintf(stderr, "recv after the interrupt: %s\n", cuipc_status_name(s));
-        return 14;
+    for (int64_t timeout = -1; timeout <= 0; timeout++) { /* no limit, and a poll */
+        cuipc_message *m = NULL;
+        cuipc_status s = cuipc_consumer_recv(ir.c, timeout, &m);
+        if (s != CUIPC_ERR_CLOSED || m) {
+            fprintf(stderr, "recv after the interrupt: %s\n", cuipc_status_name(s));
+            return 14;
+        }
     }
     cuipc_consumer_detach(ir.c);
 
@@ -1209,7 +1241,8 @@ static int interrupted_consumer_main(void *arg) {
     pthread_t lt;
     if (pthread_create(&lt, NULL, interrupted_receiver, &late) != 0)
         return 16;
-    usleep(20000);
+    if (!receivers_asleep(&late, 1)) /* inside recv: a detach before would free it under it */
+        return 19;
     cuipc_consumer_detach(late.c);
     pthread_join(lt, NULL);
     return atomic_load(&late.closed) == 1 && !atomic_load(&late.bad) ? 0 : 17;

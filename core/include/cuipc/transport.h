@@ -285,8 +285,9 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_consumer_recv(cuipc_consumer *c, int64_t timeout_ns, cuipc_message **out);
 
 /* Stops receiving on c for good: every recv blocked on it now, and every later one, returns
- * CUIPC_ERR_CLOSED ("interrupted") without a message, at once; a message a recv took as the
- * interrupt came is freed, its chunks given back. Messages already returned are untouched.
+ * CUIPC_ERR_CLOSED ("interrupted") without a message, at once (also one waiting for its turn
+ * behind another thread); a message a recv took as the interrupt came is freed, its chunks
+ * given back (it stays counted in the stats' messages). Messages already returned are untouched.
  * Callable from any thread and from a signal handler. The way to stop receiver threads: call
  * this, join them (each frees the messages it holds), then detach. */
 void cuipc_consumer_interrupt(cuipc_consumer *c);
@@ -409,8 +410,9 @@ void cuipc_consumer_stats_get(cuipc_consumer *c, cuipc_consumer_stats *out);
  * exits; a child forked meanwhile does not hold it. The message says how many. The consumer
  * object is freed either way; its messages must be freed before (as for any detach). Before
  * anything else, a detach interrupts c (cuipc_consumer_interrupt) and waits for the recv calls
- * inside it on other threads to return: a receiver blocked there wakes with CUIPC_ERR_CLOSED
- * instead of reading a ring that is gone. No other call may be running on c, nor start once
+ * inside it on other threads to return (with no limit: they return at once, or once the message
+ * they were decoding is freed): a receiver blocked there wakes with CUIPC_ERR_CLOSED instead of
+ * reading a ring that is gone. No other call may be running on c, nor start once
  * the detach has (c is freed under it): stop receivers with cuipc_consumer_interrupt and join
  * them first, so that the messages they got are freed before the detach.
  * cuipc_consumer_detach waits up to CUIPC_TEARDOWN_WAIT_NS. */
