@@ -11,6 +11,12 @@
 static void consumer_detach_if_done(ConsumerObject *self) {
     if (!self->closing || self->live_messages || !self->c)
         return;
+    /* A close() waiting for other threads' calls (or one that gave up on them): the last
+     * message freed meanwhile must not detach under a call still inside (a recv that took a
+     * message, a prepare). The close detaches after its wait; else a later close or the
+     * dealloc does. */
+    if (self->in_calls && !CUIPC_PY_FORKED(self))
+        return;
     cuipc_consumer *c = self->c;
     self->c = NULL;
     if (CUIPC_PY_FORKED(self))
@@ -216,7 +222,7 @@ static PyObject *consumer_close(ConsumerObject *self, PyObject *unused) {
         /* Another thread is inside a call: a recv wakes at once (Closed), the others return
          * within their next slice or GPU call; the detach waits for them. */
         cuipc_consumer_interrupt(self->c);
-        if (cuipc_py_wait_for_calls(&self->in_calls, "consumer") < 0)
+        if (cuipc_py_wait_for_calls(&self->in_calls, "consumer", CUIPC_TEARDOWN_WAIT_NS) < 0)
             return NULL;
     }
     consumer_detach_if_done(self);

@@ -217,8 +217,8 @@ int cuipc_py_between_slices(PyObject *owner, bool (*usable)(PyObject *owner), co
 /* close() from one thread while others are inside calls on the object (*in_calls of them, the
  * GIL let go): they were told to stop (the object no longer usable, a consumer interrupted) and
  * each returns within one slice of its wait; this waits for none left, the GIL let go meanwhile.
- * -1 with Timeout raised after CUIPC_TEARDOWN_WAIT_NS. */
-int cuipc_py_wait_for_calls(const int *in_calls, const char *what);
+ * -1 with Timeout raised after limit_ns (< 0: no limit). */
+int cuipc_py_wait_for_calls(const int *in_calls, const char *what, int64_t limit_ns);
 /* The Timeout of a whole wait of whole_ns that ran out (status s): says the whole wait where its
  * last slice (whose wait the library's message names) was not all of it. Always -1. */
 int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns, int64_t last_slice_ns);

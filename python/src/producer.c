@@ -122,17 +122,19 @@ static void producer_dealloc(ProducerObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* -1 with an exception set: refused (another thread is inside a call). Else closed, *s the
+/* -1 with Timeout set: calls of other threads were still inside after wait_ns (the producer is
+ * left closed to new calls, torn down at its dealloc or a later close). Else closed, *s the
  * tear-down's status and why[] its message (a TIMEOUT: the GPU pool left allocated). */
 static int close_producer(ProducerObject *self, int64_t wait_ns, cuipc_status *s,
                           char why[CUIPC_PY_WHY_BYTES]) {
     if (self->in_calls && !CUIPC_PY_FORKED(self)) {
         /* Their waits end with Closed at their next slice (a wrap's pool room given back). */
-        self->closing = true; /* and stays so: a close that timed out leaves it to dealloc */
-        if (cuipc_py_wait_for_calls(&self->in_calls, "producer") < 0)
+        self->closing = true; /* and stays so where the wait runs out: dealloc tears it down */
+        if (cuipc_py_wait_for_calls(&self->in_calls, "producer", wait_ns) < 0)
             return -1;
     }
     *s = producer_destroy(self, wait_ns);
+    self->closing = false; /* closed: p is NULL (and may be initialised again, as before) */
     /* Kept before the retained tensors go: their deallocs may call cuipc. */
     const char *last = cuipc_last_error();
     snprintf(why, CUIPC_PY_WHY_BYTES, "%s",
@@ -236,7 +238,7 @@ enum { PHASE_ARGS, PHASE_CONVERT, PHASE_WRAP, PHASE_DELIVER, PHASE_COUNT };
 /* The tree's conversion runs Python (__dlpack__, properties), which may close the producer (a
  * signal handler, another thread): then nothing is sent, and Closed says so. */
 static bool closed_meanwhile(ProducerObject *self, cuipc_value *v, PyObject *keep) {
-    if (self->p)
+    if (producer_usable((PyObject *)self)) /* a close() waiting for other calls counts too */
         return false;
     cuipc_value_free(v);
     Py_DECREF(keep);
@@ -674,7 +676,7 @@ static PyObject *producer_mode(ProducerObject *self, void *unused) {
 }
 
 static PyObject *producer_closed(ProducerObject *self, void *unused) {
-    return PyBool_FromLong(self->p == NULL);
+    return PyBool_FromLong(self->p == NULL || self->closing);
 }
 
 static PyObject *producer_enter(PyObject *self, PyObject *unused) {

@@ -62,15 +62,15 @@ int cuipc_py_raise_timed_out(cuipc_status s, int64_t whole_ns, int64_t last_slic
     return -1;
 }
 
-int cuipc_py_wait_for_calls(const int *in_calls, const char *what) {
+int cuipc_py_wait_for_calls(const int *in_calls, const char *what, int64_t limit_ns) {
     int64_t start = now_ns();
     while (*in_calls) { /* changed only under the GIL: read with it held */
-        if (now_ns() - start > CUIPC_TEARDOWN_WAIT_NS) {
+        if (limit_ns >= 0 && now_ns() - start > limit_ns) {
             cuipc_py_raise_msg(CUIPC_ERR_TIMEOUT,
                                "close: %d call(s) on other threads on this %s had not returned "
                                "after %lld ms; closed to new calls, it is torn down when "
                                "collected or closed again",
-                               *in_calls, what, (long long)(CUIPC_TEARDOWN_WAIT_NS / 1000000));
+                               *in_calls, what, (long long)(limit_ns / 1000000));
             return -1;
         }
         Py_BEGIN_ALLOW_THREADS usleep(100);

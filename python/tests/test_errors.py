@@ -488,6 +488,64 @@ def test_close_from_another_thread_keeps_a_message_the_receiver_got(pair):
     m.release()
 
 
+def test_the_last_message_freed_while_close_waits_does_not_detach_under_a_recv(tmp_path):
+    """close() waits for a recv that has its message out of the library but not yet the GIL;
+    meanwhile another thread frees the consumer's last other message. That must not detach the
+    consumer under the recv: the message the recv returns stays whole (before, its unwrap read
+    a freed consumer: Corrupt, or a use-after-free under ASan). The producer, a process of its
+    own, sends the second message a second after the first."""
+    import subprocess
+    import sys
+    import threading
+    path = str(tmp_path / "p.sock")
+    code = ("import sys, time, numpy as np, cuipc\n"
+            "p = cuipc.Producer(socket_path=sys.argv[1])\nprint('ready', flush=True)\n"
+            "p.accept(1, timeout=10)\np.send({'x': np.arange(4096.0)})\ntime.sleep(1.0)\n"
+            "p.send({'x': np.arange(4096.0)})\ntime.sleep(3)\n")
+    prod = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert prod.stdout.readline().strip() == "ready"
+        c = cuipc.Consumer(path, timeout=10)
+        held = [c.recv(timeout=5)]  # the first message: the other thread frees it
+        t0 = time.monotonic()  # about the first send; the second comes a second later
+        box = {}
+
+        def receive():
+            try:
+                m = c.recv(timeout=None)  # the second message, or Closed
+                box["sum"] = float(np.from_dlpack(m.unwrap()["x"]).sum())
+                m.release()
+                del m
+            except cuipc.Closed:
+                box["sum"] = "closed"
+            except Exception as e:  # noqa: BLE001 - what it raised is the test's to see
+                box["sum"] = e
+
+        def drop():
+            time.sleep(0.02)  # then waits for the GIL, before the receiver does
+            held.pop()
+
+        time.sleep(0.85)
+        receiver = threading.Thread(target=receive)
+        receiver.start()  # in the library's recv when the second message comes
+        time.sleep(0.03)
+        dropper = threading.Thread(target=drop)
+        dropper.start()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(10)
+        try:
+            while time.monotonic() - t0 < 1.4:  # the GIL held over the second message's arrival
+                pass
+            c.close()  # waits for the receiver (the GIL let go): the dropper runs first
+        finally:
+            sys.setswitchinterval(interval)
+        receiver.join(10)
+        dropper.join(10)
+        assert box.get("sum") in (float(sum(range(4096))), "closed"), box
+    finally:
+        prod.wait(10)
+
+
 @pytest.mark.parametrize("call", ["send", "accept", "drain"])
 def test_close_from_another_thread_stops_a_producer_wait(pair, call):
     """A producer's send waiting for ring room, accept waiting for a consumer, drain waiting for
