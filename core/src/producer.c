@@ -277,6 +277,14 @@ void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out) {
 void cuipc_producer_close(cuipc_producer *p) {
     if (!p)
         return;
+    /* A send waiting for room on a ring holds send_lock for as long as its timeout, with no
+     * limit where it has none: its wait is interrupted first, so that the close is not held
+     * by a consumer that stopped reading. */
+    pthread_mutex_lock(&p->lock);
+    for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
+        if (p->conns[c].attached && p->conns[c].ring)
+            cuipc_ring_interrupt(p->conns[c].ring);
+    pthread_mutex_unlock(&p->lock);
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);
     p->closed = true;

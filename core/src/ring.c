@@ -238,10 +238,12 @@ void cuipc_ring_interrupt(cuipc_ring *r) {
     if (!r)
         return; /* an attach that failed before its ring: no receiver can be inside */
     atomic_store_explicit(&r->interrupted, true, memory_order_seq_cst);
-    /* The sleepers re-check data_ready once the sequence moved; the producer only ever adds to
-     * it too, so one more step says nothing to it. */
+    /* This process's sleepers, either way, re-check their condition once its sequence moved.
+     * The other side's, woken too (the futex is shared), find nothing changed and sleep again. */
     atomic_fetch_add_explicit(&r->hdr->data_seq, 1, memory_order_release);
+    atomic_fetch_add_explicit(&r->hdr->space_seq, 1, memory_order_release);
     cuipc_futex_wake(&r->hdr->data_seq, INT_MAX);
+    cuipc_futex_wake(&r->hdr->space_seq, INT_MAX);
 }
 
 bool cuipc_ring_interrupted(const cuipc_ring *r) {
@@ -291,6 +293,12 @@ static bool cuipc_ring_space_ready(const cuipc_ring *r, uint64_t need) {
                     atomic_load_explicit(&h->tail, memory_order_acquire);
     return used > r->capacity || r->capacity - used >= need ||
            atomic_load_explicit(&h->closed, memory_order_acquire);
+}
+
+/* The same, for a wait that an interrupt of this process ends (cuipc_ring_wait_room). */
+static bool cuipc_ring_space_ready_or_interrupted(const cuipc_ring *r, uint64_t need) {
+    return cuipc_ring_space_ready(r, need) ||
+           atomic_load_explicit(&r->interrupted, memory_order_acquire);
 }
 
 /* PEER_DEAD when the process on the other side exited, else OK. */
@@ -372,9 +380,10 @@ static cuipc_status cuipc_ring_check_len(const cuipc_ring *r, size_t len) {
 
 /* Wait until a record of len bytes fits at head: *head is then where it goes and *skip the
  * bytes left at the end before it (the record wraps to 0). Only the sender moves head, so the
- * room found stays until it writes. */
+ * room found stays until it writes. interruptible: an interrupt ends the wait (CLOSED); a send
+ * itself is not, so that room found before an interrupt is still written. */
 static cuipc_status cuipc_ring_await_room(cuipc_ring *r, size_t len, int64_t timeout_ns,
-                                          uint64_t *head, uint64_t *skip) {
+                                          bool interruptible, uint64_t *head, uint64_t *skip) {
     cuipc_ring_header *h = r->hdr;
     const uint64_t cap = r->capacity;
     const uint64_t record = cuipc_ring_record_bytes(len);
@@ -382,6 +391,8 @@ static cuipc_status cuipc_ring_await_room(cuipc_ring *r, size_t len, int64_t tim
     for (;;) {
         if (atomic_load_explicit(&h->closed, memory_order_acquire))
             return CUIPC_FAIL(CUIPC_ERR_CLOSED, "send: ring is closed");
+        if (interruptible && atomic_load_explicit(&r->interrupted, memory_order_acquire))
+            return CUIPC_FAIL(CUIPC_ERR_CLOSED, "send: interrupted while it waited for room");
         *head = atomic_load_explicit(&h->head, memory_order_relaxed); /* ours */
         /* Acquire pairs with the consumer's release of tail: it has finished reading the bytes
          * we are about to overwrite. */
@@ -394,8 +405,9 @@ static cuipc_status cuipc_ring_await_room(cuipc_ring *r, size_t len, int64_t tim
         *skip = pos + record > cap ? cap - pos : 0;
         if (cap - used >= *skip + record)
             return CUIPC_OK;
-        CUIPC_TRY(cuipc_ring_wait(r, cuipc_ring_space_ready, *skip + record, &h->space_seq,
-                                  &h->space_waiters, start, timeout_ns, "send"));
+        CUIPC_TRY(cuipc_ring_wait(
+            r, interruptible ? cuipc_ring_space_ready_or_interrupted : cuipc_ring_space_ready,
+            *skip + record, &h->space_seq, &h->space_waiters, start, timeout_ns, "send"));
     }
 }
 
@@ -404,7 +416,7 @@ cuipc_status cuipc_ring_wait_room(cuipc_ring *r, size_t len, int64_t timeout_ns)
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ring is NULL");
     CUIPC_TRY(cuipc_ring_check_len(r, len));
     uint64_t head, skip;
-    return cuipc_ring_await_room(r, len, timeout_ns, &head, &skip);
+    return cuipc_ring_await_room(r, len, timeout_ns, true, &head, &skip);
 }
 
 cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t timeout_ns) {
@@ -412,7 +424,7 @@ cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "ring %p, msg %p", (void *)r, msg);
     CUIPC_TRY(cuipc_ring_check_len(r, len));
     uint64_t head, skip;
-    CUIPC_TRY(cuipc_ring_await_room(r, len, timeout_ns, &head, &skip));
+    CUIPC_TRY(cuipc_ring_await_room(r, len, timeout_ns, false, &head, &skip));
     cuipc_ring_header *h = r->hdr;
     uint64_t pos = head & (r->capacity - 1);
     if (skip) {

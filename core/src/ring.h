@@ -49,9 +49,10 @@ cuipc_status cuipc_ring_recv(cuipc_ring *r, void **msg, size_t *len, int64_t tim
 void cuipc_ring_close(cuipc_ring *r);
 bool cuipc_ring_closed(const cuipc_ring *r);
 
-/* Receiver side, this process only: every recv blocked on r, now or later, returns
- * CUIPC_ERR_CLOSED without taking a record. Callable from any thread, and from a signal handler
- * (atomics and one futex syscall). */
+/* This process only, for good: every recv on r, and every cuipc_ring_wait_room, blocked now or
+ * called later, returns CUIPC_ERR_CLOSED without taking a record or waiting (a send whose room
+ * was there is not stopped). The other side's waits are not touched. Callable from any thread,
+ * and from a signal handler (atomics and futex syscalls). */
 void cuipc_ring_interrupt(cuipc_ring *r);
 bool cuipc_ring_interrupted(const cuipc_ring *r);
 

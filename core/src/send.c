@@ -387,10 +387,16 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
             continue;
         int64_t spent = (int64_t)(cuipc_now_ns() - room_start);
         int64_t left = timeout_ns < 0 ? -1 : timeout_ns > spent ? timeout_ns - spent : 0;
-        if (cuipc_ring_wait_room(rings[c], len, left) == CUIPC_ERR_TIMEOUT) {
+        cuipc_status w = cuipc_ring_wait_room(rings[c], len, left);
+        if (w == CUIPC_ERR_TIMEOUT) {
             no_room = true;
             first_consumer = c;
             cuipc_error_save(&first_msg);
+        } else if (w == CUIPC_ERR_CLOSED && cuipc_ring_interrupted(rings[c])) {
+            /* cuipc_producer_close from another thread: it waits for this send (send_lock),
+             * which reached no consumer and leaves the tree whole, as out of room. */
+            no_room = closed = true;
+            first_consumer = c;
         }
     }
     for (uint32_t c = 0; c < p->cfg.max_consumers && !closed && !no_room; c++) {
@@ -444,6 +450,11 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (delivered)
         p->stats.messages_sent++;
     pthread_mutex_unlock(&p->lock);
+    if (closed && no_room)
+        return CUIPC_FAIL(CUIPC_ERR_CLOSED,
+                          "producer was closed while the send waited for room on consumer %u's "
+                          "ring: sent to no consumer",
+                          first_consumer);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");
     if (refused && !stale)

@@ -1284,6 +1284,98 @@ static void test_interrupt_stops_receivers(void) {
     close(ip.to_consumer[1]);
 }
 
+/* cuipc_producer_close on one thread while another's send waits, with no limit, for room on the
+ * ring of a consumer that is alive but reads nothing: the close does not wait for that consumer;
+ * the send returns CLOSED, having reached no one. (The close waited for the send's lock until
+ * the consumer read, forever where it never did.) */
+typedef struct blocked_sender {
+    cuipc_producer *p;
+    _Atomic pid_t tid;
+    _Atomic int done;
+    cuipc_status status;
+    char error[256];
+} blocked_sender;
+
+static cuipc_status send_pad(cuipc_producer *p, int64_t timeout_ns) {
+    static char pad[901];
+    memset(pad, 'x', sizeof pad - 1);
+    cuipc_value *v = cuipc_value_dict();
+    CHECK_OK(cuipc_dict_set(v, "pad", cuipc_value_string(pad)));
+    cuipc_status s = cuipc_producer_send(p, v, NULL, timeout_ns);
+    cuipc_value_free(v);
+    return s;
+}
+
+static void *blocked_send_main(void *arg) {
+    blocked_sender *b = arg;
+    atomic_store(&b->tid, (pid_t)syscall(SYS_gettid));
+    b->status = send_pad(b->p, -1);
+    snprintf(b->error, sizeof b->error, "%s", cuipc_last_error());
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+static void *close_main(void *arg) {
+    blocked_sender *b = arg;
+    cuipc_producer_close(b->p);
+    atomic_store(&b->done, 2);
+    return NULL;
+}
+
+static int idle_consumer_main(void *arg) {
+    int *to_consumer = arg;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
+        return 10;
+    /* Reads nothing until told to go (or 30 s). */
+    struct pollfd pf = {.fd = to_consumer[0], .events = POLLIN};
+    poll(&pf, 1, 30000);
+    cuipc_consumer_detach(c);
+    return 0;
+}
+
+static bool wait_until(_Atomic int *flag, int value, uint64_t limit_ns) {
+    for (uint64_t end = now_ns() + limit_ns; now_ns() < end; usleep(1000))
+        if (atomic_load(flag) >= value)
+            return true;
+    return false;
+}
+
+static void test_close_does_not_wait_for_a_blocked_send(void) {
+    make_sock_path();
+    static int to_consumer[2];
+    REQUIRE(pipe(to_consumer) == 0);
+    pid_t pid = cuipc_test_fork(idle_consumer_main, to_consumer);
+    cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_FAIL);
+    int sent = 0;
+    while (sent < 200 && send_pad(p, 20 * 1000 * 1000) == CUIPC_OK)
+        sent++;
+    CHECK(sent > 10 && sent < 200); /* the 64 KiB ring full */
+    static blocked_sender b;
+    b.p = p;
+    pthread_t sender, closer;
+    REQUIRE(pthread_create(&sender, NULL, blocked_send_main, &b) == 0);
+    bool asleep = false;
+    for (uint64_t end = now_ns() + 10 * SEC; !asleep && now_ns() < end; usleep(1000))
+        asleep = atomic_load(&b.tid) && asleep_in_futex(atomic_load(&b.tid));
+    CHECK(asleep); /* in the send's wait for room */
+    REQUIRE(pthread_create(&closer, NULL, close_main, &b) == 0);
+    bool closed = wait_until(&b.done, 2, 10 * SEC);
+    CHECK(closed);
+    if (!closed) /* unblock it all: the consumer goes, the send ends on its dead peer */
+        CHECK(write(to_consumer[1], "g", 1) == 1);
+    pthread_join(closer, NULL);
+    pthread_join(sender, NULL);
+    CHECK(b.status == CUIPC_ERR_CLOSED);
+    CHECK(strstr(b.error, "waited for room") != NULL);
+    if (closed)
+        CHECK(write(to_consumer[1], "g", 1) == 1);
+    CHECK(cuipc_test_wait(pid, 30000) == 0);
+    cuipc_producer_destroy(p);
+    close(to_consumer[0]);
+    close(to_consumer[1]);
+}
+
 /* Message seq of make_message, with its two non-empty tensors written straight into producer
  * buffers (zero-copy produce): tensor 0 at the start of its buffer, the strided tensor 1 at an
  * offset inside a larger one. NULL if a buffer cannot be had (the status is then in *st). */
@@ -1664,6 +1756,7 @@ int main(void) {
     test_forged_proxies();
     test_threads_share_a_consumer();
     test_interrupt_stops_receivers();
+    test_close_does_not_wait_for_a_blocked_send();
     test_many_chunks();
     test_send_is_all_or_nothing();
     test_send_goes_to_the_consumer_that_replaced_its_own();

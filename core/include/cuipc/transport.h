@@ -219,7 +219,10 @@ typedef struct cuipc_producer_stats {
 
 void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
 
-/* Tell consumers no more messages come (their recv returns CUIPC_ERR_CLOSED once drained). */
+/* Tell consumers no more messages come (their recv returns CUIPC_ERR_CLOSED once drained).
+ * A send waiting on another thread for room on a consumer's ring stops at once with
+ * CUIPC_ERR_CLOSED, having reached no consumer (its wrapped tree whole); a send past its wait
+ * finishes first. Later sends return CUIPC_ERR_CLOSED. */
 void cuipc_producer_close(cuipc_producer *p);
 
 /* Wait until every chunk in flight is recycled (or timeout). */
