@@ -279,8 +279,10 @@ void cuipc_producer_close(cuipc_producer *p) {
         return;
     /* A send waiting for room on a ring holds send_lock for as long as its timeout, with no
      * limit where it has none: its wait is interrupted first, so that the close is not held
-     * by a consumer that stopped reading. */
+     * by a consumer that stopped reading. Closed from here on: later sends see it at once, and
+     * a consumer attached meanwhile gets its ring closed (producer_attach.c). */
     pthread_mutex_lock(&p->lock);
+    p->closed = true;
     for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
         if (p->conns[c].attached && p->conns[c].ring)
             cuipc_ring_interrupt(p->conns[c].ring);

@@ -177,6 +177,8 @@ static void take_ack(cuipc_producer *p, uint32_t i) {
         (cuipc_consumer_conn){.attached = true, .sock = q->sock, .pid = q->pid, .ring = q->ring};
     p->live_mask |= 1ull << q->idx;
     p->stats.consumers_attached++;
+    if (p->closed) /* its recv says CLOSED, as its predecessors' do; no send waits on it */
+        cuipc_ring_close(q->ring);
     pthread_mutex_unlock(&p->lock);
     if (crowded)
         pthread_mutex_unlock(&p->send_lock);

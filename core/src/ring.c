@@ -77,8 +77,8 @@ struct cuipc_ring {
     uint64_t spin_ns;
     cuipc_peer_alive_fn peer_alive;
     void *peer_ctx;
-    /* This process's receivers are to stop (cuipc_ring_interrupt): kept here, not in the shared
-     * header, so the producer's side of the ring never sees it. */
+    /* This process's waits on the ring are to stop (cuipc_ring_interrupt): kept here, not in
+     * the shared header, so the other side never sees it. */
     _Atomic bool interrupted;
 };
 

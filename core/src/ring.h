@@ -36,7 +36,8 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_ring_send(cuipc_ring *r, const void *msg, size_t len, int64_t timeout_ns);
 
 /* Wait, as a send would, until a message of len bytes fits, without sending it: with one sender
- * the room stays (only the receiver moves, and it frees more). Same errors as a send. */
+ * the room stays (only the receiver moves, and it frees more). Same errors as a send, and
+ * CUIPC_ERR_CLOSED once the ring is interrupted (cuipc_ring_interrupt), which a send is not. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_ring_wait_room(cuipc_ring *r, size_t len, int64_t timeout_ns);
 

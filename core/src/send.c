@@ -380,7 +380,7 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     /* Room on every ring first, then the message on each (send_lock: no other sender takes the
      * room meanwhile): a send that runs out of time reached no consumer, so the caller can try
      * it again whole, nothing delivered twice. Other failures are left to the sends below. */
-    bool no_room = false;
+    bool no_room = false, stopped = false;
     uint64_t room_start = cuipc_now_ns();
     for (uint32_t c = 0; c < p->cfg.max_consumers && !closed && !no_room; c++) {
         if (!(targets & (1ull << c)))
@@ -393,9 +393,10 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
             first_consumer = c;
             cuipc_error_save(&first_msg);
         } else if (w == CUIPC_ERR_CLOSED && cuipc_ring_interrupted(rings[c])) {
-            /* cuipc_producer_close from another thread: it waits for this send (send_lock),
-             * which reached no consumer and leaves the tree whole, as out of room. */
-            no_room = closed = true;
+            /* cuipc_producer_close from another thread, which waits for this send (send_lock):
+             * it reaches no consumer, and as no later send can go, its chunks go back as for
+             * any send after the close. */
+            closed = stopped = true;
             first_consumer = c;
         }
     }
@@ -450,10 +451,10 @@ cuipc_status cuipc_producer_send_wrapped(cuipc_producer *p, const cuipc_value *w
     if (delivered)
         p->stats.messages_sent++;
     pthread_mutex_unlock(&p->lock);
-    if (closed && no_room)
+    if (stopped)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED,
                           "producer was closed while the send waited for room on consumer %u's "
-                          "ring: sent to no consumer",
+                          "ring: sent to no consumer, its chunks given back",
                           first_consumer);
     if (closed)
         return CUIPC_FAIL(CUIPC_ERR_CLOSED, "producer was closed");

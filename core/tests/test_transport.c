@@ -1286,21 +1286,28 @@ static void test_interrupt_stops_receivers(void) {
 
 /* cuipc_producer_close on one thread while another's send waits, with no limit, for room on the
  * ring of a consumer that is alive but reads nothing: the close does not wait for that consumer;
- * the send returns CLOSED, having reached no one. (The close waited for the send's lock until
- * the consumer read, forever where it never did.) */
+ * the send returns CLOSED, having reached no one, and its pool chunk goes back while that
+ * consumer stays attached. (The close waited for the send's lock until the consumer read,
+ * forever where it never did.) */
 typedef struct blocked_sender {
     cuipc_producer *p;
     _Atomic pid_t tid;
-    _Atomic int done;
+    _Atomic int sent, closed; /* each thread's own: they may end in either order */
     cuipc_status status;
     char error[256];
 } blocked_sender;
 
+/* A message of about 1 KiB: a pad and a 64-byte host tensor (a chunk of the host pool). */
 static cuipc_status send_pad(cuipc_producer *p, int64_t timeout_ns) {
     static char pad[901];
+    static float data[16];
     memset(pad, 'x', sizeof pad - 1);
+    cuipc_tensor t;
+    int64_t shape[1] = {16};
+    CHECK_OK(cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_F32, 1, shape));
     cuipc_value *v = cuipc_value_dict();
     CHECK_OK(cuipc_dict_set(v, "pad", cuipc_value_string(pad)));
+    CHECK_OK(cuipc_dict_set(v, "x", cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
     cuipc_status s = cuipc_producer_send(p, v, NULL, timeout_ns);
     cuipc_value_free(v);
     return s;
@@ -1311,25 +1318,37 @@ static void *blocked_send_main(void *arg) {
     atomic_store(&b->tid, (pid_t)syscall(SYS_gettid));
     b->status = send_pad(b->p, -1);
     snprintf(b->error, sizeof b->error, "%s", cuipc_last_error());
-    atomic_store(&b->done, 1);
+    atomic_store(&b->sent, 1);
     return NULL;
 }
 
 static void *close_main(void *arg) {
     blocked_sender *b = arg;
     cuipc_producer_close(b->p);
-    atomic_store(&b->done, 2);
+    atomic_store(&b->closed, 1);
     return NULL;
 }
 
+typedef struct idle_pipes {
+    int to_consumer[2], to_producer[2];
+} idle_pipes;
+
 static int idle_consumer_main(void *arg) {
-    int *to_consumer = arg;
+    idle_pipes *ip = arg;
     cuipc_consumer *c = NULL;
     if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
         return 10;
-    /* Reads nothing until told to go (or 30 s). */
-    struct pollfd pf = {.fd = to_consumer[0], .events = POLLIN};
-    poll(&pf, 1, 30000);
+    /* Reads nothing until told to go (or 30 s); then all that came, up to CLOSED, and stays
+     * attached until told again. */
+    if (!read_byte(ip->to_consumer[0]))
+        return 11;
+    cuipc_message *m = NULL;
+    cuipc_status s;
+    while ((s = cuipc_consumer_recv(c, 10 * SEC, &m)) == CUIPC_OK)
+        cuipc_message_free(m);
+    if (s != CUIPC_ERR_CLOSED || write(ip->to_producer[1], "r", 1) != 1 ||
+        !read_byte(ip->to_consumer[0]))
+        return 12;
     cuipc_consumer_detach(c);
     return 0;
 }
@@ -1343,9 +1362,9 @@ static bool wait_until(_Atomic int *flag, int value, uint64_t limit_ns) {
 
 static void test_close_does_not_wait_for_a_blocked_send(void) {
     make_sock_path();
-    static int to_consumer[2];
-    REQUIRE(pipe(to_consumer) == 0);
-    pid_t pid = cuipc_test_fork(idle_consumer_main, to_consumer);
+    static idle_pipes ip;
+    REQUIRE(pipe(ip.to_consumer) == 0 && pipe(ip.to_producer) == 0);
+    pid_t pid = cuipc_test_fork(idle_consumer_main, &ip);
     cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_FAIL);
     int sent = 0;
     while (sent < 200 && send_pad(p, 20 * 1000 * 1000) == CUIPC_OK)
@@ -1360,20 +1379,24 @@ static void test_close_does_not_wait_for_a_blocked_send(void) {
         asleep = atomic_load(&b.tid) && asleep_in_futex(atomic_load(&b.tid));
     CHECK(asleep); /* in the send's wait for room */
     REQUIRE(pthread_create(&closer, NULL, close_main, &b) == 0);
-    bool closed = wait_until(&b.done, 2, 10 * SEC);
+    bool closed = wait_until(&b.closed, 1, 10 * SEC);
     CHECK(closed);
-    if (!closed) /* unblock it all: the consumer goes, the send ends on its dead peer */
-        CHECK(write(to_consumer[1], "g", 1) == 1);
+    /* The consumer reads what came (unblocking a close that still waits), then stays. */
+    CHECK(write(ip.to_consumer[1], "g", 1) == 1);
     pthread_join(closer, NULL);
     pthread_join(sender, NULL);
     CHECK(b.status == CUIPC_ERR_CLOSED);
     CHECK(strstr(b.error, "waited for room") != NULL);
-    if (closed)
-        CHECK(write(to_consumer[1], "g", 1) == 1);
+    CHECK(read_byte(ip.to_producer[0]));
+    /* Every chunk back, the stopped send's too, with its consumer still attached. */
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    CHECK(write(ip.to_consumer[1], "d", 1) == 1);
     CHECK(cuipc_test_wait(pid, 30000) == 0);
     cuipc_producer_destroy(p);
-    close(to_consumer[0]);
-    close(to_consumer[1]);
+    for (int i = 0; i < 2; i++) {
+        close(ip.to_consumer[i]);
+        close(ip.to_producer[i]);
+    }
 }
 
 /* Message seq of make_message, with its two non-empty tensors written straight into producer
