@@ -274,6 +274,13 @@ void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out) {
         cuipc_pool_stats_get(p->host_pool, &out->host_pool);
 }
 
+/* fn on the ring of every attached consumer; under p->lock. */
+static void each_attached_ring(cuipc_producer *p, void (*fn)(cuipc_ring *)) {
+    for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
+        if (p->conns[c].attached && p->conns[c].ring)
+            fn(p->conns[c].ring);
+}
+
 void cuipc_producer_close(cuipc_producer *p) {
     if (!p)
         return;
@@ -283,16 +290,12 @@ void cuipc_producer_close(cuipc_producer *p) {
      * a consumer attached meanwhile gets its ring closed (producer_attach.c). */
     pthread_mutex_lock(&p->lock);
     p->closed = true;
-    for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
-        if (p->conns[c].attached && p->conns[c].ring)
-            cuipc_ring_interrupt(p->conns[c].ring);
+    each_attached_ring(p, cuipc_ring_interrupt);
     pthread_mutex_unlock(&p->lock);
+    /* The rings closed after the send in progress: its consumers get all of it, then CLOSED. */
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);
-    p->closed = true;
-    for (uint32_t c = 0; c < p->cfg.max_consumers; c++)
-        if (p->conns[c].attached && p->conns[c].ring)
-            cuipc_ring_close(p->conns[c].ring);
+    each_attached_ring(p, cuipc_ring_close);
     pthread_mutex_unlock(&p->lock);
     pthread_mutex_unlock(&p->send_lock);
 }
