@@ -1399,6 +1399,33 @@ static void test_close_does_not_wait_for_a_blocked_send(void) {
     }
 }
 
+/* A consumer that attaches after its producer was closed hears CLOSED at once, not nothing
+ * until the producer is destroyed. */
+static int late_consumer_main(void *arg) {
+    (void)arg;
+    cuipc_consumer *c = NULL;
+    if (cuipc_consumer_attach(sock_path, 10 * SEC, &c) != CUIPC_OK)
+        return 10;
+    cuipc_message *m = NULL;
+    cuipc_status s = cuipc_consumer_recv(c, 5 * SEC, &m);
+    cuipc_consumer_detach(c);
+    if (s != CUIPC_ERR_CLOSED) {
+        fprintf(stderr, "late consumer's recv: %s\n", cuipc_status_name(s));
+        return 11;
+    }
+    return 0;
+}
+
+static void test_consumer_attached_after_close_hears_closed(void) {
+    make_sock_path();
+    cuipc_producer *p = make_producer(1, 256 << 10, CUIPC_FULL_FAIL);
+    cuipc_producer_close(p);
+    pid_t pid = cuipc_test_fork(late_consumer_main, NULL);
+    CHECK_OK(cuipc_producer_accept(p, 1, 10 * SEC));
+    CHECK(cuipc_test_wait(pid, 30000) == 0);
+    cuipc_producer_destroy(p);
+}
+
 /* Message seq of make_message, with its two non-empty tensors written straight into producer
  * buffers (zero-copy produce): tensor 0 at the start of its buffer, the strided tensor 1 at an
  * offset inside a larger one. NULL if a buffer cannot be had (the status is then in *st). */
@@ -1780,6 +1807,7 @@ int main(void) {
     test_threads_share_a_consumer();
     test_interrupt_stops_receivers();
     test_close_does_not_wait_for_a_blocked_send();
+    test_consumer_attached_after_close_hears_closed();
     test_many_chunks();
     test_send_is_all_or_nothing();
     test_send_goes_to_the_consumer_that_replaced_its_own();

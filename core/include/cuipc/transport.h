@@ -219,10 +219,12 @@ typedef struct cuipc_producer_stats {
 
 void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
 
-/* Tell consumers no more messages come (their recv returns CUIPC_ERR_CLOSED once drained).
- * A send waiting on another thread for room on a consumer's ring stops at once with
- * CUIPC_ERR_CLOSED, having reached no consumer (its wrapped tree whole); a send past its wait
- * finishes first. Later sends return CUIPC_ERR_CLOSED. */
+/* Tell consumers no more messages come (their recv returns CUIPC_ERR_CLOSED once drained; a
+ * consumer attached later gets CLOSED at once). A send waiting on another thread for room on a
+ * consumer's ring stops with CUIPC_ERR_CLOSED, having reached no consumer, its chunks given back
+ * (nothing to cancel); a send past its wait finishes first. Later sends return
+ * CUIPC_ERR_CLOSED. A stopped send may still be returning when this does: join the senders
+ * before cuipc_producer_destroy. */
 void cuipc_producer_close(cuipc_producer *p);
 
 /* Wait until every chunk in flight is recycled (or timeout). */
@@ -236,7 +238,8 @@ cuipc_status cuipc_producer_drain(cuipc_producer *p, int64_t timeout_ns);
  * gets there. Nothing to wait for after a drain, or a stream synchronised.
  * CUIPC_ERR_TIMEOUT: some had not run; the GPU pool's memory and sync table, and the host
  * pool's registered arena, are then left allocated (a leak, never a hang) and the message says
- * how many. The producer is gone either way. cuipc_producer_destroy waits up to
+ * how many. The producer is gone either way; no other call may still be running on it (stop
+ * senders with cuipc_producer_close and join them first). cuipc_producer_destroy waits up to
  * CUIPC_TEARDOWN_WAIT_NS. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_destroy_within(cuipc_producer *p, int64_t timeout_ns);
