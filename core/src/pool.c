@@ -75,6 +75,7 @@ struct cuipc_pool {
     bool recycler_running;
     _Atomic bool stopping;
     _Atomic bool kick_pending; /* a CUDA pool's first chunk in flight: wake the recycler */
+    _Atomic bool interrupted;  /* waits for room end (cuipc_pool_interrupt) */
 };
 
 void cuipc_pool_config_init(cuipc_pool_config *cfg) {
@@ -433,6 +434,11 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
     return CUIPC_OK;
 }
 
+void cuipc_pool_interrupt(cuipc_pool *p) {
+    atomic_store_explicit(&p->interrupted, true, memory_order_seq_cst);
+    cuipc_sync_wake(p->sync);
+}
+
 void cuipc_pool_kick_recycler(cuipc_pool *p) {
     if (atomic_load_explicit(&p->kick_pending, memory_order_relaxed) &&
         atomic_exchange_explicit(&p->kick_pending, false, memory_order_relaxed))
@@ -505,6 +511,15 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
             break;
         }
         uint32_t seq = cuipc_sync_wake_seq(p->sync);
+        /* After reading seq: an interrupt sets the flag before it moves seq, so one that comes
+         * later ends the sleep below at once. */
+        if (atomic_load_explicit(&p->interrupted, memory_order_seq_cst)) {
+            s = CUIPC_FAIL(CUIPC_ERR_CLOSED,
+                           "no room for %llu bytes, and the wait for it was interrupted (the "
+                           "producer is closing)",
+                           (unsigned long long)size);
+            break;
+        }
         /* Re-check after reading seq so a release between the check and the sleep is not lost. */
         if (reclaim_locked(p)) {
             s = try_alloc_locked(p, size, consumer_mask, held, out);

@@ -292,6 +292,12 @@ void cuipc_producer_close(cuipc_producer *p) {
     p->closed = true;
     each_attached_ring(p, cuipc_ring_interrupt);
     pthread_mutex_unlock(&p->lock);
+    /* So is a wrap waiting for pool room (it holds no lock the close needs, but would wait for
+     * releases that may never come). */
+    cuipc_pool *pools[2] = {p->gpu_pool, p->host_pool};
+    for (int i = 0; i < 2; i++)
+        if (pools[i])
+            cuipc_pool_interrupt(pools[i]);
     /* The rings closed after the send in progress: its consumers get all of it, then CLOSED. */
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);

@@ -1291,6 +1291,7 @@ static void test_interrupt_stops_receivers(void) {
  * forever where it never did.) */
 typedef struct blocked_sender {
     cuipc_producer *p;
+    cuipc_status (*send)(cuipc_producer *p, int64_t timeout_ns);
     _Atomic pid_t tid;
     _Atomic int sent, closed; /* each thread's own: they may end in either order */
     cuipc_status status;
@@ -1316,7 +1317,7 @@ static cuipc_status send_pad(cuipc_producer *p, int64_t timeout_ns) {
 static void *blocked_send_main(void *arg) {
     blocked_sender *b = arg;
     atomic_store(&b->tid, (pid_t)syscall(SYS_gettid));
-    b->status = send_pad(b->p, -1);
+    b->status = b->send(b->p, -1);
     snprintf(b->error, sizeof b->error, "%s", cuipc_last_error());
     atomic_store(&b->sent, 1);
     return NULL;
@@ -1372,6 +1373,7 @@ static void test_close_does_not_wait_for_a_blocked_send(void) {
     CHECK(sent > 10 && sent < 200); /* the 64 KiB ring full */
     static blocked_sender b;
     b.p = p;
+    b.send = send_pad;
     pthread_t sender, closer;
     REQUIRE(pthread_create(&sender, NULL, blocked_send_main, &b) == 0);
     bool asleep = false;
@@ -1390,6 +1392,70 @@ static void test_close_does_not_wait_for_a_blocked_send(void) {
     CHECK(read_byte(ip.to_producer[0]));
     /* Every chunk back, the stopped send's too, with its consumer still attached. */
     CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    CHECK(write(ip.to_consumer[1], "d", 1) == 1);
+    CHECK(cuipc_test_wait(pid, 30000) == 0);
+    cuipc_producer_destroy(p);
+    for (int i = 0; i < 2; i++) {
+        close(ip.to_consumer[i]);
+        close(ip.to_producer[i]);
+    }
+}
+
+/* A message with one host tensor of `kib` KiB (a chunk of that size in the host pool). */
+static cuipc_status send_kib(cuipc_producer *p, int kib, int64_t timeout_ns) {
+    static uint8_t data[32 << 10];
+    cuipc_tensor t;
+    int64_t shape[1] = {(int64_t)kib << 10};
+    CHECK_OK(cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape));
+    cuipc_value *v = cuipc_value_dict();
+    CHECK_OK(cuipc_dict_set(v, "x", cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
+    cuipc_status s = cuipc_producer_send(p, v, NULL, timeout_ns);
+    cuipc_value_free(v);
+    return s;
+}
+
+static cuipc_status send_32kib(cuipc_producer *p, int64_t timeout_ns) {
+    return send_kib(p, 32, timeout_ns);
+}
+
+/* The same for a send waiting for room in the pool (full_policy wait, a minute): the close ends
+ * the wait with CLOSED, nothing taken, instead of leaving it to wait for releases that the
+ * consumer, alive but reading nothing, never makes. */
+static void test_close_stops_a_wait_for_pool_room(void) {
+    make_sock_path();
+    static idle_pipes ip;
+    REQUIRE(pipe(ip.to_consumer) == 0 && pipe(ip.to_producer) == 0);
+    pid_t pid = cuipc_test_fork(idle_consumer_main, &ip);
+    cuipc_producer_config cfg;
+    cuipc_producer_config_init(&cfg);
+    cfg.mode = CUIPC_MODE_DEFAULT;
+    cfg.host_pool_bytes = 64 << 10;
+    cfg.max_consumers = 1;
+    cfg.full_policy = CUIPC_FULL_WAIT;
+    cfg.full_timeout_ns = 60 * SEC;
+    cfg.socket_path = sock_path;
+    cuipc_producer *p = NULL;
+    REQUIRE(cuipc_producer_create(&cfg, &p) == CUIPC_OK);
+    REQUIRE(cuipc_producer_accept(p, 1, 10 * SEC) == CUIPC_OK);
+    for (int i = 0; i < 3; i++) /* 48 of the 64 KiB in flight: 32 more do not fit */
+        CHECK_OK(send_kib(p, 16, 10 * SEC));
+    static blocked_sender b;
+    b.p = p;
+    b.send = send_32kib;
+    pthread_t sender;
+    REQUIRE(pthread_create(&sender, NULL, blocked_send_main, &b) == 0);
+    bool asleep = false;
+    for (uint64_t end = now_ns() + 10 * SEC; !asleep && now_ns() < end; usleep(1000))
+        asleep = atomic_load(&b.tid) && asleep_in_futex(atomic_load(&b.tid));
+    CHECK(asleep); /* in the pool's wait for room */
+    cuipc_producer_close(p);
+    CHECK(wait_until(&b.sent, 1, 10 * SEC));      /* not after its minute */
+    CHECK(write(ip.to_consumer[1], "g", 1) == 1); /* the consumer reads what came */
+    pthread_join(sender, NULL);
+    CHECK(b.status == CUIPC_ERR_CLOSED);
+    CHECK(strstr(b.error, "interrupted") != NULL);
+    CHECK(read_byte(ip.to_producer[0]));
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC)); /* the stopped send took nothing */
     CHECK(write(ip.to_consumer[1], "d", 1) == 1);
     CHECK(cuipc_test_wait(pid, 30000) == 0);
     cuipc_producer_destroy(p);
@@ -1808,6 +1874,7 @@ int main(void) {
     test_interrupt_stops_receivers();
     test_close_does_not_wait_for_a_blocked_send();
     test_consumer_attached_after_close_hears_closed();
+    test_close_stops_a_wait_for_pool_room();
     test_many_chunks();
     test_send_is_all_or_nothing();
     test_send_goes_to_the_consumer_that_replaced_its_own();

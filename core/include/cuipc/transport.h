@@ -222,7 +222,8 @@ void cuipc_producer_stats_get(cuipc_producer *p, cuipc_producer_stats *out);
 /* Tell consumers no more messages come (their recv returns CUIPC_ERR_CLOSED once drained; a
  * consumer attached later gets CLOSED at once). A send waiting on another thread for room on a
  * consumer's ring stops with CUIPC_ERR_CLOSED, having reached no consumer, its chunks given back
- * (nothing to cancel); a send past its wait finishes first. Later sends return
+ * (nothing to cancel); a send past its wait finishes first. A wrap or send waiting for pool room
+ * (full_policy wait) stops with CUIPC_ERR_CLOSED too, having taken nothing. Later sends return
  * CUIPC_ERR_CLOSED. A stopped send may still be returning when this does: join the senders
  * before cuipc_producer_destroy. */
 void cuipc_producer_close(cuipc_producer *p);
