@@ -554,7 +554,7 @@ static cuipc_status alloc_chunk(cuipc_pool *p, uint64_t size, uint64_t consumer_
     /* A wait made in slices counts one failure: a timeout on its last slice; a refusal on its
      * first, or whenever it ends the wait (the refusals of a GPU pool under "fallback", tried
      * with no wait every slice, are not its last). */
-    if (s != CUIPC_OK &&
+    if (s != CUIPC_OK && s != CUIPC_ERR_CLOSED &&
         (s == CUIPC_ERR_TIMEOUT ? wait.last : !wait.continued || wait.last || wait.timeout_ns > 0))
         p->stats.full_failures++;
     pthread_mutex_unlock(&p->lock);

@@ -1146,6 +1146,15 @@ static bool asleep_in_futex(pid_t tid) {
     return read && nr == SYS_futex;
 }
 
+/* Whether thread tid stays in the futex syscall over 40 ms of looks: asleep in a wait, not
+ * passing through a lock another thread holds for a moment. */
+static bool asleep_in_futex_steadily(pid_t tid) {
+    for (int i = 0; i < 20; i++, usleep(2000))
+        if (!asleep_in_futex(tid))
+            return false;
+    return true;
+}
+
 /* Until the n receivers of ir are all asleep in recv (false after 10 s). */
 static bool receivers_asleep(interrupted_receivers *ir, int n) {
     for (uint64_t end = now_ns() + 10 * SEC; now_ns() < end; usleep(1000)) {
@@ -1378,7 +1387,7 @@ static void test_close_does_not_wait_for_a_blocked_send(void) {
     REQUIRE(pthread_create(&sender, NULL, blocked_send_main, &b) == 0);
     bool asleep = false;
     for (uint64_t end = now_ns() + 10 * SEC; !asleep && now_ns() < end; usleep(1000))
-        asleep = atomic_load(&b.tid) && asleep_in_futex(atomic_load(&b.tid));
+        asleep = atomic_load(&b.tid) && asleep_in_futex_steadily(atomic_load(&b.tid));
     CHECK(asleep); /* in the send's wait for room */
     REQUIRE(pthread_create(&closer, NULL, close_main, &b) == 0);
     bool closed = wait_until(&b.closed, 1, 10 * SEC);
@@ -1414,8 +1423,20 @@ static cuipc_status send_kib(cuipc_producer *p, int kib, int64_t timeout_ns) {
     return s;
 }
 
-static cuipc_status send_32kib(cuipc_producer *p, int64_t timeout_ns) {
-    return send_kib(p, 32, timeout_ns);
+/* 8 KiB that fit, then 32 KiB that wait: the first chunk must go back when the wait ends. */
+static cuipc_status send_8_then_32kib(cuipc_producer *p, int64_t timeout_ns) {
+    static uint8_t data[40 << 10];
+    cuipc_value *v = cuipc_value_dict();
+    int64_t kib[2] = {8, 32};
+    for (int i = 0; i < 2; i++) {
+        cuipc_tensor t;
+        int64_t shape[1] = {kib[i] << 10};
+        CHECK_OK(cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1, shape));
+        CHECK_OK(cuipc_dict_set(v, i ? "b" : "a", cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
+    }
+    cuipc_status s = cuipc_producer_send(p, v, NULL, timeout_ns);
+    cuipc_value_free(v);
+    return s;
 }
 
 /* The same for a send waiting for room in the pool (full_policy wait, a minute): the close ends
@@ -1441,13 +1462,15 @@ static void test_close_stops_a_wait_for_pool_room(void) {
         CHECK_OK(send_kib(p, 16, 10 * SEC));
     static blocked_sender b;
     b.p = p;
-    b.send = send_32kib;
+    b.send = send_8_then_32kib;
     pthread_t sender;
     REQUIRE(pthread_create(&sender, NULL, blocked_send_main, &b) == 0);
     bool asleep = false;
     for (uint64_t end = now_ns() + 10 * SEC; !asleep && now_ns() < end; usleep(1000))
-        asleep = atomic_load(&b.tid) && asleep_in_futex(atomic_load(&b.tid));
-    CHECK(asleep); /* in the pool's wait for room */
+        asleep = atomic_load(&b.tid) && asleep_in_futex_steadily(atomic_load(&b.tid));
+    cuipc_producer_stats st;
+    cuipc_producer_stats_get(p, &st);
+    CHECK(asleep && st.host_pool.full_events == 1); /* in the pool's wait for room */
     cuipc_producer_close(p);
     CHECK(wait_until(&b.sent, 1, 10 * SEC));      /* not after its minute */
     CHECK(write(ip.to_consumer[1], "g", 1) == 1); /* the consumer reads what came */
@@ -1455,7 +1478,10 @@ static void test_close_stops_a_wait_for_pool_room(void) {
     CHECK(b.status == CUIPC_ERR_CLOSED);
     CHECK(strstr(b.error, "interrupted") != NULL);
     CHECK(read_byte(ip.to_producer[0]));
-    CHECK_OK(cuipc_producer_drain(p, 5 * SEC)); /* the stopped send took nothing */
+    /* The stopped send took nothing: its 8 KiB went back; the close is no failure of the pool. */
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_stats_get(p, &st);
+    CHECK(st.host_pool.full_failures == 0);
     CHECK(write(ip.to_consumer[1], "d", 1) == 1);
     CHECK(cuipc_test_wait(pid, 30000) == 0);
     cuipc_producer_destroy(p);

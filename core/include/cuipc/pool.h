@@ -59,7 +59,8 @@ typedef struct cuipc_pool_stats {
     uint64_t recycled;               /* chunks returned after every consumer released */
     uint64_t cancelled;              /* chunks returned without being sent */
     uint64_t full_events;            /* allocation attempts that found no room (before waiting) */
-    uint64_t full_failures;          /* allocations that gave up (POOL_FULL or TIMEOUT) */
+    uint64_t full_failures;          /* allocations that gave up (POOL_FULL or TIMEOUT; not
+                                      * those a producer's close ended) */
     uint64_t on_demand_reclaims;     /* recycling passes run by an allocation that missed */
     uint64_t dead_consumer_reclaims; /* chunk releases taken over for consumers that died */
     uint64_t stale_releases;         /* releases rejected: wrong generation */

@@ -173,13 +173,13 @@ bool cuipc_producer_may_wrap_again(cuipc_producer *p, const cuipc_value *tree, c
  * CUIPC_MEMORY_HOST: the host pool (a host tensor; a send with a stream waits for the work
  * queued on it, so a copy into the buffer may be queued there). Waits up to timeout_ns for room (0:
  * fails at once with CUIPC_ERR_POOL_FULL; < 0: as the pool-full policy says, the fallback policy
- * waiting like "wait"). Rules: a tensor sent from a buffer lies inside it; one
- * buffer backs one tensor of one message; once a send takes it, the buffer belongs to the
- * transport (recycled after the consumers release it, or at once if the send fails) and the
- * application must not write it again. A send that rejects a tensor (past its buffer's end,
- * wrong device) leaves that tensor's buffer held; the buffers of tensors it had taken before are
- * given back. A tensor in pool memory that is not a held buffer (sent or freed already) is
- * refused with CUIPC_ERR_STALE. */
+ * waiting like "wait"; a cuipc_producer_close ends the wait with CUIPC_ERR_CLOSED). Rules: a tensor
+ * sent from a buffer lies inside it; one buffer backs one tensor of one message; once a send takes
+ * it, the buffer belongs to the transport (recycled after the consumers release it, or at once if
+ * the send fails) and the application must not write it again. A send that rejects a tensor (past
+ * its buffer's end, wrong device) leaves that tensor's buffer held; the buffers of tensors it had
+ * taken before are given back. A tensor in pool memory that is not a held buffer (sent or freed
+ * already) is refused with CUIPC_ERR_STALE. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_buffer_alloc(cuipc_producer *p, cuipc_memory_kind memory,
                                          uint64_t nbytes, int64_t timeout_ns, void **data);
