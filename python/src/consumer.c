@@ -257,7 +257,9 @@ static PyMethodDef consumer_methods[] = {
      "than in the first message."},
     {"stats", (PyCFunction)consumer_stats, METH_NOARGS, "Counters of this consumer (dict)."},
     {"close", (PyCFunction)consumer_close, METH_NOARGS,
-     "Detach (at once, or when the last message of this consumer is freed)."},
+     "Detach (at once, or when the last message of this consumer is freed). Calls under way on "
+     "other threads end first: a recv raises Closed at once, and the close waits up to 10 s for "
+     "them."},
     {"__enter__", ctx_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)consumer_exit, METH_VARARGS, NULL},
     {NULL}};

@@ -730,7 +730,9 @@ static PyMethodDef producer_methods[] = {
      "close(timeout=10.0): tell the consumers no more comes; free the pools. The GPU pool first "
      "waits up to timeout (None: no limit) for the copies that sends queued on streams to run; "
      "past it the pool's memory is left allocated rather than freed under them, and Timeout is "
-     "raised, the producer closed all the same."},
+     "raised, the producer closed all the same. Calls under way on other threads (send, accept, "
+     "drain, buffer) end first with Closed, within 200 ms; the close waits up to timeout for "
+     "them."},
     {"__enter__", producer_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)producer_exit, METH_VARARGS, NULL},
     {NULL}};
