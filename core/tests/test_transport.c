@@ -1363,6 +1363,32 @@ static int idle_consumer_main(void *arg) {
     return 0;
 }
 
+/* A forked consumer of idle_consumer_main, with its pipes. */
+static pid_t start_idle_consumer(idle_pipes *ip) {
+    make_sock_path();
+    REQUIRE(pipe(ip->to_consumer) == 0 && pipe(ip->to_producer) == 0);
+    return cuipc_test_fork(idle_consumer_main, ip);
+}
+
+/* Told to detach once it has read all, it must exit cleanly. */
+static void end_idle_consumer(idle_pipes *ip, pid_t pid) {
+    CHECK(write(ip->to_consumer[1], "d", 1) == 1);
+    CHECK(cuipc_test_wait(pid, 30000) == 0);
+    for (int i = 0; i < 2; i++) {
+        close(ip->to_consumer[i]);
+        close(ip->to_producer[i]);
+    }
+}
+
+/* b's send on a thread of its own, until it stays asleep in its wait (false after 10 s). */
+static bool start_blocked_sender(blocked_sender *b, pthread_t *t) {
+    REQUIRE(pthread_create(t, NULL, blocked_send_main, b) == 0);
+    for (uint64_t end = now_ns() + 10 * SEC; now_ns() < end; usleep(1000))
+        if (atomic_load(&b->tid) && asleep_in_futex_steadily(atomic_load(&b->tid)))
+            return true;
+    return false;
+}
+
 static bool wait_until(_Atomic int *flag, int value, uint64_t limit_ns) {
     for (uint64_t end = now_ns() + limit_ns; now_ns() < end; usleep(1000))
         if (atomic_load(flag) >= value)
@@ -1371,10 +1397,8 @@ static bool wait_until(_Atomic int *flag, int value, uint64_t limit_ns) {
 }
 
 static void test_close_does_not_wait_for_a_blocked_send(void) {
-    make_sock_path();
     static idle_pipes ip;
-    REQUIRE(pipe(ip.to_consumer) == 0 && pipe(ip.to_producer) == 0);
-    pid_t pid = cuipc_test_fork(idle_consumer_main, &ip);
+    pid_t pid = start_idle_consumer(&ip);
     cuipc_producer *p = start_producer(1, 256 << 10, CUIPC_FULL_FAIL);
     int sent = 0;
     while (sent < 200 && send_pad(p, 20 * 1000 * 1000) == CUIPC_OK)
@@ -1384,11 +1408,7 @@ static void test_close_does_not_wait_for_a_blocked_send(void) {
     b.p = p;
     b.send = send_pad;
     pthread_t sender, closer;
-    REQUIRE(pthread_create(&sender, NULL, blocked_send_main, &b) == 0);
-    bool asleep = false;
-    for (uint64_t end = now_ns() + 10 * SEC; !asleep && now_ns() < end; usleep(1000))
-        asleep = atomic_load(&b.tid) && asleep_in_futex_steadily(atomic_load(&b.tid));
-    CHECK(asleep); /* in the send's wait for room */
+    CHECK(start_blocked_sender(&b, &sender)); /* in the send's wait for room */
     REQUIRE(pthread_create(&closer, NULL, close_main, &b) == 0);
     bool closed = wait_until(&b.closed, 1, 10 * SEC);
     CHECK(closed);
@@ -1401,13 +1421,8 @@ static void test_close_does_not_wait_for_a_blocked_send(void) {
     CHECK(read_byte(ip.to_producer[0]));
     /* Every chunk back, the stopped send's too, with its consumer still attached. */
     CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
-    CHECK(write(ip.to_consumer[1], "d", 1) == 1);
-    CHECK(cuipc_test_wait(pid, 30000) == 0);
+    end_idle_consumer(&ip, pid);
     cuipc_producer_destroy(p);
-    for (int i = 0; i < 2; i++) {
-        close(ip.to_consumer[i]);
-        close(ip.to_producer[i]);
-    }
 }
 
 /* A message with one host tensor of `kib` KiB (a chunk of that size in the host pool). */
@@ -1443,10 +1458,8 @@ static cuipc_status send_8_then_32kib(cuipc_producer *p, int64_t timeout_ns) {
  * the wait with CLOSED, nothing taken, instead of leaving it to wait for releases that the
  * consumer, alive but reading nothing, never makes. */
 static void test_close_stops_a_wait_for_pool_room(void) {
-    make_sock_path();
     static idle_pipes ip;
-    REQUIRE(pipe(ip.to_consumer) == 0 && pipe(ip.to_producer) == 0);
-    pid_t pid = cuipc_test_fork(idle_consumer_main, &ip);
+    pid_t pid = start_idle_consumer(&ip);
     cuipc_producer_config cfg;
     cuipc_producer_config_init(&cfg);
     cfg.mode = CUIPC_MODE_DEFAULT;
@@ -1464,10 +1477,7 @@ static void test_close_stops_a_wait_for_pool_room(void) {
     b.p = p;
     b.send = send_8_then_32kib;
     pthread_t sender;
-    REQUIRE(pthread_create(&sender, NULL, blocked_send_main, &b) == 0);
-    bool asleep = false;
-    for (uint64_t end = now_ns() + 10 * SEC; !asleep && now_ns() < end; usleep(1000))
-        asleep = atomic_load(&b.tid) && asleep_in_futex_steadily(atomic_load(&b.tid));
+    bool asleep = start_blocked_sender(&b, &sender);
     cuipc_producer_stats st;
     cuipc_producer_stats_get(p, &st);
     CHECK(asleep && st.host_pool.full_events == 1); /* in the pool's wait for room */
@@ -1482,13 +1492,8 @@ static void test_close_stops_a_wait_for_pool_room(void) {
     CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
     cuipc_producer_stats_get(p, &st);
     CHECK(st.host_pool.full_failures == 0);
-    CHECK(write(ip.to_consumer[1], "d", 1) == 1);
-    CHECK(cuipc_test_wait(pid, 30000) == 0);
+    end_idle_consumer(&ip, pid);
     cuipc_producer_destroy(p);
-    for (int i = 0; i < 2; i++) {
-        close(ip.to_consumer[i]);
-        close(ip.to_producer[i]);
-    }
 }
 
 /* A consumer that attaches after its producer was closed hears CLOSED at once, not nothing
