@@ -395,8 +395,7 @@ static cuipc_status receive(cuipc_consumer *c, int64_t timeout_ns, cuipc_message
     void *buf = NULL;
     size_t len = 0;
     int64_t left;
-    if (cuipc_ring_interrupted(c->ring))
-        return interrupted();
+    /* An interrupted ring refuses the recv itself; only a turn not had must ask. */
     if (!take_recv_turn(c, timeout_ns, &left))
         return cuipc_ring_interrupted(c->ring)
                    ? interrupted()
