@@ -235,16 +235,20 @@ static cuipc_status take_connection(cuipc_producer *p) {
     return CUIPC_OK;
 }
 
-static cuipc_status attach_timeout(cuipc_producer *p, uint32_t n, int64_t timeout_ns) {
+/* attached_before: stats.consumers_attached when the wait began, to name consumers that came and
+ * left again during it (a count of those attached now would not show them). */
+static cuipc_status attach_timeout(cuipc_producer *p, uint32_t n, int64_t timeout_ns,
+                                   uint32_t attached_before) {
     pthread_mutex_lock(&p->lock);
     unsigned long long refused = p->stats.peers_refused, late = p->stats.peers_timed_out;
+    uint32_t came = p->stats.consumers_attached - attached_before;
     char last[sizeof p->last_refusal];
     snprintf(last, sizeof last, "%s", p->last_refusal);
     pthread_mutex_unlock(&p->lock);
     return CUIPC_FAIL(CUIPC_ERR_TIMEOUT,
-                      "%u of %u consumers attached within %lld ms (%u handshakes under way, %llu "
-                      "peers refused, %llu timed out%s%s)",
-                      cuipc_producer_consumer_count(p), n, (long long)(timeout_ns / 1000000),
+                      "%u of %u consumers attached within %lld ms (%u came during the wait, "
+                      "%u handshakes under way, %llu peers refused, %llu timed out%s%s)",
+                      cuipc_producer_consumer_count(p), n, (long long)(timeout_ns / 1000000), came,
                       p->n_pending, refused, late, last[0] ? "; last: " : "", last);
 }
 
@@ -255,6 +259,9 @@ cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeou
         return CUIPC_FAIL(CUIPC_ERR_INVALID_ARG, "waiting for %u consumers but max_consumers is %u",
                           n, p->cfg.max_consumers);
     uint64_t deadline = cuipc_now_ns() + (uint64_t)(timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
+    pthread_mutex_lock(&p->lock);
+    uint32_t attached_before = p->stats.consumers_attached;
+    pthread_mutex_unlock(&p->lock);
     struct pollfd fds[1 + CUIPC_PENDING_MAX];
     /* At least one pass, even with a timeout of 0: a producer that sends while consumers come
      * and go moves their handshakes on with accept(p, n, 0) between messages. */
@@ -264,7 +271,7 @@ cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeou
         uint64_t now = cuipc_now_ns();
         expire(p, now);
         if (now >= deadline && !first)
-            return attach_timeout(p, n, timeout_ns);
+            return attach_timeout(p, n, timeout_ns, attached_before);
         uint64_t wake = deadline;
         fds[0] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};
         for (uint32_t i = 0; i < p->n_pending; i++) {
