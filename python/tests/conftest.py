@@ -208,6 +208,15 @@ def usr1():
     signal.signal(signal.SIGUSR1, old)
 
 
+def wait_for(cond, timeout=5.0):
+    """True once cond() is, polled for up to timeout seconds: for what another thread or the
+    producer's monitor does in its own time (a consumer's hang-up seen, a deleter run)."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+
+
 class Stop(Exception):
     pass
 

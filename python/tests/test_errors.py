@@ -8,7 +8,7 @@ import pytest
 import cuipc
 from cuipc import _cuipc
 import workers
-from conftest import Stop, stop
+from conftest import Stop, stop, wait_for
 
 CLASSES = {
     "INVALID_ARG": cuipc.InvalidArgument, "NO_MEMORY": cuipc.NoMemory, "POOL_FULL": cuipc.PoolFull,
@@ -464,6 +464,9 @@ def test_close_from_another_thread_wakes_a_blocked_recv(pair):
     assert isinstance(box.get("e"), cuipc.Closed), box
     with pytest.raises(cuipc.Closed):
         c.recv(timeout=0)
+    # The producer's monitor frees the place once it sees the hang-up: an accept before that
+    # would count the departed consumer and return with nobody to hand the newcomer its place.
+    assert wait_for(lambda: p.stats()["consumers_now"] == 0)
     t2, box2 = on_thread(lambda: p.accept(1, timeout=10))
     newcomer = cuipc.Consumer(p.socket_path, timeout=10)
     t2.join(10)

@@ -11,6 +11,7 @@ import pytest
 import cuipc
 import fake_torch_table
 from conftest import attach_pair as _pair
+from conftest import wait_for
 
 # What a fresh process runs first to have the table this one has: the stand-in, where it is one.
 FAKE_PRELUDE = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
@@ -70,13 +71,6 @@ def test_each_path_makes_its_own_calls(pair, torch_path, monkeypatch):
         assert called == []
     else:
         assert "data_ptr" in called and "stride" in called
-
-
-def wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return cond()
 
 
 def test_a_torch_tensor_lets_its_message_go_when_dropped(pair, torch_path):

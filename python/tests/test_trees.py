@@ -9,6 +9,7 @@ import pytest
 
 import cuipc
 import workers
+from conftest import wait_for
 from dlpack_ctypes import DLManagedTensor, DLTensor, ExportsAfter
 
 TREE_SCALARS = {"s": "image", "b": b"\x00\x01raw", "i": -(2**62), "f": 2.5, "t": True, "n": None}
@@ -285,10 +286,7 @@ def test_a_kept_copy_does_not_hold_a_closed_consumer(pair):
         kept = np.asarray(m.unwrap(kind="copy")["x"])
     del m
     c.close()
-    deadline = time.monotonic() + 5
-    while p.stats()["consumers_now"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert p.stats()["consumers_now"] == 0, "a live copy kept the closed consumer attached"
+    assert wait_for(lambda: p.stats()["consumers_now"] == 0), "a live copy kept it attached"
     # The one place is free again: a new consumer takes it and reads what comes next.
     box = {}
     t = threading.Thread(target=lambda: box.setdefault("n", p.accept(1, timeout=10)))
