@@ -88,7 +88,10 @@ const char *cuipc_producer_socket_path(const cuipc_producer *p);
  * for a place is closed. Other errors are the producer's own (e.g. no fd left for a ring: one
  * CUIPC_ERR_SYSTEM naming it). Call it again to attach more (consumers that replace departed
  * ones take their places); one thread at a time. A timeout of 0 makes one pass without
- * waiting: handshakes under way move on, as a sender that accepts between messages wants.
+ * waiting: handshakes under way move on, as a sender that accepts between messages wants. With
+ * n attached already it returns at once and makes no pass: a newcomer that connected before a
+ * departed consumer's hang-up was seen waits for the next call rather than being refused for a
+ * place about to be free.
  * What a process of the same uid can still do: take a consumer place (and the data sent to it)
  * or hold one for 2 s; the socket's directory (0700 when the library makes it) is the
  * boundary that keeps other users out, and the uid check the second one. */
