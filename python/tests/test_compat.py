@@ -83,7 +83,7 @@ def test_a_by_value_object_needs_no_producer():
     t0 = time.monotonic()
     again = pickle.loads(pickle.dumps(wrapped))
     assert compat.unwrap_mm_inputs_from_ipc(again)["x"].tolist() == [0, 1, 2]
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5  # an attach would wait out its 10 s
 
 
 @pytest.mark.usefixtures("torch_path")  # through torch's exchange table, and through its bindings
