@@ -1438,6 +1438,146 @@ static cuipc_status send_kib(cuipc_producer *p, int kib, int64_t timeout_ns) {
     return s;
 }
 
+/* An interrupt while messages flow, at a different point of the receiver's loop each round. The
+ * receiver may be waiting in the ring, decoding a message it took, or freeing one: whichever,
+ * its recv gives a whole message or CLOSED with none, and every message taken from the ring is
+ * given back, the one taken just as the interrupt came too (recv frees it). The producer checks
+ * that last part with the consumer still attached: its pool then holds exactly the chunks of
+ * the messages still in the ring, sent minus taken. */
+enum { FLOW_ROUNDS = 16, FLOW_TENSORS = 32 };
+
+/* A message of FLOW_TENSORS small host tensors, a pool chunk each: its decode is long enough
+ * for the interrupt to come during it in some rounds. */
+static cuipc_status send_flow(cuipc_producer *p, int64_t timeout_ns) {
+    static uint8_t data[64];
+    cuipc_value *v = cuipc_value_list();
+    for (int i = 0; i < FLOW_TENSORS; i++) {
+        cuipc_tensor t;
+        CHECK_OK(cuipc_tensor_init(&t, data, CUIPC_DEVICE_HOST, CUIPC_DTYPE_U8, 1,
+                                   (const int64_t[]){sizeof data}));
+        CHECK_OK(cuipc_list_append(v, cuipc_value_tensor(&t, CUIPC_OWNER_NONE)));
+    }
+    cuipc_status s = cuipc_producer_send(p, v, NULL, timeout_ns);
+    cuipc_value_free(v);
+    return s;
+}
+
+typedef struct flow_receiver {
+    cuipc_consumer *c;
+    _Atomic int received, closed, bad;
+} flow_receiver;
+
+static void *flow_receive(void *arg) {
+    flow_receiver *f = arg;
+    for (;;) {
+        cuipc_message *m = NULL;
+        cuipc_status s = cuipc_consumer_recv(f->c, 10 * SEC, &m);
+        if (s == CUIPC_OK && m) {
+            cuipc_message_free(m);
+            atomic_fetch_add(&f->received, 1);
+            continue;
+        }
+        if (s == CUIPC_ERR_CLOSED && !m) {
+            atomic_store(&f->closed, 1);
+        } else {
+            fprintf(stderr, "flow receiver: %s, message %p: %s\n", cuipc_status_name(s), (void *)m,
+                    cuipc_last_error());
+            atomic_store(&f->bad, 1);
+        }
+        return NULL;
+    }
+}
+
+static int flow_consumer_main(void *arg) {
+    interrupt_pipes *ip = arg;
+    close(ip->to_producer[0]);
+    close(ip->to_consumer[1]);
+    int taken_as_interrupted = 0;
+    for (int round = 0; round < FLOW_ROUNDS; round++) {
+        static flow_receiver f;
+        f = (flow_receiver){0};
+        if (cuipc_consumer_attach(sock_path, 10 * SEC, &f.c) != CUIPC_OK)
+            return 10;
+        pthread_t t;
+        if (pthread_create(&t, NULL, flow_receive, &f) != 0)
+            return 11;
+        for (uint64_t end = now_ns() + 10 * SEC;
+             atomic_load(&f.received) < 20 + 7 * round && !atomic_load(&f.bad) && now_ns() < end;)
+            usleep(100);
+        usleep((useconds_t)(round * 37 % 113)); /* a different point of the loop each round */
+        cuipc_consumer_interrupt(f.c);
+        pthread_join(t, NULL);
+        if (atomic_load(&f.bad) || !atomic_load(&f.closed) || atomic_load(&f.received) < 20)
+            return 12;
+        cuipc_message *m = NULL;
+        if (cuipc_consumer_recv(f.c, 0, &m) != CUIPC_ERR_CLOSED || m)
+            return 13;
+        cuipc_consumer_stats st;
+        cuipc_consumer_stats_get(f.c, &st);
+        taken_as_interrupted += st.messages > (uint64_t)atomic_load(&f.received);
+        if (write(ip->to_producer[1], &st.messages, sizeof st.messages) != sizeof st.messages ||
+            !read_byte(ip->to_consumer[0])) /* the producer has counted its chunks */
+            return 14;
+        cuipc_consumer_detach(f.c);
+    }
+    printf("interrupt while messages flow: %d of %d rounds took a message as it came\n",
+           taken_as_interrupted, FLOW_ROUNDS);
+    fflush(stdout); /* the child leaves with _exit */
+    return 0;
+}
+
+static void test_interrupt_while_messages_flow(void) {
+    make_sock_path();
+    static interrupt_pipes ip;
+    REQUIRE(pipe(ip.to_producer) == 0 && pipe(ip.to_consumer) == 0);
+    pid_t pid = cuipc_test_fork(flow_consumer_main, &ip);
+    close(ip.to_producer[1]);
+    close(ip.to_consumer[0]);
+    cuipc_producer *p = make_producer(1, 1 << 20, CUIPC_FULL_FAIL);
+    for (int round = 0; round < FLOW_ROUNDS; round++) {
+        cuipc_status accepted = cuipc_producer_accept(p, 1, 10 * SEC);
+        CHECK_OK(accepted);
+        if (accepted != CUIPC_OK)
+            break;
+        /* Sends until the consumer says how many it took; a full ring or pool (the consumer
+         * stops reading at the interrupt) just waits for that. */
+        uint64_t sent = 0, taken = 0;
+        struct pollfd pf = {.fd = ip.to_producer[0], .events = POLLIN};
+        bool said = false;
+        for (uint64_t end = now_ns() + 20 * SEC; !said && now_ns() < end;) {
+            cuipc_status s = send_flow(p, 1000000);
+            sent += s == CUIPC_OK;
+            if (s != CUIPC_OK && s != CUIPC_ERR_TIMEOUT && s != CUIPC_ERR_POOL_FULL) {
+                fprintf(stderr, "round %d: send: %s\n", round, cuipc_last_error());
+                break;
+            }
+            said = poll(&pf, 1, 0) == 1;
+        }
+        said = said && read(ip.to_producer[0], &taken, sizeof taken) == sizeof taken;
+        CHECK(said);
+        if (!said)
+            break;
+        /* Every chunk of a message taken is back; those still in the ring are not. */
+        cuipc_producer_stats st = {0};
+        for (uint64_t end = now_ns() + 5 * SEC; now_ns() < end; usleep(1000)) {
+            cuipc_producer_stats_get(p, &st);
+            if (st.host_pool.in_flight == (sent - taken) * FLOW_TENSORS)
+                break;
+        }
+        if (st.host_pool.in_flight != (sent - taken) * FLOW_TENSORS)
+            fprintf(stderr, "round %d: %llu sent, %llu taken, %u chunks in flight\n", round,
+                    (unsigned long long)sent, (unsigned long long)taken, st.host_pool.in_flight);
+        CHECK(taken <= sent && st.host_pool.in_flight == (sent - taken) * FLOW_TENSORS);
+        CHECK(write(ip.to_consumer[1], "d", 1) == 1);
+        wait_for_consumers(p, 0);
+    }
+    CHECK(cuipc_test_wait(pid, 30000) == 0);
+    CHECK_OK(cuipc_producer_drain(p, 5 * SEC));
+    cuipc_producer_destroy(p);
+    close(ip.to_producer[0]);
+    close(ip.to_consumer[1]);
+}
+
 /* 8 KiB that fit, then 32 KiB that wait: the first chunk must go back when the wait ends. */
 static cuipc_status send_8_then_32kib(cuipc_producer *p, int64_t timeout_ns) {
     static uint8_t data[40 << 10];
@@ -1913,6 +2053,7 @@ int main(void) {
     test_forged_proxies();
     test_threads_share_a_consumer();
     test_interrupt_stops_receivers();
+    test_interrupt_while_messages_flow();
     test_close_does_not_wait_for_a_blocked_send();
     test_consumer_attached_after_close_hears_closed();
     test_accept_timeout_names_consumers_that_came_and_left();
