@@ -81,20 +81,21 @@ cuipc_status cuipc_producer_create(const cuipc_producer_config *cfg, cuipc_produ
 const char *cuipc_producer_socket_path(const cuipc_producer *p);
 
 /* Accept consumers until n are attached, or CUIPC_ERR_TIMEOUT after timeout_ns (the message
- * counts the peers refused). Handshakes run side by side, each with a 2 s deadline of its own;
- * a peer of another uid, one that breaks the protocol or misses its deadline is refused and
- * counted (stats peers_refused, peers_timed_out) and the others go on attaching. At most
- * CUIPC_MAX_CONSUMERS + 32 connections are pending: beyond that the oldest that has not asked
- * for a place is closed. Other errors are the producer's own (e.g. no fd left for a ring: one
- * CUIPC_ERR_SYSTEM naming it). Call it again to attach more (consumers that replace departed
- * ones take their places); one thread at a time. A timeout of 0 makes one pass without
- * waiting: handshakes under way move on, as a sender that accepts between messages wants. With
- * n attached already it returns at once and makes no pass: a newcomer that connected before a
- * departed consumer's hang-up was seen waits for the next call rather than being refused for a
- * place about to be free.
- * What a process of the same uid can still do: take a consumer place (and the data sent to it)
- * or hold one for 2 s; the socket's directory (0700 when the library makes it) is the
- * boundary that keeps other users out, and the uid check the second one. */
+ * counts the consumers that came during the wait, those gone again too, and the peers refused).
+ * Handshakes run side by side, each with a 2 s deadline of its own; a peer of another uid, one that
+ * breaks the protocol or misses its deadline is refused and counted (stats peers_refused,
+ * peers_timed_out) and the others go on attaching. At most CUIPC_MAX_CONSUMERS + 32 connections are
+ * pending: beyond that the oldest that has not asked for a place is closed. Other errors are the
+ * producer's own (e.g. no fd left for a ring: one CUIPC_ERR_SYSTEM naming it). Call it again to
+ * attach more (consumers that replace departed ones take their places); one thread at a time. A
+ * timeout of 0 makes one pass without waiting: handshakes under way move on, as a sender that
+ * accepts between messages wants. With n attached already it returns at once and makes no pass, so
+ * handshakes move on only in calls whose n is above the consumers attached: one that accepts
+ * between messages passes its full count. A departed consumer counts until the producer has seen
+ * its hang-up; a newcomer that connected before then waits for a later call (its handshake's own
+ * deadline still runs). What a process of the same uid can still do: take a consumer place (and the
+ * data sent to it) or hold one for 2 s; the socket's directory (0700 when the library makes it) is
+ * the boundary that keeps other users out, and the uid check the second one. */
 CUIPC_WARN_UNUSED
 cuipc_status cuipc_producer_accept(cuipc_producer *p, uint32_t n, int64_t timeout_ns);
 
