@@ -435,6 +435,8 @@ static cuipc_status try_alloc_locked(cuipc_pool *p, uint64_t size, uint64_t mask
 }
 
 void cuipc_pool_interrupt(cuipc_pool *p) {
+    if (!p)
+        return; /* a producer without this pool */
     atomic_store_explicit(&p->interrupted, true, memory_order_seq_cst);
     cuipc_sync_wake(p->sync);
 }

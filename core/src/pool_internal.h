@@ -58,7 +58,8 @@ CUIPC_WARN_UNUSED
 cuipc_status cuipc_pool_publish_held(cuipc_pool *pool, cuipc_chunk *c, uint64_t offset,
                                      uint64_t size, uint64_t consumer_mask);
 /* For good: every allocation waiting for room, now or later, ends with CUIPC_ERR_CLOSED (one
- * that finds room at once still takes it). A producer's close stops its senders so. */
+ * that finds room at once still takes it). A producer's close stops its senders so (NULL, a
+ * pool the producer does not have: nothing). */
 void cuipc_pool_interrupt(cuipc_pool *pool);
 /* Wake the recycler if an allocation since the last call put a CUDA pool's first chunk in
  * flight. Cheap when there is nothing to do. */

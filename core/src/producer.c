@@ -294,10 +294,8 @@ void cuipc_producer_close(cuipc_producer *p) {
     pthread_mutex_unlock(&p->lock);
     /* So is a wrap waiting for pool room (it holds no lock the close needs, but would wait for
      * releases that may never come). */
-    cuipc_pool *pools[2] = {p->gpu_pool, p->host_pool};
-    for (int i = 0; i < 2; i++)
-        if (pools[i])
-            cuipc_pool_interrupt(pools[i]);
+    cuipc_pool_interrupt(p->gpu_pool);
+    cuipc_pool_interrupt(p->host_pool);
     /* The rings closed after the send in progress: its consumers get all of it, then CLOSED. */
     pthread_mutex_lock(&p->send_lock);
     pthread_mutex_lock(&p->lock);
