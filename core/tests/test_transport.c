@@ -1558,16 +1558,17 @@ static void test_interrupt_while_messages_flow(void) {
         if (!said)
             break;
         /* Every chunk of a message taken is back; those still in the ring are not. */
+        uint64_t in_ring = (sent - taken) * FLOW_TENSORS;
         cuipc_producer_stats st = {0};
         for (uint64_t end = now_ns() + 5 * SEC; now_ns() < end; usleep(1000)) {
             cuipc_producer_stats_get(p, &st);
-            if (st.host_pool.in_flight == (sent - taken) * FLOW_TENSORS)
+            if (st.host_pool.in_flight == in_ring)
                 break;
         }
-        if (st.host_pool.in_flight != (sent - taken) * FLOW_TENSORS)
+        if (st.host_pool.in_flight != in_ring)
             fprintf(stderr, "round %d: %llu sent, %llu taken, %u chunks in flight\n", round,
                     (unsigned long long)sent, (unsigned long long)taken, st.host_pool.in_flight);
-        CHECK(taken <= sent && st.host_pool.in_flight == (sent - taken) * FLOW_TENSORS);
+        CHECK(taken <= sent && st.host_pool.in_flight == in_ring);
         CHECK(write(ip.to_consumer[1], "d", 1) == 1);
         wait_for_consumers(p, 0);
     }
